@@ -1,2 +1,17 @@
+//! Shoal's swarm core: what every node that carries a channel shares.
+//!
+//! - [`piece`]: the signed [`piece::Piece`] (header, whole TS packets, Ed25519
+//!   signature), [`piece::ChannelId`] (a channel's public key), [`piece::ChannelKeypair`]
+//!   (only ingest holds one) and [`piece::ChannelVerifier`].
+//! - [`wire`]: the peer protocol's [`wire::Message`]s, their encoding, the stream
+//!   [`wire::FrameDecoder`] and the [`wire::datagram`] fragmenter. `PROTOCOL.md` specifies it.
+//! - [`peer`]: the sans-IO [`peer::Peer`] state machine that seeds, viewers and the
+//!   simulator run unchanged.
+//! - [`rng`]: the seeded generator that keeps peers and simulations deterministic.
+//!
+//! Nothing here knows tokio, sockets, clocks or SQL.
+
+pub mod peer;
 pub mod piece;
+pub mod rng;
 pub mod wire;

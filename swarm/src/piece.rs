@@ -134,11 +134,7 @@ impl PieceFlags {
 
     /// Accepts only known bits, so a future flag can't be silently misread.
     pub const fn from_bits(bits: u8) -> Option<Self> {
-        if bits & !Self::KNOWN == 0 {
-            Some(PieceFlags(bits))
-        } else {
-            None
-        }
+        if bits & !Self::KNOWN == 0 { Some(PieceFlags(bits)) } else { None }
     }
 
     pub const fn bits(self) -> u8 {
@@ -163,16 +159,8 @@ impl fmt::Debug for PieceFlags {
             (Self::AD_BREAK_START, "AD_BREAK_START"),
             (Self::AD_BREAK_END, "AD_BREAK_END"),
         ];
-        let set: Vec<&str> = names
-            .iter()
-            .filter(|(f, _)| self.contains(*f))
-            .map(|(_, n)| *n)
-            .collect();
-        if set.is_empty() {
-            f.write_str("NONE")
-        } else {
-            f.write_str(&set.join("|"))
-        }
+        let set: Vec<&str> = names.iter().filter(|(f, _)| self.contains(*f)).map(|(_, n)| *n).collect();
+        if set.is_empty() { f.write_str("NONE") } else { f.write_str(&set.join("|")) }
     }
 }
 
@@ -203,10 +191,7 @@ impl PieceHeader {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, PieceError> {
         let Some(h) = bytes.get(..HEADER_LEN) else {
-            return Err(PieceError::Truncated {
-                needed: HEADER_LEN,
-                got: bytes.len(),
-            });
+            return Err(PieceError::Truncated { needed: HEADER_LEN, got: bytes.len() });
         };
         if h[0] != PIECE_VERSION {
             return Err(PieceError::BadVersion(h[0]));
@@ -240,10 +225,7 @@ fn check_payload_len(len: usize) -> Result<(), PieceError> {
         return Err(PieceError::EmptyPayload);
     }
     if len > MAX_PAYLOAD_LEN {
-        return Err(PieceError::TooLong {
-            len: len + HEADER_LEN + SIGNATURE_LEN,
-            max: MAX_PIECE_LEN,
-        });
+        return Err(PieceError::TooLong { len: len + HEADER_LEN + SIGNATURE_LEN, max: MAX_PIECE_LEN });
     }
     if len % TS_PACKET_LEN != 0 {
         return Err(PieceError::NotWholePackets(len));
@@ -253,10 +235,7 @@ fn check_payload_len(len: usize) -> Result<(), PieceError> {
 
 fn check_payload(payload: &[u8]) -> Result<(), PieceError> {
     check_payload_len(payload.len())?;
-    match payload
-        .chunks_exact(TS_PACKET_LEN)
-        .position(|p| p[0] != TS_SYNC_BYTE)
-    {
+    match payload.chunks_exact(TS_PACKET_LEN).position(|p| p[0] != TS_SYNC_BYTE) {
         Some(packet_idx) => Err(PieceError::BadSyncByte { packet_idx }),
         None => Ok(()),
     }
@@ -279,23 +258,12 @@ pub struct Piece(Arc<PieceInner>);
 
 impl Piece {
     /// Assembles a piece from parts, checking its shape (not its signature).
-    pub fn from_parts(
-        header: PieceHeader,
-        payload: Bytes,
-        signature: [u8; SIGNATURE_LEN],
-    ) -> Result<Self, PieceError> {
+    pub fn from_parts(header: PieceHeader, payload: Bytes, signature: [u8; SIGNATURE_LEN]) -> Result<Self, PieceError> {
         check_payload(&payload)?;
         if header.payload_len as usize != payload.len() {
-            return Err(PieceError::Truncated {
-                needed: header.payload_len as usize,
-                got: payload.len(),
-            });
+            return Err(PieceError::Truncated { needed: header.payload_len as usize, got: payload.len() });
         }
-        Ok(Piece(Arc::new(PieceInner {
-            header,
-            payload,
-            signature,
-        })))
+        Ok(Piece(Arc::new(PieceInner { header, payload, signature })))
     }
 
     pub fn header(&self) -> &PieceHeader {
@@ -339,24 +307,15 @@ impl Piece {
     /// The payload is shared with `bytes`, not copied.
     pub fn decode(bytes: Bytes) -> Result<Self, PieceError> {
         if bytes.len() > MAX_PIECE_LEN {
-            return Err(PieceError::TooLong {
-                len: bytes.len(),
-                max: MAX_PIECE_LEN,
-            });
+            return Err(PieceError::TooLong { len: bytes.len(), max: MAX_PIECE_LEN });
         }
         let header = PieceHeader::decode(&bytes)?;
         let total = HEADER_LEN + header.payload_len as usize + SIGNATURE_LEN;
         if bytes.len() < total {
-            return Err(PieceError::Truncated {
-                needed: total,
-                got: bytes.len(),
-            });
+            return Err(PieceError::Truncated { needed: total, got: bytes.len() });
         }
         if bytes.len() > total {
-            return Err(PieceError::TooLong {
-                len: bytes.len(),
-                max: total,
-            });
+            return Err(PieceError::TooLong { len: bytes.len(), max: total });
         }
         let payload = bytes.slice(HEADER_LEN..HEADER_LEN + header.payload_len as usize);
         let mut signature = [0u8; SIGNATURE_LEN];
@@ -407,8 +366,7 @@ pub struct ChannelVerifier {
 
 impl ChannelVerifier {
     pub fn new(channel: ChannelId) -> Result<Self, PieceError> {
-        let key = VerifyingKey::from_bytes(channel.as_bytes())
-            .map_err(|_| PieceError::InvalidChannelKey)?;
+        let key = VerifyingKey::from_bytes(channel.as_bytes()).map_err(|_| PieceError::InvalidChannelKey)?;
         Ok(ChannelVerifier { channel, key })
     }
 
@@ -421,9 +379,7 @@ impl ChannelVerifier {
     pub fn verify(&self, piece: &Piece) -> Result<(), PieceError> {
         self.check_channel(piece)?;
         let sig = Signature::from_bytes(piece.signature());
-        self.key
-            .verify_strict(&piece.signed_message(), &sig)
-            .map_err(|_| PieceError::BadSignature)
+        self.key.verify_strict(&piece.signed_message(), &sig).map_err(|_| PieceError::BadSignature)
     }
 
     /// Verifies many pieces at once (about twice as fast per signature as one by one).
@@ -435,21 +391,14 @@ impl ChannelVerifier {
         }
         let messages: Vec<[u8; SIGNED_LEN]> = pieces.iter().map(Piece::signed_message).collect();
         let message_refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
-        let signatures: Vec<Signature> = pieces
-            .iter()
-            .map(|p| Signature::from_bytes(p.signature()))
-            .collect();
+        let signatures: Vec<Signature> = pieces.iter().map(|p| Signature::from_bytes(p.signature())).collect();
         let keys = vec![self.key; pieces.len()];
-        ed25519_dalek::verify_batch(&message_refs, &signatures, &keys)
-            .map_err(|_| PieceError::BadSignature)
+        ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).map_err(|_| PieceError::BadSignature)
     }
 
     fn check_channel(&self, piece: &Piece) -> Result<(), PieceError> {
         if piece.header().channel != self.channel {
-            return Err(PieceError::WrongChannel {
-                expected: self.channel,
-                got: piece.header().channel,
-            });
+            return Err(PieceError::WrongChannel { expected: self.channel, got: piece.header().channel });
         }
         Ok(())
     }
@@ -470,16 +419,12 @@ impl fmt::Debug for ChannelKeypair {
 impl ChannelKeypair {
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Self {
-        ChannelKeypair {
-            signing: SigningKey::generate(&mut rand_core::OsRng),
-        }
+        ChannelKeypair { signing: SigningKey::generate(&mut rand_core::OsRng) }
     }
 
     /// The key whose 32-byte Ed25519 secret is `secret` (a stored key, or a test seed).
     pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
-        ChannelKeypair {
-            signing: SigningKey::from_bytes(secret),
-        }
+        ChannelKeypair { signing: SigningKey::from_bytes(secret) }
     }
 
     pub fn secret_bytes(&self) -> [u8; 32] {
@@ -504,15 +449,10 @@ impl ChannelKeypair {
             seq,
             timestamp_us,
             flags,
-            payload_len: u32::try_from(payload.len()).map_err(|_| PieceError::TooLong {
-                len: payload.len(),
-                max: MAX_PIECE_LEN,
-            })?,
+            payload_len: u32::try_from(payload.len())
+                .map_err(|_| PieceError::TooLong { len: payload.len(), max: MAX_PIECE_LEN })?,
         };
-        let signature = self
-            .signing
-            .sign(&signed_message(&header, &payload))
-            .to_bytes();
+        let signature = self.signing.sign(&signed_message(&header, &payload)).to_bytes();
         Piece::from_parts(header, payload, signature)
     }
 }
@@ -540,14 +480,7 @@ mod tests {
     }
 
     fn piece(seq: u64, n_packets: usize) -> Piece {
-        key()
-            .sign_piece(
-                seq,
-                1_000_000 + seq,
-                PieceFlags::SEGMENT_START,
-                filler_payload(n_packets, seq),
-            )
-            .unwrap()
+        key().sign_piece(seq, 1_000_000 + seq, PieceFlags::SEGMENT_START, filler_payload(n_packets, seq)).unwrap()
     }
 
     #[test]
@@ -567,22 +500,11 @@ mod tests {
         let p = piece(1, 2);
         let mut wire = Vec::new();
         p.encode(&mut wire);
-        for idx in [
-            1usize,
-            9,
-            20,
-            HEADER_LEN + 5,
-            HEADER_LEN + 188 + 100,
-            wire.len() - 1,
-        ] {
+        for idx in [1usize, 9, 20, HEADER_LEN + 5, HEADER_LEN + 188 + 100, wire.len() - 1] {
             let mut bad = wire.clone();
             bad[idx] ^= 0x02;
             match Piece::decode(Bytes::from(bad)) {
-                Ok(bad) => assert_eq!(
-                    bad.verify(&key().id()),
-                    Err(PieceError::BadSignature),
-                    "byte {idx}"
-                ),
+                Ok(bad) => assert_eq!(bad.verify(&key().id()), Err(PieceError::BadSignature), "byte {idx}"),
                 Err(e) => assert!(!e.is_forgery(), "byte {idx}: {e}"),
             }
         }
@@ -591,58 +513,37 @@ mod tests {
     #[test]
     fn wrong_channel_is_named() {
         let other = ChannelKeypair::from_secret_bytes(&[9u8; 32]).id();
-        assert!(matches!(
-            piece(1, 1).verify(&other),
-            Err(PieceError::WrongChannel { .. })
-        ));
+        assert!(matches!(piece(1, 1).verify(&other), Err(PieceError::WrongChannel { .. })));
     }
 
     #[test]
     fn shape_errors() {
         let k = key();
+        assert_eq!(k.sign_piece(0, 0, PieceFlags::NONE, Bytes::new()).unwrap_err(), PieceError::EmptyPayload);
         assert_eq!(
-            k.sign_piece(0, 0, PieceFlags::NONE, Bytes::new())
-                .unwrap_err(),
-            PieceError::EmptyPayload
-        );
-        assert_eq!(
-            k.sign_piece(0, 0, PieceFlags::NONE, Bytes::from(vec![0x47; 100]))
-                .unwrap_err(),
+            k.sign_piece(0, 0, PieceFlags::NONE, Bytes::from(vec![0x47; 100])).unwrap_err(),
             PieceError::NotWholePackets(100)
         );
         let mut payload = filler_payload(3, 0).to_vec();
         payload[376] = 0;
         assert_eq!(
-            k.sign_piece(0, 0, PieceFlags::NONE, Bytes::from(payload))
-                .unwrap_err(),
+            k.sign_piece(0, 0, PieceFlags::NONE, Bytes::from(payload)).unwrap_err(),
             PieceError::BadSyncByte { packet_idx: 2 }
         );
         let too_big = filler_payload(MAX_TS_PACKETS + 1, 0);
-        assert!(matches!(
-            k.sign_piece(0, 0, PieceFlags::NONE, too_big),
-            Err(PieceError::TooLong { .. })
-        ));
+        assert!(matches!(k.sign_piece(0, 0, PieceFlags::NONE, too_big), Err(PieceError::TooLong { .. })));
 
         let mut wire = Vec::new();
         piece(3, 1).encode(&mut wire);
         let mut bad_version = wire.clone();
         bad_version[0] = 9;
-        assert_eq!(
-            Piece::decode(Bytes::from(bad_version)).unwrap_err(),
-            PieceError::BadVersion(9)
-        );
+        assert_eq!(Piece::decode(Bytes::from(bad_version)).unwrap_err(), PieceError::BadVersion(9));
         let mut bad_flags = wire.clone();
         bad_flags[1] = 0x80;
-        assert_eq!(
-            Piece::decode(Bytes::from(bad_flags)).unwrap_err(),
-            PieceError::UnknownFlags(0x80)
-        );
+        assert_eq!(Piece::decode(Bytes::from(bad_flags)).unwrap_err(), PieceError::UnknownFlags(0x80));
         let mut extra = wire.clone();
         extra.push(0);
-        assert!(matches!(
-            Piece::decode(Bytes::from(extra)),
-            Err(PieceError::TooLong { .. })
-        ));
+        assert!(matches!(Piece::decode(Bytes::from(extra)), Err(PieceError::TooLong { .. })));
         assert!(matches!(
             Piece::decode(Bytes::from(wire[..wire.len() - 1].to_vec())),
             Err(PieceError::Truncated { .. })

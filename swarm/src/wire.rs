@@ -114,10 +114,12 @@ pub struct Hello {
 
 /// What the sender can offer as a parent: per substream, its distance in hops from a
 /// seed (`0` for a seed, [`Status::NO_PATH`] when it has no feed of that substream), and
-/// how many more substream subscriptions it will accept.
+/// how many more substream subscriptions it will accept, and the newest segment start
+/// (keyframe piece) it holds, where a joining viewer should begin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub free_slots: u16,
+    pub segment_start: Option<u64>,
     pub depth: Vec<u8>,
 }
 
@@ -184,11 +186,7 @@ pub enum WireError {
     #[error("{kind} message has {extra} trailing bytes")]
     TrailingBytes { kind: &'static str, extra: usize },
     #[error("{what}: {n} exceeds the limit of {max}")]
-    TooMany {
-        what: &'static str,
-        n: usize,
-        max: usize,
-    },
+    TooMany { what: &'static str, n: usize, max: usize },
     #[error("unknown role {0}")]
     BadRole(u8),
     #[error("unknown Hello flags {0:#04x}")]
@@ -241,7 +239,7 @@ impl Message {
     fn body_len(&self) -> usize {
         match self {
             Message::Hello(_) => HELLO_LEN,
-            Message::Status(s) => 3 + s.depth.len(),
+            Message::Status(s) => 11 + s.depth.len(),
             Message::HaveMap { bits, .. } => 9 + 8 * bits.len(),
             Message::Request { seqs } => 1 + 8 * seqs.len(),
             Message::Piece(p) => p.encoded_len(),
@@ -282,6 +280,7 @@ impl Message {
             Message::Status(s) => {
                 out.push(kind::STATUS);
                 out.extend_from_slice(&s.free_slots.to_be_bytes());
+                out.extend_from_slice(&s.segment_start.unwrap_or(u64::MAX).to_be_bytes());
                 out.push(s.depth.len() as u8);
                 out.extend_from_slice(&s.depth);
             }
@@ -289,16 +288,14 @@ impl Message {
             Message::HaveMap { base, bits } => {
                 put_u64(out, kind::HAVE_MAP, *base);
                 out.push(bits.len() as u8);
-                bits.iter()
-                    .for_each(|w| out.extend_from_slice(&w.to_be_bytes()));
+                bits.iter().for_each(|w| out.extend_from_slice(&w.to_be_bytes()));
             }
             Message::Subscribe { substreams } => put_u64(out, kind::SUBSCRIBE, *substreams),
             Message::SubscribeReply { accepted } => put_u64(out, kind::SUBSCRIBE_REPLY, *accepted),
             Message::Request { seqs } => {
                 out.push(kind::REQUEST);
                 out.push(seqs.len() as u8);
-                seqs.iter()
-                    .for_each(|s| out.extend_from_slice(&s.to_be_bytes()));
+                seqs.iter().for_each(|s| out.extend_from_slice(&s.to_be_bytes()));
             }
             Message::Piece(p) => {
                 out.push(kind::PIECE);
@@ -322,11 +319,7 @@ impl Message {
             Message::Request { seqs } => ("request seqs", seqs.len(), MAX_REQUEST_SEQS),
             _ => return Ok(()),
         };
-        if n > max {
-            Err(WireError::TooMany { what, n, max })
-        } else {
-            Ok(())
-        }
+        if n > max { Err(WireError::TooMany { what, n, max }) } else { Ok(()) }
     }
 
     /// Decodes one frame body (`kind | body`, without the length prefix).
@@ -335,16 +328,10 @@ impl Message {
             return Err(WireError::EmptyFrame);
         }
         if frame.len() > MAX_FRAME_LEN {
-            return Err(WireError::FrameTooLong {
-                len: frame.len(),
-                max: MAX_FRAME_LEN,
-            });
+            return Err(WireError::FrameTooLong { len: frame.len(), max: MAX_FRAME_LEN });
         }
         let k = frame.get_u8();
-        let mut r = Reader {
-            buf: frame,
-            kind: kind_name(k)?,
-        };
+        let mut r = Reader { buf: frame, kind: kind_name(k)? };
         let msg = match k {
             kind::HELLO => {
                 r.need(HELLO_LEN)?;
@@ -372,35 +359,26 @@ impl Message {
                 })
             }
             kind::STATUS => {
-                r.need(3)?;
+                r.need(10)?;
                 let free_slots = r.buf.get_u16();
+                let segment_start = Some(r.buf.get_u64()).filter(|&s| s != u64::MAX);
                 let n = r.count(MAX_SUBSTREAMS, "status depth entries")?;
                 r.need(n)?;
-                Message::Status(Status {
-                    free_slots,
-                    depth: r.buf.split_to(n).to_vec(),
-                })
+                Message::Status(Status { free_slots, segment_start, depth: r.buf.split_to(n).to_vec() })
             }
             kind::HAVE => Message::Have { seq: r.u64()? },
             kind::HAVE_MAP => {
                 let base = r.u64()?;
                 let n = r.count(MAX_HAVE_WORDS, "have_map words")?;
                 r.need(8 * n)?;
-                Message::HaveMap {
-                    base,
-                    bits: (0..n).map(|_| r.buf.get_u64()).collect(),
-                }
+                Message::HaveMap { base, bits: (0..n).map(|_| r.buf.get_u64()).collect() }
             }
-            kind::SUBSCRIBE => Message::Subscribe {
-                substreams: r.u64()?,
-            },
+            kind::SUBSCRIBE => Message::Subscribe { substreams: r.u64()? },
             kind::SUBSCRIBE_REPLY => Message::SubscribeReply { accepted: r.u64()? },
             kind::REQUEST => {
                 let n = r.count(MAX_REQUEST_SEQS, "request seqs")?;
                 r.need(8 * n)?;
-                Message::Request {
-                    seqs: (0..n).map(|_| r.buf.get_u64()).collect(),
-                }
+                Message::Request { seqs: (0..n).map(|_| r.buf.get_u64()).collect() }
             }
             kind::PIECE => {
                 let piece = Piece::decode(std::mem::take(&mut r.buf))?;
@@ -411,9 +389,7 @@ impl Message {
             kind::PONG => Message::Pong { nonce: r.u64()? },
             kind::GOODBYE => {
                 r.need(1)?;
-                Message::Goodbye {
-                    reason: GoodbyeReason::from_code(r.buf.get_u8()),
-                }
+                Message::Goodbye { reason: GoodbyeReason::from_code(r.buf.get_u8()) }
             }
             kind::FRAGMENT => return Err(WireError::UnexpectedFragment),
             other => return Err(WireError::UnknownKind(other)),
@@ -454,11 +430,7 @@ struct Reader {
 
 impl Reader {
     fn need(&self, n: usize) -> Result<(), WireError> {
-        if self.buf.remaining() < n {
-            Err(WireError::Truncated { kind: self.kind })
-        } else {
-            Ok(())
-        }
+        if self.buf.remaining() < n { Err(WireError::Truncated { kind: self.kind }) } else { Ok(()) }
     }
 
     fn u64(&mut self) -> Result<u64, WireError> {
@@ -469,20 +441,13 @@ impl Reader {
     fn count(&mut self, max: usize, what: &'static str) -> Result<usize, WireError> {
         self.need(1)?;
         let n = self.buf.get_u8() as usize;
-        if n > max {
-            Err(WireError::TooMany { what, n, max })
-        } else {
-            Ok(n)
-        }
+        if n > max { Err(WireError::TooMany { what, n, max }) } else { Ok(n) }
     }
 
     fn finish(self) -> Result<(), WireError> {
         match self.buf.remaining() {
             0 => Ok(()),
-            extra => Err(WireError::TrailingBytes {
-                kind: self.kind,
-                extra,
-            }),
+            extra => Err(WireError::TrailingBytes { kind: self.kind, extra }),
         }
     }
 }
@@ -532,10 +497,7 @@ fn peek_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
         return Err(WireError::EmptyFrame);
     }
     if len > MAX_FRAME_LEN {
-        return Err(WireError::FrameTooLong {
-            len,
-            max: MAX_FRAME_LEN,
-        });
+        return Err(WireError::FrameTooLong { len, max: MAX_FRAME_LEN });
     }
     Ok(Some(len))
 }
@@ -573,9 +535,7 @@ pub mod datagram {
             .enumerate()
             .map(|(index, data)| {
                 let mut d = Vec::with_capacity(FRAGMENT_HEADER + data.len());
-                d.extend_from_slice(
-                    &((FRAGMENT_HEADER - LEN_PREFIX + data.len()) as u32).to_be_bytes(),
-                );
+                d.extend_from_slice(&((FRAGMENT_HEADER - LEN_PREFIX + data.len()) as u32).to_be_bytes());
                 d.push(kind::FRAGMENT);
                 d.extend_from_slice(&msg_id.to_be_bytes());
                 d.extend_from_slice(&(index as u16).to_be_bytes());
@@ -626,11 +586,7 @@ pub mod datagram {
                 if frame.len() < 8 {
                     return Err(WireError::Truncated { kind: "fragment" });
                 }
-                let (msg_id, index, count) = (
-                    frame.get_u32(),
-                    frame.get_u16() as usize,
-                    frame.get_u16() as usize,
-                );
+                let (msg_id, index, count) = (frame.get_u32(), frame.get_u16() as usize, frame.get_u16() as usize);
                 if let Some(msg) = self.add(msg_id, index, count, frame)? {
                     out.push(msg);
                 }
@@ -638,13 +594,7 @@ pub mod datagram {
             Ok(out)
         }
 
-        fn add(
-            &mut self,
-            msg_id: u32,
-            index: usize,
-            count: usize,
-            data: Bytes,
-        ) -> Result<Option<Message>, WireError> {
+        fn add(&mut self, msg_id: u32, index: usize, count: usize, data: Bytes) -> Result<Option<Message>, WireError> {
             if count < 2 || index >= count {
                 return Err(WireError::BadFragment("index out of range"));
             }
@@ -654,12 +604,7 @@ pub mod datagram {
                     if self.partial.len() == MAX_PARTIAL {
                         self.partial.pop_front();
                     }
-                    self.partial.push_back(Partial {
-                        msg_id,
-                        parts: vec![None; count],
-                        received: 0,
-                        bytes: 0,
-                    });
+                    self.partial.push_back(Partial { msg_id, parts: vec![None; count], received: 0, bytes: 0 });
                     self.partial.len() - 1
                 }
             };
@@ -670,10 +615,7 @@ pub mod datagram {
             if p.parts[index].is_none() {
                 p.bytes += data.len();
                 if p.bytes > LEN_PREFIX + MAX_FRAME_LEN {
-                    return Err(WireError::FrameTooLong {
-                        len: p.bytes,
-                        max: MAX_FRAME_LEN,
-                    });
+                    return Err(WireError::FrameTooLong { len: p.bytes, max: MAX_FRAME_LEN });
                 }
                 p.parts[index] = Some(data);
                 p.received += 1;
@@ -684,9 +626,7 @@ pub mod datagram {
             let p = self.partial.remove(pos).expect("position was found above");
             let mut dec = FrameDecoder::new();
             p.parts.iter().flatten().for_each(|b| dec.extend(b));
-            let msg = dec
-                .next_message()?
-                .ok_or(WireError::BadFragment("fragments hold a partial frame"))?;
+            let msg = dec.next_message()?.ok_or(WireError::BadFragment("fragments hold a partial frame"))?;
             if dec.buffered() != 0 {
                 return Err(WireError::BadFragment("fragments hold more than one frame"));
             }
@@ -703,61 +643,43 @@ mod tests {
 
     fn sample_piece(n_packets: usize) -> Piece {
         ChannelKeypair::from_secret_bytes(&[1; 32])
-            .sign_piece(
-                5,
-                77,
-                PieceFlags::SEGMENT_START,
-                filler_payload(n_packets, 5),
-            )
+            .sign_piece(5, 77, PieceFlags::SEGMENT_START, filler_payload(n_packets, 5))
             .unwrap()
     }
 
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
+            (any::<u16>(), any::<[u8; 32]>(), any::<u64>(), any::<bool>(), any::<bool>(), any::<u8>(), any::<u32>())
+                .prop_map(|(version, ch, id, seed, reachable, n_substreams, upload_kbps)| {
+                    Message::Hello(Hello {
+                        version,
+                        channel: ChannelId::from_bytes(ch),
+                        peer_id: PeerId(id),
+                        role: if seed { Role::Seed } else { Role::Viewer },
+                        reachable,
+                        n_substreams,
+                        upload_kbps,
+                    })
+                }),
             (
                 any::<u16>(),
-                any::<[u8; 32]>(),
-                any::<u64>(),
-                any::<bool>(),
-                any::<bool>(),
-                any::<u8>(),
-                any::<u32>()
-            )
-                .prop_map(
-                    |(version, ch, id, seed, reachable, n_substreams, upload_kbps)| {
-                        Message::Hello(Hello {
-                            version,
-                            channel: ChannelId::from_bytes(ch),
-                            peer_id: PeerId(id),
-                            role: if seed { Role::Seed } else { Role::Viewer },
-                            reachable,
-                            n_substreams,
-                            upload_kbps,
-                        })
-                    }
-                ),
-            (
-                any::<u16>(),
+                proptest::option::of(0..u64::MAX),
                 proptest::collection::vec(any::<u8>(), 0..=MAX_SUBSTREAMS)
             )
-                .prop_map(|(free_slots, depth)| Message::Status(Status { free_slots, depth })),
+                .prop_map(|(free_slots, segment_start, depth)| {
+                    Message::Status(Status { free_slots, segment_start, depth })
+                }),
             any::<u64>().prop_map(|seq| Message::Have { seq }),
-            (
-                any::<u64>(),
-                proptest::collection::vec(any::<u64>(), 0..=MAX_HAVE_WORDS)
-            )
+            (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..=MAX_HAVE_WORDS))
                 .prop_map(|(base, bits)| Message::HaveMap { base, bits }),
             any::<u64>().prop_map(|substreams| Message::Subscribe { substreams }),
             any::<u64>().prop_map(|accepted| Message::SubscribeReply { accepted }),
-            proptest::collection::vec(any::<u64>(), 0..=MAX_REQUEST_SEQS)
-                .prop_map(|seqs| Message::Request { seqs }),
+            proptest::collection::vec(any::<u64>(), 0..=MAX_REQUEST_SEQS).prop_map(|seqs| Message::Request { seqs }),
             (1usize..40).prop_map(|n| Message::Piece(sample_piece(n))),
             any::<u64>().prop_map(|seq| Message::DontHave { seq }),
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
             any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
-            any::<u8>().prop_map(|c| Message::Goodbye {
-                reason: GoodbyeReason::from_code(c)
-            }),
+            any::<u8>().prop_map(|c| Message::Goodbye { reason: GoodbyeReason::from_code(c) }),
         ]
     }
 
@@ -816,36 +738,21 @@ mod tests {
     fn oversized_length_prefix_is_refused_before_buffering() {
         let mut dec = FrameDecoder::new();
         dec.extend(&u32::MAX.to_be_bytes());
-        assert!(matches!(
-            dec.next_message(),
-            Err(WireError::FrameTooLong { .. })
-        ));
+        assert!(matches!(dec.next_message(), Err(WireError::FrameTooLong { .. })));
     }
 
     #[test]
     fn bounds_are_enforced_on_decode() {
         let mut wire = Vec::new();
-        Message::Request {
-            seqs: vec![1; MAX_REQUEST_SEQS + 1],
-        }
-        .encode(&mut wire);
+        Message::Request { seqs: vec![1; MAX_REQUEST_SEQS + 1] }.encode(&mut wire);
         let mut dec = FrameDecoder::new();
         dec.extend(&wire);
         assert!(matches!(dec.next_message(), Err(WireError::TooMany { .. })));
 
         // A Have with a trailing byte.
         let frame = Bytes::from_static(&[kind::HAVE, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]);
-        assert_eq!(
-            Message::decode_frame(frame),
-            Err(WireError::TrailingBytes {
-                kind: "have",
-                extra: 1
-            })
-        );
-        assert_eq!(
-            Message::decode_frame(Bytes::from_static(&[0x7f])),
-            Err(WireError::UnknownKind(0x7f))
-        );
+        assert_eq!(Message::decode_frame(frame), Err(WireError::TrailingBytes { kind: "have", extra: 1 }));
+        assert_eq!(Message::decode_frame(Bytes::from_static(&[0x7f])), Err(WireError::UnknownKind(0x7f)));
         assert_eq!(
             Message::decode_frame(Bytes::from_static(&[kind::PING, 1])),
             Err(WireError::Truncated { kind: "ping" })
@@ -858,10 +765,7 @@ mod tests {
         assert!(datagrams.len() > 1);
         let mut dec = FrameDecoder::new();
         dec.extend(&datagrams[0]);
-        assert_eq!(
-            dec.next_message().unwrap_err(),
-            WireError::UnexpectedFragment
-        );
+        assert_eq!(dec.next_message().unwrap_err(), WireError::UnexpectedFragment);
     }
 }
 

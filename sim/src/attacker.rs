@@ -1,0 +1,154 @@
+//! A hostile peer: speaks the protocol well enough to be chosen as a parent (it claims
+//! to sit one hop from a seed, with free slots and every piece), then sends forged and
+//! tampered pieces. It is not a [`swarm::peer::Peer`]: it is what a real peer must
+//! survive.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use swarm::peer::{NodeId, Transmit};
+use swarm::piece::{ChannelId, ChannelKeypair, Piece};
+use swarm::wire::{Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
+
+#[derive(Debug)]
+pub struct Attacker {
+    channel: ChannelId,
+    peer_id: PeerId,
+    n_substreams: u8,
+    /// The attacker's own key: it can sign, just not as the channel.
+    own_key: ChannelKeypair,
+    /// Neighbours and the substreams they subscribed to.
+    neighbours: BTreeMap<NodeId, u64>,
+    queue: VecDeque<Transmit>,
+    newest: Option<u64>,
+    n_forged: u64,
+    pub forged_sent: u64,
+}
+
+impl Attacker {
+    pub fn new(channel: ChannelId, peer_id: PeerId, n_substreams: u8) -> Self {
+        let mut secret = [0u8; 32];
+        secret[..8].copy_from_slice(&peer_id.0.to_be_bytes());
+        Attacker {
+            channel,
+            peer_id,
+            n_substreams,
+            own_key: ChannelKeypair::from_secret_bytes(&secret),
+            neighbours: BTreeMap::new(),
+            queue: VecDeque::new(),
+            newest: None,
+            n_forged: 0,
+            forged_sent: 0,
+        }
+    }
+
+    pub fn n_neighbours(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    pub fn is_neighbour(&self, node: NodeId) -> bool {
+        self.neighbours.contains_key(&node)
+    }
+
+    pub fn handle_connected(&mut self, node: NodeId) {
+        self.neighbours.insert(node, 0);
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            channel: self.channel,
+            peer_id: self.peer_id,
+            role: Role::Viewer,
+            reachable: true,
+            n_substreams: self.n_substreams,
+            upload_kbps: 100_000,
+        };
+        self.push(node, Message::Hello(hello));
+        let status = Status {
+            free_slots: 64,
+            segment_start: self.newest.map(|n| n - n % 8),
+            depth: vec![1; self.n_substreams as usize],
+        };
+        self.push(node, Message::Status(status));
+        if let Some(newest) = self.newest {
+            // Claim the last 64 pieces.
+            let base = newest.saturating_sub(63);
+            self.push(node, Message::HaveMap { base, bits: vec![u64::MAX] });
+        }
+    }
+
+    pub fn handle_disconnected(&mut self, node: NodeId) {
+        self.neighbours.remove(&node);
+        self.queue.retain(|t| t.to != node);
+    }
+
+    /// `source` gives the genuine piece for a seq, when it exists, to tamper with.
+    pub fn handle_message(&mut self, from: NodeId, msg: Message, source: &dyn Fn(u64) -> Option<Piece>) {
+        match msg {
+            Message::Subscribe { substreams } => {
+                self.neighbours.insert(from, substreams);
+                self.push(from, Message::SubscribeReply { accepted: substreams });
+            }
+            Message::Request { seqs } => {
+                for seq in seqs {
+                    if let Some(p) = source(seq) {
+                        let forged = self.forge(&p);
+                        self.push(from, Message::Piece(forged));
+                    }
+                }
+            }
+            Message::Ping { nonce } => self.push(from, Message::Pong { nonce }),
+            Message::Goodbye { .. } => self.handle_disconnected(from),
+            _ => {}
+        }
+    }
+
+    /// A new piece exists at the source: announce it, and push forgeries of it to
+    /// subscribers and, unasked, to one more neighbour.
+    pub fn handle_new_piece(&mut self, piece: &Piece) {
+        self.newest = Some(piece.seq());
+        let s = piece.seq() % u64::from(self.n_substreams);
+        let nodes: Vec<(NodeId, u64)> = self.neighbours.iter().map(|(&n, &m)| (n, m)).collect();
+        let unasked = nodes.get((piece.seq() as usize) % nodes.len().max(1)).map(|(n, _)| *n);
+        for (node, mask) in nodes {
+            if mask & (1 << s) != 0 || Some(node) == unasked {
+                let forged = self.forge(piece);
+                self.push(node, Message::Piece(forged));
+            } else {
+                self.push(node, Message::Have { seq: piece.seq() });
+            }
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.queue.pop_front()?;
+        if matches!(t.msg, Message::Piece(_)) {
+            self.forged_sent += 1;
+        }
+        Some(t)
+    }
+
+    fn push(&mut self, to: NodeId, msg: Message) {
+        self.queue.push_back(Transmit { to, msg });
+    }
+
+    /// Three kinds in turn: a garbage signature, a flipped payload byte under the
+    /// genuine signature, and a valid signature by the wrong key.
+    fn forge(&mut self, genuine: &Piece) -> Piece {
+        self.n_forged += 1;
+        let h = *genuine.header();
+        let built = match self.n_forged % 3 {
+            0 => Piece::from_parts(h, genuine.payload().clone(), [0x5a; 64]),
+            1 => {
+                let mut payload = genuine.payload().to_vec();
+                let mid = payload.len() / 2;
+                let idx = mid - mid % 188 + 100; // inside a packet, never its sync byte
+                payload[idx] ^= 0x01;
+                Piece::from_parts(h, Bytes::from(payload), *genuine.signature())
+            }
+            _ => {
+                let other = self.own_key.sign_piece(h.seq, h.timestamp_us, h.flags, genuine.payload().clone());
+                other.and_then(|p| Piece::from_parts(h, p.payload().clone(), *p.signature()))
+            }
+        };
+        built.expect("forgeries keep the genuine piece's shape, which was valid")
+    }
+}

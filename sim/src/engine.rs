@@ -1,0 +1,686 @@
+//! The discrete-event engine: a virtual clock, a priority queue of events, modelled
+//! links (per-pair one-way delay, per-node upload capacity as a serial uplink, loss),
+//! NAT, churn — and the real [`Peer`] state machines.
+//!
+//! Link model, precisely:
+//! - A node's uplink sends one message at a time at its capacity; the next message is
+//!   pulled from the peer (`poll_transmit`) only when the uplink is free.
+//! - A message arrives `tx_time + delay(a, b)` after it leaves; `delay` is drawn once per
+//!   pair, uniformly in `[delay_min, delay_max]`.
+//! - Each message is lost with probability `loss`, except connection set-up and
+//!   subscription messages (Hello, Goodbye, Subscribe, SubscribeReply), which a real
+//!   transport retransmits until they arrive.
+//! - An unreachable node accepts no incoming connection: an attempt fails after 1 s.
+//! - Download capacity is not limited.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use swarm::peer::{Event, Micros, NodeId, Peer, PeerConfig, Transmit};
+use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
+use swarm::rng::Rng;
+use swarm::wire::{Message, PeerId, Role};
+
+use crate::attacker::Attacker;
+use crate::scenario::Scenario;
+
+const MS: Micros = 1_000;
+const CONNECT_FAIL_AFTER: Micros = 1_000 * MS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Seed,
+    Viewer,
+    Attacker,
+}
+
+#[derive(Debug)]
+enum Agent {
+    Peer(Box<Peer>),
+    Attacker(Box<Attacker>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) kind: Kind,
+    agent: Agent,
+    pub(crate) alive: bool,
+    reachable: bool,
+    upload_bps: u64,
+    uplink_busy_until: Micros,
+    uplink_pending: bool,
+    last_delivery: Micros,
+    timer_at: Micros,
+    pub(crate) joined_at: Micros,
+    pub(crate) left_at: Option<Micros>,
+    /// First verified arrival of each seq, µs.
+    pub(crate) accepted_at: Vec<Micros>,
+    pub(crate) started_at: Option<Micros>,
+    pub(crate) bytes_up_window: u64,
+    pub(crate) bytes_down_window: u64,
+    /// (duplicate bytes, useful bytes) at window start and end.
+    pub(crate) dup_snapshot: [(u64, u64); 2],
+}
+
+#[derive(Debug)]
+enum Ev {
+    SourcePiece,
+    Origin { seed: u32, piece: Piece },
+    Deliver { to: u32, from: u32, epoch: u32, msg: Message },
+    UplinkFree { node: u32 },
+    Timer { node: u32 },
+    Join { node: u32 },
+    Churn,
+    ConnectArrive { from: u32, to: u32 },
+    ConnectDone { from: u32, to: u32, epoch: u32 },
+    ConnectFailed { from: u32, to: u32 },
+    Closed { node: u32, peer: u32, epoch: u32 },
+    WindowStart,
+    WindowEnd,
+}
+
+struct Scheduled {
+    at: Micros,
+    order: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    epoch: u32,
+    /// Open as seen from the lower-numbered node, and from the higher.
+    open: [bool; 2],
+}
+
+/// What a run leaves behind for the report.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) pieces: Vec<Piece>,
+    pub(crate) forged_sent: u64,
+    pub(crate) forged_accepted: u64,
+    pub(crate) events: u64,
+    pub(crate) rejected: u64,
+}
+
+pub(crate) struct Engine<'a> {
+    sc: &'a Scenario,
+    now: Micros,
+    queue: BinaryHeap<Scheduled>,
+    order: u64,
+    rng: Rng,
+    key: ChannelKeypair,
+    nodes: Vec<Node>,
+    conns: HashMap<(u32, u32), Conn>,
+    next_epoch: u32,
+    /// Alive nodes that accept connections (what the tracker hands out).
+    reachable: Vec<u32>,
+    pieces: Vec<Piece>,
+    in_window: bool,
+    forged_accepted: u64,
+    rejected: u64,
+    events: u64,
+    progress: Option<&'a mut dyn FnMut(Micros, u64)>,
+}
+
+impl<'a> Engine<'a> {
+    pub(crate) fn new(sc: &'a Scenario, progress: Option<&'a mut dyn FnMut(Micros, u64)>) -> Self {
+        let mut secret = [0u8; 32];
+        secret[..8].copy_from_slice(&sc.rng_seed.to_be_bytes());
+        secret[8] = 0xc4;
+        Engine {
+            sc,
+            now: 0,
+            queue: BinaryHeap::new(),
+            order: 0,
+            rng: Rng::derive(sc.rng_seed, 1),
+            key: ChannelKeypair::from_secret_bytes(&secret),
+            nodes: Vec::new(),
+            conns: HashMap::new(),
+            next_epoch: 0,
+            reachable: Vec::new(),
+            pieces: Vec::new(),
+            in_window: false,
+            forged_accepted: 0,
+            rejected: 0,
+            events: 0,
+            progress,
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Outcome {
+        let sc = self.sc;
+        for _ in 0..sc.seeds {
+            let n = self.add_node(Kind::Seed, true, u64::from(sc.seed_upload_kbps) * 1000);
+            self.schedule(0, Ev::Join { node: n });
+        }
+        for _ in 0..sc.viewers {
+            let n = self.new_viewer();
+            let at = self.rng.below(u64::from(sc.join_spread_ms).max(1) * MS);
+            self.schedule(at, Ev::Join { node: n });
+        }
+        for _ in 0..sc.attackers {
+            let n = self.add_node(Kind::Attacker, true, u64::from(sc.bitrate_kbps) * 10_000);
+            let at = self.rng.below(u64::from(sc.join_spread_ms).max(1) * MS);
+            self.schedule(at, Ev::Join { node: n });
+        }
+        self.schedule(0, Ev::SourcePiece);
+        if sc.churn_per_min > 0.0 && sc.viewers > 0 {
+            let first = u64::from(sc.join_spread_ms) * MS;
+            self.schedule(first, Ev::Churn);
+        }
+        let warmup = u64::from(sc.warmup_s) * 1_000 * MS;
+        self.schedule(warmup, Ev::WindowStart);
+        self.schedule(warmup + u64::from(sc.window_s) * 1_000 * MS, Ev::WindowEnd);
+        let end = sc.end_ms() * MS;
+
+        while let Some(s) = self.queue.pop() {
+            if s.at > end {
+                break;
+            }
+            self.now = s.at;
+            self.events += 1;
+            if self.events % 65_536 == 0
+                && let Some(p) = self.progress.as_mut()
+            {
+                p(self.now, self.events);
+            }
+            self.dispatch(s.ev);
+        }
+        let forged_sent = self
+            .nodes
+            .iter()
+            .map(|n| match &n.agent {
+                Agent::Attacker(a) => a.forged_sent,
+                Agent::Peer(_) => 0,
+            })
+            .sum();
+        Outcome {
+            nodes: self.nodes,
+            pieces: self.pieces,
+            forged_sent,
+            forged_accepted: self.forged_accepted,
+            events: self.events,
+            rejected: self.rejected,
+        }
+    }
+
+    fn schedule(&mut self, at: Micros, ev: Ev) {
+        self.order += 1;
+        self.queue.push(Scheduled { at, order: self.order, ev });
+    }
+
+    fn add_node(&mut self, kind: Kind, reachable: bool, upload_bps: u64) -> u32 {
+        let idx = self.nodes.len() as u32;
+        let sc = self.sc;
+        let peer_id = PeerId(Rng::derive(sc.rng_seed, 0x1d00 + u64::from(idx)).next_u64());
+        let agent = match kind {
+            Kind::Attacker => Agent::Attacker(Box::new(Attacker::new(self.key.id(), peer_id, sc.n_substreams))),
+            Kind::Seed | Kind::Viewer => {
+                let role = if kind == Kind::Seed { Role::Seed } else { Role::Viewer };
+                let mut cfg = PeerConfig::new(role, peer_id, self.key.id());
+                cfg.reachable = reachable;
+                cfg.upload_kbps = u32::try_from(upload_bps / 1000).unwrap_or(u32::MAX);
+                cfg.stream_kbps = sc.bitrate_kbps;
+                cfg.n_substreams = sc.n_substreams;
+                cfg.playout_delay = u64::from(sc.playout_delay_ms) * MS;
+                if kind == Kind::Seed {
+                    cfg.max_child_slots = Some(sc.seed_child_slots);
+                    cfg.max_neighbours = sc.seed_max_neighbours as usize;
+                    cfg.target_neighbours = 0;
+                } else {
+                    cfg.target_neighbours = sc.viewer_neighbours as usize;
+                }
+                let peer = Peer::new(cfg, self.now).expect("scenario was validated, so the peer config is valid");
+                Agent::Peer(Box::new(peer))
+            }
+        };
+        self.nodes.push(Node {
+            kind,
+            agent,
+            alive: false,
+            reachable,
+            upload_bps: upload_bps.max(1),
+            uplink_busy_until: 0,
+            uplink_pending: false,
+            last_delivery: 0,
+            timer_at: Micros::MAX,
+            joined_at: 0,
+            left_at: None,
+            accepted_at: Vec::new(),
+            started_at: None,
+            bytes_up_window: 0,
+            bytes_down_window: 0,
+            dup_snapshot: [(0, 0); 2],
+        });
+        idx
+    }
+
+    fn new_viewer(&mut self) -> u32 {
+        let sc = self.sc;
+        let reachable = !self.rng.chance(sc.unreachable_share);
+        let mut pick = self.rng.unit();
+        let mut multiple = sc.upload_mix.last().map_or(1.0, |m| m.1);
+        for &(share, m) in &sc.upload_mix {
+            if pick < share {
+                multiple = m;
+                break;
+            }
+            pick -= share;
+        }
+        let upload_bps = (f64::from(sc.bitrate_kbps) * 1000.0 * multiple) as u64;
+        self.add_node(Kind::Viewer, reachable, upload_bps)
+    }
+
+    fn delay(&self, a: u32, b: u32) -> Micros {
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let mut r = Rng::derive(self.sc.rng_seed ^ 0xde1a, (u64::from(lo) << 32) | u64::from(hi));
+        r.range_inclusive(u64::from(self.sc.delay_min_ms) * MS, u64::from(self.sc.delay_max_ms) * MS)
+    }
+
+    fn conn_key(a: u32, b: u32) -> ((u32, u32), usize) {
+        if a < b { ((a, b), 0) } else { ((b, a), 1) }
+    }
+
+    fn conn_open_at(&self, node: u32, peer: u32, epoch: u32) -> bool {
+        let (key, side) = Self::conn_key(node, peer);
+        self.conns.get(&key).is_some_and(|c| c.epoch == epoch && c.open[side])
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::SourcePiece => self.source_piece(),
+            Ev::Origin { seed, piece } => {
+                if self.nodes[seed as usize].alive
+                    && let Agent::Peer(p) = &mut self.nodes[seed as usize].agent
+                    && p.handle_origin_piece(self.now, piece).is_err()
+                {
+                    self.rejected += 1;
+                }
+                self.drive(seed);
+            }
+            Ev::Deliver { to, from, epoch, msg } => {
+                if !self.nodes[to as usize].alive || !self.conn_open_at(to, from, epoch) {
+                    return;
+                }
+                let size = msg.encoded_len() as u64;
+                let node = &mut self.nodes[to as usize];
+                if self.in_window && node.kind == Kind::Viewer {
+                    node.bytes_down_window += size;
+                }
+                let now = self.now;
+                match &mut node.agent {
+                    Agent::Peer(p) => p.handle_message(now, NodeId(u64::from(from)), msg),
+                    Agent::Attacker(a) => {
+                        let pieces = &self.pieces;
+                        let lookup = |seq: u64| pieces.get(seq as usize).cloned();
+                        a.handle_message(NodeId(u64::from(from)), msg, &lookup);
+                    }
+                }
+                self.drive(to);
+            }
+            Ev::UplinkFree { node } => {
+                self.nodes[node as usize].uplink_pending = false;
+                self.drive(node);
+            }
+            Ev::Timer { node } => {
+                let n = &mut self.nodes[node as usize];
+                if !n.alive || n.timer_at > self.now {
+                    return;
+                }
+                n.timer_at = Micros::MAX;
+                if let Agent::Peer(p) = &mut n.agent {
+                    p.handle_timeout(self.now);
+                }
+                self.drive(node);
+            }
+            Ev::Join { node } => self.join(node),
+            Ev::Churn => self.churn(),
+            Ev::ConnectArrive { from, to } => {
+                let target = &self.nodes[to as usize];
+                if !target.alive || !target.reachable || !self.nodes[from as usize].alive {
+                    let wait = if target.reachable { self.delay(from, to) } else { CONNECT_FAIL_AFTER };
+                    self.schedule(self.now + wait, Ev::ConnectFailed { from, to });
+                    return;
+                }
+                self.next_epoch += 1;
+                let epoch = self.next_epoch;
+                let (key, side) = Self::conn_key(to, from);
+                let mut open = [false; 2];
+                open[side] = true;
+                self.conns.insert(key, Conn { epoch, open });
+                self.connected(to, from, false);
+                let at = self.now + self.delay(from, to);
+                self.schedule(at, Ev::ConnectDone { from, to, epoch });
+            }
+            Ev::ConnectDone { from, to, epoch } => {
+                let (key, side) = Self::conn_key(from, to);
+                let other_open = self.conns.get(&key).is_some_and(|c| c.epoch == epoch && c.open[1 - side]);
+                if !self.nodes[from as usize].alive {
+                    return;
+                }
+                if !other_open {
+                    self.connect_failed(from, to);
+                    return;
+                }
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.open[side] = true;
+                }
+                self.connected(from, to, true);
+            }
+            Ev::ConnectFailed { from, to } => self.connect_failed(from, to),
+            Ev::Closed { node, peer, epoch } => {
+                let (key, side) = Self::conn_key(node, peer);
+                let Some(c) = self.conns.get_mut(&key) else { return };
+                if c.epoch != epoch || !c.open[side] {
+                    return;
+                }
+                c.open[side] = false;
+                if !c.open[1 - side] {
+                    self.conns.remove(&key);
+                }
+                self.disconnected(node, peer);
+            }
+            Ev::WindowStart => {
+                self.in_window = true;
+                self.snapshot_dups(0);
+            }
+            Ev::WindowEnd => {
+                self.in_window = false;
+                self.snapshot_dups(1);
+            }
+        }
+    }
+
+    fn snapshot_dups(&mut self, which: usize) {
+        for n in &mut self.nodes {
+            if let Agent::Peer(p) = &n.agent {
+                n.dup_snapshot[which] = (p.stats().duplicate_bytes, p.stats().piece_bytes_accepted);
+            }
+        }
+    }
+
+    fn source_piece(&mut self) {
+        let sc = self.sc;
+        let seq = self.pieces.len() as u64;
+        let pieces_per_gop = u64::from(sc.gop_ms / sc.piece_ms).max(1);
+        let flags = if seq % pieces_per_gop == 0 { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
+        let payload = filler_payload(sc.packets_per_piece(), seq);
+        let piece = self
+            .key
+            .sign_piece(seq, self.now, flags, payload)
+            .expect("filler payloads are whole TS packets within the size limit");
+        self.pieces.push(piece.clone());
+        for seed in 0..self.nodes.len() as u32 {
+            if self.nodes[seed as usize].kind == Kind::Seed {
+                let at = self.now + u64::from(sc.ingest_delay_ms) * MS;
+                self.schedule(at, Ev::Origin { seed, piece: piece.clone() });
+            }
+        }
+        for idx in 0..self.nodes.len() {
+            if self.nodes[idx].alive
+                && let Agent::Attacker(a) = &mut self.nodes[idx].agent
+            {
+                a.handle_new_piece(&piece);
+                self.drive(idx as u32);
+            }
+        }
+        self.schedule(self.now + u64::from(sc.piece_ms) * MS, Ev::SourcePiece);
+    }
+
+    fn join(&mut self, node: u32) {
+        let now = self.now;
+        let n = &mut self.nodes[node as usize];
+        n.alive = true;
+        n.joined_at = now;
+        if n.reachable {
+            self.reachable.push(node);
+        }
+        if let Agent::Attacker(_) = n.agent {
+            self.give_candidates(node);
+        }
+        self.drive(node);
+    }
+
+    fn churn(&mut self) {
+        let sc = self.sc;
+        // Leave one random viewer and join a new one; the gap to the next churn event
+        // makes `churn_per_min * viewers` of these per minute.
+        let viewers: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&i| self.nodes[i as usize].alive && self.nodes[i as usize].kind == Kind::Viewer)
+            .collect();
+        if !viewers.is_empty() {
+            let leaver = viewers[self.rng.below(viewers.len() as u64) as usize];
+            self.leave(leaver);
+        }
+        let joiner = self.new_viewer();
+        self.join(joiner);
+        let per_min = sc.churn_per_min * f64::from(sc.viewers);
+        let gap = (60_000_000.0 / per_min) as Micros;
+        self.schedule(self.now + gap.max(1), Ev::Churn);
+    }
+
+    fn leave(&mut self, node: u32) {
+        let now = self.now;
+        let n = &mut self.nodes[node as usize];
+        n.alive = false;
+        n.left_at = Some(now);
+        if let Some(pos) = self.reachable.iter().position(|&r| r == node) {
+            self.reachable.swap_remove(pos);
+        }
+        // Everyone connected to it learns of the loss one delay later.
+        let peers: Vec<(u32, u32)> = self
+            .conns
+            .iter()
+            .filter_map(|(&(a, b), c)| {
+                if a == node {
+                    Some((b, c.epoch))
+                } else if b == node {
+                    Some((a, c.epoch))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mut peers = peers;
+        peers.sort_unstable();
+        for (peer, epoch) in peers {
+            let at = now + self.delay(node, peer);
+            self.schedule(at, Ev::Closed { node: peer, peer: node, epoch });
+        }
+    }
+
+    fn give_candidates(&mut self, node: u32) {
+        let want = 2 * self.sc.viewer_neighbours as usize;
+        let mut picked = Vec::with_capacity(want);
+        if !self.reachable.is_empty() {
+            for _ in 0..want * 2 {
+                let c = self.reachable[self.rng.below(self.reachable.len() as u64) as usize];
+                if c != node && !picked.contains(&NodeId(u64::from(c))) {
+                    picked.push(NodeId(u64::from(c)));
+                }
+                if picked.len() == want {
+                    break;
+                }
+            }
+        }
+        let viewers: Vec<u32> =
+            picked.iter().map(|n| n.0 as u32).filter(|&c| self.nodes[c as usize].kind == Kind::Viewer).collect();
+        match &mut self.nodes[node as usize].agent {
+            Agent::Peer(p) => p.handle_candidates(self.now, &picked),
+            Agent::Attacker(a) => {
+                // Attackers connect to whoever they are given, up to a dozen.
+                let room = 12usize.saturating_sub(a.n_neighbours());
+                let targets: Vec<u32> =
+                    viewers.into_iter().filter(|&c| !a.is_neighbour(NodeId(u64::from(c)))).take(room).collect();
+                for to in targets {
+                    let at = self.now + self.delay(node, to);
+                    self.schedule(at, Ev::ConnectArrive { from: node, to });
+                }
+            }
+        }
+    }
+
+    fn connected(&mut self, node: u32, peer: u32, outbound: bool) {
+        let now = self.now;
+        match &mut self.nodes[node as usize].agent {
+            Agent::Peer(p) => p.handle_connected(now, NodeId(u64::from(peer)), outbound),
+            Agent::Attacker(a) => a.handle_connected(NodeId(u64::from(peer))),
+        }
+        self.drive(node);
+    }
+
+    fn connect_failed(&mut self, node: u32, peer: u32) {
+        let now = self.now;
+        match &mut self.nodes[node as usize].agent {
+            Agent::Peer(p) => p.handle_connect_failed(now, NodeId(u64::from(peer))),
+            Agent::Attacker(_) => {}
+        }
+        self.drive(node);
+    }
+
+    fn disconnected(&mut self, node: u32, peer: u32) {
+        let now = self.now;
+        if !self.nodes[node as usize].alive {
+            return;
+        }
+        match &mut self.nodes[node as usize].agent {
+            Agent::Peer(p) => p.handle_disconnected(now, NodeId(u64::from(peer))),
+            Agent::Attacker(a) => {
+                a.handle_disconnected(NodeId(u64::from(peer)));
+                if a.n_neighbours() < 6 {
+                    self.give_candidates(node);
+                }
+            }
+        }
+        self.drive(node);
+    }
+
+    /// Lets a node act: handle its events, start a transmission if its uplink is
+    /// free, and arm its timer.
+    fn drive(&mut self, node: u32) {
+        if !self.nodes[node as usize].alive {
+            return;
+        }
+        loop {
+            self.drain_events(node);
+            let n = &mut self.nodes[node as usize];
+            if n.uplink_pending || !n.alive {
+                break;
+            }
+            let now = self.now;
+            let t = match &mut n.agent {
+                Agent::Peer(p) => p.poll_transmit(now),
+                Agent::Attacker(a) => a.poll_transmit(),
+            };
+            let Some(t) = t else { break };
+            self.start_transmit(node, t);
+        }
+        let n = &mut self.nodes[node as usize];
+        if let Agent::Peer(p) = &n.agent
+            && let Some(at) = p.poll_timeout()
+            && at < n.timer_at
+        {
+            n.timer_at = at;
+            let at = at.max(self.now);
+            self.schedule(at, Ev::Timer { node });
+        }
+    }
+
+    fn start_transmit(&mut self, node: u32, t: Transmit) {
+        let to = t.to.0 as u32;
+        let (key, side) = Self::conn_key(node, to);
+        let Some(conn) = self.conns.get(&key).copied() else { return };
+        if !conn.open[side] {
+            return;
+        }
+        let size = t.msg.encoded_len() as u64;
+        let n = &mut self.nodes[node as usize];
+        let tx = (size * 8 * 1_000_000).div_ceil(n.upload_bps);
+        n.uplink_busy_until = self.now + tx;
+        n.uplink_pending = true;
+        if self.in_window && n.kind == Kind::Seed {
+            n.bytes_up_window += size;
+        }
+        let done = n.uplink_busy_until;
+        self.schedule(done, Ev::UplinkFree { node });
+        let reliable = matches!(
+            t.msg,
+            Message::Hello(_) | Message::Goodbye { .. } | Message::Subscribe { .. } | Message::SubscribeReply { .. }
+        );
+        if !reliable && self.rng.chance(self.sc.loss) {
+            return;
+        }
+        let at = done + self.delay(node, to);
+        self.nodes[node as usize].last_delivery = at;
+        self.schedule(at, Ev::Deliver { to, from: node, epoch: conn.epoch, msg: t.msg });
+    }
+
+    fn drain_events(&mut self, node: u32) {
+        loop {
+            let ev = match &mut self.nodes[node as usize].agent {
+                Agent::Peer(p) => p.poll_event(),
+                Agent::Attacker(_) => None,
+            };
+            let Some(ev) = ev else { return };
+            match ev {
+                Event::Connect(to) => {
+                    let to = to.0 as u32;
+                    let at = self.now + self.delay(node, to);
+                    self.schedule(at, Ev::ConnectArrive { from: node, to });
+                }
+                Event::Disconnect(peer, _) => {
+                    let peer = peer.0 as u32;
+                    let (key, side) = Self::conn_key(node, peer);
+                    let Some(c) = self.conns.get_mut(&key) else { continue };
+                    let epoch = c.epoch;
+                    c.open[side] = false;
+                    // The peer learns of the close after the last message we sent it.
+                    let at = (self.now + self.delay(node, peer)).max(self.nodes[node as usize].last_delivery) + 1;
+                    self.schedule(at, Ev::Closed { node: peer, peer: node, epoch });
+                }
+                Event::WantPeers => self.give_candidates(node),
+                Event::Accepted { piece, .. } => self.record_accept(node, &piece),
+                Event::PlaybackStarted { .. } => {
+                    let n = &mut self.nodes[node as usize];
+                    n.started_at.get_or_insert(self.now);
+                }
+                Event::Rejected { .. } => self.rejected += 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn record_accept(&mut self, node: u32, piece: &Piece) {
+        let seq = piece.seq() as usize;
+        let genuine = self.pieces.get(seq).is_some_and(|g| g.same_bytes(piece));
+        if !genuine {
+            self.forged_accepted += 1;
+        }
+        let n = &mut self.nodes[node as usize];
+        if n.accepted_at.len() <= seq {
+            n.accepted_at.resize(seq + 1, Micros::MAX);
+        }
+        if n.accepted_at[seq] == Micros::MAX {
+            n.accepted_at[seq] = self.now;
+        }
+    }
+}

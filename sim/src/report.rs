@@ -1,0 +1,175 @@
+//! The figures of measuring.md, computed from a finished run.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Kind, Outcome};
+use crate::scenario::Scenario;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p95: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartupPercentiles {
+    pub p50: u64,
+    pub p99: u64,
+}
+
+/// The JSON `shoal sim --json` writes. The keys of measuring.md first; more after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub viewers: u32,
+    pub seeds: u32,
+    pub bitrate_kbps: u32,
+    pub rng_seed: u64,
+    /// Ingest → verified at a viewer, over (viewer, piece) pairs that arrived, ms.
+    pub latency_ms: Percentiles,
+    /// Share of (viewer, piece) pairs verified by ingest time + playout delay.
+    pub continuity: f64,
+    /// Seed upload bytes ÷ viewer download bytes, in the window.
+    pub seed_share: f64,
+    /// Piece bytes received again ÷ useful piece bytes, in the window.
+    pub duplicate_ratio: f64,
+    /// Join → holding a verified segment start, ms (every viewer that joined).
+    pub startup_ms: StartupPercentiles,
+    pub seed_upload_bytes: u64,
+    pub viewer_download_bytes: u64,
+    pub forged_pieces_sent: u64,
+    pub forged_pieces_accepted: u64,
+    pub events: u64,
+    pub wall_s: f64,
+    /// Viewers present for the whole window (the population of latency/continuity).
+    pub measured_viewers: u64,
+    /// Pieces created in the window.
+    pub window_pieces: u64,
+    /// (viewer, piece) pairs in the window that never arrived.
+    pub missing_pairs: u64,
+    /// Measured viewers that verified no piece at all.
+    pub viewers_without_pieces: u64,
+    /// Joined viewers that never started playback.
+    pub never_started: u64,
+    /// Things honest peers refused (forged pieces, protocol errors, ...).
+    pub rejected: u64,
+    pub attackers: u32,
+    pub playout_delay_ms: u32,
+}
+
+pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
+    let ms = 1_000u64;
+    let w_start = u64::from(sc.warmup_s) * 1_000 * ms;
+    let w_end = w_start + u64::from(sc.window_s) * 1_000 * ms;
+    let end = sc.end_ms() * ms;
+    let deadline = u64::from(sc.playout_delay_ms) * ms;
+    let window: Vec<(usize, u64)> = out
+        .pieces
+        .iter()
+        .filter(|p| (w_start..w_end).contains(&p.timestamp_us()))
+        .map(|p| (p.seq() as usize, p.timestamp_us()))
+        .collect();
+
+    let mut latencies = Vec::new();
+    let (mut on_time, mut pairs, mut missing, mut without, mut measured) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut dup, mut useful) = (0u64, 0u64);
+    for n in out.nodes.iter().filter(|n| n.kind == Kind::Viewer) {
+        let present = n.joined_at <= w_start && n.left_at.is_none_or(|l| l >= end) && n.alive;
+        if !present {
+            continue;
+        }
+        measured += 1;
+        dup += n.dup_snapshot[1].0.saturating_sub(n.dup_snapshot[0].0);
+        useful += n.dup_snapshot[1].1.saturating_sub(n.dup_snapshot[0].1);
+        if n.accepted_at.iter().all(|&t| t == u64::MAX) {
+            without += 1;
+        }
+        for &(seq, ts) in &window {
+            pairs += 1;
+            match n.accepted_at.get(seq).copied().filter(|&t| t != u64::MAX) {
+                Some(t) => {
+                    let lat = t.saturating_sub(ts);
+                    latencies.push(lat);
+                    if lat <= deadline {
+                        on_time += 1;
+                    }
+                }
+                None => missing += 1,
+            }
+        }
+    }
+    latencies.sort_unstable();
+
+    let mut startups = Vec::new();
+    let mut never_started = 0;
+    for n in out.nodes.iter().filter(|n| n.kind == Kind::Viewer && n.joined_at + 10_000 * ms <= end) {
+        let gone_early = n.left_at.is_some_and(|l| l < n.joined_at + 10_000 * ms);
+        match n.started_at {
+            Some(t) => startups.push(t - n.joined_at),
+            None if !gone_early && (n.alive || n.left_at.is_some()) => never_started += 1,
+            None => {}
+        }
+    }
+    startups.sort_unstable();
+
+    let seed_up: u64 = out.nodes.iter().filter(|n| n.kind == Kind::Seed).map(|n| n.bytes_up_window).sum();
+    let viewer_down: u64 = out.nodes.iter().filter(|n| n.kind == Kind::Viewer).map(|n| n.bytes_down_window).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    Report {
+        scenario: sc.name.clone(),
+        viewers: sc.viewers,
+        seeds: sc.seeds,
+        bitrate_kbps: sc.bitrate_kbps,
+        rng_seed: sc.rng_seed,
+        latency_ms: Percentiles {
+            p50: pct(&latencies, 0.50) / ms,
+            p95: pct(&latencies, 0.95) / ms,
+            p99: pct(&latencies, 0.99) / ms,
+            max: latencies.last().copied().unwrap_or(0) / ms,
+        },
+        continuity: ratio(on_time, pairs),
+        seed_share: ratio(seed_up, viewer_down),
+        duplicate_ratio: ratio(dup, useful),
+        startup_ms: StartupPercentiles { p50: pct(&startups, 0.50) / ms, p99: pct(&startups, 0.99) / ms },
+        seed_upload_bytes: seed_up,
+        viewer_download_bytes: viewer_down,
+        forged_pieces_sent: out.forged_sent,
+        forged_pieces_accepted: out.forged_accepted,
+        events: out.events,
+        wall_s,
+        measured_viewers: measured,
+        window_pieces: window.len() as u64,
+        missing_pairs: missing,
+        viewers_without_pieces: without,
+        never_started,
+        rejected: out.rejected,
+        attackers: sc.attackers,
+        playout_delay_ms: sc.playout_delay_ms,
+    }
+}
+
+/// Nearest-rank percentile of sorted values (0 when empty).
+fn pct(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pct;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(pct(&v, 0.5), 50);
+        assert_eq!(pct(&v, 0.99), 99);
+        assert_eq!(pct(&v, 1.0), 100);
+        assert_eq!(pct(&[7], 0.99), 7);
+        assert_eq!(pct(&[], 0.5), 0);
+    }
+}

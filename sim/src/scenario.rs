@@ -1,0 +1,151 @@
+//! Scenarios: the reference ones of `shared/docs/measuring.md`, by name, with every
+//! field overridable.
+
+use serde::{Deserialize, Serialize};
+
+/// One simulated run. Times are in milliseconds unless the name says otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Name reported in the JSON.
+    pub name: String,
+    /// Viewers present at any time (churn replaces leavers with joiners).
+    pub viewers: u32,
+    pub seeds: u32,
+    pub bitrate_kbps: u32,
+    /// Simulated time before measuring.
+    pub warmup_s: u32,
+    /// Simulated time measured.
+    pub window_s: u32,
+    /// Share of viewers that leave (and are replaced by as many joiners) per minute.
+    pub churn_per_min: f64,
+    pub rng_seed: u64,
+    /// Peers that send forged and tampered pieces.
+    pub attackers: u32,
+    /// One-way delay between two nodes, drawn once per pair from this range.
+    pub delay_min_ms: u32,
+    pub delay_max_ms: u32,
+    /// Probability that a message is lost on a link.
+    pub loss: f64,
+    /// Share of viewers behind NAT: they can only open connections to reachable nodes.
+    pub unreachable_share: f64,
+    /// Viewer upload capacity mix: (share of viewers, multiple of the bitrate).
+    pub upload_mix: Vec<(f64, f64)>,
+    pub seed_upload_kbps: u32,
+    /// Delay from ingest to each seed.
+    pub ingest_delay_ms: u32,
+    pub playout_delay_ms: u32,
+    /// Media duration of one piece.
+    pub piece_ms: u32,
+    /// Keyframe interval: a segment starts every `gop_ms`.
+    pub gop_ms: u32,
+    /// Initial viewers join uniformly over this span from the start.
+    pub join_spread_ms: u32,
+    pub n_substreams: u8,
+    /// Push subscriptions each seed accepts.
+    pub seed_child_slots: u32,
+    /// Neighbours each seed accepts.
+    pub seed_max_neighbours: u32,
+    /// Neighbours each viewer tries to keep.
+    pub viewer_neighbours: u32,
+    /// Extra simulated time after the window so its last pieces can arrive.
+    pub drain_ms: u32,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario::small()
+    }
+}
+
+/// Upload capacity mix of measuring.md: 30 % at 0.5×, 40 % at 2×, 25 % at 4×, 5 % at 10×.
+pub fn reference_upload_mix() -> Vec<(f64, f64)> {
+    vec![(0.30, 0.5), (0.40, 2.0), (0.25, 4.0), (0.05, 10.0)]
+}
+
+impl Scenario {
+    /// Names accepted by [`Scenario::by_name`].
+    pub const NAMES: &'static [&'static str] = &["small"];
+
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name {
+            "small" => Some(Scenario::small()),
+            _ => None,
+        }
+    }
+
+    /// measuring.md `small`: 100 viewers, 2 seeds, 3 Mbit/s, 20 s + 40 s, no churn.
+    pub fn small() -> Self {
+        Scenario {
+            name: "small".into(),
+            viewers: 100,
+            seeds: 2,
+            bitrate_kbps: 3_000,
+            warmup_s: 20,
+            window_s: 40,
+            churn_per_min: 0.0,
+            rng_seed: 1,
+            attackers: 0,
+            delay_min_ms: 5,
+            delay_max_ms: 50,
+            loss: 0.001,
+            unreachable_share: 0.5,
+            upload_mix: reference_upload_mix(),
+            seed_upload_kbps: 1_000_000,
+            ingest_delay_ms: 5,
+            playout_delay_ms: 1_500,
+            piece_ms: 250,
+            gop_ms: 2_000,
+            join_spread_ms: 5_000,
+            n_substreams: 8,
+            seed_child_slots: 16,
+            seed_max_neighbours: 64,
+            viewer_neighbours: 12,
+            drain_ms: 3_000,
+        }
+    }
+
+    /// Checks the fields make a runnable scenario.
+    pub fn validate(&self) -> Result<(), String> {
+        let fail = |m: &str| Err(format!("scenario {}: {m}", self.name));
+        if self.seeds == 0 {
+            return fail("needs at least one seed");
+        }
+        if self.bitrate_kbps == 0 || self.piece_ms == 0 || self.gop_ms < self.piece_ms {
+            return fail("bitrate, piece_ms must be positive and gop_ms >= piece_ms");
+        }
+        if self.delay_min_ms > self.delay_max_ms {
+            return fail("delay_min_ms > delay_max_ms");
+        }
+        if !(0.0..=1.0).contains(&self.loss) || !(0.0..=1.0).contains(&self.unreachable_share) {
+            return fail("loss and unreachable_share are probabilities (0..=1)");
+        }
+        if !(0.0..=1.0).contains(&self.churn_per_min) {
+            return fail("churn_per_min is a share of viewers per minute (0..=1)");
+        }
+        let total: f64 = self.upload_mix.iter().map(|(s, _)| s).sum();
+        if self.upload_mix.is_empty()
+            || (total - 1.0).abs() > 1e-6
+            || self.upload_mix.iter().any(|&(s, m)| s < 0.0 || m <= 0.0)
+        {
+            return fail("upload_mix shares must be non-negative and sum to 1, multiples positive");
+        }
+        if self.n_substreams == 0 || self.n_substreams > 64 {
+            return fail("n_substreams must be 1..=64");
+        }
+        if self.window_s == 0 {
+            return fail("window_s must be positive");
+        }
+        Ok(())
+    }
+
+    /// TS packets per piece at this bitrate.
+    pub fn packets_per_piece(&self) -> usize {
+        let bytes = u64::from(self.bitrate_kbps) * 1000 / 8 * u64::from(self.piece_ms) / 1000;
+        ((bytes / 188) as usize).clamp(1, swarm::piece::MAX_TS_PACKETS)
+    }
+
+    pub fn end_ms(&self) -> u64 {
+        u64::from(self.warmup_s + self.window_s) * 1000 + u64::from(self.drain_ms)
+    }
+}
