@@ -16,7 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use swarm::peer::{Event, Micros, NodeId, Peer, PeerConfig, Transmit};
+use swarm::peer::{Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Transmit};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
 use swarm::rng::Rng;
 use swarm::wire::{Message, PeerId, Role};
@@ -100,6 +100,22 @@ impl Ord for Scheduled {
     /// Reversed: `BinaryHeap` is a max-heap and we want the earliest event first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+impl Node {
+    pub(crate) fn peer_depths(&self) -> Option<&[u8]> {
+        match &self.agent {
+            Agent::Peer(p) => Some(p.depths()),
+            Agent::Attacker(_) => None,
+        }
+    }
+
+    pub(crate) fn peer_stats(&self) -> Option<&PeerStats> {
+        match &self.agent {
+            Agent::Peer(p) => Some(p.stats()),
+            Agent::Attacker(_) => None,
+        }
     }
 }
 

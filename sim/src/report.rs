@@ -1,6 +1,7 @@
 //! The figures of measuring.md, computed from a finished run.
 
 use serde::{Deserialize, Serialize};
+use swarm::peer::PeerStats;
 
 use crate::engine::{Kind, Outcome};
 use crate::scenario::Scenario;
@@ -57,6 +58,17 @@ pub struct Report {
     pub rejected: u64,
     pub attackers: u32,
     pub playout_delay_ms: u32,
+    /// Whole-run peer counters, summed by role: where the bytes went.
+    pub seed_pieces_pushed: u64,
+    pub seed_pieces_served: u64,
+    pub viewer_pieces_pushed: u64,
+    pub viewer_pieces_served: u64,
+    pub viewer_requests_sent: u64,
+    pub viewer_requests_timed_out: u64,
+    /// At the end: (viewer, substream) pairs with no push parent, and the mean tree
+    /// depth of the others.
+    pub orphan_substreams: u64,
+    pub mean_depth: f64,
 }
 
 pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
@@ -116,6 +128,13 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
 
     let seed_up: u64 = out.nodes.iter().filter(|n| n.kind == Kind::Seed).map(|n| n.bytes_up_window).sum();
     let viewer_down: u64 = out.nodes.iter().filter(|n| n.kind == Kind::Viewer).map(|n| n.bytes_down_window).sum();
+    let depths: Vec<u8> = out
+        .nodes
+        .iter()
+        .filter(|n| n.kind == Kind::Viewer && n.alive)
+        .filter_map(|n| n.peer_depths())
+        .flat_map(|d| d.iter().copied())
+        .collect();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     Report {
         scenario: sc.name.clone(),
@@ -147,7 +166,22 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         rejected: out.rejected,
         attackers: sc.attackers,
         playout_delay_ms: sc.playout_delay_ms,
+        seed_pieces_pushed: sum(out, Kind::Seed, |s| s.pushes_sent),
+        seed_pieces_served: sum(out, Kind::Seed, |s| s.responses_sent),
+        viewer_pieces_pushed: sum(out, Kind::Viewer, |s| s.pushes_sent),
+        viewer_pieces_served: sum(out, Kind::Viewer, |s| s.responses_sent),
+        viewer_requests_sent: sum(out, Kind::Viewer, |s| s.requests_sent),
+        viewer_requests_timed_out: sum(out, Kind::Viewer, |s| s.requests_timed_out),
+        orphan_substreams: depths.iter().filter(|&&d| d == u8::MAX).count() as u64,
+        mean_depth: {
+            let fed: Vec<f64> = depths.iter().filter(|&&d| d != u8::MAX).map(|&d| f64::from(d)).collect();
+            if fed.is_empty() { 0.0 } else { fed.iter().sum::<f64>() / fed.len() as f64 }
+        },
     }
+}
+
+fn sum(out: &Outcome, kind: Kind, f: impl Fn(&PeerStats) -> u64) -> u64 {
+    out.nodes.iter().filter(|n| n.kind == kind).filter_map(|n| n.peer_stats()).map(f).sum()
 }
 
 /// Nearest-rank percentile of sorted values (0 when empty).

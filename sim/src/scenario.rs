@@ -94,7 +94,7 @@ impl Scenario {
             seed_upload_kbps: 1_000_000,
             ingest_delay_ms: 5,
             playout_delay_ms: 1_500,
-            piece_ms: 250,
+            piece_ms: 100,
             gop_ms: 2_000,
             join_spread_ms: 5_000,
             n_substreams: 8,

@@ -75,16 +75,26 @@ pub struct PeerConfig {
     /// Neighbours beyond which incoming connections are refused.
     pub max_neighbours: usize,
     /// How long to wait for a push before pulling a piece a neighbour announced,
-    /// when a parent feeds its substream.
+    /// when a parent feeds its substream and its push latency is not known yet.
+    /// Once known, the wait is the parent's usual latency plus two deviations.
     pub repair_wait: Micros,
-    /// The same when no parent feeds the substream.
-    pub repair_wait_orphan: Micros,
+    /// The least wait after hearing of a piece, and the whole wait when no parent
+    /// feeds its substream.
+    pub repair_wait_min: Micros,
+    /// Pull at the latest this long before the playout deadline, whatever the parent.
+    pub repair_margin: Micros,
+    /// Pull from a seed only this close to the deadline (seeds' upload is the
+    /// broadcaster's cost); viewers are asked first.
+    pub seed_repair_margin: Micros,
     /// When an unanswered request is given up and sent elsewhere.
     pub request_timeout: Micros,
     /// Most requests outstanding at one neighbour.
     pub max_requests_per_neighbour: u32,
     /// Most requests of one neighbour this peer queues for answering.
     pub max_queued_responses: u32,
+    /// A request is refused (`DontHave`) when the uplink's queued piece data would
+    /// take longer than this to send: the requester does better asking elsewhere.
+    pub max_response_backlog: Micros,
     /// Period of housekeeping: parent choice, keep-alive, idle checks.
     pub tick: Micros,
     pub keepalive: Micros,
@@ -113,11 +123,14 @@ impl PeerConfig {
             playout_delay: 1_500 * MS,
             target_neighbours: 12,
             max_neighbours: 32,
-            repair_wait: 250 * MS,
-            repair_wait_orphan: 30 * MS,
+            repair_wait: 400 * MS,
+            repair_wait_min: 30 * MS,
+            repair_margin: 500 * MS,
+            seed_repair_margin: 350 * MS,
             request_timeout: 800 * MS,
             max_requests_per_neighbour: 4,
             max_queued_responses: 8,
+            max_response_backlog: 300 * MS,
             tick: 100 * MS,
             keepalive: 2 * SECOND,
             idle_timeout: 10 * SECOND,
@@ -128,6 +141,11 @@ impl PeerConfig {
     fn child_slots(&self) -> u32 {
         if let Some(n) = self.max_child_slots {
             return n;
+        }
+        // A peer that can't upload one whole stream would add a long store-and-forward
+        // hop to every piece it relays: it stays a leaf and only serves repairs.
+        if self.upload_kbps < self.stream_kbps {
+            return 0;
         }
         let per_substream = f64::from(self.stream_kbps.max(1)) / f64::from(self.n_substreams);
         (f64::from(self.upload_kbps) * self.push_share / per_substream).floor() as u32
@@ -325,10 +343,17 @@ pub struct Peer {
     wants: BTreeMap<u64, Want>,
     /// Per substream: the neighbour feeding it to us.
     parent: Vec<Option<NodeId>>,
+    /// Per substream: mean and mean deviation of (arrival - ingest timestamp) of
+    /// pieces pushed by the parent, µs.
+    push_latency: Vec<Option<(f64, f64)>>,
     depth: Vec<u8>,
     status_dirty: bool,
     control: VecDeque<Transmit>,
-    data: VecDeque<(NodeId, u64, Queued)>,
+    data: VecDeque<(NodeId, u64, Queued, u32)>,
+    /// Bytes of piece data in `data`.
+    data_bytes: u64,
+    /// Size of the last piece accepted, to estimate hop times.
+    typical_piece_bytes: u64,
     events: VecDeque<Event>,
     playout: Playout,
     next_tick: Micros,
@@ -371,10 +396,13 @@ impl Peer {
             banned_peers: BTreeSet::new(),
             wants: BTreeMap::new(),
             parent: vec![None; n],
+            push_latency: vec![None; n],
             depth: vec![seed_depth; n],
             status_dirty: false,
             control: VecDeque::new(),
             data: VecDeque::new(),
+            data_bytes: 0,
+            typical_piece_bytes: u64::from(cfg.stream_kbps) * 1000 / 8 / 4,
             events: VecDeque::from([Event::WantPeers]),
             playout: Playout::default(),
             next_tick: now,
@@ -591,7 +619,8 @@ impl Peer {
             }
             return Some(t);
         }
-        while let Some((to, seq, kind)) = self.data.pop_front() {
+        while let Some((to, seq, kind, bytes)) = self.data.pop_front() {
+            self.data_bytes -= u64::from(bytes);
             let Some(idx) = self.neighbour_idx(to) else { continue };
             if kind == Queued::Response {
                 let n = &mut self.neighbours[idx];
@@ -635,7 +664,7 @@ impl Peer {
         for (&seq, w) in &self.wants {
             let t = match w.asked {
                 Some((_, expires)) => expires,
-                None => (w.heard_at + self.repair_wait(seq)).max(retry),
+                None => self.ready_at(seq, w).max(retry),
             };
             at = at.min(t);
         }
@@ -752,10 +781,16 @@ impl Peer {
     fn on_request(&mut self, idx: usize, seqs: &[u64]) {
         let node = self.neighbours[idx].node;
         for &seq in seqs {
+            let busy = self.backlog() > self.cfg.max_response_backlog;
             let n = &mut self.neighbours[idx];
-            if self.window.contains_key(&seq) && n.responses_queued < self.cfg.max_queued_responses {
+            if !busy
+                && let Some(piece) = self.window.get(&seq)
+                && n.responses_queued < self.cfg.max_queued_responses
+            {
                 n.responses_queued += 1;
-                self.data.push_back((node, seq, Queued::Response));
+                let bytes = piece.encoded_len() as u32;
+                self.data_bytes += u64::from(bytes);
+                self.data.push_back((node, seq, Queued::Response, bytes));
             } else {
                 self.stats.dont_have_sent += 1;
                 self.send(node, Message::DontHave { seq });
@@ -811,6 +846,14 @@ impl Peer {
             };
         }
         self.neighbours[idx].failures = 0;
+        let s = self.substream(seq);
+        if self.parent[s] == Some(node) {
+            let x = now.saturating_sub(ts) as f64;
+            self.push_latency[s] = Some(match self.push_latency[s] {
+                None => (x, x / 4.0),
+                Some((mean, dev)) => (mean + (x - mean) / 8.0, dev + ((x - mean).abs() - dev) / 4.0),
+            });
+        }
         self.accept(now, piece, Some(node));
     }
 
@@ -819,6 +862,7 @@ impl Peer {
     fn accept(&mut self, now: Micros, piece: Piece, from: Option<NodeId>) {
         let seq = piece.seq();
         self.stats.pieces_accepted += 1;
+        self.typical_piece_bytes = piece.encoded_len() as u64;
         self.stats.piece_bytes_accepted += piece.encoded_len() as u64;
         if let Some(w) = self.wants.remove(&seq)
             && let Some((asked, _)) = w.asked
@@ -842,7 +886,10 @@ impl Peer {
             }
             if n.children & (1 << s) != 0 {
                 n.have.insert(seq);
-                self.data.push_back((n.node, seq, Queued::Push));
+                self.data_bytes += piece.encoded_len() as u64;
+                // Pushes go before queued responses: the push tree is the main path.
+                let at = self.data.iter().position(|d| d.2 == Queued::Response).unwrap_or(self.data.len());
+                self.data.insert(at, (n.node, seq, Queued::Push, piece.encoded_len() as u32));
             } else {
                 self.control.push_back(Transmit { to: n.node, msg: Message::Have { seq } });
             }
@@ -869,12 +916,52 @@ impl Peer {
         self.playout.cursor.or(self.playout.target)
     }
 
-    fn repair_wait(&self, seq: u64) -> Micros {
+    fn substream(&self, seq: u64) -> usize {
+        (seq % u64::from(self.cfg.n_substreams)) as usize
+    }
+
+    /// When a missing piece should be pulled: at once before playback starts; soon
+    /// when no parent feeds its substream; else once the parent is clearly late.
+    fn ready_at(&self, seq: u64, w: &Want) -> Micros {
         if self.playout.cursor.is_none() {
-            return 0;
+            return w.heard_at;
         }
-        let s = (seq % u64::from(self.cfg.n_substreams)) as usize;
-        if self.parent[s].is_some() { self.cfg.repair_wait } else { self.cfg.repair_wait_orphan }
+        let earliest = w.heard_at + self.cfg.repair_wait_min;
+        let s = self.substream(seq);
+        if self.parent[s].is_none() {
+            return earliest;
+        }
+        let Some(ts) = self.estimate_ts(seq) else { return w.heard_at + self.cfg.repair_wait };
+        let expected = match self.push_latency[s] {
+            Some((mean, dev)) => ts + (mean + 2.0 * dev) as Micros + self.cfg.repair_wait_min,
+            None => w.heard_at + self.cfg.repair_wait,
+        };
+        let latest = (ts + self.playout.offset).saturating_sub(self.cfg.repair_margin);
+        earliest.max(expected.min(latest))
+    }
+
+    /// Ingest timestamp of `seq`, from the pieces held (pieces are evenly spaced on
+    /// average; exactness is not needed, only a deadline to aim for).
+    fn estimate_ts(&self, seq: u64) -> Option<Micros> {
+        let (&first_seq, first) = self.window.first_key_value()?;
+        let (&last_seq, last) = self.window.last_key_value()?;
+        if last_seq == first_seq {
+            return Some(last.timestamp_us());
+        }
+        let interval = last.timestamp_us().saturating_sub(first.timestamp_us()) / (last_seq - first_seq);
+        Some(if seq >= last_seq {
+            last.timestamp_us() + (seq - last_seq) * interval
+        } else {
+            last.timestamp_us().saturating_sub((last_seq - seq) * interval)
+        })
+    }
+
+    /// Seeds are asked only when the deadline is near, or to start playback.
+    fn seed_allowed(&self, now: Micros, seq: u64) -> bool {
+        if self.playout.cursor.is_none() {
+            return true;
+        }
+        self.estimate_ts(seq).is_none_or(|ts| now + self.cfg.seed_repair_margin >= ts + self.playout.offset)
     }
 
     fn expire_requests(&mut self, now: Micros) {
@@ -911,11 +998,11 @@ impl Peer {
         let ready: Vec<u64> = self
             .wants
             .iter()
-            .filter(|(seq, w)| w.asked.is_none() && w.heard_at + self.repair_wait(**seq) <= now)
+            .filter(|(seq, w)| w.asked.is_none() && self.ready_at(**seq, w) <= now)
             .map(|(&seq, _)| seq)
             .collect();
         for seq in ready {
-            let Some(idx) = self.pick_source(seq) else { continue };
+            let Some(idx) = self.pick_source(now, seq) else { continue };
             let n = &mut self.neighbours[idx];
             n.requests_out += 1;
             let expires = now + self.cfg.request_timeout;
@@ -934,12 +1021,16 @@ impl Peer {
     }
 
     /// The neighbour to pull `seq` from: holds it, has request budget, lowest cost.
-    fn pick_source(&self, seq: u64) -> Option<usize> {
+    fn pick_source(&self, now: Micros, seq: u64) -> Option<usize> {
+        let seed_ok = self.seed_allowed(now, seq);
         self.neighbours
             .iter()
             .enumerate()
             .filter(|(_, n)| {
-                n.hello.is_some() && n.have.contains(seq) && n.requests_out < self.cfg.max_requests_per_neighbour
+                n.hello.is_some()
+                    && n.have.contains(seq)
+                    && n.requests_out < self.cfg.max_requests_per_neighbour
+                    && (seed_ok || !n.is_seed())
             })
             .min_by_key(|(_, n)| {
                 let seed = if n.is_seed() { self.cfg.seed_parent_penalty } else { 0 };
@@ -949,6 +1040,17 @@ impl Peer {
                     + u64::from(n.failures) * 100 * MS
             })
             .map(|(i, _)| i)
+    }
+
+    /// Time for the uplink to send the piece data already queued.
+    fn backlog(&self) -> Micros {
+        self.data_bytes * 8 * 1000 / u64::from(self.cfg.upload_kbps.max(1))
+    }
+
+    /// Time for a neighbour to send us one piece with its declared upload.
+    fn hop_time(&self, n: &Neighbour) -> Micros {
+        let kbps = n.hello.as_ref().map_or(1, |h| h.upload_kbps.max(1));
+        self.typical_piece_bytes * 8 * 1000 / u64::from(kbps)
     }
 
     fn next_playout_deadline(&self) -> Option<Micros> {
@@ -1062,7 +1164,7 @@ impl Peer {
                 })
                 .min_by_key(|n| {
                     let seed = if n.is_seed() { self.cfg.seed_parent_penalty } else { 0 };
-                    u64::from(n.depth(s)) * 100 * MS + n.rtt.unwrap_or(200 * MS) + seed
+                    u64::from(n.depth(s)) * 100 * MS + n.rtt.unwrap_or(200 * MS) + seed + self.hop_time(n)
                 })
                 .map(|n| n.node);
             if let Some(node) = best {
@@ -1175,7 +1277,8 @@ impl Peer {
                 w.asked = None;
             }
         }
-        self.data.retain(|(to, _, _)| *to != n.node);
+        self.data.retain(|(to, _, _, _)| *to != n.node);
+        self.data_bytes = self.data.iter().map(|d| u64::from(d.3)).sum();
         self.control.retain(|t| t.to != n.node || matches!(t.msg, Message::Goodbye { .. }));
         self.recompute_depth();
     }
