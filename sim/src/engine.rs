@@ -214,7 +214,7 @@ impl<'a> Engine<'a> {
             }
             self.now = s.at;
             self.events += 1;
-            if self.events % 65_536 == 0
+            if self.events.is_multiple_of(65_536)
                 && let Some(p) = self.progress.as_mut()
             {
                 p(self.now, self.events);
@@ -438,7 +438,7 @@ impl<'a> Engine<'a> {
         let sc = self.sc;
         let seq = self.pieces.len() as u64;
         let pieces_per_gop = u64::from(sc.gop_ms / sc.piece_ms).max(1);
-        let flags = if seq % pieces_per_gop == 0 { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
+        let flags = if seq.is_multiple_of(pieces_per_gop) { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
         let payload = filler_payload(sc.packets_per_piece(), seq);
         let piece = self
             .key

@@ -227,7 +227,7 @@ fn check_payload_len(len: usize) -> Result<(), PieceError> {
     if len > MAX_PAYLOAD_LEN {
         return Err(PieceError::TooLong { len: len + HEADER_LEN + SIGNATURE_LEN, max: MAX_PIECE_LEN });
     }
-    if len % TS_PACKET_LEN != 0 {
+    if !len.is_multiple_of(TS_PACKET_LEN) {
         return Err(PieceError::NotWholePackets(len));
     }
     Ok(())

@@ -635,6 +635,28 @@ pub mod datagram {
     }
 }
 
+impl PartialEq for Message {
+    /// Pieces compare by bytes; everything else field by field.
+    fn eq(&self, other: &Self) -> bool {
+        use Message as M;
+        match (self, other) {
+            (M::Hello(a), M::Hello(b)) => a == b,
+            (M::Status(a), M::Status(b)) => a == b,
+            (M::Have { seq: a }, M::Have { seq: b }) => a == b,
+            (M::HaveMap { base: a, bits: x }, M::HaveMap { base: b, bits: y }) => a == b && x == y,
+            (M::Subscribe { substreams: a }, M::Subscribe { substreams: b }) => a == b,
+            (M::SubscribeReply { accepted: a }, M::SubscribeReply { accepted: b }) => a == b,
+            (M::Request { seqs: a }, M::Request { seqs: b }) => a == b,
+            (M::Piece(a), M::Piece(b)) => a.same_bytes(b),
+            (M::DontHave { seq: a }, M::DontHave { seq: b }) => a == b,
+            (M::Ping { nonce: a }, M::Ping { nonce: b }) => a == b,
+            (M::Pong { nonce: a }, M::Pong { nonce: b }) => a == b,
+            (M::Goodbye { reason: a }, M::Goodbye { reason: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,27 +788,5 @@ mod tests {
         let mut dec = FrameDecoder::new();
         dec.extend(&datagrams[0]);
         assert_eq!(dec.next_message().unwrap_err(), WireError::UnexpectedFragment);
-    }
-}
-
-impl PartialEq for Message {
-    /// Pieces compare by bytes; everything else field by field.
-    fn eq(&self, other: &Self) -> bool {
-        use Message as M;
-        match (self, other) {
-            (M::Hello(a), M::Hello(b)) => a == b,
-            (M::Status(a), M::Status(b)) => a == b,
-            (M::Have { seq: a }, M::Have { seq: b }) => a == b,
-            (M::HaveMap { base: a, bits: x }, M::HaveMap { base: b, bits: y }) => a == b && x == y,
-            (M::Subscribe { substreams: a }, M::Subscribe { substreams: b }) => a == b,
-            (M::SubscribeReply { accepted: a }, M::SubscribeReply { accepted: b }) => a == b,
-            (M::Request { seqs: a }, M::Request { seqs: b }) => a == b,
-            (M::Piece(a), M::Piece(b)) => a.same_bytes(b),
-            (M::DontHave { seq: a }, M::DontHave { seq: b }) => a == b,
-            (M::Ping { nonce: a }, M::Ping { nonce: b }) => a == b,
-            (M::Pong { nonce: a }, M::Pong { nonce: b }) => a == b,
-            (M::Goodbye { reason: a }, M::Goodbye { reason: b }) => a == b,
-            _ => false,
-        }
     }
 }

@@ -1,0 +1,66 @@
+//! The `small` reference scenario, end to end through the real peers. No timing is
+//! asserted: only what the swarm delivered.
+#![allow(clippy::unwrap_used)]
+
+use sim::{Report, Scenario};
+
+fn run(sc: &Scenario) -> Report {
+    sim::run(sc, None).unwrap()
+}
+
+#[test]
+fn small_delivers_to_every_viewer() {
+    let r = run(&Scenario::small());
+    assert_eq!(r.scenario, "small");
+    assert_eq!(r.measured_viewers, 100, "every viewer joined during warm-up stays for the window");
+    assert!(r.window_pieces >= 390, "40 s of 100 ms pieces, got {}", r.window_pieces);
+    assert_eq!(r.viewers_without_pieces, 0);
+    assert_eq!(r.never_started, 0);
+    assert!(r.continuity > 0.99, "continuity {}", r.continuity);
+    assert!(r.latency_ms.p50 > 0 && r.latency_ms.p50 <= r.latency_ms.p99 && r.latency_ms.p99 <= r.latency_ms.max);
+    assert!(r.seed_share > 0.0 && r.seed_share < 1.0, "seed share {}", r.seed_share);
+    assert!(r.viewer_download_bytes > r.seed_upload_bytes, "viewers carried most of the stream");
+    assert_eq!(r.forged_pieces_sent, 0);
+    assert_eq!(r.forged_pieces_accepted, 0);
+}
+
+#[test]
+fn attackers_never_get_a_forged_piece_accepted() {
+    let mut sc = Scenario::small();
+    sc.attackers = 20;
+    sc.rng_seed = 7;
+    let r = run(&sc);
+    assert!(r.forged_pieces_sent > 100, "attackers did attack: {} forged pieces sent", r.forged_pieces_sent);
+    assert_eq!(r.forged_pieces_accepted, 0);
+    assert!(r.rejected > 0, "honest peers refused and counted the forgeries");
+    assert!(r.continuity > 0.99, "continuity with attackers {}", r.continuity);
+}
+
+#[test]
+fn same_seed_same_figures_other_seed_other_run() {
+    let mut sc = Scenario::small();
+    sc.viewers = 30;
+    sc.warmup_s = 8;
+    sc.window_s = 8;
+    sc.churn_per_min = 0.3;
+    let mut a = run(&sc);
+    let mut b = run(&sc);
+    a.wall_s = 0.0;
+    b.wall_s = 0.0;
+    assert_eq!(a, b, "a run is a pure function of its scenario");
+    sc.rng_seed = 2;
+    let mut c = run(&sc);
+    c.wall_s = 0.0;
+    assert_ne!(a.events, c.events, "the seed changes the run");
+}
+
+#[test]
+fn invalid_scenarios_are_refused_with_a_reason() {
+    let mut sc = Scenario::small();
+    sc.seeds = 0;
+    assert!(sim::run(&sc, None).unwrap_err().contains("seed"));
+    let mut sc = Scenario::small();
+    sc.upload_mix = vec![(0.5, 2.0)];
+    assert!(sim::run(&sc, None).unwrap_err().contains("upload_mix"));
+    assert!(Scenario::by_name("nope").is_none());
+}

@@ -1,0 +1,340 @@
+//! The peer state machine, driven by hand: two or three peers wired back to back with
+//! instant delivery, and a raw "neighbour" the test speaks for. Time is passed in.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use swarm::peer::{Event, Micros, NodeId, Peer, PeerConfig, Reject, Transmit};
+use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
+use swarm::wire::{GoodbyeReason, Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
+
+const MS: Micros = 1_000;
+const T0: Micros = 1_000_000_000;
+
+fn key() -> ChannelKeypair {
+    ChannelKeypair::from_secret_bytes(&[42; 32])
+}
+
+fn piece(seq: u64, ts: Micros) -> Piece {
+    let flags = if seq.is_multiple_of(4) { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
+    key().sign_piece(seq, ts, flags, filler_payload(2, seq)).unwrap()
+}
+
+fn cfg(role: Role, id: u64) -> PeerConfig {
+    let mut c = PeerConfig::new(role, PeerId(id), key().id());
+    c.n_substreams = 4;
+    if role == Role::Seed {
+        c.max_child_slots = Some(16);
+    }
+    c
+}
+
+/// Peers wired back to back; every message arrives at once, in order.
+struct Net {
+    now: Micros,
+    peers: BTreeMap<u64, Peer>,
+    links: BTreeSet<(u64, u64)>,
+    events: Vec<(u64, Event)>,
+    delivered: Vec<(u64, u64, &'static str)>,
+}
+
+impl Net {
+    fn new(peers: Vec<(u64, Peer)>) -> Self {
+        Net { now: T0, peers: peers.into_iter().collect(), links: BTreeSet::new(), events: vec![], delivered: vec![] }
+    }
+
+    fn connect(&mut self, a: u64, b: u64) {
+        self.links.insert((a.min(b), a.max(b)));
+        self.peers.get_mut(&a).unwrap().handle_connected(self.now, NodeId(b), true);
+        self.peers.get_mut(&b).unwrap().handle_connected(self.now, NodeId(a), false);
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            let ids: Vec<u64> = self.peers.keys().copied().collect();
+            for id in ids {
+                while let Some(ev) = self.peers.get_mut(&id).unwrap().poll_event() {
+                    moved = true;
+                    if let Event::Disconnect(other, _) = ev {
+                        self.links.remove(&(id.min(other.0), id.max(other.0)));
+                        if let Some(p) = self.peers.get_mut(&other.0) {
+                            p.handle_disconnected(self.now, NodeId(id));
+                        }
+                    }
+                    self.events.push((id, ev));
+                }
+                let now = self.now;
+                if let Some(Transmit { to, msg }) = self.peers.get_mut(&id).unwrap().poll_transmit(now) {
+                    moved = true;
+                    if self.links.contains(&(id.min(to.0), id.max(to.0))) {
+                        self.delivered.push((id, to.0, msg.name()));
+                        self.peers.get_mut(&to.0).unwrap().handle_message(now, NodeId(id), msg);
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn advance(&mut self, to: Micros) {
+        while self.now < to {
+            self.now = (self.now + 10 * MS).min(to);
+            let now = self.now;
+            for p in self.peers.values_mut() {
+                p.handle_timeout(now);
+            }
+            self.pump();
+        }
+    }
+
+    fn accepted(&self, id: u64) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .filter_map(|(_, e)| match e {
+                Event::Accepted { piece, .. } => Some(piece.seq()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn seed_feeds_viewer_which_plays_in_order() {
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let viewer = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (2, viewer)]);
+    net.connect(2, 1);
+    net.advance(T0 + 200 * MS); // status exchanged, subscriptions made
+    for seq in 0..20 {
+        let now = net.now;
+        net.peers.get_mut(&1).unwrap().handle_origin_piece(now, piece(seq, now)).unwrap();
+        net.pump();
+        net.advance(now + 100 * MS);
+    }
+    net.advance(net.now + 3_000 * MS);
+    let got = net.accepted(2);
+    assert_eq!(got.len(), 20, "viewer accepted {got:?}");
+    let played: Vec<u64> = net
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Play(p) if *i == 2 => Some(p.seq()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(played, (0..20).collect::<Vec<_>>(), "plays every piece, in order");
+    assert!(net.delivered.iter().any(|d| d.2 == "subscribe"), "the viewer subscribed to the seed");
+    assert!(net.peers[&1].stats().pushes_sent > 0, "pieces were pushed, not only pulled");
+}
+
+/// A peer driven by the test: it speaks to `peer` as node `NodeId(RAW)`.
+const RAW: u64 = 9;
+
+fn viewer_with_raw_neighbour() -> Peer {
+    let mut v = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    v.handle_connected(T0, NodeId(RAW), true);
+    drain(&mut v);
+    v
+}
+
+fn hello(channel_key: &ChannelKeypair, id: u64) -> Message {
+    Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        channel: channel_key.id(),
+        peer_id: PeerId(id),
+        role: Role::Viewer,
+        reachable: true,
+        n_substreams: 4,
+        upload_kbps: 6000,
+    })
+}
+
+fn drain(p: &mut Peer) -> (Vec<Transmit>, Vec<Event>) {
+    let mut tx = vec![];
+    while let Some(t) = p.poll_transmit(T0) {
+        tx.push(t);
+    }
+    let mut ev = vec![];
+    while let Some(e) = p.poll_event() {
+        ev.push(e);
+    }
+    (tx, ev)
+}
+
+fn goodbye_of(tx: &[Transmit]) -> Option<GoodbyeReason> {
+    tx.iter().find_map(|t| match t.msg {
+        Message::Goodbye { reason } if t.to == NodeId(RAW) => Some(reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn forged_piece_bans_the_sender_and_is_never_accepted() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 77));
+    let genuine = piece(3, T0);
+    let forged = Piece::from_parts(*genuine.header(), genuine.payload().clone(), [7; 64]).unwrap();
+    v.handle_message(T0, NodeId(RAW), Message::Piece(forged));
+    let (tx, ev) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Forged));
+    assert!(ev.iter().any(|e| matches!(e, Event::Rejected { reason: Reject::Forged, .. })));
+    assert!(ev.iter().any(|e| matches!(e, Event::Disconnect(NodeId(RAW), GoodbyeReason::Forged))));
+    assert!(!ev.iter().any(|e| matches!(e, Event::Accepted { .. })));
+    assert_eq!(v.stats().forged_pieces, 1);
+    assert!(v.piece(3).is_none());
+    // Banned: a new connection from it is refused at once.
+    v.handle_disconnected(T0, NodeId(RAW));
+    v.handle_connected(T0, NodeId(RAW), false);
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Forged));
+}
+
+#[test]
+fn tampered_payload_under_a_genuine_signature_is_forged() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 77));
+    let genuine = piece(5, T0);
+    let mut payload = genuine.payload().to_vec();
+    payload[200] ^= 1;
+    let tampered = Piece::from_parts(*genuine.header(), Bytes::from(payload), *genuine.signature()).unwrap();
+    v.handle_message(T0, NodeId(RAW), Message::Piece(tampered));
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Forged));
+    assert_eq!(v.stats().pieces_accepted, 0);
+}
+
+#[test]
+fn forged_piece_is_never_forwarded() {
+    // Viewer 2 has a child (3) subscribed to every substream, and a forger (9).
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let v = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let child = Peer::new(cfg(Role::Viewer, 3), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (2, v), (3, child)]);
+    net.connect(2, 1);
+    net.connect(3, 2);
+    net.advance(T0 + 500 * MS);
+    // The forger connects to 2 and sends a forged piece.
+    net.peers.get_mut(&2).unwrap().handle_connected(net.now, NodeId(RAW), false);
+    let now = net.now;
+    let p2 = net.peers.get_mut(&2).unwrap();
+    p2.handle_message(now, NodeId(RAW), hello(&key(), 99));
+    let genuine = piece(0, now);
+    let forged = Piece::from_parts(*genuine.header(), genuine.payload().clone(), [1; 64]).unwrap();
+    p2.handle_message(now, NodeId(RAW), Message::Piece(forged));
+    net.pump();
+    net.advance(net.now + 1_000 * MS);
+    assert!(net.accepted(2).is_empty() && net.accepted(3).is_empty());
+    assert!(!net.delivered.iter().any(|&(from, to, m)| from == 2 && to == 3 && m == "piece"));
+    // The genuine piece, later, goes through to both.
+    let now = net.now;
+    net.peers.get_mut(&1).unwrap().handle_origin_piece(now, piece(0, now)).unwrap();
+    net.pump();
+    net.advance(net.now + 1_000 * MS);
+    assert_eq!(net.accepted(3), vec![0]);
+}
+
+#[test]
+fn wrong_channel_and_version_are_refused() {
+    let mut v = viewer_with_raw_neighbour();
+    let other = ChannelKeypair::from_secret_bytes(&[1; 32]);
+    v.handle_message(T0, NodeId(RAW), hello(&other, 5));
+    let (tx, ev) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::WrongChannel));
+    assert!(ev.iter().any(|e| matches!(e, Event::Rejected { reason: Reject::WrongChannel, .. })));
+
+    let mut v = viewer_with_raw_neighbour();
+    let Message::Hello(mut h) = hello(&key(), 5) else { unreachable!() };
+    h.version = 99;
+    v.handle_message(T0, NodeId(RAW), Message::Hello(h));
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::BadVersion));
+}
+
+#[test]
+fn message_before_hello_is_a_protocol_error() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), Message::Have { seq: 1 });
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Malformed));
+    assert_eq!(v.stats().protocol_errors, 1);
+}
+
+#[test]
+fn claims_far_ahead_and_replayed_pieces_are_out_of_window() {
+    // Give the viewer a verified newest piece first.
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(100, T0)));
+    assert_eq!(v.newest(), Some(100));
+    v.handle_message(T0, NodeId(RAW), Message::Have { seq: 100 + 10_000 });
+    let (tx, ev) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::OutOfWindow));
+    assert!(ev.iter().any(|e| matches!(e, Event::Rejected { reason: Reject::OutOfWindow { seq: 10_100 }, .. })));
+
+    // A genuine but old piece (a replay) to a fresh viewer.
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    let old = piece(1, T0 - 10 * 60 * 1_000 * MS);
+    v.handle_message(T0, NodeId(RAW), Message::Piece(old));
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::OutOfWindow));
+    assert_eq!(v.stats().pieces_accepted, 0);
+}
+
+#[test]
+fn requests_for_missing_pieces_get_dont_have() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    drain(&mut v);
+    v.handle_message(T0, NodeId(RAW), Message::Request { seqs: vec![1, 2] });
+    let (tx, _) = drain(&mut v);
+    let dont: Vec<u64> = tx
+        .iter()
+        .filter_map(|t| match t.msg {
+            Message::DontHave { seq } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dont, vec![1, 2]);
+}
+
+#[test]
+fn status_with_wrong_substream_count_is_refused() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    v.handle_message(
+        T0,
+        NodeId(RAW),
+        Message::Status(Status { free_slots: 1, segment_start: None, depth: vec![0; 3] }),
+    );
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Malformed));
+}
+
+#[test]
+fn missing_piece_is_skipped_at_the_next_deadline() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    // Segment start 0, then 2 (1 never comes).
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(0, T0)));
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(2, T0 + 200 * MS)));
+    drain(&mut v);
+    let delay = v.config().playout_delay;
+    v.handle_timeout(T0 + 200 * MS + delay);
+    let (_, ev) = drain(&mut v);
+    let order: Vec<String> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Play(p) => Some(format!("play {}", p.seq())),
+            Event::Skipped { seq } => Some(format!("skip {seq}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["play 0", "skip 1", "play 2"]);
+}
