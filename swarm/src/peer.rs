@@ -620,7 +620,7 @@ impl Peer {
             return Some(t);
         }
         while let Some((to, seq, kind, bytes)) = self.data.pop_front() {
-            self.data_bytes -= u64::from(bytes);
+            self.data_bytes = self.data_bytes.saturating_sub(u64::from(bytes));
             let Some(idx) = self.neighbour_idx(to) else { continue };
             if kind == Queued::Response {
                 let n = &mut self.neighbours[idx];
@@ -728,10 +728,11 @@ impl Peer {
             return;
         }
         self.neighbours[idx].have.insert(seq);
-        if self.cfg.role == Role::Viewer
-            && !self.window.contains_key(&seq)
-            && seq >= self.want_floor().unwrap_or(u64::MAX)
-        {
+        // Wants stay within one window above the floor, whatever neighbours claim.
+        let wanted = self
+            .want_floor()
+            .is_some_and(|floor| seq >= floor && seq < floor.saturating_add(self.cfg.window_pieces));
+        if self.cfg.role == Role::Viewer && wanted && !self.window.contains_key(&seq) {
             self.wants.entry(seq).or_insert(Want { heard_at: now, asked: None });
         }
     }
@@ -879,6 +880,14 @@ impl Peer {
             }
         }
         self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
+        // A start point a neighbour claimed far beyond what verified pieces show is a
+        // lie (or a stale clock): fall back to the newest verified segment start.
+        if self.playout.cursor.is_none()
+            && self.playout.target.is_some_and(|t| t > seq.saturating_add(self.cfg.max_ahead_pieces))
+        {
+            self.playout.target = self.latest_segment_start;
+            self.retain_wants(|_| false);
+        }
         let s = (seq % u64::from(self.cfg.n_substreams)) as usize;
         for n in &mut self.neighbours {
             if Some(n.node) == from || n.hello.is_none() || n.have.contains(seq) {
@@ -901,7 +910,7 @@ impl Peer {
             while self.window.first_key_value().is_some_and(|(&k, _)| k < floor) {
                 self.window.pop_first();
             }
-            self.wants.retain(|&k, _| k >= floor);
+            self.retain_wants(|k| k >= floor);
         }
         self.advance_playout(now);
     }
@@ -914,6 +923,24 @@ impl Peer {
     /// Lowest seq a viewer still wants.
     fn want_floor(&self) -> Option<u64> {
         self.playout.cursor.or(self.playout.target)
+    }
+
+    /// Drops the wants `keep` refuses, releasing the request budget they held.
+    fn retain_wants(&mut self, keep: impl Fn(u64) -> bool) {
+        let mut released = Vec::new();
+        self.wants.retain(|&seq, w| {
+            let kept = keep(seq);
+            if !kept && let Some((node, _)) = w.asked {
+                released.push(node);
+            }
+            kept
+        });
+        for node in released {
+            if let Some(i) = self.neighbour_idx(node) {
+                let n = &mut self.neighbours[i];
+                n.requests_out = n.requests_out.saturating_sub(1);
+            }
+        }
     }
 
     fn substream(&self, seq: u64) -> usize {
@@ -950,9 +977,9 @@ impl Peer {
         }
         let interval = last.timestamp_us().saturating_sub(first.timestamp_us()) / (last_seq - first_seq);
         Some(if seq >= last_seq {
-            last.timestamp_us() + (seq - last_seq) * interval
+            last.timestamp_us().saturating_add((seq - last_seq).saturating_mul(interval))
         } else {
-            last.timestamp_us().saturating_sub((last_seq - seq) * interval)
+            last.timestamp_us().saturating_sub((last_seq - seq).saturating_mul(interval))
         })
     }
 
@@ -992,7 +1019,7 @@ impl Peer {
         self.last_request_pass = Some(now);
         // Drop wants the playout has passed.
         if let Some(floor) = self.want_floor() {
-            self.wants.retain(|&k, _| k >= floor);
+            self.retain_wants(|k| k >= floor);
         }
         let mut batches: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
         let ready: Vec<u64> = self
@@ -1070,7 +1097,7 @@ impl Peer {
             // enough, else whatever delay we joined with.
             self.playout.offset = self.cfg.playout_delay.max(now.saturating_sub(piece.timestamp_us()));
             self.playout.cursor = Some(target);
-            self.wants.retain(|&k, _| k >= target);
+            self.retain_wants(|k| k >= target);
             self.events.push_back(Event::PlaybackStarted { seq: target });
         }
         while let Some(cursor) = self.playout.cursor {

@@ -338,3 +338,16 @@ fn missing_piece_is_skipped_at_the_next_deadline() {
         .collect();
     assert_eq!(order, ["play 0", "skip 1", "play 2"]);
 }
+
+#[test]
+fn a_lying_segment_start_does_not_stall_startup() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    let lie = Status { free_slots: 0, segment_start: Some(1_000_000_000), depth: vec![1; 4] };
+    v.handle_message(T0, NodeId(RAW), Message::Status(lie));
+    v.handle_message(T0, NodeId(RAW), Message::HaveMap { base: 1_000_000_000, bits: vec![u64::MAX; 16] });
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(8, T0)));
+    v.handle_timeout(T0 + 10 * MS);
+    let (_, ev) = drain(&mut v);
+    assert!(ev.iter().any(|e| matches!(e, Event::PlaybackStarted { seq: 8 })), "{ev:?}");
+}
