@@ -23,7 +23,7 @@ use crate::piece::{ChannelId, ChannelVerifier, Piece, PieceError, PieceFlags};
 use crate::rng::Rng;
 use crate::wire::{
     GoodbyeReason, Hello, MAX_HAVE_WORDS, MAX_REQUEST_SEQS, MAX_SUBSTREAMS, Message, PROTOCOL_VERSION, PeerId, Role,
-    Status,
+    Status, WireError,
 };
 
 /// Time in µs. Wall clock (since the Unix epoch) in real shells, virtual in the
@@ -99,6 +99,9 @@ pub struct PeerConfig {
     pub tick: Micros,
     pub keepalive: Micros,
     pub idle_timeout: Micros,
+    /// A neighbour that has neither given us a new piece nor taken one from us for
+    /// this long is replaced when we have all the neighbours we want.
+    pub useless_after: Micros,
     /// Extra score, in µs of RTT, a seed parent costs against a viewer parent (keeps
     /// seeds' upload for injection and last-resort repair).
     pub seed_parent_penalty: Micros,
@@ -134,6 +137,7 @@ impl PeerConfig {
             tick: 100 * MS,
             keepalive: 2 * SECOND,
             idle_timeout: 10 * SECOND,
+            useless_after: 15 * SECOND,
             seed_parent_penalty: 150 * MS,
         }
     }
@@ -180,6 +184,8 @@ pub enum Reject {
     Protocol(&'static str),
     /// A piece whose shape is wrong.
     BadPiece(PieceError),
+    /// Bytes the shell could not decode into a message.
+    Malformed(WireError),
 }
 
 /// What the peer asks its shell to do or tells it happened.
@@ -253,6 +259,9 @@ struct Neighbour {
     requests_out: u32,
     responses_queued: u32,
     failures: u32,
+    connected_at: Micros,
+    /// Last time this neighbour gave us a new piece, or took pieces from us.
+    last_useful: Micros,
 }
 
 impl Neighbour {
@@ -359,6 +368,7 @@ pub struct Peer {
     next_tick: Micros,
     last_request_pass: Option<Micros>,
     last_want_peers: Option<Micros>,
+    last_replace: Micros,
     stats: PeerStats,
     left: bool,
 }
@@ -408,6 +418,7 @@ impl Peer {
             next_tick: now,
             last_request_pass: None,
             last_want_peers: Some(now),
+            last_replace: now,
             stats: PeerStats::default(),
             left: false,
             cfg,
@@ -469,6 +480,8 @@ impl Peer {
             requests_out: 0,
             responses_queued: 0,
             failures: 0,
+            connected_at: now,
+            last_useful: now,
         });
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -589,6 +602,14 @@ impl Peer {
         }
     }
 
+    /// The shell could not decode what `from` sent (see [`crate::wire::FrameDecoder`]):
+    /// the connection is closed with `Goodbye(Malformed)` and the error counted.
+    pub fn handle_malformed(&mut self, _now: Micros, from: NodeId, error: WireError) {
+        let Some(idx) = self.neighbour_idx(from) else { return };
+        self.stats.malformed += 1;
+        self.misbehaved(idx, Reject::Malformed(error), GoodbyeReason::Malformed);
+    }
+
     /// Housekeeping; call at [`Peer::poll_timeout`] (earlier or later is harmless).
     pub fn handle_timeout(&mut self, now: Micros) {
         if self.left {
@@ -642,7 +663,9 @@ impl Peer {
                 Queued::Push => self.stats.pushes_sent += 1,
                 Queued::Response => self.stats.responses_sent += 1,
             }
-            self.neighbours[idx].have.insert(seq);
+            let n = &mut self.neighbours[idx];
+            n.have.insert(seq);
+            n.last_useful = now;
             return Some(Transmit { to, msg: Message::Piece(piece) });
         }
         None
@@ -729,9 +752,8 @@ impl Peer {
         }
         self.neighbours[idx].have.insert(seq);
         // Wants stay within one window above the floor, whatever neighbours claim.
-        let wanted = self
-            .want_floor()
-            .is_some_and(|floor| seq >= floor && seq < floor.saturating_add(self.cfg.window_pieces));
+        let wanted =
+            self.want_floor().is_some_and(|floor| seq >= floor && seq < floor.saturating_add(self.cfg.window_pieces));
         if self.cfg.role == Role::Viewer && wanted && !self.window.contains_key(&seq) {
             self.wants.entry(seq).or_insert(Want { heard_at: now, asked: None });
         }
@@ -847,6 +869,7 @@ impl Peer {
             };
         }
         self.neighbours[idx].failures = 0;
+        self.neighbours[idx].last_useful = now;
         let s = self.substream(seq);
         if self.parent[s] == Some(node) {
             let x = now.saturating_sub(ts) as f64;
@@ -1135,6 +1158,7 @@ impl Peer {
             }
             idx += 1;
         }
+        self.replace_useless(now);
         self.connecting.retain(|_, at| now.saturating_sub(*at) < 5 * SECOND);
         if self.neighbours.len() + self.connecting.len() < self.cfg.target_neighbours
             && self.last_want_peers.is_none_or(|t| now.saturating_sub(t) >= 2 * SECOND)
@@ -1152,6 +1176,37 @@ impl Peer {
             for node in nodes {
                 self.send(node, Message::Status(status.clone()));
             }
+        }
+    }
+
+    /// With all the neighbours we want, makes room (one every 5 s) by dropping the
+    /// viewer that has been of no use either way for longest, so the neighbourhood
+    /// keeps improving. Seeds and tree partners are kept.
+    fn replace_useless(&mut self, now: Micros) {
+        if self.cfg.role != Role::Viewer
+            || self.neighbours.len() < self.cfg.target_neighbours
+            || now.saturating_sub(self.last_replace) < 5 * SECOND
+        {
+            return;
+        }
+        let worst = self
+            .neighbours
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.hello.is_some()
+                    && !n.is_seed()
+                    && n.children == 0
+                    && n.parents == 0
+                    && now.saturating_sub(n.connected_at) >= self.cfg.useless_after
+                    && now.saturating_sub(n.last_useful) >= self.cfg.useless_after
+            })
+            .min_by_key(|(_, n)| n.last_useful)
+            .map(|(i, _)| i);
+        if let Some(idx) = worst {
+            self.last_replace = now;
+            self.stats.neighbours_dropped += 1;
+            self.close(idx, Some(GoodbyeReason::Replaced));
         }
     }
 

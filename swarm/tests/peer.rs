@@ -351,3 +351,21 @@ fn a_lying_segment_start_does_not_stall_startup() {
     let (_, ev) = drain(&mut v);
     assert!(ev.iter().any(|e| matches!(e, Event::PlaybackStarted { seq: 8 })), "{ev:?}");
 }
+
+#[test]
+fn undecodable_bytes_close_the_connection_and_are_counted() {
+    use swarm::wire::{FrameDecoder, WireError};
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    let mut dec = FrameDecoder::new();
+    dec.extend(&[0, 0, 0, 2, 0x7f, 0]);
+    let err = dec.next_message().unwrap_err();
+    assert_eq!(err, WireError::UnknownKind(0x7f));
+    v.handle_malformed(T0, NodeId(RAW), err);
+    let (tx, ev) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Malformed));
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Rejected { reason: Reject::Malformed(WireError::UnknownKind(0x7f)), .. }))
+    );
+    assert_eq!(v.stats().malformed, 1);
+}
