@@ -15,6 +15,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use swarm::peer::{Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Transmit};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
@@ -23,6 +24,7 @@ use swarm::wire::{Message, PeerId, Role};
 
 use crate::attacker::Attacker;
 use crate::scenario::Scenario;
+use crate::verify::KnownPieces;
 
 const MS: Micros = 1_000;
 const CONNECT_FAIL_AFTER: Micros = 1_000 * MS;
@@ -144,6 +146,7 @@ pub(crate) struct Engine<'a> {
     order: u64,
     rng: Rng,
     key: ChannelKeypair,
+    known: Arc<KnownPieces>,
     nodes: Vec<Node>,
     conns: HashMap<(u32, u32), Conn>,
     next_epoch: u32,
@@ -162,13 +165,15 @@ impl<'a> Engine<'a> {
         let mut secret = [0u8; 32];
         secret[..8].copy_from_slice(&sc.rng_seed.to_be_bytes());
         secret[8] = 0xc4;
+        let key = ChannelKeypair::from_secret_bytes(&secret);
         Engine {
             sc,
+            known: Arc::new(KnownPieces::new(key.id())),
             now: 0,
             queue: BinaryHeap::new(),
             order: 0,
             rng: Rng::derive(sc.rng_seed, 1),
-            key: ChannelKeypair::from_secret_bytes(&secret),
+            key,
             nodes: Vec::new(),
             conns: HashMap::new(),
             next_epoch: 0,
@@ -265,7 +270,8 @@ impl<'a> Engine<'a> {
                 } else {
                     cfg.target_neighbours = sc.viewer_neighbours as usize;
                 }
-                let peer = Peer::new(cfg, self.now).expect("scenario was validated, so the peer config is valid");
+                let peer = Peer::with_verifier(cfg, self.now, self.known.clone())
+                    .expect("scenario was validated, so the peer config is valid");
                 Agent::Peer(Box::new(peer))
             }
         };
@@ -444,6 +450,7 @@ impl<'a> Engine<'a> {
             .key
             .sign_piece(seq, self.now, flags, payload)
             .expect("filler payloads are whole TS packets within the size limit");
+        self.known.register(&piece).expect("the source signs with the channel's own key");
         self.pieces.push(piece.clone());
         for seed in 0..self.nodes.len() as u32 {
             if self.nodes[seed as usize].kind == Kind::Seed {

@@ -10,6 +10,7 @@ mod attacker;
 mod engine;
 mod report;
 mod scenario;
+mod verify;
 
 pub use report::{Percentiles, Report, StartupPercentiles};
 pub use scenario::{Scenario, reference_upload_mix};

@@ -65,12 +65,42 @@ pub fn reference_upload_mix() -> Vec<(f64, f64)> {
 
 impl Scenario {
     /// Names accepted by [`Scenario::by_name`].
-    pub const NAMES: &'static [&'static str] = &["small"];
+    pub const NAMES: &'static [&'static str] = &["small", "ten-k", "hundred-k"];
 
     pub fn by_name(name: &str) -> Option<Self> {
         match name {
             "small" => Some(Scenario::small()),
+            "ten-k" => Some(Scenario::ten_k()),
+            "hundred-k" => Some(Scenario::hundred_k()),
             _ => None,
+        }
+    }
+
+    /// measuring.md `ten-k`: 10,000 viewers, 4 seeds, 30 s + 90 s, 10 %/min churn.
+    pub fn ten_k() -> Self {
+        Scenario {
+            name: "ten-k".into(),
+            viewers: 10_000,
+            seeds: 4,
+            warmup_s: 30,
+            window_s: 90,
+            churn_per_min: 0.10,
+            join_spread_ms: 10_000,
+            ..Scenario::small()
+        }
+    }
+
+    /// measuring.md `hundred-k`: 100,000 viewers, 8 seeds, 30 s + 60 s, 10 %/min churn.
+    pub fn hundred_k() -> Self {
+        Scenario {
+            name: "hundred-k".into(),
+            viewers: 100_000,
+            seeds: 8,
+            warmup_s: 30,
+            window_s: 60,
+            churn_per_min: 0.10,
+            join_spread_ms: 20_000,
+            ..Scenario::small()
         }
     }
 

@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::piece::{ChannelId, ChannelVerifier, Piece, PieceError, PieceFlags};
+use std::sync::Arc;
+
+use crate::piece::{ChannelId, ChannelVerifier, Piece, PieceError, PieceFlags, Verify};
 use crate::rng::Rng;
 use crate::wire::{
     GoodbyeReason, Hello, MAX_HAVE_WORDS, MAX_REQUEST_SEQS, MAX_SUBSTREAMS, Message, PROTOCOL_VERSION, PeerId, Role,
@@ -164,7 +166,7 @@ pub enum ConfigError {
     Substreams(u8),
     #[error("window_pieces must be 8..={max}, got {got}", max = MAX_HAVE_WORDS * 64)]
     Window { got: u64 },
-    #[error("channel id is not a valid Ed25519 key")]
+    #[error("channel id is not a valid Ed25519 key, or the verifier is for another channel")]
     Channel,
 }
 
@@ -339,7 +341,7 @@ enum Queued {
 #[derive(Debug)]
 pub struct Peer {
     cfg: PeerConfig,
-    verifier: ChannelVerifier,
+    verifier: Arc<dyn Verify>,
     rng: Rng,
     /// Pieces by seq, `window_pieces` behind the newest at most.
     window: BTreeMap<u64, Piece>,
@@ -384,14 +386,23 @@ struct Playout {
 }
 
 impl Peer {
+    /// A peer that verifies pieces with the channel's key.
     pub fn new(cfg: PeerConfig, now: Micros) -> Result<Self, ConfigError> {
+        let verifier = ChannelVerifier::new(cfg.channel).map_err(|_| ConfigError::Channel)?;
+        Self::with_verifier(cfg, now, Arc::new(verifier))
+    }
+
+    /// A peer that verifies pieces with `verifier`, which must be for `cfg.channel`.
+    pub fn with_verifier(cfg: PeerConfig, now: Micros, verifier: Arc<dyn Verify>) -> Result<Self, ConfigError> {
+        if verifier.channel() != cfg.channel {
+            return Err(ConfigError::Channel);
+        }
         if cfg.n_substreams == 0 || cfg.n_substreams as usize > MAX_SUBSTREAMS {
             return Err(ConfigError::Substreams(cfg.n_substreams));
         }
         if !(8..=(MAX_HAVE_WORDS as u64 * 64)).contains(&cfg.window_pieces) {
             return Err(ConfigError::Window { got: cfg.window_pieces });
         }
-        let verifier = ChannelVerifier::new(cfg.channel).map_err(|_| ConfigError::Channel)?;
         let n = cfg.n_substreams as usize;
         let seed_depth = if cfg.role == Role::Seed { 0 } else { Status::NO_PATH };
         Ok(Peer {

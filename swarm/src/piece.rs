@@ -404,6 +404,23 @@ impl ChannelVerifier {
     }
 }
 
+/// Checks pieces of one channel. [`ChannelVerifier`] is the real check; a shell may
+/// wrap it (the simulator skips re-checking the very bytes it already checked once).
+pub trait Verify: fmt::Debug + Send + Sync {
+    fn channel(&self) -> ChannelId;
+    fn verify(&self, piece: &Piece) -> Result<(), PieceError>;
+}
+
+impl Verify for ChannelVerifier {
+    fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    fn verify(&self, piece: &Piece) -> Result<(), PieceError> {
+        ChannelVerifier::verify(self, piece)
+    }
+}
+
 /// A channel's signing key. Only ingest holds one.
 pub struct ChannelKeypair {
     signing: SigningKey,
