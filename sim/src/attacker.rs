@@ -1,6 +1,6 @@
 //! A hostile peer: speaks the protocol well enough to be chosen as a parent (it claims
-//! to sit one hop from a seed, with free slots and every piece), then sends forged and
-//! tampered pieces. It is not a [`swarm::peer::Peer`]: it is what a real peer must
+//! to sit one hop from a seed — or to be one — with free slots, 1 ms latency and every
+//! piece), then sends forged and tampered pieces. It is not a [`swarm::peer::Peer`]: it is what a real peer must
 //! survive.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,6 +22,8 @@ pub struct Attacker {
     queue: VecDeque<Transmit>,
     newest: Option<u64>,
     n_forged: u64,
+    /// Half the attackers also claim to be seeds.
+    claims_seed: bool,
     pub forged_sent: u64,
 }
 
@@ -38,6 +40,7 @@ impl Attacker {
             queue: VecDeque::new(),
             newest: None,
             n_forged: 0,
+            claims_seed: peer_id.0.is_multiple_of(2),
             forged_sent: 0,
         }
     }
@@ -56,16 +59,22 @@ impl Attacker {
             version: PROTOCOL_VERSION,
             channel: self.channel,
             peer_id: self.peer_id,
-            role: Role::Viewer,
+            role: if self.claims_seed { Role::Seed } else { Role::Viewer },
             reachable: true,
             n_substreams: self.n_substreams,
             upload_kbps: 100_000,
         };
         self.push(node, Message::Hello(hello));
+        // The most attractive parent there could be: one hop from a seed, 1 ms behind
+        // ingest, room for anyone.
+        let n = self.n_substreams as usize;
         let status = Status {
             free_slots: 64,
-            segment_start: self.newest.map(|n| n - n % 8),
-            depth: vec![1; self.n_substreams as usize],
+            children: 0,
+            min_child_kbps: 0,
+            segment_start: self.newest,
+            depth: vec![if self.claims_seed { 0 } else { 1 }; n],
+            latency_ms: vec![1; n],
         };
         self.push(node, Message::Status(status));
         if let Some(newest) = self.newest {

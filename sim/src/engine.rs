@@ -13,11 +13,11 @@
 //! - An unreachable node accepts no incoming connection: an attempt fails after 1 s.
 //! - Download capacity is not limited.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use swarm::peer::{Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Transmit};
+use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Transmit};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
 use swarm::rng::Rng;
 use swarm::wire::{Message, PeerId, Role};
@@ -28,6 +28,8 @@ use crate::verify::KnownPieces;
 
 const MS: Micros = 1_000;
 const CONNECT_FAIL_AFTER: Micros = 1_000 * MS;
+/// `Node::accepted_at` of a piece not (yet) accepted.
+pub(crate) const NOT_YET: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -45,6 +47,7 @@ enum Agent {
 #[derive(Debug)]
 pub(crate) struct Node {
     pub(crate) kind: Kind,
+    peer_id: PeerId,
     agent: Agent,
     pub(crate) alive: bool,
     reachable: bool,
@@ -55,8 +58,10 @@ pub(crate) struct Node {
     timer_at: Micros,
     pub(crate) joined_at: Micros,
     pub(crate) left_at: Option<Micros>,
-    /// First verified arrival of each seq, µs.
-    pub(crate) accepted_at: Vec<Micros>,
+    /// First verified arrival of each seq, in ms rounded up ([`NOT_YET`] before).
+    pub(crate) accepted_at: Vec<u32>,
+    /// Nodes this one has a connection with (open on either side).
+    links: Vec<u32>,
     pub(crate) started_at: Option<Micros>,
     pub(crate) bytes_up_window: u64,
     pub(crate) bytes_down_window: u64,
@@ -81,32 +86,42 @@ enum Ev {
     WindowEnd,
 }
 
-struct Scheduled {
-    at: Micros,
+/// Events by (time, insertion order). The heap holds only small keys; the events
+/// themselves (some carry a message) stay put in a slab, so sifting moves 24 bytes.
+#[derive(Default)]
+struct EventQueue {
+    heap: BinaryHeap<Reverse<(Micros, u64, u32)>>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
     order: u64,
-    ev: Ev,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
+impl EventQueue {
+    fn push(&mut self, at: Micros, ev: Ev) {
+        self.order += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(ev);
+                slot
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((at, self.order, slot)));
     }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest event first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.order).cmp(&(self.at, self.order))
+
+    fn pop(&mut self) -> Option<(Micros, Ev)> {
+        let Reverse((at, _, slot)) = self.heap.pop()?;
+        self.free.push(slot);
+        let ev = self.slab[slot as usize].take().expect("a slot in the heap holds its event until popped");
+        Some((at, ev))
     }
 }
 
 impl Node {
-    pub(crate) fn peer_depths(&self) -> Option<&[u8]> {
+    pub(crate) fn peer_depths(&self) -> Option<Vec<u8>> {
         match &self.agent {
             Agent::Peer(p) => Some(p.depths()),
             Agent::Attacker(_) => None,
@@ -133,6 +148,7 @@ struct Conn {
 pub(crate) struct Outcome {
     pub(crate) nodes: Vec<Node>,
     pub(crate) pieces: Vec<Piece>,
+    pub(crate) seed_egress: Vec<u64>,
     pub(crate) forged_sent: u64,
     pub(crate) forged_accepted: u64,
     pub(crate) events: u64,
@@ -142,8 +158,7 @@ pub(crate) struct Outcome {
 pub(crate) struct Engine<'a> {
     sc: &'a Scenario,
     now: Micros,
-    queue: BinaryHeap<Scheduled>,
-    order: u64,
+    queue: EventQueue,
     rng: Rng,
     key: ChannelKeypair,
     known: Arc<KnownPieces>,
@@ -153,6 +168,8 @@ pub(crate) struct Engine<'a> {
     /// Alive nodes that accept connections (what the tracker hands out).
     reachable: Vec<u32>,
     pieces: Vec<Piece>,
+    /// Bytes all seeds sent, per simulated second.
+    seed_egress: Vec<u64>,
     in_window: bool,
     forged_accepted: u64,
     rejected: u64,
@@ -170,8 +187,7 @@ impl<'a> Engine<'a> {
             sc,
             known: Arc::new(KnownPieces::new(key.id())),
             now: 0,
-            queue: BinaryHeap::new(),
-            order: 0,
+            queue: EventQueue::default(),
             rng: Rng::derive(sc.rng_seed, 1),
             key,
             nodes: Vec::new(),
@@ -179,6 +195,7 @@ impl<'a> Engine<'a> {
             next_epoch: 0,
             reachable: Vec::new(),
             pieces: Vec::new(),
+            seed_egress: Vec::new(),
             in_window: false,
             forged_accepted: 0,
             rejected: 0,
@@ -213,18 +230,18 @@ impl<'a> Engine<'a> {
         self.schedule(warmup + u64::from(sc.window_s) * 1_000 * MS, Ev::WindowEnd);
         let end = sc.end_ms() * MS;
 
-        while let Some(s) = self.queue.pop() {
-            if s.at > end {
+        while let Some((at, ev)) = self.queue.pop() {
+            if at > end {
                 break;
             }
-            self.now = s.at;
+            self.now = at;
             self.events += 1;
             if self.events.is_multiple_of(65_536)
                 && let Some(p) = self.progress.as_mut()
             {
                 p(self.now, self.events);
             }
-            self.dispatch(s.ev);
+            self.dispatch(ev);
         }
         let forged_sent = self
             .nodes
@@ -234,9 +251,21 @@ impl<'a> Engine<'a> {
                 Agent::Peer(_) => 0,
             })
             .sum();
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            let mut hist = std::collections::BTreeMap::new();
+            for n in &self.nodes {
+                if let (Agent::Peer(p), true, Kind::Viewer) = (&n.agent, n.alive, n.kind) {
+                    for (has, fw, free) in p.debug_branches() {
+                        *hist.entry((has, fw.min(5), free.min(3), n.reachable)).or_insert(0) += 1;
+                    }
+                }
+            }
+            eprintln!("(has_parent, forwarders, with_free, reachable) -> count: {hist:?}");
+        }
         Outcome {
             nodes: self.nodes,
             pieces: self.pieces,
+            seed_egress: self.seed_egress,
             forged_sent,
             forged_accepted: self.forged_accepted,
             events: self.events,
@@ -245,8 +274,7 @@ impl<'a> Engine<'a> {
     }
 
     fn schedule(&mut self, at: Micros, ev: Ev) {
-        self.order += 1;
-        self.queue.push(Scheduled { at, order: self.order, ev });
+        self.queue.push(at, ev);
     }
 
     fn add_node(&mut self, kind: Kind, reachable: bool, upload_bps: u64) -> u32 {
@@ -277,6 +305,7 @@ impl<'a> Engine<'a> {
         };
         self.nodes.push(Node {
             kind,
+            peer_id,
             agent,
             alive: false,
             reachable,
@@ -288,6 +317,7 @@ impl<'a> Engine<'a> {
             joined_at: 0,
             left_at: None,
             accepted_at: Vec::new(),
+            links: Vec::new(),
             started_at: None,
             bytes_up_window: 0,
             bytes_down_window: 0,
@@ -383,12 +413,22 @@ impl<'a> Engine<'a> {
                     self.schedule(self.now + wait, Ev::ConnectFailed { from, to });
                     return;
                 }
+                // One connection per pair: when both opened at once, the later attempt
+                // fails as a duplicate, as a real peer would close it (Goodbye Duplicate).
+                if self.conns.contains_key(&Self::conn_key(from, to).0) {
+                    let at = self.now + self.delay(from, to);
+                    self.schedule(at, Ev::ConnectFailed { from, to });
+                    return;
+                }
                 self.next_epoch += 1;
                 let epoch = self.next_epoch;
                 let (key, side) = Self::conn_key(to, from);
                 let mut open = [false; 2];
                 open[side] = true;
-                self.conns.insert(key, Conn { epoch, open });
+                if self.conns.insert(key, Conn { epoch, open }).is_none() {
+                    self.nodes[to as usize].links.push(from);
+                    self.nodes[from as usize].links.push(to);
+                }
                 self.connected(to, from, false);
                 let at = self.now + self.delay(from, to);
                 self.schedule(at, Ev::ConnectDone { from, to, epoch });
@@ -417,7 +457,7 @@ impl<'a> Engine<'a> {
                 }
                 c.open[side] = false;
                 if !c.open[1 - side] {
-                    self.conns.remove(&key);
+                    self.forget_conn(node, peer);
                 }
                 self.disconnected(node, peer);
             }
@@ -510,35 +550,37 @@ impl<'a> Engine<'a> {
             self.reachable.swap_remove(pos);
         }
         // Everyone connected to it learns of the loss one delay later.
-        let peers: Vec<(u32, u32)> = self
-            .conns
-            .iter()
-            .filter_map(|(&(a, b), c)| {
-                if a == node {
-                    Some((b, c.epoch))
-                } else if b == node {
-                    Some((a, c.epoch))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let mut peers = peers;
-        peers.sort_unstable();
-        for (peer, epoch) in peers {
-            let at = now + self.delay(node, peer);
-            self.schedule(at, Ev::Closed { node: peer, peer: node, epoch });
+        let peers = self.nodes[node as usize].links.clone();
+        for peer in peers {
+            let (key, side) = Self::conn_key(node, peer);
+            let Some(c) = self.conns.get_mut(&key) else { continue };
+            c.open[side] = false;
+            let epoch = c.epoch;
+            if c.open[1 - side] {
+                let at = now + self.delay(node, peer);
+                self.schedule(at, Ev::Closed { node: peer, peer: node, epoch });
+            } else {
+                self.forget_conn(node, peer);
+            }
         }
     }
 
+    fn forget_conn(&mut self, a: u32, b: u32) {
+        self.conns.remove(&Self::conn_key(a, b).0);
+        self.nodes[a as usize].links.retain(|&x| x != b);
+        self.nodes[b as usize].links.retain(|&x| x != a);
+    }
+
     fn give_candidates(&mut self, node: u32) {
-        let want = 2 * self.sc.viewer_neighbours as usize;
-        let mut picked = Vec::with_capacity(want);
+        // What a tracker answers: a random sample of reachable peers, with their ids.
+        let want = 3 * self.sc.viewer_neighbours as usize;
+        let mut picked: Vec<Candidate> = Vec::with_capacity(want);
         if !self.reachable.is_empty() {
             for _ in 0..want * 2 {
                 let c = self.reachable[self.rng.below(self.reachable.len() as u64) as usize];
-                if c != node && !picked.contains(&NodeId(u64::from(c))) {
-                    picked.push(NodeId(u64::from(c)));
+                let cand = Candidate { node: NodeId(u64::from(c)), peer_id: self.nodes[c as usize].peer_id };
+                if c != node && !picked.contains(&cand) {
+                    picked.push(cand);
                 }
                 if picked.len() == want {
                     break;
@@ -546,7 +588,7 @@ impl<'a> Engine<'a> {
             }
         }
         let viewers: Vec<u32> =
-            picked.iter().map(|n| n.0 as u32).filter(|&c| self.nodes[c as usize].kind == Kind::Viewer).collect();
+            picked.iter().map(|c| c.node.0 as u32).filter(|&c| self.nodes[c as usize].kind == Kind::Viewer).collect();
         match &mut self.nodes[node as usize].agent {
             Agent::Peer(p) => p.handle_candidates(self.now, &picked),
             Agent::Attacker(a) => {
@@ -640,8 +682,15 @@ impl<'a> Engine<'a> {
         let tx = (size * 8 * 1_000_000).div_ceil(n.upload_bps);
         n.uplink_busy_until = self.now + tx;
         n.uplink_pending = true;
-        if self.in_window && n.kind == Kind::Seed {
-            n.bytes_up_window += size;
+        if n.kind == Kind::Seed {
+            if self.in_window {
+                n.bytes_up_window += size;
+            }
+            let sec = (self.now / 1_000_000) as usize;
+            if self.seed_egress.len() <= sec {
+                self.seed_egress.resize(sec + 1, 0);
+            }
+            self.seed_egress[sec] += size;
         }
         let done = n.uplink_busy_until;
         self.schedule(done, Ev::UplinkFree { node });
@@ -676,6 +725,10 @@ impl<'a> Engine<'a> {
                     let Some(c) = self.conns.get_mut(&key) else { continue };
                     let epoch = c.epoch;
                     c.open[side] = false;
+                    if !c.open[1 - side] {
+                        self.forget_conn(node, peer);
+                        continue;
+                    }
                     // The peer learns of the close after the last message we sent it.
                     let at = (self.now + self.delay(node, peer)).max(self.nodes[node as usize].last_delivery) + 1;
                     self.schedule(at, Ev::Closed { node: peer, peer: node, epoch });
@@ -686,7 +739,12 @@ impl<'a> Engine<'a> {
                     let n = &mut self.nodes[node as usize];
                     n.started_at.get_or_insert(self.now);
                 }
-                Event::Rejected { .. } => self.rejected += 1,
+                Event::Rejected { reason, .. } => {
+                    if std::env::var_os("SIM_DEBUG").is_some() {
+                        eprintln!("rejected: {reason:?}");
+                    }
+                    self.rejected += 1
+                }
                 _ => {}
             }
         }
@@ -700,10 +758,10 @@ impl<'a> Engine<'a> {
         }
         let n = &mut self.nodes[node as usize];
         if n.accepted_at.len() <= seq {
-            n.accepted_at.resize(seq + 1, Micros::MAX);
+            n.accepted_at.resize(seq + 1, NOT_YET);
         }
-        if n.accepted_at[seq] == Micros::MAX {
-            n.accepted_at[seq] = self.now;
+        if n.accepted_at[seq] == NOT_YET {
+            n.accepted_at[seq] = u32::try_from(self.now.div_ceil(MS)).unwrap_or(NOT_YET - 1);
         }
     }
 }

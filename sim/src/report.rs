@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use swarm::peer::PeerStats;
 
-use crate::engine::{Kind, Outcome};
+use crate::engine::{Kind, NOT_YET, Outcome};
 use crate::scenario::Scenario;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -69,6 +69,13 @@ pub struct Report {
     /// depth of the others.
     pub orphan_substreams: u64,
     pub mean_depth: f64,
+    /// Bytes all seeds sent in each simulated second, from the start.
+    pub seed_egress_per_s: Vec<u64>,
+    /// Peak resident memory of the process, MiB (Linux; 0 elsewhere).
+    pub peak_rss_mib: u64,
+    /// Every latency sample, for the CDF plot (not written to JSON).
+    #[serde(skip)]
+    pub latency_samples_ms: Vec<u32>,
 }
 
 pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
@@ -95,14 +102,14 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         measured += 1;
         dup += n.dup_snapshot[1].0.saturating_sub(n.dup_snapshot[0].0);
         useful += n.dup_snapshot[1].1.saturating_sub(n.dup_snapshot[0].1);
-        if n.accepted_at.iter().all(|&t| t == u64::MAX) {
+        if n.accepted_at.iter().all(|&t| t == NOT_YET) {
             without += 1;
         }
         for &(seq, ts) in &window {
             pairs += 1;
-            match n.accepted_at.get(seq).copied().filter(|&t| t != u64::MAX) {
+            match n.accepted_at.get(seq).copied().filter(|&t| t != NOT_YET) {
                 Some(t) => {
-                    let lat = t.saturating_sub(ts);
+                    let lat = (u64::from(t) * ms).saturating_sub(ts);
                     latencies.push(lat);
                     if lat <= deadline {
                         on_time += 1;
@@ -133,7 +140,7 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         .iter()
         .filter(|n| n.kind == Kind::Viewer && n.alive)
         .filter_map(|n| n.peer_depths())
-        .flat_map(|d| d.iter().copied())
+        .flatten()
         .collect();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     Report {
@@ -177,11 +184,24 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
             let fed: Vec<f64> = depths.iter().filter(|&&d| d != u8::MAX).map(|&d| f64::from(d)).collect();
             if fed.is_empty() { 0.0 } else { fed.iter().sum::<f64>() / fed.len() as f64 }
         },
+        seed_egress_per_s: out.seed_egress.clone(),
+        peak_rss_mib: peak_rss_mib(),
+        latency_samples_ms: latencies.iter().map(|&l| u32::try_from(l / ms).unwrap_or(u32::MAX)).collect(),
     }
 }
 
 fn sum(out: &Outcome, kind: Kind, f: impl Fn(&PeerStats) -> u64) -> u64 {
     out.nodes.iter().filter(|n| n.kind == kind).filter_map(|n| n.peer_stats()).map(f).sum()
+}
+
+/// Peak resident set size (VmHWM), MiB, from /proc; 0 where there is none.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
 }
 
 /// Nearest-rank percentile of sorted values (0 when empty).

@@ -112,19 +112,30 @@ pub struct Hello {
     pub upload_kbps: u32,
 }
 
-/// What the sender can offer as a parent: per substream, its distance in hops from a
-/// seed (`0` for a seed, [`Status::NO_PATH`] when it has no feed of that substream), and
-/// how many more substream subscriptions it will accept, and the newest segment start
-/// (keyframe piece) it holds, where a joining viewer should begin.
+/// What the sender can offer as a parent, and where a joiner should start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// More substream subscriptions the sender would accept.
     pub free_slots: u16,
+    /// Substream subscriptions it serves now.
+    pub children: u16,
+    /// What its least valuable child is worth as an inner node: that child's upload if
+    /// it forwards what it receives, 0 for a leaf (and 0 with no children). A subscriber
+    /// that forwards, with at least twice this, may displace that child.
+    pub min_child_kbps: u32,
+    /// Newest segment start (keyframe piece) it holds.
     pub segment_start: Option<u64>,
+    /// Per substream: distance in hops from a seed (`0` for a seed, [`Status::NO_PATH`]
+    /// when it has no feed of that substream).
     pub depth: Vec<u8>,
+    /// Per substream: its usual delay from ingest to holding a piece, ms
+    /// ([`Status::NO_LATENCY`] when unknown). Same length as `depth`.
+    pub latency_ms: Vec<u16>,
 }
 
 impl Status {
     pub const NO_PATH: u8 = u8::MAX;
+    pub const NO_LATENCY: u16 = u16::MAX;
 }
 
 /// A peer-to-peer message.
@@ -195,6 +206,8 @@ pub enum WireError {
     UnexpectedFragment,
     #[error("bad fragment: {0}")]
     BadFragment(&'static str),
+    #[error("inconsistent message: {0}")]
+    Inconsistent(&'static str),
     #[error("bad piece: {0}")]
     Piece(#[from] PieceError),
 }
@@ -239,7 +252,7 @@ impl Message {
     fn body_len(&self) -> usize {
         match self {
             Message::Hello(_) => HELLO_LEN,
-            Message::Status(s) => 11 + s.depth.len(),
+            Message::Status(s) => 17 + 3 * s.depth.len(),
             Message::HaveMap { bits, .. } => 9 + 8 * bits.len(),
             Message::Request { seqs } => 1 + 8 * seqs.len(),
             Message::Piece(p) => p.encoded_len(),
@@ -280,9 +293,17 @@ impl Message {
             Message::Status(s) => {
                 out.push(kind::STATUS);
                 out.extend_from_slice(&s.free_slots.to_be_bytes());
+                out.extend_from_slice(&s.children.to_be_bytes());
+                out.extend_from_slice(&s.min_child_kbps.to_be_bytes());
                 out.extend_from_slice(&s.segment_start.unwrap_or(u64::MAX).to_be_bytes());
                 out.push(s.depth.len() as u8);
                 out.extend_from_slice(&s.depth);
+                // `check_bounds` guarantees equal lengths for our messages; pad or cut
+                // a hand-built one so the frame stays well-formed.
+                for i in 0..s.depth.len() {
+                    let l = s.latency_ms.get(i).copied().unwrap_or(Status::NO_LATENCY);
+                    out.extend_from_slice(&l.to_be_bytes());
+                }
             }
             Message::Have { seq } => put_u64(out, kind::HAVE, *seq),
             Message::HaveMap { base, bits } => {
@@ -314,6 +335,9 @@ impl Message {
     /// Checks the size limits of variable-length messages.
     pub fn check_bounds(&self) -> Result<(), WireError> {
         let (what, n, max) = match self {
+            Message::Status(s) if s.latency_ms.len() != s.depth.len() => {
+                return Err(WireError::Inconsistent("status latency and depth lengths differ"));
+            }
             Message::Status(s) => ("status depth entries", s.depth.len(), MAX_SUBSTREAMS),
             Message::HaveMap { bits, .. } => ("have_map words", bits.len(), MAX_HAVE_WORDS),
             Message::Request { seqs } => ("request seqs", seqs.len(), MAX_REQUEST_SEQS),
@@ -359,12 +383,16 @@ impl Message {
                 })
             }
             kind::STATUS => {
-                r.need(10)?;
+                r.need(16)?;
                 let free_slots = r.buf.get_u16();
+                let children = r.buf.get_u16();
+                let min_child_kbps = r.buf.get_u32();
                 let segment_start = Some(r.buf.get_u64()).filter(|&s| s != u64::MAX);
                 let n = r.count(MAX_SUBSTREAMS, "status depth entries")?;
-                r.need(n)?;
-                Message::Status(Status { free_slots, segment_start, depth: r.buf.split_to(n).to_vec() })
+                r.need(3 * n)?;
+                let depth = r.buf.split_to(n).to_vec();
+                let latency_ms = (0..n).map(|_| r.buf.get_u16()).collect();
+                Message::Status(Status { free_slots, children, min_child_kbps, segment_start, depth, latency_ms })
             }
             kind::HAVE => Message::Have { seq: r.u64()? },
             kind::HAVE_MAP => {
@@ -684,12 +712,13 @@ mod tests {
                     })
                 }),
             (
-                any::<u16>(),
+                (any::<u16>(), any::<u16>(), any::<u32>()),
                 proptest::option::of(0..u64::MAX),
-                proptest::collection::vec(any::<u8>(), 0..=MAX_SUBSTREAMS)
+                proptest::collection::vec((any::<u8>(), any::<u16>()), 0..=MAX_SUBSTREAMS)
             )
-                .prop_map(|(free_slots, segment_start, depth)| {
-                    Message::Status(Status { free_slots, segment_start, depth })
+                .prop_map(|((free_slots, children, min_child_kbps), segment_start, subs)| {
+                    let (depth, latency_ms) = subs.into_iter().unzip();
+                    Message::Status(Status { free_slots, children, min_child_kbps, segment_start, depth, latency_ms })
                 }),
             any::<u64>().prop_map(|seq| Message::Have { seq }),
             (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..=MAX_HAVE_WORDS))

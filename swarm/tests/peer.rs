@@ -155,6 +155,11 @@ fn hello(channel_key: &ChannelKeypair, id: u64) -> Message {
     })
 }
 
+fn status(segment_start: Option<u64>, depth: Vec<u8>) -> Status {
+    let latency_ms = vec![Status::NO_LATENCY; depth.len()];
+    Status { free_slots: 1, children: 0, min_child_kbps: 0, segment_start, depth, latency_ms }
+}
+
 fn drain(p: &mut Peer) -> (Vec<Transmit>, Vec<Event>) {
     let mut tx = vec![];
     while let Some(t) = p.poll_transmit(T0) {
@@ -211,32 +216,34 @@ fn tampered_payload_under_a_genuine_signature_is_forged() {
 
 #[test]
 fn forged_piece_is_never_forwarded() {
-    // Viewer 2 has a child (3) subscribed to every substream, and a forger (9).
+    // Viewer 4 (club 0: it forwards substream 0) has a child (3) and a forger (9).
     let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
-    let v = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let v = Peer::new(cfg(Role::Viewer, 4), T0).unwrap();
     let child = Peer::new(cfg(Role::Viewer, 3), T0).unwrap();
-    let mut net = Net::new(vec![(1, seed), (2, v), (3, child)]);
-    net.connect(2, 1);
-    net.connect(3, 2);
+    let mut net = Net::new(vec![(1, seed), (4, v), (3, child)]);
+    net.connect(4, 1);
+    net.connect(3, 4);
     net.advance(T0 + 500 * MS);
     // The forger connects to 2 and sends a forged piece.
-    net.peers.get_mut(&2).unwrap().handle_connected(net.now, NodeId(RAW), false);
+    net.peers.get_mut(&4).unwrap().handle_connected(net.now, NodeId(RAW), false);
     let now = net.now;
-    let p2 = net.peers.get_mut(&2).unwrap();
-    p2.handle_message(now, NodeId(RAW), hello(&key(), 99));
+    let p4 = net.peers.get_mut(&4).unwrap();
+    p4.handle_message(now, NodeId(RAW), hello(&key(), 99));
     let genuine = piece(0, now);
     let forged = Piece::from_parts(*genuine.header(), genuine.payload().clone(), [1; 64]).unwrap();
-    p2.handle_message(now, NodeId(RAW), Message::Piece(forged));
+    p4.handle_message(now, NodeId(RAW), Message::Piece(forged));
     net.pump();
     net.advance(net.now + 1_000 * MS);
-    assert!(net.accepted(2).is_empty() && net.accepted(3).is_empty());
-    assert!(!net.delivered.iter().any(|&(from, to, m)| from == 2 && to == 3 && m == "piece"));
-    // The genuine piece, later, goes through to both.
+    assert!(net.accepted(4).is_empty() && net.accepted(3).is_empty());
+    assert!(!net.delivered.iter().any(|&(from, to, m)| from == 4 && to == 3 && m == "piece"));
+    assert!(net.delivered.iter().any(|&(from, to, m)| from == 3 && to == 4 && m == "subscribe"));
+    // The genuine piece, later, is pushed through to the child.
     let now = net.now;
     net.peers.get_mut(&1).unwrap().handle_origin_piece(now, piece(0, now)).unwrap();
     net.pump();
     net.advance(net.now + 1_000 * MS);
     assert_eq!(net.accepted(3), vec![0]);
+    assert!(net.delivered.iter().any(|&(from, to, m)| from == 4 && to == 3 && m == "piece"));
 }
 
 #[test]
@@ -308,11 +315,7 @@ fn requests_for_missing_pieces_get_dont_have() {
 fn status_with_wrong_substream_count_is_refused() {
     let mut v = viewer_with_raw_neighbour();
     v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
-    v.handle_message(
-        T0,
-        NodeId(RAW),
-        Message::Status(Status { free_slots: 1, segment_start: None, depth: vec![0; 3] }),
-    );
+    v.handle_message(T0, NodeId(RAW), Message::Status(status(None, vec![0; 3])));
     let (tx, _) = drain(&mut v);
     assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Malformed));
 }
@@ -343,7 +346,7 @@ fn missing_piece_is_skipped_at_the_next_deadline() {
 fn a_lying_segment_start_does_not_stall_startup() {
     let mut v = viewer_with_raw_neighbour();
     v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
-    let lie = Status { free_slots: 0, segment_start: Some(1_000_000_000), depth: vec![1; 4] };
+    let lie = status(Some(1_000_000_000), vec![1; 4]);
     v.handle_message(T0, NodeId(RAW), Message::Status(lie));
     v.handle_message(T0, NodeId(RAW), Message::HaveMap { base: 1_000_000_000, bits: vec![u64::MAX; 16] });
     v.handle_message(T0, NodeId(RAW), Message::Piece(piece(8, T0)));

@@ -1,0 +1,167 @@
+//! The peer's configuration: every knob, documented, with defaults for a 3 Mbit/s
+//! channel cut into 50 ms pieces.
+
+use crate::piece::ChannelId;
+use crate::wire::{MAX_HAVE_WORDS, MAX_SUBSTREAMS, PeerId, Role};
+
+use super::{MS, Micros, SECOND};
+
+/// Everything a peer needs to know.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub role: Role,
+    pub peer_id: PeerId,
+    pub channel: ChannelId,
+    /// Whether this peer accepts incoming connections.
+    pub reachable: bool,
+    /// Upload capacity this peer offers, kbit/s.
+    pub upload_kbps: u32,
+    /// Expected bitrate of the channel, kbit/s (from the tracker).
+    pub stream_kbps: u32,
+    /// Substreams the channel is split into (1..=64); a property of the channel.
+    pub n_substreams: u8,
+    /// Share of `upload_kbps` given to push subscriptions; the rest serves repairs.
+    pub push_share: f64,
+    /// Push subscriptions this peer accepts, overriding the figure derived from
+    /// `upload_kbps` (a seed uses it to cap its share of the traffic). A seed spreads
+    /// them evenly over the substreams.
+    pub max_child_slots: Option<u32>,
+    /// Pieces kept behind the newest one.
+    pub window_pieces: u64,
+    /// How far past the newest verified piece a claim or piece may be.
+    pub max_ahead_pieces: u64,
+    /// How far in the future a piece timestamp may be (clock skew allowance).
+    pub max_clock_skew: Micros,
+    /// Oldest piece timestamp accepted, relative to now: older is a replay.
+    pub max_piece_age: Micros,
+    /// Delay from a piece's ingest timestamp to its playout.
+    pub playout_delay: Micros,
+    /// Neighbours this peer tries to keep.
+    pub target_neighbours: usize,
+    /// Neighbours beyond which incoming connections are refused.
+    pub max_neighbours: usize,
+    /// Neighbours wanted in each club (the peers that forward one substream).
+    pub min_per_club: usize,
+    /// How long to wait for a push before pulling a missing piece when the push
+    /// latency of its substream is not known yet. Once known, the wait is that latency
+    /// plus two mean deviations.
+    pub repair_wait: Micros,
+    /// The least wait after learning a piece is missing, and the whole wait when no
+    /// parent feeds its substream.
+    pub repair_wait_min: Micros,
+    /// Pull at the latest this long before the playout deadline, whatever the parent.
+    pub repair_margin: Micros,
+    /// Pull from a seed only this close to the deadline (seeds' upload is the
+    /// broadcaster's cost); viewers are asked first.
+    pub seed_repair_margin: Micros,
+    /// When an unanswered request is given up and sent elsewhere.
+    pub request_timeout: Micros,
+    /// Most requests outstanding at one neighbour.
+    pub max_requests_per_neighbour: u32,
+    /// Most requests of one neighbour this peer queues for answering.
+    pub max_queued_responses: u32,
+    /// A request is refused (`DontHave`) when the uplink's queued piece data would
+    /// take longer than this to send: the requester does better asking elsewhere.
+    pub max_response_backlog: Micros,
+    /// Period of housekeeping: parent choice, keep-alive, idle checks.
+    pub tick: Micros,
+    /// `Status` is re-sent this often even when nothing but latencies changed.
+    pub status_interval: Micros,
+    pub keepalive: Micros,
+    pub idle_timeout: Micros,
+    /// A neighbour that has neither given us a new piece nor taken one from us for
+    /// this long is replaced when we have all the neighbours we want.
+    pub useless_after: Micros,
+    /// A parent that pushed nothing for this long while the stream flows is dropped.
+    pub parent_stall: Micros,
+    /// A parent is replaced by one predicted to deliver at least this much sooner...
+    pub switch_gain: Micros,
+    /// ...but not sooner than this after it was chosen.
+    pub switch_hold: Micros,
+    /// Extra cost, in µs, a seed parent or repair source counts against a viewer
+    /// (keeps seeds' upload for injection and last-resort repair).
+    pub seed_parent_penalty: Micros,
+}
+
+impl PeerConfig {
+    pub fn new(role: Role, peer_id: PeerId, channel: ChannelId) -> Self {
+        PeerConfig {
+            role,
+            peer_id,
+            channel,
+            reachable: true,
+            upload_kbps: 6_000,
+            stream_kbps: 3_000,
+            n_substreams: 4,
+            push_share: 0.8,
+            max_child_slots: None,
+            window_pieces: 256,
+            max_ahead_pieces: 200,
+            max_clock_skew: 5 * SECOND,
+            max_piece_age: 60 * SECOND,
+            playout_delay: 1_500 * MS,
+            target_neighbours: 12,
+            max_neighbours: 32,
+            min_per_club: 2,
+            repair_wait: 400 * MS,
+            repair_wait_min: 30 * MS,
+            repair_margin: 500 * MS,
+            seed_repair_margin: 350 * MS,
+            request_timeout: 800 * MS,
+            max_requests_per_neighbour: 8,
+            max_queued_responses: 16,
+            max_response_backlog: 300 * MS,
+            tick: 100 * MS,
+            status_interval: SECOND,
+            keepalive: 2 * SECOND,
+            idle_timeout: 10 * SECOND,
+            useless_after: 15 * SECOND,
+            parent_stall: SECOND,
+            switch_gain: 150 * MS,
+            switch_hold: 5 * SECOND,
+            seed_parent_penalty: 150 * MS,
+        }
+    }
+
+    /// Push subscriptions accepted in all.
+    pub(super) fn child_slots(&self) -> u32 {
+        if let Some(n) = self.max_child_slots {
+            return n;
+        }
+        // A peer that can't upload one whole stream would add a long store-and-forward
+        // hop to every piece it relays: it stays a leaf and only serves repairs.
+        if self.upload_kbps < self.stream_kbps {
+            return 0;
+        }
+        let per_substream = f64::from(self.stream_kbps.max(1)) / f64::from(self.n_substreams);
+        (f64::from(self.upload_kbps) * self.push_share / per_substream).floor() as u32
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.n_substreams == 0 || self.n_substreams as usize > MAX_SUBSTREAMS {
+            return Err(ConfigError::Substreams(self.n_substreams));
+        }
+        if !(8..=(MAX_HAVE_WORDS as u64 * 64)).contains(&self.window_pieces) {
+            return Err(ConfigError::Window { got: self.window_pieces });
+        }
+        Ok(())
+    }
+}
+
+/// The club a peer belongs to: the one substream it forwards as an inner node of the
+/// push tree. Derived from the peer id, so the tracker and every neighbour know it.
+pub fn club_of(peer_id: PeerId, n_substreams: u8) -> usize {
+    (peer_id.0 % u64::from(n_substreams.max(1))) as usize
+}
+
+/// Why a configuration can't run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("n_substreams must be 1..={MAX_SUBSTREAMS}, got {0}")]
+    Substreams(u8),
+    #[error("window_pieces must be 8..={max}, got {got}", max = MAX_HAVE_WORDS * 64)]
+    Window { got: u64 },
+    #[error("channel id is not a valid Ed25519 key, or the verifier is for another channel")]
+    Channel,
+}

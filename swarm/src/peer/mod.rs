@@ -1,0 +1,968 @@
+//! The sans-IO peer: one state machine for seeds and viewers, driven by its shell.
+//!
+//! The shell (a tokio task over sockets, or the simulator) owns connections and time.
+//! It tells the peer what happened — `handle_connected`, `handle_message`,
+//! `handle_timeout`, ... — always passing `now` in µs, and then drains what the peer
+//! wants done: [`Peer::poll_transmit`] (the next message to send, pulled whenever the
+//! uplink can take one, so the peer decides as late as possible what is most worth
+//! sending) and [`Peer::poll_event`] (connect, disconnect, play, ...). It wakes the peer
+//! at [`Peer::poll_timeout`]. The peer never reads a clock, never blocks, never panics on
+//! input.
+//!
+//! Forwarding (ARCHITECTURE.md has the design and the measurements behind it):
+//! - **Clubs and push trees.** The stream is split into `n_substreams` substreams
+//!   (`seq % n`). Each viewer belongs to one club ([`club_of`] its peer id) and forwards
+//!   only that substream, with all its push upload: one tree per substream, inner nodes
+//!   from one club, everyone else a leaf ([`tree`]).
+//! - **Parents** are chosen per substream by predicted delivery time (the parent's own
+//!   latency, its fan-out queue, the RTT), loop-free by distance vector, and replaced when
+//!   they stall or a much better one appears. A high-upload subscriber may displace a
+//!   low-upload child of a full parent, so high-upload peers rise to the root.
+//! - **Pull repair** ([`repair`]) of gaps, inferred from sequence numbers (no per-piece
+//!   announcements), once the parent is late, from neighbours likely to hold the piece;
+//!   seeds only near the deadline.
+
+mod config;
+mod neighbour;
+mod playout;
+mod repair;
+mod tree;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+pub use config::{ConfigError, PeerConfig, club_of};
+use neighbour::Neighbour;
+
+use crate::piece::{ChannelVerifier, Piece, PieceError, PieceFlags, Verify};
+use crate::rng::Rng;
+use crate::wire::{GoodbyeReason, Hello, MAX_HAVE_WORDS, Message, PROTOCOL_VERSION, PeerId, Role, Status, WireError};
+
+/// Time in µs. Wall clock (since the Unix epoch) in real shells, virtual in the
+/// simulator; piece timestamps are on the same scale.
+pub type Micros = u64;
+
+const MS: Micros = 1_000;
+const SECOND: Micros = 1_000_000;
+/// Depth at which a path is treated as broken (counts-to-infinity stop here).
+const MAX_DEPTH: u8 = 32;
+
+/// The shell's name for the remote end of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+/// A node the shell can connect to, as the tracker described it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub node: NodeId,
+    pub peer_id: PeerId,
+}
+
+/// Why something a neighbour sent was refused. Counted in [`PeerStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reject {
+    /// A piece failed its signature: the sender is banned.
+    Forged,
+    /// A piece or `Hello` of another channel.
+    WrongChannel,
+    /// Another protocol version.
+    BadVersion(u16),
+    /// A piece or claim far outside the live window, or from the future.
+    OutOfWindow { seq: u64 },
+    /// A message out of place (before `Hello`, bad substream mask, ...).
+    Protocol(&'static str),
+    /// A piece whose shape is wrong.
+    BadPiece(PieceError),
+    /// Bytes the shell could not decode into a message.
+    Malformed(WireError),
+}
+
+/// What the peer asks its shell to do or tells it happened.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// Open a connection to this node.
+    Connect(NodeId),
+    /// Close this connection (any `Goodbye` has already been handed to `poll_transmit`).
+    Disconnect(NodeId, GoodbyeReason),
+    /// Fewer neighbours than wanted: pass candidates to [`Peer::handle_candidates`].
+    WantPeers,
+    /// A piece passed verification and entered the window (it may now be forwarded).
+    Accepted { piece: Piece, from: Option<NodeId> },
+    /// Something from `from` was refused; the peer has already acted on it.
+    Rejected { from: NodeId, reason: Reject },
+    /// A viewer began playback at this segment start.
+    PlaybackStarted { seq: u64 },
+    /// Play this piece now (in order, at its deadline).
+    Play(Piece),
+    /// This piece missed its deadline and is skipped.
+    Skipped { seq: u64 },
+}
+
+/// A message for one neighbour.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub to: NodeId,
+    pub msg: Message,
+}
+
+/// Counters for metrics and the simulator.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    pub pieces_accepted: u64,
+    pub piece_bytes_accepted: u64,
+    pub duplicate_pieces: u64,
+    pub duplicate_bytes: u64,
+    pub stale_pieces: u64,
+    pub forged_pieces: u64,
+    pub malformed: u64,
+    pub wrong_channel: u64,
+    pub out_of_window: u64,
+    pub protocol_errors: u64,
+    pub pushes_sent: u64,
+    pub responses_sent: u64,
+    pub requests_sent: u64,
+    pub requests_timed_out: u64,
+    pub dont_have_sent: u64,
+    pub played: u64,
+    pub skipped: u64,
+    pub neighbours_dropped: u64,
+    pub parents_switched: u64,
+    pub parents_stalled: u64,
+    pub children_displaced: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    /// When we learned the piece exists and we lack it.
+    heard_at: Micros,
+    /// Neighbour asked and when the request expires.
+    asked: Option<(NodeId, Micros)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    Push,
+    Response,
+}
+
+/// Mean and mean deviation of a delay, µs, as exponentially weighted averages.
+#[derive(Debug, Clone, Copy)]
+struct Ewma {
+    mean: f64,
+    dev: f64,
+}
+
+impl Ewma {
+    fn update(slot: &mut Option<Ewma>, x: Micros) {
+        let x = x as f64;
+        *slot = Some(match *slot {
+            None => Ewma { mean: x, dev: x / 4.0 },
+            Some(e) => Ewma { mean: e.mean + (x - e.mean) / 8.0, dev: e.dev + ((x - e.mean).abs() - e.dev) / 4.0 },
+        });
+    }
+}
+
+/// Per-substream state of the push tree.
+#[derive(Debug, Clone, Default)]
+struct Branch {
+    /// The neighbour that pushes this substream to us.
+    parent: Option<NodeId>,
+    /// When it accepted.
+    parent_since: Micros,
+    /// Last piece it pushed.
+    parent_last_piece: Micros,
+    /// Our distance from a seed.
+    depth: u8,
+    /// Delay from ingest to our holding a piece of this substream.
+    latency: Option<Ewma>,
+}
+
+#[derive(Debug, Default)]
+struct Playout {
+    /// Next seq to play, once started.
+    cursor: Option<u64>,
+    /// Delay from piece timestamp to play time, fixed at start.
+    offset: Micros,
+    /// Segment start we intend to begin at.
+    target: Option<u64>,
+}
+
+/// The peer state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Peer {
+    cfg: PeerConfig,
+    verifier: Arc<dyn Verify>,
+    rng: Rng,
+    /// Our club: the substream we forward (a seed forwards all).
+    club: usize,
+    /// Pieces by seq, `window_pieces` behind the newest at most.
+    window: BTreeMap<u64, Piece>,
+    newest: Option<u64>,
+    last_accept: Micros,
+    latest_segment_start: Option<u64>,
+    neighbours: Vec<Neighbour>,
+    connecting: BTreeMap<NodeId, (Micros, usize)>,
+    banned_nodes: BTreeSet<NodeId>,
+    banned_peers: BTreeSet<PeerId>,
+    wants: BTreeMap<u64, Want>,
+    branches: Vec<Branch>,
+    status_dirty: bool,
+    last_status: Micros,
+    control: VecDeque<Transmit>,
+    data: VecDeque<(NodeId, u64, Queued, u32)>,
+    /// Bytes of piece data in `data`.
+    data_bytes: u64,
+    /// Size of the last piece accepted, to estimate hop times.
+    typical_piece_bytes: u64,
+    events: VecDeque<Event>,
+    playout: Playout,
+    next_tick: Micros,
+    last_request_pass: Option<Micros>,
+    last_want_peers: Option<Micros>,
+    last_replace: Micros,
+    last_forgive: Micros,
+    stats: PeerStats,
+    left: bool,
+}
+
+impl Peer {
+    /// A peer that verifies pieces with the channel's key.
+    pub fn new(cfg: PeerConfig, now: Micros) -> Result<Self, ConfigError> {
+        let verifier = ChannelVerifier::new(cfg.channel).map_err(|_| ConfigError::Channel)?;
+        Self::with_verifier(cfg, now, Arc::new(verifier))
+    }
+
+    /// A peer that verifies pieces with `verifier`, which must be for `cfg.channel`.
+    pub fn with_verifier(cfg: PeerConfig, now: Micros, verifier: Arc<dyn Verify>) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        if verifier.channel() != cfg.channel {
+            return Err(ConfigError::Channel);
+        }
+        let depth = if cfg.role == Role::Seed { 0 } else { Status::NO_PATH };
+        let branch = Branch { depth, ..Branch::default() };
+        Ok(Peer {
+            rng: Rng::derive(cfg.peer_id.0, 0x5eed),
+            club: club_of(cfg.peer_id, cfg.n_substreams),
+            verifier,
+            window: BTreeMap::new(),
+            newest: None,
+            last_accept: 0,
+            latest_segment_start: None,
+            neighbours: Vec::new(),
+            connecting: BTreeMap::new(),
+            banned_nodes: BTreeSet::new(),
+            banned_peers: BTreeSet::new(),
+            wants: BTreeMap::new(),
+            branches: vec![branch; cfg.n_substreams as usize],
+            status_dirty: false,
+            last_status: now,
+            control: VecDeque::new(),
+            data: VecDeque::new(),
+            data_bytes: 0,
+            typical_piece_bytes: u64::from(cfg.stream_kbps) * 1000 / 8 / 20,
+            events: VecDeque::from([Event::WantPeers]),
+            playout: Playout::default(),
+            next_tick: now,
+            last_request_pass: None,
+            last_want_peers: Some(now),
+            last_replace: now,
+            last_forgive: now,
+            stats: PeerStats::default(),
+            left: false,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &PeerConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &PeerStats {
+        &self.stats
+    }
+
+    pub fn n_neighbours(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    /// Newest verified piece held.
+    pub fn newest(&self) -> Option<u64> {
+        self.newest
+    }
+
+    pub fn piece(&self, seq: u64) -> Option<&Piece> {
+        self.window.get(&seq)
+    }
+
+    /// Current distance from a seed, per substream (`255`: no feed).
+    pub fn depths(&self) -> Vec<u8> {
+        self.branches.iter().map(|b| b.depth).collect()
+    }
+
+    /// A connection to `node` is up (`outbound`: we opened it).
+    pub fn handle_connected(&mut self, now: Micros, node: NodeId, outbound: bool) {
+        self.connecting.remove(&node);
+        if self.left || self.neighbour_idx(node).is_some() {
+            return;
+        }
+        if self.banned_nodes.contains(&node) {
+            self.goodbye_unlisted(node, GoodbyeReason::Forged);
+            return;
+        }
+        if !outbound && self.neighbours.len() >= self.cfg.max_neighbours {
+            self.goodbye_unlisted(node, GoodbyeReason::Full);
+            return;
+        }
+        let mut n = Neighbour::new(node, now);
+        let nonce = self.rng.next_u64();
+        n.ping = Some((nonce, now));
+        self.neighbours.push(n);
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            channel: self.cfg.channel,
+            peer_id: self.cfg.peer_id,
+            role: self.cfg.role,
+            reachable: self.cfg.reachable,
+            n_substreams: self.cfg.n_substreams,
+            upload_kbps: self.cfg.upload_kbps,
+        };
+        self.send(node, Message::Hello(hello));
+        self.send(node, Message::Ping { nonce });
+    }
+
+    /// A connection we asked for could not be opened.
+    pub fn handle_connect_failed(&mut self, _now: Micros, node: NodeId) {
+        self.connecting.remove(&node);
+    }
+
+    /// The connection to `node` is gone (closed by either side or by the network).
+    pub fn handle_disconnected(&mut self, _now: Micros, node: NodeId) {
+        self.connecting.remove(&node);
+        if let Some(idx) = self.neighbour_idx(node) {
+            self.remove_neighbour(idx);
+        }
+    }
+
+    /// Nodes the shell can connect to (from the tracker). The peer picks among them,
+    /// first those of the clubs it has fewest neighbours in.
+    pub fn handle_candidates(&mut self, now: Micros, candidates: &[Candidate]) {
+        if self.left {
+            return;
+        }
+        let mut fresh: Vec<Candidate> = candidates
+            .iter()
+            .copied()
+            .filter(|c| {
+                c.peer_id != self.cfg.peer_id
+                    && !self.banned_nodes.contains(&c.node)
+                    && !self.banned_peers.contains(&c.peer_id)
+                    && !self.connecting.contains_key(&c.node)
+                    && self.neighbour_idx(c.node).is_none()
+            })
+            .collect();
+        self.rng.shuffle(&mut fresh);
+        let mut per_club = self.club_counts();
+        let needy = self.needy_clubs();
+        let n = self.cfg.n_substreams;
+        fresh.sort_by_key(|c| {
+            let club = club_of(c.peer_id, n);
+            (!needy.contains(&club), per_club[club])
+        });
+        for c in fresh {
+            let club = club_of(c.peer_id, n);
+            let total = self.neighbours.len() + self.connecting.len();
+            let connecting_to_club = self.connecting.values().filter(|(_, cl)| *cl == club).count();
+            let short = per_club[club] < self.cfg.min_per_club || (needy.contains(&club) && connecting_to_club < 2);
+            if total >= self.cfg.max_neighbours || (total >= self.cfg.target_neighbours && !short) {
+                break;
+            }
+            per_club[club] += 1;
+            self.connecting.insert(c.node, (now, club));
+            self.events.push_back(Event::Connect(c.node));
+        }
+    }
+
+    /// A piece from ingest (seeds only). Verified like any other.
+    pub fn handle_origin_piece(&mut self, now: Micros, piece: Piece) -> Result<(), PieceError> {
+        if self.window.contains_key(&piece.seq()) {
+            return Ok(());
+        }
+        self.verifier.verify(&piece)?;
+        self.accept(now, piece, None);
+        Ok(())
+    }
+
+    pub fn handle_message(&mut self, now: Micros, from: NodeId, msg: Message) {
+        let Some(idx) = self.neighbour_idx(from) else { return };
+        self.neighbours[idx].last_recv = now;
+        if self.neighbours[idx].hello.is_none() {
+            match msg {
+                Message::Hello(h) => self.on_hello(idx, h),
+                Message::Goodbye { .. } => self.close(idx, None),
+                _ => self.misbehaved(idx, Reject::Protocol("message before hello"), GoodbyeReason::Malformed),
+            }
+            return;
+        }
+        match msg {
+            Message::Hello(_) => self.misbehaved(idx, Reject::Protocol("second hello"), GoodbyeReason::Malformed),
+            Message::Status(st) => self.on_status(idx, st),
+            Message::Have { seq } => self.on_have(now, idx, seq),
+            Message::HaveMap { base, bits } => {
+                for (w, word) in bits.iter().enumerate() {
+                    for b in 0..64 {
+                        if word & (1 << b) != 0 {
+                            let Some(seq) = base.checked_add(64 * w as u64 + b) else { continue };
+                            self.on_have(now, idx, seq);
+                            if self.neighbour_idx(from).is_none() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Message::Subscribe { substreams } => self.on_subscribe(idx, substreams),
+            Message::SubscribeReply { accepted } => self.on_subscribe_reply(now, idx, accepted),
+            Message::Request { seqs } => self.on_request(idx, &seqs),
+            Message::Piece(piece) => self.on_piece(now, idx, piece),
+            Message::DontHave { seq } => self.on_dont_have(idx, seq),
+            Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
+            Message::Pong { nonce } => {
+                let n = &mut self.neighbours[idx];
+                if let Some((sent_nonce, sent_at)) = n.ping
+                    && sent_nonce == nonce
+                {
+                    let sample = now.saturating_sub(sent_at);
+                    n.rtt = Some(n.rtt.map_or(sample, |r| (7 * r + sample) / 8));
+                    n.ping = None;
+                }
+            }
+            Message::Goodbye { .. } => self.close(idx, None),
+        }
+    }
+
+    /// The shell could not decode what `from` sent (see [`crate::wire::FrameDecoder`]):
+    /// the connection is closed with `Goodbye(Malformed)` and the error counted.
+    pub fn handle_malformed(&mut self, _now: Micros, from: NodeId, error: WireError) {
+        let Some(idx) = self.neighbour_idx(from) else { return };
+        self.stats.malformed += 1;
+        self.misbehaved(idx, Reject::Malformed(error), GoodbyeReason::Malformed);
+    }
+
+    /// Housekeeping; call at [`Peer::poll_timeout`] (earlier or later is harmless).
+    pub fn handle_timeout(&mut self, now: Micros) {
+        if self.left {
+            return;
+        }
+        self.expire_requests(now);
+        self.send_requests(now);
+        self.advance_playout(now);
+        if now >= self.next_tick {
+            self.next_tick = now + self.cfg.tick;
+            self.maintain(now);
+        }
+    }
+
+    /// Leave the swarm: goodbye to every neighbour.
+    pub fn leave(&mut self) {
+        self.left = true;
+        while let Some(idx) = self.neighbours.len().checked_sub(1) {
+            self.close(idx, Some(GoodbyeReason::Leaving));
+        }
+    }
+
+    /// The next message to send. Call whenever the uplink can take one more.
+    pub fn poll_transmit(&mut self, now: Micros) -> Option<Transmit> {
+        if let Some(t) = self.control.pop_front() {
+            if let Message::Goodbye { reason } = t.msg {
+                self.events.push_back(Event::Disconnect(t.to, reason));
+            }
+            return Some(t);
+        }
+        while let Some((to, seq, kind, bytes)) = self.data.pop_front() {
+            self.data_bytes = self.data_bytes.saturating_sub(u64::from(bytes));
+            let Some(idx) = self.neighbour_idx(to) else { continue };
+            if kind == Queued::Response {
+                let n = &mut self.neighbours[idx];
+                n.responses_queued = n.responses_queued.saturating_sub(1);
+            }
+            let Some(piece) = self.window.get(&seq) else {
+                if kind == Queued::Response {
+                    self.send(to, Message::DontHave { seq });
+                    return self.control.pop_front();
+                }
+                continue;
+            };
+            // A piece past everyone's playout deadline is not worth the uplink.
+            if piece.timestamp_us() + self.cfg.playout_delay + 2 * SECOND < now {
+                continue;
+            }
+            let piece = piece.clone();
+            match kind {
+                Queued::Push => self.stats.pushes_sent += 1,
+                Queued::Response => self.stats.responses_sent += 1,
+            }
+            let n = &mut self.neighbours[idx];
+            n.have.insert(seq);
+            n.last_useful = now;
+            return Some(Transmit { to, msg: Message::Piece(piece) });
+        }
+        None
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Peer::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Micros> {
+        if self.left {
+            return None;
+        }
+        let mut at = self.next_tick;
+        if let Some(t) = self.next_want_time() {
+            at = at.min(t);
+        }
+        if let Some(t) = self.next_playout_deadline() {
+            at = at.min(t);
+        }
+        Some(at)
+    }
+
+    // ---- message handlers ----
+
+    fn on_hello(&mut self, idx: usize, h: Hello) {
+        if h.version != PROTOCOL_VERSION {
+            return self.misbehaved(idx, Reject::BadVersion(h.version), GoodbyeReason::BadVersion);
+        }
+        if h.channel != self.cfg.channel {
+            return self.misbehaved(idx, Reject::WrongChannel, GoodbyeReason::WrongChannel);
+        }
+        if self.banned_peers.contains(&h.peer_id) {
+            return self.close(idx, Some(GoodbyeReason::Forged));
+        }
+        if h.peer_id == self.cfg.peer_id
+            || self.neighbours.iter().any(|n| n.hello.as_ref().is_some_and(|o| o.peer_id == h.peer_id))
+        {
+            return self.close(idx, Some(GoodbyeReason::Duplicate));
+        }
+        let node = self.neighbours[idx].node;
+        self.neighbours[idx].club = Some(club_of(h.peer_id, self.cfg.n_substreams));
+        self.neighbours[idx].hello = Some(h);
+        let status = self.status();
+        self.send(node, Message::Status(status));
+        if let Some(map) = self.have_map() {
+            self.send(node, map);
+        }
+    }
+
+    fn on_status(&mut self, idx: usize, st: Status) {
+        let n = self.cfg.n_substreams as usize;
+        if st.depth.len() != n || st.latency_ms.len() != n {
+            return self.misbehaved(
+                idx,
+                Reject::Protocol("status with wrong substream count"),
+                GoodbyeReason::Malformed,
+            );
+        }
+        if let Some(s) = st.segment_start
+            && self.cfg.role == Role::Viewer
+            && self.playout.cursor.is_none()
+            && self.acceptable_seq(s)
+        {
+            self.playout.target = Some(self.playout.target.map_or(s, |t| t.max(s)));
+        }
+        self.neighbours[idx].status = Some(st);
+    }
+
+    fn on_have(&mut self, now: Micros, idx: usize, seq: u64) {
+        if !self.acceptable_seq(seq) {
+            let node = self.neighbours[idx].node;
+            self.stats.out_of_window += 1;
+            self.events.push_back(Event::Rejected { from: node, reason: Reject::OutOfWindow { seq } });
+            self.close(idx, Some(GoodbyeReason::OutOfWindow));
+            return;
+        }
+        self.neighbours[idx].have.insert(seq);
+        self.add_want(now, seq);
+    }
+
+    fn on_request(&mut self, idx: usize, seqs: &[u64]) {
+        let node = self.neighbours[idx].node;
+        for &seq in seqs {
+            let busy = self.backlog() > self.cfg.max_response_backlog;
+            let n = &mut self.neighbours[idx];
+            if !busy
+                && let Some(piece) = self.window.get(&seq)
+                && n.responses_queued < self.cfg.max_queued_responses
+            {
+                n.responses_queued += 1;
+                let bytes = piece.encoded_len() as u32;
+                self.data_bytes += u64::from(bytes);
+                self.data.push_back((node, seq, Queued::Response, bytes));
+            } else {
+                self.stats.dont_have_sent += 1;
+                self.send(node, Message::DontHave { seq });
+            }
+        }
+    }
+
+    fn on_piece(&mut self, now: Micros, idx: usize, piece: Piece) {
+        let node = self.neighbours[idx].node;
+        let seq = piece.seq();
+        let n = &mut self.neighbours[idx];
+        n.have.insert(seq);
+        if let Some(w) = self.wants.get(&seq)
+            && w.asked.is_some_and(|(a, _)| a == node)
+        {
+            n.requests_out = n.requests_out.saturating_sub(1);
+        }
+        if self.window.contains_key(&seq) {
+            self.stats.duplicate_pieces += 1;
+            self.stats.duplicate_bytes += piece.encoded_len() as u64;
+            return;
+        }
+        let ts = piece.timestamp_us();
+        let too_old = ts.saturating_add(self.cfg.max_piece_age) < now;
+        let future = ts > now.saturating_add(self.cfg.max_clock_skew);
+        if too_old || future || !self.acceptable_seq(seq) {
+            self.stats.out_of_window += 1;
+            return self.misbehaved(idx, Reject::OutOfWindow { seq }, GoodbyeReason::OutOfWindow);
+        }
+        if self.newest.is_some_and(|newest| seq + self.cfg.window_pieces <= newest) {
+            // Fell out of the window while in flight: late, not malicious.
+            self.stats.stale_pieces += 1;
+            return;
+        }
+        if let Err(e) = self.verifier.verify(&piece) {
+            return match e {
+                PieceError::BadSignature => {
+                    self.stats.forged_pieces += 1;
+                    if let Some(h) = &self.neighbours[idx].hello {
+                        self.banned_peers.insert(h.peer_id);
+                    }
+                    self.banned_nodes.insert(node);
+                    self.misbehaved(idx, Reject::Forged, GoodbyeReason::Forged)
+                }
+                PieceError::WrongChannel { .. } => {
+                    self.stats.wrong_channel += 1;
+                    self.misbehaved(idx, Reject::WrongChannel, GoodbyeReason::WrongChannel)
+                }
+                other => {
+                    self.stats.malformed += 1;
+                    self.misbehaved(idx, Reject::BadPiece(other), GoodbyeReason::Malformed)
+                }
+            };
+        }
+        let n = &mut self.neighbours[idx];
+        n.failures = 0;
+        n.last_useful = now;
+        let s = self.substream(seq);
+        if self.branches[s].parent == Some(node) {
+            self.branches[s].parent_last_piece = now;
+        }
+        self.accept(now, piece, Some(node));
+    }
+
+    // ---- core ----
+
+    fn accept(&mut self, now: Micros, piece: Piece, from: Option<NodeId>) {
+        let seq = piece.seq();
+        self.stats.pieces_accepted += 1;
+        self.stats.piece_bytes_accepted += piece.encoded_len() as u64;
+        self.typical_piece_bytes = piece.encoded_len() as u64;
+        self.last_accept = now;
+        if let Some(w) = self.wants.remove(&seq)
+            && let Some((asked, _)) = w.asked
+            && Some(asked) != from
+            && let Some(i) = self.neighbour_idx(asked)
+        {
+            let n = &mut self.neighbours[i];
+            n.requests_out = n.requests_out.saturating_sub(1);
+        }
+        if piece.flags().contains(PieceFlags::SEGMENT_START) && self.latest_segment_start.is_none_or(|s| s < seq) {
+            self.latest_segment_start = Some(seq);
+            if self.cfg.role == Role::Viewer && self.playout.cursor.is_none() {
+                self.playout.target = Some(self.playout.target.map_or(seq, |t| t.max(seq)));
+            }
+        }
+        // Pieces between the previous newest and this one exist and are missing.
+        if let Some(prev) = self.newest
+            && seq > prev + 1
+        {
+            let from_seq = (prev + 1).max(seq.saturating_sub(self.cfg.window_pieces));
+            for gap in from_seq..seq {
+                self.add_want(now, gap);
+            }
+        }
+        self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
+        // A start point a neighbour claimed far beyond what verified pieces show is a
+        // lie (or a stale clock): fall back to the newest verified segment start.
+        if self.playout.cursor.is_none()
+            && self.playout.target.is_some_and(|t| t > seq.saturating_add(self.cfg.max_ahead_pieces))
+        {
+            self.playout.target = self.latest_segment_start;
+            self.retain_wants(|_| false);
+        }
+        let s = self.substream(seq);
+        if self.cfg.role == Role::Viewer {
+            Ewma::update(&mut self.branches[s].latency, now.saturating_sub(piece.timestamp_us()));
+        }
+        self.queue_pushes(&piece, from);
+        self.events.push_back(Event::Accepted { piece: piece.clone(), from });
+        self.window.insert(seq, piece);
+        if let Some(newest) = self.newest {
+            let floor = newest.saturating_sub(self.cfg.window_pieces - 1);
+            while self.window.first_key_value().is_some_and(|(&k, _)| k < floor) {
+                self.window.pop_first();
+            }
+            self.retain_wants(|k| k >= floor);
+        }
+        self.advance_playout(now);
+    }
+
+    /// Queues the piece for every child subscribed to its substream, those that
+    /// forward further (more children of their own) first.
+    fn queue_pushes(&mut self, piece: &Piece, from: Option<NodeId>) {
+        let seq = piece.seq();
+        let bit = 1u64 << self.substream(seq);
+        let mut targets: Vec<(u16, NodeId)> = self
+            .neighbours
+            .iter()
+            .filter(|n| n.children & bit != 0 && Some(n.node) != from && !n.have.contains(seq))
+            .map(|n| (n.status.as_ref().map_or(0, |s| s.children), n.node))
+            .collect();
+        targets.sort_by_key(|&(children, node)| (std::cmp::Reverse(children), node));
+        let bytes = piece.encoded_len() as u32;
+        for (_, node) in targets {
+            if let Some(i) = self.neighbour_idx(node) {
+                self.neighbours[i].have.insert(seq);
+            }
+            self.data_bytes += u64::from(bytes);
+            // Pushes go before queued responses: the push tree is the main path.
+            let at = self.data.iter().position(|d| d.2 == Queued::Response).unwrap_or(self.data.len());
+            self.data.insert(at, (node, seq, Queued::Push, bytes));
+        }
+    }
+
+    /// A seq is plausible if it isn't far ahead of what we hold verified.
+    fn acceptable_seq(&self, seq: u64) -> bool {
+        self.newest.is_none_or(|newest| seq <= newest.saturating_add(self.cfg.max_ahead_pieces))
+    }
+
+    fn substream(&self, seq: u64) -> usize {
+        (seq % u64::from(self.cfg.n_substreams)) as usize
+    }
+
+    /// Time for the uplink to send the piece data already queued.
+    fn backlog(&self) -> Micros {
+        self.data_bytes * 8 * 1000 / u64::from(self.cfg.upload_kbps.max(1))
+    }
+
+    /// Time for a neighbour to send us one piece with its declared upload.
+    fn hop_time(&self, n: &Neighbour) -> Micros {
+        self.typical_piece_bytes * 8 * 1000 / u64::from(n.upload_kbps().max(1))
+    }
+
+    /// Clubs whose substream has no parent and no neighbour that could become one:
+    /// we need to meet more of their members.
+    fn needy_clubs(&self) -> Vec<usize> {
+        if self.cfg.role != Role::Viewer {
+            return Vec::new();
+        }
+        (0..self.branches.len())
+            .filter(|&s| {
+                self.branches[s].parent.is_none()
+                    && !self.neighbours.iter().any(|n| {
+                        n.forwards(s) && n.status.as_ref().is_some_and(|st| st.free_slots > 0) && n.failures < 3
+                    })
+            })
+            .collect()
+    }
+
+    /// Neighbours per club (connected or being connected).
+    fn club_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.cfg.n_substreams as usize];
+        for n in &self.neighbours {
+            if let Some(c) = n.club {
+                counts[c] += 1;
+            }
+        }
+        for &(_, c) in self.connecting.values() {
+            counts[c] += 1;
+        }
+        counts
+    }
+
+    fn maintain(&mut self, now: Micros) {
+        // Failures are forgiven slowly: one every 2 s.
+        if now.saturating_sub(self.last_forgive) >= 2 * SECOND {
+            self.last_forgive = now;
+            for n in &mut self.neighbours {
+                n.failures = n.failures.saturating_sub(1);
+            }
+        }
+        // Idle neighbours and keep-alive.
+        let mut idx = 0;
+        while idx < self.neighbours.len() {
+            let n = &self.neighbours[idx];
+            if now.saturating_sub(n.last_recv) > self.cfg.idle_timeout {
+                self.stats.neighbours_dropped += 1;
+                self.close(idx, Some(GoodbyeReason::Idle));
+                continue;
+            }
+            if n.hello.is_some() && now.saturating_sub(n.last_sent_ping) >= self.cfg.keepalive {
+                let nonce = self.rng.next_u64();
+                let node = n.node;
+                let n = &mut self.neighbours[idx];
+                n.last_sent_ping = now;
+                n.ping = Some((nonce, now));
+                self.send(node, Message::Ping { nonce });
+            }
+            idx += 1;
+        }
+        self.replace_useless(now);
+        self.connecting.retain(|_, (at, _)| now.saturating_sub(*at) < 5 * SECOND);
+        let total = self.neighbours.len() + self.connecting.len();
+        let club_short = self.cfg.role == Role::Viewer
+            && total < self.cfg.max_neighbours
+            && (self.club_counts().iter().any(|&c| c < self.cfg.min_per_club) || !self.needy_clubs().is_empty());
+        if (total < self.cfg.target_neighbours || club_short)
+            && self.last_want_peers.is_none_or(|t| now.saturating_sub(t) >= SECOND)
+        {
+            self.last_want_peers = Some(now);
+            self.events.push_back(Event::WantPeers);
+        }
+        if self.cfg.role == Role::Viewer {
+            self.choose_parents(now);
+        }
+        if self.status_dirty || now.saturating_sub(self.last_status) >= self.cfg.status_interval {
+            self.status_dirty = false;
+            self.last_status = now;
+            let status = self.status();
+            let nodes: Vec<NodeId> = self.neighbours.iter().filter(|n| n.hello.is_some()).map(|n| n.node).collect();
+            for node in nodes {
+                self.send(node, Message::Status(status.clone()));
+            }
+        }
+    }
+
+    /// With all the neighbours we want, makes room (one every 5 s) by dropping the
+    /// viewer that has been of no use either way for longest, so the neighbourhood
+    /// keeps improving. Seeds, tree partners and a club's last members are kept.
+    fn replace_useless(&mut self, now: Micros) {
+        if self.cfg.role != Role::Viewer
+            || self.neighbours.len() < self.cfg.target_neighbours
+            || now.saturating_sub(self.last_replace) < 5 * SECOND
+        {
+            return;
+        }
+        let counts = self.club_counts();
+        let worst = self
+            .neighbours
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.hello.is_some()
+                    && !n.is_seed()
+                    && n.children == 0
+                    && n.parents == 0
+                    && n.club.is_some_and(|c| counts[c] > self.cfg.min_per_club)
+                    && now.saturating_sub(n.connected_at) >= self.cfg.useless_after
+                    && now.saturating_sub(n.last_useful) >= self.cfg.useless_after
+            })
+            .min_by_key(|(_, n)| n.last_useful)
+            .map(|(i, _)| i);
+        if let Some(idx) = worst {
+            self.last_replace = now;
+            self.stats.neighbours_dropped += 1;
+            self.close(idx, Some(GoodbyeReason::Replaced));
+        }
+    }
+
+    fn have_map(&self) -> Option<Message> {
+        let (&first, _) = self.window.first_key_value()?;
+        let base = first - first % 64;
+        let mut bits = vec![0u64; MAX_HAVE_WORDS];
+        for &seq in self.window.keys() {
+            let off = seq - base;
+            if let Some(w) = bits.get_mut((off / 64) as usize) {
+                *w |= 1 << (off % 64);
+            }
+        }
+        while bits.last() == Some(&0) {
+            bits.pop();
+        }
+        Some(Message::HaveMap { base, bits })
+    }
+
+    // ---- plumbing ----
+
+    fn neighbour_idx(&self, node: NodeId) -> Option<usize> {
+        self.neighbours.iter().position(|n| n.node == node)
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.control.push_back(Transmit { to, msg });
+    }
+
+    fn misbehaved(&mut self, idx: usize, reason: Reject, goodbye: GoodbyeReason) {
+        let node = self.neighbours[idx].node;
+        if matches!(reason, Reject::Protocol(_) | Reject::BadVersion(_)) {
+            self.stats.protocol_errors += 1;
+        }
+        self.events.push_back(Event::Rejected { from: node, reason });
+        self.close(idx, Some(goodbye));
+    }
+
+    /// Forgets the neighbour; with a reason, says goodbye first.
+    fn close(&mut self, idx: usize, goodbye: Option<GoodbyeReason>) {
+        let node = self.neighbours[idx].node;
+        self.remove_neighbour(idx);
+        match goodbye {
+            Some(reason) => self.goodbye_unlisted(node, reason),
+            None => self.events.push_back(Event::Disconnect(node, GoodbyeReason::Leaving)),
+        }
+    }
+
+    fn goodbye_unlisted(&mut self, node: NodeId, reason: GoodbyeReason) {
+        // Goodbye jumps the queue: nothing else for this node is worth sending.
+        self.control.retain(|t| t.to != node);
+        self.control.push_front(Transmit { to: node, msg: Message::Goodbye { reason } });
+    }
+
+    fn remove_neighbour(&mut self, idx: usize) {
+        let n = self.neighbours.swap_remove(idx);
+        if n.children != 0 {
+            self.status_dirty = true;
+        }
+        for b in &mut self.branches {
+            if b.parent == Some(n.node) {
+                b.parent = None;
+            }
+        }
+        for w in self.wants.values_mut() {
+            if w.asked.is_some_and(|(a, _)| a == n.node) {
+                w.asked = None;
+            }
+        }
+        self.data.retain(|(to, _, _, _)| *to != n.node);
+        self.data_bytes = self.data.iter().map(|d| u64::from(d.3)).sum();
+        self.control.retain(|t| t.to != n.node || matches!(t.msg, Message::Goodbye { .. }));
+        self.recompute_depth();
+    }
+}
+
+impl Peer {
+    /// Debug view: per substream, (parent?, neighbours forwarding it, of which with free slots).
+    pub fn debug_branches(&self) -> Vec<(bool, usize, usize)> {
+        (0..self.branches.len())
+            .map(|s| {
+                let fw: Vec<&Neighbour> = self.neighbours.iter().filter(|n| n.forwards(s)).collect();
+                let free = fw.iter().filter(|n| n.status.as_ref().is_some_and(|st| st.free_slots > 0)).count();
+                (self.branches[s].parent.is_some(), fw.len(), free)
+            })
+            .collect()
+    }
+}

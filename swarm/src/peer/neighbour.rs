@@ -1,0 +1,152 @@
+//! What a peer knows of each neighbour.
+
+use std::collections::VecDeque;
+
+use crate::wire::{Hello, MAX_HAVE_WORDS, Role, Status};
+
+use super::{Micros, NodeId};
+
+#[derive(Debug)]
+pub(super) struct Neighbour {
+    pub(super) node: NodeId,
+    pub(super) hello: Option<Hello>,
+    /// Its club (from its peer id), once its `Hello` arrived.
+    pub(super) club: Option<usize>,
+    pub(super) status: Option<Status>,
+    pub(super) rtt: Option<Micros>,
+    pub(super) ping: Option<(u64, Micros)>,
+    pub(super) last_recv: Micros,
+    pub(super) last_sent_ping: Micros,
+    /// Pieces it holds, as far as we know.
+    pub(super) have: SeqSet,
+    /// Pieces it told us it lacks.
+    pub(super) lacks: SeqSet,
+    /// Substreams we push to it.
+    pub(super) children: u64,
+    /// Substreams it accepted to push to us.
+    pub(super) parents: u64,
+    /// Substreams we asked it for and have no answer on yet.
+    pub(super) asked: u64,
+    pub(super) requests_out: u32,
+    pub(super) responses_queued: u32,
+    pub(super) failures: u32,
+    pub(super) connected_at: Micros,
+    /// Last time it gave us a new piece, or took pieces from us.
+    pub(super) last_useful: Micros,
+}
+
+impl Neighbour {
+    pub(super) fn new(node: NodeId, now: Micros) -> Self {
+        Neighbour {
+            node,
+            hello: None,
+            club: None,
+            status: None,
+            rtt: None,
+            ping: None,
+            last_recv: now,
+            last_sent_ping: now,
+            have: SeqSet::default(),
+            lacks: SeqSet::default(),
+            children: 0,
+            parents: 0,
+            asked: 0,
+            requests_out: 0,
+            responses_queued: 0,
+            failures: 0,
+            connected_at: now,
+            last_useful: now,
+        }
+    }
+
+    pub(super) fn is_seed(&self) -> bool {
+        self.hello.as_ref().is_some_and(|h| h.role == Role::Seed)
+    }
+
+    pub(super) fn upload_kbps(&self) -> u32 {
+        self.hello.as_ref().map_or(0, |h| h.upload_kbps)
+    }
+
+    pub(super) fn depth(&self, s: usize) -> u8 {
+        self.status.as_ref().and_then(|st| st.depth.get(s).copied()).unwrap_or(Status::NO_PATH)
+    }
+
+    /// Its usual delay from ingest to holding a piece of substream `s`, µs.
+    pub(super) fn latency(&self, s: usize) -> Option<Micros> {
+        let ms = self.status.as_ref()?.latency_ms.get(s).copied()?;
+        (ms != Status::NO_LATENCY).then_some(u64::from(ms) * 1_000)
+    }
+
+    /// Whether it forwards substream `s` (a seed forwards all).
+    pub(super) fn forwards(&self, s: usize) -> bool {
+        self.is_seed() || self.club == Some(s)
+    }
+}
+
+/// Set of sequence numbers near the live edge, as a sliding bitmap of
+/// [`MAX_HAVE_WORDS`] words: inserting far ahead forgets the oldest.
+#[derive(Debug, Default)]
+pub(super) struct SeqSet {
+    base: u64,
+    words: VecDeque<u64>,
+}
+
+impl SeqSet {
+    pub(super) fn contains(&self, seq: u64) -> bool {
+        if seq < self.base {
+            return false;
+        }
+        let off = seq - self.base;
+        self.words.get((off / 64) as usize).is_some_and(|w| w & (1 << (off % 64)) != 0)
+    }
+
+    pub(super) fn insert(&mut self, seq: u64) {
+        if self.words.is_empty() {
+            self.base = seq - seq % 64;
+        }
+        if seq < self.base {
+            return;
+        }
+        let word = ((seq - self.base) / 64) as usize;
+        if word >= MAX_HAVE_WORDS {
+            let shift = word + 1 - MAX_HAVE_WORDS;
+            for _ in 0..shift.min(self.words.len()) {
+                self.words.pop_front();
+            }
+            self.base += 64 * shift as u64;
+        }
+        let word = ((seq - self.base) / 64) as usize;
+        while self.words.len() <= word {
+            self.words.push_back(0);
+        }
+        self.words[word] |= 1 << ((seq - self.base) % 64);
+    }
+
+    pub(super) fn remove(&mut self, seq: u64) {
+        if seq >= self.base {
+            let off = seq - self.base;
+            if let Some(w) = self.words.get_mut((off / 64) as usize) {
+                *w &= !(1 << (off % 64));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqSet;
+
+    #[test]
+    fn seq_set_slides_forward() {
+        let mut s = SeqSet::default();
+        s.insert(5);
+        s.insert(70);
+        assert!(s.contains(5) && s.contains(70) && !s.contains(6));
+        s.insert(5 + 64 * 20); // far ahead: the oldest words go
+        assert!(!s.contains(5) && s.contains(5 + 64 * 20));
+        s.remove(5 + 64 * 20);
+        assert!(!s.contains(5 + 64 * 20));
+        s.insert(u64::MAX); // no overflow
+        assert!(s.contains(u64::MAX));
+    }
+}

@@ -1,0 +1,43 @@
+//! The playout buffer: start at a segment start, play in order at each piece's
+//! deadline, skip what missed it.
+
+use crate::wire::Role;
+
+use super::{Event, Micros, Peer};
+
+impl Peer {
+    pub(super) fn next_playout_deadline(&self) -> Option<Micros> {
+        let cursor = self.playout.cursor?;
+        let (_, piece) = self.window.range(cursor..).next()?;
+        Some(piece.timestamp_us() + self.playout.offset)
+    }
+
+    pub(super) fn advance_playout(&mut self, now: Micros) {
+        if self.cfg.role != Role::Viewer {
+            return;
+        }
+        if self.playout.cursor.is_none() {
+            let Some(target) = self.playout.target else { return };
+            let Some(piece) = self.window.get(&target) else { return };
+            // Start at the target segment; keep the configured delay if we are early
+            // enough, else whatever delay we joined with.
+            self.playout.offset = self.cfg.playout_delay.max(now.saturating_sub(piece.timestamp_us()));
+            self.playout.cursor = Some(target);
+            self.retain_wants(|k| k >= target);
+            self.events.push_back(Event::PlaybackStarted { seq: target });
+        }
+        while let Some(cursor) = self.playout.cursor {
+            let Some((&seq, piece)) = self.window.range(cursor..).next() else { break };
+            if piece.timestamp_us() + self.playout.offset > now {
+                break;
+            }
+            for missed in cursor..seq {
+                self.stats.skipped += 1;
+                self.events.push_back(Event::Skipped { seq: missed });
+            }
+            self.stats.played += 1;
+            self.events.push_back(Event::Play(piece.clone()));
+            self.playout.cursor = Some(seq + 1);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Pull repair: which pieces are missing, when to ask, and whom.
+//!
+//! A piece is known to exist when a later one arrives (sequence numbers are dense) or a
+//! neighbour announces it. It is asked for once its parent is late — the substream's
+//! usual latency plus two deviations — and no later than `repair_margin` before its
+//! playout deadline; at once before playback starts, soon when no parent feeds it.
+
+use std::collections::BTreeMap;
+
+use crate::wire::{MAX_REQUEST_SEQS, Message, Role};
+
+use super::neighbour::Neighbour;
+use super::{MS, Micros, NodeId, Peer, Want};
+
+/// How soon a want that found no neighbour to ask is tried again.
+const REQUEST_RETRY: Micros = 20 * MS;
+
+impl Peer {
+    /// Lowest seq a viewer still wants.
+    pub(super) fn want_floor(&self) -> Option<u64> {
+        self.playout.cursor.or(self.playout.target)
+    }
+
+    /// Records that `seq` exists, if a viewer still wants it. Wants stay within one
+    /// window above the floor, whatever neighbours claim.
+    pub(super) fn add_want(&mut self, now: Micros, seq: u64) {
+        let wanted = self.want_floor().is_some_and(|f| seq >= f && seq < f.saturating_add(self.cfg.window_pieces));
+        if self.cfg.role == Role::Viewer && wanted && !self.window.contains_key(&seq) {
+            self.wants.entry(seq).or_insert(Want { heard_at: now, asked: None });
+        }
+    }
+
+    /// Drops the wants `keep` refuses, releasing the request budget they held.
+    pub(super) fn retain_wants(&mut self, keep: impl Fn(u64) -> bool) {
+        let mut released = Vec::new();
+        self.wants.retain(|&seq, w| {
+            let kept = keep(seq);
+            if !kept && let Some((node, _)) = w.asked {
+                released.push(node);
+            }
+            kept
+        });
+        for node in released {
+            if let Some(i) = self.neighbour_idx(node) {
+                let n = &mut self.neighbours[i];
+                n.requests_out = n.requests_out.saturating_sub(1);
+            }
+        }
+    }
+
+    pub(super) fn on_dont_have(&mut self, idx: usize, seq: u64) {
+        let node = self.neighbours[idx].node;
+        let n = &mut self.neighbours[idx];
+        n.have.remove(seq);
+        n.lacks.insert(seq);
+        if let Some(w) = self.wants.get_mut(&seq)
+            && w.asked.is_some_and(|(asked, _)| asked == node)
+        {
+            w.asked = None;
+            n.requests_out = n.requests_out.saturating_sub(1);
+        }
+    }
+
+    /// When the next want becomes ready or expires.
+    pub(super) fn next_want_time(&self) -> Option<Micros> {
+        // A want that was ready at the last pass but found no neighbour to ask is
+        // retried a little later, not in a busy loop.
+        let retry = self.last_request_pass.map_or(0, |t| t + REQUEST_RETRY);
+        self.wants
+            .iter()
+            .map(|(&seq, w)| match w.asked {
+                Some((_, expires)) => expires,
+                None => self.ready_at(seq, w).max(retry),
+            })
+            .min()
+    }
+
+    /// When a missing piece should be pulled.
+    fn ready_at(&self, seq: u64, w: &Want) -> Micros {
+        if self.playout.cursor.is_none() {
+            return w.heard_at;
+        }
+        let earliest = w.heard_at + self.cfg.repair_wait_min;
+        let b = &self.branches[self.substream(seq)];
+        if b.parent.is_none() {
+            return earliest;
+        }
+        let Some(ts) = self.estimate_ts(seq) else { return w.heard_at + self.cfg.repair_wait };
+        let expected = match b.latency {
+            Some(e) => ts + (e.mean + 2.0 * e.dev) as Micros + self.cfg.repair_wait_min,
+            None => w.heard_at + self.cfg.repair_wait,
+        };
+        let latest = (ts + self.playout.offset).saturating_sub(self.cfg.repair_margin);
+        earliest.max(expected.min(latest))
+    }
+
+    /// Ingest timestamp of `seq`, from the pieces held (pieces are evenly spaced on
+    /// average; a deadline to aim for needs no more).
+    pub(super) fn estimate_ts(&self, seq: u64) -> Option<Micros> {
+        let (&first_seq, first) = self.window.first_key_value()?;
+        let (&last_seq, last) = self.window.last_key_value()?;
+        if last_seq == first_seq {
+            return Some(last.timestamp_us());
+        }
+        let interval = last.timestamp_us().saturating_sub(first.timestamp_us()) / (last_seq - first_seq);
+        Some(if seq >= last_seq {
+            last.timestamp_us().saturating_add((seq - last_seq).saturating_mul(interval))
+        } else {
+            last.timestamp_us().saturating_sub((last_seq - seq).saturating_mul(interval))
+        })
+    }
+
+    /// Seeds are asked only when the deadline is near, or to start playback.
+    fn seed_allowed(&self, now: Micros, seq: u64) -> bool {
+        if self.playout.cursor.is_none() {
+            return true;
+        }
+        self.estimate_ts(seq).is_none_or(|ts| now + self.cfg.seed_repair_margin >= ts + self.playout.offset)
+    }
+
+    pub(super) fn expire_requests(&mut self, now: Micros) {
+        let mut expired = Vec::new();
+        for (&seq, w) in self.wants.iter_mut() {
+            if let Some((node, expires)) = w.asked
+                && expires <= now
+            {
+                w.asked = None;
+                expired.push((node, seq));
+            }
+        }
+        for (node, seq) in expired {
+            self.stats.requests_timed_out += 1;
+            if let Some(i) = self.neighbour_idx(node) {
+                let n = &mut self.neighbours[i];
+                n.requests_out = n.requests_out.saturating_sub(1);
+                n.failures += 1;
+                n.have.remove(seq);
+                n.lacks.insert(seq);
+            }
+        }
+    }
+
+    pub(super) fn send_requests(&mut self, now: Micros) {
+        if self.cfg.role != Role::Viewer {
+            return;
+        }
+        self.last_request_pass = Some(now);
+        if let Some(floor) = self.want_floor() {
+            self.retain_wants(|k| k >= floor);
+        }
+        let ready: Vec<u64> = self
+            .wants
+            .iter()
+            .filter(|(seq, w)| w.asked.is_none() && self.ready_at(**seq, w) <= now)
+            .map(|(&seq, _)| seq)
+            .collect();
+        let mut batches: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+        for seq in ready {
+            let Some(idx) = self.pick_source(now, seq) else { continue };
+            let n = &mut self.neighbours[idx];
+            n.requests_out += 1;
+            let expires = now + self.cfg.request_timeout;
+            if let Some(w) = self.wants.get_mut(&seq) {
+                w.asked = Some((n.node, expires));
+            }
+            batches.entry(n.node).or_default().push(seq);
+        }
+        for (node, seqs) in batches {
+            for chunk in seqs.chunks(MAX_REQUEST_SEQS) {
+                self.stats.requests_sent += chunk.len() as u64;
+                self.send(node, Message::Request { seqs: chunk.to_vec() });
+            }
+        }
+    }
+
+    /// The neighbour to pull `seq` from: one that holds it (it said so) or very
+    /// likely does (it forwards that substream and its usual latency has passed), has
+    /// request budget, and costs least.
+    fn pick_source(&self, now: Micros, seq: u64) -> Option<usize> {
+        let seed_ok = self.seed_allowed(now, seq);
+        let s = self.substream(seq);
+        let age = self.estimate_ts(seq).map(|ts| now.saturating_sub(ts));
+        self.neighbours
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.hello.is_some()
+                    && n.requests_out < self.cfg.max_requests_per_neighbour
+                    && !n.lacks.contains(seq)
+                    && (seed_ok || !n.is_seed())
+                    && (n.have.contains(seq) || likely_has(n, s, age))
+            })
+            .min_by_key(|(_, n)| {
+                let seed = if n.is_seed() { self.cfg.seed_parent_penalty } else { 0 };
+                let unsure = if n.have.contains(seq) { 0 } else { 50 * MS };
+                let cost = n.rtt.unwrap_or(200 * MS)
+                    + seed
+                    + unsure
+                    + u64::from(n.requests_out) * 50 * MS
+                    + u64::from(n.failures) * 100 * MS;
+                (cost, n.node)
+            })
+            .map(|(i, _)| i)
+    }
+}
+
+/// A neighbour fed with substream `s` whose usual latency is below the piece's age.
+fn likely_has(n: &Neighbour, s: usize, age: Option<Micros>) -> bool {
+    let Some(age) = age else { return false };
+    n.is_seed() || n.latency(s).is_some_and(|l| l < age)
+}

@@ -1,0 +1,289 @@
+//! The push trees: who feeds us each substream, whom we feed, and what we advertise.
+
+use crate::wire::{Message, Role, Status};
+
+use super::neighbour::Neighbour;
+use super::{Branch, MAX_DEPTH, MS, Micros, NodeId, Peer, Reject};
+use crate::wire::GoodbyeReason;
+
+impl Peer {
+    /// A neighbour asks us to push `mask` (its complete wish: it replaces the last).
+    pub(super) fn on_subscribe(&mut self, idx: usize, mask: u64) {
+        let n_sub = self.cfg.n_substreams as u32;
+        if n_sub < 64 && mask >> n_sub != 0 {
+            return self.misbehaved(idx, Reject::Protocol("subscribe to unknown substream"), GoodbyeReason::Malformed);
+        }
+        let node = self.neighbours[idx].node;
+        let kept = self.neighbours[idx].children & mask;
+        self.neighbours[idx].children = kept;
+        let mut accepted = kept;
+        for s in 0..n_sub as usize {
+            let bit = 1u64 << s;
+            if mask & bit == 0 || kept & bit != 0 || !self.can_forward(s) {
+                continue;
+            }
+            // Never feed our own parent: the tree would loop.
+            if self.neighbour_idx(node).is_some_and(|i| self.neighbours[i].parents & bit != 0) {
+                continue;
+            }
+            if self.has_room(s) || self.displace_for(s, node) {
+                accepted |= bit;
+                if let Some(i) = self.neighbour_idx(node) {
+                    self.neighbours[i].children |= bit;
+                }
+            }
+        }
+        self.send(node, Message::SubscribeReply { accepted });
+        self.status_dirty = true;
+    }
+
+    /// `accepted` is the complete set `idx` now pushes to us (an answer to our
+    /// `Subscribe`, or unasked when it displaced us).
+    pub(super) fn on_subscribe_reply(&mut self, now: Micros, idx: usize, accepted: u64) {
+        let node = self.neighbours[idx].node;
+        let wanted = self.neighbours[idx].parents | self.neighbours[idx].asked;
+        self.neighbours[idx].asked = 0;
+        for s in 0..self.branches.len() {
+            let bit = 1u64 << s;
+            if wanted & bit == 0 {
+                continue;
+            }
+            if accepted & bit != 0 {
+                self.neighbours[idx].parents |= bit;
+                let old = self.branches[s].parent;
+                if old != Some(node) {
+                    self.branches[s] = Branch {
+                        parent: Some(node),
+                        parent_since: now,
+                        parent_last_piece: now,
+                        ..self.branches[s].clone()
+                    };
+                    if let Some(old) = old {
+                        self.stats.parents_switched += 1;
+                        self.unsubscribe(old, s);
+                    }
+                }
+            } else {
+                let n = &mut self.neighbours[idx];
+                n.parents &= !bit;
+                n.failures += 1;
+                if self.branches[s].parent == Some(node) {
+                    self.branches[s].parent = None;
+                }
+            }
+        }
+        self.recompute_depth();
+    }
+
+    /// Per substream: drop a parent that stalled or lost its path; subscribe where we
+    /// have no parent; ask a clearly better one where we have.
+    pub(super) fn choose_parents(&mut self, now: Micros) {
+        let n_sub = self.branches.len();
+        for s in 0..n_sub {
+            let Some(p) = self.branches[s].parent else { continue };
+            let b = &self.branches[s];
+            let stalled = now.saturating_sub(b.parent_since) > self.cfg.parent_stall
+                && now.saturating_sub(b.parent_last_piece) > self.cfg.parent_stall
+                && now.saturating_sub(self.last_accept) < self.cfg.parent_stall;
+            let lost = self.neighbour_idx(p).is_none_or(|i| self.neighbours[i].depth(s) >= MAX_DEPTH);
+            if stalled || lost {
+                if stalled {
+                    self.stats.parents_stalled += 1;
+                    if let Some(i) = self.neighbour_idx(p) {
+                        self.neighbours[i].failures += 1;
+                    }
+                }
+                self.branches[s].parent = None;
+                self.unsubscribe(p, s);
+            }
+        }
+        let mut asks: Vec<(NodeId, u64)> = Vec::new();
+        for s in 0..n_sub {
+            let bit = 1u64 << s;
+            if self.neighbours.iter().any(|n| n.asked & bit != 0) {
+                continue; // an answer is pending
+            }
+            let current = self.branches[s].parent;
+            if current.is_some() && now.saturating_sub(self.branches[s].parent_since) < self.cfg.switch_hold {
+                continue;
+            }
+            let Some((best, predicted)) = self.best_parent(s) else { continue };
+            if let Some(p) = current {
+                let current_cost =
+                    self.neighbour_idx(p).map_or(u64::MAX, |i| self.predict(&self.neighbours[i], s, true));
+                if p == best || predicted + self.cfg.switch_gain >= current_cost {
+                    continue;
+                }
+            }
+            match asks.iter_mut().find(|(n, _)| *n == best) {
+                Some((_, bits)) => *bits |= bit,
+                None => asks.push((best, bit)),
+            }
+        }
+        for (node, bits) in asks {
+            if let Some(i) = self.neighbour_idx(node) {
+                let n = &mut self.neighbours[i];
+                n.asked |= bits;
+                let mask = n.parents | n.asked;
+                self.send(node, Message::Subscribe { substreams: mask });
+            }
+        }
+        self.recompute_depth();
+    }
+
+    /// The neighbour predicted to deliver substream `s` soonest, among those that
+    /// forward it and would take us.
+    fn best_parent(&self, s: usize) -> Option<(NodeId, Micros)> {
+        let bit = 1u64 << s;
+        let mine = self.own_credit(s);
+        self.neighbours
+            .iter()
+            .filter(|n| {
+                let Some(st) = &n.status else { return false };
+                let room = st.free_slots > 0 || (st.children > 0 && mine > 0 && mine >= 2 * st.min_child_kbps);
+                n.forwards(s)
+                    && n.children & bit == 0
+                    && n.parents & bit == 0
+                    && n.depth(s) < MAX_DEPTH
+                    && n.failures < 3
+                    && room
+            })
+            .map(|n| (n.node, self.predict(n, s, false)))
+            .min_by_key(|&(node, cost)| (cost, node))
+    }
+
+    /// When a piece of substream `s` would reach us through `n`, after ingest: its own
+    /// latency, our place in its fan-out, half an RTT; a seed costs extra.
+    fn predict(&self, n: &Neighbour, s: usize, already_child: bool) -> Micros {
+        let own = n.latency(s).unwrap_or(u64::from(n.depth(s)) * 100 * MS);
+        let children = u64::from(n.status.as_ref().map_or(0, |st| st.children)) + u64::from(!already_child);
+        let fan_out = children * self.hop_time(n) / 2 + self.hop_time(n) / 2;
+        let seed = if n.is_seed() { self.cfg.seed_parent_penalty } else { 0 };
+        own + fan_out + n.rtt.unwrap_or(200 * MS) / 2 + seed
+    }
+
+    fn unsubscribe(&mut self, node: NodeId, s: usize) {
+        if let Some(i) = self.neighbour_idx(node) {
+            let n = &mut self.neighbours[i];
+            n.parents &= !(1 << s);
+            n.asked &= !(1 << s);
+            let mask = n.parents | n.asked;
+            self.send(node, Message::Subscribe { substreams: mask });
+        }
+    }
+
+    /// Whether we push substream `s` at all: a seed pushes every substream, a viewer
+    /// only its club's, and only while it has a feed.
+    fn can_forward(&self, s: usize) -> bool {
+        let fed = self.branches[s].depth < MAX_DEPTH;
+        match self.cfg.role {
+            Role::Seed => true,
+            Role::Viewer => s == self.club && fed && self.cfg.child_slots() > 0,
+        }
+    }
+
+    /// Room for one more child of substream `s`. A seed spreads its slots evenly over
+    /// the substreams; a viewer's all go to its club.
+    fn has_room(&self, s: usize) -> bool {
+        let slots = self.cfg.child_slots();
+        match self.cfg.role {
+            Role::Seed => {
+                let per = slots.div_ceil(u32::from(self.cfg.n_substreams));
+                let used = self.neighbours.iter().filter(|n| n.children & (1 << s) != 0).count() as u32;
+                used < per
+            }
+            Role::Viewer => self.children_total() < slots,
+        }
+    }
+
+    /// What a child of substream `s` is worth as an inner node of its tree: its upload
+    /// if it forwards `s` (its club, with upload to spare), else 0 — a leaf.
+    fn credit(&self, n: &Neighbour, s: usize) -> u32 {
+        let kbps = n.upload_kbps();
+        if n.forwards(s) && kbps >= self.cfg.stream_kbps { kbps } else { 0 }
+    }
+
+    /// The same for ourselves, as a subscriber to substream `s`.
+    fn own_credit(&self, s: usize) -> u32 {
+        if s == self.club && self.cfg.child_slots() > 0 { self.cfg.upload_kbps } else { 0 }
+    }
+
+    /// Makes room on a full substream `s` for `node` by displacing the child worth
+    /// least as an inner node, if `node` is worth at least twice as much: forwarders
+    /// with much upload belong near the root, leaves at the bottom.
+    fn displace_for(&mut self, s: usize, node: NodeId) -> bool {
+        let bit = 1u64 << s;
+        let Some(newcomer) = self.neighbour_idx(node).map(|i| self.credit(&self.neighbours[i], s)) else {
+            return false;
+        };
+        let weakest = self
+            .neighbours
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.children & bit != 0 && n.node != node)
+            .map(|(i, n)| (i, self.credit(n, s), n.node))
+            .min_by_key(|&(_, credit, node)| (credit, node))
+            .map(|(i, credit, _)| (i, credit));
+        let Some((i, kbps)) = weakest else { return false };
+        if newcomer == 0 || u64::from(newcomer) < 2 * u64::from(kbps) {
+            return false;
+        }
+        let n = &mut self.neighbours[i];
+        n.children &= !bit;
+        let (victim, accepted) = (n.node, n.children);
+        self.stats.children_displaced += 1;
+        self.send(victim, Message::SubscribeReply { accepted });
+        true
+    }
+
+    fn children_total(&self) -> u32 {
+        self.neighbours.iter().map(|n| n.children.count_ones()).sum()
+    }
+
+    pub(super) fn recompute_depth(&mut self) {
+        if self.cfg.role == Role::Seed {
+            return;
+        }
+        for s in 0..self.branches.len() {
+            let d = self.branches[s]
+                .parent
+                .and_then(|p| self.neighbour_idx(p))
+                .filter(|&i| self.neighbours[i].parents & (1 << s) != 0)
+                .map(|i| self.neighbours[i].depth(s))
+                .filter(|&d| d < MAX_DEPTH)
+                .map_or(Status::NO_PATH, |d| d + 1);
+            if self.branches[s].depth != d {
+                self.branches[s].depth = d;
+                self.status_dirty = true;
+            }
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let used = self.children_total();
+        let free = self.cfg.child_slots().saturating_sub(used);
+        let min_child_kbps = self
+            .neighbours
+            .iter()
+            .filter(|n| n.children != 0)
+            .flat_map(|n| (0..self.branches.len()).filter(|s| n.children & (1 << s) != 0).map(|s| self.credit(n, s)))
+            .min()
+            .unwrap_or(0);
+        Status {
+            free_slots: u16::try_from(free).unwrap_or(u16::MAX),
+            children: u16::try_from(used).unwrap_or(u16::MAX),
+            min_child_kbps,
+            segment_start: self.latest_segment_start,
+            depth: self.branches.iter().map(|b| b.depth).collect(),
+            latency_ms: self
+                .branches
+                .iter()
+                .map(|b| match (b.latency, self.cfg.role) {
+                    (_, Role::Seed) => 0,
+                    (Some(e), _) => u16::try_from(e.mean as u64 / 1_000).unwrap_or(Status::NO_LATENCY - 1),
+                    (None, _) => Status::NO_LATENCY,
+                })
+                .collect(),
+        }
+    }
+}
