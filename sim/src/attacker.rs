@@ -72,6 +72,7 @@ impl Attacker {
             free_slots: 64,
             children: 0,
             min_child_kbps: 0,
+            busy_ms: 0,
             segment_start: self.newest,
             depth: vec![if self.claims_seed { 0 } else { 1 }; n],
             latency_ms: vec![1; n],

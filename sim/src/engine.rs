@@ -175,6 +175,7 @@ pub(crate) struct Engine<'a> {
     rejected: u64,
     events: u64,
     progress: Option<&'a mut dyn FnMut(Micros, u64)>,
+    trace: Option<u32>,
 }
 
 impl<'a> Engine<'a> {
@@ -201,6 +202,7 @@ impl<'a> Engine<'a> {
             rejected: 0,
             events: 0,
             progress,
+            trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
         }
     }
 
@@ -261,6 +263,24 @@ impl<'a> Engine<'a> {
                 }
             }
             eprintln!("(has_parent, forwarders, with_free, reachable) -> count: {hist:?}");
+            let mut slow: Vec<(u64, u64, bool, usize, usize)> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.kind == Kind::Viewer)
+                .filter_map(|(i, n)| {
+                    let nb = match &n.agent {
+                        Agent::Peer(p) => p.n_neighbours(),
+                        Agent::Attacker(_) => 0,
+                    };
+                    n.started_at.map(|t| ((t - n.joined_at) / 1000, n.joined_at / 1000, n.reachable, nb, i))
+                })
+                .collect();
+            slow.sort_unstable();
+            eprintln!(
+                "slowest startups (ms, joined at ms, reachable, neighbours): {:?}",
+                &slow[slow.len().saturating_sub(15)..]
+            );
         }
         Outcome {
             nodes: self.nodes,
@@ -372,6 +392,16 @@ impl<'a> Engine<'a> {
             Ev::Deliver { to, from, epoch, msg } => {
                 if !self.nodes[to as usize].alive || !self.conn_open_at(to, from, epoch) {
                     return;
+                }
+                if self.trace == Some(to) || self.trace == Some(from) {
+                    let desc = match &msg {
+                        Message::Piece(p) => format!("piece {} flags {:?}", p.seq(), p.flags()),
+                        Message::Status(st) => {
+                            format!("status seg {:?} free {} depth {:?}", st.segment_start, st.free_slots, st.depth)
+                        }
+                        other => format!("{other:?}").chars().take(120).collect(),
+                    };
+                    eprintln!("{:>8.3} {from}->{to} {desc}", self.now as f64 / 1e6);
                 }
                 let size = msg.encoded_len() as u64;
                 let node = &mut self.nodes[to as usize];
@@ -575,10 +605,20 @@ impl<'a> Engine<'a> {
         // What a tracker answers: a random sample of reachable peers, with their ids.
         let want = 3 * self.sc.viewer_neighbours as usize;
         let mut picked: Vec<Candidate> = Vec::with_capacity(want);
+        // Two seeds in every answer, as the tracker's peer list mixes them in.
+        let seeds: Vec<u32> = (0..self.sc.seeds).filter(|&i| self.nodes[i as usize].alive).collect();
+        for _ in 0..2.min(seeds.len()) {
+            let c = seeds[self.rng.below(seeds.len() as u64) as usize];
+            let cand = Candidate { node: NodeId(u64::from(c)), peer_id: self.nodes[c as usize].peer_id, seed: true };
+            if !picked.contains(&cand) {
+                picked.push(cand);
+            }
+        }
         if !self.reachable.is_empty() {
             for _ in 0..want * 2 {
                 let c = self.reachable[self.rng.below(self.reachable.len() as u64) as usize];
-                let cand = Candidate { node: NodeId(u64::from(c)), peer_id: self.nodes[c as usize].peer_id };
+                let seed = self.nodes[c as usize].kind == Kind::Seed;
+                let cand = Candidate { node: NodeId(u64::from(c)), peer_id: self.nodes[c as usize].peer_id, seed };
                 if c != node && !picked.contains(&cand) {
                     picked.push(cand);
                 }

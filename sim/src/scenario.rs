@@ -129,7 +129,7 @@ impl Scenario {
             join_spread_ms: 5_000,
             n_substreams: 4,
             seed_child_slots: 16,
-            seed_max_neighbours: 64,
+            seed_max_neighbours: 400,
             viewer_neighbours: 12,
             drain_ms: 3_000,
         }

@@ -123,6 +123,9 @@ pub struct Status {
     /// it forwards what it receives, 0 for a leaf (and 0 with no children). A subscriber
     /// that forwards, with at least twice this, may displace that child.
     pub min_child_kbps: u32,
+    /// How long its uplink needs to send what it has queued, ms: requests to a busy
+    /// peer wait that long.
+    pub busy_ms: u16,
     /// Newest segment start (keyframe piece) it holds.
     pub segment_start: Option<u64>,
     /// Per substream: distance in hops from a seed (`0` for a seed, [`Status::NO_PATH`]
@@ -167,6 +170,11 @@ pub enum Message {
     },
     Piece(Piece),
     /// The sender can't serve a requested piece.
+    /// The sender holds the requested piece but could not send it in time; ask
+    /// elsewhere (the sender is not to be asked again for a moment).
+    Busy {
+        seq: u64,
+    },
     DontHave {
         seq: u64,
     },
@@ -226,6 +234,7 @@ mod kind {
     pub const PONG: u8 = 0x0b;
     pub const GOODBYE: u8 = 0x0c;
     pub const FRAGMENT: u8 = 0x0d;
+    pub const BUSY: u8 = 0x0e;
 }
 
 const HELLO_LEN: usize = 2 + 32 + 8 + 1 + 1 + 1 + 4;
@@ -243,6 +252,7 @@ impl Message {
             Message::Request { .. } => "request",
             Message::Piece(_) => "piece",
             Message::DontHave { .. } => "dont_have",
+            Message::Busy { .. } => "busy",
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
             Message::Goodbye { .. } => "goodbye",
@@ -252,7 +262,7 @@ impl Message {
     fn body_len(&self) -> usize {
         match self {
             Message::Hello(_) => HELLO_LEN,
-            Message::Status(s) => 17 + 3 * s.depth.len(),
+            Message::Status(s) => 19 + 3 * s.depth.len(),
             Message::HaveMap { bits, .. } => 9 + 8 * bits.len(),
             Message::Request { seqs } => 1 + 8 * seqs.len(),
             Message::Piece(p) => p.encoded_len(),
@@ -261,6 +271,7 @@ impl Message {
             | Message::Subscribe { .. }
             | Message::SubscribeReply { .. }
             | Message::DontHave { .. }
+            | Message::Busy { .. }
             | Message::Ping { .. }
             | Message::Pong { .. } => 8,
         }
@@ -295,6 +306,7 @@ impl Message {
                 out.extend_from_slice(&s.free_slots.to_be_bytes());
                 out.extend_from_slice(&s.children.to_be_bytes());
                 out.extend_from_slice(&s.min_child_kbps.to_be_bytes());
+                out.extend_from_slice(&s.busy_ms.to_be_bytes());
                 out.extend_from_slice(&s.segment_start.unwrap_or(u64::MAX).to_be_bytes());
                 out.push(s.depth.len() as u8);
                 out.extend_from_slice(&s.depth);
@@ -323,6 +335,7 @@ impl Message {
                 p.encode(out);
             }
             Message::DontHave { seq } => put_u64(out, kind::DONT_HAVE, *seq),
+            Message::Busy { seq } => put_u64(out, kind::BUSY, *seq),
             Message::Ping { nonce } => put_u64(out, kind::PING, *nonce),
             Message::Pong { nonce } => put_u64(out, kind::PONG, *nonce),
             Message::Goodbye { reason } => {
@@ -383,16 +396,25 @@ impl Message {
                 })
             }
             kind::STATUS => {
-                r.need(16)?;
+                r.need(18)?;
                 let free_slots = r.buf.get_u16();
                 let children = r.buf.get_u16();
                 let min_child_kbps = r.buf.get_u32();
+                let busy_ms = r.buf.get_u16();
                 let segment_start = Some(r.buf.get_u64()).filter(|&s| s != u64::MAX);
                 let n = r.count(MAX_SUBSTREAMS, "status depth entries")?;
                 r.need(3 * n)?;
                 let depth = r.buf.split_to(n).to_vec();
                 let latency_ms = (0..n).map(|_| r.buf.get_u16()).collect();
-                Message::Status(Status { free_slots, children, min_child_kbps, segment_start, depth, latency_ms })
+                Message::Status(Status {
+                    free_slots,
+                    children,
+                    min_child_kbps,
+                    busy_ms,
+                    segment_start,
+                    depth,
+                    latency_ms,
+                })
             }
             kind::HAVE => Message::Have { seq: r.u64()? },
             kind::HAVE_MAP => {
@@ -413,6 +435,7 @@ impl Message {
                 Message::Piece(piece)
             }
             kind::DONT_HAVE => Message::DontHave { seq: r.u64()? },
+            kind::BUSY => Message::Busy { seq: r.u64()? },
             kind::PING => Message::Ping { nonce: r.u64()? },
             kind::PONG => Message::Pong { nonce: r.u64()? },
             kind::GOODBYE => {
@@ -447,6 +470,7 @@ fn kind_name(k: u8) -> Result<&'static str, WireError> {
         kind::PONG => "pong",
         kind::GOODBYE => "goodbye",
         kind::FRAGMENT => "fragment",
+        kind::BUSY => "busy",
         other => return Err(WireError::UnknownKind(other)),
     })
 }
@@ -677,6 +701,7 @@ impl PartialEq for Message {
             (M::Request { seqs: a }, M::Request { seqs: b }) => a == b,
             (M::Piece(a), M::Piece(b)) => a.same_bytes(b),
             (M::DontHave { seq: a }, M::DontHave { seq: b }) => a == b,
+            (M::Busy { seq: a }, M::Busy { seq: b }) => a == b,
             (M::Ping { nonce: a }, M::Ping { nonce: b }) => a == b,
             (M::Pong { nonce: a }, M::Pong { nonce: b }) => a == b,
             (M::Goodbye { reason: a }, M::Goodbye { reason: b }) => a == b,
@@ -712,13 +737,21 @@ mod tests {
                     })
                 }),
             (
-                (any::<u16>(), any::<u16>(), any::<u32>()),
+                (any::<u16>(), any::<u16>(), any::<u32>(), any::<u16>()),
                 proptest::option::of(0..u64::MAX),
                 proptest::collection::vec((any::<u8>(), any::<u16>()), 0..=MAX_SUBSTREAMS)
             )
-                .prop_map(|((free_slots, children, min_child_kbps), segment_start, subs)| {
+                .prop_map(|((free_slots, children, min_child_kbps, busy_ms), segment_start, subs)| {
                     let (depth, latency_ms) = subs.into_iter().unzip();
-                    Message::Status(Status { free_slots, children, min_child_kbps, segment_start, depth, latency_ms })
+                    Message::Status(Status {
+                        free_slots,
+                        children,
+                        min_child_kbps,
+                        busy_ms,
+                        segment_start,
+                        depth,
+                        latency_ms,
+                    })
                 }),
             any::<u64>().prop_map(|seq| Message::Have { seq }),
             (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..=MAX_HAVE_WORDS))
@@ -728,6 +761,7 @@ mod tests {
             proptest::collection::vec(any::<u64>(), 0..=MAX_REQUEST_SEQS).prop_map(|seqs| Message::Request { seqs }),
             (1usize..40).prop_map(|n| Message::Piece(sample_piece(n))),
             any::<u64>().prop_map(|seq| Message::DontHave { seq }),
+            any::<u64>().prop_map(|seq| Message::Busy { seq }),
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
             any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
             any::<u8>().prop_map(|c| Message::Goodbye { reason: GoodbyeReason::from_code(c) }),

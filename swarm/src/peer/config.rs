@@ -101,7 +101,7 @@ impl PeerConfig {
             max_piece_age: 60 * SECOND,
             playout_delay: 1_500 * MS,
             target_neighbours: 12,
-            max_neighbours: 32,
+            max_neighbours: 48,
             min_per_club: 2,
             repair_wait: 400 * MS,
             repair_wait_min: 30 * MS,

@@ -56,6 +56,8 @@ pub struct NodeId(pub u64);
 pub struct Candidate {
     pub node: NodeId,
     pub peer_id: PeerId,
+    /// A registered seed node.
+    pub seed: bool,
 }
 
 /// Why something a neighbour sent was refused. Counted in [`PeerStats`].
@@ -125,6 +127,7 @@ pub struct PeerStats {
     pub requests_sent: u64,
     pub requests_timed_out: u64,
     pub dont_have_sent: u64,
+    pub busy_sent: u64,
     pub played: u64,
     pub skipped: u64,
     pub neighbours_dropped: u64,
@@ -366,11 +369,25 @@ impl Peer {
         let mut per_club = self.club_counts();
         let needy = self.needy_clubs();
         let n = self.cfg.n_substreams;
+        // A viewer keeps one seed among its neighbours: the source of last resort for a
+        // piece about to miss its deadline, and of the first piece when joining.
+        let seeds_known = self.neighbours.iter().filter(|n| n.is_seed()).count()
+            + self.connecting.keys().filter(|node| candidates.iter().any(|c| c.seed && c.node == **node)).count();
+        let mut want_seed = self.cfg.role == Role::Viewer && seeds_known == 0;
         fresh.sort_by_key(|c| {
             let club = club_of(c.peer_id, n);
-            (!needy.contains(&club), per_club[club])
+            (!(c.seed && want_seed), !needy.contains(&club), per_club[club])
         });
         for c in fresh {
+            if c.seed {
+                if !want_seed {
+                    continue;
+                }
+                want_seed = false;
+                self.connecting.insert(c.node, (now, club_of(c.peer_id, n)));
+                self.events.push_back(Event::Connect(c.node));
+                continue;
+            }
             let club = club_of(c.peer_id, n);
             let total = self.neighbours.len() + self.connecting.len();
             let connecting_to_club = self.connecting.values().filter(|(_, cl)| *cl == club).count();
@@ -407,7 +424,7 @@ impl Peer {
         }
         match msg {
             Message::Hello(_) => self.misbehaved(idx, Reject::Protocol("second hello"), GoodbyeReason::Malformed),
-            Message::Status(st) => self.on_status(idx, st),
+            Message::Status(st) => self.on_status(now, idx, st),
             Message::Have { seq } => self.on_have(now, idx, seq),
             Message::HaveMap { base, bits } => {
                 for (w, word) in bits.iter().enumerate() {
@@ -427,6 +444,7 @@ impl Peer {
             Message::Request { seqs } => self.on_request(idx, &seqs),
             Message::Piece(piece) => self.on_piece(now, idx, piece),
             Message::DontHave { seq } => self.on_dont_have(idx, seq),
+            Message::Busy { seq } => self.on_busy(now, idx, seq),
             Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
             Message::Pong { nonce } => {
                 let n = &mut self.neighbours[idx];
@@ -557,7 +575,7 @@ impl Peer {
         }
     }
 
-    fn on_status(&mut self, idx: usize, st: Status) {
+    fn on_status(&mut self, now: Micros, idx: usize, st: Status) {
         let n = self.cfg.n_substreams as usize;
         if st.depth.len() != n || st.latency_ms.len() != n {
             return self.misbehaved(
@@ -572,6 +590,12 @@ impl Peer {
             && self.acceptable_seq(s)
         {
             self.playout.target = Some(self.playout.target.map_or(s, |t| t.max(s)));
+            // Everything from the start point to what we hold exists.
+            if let Some(newest) = self.newest {
+                for seq in s..=newest.min(s.saturating_add(self.cfg.window_pieces)) {
+                    self.add_want(now, seq);
+                }
+            }
         }
         self.neighbours[idx].status = Some(st);
     }
@@ -591,19 +615,23 @@ impl Peer {
     fn on_request(&mut self, idx: usize, seqs: &[u64]) {
         let node = self.neighbours[idx].node;
         for &seq in seqs {
-            let busy = self.backlog() > self.cfg.max_response_backlog;
-            let n = &mut self.neighbours[idx];
-            if !busy
-                && let Some(piece) = self.window.get(&seq)
-                && n.responses_queued < self.cfg.max_queued_responses
-            {
-                n.responses_queued += 1;
-                let bytes = piece.encoded_len() as u32;
-                self.data_bytes += u64::from(bytes);
-                self.data.push_back((node, seq, Queued::Response, bytes));
-            } else {
-                self.stats.dont_have_sent += 1;
-                self.send(node, Message::DontHave { seq });
+            let busy = self.backlog() > self.cfg.max_response_backlog
+                || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
+            match self.window.get(&seq) {
+                Some(piece) if !busy => {
+                    self.neighbours[idx].responses_queued += 1;
+                    let bytes = piece.encoded_len() as u32;
+                    self.data_bytes += u64::from(bytes);
+                    self.data.push_back((node, seq, Queued::Response, bytes));
+                }
+                Some(_) => {
+                    self.stats.busy_sent += 1;
+                    self.send(node, Message::Busy { seq });
+                }
+                None => {
+                    self.stats.dont_have_sent += 1;
+                    self.send(node, Message::DontHave { seq });
+                }
             }
         }
     }
@@ -687,8 +715,10 @@ impl Peer {
                 self.playout.target = Some(self.playout.target.map_or(seq, |t| t.max(seq)));
             }
         }
-        // Pieces between the previous newest and this one exist and are missing.
-        if let Some(prev) = self.newest
+        // Pieces between the previous newest (or, for a joiner, its start point) and
+        // this one exist and are missing.
+        let known = self.newest.or(self.playout.target.and_then(|t| t.checked_sub(1)));
+        if let Some(prev) = known
             && seq > prev + 1
         {
             let from_seq = (prev + 1).max(seq.saturating_sub(self.cfg.window_pieces));
@@ -852,10 +882,10 @@ impl Peer {
     /// viewer that has been of no use either way for longest, so the neighbourhood
     /// keeps improving. Seeds, tree partners and a club's last members are kept.
     fn replace_useless(&mut self, now: Micros) {
-        if self.cfg.role != Role::Viewer
-            || self.neighbours.len() < self.cfg.target_neighbours
-            || now.saturating_sub(self.last_replace) < 5 * SECOND
-        {
+        if self.cfg.role == Role::Seed {
+            return self.shed_idle_viewers(now);
+        }
+        if self.neighbours.len() < self.cfg.target_neighbours || now.saturating_sub(self.last_replace) < 5 * SECOND {
             return;
         }
         let counts = self.club_counts();
@@ -876,6 +906,23 @@ impl Peer {
             .map(|(i, _)| i);
         if let Some(idx) = worst {
             self.last_replace = now;
+            self.stats.neighbours_dropped += 1;
+            self.close(idx, Some(GoodbyeReason::Replaced));
+        }
+    }
+
+    /// A seed near its connection limit closes connections of viewers that are not
+    /// its children and asked nothing for a while, to keep room for joiners.
+    fn shed_idle_viewers(&mut self, now: Micros) {
+        if self.neighbours.len() * 4 < self.cfg.max_neighbours * 3 {
+            return;
+        }
+        let idle = self.neighbours.iter().position(|n| {
+            n.children == 0
+                && now.saturating_sub(n.connected_at) >= self.cfg.useless_after
+                && now.saturating_sub(n.last_useful) >= self.cfg.useless_after
+        });
+        if let Some(idx) = idle {
             self.stats.neighbours_dropped += 1;
             self.close(idx, Some(GoodbyeReason::Replaced));
         }

@@ -30,6 +30,8 @@ pub(super) struct Neighbour {
     pub(super) requests_out: u32,
     pub(super) responses_queued: u32,
     pub(super) failures: u32,
+    /// It answered `Busy`: not asked again before this.
+    pub(super) busy_until: Micros,
     pub(super) connected_at: Micros,
     /// Last time it gave us a new piece, or took pieces from us.
     pub(super) last_useful: Micros,
@@ -54,9 +56,15 @@ impl Neighbour {
             requests_out: 0,
             responses_queued: 0,
             failures: 0,
+            busy_until: 0,
             connected_at: now,
             last_useful: now,
         }
+    }
+
+    /// Its uplink backlog as it last reported it, µs.
+    pub(super) fn busy(&self) -> Micros {
+        self.status.as_ref().map_or(0, |st| u64::from(st.busy_ms) * 1_000)
     }
 
     pub(super) fn is_seed(&self) -> bool {

@@ -14,6 +14,11 @@ use super::{MS, Micros, NodeId, Peer, Want};
 
 /// How soon a want that found no neighbour to ask is tried again.
 const REQUEST_RETRY: Micros = 20 * MS;
+/// How long a neighbour that answered `Busy` is left alone, at least.
+const BUSY_BACKOFF: Micros = 200 * MS;
+/// Before playback starts, only the start point and the few pieces after it are
+/// asked for, so that the one piece startup waits for is not queued behind the rest.
+const STARTUP_PIECES: u64 = 4;
 
 impl Peer {
     /// Lowest seq a viewer still wants.
@@ -53,6 +58,20 @@ impl Peer {
         let n = &mut self.neighbours[idx];
         n.have.remove(seq);
         n.lacks.insert(seq);
+        if let Some(w) = self.wants.get_mut(&seq)
+            && w.asked.is_some_and(|(asked, _)| asked == node)
+        {
+            w.asked = None;
+            n.requests_out = n.requests_out.saturating_sub(1);
+        }
+    }
+
+    /// `idx` holds `seq` but its uplink is full: ask elsewhere, and not it for a while.
+    pub(super) fn on_busy(&mut self, now: Micros, idx: usize, seq: u64) {
+        let node = self.neighbours[idx].node;
+        let n = &mut self.neighbours[idx];
+        n.have.insert(seq);
+        n.busy_until = now + BUSY_BACKOFF.max(n.busy());
         if let Some(w) = self.wants.get_mut(&seq)
             && w.asked.is_some_and(|(asked, _)| asked == node)
         {
@@ -148,9 +167,13 @@ impl Peer {
         if let Some(floor) = self.want_floor() {
             self.retain_wants(|k| k >= floor);
         }
+        let startup_limit = match (self.playout.cursor, self.playout.target) {
+            (None, Some(target)) => target + STARTUP_PIECES,
+            _ => u64::MAX,
+        };
         let ready: Vec<u64> = self
             .wants
-            .iter()
+            .range(..startup_limit)
             .filter(|(seq, w)| w.asked.is_none() && self.ready_at(**seq, w) <= now)
             .map(|(&seq, _)| seq)
             .collect();
@@ -185,15 +208,18 @@ impl Peer {
             .enumerate()
             .filter(|(_, n)| {
                 n.hello.is_some()
+                    && n.busy_until <= now
                     && n.requests_out < self.cfg.max_requests_per_neighbour
                     && !n.lacks.contains(seq)
                     && (seed_ok || !n.is_seed())
                     && (n.have.contains(seq) || likely_has(n, s, age))
             })
             .min_by_key(|(_, n)| {
-                let seed = if n.is_seed() { self.cfg.seed_parent_penalty } else { 0 };
+                // Before playback starts a seed is the fastest start; after, the last resort.
+                let seed = if n.is_seed() && self.playout.cursor.is_some() { self.cfg.seed_parent_penalty } else { 0 };
                 let unsure = if n.have.contains(seq) { 0 } else { 50 * MS };
                 let cost = n.rtt.unwrap_or(200 * MS)
+                    + n.busy()
                     + seed
                     + unsure
                     + u64::from(n.requests_out) * 50 * MS

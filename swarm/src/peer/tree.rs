@@ -273,6 +273,7 @@ impl Peer {
             free_slots: u16::try_from(free).unwrap_or(u16::MAX),
             children: u16::try_from(used).unwrap_or(u16::MAX),
             min_child_kbps,
+            busy_ms: u16::try_from(self.backlog() / 1_000).unwrap_or(u16::MAX),
             segment_start: self.latest_segment_start,
             depth: self.branches.iter().map(|b| b.depth).collect(),
             latency_ms: self
