@@ -1,5 +1,5 @@
 //! `shoal`: one binary for every Shoal service. Subcommands arrive with their issues;
-//! today: `sim`.
+//! today: `sim` and `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod sim_cmd;
 
 #[derive(Debug, Parser)]
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Simulate a channel's swarm with the real peer state machines (deterministic).
     Sim(sim_cmd::SimArgs),
+    /// Benchmarks: write JSON, print a table, assert nothing.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

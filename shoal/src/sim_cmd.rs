@@ -50,6 +50,16 @@ pub(crate) struct SimArgs {
     /// Print the resolved scenario as JSON and exit.
     #[arg(long)]
     print_scenario: bool,
+    /// Write SVG pictures here: latency CDF, seed egress over time (and, with
+    /// `--sweep`, seed egress against audience size).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
+    /// Run the scenario once per audience size and compare seed egress with a CDN's.
+    #[arg(long)]
+    sweep: bool,
+    /// Audience sizes of `--sweep`.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000,100000")]
+    sweep_viewers: Vec<u32>,
 }
 
 pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -58,6 +68,61 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&scenario)?);
         return Ok(());
     }
+    if let Some(dir) = &args.plot {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if args.sweep {
+        return sweep(&args, &scenario);
+    }
+    let report = simulate(&scenario)?;
+    print_table(&report);
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        crate::write_atomic(path, &json)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.plot {
+        write_svg(dir, "latency_cdf.svg", &sim::plot::latency_cdf(&report))?;
+        write_svg(dir, "seed_egress.svg", &sim::plot::seed_egress_over_time(&report))?;
+    }
+    Ok(())
+}
+
+fn sweep(args: &SimArgs, base: &Scenario) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for &viewers in &args.sweep_viewers {
+        let sc = Scenario { viewers, name: format!("{}@{viewers}", base.name), ..base.clone() };
+        eprintln!("sweep: {viewers} viewers");
+        let r = simulate(&sc)?;
+        print_table(&r);
+        println!();
+        runs.push(r);
+    }
+    println!("{:>9} {:>16} {:>16} {:>11} {:>10}", "viewers", "seed Mbit/s", "CDN Mbit/s", "seed share", "p99 ms");
+    for r in &runs {
+        let seed_mbps = r.seed_upload_bytes as f64 * 8.0 / 1e6 / f64::from(r.window_s.max(1));
+        let cdn_mbps = f64::from(r.viewers) * f64::from(r.bitrate_kbps) / 1e3;
+        println!("{:>9} {seed_mbps:>16.1} {cdn_mbps:>16.1} {:>11.4} {:>10}", r.viewers, r.seed_share, r.latency_ms.p99);
+    }
+    if let Some(path) = &args.json {
+        crate::write_atomic(path, &serde_json::to_vec_pretty(&runs)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.plot {
+        write_svg(dir, "seed_egress_vs_viewers.svg", &sim::plot::seed_egress_vs_viewers(&runs))?;
+    }
+    Ok(())
+}
+
+fn write_svg(dir: &std::path::Path, name: &str, chart: &sim::plot::Chart) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, chart.to_svg()).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Runs one scenario with progress on stderr for runs longer than a few seconds.
+pub(crate) fn simulate(scenario: &Scenario) -> anyhow::Result<Report> {
     let started = Instant::now();
     let mut last = Instant::now();
     let end_us = scenario.end_ms() * 1000;
@@ -75,17 +140,10 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let report = sim::run(&scenario, Some(&mut progress)).map_err(anyhow::Error::msg)?;
-    print_table(&report);
-    if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report)?;
-        crate::write_atomic(path, &json)?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    sim::run(scenario, Some(&mut progress)).map_err(anyhow::Error::msg)
 }
 
-fn resolve(args: &SimArgs) -> anyhow::Result<Scenario> {
+pub(crate) fn resolve(args: &SimArgs) -> anyhow::Result<Scenario> {
     let Some(mut sc) = Scenario::by_name(&args.scenario) else {
         bail!("unknown scenario {:?}; known: {}", args.scenario, Scenario::NAMES.join(", "));
     };
@@ -111,7 +169,7 @@ fn resolve(args: &SimArgs) -> anyhow::Result<Scenario> {
     Ok(sc)
 }
 
-fn print_table(r: &Report) {
+pub(crate) fn print_table(r: &Report) {
     let rows = [
         ("scenario", r.scenario.clone()),
         ("viewers / seeds / attackers", format!("{} / {} / {}", r.viewers, r.seeds, r.attackers)),
@@ -128,7 +186,7 @@ fn print_table(r: &Report) {
             format!("{} / {} ms ({} never started)", r.startup_ms.p50, r.startup_ms.p99, r.never_started),
         ),
         ("forged sent / accepted", format!("{} / {}", r.forged_pieces_sent, r.forged_pieces_accepted)),
-        ("events, wall", format!("{} in {:.2} s", r.events, r.wall_s)),
+        ("events, wall, peak memory", format!("{} in {:.2} s, {} MiB", r.events, r.wall_s, r.peak_rss_mib)),
     ];
     for (k, v) in rows {
         println!("{k:<34} {v}");

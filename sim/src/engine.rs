@@ -52,7 +52,6 @@ pub(crate) struct Node {
     pub(crate) alive: bool,
     reachable: bool,
     upload_bps: u64,
-    uplink_busy_until: Micros,
     uplink_pending: bool,
     last_delivery: Micros,
     timer_at: Micros,
@@ -176,6 +175,7 @@ pub(crate) struct Engine<'a> {
     events: u64,
     progress: Option<&'a mut dyn FnMut(Micros, u64)>,
     trace: Option<u32>,
+    msg_counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl<'a> Engine<'a> {
@@ -203,6 +203,7 @@ impl<'a> Engine<'a> {
             events: 0,
             progress,
             trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
+            msg_counts: Default::default(),
         }
     }
 
@@ -243,6 +244,16 @@ impl<'a> Engine<'a> {
             {
                 p(self.now, self.events);
             }
+            if self.trace.is_some() {
+                let name = match &ev {
+                    Ev::Deliver { .. } => "deliver",
+                    Ev::UplinkFree { .. } => "uplink_free",
+                    Ev::Timer { .. } => "timer",
+                    Ev::Origin { .. } => "origin",
+                    _ => "other",
+                };
+                *self.msg_counts.entry(name).or_insert(0) += 1;
+            }
             self.dispatch(ev);
         }
         let forged_sent = self
@@ -263,6 +274,7 @@ impl<'a> Engine<'a> {
                 }
             }
             eprintln!("(has_parent, forwarders, with_free, reachable) -> count: {hist:?}");
+            eprintln!("messages sent by kind: {:?}", self.msg_counts);
             let mut slow: Vec<(u64, u64, bool, usize, usize)> = self
                 .nodes
                 .iter()
@@ -330,7 +342,6 @@ impl<'a> Engine<'a> {
             alive: false,
             reachable,
             upload_bps: upload_bps.max(1),
-            uplink_busy_until: 0,
             uplink_pending: false,
             last_delivery: 0,
             timer_at: Micros::MAX,
@@ -691,13 +702,29 @@ impl<'a> Engine<'a> {
             if n.uplink_pending || !n.alive {
                 break;
             }
+            // Small messages go out back to back in one batch, which ends after the
+            // first piece: the uplink is modelled the same, with one wake-up per batch.
             let now = self.now;
-            let t = match &mut n.agent {
-                Agent::Peer(p) => p.poll_transmit(now),
-                Agent::Attacker(a) => a.poll_transmit(),
-            };
-            let Some(t) = t else { break };
-            self.start_transmit(node, t);
+            let mut end = now;
+            for _ in 0..64 {
+                let n = &mut self.nodes[node as usize];
+                let t = match &mut n.agent {
+                    Agent::Peer(p) => p.poll_transmit(now),
+                    Agent::Attacker(a) => a.poll_transmit(),
+                };
+                let Some(t) = t else { break };
+                let piece = matches!(t.msg, Message::Piece(_));
+                end = self.transmit(node, t, end);
+                if piece {
+                    break;
+                }
+            }
+            if end == now {
+                break;
+            }
+            let n = &mut self.nodes[node as usize];
+            n.uplink_pending = true;
+            self.schedule(end, Ev::UplinkFree { node });
         }
         let n = &mut self.nodes[node as usize];
         if let Agent::Peer(p) = &n.agent
@@ -710,18 +737,21 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn start_transmit(&mut self, node: u32, t: Transmit) {
+    /// Sends `t` on the uplink of `node`, starting at `start`; returns when the uplink
+    /// has sent it.
+    fn transmit(&mut self, node: u32, t: Transmit, start: Micros) -> Micros {
         let to = t.to.0 as u32;
         let (key, side) = Self::conn_key(node, to);
-        let Some(conn) = self.conns.get(&key).copied() else { return };
+        let Some(conn) = self.conns.get(&key).copied() else { return start };
         if !conn.open[side] {
-            return;
+            return start;
         }
         let size = t.msg.encoded_len() as u64;
+        if self.trace.is_some() {
+            *self.msg_counts.entry(t.msg.name()).or_insert(0) += 1;
+        }
         let n = &mut self.nodes[node as usize];
-        let tx = (size * 8 * 1_000_000).div_ceil(n.upload_bps);
-        n.uplink_busy_until = self.now + tx;
-        n.uplink_pending = true;
+        let done = start + (size * 8 * 1_000_000).div_ceil(n.upload_bps);
         if n.kind == Kind::Seed {
             if self.in_window {
                 n.bytes_up_window += size;
@@ -732,18 +762,17 @@ impl<'a> Engine<'a> {
             }
             self.seed_egress[sec] += size;
         }
-        let done = n.uplink_busy_until;
-        self.schedule(done, Ev::UplinkFree { node });
         let reliable = matches!(
             t.msg,
             Message::Hello(_) | Message::Goodbye { .. } | Message::Subscribe { .. } | Message::SubscribeReply { .. }
         );
         if !reliable && self.rng.chance(self.sc.loss) {
-            return;
+            return done;
         }
         let at = done + self.delay(node, to);
         self.nodes[node as usize].last_delivery = at;
         self.schedule(at, Ev::Deliver { to, from: node, epoch: conn.epoch, msg: t.msg });
+        done
     }
 
     fn drain_events(&mut self, node: u32) {

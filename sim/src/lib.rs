@@ -8,6 +8,7 @@
 
 mod attacker;
 mod engine;
+pub mod plot;
 mod report;
 mod scenario;
 mod verify;

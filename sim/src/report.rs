@@ -69,8 +69,12 @@ pub struct Report {
     /// depth of the others.
     pub orphan_substreams: u64,
     pub mean_depth: f64,
+    pub warmup_s: u32,
+    pub window_s: u32,
     /// Bytes all seeds sent in each simulated second, from the start.
     pub seed_egress_per_s: Vec<u64>,
+    /// Viewers present in each simulated second.
+    pub viewers_per_s: Vec<u32>,
     /// Peak resident memory of the process, MiB (Linux; 0 elsewhere).
     pub peak_rss_mib: u64,
     /// Every latency sample, for the CDF plot (not written to JSON).
@@ -184,7 +188,10 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
             let fed: Vec<f64> = depths.iter().filter(|&&d| d != u8::MAX).map(|&d| f64::from(d)).collect();
             if fed.is_empty() { 0.0 } else { fed.iter().sum::<f64>() / fed.len() as f64 }
         },
+        warmup_s: sc.warmup_s,
+        window_s: sc.window_s,
         seed_egress_per_s: out.seed_egress.clone(),
+        viewers_per_s: viewers_per_second(out, end),
         peak_rss_mib: peak_rss_mib(),
         latency_samples_ms: latencies.iter().map(|&l| u32::try_from(l / ms).unwrap_or(u32::MAX)).collect(),
     }
@@ -192,6 +199,25 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
 
 fn sum(out: &Outcome, kind: Kind, f: impl Fn(&PeerStats) -> u64) -> u64 {
     out.nodes.iter().filter(|n| n.kind == kind).filter_map(|n| n.peer_stats()).map(f).sum()
+}
+
+fn viewers_per_second(out: &Outcome, end_us: u64) -> Vec<u32> {
+    let secs = end_us.div_ceil(1_000_000) as usize;
+    let mut delta = vec![0i64; secs + 1];
+    for n in out.nodes.iter().filter(|n| n.kind == Kind::Viewer && (n.alive || n.left_at.is_some())) {
+        delta[((n.joined_at / 1_000_000) as usize).min(secs)] += 1;
+        if let Some(left) = n.left_at {
+            delta[((left / 1_000_000) as usize).min(secs)] -= 1;
+        }
+    }
+    let mut count = 0i64;
+    delta[..secs]
+        .iter()
+        .map(|d| {
+            count += d;
+            u32::try_from(count.max(0)).unwrap_or(u32::MAX)
+        })
+        .collect()
 }
 
 /// Peak resident set size (VmHWM), MiB, from /proc; 0 where there is none.

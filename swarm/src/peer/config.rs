@@ -36,6 +36,9 @@ pub struct PeerConfig {
     pub max_piece_age: Micros,
     /// Delay from a piece's ingest timestamp to its playout.
     pub playout_delay: Micros,
+    /// A joiner starts at a segment start it already holds, rather than wait for the
+    /// newest, if that one is at most this old.
+    pub max_start_lag: Micros,
     /// Neighbours this peer tries to keep.
     pub target_neighbours: usize,
     /// Neighbours beyond which incoming connections are refused.
@@ -65,9 +68,13 @@ pub struct PeerConfig {
     pub max_response_backlog: Micros,
     /// Period of housekeeping: parent choice, keep-alive, idle checks.
     pub tick: Micros,
-    /// `Status` is re-sent this often even when nothing but latencies changed.
+    /// `Status` is re-sent this often even when nothing but latencies changed...
     pub status_interval: Micros,
+    /// ...and, when slots or depths changed, no more often than this.
+    pub status_min_gap: Micros,
+    /// A `Ping` (RTT measurement, liveness) goes to each neighbour this often.
     pub keepalive: Micros,
+    /// A neighbour silent this long is dropped. `Status` keeps a healthy link busier.
     pub idle_timeout: Micros,
     /// A neighbour that has neither given us a new piece nor taken one from us for
     /// this long is replaced when we have all the neighbours we want.
@@ -100,6 +107,7 @@ impl PeerConfig {
             max_clock_skew: 5 * SECOND,
             max_piece_age: 60 * SECOND,
             playout_delay: 1_500 * MS,
+            max_start_lag: 3 * SECOND,
             target_neighbours: 12,
             max_neighbours: 48,
             min_per_club: 2,
@@ -112,9 +120,10 @@ impl PeerConfig {
             max_queued_responses: 16,
             max_response_backlog: 300 * MS,
             tick: 100 * MS,
-            status_interval: SECOND,
-            keepalive: 2 * SECOND,
-            idle_timeout: 10 * SECOND,
+            status_interval: 3 * SECOND,
+            status_min_gap: 500 * MS,
+            keepalive: 10 * SECOND,
+            idle_timeout: 15 * SECOND,
             useless_after: 15 * SECOND,
             parent_stall: SECOND,
             switch_gain: 150 * MS,

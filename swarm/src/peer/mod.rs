@@ -211,7 +211,11 @@ pub struct Peer {
     banned_peers: BTreeSet<PeerId>,
     wants: BTreeMap<u64, Want>,
     branches: Vec<Branch>,
-    status_dirty: bool,
+    /// Our free slots went to or from zero, or a substream gained or lost its feed:
+    /// every neighbour should hear.
+    slots_dirty: bool,
+    /// Substreams whose depth changed: our children in them should hear.
+    depth_dirty: u64,
     last_status: Micros,
     control: VecDeque<Transmit>,
     data: VecDeque<(NodeId, u64, Queued, u32)>,
@@ -226,6 +230,9 @@ pub struct Peer {
     last_want_peers: Option<Micros>,
     last_replace: Micros,
     last_forgive: Micros,
+    last_parent_review: Micros,
+    /// (seq, timestamp) of the newest piece and the mean spacing of timestamps, µs.
+    ts_anchor: Option<(u64, Micros, Micros)>,
     stats: PeerStats,
     left: bool,
 }
@@ -259,7 +266,8 @@ impl Peer {
             banned_peers: BTreeSet::new(),
             wants: BTreeMap::new(),
             branches: vec![branch; cfg.n_substreams as usize],
-            status_dirty: false,
+            slots_dirty: false,
+            depth_dirty: 0,
             last_status: now,
             control: VecDeque::new(),
             data: VecDeque::new(),
@@ -272,6 +280,8 @@ impl Peer {
             last_want_peers: Some(now),
             last_replace: now,
             last_forgive: now,
+            last_parent_review: now,
+            ts_anchor: None,
             stats: PeerStats::default(),
             left: false,
             cfg,
@@ -538,11 +548,10 @@ impl Peer {
         if self.left {
             return None;
         }
+        // Playout advances on every tick and every accepted piece, so `Play` events come
+        // at most one tick after their deadline: players buffer more than that.
         let mut at = self.next_tick;
         if let Some(t) = self.next_want_time() {
-            at = at.min(t);
-        }
-        if let Some(t) = self.next_playout_deadline() {
             at = at.min(t);
         }
         Some(at)
@@ -740,6 +749,7 @@ impl Peer {
             Ewma::update(&mut self.branches[s].latency, now.saturating_sub(piece.timestamp_us()));
         }
         self.queue_pushes(&piece, from);
+        self.update_ts_anchor(&piece);
         self.events.push_back(Event::Accepted { piece: piece.clone(), from });
         self.window.insert(seq, piece);
         if let Some(newest) = self.newest {
@@ -864,17 +874,44 @@ impl Peer {
             self.last_want_peers = Some(now);
             self.events.push_back(Event::WantPeers);
         }
-        if self.cfg.role == Role::Viewer {
+        // Orphaned substreams look for a parent every tick; fed ones reconsider theirs
+        // once a second.
+        let orphan = self.branches.iter().any(|b| b.parent.is_none());
+        if self.cfg.role == Role::Viewer && (orphan || now.saturating_sub(self.last_parent_review) >= SECOND) {
+            self.last_parent_review = now;
             self.choose_parents(now);
         }
-        if self.status_dirty || now.saturating_sub(self.last_status) >= self.cfg.status_interval {
-            self.status_dirty = false;
+        self.send_status(now);
+    }
+
+    /// `Status` to everyone every `status_interval`; sooner, when our room for children
+    /// flipped (to everyone) or a depth changed (to our children in that substream,
+    /// whose own depth follows ours — what breaks a loop quickly).
+    fn send_status(&mut self, now: Micros) {
+        let since = now.saturating_sub(self.last_status);
+        let everyone = since >= self.cfg.status_interval || (self.slots_dirty && since >= self.cfg.status_min_gap);
+        let children = self.depth_dirty != 0 && since >= self.cfg.status_min_gap;
+        if !everyone && !children {
+            return;
+        }
+        let dirty = self.depth_dirty;
+        let nodes: Vec<NodeId> = self
+            .neighbours
+            .iter()
+            .filter(|n| n.hello.is_some() && (everyone || n.children & dirty != 0))
+            .map(|n| n.node)
+            .collect();
+        if everyone {
             self.last_status = now;
-            let status = self.status();
-            let nodes: Vec<NodeId> = self.neighbours.iter().filter(|n| n.hello.is_some()).map(|n| n.node).collect();
-            for node in nodes {
-                self.send(node, Message::Status(status.clone()));
-            }
+            self.slots_dirty = false;
+        }
+        self.depth_dirty = 0;
+        if nodes.is_empty() {
+            return;
+        }
+        let status = self.status();
+        for node in nodes {
+            self.send(node, Message::Status(status.clone()));
         }
     }
 
@@ -980,9 +1017,10 @@ impl Peer {
     }
 
     fn remove_neighbour(&mut self, idx: usize) {
+        let full_before = self.status_free() == 0;
         let n = self.neighbours.swap_remove(idx);
-        if n.children != 0 {
-            self.status_dirty = true;
+        if n.children != 0 && full_before {
+            self.slots_dirty = true;
         }
         for b in &mut self.branches {
             if b.parent == Some(n.node) {

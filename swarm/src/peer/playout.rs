@@ -6,18 +6,23 @@ use crate::wire::Role;
 use super::{Event, Micros, Peer};
 
 impl Peer {
-    pub(super) fn next_playout_deadline(&self) -> Option<Micros> {
-        let cursor = self.playout.cursor?;
-        let (_, piece) = self.window.range(cursor..).next()?;
-        Some(piece.timestamp_us() + self.playout.offset)
-    }
-
     pub(super) fn advance_playout(&mut self, now: Micros) {
         if self.cfg.role != Role::Viewer {
             return;
         }
         if self.playout.cursor.is_none() {
-            let Some(target) = self.playout.target else { return };
+            // The newest segment start is the aim; one we already hold will do if it
+            // isn't too old (a flash crowd makes the newest the hardest to get).
+            let held = self.latest_segment_start.filter(|s| {
+                self.window.get(s).is_some_and(|p| now.saturating_sub(p.timestamp_us()) <= self.cfg.max_start_lag)
+            });
+            let target = match self.playout.target {
+                Some(t) if self.window.contains_key(&t) => t,
+                _ => match held {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
             let Some(piece) = self.window.get(&target) else { return };
             // Start at the target segment; keep the configured delay if we are early
             // enough, else whatever delay we joined with.

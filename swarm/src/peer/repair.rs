@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::piece::Piece;
 use crate::wire::{MAX_REQUEST_SEQS, Message, Role};
 
 use super::neighbour::Neighbour;
@@ -116,17 +117,26 @@ impl Peer {
     /// Ingest timestamp of `seq`, from the pieces held (pieces are evenly spaced on
     /// average; a deadline to aim for needs no more).
     pub(super) fn estimate_ts(&self, seq: u64) -> Option<Micros> {
-        let (&first_seq, first) = self.window.first_key_value()?;
-        let (&last_seq, last) = self.window.last_key_value()?;
-        if last_seq == first_seq {
-            return Some(last.timestamp_us());
-        }
-        let interval = last.timestamp_us().saturating_sub(first.timestamp_us()) / (last_seq - first_seq);
-        Some(if seq >= last_seq {
-            last.timestamp_us().saturating_add((seq - last_seq).saturating_mul(interval))
+        let (anchor_seq, anchor_ts, interval) = self.ts_anchor?;
+        Some(if seq >= anchor_seq {
+            anchor_ts.saturating_add((seq - anchor_seq).saturating_mul(interval))
         } else {
-            last.timestamp_us().saturating_sub((last_seq - seq).saturating_mul(interval))
+            anchor_ts.saturating_sub((anchor_seq - seq).saturating_mul(interval))
         })
+    }
+
+    /// Keeps `estimate_ts` O(1): the newest piece and the mean spacing over the window.
+    pub(super) fn update_ts_anchor(&mut self, piece: &Piece) {
+        if self.ts_anchor.is_some_and(|(seq, _, _)| seq > piece.seq()) {
+            return;
+        }
+        let interval = match self.window.first_key_value() {
+            Some((&first_seq, first)) if first_seq < piece.seq() => {
+                piece.timestamp_us().saturating_sub(first.timestamp_us()) / (piece.seq() - first_seq)
+            }
+            _ => self.ts_anchor.map_or(0, |(_, _, i)| i),
+        };
+        self.ts_anchor = Some((piece.seq(), piece.timestamp_us(), interval));
     }
 
     /// Seeds are asked only when the deadline is near, or to start playback.

@@ -14,6 +14,7 @@ impl Peer {
             return self.misbehaved(idx, Reject::Protocol("subscribe to unknown substream"), GoodbyeReason::Malformed);
         }
         let node = self.neighbours[idx].node;
+        let full_before = self.status_free() == 0;
         let kept = self.neighbours[idx].children & mask;
         self.neighbours[idx].children = kept;
         let mut accepted = kept;
@@ -34,7 +35,10 @@ impl Peer {
             }
         }
         self.send(node, Message::SubscribeReply { accepted });
-        self.status_dirty = true;
+        // Neighbours choose parents by whether we have room: tell them when that flips.
+        if full_before != (self.status_free() == 0) {
+            self.slots_dirty = true;
+        }
     }
 
     /// `accepted` is the complete set `idx` now pushes to us (an answer to our
@@ -252,16 +256,26 @@ impl Peer {
                 .map(|i| self.neighbours[i].depth(s))
                 .filter(|&d| d < MAX_DEPTH)
                 .map_or(Status::NO_PATH, |d| d + 1);
-            if self.branches[s].depth != d {
+            let old = self.branches[s].depth;
+            if old != d {
                 self.branches[s].depth = d;
-                self.status_dirty = true;
+                self.depth_dirty |= 1 << s;
+                // Gaining or losing a feed changes whether we can be anyone's parent.
+                if (old == Status::NO_PATH) != (d == Status::NO_PATH) {
+                    self.slots_dirty = true;
+                }
             }
         }
     }
 
+    /// Free push slots, as advertised.
+    pub(super) fn status_free(&self) -> u32 {
+        self.cfg.child_slots().saturating_sub(self.children_total())
+    }
+
     pub(super) fn status(&self) -> Status {
         let used = self.children_total();
-        let free = self.cfg.child_slots().saturating_sub(used);
+        let free = self.status_free();
         let min_child_kbps = self
             .neighbours
             .iter()
