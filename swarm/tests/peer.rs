@@ -372,3 +372,103 @@ fn undecodable_bytes_close_the_connection_and_are_counted() {
     );
     assert_eq!(v.stats().malformed, 1);
 }
+
+#[test]
+fn a_busy_peer_serves_contributors_before_strangers() {
+    const STRANGER: u64 = 8;
+    let big = |seq: u64| key().sign_piece(seq, T0, PieceFlags::NONE, filler_payload(400, seq)).unwrap();
+    // RAW contributes pieces 0..4 (75 KB each); STRANGER only asks.
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    v.handle_connected(T0, NodeId(STRANGER), false);
+    v.handle_message(T0, NodeId(STRANGER), hello(&key(), 6));
+    for seq in 0..4 {
+        v.handle_message(T0, NodeId(RAW), Message::Piece(big(seq)));
+    }
+    while v.poll_event().is_some() {}
+    // Two responses queued: ~200 ms of a 6 Mbit/s uplink.
+    v.handle_message(T0, NodeId(RAW), Message::Request { seqs: vec![0, 1] });
+    v.handle_message(T0, NodeId(STRANGER), Message::Request { seqs: vec![2] });
+    v.handle_message(T0, NodeId(RAW), Message::Request { seqs: vec![3] });
+    let mut busy_to = vec![];
+    let mut pieces_to = vec![];
+    while let Some(t) = v.poll_transmit(T0) {
+        match t.msg {
+            Message::Busy { seq } => busy_to.push((t.to.0, seq)),
+            Message::Piece(p) => pieces_to.push((t.to.0, p.seq())),
+            _ => {}
+        }
+    }
+    assert_eq!(busy_to, vec![(STRANGER, 2)]);
+    assert_eq!(pieces_to, vec![(RAW, 0), (RAW, 1), (RAW, 3)]);
+}
+
+/// Seed 1 feeds viewer 4 (club 0); returns the net once 4 is fed.
+fn fed_viewer_of_club_0() -> Net {
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let v = Peer::new(cfg(Role::Viewer, 4), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (4, v)]);
+    net.connect(4, 1);
+    net.advance(T0 + 500 * MS);
+    assert_eq!(net.peers[&4].depths()[0], 1, "fed by the seed");
+    net
+}
+
+fn raw_hello(id: u64, upload_kbps: u32) -> Message {
+    let Message::Hello(mut h) = hello(&key(), id) else { unreachable!() };
+    h.upload_kbps = upload_kbps;
+    Message::Hello(h)
+}
+
+/// Connects raw node `node` (peer id `id`) to viewer 4 and subscribes it to `mask`;
+/// returns what 4 sent back to it.
+fn subscribe_raw(net: &mut Net, node: u64, id: u64, upload_kbps: u32, mask: u64) -> Vec<Transmit> {
+    let now = net.now;
+    let v = net.peers.get_mut(&4).unwrap();
+    v.handle_connected(now, NodeId(node), false);
+    v.handle_message(now, NodeId(node), raw_hello(id, upload_kbps));
+    v.handle_message(now, NodeId(node), Message::Subscribe { substreams: mask });
+    let mut out = vec![];
+    while let Some(t) = v.poll_transmit(now) {
+        out.push(t);
+    }
+    out
+}
+
+fn accepted_for(tx: &[Transmit], node: u64) -> Option<u64> {
+    tx.iter().rev().find_map(|t| match t.msg {
+        Message::SubscribeReply { accepted } if t.to == NodeId(node) => Some(accepted),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_viewer_forwards_only_its_club() {
+    let mut net = fed_viewer_of_club_0();
+    let tx = subscribe_raw(&mut net, 20, 21, 6000, 0b1111);
+    assert_eq!(accepted_for(&tx, 20), Some(0b0001), "only substream 0, its club");
+}
+
+#[test]
+fn a_forwarder_displaces_a_leaf_from_a_full_parent() {
+    let mut net = fed_viewer_of_club_0();
+    // 6 000 kbit/s at 80 % is 6 slots of 750 kbit/s: fill them with leaves (club 1).
+    for i in 0..6 {
+        let tx = subscribe_raw(&mut net, 30 + i, 4 * i + 101, 3000, 0b0001);
+        assert_eq!(accepted_for(&tx, 30 + i), Some(1), "leaf {i} accepted while there is room");
+    }
+    // Another leaf finds no room.
+    let tx = subscribe_raw(&mut net, 40, 41, 3000, 0b0001);
+    assert_eq!(accepted_for(&tx, 40), Some(0));
+    // A club-0 forwarder with upload takes a leaf's place; that leaf is told.
+    let tx = subscribe_raw(&mut net, 50, 52, 12_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 50), Some(1));
+    let displaced: Vec<u64> = tx
+        .iter()
+        .filter(|t| matches!(t.msg, Message::SubscribeReply { accepted: 0 }) && t.to != NodeId(50))
+        .map(|t| t.to.0)
+        .collect();
+    assert_eq!(displaced.len(), 1, "exactly one leaf displaced: {displaced:?}");
+    assert!((30..36).contains(&displaced[0]));
+    assert_eq!(net.peers[&4].stats().children_displaced, 1);
+}

@@ -623,9 +623,14 @@ impl Peer {
 
     fn on_request(&mut self, idx: usize, seqs: &[u64]) {
         let node = self.neighbours[idx].node;
+        // Tit for tat on repair service: a neighbour that has given us nothing and is no
+        // tree partner gets what is left once contributors are served.
+        let n = &self.neighbours[idx];
+        let contributor = n.pieces_from > 0 || n.children != 0 || n.parents != 0 || n.is_seed();
+        let allowance = if contributor { self.cfg.max_response_backlog } else { self.cfg.max_response_backlog / 3 };
         for &seq in seqs {
-            let busy = self.backlog() > self.cfg.max_response_backlog
-                || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
+            let busy =
+                self.backlog() > allowance || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
             match self.window.get(&seq) {
                 Some(piece) if !busy => {
                     self.neighbours[idx].responses_queued += 1;
@@ -695,6 +700,7 @@ impl Peer {
         let n = &mut self.neighbours[idx];
         n.failures = 0;
         n.last_useful = now;
+        n.pieces_from += 1;
         let s = self.substream(seq);
         if self.branches[s].parent == Some(node) {
             self.branches[s].parent_last_piece = now;

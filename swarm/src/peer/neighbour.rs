@@ -30,6 +30,8 @@ pub(super) struct Neighbour {
     pub(super) requests_out: u32,
     pub(super) responses_queued: u32,
     pub(super) failures: u32,
+    /// New verified pieces it gave us (its contribution, for tit for tat).
+    pub(super) pieces_from: u64,
     /// It answered `Busy`: not asked again before this.
     pub(super) busy_until: Micros,
     pub(super) connected_at: Micros,
@@ -56,6 +58,7 @@ impl Neighbour {
             requests_out: 0,
             responses_queued: 0,
             failures: 0,
+            pieces_from: 0,
             busy_until: 0,
             connected_at: now,
             last_useful: now,
