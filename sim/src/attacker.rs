@@ -128,6 +128,10 @@ impl Attacker {
         }
     }
 
+    pub fn wants_to_transmit(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.queue.pop_front()?;
         if matches!(t.msg, Message::Piece(_)) {

@@ -52,7 +52,10 @@ pub(crate) struct Node {
     pub(crate) alive: bool,
     reachable: bool,
     upload_bps: u64,
+    /// An `UplinkFree` wake-up is scheduled.
     uplink_pending: bool,
+    /// The uplink sends until then.
+    busy_until: Micros,
     last_delivery: Micros,
     timer_at: Micros,
     pub(crate) joined_at: Micros,
@@ -343,6 +346,7 @@ impl<'a> Engine<'a> {
             reachable,
             upload_bps: upload_bps.max(1),
             uplink_pending: false,
+            busy_until: 0,
             last_delivery: 0,
             timer_at: Micros::MAX,
             joined_at: 0,
@@ -702,6 +706,19 @@ impl<'a> Engine<'a> {
             if n.uplink_pending || !n.alive {
                 break;
             }
+            // Still sending: wake up when the uplink frees, if there is more to send.
+            if self.now < n.busy_until {
+                let more = match &n.agent {
+                    Agent::Peer(p) => p.wants_to_transmit(),
+                    Agent::Attacker(a) => a.wants_to_transmit(),
+                };
+                if more {
+                    n.uplink_pending = true;
+                    let at = n.busy_until;
+                    self.schedule(at, Ev::UplinkFree { node });
+                }
+                break;
+            }
             // Small messages go out back to back in one batch, which ends after the
             // first piece: the uplink is modelled the same, with one wake-up per batch.
             let now = self.now;
@@ -722,9 +739,7 @@ impl<'a> Engine<'a> {
             if end == now {
                 break;
             }
-            let n = &mut self.nodes[node as usize];
-            n.uplink_pending = true;
-            self.schedule(end, Ev::UplinkFree { node });
+            self.nodes[node as usize].busy_until = end;
         }
         let n = &mut self.nodes[node as usize];
         if let Agent::Peer(p) = &n.agent

@@ -539,6 +539,12 @@ impl Peer {
         None
     }
 
+    /// Whether [`Peer::poll_transmit`] may have something: a shell whose uplink is
+    /// busy uses it to decide whether to wake the peer when the uplink frees.
+    pub fn wants_to_transmit(&self) -> bool {
+        !self.control.is_empty() || !self.data.is_empty()
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
