@@ -72,3 +72,45 @@ fn print_scenario_shows_every_field() {
     assert_eq!(json["loss"], 0.001);
     assert_eq!(json["unreachable_share"], 0.5);
 }
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("shoal-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn plot_and_sweep_write_svg() {
+    let dir = temp_dir("plots");
+    let quick = ["--viewers", "30", "--warmup-s", "2", "--window-s", "2"];
+    let out = shoal().args(["sim", "--plot"]).arg(&dir).args(quick).output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    for name in ["latency_cdf.svg", "seed_egress.svg"] {
+        let svg = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{name}");
+    }
+    let out = shoal()
+        .args(["sim", "--sweep", "--sweep-viewers", "10,20", "--warmup-s", "2", "--window-s", "2", "--plot"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let svg = std::fs::read_to_string(dir.join("seed_egress_vs_viewers.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2, "seeds and the CDN line");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("CDN Mbit/s"), "{table}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_sim_writes_figures_against_targets() {
+    let dir = temp_dir("bench");
+    let out = shoal().args(["bench", "sim", "--scenario", "small", "--out"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("bench-sim-small.json")).unwrap()).unwrap();
+    let checks = json["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c["figure"] == "latency p99 ms" && c["met"].is_boolean()));
+    assert_eq!(json["report"]["scenario"], "small");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
