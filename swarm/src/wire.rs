@@ -242,20 +242,25 @@ const HELLO_LEN: usize = 2 + 32 + 8 + 1 + 1 + 1 + 4;
 impl Message {
     /// Short name for logs and metrics labels.
     pub fn name(&self) -> &'static str {
+        kind_name(self.kind()).unwrap_or("unknown")
+    }
+
+    /// The kind byte this message is framed with.
+    fn kind(&self) -> u8 {
         match self {
-            Message::Hello(_) => "hello",
-            Message::Status(_) => "status",
-            Message::Have { .. } => "have",
-            Message::HaveMap { .. } => "have_map",
-            Message::Subscribe { .. } => "subscribe",
-            Message::SubscribeReply { .. } => "subscribe_reply",
-            Message::Request { .. } => "request",
-            Message::Piece(_) => "piece",
-            Message::DontHave { .. } => "dont_have",
-            Message::Busy { .. } => "busy",
-            Message::Ping { .. } => "ping",
-            Message::Pong { .. } => "pong",
-            Message::Goodbye { .. } => "goodbye",
+            Message::Hello(_) => kind::HELLO,
+            Message::Status(_) => kind::STATUS,
+            Message::Have { .. } => kind::HAVE,
+            Message::HaveMap { .. } => kind::HAVE_MAP,
+            Message::Subscribe { .. } => kind::SUBSCRIBE,
+            Message::SubscribeReply { .. } => kind::SUBSCRIBE_REPLY,
+            Message::Request { .. } => kind::REQUEST,
+            Message::Piece(_) => kind::PIECE,
+            Message::DontHave { .. } => kind::DONT_HAVE,
+            Message::Busy { .. } => kind::BUSY,
+            Message::Ping { .. } => kind::PING,
+            Message::Pong { .. } => kind::PONG,
+            Message::Goodbye { .. } => kind::GOODBYE,
         }
     }
 
@@ -287,9 +292,9 @@ impl Message {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
         out.extend_from_slice(&((1 + self.body_len()) as u32).to_be_bytes());
+        out.push(self.kind());
         match self {
             Message::Hello(h) => {
-                out.push(kind::HELLO);
                 out.extend_from_slice(&h.version.to_be_bytes());
                 out.extend_from_slice(h.channel.as_bytes());
                 out.extend_from_slice(&h.peer_id.0.to_be_bytes());
@@ -302,7 +307,6 @@ impl Message {
                 out.extend_from_slice(&h.upload_kbps.to_be_bytes());
             }
             Message::Status(s) => {
-                out.push(kind::STATUS);
                 out.extend_from_slice(&s.free_slots.to_be_bytes());
                 out.extend_from_slice(&s.children.to_be_bytes());
                 out.extend_from_slice(&s.min_child_kbps.to_be_bytes());
@@ -317,31 +321,24 @@ impl Message {
                     out.extend_from_slice(&l.to_be_bytes());
                 }
             }
-            Message::Have { seq } => put_u64(out, kind::HAVE, *seq),
+            Message::Have { seq: v }
+            | Message::DontHave { seq: v }
+            | Message::Busy { seq: v }
+            | Message::Ping { nonce: v }
+            | Message::Pong { nonce: v }
+            | Message::Subscribe { substreams: v }
+            | Message::SubscribeReply { accepted: v } => out.extend_from_slice(&v.to_be_bytes()),
             Message::HaveMap { base, bits } => {
-                put_u64(out, kind::HAVE_MAP, *base);
+                out.extend_from_slice(&base.to_be_bytes());
                 out.push(bits.len() as u8);
                 bits.iter().for_each(|w| out.extend_from_slice(&w.to_be_bytes()));
             }
-            Message::Subscribe { substreams } => put_u64(out, kind::SUBSCRIBE, *substreams),
-            Message::SubscribeReply { accepted } => put_u64(out, kind::SUBSCRIBE_REPLY, *accepted),
             Message::Request { seqs } => {
-                out.push(kind::REQUEST);
                 out.push(seqs.len() as u8);
                 seqs.iter().for_each(|s| out.extend_from_slice(&s.to_be_bytes()));
             }
-            Message::Piece(p) => {
-                out.push(kind::PIECE);
-                p.encode(out);
-            }
-            Message::DontHave { seq } => put_u64(out, kind::DONT_HAVE, *seq),
-            Message::Busy { seq } => put_u64(out, kind::BUSY, *seq),
-            Message::Ping { nonce } => put_u64(out, kind::PING, *nonce),
-            Message::Pong { nonce } => put_u64(out, kind::PONG, *nonce),
-            Message::Goodbye { reason } => {
-                out.push(kind::GOODBYE);
-                out.push(reason.code());
-            }
+            Message::Piece(p) => p.encode(out),
+            Message::Goodbye { reason } => out.push(reason.code()),
         }
     }
 
@@ -448,11 +445,6 @@ impl Message {
         r.finish()?;
         Ok(msg)
     }
-}
-
-fn put_u64(out: &mut Vec<u8>, kind: u8, v: u64) {
-    out.push(kind);
-    out.extend_from_slice(&v.to_be_bytes());
 }
 
 fn kind_name(k: u8) -> Result<&'static str, WireError> {
