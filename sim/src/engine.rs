@@ -178,6 +178,8 @@ pub(crate) struct Engine<'a> {
     events: u64,
     progress: Option<&'a mut dyn FnMut(Micros, u64)>,
     trace: Option<u32>,
+    /// `SIM_DEBUG` is set: print diagnostics (read once, not per event).
+    debug: bool,
     msg_counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
@@ -206,6 +208,7 @@ impl<'a> Engine<'a> {
             events: 0,
             progress,
             trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
+            debug: std::env::var_os("SIM_DEBUG").is_some(),
             msg_counts: Default::default(),
         }
     }
@@ -267,7 +270,7 @@ impl<'a> Engine<'a> {
                 Agent::Peer(_) => 0,
             })
             .sum();
-        if std::env::var_os("SIM_DEBUG").is_some() {
+        if self.debug {
             let mut hist = std::collections::BTreeMap::new();
             for n in &self.nodes {
                 if let (Agent::Peer(p), true, Kind::Viewer) = (&n.agent, n.alive, n.kind) {
@@ -824,7 +827,7 @@ impl<'a> Engine<'a> {
                     n.started_at.get_or_insert(self.now);
                 }
                 Event::Rejected { reason, .. } => {
-                    if std::env::var_os("SIM_DEBUG").is_some() {
+                    if self.debug {
                         eprintln!("rejected: {reason:?}");
                     }
                     self.rejected += 1
