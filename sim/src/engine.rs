@@ -15,6 +15,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Transmit};
@@ -88,14 +89,44 @@ enum Ev {
     WindowEnd,
 }
 
-/// Events by (time, insertion order). The heap holds only small keys; the events
-/// themselves (some carry a message) stay put in a slab, so sifting moves 24 bytes.
-#[derive(Default)]
+/// Events by (time, insertion order). Keys are small (the events themselves, some
+/// carrying a message, stay put in a slab) and sit in a calendar of 1 ms buckets: the
+/// bucket being run is a binary heap of a few thousand keys that stays in cache, later
+/// buckets are plain vectors, and events past the calendar's horizon wait in a heap of
+/// their own. At 100,000 peers one heap of millions of keys cost a cache miss per level
+/// on every pop.
 struct EventQueue {
-    heap: BinaryHeap<Reverse<(Micros, u64, u32)>>,
+    /// Keys of bucket `now_bucket` and any earlier time still pending.
+    current: BinaryHeap<Reverse<Key>>,
+    now_bucket: u64,
+    /// Bucket `b` for `now_bucket < b < now_bucket + BUCKETS` is `ring[b % BUCKETS]`.
+    ring: Vec<Vec<Reverse<Key>>>,
+    in_ring: usize,
+    /// Keys at or past the horizon.
+    far: BinaryHeap<Reverse<Key>>,
     slab: Vec<Option<Ev>>,
     free: Vec<u32>,
     order: u64,
+}
+
+/// (time, insertion order, slab slot).
+type Key = (Micros, u64, u32);
+const BUCKET: Micros = MS;
+const BUCKETS: u64 = 512;
+
+impl Default for EventQueue {
+    fn default() -> Self {
+        EventQueue {
+            current: BinaryHeap::new(),
+            now_bucket: 0,
+            ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            in_ring: 0,
+            far: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            order: 0,
+        }
+    }
 }
 
 impl EventQueue {
@@ -111,13 +142,49 @@ impl EventQueue {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse((at, self.order, slot)));
+        self.push_key((at, self.order, slot));
+    }
+
+    fn push_key(&mut self, key: Key) {
+        let bucket = key.0 / BUCKET;
+        if bucket <= self.now_bucket {
+            self.current.push(Reverse(key));
+        } else if bucket < self.now_bucket + BUCKETS {
+            self.ring[(bucket % BUCKETS) as usize].push(Reverse(key));
+            self.in_ring += 1;
+        } else {
+            self.far.push(Reverse(key));
+        }
     }
 
     fn pop(&mut self) -> Option<(Micros, Ev)> {
-        let Reverse((at, _, slot)) = self.heap.pop()?;
+        let Reverse((at, _, slot)) = loop {
+            if let Some(key) = self.current.pop() {
+                break key;
+            }
+            if self.in_ring == 0 {
+                // Nothing within the horizon: jump to the earliest far event.
+                let Reverse(next) = self.far.peek()?;
+                self.now_bucket = self.now_bucket.max(next.0 / BUCKET - 1);
+            }
+            self.now_bucket += 1;
+            let bucket = &mut self.ring[(self.now_bucket % BUCKETS) as usize];
+            self.in_ring -= bucket.len();
+            // Reuse the heap's allocation for the bucket and the bucket's for the next.
+            let mut keys = std::mem::take(&mut self.current).into_vec();
+            std::mem::swap(&mut keys, bucket);
+            self.current = BinaryHeap::from(keys);
+            // The horizon moved one bucket: far keys now inside it join the calendar.
+            while let Some(&Reverse(key)) = self.far.peek() {
+                if key.0 / BUCKET >= self.now_bucket + BUCKETS {
+                    break;
+                }
+                self.far.pop();
+                self.push_key(key);
+            }
+        };
         self.free.push(slot);
-        let ev = self.slab[slot as usize].take().expect("a slot in the heap holds its event until popped");
+        let ev = self.slab[slot as usize].take().expect("a slot in the queue holds its event until popped");
         Some((at, ev))
     }
 }
@@ -165,10 +232,17 @@ pub(crate) struct Engine<'a> {
     key: ChannelKeypair,
     known: Arc<KnownPieces>,
     nodes: Vec<Node>,
-    conns: HashMap<(u32, u32), Conn>,
+    conns: HashMap<(u32, u32), Conn, BuildHasherDefault<PairHasher>>,
     next_epoch: u32,
     /// Alive nodes that accept connections (what the tracker hands out).
     reachable: Vec<u32>,
+    /// Position of each node in `reachable` (`u32::MAX`: not there).
+    reachable_pos: Vec<u32>,
+    /// Alive viewers, for picking who leaves by rank in node order.
+    alive_viewers: Fenwick,
+    /// Seeds and attackers in node order (the source feeds them every piece).
+    seeds: Vec<u32>,
+    attackers: Vec<u32>,
     pieces: Vec<Piece>,
     /// Bytes all seeds sent, per simulated second.
     seed_egress: Vec<u64>,
@@ -197,9 +271,13 @@ impl<'a> Engine<'a> {
             rng: Rng::derive(sc.rng_seed, 1),
             key,
             nodes: Vec::new(),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             next_epoch: 0,
             reachable: Vec::new(),
+            reachable_pos: Vec::new(),
+            alive_viewers: Fenwick::default(),
+            seeds: Vec::new(),
+            attackers: Vec::new(),
             pieces: Vec::new(),
             seed_egress: Vec::new(),
             in_window: false,
@@ -341,6 +419,13 @@ impl<'a> Engine<'a> {
                 Agent::Peer(Box::new(peer))
             }
         };
+        match kind {
+            Kind::Seed => self.seeds.push(idx),
+            Kind::Attacker => self.attackers.push(idx),
+            Kind::Viewer => {}
+        }
+        self.reachable_pos.push(u32::MAX);
+        self.alive_viewers.push(0);
         self.nodes.push(Node {
             kind,
             peer_id,
@@ -540,18 +625,18 @@ impl<'a> Engine<'a> {
             .expect("filler payloads are whole TS packets within the size limit");
         self.known.register(&piece).expect("the source signs with the channel's own key");
         self.pieces.push(piece.clone());
-        for seed in 0..self.nodes.len() as u32 {
-            if self.nodes[seed as usize].kind == Kind::Seed {
-                let at = self.now + u64::from(sc.ingest_delay_ms) * MS;
-                self.schedule(at, Ev::Origin { seed, piece: piece.clone() });
-            }
+        for i in 0..self.seeds.len() {
+            let seed = self.seeds[i];
+            let at = self.now + u64::from(sc.ingest_delay_ms) * MS;
+            self.schedule(at, Ev::Origin { seed, piece: piece.clone() });
         }
-        for idx in 0..self.nodes.len() {
-            if self.nodes[idx].alive
-                && let Agent::Attacker(a) = &mut self.nodes[idx].agent
+        for i in 0..self.attackers.len() {
+            let idx = self.attackers[i];
+            if self.nodes[idx as usize].alive
+                && let Agent::Attacker(a) = &mut self.nodes[idx as usize].agent
             {
                 a.handle_new_piece(&piece);
-                self.drive(idx as u32);
+                self.drive(idx);
             }
         }
         self.schedule(self.now + u64::from(sc.piece_ms) * MS, Ev::SourcePiece);
@@ -562,7 +647,11 @@ impl<'a> Engine<'a> {
         let n = &mut self.nodes[node as usize];
         n.alive = true;
         n.joined_at = now;
+        if n.kind == Kind::Viewer {
+            self.alive_viewers.add(node as usize, 1);
+        }
         if n.reachable {
+            self.reachable_pos[node as usize] = self.reachable.len() as u32;
             self.reachable.push(node);
         }
         if let Agent::Attacker(_) = n.agent {
@@ -575,11 +664,10 @@ impl<'a> Engine<'a> {
         let sc = self.sc;
         // Leave one random viewer and join a new one; the gap to the next churn event
         // makes `churn_per_min * viewers` of these per minute.
-        let viewers: Vec<u32> = (0..self.nodes.len() as u32)
-            .filter(|&i| self.nodes[i as usize].alive && self.nodes[i as usize].kind == Kind::Viewer)
-            .collect();
-        if !viewers.is_empty() {
-            let leaver = viewers[self.rng.below(viewers.len() as u64) as usize];
+        let alive = self.alive_viewers.total();
+        if alive > 0 {
+            let rank = self.rng.below(alive);
+            let leaver = self.alive_viewers.find(rank) as u32;
             self.leave(leaver);
         }
         let joiner = self.new_viewer();
@@ -594,8 +682,15 @@ impl<'a> Engine<'a> {
         let n = &mut self.nodes[node as usize];
         n.alive = false;
         n.left_at = Some(now);
-        if let Some(pos) = self.reachable.iter().position(|&r| r == node) {
-            self.reachable.swap_remove(pos);
+        if n.kind == Kind::Viewer {
+            self.alive_viewers.add(node as usize, -1);
+        }
+        let pos = std::mem::replace(&mut self.reachable_pos[node as usize], u32::MAX);
+        if pos != u32::MAX {
+            self.reachable.swap_remove(pos as usize);
+            if let Some(&moved) = self.reachable.get(pos as usize) {
+                self.reachable_pos[moved as usize] = pos;
+            }
         }
         // Everyone connected to it learns of the loss one delay later.
         let peers = self.nodes[node as usize].links.clone();
@@ -850,5 +945,113 @@ impl<'a> Engine<'a> {
         if n.accepted_at[seq] == NOT_YET {
             n.accepted_at[seq] = u32::try_from(self.now.div_ceil(MS)).unwrap_or(NOT_YET - 1);
         }
+    }
+}
+
+/// Hashes a pair of node indices: one multiply, where SipHash's resistance to chosen
+/// keys buys nothing (the simulator chooses them).
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(26) ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Counts per node (1: alive viewer) with prefix sums in O(log n): the k-th alive
+/// viewer in node order without scanning 100,000 nodes on every churn event.
+#[derive(Debug, Default)]
+struct Fenwick {
+    tree: Vec<i64>,
+}
+
+impl Fenwick {
+    /// Appends a node with count `value`.
+    fn push(&mut self, value: i64) {
+        // Node i (1-based) covers (i - lowbit(i), i]: sum those already present.
+        let i = self.tree.len() + 1;
+        let low = i & i.wrapping_neg();
+        let mut sum = value;
+        let mut j = i - 1;
+        while j > i - low {
+            sum += self.tree[j - 1];
+            j -= j & j.wrapping_neg();
+        }
+        self.tree.push(sum);
+    }
+
+    fn add(&mut self, idx: usize, delta: i64) {
+        let mut i = idx + 1;
+        while i <= self.tree.len() {
+            self.tree[i - 1] += delta;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    fn total(&self) -> u64 {
+        let mut i = self.tree.len();
+        let mut sum = 0;
+        while i > 0 {
+            sum += self.tree[i - 1];
+            i -= i & i.wrapping_neg();
+        }
+        sum as u64
+    }
+
+    /// Index of the node holding the `rank`-th unit (0-based); `rank < total()`.
+    fn find(&self, rank: u64) -> usize {
+        let mut pos = 0;
+        let mut rest = rank as i64;
+        let mut step = self.tree.len().next_power_of_two();
+        while step > 0 {
+            let next = pos + step;
+            if next <= self.tree.len() && self.tree[next - 1] <= rest {
+                pos = next;
+                rest -= self.tree[next - 1];
+            }
+            step /= 2;
+        }
+        pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fenwick;
+
+    #[test]
+    fn fenwick_finds_the_kth_marked_node() {
+        let mut f = Fenwick::default();
+        let marks = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1];
+        for _ in marks {
+            f.push(0);
+        }
+        for (i, &m) in marks.iter().enumerate() {
+            f.add(i, m);
+        }
+        f.push(1); // appended after the others, already marked
+        let marked: Vec<usize> = (0..=marks.len()).filter(|&i| i == marks.len() || marks[i] == 1).collect();
+        assert_eq!(f.total(), marked.len() as u64);
+        for (rank, &idx) in marked.iter().enumerate() {
+            assert_eq!(f.find(rank as u64), idx);
+        }
+        f.add(2, -1);
+        assert_eq!(f.find(1), 3);
+        assert_eq!(f.total(), marked.len() as u64 - 1);
     }
 }

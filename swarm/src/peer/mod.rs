@@ -26,6 +26,7 @@ mod config;
 mod neighbour;
 mod playout;
 mod repair;
+mod seqmap;
 mod tree;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -33,6 +34,7 @@ use std::sync::Arc;
 
 pub use config::{ConfigError, PeerConfig, club_of};
 use neighbour::Neighbour;
+use seqmap::SeqMap;
 
 use crate::piece::{ChannelVerifier, Piece, PieceError, PieceFlags, Verify};
 use crate::rng::Rng;
@@ -201,7 +203,7 @@ pub struct Peer {
     /// Our club: the substream we forward (a seed forwards all).
     club: usize,
     /// Pieces by seq, `window_pieces` behind the newest at most.
-    window: BTreeMap<u64, Piece>,
+    window: SeqMap<Piece>,
     newest: Option<u64>,
     last_accept: Micros,
     latest_segment_start: Option<u64>,
@@ -209,7 +211,7 @@ pub struct Peer {
     connecting: BTreeMap<NodeId, (Micros, usize)>,
     banned_nodes: BTreeSet<NodeId>,
     banned_peers: BTreeSet<PeerId>,
-    wants: BTreeMap<u64, Want>,
+    wants: SeqMap<Want>,
     branches: Vec<Branch>,
     /// Our free slots went to or from zero, or a substream gained or lost its feed:
     /// every neighbour should hear.
@@ -256,7 +258,7 @@ impl Peer {
             rng: Rng::derive(cfg.peer_id.0, 0x5eed),
             club: club_of(cfg.peer_id, cfg.n_substreams),
             verifier,
-            window: BTreeMap::new(),
+            window: SeqMap::new(2 * cfg.window_pieces),
             newest: None,
             last_accept: 0,
             latest_segment_start: None,
@@ -264,7 +266,7 @@ impl Peer {
             connecting: BTreeMap::new(),
             banned_nodes: BTreeSet::new(),
             banned_peers: BTreeSet::new(),
-            wants: BTreeMap::new(),
+            wants: SeqMap::new(4 * cfg.window_pieces),
             branches: vec![branch; cfg.n_substreams as usize],
             slots_dirty: false,
             depth_dirty: 0,
@@ -306,7 +308,7 @@ impl Peer {
     }
 
     pub fn piece(&self, seq: u64) -> Option<&Piece> {
-        self.window.get(&seq)
+        self.window.get(seq)
     }
 
     /// Current distance from a seed, per substream (`255`: no feed).
@@ -413,7 +415,7 @@ impl Peer {
 
     /// A piece from ingest (seeds only). Verified like any other.
     pub fn handle_origin_piece(&mut self, now: Micros, piece: Piece) -> Result<(), PieceError> {
-        if self.window.contains_key(&piece.seq()) {
+        if self.window.contains(piece.seq()) {
             return Ok(());
         }
         self.verifier.verify(&piece)?;
@@ -515,7 +517,7 @@ impl Peer {
                 let n = &mut self.neighbours[idx];
                 n.responses_queued = n.responses_queued.saturating_sub(1);
             }
-            let Some(piece) = self.window.get(&seq) else {
+            let Some(piece) = self.window.get(seq) else {
                 if kind == Queued::Response {
                     self.send(to, Message::DontHave { seq });
                     return self.control.pop_front();
@@ -637,7 +639,7 @@ impl Peer {
         for &seq in seqs {
             let busy =
                 self.backlog() > allowance || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
-            match self.window.get(&seq) {
+            match self.window.get(seq) {
                 Some(piece) if !busy => {
                     self.neighbours[idx].responses_queued += 1;
                     let bytes = piece.encoded_len() as u32;
@@ -661,12 +663,12 @@ impl Peer {
         let seq = piece.seq();
         let n = &mut self.neighbours[idx];
         n.have.insert(seq);
-        if let Some(w) = self.wants.get(&seq)
+        if let Some(w) = self.wants.get(seq)
             && w.asked.is_some_and(|(a, _)| a == node)
         {
             n.requests_out = n.requests_out.saturating_sub(1);
         }
-        if self.window.contains_key(&seq) {
+        if self.window.contains(seq) {
             self.stats.duplicate_pieces += 1;
             self.stats.duplicate_bytes += piece.encoded_len() as u64;
             return;
@@ -722,7 +724,7 @@ impl Peer {
         self.stats.piece_bytes_accepted += piece.encoded_len() as u64;
         self.typical_piece_bytes = piece.encoded_len() as u64;
         self.last_accept = now;
-        if let Some(w) = self.wants.remove(&seq)
+        if let Some(w) = self.wants.remove(seq)
             && let Some((asked, _)) = w.asked
             && Some(asked) != from
             && let Some(i) = self.neighbour_idx(asked)
@@ -766,9 +768,7 @@ impl Peer {
         self.window.insert(seq, piece);
         if let Some(newest) = self.newest {
             let floor = newest.saturating_sub(self.cfg.window_pieces - 1);
-            while self.window.first_key_value().is_some_and(|(&k, _)| k < floor) {
-                self.window.pop_first();
-            }
+            self.window.remove_below(floor);
             self.retain_wants(|k| k >= floor);
         }
         self.advance_playout(now);
@@ -978,10 +978,10 @@ impl Peer {
     }
 
     fn have_map(&self) -> Option<Message> {
-        let (&first, _) = self.window.first_key_value()?;
+        let (first, _) = self.window.first()?;
         let base = first - first % 64;
         let mut bits = vec![0u64; MAX_HAVE_WORDS];
-        for &seq in self.window.keys() {
+        for (seq, _) in self.window.iter() {
             let off = seq - base;
             if let Some(w) = bits.get_mut((off / 64) as usize) {
                 *w |= 1 << (off % 64);
@@ -1039,7 +1039,7 @@ impl Peer {
                 b.parent = None;
             }
         }
-        for w in self.wants.values_mut() {
+        for (_, w) in self.wants.iter_mut() {
             if w.asked.is_some_and(|(a, _)| a == n.node) {
                 w.asked = None;
             }

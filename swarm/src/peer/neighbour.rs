@@ -1,7 +1,5 @@
 //! What a peer knows of each neighbour.
 
-use std::collections::VecDeque;
-
 use crate::wire::{Hello, MAX_HAVE_WORDS, Role, Status};
 
 use super::{Micros, NodeId};
@@ -95,49 +93,64 @@ impl Neighbour {
 }
 
 /// Set of sequence numbers near the live edge, as a sliding bitmap of
-/// [`MAX_HAVE_WORDS`] words: inserting far ahead forgets the oldest.
+/// [`MAX_HAVE_WORDS`] words kept inline (a ring, no allocation): inserting far ahead
+/// forgets the oldest.
 #[derive(Debug, Default)]
 pub(super) struct SeqSet {
+    /// Seq of bit 0 of the first word (a multiple of 64).
     base: u64,
-    words: VecDeque<u64>,
+    words: [u64; MAX_HAVE_WORDS],
+    /// Ring index of the first word.
+    head: usize,
+    /// Words in use.
+    len: usize,
 }
 
 impl SeqSet {
+    fn word(&self, i: usize) -> usize {
+        (self.head + i) % MAX_HAVE_WORDS
+    }
+
     pub(super) fn contains(&self, seq: u64) -> bool {
         if seq < self.base {
             return false;
         }
         let off = seq - self.base;
-        self.words.get((off / 64) as usize).is_some_and(|w| w & (1 << (off % 64)) != 0)
+        let i = off / 64;
+        i < self.len as u64 && self.words[self.word(i as usize)] & (1 << (off % 64)) != 0
     }
 
     pub(super) fn insert(&mut self, seq: u64) {
-        if self.words.is_empty() {
+        if self.len == 0 {
             self.base = seq - seq % 64;
         }
         if seq < self.base {
             return;
         }
-        let word = ((seq - self.base) / 64) as usize;
-        if word >= MAX_HAVE_WORDS {
-            let shift = word + 1 - MAX_HAVE_WORDS;
-            for _ in 0..shift.min(self.words.len()) {
-                self.words.pop_front();
-            }
-            self.base += 64 * shift as u64;
+        let word = (seq - self.base) / 64;
+        if word >= MAX_HAVE_WORDS as u64 {
+            let shift = word + 1 - MAX_HAVE_WORDS as u64;
+            let dropped = shift.min(self.len as u64) as usize;
+            self.head = self.word(dropped);
+            self.len -= dropped;
+            self.base += 64 * shift;
         }
         let word = ((seq - self.base) / 64) as usize;
-        while self.words.len() <= word {
-            self.words.push_back(0);
+        while self.len <= word {
+            let w = self.word(self.len);
+            self.words[w] = 0;
+            self.len += 1;
         }
-        self.words[word] |= 1 << ((seq - self.base) % 64);
+        let w = self.word(word);
+        self.words[w] |= 1 << ((seq - self.base) % 64);
     }
 
     pub(super) fn remove(&mut self, seq: u64) {
         if seq >= self.base {
             let off = seq - self.base;
-            if let Some(w) = self.words.get_mut((off / 64) as usize) {
-                *w &= !(1 << (off % 64));
+            if off / 64 < self.len as u64 {
+                let w = self.word((off / 64) as usize);
+                self.words[w] &= !(1 << (off % 64));
             }
         }
     }

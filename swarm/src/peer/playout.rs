@@ -14,16 +14,16 @@ impl Peer {
             // The newest segment start is the aim; one we already hold will do if it
             // isn't too old (a flash crowd makes the newest the hardest to get).
             let held = self.latest_segment_start.filter(|s| {
-                self.window.get(s).is_some_and(|p| now.saturating_sub(p.timestamp_us()) <= self.cfg.max_start_lag)
+                self.window.get(*s).is_some_and(|p| now.saturating_sub(p.timestamp_us()) <= self.cfg.max_start_lag)
             });
             let target = match self.playout.target {
-                Some(t) if self.window.contains_key(&t) => t,
+                Some(t) if self.window.contains(t) => t,
                 _ => match held {
                     Some(s) => s,
                     None => return,
                 },
             };
-            let Some(piece) = self.window.get(&target) else { return };
+            let Some(piece) = self.window.get(target) else { return };
             // Start at the target segment; keep the configured delay if we are early
             // enough, else whatever delay we joined with.
             self.playout.offset = self.cfg.playout_delay.max(now.saturating_sub(piece.timestamp_us()));
@@ -32,7 +32,7 @@ impl Peer {
             self.events.push_back(Event::PlaybackStarted { seq: target });
         }
         while let Some(cursor) = self.playout.cursor {
-            let Some((&seq, piece)) = self.window.range(cursor..).next() else { break };
+            let Some((seq, piece)) = self.window.iter_from(cursor).next() else { break };
             if piece.timestamp_us() + self.playout.offset > now {
                 break;
             }

@@ -31,15 +31,15 @@ impl Peer {
     /// window above the floor, whatever neighbours claim.
     pub(super) fn add_want(&mut self, now: Micros, seq: u64) {
         let wanted = self.want_floor().is_some_and(|f| seq >= f && seq < f.saturating_add(self.cfg.window_pieces));
-        if self.cfg.role == Role::Viewer && wanted && !self.window.contains_key(&seq) {
-            self.wants.entry(seq).or_insert(Want { heard_at: now, asked: None });
+        if self.cfg.role == Role::Viewer && wanted && !self.window.contains(seq) {
+            self.wants.get_or_insert_with(seq, || Want { heard_at: now, asked: None });
         }
     }
 
     /// Drops the wants `keep` refuses, releasing the request budget they held.
     pub(super) fn retain_wants(&mut self, keep: impl Fn(u64) -> bool) {
         let mut released = Vec::new();
-        self.wants.retain(|&seq, w| {
+        self.wants.retain(|seq, w| {
             let kept = keep(seq);
             if !kept && let Some((node, _)) = w.asked {
                 released.push(node);
@@ -59,7 +59,7 @@ impl Peer {
         let n = &mut self.neighbours[idx];
         n.have.remove(seq);
         n.lacks.insert(seq);
-        if let Some(w) = self.wants.get_mut(&seq)
+        if let Some(w) = self.wants.get_mut(seq)
             && w.asked.is_some_and(|(asked, _)| asked == node)
         {
             w.asked = None;
@@ -73,7 +73,7 @@ impl Peer {
         let n = &mut self.neighbours[idx];
         n.have.insert(seq);
         n.busy_until = now + BUSY_BACKOFF.max(n.busy());
-        if let Some(w) = self.wants.get_mut(&seq)
+        if let Some(w) = self.wants.get_mut(seq)
             && w.asked.is_some_and(|(asked, _)| asked == node)
         {
             w.asked = None;
@@ -88,7 +88,7 @@ impl Peer {
         let retry = self.last_request_pass.map_or(0, |t| t + REQUEST_RETRY);
         self.wants
             .iter()
-            .map(|(&seq, w)| match w.asked {
+            .map(|(seq, w)| match w.asked {
                 Some((_, expires)) => expires,
                 None => self.ready_at(seq, w).max(retry),
             })
@@ -130,8 +130,8 @@ impl Peer {
         if self.ts_anchor.is_some_and(|(seq, _, _)| seq > piece.seq()) {
             return;
         }
-        let interval = match self.window.first_key_value() {
-            Some((&first_seq, first)) if first_seq < piece.seq() => {
+        let interval = match self.window.first() {
+            Some((first_seq, first)) if first_seq < piece.seq() => {
                 piece.timestamp_us().saturating_sub(first.timestamp_us()) / (piece.seq() - first_seq)
             }
             _ => self.ts_anchor.map_or(0, |(_, _, i)| i),
@@ -149,7 +149,7 @@ impl Peer {
 
     pub(super) fn expire_requests(&mut self, now: Micros) {
         let mut expired = Vec::new();
-        for (&seq, w) in self.wants.iter_mut() {
+        for (seq, w) in self.wants.iter_mut() {
             if let Some((node, expires)) = w.asked
                 && expires <= now
             {
@@ -183,9 +183,10 @@ impl Peer {
         };
         let ready: Vec<u64> = self
             .wants
-            .range(..startup_limit)
-            .filter(|(seq, w)| w.asked.is_none() && self.ready_at(**seq, w) <= now)
-            .map(|(&seq, _)| seq)
+            .iter()
+            .take_while(|&(seq, _)| seq < startup_limit)
+            .filter(|&(seq, w)| w.asked.is_none() && self.ready_at(seq, w) <= now)
+            .map(|(seq, _)| seq)
             .collect();
         let mut batches: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
         for seq in ready {
@@ -193,7 +194,7 @@ impl Peer {
             let n = &mut self.neighbours[idx];
             n.requests_out += 1;
             let expires = now + self.cfg.request_timeout;
-            if let Some(w) = self.wants.get_mut(&seq) {
+            if let Some(w) = self.wants.get_mut(seq) {
                 w.asked = Some((n.node, expires));
             }
             batches.entry(n.node).or_default().push(seq);
