@@ -1,0 +1,10 @@
+//! Ingest: a TV channel's feed in (RTMP tags or MPEG-TS), signed pieces out.
+//!
+//! The media path is sans-IO and shared by both protocols:
+//! `flv` parses RTMP/FLV tag bodies, `codec` turns length-prefixed NAL units and raw
+//! AAC into Annex B and ADTS, [`timeline`] unwraps and rebases timestamps, [`ts`]
+//! muxes MPEG-TS, and [`segmenter`] cuts it into keyframe-aligned pieces and signs them.
+
+pub mod media;
+
+pub use media::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};

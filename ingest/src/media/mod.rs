@@ -1,0 +1,104 @@
+//! The media path from tags or TS packets to signed pieces (no I/O).
+
+pub mod codec;
+pub mod flv;
+pub mod remux;
+pub mod segmenter;
+pub mod timeline;
+pub mod ts;
+
+use bytes::Bytes;
+
+/// Elementary stream of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Track {
+    Video,
+    Audio,
+}
+
+/// Video codecs ingest carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    H264,
+    Hevc,
+}
+
+/// One access unit ready for the muxer: Annex B video or ADTS audio, on the
+/// output timeline (ms, rebased so that it only moves forward).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub track: Track,
+    /// Decode time, ms on the output timeline.
+    pub dts_ms: i64,
+    /// Presentation minus decode time, ms (B-frames).
+    pub cts_ms: i32,
+    /// A random access point (an IDR/IRAP picture; every AAC frame is one).
+    pub keyframe: bool,
+    /// How long it lasts (video: the frame interval seen so far), ms.
+    pub duration_ms: u32,
+    pub data: Bytes,
+}
+
+/// Input that ended before a field it must hold (every parser's first error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{what} truncated: need {need} more bytes, have {have}")]
+pub struct Truncated {
+    pub what: &'static str,
+    pub need: usize,
+    pub have: usize,
+}
+
+/// A cursor over untrusted bytes: every read is bounds-checked.
+#[derive(Debug, Clone)]
+pub(crate) struct ByteReader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> ByteReader<'a> {
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
+        ByteReader { buf, what }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
+        if self.buf.len() < n {
+            return Err(Truncated { what: self.what, need: n, have: self.buf.len() });
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, Truncated> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, Truncated> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn u24(&mut self) -> Result<u32, Truncated> {
+        let b = self.take(3)?;
+        Ok(u32::from_be_bytes([0, b[0], b[1], b[2]]))
+    }
+
+    /// Signed 24-bit (FLV composition time).
+    pub(crate) fn i24(&mut self) -> Result<i32, Truncated> {
+        let v = self.u24()?;
+        Ok(((v << 8) as i32) >> 8)
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, Truncated> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}

@@ -1,0 +1,134 @@
+//! RTMP/FLV tags to frames on the output timeline.
+
+use bytes::Bytes;
+
+use super::codec::{AacConfig, CodecError, VideoConfig};
+use super::flv::{self, AudioTag, FlvError, VideoTag};
+use super::timeline::{JumpLimits, Timeline};
+use super::ts::Program;
+use super::{Frame, Track, VideoCodec};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemuxError {
+    #[error(transparent)]
+    Flv(#[from] FlvError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// What one tag produced.
+#[derive(Debug, Clone)]
+pub enum Remuxed {
+    Frame(Frame),
+    /// The timeline was rebased before this frame: flag a discontinuity first.
+    DiscontinuityThen(Frame),
+    /// A configuration or a tag without media.
+    Nothing,
+}
+
+/// Per-session state: codec configurations and the session's timeline.
+#[derive(Debug)]
+pub struct FlvRemuxer {
+    video: Option<VideoConfig>,
+    audio: Option<AacConfig>,
+    timeline: Timeline,
+    last_video_ms: Option<i64>,
+    video_interval_ms: u32,
+    scratch: Vec<u8>,
+}
+
+impl Default for FlvRemuxer {
+    fn default() -> Self {
+        Self::new(Timeline::rtmp(JumpLimits::default()))
+    }
+}
+
+impl FlvRemuxer {
+    /// `timeline` continues the channel's output timeline (see [`Timeline::new_session`]).
+    pub fn new(timeline: Timeline) -> Self {
+        FlvRemuxer {
+            video: None,
+            audio: None,
+            timeline,
+            last_video_ms: None,
+            video_interval_ms: 40,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Hands the timeline back for the channel's next session.
+    pub fn into_timeline(self) -> Timeline {
+        self.timeline
+    }
+
+    /// The tracks configured so far.
+    pub fn program(&self) -> Program {
+        Program { video: self.video.as_ref().map(|v| v.codec), audio: self.audio.is_some(), scte35: false }
+    }
+
+    pub fn video_codec(&self) -> Option<VideoCodec> {
+        self.video.as_ref().map(|v| v.codec)
+    }
+
+    pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+        match flv::parse_video(body)? {
+            VideoTag::Config { codec, record } => {
+                self.video = Some(match codec {
+                    VideoCodec::H264 => VideoConfig::from_avc_record(record)?,
+                    VideoCodec::Hevc => VideoConfig::from_hevc_record(record)?,
+                });
+                Ok(Remuxed::Nothing)
+            }
+            VideoTag::Frame { keyframe, cts_ms, nalus, .. } => {
+                let cfg = self.video.as_ref().ok_or(CodecError::NoConfig)?;
+                self.scratch.clear();
+                cfg.to_annex_b(nalus, keyframe, &mut self.scratch)?;
+                let mapped = self.timeline.map(u64::from(timestamp));
+                if let Some(last) = self.last_video_ms
+                    && !mapped.discontinuity
+                    && (1..=1_000).contains(&(mapped.ms - last))
+                {
+                    // Smoothed frame interval, for the piece cutter's "frame ends at".
+                    let d = (mapped.ms - last) as u32;
+                    self.video_interval_ms = (3 * self.video_interval_ms + d).div_ceil(4);
+                }
+                self.last_video_ms = Some(mapped.ms);
+                let frame = Frame {
+                    track: Track::Video,
+                    dts_ms: mapped.ms,
+                    cts_ms: cts_ms.max(0),
+                    keyframe,
+                    duration_ms: self.video_interval_ms,
+                    data: Bytes::copy_from_slice(&self.scratch),
+                };
+                Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })
+            }
+            VideoTag::EndOfSequence | VideoTag::Ignored => Ok(Remuxed::Nothing),
+        }
+    }
+
+    pub fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+        match flv::parse_audio(body)? {
+            AudioTag::AacConfig(asc) => {
+                self.audio = Some(AacConfig::from_audio_specific_config(asc)?);
+                Ok(Remuxed::Nothing)
+            }
+            AudioTag::AacFrame(raw) => {
+                let cfg = self.audio.ok_or(CodecError::NoConfig)?;
+                self.scratch.clear();
+                cfg.to_adts(raw, &mut self.scratch)?;
+                let mapped = self.timeline.map(u64::from(timestamp));
+                let frame = Frame {
+                    track: Track::Audio,
+                    dts_ms: mapped.ms,
+                    cts_ms: 0,
+                    keyframe: true,
+                    duration_ms: (cfg.frame_us() / 1_000) as u32,
+                    data: Bytes::copy_from_slice(&self.scratch),
+                };
+                Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! MPEG-TS muxing (ISO 13818-1): PAT, PMT, PES with PTS/DTS, PCR on the video PID,
+//! continuity counters, random-access indicators on keyframes.
+
+use swarm::piece::{TS_PACKET_LEN, TS_SYNC_BYTE};
+
+use super::{Frame, Track, VideoCodec};
+
+pub const PID_PAT: u16 = 0x0000;
+pub const PID_PMT: u16 = 0x1000;
+pub const PID_VIDEO: u16 = 0x0100;
+pub const PID_AUDIO: u16 = 0x0101;
+pub const PID_SCTE35: u16 = 0x0102;
+
+const STREAM_TYPE_H264: u8 = 0x1b;
+const STREAM_TYPE_HEVC: u8 = 0x24;
+const STREAM_TYPE_AAC_ADTS: u8 = 0x0f;
+const STREAM_TYPE_SCTE35: u8 = 0x86;
+
+/// Output ms 0 is written as this PTS, so that PCR (which runs a little behind DTS)
+/// and composition offsets never go below zero.
+const TIME_BASE_MS: i64 = 1_400;
+/// PCR runs this far behind the DTS of the frame it precedes (decoder buffer).
+const PCR_LEAD_MS: i64 = 100;
+const PTS_MODULUS: u64 = 1 << 33;
+
+/// What the program carries (decides the PMT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    pub video: Option<VideoCodec>,
+    pub audio: bool,
+    /// An SCTE-35 PID is announced (ad-break cues).
+    pub scte35: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TsMuxer {
+    program: Program,
+    pmt_version: u8,
+    cc: [u8; 5],
+}
+
+fn cc_index(pid: u16) -> usize {
+    match pid {
+        PID_PAT => 0,
+        PID_PMT => 1,
+        PID_VIDEO => 2,
+        PID_AUDIO => 3,
+        _ => 4,
+    }
+}
+
+impl TsMuxer {
+    pub fn new(program: Program) -> Self {
+        TsMuxer { program, pmt_version: 0, cc: [0; 5] }
+    }
+
+    pub fn program(&self) -> Program {
+        self.program
+    }
+
+    /// Changes what the PMT announces (a new session with other tracks); the PMT
+    /// version moves so that players notice.
+    pub fn set_program(&mut self, program: Program) {
+        if program != self.program {
+            self.program = program;
+            self.pmt_version = (self.pmt_version + 1) & 0x1f;
+        }
+    }
+
+    fn pcr_pid(&self) -> u16 {
+        if self.program.video.is_some() { PID_VIDEO } else { PID_AUDIO }
+    }
+
+    /// PAT and PMT: what a viewer needs to start decoding here.
+    pub fn write_tables(&mut self, out: &mut Vec<u8>) {
+        // PAT: program 1 -> PMT PID.
+        let mut pat = vec![0x00, 0xb0, 0, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01];
+        pat.extend_from_slice(&[0xe0 | (PID_PMT >> 8) as u8, PID_PMT as u8]);
+        self.write_section(PID_PAT, pat, out);
+        let mut pmt = vec![0x02, 0xb0, 0, 0x00, 0x01, 0xc1 | (self.pmt_version << 1), 0x00, 0x00];
+        let pcr = self.pcr_pid();
+        pmt.extend_from_slice(&[0xe0 | (pcr >> 8) as u8, pcr as u8, 0xf0, 0x00]);
+        let mut es = |stream_type: u8, pid: u16| {
+            pmt.extend_from_slice(&[stream_type, 0xe0 | (pid >> 8) as u8, pid as u8, 0xf0, 0x00]);
+        };
+        match self.program.video {
+            Some(VideoCodec::H264) => es(STREAM_TYPE_H264, PID_VIDEO),
+            Some(VideoCodec::Hevc) => es(STREAM_TYPE_HEVC, PID_VIDEO),
+            None => {}
+        }
+        if self.program.audio {
+            es(STREAM_TYPE_AAC_ADTS, PID_AUDIO);
+        }
+        if self.program.scte35 {
+            es(STREAM_TYPE_SCTE35, PID_SCTE35);
+        }
+        self.write_section(PID_PMT, pmt, out);
+    }
+
+    /// `section` from table id to the last byte before the CRC; fills in the length.
+    fn write_section(&mut self, pid: u16, mut section: Vec<u8>, out: &mut Vec<u8>) {
+        let len = section.len() - 3 + 4;
+        section[1] = 0xb0 | ((len >> 8) as u8 & 0x0f);
+        section[2] = len as u8;
+        let crc = crc32_mpeg2(&section);
+        section.extend_from_slice(&crc.to_be_bytes());
+        let mut payload = vec![0u8]; // pointer field
+        payload.extend_from_slice(&section);
+        self.packetize(pid, &payload, None, false, out);
+    }
+
+    /// One SCTE-35 splice_info_section, passed through as it came.
+    pub fn write_scte35(&mut self, section: &[u8], out: &mut Vec<u8>) {
+        let mut payload = Vec::with_capacity(section.len() + 1);
+        payload.push(0);
+        payload.extend_from_slice(section);
+        self.packetize(PID_SCTE35, &payload, None, false, out);
+    }
+
+    /// One frame as a PES packet.
+    pub fn write_frame(&mut self, frame: &Frame, out: &mut Vec<u8>) {
+        let dts = ticks(frame.dts_ms);
+        let pts = ticks(frame.dts_ms + i64::from(frame.cts_ms));
+        let (pid, stream_id) = match frame.track {
+            Track::Video => (PID_VIDEO, 0xe0),
+            Track::Audio => (PID_AUDIO, 0xc0),
+        };
+        let mut pes = Vec::with_capacity(frame.data.len() + 19);
+        pes.extend_from_slice(&[0, 0, 1, stream_id, 0, 0]);
+        let with_dts = pts != dts;
+        pes.push(if frame.track == Track::Video { 0x84 } else { 0x80 }); // marker, data alignment
+        pes.push(if with_dts { 0xc0 } else { 0x80 });
+        pes.push(if with_dts { 10 } else { 5 });
+        write_timestamp(&mut pes, if with_dts { 0x3 } else { 0x2 }, pts);
+        if with_dts {
+            write_timestamp(&mut pes, 0x1, dts);
+        }
+        pes.extend_from_slice(&frame.data);
+        // PES_packet_length: 0 (unbounded) is allowed for video only.
+        let len = pes.len() - 6;
+        if frame.track == Track::Audio || len <= 0xffff {
+            let len = u16::try_from(len).unwrap_or(0);
+            pes[4..6].copy_from_slice(&len.to_be_bytes());
+        }
+        let pcr = (pid == self.pcr_pid()).then(|| ((frame.dts_ms + TIME_BASE_MS - PCR_LEAD_MS).max(0) as u64) * 27_000);
+        self.packetize(pid, &pes, pcr, frame.keyframe && frame.track == Track::Video, out);
+    }
+
+    fn packetize(&mut self, pid: u16, payload: &[u8], pcr: Option<u64>, random_access: bool, out: &mut Vec<u8>) {
+        let mut pos = 0;
+        let mut first = true;
+        while pos < payload.len() || first {
+            let mut af = Vec::new();
+            if first && (pcr.is_some() || random_access) {
+                af.push(if random_access { 0x40 } else { 0x00 } | if pcr.is_some() { 0x10 } else { 0x00 });
+                if let Some(pcr) = pcr {
+                    let base = (pcr / 300) % PTS_MODULUS;
+                    let ext = pcr % 300;
+                    af.extend_from_slice(&[
+                        (base >> 25) as u8,
+                        (base >> 17) as u8,
+                        (base >> 9) as u8,
+                        (base >> 1) as u8,
+                        ((base & 1) << 7) as u8 | 0x7e | (ext >> 8) as u8,
+                        ext as u8,
+                    ]);
+                }
+            }
+            let remaining = payload.len() - pos;
+            let mut af_total = if af.is_empty() { 0 } else { 1 + af.len() };
+            let room = TS_PACKET_LEN - 4 - af_total;
+            if remaining < room {
+                let stuffing = room - remaining;
+                if af_total == 0 {
+                    if stuffing > 1 {
+                        af.push(0x00);
+                        af.resize(stuffing - 1, 0xff);
+                    }
+                } else {
+                    af.resize(af.len() + stuffing, 0xff);
+                }
+                af_total += stuffing;
+            }
+            let take = (TS_PACKET_LEN - 4 - af_total).min(remaining);
+            let cc = &mut self.cc[cc_index(pid)];
+            let control = if af_total > 0 { 0x30 } else { 0x10 };
+            out.push(TS_SYNC_BYTE);
+            out.push(if first { 0x40 } else { 0x00 } | ((pid >> 8) as u8 & 0x1f));
+            out.push(pid as u8);
+            out.push(control | *cc);
+            *cc = (*cc + 1) & 0x0f;
+            if af_total > 0 {
+                out.push((af_total - 1) as u8);
+                out.extend_from_slice(&af);
+            }
+            out.extend_from_slice(&payload[pos..pos + take]);
+            pos += take;
+            first = false;
+        }
+    }
+}
+
+/// Output ms to 90 kHz ticks, modulo 2^33.
+fn ticks(ms: i64) -> u64 {
+    ((ms + TIME_BASE_MS).max(0) as u64 * 90) % PTS_MODULUS
+}
+
+fn write_timestamp(out: &mut Vec<u8>, prefix: u8, ts: u64) {
+    out.extend_from_slice(&[
+        (prefix << 4) | (((ts >> 30) as u8 & 0x07) << 1) | 1,
+        (ts >> 22) as u8,
+        (((ts >> 15) as u8) << 1) | 1,
+        (ts >> 7) as u8,
+        ((ts as u8) << 1) | 1,
+    ]);
+}
+
+/// Reads a 5-byte PES timestamp.
+pub fn read_timestamp(b: &[u8; 5]) -> u64 {
+    (u64::from(b[0] >> 1) & 0x07) << 30
+        | u64::from(b[1]) << 22
+        | u64::from(b[2] >> 1) << 15
+        | u64::from(b[3]) << 7
+        | u64::from(b[4] >> 1)
+}
+
+/// CRC-32/MPEG-2 of PSI sections.
+pub fn crc32_mpeg2(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04c1_1db7 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn crc_of_a_known_pat() {
+        // The PAT ffmpeg writes for program 1 -> PMT 0x1000.
+        let pat = [0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00];
+        assert_eq!(crc32_mpeg2(&pat), 0x2ab1_04b2);
+    }
+
+    #[test]
+    fn frames_become_whole_packets_with_counters_and_timestamps() {
+        let mut mux = TsMuxer::new(Program { video: Some(VideoCodec::H264), audio: true, scte35: false });
+        let mut out = Vec::new();
+        mux.write_tables(&mut out);
+        let frame = Frame {
+            track: Track::Video,
+            dts_ms: 1_000,
+            cts_ms: 80,
+            keyframe: true,
+            duration_ms: 40,
+            data: Bytes::from(vec![7u8; 500]),
+        };
+        mux.write_frame(&frame, &mut out);
+        mux.write_frame(&Frame { keyframe: false, ..frame.clone() }, &mut out);
+        assert_eq!(out.len() % TS_PACKET_LEN, 0);
+        let packets: Vec<&[u8]> = out.chunks(TS_PACKET_LEN).collect();
+        assert!(packets.iter().all(|p| p[0] == TS_SYNC_BYTE));
+        let video: Vec<&&[u8]> =
+            packets.iter().filter(|p| (u16::from(p[1] & 0x1f) << 8 | u16::from(p[2])) == PID_VIDEO).collect();
+        // 500 bytes + 19 of PES header: three packets per frame, counters 0..=5.
+        assert_eq!(video.len(), 6);
+        for (i, p) in video.iter().enumerate() {
+            assert_eq!(p[3] & 0x0f, i as u8);
+        }
+        // First packet: PUSI, adaptation field with random access + PCR, then the PES.
+        let p = video[0];
+        assert_eq!(p[1] & 0x40, 0x40);
+        assert_eq!(p[5] & 0x50, 0x50);
+        let pes = &p[5 + usize::from(p[4])..];
+        assert_eq!(&pes[..4], &[0, 0, 1, 0xe0]);
+        let pts = read_timestamp(pes[9..14].try_into().expect("5 bytes"));
+        let dts = read_timestamp(pes[14..19].try_into().expect("5 bytes"));
+        assert_eq!(pts, (1_000 + 80 + TIME_BASE_MS as u64) * 90);
+        assert_eq!(dts, (1_000 + TIME_BASE_MS as u64) * 90);
+        // The second frame is no random access point.
+        assert_eq!(video[3][5] & 0x40, 0);
+    }
+}
