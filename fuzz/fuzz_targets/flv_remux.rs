@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use ingest::media::remux::{FlvRemuxer, Remuxed};
+use ingest::media::timeline::{JumpLimits, Timeline};
 use ingest::{Segmenter, SegmenterConfig};
 use libfuzzer_sys::fuzz_target;
 use swarm::piece::ChannelKeypair;
@@ -15,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let cfg = SegmenterConfig { max_piece_packets: 8, ..SegmenterConfig::default() };
     let mut seg = Segmenter::new(cfg, key, 0);
     let mut remuxer = FlvRemuxer::default();
+    let mut timeline = Timeline::rtmp(JumpLimits::default());
     let mut pieces = Vec::new();
     // Records: kind (1), timestamp (4), body length (2), body.
     let mut rest = data;
@@ -24,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_be_bytes([rest[5], rest[6]])).min(rest.len() - 7);
         let body = &rest[7..7 + len];
         rest = &rest[7 + len..];
-        let out = if kind & 1 == 0 { remuxer.push_video(ts, body) } else { remuxer.push_audio(ts, body) };
+        let out = if kind & 1 == 0 { remuxer.push_video(&mut timeline, ts, body) } else { remuxer.push_audio(&mut timeline, ts, body) };
         seg.set_program(remuxer.program());
         match out {
             Ok(Remuxed::Frame(f)) => seg.push(&f, 0, &mut pieces),

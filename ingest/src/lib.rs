@@ -5,6 +5,11 @@
 //! AAC into Annex B and ADTS, [`timeline`] unwraps and rebases timestamps, [`ts`]
 //! muxes MPEG-TS, and [`segmenter`] cuts it into keyframe-aligned pieces and signs them.
 
+pub mod auth;
+pub mod hub;
 pub mod media;
+pub mod metrics;
+pub mod rtmp;
+pub mod rtmp_client;
 
 pub use media::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use ingest::media::flv::{self, TAG_AUDIO, TAG_VIDEO};
 use ingest::media::remux::{FlvRemuxer, Remuxed};
+use ingest::media::timeline::{JumpLimits, Timeline};
 use ingest::media::ts::{PID_AUDIO, PID_PAT, PID_PMT, PID_VIDEO, read_timestamp};
 use ingest::{Segmenter, SegmenterConfig};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, TS_PACKET_LEN};
@@ -16,11 +17,12 @@ fn remux(cfg: SegmenterConfig) -> (Vec<Piece>, ChannelKeypair, ingest::Segmenter
     let key = ChannelKeypair::from_secret_bytes(&[7; 32]);
     let mut seg = Segmenter::new(cfg, Arc::new(ChannelKeypair::from_secret_bytes(&[7; 32])), 1_000);
     let mut remuxer = FlvRemuxer::default();
+    let mut timeline = Timeline::rtmp(JumpLimits::default());
     let mut pieces = Vec::new();
     for (i, tag) in flv::read_file(FIXTURE).expect("fixture is a valid FLV").into_iter().enumerate() {
         let out = match tag.kind {
-            TAG_VIDEO => remuxer.push_video(tag.timestamp, tag.body),
-            TAG_AUDIO => remuxer.push_audio(tag.timestamp, tag.body),
+            TAG_VIDEO => remuxer.push_video(&mut timeline, tag.timestamp, tag.body),
+            TAG_AUDIO => remuxer.push_audio(&mut timeline, tag.timestamp, tag.body),
             _ => continue,
         };
         seg.set_program(remuxer.program());

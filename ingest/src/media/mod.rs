@@ -1,5 +1,6 @@
 //! The media path from tags or TS packets to signed pieces (no I/O).
 
+pub mod amf0;
 pub mod codec;
 pub mod flv;
 pub mod remux;

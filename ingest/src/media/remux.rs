@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::codec::{AacConfig, CodecError, VideoConfig};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
-use super::timeline::{JumpLimits, Timeline};
+use super::timeline::Timeline;
 use super::ts::Program;
 use super::{Frame, Track, VideoCodec};
 
@@ -27,41 +27,19 @@ pub enum Remuxed {
     Nothing,
 }
 
-/// Per-session state: codec configurations and the session's timeline.
-#[derive(Debug)]
+/// Per-session state: codec configurations. The timeline belongs to the channel
+/// (it outlives sessions) and is passed in.
+#[derive(Debug, Default)]
 pub struct FlvRemuxer {
     video: Option<VideoConfig>,
     audio: Option<AacConfig>,
-    timeline: Timeline,
     last_video_ms: Option<i64>,
+    /// Smoothed frame interval, ms (0: none seen yet).
     video_interval_ms: u32,
     scratch: Vec<u8>,
 }
 
-impl Default for FlvRemuxer {
-    fn default() -> Self {
-        Self::new(Timeline::rtmp(JumpLimits::default()))
-    }
-}
-
 impl FlvRemuxer {
-    /// `timeline` continues the channel's output timeline (see [`Timeline::new_session`]).
-    pub fn new(timeline: Timeline) -> Self {
-        FlvRemuxer {
-            video: None,
-            audio: None,
-            timeline,
-            last_video_ms: None,
-            video_interval_ms: 40,
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Hands the timeline back for the channel's next session.
-    pub fn into_timeline(self) -> Timeline {
-        self.timeline
-    }
-
     /// The tracks configured so far.
     pub fn program(&self) -> Program {
         Program { video: self.video.as_ref().map(|v| v.codec), audio: self.audio.is_some(), scte35: false }
@@ -71,7 +49,7 @@ impl FlvRemuxer {
         self.video.as_ref().map(|v| v.codec)
     }
 
-    pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+    pub fn push_video(&mut self, timeline: &mut Timeline, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
         match flv::parse_video(body)? {
             VideoTag::Config { codec, record } => {
                 self.video = Some(match codec {
@@ -84,14 +62,15 @@ impl FlvRemuxer {
                 let cfg = self.video.as_ref().ok_or(CodecError::NoConfig)?;
                 self.scratch.clear();
                 cfg.to_annex_b(nalus, keyframe, &mut self.scratch)?;
-                let mapped = self.timeline.map(u64::from(timestamp));
+                let mapped = timeline.map(u64::from(timestamp));
                 if let Some(last) = self.last_video_ms
                     && !mapped.discontinuity
                     && (1..=1_000).contains(&(mapped.ms - last))
                 {
                     // Smoothed frame interval, for the piece cutter's "frame ends at".
                     let d = (mapped.ms - last) as u32;
-                    self.video_interval_ms = (3 * self.video_interval_ms + d).div_ceil(4);
+                    self.video_interval_ms =
+                        if self.video_interval_ms == 0 { d } else { (3 * self.video_interval_ms + d).div_ceil(4) };
                 }
                 self.last_video_ms = Some(mapped.ms);
                 let frame = Frame {
@@ -99,7 +78,7 @@ impl FlvRemuxer {
                     dts_ms: mapped.ms,
                     cts_ms: cts_ms.max(0),
                     keyframe,
-                    duration_ms: self.video_interval_ms,
+                    duration_ms: if self.video_interval_ms == 0 { 40 } else { self.video_interval_ms },
                     data: Bytes::copy_from_slice(&self.scratch),
                 };
                 Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })
@@ -108,7 +87,7 @@ impl FlvRemuxer {
         }
     }
 
-    pub fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+    pub fn push_audio(&mut self, timeline: &mut Timeline, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
         match flv::parse_audio(body)? {
             AudioTag::AacConfig(asc) => {
                 self.audio = Some(AacConfig::from_audio_specific_config(asc)?);
@@ -118,7 +97,7 @@ impl FlvRemuxer {
                 let cfg = self.audio.ok_or(CodecError::NoConfig)?;
                 self.scratch.clear();
                 cfg.to_adts(raw, &mut self.scratch)?;
-                let mapped = self.timeline.map(u64::from(timestamp));
+                let mapped = timeline.map(u64::from(timestamp));
                 let frame = Frame {
                     track: Track::Audio,
                     dts_ms: mapped.ms,

@@ -1,0 +1,393 @@
+//! Channels, their publish sessions and their live windows.
+//!
+//! A channel outlives its sessions: its segmenter (so sequence numbers keep rising),
+//! its timeline (so time only moves forward) and its window of signed pieces stay when
+//! a publisher goes. One session publishes at a time. A new publisher of the same
+//! channel takes over at once when it comes from the same address (an encoder
+//! reconnecting: no "already publishing") or when the current session has sent nothing
+//! for [`HEALTHY_WITHIN`]; from another address while the current one is healthy it
+//! is refused by default ([`Takeover::IfIdleOrSameAddress`]) or takes over
+//! ([`Takeover::Always`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use swarm::piece::{ChannelId, Piece, PieceFlags};
+use tokio::sync::watch;
+
+use crate::auth::{Grant, Refusal};
+use crate::media::remux::{FlvRemuxer, RemuxError, Remuxed};
+use crate::media::timeline::{JumpLimits, Timeline};
+use crate::media::{Frame, Track};
+use crate::metrics::IngestMetrics;
+use crate::{Segmenter, SegmenterConfig};
+
+/// A session that sent media this recently is healthy.
+pub const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Takeover {
+    /// Take over from the same address or an idle session; refuse otherwise.
+    #[default]
+    IfIdleOrSameAddress,
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub segmenter: SegmenterConfig,
+    /// Pieces kept per channel for seeders to resume from (600 × 50 ms = 30 s).
+    pub window_pieces: usize,
+    pub takeover: Takeover,
+    pub jump_limits: JumpLimits,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            segmenter: SegmenterConfig::default(),
+            window_pieces: 600,
+            takeover: Takeover::default(),
+            jump_limits: JumpLimits::default(),
+        }
+    }
+}
+
+/// Which protocol a session came in on (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rtmp,
+    Srt,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::Srt => "srt",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    cfg: HubConfig,
+    channels: Mutex<HashMap<String, Arc<Channel>>>,
+    next_session: Mutex<u64>,
+    pub metrics: IngestMetrics,
+}
+
+/// One channel's state shared by its publisher and its subscribers.
+#[derive(Debug)]
+pub struct Channel {
+    pub name: String,
+    pub id: ChannelId,
+    state: Mutex<ChannelState>,
+    /// The next sequence number to be produced: subscribers wait on changes.
+    produced: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    window: VecDeque<Piece>,
+    segmenter: Segmenter,
+    timeline: Timeline,
+    session: Option<Session>,
+}
+
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    peer: IpAddr,
+    last_data: Instant,
+    /// Set to true to close the session's connection.
+    cancel: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Wall clock, µs since the Unix epoch: the pieces' timestamps.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Hub {
+    pub fn new(cfg: HubConfig) -> Arc<Self> {
+        Arc::new(Hub {
+            cfg,
+            channels: Mutex::new(HashMap::new()),
+            next_session: Mutex::new(0),
+            metrics: IngestMetrics::new(),
+        })
+    }
+
+    pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {
+        lock(&self.channels).get(name).cloned()
+    }
+
+    pub fn channel_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.channels).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Starts a publish session for a granted channel.
+    pub fn begin_publish(
+        self: &Arc<Self>,
+        grant: &Grant,
+        peer: IpAddr,
+        protocol: Protocol,
+    ) -> Result<Publisher, Refusal> {
+        let channel = {
+            let mut channels = lock(&self.channels);
+            channels
+                .entry(grant.channel.clone())
+                .or_insert_with(|| {
+                    // Sequence numbers start from the clock (100 per second of wall time)
+                    // so that they keep rising across ingest restarts, as long as
+                    // pieces average 10 ms or more (they are ~50 ms).
+                    let first_seq = now_us() / 10_000;
+                    Arc::new(Channel {
+                        name: grant.channel.clone(),
+                        id: grant.key.id(),
+                        state: Mutex::new(ChannelState {
+                            window: VecDeque::new(),
+                            segmenter: Segmenter::new(self.cfg.segmenter.clone(), grant.key.clone(), first_seq),
+                            timeline: Timeline::rtmp(self.cfg.jump_limits),
+                            session: None,
+                        }),
+                        produced: watch::channel(first_seq).0,
+                    })
+                })
+                .clone()
+        };
+        let mut st = lock(&channel.state);
+        if let Some(old) = &st.session {
+            let healthy = old.last_data.elapsed() < HEALTHY_WITHIN;
+            if healthy && old.peer != peer && self.cfg.takeover == Takeover::IfIdleOrSameAddress {
+                return Err(Refusal::AlreadyPublishing(grant.channel.clone()));
+            }
+            tracing::info!(channel = %grant.channel, old_session = old.id, "publisher takes over the channel");
+            old.cancel.send_replace(true);
+            self.metrics.takeovers.inc();
+            self.metrics.publishers_active.dec();
+        }
+        let id = {
+            let mut n = lock(&self.next_session);
+            *n += 1;
+            *n
+        };
+        let (cancel, cancelled) = watch::channel(false);
+        st.session = Some(Session { id, peer, last_data: Instant::now(), cancel });
+        st.timeline.new_session();
+        drop(st);
+        self.metrics.publishers_active.inc();
+        self.metrics.publishes.with_label_values(&[protocol.label()]).inc();
+        Ok(Publisher {
+            hub: self.clone(),
+            channel,
+            session: id,
+            protocol,
+            remuxer: FlvRemuxer::default(),
+            cancelled,
+            consecutive_errors: 0,
+        })
+    }
+}
+
+/// Why a publisher's input stopped being taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("another publisher took over the channel")]
+    Superseded,
+    #[error("{0} consecutive malformed tags; last: {1}")]
+    TooManyErrors(u32, RemuxError),
+}
+
+/// A session's handle: feed it tags; dropping it ends the session.
+#[derive(Debug)]
+pub struct Publisher {
+    hub: Arc<Hub>,
+    channel: Arc<Channel>,
+    session: u64,
+    protocol: Protocol,
+    remuxer: FlvRemuxer,
+    cancelled: watch::Receiver<bool>,
+    consecutive_errors: u32,
+}
+
+/// Malformed tags in a row after which the session is closed.
+const MAX_CONSECUTIVE_ERRORS: u32 = 50;
+
+impl Publisher {
+    pub fn channel(&self) -> &Arc<Channel> {
+        &self.channel
+    }
+
+    /// Resolves when another session took over: close the connection.
+    pub fn cancelled(&self) -> watch::Receiver<bool> {
+        self.cancelled.clone()
+    }
+
+    pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+        self.push_tag(Track::Video, timestamp, body)
+    }
+
+    pub fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+        self.push_tag(Track::Audio, timestamp, body)
+    }
+
+    fn push_tag(&mut self, track: Track, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+        let arrived = Instant::now();
+        self.hub.metrics.bytes_in.with_label_values(&[self.protocol.label()]).inc_by(body.len() as u64);
+        let mut st = lock(&self.channel.state);
+        let st = &mut *st;
+        match &mut st.session {
+            Some(s) if s.id == self.session => s.last_data = arrived,
+            _ => return Err(PublishError::Superseded),
+        }
+        let out = match track {
+            Track::Video => self.remuxer.push_video(&mut st.timeline, timestamp, body),
+            Track::Audio => self.remuxer.push_audio(&mut st.timeline, timestamp, body),
+        };
+        let out = match out {
+            Ok(out) => {
+                self.consecutive_errors = 0;
+                out
+            }
+            Err(e) => {
+                // One bad tag costs that tag only; a stream of them ends the session.
+                self.consecutive_errors += 1;
+                self.hub.metrics.bad_input.with_label_values(&[bad_input_kind(&e)]).inc();
+                tracing::warn!(channel = %self.channel.name, error = %e, "malformed tag skipped");
+                if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+                    return Err(PublishError::TooManyErrors(self.consecutive_errors, e));
+                }
+                return Ok(());
+            }
+        };
+        st.segmenter.set_program(self.remuxer.program());
+        let frame = match out {
+            Remuxed::Frame(f) => f,
+            Remuxed::DiscontinuityThen(f) => {
+                let mut pieces = Vec::new();
+                st.segmenter.discontinuity(now_us(), &mut pieces);
+                self.publish(st, pieces, arrived);
+                f
+            }
+            Remuxed::Nothing => return Ok(()),
+        };
+        self.push_frame(st, &frame, arrived);
+        Ok(())
+    }
+
+    fn push_frame(&self, st: &mut ChannelState, frame: &Frame, arrived: Instant) {
+        let before = st.segmenter.stats().clone();
+        let mut pieces = Vec::new();
+        st.segmenter.push(frame, now_us(), &mut pieces);
+        let after = st.segmenter.stats();
+        let m = &self.hub.metrics;
+        m.segments.inc_by(after.segments - before.segments);
+        m.long_gops.inc_by(after.long_gops - before.long_gops);
+        if let Some(k) = after.keyframe_interval_ms {
+            m.keyframe_interval.with_label_values(&[&self.channel.name]).set(k);
+        }
+        self.publish(st, pieces, arrived);
+    }
+
+    /// Pieces into the window; subscribers are woken.
+    fn publish(&self, st: &mut ChannelState, pieces: Vec<Piece>, arrived: Instant) {
+        if pieces.is_empty() {
+            return;
+        }
+        let m = &self.hub.metrics;
+        for p in pieces {
+            m.pieces.inc();
+            m.piece_bytes.inc_by(p.payload().len() as u64);
+            st.window.push_back(p);
+        }
+        while st.window.len() > self.hub.cfg.window_pieces {
+            st.window.pop_front();
+        }
+        m.added_latency.observe(arrived.elapsed().as_secs_f64());
+        self.channel.produced.send_replace(st.segmenter.next_seq());
+    }
+
+    /// Marks an ad-break edge on the next piece.
+    pub fn mark(&mut self, flags: PieceFlags) {
+        let mut st = lock(&self.channel.state);
+        if st.session.as_ref().is_none_or(|s| s.id != self.session) {
+            return;
+        }
+        let mut pieces = Vec::new();
+        st.segmenter.mark(flags, now_us(), &mut pieces);
+        self.publish(&mut st, pieces, Instant::now());
+    }
+}
+
+fn bad_input_kind(e: &RemuxError) -> &'static str {
+    match e {
+        RemuxError::Flv(_) => "flv_tag",
+        RemuxError::Codec(_) => "codec",
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let mut st = lock(&self.channel.state);
+        if st.session.as_ref().is_some_and(|s| s.id == self.session) {
+            st.session = None;
+            // What was cut so far goes out; the next session starts a new piece.
+            let mut pieces = Vec::new();
+            st.segmenter.close(now_us(), &mut pieces);
+            self.publish(&mut st, pieces, Instant::now());
+            drop(st);
+            // Subscribers also learn that the channel went off air.
+            self.channel.produced.send_modify(|_| {});
+            self.hub.metrics.publishers_active.dec();
+            tracing::info!(channel = %self.channel.name, session = self.session, "publish session ended");
+        }
+    }
+}
+
+/// Where a subscriber stands against the window.
+#[derive(Debug)]
+pub enum Fetch {
+    /// Pieces from the requested seq on (possibly none yet).
+    Pieces(Vec<Piece>),
+    /// The requested seq has left the window; the oldest held is given.
+    Gone { oldest: u64 },
+}
+
+impl Channel {
+    /// Pieces with seq ≥ `from`, at most `max`.
+    pub fn fetch(&self, from: u64, max: usize) -> Fetch {
+        let st = lock(&self.state);
+        let Some(first) = st.window.front().map(Piece::seq) else { return Fetch::Pieces(Vec::new()) };
+        if from < first {
+            return Fetch::Gone { oldest: first };
+        }
+        let skip = (from - first) as usize;
+        Fetch::Pieces(st.window.iter().skip(skip).take(max).cloned().collect())
+    }
+
+    /// Where a new subscriber without a position starts: the newest segment start.
+    pub fn join_point(&self) -> Option<u64> {
+        let st = lock(&self.state);
+        st.window.iter().rev().find(|p| p.flags().contains(PieceFlags::SEGMENT_START)).map(Piece::seq)
+    }
+
+    /// Waits on this to learn of new pieces.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.produced.subscribe()
+    }
+
+    /// A session is publishing.
+    pub fn live(&self) -> bool {
+        lock(&self.state).session.is_some()
+    }
+}

@@ -1,0 +1,95 @@
+//! Prometheus metrics of the ingest service. Labels are bounded: protocol (2 values),
+//! refusal reason and bad-input kind (fixed sets), channel (operator-defined channels,
+//! never anything a publisher sends).
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    pub registry: Registry,
+    pub bytes_in: IntCounterVec,
+    pub pieces: IntCounter,
+    pub piece_bytes: IntCounter,
+    pub segments: IntCounter,
+    pub publishers_active: IntGauge,
+    pub publishes: IntCounterVec,
+    pub refusals: IntCounterVec,
+    pub takeovers: IntCounter,
+    pub bad_input: IntCounterVec,
+    pub long_gops: IntCounter,
+    pub keyframe_interval: IntGaugeVec,
+    pub added_latency: Histogram,
+    pub subscribers: IntGauge,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IngestMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let keyframe_interval = IntGaugeVec::new(
+            Opts::new("shoal_ingest_keyframe_interval_milliseconds", "Last keyframe interval per channel"),
+            &["channel"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(keyframe_interval.clone())).expect("registered once");
+        let added_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "shoal_ingest_added_latency_seconds",
+                "From the tag or packet that completes a piece arriving to the signed piece in the live window",
+            )
+            .buckets(vec![0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(added_latency.clone())).expect("registered once");
+        IngestMetrics {
+            bytes_in: counter_vec("shoal_ingest_bytes_in_total", "Media bytes received", &["protocol"]),
+            pieces: counter("shoal_ingest_pieces_total", "Signed pieces produced"),
+            piece_bytes: counter("shoal_ingest_piece_bytes_total", "Payload bytes of signed pieces"),
+            segments: counter("shoal_ingest_segments_total", "Segment starts (keyframes) produced"),
+            publishers_active: gauge("shoal_ingest_publishers_active", "Publish sessions now active"),
+            publishes: counter_vec("shoal_ingest_publishes_total", "Publish sessions accepted", &["protocol"]),
+            refusals: counter_vec("shoal_ingest_publish_refusals_total", "Publish attempts refused", &["reason"]),
+            takeovers: counter(
+                "shoal_ingest_publisher_takeovers_total",
+                "Publishers that replaced a session of the same channel (reconnects)",
+            ),
+            bad_input: counter_vec(
+                "shoal_ingest_bad_input_total",
+                "Tags, packets or connections refused as malformed",
+                &["kind"],
+            ),
+            long_gops: counter("shoal_ingest_long_gops_total", "GOPs longer than the configured maximum"),
+            subscribers: gauge("shoal_ingest_piece_subscribers", "Open piece streams (seeders, debug taps)"),
+            keyframe_interval,
+            added_latency,
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,171 @@
+//! The RTMP listener: `rtmp://HOST/live/<stream-key>`, on `scuffle-rtmp` sessions.
+//!
+//! `scuffle-rtmp` does the handshake, chunking and commands over any
+//! `AsyncRead + AsyncWrite`; we give it `&mut TcpStream` so that, when we refuse a
+//! publish, we still hold the socket and can answer with an `onStatus` error whose
+//! description says why (its handler API can only end the session) — encoders show
+//! that text instead of a bare "connection failed".
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use scuffle_rtmp::ServerSession;
+use scuffle_rtmp::chunk::CHUNK_SIZE;
+use scuffle_rtmp::chunk::writer::ChunkWriter;
+use scuffle_rtmp::command_messages::on_status::{OnStatus, OnStatusCode};
+use scuffle_rtmp::command_messages::{Command, CommandResultLevel, CommandType};
+use scuffle_rtmp::session::server::{ServerSessionError, SessionData, SessionHandler};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::auth::{Authorizer, Refusal};
+use crate::hub::{Hub, Protocol, Publisher};
+
+/// The RTMP application publishers must use.
+pub const APP: &str = "live";
+/// Connections served at once; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 1_024;
+
+/// Accepts RTMP connections until the listener fails.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving the others.
+                tracing::warn!(error = %e, "RTMP accept failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let hub = hub.clone();
+        let auth = auth.clone();
+        let span = tracing::info_span!("rtmp_session", %peer, channel = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                handle(stream, peer, hub, auth).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
+    let _ = stream.set_nodelay(true);
+    let refusal = Arc::new(Mutex::new(None));
+    let handler = Handler { hub: hub.clone(), auth, peer, publisher: None, refusal: refusal.clone() };
+    let result = ServerSession::new(&mut stream, handler).run().await;
+    let refused = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(refusal) = refused {
+        hub.metrics.refusals.with_label_values(&[refusal.label()]).inc();
+        tracing::warn!(reason = %refusal, "RTMP publish refused");
+        let _ = stream.write_all(&refusal_status(&refusal)).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    match result {
+        Ok(_) => tracing::debug!("RTMP connection closed"),
+        Err(e) => {
+            hub.metrics.bad_input.with_label_values(&["rtmp_protocol"]).inc();
+            tracing::warn!(error = %e, "RTMP connection ended with an error");
+        }
+    }
+}
+
+/// The `onStatus` error telling the encoder why its publish was refused.
+pub fn refusal_status(refusal: &Refusal) -> Vec<u8> {
+    let code = match refusal {
+        Refusal::AlreadyPublishing(_) => "NetStream.Publish.BadName",
+        Refusal::UnknownKey | Refusal::BadApplication(_) => "NetStream.Publish.BadName",
+        _ => "NetStream.Publish.Denied",
+    };
+    let mut writer = ChunkWriter::default();
+    writer.set_chunk_size(CHUNK_SIZE);
+    let mut out = Vec::new();
+    let status = OnStatus {
+        code: OnStatusCode(code),
+        level: CommandResultLevel::Error,
+        description: Some(refusal.to_string().into()),
+        others: None,
+    };
+    let cmd = Command { command_type: CommandType::OnStatus(status), transaction_id: 0.0 };
+    if cmd.write(&mut out, &writer).is_err() {
+        out.clear();
+    }
+    out
+}
+
+struct Handler {
+    hub: Arc<Hub>,
+    auth: Arc<dyn Authorizer>,
+    peer: SocketAddr,
+    publisher: Option<Publisher>,
+    refusal: Arc<Mutex<Option<Refusal>>>,
+}
+
+impl Handler {
+    fn refuse(&self, refusal: Refusal) -> ServerSessionError {
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
+        // The handler API has no error of its own; any variant ends the session, and
+        // `handle` reads the real reason from `refusal`.
+        ServerSessionError::PublishBeforeConnect
+    }
+
+    fn authorize(&self, app: &str, stream_name: &str) -> Result<Publisher, Refusal> {
+        if app.trim_matches('/') != APP {
+            return Err(Refusal::BadApplication(app.to_owned()));
+        }
+        // OBS and ffmpeg send the key as the stream name; some append "?query".
+        let key = stream_name.split('?').next().unwrap_or("");
+        let now_unix = crate::hub::now_us() / 1_000_000;
+        let grant = self.auth.authorize(key, now_unix)?;
+        tracing::Span::current().record("channel", grant.channel.as_str());
+        self.hub.begin_publish(&grant, self.peer.ip(), Protocol::Rtmp)
+    }
+}
+
+impl SessionHandler for Handler {
+    async fn on_publish(
+        &mut self,
+        _stream_id: u32,
+        app_name: &str,
+        stream_name: &str,
+    ) -> Result<(), ServerSessionError> {
+        if self.publisher.is_some() {
+            return Err(self.refuse(Refusal::BadApplication("a second publish on one connection".into())));
+        }
+        match self.authorize(app_name, stream_name) {
+            Ok(p) => {
+                tracing::info!(channel = %p.channel().name, "RTMP publish started");
+                self.publisher = Some(p);
+                Ok(())
+            }
+            Err(refusal) => Err(self.refuse(refusal)),
+        }
+    }
+
+    async fn on_unpublish(&mut self, _stream_id: u32) -> Result<(), ServerSessionError> {
+        self.publisher = None;
+        Ok(())
+    }
+
+    async fn on_data(&mut self, _stream_id: u32, data: SessionData) -> Result<(), ServerSessionError> {
+        let Some(p) = self.publisher.as_mut() else { return Ok(()) };
+        let result = match data {
+            SessionData::Video { timestamp, data } => p.push_video(timestamp, &data),
+            SessionData::Audio { timestamp, data } => p.push_audio(timestamp, &data),
+            SessionData::Amf0 { .. } => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::info!(reason = %e, "RTMP session closed");
+            self.publisher = None;
+            return Err(ServerSessionError::PublishBeforeConnect);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! The RTMP listener in-process: the recorded fixture published through a real TCP
+//! connection by the minimal client, refusals with reasons, garbage, takeovers.
+
+use std::sync::Arc;
+
+use ingest::auth::{Authorizer, ChannelFile};
+use ingest::hub::{Fetch, Hub, HubConfig};
+use ingest::media::flv::{self, TAG_SCRIPT};
+use ingest::rtmp_client::{ClientError, RtmpPublisher};
+use swarm::piece::PieceFlags;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const FIXTURE: &[u8] = include_bytes!("fixtures/testsrc-h264-aac-4s.flv");
+
+struct Setup {
+    addr: std::net::SocketAddr,
+    hub: Arc<Hub>,
+    key: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn setup(name: &str) -> Setup {
+    let dir = std::env::temp_dir().join(format!("shoal-rtmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = ChannelFile::new(dir.join("channels.json"), dir.join("keys"));
+    let key = file.create_channel("news", false, None).expect("channel");
+    file.create_channel("sport", true, None).expect("channel");
+    let auth: Arc<dyn Authorizer> = Arc::new(file);
+    let hub = Hub::new(HubConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(ingest::rtmp::serve(listener, hub.clone(), auth));
+    Setup { addr, hub, key, _dir: TempDir(dir) }
+}
+
+/// Every piece the channel's window holds, oldest first.
+fn window(ch: &ingest::hub::Channel) -> Vec<swarm::piece::Piece> {
+    let oldest = match ch.fetch(0, 1) {
+        Fetch::Gone { oldest } => oldest,
+        Fetch::Pieces(p) => p.first().map_or(0, |p| p.seq()),
+    };
+    match ch.fetch(oldest, usize::MAX) {
+        Fetch::Pieces(p) => p,
+        Fetch::Gone { .. } => panic!("the window moved while nothing publishes"),
+    }
+}
+
+async fn publish_fixture(p: &mut RtmpPublisher) {
+    for tag in flv::read_file(FIXTURE).expect("fixture") {
+        if tag.kind != TAG_SCRIPT {
+            p.send_tag(tag.kind, tag.timestamp, tag.body).await.expect("send");
+        }
+    }
+}
+
+/// Waits (without sleeping) until the channel holds `n` pieces or its session ended.
+async fn wait_for_session_end(hub: &Hub) {
+    let ch = hub.channel("news").expect("channel exists after a publish");
+    let mut rx = ch.subscribe();
+    while ch.live() {
+        // Each piece produced (and the final flush) wakes us.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed()).await.is_err() {
+            panic!("session did not end");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixture_published_over_rtmp_becomes_signed_pieces() {
+    let s = setup("publish").await;
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
+    publish_fixture(&mut p).await;
+    p.close().await.expect("close");
+    wait_for_session_end(&s.hub).await;
+    let ch = s.hub.channel("news").expect("channel");
+    let all = window(&ch);
+    assert!((60..=110).contains(&all.len()), "{} pieces", all.len());
+    for (i, p) in all.iter().enumerate() {
+        p.verify(&ch.id).expect("signed by the channel");
+        assert_eq!(p.seq(), all[0].seq() + i as u64);
+    }
+    assert!(all[0].flags().contains(PieceFlags::SEGMENT_START));
+    assert_eq!(all.iter().filter(|p| p.flags().contains(PieceFlags::SEGMENT_START)).count(), 4);
+    let m = s.hub.metrics.render();
+    assert!(m.contains("shoal_ingest_publishes_total{protocol=\"rtmp\"} 1"), "{m}");
+    assert!(m.contains("shoal_ingest_keyframe_interval_milliseconds{channel=\"news\"} 1000"), "{m}");
+    assert!(m.contains("shoal_ingest_publishers_active 0"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_their_reason_to_the_encoder() {
+    let s = setup("refuse").await;
+    match RtmpPublisher::connect(s.addr, "live", "wrong-key").await {
+        Err(ClientError::Refused(why)) => assert!(why.contains("unknown stream key"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    match RtmpPublisher::connect(s.addr, "other", &s.key).await {
+        Err(ClientError::Refused(why)) => assert!(why.contains("rtmp://HOST/live/<stream-key>"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let m = s.hub.metrics.render();
+    assert!(m.contains("shoal_ingest_publish_refusals_total{reason=\"unknown_key\"} 1"), "{m}");
+    assert!(m.contains("shoal_ingest_publish_refusals_total{reason=\"bad_application\"} 1"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_dropped_and_others_keep_publishing() {
+    let s = setup("garbage").await;
+    // Not RTMP at all: the server closes the connection.
+    let mut junk = TcpStream::connect(s.addr).await.expect("connect");
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    junk.write_all(&[0xAB; 4000]).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = junk.read_to_end(&mut buf).await; // ends: closed by the server
+    // A truncated handshake: closed too, after the handshake timeout.
+    let mut half = TcpStream::connect(s.addr).await.expect("connect");
+    half.write_all(&[3, 0, 0]).await.expect("write");
+    // Meanwhile a real publisher is served.
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
+    publish_fixture(&mut p).await;
+    p.close().await.expect("close");
+    wait_for_session_end(&s.hub).await;
+    assert!(s.hub.metrics.pieces.get() > 50);
+    let _ = half.read_to_end(&mut buf).await;
+    assert!(s.hub.metrics.render().contains("shoal_ingest_bad_input_total{kind=\"rtmp_protocol\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_encoder_takes_over_at_once() {
+    let s = setup("takeover").await;
+    let mut first = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("first publish");
+    let tags = flv::read_file(FIXTURE).expect("fixture");
+    for tag in tags.iter().take(40).filter(|t| t.kind != TAG_SCRIPT) {
+        first.send_tag(tag.kind, tag.timestamp, tag.body).await.expect("send");
+    }
+    // Same address, same key, while the first is healthy: no "already publishing".
+    let mut second = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("takeover");
+    publish_fixture(&mut second).await;
+    // The first connection's session is over: the server closes it on its next data.
+    if let Some(tag) = tags.iter().find(|t| t.kind != TAG_SCRIPT) {
+        let _ = first.send_tag(tag.kind, tag.timestamp, tag.body).await;
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(10), first.wait_closed())
+        .await
+        .expect("the replaced session's connection is closed by the server");
+    second.close().await.expect("close");
+    wait_for_session_end(&s.hub).await;
+    let m = s.hub.metrics.render();
+    assert!(m.contains("shoal_ingest_publisher_takeovers_total 1"), "{m}");
+    // The second session starts with a discontinuity, at a segment start, seq rising.
+    let ch = s.hub.channel("news").expect("channel");
+    let all = window(&ch);
+    let disc: Vec<_> = all.iter().filter(|p| p.flags().contains(PieceFlags::DISCONTINUITY)).collect();
+    assert_eq!(disc.len(), 1, "one discontinuity");
+    assert!(disc[0].flags().contains(PieceFlags::SEGMENT_START));
+    assert!(all.windows(2).all(|w| w[1].seq() == w[0].seq() + 1));
+}
