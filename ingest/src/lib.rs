@@ -6,6 +6,7 @@
 //! muxes MPEG-TS, and [`segmenter`] cuts it into keyframe-aligned pieces and signs them.
 
 pub mod auth;
+pub mod http;
 pub mod hub;
 pub mod media;
 pub mod metrics;

@@ -165,3 +165,110 @@ async fn a_reconnecting_encoder_takes_over_at_once() {
     assert!(disc[0].flags().contains(PieceFlags::SEGMENT_START));
     assert!(all.windows(2).all(|w| w[1].seq() == w[0].seq() + 1));
 }
+
+/// Reads an HTTP/1.1 response: status line and headers, then the chunked body as it
+/// arrives, until `want` bytes of body are in (the piece stream never ends by itself).
+async fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>, want: usize) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "connection closed before the headers");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut rest = raw[head_end..].to_vec();
+    let mut body = Vec::new();
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().ok()))
+            .flatten()
+            .unwrap_or(0);
+        while rest.len() < len {
+            let n = s.read(&mut buf).await.expect("read");
+            rest.extend_from_slice(&buf[..n]);
+        }
+        return (head, rest);
+    }
+    // Chunked: size line, data, CRLF.
+    while body.len() < want {
+        if let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..i]).expect("ascii").trim(), 16).expect("hex");
+            if rest.len() >= i + 2 + size + 2 {
+                body.extend_from_slice(&rest[i + 2..i + 2 + size]);
+                rest.drain(..i + 2 + size + 2);
+                continue;
+            }
+        }
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "stream ended after {} bytes", body.len());
+        rest.extend_from_slice(&buf[..n]);
+    }
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeders_stream_pieces_over_http_and_resume_from_a_seq() {
+    use swarm::piece::{HEADER_LEN, Piece, PieceHeader, SIGNATURE_LEN};
+    let s = setup("http").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = listener.local_addr().expect("addr");
+    const TOKEN: &str = "seed-secret";
+    let tokens = ingest::http::SeederTokens::from_tokens([TOKEN]);
+    tokio::spawn(ingest::http::serve(listener, s.hub.clone(), tokens));
+
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish");
+    publish_fixture(&mut p).await;
+    p.close().await.expect("close");
+    wait_for_session_end(&s.hub).await;
+    let ch = s.hub.channel("news").expect("channel");
+    let all = window(&ch);
+    let oldest = all[0].seq();
+
+    // Without a token: 401. Unknown channel: 404. A seq that left the window: 410.
+    let (head, _) = http_get(http, "/v1/channels/news/pieces", Some("wrong"), 0).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, _) = http_get(http, "/v1/channels/nope/pieces", Some(TOKEN), 0).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, body) = http_get(http, &format!("/v1/channels/news/pieces?from={}", oldest - 1), Some(TOKEN), 0).await;
+    assert!(head.starts_with("HTTP/1.1 410"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains(&format!("the oldest held is {oldest}")));
+
+    // Resume from the 10th piece: every piece after it, byte for byte, in order.
+    let from = all[10].seq();
+    let want: usize = all[10..].iter().map(Piece::encoded_len).sum();
+    let (head, body) = http_get(http, &format!("/v1/channels/news/pieces?from={from}"), Some(TOKEN), want).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains(&ch.id.to_hex()));
+    let mut got = Vec::new();
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        let header = PieceHeader::decode(rest).expect("a piece header");
+        let len = HEADER_LEN + header.payload_len as usize + SIGNATURE_LEN;
+        got.push(Piece::decode(bytes::Bytes::copy_from_slice(&rest[..len])).expect("a piece"));
+        rest = &rest[len..];
+    }
+    assert_eq!(got.len(), all.len() - 10);
+    for (a, b) in got.iter().zip(&all[10..]) {
+        assert!(a.same_bytes(b));
+        a.verify(&ch.id).expect("verifies");
+    }
+
+    // The debug tap: TS from the newest segment start.
+    let join = ch.join_point().expect("a segment start");
+    let want: usize = all.iter().filter(|p| p.seq() >= join).map(|p| p.payload().len()).sum();
+    let (head, ts) = http_get(http, &format!("/v1/channels/news/live.ts?token={TOKEN}"), None, want).await;
+    assert!(head.contains("video/mp2t"), "{head}");
+    assert_eq!(ts.len(), want);
+    assert_eq!(ts[0], 0x47);
+    let (head, metrics) = http_get(http, "/metrics", None, 0).await;
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert!(String::from_utf8_lossy(&metrics).contains("shoal_ingest_pieces_total"));
+}
