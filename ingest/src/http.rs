@@ -7,6 +7,8 @@
 //!   each new piece as it is signed. Needs a seeder token (`Authorization: Bearer`).
 //! - `GET /v1/channels/{channel}/live.ts` — the verified MPEG-TS from the newest
 //!   segment start, for ffprobe/VLC; same token (also as `?token=`, for players).
+//!   Both take `from=SEQ`, and `follow=false` to end the response at the newest piece
+//!   instead of waiting for more (a dump of the window).
 //! - `GET /v1/channels` — channels, whether live, next sequence number.
 //! - `GET /metrics`, `/healthz`, `/readyz`.
 
@@ -188,9 +190,10 @@ pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> R
                 None => ch.join_point().unwrap_or(*ch.subscribe().borrow()),
             };
             let ts = *what == "live.ts";
+            let follow = q.get("follow").is_none_or(|v| v != "false" && v != "0");
             let (tx, rx) = mpsc::channel(64);
             hub.metrics.subscribers.inc();
-            tokio::spawn(feed(ch.clone(), start, tx, ts, hub.clone()));
+            tokio::spawn(feed(ch.clone(), start, tx, ts, follow, hub.clone()));
             let mut r = Response::new(StreamBody::Stream(rx));
             let ctype = if ts { "video/mp2t" } else { "application/x-shoal-pieces" };
             r.headers_mut().insert("content-type", ctype.parse().expect("valid header"));
@@ -203,7 +206,7 @@ pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> R
 }
 
 /// Feeds one subscriber: the window from `next`, then each new piece.
-async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool, hub: Arc<Hub>) {
+async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool, follow: bool, hub: Arc<Hub>) {
     let mut produced = ch.subscribe();
     let verifier = ChannelVerifier::new(ch.id).ok();
     loop {
@@ -215,7 +218,7 @@ async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool
                 break;
             }
             Fetch::Pieces(pieces) if pieces.is_empty() => {
-                if produced.changed().await.is_err() {
+                if !follow || produced.changed().await.is_err() {
                     break;
                 }
             }

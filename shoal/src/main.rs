@@ -1,13 +1,13 @@
 //! `shoal`: one binary for every Shoal service. Subcommands arrive with their issues;
-//! today: `sim` and `bench`.
+//! today: `sim`, `bench` and `ingest`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod ingest_cmd;
 mod sim_cmd;
 
 #[derive(Debug, Parser)]
@@ -23,6 +23,8 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Benchmarks: write JSON, print a table, assert nothing.
     Bench(bench_cmd::BenchArgs),
+    /// Take RTMP feeds in, cut and sign pieces, stream them to seeders.
+    Ingest(ingest_cmd::IngestArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Ingest(args) => ingest_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,7 +49,7 @@ fn main() -> ExitCode {
 
 /// Writes `bytes` to `path` atomically (temp file + rename), so a reader never sees
 /// half a file.
-pub(crate) fn write_atomic(path: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;

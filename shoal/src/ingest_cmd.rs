@@ -1,0 +1,178 @@
+//! `shoal ingest`: the RTMP listener and the HTTP piece API on one node; and
+//! `shoal ingest add-channel`, which creates a channel in the channel file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use ingest::auth::{Authorizer, ChannelFile, License, generate_stream_key, write_secret};
+use ingest::http::SeederTokens;
+use ingest::hub::{Hub, HubConfig, Takeover};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct IngestArgs {
+    #[command(subcommand)]
+    cmd: Option<IngestCmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum IngestCmd {
+    /// Create a channel: a signing key in the key directory, a stream key (printed
+    /// once; only its hash is stored) in the channel file.
+    AddChannel(AddChannelArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Where ingest keeps its state (channel file, keys, seeder token, ports.json).
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "shoal-data")]
+    data_dir: PathBuf,
+    /// Channel file (default: DATA_DIR/channels.json).
+    #[arg(long, env = "SHOAL_INGEST_CHANNELS")]
+    channels: Option<PathBuf>,
+    /// Directory of the channels' signing keys (default: DATA_DIR/keys).
+    #[arg(long, env = "SHOAL_INGEST_KEY_DIR")]
+    key_dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn channel_file(&self) -> ChannelFile {
+        ChannelFile::new(
+            self.channels.clone().unwrap_or_else(|| self.data_dir.join("channels.json")),
+            self.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys")),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TakeoverArg {
+    /// A new publisher replaces one from the same address or an idle one; others are refused.
+    IfIdleOrSameAddress,
+    /// A new publisher always replaces the current one.
+    Always,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// RTMP listen address (port 0: any free port, printed).
+    #[arg(long, env = "SHOAL_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    rtmp_listen: SocketAddr,
+    /// HTTP listen address: piece stream, debug tap, /metrics.
+    #[arg(long, env = "SHOAL_HTTP_LISTEN", default_value = "0.0.0.0:8710")]
+    http_listen: SocketAddr,
+    /// Token seeders present to read piece streams (default: DATA_DIR/seeder-token,
+    /// created on first start).
+    #[arg(long, env = "SHOAL_INGEST_SEEDER_TOKEN", hide_env_values = true)]
+    seeder_token: Option<String>,
+    /// What a second publisher of a live channel does.
+    #[arg(long, value_enum, default_value = "if-idle-or-same-address")]
+    takeover: TakeoverArg,
+    /// Media per piece, ms.
+    #[arg(long, default_value_t = 50)]
+    piece_ms: u32,
+    /// GOPs longer than this are logged and counted, ms.
+    #[arg(long, default_value_t = 10_000)]
+    max_gop_ms: u32,
+    /// Pieces kept per channel for seeders to resume from.
+    #[arg(long, default_value_t = 600)]
+    window_pieces: usize,
+}
+
+#[derive(Debug, Args)]
+struct AddChannelArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Channel name: 1-64 of a-z, 0-9, '-' and '_'.
+    name: String,
+    /// The channel carries ads (it then needs a commercial license to publish).
+    #[arg(long)]
+    ads: bool,
+    /// Give it a commercial license valid until this Unix time (0: open-ended).
+    #[arg(long)]
+    commercial_until: Option<u64>,
+}
+
+pub(crate) fn run(args: IngestArgs) -> anyhow::Result<()> {
+    match args.cmd {
+        Some(IngestCmd::AddChannel(a)) => add_channel(a),
+        None => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+            rt.block_on(serve(args.run))
+        }
+    }
+}
+
+fn add_channel(a: AddChannelArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.common.data_dir).with_context(|| format!("creating {}", a.common.data_dir.display()))?;
+    let license = a.commercial_until.map(|u| License { commercial: true, valid_until_unix: (u != 0).then_some(u) });
+    let file = a.common.channel_file();
+    let key = file.create_channel(&a.name, a.ads, license).map_err(anyhow::Error::msg)?;
+    println!("channel {} created", a.name);
+    println!("stream key (shown once): {key}");
+    println!("push:  rtmp://HOST:1935/live/{key}");
+    Ok(())
+}
+
+/// The seeder token: given, or read from (or created in) the data directory.
+fn seeder_token(run: &RunArgs) -> anyhow::Result<String> {
+    if let Some(t) = &run.seeder_token {
+        return Ok(t.clone());
+    }
+    let path = run.common.data_dir.join("seeder-token");
+    if !path.exists() {
+        write_secret(&path, &generate_stream_key()).map_err(anyhow::Error::msg)?;
+        println!("seeder token created in {}", path.display());
+    }
+    Ok(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned())
+}
+
+async fn serve(run: RunArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&run.common.data_dir)
+        .with_context(|| format!("creating {}", run.common.data_dir.display()))?;
+    if !(10..=250).contains(&run.piece_ms) {
+        bail!("--piece-ms must be 10..=250, got {}", run.piece_ms);
+    }
+    let token = seeder_token(&run)?;
+    let file = run.common.channel_file();
+    match file.list() {
+        Ok(list) => tracing::info!(channels = list.channels.len(), "channel file read"),
+        Err(e) => {
+            tracing::warn!(error = %e, "no channel file yet: every publish is refused until `shoal ingest add-channel`")
+        }
+    }
+    let auth: Arc<dyn Authorizer> = Arc::new(file);
+    let mut cfg = HubConfig::default();
+    cfg.segmenter.piece_ms = run.piece_ms;
+    cfg.segmenter.max_gop_ms = run.max_gop_ms;
+    cfg.window_pieces = run.window_pieces.max(16);
+    cfg.takeover = match run.takeover {
+        TakeoverArg::IfIdleOrSameAddress => Takeover::IfIdleOrSameAddress,
+        TakeoverArg::Always => Takeover::Always,
+    };
+    let hub = Hub::new(cfg);
+    let rtmp = TcpListener::bind(run.rtmp_listen).await.with_context(|| format!("binding RTMP {}", run.rtmp_listen))?;
+    let http = TcpListener::bind(run.http_listen).await.with_context(|| format!("binding HTTP {}", run.http_listen))?;
+    let rtmp_addr = rtmp.local_addr()?;
+    let http_addr = http.local_addr()?;
+    write_ports(&run.common.data_dir, rtmp_addr, http_addr)?;
+    println!("RTMP  rtmp://{rtmp_addr}/live/<stream-key>");
+    println!("HTTP  http://{http_addr}  (pieces: /v1/channels/NAME/pieces, tap: /v1/channels/NAME/live.ts, /metrics)");
+    tokio::spawn(ingest::rtmp::serve(rtmp, hub.clone(), auth));
+    tokio::spawn(ingest::http::serve(http, hub, SeederTokens::from_tokens([token.as_str()])));
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+fn write_ports(dir: &Path, rtmp: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
+    let json = serde_json::json!({ "rtmp": rtmp.to_string(), "http": http.to_string() });
+    crate::write_atomic(&dir.join("ports.json"), json.to_string().as_bytes())
+}

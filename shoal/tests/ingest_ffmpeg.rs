@@ -1,0 +1,157 @@
+//! End to end with the real encoder: `shoal ingest` on free ports, ffmpeg pushing
+//! 10 s of `testsrc` + `sine` over RTMP, the debug tap decoded by ffmpeg `-xerror`.
+//! Needs ffmpeg (CI installs it; elsewhere the test says it skipped).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ffmpeg_available() -> bool {
+    let ok = Command::new("ffmpeg").arg("-version").output().is_ok();
+    if !ok {
+        assert!(std::env::var_os("SHOAL_REQUIRE_FFMPEG").is_none(), "ffmpeg is required here but not installed");
+        eprintln!("SKIPPED: ffmpeg is not installed (CI installs it)");
+    }
+    ok
+}
+
+struct Ingest {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+/// Polls for `path` until the deadline (readiness of a child process).
+fn wait_for_file(path: &Path, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("shoal ingest exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{} did not appear", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn push(rtmp: &str, key: &str, seconds: u32) -> Output {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args(["-f", "flv", &format!("rtmp://{rtmp}/live/{key}")])
+        .output()
+        .expect("run ffmpeg")
+}
+
+/// GET over plain HTTP/1.1 with `Connection: close`; returns (status line, body).
+fn get(http: &str, path: &str) -> (String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(http).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("headers") + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut body = raw[end..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let i = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..i]).expect("ascii").trim(), 16).expect("hex");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[i + 2..i + 2 + size]);
+            rest = &rest[i + 2 + size + 2..];
+        }
+        body = out;
+    }
+    (head.lines().next().unwrap_or("").to_owned(), body)
+}
+
+#[test]
+fn ffmpeg_rtmp_push_plays_from_the_debug_tap() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("shoal-e2e-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let add = shoal().args(["ingest", "add-channel", "news", "--data-dir"]).arg(&dir).output().expect("add-channel");
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let stdout = String::from_utf8_lossy(&add.stdout);
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stream key (shown once): "))
+        .expect("the stream key is printed")
+        .to_owned();
+    let child = shoal()
+        .args(["ingest", "--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shoal ingest");
+    let mut ingest = Ingest { child, dir: dir.clone() };
+    let ports: serde_json::Value =
+        serde_json::from_str(&wait_for_file(&dir.join("ports.json"), &mut ingest.child)).expect("ports.json");
+    let rtmp = ports["rtmp"].as_str().expect("rtmp port").to_owned();
+    let http = ports["http"].as_str().expect("http port").to_owned();
+    let token = std::fs::read_to_string(dir.join("seeder-token")).expect("token").trim().to_owned();
+
+    // A wrong key is refused, and ffmpeg shows why.
+    let refused = push(&rtmp, "not-the-key", 1);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("unknown stream key"), "ffmpeg said: {why}");
+
+    let ok = push(&rtmp, &key, 10);
+    assert!(ok.status.success(), "ffmpeg push failed: {}", String::from_utf8_lossy(&ok.stderr));
+
+    // The whole window through the verified tap.
+    let (status, body) = get(&http, &format!("/v1/channels/news/pieces?from=0&token={token}"));
+    assert!(status.contains("410"), "{status}");
+    let text = String::from_utf8_lossy(&body);
+    let oldest: u64 = text.rsplit(' ').next().and_then(|s| s.trim().parse().ok()).expect("oldest seq in the 410");
+    let (status, ts) = get(&http, &format!("/v1/channels/news/live.ts?from={oldest}&follow=false&token={token}"));
+    assert!(status.contains("200"), "{status}");
+    let file = dir.join("tap.ts");
+    std::fs::write(&file, &ts).expect("write tap");
+    let decode = Command::new("ffmpeg")
+        .args(["-hide_banner", "-xerror", "-v", "warning", "-i"])
+        .arg(&file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg decode");
+    assert!(decode.status.success(), "decode failed: {}", String::from_utf8_lossy(&decode.stderr));
+    assert!(decode.stderr.is_empty(), "decoder warnings: {}", String::from_utf8_lossy(&decode.stderr));
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"])
+        .args(["-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .expect("ffprobe");
+    let frames: u32 =
+        String::from_utf8_lossy(&probe.stdout).lines().find_map(|l| l.trim().parse().ok()).expect("a frame count");
+    // 10 s at 25 fps, within one GOP (25 frames).
+    assert!((225..=250).contains(&frames), "{frames} frames decoded of 250 sent");
+    let (_, metrics) = get(&http, "/metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("shoal_ingest_publish_refusals_total{reason=\"unknown_key\"} 1"), "{metrics}");
+}
