@@ -86,8 +86,13 @@ impl Amf0 {
     }
 }
 
+/// A short string: at most 65,535 bytes, cut at a character boundary.
 fn encode_utf8(s: &str, out: &mut Vec<u8>) {
-    let bytes = &s.as_bytes()[..s.len().min(0xffff)];
+    let mut end = s.len().min(0xffff);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes = &s.as_bytes()[..end];
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
 }
