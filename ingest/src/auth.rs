@@ -22,6 +22,8 @@ pub struct Grant {
     pub key: Arc<ChannelKeypair>,
     /// Ad breaks are metered on this channel.
     pub carries_ads: bool,
+    /// SRT publishers must encrypt with this passphrase (10-79 characters).
+    pub srt_passphrase: Option<String>,
 }
 
 /// Why a publish was refused; [`Refusal::label`] is the bounded metric label.
@@ -111,6 +113,10 @@ pub struct ChannelEntry {
     pub license: Option<License>,
     #[serde(default)]
     pub status: ChannelStatus,
+    /// SRT publishers must encrypt with this (AES, 10-79 characters). Stored as is:
+    /// SRT derives its keys from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -200,6 +206,17 @@ impl ChannelFile {
         carries_ads: bool,
         license: Option<License>,
     ) -> anyhow_lite::Result<String> {
+        self.create_channel_with(name, carries_ads, license, None)
+    }
+
+    /// [`ChannelFile::create_channel`] with an SRT passphrase.
+    pub fn create_channel_with(
+        &self,
+        name: &str,
+        carries_ads: bool,
+        license: Option<License>,
+        srt_passphrase: Option<String>,
+    ) -> anyhow_lite::Result<String> {
         if !valid_channel_name(name) {
             return Err(format!("channel name {name:?}: use 1-64 of a-z, 0-9, '-' and '_'"));
         }
@@ -218,6 +235,7 @@ impl ChannelFile {
             carries_ads,
             license,
             status: ChannelStatus::Enabled,
+            srt_passphrase,
         });
         let json = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?;
         let tmp = self.path.with_extension("json.tmp");
@@ -289,7 +307,7 @@ impl Authorizer for ChannelFile {
         let entry = cache.list.find(stream_key).ok_or(Refusal::UnknownKey)?.clone();
         ChannelList::admit(&entry, now_unix)?;
         let key = self.signing_key(&mut cache, &entry.name)?;
-        Ok(Grant { channel: entry.name, key, carries_ads: entry.carries_ads })
+        Ok(Grant { channel: entry.name, key, carries_ads: entry.carries_ads, srt_passphrase: entry.srt_passphrase })
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::auth::{Grant, Refusal};
 use crate::media::remux::{FlvRemuxer, RemuxError, Remuxed};
 use crate::media::timeline::{JumpLimits, Timeline};
+use crate::media::ts_demux::{DemuxStats, Demuxed, TsDemuxer};
 use crate::media::{Frame, Track};
 use crate::metrics::IngestMetrics;
 use crate::{Segmenter, SegmenterConfig};
@@ -183,7 +184,11 @@ impl Hub {
         };
         let (cancel, cancelled) = watch::channel(false);
         st.session = Some(Session { id, peer, last_data: Instant::now(), cancel });
-        st.timeline.new_session();
+        let clock = match protocol {
+            Protocol::Rtmp => Timeline::rtmp(self.cfg.jump_limits),
+            Protocol::Srt => Timeline::mpeg_ts(self.cfg.jump_limits),
+        };
+        st.timeline.new_session_clocked_as(&clock);
         drop(st);
         self.metrics.publishers_active.inc();
         self.metrics.publishes.with_label_values(&[protocol.label()]).inc();
@@ -193,6 +198,10 @@ impl Hub {
             session: id,
             protocol,
             remuxer: FlvRemuxer::default(),
+            demuxer: TsDemuxer::default(),
+            ts_reported: DemuxStats::default(),
+            last_video_ms: None,
+            video_interval_ms: 40,
             cancelled,
             consecutive_errors: 0,
         })
@@ -216,6 +225,12 @@ pub struct Publisher {
     session: u64,
     protocol: Protocol,
     remuxer: FlvRemuxer,
+    /// SRT sessions: MPEG-TS in.
+    demuxer: TsDemuxer,
+    /// Demuxer counters already added to the metrics.
+    ts_reported: DemuxStats,
+    last_video_ms: Option<i64>,
+    video_interval_ms: u32,
     cancelled: watch::Receiver<bool>,
     consecutive_errors: u32,
 }
@@ -315,6 +330,82 @@ impl Publisher {
         }
         m.added_latency.observe(arrived.elapsed().as_secs_f64());
         self.channel.produced.send_replace(st.segmenter.next_seq());
+    }
+
+    /// MPEG-TS bytes (an SRT session), in any split.
+    pub fn push_ts(&mut self, data: &[u8]) -> Result<(), PublishError> {
+        self.hub.metrics.bytes_in.with_label_values(&[self.protocol.label()]).inc_by(data.len() as u64);
+        let mut events = Vec::new();
+        self.demuxer.push(data, &mut events);
+        self.ts_events(events)
+    }
+
+    /// The feed ended: its last access units are complete.
+    pub fn flush_ts(&mut self) -> Result<(), PublishError> {
+        let mut events = Vec::new();
+        self.demuxer.flush(&mut events);
+        self.ts_events(events)
+    }
+
+    fn ts_events(&mut self, events: Vec<Demuxed>) -> Result<(), PublishError> {
+        let arrived = Instant::now();
+        let stats = self.demuxer.stats.clone();
+        let bad = &self.hub.metrics.bad_input;
+        bad.with_label_values(&["ts_sync"]).inc_by(stats.resyncs - self.ts_reported.resyncs);
+        bad.with_label_values(&["ts_pes"]).inc_by(stats.bad_pes - self.ts_reported.bad_pes);
+        bad.with_label_values(&["ts_section"]).inc_by(stats.bad_sections - self.ts_reported.bad_sections);
+        self.ts_reported = stats;
+        let mut st = lock(&self.channel.state);
+        let st = &mut *st;
+        match &mut st.session {
+            Some(s) if s.id == self.session => s.last_data = arrived,
+            _ => return Err(PublishError::Superseded),
+        }
+        let mut program = self.demuxer.program();
+        program.scte35 = false;
+        st.segmenter.set_program(program);
+        for event in events {
+            match event {
+                Demuxed::Cue(flags) => {
+                    let mut pieces = Vec::new();
+                    st.segmenter.mark(flags, now_us(), &mut pieces);
+                    self.publish(st, pieces, arrived);
+                }
+                Demuxed::Frame(f) => {
+                    let mapped = st.timeline.map(f.dts);
+                    let cts = f.pts.wrapping_sub(f.dts) & ((1 << 33) - 1);
+                    let cts_ms = if cts < 1 << 32 { (cts / 90) as i32 } else { 0 };
+                    let duration_ms = if f.video {
+                        if let Some(last) = self.last_video_ms
+                            && !mapped.discontinuity
+                            && (1..=1_000).contains(&(mapped.ms - last))
+                        {
+                            self.video_interval_ms =
+                                (3 * self.video_interval_ms + (mapped.ms - last) as u32).div_ceil(4);
+                        }
+                        self.last_video_ms = Some(mapped.ms);
+                        self.video_interval_ms
+                    } else {
+                        (u64::from(f.audio_frames) * 1_024_000 / u64::from(f.sample_rate.max(1))) as u32
+                    };
+                    if mapped.discontinuity {
+                        let mut pieces = Vec::new();
+                        st.segmenter.discontinuity(now_us(), &mut pieces);
+                        self.publish(st, pieces, arrived);
+                    }
+                    let frame = Frame {
+                        track: if f.video { Track::Video } else { Track::Audio },
+                        dts_ms: mapped.ms,
+                        cts_ms,
+                        keyframe: f.keyframe,
+                        duration_ms,
+                        data: f.data,
+                    };
+                    self.push_frame(st, &frame, arrived);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Marks an ad-break edge on the next piece.

@@ -12,5 +12,6 @@ pub mod media;
 pub mod metrics;
 pub mod rtmp;
 pub mod rtmp_client;
+pub mod srt;
 
 pub use media::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};

@@ -3,7 +3,7 @@
 //! never anything a publisher sends).
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -22,6 +22,10 @@ pub struct IngestMetrics {
     pub keyframe_interval: IntGaugeVec,
     pub added_latency: Histogram,
     pub subscribers: IntGauge,
+    pub srt_rtt: GaugeVec,
+    pub srt_lost: IntGaugeVec,
+    pub srt_retransmitted: IntGaugeVec,
+    pub srt_dropped: IntGaugeVec,
 }
 
 impl Default for IngestMetrics {
@@ -63,7 +67,31 @@ impl IngestMetrics {
         )
         .expect("valid metric");
         registry.register(Box::new(added_latency.clone())).expect("registered once");
+        let int_gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["channel"]).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let srt_rtt = GaugeVec::new(
+            Opts::new("shoal_ingest_srt_rtt_seconds", "Smoothed round-trip time of the channel's SRT publisher"),
+            &["channel"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(srt_rtt.clone())).expect("registered once");
         IngestMetrics {
+            srt_lost: int_gauge_vec(
+                "shoal_ingest_srt_session_lost_packets",
+                "Packets the current SRT session of the channel reported lost (before retransmission)",
+            ),
+            srt_retransmitted: int_gauge_vec(
+                "shoal_ingest_srt_session_retransmitted_packets",
+                "Retransmitted packets received in the current SRT session of the channel",
+            ),
+            srt_dropped: int_gauge_vec(
+                "shoal_ingest_srt_session_dropped_packets",
+                "Packets the current SRT session dropped as too late (lost for good)",
+            ),
+            srt_rtt,
             bytes_in: counter_vec("shoal_ingest_bytes_in_total", "Media bytes received", &["protocol"]),
             pieces: counter("shoal_ingest_pieces_total", "Signed pieces produced"),
             piece_bytes: counter("shoal_ingest_piece_bytes_total", "Payload bytes of signed pieces"),

@@ -159,7 +159,13 @@ impl SessionHandler for Handler {
         let result = match data {
             SessionData::Video { timestamp, data } => p.push_video(timestamp, &data),
             SessionData::Audio { timestamp, data } => p.push_audio(timestamp, &data),
-            SessionData::Amf0 { .. } => Ok(()),
+            SessionData::Amf0 { data, .. } => {
+                if let Some(flags) = crate::media::remux::script_cue(&data) {
+                    tracing::info!(?flags, "ad-break cue from the encoder");
+                    p.mark(flags);
+                }
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::info!(reason = %e, "RTMP session closed");

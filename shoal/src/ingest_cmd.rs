@@ -1,4 +1,4 @@
-//! `shoal ingest`: the RTMP listener and the HTTP piece API on one node; and
+//! `shoal ingest`: the RTMP and SRT listeners and the HTTP piece API on one node; and
 //! `shoal ingest add-channel`, which creates a channel in the channel file.
 
 use std::net::SocketAddr;
@@ -65,6 +65,9 @@ struct RunArgs {
     /// RTMP listen address (port 0: any free port, printed).
     #[arg(long, env = "SHOAL_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
     rtmp_listen: SocketAddr,
+    /// SRT listen address (UDP; callers publish with streamid=#!::r=live/<key>,m=publish).
+    #[arg(long, env = "SHOAL_SRT_LISTEN", default_value = "0.0.0.0:8890")]
+    srt_listen: SocketAddr,
     /// HTTP listen address: piece stream, debug tap, /metrics.
     #[arg(long, env = "SHOAL_HTTP_LISTEN", default_value = "0.0.0.0:8710")]
     http_listen: SocketAddr,
@@ -98,6 +101,9 @@ struct AddChannelArgs {
     /// Give it a commercial license valid until this Unix time (0: open-ended).
     #[arg(long)]
     commercial_until: Option<u64>,
+    /// SRT publishers must encrypt with this passphrase (10-79 characters).
+    #[arg(long)]
+    srt_passphrase: Option<String>,
 }
 
 pub(crate) fn run(args: IngestArgs) -> anyhow::Result<()> {
@@ -113,11 +119,19 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<()> {
 fn add_channel(a: AddChannelArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.common.data_dir).with_context(|| format!("creating {}", a.common.data_dir.display()))?;
     let license = a.commercial_until.map(|u| License { commercial: true, valid_until_unix: (u != 0).then_some(u) });
+    if let Some(p) = &a.srt_passphrase
+        && !(10..=79).contains(&p.len())
+    {
+        bail!("--srt-passphrase must be 10-79 characters (SRT's rule), got {}", p.len());
+    }
     let file = a.common.channel_file();
-    let key = file.create_channel(&a.name, a.ads, license).map_err(anyhow::Error::msg)?;
+    let key =
+        file.create_channel_with(&a.name, a.ads, license, a.srt_passphrase.clone()).map_err(anyhow::Error::msg)?;
     println!("channel {} created", a.name);
     println!("stream key (shown once): {key}");
     println!("push:  rtmp://HOST:1935/live/{key}");
+    let pass = a.srt_passphrase.as_deref().map(|p| format!("&passphrase={p}")).unwrap_or_default();
+    println!("  or:  srt://HOST:8890?streamid=#!::r=live/{key},m=publish{pass}");
     Ok(())
 }
 
@@ -162,8 +176,12 @@ async fn serve(run: RunArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(run.http_listen).await.with_context(|| format!("binding HTTP {}", run.http_listen))?;
     let rtmp_addr = rtmp.local_addr()?;
     let http_addr = http.local_addr()?;
-    write_ports(&run.common.data_dir, rtmp_addr, http_addr)?;
+    let srt_addr = ingest::srt::bind(run.srt_listen, hub.clone(), auth.clone())
+        .await
+        .with_context(|| format!("binding SRT {}", run.srt_listen))?;
+    write_ports(&run.common.data_dir, rtmp_addr, srt_addr, http_addr)?;
     println!("RTMP  rtmp://{rtmp_addr}/live/<stream-key>");
+    println!("SRT   srt://{srt_addr}?streamid=#!::r=live/<stream-key>,m=publish");
     println!("HTTP  http://{http_addr}  (pieces: /v1/channels/NAME/pieces, tap: /v1/channels/NAME/live.ts, /metrics)");
     tokio::spawn(ingest::rtmp::serve(rtmp, hub.clone(), auth));
     tokio::spawn(ingest::http::serve(http, hub, SeederTokens::from_tokens([token.as_str()])));
@@ -172,7 +190,7 @@ async fn serve(run: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_ports(dir: &Path, rtmp: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
-    let json = serde_json::json!({ "rtmp": rtmp.to_string(), "http": http.to_string() });
+fn write_ports(dir: &Path, rtmp: SocketAddr, srt: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
+    let json = serde_json::json!({ "rtmp": rtmp.to_string(), "srt": srt.to_string(), "http": http.to_string() });
     crate::write_atomic(&dir.join("ports.json"), json.to_string().as_bytes())
 }

@@ -7,6 +7,7 @@ pub mod remux;
 pub mod segmenter;
 pub mod timeline;
 pub mod ts;
+pub mod ts_demux;
 
 use bytes::Bytes;
 

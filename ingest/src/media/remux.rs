@@ -111,3 +111,73 @@ impl FlvRemuxer {
         }
     }
 }
+
+/// An ad-break edge announced in RTMP script data: `onCuePoint` (Adobe's cue points,
+/// as Wirecast, vMix and AWS Elemental send them: a `name`, `type` or `cue` of
+/// `cue-out`/`cue-in`, possibly under `parameters`), or the shorthand commands
+/// `onCueOut`/`onCueIn`, `onAdStart`/`onAdEnd`. `None` for everything else
+/// (`onMetaData`, captions, unknown cues).
+pub fn script_cue(body: &[u8]) -> Option<swarm::piece::PieceFlags> {
+    use super::amf0::{self, Amf0};
+    use swarm::piece::PieceFlags;
+    let values = amf0::decode_all(body).ok()?;
+    let mut iter = values.iter();
+    let mut name = iter.next()?.as_str()?;
+    if name == "@setDataFrame" {
+        name = iter.next()?.as_str()?;
+    }
+    let word = |s: &str| -> Option<PieceFlags> {
+        match s.to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
+            "cueout" | "spliceout" | "adstart" | "adbreakstart" | "out" => Some(PieceFlags::AD_BREAK_START),
+            "cuein" | "splicein" | "adend" | "adbreakend" | "in" => Some(PieceFlags::AD_BREAK_END),
+            _ => None,
+        }
+    };
+    match name {
+        "onCueOut" | "onAdStart" => return Some(PieceFlags::AD_BREAK_START),
+        "onCueIn" | "onAdEnd" => return Some(PieceFlags::AD_BREAK_END),
+        "onCuePoint" => {}
+        _ => return None,
+    }
+    let info = iter.next()?;
+    for scope in [Some(info), info.get("parameters")].into_iter().flatten() {
+        for key in ["cue", "type", "name"] {
+            if let Some(flags) = scope.get(key).and_then(Amf0::as_str).and_then(word) {
+                return Some(flags);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script_cue;
+    use crate::media::amf0::Amf0;
+    use swarm::piece::PieceFlags;
+
+    fn script(values: &[Amf0]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in values {
+            v.encode(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn cue_points_become_ad_break_flags() {
+        let obj = |k: &str, v: &str| Amf0::Object(vec![(k.into(), Amf0::String(v.into()))]);
+        let on = |v: Amf0| script(&[Amf0::String("onCuePoint".into()), v]);
+        assert_eq!(script_cue(&on(obj("name", "cue-out"))), Some(PieceFlags::AD_BREAK_START));
+        assert_eq!(script_cue(&on(obj("type", "CUE_IN"))), Some(PieceFlags::AD_BREAK_END));
+        let nested = Amf0::Object(vec![
+            ("name".into(), Amf0::String("scte35".into())),
+            ("parameters".into(), Amf0::Object(vec![("cue".into(), Amf0::String("out".into()))])),
+        ]);
+        assert_eq!(script_cue(&on(nested)), Some(PieceFlags::AD_BREAK_START));
+        assert_eq!(script_cue(&script(&[Amf0::String("onCueIn".into())])), Some(PieceFlags::AD_BREAK_END));
+        assert_eq!(script_cue(&script(&[Amf0::String("onMetaData".into()), obj("width", "1")])), None);
+        assert_eq!(script_cue(&on(obj("name", "chapter-2"))), None);
+        assert_eq!(script_cue(&[0xff, 0x00]), None);
+    }
+}

@@ -75,6 +75,14 @@ impl Timeline {
         }
     }
 
+    /// A new publish session whose input clock is `like`'s (RTMP or MPEG-TS); see
+    /// [`Timeline::new_session`].
+    pub fn new_session_clocked_as(&mut self, like: &Timeline) {
+        self.bits = like.bits;
+        self.ticks_per_ms = like.ticks_per_ms;
+        self.new_session();
+    }
+
     /// A new publish session on the same channel: its first timestamp continues the
     /// output just after the last one, flagged as a discontinuity.
     pub fn new_session(&mut self) {
