@@ -1,5 +1,6 @@
 //! End to end with the real encoder: `shoal ingest` on free ports, ffmpeg pushing
-//! 10 s of `testsrc` + `sine` over RTMP, the debug tap decoded by ffmpeg `-xerror`.
+//! 10 s of `testsrc` + `sine` over RTMP and over SRT with a passphrase, the debug tap
+//! decoded by ffmpeg `-xerror`; a wrong key and a wrong passphrase are refused.
 //! Needs ffmpeg (CI installs it; elsewhere the test says it skipped).
 
 use std::io::{Read, Write};
@@ -51,13 +52,66 @@ fn wait_for_file(path: &Path, child: &mut Child) -> String {
 }
 
 fn push(rtmp: &str, key: &str, seconds: u32) -> Output {
+    encode(&[], seconds, &["-f", "flv", &format!("rtmp://{rtmp}/live/{key}")])
+}
+
+/// SRT is live transport: ffmpeg sends in real time (`-re`), as an encoder does.
+fn push_srt(srt: &str, key: &str, passphrase: &str, seconds: u32) -> Output {
+    let url = format!("srt://{srt}?streamid=#!::r=live/{key},m=publish&passphrase={passphrase}");
+    encode(&["-re"], seconds, &["-f", "mpegts", &url])
+}
+
+fn encode(input_opts: &[&str], seconds: u32, output: &[&str]) -> Output {
     Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(input_opts)
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
+        .args(input_opts)
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds.to_string()])
         .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .args(["-f", "flv", &format!("rtmp://{rtmp}/live/{key}")])
+        .args(output)
         .output()
         .expect("run ffmpeg")
+}
+
+/// The channel's whole window through the verified debug tap, decoded: the number of
+/// video frames, failing on any decoder error or warning.
+fn tap_frames(http: &str, channel: &str, token: &str, dir: &Path) -> u32 {
+    let (status, body) = get(http, &format!("/v1/channels/{channel}/pieces?from=0&token={token}"));
+    assert!(status.contains("410"), "{status}");
+    let text = String::from_utf8_lossy(&body);
+    let oldest: u64 = text.rsplit(' ').next().and_then(|s| s.trim().parse().ok()).expect("oldest seq in the 410");
+    let (status, ts) = get(http, &format!("/v1/channels/{channel}/live.ts?from={oldest}&follow=false&token={token}"));
+    assert!(status.contains("200"), "{status}");
+    let file = dir.join(format!("{channel}.ts"));
+    std::fs::write(&file, &ts).expect("write tap");
+    let decode = Command::new("ffmpeg")
+        .args(["-hide_banner", "-xerror", "-v", "warning", "-i"])
+        .arg(&file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg decode");
+    assert!(decode.status.success(), "decode failed: {}", String::from_utf8_lossy(&decode.stderr));
+    assert!(decode.stderr.is_empty(), "decoder warnings: {}", String::from_utf8_lossy(&decode.stderr));
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"])
+        .args(["-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&probe.stdout).lines().find_map(|l| l.trim().parse().ok()).expect("a frame count")
+}
+
+fn add_channel(dir: &Path, name: &str, extra: &[&str]) -> String {
+    let add =
+        shoal().args(["ingest", "add-channel", name]).args(extra).arg("--data-dir").arg(dir).output().expect("add");
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let stdout = String::from_utf8_lossy(&add.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stream key (shown once): "))
+        .expect("the stream key is printed")
+        .to_owned()
 }
 
 /// GET over plain HTTP/1.1 with `Connection: close`; returns (status line, body).
@@ -87,22 +141,17 @@ fn get(http: &str, path: &str) -> (String, Vec<u8>) {
 }
 
 #[test]
-fn ffmpeg_rtmp_push_plays_from_the_debug_tap() {
+fn ffmpeg_rtmp_and_srt_pushes_play_from_the_debug_tap() {
     if !ffmpeg_available() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("shoal-e2e-ingest-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let add = shoal().args(["ingest", "add-channel", "news", "--data-dir"]).arg(&dir).output().expect("add-channel");
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
-    let stdout = String::from_utf8_lossy(&add.stdout);
-    let key = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("stream key (shown once): "))
-        .expect("the stream key is printed")
-        .to_owned();
+    let key = add_channel(&dir, "news", &[]);
+    let srt_key = add_channel(&dir, "field", &["--srt-passphrase", "a long enough secret"]);
     let child = shoal()
-        .args(["ingest", "--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .args(["ingest", "--rtmp-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -113,6 +162,7 @@ fn ffmpeg_rtmp_push_plays_from_the_debug_tap() {
         serde_json::from_str(&wait_for_file(&dir.join("ports.json"), &mut ingest.child)).expect("ports.json");
     let rtmp = ports["rtmp"].as_str().expect("rtmp port").to_owned();
     let http = ports["http"].as_str().expect("http port").to_owned();
+    let srt = ports["srt"].as_str().expect("srt port").to_owned();
     let token = std::fs::read_to_string(dir.join("seeder-token")).expect("token").trim().to_owned();
 
     // A wrong key is refused, and ffmpeg shows why.
@@ -124,33 +174,17 @@ fn ffmpeg_rtmp_push_plays_from_the_debug_tap() {
     let ok = push(&rtmp, &key, 10);
     assert!(ok.status.success(), "ffmpeg push failed: {}", String::from_utf8_lossy(&ok.stderr));
 
-    // The whole window through the verified tap.
-    let (status, body) = get(&http, &format!("/v1/channels/news/pieces?from=0&token={token}"));
-    assert!(status.contains("410"), "{status}");
-    let text = String::from_utf8_lossy(&body);
-    let oldest: u64 = text.rsplit(' ').next().and_then(|s| s.trim().parse().ok()).expect("oldest seq in the 410");
-    let (status, ts) = get(&http, &format!("/v1/channels/news/live.ts?from={oldest}&follow=false&token={token}"));
-    assert!(status.contains("200"), "{status}");
-    let file = dir.join("tap.ts");
-    std::fs::write(&file, &ts).expect("write tap");
-    let decode = Command::new("ffmpeg")
-        .args(["-hide_banner", "-xerror", "-v", "warning", "-i"])
-        .arg(&file)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg decode");
-    assert!(decode.status.success(), "decode failed: {}", String::from_utf8_lossy(&decode.stderr));
-    assert!(decode.stderr.is_empty(), "decoder warnings: {}", String::from_utf8_lossy(&decode.stderr));
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"])
-        .args(["-of", "csv=p=0"])
-        .arg(&file)
-        .output()
-        .expect("ffprobe");
-    let frames: u32 =
-        String::from_utf8_lossy(&probe.stdout).lines().find_map(|l| l.trim().parse().ok()).expect("a frame count");
     // 10 s at 25 fps, within one GOP (25 frames).
-    assert!((225..=250).contains(&frames), "{frames} frames decoded of 250 sent");
+    let frames = tap_frames(&http, "news", &token, &dir);
+    assert!((225..=250).contains(&frames), "RTMP: {frames} frames decoded of 250 sent");
+
+    // SRT with the channel's passphrase; a wrong one is refused in the handshake.
+    let refused = push_srt(&srt, &srt_key, "not the passphrase", 1);
+    assert!(!refused.status.success(), "a wrong passphrase must be refused");
+    let ok = push_srt(&srt, &srt_key, "a long enough secret", 10);
+    assert!(ok.status.success(), "ffmpeg SRT push failed: {}", String::from_utf8_lossy(&ok.stderr));
+    let frames = tap_frames(&http, "field", &token, &dir);
+    assert!((225..=250).contains(&frames), "SRT: {frames} frames decoded of 250 sent");
     let (_, metrics) = get(&http, "/metrics");
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("shoal_ingest_publish_refusals_total{reason=\"unknown_key\"} 1"), "{metrics}");
