@@ -15,3 +15,7 @@ pub mod rtmp_client;
 pub mod srt;
 
 pub use media::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};
+
+/// 4 s of ffmpeg `testsrc` + `sine` (H.264 High with B-frames, AAC), as FLV: the test
+/// and bench fixture.
+pub const FIXTURE_FLV: &[u8] = include_bytes!("../tests/fixtures/testsrc-h264-aac-4s.flv");

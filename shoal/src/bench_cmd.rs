@@ -29,6 +29,17 @@ enum BenchWhat {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
     },
+    /// Replay the recorded fixture across channels through the ingest media path.
+    Ingest {
+        #[arg(long, default_value_t = 8)]
+        channels: usize,
+        /// Times the 4 s fixture is replayed per channel.
+        #[arg(long, default_value_t = 30)]
+        loops: u32,
+        /// Where to write `bench-ingest.json`.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
 }
 
 /// One figure against its target.
@@ -48,6 +59,7 @@ struct BenchSim<'a> {
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
+        BenchWhat::Ingest { channels, loops, out } => crate::bench_ingest::run(channels.max(1), loops.max(1), out),
         BenchWhat::Sim { scenario, rng_seed, attackers, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));

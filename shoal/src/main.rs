@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod bench_ingest;
 mod ingest_cmd;
 mod sim_cmd;
 

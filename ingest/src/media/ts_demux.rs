@@ -34,6 +34,8 @@ pub enum Demuxed {
 
 #[derive(Debug, Default)]
 struct Pes {
+    /// Order in which PES packets started (the flush order).
+    started: u64,
     buf: Vec<u8>,
     random_access: bool,
     overflow: bool,
@@ -57,6 +59,7 @@ pub struct TsDemuxer {
     audio: Option<u16>,
     scte35: Option<u16>,
     pes: std::collections::HashMap<u16, Pes>,
+    pes_started: u64,
     cc: std::collections::HashMap<u16, u8>,
     pub stats: DemuxStats,
 }
@@ -87,8 +90,10 @@ impl TsDemuxer {
 
     /// End of input: the last PES of each stream is complete.
     pub fn flush(&mut self, out: &mut Vec<Demuxed>) {
-        let pids: Vec<u16> = self.pes.keys().copied().collect();
-        for pid in pids {
+        // In the order they started, not the map's.
+        let mut pids: Vec<(u64, u16)> = self.pes.iter().map(|(&pid, p)| (p.started, pid)).collect();
+        pids.sort_unstable();
+        for (_, pid) in pids {
             self.finish_pes(pid, out);
         }
     }
@@ -127,7 +132,9 @@ impl TsDemuxer {
         } else if Some(pid) == self.video.map(|v| v.0) || Some(pid) == self.audio {
             if pusi {
                 self.finish_pes(pid, out);
-                self.pes.insert(pid, Pes { buf: Vec::new(), random_access, overflow: false });
+                self.pes_started += 1;
+                let started = self.pes_started;
+                self.pes.insert(pid, Pes { started, buf: Vec::new(), random_access, overflow: false });
             }
             if let Some(pes) = self.pes.get_mut(&pid) {
                 if pes.buf.len() + payload.len() > MAX_PES {
