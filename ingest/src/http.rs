@@ -102,14 +102,7 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, tokens: SeederTokens) {
     let tokens = Arc::new(tokens);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTP accept failed");
-                tokio::task::yield_now().await;
-                continue;
-            }
-        };
+        let (stream, _) = crate::accept(&listener, "HTTP").await;
         let hub = hub.clone();
         let tokens = tokens.clone();
         tokio::spawn(async move {

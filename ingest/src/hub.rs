@@ -21,7 +21,7 @@ use crate::auth::{Grant, Refusal};
 use crate::media::remux::{FlvRemuxer, RemuxError, Remuxed};
 use crate::media::timeline::{JumpLimits, Timeline};
 use crate::media::ts_demux::{DemuxStats, Demuxed, TsDemuxer};
-use crate::media::{Frame, Track};
+use crate::media::{Frame, FrameInterval, Track};
 use crate::metrics::IngestMetrics;
 use crate::{Segmenter, SegmenterConfig};
 
@@ -200,8 +200,7 @@ impl Hub {
             remuxer: FlvRemuxer::default(),
             demuxer: TsDemuxer::default(),
             ts_reported: DemuxStats::default(),
-            last_video_ms: None,
-            video_interval_ms: 40,
+            video_interval: FrameInterval::default(),
             cancelled,
             consecutive_errors: 0,
         })
@@ -229,8 +228,7 @@ pub struct Publisher {
     demuxer: TsDemuxer,
     /// Demuxer counters already added to the metrics.
     ts_reported: DemuxStats,
-    last_video_ms: Option<i64>,
-    video_interval_ms: u32,
+    video_interval: FrameInterval,
     cancelled: watch::Receiver<bool>,
     consecutive_errors: u32,
 }
@@ -376,15 +374,7 @@ impl Publisher {
                     let cts = f.pts.wrapping_sub(f.dts) & ((1 << 33) - 1);
                     let cts_ms = if cts < 1 << 32 { (cts / 90) as i32 } else { 0 };
                     let duration_ms = if f.video {
-                        if let Some(last) = self.last_video_ms
-                            && !mapped.discontinuity
-                            && (1..=1_000).contains(&(mapped.ms - last))
-                        {
-                            self.video_interval_ms =
-                                (3 * self.video_interval_ms + (mapped.ms - last) as u32).div_ceil(4);
-                        }
-                        self.last_video_ms = Some(mapped.ms);
-                        self.video_interval_ms
+                        self.video_interval.observe(mapped.ms, mapped.discontinuity)
                     } else {
                         (u64::from(f.audio_frames) * 1_024_000 / u64::from(f.sample_rate.max(1))) as u32
                     };

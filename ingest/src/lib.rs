@@ -16,6 +16,23 @@ pub mod srt;
 
 pub use media::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};
 
+/// The next connection on `listener`; a failed accept (out of file descriptors and the
+/// like) is logged and the others keep being served.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(x) => return x,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 /// 4 s of ffmpeg `testsrc` + `sine` (H.264 High with B-frames, AAC), as FLV: the test
 /// and bench fixture.
 pub const FIXTURE_FLV: &[u8] = include_bytes!("../tests/fixtures/testsrc-h264-aac-4s.flv");

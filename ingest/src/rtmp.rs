@@ -33,15 +33,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorize
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: keep serving the others.
-                tracing::warn!(error = %e, "RTMP accept failed");
-                tokio::task::yield_now().await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::accept(&listener, "RTMP").await;
         let hub = hub.clone();
         let auth = auth.clone();
         let span = tracing::info_span!("rtmp_session", %peer, channel = tracing::field::Empty);

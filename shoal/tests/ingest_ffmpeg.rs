@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 fn ffmpeg_available() -> bool {
     let ok = Command::new("ffmpeg").arg("-version").output().is_ok();
@@ -34,21 +33,17 @@ fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
 }
 
-/// Polls for `path` until the deadline (readiness of a child process).
-fn wait_for_file(path: &Path, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path)
-            && !s.is_empty()
-        {
-            return s;
+/// Waits for the child to say it is serving: it prints its addresses (the `HTTP` line
+/// last) after writing `ports.json`. Reads its stdout, so no polling.
+fn wait_until_serving(child: &mut Child) {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.expect("read child stdout").starts_with("HTTP") {
+            return;
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("shoal ingest exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "{} did not appear", path.display());
-        std::thread::sleep(Duration::from_millis(20));
     }
+    panic!("shoal ingest exited before serving: {:?}", child.wait());
 }
 
 fn push(rtmp: &str, key: &str, seconds: u32) -> Output {
@@ -153,13 +148,16 @@ fn ffmpeg_rtmp_and_srt_pushes_play_from_the_debug_tap() {
         .args(["ingest", "--rtmp-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&dir)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn shoal ingest");
     let mut ingest = Ingest { child, dir: dir.clone() };
-    let ports: serde_json::Value =
-        serde_json::from_str(&wait_for_file(&dir.join("ports.json"), &mut ingest.child)).expect("ports.json");
+    let ports: serde_json::Value = serde_json::from_str(&{
+        wait_until_serving(&mut ingest.child);
+        std::fs::read_to_string(dir.join("ports.json")).expect("ports.json is written before serving")
+    })
+    .expect("ports.json");
     let rtmp = ports["rtmp"].as_str().expect("rtmp port").to_owned();
     let http = ports["http"].as_str().expect("http port").to_owned();
     let srt = ports["srt"].as_str().expect("srt port").to_owned();

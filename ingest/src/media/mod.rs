@@ -41,6 +41,33 @@ pub struct Frame {
     pub data: Bytes,
 }
 
+/// A video track's frame interval, smoothed: how long the newest frame lasts, for the
+/// piece cutter's "this frame ends at".
+#[derive(Debug, Clone, Default)]
+pub struct FrameInterval {
+    last_ms: Option<i64>,
+    /// 0: no interval seen yet.
+    interval_ms: u32,
+}
+
+impl FrameInterval {
+    /// Before any interval is seen: one frame at 25 fps.
+    const DEFAULT_MS: u32 = 40;
+
+    /// A frame at `dts_ms`; returns the duration to give it.
+    pub fn observe(&mut self, dts_ms: i64, discontinuity: bool) -> u32 {
+        if let Some(last) = self.last_ms
+            && !discontinuity
+            && (1..=1_000).contains(&(dts_ms - last))
+        {
+            let d = (dts_ms - last) as u32;
+            self.interval_ms = if self.interval_ms == 0 { d } else { (3 * self.interval_ms + d).div_ceil(4) };
+        }
+        self.last_ms = Some(dts_ms);
+        if self.interval_ms == 0 { Self::DEFAULT_MS } else { self.interval_ms }
+    }
+}
+
 /// Input that ended before a field it must hold (every parser's first error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{what} truncated: need {need} more bytes, have {have}")]

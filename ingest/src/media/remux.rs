@@ -6,7 +6,7 @@ use super::codec::{AacConfig, CodecError, VideoConfig};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::timeline::Timeline;
 use super::ts::Program;
-use super::{Frame, Track, VideoCodec};
+use super::{Frame, FrameInterval, Track, VideoCodec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -33,9 +33,7 @@ pub enum Remuxed {
 pub struct FlvRemuxer {
     video: Option<VideoConfig>,
     audio: Option<AacConfig>,
-    last_video_ms: Option<i64>,
-    /// Smoothed frame interval, ms (0: none seen yet).
-    video_interval_ms: u32,
+    video_interval: FrameInterval,
     scratch: Vec<u8>,
 }
 
@@ -63,22 +61,13 @@ impl FlvRemuxer {
                 self.scratch.clear();
                 cfg.to_annex_b(nalus, keyframe, &mut self.scratch)?;
                 let mapped = timeline.map(u64::from(timestamp));
-                if let Some(last) = self.last_video_ms
-                    && !mapped.discontinuity
-                    && (1..=1_000).contains(&(mapped.ms - last))
-                {
-                    // Smoothed frame interval, for the piece cutter's "frame ends at".
-                    let d = (mapped.ms - last) as u32;
-                    self.video_interval_ms =
-                        if self.video_interval_ms == 0 { d } else { (3 * self.video_interval_ms + d).div_ceil(4) };
-                }
-                self.last_video_ms = Some(mapped.ms);
+                let duration_ms = self.video_interval.observe(mapped.ms, mapped.discontinuity);
                 let frame = Frame {
                     track: Track::Video,
                     dts_ms: mapped.ms,
                     cts_ms: cts_ms.max(0),
                     keyframe,
-                    duration_ms: if self.video_interval_ms == 0 { 40 } else { self.video_interval_ms },
+                    duration_ms,
                     data: Bytes::copy_from_slice(&self.scratch),
                 };
                 Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })

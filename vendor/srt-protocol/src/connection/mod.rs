@@ -363,9 +363,11 @@ impl DuplexConnection {
             // TODO: case UMSG_CGWARNING: // 100 - Delay Warning
             //            // One way packet delay is increasing, so decrease the sending rate
             //            ControlTypes::DelayWarning?
-            CongestionWarning => todo!(),
+            // Shoal patch: a peer's control packet is not a reason to panic; these
+            // carry nothing this receiver acts on.
+            CongestionWarning => self.warn(now, "congestion warning", &control),
             // TODO: case UMSG_PEERERROR: // 1000 - An error has happened to the peer side
-            PeerError(_) => todo!(),
+            PeerError(_) => self.warn(now, "peer error", &control),
             // TODO: case UMSG_EXT: // 0x7FFF - reserved and user defined messages
             Srt(s) => self.handle_srt_control_packet(now, s),
         }
@@ -387,7 +389,9 @@ impl DuplexConnection {
             KeyRefreshResponse(keying_material) => {
                 self.sender().handle_key_refresh_response(keying_material)
             }
-            _ => unimplemented!("{:?}", pack),
+            // Shoal patch: other SRT control kinds (congestion, filter, group, stream id
+            // after the handshake) are ignored, not a panic.
+            _ => self.warn(now, "unexpected SRT control packet", &pack),
         }
     }
 
