@@ -196,13 +196,14 @@ impl Hub {
             hub: self.clone(),
             channel,
             session: id,
-            protocol,
             remuxer: FlvRemuxer::default(),
             demuxer: TsDemuxer::default(),
             ts_reported: DemuxStats::default(),
             video_interval: FrameInterval::default(),
             cancelled,
             consecutive_errors: 0,
+            bytes_in: self.metrics.bytes_in.with_label_values(&[protocol.label()]),
+            keyframe_interval: self.metrics.keyframe_interval.with_label_values(&[&grant.channel]),
         })
     }
 }
@@ -222,7 +223,6 @@ pub struct Publisher {
     hub: Arc<Hub>,
     channel: Arc<Channel>,
     session: u64,
-    protocol: Protocol,
     remuxer: FlvRemuxer,
     /// SRT sessions: MPEG-TS in.
     demuxer: TsDemuxer,
@@ -231,6 +231,9 @@ pub struct Publisher {
     video_interval: FrameInterval,
     cancelled: watch::Receiver<bool>,
     consecutive_errors: u32,
+    /// Label lookups done once per session, not per tag.
+    bytes_in: prometheus::IntCounter,
+    keyframe_interval: prometheus::IntGauge,
 }
 
 /// Malformed tags in a row after which the session is closed.
@@ -256,7 +259,7 @@ impl Publisher {
 
     fn push_tag(&mut self, track: Track, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
         let arrived = Instant::now();
-        self.hub.metrics.bytes_in.with_label_values(&[self.protocol.label()]).inc_by(body.len() as u64);
+        self.bytes_in.inc_by(body.len() as u64);
         let mut st = lock(&self.channel.state);
         let st = &mut *st;
         match &mut st.session {
@@ -307,7 +310,7 @@ impl Publisher {
         m.segments.inc_by(after.segments - before.segments);
         m.long_gops.inc_by(after.long_gops - before.long_gops);
         if let Some(k) = after.keyframe_interval_ms {
-            m.keyframe_interval.with_label_values(&[&self.channel.name]).set(k);
+            self.keyframe_interval.set(k);
         }
         self.publish(st, pieces, arrived);
     }
@@ -332,7 +335,7 @@ impl Publisher {
 
     /// MPEG-TS bytes (an SRT session), in any split.
     pub fn push_ts(&mut self, data: &[u8]) -> Result<(), PublishError> {
-        self.hub.metrics.bytes_in.with_label_values(&[self.protocol.label()]).inc_by(data.len() as u64);
+        self.bytes_in.inc_by(data.len() as u64);
         let mut events = Vec::new();
         self.demuxer.push(data, &mut events);
         self.ts_events(events)

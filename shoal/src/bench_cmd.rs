@@ -40,6 +40,9 @@ enum BenchWhat {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
     },
+    /// The same ffmpeg feed over RTMP to `shoal ingest` and to nginx-rtmp (HLS on):
+    /// CPU-seconds of each and their ratio.
+    IngestVsNginx(crate::bench_nginx::VsNginxArgs),
 }
 
 /// One figure against its target.
@@ -60,6 +63,7 @@ struct BenchSim<'a> {
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Ingest { channels, loops, out } => crate::bench_ingest::run(channels.max(1), loops.max(1), out),
+        BenchWhat::IngestVsNginx(a) => crate::bench_nginx::run(a),
         BenchWhat::Sim { scenario, rng_seed, attackers, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));

@@ -4,8 +4,7 @@
 //! (tag in → signed piece in the window) p50/p99. Writes JSON, prints a table, asserts
 //! nothing.
 //!
-//! Not measured here yet: the RTMP socket path and nginx-rtmp side by side (the issue's
-//! CPU ratio) — see ARCHITECTURE.md "Measurements".
+//! The RTMP socket path against nginx-rtmp is `shoal bench ingest-vs-nginx`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -37,12 +36,7 @@ struct BenchIngest {
 
 /// This process's user + system CPU time (Linux `/proc/self/stat`; 0 elsewhere).
 fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
-    // Fields after the command name (which may hold spaces) start after ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after ')'.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10) // USER_HZ is 100 on Linux
+    crate::bench_nginx::proc_cpu("self").map_or(Duration::ZERO, |(t, _)| t)
 }
 
 pub(crate) fn run(channels: usize, loops: u32, out: PathBuf) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod bench_ingest;
+mod bench_nginx;
 mod ingest_cmd;
 mod sim_cmd;
 

@@ -2,7 +2,7 @@
 //!
 //! A piece is `header (56 bytes) | payload (whole 188-byte TS packets) | signature (64 bytes)`.
 //! The signature is Ed25519 by the channel's key over
-//! `"shoal/piece/v1" | header | SHA-256(payload)`, so a verifier hashes the payload once
+//! `"shoal/piece/v2" | header | BLAKE3(payload)`, so a verifier hashes the payload once
 //! and the signed message has a fixed size. The layout is specified in `PROTOCOL.md`.
 
 use std::fmt;
@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 
 /// Length of one MPEG-TS packet; a payload is a whole number of them.
 pub const TS_PACKET_LEN: usize = 188;
@@ -29,7 +28,7 @@ pub const MAX_PIECE_LEN: usize = HEADER_LEN + MAX_PAYLOAD_LEN + SIGNATURE_LEN;
 /// Piece format version written in every header.
 pub const PIECE_VERSION: u8 = 1;
 
-const SIGNING_CONTEXT: &[u8; 14] = b"shoal/piece/v1";
+const SIGNING_CONTEXT: &[u8; 14] = b"shoal/piece/v2";
 const SIGNED_LEN: usize = SIGNING_CONTEXT.len() + HEADER_LEN + 32;
 
 /// Why a piece was refused. Every variant is the sender's fault or a corrupt file;
@@ -363,7 +362,7 @@ fn signed_message(header: &PieceHeader, payload: &[u8]) -> [u8; SIGNED_LEN] {
     ctx.copy_from_slice(SIGNING_CONTEXT);
     let (hdr, hash) = rest.split_at_mut(HEADER_LEN);
     hdr.copy_from_slice(&header.encode());
-    hash.copy_from_slice(&Sha256::digest(payload));
+    hash.copy_from_slice(blake3::hash(payload).as_bytes());
     msg
 }
 

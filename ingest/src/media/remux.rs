@@ -58,8 +58,11 @@ impl FlvRemuxer {
             }
             VideoTag::Frame { keyframe, cts_ms, nalus, .. } => {
                 let cfg = self.video.as_ref().ok_or(CodecError::NoConfig)?;
-                self.scratch.clear();
-                cfg.to_annex_b(nalus, keyframe, &mut self.scratch)?;
+                // Written straight into the frame's own buffer (no copy out of a scratch):
+                // Annex B is the same size as the length-prefixed NAL units plus an access
+                // unit delimiter and, on keyframes, the parameter sets.
+                let mut annex_b = Vec::with_capacity(nalus.len() + 1024);
+                cfg.to_annex_b(nalus, keyframe, &mut annex_b)?;
                 let mapped = timeline.map(u64::from(timestamp));
                 let duration_ms = self.video_interval.observe(mapped.ms, mapped.discontinuity);
                 let frame = Frame {
@@ -68,7 +71,7 @@ impl FlvRemuxer {
                     cts_ms: cts_ms.max(0),
                     keyframe,
                     duration_ms,
-                    data: Bytes::copy_from_slice(&self.scratch),
+                    data: Bytes::from(annex_b),
                 };
                 Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })
             }

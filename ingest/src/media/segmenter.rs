@@ -58,6 +58,8 @@ pub struct Segmenter {
     /// What the next segment's PMT should announce.
     program: Program,
     buf: Vec<u8>,
+    /// Running average of piece sizes: the capacity each new piece buffer starts with.
+    typical_len: usize,
     buf_first_ms: Option<i64>,
     buf_flags: PieceFlags,
     /// Flags for the next piece that starts (discontinuity, ad-break edges).
@@ -80,6 +82,7 @@ impl Segmenter {
             key,
             next_seq,
             buf: Vec::new(),
+            typical_len: 0,
             buf_first_ms: None,
             buf_flags: PieceFlags::NONE,
             pending: PieceFlags::NONE,
@@ -190,7 +193,11 @@ impl Segmenter {
             self.buf.clear();
             return;
         }
-        let payload = Bytes::from(std::mem::take(&mut self.buf));
+        // The next piece's buffer starts at the usual piece size, so it rarely grows (and
+        // copies) while filling; `Bytes::from` keeps the spare capacity without copying.
+        self.typical_len = (self.typical_len * 7 + self.buf.len()) / 8;
+        let next = Vec::with_capacity(self.typical_len + self.typical_len / 4 + 2 * TS_PACKET_LEN);
+        let payload = Bytes::from(std::mem::replace(&mut self.buf, next));
         let len = payload.len() as u64;
         match self.key.sign_piece(self.next_seq, now_us, self.buf_flags, payload) {
             Ok(piece) => {

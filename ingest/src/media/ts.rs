@@ -104,17 +104,12 @@ impl TsMuxer {
         section[2] = len as u8;
         let crc = crc32_mpeg2(&section);
         section.extend_from_slice(&crc.to_be_bytes());
-        let mut payload = vec![0u8]; // pointer field
-        payload.extend_from_slice(&section);
-        self.packetize(pid, &payload, None, false, out);
+        self.packetize(pid, &[&[0], &section], None, false, out); // pointer field, section
     }
 
     /// One SCTE-35 splice_info_section, passed through as it came.
     pub fn write_scte35(&mut self, section: &[u8], out: &mut Vec<u8>) {
-        let mut payload = Vec::with_capacity(section.len() + 1);
-        payload.push(0);
-        payload.extend_from_slice(section);
-        self.packetize(PID_SCTE35, &payload, None, false, out);
+        self.packetize(PID_SCTE35, &[&[0], section], None, false, out); // pointer field, section
     }
 
     /// One frame as a PES packet.
@@ -125,38 +120,47 @@ impl TsMuxer {
             Track::Video => (PID_VIDEO, 0xe0),
             Track::Audio => (PID_AUDIO, 0xc0),
         };
-        let mut pes = Vec::with_capacity(frame.data.len() + 19);
-        pes.extend_from_slice(&[0, 0, 1, stream_id, 0, 0]);
+        // The PES header is built apart and packetized together with the frame's bytes,
+        // so the frame is copied once, straight into TS packets.
+        let mut head = Vec::with_capacity(19);
+        head.extend_from_slice(&[0, 0, 1, stream_id, 0, 0]);
         let with_dts = pts != dts;
-        pes.push(if frame.track == Track::Video { 0x84 } else { 0x80 }); // marker, data alignment
-        pes.push(if with_dts { 0xc0 } else { 0x80 });
-        pes.push(if with_dts { 10 } else { 5 });
-        write_timestamp(&mut pes, if with_dts { 0x3 } else { 0x2 }, pts);
+        head.push(if frame.track == Track::Video { 0x84 } else { 0x80 }); // marker, data alignment
+        head.push(if with_dts { 0xc0 } else { 0x80 });
+        head.push(if with_dts { 10 } else { 5 });
+        write_timestamp(&mut head, if with_dts { 0x3 } else { 0x2 }, pts);
         if with_dts {
-            write_timestamp(&mut pes, 0x1, dts);
+            write_timestamp(&mut head, 0x1, dts);
         }
-        pes.extend_from_slice(&frame.data);
         // PES_packet_length: 0 (unbounded) is allowed for video only.
-        let len = pes.len() - 6;
+        let len = head.len() - 6 + frame.data.len();
         if frame.track == Track::Audio || len <= 0xffff {
             let len = u16::try_from(len).unwrap_or(0);
-            pes[4..6].copy_from_slice(&len.to_be_bytes());
+            head[4..6].copy_from_slice(&len.to_be_bytes());
         }
         let pcr = (pid == self.pcr_pid()).then(|| ((frame.dts_ms + TIME_BASE_MS - PCR_LEAD_MS).max(0) as u64) * 27_000);
-        self.packetize(pid, &pes, pcr, frame.keyframe && frame.track == Track::Video, out);
+        let payload = [head.as_slice(), &frame.data[..]];
+        self.packetize(pid, &payload, pcr, frame.keyframe && frame.track == Track::Video, out);
     }
 
-    fn packetize(&mut self, pid: u16, payload: &[u8], pcr: Option<u64>, random_access: bool, out: &mut Vec<u8>) {
+    /// Cuts `parts` (read as one byte string) into TS packets of `pid`.
+    fn packetize(&mut self, pid: u16, parts: &[&[u8]], pcr: Option<u64>, random_access: bool, out: &mut Vec<u8>) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        out.reserve((total / (TS_PACKET_LEN - 4) + 2) * TS_PACKET_LEN);
+        let (mut part, mut at) = (0, 0);
         let mut pos = 0;
         let mut first = true;
-        while pos < payload.len() || first {
-            let mut af = Vec::new();
+        while pos < total || first {
+            // Adaptation field (without its length byte): flags, PCR, stuffing.
+            let mut af = [0xffu8; TS_PACKET_LEN];
+            let mut af_len = 0;
             if first && (pcr.is_some() || random_access) {
-                af.push(if random_access { 0x40 } else { 0x00 } | if pcr.is_some() { 0x10 } else { 0x00 });
+                af[0] = if random_access { 0x40 } else { 0x00 } | if pcr.is_some() { 0x10 } else { 0x00 };
+                af_len = 1;
                 if let Some(pcr) = pcr {
                     let base = (pcr / 300) % PTS_MODULUS;
                     let ext = pcr % 300;
-                    af.extend_from_slice(&[
+                    af[1..7].copy_from_slice(&[
                         (base >> 25) as u8,
                         (base >> 17) as u8,
                         (base >> 9) as u8,
@@ -164,20 +168,21 @@ impl TsMuxer {
                         ((base & 1) << 7) as u8 | 0x7e | (ext >> 8) as u8,
                         ext as u8,
                     ]);
+                    af_len = 7;
                 }
             }
-            let remaining = payload.len() - pos;
-            let mut af_total = if af.is_empty() { 0 } else { 1 + af.len() };
+            let remaining = total - pos;
+            let mut af_total = if af_len == 0 { 0 } else { 1 + af_len };
             let room = TS_PACKET_LEN - 4 - af_total;
             if remaining < room {
                 let stuffing = room - remaining;
                 if af_total == 0 {
                     if stuffing > 1 {
-                        af.push(0x00);
-                        af.resize(stuffing - 1, 0xff);
+                        af[0] = 0x00;
+                        af_len = stuffing - 1; // flags byte, then 0xff stuffing
                     }
                 } else {
-                    af.resize(af.len() + stuffing, 0xff);
+                    af_len += stuffing; // the array is 0xff past what was written
                 }
                 af_total += stuffing;
             }
@@ -191,9 +196,20 @@ impl TsMuxer {
             *cc = (*cc + 1) & 0x0f;
             if af_total > 0 {
                 out.push((af_total - 1) as u8);
-                out.extend_from_slice(&af);
+                out.extend_from_slice(&af[..af_len]);
             }
-            out.extend_from_slice(&payload[pos..pos + take]);
+            let mut left = take;
+            while left > 0 {
+                let src = &parts[part][at..];
+                let n = src.len().min(left);
+                out.extend_from_slice(&src[..n]);
+                left -= n;
+                at += n;
+                if at == parts[part].len() {
+                    part += 1;
+                    at = 0;
+                }
+            }
             pos += take;
             first = false;
         }

@@ -106,8 +106,9 @@ impl<I: Iterator<Item = u32>> Iterator for DecompressLossList<I> {
                 Some(SeqNumber::new_truncate(next))
             }
             Some((next, end)) => {
-                // continue the loop
-                self.loop_next_end = Some((next + 1, end));
+                // continue the loop (Shoal patch: in the 31-bit sequence space, so a
+                // range that wraps, or a peer's reversed range, cannot overflow `u32`)
+                self.loop_next_end = Some(((next + 1) & !(1 << 31), end));
 
                 Some(SeqNumber::new_truncate(next))
             }
@@ -119,13 +120,13 @@ impl<I: Iterator<Item = u32>> Iterator for DecompressLossList<I> {
                 if next & (1 << 31) != 0 {
                     // set the first bit to zero
                     let next_num = next & !(1 << 31);
-                    self.loop_next_end = Some((
-                        next_num + 1,
-                        match self.iterator.next() {
-                            Some(i) => i,
-                            None => panic!("unterminated loop while decompressing loss list"),
-                        },
-                    ));
+                    // Shoal patch: a peer's list ending in a range start panicked here
+                    // ("unterminated loop"); the lone start is taken as one lost packet.
+                    self.loop_next_end = self
+                        .iterator
+                        .next()
+                        .map(|end| ((next_num + 1) & !(1 << 31), end & !(1 << 31)))
+                        .filter(|&(next, end)| next != (end + 1) & !(1 << 31));
 
                     Some(SeqNumber::new_truncate(next_num))
                 } else {

@@ -275,6 +275,11 @@ fn le_bytes_to_string(le_bytes: &mut impl Buf) -> Result<String, PacketParseErro
     if le_bytes.remaining() % 4 != 0 {
         return Err(PacketParseError::NotEnoughData);
     }
+    // Shoal patch: an empty string (no words) read one word past the end and panicked
+    // in `get_u32_le` — any datagram could take the listener down.
+    if le_bytes.remaining() == 0 {
+        return Ok(String::new());
+    }
 
     let mut str_bytes = Vec::with_capacity(le_bytes.remaining());
 
@@ -365,6 +370,10 @@ impl SrtControlPacket {
                 )))
             }
             8 => {
+                // Shoal patch: a group extension shorter than its 4 bytes panicked.
+                if buf.remaining() < 4 {
+                    return Err(PacketParseError::NotEnoughData);
+                }
                 let ty = buf.get_u8().into();
                 let flags = GroupFlags::from_bits_truncate(buf.get_u8());
                 let weight = buf.get_u16_le();
@@ -431,7 +440,9 @@ impl SrtControlPacket {
             // 1 32-bit word packed with type, flags, and weight
             Group { .. } => 1,
             Filter(filter) => ((format!("{filter}").len() + 3) / 4) as u16, // TODO: not optimial performace, but probably okay
-            _ => unimplemented!("{:?}", self),
+            // Shoal patch: was `_ => unimplemented!` — a peer's Reject extension (type 0,
+            // no body) panicked whoever sized or re-serialized it. It has no body.
+            Reject => 0,
         }
     }
 }

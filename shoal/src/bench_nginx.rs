@@ -1,0 +1,419 @@
+//! `shoal bench ingest-vs-nginx`: the same ffmpeg feed pushed over real RTMP sockets to
+//! `shoal ingest` and to nginx with `libnginx-mod-rtmp` (HLS on) side by side, and the
+//! CPU-seconds each server spent on it. ffmpeg's `tee` muxer sends identical bytes to
+//! both; the feed is copied (`-c copy`), never re-encoded, at full speed, so the
+//! figure is the servers' cost per media second and not ffmpeg's.
+//!
+//! Writes `bench-ingest-vs-nginx.json`, prints a table, asserts nothing. Needs ffmpeg
+//! and nginx with the RTMP module (`apt-get install -y ffmpeg nginx-light
+//! libnginx-mod-rtmp`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ingest::auth::ChannelFile;
+use serde::Serialize;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct VsNginxArgs {
+    /// Channels pushed at once (one ffmpeg each).
+    #[arg(long, default_value_t = 4)]
+    channels: usize,
+    /// Times the feed is replayed per channel.
+    #[arg(long, default_value_t = 30)]
+    loops: u32,
+    /// The FLV feed (H.264 + AAC). Default: 10 s of 1280x720 25 fps `testsrc2` at
+    /// 3 Mbit/s + AAC, encoded once into the output directory.
+    #[arg(long)]
+    feed: Option<PathBuf>,
+    /// Measurements (fresh servers each time); the table gives each and the median ratio.
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// `shoal ingest --piece-ms`: media per piece, so signatures per second.
+    #[arg(long, default_value_t = 50)]
+    piece_ms: u32,
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    #[arg(long, default_value = "/usr/lib/nginx/modules/ngx_rtmp_module.so")]
+    rtmp_module: PathBuf,
+    /// Where to write `bench-ingest-vs-nginx.json` (and the generated feed).
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Server {
+    cpu_s: f64,
+    /// What the server produced from the feed, to show it did the work.
+    outputs: u64,
+    output_mbytes: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct VsNginx {
+    channels: usize,
+    piece_ms: u32,
+    feed: String,
+    feed_mbit_s: f64,
+    media_seconds_per_channel: f64,
+    bytes_fed_per_server_mbytes: f64,
+    runs: Vec<Run>,
+    /// Median over the runs of shoal CPU-seconds / nginx-rtmp CPU-seconds (target ≤ 0.5).
+    cpu_ratio_median: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Run {
+    wall_s: f64,
+    shoal: Server,
+    nginx_rtmp_hls: Server,
+    cpu_ratio: f64,
+}
+
+/// Kills and reaps a child when dropped, so an error path leaves no server behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn run(a: VsNginxArgs) -> anyhow::Result<()> {
+    for (tool, path) in [("ffmpeg", Path::new("ffmpeg")), ("nginx", a.nginx.as_path())] {
+        if Command::new(path).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            bail!("{tool} not found at {}: apt-get install -y ffmpeg nginx-light libnginx-mod-rtmp", path.display());
+        }
+    }
+    if !a.rtmp_module.exists() {
+        bail!("{} missing: apt-get install -y libnginx-mod-rtmp", a.rtmp_module.display());
+    }
+    std::fs::create_dir_all(&a.out)?;
+    let feed = match &a.feed {
+        Some(f) => f.clone(),
+        None => default_feed(&a.out)?,
+    };
+    let feed_len = std::fs::metadata(&feed).with_context(|| format!("{}", feed.display()))?.len();
+    let feed_s = probe_duration(&feed)?;
+    let loops = f64::from(a.loops.max(1));
+    println!(
+        "{} channels × {:.0} s of a {:.1} Mbit/s feed at full speed to both; shoal pieces of {} ms",
+        a.channels,
+        feed_s * loops,
+        feed_len as f64 * 8.0 / feed_s / 1e6,
+        a.piece_ms
+    );
+    println!(
+        "{:<5} {:>14} {:>14} {:>9} {:>13} {:>13}",
+        "run", "shoal CPU s", "nginx CPU s", "ratio", "shoal pieces", "nginx frags"
+    );
+    let mut runs = Vec::new();
+    for i in 0..a.runs.max(1) {
+        let work = scratch_dir()?;
+        let result = measure(&a, &feed, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        let (wall, shoal, nginx) = result?;
+        let run = Run {
+            wall_s: wall.as_secs_f64(),
+            cpu_ratio: shoal.cpu_s / nginx.cpu_s.max(0.01),
+            shoal,
+            nginx_rtmp_hls: nginx,
+        };
+        println!(
+            "{:<5} {:>14.2} {:>14.2} {:>9.3} {:>13} {:>13}",
+            i + 1,
+            run.shoal.cpu_s,
+            run.nginx_rtmp_hls.cpu_s,
+            run.cpu_ratio,
+            run.shoal.outputs,
+            run.nginx_rtmp_hls.outputs
+        );
+        runs.push(run);
+    }
+    let mut ratios: Vec<f64> = runs.iter().map(|r| r.cpu_ratio).collect();
+    ratios.sort_by(f64::total_cmp);
+    let r = VsNginx {
+        channels: a.channels,
+        piece_ms: a.piece_ms,
+        feed: feed.display().to_string(),
+        feed_mbit_s: feed_len as f64 * 8.0 / feed_s / 1e6,
+        media_seconds_per_channel: feed_s * loops,
+        bytes_fed_per_server_mbytes: feed_len as f64 * loops * a.channels as f64 / 1e6,
+        cpu_ratio_median: ratios[ratios.len() / 2],
+        runs,
+    };
+    println!("median CPU ratio shoal/nginx-rtmp: {:.3}   (target ≤ 0.5)", r.cpu_ratio_median);
+    let path = a.out.join("bench-ingest-vs-nginx.json");
+    crate::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Starts both servers, pushes the feed through ffmpeg's tee to each channel on both,
+/// and returns (wall, shoal, nginx) once both have gone idle.
+fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duration, Server, Server)> {
+    let data = work.join("shoal");
+    let channels = ChannelFile::new(data.join("channels.json"), data.join("keys"));
+    let mut keys = Vec::new();
+    for i in 0..a.channels {
+        keys.push(channels.create_channel(&format!("bench-{i}"), false, None).map_err(anyhow::Error::msg)?);
+    }
+    let mut shoal = Reaped(
+        Command::new(std::env::current_exe()?)
+            .args(["ingest", "--rtmp-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--piece-ms")
+            .arg(a.piece_ms.to_string())
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting shoal ingest")?,
+    );
+    wait_until_serving(&mut shoal.0)?;
+    let ports: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("ports.json"))?)?;
+    let addr =
+        |k: &str| -> anyhow::Result<SocketAddr> { Ok(ports[k].as_str().context("ports.json")?.parse::<SocketAddr>()?) };
+    let (shoal_rtmp, shoal_http) = (addr("rtmp")?, addr("http")?);
+
+    let nginx_port = free_port()?;
+    let hls = work.join("hls");
+    std::fs::create_dir_all(&hls)?;
+    let conf = work.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&a.rtmp_module, work, &hls, nginx_port))?;
+    let mut nginx = Reaped(
+        Command::new(&a.nginx)
+            .arg("-p")
+            .arg(work)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(work.join("nginx-error.log"))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting nginx")?,
+    );
+    wait_for_port(nginx_port, &mut nginx.0)?;
+
+    let nginx_pid = nginx.0.id();
+    let shoal_pid = shoal.0.id();
+    let shoal0 = tree_cpu(shoal_pid);
+    let nginx0 = tree_cpu(nginx_pid);
+    let start = Instant::now();
+    let mut pushers = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let tee = format!(
+            "[f=flv:onfail=abort]rtmp://{shoal_rtmp}/live/{key}|[f=flv:onfail=abort]rtmp://127.0.0.1:{nginx_port}/live/bench-{i}"
+        );
+        pushers.push(Reaped(
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-stream_loop"])
+                .arg((a.loops.max(1) - 1).to_string())
+                .arg("-i")
+                .arg(feed)
+                .args(["-map", "0", "-c", "copy", "-f", "tee", &tee])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting ffmpeg")?,
+        ));
+    }
+    for mut p in pushers {
+        let status = p.0.wait()?;
+        if !status.success() {
+            let mut err = String::new();
+            if let Some(mut e) = p.0.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("ffmpeg push failed ({status}): {err}");
+        }
+    }
+    // The servers may still be working through what ffmpeg wrote before it exited:
+    // read CPU until neither moves (10 ms ticks) over a 300 ms interval.
+    let (mut s, mut n) = (tree_cpu(shoal_pid), tree_cpu(nginx_pid));
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(300));
+        let (s2, n2) = (tree_cpu(shoal_pid), tree_cpu(nginx_pid));
+        if s2 == s && n2 == n {
+            break;
+        }
+        (s, n) = (s2, n2);
+    }
+    let wall = start.elapsed();
+    let metrics = http_get(shoal_http, "/metrics")?;
+    let metric = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+            as u64
+    };
+    let (segments, hls_bytes) = count_ts(&hls);
+    if segments == 0 || metric("shoal_ingest_pieces_total ") == 0 {
+        bail!(
+            "a server produced nothing: nginx HLS segments {segments}, shoal pieces {}",
+            metric("shoal_ingest_pieces_total ")
+        );
+    }
+    Ok((
+        wall,
+        Server {
+            cpu_s: (s - shoal0).as_secs_f64(),
+            outputs: metric("shoal_ingest_pieces_total "),
+            output_mbytes: metric("shoal_ingest_piece_bytes_total ") as f64 / 1e6,
+        },
+        Server { cpu_s: (n - nginx0).as_secs_f64(), outputs: segments, output_mbytes: hls_bytes as f64 / 1e6 },
+    ))
+}
+
+/// A common nginx-rtmp deployment: live application with HLS, 2 s fragments. Old
+/// fragments are kept (`hls_cleanup off`) so the bench can count what was written;
+/// the fragments go to the scratch directory (tmpfs where there is one).
+fn nginx_conf(module: &Path, work: &Path, hls: &Path, port: u16) -> String {
+    // As root, nginx's workers would switch to `nobody` and could not write the scratch dir.
+    let user = if std::env::var("USER").as_deref() == Ok("root") || is_root() { "user root;\n" } else { "" };
+    format!(
+        "load_module {module};\n{user}daemon off;\nworker_processes 1;\npid {pid};\n\
+         events {{ worker_connections 1024; }}\n\
+         rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n\
+         \x20   application live {{\n      live on;\n      hls on;\n      hls_path {hls};\n\
+         \x20     hls_fragment 2s;\n      hls_playlist_length 10s;\n      hls_cleanup off;\n    }}\n  }}\n}}\n",
+        module = module.display(),
+        pid = work.join("nginx.pid").display(),
+        hls = hls.display(),
+    )
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let dir = base.join(format!("shoal-bench-nginx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("logs"))?;
+    Ok(dir)
+}
+
+/// The generated default feed: encoded once, reused by later runs.
+fn default_feed(out: &Path) -> anyhow::Result<PathBuf> {
+    let path = out.join("feed-720p25-3mbit-10s.flv");
+    if path.exists() {
+        return Ok(path);
+    }
+    eprintln!("encoding the feed once into {} ...", path.display());
+    let tmp = out.join("feed.partial.flv");
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-maxrate", "3M", "-bufsize", "3M"])
+        .args(["-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv"])
+        .arg(&tmp)
+        .status()?;
+    if !st.success() {
+        bail!("ffmpeg could not encode the feed ({st})");
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+fn probe_duration(feed: &Path) -> anyhow::Result<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(feed)
+        .output()
+        .context("ffprobe")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .with_context(|| format!("ffprobe gave no duration for {}", feed.display()))
+}
+
+/// Waits for `shoal ingest` to print its `HTTP` line (it writes ports.json first).
+fn wait_until_serving(child: &mut Child) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line?.starts_with("HTTP") {
+            // Keep draining its stdout so it never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(());
+        }
+    }
+    bail!("shoal ingest exited before serving: {:?}", child.wait())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// nginx does not say when it listens: connect until it accepts (or it exits).
+fn wait_for_port(port: u16, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(st) = child.try_wait()? {
+            bail!("nginx exited ({st}); see its error log");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nginx did not listen on {port} within 10 s")
+}
+
+/// User + system CPU of a process and its children, from `/proc` (Linux).
+fn tree_cpu(root: u32) -> Duration {
+    let mut total = proc_cpu(&root.to_string()).map_or(Duration::ZERO, |(t, _)| t);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.bytes().all(|b| b.is_ascii_digit())
+                && let Some((t, ppid)) = proc_cpu(&name)
+                && ppid == root
+            {
+                total += t;
+            }
+        }
+    }
+    total
+}
+
+/// (user + system CPU, parent pid) of `/proc/<pid>/stat`.
+pub(crate) fn proc_cpu(pid: &str) -> Option<(Duration, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // ppid, utime and stime are fields 4, 14 and 15 (1-based), i.e. 1, 11 and 12 after ')'.
+    Some((Duration::from_millis((num(11)? + num(12)?) * 10), num(1)? as u32)) // USER_HZ is 100
+}
+
+fn count_ts(dir: &Path) -> (u64, u64) {
+    let (mut n, mut bytes) = (0, 0);
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "ts") {
+                n += 1;
+                bytes += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    (n, bytes)
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    Ok(raw)
+}
