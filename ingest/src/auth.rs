@@ -117,6 +117,10 @@ pub struct ChannelEntry {
     /// SRT derives its keys from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srt_passphrase: Option<String>,
+    /// The channel's public key (hex): what viewers verify against and what the
+    /// tracker derives the channel's info-hash from. The private key is not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -126,7 +130,7 @@ pub struct ChannelList {
 
 impl ChannelList {
     /// The checks that need no key: status and license.
-    fn admit(entry: &ChannelEntry, now_unix: u64) -> Result<(), Refusal> {
+    pub fn admit(entry: &ChannelEntry, now_unix: u64) -> Result<(), Refusal> {
         if entry.status == ChannelStatus::Disabled {
             return Err(Refusal::Disabled(entry.name.clone()));
         }
@@ -236,6 +240,7 @@ impl ChannelFile {
             license,
             status: ChannelStatus::Enabled,
             srt_passphrase,
+            channel_id: Some(key.id().to_hex()),
         });
         let json = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?;
         let tmp = self.path.with_extension("json.tmp");

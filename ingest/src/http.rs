@@ -45,7 +45,7 @@ impl SeederTokens {
         self.hashes.is_empty()
     }
 
-    fn allows(&self, token: &str) -> bool {
+    pub fn allows(&self, token: &str) -> bool {
         let h = hash_stream_key(token);
         self.hashes.iter().fold(false, |ok, stored| ok | constant_time_eq(stored, &h))
     }

@@ -18,10 +18,7 @@ pub use media::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};
 
 /// The next connection on `listener`; a failed accept (out of file descriptors and the
 /// like) is logged and the others keep being served.
-pub(crate) async fn accept(
-    listener: &tokio::net::TcpListener,
-    what: &str,
-) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+pub async fn accept(listener: &tokio::net::TcpListener, what: &str) -> (tokio::net::TcpStream, std::net::SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(x) => return x,

@@ -34,24 +34,25 @@ impl Default for IngestMetrics {
     }
 }
 
+/// Registers a freshly made metric and hands it back. Metric names and labels here are
+/// constants, so failures are programming errors caught by every test run.
+pub fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.expect("valid metric");
+    registry.register(Box::new(m.clone())).expect("registered once");
+    m
+}
+
 impl IngestMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("registered once");
-            c
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("registered once");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("registered once");
-            g
-        };
+        let counter = |name: &str, help: &str| registered(&registry, IntCounter::new(name, help));
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
         let keyframe_interval = IntGaugeVec::new(
             Opts::new("shoal_ingest_keyframe_interval_milliseconds", "Last keyframe interval per channel"),
             &["channel"],

@@ -43,6 +43,8 @@ enum BenchWhat {
     /// The same ffmpeg feed over RTMP to `shoal ingest` and to nginx-rtmp (HLS on):
     /// CPU-seconds of each and their ratio.
     IngestVsNginx(crate::bench_nginx::VsNginxArgs),
+    /// The tracker's announce path in process: announces per CPU-second, memory per peer.
+    Tracker(crate::bench_tracker::TrackerBenchArgs),
 }
 
 /// One figure against its target.
@@ -64,6 +66,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Ingest { channels, loops, out } => crate::bench_ingest::run(channels.max(1), loops.max(1), out),
         BenchWhat::IngestVsNginx(a) => crate::bench_nginx::run(a),
+        BenchWhat::Tracker(a) => crate::bench_tracker::run(a),
         BenchWhat::Sim { scenario, rng_seed, attackers, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));

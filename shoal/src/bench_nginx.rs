@@ -351,23 +351,23 @@ fn wait_until_serving(child: &mut Child) -> anyhow::Result<()> {
     bail!("shoal ingest exited before serving: {:?}", child.wait())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// nginx does not say when it listens: connect until it accepts (or it exits).
-fn wait_for_port(port: u16, child: &mut Child) -> anyhow::Result<()> {
+/// A server that does not say when it listens: connect until it accepts (or it exits).
+pub(crate) fn wait_for_port(port: u16, child: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }
         if let Some(st) = child.try_wait()? {
-            bail!("nginx exited ({st}); see its error log");
+            bail!("the server exited ({st}) before listening");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("nginx did not listen on {port} within 10 s")
+    bail!("nothing listened on {port} within 10 s")
 }
 
 /// User + system CPU of a process and its children, from `/proc` (Linux).
@@ -410,7 +410,7 @@ fn count_ts(dir: &Path) -> (u64, u64) {
     (n, bytes)
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr)?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
     let mut raw = String::new();

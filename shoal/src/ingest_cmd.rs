@@ -29,10 +29,10 @@ enum IngestCmd {
 }
 
 #[derive(Debug, Args)]
-struct Common {
+pub(crate) struct Common {
     /// Where ingest keeps its state (channel file, keys, seeder token, ports.json).
     #[arg(long, env = "SHOAL_DATA_DIR", default_value = "shoal-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Channel file (default: DATA_DIR/channels.json).
     #[arg(long, env = "SHOAL_INGEST_CHANNELS")]
     channels: Option<PathBuf>,
@@ -42,7 +42,7 @@ struct Common {
 }
 
 impl Common {
-    fn channel_file(&self) -> ChannelFile {
+    pub(crate) fn channel_file(&self) -> ChannelFile {
         ChannelFile::new(
             self.channels.clone().unwrap_or_else(|| self.data_dir.join("channels.json")),
             self.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys")),
@@ -129,18 +129,30 @@ fn add_channel(a: AddChannelArgs) -> anyhow::Result<()> {
         file.create_channel_with(&a.name, a.ads, license, a.srt_passphrase.clone()).map_err(anyhow::Error::msg)?;
     println!("channel {} created", a.name);
     println!("stream key (shown once): {key}");
+    if let Some(id) = file
+        .list()
+        .ok()
+        .and_then(|l| l.channels.into_iter().find(|c| c.name == a.name))
+        .and_then(|c| c.channel_id)
+        .and_then(|hex| swarm::piece::ChannelId::from_hex(&hex))
+    {
+        println!("channel id (public key): {}", id.to_hex());
+        println!("tracker info_hash: {}", swarm::piece::encode_hex(&id.info_hash()));
+    }
     println!("push:  rtmp://HOST:1935/live/{key}");
     let pass = a.srt_passphrase.as_deref().map(|p| format!("&passphrase={p}")).unwrap_or_default();
     println!("  or:  srt://HOST:8890?streamid=#!::r=live/{key},m=publish{pass}");
     Ok(())
 }
 
-/// The seeder token: given, or read from (or created in) the data directory.
-fn seeder_token(run: &RunArgs) -> anyhow::Result<String> {
-    if let Some(t) = &run.seeder_token {
-        return Ok(t.clone());
+/// The seeder token (ingest and tracker share it): given, or read from (or created
+/// in) the data directory.
+pub(crate) fn seeder_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(t) = given {
+        return Ok(t.to_owned());
     }
-    let path = run.common.data_dir.join("seeder-token");
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join("seeder-token");
     if !path.exists() {
         write_secret(&path, &generate_stream_key()).map_err(anyhow::Error::msg)?;
         println!("seeder token created in {}", path.display());
@@ -154,7 +166,7 @@ async fn serve(run: RunArgs) -> anyhow::Result<()> {
     if !(10..=250).contains(&run.piece_ms) {
         bail!("--piece-ms must be 10..=250, got {}", run.piece_ms);
     }
-    let token = seeder_token(&run)?;
+    let token = seeder_token(run.seeder_token.as_deref(), &run.common.data_dir)?;
     let file = run.common.channel_file();
     match file.list() {
         Ok(list) => tracing::info!(channels = list.channels.len(), "channel file read"),

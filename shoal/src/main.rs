@@ -1,5 +1,5 @@
 //! `shoal`: one binary for every Shoal service. Subcommands arrive with their issues;
-//! today: `sim`, `bench` and `ingest`.
+//! today: `sim`, `bench`, `ingest` and `tracker`.
 
 use std::process::ExitCode;
 
@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod bench_ingest;
 mod bench_nginx;
+mod bench_tracker;
 mod ingest_cmd;
 mod sim_cmd;
+mod tracker_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about = "Live TV carried by its own audience")]
@@ -27,6 +29,8 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Take RTMP feeds in, cut and sign pieces, stream them to seeders.
     Ingest(ingest_cmd::IngestArgs),
+    /// Channels' swarms: peer lists for viewers and seeds (BitTorrent HTTP announce).
+    Tracker(tracker_cmd::TrackerArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Ingest(args) => ingest_cmd::run(args),
+        Command::Tracker(args) => tracker_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,6 +90,16 @@ impl ChannelId {
     pub fn from_hex(s: &str) -> Option<Self> {
         decode_hex32(s).map(ChannelId)
     }
+
+    /// The channel's 20-byte BitTorrent info-hash, what the tracker's `/announce` takes:
+    /// the first 20 bytes of BLAKE3 in key-derivation mode over the public key
+    /// (PROTOCOL.md §6), so standard BitTorrent tools can announce to a channel.
+    pub fn info_hash(&self) -> [u8; 20] {
+        let full = blake3::derive_key("shoal 2026 channel info-hash v1", &self.0);
+        let mut out = [0u8; 20];
+        out.copy_from_slice(&full[..20]);
+        out
+    }
 }
 
 /// Lower-case hex of any bytes.

@@ -1,0 +1,79 @@
+//! `shoal tracker`: channels' swarms and peer lists over the BitTorrent HTTP announce.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use ingest::http::SeederTokens;
+use tracker::Tracker;
+use tracker::directory::{AnyChannel, ChannelDirectory, FileDirectory};
+use tracker::store::StoreConfig;
+
+#[derive(Debug, Args)]
+pub(crate) struct TrackerArgs {
+    #[command(flatten)]
+    common: crate::ingest_cmd::Common,
+    /// HTTP listen address: /announce, /scrape, /metrics.
+    #[arg(long, env = "SHOAL_TRACKER_LISTEN", default_value = "0.0.0.0:8700")]
+    listen: SocketAddr,
+    /// Re-announce interval given to peers, seconds.
+    #[arg(long, env = "SHOAL_TRACKER_INTERVAL", default_value_t = 60)]
+    interval: u32,
+    /// A peer silent for this long is dropped, seconds (default: 2.5 intervals).
+    #[arg(long, env = "SHOAL_TRACKER_PEER_TIMEOUT")]
+    peer_timeout: Option<u32>,
+    /// Token seed nodes announce with (`role=seed&token=`); default: DATA_DIR/seeder-token.
+    #[arg(long, env = "SHOAL_TRACKER_SEEDER_TOKEN", hide_env_values = true)]
+    seeder_token: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Benchmarks only: treat every info-hash as an open channel (load testers make
+    /// info-hashes up). Never in production: it opens the tracker to any swarm.
+    #[arg(long, hide = true)]
+    bench_any_info_hash: bool,
+}
+
+pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
+    if !(10..=3600).contains(&a.interval) {
+        bail!("--interval must be 10..=3600 seconds, got {}", a.interval);
+    }
+    let cfg = StoreConfig {
+        interval_s: a.interval,
+        peer_timeout_s: a.peer_timeout.unwrap_or(a.interval * 5 / 2),
+        ..StoreConfig::default()
+    };
+    let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.common.data_dir)?;
+    let file = Arc::new(FileDirectory::new(a.common.channel_file()));
+    let directory: Arc<dyn ChannelDirectory> = if a.bench_any_info_hash {
+        tracing::warn!("--bench-any-info-hash: every info-hash is served (benchmarks only)");
+        Arc::new(AnyChannel)
+    } else {
+        match file.reload() {
+            Ok(n) => tracing::info!(channels = n, "channel directory read"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no channel directory yet: every announce gets 404 until `shoal ingest add-channel`"
+            ),
+        }
+        file.clone()
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = a.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build()?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding tracker {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        let tracker = Arc::new(Tracker::new(cfg, directory, SeederTokens::from_tokens([token.as_str()])));
+        println!("TRACKER  http://{addr}/announce  (scrape: /scrape, /metrics)");
+        tokio::spawn(tracker::http::serve(listener, tracker.clone()));
+        tokio::spawn(tracker::http::maintain(tracker, (!a.bench_any_info_hash).then_some(file)));
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}

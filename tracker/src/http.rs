@@ -1,0 +1,233 @@
+//! The tracker's HTTP service (hyper): `GET /announce` and `GET /scrape` in the
+//! BitTorrent form (bencoded; failures as `failure reason` with a 4xx status),
+//! `/metrics`, `/healthz`.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use ingest::http::{SeederTokens, StreamBody};
+use tokio::net::TcpListener;
+
+use crate::announce::{Role, parse_announce, parse_scrape};
+use crate::bencode::{self, DictWriter};
+use crate::directory::{Admission, ChannelDirectory, FileDirectory};
+use crate::metrics::TrackerMetrics;
+use crate::store::{StoreConfig, Swarms, compact};
+
+/// The tracker's state: swarms, the channel directory, who may announce as a seed.
+#[derive(Debug)]
+pub struct Tracker {
+    pub swarms: Swarms,
+    pub directory: Arc<dyn ChannelDirectory>,
+    pub seeders: SeederTokens,
+    pub metrics: TrackerMetrics,
+    started: Instant,
+}
+
+impl Tracker {
+    pub fn new(cfg: StoreConfig, directory: Arc<dyn ChannelDirectory>, seeders: SeederTokens) -> Self {
+        Tracker {
+            swarms: Swarms::new(cfg),
+            directory,
+            seeders,
+            metrics: TrackerMetrics::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Seconds since the tracker started: the swarm store's clock.
+    pub fn now_s(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// One announce, from the query string and the connection's address.
+    pub fn announce(&self, query: &str, ip: IpAddr, now_s: u32, now_unix: u64) -> (StatusCode, Vec<u8>) {
+        let _span = tracing::trace_span!("announce", %ip).entered();
+        let result = |r: &str| self.metrics.announces.with_label_values(&[r]).inc();
+        let a = match parse_announce(query) {
+            Ok(a) => a,
+            Err(e) => {
+                result("bad_request");
+                tracing::debug!(%ip, error = %e, "announce refused");
+                return failure(StatusCode::BAD_REQUEST, &e.to_string());
+            }
+        };
+        match self.directory.admit(&a.info_hash, now_unix) {
+            Admission::Open { .. } => {}
+            Admission::Unknown => {
+                result("unknown_channel");
+                return failure(StatusCode::NOT_FOUND, "unknown channel: no channel has this info_hash");
+            }
+            Admission::Refused { channel, reason, label } => {
+                result("refused");
+                tracing::debug!(%channel, label, "announce refused");
+                return failure(StatusCode::FORBIDDEN, &reason);
+            }
+        }
+        if a.role == Role::Seed {
+            match &a.token {
+                None => {
+                    result("unauthorized");
+                    return failure(StatusCode::UNAUTHORIZED, "role=seed needs token=<seeder token>");
+                }
+                Some(t) if !self.seeders.allows(t) => {
+                    result("unauthorized");
+                    return failure(StatusCode::FORBIDDEN, "seeder token not accepted");
+                }
+                Some(_) => {}
+            }
+        }
+        let reply = self.swarms.announce(now_s, &a, ip);
+        result("ok");
+        let cfg = self.swarms.config();
+        let mut d = DictWriter::new()
+            .int("complete", i64::from(reply.seeds))
+            .int("incomplete", i64::from(reply.viewers))
+            .int("interval", i64::from(cfg.interval_s))
+            .int("min interval", i64::from(cfg.interval_s / 2));
+        if a.compact {
+            let (v4, v6) = compact(&reply.peers);
+            d = d.bytes("peers", &v4);
+            if !v6.is_empty() {
+                d = d.bytes("peers6", &v6);
+            }
+        } else {
+            let mut list = vec![b'l'];
+            for p in &reply.peers {
+                // No "peer id": the tracker keeps a hash of it only (BEP 23's no_peer_id).
+                list.extend(
+                    DictWriter::new().bytes("ip", p.ip.to_string().as_bytes()).int("port", i64::from(p.port)).finish(),
+                );
+            }
+            list.push(b'e');
+            d = d.raw("peers", &list);
+        }
+        (StatusCode::OK, d.finish())
+    }
+
+    /// One scrape: seeds and viewers of each asked channel (unknown ones are left out).
+    pub fn scrape(&self, query: &str, now_unix: u64) -> (StatusCode, Vec<u8>) {
+        self.metrics.scrapes.inc();
+        let mut hashes = match parse_scrape(query) {
+            Ok(h) => h,
+            Err(e) => return failure(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut files = vec![b'd'];
+        for h in hashes {
+            if !matches!(self.directory.admit(&h, now_unix), Admission::Open { .. }) {
+                continue;
+            }
+            let (seeds, viewers) = self.swarms.scrape(&h);
+            bencode::write_bytes(&mut files, &h);
+            files.extend(
+                DictWriter::new()
+                    .int("complete", i64::from(seeds))
+                    .int("downloaded", 0)
+                    .int("incomplete", i64::from(viewers))
+                    .finish(),
+            );
+        }
+        files.push(b'e');
+        (StatusCode::OK, DictWriter::new().raw("files", &files).finish())
+    }
+
+    /// Expires silent peers and empty swarms; refreshes the gauges.
+    pub fn sweep(&self, now_s: u32) {
+        let st = self.swarms.sweep(now_s);
+        self.metrics.expired.inc_by(st.expired_peers);
+        self.metrics.pruned.inc_by(st.pruned_swarms);
+        let t = self.swarms.totals();
+        self.metrics.swarms.set(t.swarms as i64);
+        self.metrics.seeds.set(t.seeds as i64);
+        self.metrics.viewers.set(t.viewers as i64);
+        self.metrics.memory.set(self.swarms.heap_bytes() as i64);
+    }
+}
+
+fn failure(status: StatusCode, reason: &str) -> (StatusCode, Vec<u8>) {
+    (status, DictWriter::new().bytes("failure reason", reason.as_bytes()).finish())
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Serves until the listener fails.
+pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
+    loop {
+        let (stream, peer) = ingest::accept(&listener, "tracker HTTP").await;
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let tracker = tracker.clone();
+                async move { Ok::<_, Infallible>(route(&req, peer.ip(), &tracker)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "tracker connection ended");
+            }
+        });
+    }
+}
+
+/// Sweeps and re-reads the channel directory every 10 s.
+pub async fn maintain(tracker: Arc<Tracker>, file: Option<Arc<FileDirectory>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        tracker.sweep(tracker.now_s());
+        if let Some(f) = &file
+            && let Err(e) = f.reload()
+        {
+            tracker.metrics.directory_errors.inc();
+            tracing::warn!(error = %e, "channel directory not reloaded; the last good one stays in use");
+        }
+    }
+}
+
+fn route(req: &Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<StreamBody> {
+    if req.method() != Method::GET {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET is served\n".to_vec());
+    }
+    let query = req.uri().query().unwrap_or("");
+    // IPv4 clients on a dual-stack socket arrive as IPv4-mapped IPv6.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match req.uri().path() {
+        "/announce" => {
+            let (status, body) = tracker.announce(query, ip, tracker.now_s(), unix_now());
+            respond(status, "text/plain", body)
+        }
+        "/scrape" => {
+            let (status, body) = tracker.scrape(query, unix_now());
+            respond(status, "text/plain", body)
+        }
+        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", tracker.metrics.render().into_bytes()),
+        "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"not found: /announce, /scrape, /metrics, /healthz\n".to_vec(),
+        ),
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<StreamBody> {
+    let mut r = Response::new(StreamBody::Full(Some(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(content_type));
+    r
+}

@@ -1,0 +1,13 @@
+//! The tracker: which channels exist, who is in each channel's swarm, which seed nodes
+//! serve it. Speaks the BitTorrent HTTP announce (BEP 3, 23, 7) so standard tools and
+//! load testers work against it; Shoal's peers add a few parameters
+//! ([`announce`]). Swarm state is in memory, sharded ([`store`]).
+
+pub mod announce;
+pub mod bencode;
+pub mod directory;
+pub mod http;
+pub mod metrics;
+pub mod store;
+
+pub use http::Tracker;

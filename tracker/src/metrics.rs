@@ -1,0 +1,60 @@
+//! Prometheus metrics of the tracker. Labels are fixed sets (result, reason); nothing
+//! per peer or per channel.
+
+use ingest::metrics::registered;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+#[derive(Debug, Clone)]
+pub struct TrackerMetrics {
+    pub registry: Registry,
+    /// result: ok, bad_request, unknown_channel, refused, unauthorized.
+    pub announces: IntCounterVec,
+    pub scrapes: IntCounter,
+    pub swarms: IntGauge,
+    pub seeds: IntGauge,
+    pub viewers: IntGauge,
+    pub memory: IntGauge,
+    pub expired: IntCounter,
+    pub pruned: IntCounter,
+    pub directory_errors: IntCounter,
+}
+
+impl Default for TrackerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TrackerMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| registered(&registry, IntCounter::new(name, help));
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
+        let announces = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("shoal_tracker_announces_total", "Announces answered, by result"),
+                &["result"],
+            ),
+        );
+        TrackerMetrics {
+            announces,
+            scrapes: counter("shoal_tracker_scrapes_total", "Scrapes answered"),
+            swarms: gauge("shoal_tracker_swarms", "Channels with at least one peer (at the last sweep)"),
+            seeds: gauge("shoal_tracker_seeds", "Seed nodes announcing (at the last sweep)"),
+            viewers: gauge("shoal_tracker_viewers", "Viewers announcing (at the last sweep)"),
+            memory: gauge("shoal_tracker_swarm_memory_bytes", "Heap held for swarm state (at the last sweep)"),
+            expired: counter("shoal_tracker_expired_peers_total", "Peers dropped for not re-announcing"),
+            pruned: counter("shoal_tracker_pruned_swarms_total", "Empty swarms removed"),
+            directory_errors: counter(
+                "shoal_tracker_directory_errors_total",
+                "Failed reloads of the channel directory (the last good one is kept)",
+            ),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,602 @@
+//! Swarm state in memory: for each channel (info-hash), its seeds and viewers.
+//!
+//! Sharded by info-hash (one mutex per shard, so announces to different channels rarely
+//! contend). A swarm keeps its peers in a `Vec` of 36-byte records (the peer id is kept
+//! as a 64-bit keyed hash, not its 20 bytes) grown by a quarter at a time; a swarm of
+//! more than [`INDEX_ABOVE`] peers also finds a peer through a `hashbrown::HashTable`
+//! of `u32` positions (~5 bytes per peer), a smaller one by scanning its records. No
+//! per-peer allocation. Time is passed in (seconds since start), so tests drive it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hashbrown::HashTable;
+
+use crate::announce::{Announce, Event, Role};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Re-announce interval given to peers, seconds.
+    pub interval_s: u32,
+    /// A peer not heard from for this long is dropped, seconds.
+    pub peer_timeout_s: u32,
+    /// Upper bound on `numwant`.
+    pub max_numwant: u32,
+    /// Seeds put in each viewer's list (the rest are viewers: seeds carry ≤ 1 %).
+    pub seeds_per_list: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { interval_s: 60, peer_timeout_s: 150, max_numwant: 200, seeds_per_list: 2 }
+    }
+}
+
+/// One peer as the tracker keeps it (36 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerRec {
+    /// Keyed 64-bit hash of the 20-byte peer id (stored as bytes: 4-byte alignment).
+    key: [u8; 8],
+    /// IPv4 addresses as IPv4-mapped IPv6.
+    ip: [u8; 16],
+    port: u16,
+    flags: u8,
+    free_slots: u8,
+    last_seen: u32,
+    joined: u32,
+}
+
+const SEED: u8 = 1;
+const REACHABLE: u8 = 2;
+
+impl PeerRec {
+    fn is_seed(&self) -> bool {
+        self.flags & SEED != 0
+    }
+
+    fn reachable(&self) -> bool {
+        self.flags & REACHABLE != 0
+    }
+
+    fn addr(&self) -> IpAddr {
+        let v6 = Ipv6Addr::from(self.ip);
+        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+    }
+}
+
+/// A peer in an answer. (Peer ids are not kept, so answers carry addresses only, as
+/// compact answers do; BEP 23's `no_peer_id`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerOut {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub seed: bool,
+}
+
+/// What an announce gets back (before encoding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceReply {
+    pub seeds: u32,
+    pub viewers: u32,
+    pub peers: Vec<PeerOut>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub expired_peers: u64,
+    pub pruned_swarms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub swarms: u64,
+    pub seeds: u64,
+    pub viewers: u64,
+}
+
+/// Info-hashes are already uniform: their first 8 bytes are the hash.
+#[derive(Debug, Default, Clone, Copy)]
+struct InfoHashHasher(u64);
+
+impl Hasher for InfoHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+/// Swarms bigger than this find peers through a hash index; smaller ones scan.
+pub const INDEX_ABOVE: usize = 32;
+
+#[derive(Debug, Default)]
+struct Swarm {
+    peers: Vec<PeerRec>,
+    /// Positions in `peers`, hashed by key; empty while the swarm is small.
+    index: HashTable<u32>,
+    seeds: u32,
+}
+
+fn key_hash(key: &[u8; 8]) -> u64 {
+    u64::from_le_bytes(*key)
+}
+
+impl Swarm {
+    fn find(&self, key: &[u8; 8]) -> Option<usize> {
+        if self.index.is_empty() {
+            return self.peers.iter().position(|p| p.key == *key);
+        }
+        let peers = &self.peers;
+        self.index.find(key_hash(key), |&i| peers[i as usize].key == *key).map(|&i| i as usize)
+    }
+
+    fn insert(&mut self, rec: PeerRec) {
+        if self.peers.len() == self.peers.capacity() {
+            // A quarter more at a time: at most ~25 % slack, still amortised O(1).
+            self.peers.reserve_exact((self.peers.len() / 4).max(2));
+        }
+        if rec.is_seed() {
+            self.seeds += 1;
+        }
+        let i = self.peers.len() as u32;
+        self.peers.push(rec);
+        if self.index.is_empty() && self.peers.len() <= INDEX_ABOVE {
+            return;
+        }
+        if self.index.is_empty() {
+            self.rebuild_index();
+        } else {
+            let peers = &self.peers;
+            self.index.insert_unique(key_hash(&rec.key), i, |&j| key_hash(&peers[j as usize].key));
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        let peers = &self.peers;
+        self.index = HashTable::with_capacity(peers.len() + peers.len() / 4);
+        for (i, p) in peers.iter().enumerate() {
+            self.index.insert_unique(key_hash(&p.key), i as u32, |&j| key_hash(&peers[j as usize].key));
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        let rec = self.peers[i];
+        if !self.index.is_empty()
+            && let Ok(e) = self.index.find_entry(key_hash(&rec.key), |&j| j as usize == i)
+        {
+            e.remove();
+        }
+        self.peers.swap_remove(i);
+        if !self.index.is_empty() && i < self.peers.len() {
+            // The last record moved into `i`: point its index entry there.
+            let moved = self.peers[i].key;
+            let last = self.peers.len() as u32;
+            if let Some(slot) = self.index.find_mut(key_hash(&moved), |&j| j == last) {
+                *slot = i as u32;
+            }
+        }
+        if self.peers.len() < INDEX_ABOVE / 2 && !self.index.is_empty() {
+            self.index = HashTable::new();
+        }
+        if rec.is_seed() {
+            self.seeds -= 1;
+        }
+    }
+
+    fn shrink(&mut self) {
+        if self.peers.capacity() > self.peers.len() + self.peers.len() / 2 + 4 {
+            self.peers.shrink_to_fit();
+            if !self.index.is_empty() {
+                self.rebuild_index();
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.peers.capacity() * size_of::<PeerRec>() + self.index.capacity() * (size_of::<u32>() + 1)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    swarms: HashMap<[u8; 20], Swarm, BuildHasherDefault<InfoHashHasher>>,
+}
+
+/// All swarms.
+#[derive(Debug)]
+pub struct Swarms {
+    cfg: StoreConfig,
+    shards: Box<[Mutex<Shard>]>,
+    /// Hashes peer ids (random keys: a client can't choose ids that collide).
+    hasher: RandomState,
+    /// Where each peer list starts scanning (a counter through SplitMix64).
+    rng: AtomicU64,
+}
+
+const SHARDS: usize = 64;
+
+impl Swarms {
+    pub fn new(cfg: StoreConfig) -> Self {
+        Swarms {
+            cfg,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            rng: AtomicU64::new(0x5eed),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    fn shard(&self, info_hash: &[u8; 20]) -> std::sync::MutexGuard<'_, Shard> {
+        let i = usize::from(info_hash[19]) % SHARDS;
+        // A panic while holding a shard can't leave a half-written record (every
+        // mutation is a whole push/swap_remove), so a poisoned lock is still usable.
+        self.shards[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn key(&self, peer_id: &[u8; 20]) -> [u8; 8] {
+        self.hasher.hash_one(peer_id).to_le_bytes()
+    }
+
+    fn random(&self) -> u64 {
+        let mut z = self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Records the announce and chooses the peers to give back. The caller has checked
+    /// the channel and, for a seed, its token.
+    pub fn announce(&self, now_s: u32, a: &Announce, ip: IpAddr) -> AnnounceReply {
+        let mut shard = self.shard(&a.info_hash);
+        if a.event == Event::Stopped {
+            let mut reply = AnnounceReply { seeds: 0, viewers: 0, peers: Vec::new() };
+            if let Some(swarm) = shard.swarms.get_mut(&a.info_hash) {
+                if let Some(i) = swarm.find(&self.key(&a.peer_id)) {
+                    swarm.remove(i);
+                }
+                reply.seeds = swarm.seeds;
+                reply.viewers = swarm.peers.len() as u32 - swarm.seeds;
+                if swarm.peers.is_empty() {
+                    shard.swarms.remove(&a.info_hash);
+                }
+            }
+            return reply;
+        }
+        let key = self.key(&a.peer_id);
+        let swarm = shard.swarms.entry(a.info_hash).or_default();
+        let ip16 = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let flags = if a.role == Role::Seed { SEED } else { 0 } | if a.reachable { REACHABLE } else { 0 };
+        match swarm.find(&key) {
+            Some(i) if swarm.peers[i].is_seed() == (a.role == Role::Seed) => {
+                let p = &mut swarm.peers[i];
+                p.ip = ip16;
+                p.port = a.port;
+                p.flags = flags;
+                p.free_slots = a.free_slots;
+                p.last_seen = now_s;
+            }
+            found => {
+                // New, or changed role: (re)inserted so the seed count stays right.
+                let joined = found.map_or(now_s, |i| swarm.peers[i].joined);
+                if let Some(i) = found {
+                    swarm.remove(i);
+                }
+                let rec =
+                    PeerRec { key, ip: ip16, port: a.port, flags, free_slots: a.free_slots, last_seen: now_s, joined };
+                swarm.insert(rec);
+            }
+        }
+        let want = a.numwant.min(self.cfg.max_numwant) as usize;
+        let peers = self.choose(swarm, &key, a.role, want);
+        AnnounceReply { seeds: swarm.seeds, viewers: swarm.peers.len() as u32 - swarm.seeds, peers }
+    }
+
+    /// Dialable peers only (an unreachable peer can't be connected to by anyone; it
+    /// finds its neighbours by dialling out). A viewer gets a few seeds and then
+    /// viewers, those with the most free upload slots first, from a window of the swarm
+    /// that starts at a random place (bounded work per announce whatever the swarm's
+    /// size). A seed gets viewers only.
+    fn choose(&self, swarm: &Swarm, me: &[u8; 8], role: Role, want: usize) -> Vec<PeerOut> {
+        let n = swarm.peers.len();
+        if n == 0 || want == 0 {
+            return Vec::new();
+        }
+        let mut seeds_left = if role == Role::Viewer { self.cfg.seeds_per_list as usize } else { 0 };
+        let mut out = Vec::with_capacity(want.min(n));
+        let mut viewers: Vec<&PeerRec> = Vec::with_capacity((want * 2).min(n));
+        let budget = (want * 4).max(64).min(n);
+        let start = (self.random() % n as u64) as usize;
+        for k in 0..budget {
+            let p = &swarm.peers[(start + k) % n];
+            if p.key == *me || !p.reachable() {
+                continue;
+            }
+            if p.is_seed() {
+                if seeds_left > 0 && out.len() < want {
+                    seeds_left -= 1;
+                    out.push(p);
+                }
+            } else {
+                viewers.push(p);
+            }
+        }
+        // Seeds are few; if the window missed them, a viewer still gets one.
+        if seeds_left > 0 && swarm.seeds as usize > out.len() {
+            for p in swarm.peers.iter().filter(|p| p.is_seed() && p.reachable()) {
+                if seeds_left == 0 || out.len() >= want {
+                    break;
+                }
+                if !out.iter().any(|q| q.key == p.key) {
+                    seeds_left -= 1;
+                    out.push(p);
+                }
+            }
+        }
+        viewers.sort_by_key(|p| std::cmp::Reverse(p.free_slots));
+        let room = want.saturating_sub(out.len());
+        out.extend(viewers.into_iter().take(room));
+        out.into_iter().map(|p| PeerOut { ip: p.addr(), port: p.port, seed: p.is_seed() }).collect()
+    }
+
+    /// (seeds, viewers) of a swarm, for scrape.
+    pub fn scrape(&self, info_hash: &[u8; 20]) -> (u32, u32) {
+        let shard = self.shard(info_hash);
+        shard.swarms.get(info_hash).map_or((0, 0), |s| (s.seeds, s.peers.len() as u32 - s.seeds))
+    }
+
+    /// Drops peers not heard from within the timeout and swarms left empty; gives
+    /// back memory a shrunken swarm no longer needs.
+    pub fn sweep(&self, now_s: u32) -> SweepStats {
+        let mut stats = SweepStats::default();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            shard.swarms.retain(|_, swarm| {
+                let mut i = 0;
+                while i < swarm.peers.len() {
+                    if now_s.saturating_sub(swarm.peers[i].last_seen) > self.cfg.peer_timeout_s {
+                        swarm.remove(i);
+                        stats.expired_peers += 1;
+                    } else {
+                        i += 1;
+                    }
+                }
+                swarm.shrink();
+                let keep = !swarm.peers.is_empty();
+                stats.pruned_swarms += u64::from(!keep);
+                keep
+            });
+            if shard.swarms.capacity() > 2 * shard.swarms.len() + 16 {
+                shard.swarms.shrink_to_fit();
+            }
+        }
+        stats
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.swarms += shard.swarms.len() as u64;
+            for s in shard.swarms.values() {
+                t.seeds += u64::from(s.seeds);
+                t.viewers += (s.peers.len() as u32 - s.seeds) as u64;
+            }
+        }
+        t
+    }
+
+    /// Heap bytes held for swarms and peers (capacities, not lengths).
+    pub fn heap_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                shard.swarms.capacity() * (20 + size_of::<Swarm>() + 1)
+                    + shard.swarms.values().map(Swarm::heap_bytes).sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+/// The compact peer strings (BEP 23 for IPv4, BEP 7 for IPv6).
+pub fn compact(peers: &[PeerOut]) -> (Vec<u8>, Vec<u8>) {
+    let mut v4 = Vec::with_capacity(peers.len() * 6);
+    let mut v6 = Vec::new();
+    for p in peers {
+        match p.ip {
+            IpAddr::V4(ip) => {
+                v4.extend_from_slice(&ip.octets());
+                v4.extend_from_slice(&p.port.to_be_bytes());
+            }
+            IpAddr::V6(ip) => {
+                v6.extend_from_slice(&ip.octets());
+                v6.extend_from_slice(&p.port.to_be_bytes());
+            }
+        }
+    }
+    (v4, v6)
+}
+
+/// An unspecified address, for callers that have none (tests).
+pub const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(hash: u8, id: u32, role: Role, reachable: bool, slots: u8) -> Announce {
+        let mut peer_id = [b'x'; 20];
+        peer_id[..4].copy_from_slice(&id.to_be_bytes());
+        Announce { role, reachable, free_slots: slots, ..Announce::new([hash; 20], peer_id, 7000 + (id % 1000) as u16) }
+    }
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    #[test]
+    fn record_is_36_bytes() {
+        assert_eq!(size_of::<PeerRec>(), 36);
+    }
+
+    #[test]
+    fn lists_dialable_peers_seeds_first_then_least_loaded_never_self() {
+        let s = Swarms::new(StoreConfig::default());
+        s.announce(0, &ann(1, 1, Role::Seed, true, 0), ip(1));
+        s.announce(0, &ann(1, 2, Role::Viewer, true, 1), ip(2));
+        s.announce(0, &ann(1, 3, Role::Viewer, true, 9), ip(3));
+        s.announce(0, &ann(1, 4, Role::Viewer, false, 50), ip(4));
+        let r = s.announce(0, &ann(1, 5, Role::Viewer, false, 0), ip(5));
+        assert_eq!((r.seeds, r.viewers), (1, 4));
+        let ids: Vec<u16> = r.peers.iter().map(|p| p.port - 7000).collect();
+        assert_eq!(ids, vec![1, 3, 2], "seed, then the viewer with more free slots; no unreachable, not self");
+        assert_eq!(r.peers[0].ip, ip(1));
+        assert_eq!(r.peers[0].port, 7001);
+        // A seed gets viewers only.
+        let r = s.announce(0, &ann(1, 1, Role::Seed, true, 0), ip(1));
+        assert!(r.peers.iter().all(|p| !p.seed) && r.peers.len() == 2);
+    }
+
+    #[test]
+    fn numwant_bounds_the_list_and_the_work() {
+        let s = Swarms::new(StoreConfig::default());
+        for id in 0..5_000 {
+            s.announce(0, &ann(2, id, Role::Viewer, true, (id % 7) as u8), ip(id));
+        }
+        let mut a = ann(2, 9_999, Role::Viewer, true, 0);
+        a.numwant = 10;
+        assert_eq!(s.announce(0, &a, ip(9_999)).peers.len(), 10);
+        a.numwant = 100_000;
+        assert_eq!(s.announce(0, &a, ip(9_999)).peers.len(), 200, "max_numwant");
+    }
+
+    #[test]
+    fn stopped_removes_and_empty_swarms_go() {
+        let s = Swarms::new(StoreConfig::default());
+        s.announce(0, &ann(3, 1, Role::Viewer, true, 0), ip(1));
+        let mut a = ann(3, 2, Role::Viewer, true, 0);
+        s.announce(0, &a, ip(2));
+        a.event = Event::Stopped;
+        let r = s.announce(0, &a, ip(2));
+        assert_eq!((r.seeds, r.viewers), (0, 1));
+        let mut b = ann(3, 1, Role::Viewer, true, 0);
+        b.event = Event::Stopped;
+        s.announce(0, &b, ip(1));
+        assert_eq!(s.totals(), Totals::default());
+    }
+
+    #[test]
+    fn silent_peers_expire_and_memory_comes_back() {
+        let s = Swarms::new(StoreConfig::default());
+        for h in 0..50u8 {
+            for id in 0..100 {
+                s.announce(0, &ann(h, id, Role::Viewer, true, 0), ip(id));
+            }
+        }
+        let full = s.heap_bytes();
+        // Half the channels' peers keep announcing.
+        for h in 0..25u8 {
+            for id in 0..100 {
+                s.announce(100, &ann(h, id, Role::Viewer, true, 0), ip(id));
+            }
+        }
+        let st = s.sweep(200);
+        assert_eq!(st, SweepStats { expired_peers: 2_500, pruned_swarms: 25 });
+        assert_eq!(s.totals(), Totals { swarms: 25, seeds: 0, viewers: 2_500 });
+        assert!(s.heap_bytes() < full * 3 / 4, "{} of {full}", s.heap_bytes());
+        assert_eq!(s.sweep(400).expired_peers, 2_500);
+        assert_eq!(s.totals(), Totals::default());
+    }
+
+    #[test]
+    fn role_change_and_re_announce_keep_counts_right() {
+        let s = Swarms::new(StoreConfig::default());
+        s.announce(0, &ann(4, 1, Role::Viewer, true, 0), ip(1));
+        s.announce(1, &ann(4, 1, Role::Viewer, true, 3), ip(9));
+        assert_eq!(s.scrape(&[4; 20]), (0, 1));
+        s.announce(2, &ann(4, 1, Role::Seed, true, 0), ip(1));
+        assert_eq!(s.scrape(&[4; 20]), (1, 0));
+        let r = s.announce(3, &ann(4, 2, Role::Viewer, true, 0), ip(2));
+        assert_eq!(r.peers[0].ip, ip(1), "the address is the latest announce's");
+    }
+
+    #[test]
+    fn index_stays_consistent_through_removals() {
+        let s = Swarms::new(StoreConfig::default());
+        for id in 0..300 {
+            s.announce(id % 3, &ann(5, id, Role::Viewer, true, 0), ip(id));
+        }
+        // Every third peer re-announces late; the others expire in one sweep.
+        for id in (0..300).step_by(3) {
+            s.announce(500, &ann(5, id, Role::Viewer, true, 0), ip(id));
+        }
+        assert_eq!(s.sweep(600).expired_peers, 200);
+        // Each survivor is still found by id (a re-announce updates, not duplicates).
+        for id in (0..300).step_by(3) {
+            s.announce(601, &ann(5, id, Role::Viewer, true, 1), ip(id));
+        }
+        assert_eq!(s.scrape(&[5; 20]), (0, 100));
+    }
+
+    proptest::proptest! {
+        /// Announces, stops and sweeps in any order, across the scan/index threshold,
+        /// agree with a plain map of who is in the swarm.
+        #[test]
+        fn agrees_with_a_model(ops in proptest::collection::vec((0u32..80, 0u8..10), 1..400)) {
+            use std::collections::BTreeMap;
+            let s = Swarms::new(StoreConfig { peer_timeout_s: 5, ..StoreConfig::default() });
+            let mut model: BTreeMap<u32, (bool, u32)> = BTreeMap::new(); // id -> (seed, last_seen)
+            for (t, (id, op)) in ops.into_iter().enumerate() {
+                let now = t as u32;
+                match op {
+                    0 => {
+                        let mut a = ann(9, id, Role::Viewer, true, 0);
+                        a.event = Event::Stopped;
+                        s.announce(now, &a, ip(id));
+                        model.remove(&id);
+                    }
+                    1 => {
+                        s.sweep(now);
+                        model.retain(|_, (_, seen)| now - *seen <= 5);
+                    }
+                    2 => {
+                        s.announce(now, &ann(9, id, Role::Seed, true, 0), ip(id));
+                        model.insert(id, (true, now));
+                    }
+                    _ => {
+                        s.announce(now, &ann(9, id, Role::Viewer, true, op), ip(id));
+                        model.insert(id, (false, now));
+                    }
+                }
+                let seeds = model.values().filter(|(seed, _)| *seed).count() as u32;
+                proptest::prop_assert_eq!(s.scrape(&[9; 20]), (seeds, model.len() as u32 - seeds));
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_peers_go_to_peers6() {
+        let s = Swarms::new(StoreConfig::default());
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        s.announce(0, &ann(6, 1, Role::Viewer, true, 0), v6);
+        s.announce(0, &ann(6, 2, Role::Viewer, true, 0), ip(2));
+        let r = s.announce(0, &ann(6, 3, Role::Viewer, true, 0), ip(3));
+        let (c4, c6) = compact(&r.peers);
+        assert_eq!(c4, [10, 0, 0, 2, 0x1b, 0x5a]);
+        assert_eq!(c6.len(), 18);
+        assert_eq!(&c6[..16], &"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+    }
+}

@@ -1,0 +1,110 @@
+//! The tracker over a real socket: BitTorrent announces and scrapes as a client sends
+//! them, answers decoded as a client decodes them.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ingest::http::SeederTokens;
+use swarm::piece::ChannelKeypair;
+use tracker::Tracker;
+use tracker::announce::percent_encode;
+use tracker::bencode::{Value, decode};
+use tracker::directory::StaticDirectory;
+use tracker::store::StoreConfig;
+
+fn start() -> (SocketAddr, [u8; 20], tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let id = ChannelKeypair::from_secret_bytes(&[3; 32]).id();
+    let dir = StaticDirectory::new([("news".to_owned(), id)]);
+    let tracker =
+        Arc::new(Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["seed-secret"])));
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(tracker::http::serve(listener, tracker));
+    (addr, id.info_hash(), rt)
+}
+
+/// GET with `Connection: close`; (status code, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let status = String::from_utf8_lossy(&raw[9..12]).parse().unwrap();
+    (status, raw[end..].to_vec())
+}
+
+fn announce(addr: SocketAddr, hash: &[u8; 20], peer: u8, port: u16, extra: &str) -> (u16, Value) {
+    let q = format!(
+        "/announce?info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left=0&compact=1{extra}",
+        percent_encode(hash),
+        percent_encode(&[peer; 20])
+    );
+    let (status, body) = get(addr, &q);
+    (status, decode(&body).expect("a bencoded answer"))
+}
+
+fn reason(v: &Value) -> String {
+    String::from_utf8_lossy(v.get("failure reason").and_then(Value::as_bytes).unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn viewers_find_the_seed_and_each_other() {
+    let (addr, hash, _rt) = start();
+    let (status, v) = announce(addr, &hash, 1, 9001, "&role=seed&token=seed-secret&event=started");
+    assert_eq!(status, 200, "{}", reason(&v));
+    assert_eq!(v.get("interval").and_then(Value::as_int), Some(60));
+    let (_, v) = announce(addr, &hash, 2, 9002, "&event=started&slots=4");
+    assert_eq!(v.get("complete").and_then(Value::as_int), Some(1));
+    assert_eq!(v.get("incomplete").and_then(Value::as_int), Some(1));
+    assert_eq!(v.get("peers").and_then(Value::as_bytes), Some(&[127, 0, 0, 1, 0x23, 0x29][..]), "the seed, port 9001");
+    let (_, v) = announce(addr, &hash, 3, 9003, "&reachable=0");
+    let peers = v.get("peers").and_then(Value::as_bytes).unwrap();
+    assert_eq!(peers.len(), 12, "the seed and the reachable viewer");
+    assert_eq!(&peers[..6], &[127, 0, 0, 1, 0x23, 0x29]);
+    assert_eq!(&peers[6..], &[127, 0, 0, 1, 0x23, 0x2a]);
+    // Nobody is given the unreachable viewer.
+    let (_, v) = announce(addr, &hash, 2, 9002, "");
+    assert_eq!(v.get("peers").and_then(Value::as_bytes).unwrap().len(), 6);
+
+    let (status, body) = get(addr, &format!("/scrape?info_hash={}", percent_encode(&hash)));
+    assert_eq!(status, 200);
+    let files = decode(&body).unwrap();
+    let stats = match files.get("files") {
+        Some(Value::Dict(d)) => d[0].1.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (stats.get("complete").and_then(Value::as_int), stats.get("incomplete").and_then(Value::as_int)),
+        (Some(1), Some(2))
+    );
+
+    let (_, metrics) = get(addr, "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("shoal_tracker_announces_total{result=\"ok\"} 4"), "{metrics}");
+}
+
+#[test]
+fn bad_requests_get_a_status_and_a_failure_reason() {
+    let (addr, hash, _rt) = start();
+    let (status, v) = announce(addr, &[7; 20], 1, 9001, "");
+    assert_eq!((status, reason(&v).as_str()), (404, "unknown channel: no channel has this info_hash"));
+    let (status, v) = announce(addr, &hash, 1, 9001, "&role=seed");
+    assert_eq!((status, reason(&v).as_str()), (401, "role=seed needs token=<seeder token>"));
+    let (status, v) = announce(addr, &hash, 1, 9001, "&role=seed&token=guess");
+    assert_eq!((status, reason(&v).as_str()), (403, "seeder token not accepted"));
+    let (status, body) = get(addr, "/announce?info_hash=short&port=1");
+    assert_eq!((status, reason(&decode(&body).unwrap()).as_str()), (400, "bad parameter info_hash: must be 20 bytes"));
+    let (status, _) = get(addr, &format!("/announce?{}", "x".repeat(5_000)));
+    assert_eq!(status, 400);
+    // Still serving.
+    let (status, _) = announce(addr, &hash, 1, 9001, "");
+    assert_eq!(status, 200);
+    let (_, metrics) = get(addr, "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("shoal_tracker_announces_total{result=\"bad_request\"} 2"), "{metrics}");
+    assert!(metrics.contains("shoal_tracker_announces_total{result=\"unauthorized\"} 2"), "{metrics}");
+}
