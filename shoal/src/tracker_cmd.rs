@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use ingest::http::SeederTokens;
 use tracker::Tracker;
-use tracker::directory::{AnyChannel, ChannelDirectory, FileDirectory};
+use tracker::db::Db;
+use tracker::directory::{AnyChannel, CachedDirectory, ChannelDirectory, DbDirectory, FileDirectory};
+use tracker::http::Reload;
 use tracker::store::StoreConfig;
 
 #[derive(Debug, Args)]
@@ -26,6 +28,11 @@ pub(crate) struct TrackerArgs {
     /// Token seed nodes announce with (`role=seed&token=`); default: DATA_DIR/seeder-token.
     #[arg(long, env = "SHOAL_TRACKER_SEEDER_TOKEN", hide_env_values = true)]
     seeder_token: Option<String>,
+    /// The SQL catalogue (`sqlite://PATH` or `postgres://…`) instead of the channel
+    /// file. Until the admin API lands, channels are created with `shoal ingest
+    /// add-channel`, in the channel file, which is therefore the default.
+    #[arg(long, env = "SHOAL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -45,33 +52,36 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
         ..StoreConfig::default()
     };
     let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.common.data_dir)?;
-    let file = Arc::new(FileDirectory::new(a.common.channel_file()));
-    let directory: Arc<dyn ChannelDirectory> = if a.bench_any_info_hash {
-        tracing::warn!("--bench-any-info-hash: every info-hash is served (benchmarks only)");
-        Arc::new(AnyChannel)
-    } else {
-        match file.reload() {
-            Ok(n) => tracing::info!(channels = n, "channel directory read"),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "no channel directory yet: every announce gets 404 until `shoal ingest add-channel`"
-            ),
-        }
-        file.clone()
-    };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = a.threads {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
+        let cache = Arc::new(CachedDirectory::default());
+        let (directory, reload): (Arc<dyn ChannelDirectory>, Reload) = if a.bench_any_info_hash {
+            tracing::warn!("--bench-any-info-hash: every info-hash is served (benchmarks only)");
+            (Arc::new(AnyChannel), Reload::Nothing)
+        } else if let Some(url) = &a.database_url {
+            let db = Db::open(url).await.context("opening the catalogue")?;
+            (cache.clone(), Reload::Db(DbDirectory::new(db, cache)))
+        } else {
+            (cache.clone(), Reload::File(FileDirectory::new(a.common.channel_file(), cache)))
+        };
+        match reload.run(tracker::http::unix_now()).await {
+            Ok(n) => tracing::info!(channels = n, "channel directory read"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no channel directory yet: every announce gets 404 until channels exist"
+            ),
+        }
         let listener =
             tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding tracker {}", a.listen))?;
         let addr = listener.local_addr()?;
         let tracker = Arc::new(Tracker::new(cfg, directory, SeederTokens::from_tokens([token.as_str()])));
         println!("TRACKER  http://{addr}/announce  (scrape: /scrape, /metrics)");
         tokio::spawn(tracker::http::serve(listener, tracker.clone()));
-        tokio::spawn(tracker::http::maintain(tracker, (!a.bench_any_info_hash).then_some(file)));
+        tokio::spawn(tracker::http::maintain(tracker, reload));
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         tracing::info!("shutting down");
         Ok(())

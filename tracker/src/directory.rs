@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use ingest::auth::{ChannelFile, ChannelList};
+use ingest::auth::{ChannelFile, ChannelList, Refusal};
 use swarm::piece::ChannelId;
+
+use crate::db::Db;
 
 /// Whether announces to a channel are taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,50 +58,83 @@ impl ChannelDirectory for AnyChannel {
     }
 }
 
+/// Admissions computed by a loader (the channel file, the SQL catalogue) and swapped
+/// in whole; announces only read it.
+#[derive(Debug, Default)]
+pub struct CachedDirectory {
+    map: RwLock<HashMap<[u8; 20], Admission>>,
+}
+
+impl CachedDirectory {
+    pub fn replace(&self, entries: impl IntoIterator<Item = ([u8; 20], Admission)>) -> usize {
+        let map: HashMap<_, _> = entries.into_iter().collect();
+        let n = map.len();
+        *self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+        n
+    }
+}
+
+impl ChannelDirectory for CachedDirectory {
+    fn admit(&self, info_hash: &[u8; 20], _now_unix: u64) -> Admission {
+        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(info_hash).cloned().unwrap_or(Admission::Unknown)
+    }
+}
+
+fn admission(name: &str, result: Result<(), Refusal>) -> Admission {
+    let channel = Arc::from(name);
+    match result {
+        Ok(()) => Admission::Open { channel },
+        Err(r) => Admission::Refused { channel, reason: r.to_string(), label: r.label() },
+    }
+}
+
 /// Ingest's channel file (`channels.json`): names, public keys, status and licences.
 /// [`FileDirectory::reload`] re-reads it (the server does every 10 s, so a licence
 /// change applies within a minute); a file that can't be read keeps the last good list.
 #[derive(Debug)]
 pub struct FileDirectory {
     file: ChannelFile,
-    list: RwLock<HashMap<[u8; 20], Listed>>,
+    cache: Arc<CachedDirectory>,
 }
 
-/// A channel as read from the file: its name (shared with answers) and entry.
-type Listed = (Arc<str>, ingest::auth::ChannelEntry);
-
 impl FileDirectory {
-    pub fn new(file: ChannelFile) -> Self {
-        FileDirectory { file, list: RwLock::new(HashMap::new()) }
+    pub fn new(file: ChannelFile, cache: Arc<CachedDirectory>) -> Self {
+        FileDirectory { file, cache }
     }
 
-    /// Reads the file again; returns the number of channels, or why it could not.
-    pub fn reload(&self) -> Result<usize, String> {
+    /// Reads the file again and decides each channel's admission at `now_unix`;
+    /// returns the number of channels, or why it could not.
+    pub fn reload(&self, now_unix: u64) -> Result<usize, String> {
         let list = self.file.list().map_err(|e| e.to_string())?;
-        let mut map = HashMap::new();
-        for entry in list.channels {
+        let mut entries = Vec::new();
+        for entry in &list.channels {
             let Some(id) = entry.channel_id.as_deref().and_then(ChannelId::from_hex) else {
                 tracing::warn!(channel = %entry.name, "channel has no public key in the channel file; create it again with `shoal ingest add-channel`");
                 continue;
             };
-            map.insert(id.info_hash(), (Arc::from(entry.name.as_str()), entry));
+            entries.push((id.info_hash(), admission(&entry.name, ChannelList::admit(entry, now_unix))));
         }
-        let n = map.len();
-        *self.list.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
-        Ok(n)
+        Ok(self.cache.replace(entries))
     }
 }
 
-impl ChannelDirectory for FileDirectory {
-    fn admit(&self, info_hash: &[u8; 20], now_unix: u64) -> Admission {
-        let list = self.list.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match list.get(info_hash) {
-            None => Admission::Unknown,
-            Some((name, entry)) => match ChannelList::admit(entry, now_unix) {
-                Ok(()) => Admission::Open { channel: name.clone() },
-                Err(r) => Admission::Refused { channel: name.clone(), reason: r.to_string(), label: r.label() },
-            },
-        }
+/// The SQL catalogue's channels, with licences decided in the query
+/// ([`Db::channel_states`]); reloaded like the file.
+#[derive(Debug)]
+pub struct DbDirectory {
+    db: Db,
+    cache: Arc<CachedDirectory>,
+}
+
+impl DbDirectory {
+    pub fn new(db: Db, cache: Arc<CachedDirectory>) -> Self {
+        DbDirectory { db, cache }
+    }
+
+    pub async fn reload(&self, now_unix: u64) -> Result<usize, String> {
+        let states = self.db.channel_states(now_unix as i64).await.map_err(|e| e.to_string())?;
+        Ok(self.cache.replace(states.into_iter().map(|c| (c.channel_id.info_hash(), admission(&c.name, c.admission)))))
     }
 }
 
@@ -117,8 +152,12 @@ mod tests {
         file.create_channel("news", false, None).unwrap();
         file.create_channel("ads", true, None).unwrap();
         file.create_channel("paid", true, Some(License { commercial: true, valid_until_unix: Some(1_000) })).unwrap();
-        let d = FileDirectory::new(ChannelFile::new(dir.join("channels.json"), dir.join("keys")));
-        assert_eq!(d.reload(), Ok(3));
+        let cache = Arc::new(CachedDirectory::default());
+        let load = |now| {
+            FileDirectory::new(ChannelFile::new(dir.join("channels.json"), dir.join("keys")), cache.clone()).reload(now)
+        };
+        assert_eq!(load(0), Ok(3));
+        let d = cache.clone();
         let id = |name: &str| {
             let hex = std::fs::read_to_string(dir.join("keys").join(format!("{name}.key"))).unwrap();
             let secret = swarm::piece::decode_hex32(hex.trim()).unwrap();
@@ -126,7 +165,8 @@ mod tests {
         };
         assert_eq!(d.admit(&id("news"), 0), Admission::Open { channel: Arc::from("news") });
         assert!(matches!(d.admit(&id("ads"), 0), Admission::Refused { label: "license_required", .. }));
-        assert!(matches!(d.admit(&id("paid"), 999), Admission::Open { .. }));
+        assert!(matches!(d.admit(&id("paid"), 0), Admission::Open { .. }));
+        load(1_000).unwrap();
         assert!(matches!(d.admit(&id("paid"), 1_000), Admission::Refused { label: "license_expired", .. }));
         assert_eq!(d.admit(&[9; 20], 0), Admission::Unknown);
         let _ = std::fs::remove_dir_all(&dir);

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::announce::{Role, parse_announce, parse_scrape};
 use crate::bencode::{self, DictWriter};
-use crate::directory::{Admission, ChannelDirectory, FileDirectory};
+use crate::directory::{Admission, ChannelDirectory, DbDirectory, FileDirectory};
 use crate::metrics::TrackerMetrics;
 use crate::store::{StoreConfig, Swarms, compact};
 
@@ -181,15 +181,33 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
     }
 }
 
-/// Sweeps and re-reads the channel directory every 10 s.
-pub async fn maintain(tracker: Arc<Tracker>, file: Option<Arc<FileDirectory>>) {
+/// Where the channel directory is re-read from.
+#[derive(Debug)]
+pub enum Reload {
+    /// A fixed directory (tests, benchmarks).
+    Nothing,
+    File(FileDirectory),
+    Db(DbDirectory),
+}
+
+impl Reload {
+    pub async fn run(&self, now_unix: u64) -> Result<usize, String> {
+        match self {
+            Reload::Nothing => Ok(0),
+            Reload::File(f) => f.reload(now_unix),
+            Reload::Db(d) => d.reload(now_unix).await,
+        }
+    }
+}
+
+/// Sweeps and re-reads the channel directory every 10 s (a licence or status change
+/// applies within that); a failed read keeps the last good directory and is counted.
+pub async fn maintain(tracker: Arc<Tracker>, reload: Reload) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
         tracker.sweep(tracker.now_s());
-        if let Some(f) = &file
-            && let Err(e) = f.reload()
-        {
+        if let Err(e) = reload.run(unix_now()).await {
             tracker.metrics.directory_errors.inc();
             tracing::warn!(error = %e, "channel directory not reloaded; the last good one stays in use");
         }

@@ -5,7 +5,9 @@
 
 pub mod announce;
 pub mod bencode;
+pub mod db;
 pub mod directory;
+pub mod hll;
 pub mod http;
 pub mod metrics;
 pub mod store;

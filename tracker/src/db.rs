@@ -1,0 +1,444 @@
+//! The tracker's catalogue in SQL (sqlx): accounts, API tokens, plans, channels,
+//! licences, usage and its hourly roll-up, invoices, the audit log. SQLite (one file
+//! in the data directory) is the embedded default; PostgreSQL for fleets. One code
+//! path through sqlx's `Any` driver: every statement is written once, with `$N`
+//! placeholders (both databases take them) and portable SQL; only the migrations are
+//! per dialect (`migrations/sqlite`, `migrations/postgres`). Every value is bound,
+//! never formatted into SQL.
+
+use std::str::FromStr;
+
+use ingest::auth::{Refusal, constant_time_eq, generate_stream_key, hash_stream_key};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+use swarm::piece::{ChannelId, encode_hex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, DbError>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A connection pool and the dialect behind it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    /// The PostgreSQL schema given to [`Db::open_in_schema`].
+    schema: Option<String>,
+}
+
+/// A plan: what a licence sells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub commercial: bool,
+    pub currency: String,
+    pub monthly_price_cents: i64,
+    pub included_viewer_hours: i64,
+    pub overage_cents_per_viewer_hour: i64,
+}
+
+/// A channel as the tracker admits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelState {
+    pub id: i64,
+    pub account_id: i64,
+    pub name: String,
+    pub channel_id: ChannelId,
+    /// `Err` says why announces and publishing are refused now.
+    pub admission: std::result::Result<(), Refusal>,
+}
+
+/// One flush of usage for one channel and hour from one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEvent {
+    /// `node:channel:window`, deterministic, so a retried flush inserts nothing.
+    pub idempotency_key: String,
+    pub channel_id: i64,
+    pub hour_start: i64,
+    pub viewer_seconds: i64,
+    pub ad_viewer_seconds: i64,
+    pub seed_bytes: i64,
+    pub peak_viewers: i64,
+}
+
+/// A channel's usage in one hour (rolled up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyUsage {
+    pub channel: String,
+    pub hour_start: i64,
+    pub viewer_seconds: i64,
+    pub ad_viewer_seconds: i64,
+    pub seed_bytes: i64,
+    pub peak_viewers: i64,
+    pub unique_viewers: i64,
+}
+
+impl Db {
+    /// Connects (`sqlite://PATH` — created if missing — or `postgres://…`) and brings
+    /// the schema up to date.
+    pub async fn open(url: &str) -> Result<Db> {
+        Self::open_in_schema(url, None).await
+    }
+
+    /// [`Db::open`] inside a PostgreSQL schema (created if missing): lets tests share
+    /// one database without seeing each other. Ignored for SQLite.
+    pub async fn open_in_schema(url: &str, schema: Option<&str>) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::BadUrl(url.to_owned()));
+        };
+        let url = match backend {
+            // Create the file on first start.
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let mut pool = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 1 } else { 8 });
+        let schema = match (backend, schema) {
+            (Backend::Postgres, Some(s)) => {
+                if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                    return Err(DbError::Invalid(format!("schema name {s:?}: use a-z, 0-9 and _")));
+                }
+                Some(s.to_owned())
+            }
+            _ => None,
+        };
+        // Per connection: SQLite enforces foreign keys only when asked; a test schema
+        // is the first on PostgreSQL's search path.
+        let schema_for_setup = schema.clone();
+        pool = pool.after_connect(move |conn, _| {
+            let setup = match (backend, &schema_for_setup) {
+                (Backend::Sqlite, _) => Some("PRAGMA foreign_keys = ON".to_owned()),
+                // The name was checked above: identifiers can't be bound.
+                (Backend::Postgres, Some(s)) => {
+                    Some(format!("CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"))
+                }
+                (Backend::Postgres, None) => None,
+            };
+            Box::pin(async move {
+                if let Some(sql) = setup {
+                    conn.execute(sql.as_str()).await?;
+                }
+                Ok(())
+            })
+        });
+        let pool = pool.connect_with(options).await?;
+        let db = Db { pool, backend, schema };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&db.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&db.pool).await?,
+        }
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Drops the schema given to [`Db::open_in_schema`] with everything in it (tests
+    /// clean up after themselves). Does nothing otherwise.
+    pub async fn drop_schema(self) -> Result<()> {
+        if let Some(s) = &self.schema {
+            // Checked when opened: a-z, 0-9 and _ only.
+            self.pool.execute(format!("DROP SCHEMA {s} CASCADE").as_str()).await?;
+        }
+        self.pool.close().await;
+        Ok(())
+    }
+
+    /// Inserts a row and returns its id (`RETURNING` works on both).
+    async fn insert_id<'q>(&self, q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>) -> Result<i64> {
+        Ok(q.fetch_one(&self.pool).await?.try_get::<i64, _>(0)?)
+    }
+
+    pub async fn create_account(&self, name: &str, now: i64) -> Result<i64> {
+        if name.is_empty() || name.len() > 128 {
+            return Err(DbError::Invalid("account name: 1-128 characters".into()));
+        }
+        self.insert_id(
+            sqlx::query("INSERT INTO accounts (name, created_at) VALUES ($1, $2) RETURNING id").bind(name).bind(now),
+        )
+        .await
+    }
+
+    /// A new API token for the account; returns the token (only its hash is stored).
+    pub async fn create_api_token(&self, account_id: i64, label: &str, now: i64) -> Result<String> {
+        let token = format!("shoal_{}", generate_stream_key());
+        sqlx::query("INSERT INTO api_tokens (account_id, token_sha256, label, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(account_id)
+            .bind(encode_hex(&hash_stream_key(&token)))
+            .bind(label)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    /// The account a bearer token belongs to (unrevoked tokens only).
+    pub async fn account_for_token(&self, token: &str) -> Result<Option<i64>> {
+        let hash = hash_stream_key(token);
+        let row = sqlx::query(
+            "SELECT account_id, token_sha256 FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
+        )
+        .bind(encode_hex(&hash))
+        .fetch_optional(&self.pool)
+        .await?;
+        // The lookup is by hash; compare again in constant time for good measure.
+        Ok(row.and_then(|r| {
+            let stored: String = r.try_get(1).ok()?;
+            let stored = swarm::piece::decode_hex32(&stored)?;
+            constant_time_eq(&stored, &hash).then(|| r.try_get::<i64, _>(0).ok()).flatten()
+        }))
+    }
+
+    pub async fn create_plan(&self, p: &Plan) -> Result<i64> {
+        self.insert_id(
+            sqlx::query(
+                "INSERT INTO plans (name, commercial, currency, monthly_price_cents, included_viewer_hours, \
+                 overage_cents_per_viewer_hour) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&p.name)
+            .bind(i64::from(p.commercial))
+            .bind(&p.currency)
+            .bind(p.monthly_price_cents)
+            .bind(p.included_viewer_hours)
+            .bind(p.overage_cents_per_viewer_hour),
+        )
+        .await
+    }
+
+    /// A channel with its public key and the hash of its first stream key.
+    pub async fn create_channel(
+        &self,
+        account_id: i64,
+        name: &str,
+        channel_id: ChannelId,
+        stream_key: &str,
+        carries_ads: bool,
+        now: i64,
+    ) -> Result<i64> {
+        if !ingest::auth::valid_channel_name(name) {
+            return Err(DbError::Invalid(format!("channel name {name:?}: use 1-64 of a-z, 0-9, '-' and '_'")));
+        }
+        self.insert_id(
+            sqlx::query(
+                "INSERT INTO channels (account_id, name, public_key, info_hash, stream_key_sha256, carries_ads, \
+                 status, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'enabled', $7) RETURNING id",
+            )
+            .bind(account_id)
+            .bind(name)
+            .bind(channel_id.to_hex())
+            .bind(encode_hex(&channel_id.info_hash()))
+            .bind(encode_hex(&hash_stream_key(stream_key)))
+            .bind(i64::from(carries_ads))
+            .bind(now),
+        )
+        .await
+    }
+
+    pub async fn set_channel_status(&self, channel_id: i64, enabled: bool) -> Result<()> {
+        let r = sqlx::query("UPDATE channels SET status = $1 WHERE id = $2")
+            .bind(if enabled { "enabled" } else { "disabled" })
+            .bind(channel_id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(DbError::NotFound("channel"));
+        }
+        Ok(())
+    }
+
+    pub async fn add_license(
+        &self,
+        channel_id: i64,
+        plan_id: i64,
+        valid_from: i64,
+        valid_until: Option<i64>,
+        now: i64,
+    ) -> Result<i64> {
+        self.insert_id(
+            sqlx::query(
+                "INSERT INTO licenses (channel_id, plan_id, valid_from, valid_until, status, created_at) \
+                 VALUES ($1, $2, $3, $4, 'active', $5) RETURNING id",
+            )
+            .bind(channel_id)
+            .bind(plan_id)
+            .bind(valid_from)
+            .bind(valid_until)
+            .bind(now),
+        )
+        .await
+    }
+
+    /// Every channel with whether it may be watched and published at `now`: a disabled
+    /// channel may not; a channel that carries ads needs an active commercial licence
+    /// covering `now`.
+    pub async fn channel_states(&self, now: i64) -> Result<Vec<ChannelState>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.account_id, c.name, c.public_key, c.carries_ads, c.status, \
+               (SELECT COUNT(*) FROM licenses l JOIN plans p ON p.id = l.plan_id \
+                 WHERE l.channel_id = c.id AND l.status = 'active' AND p.commercial = 1 \
+                   AND l.valid_from <= $1 AND (l.valid_until IS NULL OR l.valid_until > $1)) AS current, \
+               (SELECT MAX(l.valid_until) FROM licenses l JOIN plans p ON p.id = l.plan_id \
+                 WHERE l.channel_id = c.id AND l.status = 'active' AND p.commercial = 1 \
+                   AND l.valid_until <= $1) AS expired_at \
+             FROM channels c ORDER BY c.id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let name: String = r.try_get(2)?;
+            let key: String = r.try_get(3)?;
+            let channel_id =
+                ChannelId::from_hex(&key).ok_or_else(|| DbError::Invalid(format!("channel {name}: bad public key")))?;
+            let carries_ads: i64 = r.try_get(4)?;
+            let status: String = r.try_get(5)?;
+            let current: i64 = r.try_get(6)?;
+            let expired_at: Option<i64> = r.try_get(7)?;
+            let admission = if status != "enabled" {
+                Err(Refusal::Disabled(name.clone()))
+            } else if carries_ads == 1 && current == 0 {
+                Err(match expired_at {
+                    Some(until) => Refusal::LicenseExpired { channel: name.clone(), until_unix: until as u64 },
+                    None => Refusal::LicenseRequired(name.clone()),
+                })
+            } else {
+                Ok(())
+            };
+            out.push(ChannelState { id: r.try_get(0)?, account_id: r.try_get(1)?, name, channel_id, admission });
+        }
+        Ok(out)
+    }
+
+    /// Writes usage events; one already written (same idempotency key) is skipped.
+    /// Returns how many were new.
+    pub async fn record_usage(&self, events: &[UsageEvent], now: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for e in events {
+            if e.hour_start % 3600 != 0 {
+                return Err(DbError::Invalid(format!("usage hour_start {} is not on the hour", e.hour_start)));
+            }
+            let r = sqlx::query(
+                "INSERT INTO usage_events (idempotency_key, channel_id, hour_start, viewer_seconds, \
+                 ad_viewer_seconds, seed_bytes, peak_viewers, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(&e.idempotency_key)
+            .bind(e.channel_id)
+            .bind(e.hour_start)
+            .bind(e.viewer_seconds)
+            .bind(e.ad_viewer_seconds)
+            .bind(e.seed_bytes)
+            .bind(e.peak_viewers)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            inserted += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Recomputes one hour's roll-up from its events (so running it again, or after
+    /// late events, gives the right totals). Returns the channels rolled up.
+    pub async fn roll_up_hour(&self, hour_start: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "INSERT INTO usage_hourly (channel_id, hour_start, viewer_seconds, ad_viewer_seconds, seed_bytes, \
+               peak_viewers, unique_viewers) \
+             SELECT channel_id, hour_start, SUM(viewer_seconds), SUM(ad_viewer_seconds), SUM(seed_bytes), \
+               MAX(peak_viewers), 0 \
+             FROM usage_events WHERE hour_start = $1 GROUP BY channel_id, hour_start \
+             ON CONFLICT (channel_id, hour_start) DO UPDATE SET \
+               viewer_seconds = excluded.viewer_seconds, ad_viewer_seconds = excluded.ad_viewer_seconds, \
+               seed_bytes = excluded.seed_bytes, peak_viewers = excluded.peak_viewers",
+        )
+        .bind(hour_start)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// An account's hourly usage in `[from, to)`, channel by channel. Another
+    /// account's channels are never in it.
+    pub async fn hourly_usage(&self, account_id: i64, from: i64, to: i64) -> Result<Vec<HourlyUsage>> {
+        let rows = sqlx::query(
+            "SELECT c.name, u.hour_start, u.viewer_seconds, u.ad_viewer_seconds, u.seed_bytes, u.peak_viewers, \
+               u.unique_viewers \
+             FROM usage_hourly u JOIN channels c ON c.id = u.channel_id \
+             WHERE c.account_id = $1 AND u.hour_start >= $2 AND u.hour_start < $3 \
+             ORDER BY c.name, u.hour_start",
+        )
+        .bind(account_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HourlyUsage {
+                    channel: r.try_get(0)?,
+                    hour_start: r.try_get(1)?,
+                    viewer_seconds: r.try_get(2)?,
+                    ad_viewer_seconds: r.try_get(3)?,
+                    seed_bytes: r.try_get(4)?,
+                    peak_viewers: r.try_get(5)?,
+                    unique_viewers: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends to the audit log.
+    pub async fn audit(
+        &self,
+        now: i64,
+        account_id: Option<i64>,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, account_id, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(now)
+        .bind(account_id)
+        .bind(actor)
+        .bind(action)
+        .bind(subject)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The catalogue against real databases: SQLite always (a file in a temporary
+//! directory), PostgreSQL when `SHOAL_TEST_DATABASE_URL` is set (`.ci/run` sets it),
+//! each test in its own schema. The same assertions run on both.
+#![allow(clippy::unwrap_used)]
+
+use ingest::auth::Refusal;
+use swarm::piece::ChannelKeypair;
+use tracker::db::{Db, Plan, UsageEvent};
+use tracker::directory::{Admission, CachedDirectory, ChannelDirectory, DbDirectory};
+
+/// The databases to run against: SQLite, and PostgreSQL if configured.
+async fn databases(test: &str) -> Vec<Db> {
+    let dir = std::env::temp_dir().join(format!("shoal-db-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dbs = vec![Db::open(&format!("sqlite://{}", dir.join("tracker.db").display())).await.unwrap()];
+    match std::env::var("SHOAL_TEST_DATABASE_URL") {
+        Ok(url) => {
+            let schema = format!("shoal_{test}_{}", std::process::id());
+            dbs.push(Db::open_in_schema(&url, Some(&schema)).await.unwrap());
+        }
+        Err(_) => eprintln!("SKIPPED PostgreSQL: SHOAL_TEST_DATABASE_URL is not set (.ci/run sets it)"),
+    }
+    dbs
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn commercial() -> Plan {
+    Plan {
+        name: "broadcast".into(),
+        commercial: true,
+        currency: "EUR".into(),
+        monthly_price_cents: 49_900,
+        included_viewer_hours: 10_000,
+        overage_cents_per_viewer_hour: 2,
+    }
+}
+
+#[test]
+fn licences_decide_admission() {
+    rt().block_on(async {
+        for db in databases("licences").await {
+            let acct = db.create_account("tv5", 100).await.unwrap();
+            let plan = db.create_plan(&commercial()).await.unwrap();
+            let key = |n: u8| ChannelKeypair::from_secret_bytes(&[n; 32]).id();
+            let news = db.create_channel(acct, "news", key(1), "k1", false, 100).await.unwrap();
+            let ads = db.create_channel(acct, "ads", key(2), "k2", true, 100).await.unwrap();
+            let paid = db.create_channel(acct, "paid", key(3), "k3", true, 100).await.unwrap();
+            db.add_license(paid, plan, 100, Some(1_000), 100).await.unwrap();
+
+            let at = |now| {
+                let db = db.clone();
+                async move {
+                    db.channel_states(now).await.unwrap().into_iter().map(|c| (c.name, c.admission)).collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(
+                at(500).await,
+                vec![
+                    ("news".to_owned(), Ok(())),
+                    ("ads".to_owned(), Err(Refusal::LicenseRequired("ads".into()))),
+                    ("paid".to_owned(), Ok(())),
+                ],
+                "{:?}",
+                db.backend()
+            );
+            assert_eq!(
+                at(1_000).await[2].1,
+                Err(Refusal::LicenseExpired { channel: "paid".into(), until_unix: 1_000 }),
+                "a licence ends at valid_until"
+            );
+            db.set_channel_status(news, false).await.unwrap();
+            assert_eq!(at(500).await[0].1, Err(Refusal::Disabled("news".into())));
+            db.add_license(ads, plan, 400, None, 400).await.unwrap();
+            assert_eq!(at(500).await[1].1, Ok(()), "an open-ended licence");
+            assert_eq!(at(300).await[1].1, Err(Refusal::LicenseRequired("ads".into())), "not before valid_from");
+            // Names, keys and info-hashes are unique.
+            assert!(db.create_channel(acct, "news", key(9), "k9", false, 100).await.is_err());
+            assert!(db.create_channel(acct, "other", key(1), "k9", false, 100).await.is_err());
+            assert!(db.create_channel(acct, "Bad Name", key(8), "k8", false, 100).await.is_err());
+            db.audit(500, Some(acct), "test", "channel.disable", "news", "{}").await.unwrap();
+
+            // The tracker's directory over the catalogue says the same to announces.
+            let cache = std::sync::Arc::new(CachedDirectory::default());
+            let dir = DbDirectory::new(db.clone(), cache.clone());
+            assert_eq!(dir.reload(500).await, Ok(3));
+            assert!(matches!(cache.admit(&key(2).info_hash(), 500), Admission::Open { .. }));
+            assert!(matches!(
+                cache.admit(&key(1).info_hash(), 500),
+                Admission::Refused { label: "channel_disabled", .. }
+            ));
+            assert_eq!(cache.admit(&key(7).info_hash(), 500), Admission::Unknown);
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn tokens_are_hashed_and_scoped() {
+    rt().block_on(async {
+        for db in databases("tokens").await {
+            let a = db.create_account("a", 1).await.unwrap();
+            let b = db.create_account("b", 1).await.unwrap();
+            let ta = db.create_api_token(a, "ops", 1).await.unwrap();
+            let tb = db.create_api_token(b, "ops", 1).await.unwrap();
+            assert_eq!(db.account_for_token(&ta).await.unwrap(), Some(a));
+            assert_eq!(db.account_for_token(&tb).await.unwrap(), Some(b));
+            assert_eq!(db.account_for_token("shoal_guess").await.unwrap(), None);
+            assert!(db.create_account("a", 2).await.is_err(), "account names are unique");
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn usage_is_idempotent_and_rolls_up_per_account() {
+    rt().block_on(async {
+        for db in databases("usage").await {
+            let a = db.create_account("a", 1).await.unwrap();
+            let b = db.create_account("b", 1).await.unwrap();
+            let key = |n: u8| ChannelKeypair::from_secret_bytes(&[n; 32]).id();
+            let ca = db.create_channel(a, "a-news", key(1), "k1", false, 1).await.unwrap();
+            let cb = db.create_channel(b, "b-news", key(2), "k2", false, 1).await.unwrap();
+            let ev = |k: &str, ch: i64, vs: i64, peak: i64| UsageEvent {
+                idempotency_key: k.to_owned(),
+                channel_id: ch,
+                hour_start: 7_200,
+                viewer_seconds: vs,
+                ad_viewer_seconds: vs / 10,
+                seed_bytes: vs * 1_000,
+                peak_viewers: peak,
+            };
+            let batch =
+                [ev("n1:a-news:7200", ca, 600, 10), ev("n2:a-news:7200", ca, 400, 12), ev("n1:b-news:7200", cb, 50, 1)];
+            assert_eq!(db.record_usage(&batch, 7_300).await.unwrap(), 3);
+            // A retried flush (the node did not hear the commit) adds nothing.
+            assert_eq!(db.record_usage(&batch, 7_301).await.unwrap(), 0);
+            assert_eq!(db.roll_up_hour(7_200).await.unwrap(), 2);
+            // A late event, then the roll-up again: totals recomputed, not added twice.
+            assert_eq!(db.record_usage(&[ev("n3:a-news:7200", ca, 100, 3)], 7_400).await.unwrap(), 1);
+            db.roll_up_hour(7_200).await.unwrap();
+            db.roll_up_hour(7_200).await.unwrap();
+            let ua = db.hourly_usage(a, 0, 10_800).await.unwrap();
+            assert_eq!(ua.len(), 1, "account a sees only its channel: {ua:?}");
+            assert_eq!((ua[0].channel.as_str(), ua[0].viewer_seconds, ua[0].peak_viewers), ("a-news", 1_100, 12));
+            assert_eq!((ua[0].ad_viewer_seconds, ua[0].seed_bytes), (110, 1_100_000));
+            let ub = db.hourly_usage(b, 0, 10_800).await.unwrap();
+            assert_eq!(ub.iter().map(|u| u.channel.as_str()).collect::<Vec<_>>(), ["b-news"]);
+            // Bad input is refused, nothing written.
+            let mut bad = ev("n1:a-news:7201", ca, 1, 1);
+            bad.hour_start = 7_201;
+            assert!(db.record_usage(&[bad], 7_500).await.is_err());
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
