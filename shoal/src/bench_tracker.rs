@@ -1,7 +1,8 @@
 //! `shoal bench tracker`: the tracker's announce path in process — query parsing,
 //! channel admission, swarm update, peer choice and bencoding — over 100,000 peers in
 //! 10,000 channels, on one thread. Reports announces per CPU-second and swarm memory
-//! per peer. Writes JSON, prints a table, asserts nothing.
+//! per peer, with metering on (every announce carries a `watched` counter). Writes
+//! JSON, prints a table, asserts nothing.
 //!
 //! With `--vs-aquatic`, also the HTTP path: `aquatic_http_load_test` (aquatic's own load
 //! tester, 10,000 torrents) drives `shoal tracker` and then `aquatic_http`, each pinned
@@ -99,12 +100,13 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
         let mut id = *b"-SH0100-000000000000";
         id[8..12].copy_from_slice(&peer.to_be_bytes());
         format!(
-            "info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left=0&compact=1&numwant=50&slots={}&reachable={}",
+            "info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left=0&compact=1&numwant=50&slots={}&reachable={}&watched={}",
             hashes[(peer % a.channels.max(1)) as usize],
             percent_encode(&id),
             1024 + peer % 60_000,
             slots % 8,
             u32::from(peer.is_multiple_of(2)),
+            slots % 3_600,
         )
     };
     let ip = |peer: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + peer));

@@ -10,6 +10,7 @@ use tracker::Tracker;
 use tracker::db::Db;
 use tracker::directory::{AnyChannel, CachedDirectory, ChannelDirectory, DbDirectory, FileDirectory};
 use tracker::http::Reload;
+use tracker::meter::Meter;
 use tracker::store::StoreConfig;
 
 #[derive(Debug, Args)]
@@ -33,6 +34,13 @@ pub(crate) struct TrackerArgs {
     /// add-channel`, in the channel file, which is therefore the default.
     #[arg(long, env = "SHOAL_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// This tracker's name in usage records (`node:channel:window` keys, marks):
+    /// unique per tracker process sharing a catalogue, stable across its restarts.
+    #[arg(long, env = "SHOAL_TRACKER_NODE", default_value = "tracker-1")]
+    node: String,
+    /// Usage is written to the catalogue this often, seconds (multiple of 10).
+    #[arg(long, default_value_t = 60)]
+    flush_interval: u32,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -59,11 +67,13 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
         let cache = Arc::new(CachedDirectory::default());
+        let mut meter = None;
         let (directory, reload): (Arc<dyn ChannelDirectory>, Reload) = if a.bench_any_info_hash {
             tracing::warn!("--bench-any-info-hash: every info-hash is served (benchmarks only)");
             (Arc::new(AnyChannel), Reload::Nothing)
         } else if let Some(url) = &a.database_url {
             let db = Db::open(url).await.context("opening the catalogue")?;
+            meter = Some(Meter::new(db.clone(), a.node.clone()));
             (cache.clone(), Reload::Db(DbDirectory::new(db, cache)))
         } else {
             (cache.clone(), Reload::File(FileDirectory::new(a.common.channel_file(), cache)))
@@ -79,9 +89,14 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding tracker {}", a.listen))?;
         let addr = listener.local_addr()?;
         let tracker = Arc::new(Tracker::new(cfg, directory, SeederTokens::from_tokens([token.as_str()])));
+        if let Some(m) = &meter {
+            // What a killed predecessor had written: the next announces credit the rest.
+            let n = m.recover(&tracker.swarms, tracker::http::unix_now()).await.context("reading usage marks")?;
+            tracing::info!(marks = n, node = %a.node, "metering marks of this hour loaded");
+        }
         println!("TRACKER  http://{addr}/announce  (scrape: /scrape, /metrics)");
         tokio::spawn(tracker::http::serve(listener, tracker.clone()));
-        tokio::spawn(tracker::http::maintain(tracker, reload));
+        tokio::spawn(tracker::http::maintain(tracker, reload, meter, (a.flush_interval / 10).max(1)));
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         tracing::info!("shutting down");
         Ok(())

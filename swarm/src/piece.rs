@@ -109,10 +109,15 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 
 /// 32 bytes from their 64-character hex form (either case).
 pub fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
+    decode_hex::<32>(s)
+}
+
+/// Exactly `N` bytes from their hex (either case).
+pub fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }

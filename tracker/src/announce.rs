@@ -6,8 +6,8 @@
 //! `uploaded`, `downloaded`, `left`, `event` (`started`, `stopped`, `completed` or
 //! empty), `compact`, `numwant`. Shoal's: `role=seed|viewer` (seeds also pass
 //! `token`), `reachable=0|1` (can others dial this peer; default 1), `slots` (free
-//! upload slots, 0-255: less-loaded peers are listed first), `watched` (cumulative
-//! seconds watched, for metering).
+//! upload slots, 0-255: less-loaded peers are listed first), `watched` (seconds watched
+//! in the current UTC hour, for metering).
 
 /// Longest query string taken (a real announce is ~300 bytes).
 pub const MAX_QUERY_LEN: usize = 4096;

@@ -369,6 +369,82 @@ impl Db {
         Ok(inserted)
     }
 
+    /// Writes one flush of a tracker node in one transaction: a usage event per channel
+    /// and hour, keyed `node:info_hash:hour:window` (a retried flush of the same window
+    /// writes nothing), and the viewers' marks. Usage of channels not in the catalogue
+    /// is dropped. Marks older than the previous hour are deleted. Returns events written.
+    pub async fn record_flush(
+        &self,
+        node: &str,
+        window: i64,
+        usage: &[crate::store::UsageDelta],
+        marks: &[crate::store::Mark],
+        now: i64,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for u in usage {
+            let hash = encode_hex(&u.info_hash);
+            let r = sqlx::query(
+                "INSERT INTO usage_events (idempotency_key, channel_id, hour_start, viewer_seconds, \
+                 ad_viewer_seconds, seed_bytes, peak_viewers, recorded_at) \
+                 SELECT $1, id, $2, $3, 0, 0, $4, $5 FROM channels WHERE info_hash = $6 \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(format!("{node}:{hash}:{}:{window}", u.hour_start))
+            .bind(u.hour_start as i64)
+            .bind(u.viewer_seconds as i64)
+            .bind(i64::from(u.peak_viewers))
+            .bind(now)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            written += r.rows_affected();
+        }
+        for m in marks {
+            sqlx::query(
+                "INSERT INTO usage_marks (node, info_hash, hour_start, peer_key, credited) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (node, info_hash, hour_start, peer_key) DO UPDATE SET credited = excluded.credited",
+            )
+            .bind(node)
+            .bind(encode_hex(&m.info_hash))
+            .bind(m.hour_start as i64)
+            .bind(encode_hex(&m.peer_key))
+            .bind(i64::from(m.credited))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM usage_marks WHERE node = $1 AND hour_start < $2")
+            .bind(node)
+            .bind(now - now % 3600 - 3600)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// A node's marks for one hour (after a restart).
+    pub async fn load_marks(&self, node: &str, hour_start: i64) -> Result<Vec<crate::store::Mark>> {
+        let rows =
+            sqlx::query("SELECT info_hash, peer_key, credited FROM usage_marks WHERE node = $1 AND hour_start = $2")
+                .bind(node)
+                .bind(hour_start)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let (h, k): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let credited: i64 = r.try_get(2)?;
+            let info_hash = swarm::piece::decode_hex::<20>(&h);
+            let peer_key = swarm::piece::decode_hex::<8>(&k);
+            if let (Some(info_hash), Some(peer_key)) = (info_hash, peer_key) {
+                let credited = u16::try_from(credited).unwrap_or(u16::MAX);
+                out.push(crate::store::Mark { info_hash, hour_start: hour_start as u64, peer_key, credited });
+            }
+        }
+        Ok(out)
+    }
+
     /// Recomputes one hour's roll-up from its events (so running it again, or after
     /// late events, gives the right totals). Returns the channels rolled up.
     pub async fn roll_up_hour(&self, hour_start: i64) -> Result<u64> {

@@ -14,10 +14,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ingest::http::{SeederTokens, StreamBody};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::announce::{Role, parse_announce, parse_scrape};
 use crate::bencode::{self, DictWriter};
 use crate::directory::{Admission, ChannelDirectory, DbDirectory, FileDirectory};
+use crate::meter::Meter;
 use crate::metrics::TrackerMetrics;
 use crate::store::{StoreConfig, Swarms, compact};
 
@@ -202,14 +204,42 @@ impl Reload {
 
 /// Sweeps and re-reads the channel directory every 10 s (a licence or status change
 /// applies within that); a failed read keeps the last good directory and is counted.
-pub async fn maintain(tracker: Arc<Tracker>, reload: Reload) {
+/// Every `flush_every` ticks, usage goes to the catalogue (or, without one, is only
+/// counted).
+pub async fn maintain(tracker: Arc<Tracker>, reload: Reload, meter: Option<Meter>, flush_every: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut n: u32 = 0;
     loop {
         tick.tick().await;
-        tracker.sweep(tracker.now_s());
+        n = n.wrapping_add(1);
+        let now_s = tracker.now_s();
+        tracker.sweep(now_s);
         if let Err(e) = reload.run(unix_now()).await {
             tracker.metrics.directory_errors.inc();
             tracing::warn!(error = %e, "channel directory not reloaded; the last good one stays in use");
+        }
+        if n.is_multiple_of(flush_every.max(1)) {
+            flush_usage(&tracker, meter.as_ref(), now_s).instrument(tracing::debug_span!("usage_flush")).await;
+        }
+    }
+}
+
+async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
+    let m = &tracker.metrics;
+    match meter {
+        Some(meter) => {
+            let o = meter.flush(&tracker.swarms, now_s, unix_now()).await;
+            m.viewer_seconds.inc_by(o.viewer_seconds);
+            m.usage_flushes.with_label_values(&[if o.failed { "error" } else { "ok" }]).inc();
+            m.usage_queued.set(o.queued_batches as i64);
+            m.usage_dropped.inc_by(o.dropped_batches as u64);
+            if o.dropped_batches > 0 {
+                tracing::error!(batches = o.dropped_batches, "usage dropped: the catalogue was unreachable for a day");
+            }
+        }
+        None => {
+            let (usage, _) = tracker.swarms.drain_usage(now_s);
+            m.viewer_seconds.inc_by(usage.iter().map(|u| u.viewer_seconds).sum());
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod directory;
 pub mod hll;
 pub mod http;
+pub mod meter;
 pub mod metrics;
 pub mod store;
 

@@ -17,6 +17,11 @@ pub struct TrackerMetrics {
     pub expired: IntCounter,
     pub pruned: IntCounter,
     pub directory_errors: IntCounter,
+    /// result: ok, error.
+    pub usage_flushes: IntCounterVec,
+    pub usage_queued: IntGauge,
+    pub usage_dropped: IntCounter,
+    pub viewer_seconds: IntCounter,
 }
 
 impl Default for TrackerMetrics {
@@ -50,6 +55,22 @@ impl TrackerMetrics {
                 "shoal_tracker_directory_errors_total",
                 "Failed reloads of the channel directory (the last good one is kept)",
             ),
+            usage_flushes: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("shoal_tracker_usage_flushes_total", "Usage flushes to the catalogue, by result"),
+                    &["result"],
+                ),
+            ),
+            usage_queued: gauge(
+                "shoal_tracker_usage_queued_batches",
+                "Usage batches waiting for the catalogue (it was unreachable)",
+            ),
+            usage_dropped: counter(
+                "shoal_tracker_usage_dropped_batches_total",
+                "Usage batches dropped after the catalogue was unreachable for a day",
+            ),
+            viewer_seconds: counter("shoal_tracker_viewer_seconds_total", "Viewer-seconds credited from announces"),
             registry,
         }
     }

@@ -157,3 +157,76 @@ fn usage_is_idempotent_and_rolls_up_per_account() {
         }
     });
 }
+
+#[test]
+fn a_killed_tracker_loses_no_usage() {
+    use tracker::announce::{Announce, Role};
+    use tracker::meter::Meter;
+    use tracker::store::{StoreConfig, Swarms};
+
+    const H0: u64 = 1_800_000_000; // a multiple of 3600
+    let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
+    rt().block_on(async {
+        for db in databases("kill").await {
+            let acct = db.create_account("a", 1).await.unwrap();
+            let key = ChannelKeypair::from_secret_bytes(&[5; 32]).id();
+            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            let ann = |peer: u8, w: u64| Announce {
+                watched_s: Some(w),
+                role: Role::Viewer,
+                ..Announce::new(key.info_hash(), [peer; 20], 7000)
+            };
+
+            let first = Swarms::with_epoch(StoreConfig::default(), H0);
+            let meter = Meter::new(db.clone(), "node-a");
+            for t in (0..=600u32).step_by(60) {
+                first.announce(t, &ann(1, u64::from(t)), ip(1));
+                first.announce(t, &ann(2, u64::from(t)), ip(2));
+            }
+            let o = meter.flush(&first, 600, H0 + 600).await;
+            assert_eq!((o.written_batches, o.failed, o.viewer_seconds), (1, false, 1_200));
+            // Two more minutes counted, then SIGKILL: nothing of them was written.
+            first.announce(660, &ann(1, 660), ip(1));
+            first.announce(720, &ann(2, 720), ip(2));
+            drop((first, meter));
+
+            let second = Swarms::with_epoch(StoreConfig::default(), H0 + 750);
+            let meter = Meter::new(db.clone(), "node-a");
+            assert_eq!(meter.recover(&second, H0 + 750).await.unwrap(), 2);
+            second.announce(30, &ann(1, 780), ip(1));
+            second.announce(30, &ann(2, 780), ip(2));
+            meter.flush(&second, 30, H0 + 780).await;
+
+            db.roll_up_hour(H0 as i64).await.unwrap();
+            let u = db.hourly_usage(acct, H0 as i64, H0 as i64 + 3600).await.unwrap();
+            assert_eq!(u.len(), 1);
+            // Each viewer is credited from its second announce on: 780 s each.
+            assert_eq!((u[0].viewer_seconds, u[0].peak_viewers), (2 * 780, 2), "{:?}", db.backend());
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_retried_flush_counts_once() {
+    use tracker::store::{Mark, UsageDelta};
+    rt().block_on(async {
+        for db in databases("retry").await {
+            let acct = db.create_account("a", 1).await.unwrap();
+            let key = ChannelKeypair::from_secret_bytes(&[6; 32]).id();
+            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            let usage =
+                [UsageDelta { info_hash: key.info_hash(), hour_start: 3_600, viewer_seconds: 90, peak_viewers: 3 }];
+            let marks = [Mark { info_hash: key.info_hash(), hour_start: 3_600, peer_key: [1; 8], credited: 90 }];
+            assert_eq!(db.record_flush("n", 61, &usage, &marks, 3_700).await.unwrap(), 1);
+            assert_eq!(db.record_flush("n", 61, &usage, &marks, 3_700).await.unwrap(), 0, "same window: no-op");
+            // A channel the catalogue doesn't know: dropped, not an error.
+            let stray = [UsageDelta { info_hash: [9; 20], ..usage[0].clone() }];
+            assert_eq!(db.record_flush("n", 62, &stray, &[], 3_700).await.unwrap(), 0);
+            assert_eq!(db.load_marks("n", 3_600).await.unwrap(), marks.to_vec());
+            db.roll_up_hour(3_600).await.unwrap();
+            assert_eq!(db.hourly_usage(acct, 0, 7_200).await.unwrap()[0].viewer_seconds, 90);
+            db.drop_schema().await.unwrap();
+        }
+    });
+}

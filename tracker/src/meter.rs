@@ -1,0 +1,89 @@
+//! Metering's way to the catalogue: usage drained from the swarms every flush interval
+//! and written with the viewers' marks in one transaction ([`Db::record_flush`]). A
+//! failed write keeps the batch, in order, with its window number, and is retried —
+//! the same keys, so nothing is counted twice. After a restart, the marks of the
+//! current hour are loaded, so the next announces credit exactly what the killed
+//! process had not written (see `store::Swarms::credit`).
+
+use std::collections::VecDeque;
+
+use tokio::sync::Mutex;
+
+use crate::db::Db;
+use crate::store::{Mark, Swarms, UsageDelta};
+
+/// Batches kept while the database is unreachable (a day of minutely flushes).
+pub const MAX_QUEUED: usize = 1_440;
+
+#[derive(Debug)]
+struct Batch {
+    window: i64,
+    usage: Vec<UsageDelta>,
+    marks: Vec<Mark>,
+}
+
+#[derive(Debug)]
+pub struct Meter {
+    db: Db,
+    node: String,
+    queue: Mutex<(i64, VecDeque<Batch>)>,
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushOutcome {
+    pub written_batches: usize,
+    pub queued_batches: usize,
+    pub dropped_batches: usize,
+    pub viewer_seconds: u64,
+    pub failed: bool,
+}
+
+impl Meter {
+    pub fn new(db: Db, node: impl Into<String>) -> Self {
+        Meter { db, node: node.into(), queue: Mutex::new((0, VecDeque::new())) }
+    }
+
+    /// Loads this node's marks for the hour `unix_now` falls in into the swarms.
+    pub async fn recover(&self, swarms: &Swarms, unix_now: u64) -> crate::db::Result<usize> {
+        let hour = (unix_now - unix_now % 3600) as i64;
+        let marks = self.db.load_marks(&self.node, hour).await?;
+        let n = marks.len();
+        swarms.recover(marks);
+        Ok(n)
+    }
+
+    /// Drains the swarms and writes everything queued, oldest first.
+    pub async fn flush(&self, swarms: &Swarms, now_s: u32, unix_now: u64) -> FlushOutcome {
+        let (usage, marks) = swarms.drain_usage(now_s);
+        let mut out =
+            FlushOutcome { viewer_seconds: usage.iter().map(|u| u.viewer_seconds).sum(), ..Default::default() };
+        let mut q = self.queue.lock().await;
+        let (last_window, queue) = &mut *q;
+        if !usage.is_empty() || !marks.is_empty() {
+            // Windows only go up, so two flushes never share a key.
+            let window = (unix_now / 60) as i64;
+            *last_window = window.max(*last_window + 1);
+            queue.push_back(Batch { window: *last_window, usage, marks });
+        }
+        while queue.len() > MAX_QUEUED {
+            queue.pop_front();
+            out.dropped_batches += 1;
+        }
+        while let Some(b) = queue.front() {
+            match self.db.record_flush(&self.node, b.window, &b.usage, &b.marks, unix_now as i64).await {
+                Ok(_) => {
+                    queue.pop_front();
+                    out.written_batches += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, queued = queue.len(), "usage not written; kept and retried at the next flush");
+                    out.failed = true;
+                    break;
+                }
+            }
+        }
+        out.queued_batches = queue.len();
+        out
+    }
+}
