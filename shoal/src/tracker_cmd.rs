@@ -68,12 +68,14 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let cache = Arc::new(CachedDirectory::default());
         let mut meter = None;
+        let mut admin = None;
         let (directory, reload): (Arc<dyn ChannelDirectory>, Reload) = if a.bench_any_info_hash {
             tracing::warn!("--bench-any-info-hash: every info-hash is served (benchmarks only)");
             (Arc::new(AnyChannel), Reload::Nothing)
         } else if let Some(url) = &a.database_url {
             let db = Db::open(url).await.context("opening the catalogue")?;
             meter = Some(Meter::new(db.clone(), a.node.clone()));
+            admin = Some(db.clone());
             (cache.clone(), Reload::Db(DbDirectory::new(db, cache)))
         } else {
             (cache.clone(), Reload::File(FileDirectory::new(a.common.channel_file(), cache)))
@@ -88,7 +90,11 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding tracker {}", a.listen))?;
         let addr = listener.local_addr()?;
-        let tracker = Arc::new(Tracker::new(cfg, directory, SeederTokens::from_tokens([token.as_str()])));
+        let mut tracker = Tracker::new(cfg, directory, SeederTokens::from_tokens([token.as_str()]));
+        if let Some(db) = admin {
+            tracker = tracker.with_admin(db);
+        }
+        let tracker = Arc::new(tracker);
         if let Some(m) = &meter {
             // What a killed predecessor had written: the next announces credit the rest.
             let n = m.recover(&tracker.swarms, tracker::http::unix_now()).await.context("reading usage marks")?;

@@ -83,7 +83,7 @@ pub struct UsageEvent {
 }
 
 /// A channel's usage in one hour (rolled up).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HourlyUsage {
     pub channel: String,
     pub hour_start: i64,

@@ -16,8 +16,10 @@ use ingest::http::{SeederTokens, StreamBody};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::admin;
 use crate::announce::{Role, parse_announce, parse_scrape};
 use crate::bencode::{self, DictWriter};
+use crate::db::Db;
 use crate::directory::{Admission, ChannelDirectory, DbDirectory, FileDirectory};
 use crate::meter::Meter;
 use crate::metrics::TrackerMetrics;
@@ -30,6 +32,8 @@ pub struct Tracker {
     pub directory: Arc<dyn ChannelDirectory>,
     pub seeders: SeederTokens,
     pub metrics: TrackerMetrics,
+    /// The catalogue, for the admin API (absent without `--database-url`).
+    pub admin: Option<Db>,
     started: Instant,
 }
 
@@ -40,8 +44,15 @@ impl Tracker {
             directory,
             seeders,
             metrics: TrackerMetrics::new(),
+            admin: None,
             started: Instant::now(),
         }
+    }
+
+    /// Serves the admin API (`/v1/...`) from this catalogue.
+    pub fn with_admin(mut self, db: Db) -> Self {
+        self.admin = Some(db);
+        self
     }
 
     /// Seconds since the tracker started: the swarm store's clock.
@@ -171,7 +182,7 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let tracker = tracker.clone();
-                async move { Ok::<_, Infallible>(route(&req, peer.ip(), &tracker)) }
+                async move { Ok::<_, Infallible>(route(&req, peer.ip(), &tracker).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(16 * 1024)
@@ -244,7 +255,7 @@ async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
     }
 }
 
-fn route(req: &Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<StreamBody> {
+async fn route(req: &Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<StreamBody> {
     if req.method() != Method::GET {
         return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET is served\n".to_vec());
     }
@@ -265,11 +276,23 @@ fn route(req: &Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<Str
         }
         "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", tracker.metrics.render().into_bytes()),
         "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            b"not found: /announce, /scrape, /metrics, /healthz\n".to_vec(),
-        ),
+        path => {
+            if let Some(db) = &tracker.admin {
+                let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                if let Some((status, ct, body)) = admin::route(db, path, query, auth, unix_now() as i64).await {
+                    return respond(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        ct,
+                        body,
+                    );
+                }
+            }
+            respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found: /announce, /scrape, /metrics, /healthz, /v1/...\n".to_vec(),
+            )
+        }
     }
 }
 

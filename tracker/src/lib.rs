@@ -3,6 +3,7 @@
 //! load testers work against it; Shoal's peers add a few parameters
 //! ([`announce`]). Swarm state is in memory, sharded ([`store`]).
 
+pub mod admin;
 pub mod announce;
 pub mod bencode;
 pub mod db;

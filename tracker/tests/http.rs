@@ -28,8 +28,13 @@ fn start() -> (SocketAddr, [u8; 20], tokio::runtime::Runtime) {
 
 /// GET with `Connection: close`; (status code, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    get_with(addr, path, "")
+}
+
+/// GET with extra header lines (each ending in CRLF).
+fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
@@ -107,4 +112,69 @@ fn bad_requests_get_a_status_and_a_failure_reason() {
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains("shoal_tracker_announces_total{result=\"bad_request\"} 2"), "{metrics}");
     assert!(metrics.contains("shoal_tracker_announces_total{result=\"unauthorized\"} 2"), "{metrics}");
+}
+
+#[test]
+fn the_admin_api_shows_an_account_only_its_own() {
+    use tracker::db::{Db, UsageEvent};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = std::env::temp_dir().join(format!("shoal-admin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = rt.block_on(Db::open(&format!("sqlite://{}", dir.join("t.db").display()))).unwrap();
+    let (ta, tb) = rt.block_on(async {
+        let a = db.create_account("a", 1).await.unwrap();
+        let b = db.create_account("b", 1).await.unwrap();
+        let ka = ChannelKeypair::from_secret_bytes(&[1; 32]).id();
+        let kb = ChannelKeypair::from_secret_bytes(&[2; 32]).id();
+        let ca = db.create_channel(a, "a-news", ka, "k1", false, 1).await.unwrap();
+        db.create_channel(b, "b-ads", kb, "k2", true, 1).await.unwrap();
+        let ev = UsageEvent {
+            idempotency_key: "n:a".into(),
+            channel_id: ca,
+            hour_start: 3_600,
+            viewer_seconds: 120,
+            ad_viewer_seconds: 0,
+            seed_bytes: 0,
+            peak_viewers: 2,
+        };
+        db.record_usage(&[ev], 3_700).await.unwrap();
+        db.roll_up_hour(3_600).await.unwrap();
+        (db.create_api_token(a, "ops", 1).await.unwrap(), db.create_api_token(b, "ops", 1).await.unwrap())
+    });
+    let tracker = Tracker::new(StoreConfig::default(), Arc::new(StaticDirectory::default()), SeederTokens::default())
+        .with_admin(db);
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(tracker::http::serve(listener, Arc::new(tracker)));
+    let auth = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let json = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+
+    let (status, body) = get_with(addr, "/v1/channels", &auth(&ta));
+    assert_eq!(status, 200);
+    let chans = json(body);
+    assert_eq!(chans.as_array().unwrap().len(), 1, "{chans}");
+    assert_eq!(chans[0]["name"], "a-news");
+    assert!(chans[0]["refused"].is_null());
+    let (_, body) = get_with(addr, "/v1/channels", &auth(&tb));
+    let chans = json(body);
+    assert_eq!(chans[0]["name"], "b-ads");
+    assert!(chans[0]["refused"].as_str().unwrap().contains("no commercial license"), "{chans}");
+
+    let (_, body) = get_with(addr, "/v1/usage?from=0&to=7200", &auth(&ta));
+    assert_eq!(json(body)[0]["viewer_seconds"], 120);
+    let (_, body) = get_with(addr, "/v1/usage?from=0&to=7200", &auth(&tb));
+    assert_eq!(json(body).as_array().unwrap().len(), 0, "b sees none of a's usage");
+
+    let (status, body) = get_with(addr, "/v1/invoices?from=0&to=2592000&format=csv", &auth(&ta));
+    assert_eq!(status, 200);
+    assert!(String::from_utf8(body).unwrap().ends_with(",total,,,0,EUR\r\n"), "an ad-free channel is free");
+
+    assert_eq!(get(addr, "/v1/channels").0, 401, "no token");
+    assert_eq!(get_with(addr, "/v1/channels", &auth("shoal_guess")).0, 401);
+    assert_eq!(get_with(addr, "/v1/usage?from=5&to=1", &auth(&ta)).0, 400);
+    let (status, body) = get(addr, "/v1/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(json(body)["openapi"], "3.1.0");
+    let _ = std::fs::remove_dir_all(&dir);
 }
