@@ -83,9 +83,9 @@ struct BenchTracker {
     http: Option<VsAquatic>,
 }
 
-/// Resident set size of this process (Linux), bytes.
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
+/// Resident set size of a process (`"self"` or a pid; Linux), bytes.
+fn rss(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         .map_or(0, |pages| pages * 4096)
@@ -110,11 +110,11 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
         )
     };
     let ip = |peer: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + peer));
-    let rss0 = rss();
+    let rss0 = rss("self");
     for p in 0..a.peers {
         tracker.announce(&query(p, 0), ip(p), 0, 0);
     }
-    let rss_growth = rss().saturating_sub(rss0);
+    let rss_growth = rss("self").saturating_sub(rss0);
     let heap = tracker.swarms.heap_bytes();
     // Queries are built before timing, so the figure is the tracker's work.
     let queries: Vec<String> = (0..4096u32).map(|i| query((i * 7919) % a.peers.max(1), i)).collect();
@@ -134,7 +134,7 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
         .max(Duration::from_millis(10));
     let peers = tracker.swarms.totals();
     let held = (peers.seeds + peers.viewers).max(1) as f64;
-    let r = BenchTracker {
+    let mut r = BenchTracker {
         peers: a.peers,
         channels: a.channels,
         announces: a.announces,
@@ -154,8 +154,8 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
     println!("{:<36} {:>14.1}", "RSS growth bytes per peer", r.rss_growth_bytes_per_peer);
     println!("{:<36} {:>14.0}", "answer bytes, mean", r.answer_bytes_mean);
     eprintln!("({:.2} s wall)", wall.as_secs_f64());
+    // The in-process swarms are freed before the HTTP servers are measured.
     drop(tracker);
-    let mut r = r;
     if a.vs_aquatic {
         r.http = Some(vs_aquatic(&a)?);
     }
@@ -225,10 +225,7 @@ fn vs_aquatic(a: &TrackerBenchArgs) -> anyhow::Result<VsAquatic> {
             let c0 = cpu();
             let result = run_load(port);
             let used = cpu().saturating_sub(c0).max(Duration::from_millis(10));
-            let rss = std::fs::read_to_string(format!("/proc/{pid}/statm"))
-                .ok()
-                .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-                .map_or(0, |p| p * 4096);
+            let server_rss = rss(&pid);
             let metrics = crate::bench_nginx::http_get(([127, 0, 0, 1], port).into(), "/metrics").unwrap_or_default();
             let _ = server.kill();
             let _ = server.wait();
@@ -238,7 +235,7 @@ fn vs_aquatic(a: &TrackerBenchArgs) -> anyhow::Result<VsAquatic> {
                 responses_per_s: rps,
                 server_cpu_s: used.as_secs_f64(),
                 responses_per_cpu_s: rps * f64::from(a.duration) / used.as_secs_f64(),
-                server_rss_mbytes: rss as f64 / 1e6,
+                server_rss_mbytes: server_rss as f64 / 1e6,
             };
             Ok((run, metrics))
         };

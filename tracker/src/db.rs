@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 
-use ingest::auth::{Refusal, constant_time_eq, generate_stream_key, hash_stream_key};
+use ingest::auth::{Refusal, generate_stream_key, hash_stream_key};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use swarm::piece::{ChannelId, encode_hex};
@@ -248,19 +248,12 @@ impl Db {
 
     /// The account a bearer token belongs to (unrevoked tokens only).
     pub async fn account_for_token(&self, token: &str) -> Result<Option<i64>> {
-        let hash = hash_stream_key(token);
-        let row = sqlx::query(
-            "SELECT account_id, token_sha256 FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
-        )
-        .bind(encode_hex(&hash))
-        .fetch_optional(&self.pool)
-        .await?;
-        // The lookup is by hash; compare again in constant time for good measure.
-        Ok(row.and_then(|r| {
-            let stored: String = r.try_get(1).ok()?;
-            let stored = swarm::piece::decode_hex32(&stored)?;
-            constant_time_eq(&stored, &hash).then(|| r.try_get::<i64, _>(0).ok()).flatten()
-        }))
+        // Looked up by SHA-256: the token itself is never stored or compared.
+        let row = sqlx::query("SELECT account_id FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL")
+            .bind(encode_hex(&hash_stream_key(token)))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
     }
 
     pub async fn create_plan(&self, p: &Plan) -> Result<i64> {

@@ -63,7 +63,7 @@ impl Tracker {
     /// One announce, from the query string and the connection's address.
     pub fn announce(&self, query: &str, ip: IpAddr, now_s: u32, now_unix: u64) -> (StatusCode, Vec<u8>) {
         let _span = tracing::trace_span!("announce", %ip).entered();
-        let result = |r: &str| self.metrics.announces.with_label_values(&[r]).inc();
+        let result = |r: &'static str| self.metrics.announce_result(r);
         let a = match parse_announce(query) {
             Ok(a) => a,
             Err(e) => {

@@ -9,6 +9,8 @@ pub struct TrackerMetrics {
     pub registry: Registry,
     /// result: ok, bad_request, unknown_channel, refused, unauthorized.
     pub announces: IntCounterVec,
+    /// The `announces` children, resolved once (the announce path is hot).
+    announce_results: [(&'static str, IntCounter); 5],
     pub scrapes: IntCounter,
     pub swarms: IntGauge,
     pub seeds: IntGauge,
@@ -42,8 +44,11 @@ impl TrackerMetrics {
                 &["result"],
             ),
         );
+        let announce_results = ["ok", "bad_request", "unknown_channel", "refused", "unauthorized"]
+            .map(|r| (r, announces.with_label_values(&[r])));
         TrackerMetrics {
             announces,
+            announce_results,
             scrapes: counter("shoal_tracker_scrapes_total", "Scrapes answered"),
             swarms: gauge("shoal_tracker_swarms", "Channels with at least one peer (at the last sweep)"),
             seeds: gauge("shoal_tracker_seeds", "Seed nodes announcing (at the last sweep)"),
@@ -72,6 +77,14 @@ impl TrackerMetrics {
             ),
             viewer_seconds: counter("shoal_tracker_viewer_seconds_total", "Viewer-seconds credited from announces"),
             registry,
+        }
+    }
+
+    /// Counts an announce by its result (one of the five labels).
+    pub fn announce_result(&self, result: &'static str) {
+        match self.announce_results.iter().find(|(r, _)| *r == result) {
+            Some((_, c)) => c.inc(),
+            None => self.announces.with_label_values(&[result]).inc(),
         }
     }
 

@@ -245,7 +245,8 @@ struct Shard {
 pub struct Swarms {
     cfg: StoreConfig,
     shards: Box<[Mutex<Shard>]>,
-    /// Hashes peer ids (random keys: a client can't choose ids that collide).
+    /// Hashes peer keys for the swarms' index tables (random per process: a client
+    /// can't choose ids whose keys collide in them).
     hasher: RandomState,
     /// Where each peer list starts scanning (a counter through SplitMix64).
     rng: AtomicU64,

@@ -100,7 +100,9 @@ impl TryFrom<Url> for SrtUri {
             | (Listener, Some(_), None, _)
             | (Caller, None, _, _)
             | (Rendezvous, None, _, _) => {
-                unimplemented!();
+                // Shoal patch: was `unimplemented!()` — a URI missing the host or port
+                // its mode needs is an error, not a panic.
+                Err(SrtUriError::InvalidMode("this mode needs a host and a port".to_string()))
             }
         }
     }
@@ -168,8 +170,8 @@ impl SrtUri {
                     let value = Self::parse_int_param("conntimeo", value)?;
                     socket.connect.timeout = Duration::from_millis(value);
                 }
-                "drifttracer" => unimplemented!(),
-                "enforcedencryption" => unimplemented!(),
+                "drifttracer" => return Err(UnimplementedParameter("drifttracer")), // Shoal patch: was unimplemented!()
+                "enforcedencryption" => return Err(UnimplementedParameter("enforcedencryption")), // Shoal patch: was unimplemented!()
                 "fc" => {
                     let value = Self::parse_int_param("fc", value)?;
                     socket.sender.flow_control_window_size = PacketCount(value);
@@ -182,7 +184,7 @@ impl SrtUri {
                         inputbw = Some(DataRate(value));
                     }
                 }
-                "iptos" => unimplemented!(),
+                "iptos" => return Err(UnimplementedParameter("iptos")), // Shoal patch: was unimplemented!()
                 "ipttl" => {
                     let value = Self::parse_int_param("ipttl", value)?;
                     if value > 255 {
@@ -190,7 +192,7 @@ impl SrtUri {
                     }
                     socket.connect.ip_ttl = value as u8;
                 }
-                "ipv6only" => unimplemented!(),
+                "ipv6only" => return Err(UnimplementedParameter("ipv6only")), // Shoal patch: was unimplemented!()
                 "kmpreannounce" => {
                     let value = Self::parse_int_param("kmpreannounce", value)?;
                     socket.encryption.km_refresh.period = PacketCount(value);
@@ -252,7 +254,7 @@ impl SrtUri {
                     let value = Self::parse_int_param("mss", value)?;
                     socket.session.max_segment_size = PacketSize(value);
                 }
-                "nakreport" => unimplemented!(),
+                "nakreport" => return Err(UnimplementedParameter("nakreport")), // Shoal patch: was unimplemented!()
                 "oheadbw" => {
                     let value = Self::parse_int_param("oheadbw", value)?;
                     if value > 5 {
@@ -288,7 +290,7 @@ impl SrtUri {
                     let value = Self::parse_int_param("rcvlatency", value)?;
                     socket.receiver.latency = Duration::from_millis(value);
                 }
-                "retransmitalgo" => unimplemented!(),
+                "retransmitalgo" => return Err(UnimplementedParameter("retransmitalgo")), // Shoal patch: was unimplemented!()
                 "sndbuf" => {
                     let value = Self::parse_int_param("sndbuf", value)?;
                     socket.sender.buffer_size = ByteCount(value);
@@ -300,7 +302,7 @@ impl SrtUri {
                 "streamid" => {
                     stream_id = Some(value);
                 }
-                "tlpktdrop" => unimplemented!(),
+                "tlpktdrop" => return Err(UnimplementedParameter("tlpktdrop")), // Shoal patch: was unimplemented!()
                 "transtype" => return Err(UnimplementedParameter("transtype")),
                 "tsbpdmode" => return Err(UnimplementedParameter("tsbpdmode")),
                 _ => {}
