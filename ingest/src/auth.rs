@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use swarm::piece::{ChannelKeypair, decode_hex32, encode_hex};
+use swarm::piece::{ChannelId, ChannelKeypair, decode_hex32, encode_hex};
 
 /// A channel allowed to publish now.
 #[derive(Debug, Clone)]
@@ -166,38 +166,91 @@ impl ChannelList {
     }
 }
 
+/// The channels' signing keys on this ingest node: `<dir>/<channel>.key`, 64 hex
+/// characters, mode 0600 (a key others can read is refused). Loaded once per channel.
+#[derive(Debug)]
+pub struct KeyDir {
+    dir: PathBuf,
+    keys: Mutex<HashMap<String, Arc<ChannelKeypair>>>,
+}
+
+impl KeyDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        KeyDir { dir: dir.into(), keys: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn path(&self, channel: &str) -> PathBuf {
+        self.dir.join(format!("{channel}.key"))
+    }
+
+    /// A fresh key for a new channel, written 0600; refuses to overwrite one.
+    pub fn create(&self, channel: &str) -> Result<ChannelKeypair, String> {
+        if !valid_channel_name(channel) {
+            return Err(format!("channel name {channel:?}: use 1-64 of a-z, 0-9, '-' and '_'"));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let key = ChannelKeypair::generate();
+        write_secret(&self.path(channel), &encode_hex(&key.secret_bytes()))?;
+        Ok(key)
+    }
+
+    /// The channel's signing key; if `expected` is given, it must be that key's public half.
+    pub fn signing_key(&self, channel: &str, expected: Option<&ChannelId>) -> Result<Arc<ChannelKeypair>, Refusal> {
+        let no_key = |detail: String| Refusal::NoSigningKey { channel: channel.to_owned(), detail };
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let key = match keys.get(channel) {
+            Some(k) => k.clone(),
+            None => {
+                let path = self.path(channel);
+                check_private(&path).map_err(no_key)?;
+                let text = std::fs::read_to_string(&path).map_err(|e| no_key(format!("{}: {e}", path.display())))?;
+                let secret = decode_hex32(text.trim())
+                    .ok_or_else(|| no_key(format!("{} does not hold 64 hex characters", path.display())))?;
+                let key = Arc::new(ChannelKeypair::from_secret_bytes(&secret));
+                keys.insert(channel.to_owned(), key.clone());
+                key
+            }
+        };
+        if let Some(id) = expected
+            && key.id() != *id
+        {
+            keys.remove(channel);
+            return Err(no_key(format!(
+                "{} is not the key the catalogue has for it (public key {})",
+                self.path(channel).display(),
+                id.to_hex()
+            )));
+        }
+        Ok(key)
+    }
+}
+
 /// [`Authorizer`] over a channel file and a key directory.
 #[derive(Debug)]
 pub struct ChannelFile {
     path: PathBuf,
-    key_dir: PathBuf,
-    cache: Mutex<Cached>,
-}
-
-#[derive(Debug, Default)]
-struct Cached {
-    list: ChannelList,
-    keys: HashMap<String, Arc<ChannelKeypair>>,
+    keys: KeyDir,
+    cache: Mutex<ChannelList>,
 }
 
 impl ChannelFile {
     pub fn new(path: impl Into<PathBuf>, key_dir: impl Into<PathBuf>) -> Self {
-        ChannelFile { path: path.into(), key_dir: key_dir.into(), cache: Mutex::new(Cached::default()) }
+        ChannelFile { path: path.into(), keys: KeyDir::new(key_dir), cache: Mutex::new(ChannelList::default()) }
     }
 
     /// The list as it is on disk now.
     pub fn list(&self) -> Result<ChannelList, Refusal> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         self.refresh(&mut cache)?;
-        Ok(cache.list.clone())
+        Ok(cache.clone())
     }
 
     /// Publish attempts are rare, so the file is simply read again each time: an
     /// edit (a rotation, a license, disabling) applies to the next attempt.
-    fn refresh(&self, cache: &mut Cached) -> Result<(), Refusal> {
+    fn refresh(&self, cache: &mut ChannelList) -> Result<(), Refusal> {
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| Refusal::Directory(format!("{}: {e}", self.path.display())))?;
-        cache.list =
+        *cache =
             serde_json::from_str(&text).map_err(|e| Refusal::Directory(format!("{}: {e}", self.path.display())))?;
         Ok(())
     }
@@ -229,9 +282,7 @@ impl ChannelFile {
         if list.channels.iter().any(|c| c.name == name) {
             return Err(format!("channel {name} exists"));
         }
-        std::fs::create_dir_all(&self.key_dir).map_err(|e| format!("{}: {e}", self.key_dir.display()))?;
-        let key = ChannelKeypair::generate();
-        write_secret(&self.key_dir.join(format!("{name}.key")), &encode_hex(&key.secret_bytes()))?;
+        let key = self.keys.create(name)?;
         let stream_key = generate_stream_key();
         list.channels.push(ChannelEntry {
             name: name.to_owned(),
@@ -247,21 +298,6 @@ impl ChannelFile {
         std::fs::write(&tmp, json).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
         Ok(stream_key)
-    }
-
-    fn signing_key(&self, cache: &mut Cached, channel: &str) -> Result<Arc<ChannelKeypair>, Refusal> {
-        if let Some(k) = cache.keys.get(channel) {
-            return Ok(k.clone());
-        }
-        let no_key = |detail: String| Refusal::NoSigningKey { channel: channel.to_owned(), detail };
-        let path = self.key_dir.join(format!("{channel}.key"));
-        check_private(&path).map_err(no_key)?;
-        let text = std::fs::read_to_string(&path).map_err(|e| no_key(format!("{}: {e}", path.display())))?;
-        let secret = decode_hex32(text.trim())
-            .ok_or_else(|| no_key(format!("{} does not hold 64 hex characters", path.display())))?;
-        let key = Arc::new(ChannelKeypair::from_secret_bytes(&secret));
-        cache.keys.insert(channel.to_owned(), key.clone());
-        Ok(key)
     }
 }
 
@@ -307,11 +343,14 @@ pub fn write_secret(path: &Path, contents: &str) -> Result<(), String> {
 
 impl Authorizer for ChannelFile {
     fn authorize(&self, stream_key: &str, now_unix: u64) -> Result<Grant, Refusal> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        self.refresh(&mut cache)?;
-        let entry = cache.list.find(stream_key).ok_or(Refusal::UnknownKey)?.clone();
+        let entry = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            self.refresh(&mut cache)?;
+            cache.find(stream_key).ok_or(Refusal::UnknownKey)?.clone()
+        };
         ChannelList::admit(&entry, now_unix)?;
-        let key = self.signing_key(&mut cache, &entry.name)?;
+        let expected = entry.channel_id.as_deref().and_then(ChannelId::from_hex);
+        let key = self.keys.signing_key(&entry.name, expected.as_ref())?;
         Ok(Grant { channel: entry.name, key, carries_ads: entry.carries_ads, srt_passphrase: entry.srt_passphrase })
     }
 }

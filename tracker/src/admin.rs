@@ -1,25 +1,89 @@
-//! The admin API (first part: reading): an account's channels, hourly usage and
-//! invoices, behind a bearer token scoped to that account — an account never sees
-//! another's data. `GET /v1/openapi.json` describes it.
+//! The admin API: an account's channels, stream keys, licences, hourly usage,
+//! invoices and audit log, behind a bearer token scoped to that account — an account
+//! never sees or changes another's data. Every change is written to the audit log.
+//! `GET /v1/openapi.json` describes it; `shoal admin` wraps it.
 //!
-//! - `GET /v1/channels` — the account's channels and whether each may publish/be watched.
+//! - `GET /v1/channels`; `POST /v1/channels` `{name, public_key, carries_ads}` (the
+//!   answer holds the stream key, shown this once).
+//! - `POST /v1/channels/{name}/disable`, `…/enable`.
+//! - `POST /v1/channels/{name}/stream-key` `{grace_seconds}`: a new stream key; the old
+//!   one keeps working for the grace period.
+//! - `GET /v1/plans`; `GET /v1/licenses`; `POST /v1/channels/{name}/licenses`
+//!   `{plan, valid_from, valid_until}`; `POST /v1/licenses/{id}/end`.
 //! - `GET /v1/usage?from=UNIX&to=UNIX` — hourly usage per channel in `[from, to)`.
 //! - `GET /v1/invoices?from=UNIX&to=UNIX[&format=csv]` — the invoice for the period.
+//! - `GET /v1/audit` — the account's latest 200 audit entries.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use swarm::piece::ChannelId;
 
-use crate::db::{Db, DbError};
+use crate::db::{Caller, Db, DbError};
 
 /// An answer: status, content type, body.
 pub type Answer = (u16, &'static str, Vec<u8>);
+
+/// Largest request body taken, bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Longest grace period of an old stream key after a rotation, seconds.
+pub const MAX_GRACE_S: u32 = 86_400;
 
 #[derive(Debug, Serialize)]
 struct ChannelOut {
     name: String,
     channel_id: String,
     info_hash: String,
+    carries_ads: bool,
     /// `null` when it may publish and be watched, else why not.
     refused: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct CreatedChannel {
+    name: String,
+    channel_id: String,
+    info_hash: String,
+    /// Shown this once: only its hash is stored.
+    stream_key: String,
+}
+
+#[derive(Debug, Serialize)]
+struct NewKey {
+    name: String,
+    stream_key: String,
+    /// Until when the previous key is still accepted (Unix seconds), if at all.
+    previous_key_valid_until: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct PlanOut {
+    id: i64,
+    #[serde(flatten)]
+    plan: crate::db::Plan,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateChannel {
+    name: String,
+    public_key: String,
+    #[serde(default)]
+    carries_ads: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    #[serde(default)]
+    grace_seconds: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddLicense {
+    plan: String,
+    valid_from: Option<i64>,
+    valid_until: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,21 +99,30 @@ fn error(status: u16, msg: &str) -> Answer {
     json(status, &ErrorOut { error: msg })
 }
 
-/// The account a request's bearer token belongs to, or the answer refusing it.
-async fn account(db: &Db, authorization: Option<&str>) -> Result<i64, Answer> {
+/// Who a request's bearer token belongs to, or the answer refusing it.
+async fn caller(db: &Db, authorization: Option<&str>) -> Result<Caller, Answer> {
     let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
         return Err(error(401, "send Authorization: Bearer <API token>"));
     };
     match db.account_for_token(token.trim()).await {
-        Ok(Some(a)) => Ok(a),
+        Ok(Some(c)) => Ok(c),
         Ok(None) => Err(error(401, "API token not accepted")),
         Err(e) => Err(db_error(&e)),
     }
 }
 
+/// The answer for a catalogue error: what the caller can act on, or 503.
 fn db_error(e: &DbError) -> Answer {
-    tracing::warn!(error = %e, "admin API: catalogue error");
-    error(503, "the catalogue is unavailable; try again")
+    match e {
+        DbError::NotFound(what) => error(404, &format!("no such {what}")),
+        DbError::Forbidden(m) => error(403, m),
+        DbError::Conflict(m) => error(409, m),
+        DbError::Invalid(m) => error(400, m),
+        _ => {
+            tracing::warn!(error = %e, "admin API: catalogue error");
+            error(503, "the catalogue is unavailable; try again")
+        }
+    }
 }
 
 fn param(query: &str, name: &str) -> Option<String> {
@@ -64,69 +137,289 @@ fn period(query: &str) -> Result<(i64, i64), Answer> {
     }
 }
 
-/// Answers `GET path?query` for the admin API; `None` if the path isn't one of its.
-pub async fn route(db: &Db, path: &str, query: &str, authorization: Option<&str>, now: i64) -> Option<Answer> {
-    if path == "/v1/openapi.json" {
+fn body<'a, T: Deserialize<'a> + Default>(bytes: &'a [u8], empty_ok: bool) -> Result<T, Answer> {
+    if bytes.iter().all(u8::is_ascii_whitespace) && empty_ok {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| error(400, &format!("request body: {e}")))
+}
+
+fn required<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Answer> {
+    serde_json::from_slice(bytes).map_err(|e| error(400, &format!("request body: {e}")))
+}
+
+/// One admin request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+    pub now: i64,
+}
+
+/// Answers an admin request; `None` if the path isn't under `/v1/`.
+pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
+    let rest = req.path.strip_prefix("/v1/")?;
+    if rest == "openapi.json" {
         return Some((200, "application/json", OPENAPI.as_bytes().to_vec()));
     }
-    if !matches!(path, "/v1/channels" | "/v1/usage" | "/v1/invoices") {
-        return None;
+    let segs: Vec<&str> = rest.split('/').collect();
+    let known = matches!(
+        segs.as_slice(),
+        ["channels" | "plans" | "licenses" | "usage" | "invoices" | "audit"]
+            | ["channels", _, "disable" | "enable" | "stream-key" | "licenses"]
+            | ["licenses", _, "end"]
+    );
+    if !known {
+        return Some(error(404, "no such admin path; see /v1/openapi.json"));
     }
-    let acct = match account(db, authorization).await {
-        Ok(a) => a,
+    let who = match caller(db, req.authorization).await {
+        Ok(c) => c,
         Err(answer) => return Some(answer),
     };
-    Some(match path {
-        "/v1/channels" => match db.channel_states(now).await {
-            Ok(all) => {
-                let mine: Vec<ChannelOut> = all
-                    .into_iter()
-                    .filter(|c| c.account_id == acct)
-                    .map(|c| ChannelOut {
-                        name: c.name,
-                        channel_id: c.channel_id.to_hex(),
-                        info_hash: swarm::piece::encode_hex(&c.channel_id.info_hash()),
-                        refused: c.admission.err().map(|r| r.to_string()),
-                    })
-                    .collect();
-                json(200, &mine)
-            }
+    let answer = match (req.method, segs.as_slice()) {
+        ("GET", ["channels"]) => list_channels(db, &who, req.now).await,
+        ("POST", ["channels"]) => create_channel(db, &who, req).await,
+        ("POST", ["channels", name, action @ ("disable" | "enable")]) => {
+            set_status(db, &who, name, *action == "enable", req.now).await
+        }
+        ("POST", ["channels", name, "stream-key"]) => rotate(db, &who, name, req).await,
+        ("POST", ["channels", name, "licenses"]) => add_license(db, &who, name, req).await,
+        ("POST", ["licenses", id, "end"]) => end_license(db, &who, id, req.now).await,
+        ("GET", ["plans"]) => match db.plans().await {
+            Ok(p) => json(200, &p.into_iter().map(|(id, plan)| PlanOut { id, plan }).collect::<Vec<_>>()),
             Err(e) => db_error(&e),
         },
-        "/v1/usage" => match period(query) {
+        ("GET", ["licenses"]) => match db.licenses(who.account_id).await {
+            Ok(l) => json(200, &l),
+            Err(e) => db_error(&e),
+        },
+        ("GET", ["audit"]) => match db.audit_entries(who.account_id, 200).await {
+            Ok(a) => json(200, &a),
+            Err(e) => db_error(&e),
+        },
+        ("GET", ["usage"]) => match period(req.query) {
             Err(a) => a,
-            Ok((from, to)) => match db.hourly_usage(acct, from, to).await {
+            Ok((from, to)) => match db.hourly_usage(who.account_id, from, to).await {
                 Ok(u) => json(200, &u),
                 Err(e) => db_error(&e),
             },
         },
-        _ => match period(query) {
+        ("GET", ["invoices"]) => match period(req.query) {
             Err(a) => a,
-            Ok((from, to)) => match db.invoice(acct, from, to, now).await {
-                Ok(inv) if param(query, "format").as_deref() == Some("csv") => {
+            Ok((from, to)) => match db.invoice(who.account_id, from, to, req.now).await {
+                Ok(inv) if param(req.query, "format").as_deref() == Some("csv") => {
                     (200, "text/csv; charset=utf-8", inv.to_csv().into_bytes())
                 }
                 Ok(inv) => json(200, &inv),
-                Err(DbError::Invalid(m)) => error(400, &m),
                 Err(e) => db_error(&e),
             },
         },
-    })
+        _ => error(405, "method not allowed on this path; see /v1/openapi.json"),
+    };
+    Some(answer)
+}
+
+/// Writes the audit entry of a change that has been made. A failure here is logged
+/// and does not undo the change (the catalogue just took the change, so it is rare).
+async fn audited(db: &Db, who: &Caller, now: i64, action: &str, subject: &str, detail: &str) {
+    if let Err(e) = db.audit(now, Some(who.account_id), &who.actor(), action, subject, detail).await {
+        tracing::error!(error = %e, action, subject, "audit entry not written");
+    }
+}
+
+/// The account's channels as the API shows them.
+async fn my_channels(db: &Db, who: &Caller, now: i64) -> Result<Vec<ChannelOut>, DbError> {
+    Ok(db
+        .channel_states(now)
+        .await?
+        .into_iter()
+        .filter(|c| c.account_id == who.account_id)
+        .map(|c| ChannelOut {
+            name: c.name,
+            channel_id: c.channel_id.to_hex(),
+            info_hash: swarm::piece::encode_hex(&c.channel_id.info_hash()),
+            carries_ads: c.carries_ads,
+            refused: c.admission.err().map(|r| r.to_string()),
+        })
+        .collect())
+}
+
+async fn list_channels(db: &Db, who: &Caller, now: i64) -> Answer {
+    match my_channels(db, who, now).await {
+        Ok(mine) => json(200, &mine),
+        Err(e) => db_error(&e),
+    }
+}
+
+async fn create_channel(db: &Db, who: &Caller, req: Request<'_>) -> Answer {
+    let c: CreateChannel = match required(req.body) {
+        Ok(c) => c,
+        Err(a) => return a,
+    };
+    let Some(id) = ChannelId::from_hex(&c.public_key) else {
+        return error(400, "public_key: the channel's Ed25519 public key, 64 hex characters");
+    };
+    let stream_key = ingest::auth::generate_stream_key();
+    match db.create_channel(who.account_id, &c.name, id, &stream_key, c.carries_ads, req.now).await {
+        Ok(_) => {
+            let detail = format!("public key {}, carries ads: {}", id.to_hex(), c.carries_ads);
+            audited(db, who, req.now, "channel.create", &c.name, &detail).await;
+            json(
+                201,
+                &CreatedChannel {
+                    name: c.name,
+                    channel_id: id.to_hex(),
+                    info_hash: swarm::piece::encode_hex(&id.info_hash()),
+                    stream_key,
+                },
+            )
+        }
+        Err(e) => db_error(&e),
+    }
+}
+
+async fn set_status(db: &Db, who: &Caller, name: &str, enabled: bool, now: i64) -> Answer {
+    let result = async {
+        let id = db.channel_of(who.account_id, name).await?;
+        db.set_channel_status(id, enabled).await
+    };
+    match result.await {
+        Ok(()) => {
+            let action = if enabled { "channel.enable" } else { "channel.disable" };
+            audited(db, who, now, action, name, "").await;
+            list_one(db, who, name, now).await
+        }
+        Err(e) => db_error(&e),
+    }
+}
+
+/// The channel as `GET /v1/channels` shows it.
+async fn list_one(db: &Db, who: &Caller, name: &str, now: i64) -> Answer {
+    match my_channels(db, who, now).await {
+        Ok(mine) => match mine.into_iter().find(|c| c.name == name) {
+            Some(c) => json(200, &c),
+            None => error(404, "no such channel"),
+        },
+        Err(e) => db_error(&e),
+    }
+}
+
+async fn rotate(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> Answer {
+    let r: Rotate = match body(req.body, true) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    if r.grace_seconds > MAX_GRACE_S {
+        return error(400, &format!("grace_seconds: at most {MAX_GRACE_S}"));
+    }
+    let until = (r.grace_seconds > 0).then(|| req.now + i64::from(r.grace_seconds));
+    let result = async {
+        let id = db.channel_of(who.account_id, name).await?;
+        db.rotate_stream_key(id, until).await
+    };
+    match result.await {
+        Ok(stream_key) => {
+            let detail = format!("previous key accepted for {} s", r.grace_seconds);
+            audited(db, who, req.now, "channel.rotate_stream_key", name, &detail).await;
+            json(200, &NewKey { name: name.to_owned(), stream_key, previous_key_valid_until: until })
+        }
+        Err(e) => db_error(&e),
+    }
+}
+
+async fn add_license(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> Answer {
+    let l: AddLicense = match required(req.body) {
+        Ok(l) => l,
+        Err(a) => return a,
+    };
+    let from = l.valid_from.unwrap_or(req.now);
+    if l.valid_until.is_some_and(|u| u <= from) {
+        return error(400, "valid_until must be after valid_from");
+    }
+    let result = async {
+        let channel = db.channel_of(who.account_id, name).await?;
+        let plans = db.plans().await?;
+        let Some((plan, _)) = plans.iter().find(|(_, p)| p.name == l.plan) else {
+            return Err(DbError::Invalid(format!("no plan {:?}; GET /v1/plans lists them", l.plan)));
+        };
+        let id = db.add_license(channel, *plan, from, l.valid_until, req.now).await?;
+        let all = db.licenses(who.account_id).await?;
+        all.into_iter().find(|r| r.id == id).ok_or(DbError::NotFound("licence"))
+    };
+    match result.await {
+        Ok(row) => {
+            let until = row.valid_until.map_or_else(|| "open-ended".to_owned(), |u| u.to_string());
+            let detail = format!("licence {} on plan {}, from {} until {until}", row.id, row.plan, row.valid_from);
+            audited(db, who, req.now, "license.add", name, &detail).await;
+            json(201, &row)
+        }
+        Err(e) => db_error(&e),
+    }
+}
+
+async fn end_license(db: &Db, who: &Caller, id: &str, now: i64) -> Answer {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(400, "licence id: a number");
+    };
+    match db.end_license(who.account_id, id, now).await {
+        Ok(row) => {
+            let detail = format!("licence {id}: {}, until {:?}", row.status, row.valid_until);
+            audited(db, who, now, "license.end", &row.channel, &detail).await;
+            json(200, &row)
+        }
+        Err(e) => db_error(&e),
+    }
 }
 
 /// OpenAPI 3.1 description of the tracker's HTTP API.
-pub const OPENAPI: &str = r#"{
+pub const OPENAPI: &str = r##"{
   "openapi": "3.1.0",
-  "info": {"title": "Shoal tracker", "version": "0.1.0"},
-  "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
+  "info": {"title": "Shoal tracker", "version": "0.2.0",
+    "description": "BitTorrent announce and scrape for viewers and seeds; the admin API for an account's channels, stream keys, licences, usage and invoices. Admin errors are JSON {\"error\": \"...\"}: 400 bad input, 401 missing or unknown token, 403 another account's, 404 no such, 409 exists, 503 catalogue unavailable."},
+  "components": {
+    "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+    "schemas": {
+      "Channel": {"type": "object", "properties": {"name": {"type": "string"}, "channel_id": {"type": "string", "description": "Ed25519 public key, hex"},
+        "info_hash": {"type": "string", "description": "hex"}, "carries_ads": {"type": "boolean"},
+        "refused": {"type": ["string", "null"], "description": "why it may not publish or be watched now"}}},
+      "NewChannel": {"type": "object", "required": ["name", "public_key"], "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
+        "public_key": {"type": "string", "description": "64 hex characters"}, "carries_ads": {"type": "boolean", "default": false}}},
+      "License": {"type": "object", "properties": {"id": {"type": "integer"}, "channel": {"type": "string"}, "plan": {"type": "string"},
+        "valid_from": {"type": "integer"}, "valid_until": {"type": ["integer", "null"]}, "status": {"enum": ["active", "revoked"]}}},
+      "Error": {"type": "object", "properties": {"error": {"type": "string"}}}
+    }
+  },
   "paths": {
-    "/announce": {"get": {"summary": "BitTorrent announce (BEP 3, 23, 7) plus role, token, reachable, slots, watched",
+    "/announce": {"get": {"summary": "BitTorrent announce (BEP 3, 23, 7) plus role, token, reachable, slots, watched, ad_watched, uploaded (seeds)",
       "responses": {"200": {"description": "bencoded peers"}, "400": {"description": "bencoded failure reason"},
                     "401": {"description": "seed without token"}, "403": {"description": "licence or seed token"},
                     "404": {"description": "unknown channel"}}}},
     "/scrape": {"get": {"summary": "BitTorrent scrape", "responses": {"200": {"description": "bencoded files"}}}},
-    "/v1/channels": {"get": {"summary": "The account's channels and whether each may publish", "security": [{"token": []}],
-      "responses": {"200": {"description": "JSON array"}, "401": {"description": "missing or unknown token"}}}},
+    "/v1/channels": {
+      "get": {"summary": "The account's channels and whether each may publish", "security": [{"token": []}],
+        "responses": {"200": {"description": "array of Channel"}, "401": {"description": "token"}}},
+      "post": {"summary": "Create a channel; the answer holds its stream key, shown once", "security": [{"token": []}],
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewChannel"}}}},
+        "responses": {"201": {"description": "name, channel_id, info_hash, stream_key"}, "400": {"description": "bad name or key"}, "409": {"description": "exists"}}}},
+    "/v1/channels/{name}/disable": {"post": {"summary": "Stop publishing and watching", "security": [{"token": []}],
+      "responses": {"200": {"description": "Channel"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
+    "/v1/channels/{name}/enable": {"post": {"summary": "Allow publishing and watching again", "security": [{"token": []}],
+      "responses": {"200": {"description": "Channel"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
+    "/v1/channels/{name}/stream-key": {"post": {"summary": "A new stream key (shown once); the previous one works for grace_seconds (default 0, at most 86400)",
+      "security": [{"token": []}],
+      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"grace_seconds": {"type": "integer"}}}}}},
+      "responses": {"200": {"description": "name, stream_key, previous_key_valid_until"}, "403": {"description": "another account's"}}}},
+    "/v1/channels/{name}/licenses": {"post": {"summary": "License the channel on a plan (billed pro rata)", "security": [{"token": []}],
+      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["plan"],
+        "properties": {"plan": {"type": "string"}, "valid_from": {"type": "integer"}, "valid_until": {"type": "integer"}}}}}},
+      "responses": {"201": {"description": "License"}, "400": {"description": "no such plan, bad period"}}}},
+    "/v1/licenses": {"get": {"summary": "The account's licences", "security": [{"token": []}], "responses": {"200": {"description": "array of License"}}}},
+    "/v1/licenses/{id}/end": {"post": {"summary": "End a licence now (one not started yet is revoked)", "security": [{"token": []}],
+      "responses": {"200": {"description": "License"}, "403": {"description": "another account's"}, "404": {"description": "no such licence"}}}},
+    "/v1/plans": {"get": {"summary": "Plans a licence can be on", "security": [{"token": []}], "responses": {"200": {"description": "array"}}}},
     "/v1/usage": {"get": {"summary": "Hourly usage per channel in [from, to)", "security": [{"token": []}],
       "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
                      {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}],
@@ -136,7 +429,9 @@ pub const OPENAPI: &str = r#"{
                      {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
       "responses": {"200": {"description": "invoice"}, "400": {"description": "bad period"}, "401": {"description": "token"}}}},
+    "/v1/audit": {"get": {"summary": "The account's latest 200 audit entries, newest first", "security": [{"token": []}],
+      "responses": {"200": {"description": "array of {at, actor, action, subject, detail}"}}}},
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
     "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}
   }
-}"#;
+}"##;

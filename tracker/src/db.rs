@@ -31,6 +31,20 @@ pub enum DbError {
     NotFound(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// A name that must be unique is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// It exists but belongs to another account.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// A unique-constraint violation as [`DbError::Conflict`] with `what`; other errors as they are.
+fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> DbError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict(what()),
+        _ => DbError::Sql(e),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, DbError>;
@@ -48,7 +62,7 @@ pub struct Db {
 }
 
 /// A plan: what a licence sells.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Plan {
     pub name: String,
     pub commercial: bool,
@@ -65,8 +79,48 @@ pub struct ChannelState {
     pub account_id: i64,
     pub name: String,
     pub channel_id: ChannelId,
+    pub carries_ads: bool,
+    /// SHA-256 of each stream key accepted now: the current one, and the previous one
+    /// during a rotation's grace period.
+    pub stream_keys: Vec<[u8; 32]>,
     /// `Err` says why announces and publishing are refused now.
     pub admission: std::result::Result<(), Refusal>,
+}
+
+/// Who called the admin API: the account and which of its tokens (for the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub account_id: i64,
+    pub token_id: i64,
+    pub label: String,
+}
+
+impl Caller {
+    /// How the audit log names it.
+    pub fn actor(&self) -> String {
+        format!("token {} ({})", self.token_id, self.label)
+    }
+}
+
+/// A licence as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LicenseRow {
+    pub id: i64,
+    pub channel: String,
+    pub plan: String,
+    pub valid_from: i64,
+    pub valid_until: Option<i64>,
+    pub status: String,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
 }
 
 /// One flush of usage for one channel and hour from one node.
@@ -246,17 +300,27 @@ impl Db {
         Ok(token)
     }
 
-    /// The account a bearer token belongs to (unrevoked tokens only).
-    pub async fn account_for_token(&self, token: &str) -> Result<Option<i64>> {
+    /// Who a bearer token belongs to (unrevoked tokens only).
+    pub async fn account_for_token(&self, token: &str) -> Result<Option<Caller>> {
         // Looked up by SHA-256: the token itself is never stored or compared.
-        let row = sqlx::query("SELECT account_id FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL")
-            .bind(encode_hex(&hash_stream_key(token)))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+        let row =
+            sqlx::query("SELECT account_id, id, label FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL")
+                .bind(encode_hex(&hash_stream_key(token)))
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| Ok(Caller { account_id: r.try_get(0)?, token_id: r.try_get(1)?, label: r.try_get(2)? })).transpose()
+    }
+
+    /// The account's id by name.
+    pub async fn account_by_name(&self, name: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT id FROM accounts WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get::<i64, _>(0)).transpose()?.ok_or(DbError::NotFound("account"))
     }
 
     pub async fn create_plan(&self, p: &Plan) -> Result<i64> {
+        if p.name.is_empty() || p.name.len() > 64 || p.currency.len() != 3 {
+            return Err(DbError::Invalid("plan: a name of 1-64 characters and a 3-letter currency".into()));
+        }
         self.insert_id(
             sqlx::query(
                 "INSERT INTO plans (name, commercial, currency, monthly_price_cents, included_viewer_hours, \
@@ -270,6 +334,35 @@ impl Db {
             .bind(p.overage_cents_per_viewer_hour),
         )
         .await
+        .map_err(|e| match e {
+            DbError::Sql(e) => conflict(e, || format!("plan {} exists", p.name)),
+            e => e,
+        })
+    }
+
+    /// Every plan with its id, by name.
+    pub async fn plans(&self) -> Result<Vec<(i64, Plan)>> {
+        let rows = sqlx::query(
+            "SELECT id, name, commercial, currency, monthly_price_cents, included_viewer_hours, \
+             overage_cents_per_viewer_hour FROM plans ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    Plan {
+                        name: r.try_get(1)?,
+                        commercial: r.try_get::<i64, _>(2)? == 1,
+                        currency: r.try_get(3)?,
+                        monthly_price_cents: r.try_get(4)?,
+                        included_viewer_hours: r.try_get(5)?,
+                        overage_cents_per_viewer_hour: r.try_get(6)?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// A channel with its public key and the hash of its first stream key.
@@ -299,6 +392,43 @@ impl Db {
             .bind(now),
         )
         .await
+        .map_err(|e| match e {
+            DbError::Sql(e) => conflict(e, || format!("channel {name} or its public key exists")),
+            e => e,
+        })
+    }
+
+    /// The id of the account's channel `name`: [`DbError::NotFound`] if no channel has
+    /// that name, [`DbError::Forbidden`] if another account's has.
+    pub async fn channel_of(&self, account_id: i64, name: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT id, account_id FROM channels WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(DbError::NotFound("channel"))?;
+        if row.try_get::<i64, _>(1)? != account_id {
+            return Err(DbError::Forbidden(format!("channel {name} belongs to another account")));
+        }
+        Ok(row.try_get(0)?)
+    }
+
+    /// A new stream key for the channel; the current one keeps working until
+    /// `previous_until` (if given), no longer. Returns the new key (only its hash is stored).
+    pub async fn rotate_stream_key(&self, channel_id: i64, previous_until: Option<i64>) -> Result<String> {
+        let key = generate_stream_key();
+        let r = sqlx::query(
+            "UPDATE channels SET prev_stream_key_sha256 = stream_key_sha256, prev_stream_key_until = $1, \
+             stream_key_sha256 = $2 WHERE id = $3",
+        )
+        .bind(previous_until)
+        .bind(encode_hex(&hash_stream_key(&key)))
+        .bind(channel_id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(DbError::NotFound("channel"));
+        }
+        Ok(key)
     }
 
     pub async fn set_channel_status(&self, channel_id: i64, enabled: bool) -> Result<()> {
@@ -335,6 +465,61 @@ impl Db {
         .await
     }
 
+    /// The account's licences, by channel and start.
+    pub async fn licenses(&self, account_id: i64) -> Result<Vec<LicenseRow>> {
+        let rows = sqlx::query(
+            "SELECT l.id, c.name, p.name, l.valid_from, l.valid_until, l.status FROM licenses l \
+             JOIN channels c ON c.id = l.channel_id JOIN plans p ON p.id = l.plan_id \
+             WHERE c.account_id = $1 ORDER BY c.name, l.valid_from, l.id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LicenseRow {
+                    id: r.try_get(0)?,
+                    channel: r.try_get(1)?,
+                    plan: r.try_get(2)?,
+                    valid_from: r.try_get(3)?,
+                    valid_until: r.try_get(4)?,
+                    status: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends one of the account's licences at `now`: one not started before `now` is revoked
+    /// (never billed), a running one ends now (billed up to now), an ended one is left
+    /// as it is. Returns the licence as it is afterwards.
+    pub async fn end_license(&self, account_id: i64, license_id: i64, now: i64) -> Result<LicenseRow> {
+        let Some(l) = self.licenses(account_id).await?.into_iter().find(|l| l.id == license_id) else {
+            let exists = sqlx::query("SELECT id FROM licenses WHERE id = $1")
+                .bind(license_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some();
+            return Err(if exists {
+                DbError::Forbidden(format!("licence {license_id} belongs to another account"))
+            } else {
+                DbError::NotFound("licence")
+            });
+        };
+        if l.status == "active" && l.valid_from >= now {
+            sqlx::query("UPDATE licenses SET status = 'revoked' WHERE id = $1")
+                .bind(license_id)
+                .execute(&self.pool)
+                .await?;
+        } else if l.status == "active" && l.valid_until.is_none_or(|u| u > now) {
+            sqlx::query("UPDATE licenses SET valid_until = $1 WHERE id = $2")
+                .bind(now)
+                .bind(license_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.licenses(account_id).await?.into_iter().find(|l| l.id == license_id).ok_or(DbError::NotFound("licence"))
+    }
+
     /// Every channel with whether it may be watched and published at `now`: a disabled
     /// channel may not; a channel that carries ads needs an active commercial licence
     /// covering `now`.
@@ -346,7 +531,8 @@ impl Db {
                    AND l.valid_from <= $1 AND (l.valid_until IS NULL OR l.valid_until > $1)) AS current, \
                (SELECT MAX(l.valid_until) FROM licenses l JOIN plans p ON p.id = l.plan_id \
                  WHERE l.channel_id = c.id AND l.status = 'active' AND p.commercial = 1 \
-                   AND l.valid_until <= $1) AS expired_at \
+                   AND l.valid_until <= $1) AS expired_at, \
+               c.stream_key_sha256, c.prev_stream_key_sha256, c.prev_stream_key_until \
              FROM channels c ORDER BY c.id",
         )
         .bind(now)
@@ -362,6 +548,15 @@ impl Db {
             let status: String = r.try_get(5)?;
             let current: i64 = r.try_get(6)?;
             let expired_at: Option<i64> = r.try_get(7)?;
+            let mut stream_keys: Vec<[u8; 32]> = Vec::with_capacity(2);
+            stream_keys.extend(swarm::piece::decode_hex32(&r.try_get::<String, _>(8)?));
+            let prev: Option<String> = r.try_get(9)?;
+            let prev_until: Option<i64> = r.try_get(10)?;
+            if let (Some(prev), Some(until)) = (prev, prev_until)
+                && until > now
+            {
+                stream_keys.extend(swarm::piece::decode_hex32(&prev));
+            }
             let admission = if status != "enabled" {
                 Err(Refusal::Disabled(name.clone()))
             } else if carries_ads == 1 && current == 0 {
@@ -372,7 +567,15 @@ impl Db {
             } else {
                 Ok(())
             };
-            out.push(ChannelState { id: r.try_get(0)?, account_id: r.try_get(1)?, name, channel_id, admission });
+            out.push(ChannelState {
+                id: r.try_get(0)?,
+                account_id: r.try_get(1)?,
+                name,
+                channel_id,
+                carries_ads: carries_ads == 1,
+                stream_keys,
+                admission,
+            });
         }
         Ok(out)
     }
@@ -707,6 +910,28 @@ impl Db {
             status: st,
             lines,
         }))
+    }
+
+    /// The account's latest audit entries, newest first.
+    pub async fn audit_entries(&self, account_id: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, subject, detail FROM audit_log WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    subject: r.try_get(3)?,
+                    detail: r.try_get(4)?,
+                })
+            })
+            .collect()
     }
 
     /// Appends to the audit log.

@@ -182,7 +182,7 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let tracker = tracker.clone();
-                async move { Ok::<_, Infallible>(route(&req, peer.ip(), &tracker).await) }
+                async move { Ok::<_, Infallible>(route(req, peer.ip(), &tracker).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(16 * 1024)
@@ -255,9 +255,13 @@ async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
     }
 }
 
-async fn route(req: &Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<StreamBody> {
+async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<StreamBody> {
+    let path = req.uri().path();
+    if path.starts_with("/v1/") {
+        return admin_route(req, tracker).await;
+    }
     if req.method() != Method::GET {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET is served\n".to_vec());
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET is served here\n".to_vec());
     }
     let query = req.uri().query().unwrap_or("");
     // IPv4 clients on a dual-stack socket arrive as IPv4-mapped IPv6.
@@ -265,7 +269,7 @@ async fn route(req: &Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respon
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    match req.uri().path() {
+    match path {
         "/announce" => {
             let (status, body) = tracker.announce(query, ip, tracker.now_s(), unix_now());
             respond(status, "text/plain", body)
@@ -276,24 +280,59 @@ async fn route(req: &Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respon
         }
         "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", tracker.metrics.render().into_bytes()),
         "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-        path => {
-            if let Some(db) = &tracker.admin {
-                let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                if let Some((status, ct, body)) = admin::route(db, path, query, auth, unix_now() as i64).await {
-                    return respond(
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        ct,
-                        body,
-                    );
-                }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"not found: /announce, /scrape, /metrics, /healthz, /v1/...\n".to_vec(),
+        ),
+    }
+}
+
+async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<StreamBody> {
+    let Some(db) = &tracker.admin else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"the admin API needs the catalogue: start the tracker with --database-url\n".to_vec(),
+        );
+    };
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body, admin::MAX_BODY).await {
+        Ok(b) => b,
+        Err((status, why)) => return respond(status, "text/plain", format!("{why}\n").into_bytes()),
+    };
+    let request = admin::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        authorization: parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        body: &body,
+        now: unix_now() as i64,
+    };
+    let span = tracing::debug_span!("admin", method = request.method, path = request.path);
+    match admin::route(db, request).instrument(span).await {
+        Some((status, ct, body)) => {
+            respond(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), ct, body)
+        }
+        None => respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+    }
+}
+
+/// A request body of at most `limit` bytes.
+async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, (StatusCode, String)> {
+    use hyper::body::Body;
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|e| (StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes")));
             }
-            respond(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                b"not found: /announce, /scrape, /metrics, /healthz, /v1/...\n".to_vec(),
-            )
+            out.extend_from_slice(&data);
         }
     }
+    Ok(out)
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<StreamBody> {

@@ -3,10 +3,14 @@
 //! each test in its own schema. The same assertions run on both.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::commercial;
 use ingest::auth::Refusal;
+use ingest::auth::{Authorizer, KeyDir};
 use swarm::piece::ChannelKeypair;
-use tracker::db::{Db, Plan, UsageEvent};
-use tracker::directory::{Admission, CachedDirectory, ChannelDirectory, DbDirectory};
+use tracker::db::{Db, UsageEvent};
+use tracker::directory::{Admission, CachedDirectory, CatalogueAuthorizer, ChannelDirectory, DbDirectory};
 
 /// The databases to run against: SQLite, and PostgreSQL if configured.
 async fn databases(test: &str) -> Vec<Db> {
@@ -26,17 +30,6 @@ async fn databases(test: &str) -> Vec<Db> {
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-fn commercial() -> Plan {
-    Plan {
-        name: "broadcast".into(),
-        commercial: true,
-        currency: "EUR".into(),
-        monthly_price_cents: 49_900,
-        included_viewer_hours: 10_000,
-        overage_cents_per_viewer_hour: 2,
-    }
 }
 
 #[test]
@@ -106,8 +99,8 @@ fn tokens_are_hashed_and_scoped() {
             let b = db.create_account("b", 1).await.unwrap();
             let ta = db.create_api_token(a, "ops", 1).await.unwrap();
             let tb = db.create_api_token(b, "ops", 1).await.unwrap();
-            assert_eq!(db.account_for_token(&ta).await.unwrap(), Some(a));
-            assert_eq!(db.account_for_token(&tb).await.unwrap(), Some(b));
+            assert_eq!(db.account_for_token(&ta).await.unwrap().map(|c| c.account_id), Some(a));
+            assert_eq!(db.account_for_token(&tb).await.unwrap().map(|c| c.account_id), Some(b));
             assert_eq!(db.account_for_token("shoal_guess").await.unwrap(), None);
             assert!(db.create_account("a", 2).await.is_err(), "account names are unique");
             db.drop_schema().await.unwrap();
@@ -273,6 +266,77 @@ fn invoices_bill_licences_and_overage_per_account() {
             assert!(csv.starts_with("channel,description,quantity,unit_cents,amount_cents,currency\r\n"), "{csv}");
             assert!(csv.ends_with(",total,,,50100,EUR\r\n"), "{csv}");
             assert!(db.invoice(a, end, start, end).await.is_err(), "a period must not be empty");
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
+/// Ingest asks the catalogue: stream keys (with a rotation's grace period), licences,
+/// and the node's signing key, which must be the catalogue's public key.
+#[test]
+fn ingest_publishes_by_the_catalogue_and_keys_rotate() {
+    rt().block_on(async {
+        for db in databases("publish").await {
+            let dir =
+                std::env::temp_dir().join(format!("shoal-publish-keys-{}-{:?}", std::process::id(), db.backend()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let keys = KeyDir::new(&dir);
+            let a = db.create_account("a", 1).await.unwrap();
+            let plan = db.create_plan(&commercial()).await.unwrap();
+            let news = keys.create("news").unwrap().id();
+            let sport = keys.create("sport").unwrap().id();
+            let news_id = db.create_channel(a, "news", news, "k-news", false, 1).await.unwrap();
+            let sport_id = db.create_channel(a, "sport", sport, "k-sport", true, 1).await.unwrap();
+            // A channel whose key on this node is not the catalogue's.
+            let other = ChannelKeypair::from_secret_bytes(&[8; 32]).id();
+            keys.create("mixup").unwrap();
+            db.create_channel(a, "mixup", other, "k-mixup", false, 1).await.unwrap();
+
+            let auth = CatalogueAuthorizer::new(db.clone(), KeyDir::new(&dir));
+            assert!(matches!(auth.authorize("k-news", 100), Err(Refusal::Directory(_))), "nothing read yet");
+            assert_eq!(auth.reload(100).await.unwrap(), 3);
+            let g = auth.authorize("k-news", 100).unwrap();
+            assert_eq!((g.channel.as_str(), g.key.id(), g.carries_ads), ("news", news, false));
+            assert_eq!(auth.authorize("k-guess", 100).unwrap_err(), Refusal::UnknownKey);
+            assert_eq!(auth.authorize("k-sport", 100).unwrap_err(), Refusal::LicenseRequired("sport".into()));
+            match auth.authorize("k-mixup", 100) {
+                Err(Refusal::NoSigningKey { detail, .. }) => assert!(detail.contains("not the key"), "{detail}"),
+                other => panic!("{other:?}"),
+            }
+            let lic = db.add_license(sport_id, plan, 100, None, 100).await.unwrap();
+            auth.reload(100).await.unwrap();
+            assert!(auth.authorize("k-sport", 100).unwrap().carries_ads);
+
+            // Rotation with a minute's grace: both keys until then, the new one after.
+            let k2 = db.rotate_stream_key(news_id, Some(160)).await.unwrap();
+            auth.reload(159).await.unwrap();
+            assert_eq!(auth.authorize("k-news", 159).unwrap().channel, "news");
+            assert_eq!(auth.authorize(&k2, 159).unwrap().channel, "news");
+            auth.reload(160).await.unwrap();
+            assert_eq!(auth.authorize("k-news", 160).unwrap_err(), Refusal::UnknownKey);
+            // Rotation without grace: the old key dies at once.
+            let k3 = db.rotate_stream_key(news_id, None).await.unwrap();
+            auth.reload(161).await.unwrap();
+            assert_eq!(auth.authorize(&k2, 161).unwrap_err(), Refusal::UnknownKey);
+            assert_eq!(auth.authorize(&k3, 161).unwrap().channel, "news");
+
+            // Ending the licence refuses the channel from then on.
+            let ended = db.end_license(a, lic, 200).await.unwrap();
+            assert_eq!((ended.valid_until, ended.status.as_str()), (Some(200), "active"));
+            auth.reload(200).await.unwrap();
+            assert!(matches!(auth.authorize("k-sport", 200), Err(Refusal::LicenseExpired { until_unix: 200, .. })));
+            // A licence not started yet is revoked, not billed.
+            let future = db.add_license(sport_id, plan, 1_000, None, 200).await.unwrap();
+            assert_eq!(db.end_license(a, future, 300).await.unwrap().status, "revoked");
+            let b = db.create_account("b", 1).await.unwrap();
+            assert!(matches!(db.end_license(b, future, 300).await, Err(tracker::db::DbError::Forbidden(_))));
+            assert!(matches!(db.channel_of(b, "news").await, Err(tracker::db::DbError::Forbidden(_))));
+            assert!(matches!(db.channel_of(b, "nope").await, Err(tracker::db::DbError::NotFound(_))));
+            assert!(matches!(
+                db.create_channel(b, "news", other, "x", false, 1).await,
+                Err(tracker::db::DbError::Conflict(_))
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
             db.drop_schema().await.unwrap();
         }
     });

@@ -2,6 +2,8 @@
 //! them, answers decoded as a client decodes them.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +42,23 @@ fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, Vec<u8>) {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let status = String::from_utf8_lossy(&raw[9..12]).parse().unwrap();
     (status, raw[end..].to_vec())
+}
+
+/// Any method with a body; (status code, body).
+fn request(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let status = String::from_utf8_lossy(&raw[9..12]).parse().unwrap();
+    (status, serde_json::from_slice(&raw[end..]).unwrap_or(serde_json::Value::Null))
 }
 
 fn announce(addr: SocketAddr, hash: &[u8; 20], peer: u8, port: u16, extra: &str) -> (u16, Value) {
@@ -114,17 +133,39 @@ fn bad_requests_get_a_status_and_a_failure_reason() {
     assert!(metrics.contains("shoal_tracker_announces_total{result=\"unauthorized\"} 2"), "{metrics}");
 }
 
-#[test]
-fn the_admin_api_shows_an_account_only_its_own() {
-    use tracker::db::{Db, UsageEvent};
+/// A fresh SQLite catalogue in a temporary directory with accounts `a` and `b` and an
+/// API token each: (runtime, catalogue, account ids, tokens, directory).
+fn catalogue(
+    test: &str,
+) -> (tokio::runtime::Runtime, tracker::db::Db, (i64, i64), (String, String), std::path::PathBuf) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let dir = std::env::temp_dir().join(format!("shoal-admin-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("shoal-admin-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let db = rt.block_on(Db::open(&format!("sqlite://{}", dir.join("t.db").display()))).unwrap();
-    let (ta, tb) = rt.block_on(async {
+    let db = rt.block_on(tracker::db::Db::open(&format!("sqlite://{}", dir.join("t.db").display()))).unwrap();
+    let (ids, tokens) = rt.block_on(async {
         let a = db.create_account("a", 1).await.unwrap();
         let b = db.create_account("b", 1).await.unwrap();
+        ((a, b), (db.create_api_token(a, "ops", 1).await.unwrap(), db.create_api_token(b, "ops", 1).await.unwrap()))
+    });
+    (rt, db, ids, tokens, dir)
+}
+
+/// Serves the tracker with the admin API over `db` on a free port.
+fn serve_admin(rt: &tokio::runtime::Runtime, db: tracker::db::Db) -> SocketAddr {
+    let tracker = Tracker::new(StoreConfig::default(), Arc::new(StaticDirectory::default()), SeederTokens::default())
+        .with_admin(db);
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(tracker::http::serve(listener, Arc::new(tracker)));
+    addr
+}
+
+#[test]
+fn the_admin_api_shows_an_account_only_its_own() {
+    use tracker::db::UsageEvent;
+    let (rt, db, (a, b), (ta, tb), dir) = catalogue("read");
+    rt.block_on(async {
         let ka = ChannelKeypair::from_secret_bytes(&[1; 32]).id();
         let kb = ChannelKeypair::from_secret_bytes(&[2; 32]).id();
         let ca = db.create_channel(a, "a-news", ka, "k1", false, 1).await.unwrap();
@@ -140,13 +181,8 @@ fn the_admin_api_shows_an_account_only_its_own() {
         };
         db.record_usage(&[ev], 3_700).await.unwrap();
         db.roll_up_hour(3_600).await.unwrap();
-        (db.create_api_token(a, "ops", 1).await.unwrap(), db.create_api_token(b, "ops", 1).await.unwrap())
     });
-    let tracker = Tracker::new(StoreConfig::default(), Arc::new(StaticDirectory::default()), SeederTokens::default())
-        .with_admin(db);
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(tracker::http::serve(listener, Arc::new(tracker)));
+    let addr = serve_admin(&rt, db);
     let auth = |t: &str| format!("Authorization: Bearer {t}\r\n");
     let json = |b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
 
@@ -176,5 +212,73 @@ fn the_admin_api_shows_an_account_only_its_own() {
     let (status, body) = get(addr, "/v1/openapi.json");
     assert_eq!(status, 200);
     assert_eq!(json(body)["openapi"], "3.1.0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The write half: channels, stream keys, licences, each change in the audit log, and
+/// nothing of another account's can be touched.
+#[test]
+fn the_admin_api_manages_channels_keys_and_licences() {
+    let (rt, db, _, (ta, tb), dir) = catalogue("write");
+    rt.block_on(db.create_plan(&common::commercial())).unwrap();
+    let addr = serve_admin(&rt, db);
+    let key = ChannelKeypair::from_secret_bytes(&[5; 32]).id().to_hex();
+
+    let body = format!(r#"{{"name": "sport", "public_key": "{key}", "carries_ads": true}}"#);
+    let (status, created) = request(addr, "POST", "/v1/channels", &ta, &body);
+    assert_eq!(status, 201, "{created}");
+    let stream_key = created["stream_key"].as_str().unwrap().to_owned();
+    assert_eq!(stream_key.len(), 32);
+    assert_eq!(created["info_hash"].as_str().unwrap().len(), 40);
+    assert_eq!(request(addr, "POST", "/v1/channels", &tb, &body).0, 409, "names are unique");
+    let (status, e) = request(addr, "POST", "/v1/channels", &ta, r#"{"name": "x", "public_key": "zz"}"#);
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().contains("public_key"), "{e}");
+    assert_eq!(request(addr, "POST", "/v1/channels", &ta, r#"{"name": "x", "pubkey": "zz"}"#).0, 400);
+    assert_eq!(request(addr, "POST", "/v1/channels", &ta, "not json").0, 400);
+
+    let (_, chans) = request(addr, "GET", "/v1/channels", &ta, "");
+    assert!(chans[0]["refused"].as_str().unwrap().contains("no commercial license"), "{chans}");
+    let (status, lic) =
+        request(addr, "POST", "/v1/channels/sport/licenses", &ta, r#"{"plan": "broadcast", "valid_from": 1}"#);
+    assert_eq!(status, 201, "{lic}");
+    assert_eq!(request(addr, "POST", "/v1/channels/sport/licenses", &ta, r#"{"plan": "gold"}"#).0, 400);
+    let (_, chans) = request(addr, "GET", "/v1/channels", &ta, "");
+    assert!(chans[0]["refused"].is_null(), "{chans}");
+
+    // Another account can't touch it.
+    assert_eq!(request(addr, "POST", "/v1/channels/sport/disable", &tb, "").0, 403);
+    assert_eq!(request(addr, "POST", "/v1/channels/sport/stream-key", &tb, "").0, 403);
+    assert_eq!(request(addr, "POST", &format!("/v1/licenses/{}/end", lic["id"]), &tb, "").0, 403);
+    assert_eq!(request(addr, "GET", "/v1/licenses", &tb, "").1.as_array().unwrap().len(), 0);
+    assert_eq!(request(addr, "POST", "/v1/channels/nope/disable", &ta, "").0, 404);
+
+    let (status, rotated) = request(addr, "POST", "/v1/channels/sport/stream-key", &ta, r#"{"grace_seconds": 60}"#);
+    assert_eq!(status, 200, "{rotated}");
+    assert_ne!(rotated["stream_key"].as_str().unwrap(), stream_key);
+    assert!(rotated["previous_key_valid_until"].is_i64());
+    assert_eq!(request(addr, "POST", "/v1/channels/sport/stream-key", &ta, r#"{"grace_seconds": 999999}"#).0, 400);
+
+    let (status, ch) = request(addr, "POST", "/v1/channels/sport/disable", &ta, "");
+    assert_eq!(status, 200);
+    assert!(ch["refused"].as_str().unwrap().contains("disabled"), "{ch}");
+    let (status, ended) = request(addr, "POST", &format!("/v1/licenses/{}/end", lic["id"]), &ta, "");
+    assert_eq!(status, 200);
+    assert!(ended["valid_until"].as_i64().unwrap() > 1_000_000_000, "ended now: {ended}");
+
+    let (_, audit) = request(addr, "GET", "/v1/audit", &ta, "");
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["license.end", "channel.disable", "channel.rotate_stream_key", "license.add", "channel.create"],
+        "newest first, refused attempts not logged"
+    );
+    assert!(audit[0]["actor"].as_str().unwrap().contains("ops"));
+    assert_eq!(request(addr, "GET", "/v1/audit", &tb, "").1.as_array().unwrap().len(), 0);
+    assert_eq!(request(addr, "GET", "/v1/plans", &tb, "").1[0]["name"], "broadcast");
+
+    assert_eq!(request(addr, "DELETE", "/v1/channels", &ta, "").0, 405);
+    assert_eq!(request(addr, "POST", "/v1/nothing", &ta, "").0, 404);
+    assert_eq!(request(addr, "POST", "/v1/channels", &ta, &"x".repeat(70_000)).0, 413);
     let _ = std::fs::remove_dir_all(&dir);
 }
