@@ -43,10 +43,11 @@ pub(crate) struct Common {
 
 impl Common {
     pub(crate) fn channel_file(&self) -> ChannelFile {
-        ChannelFile::new(
-            self.channels.clone().unwrap_or_else(|| self.data_dir.join("channels.json")),
-            self.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys")),
-        )
+        ChannelFile::new(self.channels.clone().unwrap_or_else(|| self.data_dir.join("channels.json")), self.key_dir())
+    }
+
+    pub(crate) fn key_dir(&self) -> PathBuf {
+        self.key_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
     }
 }
 
@@ -87,6 +88,11 @@ struct RunArgs {
     /// Pieces kept per channel for seeders to resume from.
     #[arg(long, default_value_t = 600)]
     window_pieces: usize,
+    /// Decide publishing by the tracker's SQL catalogue (`sqlite://PATH` or
+    /// `postgres://…`; channels made with `shoal admin channel create`) instead of the
+    /// channel file. Signing keys still come from the key directory.
+    #[arg(long, env = "SHOAL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -167,14 +173,20 @@ async fn serve(run: RunArgs) -> anyhow::Result<()> {
         bail!("--piece-ms must be 10..=250, got {}", run.piece_ms);
     }
     let token = seeder_token(run.seeder_token.as_deref(), &run.common.data_dir)?;
-    let file = run.common.channel_file();
-    match file.list() {
-        Ok(list) => tracing::info!(channels = list.channels.len(), "channel file read"),
-        Err(e) => {
-            tracing::warn!(error = %e, "no channel file yet: every publish is refused until `shoal ingest add-channel`")
+    let auth: Arc<dyn Authorizer> = match &run.database_url {
+        Some(url) => catalogue_authorizer(url, &run.common).await?,
+        None => {
+            let file = run.common.channel_file();
+            match file.list() {
+                Ok(list) => tracing::info!(channels = list.channels.len(), "channel file read"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "no channel file yet: every publish is refused until `shoal ingest add-channel`"
+                ),
+            }
+            Arc::new(file)
         }
-    }
-    let auth: Arc<dyn Authorizer> = Arc::new(file);
+    };
     let mut cfg = HubConfig::default();
     cfg.segmenter.piece_ms = run.piece_ms;
     cfg.segmenter.max_gop_ms = run.max_gop_ms;
@@ -200,6 +212,27 @@ async fn serve(run: RunArgs) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Publishing decided by the catalogue, re-read every 10 s (a new channel, a rotated
+/// key, a licence change apply within that); a failed read keeps the last good one.
+async fn catalogue_authorizer(url: &str, common: &Common) -> anyhow::Result<Arc<dyn Authorizer>> {
+    let db = tracker::db::Db::open(url).await.context("opening the catalogue")?;
+    let auth = Arc::new(tracker::directory::CatalogueAuthorizer::new(db, ingest::auth::KeyDir::new(common.key_dir())));
+    let n =
+        auth.reload(tracker::http::unix_now()).await.map_err(anyhow::Error::msg).context("reading the catalogue")?;
+    tracing::info!(channels = n, "catalogue read");
+    let reloading = auth.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            if let Err(e) = reloading.reload(tracker::http::unix_now()).await {
+                tracing::warn!(error = %e, "catalogue not re-read; the last good one stays in use");
+            }
+        }
+    });
+    Ok(auth)
 }
 
 fn write_ports(dir: &Path, rtmp: SocketAddr, srt: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {

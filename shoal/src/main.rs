@@ -1,11 +1,12 @@
 //! `shoal`: one binary for every Shoal service. Subcommands arrive with their issues;
-//! today: `sim`, `bench`, `ingest` and `tracker`.
+//! today: `sim`, `bench`, `ingest`, `tracker` and `admin`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod admin_cmd;
 mod bench_cmd;
 mod bench_ingest;
 mod bench_nginx;
@@ -31,6 +32,8 @@ enum Command {
     Ingest(ingest_cmd::IngestArgs),
     /// Channels' swarms: peer lists for viewers and seeds (BitTorrent HTTP announce).
     Tracker(tracker_cmd::TrackerArgs),
+    /// Accounts, channels, stream keys, licences, usage and invoices (the admin API).
+    Admin(admin_cmd::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Tracker(args) => tracker_cmd::run(args),
+        Command::Admin(args) => admin_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
