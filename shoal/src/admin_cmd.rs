@@ -50,8 +50,14 @@ enum AdminCmd {
     /// The account's licences.
     #[command(subcommand)]
     License(LicenseCmd),
-    /// Hourly usage per channel in [FROM, TO) (Unix seconds).
-    Usage(Period),
+    /// Usage per channel in [FROM, TO) (Unix seconds): hour by hour, or summed with
+    /// unique viewers over the whole period (--summary).
+    Usage {
+        #[command(flatten)]
+        period: Period,
+        #[arg(long)]
+        summary: bool,
+    },
     /// The invoice for [FROM, TO) (Unix seconds), JSON or CSV.
     Invoice {
         #[command(flatten)]
@@ -216,7 +222,10 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::License(LicenseCmd::End { id }) => {
             print(api.call("POST", &format!("/v1/licenses/{id}/end"), None)?)
         }
-        AdminCmd::Usage(p) => print(api.call("GET", &format!("/v1/usage?from={}&to={}", p.from, p.to), None)?),
+        AdminCmd::Usage { period: p, summary } => {
+            let path = if summary { "/v1/usage/summary" } else { "/v1/usage" };
+            print(api.call("GET", &format!("{path}?from={}&to={}", p.from, p.to), None)?)
+        }
         AdminCmd::Invoice { period: p, csv } => {
             let path = format!("/v1/invoices?from={}&to={}{}", p.from, p.to, if csv { "&format=csv" } else { "" });
             let (status, body) = api.request("GET", &path, None)?;

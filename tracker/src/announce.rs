@@ -7,7 +7,8 @@
 //! empty), `compact`, `numwant`. Shoal's: `role=seed|viewer` (seeds also pass
 //! `token`), `reachable=0|1` (can others dial this peer; default 1), `slots` (free
 //! upload slots, 0-255: less-loaded peers are listed first), `watched` (seconds watched
-//! in the current UTC hour, for metering).
+//! in the current UTC hour, for metering) and `ad_watched` (of those, seconds during ad
+//! breaks). A seed's `uploaded` is metered as the channel's seed bytes.
 
 /// Longest query string taken (a real announce is ~300 bytes).
 pub const MAX_QUERY_LEN: usize = 4096;
@@ -45,6 +46,8 @@ pub struct Announce {
     pub reachable: bool,
     pub free_slots: u8,
     pub watched_s: Option<u64>,
+    /// Of `watched_s`, the seconds watched during ad breaks (the same hour).
+    pub ad_watched_s: Option<u64>,
     pub token: Option<String>,
 }
 
@@ -90,6 +93,7 @@ impl Announce {
             reachable: true,
             free_slots: 0,
             watched_s: None,
+            ad_watched_s: None,
             token: None,
         }
     }
@@ -120,6 +124,7 @@ pub fn parse_announce(query: &str) -> Result<Announce, RequestError> {
             "reachable" => a.reachable = flag(v, "reachable")?,
             "slots" => a.free_slots = u8::try_from(number(v, "slots")?).unwrap_or(u8::MAX),
             "watched" => a.watched_s = Some(number(v, "watched")?),
+            "ad_watched" => a.ad_watched_s = Some(number(v, "ad_watched")?),
             "event" => {
                 a.event = match v {
                     "" | "empty" => Event::None,

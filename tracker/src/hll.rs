@@ -1,6 +1,7 @@
 //! HyperLogLog (Flajolet et al. 2007, with the small-range correction): unique viewers
-//! per channel and hour in 4 KiB, mergeable across tracker nodes and flushes (the
-//! union of two sketches is their register-wise maximum). Standard error ≈ 1.04/√m =
+//! per channel and hour in at most 4 KiB (a few bytes per viewer while there are few),
+//! mergeable across hours (the union of two sketches is their register-wise maximum):
+//! a period's unique viewers is the merge of its hours' sketches. Standard error ≈ 1.04/√m =
 //! 1.6 % with m = 4096 registers.
 //!
 //! The hash is fixed (BLAKE3 of the peer id), not per process: sketches from
@@ -82,17 +83,51 @@ impl Hll {
         }
     }
 
+    /// The stored form: `0x00` and the 4,096 registers, or — smaller while few are
+    /// set, as for most channels' hours — `0x01` and (index u16 LE, rank) per set register.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.registers.to_vec()
+        let set = self.registers.iter().filter(|&&r| r != 0).count();
+        if set * 3 < M {
+            let mut out = Vec::with_capacity(1 + set * 3);
+            out.push(1);
+            for (i, &r) in self.registers.iter().enumerate().filter(|(_, r)| **r != 0) {
+                out.extend_from_slice(&(i as u16).to_le_bytes());
+                out.push(r);
+            }
+            out
+        } else {
+            let mut out = Vec::with_capacity(1 + M);
+            out.push(0);
+            out.extend_from_slice(&self.registers[..]);
+            out
+        }
     }
 
-    /// Reads a stored sketch; `None` if it is not one (wrong size, impossible rank).
+    /// Reads a stored sketch; `None` if it is not one (unknown form, wrong size,
+    /// impossible rank or index).
     pub fn from_bytes(b: &[u8]) -> Option<Hll> {
-        let arr: [u8; M] = b.try_into().ok()?;
-        if arr.iter().any(|&r| u32::from(r) > 64 - P + 1) {
-            return None;
+        let max_rank = (64 - P + 1) as u8;
+        let mut h = Hll::new();
+        match b.split_first()? {
+            (0, regs) => {
+                let arr: [u8; M] = regs.try_into().ok()?;
+                if arr.iter().any(|&r| r > max_rank) {
+                    return None;
+                }
+                h.registers = Box::new(arr);
+            }
+            (1, pairs) if pairs.len() % 3 == 0 => {
+                for p in pairs.chunks_exact(3) {
+                    let i = usize::from(u16::from_le_bytes([p[0], p[1]]));
+                    if i >= M || p[2] == 0 || p[2] > max_rank {
+                        return None;
+                    }
+                    h.registers[i] = p[2];
+                }
+            }
+            _ => return None,
         }
-        Some(Hll { registers: Box::new(arr) })
+        Some(h)
     }
 }
 
@@ -134,9 +169,19 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_garbage() {
-        let a = filled(0..500);
-        assert_eq!(Hll::from_bytes(&a.to_bytes()), Some(a));
-        assert_eq!(Hll::from_bytes(&[0; 10]), None);
-        assert_eq!(Hll::from_bytes(&[200; M]), None);
+        let small = filled(0..500);
+        assert_eq!(small.to_bytes()[0], 1, "sparse");
+        assert!(small.to_bytes().len() < 3 * 500 + 1);
+        assert_eq!(Hll::from_bytes(&small.to_bytes()), Some(small));
+        let big = filled(0..50_000);
+        assert_eq!(big.to_bytes().len(), 1 + M, "dense");
+        assert_eq!(Hll::from_bytes(&big.to_bytes()), Some(big));
+        assert_eq!(Hll::from_bytes(&Hll::new().to_bytes()), Some(Hll::new()));
+        for garbage in [&[][..], &[0; 10], &[2, 0, 0, 1], &[1, 0, 0], &[1, 0xff, 0xff, 1], &[1, 0, 0, 200]] {
+            assert_eq!(Hll::from_bytes(garbage), None, "{garbage:?}");
+        }
+        let mut dense_bad = vec![0u8; 1 + M];
+        dense_bad[5] = 200;
+        assert_eq!(Hll::from_bytes(&dense_bad), None);
     }
 }

@@ -227,6 +227,9 @@ pub async fn maintain(tracker: Arc<Tracker>, reload: Reload, meter: Option<Meter
         tracker.sweep(now_s);
         if let Err(e) = reload.run(unix_now()).await {
             tracker.metrics.directory_errors.inc();
+            if matches!(reload, Reload::Db(_)) {
+                tracker.metrics.db_errors.with_label_values(&["directory"]).inc();
+            }
             tracing::warn!(error = %e, "channel directory not reloaded; the last good one stays in use");
         }
         if n.is_multiple_of(flush_every.max(1)) {
@@ -241,16 +244,30 @@ async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
         Some(meter) => {
             let o = meter.flush(&tracker.swarms, now_s, unix_now()).await;
             m.viewer_seconds.inc_by(o.viewer_seconds);
+            m.ad_viewer_seconds.inc_by(o.ad_viewer_seconds);
+            m.seed_bytes.inc_by(o.seed_bytes);
             m.usage_flushes.with_label_values(&[if o.failed { "error" } else { "ok" }]).inc();
             m.usage_queued.set(o.queued_batches as i64);
+            m.usage_lag.set(o.lag_s as i64);
             m.usage_dropped.inc_by(o.dropped_batches as u64);
+            if o.failed {
+                m.db_errors.with_label_values(&["flush"]).inc();
+            }
             if o.dropped_batches > 0 {
                 tracing::error!(batches = o.dropped_batches, "usage dropped: the catalogue was unreachable for a day");
             }
+            if !o.failed
+                && let Err(e) = meter.roll_up(unix_now()).await
+            {
+                m.db_errors.with_label_values(&["rollup"]).inc();
+                tracing::warn!(error = %e, "hourly roll-up failed; it is recomputed at the next flush");
+            }
         }
         None => {
-            let (usage, _) = tracker.swarms.drain_usage(now_s);
-            m.viewer_seconds.inc_by(usage.iter().map(|u| u.viewer_seconds).sum());
+            let d = tracker.swarms.drain_usage(now_s);
+            m.viewer_seconds.inc_by(d.usage.iter().map(|u| u.viewer_seconds).sum());
+            m.ad_viewer_seconds.inc_by(d.usage.iter().map(|u| u.ad_viewer_seconds).sum());
+            m.seed_bytes.inc_by(d.usage.iter().map(|u| u.seed_bytes).sum());
         }
     }
 }
@@ -312,6 +329,9 @@ async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<Stre
     let span = tracing::debug_span!("admin", method = request.method, path = request.path);
     match admin::route(db, request).instrument(span).await {
         Some((status, ct, body)) => {
+            if status == 503 {
+                tracker.metrics.db_errors.with_label_values(&["admin"]).inc();
+            }
             respond(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), ct, body)
         }
         None => respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),

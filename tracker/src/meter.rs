@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use tokio::sync::Mutex;
 
 use crate::db::Db;
-use crate::store::{Mark, Swarms, UsageDelta};
+use crate::store::{Drained, Swarms};
 
 /// Batches kept while the database is unreachable (a day of minutely flushes).
 pub const MAX_QUEUED: usize = 1_440;
@@ -18,8 +18,7 @@ pub const MAX_QUEUED: usize = 1_440;
 #[derive(Debug)]
 struct Batch {
     window: i64,
-    usage: Vec<UsageDelta>,
-    marks: Vec<Mark>,
+    drained: Drained,
 }
 
 #[derive(Debug)]
@@ -36,6 +35,10 @@ pub struct FlushOutcome {
     pub queued_batches: usize,
     pub dropped_batches: usize,
     pub viewer_seconds: u64,
+    pub ad_viewer_seconds: u64,
+    pub seed_bytes: u64,
+    /// Seconds since the oldest batch still queued was drained (0: none queued).
+    pub lag_s: u64,
     pub failed: bool,
 }
 
@@ -47,31 +50,35 @@ impl Meter {
     /// Loads this node's marks for the hour `unix_now` falls in into the swarms.
     pub async fn recover(&self, swarms: &Swarms, unix_now: u64) -> crate::db::Result<usize> {
         let hour = (unix_now - unix_now % 3600) as i64;
-        let marks = self.db.load_marks(&self.node, hour).await?;
-        let n = marks.len();
-        swarms.recover(marks);
+        let (marks, seed_marks) = self.db.load_marks(&self.node, hour).await?;
+        let n = marks.len() + seed_marks.len();
+        swarms.recover(marks, seed_marks);
         Ok(n)
     }
 
     /// Drains the swarms and writes everything queued, oldest first.
     pub async fn flush(&self, swarms: &Swarms, now_s: u32, unix_now: u64) -> FlushOutcome {
-        let (usage, marks) = swarms.drain_usage(now_s);
-        let mut out =
-            FlushOutcome { viewer_seconds: usage.iter().map(|u| u.viewer_seconds).sum(), ..Default::default() };
+        let drained = swarms.drain_usage(now_s);
+        let mut out = FlushOutcome {
+            viewer_seconds: drained.usage.iter().map(|u| u.viewer_seconds).sum(),
+            ad_viewer_seconds: drained.usage.iter().map(|u| u.ad_viewer_seconds).sum(),
+            seed_bytes: drained.usage.iter().map(|u| u.seed_bytes).sum(),
+            ..Default::default()
+        };
         let mut q = self.queue.lock().await;
         let (last_window, queue) = &mut *q;
-        if !usage.is_empty() || !marks.is_empty() {
+        if !drained.is_empty() {
             // Windows only go up, so two flushes never share a key.
             let window = (unix_now / 60) as i64;
             *last_window = window.max(*last_window + 1);
-            queue.push_back(Batch { window: *last_window, usage, marks });
+            queue.push_back(Batch { window: *last_window, drained });
         }
         while queue.len() > MAX_QUEUED {
             queue.pop_front();
             out.dropped_batches += 1;
         }
         while let Some(b) = queue.front() {
-            match self.db.record_flush(&self.node, b.window, &b.usage, &b.marks, unix_now as i64).await {
+            match self.db.record_flush(&self.node, b.window, &b.drained, unix_now as i64).await {
                 Ok(_) => {
                     queue.pop_front();
                     out.written_batches += 1;
@@ -84,6 +91,16 @@ impl Meter {
             }
         }
         out.queued_batches = queue.len();
+        out.lag_s = queue.front().map_or(0, |b| unix_now.saturating_sub(b.window as u64 * 60));
         out
+    }
+
+    /// Rolls up the current hour (so usage queries see it) and the previous one (for
+    /// usage that arrived after it ended; its marks are still there).
+    pub async fn roll_up(&self, unix_now: u64) -> crate::db::Result<()> {
+        let hour = (unix_now - unix_now % 3600) as i64;
+        self.db.roll_up_hour(hour - 3600).await?;
+        self.db.roll_up_hour(hour).await?;
+        Ok(())
     }
 }

@@ -23,7 +23,13 @@ pub struct TrackerMetrics {
     pub usage_flushes: IntCounterVec,
     pub usage_queued: IntGauge,
     pub usage_dropped: IntCounter,
+    /// Age of the oldest usage not yet in the catalogue.
+    pub usage_lag: IntGauge,
     pub viewer_seconds: IntCounter,
+    pub ad_viewer_seconds: IntCounter,
+    pub seed_bytes: IntCounter,
+    /// operation: flush, rollup, directory, admin.
+    pub db_errors: IntCounterVec,
 }
 
 impl Default for TrackerMetrics {
@@ -75,7 +81,23 @@ impl TrackerMetrics {
                 "shoal_tracker_usage_dropped_batches_total",
                 "Usage batches dropped after the catalogue was unreachable for a day",
             ),
+            usage_lag: gauge(
+                "shoal_tracker_usage_flush_lag_seconds",
+                "Age of the oldest usage not yet written to the catalogue (0: all written)",
+            ),
             viewer_seconds: counter("shoal_tracker_viewer_seconds_total", "Viewer-seconds credited from announces"),
+            ad_viewer_seconds: counter(
+                "shoal_tracker_ad_viewer_seconds_total",
+                "Viewer-seconds during ad breaks credited from announces",
+            ),
+            seed_bytes: counter("shoal_tracker_seed_bytes_total", "Bytes seeds reported uploading, credited"),
+            db_errors: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("shoal_tracker_db_errors_total", "Failed catalogue operations, by operation"),
+                    &["operation"],
+                ),
+            ),
             registry,
         }
     }

@@ -49,10 +49,32 @@ struct PeerRec {
     free_slots: u8,
     last_seen: u32,
     joined: u32,
-    /// Metering: the peer's `watched` counter (seconds in the current UTC hour)
-    /// already credited, and that hour (hours since the epoch, mod 2^16).
-    credited: u16,
-    credited_hour: u16,
+    /// Metering: what of the viewer's counters is already credited.
+    metered: Metered,
+}
+
+/// A viewer's `watched` and `ad_watched` counters already credited (seconds in the
+/// current UTC hour: ≤ 3,600 < 2^12 each) and that hour (hours since the epoch, mod
+/// 2^8: a peer silent for days has long expired), packed in 32 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Metered(u32);
+
+impl Metered {
+    fn new(watched: u16, ad: u16, hour: u64) -> Self {
+        Metered(u32::from(watched.min(0xfff)) | (u32::from(ad.min(0xfff)) << 12) | (((hour & 0xff) as u32) << 24))
+    }
+
+    fn watched(self) -> u16 {
+        (self.0 & 0xfff) as u16
+    }
+
+    fn ad(self) -> u16 {
+        ((self.0 >> 12) & 0xfff) as u16
+    }
+
+    fn hour8(self) -> u8 {
+        (self.0 >> 24) as u8
+    }
 }
 
 const SEED: u8 = 1;
@@ -130,8 +152,29 @@ struct Swarm {
     /// Positions in `peers`, hashed by key; empty while the swarm is small.
     index: HashTable<u32>,
     seeds: u32,
-    /// Usage not yet drained: (unix hour, viewer-seconds, peak viewers seen).
-    usage: Vec<(u64, u64, u32)>,
+    /// Usage not yet drained, by hour.
+    usage: Vec<HourUsage>,
+    /// Seeds' `uploaded` counters already credited (seeds are few: a scan).
+    seed_counters: Vec<SeedCounter>,
+}
+
+/// One hour's usage of a swarm, not yet drained.
+#[derive(Debug, Clone, Copy, Default)]
+struct HourUsage {
+    /// Hours since the epoch.
+    hour: u64,
+    viewer_seconds: u64,
+    ad_viewer_seconds: u64,
+    seed_bytes: u64,
+    peak_viewers: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SeedCounter {
+    key: [u8; 8],
+    uploaded: u64,
+    /// Changed since the last drain.
+    dirty: bool,
 }
 
 /// The metering key of a peer id: the first 8 bytes of its BLAKE3.
@@ -213,25 +256,26 @@ impl Swarm {
     fn heap_bytes(&self) -> usize {
         self.peers.capacity() * size_of::<PeerRec>()
             + self.index.capacity() * (size_of::<u32>() + 1)
-            + self.usage.capacity() * size_of::<(u64, u64, u32)>()
+            + self.usage.capacity() * size_of::<HourUsage>()
+            + self.seed_counters.capacity() * size_of::<SeedCounter>()
     }
 
-    /// Adds viewer-seconds to the hour `unix` falls in.
-    fn add_usage(&mut self, unix: u64, seconds: u64) {
+    /// The usage of the hour `unix` falls in.
+    fn usage_at(&mut self, unix: u64) -> &mut HourUsage {
         let hour = unix / 3600;
-        match self.usage.last_mut() {
-            Some(u) if u.0 == hour => u.1 += seconds,
-            _ => {
-                // Usually one hour at a time: don't let `push` reserve four.
-                self.usage.reserve_exact(1);
-                self.usage.push((hour, seconds, 0));
-            }
+        if self.usage.last().is_none_or(|u| u.hour != hour) {
+            // Usually one hour at a time: don't let `push` reserve four.
+            self.usage.reserve_exact(1);
+            self.usage.push(HourUsage { hour, ..HourUsage::default() });
         }
+        let last = self.usage.len() - 1;
+        &mut self.usage[last]
     }
 
-    /// Nothing left in it: no peers, no usage waiting to be drained.
+    /// Nothing left in it: no peers, no usage waiting to be drained, no seed counter
+    /// waiting to be persisted.
     fn is_idle(&self) -> bool {
-        self.peers.is_empty() && self.usage.is_empty()
+        self.peers.is_empty() && self.usage.is_empty() && self.seed_counters.iter().all(|c| !c.dirty)
     }
 }
 
@@ -252,37 +296,77 @@ pub struct Swarms {
     rng: AtomicU64,
     /// Unix time when the store's clock (`now_s`) was 0.
     epoch_unix: u64,
-    /// After a restart: what was credited to each peer in the current hour before it
-    /// (loaded from the catalogue), taken as each peer announces again.
-    recovery: Mutex<HashMap<MarkKey, u16>>,
+    /// After a restart: what was credited to each peer before it (loaded from the
+    /// catalogue), taken as each peer announces again.
+    recovery: Mutex<Recovery>,
+}
+
+#[derive(Debug, Default)]
+struct Recovery {
+    /// Viewers: (watched, ad_watched) credited in the current hour.
+    viewers: HashMap<MarkKey, (u16, u16)>,
+    /// Seeds: `uploaded` credited.
+    seeds: HashMap<MarkKey, u64>,
 }
 
 /// (info-hash, peer key): whose mark.
 type MarkKey = ([u8; 20], [u8; 8]);
 
-/// Usage drained from the store for one channel: since the last drain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Usage drained from the store for one channel and hour: since the last drain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageDelta {
     pub info_hash: [u8; 20],
     /// Unix time of the hour's start.
     pub hour_start: u64,
     pub viewer_seconds: u64,
+    /// Of `viewer_seconds`, those watched during ad breaks.
+    pub ad_viewer_seconds: u64,
+    /// Bytes seed nodes uploaded to the channel's viewers.
+    pub seed_bytes: u64,
     pub peak_viewers: u32,
 }
 
-/// A peer's credited `watched` counter for the hour, to persist with the usage, so
-/// that a restarted tracker credits only what is new.
+/// A viewer's credited `watched` and `ad_watched` counters for the hour, persisted with
+/// the usage so that a restarted tracker credits only what is new. The marks of an
+/// hour are also who watched in it: its unique viewers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
     pub info_hash: [u8; 20],
     pub hour_start: u64,
     pub peer_key: [u8; 8],
     pub credited: u16,
+    pub ad_credited: u16,
+}
+
+/// A seed's credited `uploaded` counter, persisted likewise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedMark {
+    pub info_hash: [u8; 20],
+    pub peer_key: [u8; 8],
+    pub uploaded: u64,
+}
+
+/// What [`Swarms::drain_usage`] takes out: to be written together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub usage: Vec<UsageDelta>,
+    pub marks: Vec<Mark>,
+    pub seed_marks: Vec<SeedMark>,
+}
+
+impl Drained {
+    pub fn is_empty(&self) -> bool {
+        self.usage.is_empty() && self.marks.is_empty() && self.seed_marks.is_empty()
+    }
 }
 
 /// Seconds a peer may claim beyond the time since its previous announce (clock skew,
 /// request latency).
 const SLACK_S: u64 = 5;
+
+/// The most a seed is credited per second since its previous announce (10 Gbit/s): a
+/// seed's counter gone wrong can't run up a bill.
+const MAX_SEED_BYTES_PER_S: u64 = 1_250_000_000;
 
 const SHARDS: usize = 64;
 
@@ -294,7 +378,7 @@ impl Swarms {
             hasher: RandomState::new(),
             rng: AtomicU64::new(0x5eed),
             epoch_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            recovery: Mutex::new(HashMap::new()),
+            recovery: Mutex::new(Recovery::default()),
         }
     }
 
@@ -303,11 +387,14 @@ impl Swarms {
         Swarms { epoch_unix, ..Swarms::new(cfg) }
     }
 
-    /// Marks persisted before a restart, for the current hour.
-    pub fn recover(&self, marks: impl IntoIterator<Item = Mark>) {
+    /// Marks persisted before a restart: viewers' for the current hour, seeds'.
+    pub fn recover(&self, marks: impl IntoIterator<Item = Mark>, seed_marks: impl IntoIterator<Item = SeedMark>) {
         let mut r = self.recovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for m in marks {
-            r.insert((m.info_hash, m.peer_key), m.credited);
+            r.viewers.insert((m.info_hash, m.peer_key), (m.credited, m.ad_credited));
+        }
+        for m in seed_marks {
+            r.seeds.insert((m.info_hash, m.peer_key), m.uploaded);
         }
     }
 
@@ -337,12 +424,18 @@ impl Swarms {
             let mut reply = AnnounceReply { seeds: 0, viewers: 0, peers: Vec::new() };
             if let Some(swarm) = shard.swarms.get_mut(&a.info_hash) {
                 if let Some(i) = swarm.find(&self.hasher, &peer_key(&a.peer_id)) {
-                    // Its last counter, if it says one, is credited before it goes.
-                    if let Some(w) = a.watched_s {
-                        let unix = self.epoch_unix + u64::from(now_s);
-                        let p = swarm.peers[i];
-                        let credit = self.credit(&a.info_hash, Some(&p), now_s, unix, w, p.key).0;
-                        swarm.add_usage(unix, credit);
+                    // Its last counters, if it says them, are credited before it goes.
+                    let unix = self.epoch_unix + u64::from(now_s);
+                    let p = swarm.peers[i];
+                    if p.is_seed() {
+                        let bytes = self.credit_seed(swarm, &a.info_hash, Some(&p), a, now_s);
+                        swarm.usage_at(unix).seed_bytes += bytes;
+                    } else if let Some(w) = a.watched_s {
+                        let (credit, ad, _) =
+                            self.credit(&a.info_hash, Some(&p), now_s, unix, w, a.ad_watched_s, p.key);
+                        let u = swarm.usage_at(unix);
+                        u.viewer_seconds += credit;
+                        u.ad_viewer_seconds += ad;
                     }
                     swarm.remove(&self.hasher, i);
                 }
@@ -363,16 +456,27 @@ impl Swarms {
         };
         let flags = if a.role == Role::Seed { SEED } else { 0 } | if a.reachable { REACHABLE } else { 0 };
         let found = swarm.find(&self.hasher, &key);
-        // Metering: viewers' `watched` counters become viewer-seconds.
-        let (credit, credited) = match a.watched_s {
+        // Metering: viewers' `watched` counters become viewer-seconds, seeds'
+        // `uploaded` counters seed bytes.
+        let known = found.map(|i| swarm.peers[i]);
+        let (credit, ad, metered_now) = match a.watched_s {
             Some(w) if a.role == Role::Viewer => {
-                self.credit(&a.info_hash, found.map(|i| &swarm.peers[i]), now_s, unix, w, key)
+                self.credit(&a.info_hash, known.as_ref(), now_s, unix, w, a.ad_watched_s, key)
             }
-            _ => (0, found.map_or((0, 0), |i| (swarm.peers[i].credited, swarm.peers[i].credited_hour))),
+            _ => (0, 0, known.map_or(Metered::default(), |p| p.metered)),
         };
         let metered = a.watched_s.is_some() && a.role == Role::Viewer;
         if metered {
-            swarm.add_usage(unix, credit);
+            let u = swarm.usage_at(unix);
+            u.viewer_seconds += credit;
+            u.ad_viewer_seconds += ad;
+        }
+        if a.role == Role::Seed {
+            let seed_known = known.filter(PeerRec::is_seed);
+            let bytes = self.credit_seed(swarm, &a.info_hash, seed_known.as_ref(), a, now_s);
+            if bytes > 0 {
+                swarm.usage_at(unix).seed_bytes += bytes;
+            }
         }
         let dirty = if metered { DIRTY } else { 0 };
         match found {
@@ -383,7 +487,7 @@ impl Swarms {
                 p.flags = flags | dirty | (p.flags & DIRTY);
                 p.free_slots = a.free_slots;
                 p.last_seen = now_s;
-                (p.credited, p.credited_hour) = credited;
+                p.metered = metered_now;
             }
             found => {
                 // New, or changed role: (re)inserted so the seed count stays right.
@@ -399,17 +503,16 @@ impl Swarms {
                     free_slots: a.free_slots,
                     last_seen: now_s,
                     joined,
-                    credited: credited.0,
-                    credited_hour: credited.1,
+                    metered: metered_now,
                 };
                 swarm.insert(&self.hasher, rec);
             }
         }
         let viewers = swarm.peers.len() as u32 - swarm.seeds;
         if let Some(u) = swarm.usage.last_mut()
-            && u.0 == unix / 3600
+            && u.hour == unix / 3600
         {
-            u.2 = u.2.max(viewers);
+            u.peak_viewers = u.peak_viewers.max(viewers);
         }
         let want = a.numwant.min(self.cfg.max_numwant) as usize;
         let peers = self.choose(swarm, &key, a.role, want);
@@ -417,10 +520,13 @@ impl Swarms {
     }
 
     /// Seconds to credit for a viewer's `watched` counter `w` (seconds watched in the
-    /// current UTC hour), and its new (credited, hour). Never more than the time since
-    /// its previous announce (plus a little slack), so an inflated counter can't
-    /// inflate a bill; a peer seen for the first time is credited nothing (it just
-    /// joined) unless a restart's recovery marks say what was credited before.
+    /// current UTC hour) and, of those, during ad breaks (`ad`, its `ad_watched`
+    /// counter), and its new metering state. Never more than the time since its
+    /// previous announce (plus a little slack), so an inflated counter can't inflate a
+    /// bill; ad seconds never more than the seconds credited with them. A peer seen for
+    /// the first time is credited nothing (it just joined) unless a restart's recovery
+    /// marks say what was credited before.
+    #[allow(clippy::too_many_arguments)]
     fn credit(
         &self,
         info_hash: &[u8; 20],
@@ -428,64 +534,116 @@ impl Swarms {
         now_s: u32,
         unix: u64,
         w: u64,
+        ad: Option<u64>,
         key: [u8; 8],
-    ) -> (u64, (u16, u16)) {
+    ) -> (u64, u64, Metered) {
         let hour = unix / 3600;
-        let h16 = hour as u16;
         let into_hour = unix - hour * 3600;
         let w = w.min(into_hour + SLACK_S).min(3600) as u16;
-        match known {
+        let (before, before_ad, elapsed) = match known {
             Some(p) => {
                 let elapsed = u64::from(now_s.saturating_sub(p.last_seen)) + SLACK_S;
-                let before = if p.credited_hour == h16 { p.credited } else { 0 };
-                let credit = u64::from(w.saturating_sub(before)).min(elapsed).min(into_hour + SLACK_S);
-                (credit, (w.max(before), h16))
+                let (b, b_ad) =
+                    if p.metered.hour8() == hour as u8 { (p.metered.watched(), p.metered.ad()) } else { (0, 0) };
+                (b, b_ad, elapsed)
             }
             None => {
                 let mut r = self.recovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match r.remove(&(*info_hash, key)) {
+                match r.viewers.remove(&(*info_hash, key)) {
                     // Known before a restart: what it watched since its last durable mark.
-                    Some(mark) => (u64::from(w.saturating_sub(mark)), (w.max(mark), h16)),
-                    None => (0, (w, h16)),
+                    Some((mark, mark_ad)) => (mark, mark_ad, u64::MAX),
+                    // Just joined: its counters are the baseline.
+                    None => (w, ad.map_or(0, |a| a.min(u64::from(w)) as u16), 0),
                 }
             }
-        }
+        };
+        let credit = u64::from(w.saturating_sub(before)).min(elapsed).min(into_hour + SLACK_S);
+        let ad_w = ad.map_or(before_ad, |a| a.min(u64::from(w)) as u16);
+        let ad_credit = u64::from(ad_w.saturating_sub(before_ad)).min(credit);
+        (credit, ad_credit, Metered::new(w.max(before), ad_w.max(before_ad), hour))
     }
 
-    /// Takes the usage accumulated since the last drain, and the marks of viewers whose
-    /// counters moved, to be written together.
-    pub fn drain_usage(&self, now_s: u32) -> (Vec<UsageDelta>, Vec<Mark>) {
-        let (mut usage, mut marks) = (Vec::new(), Vec::new());
+    /// Bytes to credit for a seed's `uploaded` counter: what it grew by since the
+    /// previous announce (a counter that went down is a restarted seed: all of it is
+    /// new), at most [`MAX_SEED_BYTES_PER_S`] since then. A seed seen for the first time
+    /// is credited its counter only with `event=started` (it just started); otherwise
+    /// from its recovery mark, or nothing.
+    fn credit_seed(
+        &self,
+        swarm: &mut Swarm,
+        info_hash: &[u8; 20],
+        known: Option<&PeerRec>,
+        a: &Announce,
+        now_s: u32,
+    ) -> u64 {
+        let up = a.uploaded;
+        let elapsed = known.map_or(SLACK_S, |p| u64::from(now_s.saturating_sub(p.last_seen)) + SLACK_S);
+        let cap = elapsed.saturating_mul(MAX_SEED_BYTES_PER_S);
+        let key = peer_key(&a.peer_id);
+        let grown = |before: u64| if up >= before { up - before } else { up };
+        if let Some(c) = swarm.seed_counters.iter_mut().find(|c| c.key == key) {
+            let credit = grown(c.uploaded).min(cap);
+            if c.uploaded != up {
+                c.uploaded = up;
+                c.dirty = true;
+            }
+            return credit;
+        }
+        let mark = {
+            let mut r = self.recovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            r.seeds.remove(&(*info_hash, key))
+        };
+        let credit = match mark {
+            Some(before) => grown(before).min(cap),
+            None if a.event == Event::Started => up.min(cap),
+            None => 0,
+        };
+        swarm.seed_counters.reserve_exact(1);
+        swarm.seed_counters.push(SeedCounter { key, uploaded: up, dirty: true });
+        credit
+    }
+
+    /// Takes the usage accumulated since the last drain, and the marks of viewers and
+    /// seeds whose counters moved, to be written together.
+    pub fn drain_usage(&self, now_s: u32) -> Drained {
+        let mut out = Drained::default();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for (info_hash, swarm) in shard.swarms.iter_mut() {
-                for (hour, viewer_seconds, peak_viewers) in swarm.usage.drain(..) {
-                    usage.push(UsageDelta {
+                for u in swarm.usage.drain(..) {
+                    out.usage.push(UsageDelta {
                         info_hash: *info_hash,
-                        hour_start: hour * 3600,
-                        viewer_seconds,
-                        peak_viewers,
+                        hour_start: u.hour * 3600,
+                        viewer_seconds: u.viewer_seconds,
+                        ad_viewer_seconds: u.ad_viewer_seconds,
+                        seed_bytes: u.seed_bytes,
+                        peak_viewers: u.peak_viewers,
                     });
                 }
                 for p in swarm.peers.iter_mut().filter(|p| p.flags & DIRTY != 0) {
                     p.flags &= !DIRTY;
-                    let hour = self.hour_of(p.credited_hour, now_s);
-                    marks.push(Mark {
+                    let hour = self.hour_of(p.metered.hour8(), now_s);
+                    out.marks.push(Mark {
                         info_hash: *info_hash,
                         hour_start: hour * 3600,
                         peer_key: p.key,
-                        credited: p.credited,
+                        credited: p.metered.watched(),
+                        ad_credited: p.metered.ad(),
                     });
+                }
+                for c in swarm.seed_counters.iter_mut().filter(|c| c.dirty) {
+                    c.dirty = false;
+                    out.seed_marks.push(SeedMark { info_hash: *info_hash, peer_key: c.key, uploaded: c.uploaded });
                 }
             }
         }
-        (usage, marks)
+        out
     }
 
-    /// The full hour number for a stored `hour mod 2^16` (the latest such hour up to now).
-    fn hour_of(&self, h16: u16, now_s: u32) -> u64 {
+    /// The full hour number for a stored `hour mod 2^8` (the latest such hour up to now).
+    fn hour_of(&self, h8: u8, now_s: u32) -> u64 {
         let now = (self.epoch_unix + u64::from(now_s)) / 3600;
-        now - u64::from((now as u16).wrapping_sub(h16))
+        now - u64::from((now as u8).wrapping_sub(h8))
     }
 
     /// Dialable peers only (an unreachable peer can't be connected to by anyone; it
@@ -787,18 +945,24 @@ mod tests {
         s.announce(120, &watched(1, 1, 500), ip(1));
         // A peer seen for the first time is credited nothing: it just joined.
         s.announce(120, &watched(1, 2, 90), ip(2));
-        let (usage, marks) = s.drain_usage(120);
+        let Drained { usage, marks, .. } = s.drain_usage(120);
         assert_eq!(
             usage,
-            vec![UsageDelta { info_hash: [1; 20], hour_start: H0, viewer_seconds: 125, peak_viewers: 2 }]
+            vec![UsageDelta {
+                info_hash: [1; 20],
+                hour_start: H0,
+                viewer_seconds: 125,
+                peak_viewers: 2,
+                ..Default::default()
+            }]
         );
         assert_eq!(marks.len(), 2);
         assert_eq!(marks.iter().find(|m| m.peer_key == peer_key(&watched(1, 1, 0).peer_id)).unwrap().credited, 125);
         // Nothing new: nothing drained but the marks are clean.
-        assert_eq!(s.drain_usage(121), (vec![], vec![]));
+        assert_eq!(s.drain_usage(121), Drained::default());
         // Next hour: the counter restarts from 0.
         s.announce(3_610, &watched(1, 1, 10), ip(1));
-        let (usage, _) = s.drain_usage(3_610);
+        let usage = s.drain_usage(3_610).usage;
         assert_eq!((usage[0].hour_start, usage[0].viewer_seconds), (H0 + 3_600, 10));
     }
 
@@ -811,7 +975,7 @@ mod tests {
             a.announce(t, &watched(1, 2, u64::from(t)), ip(2));
         }
         // Drained (and, by the tracker, written with the marks) at 600 s...
-        let (usage, marks) = a.drain_usage(600);
+        let Drained { usage, marks, seed_marks } = a.drain_usage(600);
         billed += usage.iter().map(|u| u.viewer_seconds).sum::<u64>();
         // ...then two more minutes counted, and the tracker is killed before draining.
         a.announce(660, &watched(1, 1, 660), ip(1));
@@ -820,14 +984,69 @@ mod tests {
         // The restarted tracker loads the marks; each peer's next announce says how much
         // it watched this hour, and only what the marks don't cover is credited.
         let b = Swarms::with_epoch(StoreConfig::default(), H0 + 750);
-        b.recover(marks);
+        b.recover(marks, seed_marks);
         b.announce(30, &watched(1, 1, 780), ip(1));
         b.announce(30, &watched(1, 2, 780), ip(2));
-        let (usage, _) = b.drain_usage(30);
-        billed += usage.iter().map(|u| u.viewer_seconds).sum::<u64>();
+        billed += b.drain_usage(30).usage.iter().map(|u| u.viewer_seconds).sum::<u64>();
         // Both peers were credited from their second announce (600 s each) on: the first
         // announce only sets a joiner's baseline.
         assert_eq!(billed, 2 * 780, "nothing lost, nothing counted twice");
+    }
+
+    #[test]
+    fn ad_seconds_are_metered_within_the_seconds_credited() {
+        let s = Swarms::with_epoch(StoreConfig::default(), H0);
+        let ad = |id, w, a| Announce { ad_watched_s: Some(a), ..watched(1, id, w) };
+        s.announce(0, &ad(1, 0, 0), ip(1));
+        s.announce(60, &ad(1, 60, 30), ip(1));
+        // Claims more ad seconds than seconds credited since: capped by those.
+        s.announce(120, &ad(1, 100, 3_000), ip(1));
+        // Without ad_watched, the ad counter stays where it was.
+        s.announce(180, &watched(1, 1, 160), ip(1));
+        let u = &s.drain_usage(180).usage[0];
+        assert_eq!((u.viewer_seconds, u.ad_viewer_seconds), (160, 30 + 40));
+        // All of the next minute in ads: 60 s, though the counter claims 120 more.
+        s.announce(240, &ad(1, 220, 220), ip(1));
+        let u = &s.drain_usage(240).usage[0];
+        assert_eq!((u.viewer_seconds, u.ad_viewer_seconds), (60, 60));
+    }
+
+    #[test]
+    fn seeds_uploaded_counters_become_seed_bytes() {
+        let s = Swarms::with_epoch(StoreConfig::default(), H0);
+        let seed = |up: u64, event| {
+            let mut a = ann(1, 9, Role::Seed, true, 0);
+            a.uploaded = up;
+            a.event = event;
+            a
+        };
+        s.announce(0, &seed(1_000, Event::Started), ip(9));
+        s.announce(60, &seed(51_000, Event::None), ip(9));
+        let d = s.drain_usage(60);
+        assert_eq!(d.usage[0].seed_bytes, 51_000, "from its start: all of it");
+        assert_eq!(
+            d.seed_marks,
+            vec![SeedMark { info_hash: [1; 20], peer_key: peer_key(&seed(0, Event::None).peer_id), uploaded: 51_000 }]
+        );
+        // A counter that went down is a restarted seed: all of it is new.
+        s.announce(120, &seed(7_000, Event::None), ip(9));
+        // An impossible jump (more than 10 Gbit/s since the last announce) is capped.
+        s.announce(121, &seed(u64::MAX / 2, Event::None), ip(9));
+        let d = s.drain_usage(121);
+        assert_eq!(d.usage[0].seed_bytes, 7_000 + 6 * MAX_SEED_BYTES_PER_S);
+
+        // A restarted tracker: a seed it has no mark for, not just started, is credited
+        // nothing; one with a mark, what it grew by since.
+        let b = Swarms::with_epoch(StoreConfig::default(), H0 + 600);
+        b.recover([], d.seed_marks);
+        b.announce(0, &seed(u64::MAX / 2 + 5_000, Event::None), ip(9));
+        let mut other = seed(80_000, Event::None);
+        other.peer_id[0] = b'y';
+        b.announce(0, &other, ip(8));
+        assert_eq!(b.drain_usage(0).usage[0].seed_bytes, 5_000);
+        // Its stop credits its last counter.
+        b.announce(30, &seed(u64::MAX / 2 + 9_000, Event::Stopped), ip(9));
+        assert_eq!(b.drain_usage(30).usage[0].seed_bytes, 4_000);
     }
 
     #[test]

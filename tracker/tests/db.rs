@@ -153,7 +153,7 @@ fn usage_is_idempotent_and_rolls_up_per_account() {
 
 #[test]
 fn a_killed_tracker_loses_no_usage() {
-    use tracker::announce::{Announce, Role};
+    use tracker::announce::{Announce, Event, Role};
     use tracker::meter::Meter;
     use tracker::store::{StoreConfig, Swarms};
 
@@ -164,10 +164,18 @@ fn a_killed_tracker_loses_no_usage() {
             let acct = db.create_account("a", 1).await.unwrap();
             let key = ChannelKeypair::from_secret_bytes(&[5; 32]).id();
             db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            // Viewers watch a third of the time inside ad breaks; a seed uploads 1 MB/s.
             let ann = |peer: u8, w: u64| Announce {
                 watched_s: Some(w),
+                ad_watched_s: Some(w / 3),
                 role: Role::Viewer,
                 ..Announce::new(key.info_hash(), [peer; 20], 7000)
+            };
+            let seed = |t: u64, event| Announce {
+                uploaded: t * 1_000_000,
+                role: Role::Seed,
+                event,
+                ..Announce::new(key.info_hash(), [9; 20], 7000)
             };
 
             let first = Swarms::with_epoch(StoreConfig::default(), H0);
@@ -175,26 +183,39 @@ fn a_killed_tracker_loses_no_usage() {
             for t in (0..=600u32).step_by(60) {
                 first.announce(t, &ann(1, u64::from(t)), ip(1));
                 first.announce(t, &ann(2, u64::from(t)), ip(2));
+                let event = if t == 0 { Event::Started } else { Event::None };
+                first.announce(t, &seed(u64::from(t), event), ip(9));
             }
             let o = meter.flush(&first, 600, H0 + 600).await;
             assert_eq!((o.written_batches, o.failed, o.viewer_seconds), (1, false, 1_200));
             // Two more minutes counted, then SIGKILL: nothing of them was written.
             first.announce(660, &ann(1, 660), ip(1));
             first.announce(720, &ann(2, 720), ip(2));
+            first.announce(720, &seed(720, Event::None), ip(9));
             drop((first, meter));
 
             let second = Swarms::with_epoch(StoreConfig::default(), H0 + 750);
             let meter = Meter::new(db.clone(), "node-a");
-            assert_eq!(meter.recover(&second, H0 + 750).await.unwrap(), 2);
+            assert_eq!(meter.recover(&second, H0 + 750).await.unwrap(), 3, "two viewers' marks, a seed's");
             second.announce(30, &ann(1, 780), ip(1));
             second.announce(30, &ann(2, 780), ip(2));
+            second.announce(30, &seed(780, Event::None), ip(9));
             meter.flush(&second, 30, H0 + 780).await;
+            meter.roll_up(H0 + 780).await.unwrap();
 
-            db.roll_up_hour(H0 as i64).await.unwrap();
             let u = db.hourly_usage(acct, H0 as i64, H0 as i64 + 3600).await.unwrap();
             assert_eq!(u.len(), 1);
-            // Each viewer is credited from its second announce on: 780 s each.
-            assert_eq!((u[0].viewer_seconds, u[0].peak_viewers), (2 * 780, 2), "{:?}", db.backend());
+            // Each viewer is credited from its second announce on: 780 s each, a third
+            // of it in ads; the seed from its start: 780 s at 1 MB/s.
+            let u = &u[0];
+            assert_eq!(
+                (u.viewer_seconds, u.ad_viewer_seconds, u.seed_bytes, u.peak_viewers, u.unique_viewers),
+                (2 * 780, 2 * 260, 780_000_000, 2, 2),
+                "{:?}",
+                db.backend()
+            );
+            let sum = db.usage_summary(acct, H0 as i64, H0 as i64 + 3600).await.unwrap();
+            assert_eq!((sum[0].viewer_seconds, sum[0].unique_viewers), (2 * 780, 2));
             db.drop_schema().await.unwrap();
         }
     });
@@ -202,21 +223,37 @@ fn a_killed_tracker_loses_no_usage() {
 
 #[test]
 fn a_retried_flush_counts_once() {
-    use tracker::store::{Mark, UsageDelta};
+    use tracker::store::{Drained, Mark, SeedMark, UsageDelta};
     rt().block_on(async {
         for db in databases("retry").await {
             let acct = db.create_account("a", 1).await.unwrap();
             let key = ChannelKeypair::from_secret_bytes(&[6; 32]).id();
             db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
-            let usage =
-                [UsageDelta { info_hash: key.info_hash(), hour_start: 3_600, viewer_seconds: 90, peak_viewers: 3 }];
-            let marks = [Mark { info_hash: key.info_hash(), hour_start: 3_600, peer_key: [1; 8], credited: 90 }];
-            assert_eq!(db.record_flush("n", 61, &usage, &marks, 3_700).await.unwrap(), 1);
-            assert_eq!(db.record_flush("n", 61, &usage, &marks, 3_700).await.unwrap(), 0, "same window: no-op");
+            let d = Drained {
+                usage: vec![UsageDelta {
+                    info_hash: key.info_hash(),
+                    hour_start: 3_600,
+                    viewer_seconds: 90,
+                    ad_viewer_seconds: 30,
+                    seed_bytes: 5_000,
+                    peak_viewers: 3,
+                }],
+                marks: vec![Mark {
+                    info_hash: key.info_hash(),
+                    hour_start: 3_600,
+                    peer_key: [1; 8],
+                    credited: 90,
+                    ad_credited: 30,
+                }],
+                seed_marks: vec![SeedMark { info_hash: key.info_hash(), peer_key: [2; 8], uploaded: 5_000 }],
+            };
+            assert_eq!(db.record_flush("n", 61, &d, 3_700).await.unwrap(), 1);
+            assert_eq!(db.record_flush("n", 61, &d, 3_700).await.unwrap(), 0, "same window: no-op");
             // A channel the catalogue doesn't know: dropped, not an error.
-            let stray = [UsageDelta { info_hash: [9; 20], ..usage[0].clone() }];
-            assert_eq!(db.record_flush("n", 62, &stray, &[], 3_700).await.unwrap(), 0);
-            assert_eq!(db.load_marks("n", 3_600).await.unwrap(), marks.to_vec());
+            let stray =
+                Drained { usage: vec![UsageDelta { info_hash: [9; 20], ..d.usage[0].clone() }], ..Drained::default() };
+            assert_eq!(db.record_flush("n", 62, &stray, 3_700).await.unwrap(), 0);
+            assert_eq!(db.load_marks("n", 3_600).await.unwrap(), (d.marks.clone(), d.seed_marks.clone()));
             db.roll_up_hour(3_600).await.unwrap();
             assert_eq!(db.hourly_usage(acct, 0, 7_200).await.unwrap()[0].viewer_seconds, 90);
             db.drop_schema().await.unwrap();
