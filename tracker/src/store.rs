@@ -162,7 +162,7 @@ struct Swarm {
 #[derive(Debug, Clone, Copy, Default)]
 struct HourUsage {
     /// Hours since the epoch.
-    hour: u64,
+    hour: u32,
     viewer_seconds: u64,
     ad_viewer_seconds: u64,
     seed_bytes: u64,
@@ -262,7 +262,7 @@ impl Swarm {
 
     /// The usage of the hour `unix` falls in.
     fn usage_at(&mut self, unix: u64) -> &mut HourUsage {
-        let hour = unix / 3600;
+        let hour = (unix / 3600) as u32;
         if self.usage.last().is_none_or(|u| u.hour != hour) {
             // Usually one hour at a time: don't let `push` reserve four.
             self.usage.reserve_exact(1);
@@ -510,7 +510,7 @@ impl Swarms {
         }
         let viewers = swarm.peers.len() as u32 - swarm.seeds;
         if let Some(u) = swarm.usage.last_mut()
-            && u.hour == unix / 3600
+            && u64::from(u.hour) == unix / 3600
         {
             u.peak_viewers = u.peak_viewers.max(viewers);
         }
@@ -613,7 +613,7 @@ impl Swarms {
                 for u in swarm.usage.drain(..) {
                     out.usage.push(UsageDelta {
                         info_hash: *info_hash,
-                        hour_start: u.hour * 3600,
+                        hour_start: u64::from(u.hour) * 3600,
                         viewer_seconds: u.viewer_seconds,
                         ad_viewer_seconds: u.ad_viewer_seconds,
                         seed_bytes: u.seed_bytes,
