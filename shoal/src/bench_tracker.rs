@@ -43,6 +43,31 @@ pub(crate) struct TrackerBenchArgs {
     /// Seconds each server is loaded.
     #[arg(long, default_value_t = 20)]
     duration: u32,
+    /// Also the same announces with swarm membership shared through this Redis
+    /// (`redis://HOST:PORT`), 64 in flight, and its ratio to memory.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Announces timed against Redis.
+    #[arg(long, default_value_t = 200_000)]
+    redis_announces: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct VsRedis {
+    announces: u32,
+    in_flight: usize,
+    wall_s: f64,
+    announces_per_s: f64,
+    tracker_cpu_s: f64,
+    announces_per_tracker_cpu_s: f64,
+    /// Redis's own CPU for them, when it runs on this machine.
+    redis_cpu_s: Option<f64>,
+    /// Redis ÷ memory, announces per tracker CPU-second.
+    ratio_per_tracker_cpu_s: f64,
+    /// Redis ÷ memory, announces per CPU-second of tracker and Redis together.
+    ratio_per_total_cpu_s: Option<f64>,
+    /// Announces answered from memory because Redis failed or was slow.
+    redis_errors: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +106,8 @@ struct BenchTracker {
     answer_bytes_mean: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<VsAquatic>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<VsRedis>,
 }
 
 /// Resident set size of a process (`"self"` or a pid; Linux), bytes.
@@ -93,8 +120,7 @@ fn rss(pid: &str) -> u64 {
 
 pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
     let channels: Vec<_> = (0..a.channels.max(1)).map(|i| ChannelKeypair::from_secret_bytes(&seed(i)).id()).collect();
-    let dir = StaticDirectory::new(channels.iter().enumerate().map(|(i, id)| (format!("ch{i}"), *id)));
-    let tracker = Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::default());
+    let tracker = Tracker::new(StoreConfig::default(), Arc::new(dir_of(&channels)), SeederTokens::default());
     let hashes: Vec<String> = channels.iter().map(|c| percent_encode(&c.info_hash())).collect();
     let query = |peer: u32, slots: u32| {
         let mut id = *b"-SH0100-000000000000";
@@ -145,6 +171,7 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
         rss_growth_bytes_per_peer: rss_growth as f64 / held,
         answer_bytes_mean: answer_bytes as f64 / f64::from(a.announces.max(1)),
         http: None,
+        redis: None,
     };
     println!("{:<36} {:>14}", "figure", "measured");
     println!("{:<36} {:>14}", "peers / channels", format!("{} / {}", r.peers, r.channels));
@@ -154,8 +181,21 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
     println!("{:<36} {:>14.1}", "RSS growth bytes per peer", r.rss_growth_bytes_per_peer);
     println!("{:<36} {:>14.0}", "answer bytes, mean", r.answer_bytes_mean);
     eprintln!("({:.2} s wall)", wall.as_secs_f64());
-    // The in-process swarms are freed before the HTTP servers are measured.
+    // The in-process swarms are freed before the other runs.
     drop(tracker);
+    if let Some(url) = &a.redis_url {
+        let tracker = Tracker::new(StoreConfig::default(), Arc::new(dir_of(&channels)), SeederTokens::default());
+        let v =
+            vs_redis(&a, url, tracker, (0..a.peers).map(|p| query(p, 0)).collect(), queries, r.announces_per_cpu_s)?;
+        println!("{:<36} {:>14.0}", "Redis: announces per second", v.announces_per_s);
+        println!("{:<36} {:>14.0}", "Redis: announces per tracker CPU-s", v.announces_per_tracker_cpu_s);
+        println!("{:<36} {:>14.2}", "Redis ÷ memory, per tracker CPU-s", v.ratio_per_tracker_cpu_s);
+        if let Some(t) = v.ratio_per_total_cpu_s {
+            println!("{:<36} {:>14.2}", "Redis ÷ memory, per total CPU-s", t);
+        }
+        println!("{:<36} {:>14}", "Redis: answered from memory", v.redis_errors);
+        r.redis = Some(v);
+    }
     if a.vs_aquatic {
         r.http = Some(vs_aquatic(&a)?);
     }
@@ -164,6 +204,97 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
     crate::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+fn dir_of(channels: &[swarm::piece::ChannelId]) -> StaticDirectory {
+    StaticDirectory::new(channels.iter().enumerate().map(|(i, id)| (format!("ch{i}"), *id)))
+}
+
+/// The announce path with membership in Redis: the swarms filled, then `redis_announces`
+/// timed, 64 in flight (as many connections would), on one thread.
+fn vs_redis(
+    a: &TrackerBenchArgs,
+    url: &str,
+    tracker: Tracker,
+    fill: Vec<String>,
+    queries: Vec<String>,
+    memory_per_cpu_s: f64,
+) -> anyhow::Result<VsRedis> {
+    use anyhow::Context;
+    const IN_FLIGHT: usize = 64;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let prefix = format!("shoal-bench-{}", std::process::id());
+        let shared = tracker::shared::SharedSwarms::connect(url, &prefix, StoreConfig::default())
+            .await
+            .context("connecting to Redis")?;
+        shared.clear().await?;
+        let tracker = Arc::new(tracker.with_shared(shared.clone()));
+        let ip = |peer: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + peer));
+        let run = |qs: Arc<Vec<String>>, n: u32, now_s: u32| {
+            let tracker = tracker.clone();
+            async move {
+                let mut set = tokio::task::JoinSet::new();
+                for i in 0..n {
+                    if set.len() >= IN_FLIGHT {
+                        set.join_next().await;
+                    }
+                    let (tracker, qs) = (tracker.clone(), qs.clone());
+                    set.spawn(async move {
+                        let q = &qs[i as usize % qs.len()];
+                        tracker.announce_shared(q, ip(i), now_s, tracker::http::unix_now()).await;
+                    });
+                }
+                while set.join_next().await.is_some() {}
+            }
+        };
+        let fill_n = fill.len() as u32;
+        run(Arc::new(fill), fill_n, 0).await;
+        let redis_pid = redis_pid(url).await;
+        let redis_cpu =
+            |pid: &Option<String>| pid.as_deref().and_then(crate::bench_nginx::proc_cpu).map(|(t, _)| t.as_secs_f64());
+        let errors0 = tracker.metrics.redis_errors.get();
+        let (cpu0, rcpu0) =
+            (crate::bench_nginx::proc_cpu("self").map_or(Duration::ZERO, |(t, _)| t), redis_cpu(&redis_pid));
+        let start = Instant::now();
+        run(Arc::new(queries), a.redis_announces, 1).await;
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = crate::bench_nginx::proc_cpu("self")
+            .map_or(Duration::ZERO, |(t, _)| t)
+            .saturating_sub(cpu0)
+            .as_secs_f64()
+            .max(0.01);
+        let rcpu = match (rcpu0, redis_cpu(&redis_pid)) {
+            (Some(b), Some(e)) => Some(e - b),
+            _ => None,
+        };
+        shared.clear().await?;
+        let n = f64::from(a.redis_announces);
+        Ok(VsRedis {
+            announces: a.redis_announces,
+            in_flight: IN_FLIGHT,
+            wall_s: wall,
+            announces_per_s: n / wall,
+            tracker_cpu_s: cpu,
+            announces_per_tracker_cpu_s: n / cpu,
+            redis_cpu_s: rcpu,
+            ratio_per_tracker_cpu_s: n / cpu / memory_per_cpu_s,
+            ratio_per_total_cpu_s: rcpu.map(|r| n / (cpu + r) / memory_per_cpu_s),
+            redis_errors: tracker.metrics.redis_errors.get() - errors0,
+        })
+    })
+}
+
+/// Redis's process id when it runs on this machine (its CPU time is then measured).
+async fn redis_pid(url: &str) -> Option<String> {
+    let host = url.trim_start_matches("redis://").split(['/', ':']).next().unwrap_or("");
+    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        return None;
+    }
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.ok()?;
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).map(|p| p.trim().to_owned())
 }
 
 fn seed(i: u32) -> [u8; 32] {

@@ -29,11 +29,18 @@ pub(crate) struct TrackerArgs {
     /// Token seed nodes announce with (`role=seed&token=`); default: DATA_DIR/seeder-token.
     #[arg(long, env = "SHOAL_TRACKER_SEEDER_TOKEN", hide_env_values = true)]
     seeder_token: Option<String>,
-    /// The SQL catalogue (`sqlite://PATH` or `postgres://…`) instead of the channel
-    /// file. Until the admin API lands, channels are created with `shoal ingest
-    /// add-channel`, in the channel file, which is therefore the default.
+    /// The SQL catalogue (`sqlite://PATH` or `postgres://…`: accounts, licences,
+    /// metering, the admin API; channels made with `shoal admin channel create`)
+    /// instead of the channel file (`shoal ingest add-channel`; no metering).
     #[arg(long, env = "SHOAL_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Share swarm membership with other tracker replicas through this Redis
+    /// (`redis://HOST:PORT[/DB]`). Without it, each tracker knows only its own peers.
+    #[arg(long, env = "SHOAL_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Prefix of the tracker's Redis keys (replicas of one tracker share it).
+    #[arg(long, env = "SHOAL_REDIS_PREFIX", default_value = "shoal")]
+    redis_prefix: String,
     /// This tracker's name in usage records (`node:channel:window` keys, marks):
     /// unique per tracker process sharing a catalogue, stable across its restarts.
     #[arg(long, env = "SHOAL_TRACKER_NODE", default_value = "tracker-1")]
@@ -91,6 +98,13 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding tracker {}", a.listen))?;
         let addr = listener.local_addr()?;
         let mut tracker = Tracker::new(cfg, directory, SeederTokens::from_tokens([token.as_str()]));
+        if let Some(url) = &a.redis_url {
+            let shared = tracker::shared::SharedSwarms::connect(url, &a.redis_prefix, cfg)
+                .await
+                .context("connecting to Redis (--redis-url)")?;
+            tracing::info!(prefix = %a.redis_prefix, "swarm membership shared through Redis");
+            tracker = tracker.with_shared(shared);
+        }
         if let Some(db) = admin {
             tracker = tracker.with_admin(db);
         }

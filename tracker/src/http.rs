@@ -17,13 +17,15 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::admin;
+use crate::announce::Announce;
 use crate::announce::{Role, parse_announce, parse_scrape};
 use crate::bencode::{self, DictWriter};
 use crate::db::Db;
 use crate::directory::{Admission, ChannelDirectory, DbDirectory, FileDirectory};
 use crate::meter::Meter;
 use crate::metrics::TrackerMetrics;
-use crate::store::{StoreConfig, Swarms, compact};
+use crate::shared::SharedSwarms;
+use crate::store::{AnnounceReply, StoreConfig, Swarms, compact};
 
 /// The tracker's state: swarms, the channel directory, who may announce as a seed.
 #[derive(Debug)]
@@ -34,6 +36,8 @@ pub struct Tracker {
     pub metrics: TrackerMetrics,
     /// The catalogue, for the admin API (absent without `--database-url`).
     pub admin: Option<Db>,
+    /// Membership shared with other replicas (absent without `--redis-url`).
+    pub shared: Option<SharedSwarms>,
     started: Instant,
 }
 
@@ -45,6 +49,7 @@ impl Tracker {
             seeders,
             metrics: TrackerMetrics::new(),
             admin: None,
+            shared: None,
             started: Instant::now(),
         }
     }
@@ -55,50 +60,97 @@ impl Tracker {
         self
     }
 
+    /// Shares swarm membership with other replicas through Redis.
+    pub fn with_shared(mut self, shared: SharedSwarms) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// Seconds since the tracker started: the swarm store's clock.
     pub fn now_s(&self) -> u32 {
         u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
-    /// One announce, from the query string and the connection's address.
+    /// One announce, from the query string and the connection's address, answered
+    /// from this process's swarms.
     pub fn announce(&self, query: &str, ip: IpAddr, now_s: u32, now_unix: u64) -> (StatusCode, Vec<u8>) {
         let _span = tracing::trace_span!("announce", %ip).entered();
+        match self.accept(query, ip, now_unix) {
+            Ok(a) => {
+                let reply = self.swarms.announce(now_s, &a, ip);
+                self.answer(&a, &reply)
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    /// [`Tracker::announce`], with the peer list from every replica's peers when
+    /// membership is shared; if the shared store fails, from this process's (counted).
+    pub async fn announce_shared(&self, query: &str, ip: IpAddr, now_s: u32, now_unix: u64) -> (StatusCode, Vec<u8>) {
+        let Some(shared) = &self.shared else {
+            return self.announce(query, ip, now_s, now_unix);
+        };
+        let a = match self.accept(query, ip, now_unix) {
+            Ok(a) => a,
+            Err(refused) => return refused,
+        };
+        // Metering (and the fallback answer) are this process's.
+        let local = self.swarms.announce(now_s, &a, ip);
+        let span = tracing::trace_span!("announce", %ip);
+        let reply = match shared.announce(&a, ip, now_unix).instrument(span).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.redis_errors.inc();
+                tracing::debug!(error = %e, "shared swarm store failed; answered from this replica's peers");
+                local
+            }
+        };
+        self.answer(&a, &reply)
+    }
+
+    /// The announce if it is to be answered: well formed, a channel open now, a seed
+    /// with its token. Otherwise the failure answer (counted).
+    fn accept(&self, query: &str, ip: IpAddr, now_unix: u64) -> Result<Announce, (StatusCode, Vec<u8>)> {
         let result = |r: &'static str| self.metrics.announce_result(r);
         let a = match parse_announce(query) {
             Ok(a) => a,
             Err(e) => {
                 result("bad_request");
                 tracing::debug!(%ip, error = %e, "announce refused");
-                return failure(StatusCode::BAD_REQUEST, &e.to_string());
+                return Err(failure(StatusCode::BAD_REQUEST, &e.to_string()));
             }
         };
         match self.directory.admit(&a.info_hash, now_unix) {
             Admission::Open { .. } => {}
             Admission::Unknown => {
                 result("unknown_channel");
-                return failure(StatusCode::NOT_FOUND, "unknown channel: no channel has this info_hash");
+                return Err(failure(StatusCode::NOT_FOUND, "unknown channel: no channel has this info_hash"));
             }
             Admission::Refused { channel, reason, label } => {
                 result("refused");
                 tracing::debug!(%channel, label, "announce refused");
-                return failure(StatusCode::FORBIDDEN, &reason);
+                return Err(failure(StatusCode::FORBIDDEN, &reason));
             }
         }
         if a.role == Role::Seed {
             match &a.token {
                 None => {
                     result("unauthorized");
-                    return failure(StatusCode::UNAUTHORIZED, "role=seed needs token=<seeder token>");
+                    return Err(failure(StatusCode::UNAUTHORIZED, "role=seed needs token=<seeder token>"));
                 }
                 Some(t) if !self.seeders.allows(t) => {
                     result("unauthorized");
-                    return failure(StatusCode::FORBIDDEN, "seeder token not accepted");
+                    return Err(failure(StatusCode::FORBIDDEN, "seeder token not accepted"));
                 }
                 Some(_) => {}
             }
         }
-        let reply = self.swarms.announce(now_s, &a, ip);
         result("ok");
+        Ok(a)
+    }
+
+    /// The bencoded answer to an accepted announce.
+    fn answer(&self, a: &Announce, reply: &AnnounceReply) -> (StatusCode, Vec<u8>) {
         let cfg = self.swarms.config();
         let mut d = DictWriter::new()
             .int("complete", i64::from(reply.seeds))
@@ -126,7 +178,7 @@ impl Tracker {
     }
 
     /// One scrape: seeds and viewers of each asked channel (unknown ones are left out).
-    pub fn scrape(&self, query: &str, now_unix: u64) -> (StatusCode, Vec<u8>) {
+    pub async fn scrape(&self, query: &str, now_unix: u64) -> (StatusCode, Vec<u8>) {
         self.metrics.scrapes.inc();
         let mut hashes = match parse_scrape(query) {
             Ok(h) => h,
@@ -139,7 +191,14 @@ impl Tracker {
             if !matches!(self.directory.admit(&h, now_unix), Admission::Open { .. }) {
                 continue;
             }
-            let (seeds, viewers) = self.swarms.scrape(&h);
+            let (seeds, viewers) = match &self.shared {
+                None => self.swarms.scrape(&h),
+                Some(shared) => shared.scrape(&h).await.unwrap_or_else(|e| {
+                    self.metrics.redis_errors.inc();
+                    tracing::debug!(error = %e, "shared swarm store failed; scrape answered from this replica");
+                    self.swarms.scrape(&h)
+                }),
+            };
             bencode::write_bytes(&mut files, &h);
             files.extend(
                 DictWriter::new()
@@ -225,6 +284,17 @@ pub async fn maintain(tracker: Arc<Tracker>, reload: Reload, meter: Option<Meter
         n = n.wrapping_add(1);
         let now_s = tracker.now_s();
         tracker.sweep(now_s);
+        if let Some(shared) = &tracker.shared {
+            match shared.sweep(unix_now()).await {
+                Ok(st) => {
+                    tracker.metrics.shared_expired.inc_by(st.expired_peers);
+                }
+                Err(e) => {
+                    tracker.metrics.redis_errors.inc();
+                    tracing::warn!(error = %e, "shared swarm store not swept; retried in 10 s");
+                }
+            }
+        }
         if let Err(e) = reload.run(unix_now()).await {
             tracker.metrics.directory_errors.inc();
             if matches!(reload, Reload::Db(_)) {
@@ -288,11 +358,11 @@ async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respons
     };
     match path {
         "/announce" => {
-            let (status, body) = tracker.announce(query, ip, tracker.now_s(), unix_now());
+            let (status, body) = tracker.announce_shared(query, ip, tracker.now_s(), unix_now()).await;
             respond(status, "text/plain", body)
         }
         "/scrape" => {
-            let (status, body) = tracker.scrape(query, unix_now());
+            let (status, body) = tracker.scrape(query, unix_now()).await;
             respond(status, "text/plain", body)
         }
         "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", tracker.metrics.render().into_bytes()),

@@ -1,7 +1,8 @@
 //! The tracker: which channels exist, who is in each channel's swarm, which seed nodes
 //! serve it. Speaks the BitTorrent HTTP announce (BEP 3, 23, 7) so standard tools and
 //! load testers work against it; Shoal's peers add a few parameters
-//! ([`announce`]). Swarm state is in memory, sharded ([`store`]).
+//! ([`announce`]). Swarm state is in memory, sharded ([`store`]), and optionally shared
+//! by replicas through Redis ([`shared`]).
 
 pub mod admin;
 pub mod announce;
@@ -12,6 +13,7 @@ pub mod hll;
 pub mod http;
 pub mod meter;
 pub mod metrics;
+pub mod shared;
 pub mod store;
 
 pub use http::Tracker;

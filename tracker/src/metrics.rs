@@ -30,6 +30,8 @@ pub struct TrackerMetrics {
     pub seed_bytes: IntCounter,
     /// operation: flush, rollup, directory, admin.
     pub db_errors: IntCounterVec,
+    pub redis_errors: IntCounter,
+    pub shared_expired: IntCounter,
 }
 
 impl Default for TrackerMetrics {
@@ -97,6 +99,14 @@ impl TrackerMetrics {
                     Opts::new("shoal_tracker_db_errors_total", "Failed catalogue operations, by operation"),
                     &["operation"],
                 ),
+            ),
+            redis_errors: counter(
+                "shoal_tracker_redis_errors_total",
+                "Failed or timed-out calls to the shared swarm store (the replica answered from its own peers)",
+            ),
+            shared_expired: counter(
+                "shoal_tracker_shared_expired_peers_total",
+                "Peers this replica removed from the shared swarm store for not re-announcing",
             ),
             registry,
         }

@@ -37,16 +37,16 @@ impl Default for StoreConfig {
 
 /// One peer as the tracker keeps it (40 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PeerRec {
+pub(crate) struct PeerRec {
     /// 64-bit BLAKE3 of the 20-byte peer id ([`peer_key`]): the same on every node and
     /// across restarts, so metering marks survive them. (Tables hash it again with a
     /// per-process key, so crafted ids can't collide in them.)
-    key: [u8; 8],
+    pub(crate) key: [u8; 8],
     /// IPv4 addresses as IPv4-mapped IPv6.
-    ip: [u8; 16],
-    port: u16,
-    flags: u8,
-    free_slots: u8,
+    pub(crate) ip: [u8; 16],
+    pub(crate) port: u16,
+    pub(crate) flags: u8,
+    pub(crate) free_slots: u8,
     last_seen: u32,
     joined: u32,
     /// Metering: what of the viewer's counters is already credited.
@@ -77,17 +77,22 @@ impl Metered {
     }
 }
 
-const SEED: u8 = 1;
-const REACHABLE: u8 = 2;
+pub(crate) const SEED: u8 = 1;
+pub(crate) const REACHABLE: u8 = 2;
 /// `credited` changed since the last usage drain.
 const DIRTY: u8 = 4;
 
 impl PeerRec {
-    fn is_seed(&self) -> bool {
+    /// A record with only what a peer list needs (the shared store's view).
+    pub(crate) fn listed(key: [u8; 8], ip: [u8; 16], port: u16, flags: u8, free_slots: u8) -> Self {
+        PeerRec { key, ip, port, flags, free_slots, last_seen: 0, joined: 0, metered: Metered::default() }
+    }
+
+    pub(crate) fn is_seed(&self) -> bool {
         self.flags & SEED != 0
     }
 
-    fn reachable(&self) -> bool {
+    pub(crate) fn reachable(&self) -> bool {
         self.flags & REACHABLE != 0
     }
 
@@ -687,10 +692,7 @@ impl Swarms {
                 }
             }
         }
-        viewers.sort_by_key(|p| std::cmp::Reverse(p.free_slots));
-        let room = want.saturating_sub(out.len());
-        out.extend(viewers.into_iter().take(room));
-        out.into_iter().map(|p| PeerOut { ip: p.addr(), port: p.port, seed: p.is_seed() }).collect()
+        peer_list(out, viewers, want)
     }
 
     /// (seeds, viewers) of a swarm, for scrape.
@@ -751,6 +753,15 @@ impl Swarms {
             })
             .sum()
     }
+}
+
+/// A peer list from the seeds chosen and the candidate viewers: the seeds, then the
+/// viewers with the most free upload slots, `want` in all.
+pub(crate) fn peer_list<'a>(mut out: Vec<&'a PeerRec>, mut viewers: Vec<&'a PeerRec>, want: usize) -> Vec<PeerOut> {
+    viewers.sort_by_key(|p| std::cmp::Reverse(p.free_slots));
+    let room = want.saturating_sub(out.len());
+    out.extend(viewers.into_iter().take(room));
+    out.into_iter().map(|p| PeerOut { ip: p.addr(), port: p.port, seed: p.is_seed() }).collect()
 }
 
 /// The compact peer strings (BEP 23 for IPv4, BEP 7 for IPv6).

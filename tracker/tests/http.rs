@@ -16,16 +16,56 @@ use tracker::bencode::{Value, decode};
 use tracker::directory::StaticDirectory;
 use tracker::store::StoreConfig;
 
-fn start() -> (SocketAddr, [u8; 20], tokio::runtime::Runtime) {
+/// Where swarm state lives: every test here runs against each backend there is.
+#[derive(Debug, Clone)]
+enum Backend {
+    Memory,
+    /// Redis at this URL, under this key prefix.
+    Redis(String, String),
+}
+
+/// Memory, and Redis if `SHOAL_TEST_REDIS_URL` is set (`.ci/run` sets it).
+fn backends(test: &str) -> Vec<Backend> {
+    let mut all = vec![Backend::Memory];
+    match std::env::var("SHOAL_TEST_REDIS_URL") {
+        Ok(url) => all.push(Backend::Redis(url, format!("shoal-test-{test}-{}", std::process::id()))),
+        Err(_) => eprintln!("SKIPPED Redis: SHOAL_TEST_REDIS_URL is not set (.ci/run sets it)"),
+    }
+    all
+}
+
+/// A running tracker serving the channel "news"; its Redis keys go when it is dropped.
+struct Running {
+    addr: SocketAddr,
+    hash: [u8; 20],
+    rt: tokio::runtime::Runtime,
+    shared: Option<tracker::shared::SharedSwarms>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.shared.take() {
+            let _ = self.rt.block_on(s.clear());
+        }
+    }
+}
+
+fn start(backend: &Backend) -> Running {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let id = ChannelKeypair::from_secret_bytes(&[3; 32]).id();
     let dir = StaticDirectory::new([("news".to_owned(), id)]);
-    let tracker =
-        Arc::new(Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["seed-secret"])));
+    let mut tracker = Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["seed-secret"]));
+    let mut shared = None;
+    if let Backend::Redis(url, prefix) = backend {
+        let s = rt.block_on(tracker::shared::SharedSwarms::connect(url, prefix, StoreConfig::default())).unwrap();
+        rt.block_on(s.clear()).unwrap();
+        tracker = tracker.with_shared(s.clone());
+        shared = Some(s);
+    }
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(tracker::http::serve(listener, tracker));
-    (addr, id.info_hash(), rt)
+    rt.spawn(tracker::http::serve(listener, Arc::new(tracker)));
+    Running { addr, hash: id.info_hash(), rt, shared }
 }
 
 /// GET with `Connection: close`; (status code, body).
@@ -77,7 +117,14 @@ fn reason(v: &Value) -> String {
 
 #[test]
 fn viewers_find_the_seed_and_each_other() {
-    let (addr, hash, _rt) = start();
+    for backend in backends("find") {
+        viewers_find_the_seed_and_each_other_in(&backend);
+    }
+}
+
+fn viewers_find_the_seed_and_each_other_in(backend: &Backend) {
+    let t = start(backend);
+    let (addr, hash) = (t.addr, t.hash);
     let (status, v) = announce(addr, &hash, 1, 9001, "&role=seed&token=seed-secret&event=started");
     assert_eq!(status, 200, "{}", reason(&v));
     assert_eq!(v.get("interval").and_then(Value::as_int), Some(60));
@@ -113,7 +160,14 @@ fn viewers_find_the_seed_and_each_other() {
 
 #[test]
 fn bad_requests_get_a_status_and_a_failure_reason() {
-    let (addr, hash, _rt) = start();
+    for backend in backends("bad") {
+        bad_requests_in(&backend);
+    }
+}
+
+fn bad_requests_in(backend: &Backend) {
+    let t = start(backend);
+    let (addr, hash) = (t.addr, t.hash);
     let (status, v) = announce(addr, &[7; 20], 1, 9001, "");
     assert_eq!((status, reason(&v).as_str()), (404, "unknown channel: no channel has this info_hash"));
     let (status, v) = announce(addr, &hash, 1, 9001, "&role=seed");
@@ -281,4 +335,89 @@ fn the_admin_api_manages_channels_keys_and_licences() {
     assert_eq!(request(addr, "POST", "/v1/nothing", &ta, "").0, 404);
     assert_eq!(request(addr, "POST", "/v1/channels", &ta, &"x".repeat(70_000)).0, 413);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two replicas sharing Redis: a viewer announcing to one is listed to a viewer
+/// announcing to the other, and the shared sweep expires silent peers.
+#[test]
+fn replicas_share_swarms_through_redis() {
+    let Some(Backend::Redis(url, prefix)) = backends("replicas").pop().filter(|b| matches!(b, Backend::Redis(..)))
+    else {
+        return;
+    };
+    let a = start(&Backend::Redis(url.clone(), prefix.clone()));
+    let b = start(&Backend::Redis(url, prefix));
+    let (status, _) = announce(a.addr, &a.hash, 1, 9001, "&event=started");
+    assert_eq!(status, 200);
+    let (_, v) = announce(b.addr, &b.hash, 2, 9002, "&event=started");
+    assert_eq!(v.get("incomplete").and_then(Value::as_int), Some(2), "both replicas' viewers counted");
+    assert_eq!(
+        v.get("peers").and_then(Value::as_bytes),
+        Some(&[127, 0, 0, 1, 0x23, 0x29][..]),
+        "the viewer that announced to the other replica"
+    );
+    // A stop at one replica takes the peer out for all.
+    let (_, v) = announce(b.addr, &b.hash, 1, 9001, "&event=stopped");
+    assert_eq!(v.get("incomplete").and_then(Value::as_int), Some(1));
+
+    // The shared sweep: a peer silent past the timeout goes, for every replica.
+    let shared = a.shared.clone().unwrap();
+    let now = tracker::http::unix_now();
+    let st = a.rt.block_on(shared.sweep(now + u64::from(StoreConfig::default().peer_timeout_s) + 5)).unwrap();
+    assert_eq!((st.expired_peers, st.pruned_swarms), (1, 1));
+    assert_eq!(a.rt.block_on(shared.scrape(&a.hash)).unwrap(), (0, 0));
+}
+
+/// Redis going away mid-service: announces are still answered (from the replica's
+/// own peers) and the failures are counted.
+#[test]
+fn a_redis_outage_degrades_to_the_replicas_own_peers() {
+    let Some(Backend::Redis(url, prefix)) = backends("outage").pop().filter(|b| matches!(b, Backend::Redis(..))) else {
+        return;
+    };
+    // Redis through a proxy this test can cut.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let upstream = url.trim_start_matches("redis://").trim_end_matches('/').split('/').next().unwrap().to_owned();
+    let proxy = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let cut2 = cut.clone();
+    rt.spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = proxy.accept() => {
+                    let Ok((mut client, _)) = accepted else { return };
+                    let cut3 = cut2.clone();
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut3.notified() => {}
+                        }
+                    });
+                }
+                _ = cut2.notified() => return,
+            }
+        }
+    });
+    let t = start(&Backend::Redis(format!("redis://{proxy_addr}"), prefix.clone()));
+    let (status, _) = announce(t.addr, &t.hash, 1, 9001, "&event=started");
+    assert_eq!(status, 200);
+    cut.notify_waiters();
+    let (status, v) = announce(t.addr, &t.hash, 2, 9002, "&event=started");
+    assert_eq!(status, 200, "answered while Redis is unreachable");
+    assert_eq!(v.get("peers").and_then(Value::as_bytes).map(<[u8]>::len), Some(6), "the replica's own peer");
+    let (_, metrics) = get(t.addr, "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_tracker_redis_errors_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(errors >= 1, "{metrics}");
+    // Clean up through Redis itself (the proxy is gone).
+    drop(t);
+    let direct = rt.block_on(tracker::shared::SharedSwarms::connect(&url, &prefix, StoreConfig::default())).unwrap();
+    rt.block_on(direct.clear()).unwrap();
 }
