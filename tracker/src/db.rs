@@ -233,7 +233,11 @@ impl Db {
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
-        let mut pool = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 1 } else { 8 });
+        // An unreachable catalogue fails a call within seconds (the default is 30 s): the
+        // meter keeps its batch, the directory its last good copy, the admin API says 503.
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
+            .acquire_timeout(std::time::Duration::from_secs(5));
         let schema = match (backend, schema) {
             (Backend::Postgres, Some(s)) => {
                 if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {

@@ -378,3 +378,64 @@ fn ingest_publishes_by_the_catalogue_and_keys_rotate() {
         }
     });
 }
+
+/// PostgreSQL going away while the tracker runs: announces keep being answered (the
+/// last good directory), usage is kept, and written once the catalogue is back —
+/// nothing lost, nothing twice. The failures show in the metrics.
+#[test]
+fn a_catalogue_outage_keeps_usage_until_it_is_back() {
+    use std::sync::Arc;
+    use tracker::http::Reload;
+    use tracker::meter::Meter;
+    use tracker::store::StoreConfig;
+    let Ok(url) = std::env::var("SHOAL_TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED: SHOAL_TEST_DATABASE_URL is not set (.ci/run sets it)");
+        return;
+    };
+    const H0: u64 = 1_800_000_000;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let proxy = common::Proxy::start(&rt, &common::host_port(&url));
+    let via_proxy = url.replacen(&common::host_port(&url), &proxy.addr.to_string(), 1);
+    let schema = format!("shoal_outage_{}", std::process::id());
+    let db = rt.block_on(Db::open_in_schema(&via_proxy, Some(&schema))).unwrap();
+    let key = ChannelKeypair::from_secret_bytes(&[4; 32]).id();
+    let acct = rt.block_on(db.create_account("a", 1)).unwrap();
+    rt.block_on(db.create_channel(acct, "news", key, "k", false, 1)).unwrap();
+    let cache = Arc::new(CachedDirectory::default());
+    let reload = Reload::Db(DbDirectory::new(db.clone(), cache.clone()));
+    rt.block_on(reload.run(H0)).unwrap();
+    let mut tracker =
+        tracker::Tracker::new(StoreConfig::default(), cache.clone(), ingest::http::SeederTokens::default());
+    tracker.swarms = tracker::store::Swarms::with_epoch(StoreConfig::default(), H0);
+    let meter = Meter::new(db.clone(), "node-a");
+    let q = |peer: u8, w: u32| {
+        format!(
+            "info_hash={}&peer_id={}&port=7000&compact=1&watched={w}",
+            tracker::announce::percent_encode(&key.info_hash()),
+            tracker::announce::percent_encode(&[peer; 20])
+        )
+    };
+    let ip = std::net::IpAddr::from([10, 0, 0, 1]);
+    for t in [0u32, 60] {
+        assert_eq!(tracker.announce(&q(1, t), ip, t, H0 + u64::from(t)).0, 200);
+    }
+    assert!(!rt.block_on(meter.flush(&tracker.swarms, 60, H0 + 60)).failed);
+
+    proxy.set_up(false);
+    assert!(rt.block_on(reload.run(H0 + 120)).is_err(), "the directory can't be read");
+    for t in [120u32, 180] {
+        assert_eq!(tracker.announce(&q(1, t), ip, t, H0 + u64::from(t)).0, 200, "still answered");
+    }
+    let o = rt.block_on(meter.flush(&tracker.swarms, 180, H0 + 180));
+    assert!(o.failed);
+    assert_eq!((o.queued_batches, o.lag_s), (1, 0));
+    assert_eq!(tracker.announce(&q(1, 240), ip, 240, H0 + 240).0, 200);
+
+    proxy.set_up(true);
+    let o = rt.block_on(meter.flush(&tracker.swarms, 240, H0 + 240));
+    assert_eq!((o.failed, o.written_batches, o.queued_batches), (false, 2, 0));
+    rt.block_on(meter.roll_up(H0 + 240)).unwrap();
+    let u = rt.block_on(db.hourly_usage(acct, H0 as i64, H0 as i64 + 3600)).unwrap();
+    assert_eq!(u[0].viewer_seconds, 240, "60 before, 120 during, 60 after the outage");
+    rt.block_on(db.drop_schema()).unwrap();
+}

@@ -377,34 +377,12 @@ fn a_redis_outage_degrades_to_the_replicas_own_peers() {
     };
     // Redis through a proxy this test can cut.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let upstream = url.trim_start_matches("redis://").trim_end_matches('/').split('/').next().unwrap().to_owned();
-    let proxy = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-    let cut = Arc::new(tokio::sync::Notify::new());
-    let cut2 = cut.clone();
-    rt.spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = proxy.accept() => {
-                    let Ok((mut client, _)) = accepted else { return };
-                    let cut3 = cut2.clone();
-                    let upstream = upstream.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cut3.notified() => {}
-                        }
-                    });
-                }
-                _ = cut2.notified() => return,
-            }
-        }
-    });
+    let proxy = common::Proxy::start(&rt, &common::host_port(&url));
+    let proxy_addr = proxy.addr;
     let t = start(&Backend::Redis(format!("redis://{proxy_addr}"), prefix.clone()));
     let (status, _) = announce(t.addr, &t.hash, 1, 9001, "&event=started");
     assert_eq!(status, 200);
-    cut.notify_waiters();
+    proxy.set_up(false);
     let (status, v) = announce(t.addr, &t.hash, 2, 9002, "&event=started");
     assert_eq!(status, 200, "answered while Redis is unreachable");
     assert_eq!(v.get("peers").and_then(Value::as_bytes).map(<[u8]>::len), Some(6), "the replica's own peer");
