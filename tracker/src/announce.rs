@@ -7,8 +7,9 @@
 //! empty), `compact`, `numwant`. Shoal's: `role=seed|viewer` (seeds also pass
 //! `token`), `reachable=0|1` (can others dial this peer; default 1), `slots` (free
 //! upload slots, 0-255: less-loaded peers are listed first), `watched` (seconds watched
-//! in the current UTC hour, for metering) and `ad_watched` (of those, seconds during ad
-//! breaks). A seed's `uploaded` is metered as the channel's seed bytes.
+//! in the current UTC hour, for metering), `ad_watched` (of those, seconds during ad
+//! breaks) and `keys=1` (the answer's `peer keys`: per listed peer, in the order of
+//! `peers` then `peers6`, its 8-byte key and a seed flag byte). A seed's `uploaded` is metered as the channel's seed bytes.
 
 /// Longest query string taken (a real announce is ~300 bytes).
 pub const MAX_QUERY_LEN: usize = 4096;
@@ -41,6 +42,8 @@ pub struct Announce {
     pub left: u64,
     pub event: Event,
     pub compact: bool,
+    /// `keys=1`: also answer each listed peer's key and whether it is a seed.
+    pub want_keys: bool,
     pub numwant: u32,
     pub role: Role,
     pub reachable: bool,
@@ -88,6 +91,7 @@ impl Announce {
             left: 0,
             event: Event::None,
             compact: true,
+            want_keys: false,
             numwant: DEFAULT_NUMWANT,
             role: Role::Viewer,
             reachable: true,
@@ -121,6 +125,7 @@ pub fn parse_announce(query: &str) -> Result<Announce, RequestError> {
             "left" => a.left = number(v, "left")?,
             "numwant" => a.numwant = u32::try_from(number(v, "numwant")?).unwrap_or(u32::MAX),
             "compact" => a.compact = flag(v, "compact")?,
+            "keys" => a.want_keys = flag(v, "keys")?,
             "reachable" => a.reachable = flag(v, "reachable")?,
             "slots" => a.free_slots = u8::try_from(number(v, "slots")?).unwrap_or(u8::MAX),
             "watched" => a.watched_s = Some(number(v, "watched")?),

@@ -157,6 +157,25 @@ impl Tracker {
             .int("incomplete", i64::from(reply.viewers))
             .int("interval", i64::from(cfg.interval_s))
             .int("min interval", i64::from(cfg.interval_s / 2));
+        if a.want_keys {
+            // In the order the answer lists them (compact: IPv4 peers, then IPv6).
+            let ordered: Vec<&crate::store::PeerOut> = if a.compact {
+                reply
+                    .peers
+                    .iter()
+                    .filter(|p| p.ip.is_ipv4())
+                    .chain(reply.peers.iter().filter(|p| p.ip.is_ipv6()))
+                    .collect()
+            } else {
+                reply.peers.iter().collect()
+            };
+            let mut keys = Vec::with_capacity(ordered.len() * 9);
+            for p in ordered {
+                keys.extend_from_slice(&p.key);
+                keys.push(u8::from(p.seed));
+            }
+            d = d.bytes("peer keys", &keys);
+        }
         if a.compact {
             let (v4, v6) = compact(&reply.peers);
             d = d.bytes("peers", &v4);

@@ -109,6 +109,9 @@ pub struct PeerOut {
     pub ip: IpAddr,
     pub port: u16,
     pub seed: bool,
+    /// The peer's 64-bit key ([`peer_key`] of its peer id): Shoal peers use it as their
+    /// protocol peer id, so a joiner knows each candidate's club before connecting.
+    pub key: [u8; 8],
 }
 
 /// What an announce gets back (before encoding).
@@ -761,7 +764,7 @@ pub(crate) fn peer_list<'a>(mut out: Vec<&'a PeerRec>, mut viewers: Vec<&'a Peer
     viewers.sort_by_key(|p| std::cmp::Reverse(p.free_slots));
     let room = want.saturating_sub(out.len());
     out.extend(viewers.into_iter().take(room));
-    out.into_iter().map(|p| PeerOut { ip: p.addr(), port: p.port, seed: p.is_seed() }).collect()
+    out.into_iter().map(|p| PeerOut { ip: p.addr(), port: p.port, seed: p.is_seed(), key: p.key }).collect()
 }
 
 /// The compact peer strings (BEP 23 for IPv4, BEP 7 for IPv6).

@@ -137,6 +137,12 @@ fn viewers_find_the_seed_and_each_other_in(backend: &Backend) {
     assert_eq!(peers.len(), 12, "the seed and the reachable viewer");
     assert_eq!(&peers[..6], &[127, 0, 0, 1, 0x23, 0x29]);
     assert_eq!(&peers[6..], &[127, 0, 0, 1, 0x23, 0x2a]);
+    // With keys=1, each listed peer's key (the peer protocol's id) and seed flag.
+    let (_, v) = announce(addr, &hash, 3, 9003, "&reachable=0&keys=1");
+    let keys = v.get("peer keys").and_then(Value::as_bytes).unwrap();
+    assert_eq!(keys.len(), 18);
+    assert_eq!(&keys[..8], &tracker::store::peer_key(&[1; 20]));
+    assert_eq!((keys[8], keys[17]), (1, 0), "the seed, then the viewer");
     // Nobody is given the unreachable viewer.
     let (_, v) = announce(addr, &hash, 2, 9002, "");
     assert_eq!(v.get("peers").and_then(Value::as_bytes).unwrap().len(), 6);
@@ -155,7 +161,7 @@ fn viewers_find_the_seed_and_each_other_in(backend: &Backend) {
 
     let (_, metrics) = get(addr, "/metrics");
     let metrics = String::from_utf8(metrics).unwrap();
-    assert!(metrics.contains("shoal_tracker_announces_total{result=\"ok\"} 4"), "{metrics}");
+    assert!(metrics.contains("shoal_tracker_announces_total{result=\"ok\"} 5"), "{metrics}");
 }
 
 #[test]
