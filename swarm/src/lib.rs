@@ -8,9 +8,11 @@
 //! - [`peer`]: the sans-IO [`peer::Peer`] state machine that seeds, viewers and the
 //!   simulator run unchanged.
 //! - [`rng`]: the seeded generator that keeps peers and simulations deterministic.
+//! - [`bencode`]: the tracker protocol's encoding (BEP 3), for the tracker and its clients.
 //!
 //! Nothing here knows tokio, sockets, clocks or SQL.
 
+pub mod bencode;
 pub mod peer;
 pub mod piece;
 pub mod rng;

@@ -27,6 +27,18 @@ pub const LEN_PREFIX: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
 
+impl PeerId {
+    /// The protocol id of a peer that announces to the tracker with the 20-byte
+    /// BitTorrent `peer_id` `tracker_id`: the first 8 bytes of its BLAKE3, little-endian —
+    /// what the tracker lists as its key (PROTOCOL.md §6).
+    pub fn from_tracker_id(tracker_id: &[u8; 20]) -> PeerId {
+        let h = blake3::hash(tracker_id);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h.as_bytes()[..8]);
+        PeerId(u64::from_le_bytes(b))
+    }
+}
+
 /// What a peer is in the swarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {

@@ -6,7 +6,6 @@
 
 pub mod admin;
 pub mod announce;
-pub mod bencode;
 pub mod db;
 pub mod directory;
 pub mod hll;
@@ -17,3 +16,5 @@ pub mod shared;
 pub mod store;
 
 pub use http::Tracker;
+/// Bencoding lives in the swarm crate: the tracker's clients (seeders, viewers) share it.
+pub use swarm::bencode;

@@ -1,5 +1,6 @@
 //! Bencoding (BEP 3), the BitTorrent tracker's response format: an encoder for the
-//! dictionaries the tracker writes, and a bounded decoder for clients and tests.
+//! dictionaries the tracker writes, and a bounded decoder for its clients (seeders,
+//! viewers) and tests.
 
 /// Writes a bencoded dictionary. Keys must be added in sorted (raw byte) order, as
 /// BEP 3 requires; `debug_assert`s check it.

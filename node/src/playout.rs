@@ -1,0 +1,206 @@
+//! A viewer's playout for ordinary players: `GET /live.ts` is a continuous MPEG-TS of
+//! the pieces the peer plays (verified, in order, at their deadline), starting at the
+//! latest segment start (PAT/PMT and a keyframe) so a player can decode from its first
+//! byte; VLC, mpv and ffplay take it as is. `GET /stats.json` has the counters.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use swarm::piece::{Piece, PieceFlags};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::shell::now_us;
+
+/// What has been played, shared with the HTTP clients.
+#[derive(Debug)]
+pub struct Playout {
+    live: broadcast::Sender<(u64, Bytes)>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The pieces played since the latest segment start: where a new player begins.
+    gop: Vec<(u64, Bytes)>,
+    played: u64,
+    skipped: u64,
+    /// Live-to-playout latency of the last piece played, µs.
+    latency_us: u64,
+    max_latency_us: u64,
+}
+
+/// Counters of what was played.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlayStats {
+    pub played: u64,
+    pub skipped: u64,
+    pub latency_us: u64,
+    pub max_latency_us: u64,
+}
+
+impl Default for Playout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Playout {
+    pub fn new() -> Self {
+        Playout { live: broadcast::channel(1024).0, inner: Mutex::new(Inner::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A piece the peer plays now.
+    pub fn play(&self, piece: &Piece) {
+        let mut inner = self.lock();
+        let now = now_us();
+        inner.played += 1;
+        inner.latency_us = now.saturating_sub(piece.timestamp_us());
+        inner.max_latency_us = inner.max_latency_us.max(inner.latency_us);
+        if piece.flags().contains(PieceFlags::SEGMENT_START) {
+            inner.gop.clear();
+        }
+        let item = (piece.seq(), piece.payload().clone());
+        if !inner.gop.is_empty() || piece.flags().contains(PieceFlags::SEGMENT_START) {
+            inner.gop.push(item.clone());
+        }
+        // Sent under the lock, so a joining player's snapshot and its stream meet exactly.
+        let _ = self.live.send(item);
+    }
+
+    pub fn skipped(&self) {
+        self.lock().skipped += 1;
+    }
+
+    pub fn stats(&self) -> PlayStats {
+        let i = self.lock();
+        PlayStats { played: i.played, skipped: i.skipped, latency_us: i.latency_us, max_latency_us: i.max_latency_us }
+    }
+
+    /// The stream for one player: the current GOP, then everything played after it. A
+    /// player too slow to keep up skips to the next segment start.
+    fn subscribe(self: &Arc<Self>) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(256);
+        let (gop, mut live) = {
+            let inner = self.lock();
+            (inner.gop.clone(), self.live.subscribe())
+        };
+        tokio::spawn(async move {
+            let mut synced = !gop.is_empty();
+            for (_, b) in gop {
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok((_, b)) => {
+                        // Without a GOP yet, wait for a segment start (TS sync + PAT first).
+                        if !synced {
+                            if !starts_segment(&b) {
+                                continue;
+                            }
+                            synced = true;
+                        }
+                        if tx.send(b).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => synced = false,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// A payload that begins with a PAT (PID 0): what ingest puts at a segment start.
+fn starts_segment(b: &[u8]) -> bool {
+    b.len() >= 4 && b[0] == 0x47 && (u16::from(b[1] & 0x1f) << 8 | u16::from(b[2])) == 0 && b[1] & 0x40 != 0
+}
+
+/// A response body fed from a channel.
+struct Streamed(Option<Bytes>, Option<mpsc::Receiver<Bytes>>);
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(b) = self.0.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        match &mut self.1 {
+            Some(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+fn whole(status: StatusCode, ctype: &'static str, body: String) -> Response<Streamed> {
+    let mut r = Response::new(Streamed(Some(Bytes::from(body)), None));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(ctype));
+    r
+}
+
+/// Serves `/live.ts`, `/stats.json` (with `extra`, a JSON object's members, appended)
+/// and `/healthz` until the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    playout: Arc<Playout>,
+    extra: Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (playout, extra) = (playout.clone(), extra.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (playout, extra) = (playout.clone(), extra.clone());
+                async move {
+                    Ok::<_, Infallible>(match req.uri().path() {
+                        "/live.ts" => {
+                            let mut r = Response::new(Streamed(None, Some(playout.subscribe())));
+                            r.headers_mut()
+                                .insert("content-type", hyper::header::HeaderValue::from_static("video/mp2t"));
+                            r
+                        }
+                        "/stats.json" => {
+                            let s = playout.stats();
+                            let body = format!(
+                                "{{\"played\":{},\"skipped\":{},\"latency_ms\":{},\"max_latency_ms\":{}{}}}",
+                                s.played,
+                                s.skipped,
+                                s.latency_us / 1000,
+                                s.max_latency_us / 1000,
+                                extra()
+                            );
+                            whole(StatusCode::OK, "application/json", body)
+                        }
+                        "/healthz" => whole(StatusCode::OK, "text/plain", "ok\n".into()),
+                        _ => whole(StatusCode::NOT_FOUND, "text/plain", "try /live.ts or /stats.json\n".into()),
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// Binds `addr` for [`serve`].
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

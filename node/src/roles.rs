@@ -1,0 +1,151 @@
+//! Seeders and viewers: a shell, the tracker client that feeds it candidates, and — for
+//! a seeder — ingest's piece stream, for a viewer the playout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm::peer::PeerConfig;
+use swarm::piece::{ChannelId, Piece};
+use swarm::wire::Role;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::announce::{Report, TrackerClient};
+use crate::playout::Playout;
+use crate::shell::{self, Input, NodeHandle, Output, now_us};
+
+/// A running seeder or viewer. Dropping it does not stop it: call [`Node::stop`].
+#[derive(Debug)]
+pub struct Node {
+    pub handle: NodeHandle,
+    pub playout: Arc<Playout>,
+    pub tracker: TrackerClient,
+    stop: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Says goodbye to the neighbours and the tracker.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.handle.send(Input::Leave).await;
+        let _ = self.tracker.announce(Some("stopped"), Report::default()).await;
+    }
+}
+
+/// How a node joins.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// `http://HOST:PORT` of the tracker.
+    pub tracker: String,
+    pub channel: ChannelId,
+    /// Where other peers connect (port 0: any).
+    pub listen: SocketAddr,
+    /// Seeds: the seeder token the tracker checks.
+    pub seed_token: Option<String>,
+    /// Upload capacity announced to neighbours, kbit/s.
+    pub upload_kbps: u32,
+}
+
+/// Starts a viewer: it plays into the returned node's [`Node::playout`].
+pub async fn viewer(j: Join) -> std::io::Result<Node> {
+    start(j, Role::Viewer, None).await
+}
+
+/// Starts a seeder fed by `origin` (ingest's pieces).
+pub async fn seeder(j: Join, origin: mpsc::Receiver<Piece>) -> std::io::Result<Node> {
+    start(j, Role::Seed, Some(origin)).await
+}
+
+async fn start(j: Join, role: Role, origin: Option<mpsc::Receiver<Piece>>) -> std::io::Result<Node> {
+    // The listener is bound first: the tracker must be told the port peers dial.
+    let probe = tokio::net::TcpListener::bind(j.listen).await?;
+    let listen = probe.local_addr()?;
+    drop(probe);
+    let mut tracker = TrackerClient::new(&j.tracker, &j.channel, listen.port());
+    tracker.seed_token = j.seed_token.clone();
+    let mut cfg = PeerConfig::new(role, tracker.peer_id(), j.channel);
+    cfg.upload_kbps = j.upload_kbps;
+    let (out_tx, mut out_rx) = mpsc::channel(1024);
+    let handle = shell::spawn(cfg, listen, out_tx).await?;
+    let playout = Arc::new(Playout::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let want_peers = Arc::new(Notify::new());
+
+    // Outputs: play, count, ask for peers.
+    let (p, w) = (playout.clone(), want_peers.clone());
+    tokio::spawn(async move {
+        while let Some(o) = out_rx.recv().await {
+            match o {
+                Output::Play(piece) => p.play(&piece),
+                Output::Skipped(_) => p.skipped(),
+                Output::WantPeers => w.notify_one(),
+                Output::Accepted(_) => {}
+            }
+        }
+    });
+    if let Some(mut origin) = origin {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            while let Some(piece) = origin.recv().await {
+                if !h.send(Input::Origin(piece)).await {
+                    return;
+                }
+            }
+        });
+    }
+    tokio::spawn(announce_loop(tracker.clone(), handle.clone(), playout.clone(), want_peers, stop_rx));
+    Ok(Node { handle, playout, tracker, stop })
+}
+
+/// Announces at start, every interval, and (at most every 5 s) when the peer wants
+/// more peers; backs off while the tracker is unreachable (the swarm goes on).
+async fn announce_loop(
+    tracker: TrackerClient,
+    handle: NodeHandle,
+    playout: Arc<Playout>,
+    want_peers: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started_us = now_us();
+    let mut event = Some("started");
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let snap = handle.snapshot();
+        let report = Report {
+            uploaded: snap.bytes_sent,
+            downloaded: snap.bytes_received,
+            watched_s: (tracker.seed_token.is_none() && playout.stats().played > 0)
+                .then(|| watched_this_hour(started_us)),
+            ad_watched_s: None,
+            free_slots: 0,
+        };
+        let wait = match tracker.announce(event, report).await {
+            Ok(a) => {
+                event = None;
+                backoff = Duration::from_millis(500);
+                if !handle.send(Input::Candidates(a.peers)).await {
+                    return;
+                }
+                Duration::from_secs(u64::from(a.interval_s))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "announce failed; retrying");
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = want_peers.notified() => tokio::time::sleep(Duration::from_secs(5).min(wait)).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Seconds watched in the current UTC hour, for a viewer playing since `since_us`.
+fn watched_this_hour(since_us: u64) -> u64 {
+    let now_s = now_us() / 1_000_000;
+    let hour_start = now_s - now_s % 3600;
+    now_s - (since_us / 1_000_000).max(hour_start)
+}

@@ -1,0 +1,430 @@
+//! The tokio shell around [`swarm::peer::Peer`]: one task owns the peer and the clock;
+//! each TCP connection has a reader task (bytes → [`FrameDecoder`] → messages) and a
+//! writer task (encoded frames → socket). The peer is asked for the next message only
+//! while the bytes queued to all writers are under a budget (so it decides as late as
+//! possible what is most worth sending, as in the simulator); a neighbour that lets
+//! more than [`MAX_CONN_QUEUE`] pile up is stalled and is disconnected. Bytes from the
+//! network never panic anything: a bad frame is `handle_malformed`, and the peer says
+//! goodbye.
+//!
+//! The shell's owner talks to it through [`NodeHandle`]: candidates from the tracker,
+//! pieces from ingest (seeds), leave; and receives [`Output`]s: pieces to play, pieces
+//! accepted (a seeder's HLS), requests for more peers, stats.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats};
+use swarm::piece::Piece;
+use swarm::wire::{FrameDecoder, Message, PeerId, WireError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, watch};
+
+/// Bytes queued to one neighbour beyond which it is treated as stalled and dropped.
+pub const MAX_CONN_QUEUE: usize = 4 * 1024 * 1024;
+
+/// How long a dial may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Wall-clock µs since the Unix epoch: the peers' and the pieces' time scale.
+pub fn now_us() -> Micros {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as Micros)
+}
+
+/// A node the tracker listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub addr: SocketAddr,
+    pub peer_id: PeerId,
+    pub seed: bool,
+}
+
+/// What the owner tells the shell.
+#[derive(Debug)]
+pub enum Input {
+    Candidates(Vec<Listed>),
+    /// A piece from ingest (seeds).
+    Origin(Piece),
+    /// Say goodbye to everyone and stop.
+    Leave,
+}
+
+/// What the shell tells its owner.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Play this piece now (viewers; in order, at its deadline).
+    Play(Piece),
+    /// This piece missed its deadline.
+    Skipped(u64),
+    /// A piece passed verification and entered the window.
+    Accepted(Piece),
+    /// Fewer neighbours than wanted: announce for more.
+    WantPeers,
+}
+
+/// Counters the owner can read at any time.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub stats: PeerStats,
+    pub neighbours: usize,
+    pub newest: Option<u64>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// The owner's side of a running shell.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    pub listen: SocketAddr,
+    inputs: mpsc::Sender<Input>,
+    snapshot: watch::Receiver<Snapshot>,
+}
+
+impl NodeHandle {
+    pub async fn send(&self, input: Input) -> bool {
+        self.inputs.send(input).await.is_ok()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+}
+
+enum Internal {
+    Inbound(TcpStream, SocketAddr),
+    Dialed(NodeId, std::io::Result<TcpStream>),
+    Msg(NodeId, Message),
+    Bad(NodeId, WireError),
+    Closed(NodeId),
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    reader: tokio::task::AbortHandle,
+}
+
+/// Starts a shell for `cfg` listening on `listen` (port 0: any free port); outputs go
+/// to `outputs` (dropped if the owner is slow, except `Play`, which waits).
+pub async fn spawn(cfg: PeerConfig, listen: SocketAddr, outputs: mpsc::Sender<Output>) -> std::io::Result<NodeHandle> {
+    let peer = Peer::new(cfg.clone(), now_us())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (in_tx, in_rx) = mpsc::channel(256);
+    let (int_tx, int_rx) = mpsc::unbounded_channel();
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+    let accept_tx = int_tx.clone();
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((s, from)) => {
+                    if accept_tx.send(Internal::Inbound(s, from)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    // Whole-node budget of bytes handed to writers but not yet written: about 100 ms
+    // of the configured upload, at least 256 KiB.
+    let budget = ((u64::from(cfg.upload_kbps) * 1000 / 8 / 10) as usize).max(256 * 1024);
+    let shell = Shell {
+        peer,
+        conns: HashMap::new(),
+        node_addr: HashMap::new(),
+        addr_node: HashMap::new(),
+        next_node: 1,
+        queued: Arc::new(AtomicUsize::new(0)),
+        written: Arc::new(Notify::new()),
+        budget,
+        internal: int_tx,
+        outputs,
+        snapshot: snap_tx,
+        bytes_sent: 0,
+        bytes_received: Arc::new(AtomicUsize::new(0)),
+    };
+    tokio::spawn(shell.run(in_rx, int_rx));
+    Ok(NodeHandle { listen: addr, inputs: in_tx, snapshot: snap_rx })
+}
+
+struct Shell {
+    peer: Peer,
+    conns: HashMap<NodeId, Conn>,
+    node_addr: HashMap<NodeId, SocketAddr>,
+    addr_node: HashMap<SocketAddr, NodeId>,
+    next_node: u64,
+    queued: Arc<AtomicUsize>,
+    written: Arc<Notify>,
+    budget: usize,
+    internal: mpsc::UnboundedSender<Internal>,
+    outputs: mpsc::Sender<Output>,
+    snapshot: watch::Sender<Snapshot>,
+    bytes_sent: u64,
+    bytes_received: Arc<AtomicUsize>,
+}
+
+impl Shell {
+    async fn run(mut self, mut inputs: mpsc::Receiver<Input>, mut internal: mpsc::UnboundedReceiver<Internal>) {
+        let mut snapshot_at = now_us();
+        loop {
+            if !self.drain().await {
+                return;
+            }
+            let now = now_us();
+            if now >= snapshot_at {
+                snapshot_at = now + 250_000;
+                self.publish_snapshot();
+            }
+            let wake = self.peer.poll_timeout().unwrap_or(now + 1_000_000).min(snapshot_at);
+            let sleep = tokio::time::sleep(Duration::from_micros(wake.saturating_sub(now)));
+            let can_send = self.peer.wants_to_transmit();
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(Input::Candidates(c)) => self.candidates(&c),
+                    Some(Input::Origin(p)) => {
+                        if let Err(e) = self.peer.handle_origin_piece(now_us(), p) {
+                            tracing::error!(error = %e, "a piece from ingest failed verification");
+                        }
+                    }
+                    Some(Input::Leave) | None => {
+                        self.peer.leave();
+                        self.drain().await;
+                        self.conns.clear();
+                        return;
+                    }
+                },
+                Some(msg) = internal.recv() => self.internal(msg),
+                _ = sleep => self.peer.handle_timeout(now_us()),
+                _ = self.written.notified(), if can_send => {}
+            }
+        }
+    }
+
+    /// Hands the peer's events to the owner and its messages to the writers, until it
+    /// has nothing more or the budget is spent. False when the owner is gone.
+    async fn drain(&mut self) -> bool {
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = self.peer.poll_event() {
+                progressed = true;
+                if !self.event(ev).await {
+                    return false;
+                }
+            }
+            while self.queued.load(Ordering::Relaxed) < self.budget {
+                let Some(t) = self.peer.poll_transmit(now_us()) else { break };
+                progressed = true;
+                self.transmit(t.to, &t.msg);
+            }
+            if !progressed {
+                return true;
+            }
+        }
+    }
+
+    async fn event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Connect(node) => self.dial(node),
+            Event::Disconnect(node, _) => self.close(node),
+            Event::WantPeers => {
+                let _ = self.outputs.try_send(Output::WantPeers);
+            }
+            Event::Accepted { piece, .. } => {
+                let _ = self.outputs.try_send(Output::Accepted(piece));
+            }
+            Event::Play(piece) => return self.outputs.send(Output::Play(piece)).await.is_ok(),
+            Event::Skipped { seq } => {
+                let _ = self.outputs.try_send(Output::Skipped(seq));
+            }
+            Event::Rejected { from, reason } => {
+                tracing::info!(node = from.0, addr = ?self.node_addr.get(&from), ?reason, "refused what a peer sent");
+            }
+            Event::PlaybackStarted { seq } => tracing::info!(seq, "playback started"),
+            _ => {}
+        }
+        true
+    }
+
+    fn transmit(&mut self, to: NodeId, msg: &Message) {
+        let Some(c) = self.conns.get(&to) else { return };
+        let mut buf = Vec::with_capacity(msg.encoded_len());
+        msg.encode(&mut buf);
+        let len = buf.len();
+        if c.queued.load(Ordering::Relaxed) + len > MAX_CONN_QUEUE {
+            tracing::info!(node = to.0, "neighbour stalled (its queue is full): disconnected");
+            self.close(to);
+            self.peer.handle_disconnected(now_us(), to);
+            return;
+        }
+        c.queued.fetch_add(len, Ordering::Relaxed);
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.bytes_sent += len as u64;
+        let _ = c.tx.send(Bytes::from(buf));
+    }
+
+    fn candidates(&mut self, listed: &[Listed]) {
+        let mut cands = Vec::with_capacity(listed.len());
+        for l in listed {
+            let node = match self.addr_node.get(&l.addr) {
+                Some(n) => *n,
+                None => {
+                    let n = NodeId(self.next_node);
+                    self.next_node += 1;
+                    self.addr_node.insert(l.addr, n);
+                    self.node_addr.insert(n, l.addr);
+                    n
+                }
+            };
+            cands.push(Candidate { node, peer_id: l.peer_id, seed: l.seed });
+        }
+        self.peer.handle_candidates(now_us(), &cands);
+    }
+
+    fn dial(&mut self, node: NodeId) {
+        let Some(addr) = self.node_addr.get(&node).copied() else {
+            self.peer.handle_connect_failed(now_us(), node);
+            return;
+        };
+        let tx = self.internal.clone();
+        tokio::spawn(async move {
+            let r = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+            };
+            let _ = tx.send(Internal::Dialed(node, r));
+        });
+    }
+
+    fn internal(&mut self, msg: Internal) {
+        let now = now_us();
+        match msg {
+            Internal::Inbound(stream, from) => {
+                let node = NodeId(self.next_node);
+                self.next_node += 1;
+                self.node_addr.insert(node, from);
+                self.attach(node, stream);
+                self.peer.handle_connected(now, node, false);
+            }
+            Internal::Dialed(node, Ok(stream)) => {
+                self.attach(node, stream);
+                self.peer.handle_connected(now, node, true);
+            }
+            Internal::Dialed(node, Err(e)) => {
+                tracing::debug!(node = node.0, error = %e, "could not connect to a peer");
+                self.peer.handle_connect_failed(now, node);
+            }
+            Internal::Msg(node, m) => {
+                if self.conns.contains_key(&node) {
+                    self.peer.handle_message(now, node, m);
+                }
+            }
+            Internal::Bad(node, e) => {
+                if self.conns.contains_key(&node) {
+                    tracing::info!(node = node.0, error = %e, "malformed bytes from a peer");
+                    self.peer.handle_malformed(now, node, e);
+                }
+            }
+            Internal::Closed(node) => {
+                if self.conns.remove(&node).is_some() {
+                    self.forget_inbound(node);
+                    self.peer.handle_disconnected(now, node);
+                }
+            }
+        }
+    }
+
+    /// Starts a connection's reader and writer tasks.
+    fn attach(&mut self, node: NodeId, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (conn_queued, total, written) = (queued.clone(), self.queued.clone(), self.written.clone());
+        tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                let ok = wr.write_all(&b).await.is_ok();
+                conn_queued.fetch_sub(b.len(), Ordering::Relaxed);
+                total.fetch_sub(b.len(), Ordering::Relaxed);
+                written.notify_one();
+                if !ok {
+                    break;
+                }
+            }
+            // Anything still queued is given back to the budget.
+            while let Ok(b) = rx.try_recv() {
+                conn_queued.fetch_sub(b.len(), Ordering::Relaxed);
+                total.fetch_sub(b.len(), Ordering::Relaxed);
+            }
+            written.notify_one();
+            let _ = wr.shutdown().await;
+        });
+        let (itx, received) = (self.internal.clone(), self.bytes_received.clone());
+        let reader = tokio::spawn(async move {
+            let mut dec = FrameDecoder::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                received.fetch_add(n, Ordering::Relaxed);
+                dec.extend(&buf[..n]);
+                loop {
+                    match dec.next_message() {
+                        Ok(Some(m)) => {
+                            if itx.send(Internal::Msg(node, m)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = itx.send(Internal::Bad(node, e));
+                            let _ = itx.send(Internal::Closed(node));
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = itx.send(Internal::Closed(node));
+        });
+        self.conns.insert(node, Conn { tx, queued, reader: reader.abort_handle() });
+    }
+
+    /// Closes a connection: the writer sends what is queued (a goodbye) and shuts down.
+    fn close(&mut self, node: NodeId) {
+        if let Some(c) = self.conns.remove(&node) {
+            c.reader.abort();
+        }
+        self.forget_inbound(node);
+    }
+
+    /// Inbound nodes are named per connection: forget their address once gone.
+    fn forget_inbound(&mut self, node: NodeId) {
+        if let Some(addr) = self.node_addr.get(&node)
+            && self.addr_node.get(addr) != Some(&node)
+        {
+            self.node_addr.remove(&node);
+        }
+    }
+
+    fn publish_snapshot(&self) {
+        let snap = Snapshot {
+            stats: self.peer.stats().clone(),
+            neighbours: self.peer.n_neighbours(),
+            newest: self.peer.newest(),
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received.load(Ordering::Relaxed) as u64,
+        };
+        let _ = self.snapshot.send(snap);
+    }
+}

@@ -1,0 +1,167 @@
+//! Ingest's piece stream for a seeder: `GET /v1/channels/{name}/pieces?from=SEQ` with
+//! the seeder token, pieces back to back (each self-delimiting), resumed from the next
+//! sequence number after a reconnect (from the newest segment start if that piece has
+//! left ingest's window: 410). Pieces go to the shell as [`Input::Origin`]; the shell
+//! verifies each like any other.
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use swarm::piece::{ChannelId, HEADER_LEN, MAX_PAYLOAD_LEN, Piece, SIGNATURE_LEN};
+use tokio::sync::{mpsc, watch};
+
+use crate::http_client;
+
+/// Where a seeder reads a channel from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// `http://HOST:PORT` of ingest.
+    pub base: String,
+    pub channel: String,
+    pub token: String,
+}
+
+/// Splits a byte stream into encoded pieces.
+#[derive(Debug, Default)]
+pub struct PieceSplitter {
+    buf: BytesMut,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    #[error("a piece header announces {0} payload bytes (at most {MAX_PAYLOAD_LEN})")]
+    TooLong(usize),
+    #[error("not a piece: {0}")]
+    Bad(String),
+}
+
+impl PieceSplitter {
+    pub fn extend(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    pub fn next_piece(&mut self) -> Result<Option<Piece>, SplitError> {
+        if self.buf.len() < 8 {
+            return Ok(None);
+        }
+        let payload = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+        if payload > MAX_PAYLOAD_LEN {
+            return Err(SplitError::TooLong(payload));
+        }
+        let total = HEADER_LEN + payload + SIGNATURE_LEN;
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let bytes: Bytes = self.buf.split_to(total).freeze();
+        Piece::decode(bytes).map(Some).map_err(|e| SplitError::Bad(e.to_string()))
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.advance(self.buf.len());
+    }
+}
+
+/// Reads the channel until `stop` turns true, reconnecting with backoff; publishes the
+/// channel id once ingest has said it (`x-shoal-channel-id`).
+pub async fn run(
+    src: Source,
+    pieces: mpsc::Sender<Piece>,
+    channel_id: watch::Sender<Option<ChannelId>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut next: Option<u64> = None;
+    let mut backoff = Duration::from_millis(100);
+    while !*stop.borrow() {
+        let path = match next {
+            Some(seq) => format!("/v1/channels/{}/pieces?from={seq}", src.channel),
+            None => format!("/v1/channels/{}/pieces", src.channel),
+        };
+        match http_client::get(&src.base, &path, Some(&src.token), Duration::from_secs(5)).await {
+            Ok(resp) if resp.status() == 410 => {
+                tracing::warn!(channel = %src.channel, ?next, "ingest's window moved past us: resuming at its newest segment");
+                next = None;
+                continue;
+            }
+            Ok(resp) if resp.status() == 200 => {
+                if let Some(id) =
+                    resp.headers().get("x-shoal-channel-id").and_then(|v| v.to_str().ok()).and_then(ChannelId::from_hex)
+                {
+                    channel_id.send_if_modified(|c| {
+                        let changed = *c != Some(id);
+                        *c = Some(id);
+                        changed
+                    });
+                }
+                backoff = Duration::from_millis(100);
+                let mut body = resp.into_body();
+                let mut split = PieceSplitter::default();
+                loop {
+                    let chunk = tokio::select! {
+                        c = http_client::next_chunk(&mut body) => c,
+                        _ = stop.changed() => return,
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
+                    split.extend(&chunk);
+                    loop {
+                        match split.next_piece() {
+                            Ok(Some(p)) => {
+                                next = Some(p.seq() + 1);
+                                if pieces.send(p).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::error!(error = %e, "ingest's piece stream is corrupt: reconnecting");
+                                split.clear();
+                                break;
+                            }
+                        }
+                    }
+                }
+                tracing::info!(channel = %src.channel, ?next, "ingest's piece stream ended: reconnecting");
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let why = http_client::read_all(resp.into_body(), 4096).await.unwrap_or_default();
+                tracing::warn!(%status, reason = %String::from_utf8_lossy(&why).trim(), channel = %src.channel, "ingest refused the piece stream");
+            }
+            Err(e) => tracing::warn!(error = %e, channel = %src.channel, "ingest unreachable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm::piece::{ChannelKeypair, PieceFlags, filler_payload};
+
+    #[test]
+    fn pieces_split_at_any_boundary_and_garbage_is_refused() {
+        let key = ChannelKeypair::from_secret_bytes(&[2; 32]);
+        let mut stream = Vec::new();
+        for seq in 0..3u64 {
+            let p = key.sign_piece(seq, 1_000 + seq, PieceFlags::NONE, filler_payload(2, seq)).unwrap();
+            p.encode(&mut stream);
+        }
+        for cut in [1, 7, 100, 500] {
+            let mut s = PieceSplitter::default();
+            let mut got = vec![];
+            for part in stream.chunks(cut) {
+                s.extend(part);
+                while let Some(p) = s.next_piece().unwrap() {
+                    got.push(p.seq());
+                }
+            }
+            assert_eq!(got, vec![0, 1, 2], "cut every {cut} bytes");
+        }
+        let mut s = PieceSplitter::default();
+        s.extend(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(s.next_piece(), Err(SplitError::TooLong(_))));
+    }
+}
