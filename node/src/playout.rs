@@ -157,19 +157,19 @@ fn whole(status: StatusCode, ctype: &'static str, body: String) -> Response<Stre
     r
 }
 
-/// Serves `/live.ts`, `/stats.json` (with `extra`, a JSON object's members, appended)
-/// and `/healthz` until the listener fails.
+/// Serves `/live.ts`, `/stats.json` (what `stats` returns) and `/healthz` until the
+/// listener fails.
 pub async fn serve(
     listener: TcpListener,
     playout: Arc<Playout>,
-    extra: Arc<dyn Fn() -> String + Send + Sync>,
+    stats: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
-        let (playout, extra) = (playout.clone(), extra.clone());
+        let (playout, stats) = (playout.clone(), stats.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let (playout, extra) = (playout.clone(), extra.clone());
+                let (playout, stats) = (playout.clone(), stats.clone());
                 async move {
                     Ok::<_, Infallible>(match req.uri().path() {
                         "/live.ts" => {
@@ -178,18 +178,7 @@ pub async fn serve(
                                 .insert("content-type", hyper::header::HeaderValue::from_static("video/mp2t"));
                             r
                         }
-                        "/stats.json" => {
-                            let s = playout.stats();
-                            let body = format!(
-                                "{{\"played\":{},\"skipped\":{},\"latency_ms\":{},\"max_latency_ms\":{}{}}}",
-                                s.played,
-                                s.skipped,
-                                s.latency_us / 1000,
-                                s.max_latency_us / 1000,
-                                extra()
-                            );
-                            whole(StatusCode::OK, "application/json", body)
-                        }
+                        "/stats.json" => whole(StatusCode::OK, "application/json", stats()),
                         "/healthz" => whole(StatusCode::OK, "text/plain", "ok\n".into()),
                         _ => whole(StatusCode::NOT_FOUND, "text/plain", "try /live.ts or /stats.json\n".into()),
                     })

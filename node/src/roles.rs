@@ -24,6 +24,25 @@ pub struct Node {
 }
 
 impl Node {
+    /// What it played and carried, as JSON (`/stats.json`, `--stats-json`).
+    pub fn stats_json(&self) -> String {
+        let snap = self.handle.snapshot();
+        let s = self.playout.stats();
+        format!(
+            "{{\"played\":{},\"skipped\":{},\"latency_ms\":{},\"max_latency_ms\":{},\"peers\":{},\"bytes_up\":{},\"bytes_down\":{},\"pieces_accepted\":{},\"duplicates\":{},\"forged\":{}}}",
+            s.played,
+            s.skipped,
+            s.latency_us / 1000,
+            s.max_latency_us / 1000,
+            snap.neighbours,
+            snap.bytes_sent,
+            snap.bytes_received,
+            snap.stats.pieces_accepted,
+            snap.stats.duplicate_pieces,
+            snap.stats.forged_pieces
+        )
+    }
+
     /// Says goodbye to the neighbours and the tracker.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);

@@ -1,5 +1,5 @@
 //! `shoal`: one binary for every Shoal service. Subcommands arrive with their issues;
-//! today: `sim`, `bench`, `ingest`, `tracker` and `admin`.
+//! today: `sim`, `bench`, `ingest`, `tracker`, `admin`, `seeder` and `viewer`.
 
 use std::process::ExitCode;
 
@@ -12,6 +12,7 @@ mod bench_ingest;
 mod bench_nginx;
 mod bench_tracker;
 mod ingest_cmd;
+mod node_cmd;
 mod sim_cmd;
 mod tracker_cmd;
 
@@ -34,6 +35,10 @@ enum Command {
     Tracker(tracker_cmd::TrackerArgs),
     /// Accounts, channels, stream keys, licences, usage and invoices (the admin API).
     Admin(admin_cmd::AdminArgs),
+    /// Inject a channel from ingest into its swarm (a seed node).
+    Seeder(node_cmd::SeederArgs),
+    /// Join a channel's swarm, re-share it, and play it out on /live.ts.
+    Viewer(node_cmd::ViewerArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Tracker(args) => tracker_cmd::run(args),
         Command::Admin(args) => admin_cmd::run(args),
+        Command::Seeder(args) => node_cmd::run_seeder(args),
+        Command::Viewer(args) => node_cmd::run_viewer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,153 @@
+//! `shoal seeder` and `shoal viewer`: the swarm's two kinds of node on real sockets.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use node::roles::{self, Join, Node};
+use node::source::{self, Source};
+use swarm::piece::ChannelId;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, Args)]
+pub(crate) struct SeederArgs {
+    /// The tracker, `http://HOST:PORT`.
+    #[arg(long, env = "SHOAL_TRACKER_URL", default_value = "http://127.0.0.1:8700")]
+    tracker: String,
+    /// Ingest's HTTP API, `http://HOST:PORT`.
+    #[arg(long, env = "SHOAL_INGEST_URL", default_value = "http://127.0.0.1:8710")]
+    ingest: String,
+    /// The channel to seed (its name on ingest).
+    #[arg(long)]
+    channel: String,
+    /// The seeder token (ingest's piece stream and the tracker both check it; default:
+    /// DATA_DIR/seeder-token).
+    #[arg(long, env = "SHOAL_SEEDER_TOKEN", hide_env_values = true)]
+    seeder_token: Option<String>,
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "shoal-data")]
+    data_dir: PathBuf,
+    /// Where viewers connect.
+    #[arg(long, env = "SHOAL_SEEDER_LISTEN", default_value = "0.0.0.0:8720")]
+    listen: SocketAddr,
+    /// Upload capacity offered to the swarm, kbit/s.
+    #[arg(long, default_value_t = 200_000)]
+    upload_kbps: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ViewerArgs {
+    /// The tracker, `http://HOST:PORT`.
+    #[arg(long, env = "SHOAL_TRACKER_URL", default_value = "http://127.0.0.1:8700")]
+    tracker: String,
+    /// The channel's id (its public key, 64 hex characters).
+    #[arg(long)]
+    channel_id: String,
+    /// Where other viewers connect (port 0: any).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    listen: SocketAddr,
+    /// Where players read `/live.ts`.
+    #[arg(long, default_value = "127.0.0.1:8900")]
+    play: SocketAddr,
+    /// Upload capacity offered to the swarm, kbit/s.
+    #[arg(long, default_value_t = 8_000)]
+    upload_kbps: u32,
+    /// Also write the stats as JSON to this file (every 2 s).
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+}
+
+pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
+    let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.data_dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let node = seed(&a.tracker, &a.ingest, &a.channel, &token, a.listen, a.upload_kbps).await?;
+        println!("SEEDER  channel {} from {}, peers connect to {}", a.channel, a.ingest, node.handle.listen);
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        node.stop().await;
+        Ok(())
+    })
+}
+
+/// Starts a seeder of `channel`: reads ingest's piece stream (the channel id comes with
+/// it), joins the channel's swarm through the tracker.
+pub(crate) async fn seed(
+    tracker: &str,
+    ingest: &str,
+    channel: &str,
+    token: &str,
+    listen: SocketAddr,
+    upload_kbps: u32,
+) -> anyhow::Result<Node> {
+    let (pieces_tx, pieces_rx) = mpsc::channel(256);
+    let (id_tx, mut id_rx) = watch::channel(None);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let src = Source { base: ingest.to_owned(), channel: channel.to_owned(), token: token.to_owned() };
+    tokio::spawn(async move {
+        source::run(src, pieces_tx, id_tx, stop_rx).await;
+        drop(_stop_tx);
+    });
+    tracing::info!(channel, ingest, "waiting for the channel on ingest");
+    let id = loop {
+        if let Some(id) = *id_rx.borrow_and_update() {
+            break id;
+        }
+        id_rx.changed().await.context("the piece source stopped")?;
+    };
+    let join =
+        Join { tracker: tracker.to_owned(), channel: id, listen, seed_token: Some(token.to_owned()), upload_kbps };
+    roles::seeder(join, pieces_rx).await.context("starting the seeder")
+}
+
+pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
+    let channel = ChannelId::from_hex(&a.channel_id).context("--channel-id: 64 hex characters")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let join = Join {
+            tracker: a.tracker.clone(),
+            channel,
+            listen: a.listen,
+            seed_token: None,
+            upload_kbps: a.upload_kbps,
+        };
+        let node = Arc::new(roles::viewer(join).await.context("starting the viewer")?);
+        let play = node::playout::bind(a.play).await.with_context(|| format!("binding {}", a.play))?;
+        let play_addr = play.local_addr()?;
+        let n = node.clone();
+        let stats: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || n.stats_json());
+        tokio::spawn(node::playout::serve(play, node.playout.clone(), stats));
+        println!("VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json)");
+        let n = node.clone();
+        let stats_json = a.stats_json.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut last = n.handle.snapshot();
+            loop {
+                tick.tick().await;
+                let snap = n.handle.snapshot();
+                let s = n.playout.stats();
+                let rate = |now: u64, then: u64| (now.saturating_sub(then)) as f64 * 8.0 / 2.0 / 1e6;
+                eprintln!(
+                    "behind live {:.2} s | peers {} | up {:.1} Mbit/s down {:.1} Mbit/s | played {} late/lost {}",
+                    s.latency_us as f64 / 1e6,
+                    snap.neighbours,
+                    rate(snap.bytes_sent, last.bytes_sent),
+                    rate(snap.bytes_received, last.bytes_received),
+                    s.played,
+                    s.skipped
+                );
+                last = snap;
+                if let Some(path) = &stats_json {
+                    if let Err(e) = crate::write_atomic(path, n.stats_json().as_bytes()) {
+                        tracing::warn!(error = %e, "stats file not written");
+                    }
+                }
+            }
+        });
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        node.stop().await;
+        Ok(())
+    })
+}
