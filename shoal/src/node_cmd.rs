@@ -139,10 +139,10 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
                     s.skipped
                 );
                 last = snap;
-                if let Some(path) = &stats_json {
-                    if let Err(e) = crate::write_atomic(path, n.stats_json().as_bytes()) {
-                        tracing::warn!(error = %e, "stats file not written");
-                    }
+                if let Some(path) = &stats_json
+                    && let Err(e) = crate::write_atomic(path, n.stats_json().as_bytes())
+                {
+                    tracing::warn!(error = %e, "stats file not written");
                 }
             }
         });
