@@ -82,3 +82,145 @@ fn viewers_play_what_the_seeder_injects() {
         seeder.stop().await;
     });
 }
+
+/// A tracker on a free port serving one channel, with seeder token "seed".
+async fn tracker_for(channel: swarm::piece::ChannelId) -> (String, Arc<Tracker>) {
+    let dir = StaticDirectory::new([("news".to_owned(), channel)]);
+    let t = Arc::new(Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["seed"])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(tracker::http::serve(listener, t.clone()));
+    (url, t)
+}
+
+fn join(tracker: &str, channel: swarm::piece::ChannelId, seed: bool) -> Join {
+    Join {
+        tracker: tracker.to_owned(),
+        channel,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seed_token: seed.then(|| "seed".to_owned()),
+        upload_kbps: if seed { 50_000 } else { 8_000 },
+    }
+}
+
+/// Ingest's part for several seeders: a piece every 50 ms to each, a segment start
+/// every second.
+fn feed(key: ChannelKeypair, seeders: Vec<tokio::sync::mpsc::Sender<swarm::piece::Piece>>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        for seq in 0u64.. {
+            tick.tick().await;
+            let flags = if seq % 20 == 0 { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
+            let piece = key.sign_piece(seq, now_us(), flags, filler_payload(40, seq)).unwrap();
+            for s in &seeders {
+                let _ = s.try_send(piece.clone());
+            }
+        }
+    });
+}
+
+/// One of two seeders dies (its runtime is torn down: sockets closed, no goodbye):
+/// no viewer loses more than a second of pieces, and all keep playing.
+#[test]
+fn a_killed_seeder_stalls_no_viewer() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let doomed_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let key = ChannelKeypair::from_secret_bytes(&[10; 32]);
+    let channel = key.id();
+    let (url, _t) = rt.block_on(tracker_for(channel));
+    let (a_tx, a_rx) = tokio::sync::mpsc::channel(64);
+    let (b_tx, b_rx) = tokio::sync::mpsc::channel(64);
+    let doomed = doomed_rt.block_on(roles::seeder(join(&url, channel, true), a_rx)).unwrap();
+    rt.block_on(async {
+        let _survivor = roles::seeder(join(&url, channel, true), b_rx).await.unwrap();
+        feed(ChannelKeypair::from_secret_bytes(&[10; 32]), vec![a_tx, b_tx]);
+        let mut viewers = Vec::new();
+        for _ in 0..8 {
+            viewers.push(roles::viewer(join(&url, channel, false)).await.unwrap());
+        }
+        let warm = eventually(Duration::from_secs(30), || viewers.iter().all(|v| v.playout.stats().played >= 40)).await;
+        assert!(warm, "{:?}", viewers.iter().map(|v| v.playout.stats()).collect::<Vec<_>>());
+        let before: Vec<_> = viewers.iter().map(|v| v.playout.stats()).collect();
+        eprintln!("killing the seeder at {}", doomed.handle.listen);
+        doomed_rt.shutdown_background();
+        // Five more seconds of the channel (100 pieces) for everyone.
+        let more = eventually(Duration::from_secs(30), || {
+            viewers.iter().zip(&before).all(|(v, b)| v.playout.stats().played >= b.played + 100)
+        })
+        .await;
+        let after: Vec<_> = viewers.iter().map(|v| v.playout.stats()).collect();
+        eprintln!("before the kill: {before:?}\nafter: {after:?}");
+        assert!(more, "every viewer keeps playing: {after:?}");
+        for (a, b) in after.iter().zip(&before) {
+            assert!(a.skipped - b.skipped <= 20, "no viewer misses more than 1 s of pieces: {after:?}");
+        }
+    });
+}
+
+/// A peer that connects to a viewer and sends a forged piece is dropped (Goodbye
+/// Forged, connection closed) and counted; the viewer keeps playing.
+#[test]
+fn a_forging_peer_is_dropped() {
+    use swarm::piece::{PieceHeader, SIGNATURE_LEN};
+    use swarm::wire::{FrameDecoder, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, PeerId, Role};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let key = ChannelKeypair::from_secret_bytes(&[11; 32]);
+        let channel = key.id();
+        let (url, _t) = tracker_for(channel).await;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let _seeder = roles::seeder(join(&url, channel, true), rx).await.unwrap();
+        feed(ChannelKeypair::from_secret_bytes(&[11; 32]), vec![tx]);
+        let victim = roles::viewer(join(&url, channel, false)).await.unwrap();
+        assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);
+
+        let mut s = tokio::net::TcpStream::connect(victim.handle.listen).await.unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            channel,
+            peer_id: PeerId(0xbad),
+            role: Role::Viewer,
+            reachable: false,
+            n_substreams: 4,
+            upload_kbps: 1_000,
+        };
+        // The channel's id, a sequence number 5 s ahead (not yet held, inside the window), a zero signature.
+        let newest = victim.handle.snapshot().newest.unwrap_or(0);
+        let header = PieceHeader {
+            channel,
+            seq: newest + 100,
+            timestamp_us: now_us(),
+            flags: PieceFlags::NONE,
+            payload_len: 188 * 4,
+        };
+        let forged = swarm::piece::Piece::from_parts(header, filler_payload(4, 1), [0; SIGNATURE_LEN]).unwrap();
+        let mut out = Vec::new();
+        Message::Hello(hello).encode(&mut out);
+        Message::Piece(forged).encode(&mut out);
+        s.write_all(&out).await.unwrap();
+        // Read until the viewer closes: its goodbye says why.
+        let mut dec = FrameDecoder::new();
+        let mut buf = vec![0u8; 65_536];
+        let mut goodbye = None;
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => dec.extend(&buf[..n]),
+                }
+                while let Ok(Some(m)) = dec.next_message() {
+                    if let Message::Goodbye { reason } = m {
+                        goodbye = Some(reason);
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the viewer closed the connection");
+        assert_eq!(goodbye, Some(GoodbyeReason::Forged));
+        let played = victim.playout.stats().played;
+        assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= played + 40).await);
+        assert_eq!(victim.handle.snapshot().stats.forged_pieces, 1);
+    });
+}
