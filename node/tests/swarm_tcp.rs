@@ -33,36 +33,13 @@ fn viewers_play_what_the_seeder_injects() {
     rt.block_on(async {
         let key = ChannelKeypair::from_secret_bytes(&[9; 32]);
         let channel = key.id();
-        let dir = StaticDirectory::new([("news".to_owned(), channel)]);
-        let t = Arc::new(Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["seed"])));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tracker_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(tracker::http::serve(listener, t.clone()));
-
-        let join = |seed: bool| Join {
-            tracker: tracker_url.clone(),
-            channel,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            seed_token: seed.then(|| "seed".to_owned()),
-            upload_kbps: if seed { 50_000 } else { 8_000 },
-        };
+        let (url, t) = tracker_for(channel).await;
         let (origin_tx, origin_rx) = tokio::sync::mpsc::channel(64);
-        let seeder = roles::seeder(join(true), origin_rx).await.unwrap();
-        // Ingest's part: a piece every 50 ms, a segment start every second.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            for seq in 0u64.. {
-                tick.tick().await;
-                let flags = if seq % 20 == 0 { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
-                let piece = key.sign_piece(seq, now_us(), flags, filler_payload(40, seq)).unwrap();
-                if origin_tx.send(piece).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let seeder = roles::seeder(join(&url, channel, true), origin_rx).await.unwrap();
+        feed(key, vec![origin_tx]);
         let mut viewers = Vec::new();
         for _ in 0..5 {
-            viewers.push(roles::viewer(join(false)).await.unwrap());
+            viewers.push(roles::viewer(join(&url, channel, false)).await.unwrap());
         }
         let all_played =
             eventually(Duration::from_secs(30), || viewers.iter().all(|v| v.playout.stats().played >= 60)).await;
@@ -74,8 +51,7 @@ fn viewers_play_what_the_seeder_injects() {
             assert!(s.skipped <= 2, "{stats:?}");
             assert!(s.latency_us < 3_000_000, "seconds behind live, not more: {stats:?}");
         }
-        let (_, seeds_viewers) = (0, t.swarms.scrape(&channel.info_hash()));
-        assert_eq!(seeds_viewers, (1, 5), "the tracker knows the seed and every viewer");
+        assert_eq!(t.swarms.scrape(&channel.info_hash()), (1, 5), "the tracker knows the seed and every viewer");
         for v in &viewers {
             v.stop().await;
         }
