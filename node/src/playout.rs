@@ -91,7 +91,7 @@ impl Playout {
 
     /// The stream for one player: the current GOP, then everything played after it. A
     /// player too slow to keep up skips to the next segment start.
-    fn subscribe(self: &Arc<Self>) -> mpsc::Receiver<Bytes> {
+    pub fn subscribe(self: &Arc<Self>) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(256);
         let (gop, mut live) = {
             let inner = self.lock();

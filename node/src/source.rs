@@ -71,6 +71,7 @@ pub async fn run(
 ) {
     let mut next: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
+    let mut waiting_said = false;
     while !*stop.borrow() {
         let path = match next {
             Some(seq) => format!("/v1/channels/{}/pieces?from={seq}", src.channel),
@@ -120,6 +121,14 @@ pub async fn run(
                     }
                 }
                 tracing::info!(channel = %src.channel, ?next, "ingest's piece stream ended: reconnecting");
+            }
+            Ok(resp) if resp.status() == 404 => {
+                // Not published yet: normal before the encoder starts; said once.
+                if !waiting_said {
+                    waiting_said = true;
+                    tracing::info!(channel = %src.channel, "waiting for the channel to be published on ingest");
+                }
+                backoff = backoff.min(Duration::from_millis(400));
             }
             Ok(resp) => {
                 let status = resp.status();

@@ -60,7 +60,7 @@ enum TakeoverArg {
 }
 
 #[derive(Debug, Args)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     common: Common,
     /// RTMP listen address (port 0: any free port, printed).
@@ -117,7 +117,18 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<()> {
         Some(IngestCmd::AddChannel(a)) => add_channel(a),
         None => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-            rt.block_on(serve(args.run))
+            rt.block_on(async {
+                let a = start(&args.run).await?;
+                println!("RTMP  rtmp://{}/live/<stream-key>", a.rtmp);
+                println!("SRT   srt://{}?streamid=#!::r=live/<stream-key>,m=publish", a.srt);
+                println!(
+                    "HTTP  http://{}  (pieces: /v1/channels/NAME/pieces, tap: /v1/channels/NAME/live.ts, /metrics)",
+                    a.http
+                );
+                tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+                tracing::info!("shutting down");
+                Ok(())
+            })
         }
     }
 }
@@ -166,7 +177,16 @@ pub(crate) fn seeder_token(given: Option<&str>, data_dir: &Path) -> anyhow::Resu
     Ok(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned())
 }
 
-async fn serve(run: RunArgs) -> anyhow::Result<()> {
+/// Where a started ingest listens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IngestAddrs {
+    pub(crate) rtmp: SocketAddr,
+    pub(crate) srt: SocketAddr,
+    pub(crate) http: SocketAddr,
+}
+
+/// Binds ingest's listeners and serves them from spawned tasks.
+pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
     std::fs::create_dir_all(&run.common.data_dir)
         .with_context(|| format!("creating {}", run.common.data_dir.display()))?;
     if !(10..=250).contains(&run.piece_ms) {
@@ -204,14 +224,9 @@ async fn serve(run: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding SRT {}", run.srt_listen))?;
     write_ports(&run.common.data_dir, rtmp_addr, srt_addr, http_addr)?;
-    println!("RTMP  rtmp://{rtmp_addr}/live/<stream-key>");
-    println!("SRT   srt://{srt_addr}?streamid=#!::r=live/<stream-key>,m=publish");
-    println!("HTTP  http://{http_addr}  (pieces: /v1/channels/NAME/pieces, tap: /v1/channels/NAME/live.ts, /metrics)");
     tokio::spawn(ingest::rtmp::serve(rtmp, hub.clone(), auth));
     tokio::spawn(ingest::http::serve(http, hub, SeederTokens::from_tokens([token.as_str()])));
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    tracing::info!("shutting down");
-    Ok(())
+    Ok(IngestAddrs { rtmp: rtmp_addr, srt: srt_addr, http: http_addr })
 }
 
 /// Publishing decided by the catalogue, re-read every 10 s (a new channel, a rotated

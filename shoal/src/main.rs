@@ -1,5 +1,5 @@
 //! `shoal`: one binary for every Shoal service. Subcommands arrive with their issues;
-//! today: `sim`, `bench`, `ingest`, `tracker`, `admin`, `seeder` and `viewer`.
+//! today: `up`, `sim`, `bench`, `ingest`, `tracker`, `admin`, `seeder` and `viewer`.
 
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ mod ingest_cmd;
 mod node_cmd;
 mod sim_cmd;
 mod tracker_cmd;
+mod up_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about = "Live TV carried by its own audience")]
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A whole broadcaster on one machine: tracker, ingest and a seeder (demo channel).
+    Up(up_cmd::UpArgs),
     /// Simulate a channel's swarm with the real peer state machines (deterministic).
     Sim(sim_cmd::SimArgs),
     /// Benchmarks: write JSON, print a table, assert nothing.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Up(args) => up_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Ingest(args) => ingest_cmd::run(args),

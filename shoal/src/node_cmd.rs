@@ -63,7 +63,7 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
     let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let node = seed(&a.tracker, &a.ingest, &a.channel, &token, a.listen, a.upload_kbps).await?;
+        let node = seed(&a.tracker, &a.ingest, &a.channel, None, &token, a.listen, a.upload_kbps).await?;
         println!("SEEDER  channel {} from {}, peers connect to {}", a.channel, a.ingest, node.handle.listen);
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         node.stop().await;
@@ -72,17 +72,18 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
 }
 
 /// Starts a seeder of `channel`: reads ingest's piece stream (the channel id comes with
-/// it), joins the channel's swarm through the tracker.
+/// it, unless given), joins the channel's swarm through the tracker.
 pub(crate) async fn seed(
     tracker: &str,
     ingest: &str,
     channel: &str,
+    id: Option<ChannelId>,
     token: &str,
     listen: SocketAddr,
     upload_kbps: u32,
 ) -> anyhow::Result<Node> {
     let (pieces_tx, pieces_rx) = mpsc::channel(256);
-    let (id_tx, mut id_rx) = watch::channel(None);
+    let (id_tx, mut id_rx) = watch::channel(id);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let src = Source { base: ingest.to_owned(), channel: channel.to_owned(), token: token.to_owned() };
     tokio::spawn(async move {

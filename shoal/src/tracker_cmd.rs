@@ -58,6 +58,22 @@ pub(crate) struct TrackerArgs {
 }
 
 pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = a.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build()?;
+    rt.block_on(async move {
+        let addr = start(&a).await?;
+        println!("TRACKER  http://{addr}/announce  (scrape: /scrape, /metrics)");
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+/// Opens the directory (and catalogue), binds, and serves from spawned tasks.
+pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
     if !(10..=3600).contains(&a.interval) {
         bail!("--interval must be 10..=3600 seconds, got {}", a.interval);
     }
@@ -67,12 +83,7 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
         ..StoreConfig::default()
     };
     let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.common.data_dir)?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = a.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.enable_all().build()?;
-    rt.block_on(async move {
+    {
         let cache = Arc::new(CachedDirectory::default());
         let mut meter = None;
         let mut admin = None;
@@ -114,11 +125,8 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
             let n = m.recover(&tracker.swarms, tracker::http::unix_now()).await.context("reading usage marks")?;
             tracing::info!(marks = n, node = %a.node, "metering marks of this hour loaded");
         }
-        println!("TRACKER  http://{addr}/announce  (scrape: /scrape, /metrics)");
         tokio::spawn(tracker::http::serve(listener, tracker.clone()));
         tokio::spawn(tracker::http::maintain(tracker, reload, meter, (a.flush_interval / 10).max(1)));
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        tracing::info!("shutting down");
-        Ok(())
-    })
+        Ok(addr)
+    }
 }

@@ -1,0 +1,224 @@
+//! End to end, live, with the real encoder: `shoal up` on free ports, a second seeder
+//! (`shoal seeder`), ffmpeg pushing 20 s of `testsrc` + `sine` over RTMP, 20 viewers
+//! (in this process, over loopback TCP). The second seeder is killed (SIGKILL) 10 s in.
+//! Each viewer's playout decodes with `ffmpeg -xerror`, holds the frames sent within one
+//! GOP, and no viewer missed more than 1 s of pieces; one viewer is also read over
+//! HTTP (`/live.ts`) by ffmpeg. Needs ffmpeg (CI installs it; elsewhere it says it
+//! skipped). Waits on the processes' output and polls with deadlines; no sleeps.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use node::roles::{self, Join};
+use swarm::piece::ChannelId;
+
+fn ffmpeg_available() -> bool {
+    let ok = Command::new("ffmpeg").arg("-version").output().is_ok();
+    if !ok {
+        assert!(std::env::var_os("SHOAL_REQUIRE_FFMPEG").is_none(), "ffmpeg is required here but not installed");
+        eprintln!("SKIPPED: ffmpeg is not installed (CI installs it)");
+    }
+    ok
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `shoal ARGS` and collects its stdout lines until one starts with `until`.
+fn start(args: &[&str], until: &str) -> (Killed, Vec<String>) {
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.trim_start().starts_with(until);
+        seen.push(line);
+        if done {
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, seen);
+        }
+    }
+    panic!("shoal {args:?} ended before printing {until:?}: {seen:?}");
+}
+
+/// The word after `marker` in the first line that has it.
+fn word_after(lines: &[String], marker: &str) -> String {
+    let line = lines.iter().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("no {marker:?} in {lines:?}"));
+    line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().trim_matches('\'').to_owned()
+}
+
+fn frames(file: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets"])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    // The stream's count, then the same again under its program: the first line.
+    String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().parse().unwrap_or(0)
+}
+
+fn decodes(file: &Path) -> Result<(), String> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+}
+
+#[test]
+fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("shoal-up-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data").display().to_string();
+    let any = "127.0.0.1:0";
+    let (_up, up) = start(
+        &[
+            "up",
+            "--data-dir",
+            &data,
+            "--tracker-listen",
+            any,
+            "--rtmp-listen",
+            any,
+            "--srt-listen",
+            any,
+            "--ingest-listen",
+            any,
+            "--seeder-listen",
+            any,
+        ],
+        "Ctrl-C stops it",
+    );
+    let rtmp = word_after(&up, "push:    ");
+    let tracker = format!("http://127.0.0.1:{}", word_after(&up, "--tracker http://127.0.0.1:"));
+    let channel = ChannelId::from_hex(&word_after(&up, "--channel-id ")).unwrap();
+    let tap = word_after(&up, "check:   ffplay ");
+    let ingest = tap.split("/v1/").next().unwrap().to_owned();
+    let token = tap.split("token=").nth(1).unwrap().to_owned();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Twenty viewers, each recording what it plays.
+    let mut viewers = Vec::new();
+    let mut recordings = Vec::new();
+    for _ in 0..20 {
+        let join = Join {
+            tracker: tracker.clone(),
+            channel,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            seed_token: None,
+            upload_kbps: 8_000,
+        };
+        let v = rt.block_on(roles::viewer(join)).unwrap();
+        let rec = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let (r, p) = (rec.clone(), v.playout.clone());
+        rt.spawn(async move {
+            let mut rx = p.subscribe();
+            while let Some(b) = rx.recv().await {
+                r.lock().unwrap().extend_from_slice(&b);
+            }
+        });
+        recordings.push(rec);
+        viewers.push(v);
+    }
+    // One viewer also over HTTP, as a player reads it.
+    let play = rt.block_on(node::playout::bind("127.0.0.1:0".parse().unwrap())).unwrap();
+    let play_url = format!("http://{}/live.ts", play.local_addr().unwrap());
+    let n = Arc::new(viewers.remove(0));
+    let n2 = n.clone();
+    rt.spawn(node::playout::serve(play, n.playout.clone(), Arc::new(move || n2.stats_json())));
+
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-re"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "20"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args(["-f", "flv", &rtmp])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let http_out = dir.join("http.ts");
+    let mut http_reader = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i", &play_url, "-t", "12", "-c", "copy", "-f", "mpegts"])
+        .arg(&http_out)
+        .spawn()
+        .unwrap();
+    let (second, _) = start(
+        &[
+            "seeder",
+            "--tracker",
+            &tracker,
+            "--ingest",
+            &ingest,
+            "--channel",
+            "demo",
+            "--seeder-token",
+            &token,
+            "--listen",
+            any,
+        ],
+        "SEEDER",
+    );
+    // Kill the second seeder 10 s into the feed.
+    let played_at = |d: Duration| {
+        while started.elapsed() < d {
+            std::thread::park_timeout(d - started.elapsed());
+        }
+    };
+    played_at(Duration::from_secs(10));
+    let skipped_before: Vec<u64> = viewers.iter().map(|v| v.playout.stats().skipped).collect();
+    drop(second);
+    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg pushed 20 s");
+    // Everything sent is played 1.5 s after it was sent: wait until playout stops growing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = 0;
+    loop {
+        let total: u64 = viewers.iter().map(|v| v.playout.stats().played).sum();
+        if (total == last && total > 0) || Instant::now() > deadline {
+            break;
+        }
+        last = total;
+        std::thread::park_timeout(Duration::from_secs(2));
+    }
+    let stats: Vec<_> = viewers.iter().map(|v| v.playout.stats()).collect();
+    eprintln!("viewers: {stats:?}");
+    for (i, (s, before)) in stats.iter().zip(&skipped_before).enumerate() {
+        assert!(s.skipped - before <= 20, "viewer {i} missed more than 1 s of pieces after the kill: {s:?}");
+    }
+    // Sent: 20 s at 25 fps = 500 frames; one GOP is 25.
+    for (i, rec) in recordings.iter().skip(1).enumerate() {
+        let file: PathBuf = dir.join(format!("viewer-{i}.ts"));
+        std::fs::write(&file, &*rec.lock().unwrap()).unwrap();
+        decodes(&file).unwrap_or_else(|e| panic!("viewer {i}'s playout does not decode: {e}"));
+        let f = frames(&file);
+        assert!((475..=500).contains(&f), "viewer {i} holds {f} of 500 frames");
+    }
+    assert!(http_reader.wait().unwrap().success());
+    decodes(&http_out).unwrap();
+    assert!(frames(&http_out) >= 250, "12 s read over HTTP: {} frames", frames(&http_out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
