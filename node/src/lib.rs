@@ -7,9 +7,11 @@
 //! - [`announce`]: the tracker client (BitTorrent announce with Shoal's parameters).
 //! - [`source`]: ingest's piece stream, resumed after a reconnect (seeders).
 //! - [`playout`]: `/live.ts` for players (viewers).
+//! - [`hls`]: the seeders' HLS fallback for browsers, from verified pieces.
 //! - [`roles`]: seeders and viewers put together (shell, tracker client, origin, playout).
 
 pub mod announce;
+pub mod hls;
 pub mod http_client;
 pub mod playout;
 pub mod roles;

@@ -148,6 +148,14 @@ impl Body for Streamed {
             None => Poll::Ready(None),
         }
     }
+
+    /// A whole body gets a Content-Length; a stream goes chunked.
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match (&self.0, &self.1) {
+            (b, None) => hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
 }
 
 fn whole(status: StatusCode, ctype: &'static str, body: String) -> Response<Streamed> {

@@ -11,6 +11,7 @@ use swarm::wire::Role;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::announce::{Report, TrackerClient};
+use crate::hls::Hls;
 use crate::playout::Playout;
 use crate::shell::{self, Input, NodeHandle, Output, now_us};
 
@@ -67,15 +68,21 @@ pub struct Join {
 
 /// Starts a viewer: it plays into the returned node's [`Node::playout`].
 pub async fn viewer(j: Join) -> std::io::Result<Node> {
-    start(j, Role::Viewer, None).await
+    start(j, Role::Viewer, None, None).await
 }
 
-/// Starts a seeder fed by `origin` (ingest's pieces).
-pub async fn seeder(j: Join, origin: mpsc::Receiver<Piece>) -> std::io::Result<Node> {
-    start(j, Role::Seed, Some(origin)).await
+/// Starts a seeder fed by `origin` (ingest's pieces); what its peer verifies also goes
+/// to `hls` (the fallback for browsers), if given.
+pub async fn seeder(j: Join, origin: mpsc::Receiver<Piece>, hls: Option<Arc<Hls>>) -> std::io::Result<Node> {
+    start(j, Role::Seed, Some(origin), hls).await
 }
 
-async fn start(j: Join, role: Role, origin: Option<mpsc::Receiver<Piece>>) -> std::io::Result<Node> {
+async fn start(
+    j: Join,
+    role: Role,
+    origin: Option<mpsc::Receiver<Piece>>,
+    hls: Option<Arc<Hls>>,
+) -> std::io::Result<Node> {
     // The listener is bound first: the tracker must be told the port peers dial.
     let probe = tokio::net::TcpListener::bind(j.listen).await?;
     let listen = probe.local_addr()?;
@@ -98,7 +105,11 @@ async fn start(j: Join, role: Role, origin: Option<mpsc::Receiver<Piece>>) -> st
                 Output::Play(piece) => p.play(&piece),
                 Output::Skipped(_) => p.skipped(),
                 Output::WantPeers => w.notify_one(),
-                Output::Accepted(_) => {}
+                Output::Accepted(piece) => {
+                    if let Some(h) = &hls {
+                        h.push(&piece);
+                    }
+                }
             }
         }
     });

@@ -35,7 +35,7 @@ fn viewers_play_what_the_seeder_injects() {
         let channel = key.id();
         let (url, t) = tracker_for(channel).await;
         let (origin_tx, origin_rx) = tokio::sync::mpsc::channel(64);
-        let seeder = roles::seeder(join(&url, channel, true), origin_rx).await.unwrap();
+        let seeder = roles::seeder(join(&url, channel, true), origin_rx, None).await.unwrap();
         feed(key, vec![origin_tx]);
         let mut viewers = Vec::new();
         for _ in 0..5 {
@@ -106,9 +106,9 @@ fn a_killed_seeder_stalls_no_viewer() {
     let (url, _t) = rt.block_on(tracker_for(channel));
     let (a_tx, a_rx) = tokio::sync::mpsc::channel(64);
     let (b_tx, b_rx) = tokio::sync::mpsc::channel(64);
-    let doomed = doomed_rt.block_on(roles::seeder(join(&url, channel, true), a_rx)).unwrap();
+    let doomed = doomed_rt.block_on(roles::seeder(join(&url, channel, true), a_rx, None)).unwrap();
     rt.block_on(async {
-        let _survivor = roles::seeder(join(&url, channel, true), b_rx).await.unwrap();
+        let _survivor = roles::seeder(join(&url, channel, true), b_rx, None).await.unwrap();
         feed(ChannelKeypair::from_secret_bytes(&[10; 32]), vec![a_tx, b_tx]);
         let mut viewers = Vec::new();
         for _ in 0..8 {
@@ -146,7 +146,7 @@ fn a_forging_peer_is_dropped() {
         let channel = key.id();
         let (url, _t) = tracker_for(channel).await;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let _seeder = roles::seeder(join(&url, channel, true), rx).await.unwrap();
+        let _seeder = roles::seeder(join(&url, channel, true), rx, None).await.unwrap();
         feed(ChannelKeypair::from_secret_bytes(&[11; 32]), vec![tx]);
         let victim = roles::viewer(join(&url, channel, false)).await.unwrap();
         assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);

@@ -35,6 +35,9 @@ pub(crate) struct SeederArgs {
     /// Upload capacity offered to the swarm, kbit/s.
     #[arg(long, default_value_t = 200_000)]
     upload_kbps: u32,
+    /// The HLS fallback for browsers: /hls/CHANNEL/live.m3u8.
+    #[arg(long, env = "SHOAL_SEEDER_HTTP", default_value = "0.0.0.0:8730")]
+    http: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -63,43 +66,76 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
     let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let node = seed(&a.tracker, &a.ingest, &a.channel, None, &token, a.listen, a.upload_kbps).await?;
-        println!("SEEDER  channel {} from {}, peers connect to {}", a.channel, a.ingest, node.handle.listen);
+        let s = Seed {
+            tracker: a.tracker.clone(),
+            ingest: a.ingest.clone(),
+            channel: a.channel.clone(),
+            id: None,
+            token,
+            listen: a.listen,
+            http: a.http,
+            upload_kbps: a.upload_kbps,
+        };
+        let (node, hls) = s.start().await?;
+        println!(
+            "SEEDER  channel {} from {}, peers connect to {}, browsers: http://{hls}/hls/{}/live.m3u8",
+            a.channel, a.ingest, node.handle.listen, a.channel
+        );
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         node.stop().await;
         Ok(())
     })
 }
 
-/// Starts a seeder of `channel`: reads ingest's piece stream (the channel id comes with
-/// it, unless given), joins the channel's swarm through the tracker.
-pub(crate) async fn seed(
-    tracker: &str,
-    ingest: &str,
-    channel: &str,
-    id: Option<ChannelId>,
-    token: &str,
-    listen: SocketAddr,
-    upload_kbps: u32,
-) -> anyhow::Result<Node> {
-    let (pieces_tx, pieces_rx) = mpsc::channel(256);
-    let (id_tx, mut id_rx) = watch::channel(id);
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    let src = Source { base: ingest.to_owned(), channel: channel.to_owned(), token: token.to_owned() };
-    tokio::spawn(async move {
-        source::run(src, pieces_tx, id_tx, stop_rx).await;
-        drop(_stop_tx);
-    });
-    tracing::info!(channel, ingest, "waiting for the channel on ingest");
-    let id = loop {
-        if let Some(id) = *id_rx.borrow_and_update() {
-            break id;
-        }
-        id_rx.changed().await.context("the piece source stopped")?;
-    };
-    let join =
-        Join { tracker: tracker.to_owned(), channel: id, listen, seed_token: Some(token.to_owned()), upload_kbps };
-    roles::seeder(join, pieces_rx).await.context("starting the seeder")
+/// A seeder to start.
+#[derive(Debug, Clone)]
+pub(crate) struct Seed {
+    pub(crate) tracker: String,
+    pub(crate) ingest: String,
+    pub(crate) channel: String,
+    /// The channel id, if known; else it comes with ingest's piece stream.
+    pub(crate) id: Option<ChannelId>,
+    pub(crate) token: String,
+    pub(crate) listen: SocketAddr,
+    /// The HLS fallback's address.
+    pub(crate) http: SocketAddr,
+    pub(crate) upload_kbps: u32,
+}
+
+impl Seed {
+    /// Reads ingest's piece stream, joins the channel's swarm through the tracker,
+    /// serves the HLS fallback. Returns the node and where HLS is served.
+    pub(crate) async fn start(self) -> anyhow::Result<(Node, SocketAddr)> {
+        let hls_listener =
+            node::playout::bind(self.http).await.with_context(|| format!("binding HLS {}", self.http))?;
+        let hls_addr = hls_listener.local_addr()?;
+        let hls = Arc::new(node::hls::Hls::new(&self.channel));
+        tokio::spawn(node::hls::serve(hls_listener, hls.clone()));
+        let (pieces_tx, pieces_rx) = mpsc::channel(256);
+        let (id_tx, mut id_rx) = watch::channel(self.id);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let src = Source { base: self.ingest.clone(), channel: self.channel.clone(), token: self.token.clone() };
+        tokio::spawn(async move {
+            source::run(src, pieces_tx, id_tx, stop_rx).await;
+            drop(stop_tx);
+        });
+        tracing::info!(channel = %self.channel, ingest = %self.ingest, "waiting for the channel on ingest");
+        let id = loop {
+            if let Some(id) = *id_rx.borrow_and_update() {
+                break id;
+            }
+            id_rx.changed().await.context("the piece source stopped")?;
+        };
+        let join = Join {
+            tracker: self.tracker,
+            channel: id,
+            listen: self.listen,
+            seed_token: Some(self.token),
+            upload_kbps: self.upload_kbps,
+        };
+        let node = roles::seeder(join, pieces_rx, Some(hls)).await.context("starting the seeder")?;
+        Ok((node, hls_addr))
+    }
 }
 
 pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {

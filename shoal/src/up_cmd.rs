@@ -31,6 +31,9 @@ pub(crate) struct UpArgs {
     ingest_listen: SocketAddr,
     #[arg(long, default_value = "0.0.0.0:8720")]
     seeder_listen: SocketAddr,
+    /// The seeder's HLS fallback for browsers.
+    #[arg(long, default_value = "0.0.0.0:8730")]
+    hls_listen: SocketAddr,
 }
 
 /// What the first start made, kept (0600) in `DATA_DIR/demo.json`.
@@ -89,15 +92,17 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
         let ingest = crate::ingest_cmd::start(&i.a).await.context("starting ingest")?;
         let local = |addr: SocketAddr| format!("http://127.0.0.1:{}", addr.port());
         let id = ChannelId::from_hex(&demo.channel_id).context("demo.json: bad channel id")?;
-        let seeder = crate::node_cmd::seed(
-            &local(tracker_addr),
-            &local(ingest.http),
-            &demo.channel,
-            Some(id),
-            &token,
-            a.seeder_listen,
-            200_000,
-        )
+        let (seeder, hls) = crate::node_cmd::Seed {
+            tracker: local(tracker_addr),
+            ingest: local(ingest.http),
+            channel: demo.channel.clone(),
+            id: Some(id),
+            token: token.clone(),
+            listen: a.seeder_listen,
+            http: a.hls_listen,
+            upload_kbps: 200_000,
+        }
+        .start()
         .await?;
 
         let h = &a.host;
@@ -117,6 +122,7 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             demo.channel_id
         );
         println!("           then: ffplay http://127.0.0.1:8900/live.ts   (or vlc, mpv)");
+        println!("  browser: http://{h}:{}/hls/{}/live.m3u8   (HLS from the seeder)", hls.port(), demo.channel);
         println!(
             "  check:   ffplay 'http://{h}:{}/v1/channels/{}/live.ts?token={token}'   (ingest's own tap)",
             ingest.http.port(),

@@ -3,7 +3,8 @@
 //! (in this process, over loopback TCP). The second seeder is killed (SIGKILL) 10 s in.
 //! Each viewer's playout decodes with `ffmpeg -xerror`, holds the frames sent within one
 //! GOP, and no viewer missed more than 1 s of pieces; one viewer is also read over
-//! HTTP (`/live.ts`) by ffmpeg. Needs ffmpeg (CI installs it; elsewhere it says it
+//! HTTP (`/live.ts`) by ffmpeg, and the seeder's HLS playlist and a segment are checked.
+//! Needs ffmpeg (CI installs it; elsewhere it says it
 //! skipped). Waits on the processes' output and polls with deadlines; no sleeps.
 #![allow(clippy::unwrap_used)]
 
@@ -65,6 +66,19 @@ fn word_after(lines: &[String], marker: &str) -> String {
     line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().trim_matches('\'').to_owned()
 }
 
+/// `GET url` (http://HOST:PORT/PATH) with `Connection: close`: (status, body).
+fn http_get(url: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (String::from_utf8_lossy(&raw[9..12]).parse().unwrap(), raw[end..].to_vec())
+}
+
 fn frames(file: &Path) -> u64 {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets"])
@@ -111,6 +125,8 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
             any,
             "--seeder-listen",
             any,
+            "--hls-listen",
+            any,
         ],
         "Ctrl-C stops it",
     );
@@ -119,6 +135,7 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     let channel = ChannelId::from_hex(&word_after(&up, "--channel-id ")).unwrap();
     let tap = word_after(&up, "check:   ffplay ");
     let ingest = tap.split("/v1/").next().unwrap().to_owned();
+    let playlist_url = word_after(&up, "browser: ");
     let token = tap.split("token=").nth(1).unwrap().to_owned();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -180,6 +197,8 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
             &token,
             "--listen",
             any,
+            "--http",
+            any,
         ],
         "SEEDER",
     );
@@ -217,6 +236,20 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
         let f = frames(&file);
         assert!((475..=500).contains(&f), "viewer {i} holds {f} of 500 frames");
     }
+    // The seeder's HLS fallback: a live playlist of whole segments that decode.
+    let (status, playlist) = http_get(&playlist_url);
+    let playlist = String::from_utf8(playlist).unwrap();
+    assert_eq!(status, 200, "{playlist}");
+    assert!(playlist.starts_with("#EXTM3U\n") && playlist.contains("#EXT-X-TARGETDURATION:"), "{playlist}");
+    let segments: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
+    assert!(segments.len() >= 3, "{playlist}");
+    let seg_url = format!("{}/{}", playlist_url.rsplit_once('/').unwrap().0, segments[segments.len() - 1]);
+    let (status, seg) = http_get(&seg_url);
+    assert_eq!(status, 200);
+    let seg_file = dir.join("hls.ts");
+    std::fs::write(&seg_file, seg).unwrap();
+    decodes(&seg_file).unwrap_or_else(|e| panic!("the HLS segment does not decode: {e}"));
+    assert!(frames(&seg_file) >= 20, "a segment is a GOP (25 frames): {}", frames(&seg_file));
     assert!(http_reader.wait().unwrap().success());
     decodes(&http_out).unwrap();
     assert!(frames(&http_out) >= 250, "12 s read over HTTP: {} frames", frames(&http_out));
