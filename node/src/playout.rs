@@ -3,6 +3,7 @@
 //! latest segment start (PAT/PMT and a keyframe) so a player can decode from its first
 //! byte; VLC, mpv and ffplay take it as is. `GET /stats.json` has the counters.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,7 +37,14 @@ struct Inner {
     /// Live-to-playout latency of the last piece played, µs.
     latency_us: u64,
     max_latency_us: u64,
+    /// Live-to-playout latency of each piece played, ms (the newest [`SAMPLES`]).
+    samples: VecDeque<u32>,
+    /// When the first piece was played, µs since the epoch.
+    first_play_us: Option<u64>,
 }
+
+/// Latency samples kept per playout.
+pub const SAMPLES: usize = 100_000;
 
 /// Counters of what was played.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,6 +77,12 @@ impl Playout {
         inner.played += 1;
         inner.latency_us = now.saturating_sub(piece.timestamp_us());
         inner.max_latency_us = inner.max_latency_us.max(inner.latency_us);
+        let ms = u32::try_from(inner.latency_us / 1000).unwrap_or(u32::MAX);
+        if inner.samples.len() == SAMPLES {
+            inner.samples.pop_front();
+        }
+        inner.samples.push_back(ms);
+        inner.first_play_us.get_or_insert(now);
         if piece.flags().contains(PieceFlags::SEGMENT_START) {
             inner.gop.clear();
         }
@@ -78,6 +92,12 @@ impl Playout {
         }
         // Sent under the lock, so a joining player's snapshot and its stream meet exactly.
         let _ = self.live.send(item);
+    }
+
+    /// The latency of every piece played (ms, the newest [`SAMPLES`]) and when playing began.
+    pub fn samples(&self) -> (Vec<u32>, Option<u64>) {
+        let i = self.lock();
+        (i.samples.iter().copied().collect(), i.first_play_us)
     }
 
     pub fn skipped(&self) {

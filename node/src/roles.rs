@@ -64,6 +64,8 @@ pub struct Join {
     pub seed_token: Option<String>,
     /// Upload capacity announced to neighbours, kbit/s.
     pub upload_kbps: u32,
+    /// Benchmarks: emulated one-way delay of every link (zero in production).
+    pub link_delay: Duration,
 }
 
 /// Starts a viewer: it plays into the returned node's [`Node::playout`].
@@ -91,8 +93,17 @@ async fn start(
     tracker.seed_token = j.seed_token.clone();
     let mut cfg = PeerConfig::new(role, tracker.peer_id(), j.channel);
     cfg.upload_kbps = j.upload_kbps;
+    if role == Role::Seed {
+        // As the simulator's seeds (sim/src/scenario.rs, the settings its measurements
+        // chose): a few children at the top of each push tree, many neighbours for pull
+        // repair near the deadline, no dialling out.
+        cfg.max_child_slots = Some(16);
+        cfg.max_neighbours = 400;
+        cfg.target_neighbours = 0;
+    }
     let (out_tx, mut out_rx) = mpsc::channel(1024);
-    let handle = shell::spawn(cfg, listen, out_tx).await?;
+    let opts = shell::ShellOptions { link_delay: j.link_delay };
+    let handle = shell::spawn_with(cfg, listen, out_tx, opts).await?;
     let playout = Arc::new(Playout::new());
     let (stop, stop_rx) = watch::channel(false);
     let want_peers = Arc::new(Notify::new());

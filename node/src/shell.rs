@@ -104,14 +104,33 @@ enum Internal {
 }
 
 struct Conn {
-    tx: mpsc::UnboundedSender<Bytes>,
+    /// Frames with the time they may leave.
+    tx: mpsc::UnboundedSender<(tokio::time::Instant, Bytes)>,
     queued: Arc<AtomicUsize>,
     reader: tokio::task::AbortHandle,
+}
+
+/// Benchmark knobs of a shell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShellOptions {
+    /// Every message leaves this long after it is queued: a link's one-way delay,
+    /// emulated on loopback (`shoal bench swarm`). Zero in production.
+    pub link_delay: Duration,
 }
 
 /// Starts a shell for `cfg` listening on `listen` (port 0: any free port); outputs go
 /// to `outputs` (dropped if the owner is slow, except `Play`, which waits).
 pub async fn spawn(cfg: PeerConfig, listen: SocketAddr, outputs: mpsc::Sender<Output>) -> std::io::Result<NodeHandle> {
+    spawn_with(cfg, listen, outputs, ShellOptions::default()).await
+}
+
+/// [`spawn`] with benchmark knobs.
+pub async fn spawn_with(
+    cfg: PeerConfig,
+    listen: SocketAddr,
+    outputs: mpsc::Sender<Output>,
+    opts: ShellOptions,
+) -> std::io::Result<NodeHandle> {
     let peer = Peer::new(cfg.clone(), now_us())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let listener = TcpListener::bind(listen).await?;
@@ -152,6 +171,7 @@ pub async fn spawn(cfg: PeerConfig, listen: SocketAddr, outputs: mpsc::Sender<Ou
         snapshot: snap_tx,
         bytes_sent: 0,
         bytes_received: Arc::new(AtomicUsize::new(0)),
+        link_delay: opts.link_delay,
     };
     tokio::spawn(shell.run(in_rx, int_rx));
     Ok(NodeHandle { listen: addr, inputs: in_tx, snapshot: snap_rx })
@@ -171,6 +191,7 @@ struct Shell {
     snapshot: watch::Sender<Snapshot>,
     bytes_sent: u64,
     bytes_received: Arc<AtomicUsize>,
+    link_delay: Duration,
 }
 
 impl Shell {
@@ -269,7 +290,7 @@ impl Shell {
         c.queued.fetch_add(len, Ordering::Relaxed);
         self.queued.fetch_add(len, Ordering::Relaxed);
         self.bytes_sent += len as u64;
-        let _ = c.tx.send(Bytes::from(buf));
+        let _ = c.tx.send((tokio::time::Instant::now() + self.link_delay, Bytes::from(buf)));
     }
 
     fn candidates(&mut self, listed: &[Listed]) {
@@ -347,11 +368,12 @@ impl Shell {
     fn attach(&mut self, node: NodeId, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Bytes)>();
         let queued = Arc::new(AtomicUsize::new(0));
         let (conn_queued, total, written) = (queued.clone(), self.queued.clone(), self.written.clone());
         tokio::spawn(async move {
-            while let Some(b) = rx.recv().await {
+            while let Some((at, b)) = rx.recv().await {
+                tokio::time::sleep_until(at).await;
                 let ok = wr.write_all(&b).await.is_ok();
                 conn_queued.fetch_sub(b.len(), Ordering::Relaxed);
                 total.fetch_sub(b.len(), Ordering::Relaxed);
@@ -361,7 +383,7 @@ impl Shell {
                 }
             }
             // Anything still queued is given back to the budget.
-            while let Ok(b) = rx.try_recv() {
+            while let Ok((_, b)) = rx.try_recv() {
                 conn_queued.fetch_sub(b.len(), Ordering::Relaxed);
                 total.fetch_sub(b.len(), Ordering::Relaxed);
             }

@@ -45,6 +45,8 @@ enum BenchWhat {
     IngestVsNginx(crate::bench_nginx::VsNginxArgs),
     /// The tracker's announce path in process: announces per CPU-second, memory per peer.
     Tracker(crate::bench_tracker::TrackerBenchArgs),
+    /// The swarm on real sockets (loopback, one process): seeders, viewers, delayed links.
+    Swarm(crate::bench_swarm::SwarmBenchArgs),
 }
 
 /// One figure against its target.
@@ -67,6 +69,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Ingest { channels, loops, out } => crate::bench_ingest::run(channels.max(1), loops.max(1), out),
         BenchWhat::IngestVsNginx(a) => crate::bench_nginx::run(a),
         BenchWhat::Tracker(a) => crate::bench_tracker::run(a),
+        BenchWhat::Swarm(a) => crate::bench_swarm::run(a),
         BenchWhat::Sim { scenario, rng_seed, attackers, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));
