@@ -201,3 +201,42 @@ fn a_forging_peer_is_dropped() {
         assert_eq!(victim.handle.snapshot().stats.forged_pieces, 1);
     });
 }
+
+fn viewers_stats(viewers: &[node::roles::Node]) -> Vec<node::playout::PlayStats> {
+    viewers.iter().map(|v| v.playout.stats()).collect()
+}
+
+/// The tracker goes away mid-stream (its runtime torn down): viewers keep playing with
+/// the neighbours they have, losing nothing.
+#[test]
+fn viewers_play_on_while_the_tracker_is_down() {
+    let tracker_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let key = ChannelKeypair::from_secret_bytes(&[12; 32]);
+    let channel = key.id();
+    let (url, _t) = tracker_rt.block_on(tracker_for(channel));
+    let (viewers, _seeder) = rt.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let seeder = roles::seeder(join(&url, channel, true), rx, None).await.unwrap();
+        feed(key, vec![tx]);
+        let mut viewers = Vec::new();
+        for _ in 0..4 {
+            viewers.push(roles::viewer(join(&url, channel, false)).await.unwrap());
+        }
+        assert!(eventually(Duration::from_secs(30), || viewers.iter().all(|v| v.playout.stats().played >= 20)).await);
+        (viewers, seeder)
+    });
+    tracker_rt.shutdown_background();
+    rt.block_on(async {
+        let before: Vec<_> = viewers_stats(&viewers);
+        let more = eventually(Duration::from_secs(30), || {
+            viewers.iter().zip(&before).all(|(v, b)| v.playout.stats().played >= b.played + 60)
+        })
+        .await;
+        let after = viewers_stats(&viewers);
+        assert!(more, "{after:?}");
+        for (a, b) in after.iter().zip(&before) {
+            assert_eq!(a.skipped, b.skipped, "nothing lost while the tracker is down: {after:?}");
+        }
+    });
+}

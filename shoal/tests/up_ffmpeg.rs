@@ -5,7 +5,8 @@
 //! GOP, and no viewer missed more than 1 s of pieces; one viewer is also read over
 //! HTTP (`/live.ts`) by ffmpeg, and the seeder's HLS playlist and a segment are checked.
 //! Needs ffmpeg (CI installs it; elsewhere it says it
-//! skipped). Waits on the processes' output and polls with deadlines; no sleeps.
+//! skipped). Waits on the processes' output and polls with deadlines; no sleeps. And,
+//! without ffmpeg, that a restarted `shoal up` keeps its channel and stream key.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -254,5 +255,39 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     assert!(http_reader.wait().unwrap().success());
     decodes(&http_out).unwrap();
     assert!(frames(&http_out) >= 250, "12 s read over HTTP: {} frames", frames(&http_out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A restarted `shoal up` serves the same channel with the same stream key.
+#[test]
+fn shoal_up_restarts_with_the_same_channel_and_key() {
+    let dir = std::env::temp_dir().join(format!("shoal-up-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.display().to_string();
+    let any = "127.0.0.1:0";
+    let args = [
+        "up",
+        "--data-dir",
+        &data,
+        "--tracker-listen",
+        any,
+        "--rtmp-listen",
+        any,
+        "--srt-listen",
+        any,
+        "--ingest-listen",
+        any,
+        "--seeder-listen",
+        any,
+        "--hls-listen",
+        any,
+    ];
+    let key_of = |lines: &[String]| word_after(lines, "push:    ").rsplit('/').next().unwrap().to_owned();
+    let (first, lines) = start(&args, "Ctrl-C stops it");
+    let (key, id) = (key_of(&lines), word_after(&lines, "--channel-id "));
+    assert_eq!(key.len(), 32);
+    drop(first);
+    let (_second, lines) = start(&args, "Ctrl-C stops it");
+    assert_eq!((key_of(&lines), word_after(&lines, "--channel-id ")), (key, id));
     let _ = std::fs::remove_dir_all(&dir);
 }
