@@ -202,7 +202,7 @@ fn a_forging_peer_is_dropped() {
     });
 }
 
-fn viewers_stats(viewers: &[node::roles::Node]) -> Vec<node::playout::PlayStats> {
+fn viewers_stats(viewers: &[roles::Node]) -> Vec<node::playout::PlayStats> {
     viewers.iter().map(|v| v.playout.stats()).collect()
 }
 

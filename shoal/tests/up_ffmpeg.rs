@@ -67,6 +67,18 @@ fn word_after(lines: &[String], marker: &str) -> String {
     line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().trim_matches('\'').to_owned()
 }
 
+/// `shoal up` with everything on free loopback ports.
+fn up_args(data: &str) -> Vec<&str> {
+    let any = "127.0.0.1:0";
+    let mut a = vec!["up", "--data-dir", data];
+    for flag in
+        ["--tracker-listen", "--rtmp-listen", "--srt-listen", "--ingest-listen", "--seeder-listen", "--hls-listen"]
+    {
+        a.extend([flag, any]);
+    }
+    a
+}
+
 /// `GET url` (http://HOST:PORT/PATH) with `Connection: close`: (status, body).
 fn http_get(url: &str) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
@@ -111,26 +123,7 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data").display().to_string();
     let any = "127.0.0.1:0";
-    let (_up, up) = start(
-        &[
-            "up",
-            "--data-dir",
-            &data,
-            "--tracker-listen",
-            any,
-            "--rtmp-listen",
-            any,
-            "--srt-listen",
-            any,
-            "--ingest-listen",
-            any,
-            "--seeder-listen",
-            any,
-            "--hls-listen",
-            any,
-        ],
-        "Ctrl-C stops it",
-    );
+    let (_up, up) = start(&up_args(&data), "Ctrl-C stops it");
     let rtmp = word_after(&up, "push:    ");
     let tracker = format!("http://127.0.0.1:{}", word_after(&up, "--tracker http://127.0.0.1:"));
     let channel = ChannelId::from_hex(&word_after(&up, "--channel-id ")).unwrap();
@@ -264,24 +257,7 @@ fn shoal_up_restarts_with_the_same_channel_and_key() {
     let dir = std::env::temp_dir().join(format!("shoal-up-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.display().to_string();
-    let any = "127.0.0.1:0";
-    let args = [
-        "up",
-        "--data-dir",
-        &data,
-        "--tracker-listen",
-        any,
-        "--rtmp-listen",
-        any,
-        "--srt-listen",
-        any,
-        "--ingest-listen",
-        any,
-        "--seeder-listen",
-        any,
-        "--hls-listen",
-        any,
-    ];
+    let args = up_args(&data);
     let key_of = |lines: &[String]| word_after(lines, "push:    ").rsplit('/').next().unwrap().to_owned();
     let (first, lines) = start(&args, "Ctrl-C stops it");
     let (key, id) = (key_of(&lines), word_after(&lines, "--channel-id "));
