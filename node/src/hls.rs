@@ -34,7 +34,8 @@ struct Segment {
 /// Segments of one channel, fed with verified pieces in sequence order.
 #[derive(Debug)]
 pub struct Hls {
-    channel: String,
+    /// Where its files are: `/hls/{channel}` on a seeder, the root on a viewer.
+    prefix: String,
     inner: Mutex<Inner>,
 }
 
@@ -49,8 +50,14 @@ struct Inner {
 }
 
 impl Hls {
+    /// A seeder's: `/hls/{channel}/live.m3u8`.
     pub fn new(channel: &str) -> Self {
-        Hls { channel: channel.to_owned(), inner: Mutex::new(Inner::default()) }
+        Hls { prefix: format!("/hls/{channel}"), inner: Mutex::new(Inner::default()) }
+    }
+
+    /// A viewer's: `/live.m3u8` beside its `/live.ts`.
+    pub fn at_root() -> Self {
+        Hls { prefix: String::new(), inner: Mutex::new(Inner::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -129,22 +136,33 @@ fn answer(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Re
     r
 }
 
-fn route(hls: &Hls, path: &str) -> Response<Whole> {
-    let Some(rest) = path.strip_prefix("/hls/").and_then(|r| r.strip_prefix(hls.channel.as_str())) else {
-        return answer(StatusCode::NOT_FOUND, "text/plain", format!("try /hls/{}/live.m3u8\n", hls.channel));
-    };
-    match rest {
-        "/live.m3u8" => match hls.playlist() {
-            Some(p) => answer(StatusCode::OK, "application/vnd.apple.mpegurl", p),
-            None => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no complete segment yet\n"),
-        },
-        seg => match seg.strip_prefix('/').and_then(|s| s.strip_suffix(".ts")).and_then(|n| n.parse().ok()) {
-            Some(n) => match hls.segment(n) {
-                Some(b) => answer(StatusCode::OK, "video/mp2t", b),
-                None => answer(StatusCode::NOT_FOUND, "text/plain", "segment not in the window\n"),
+impl Hls {
+    /// The answer for `path` if it is one of this playlist's files: (status, content
+    /// type, body).
+    pub fn answer(&self, path: &str) -> Option<(StatusCode, &'static str, Bytes)> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        Some(match rest {
+            "/live.m3u8" => match self.playlist() {
+                Some(p) => (StatusCode::OK, "application/vnd.apple.mpegurl", Bytes::from(p)),
+                None => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"no complete segment yet\n"))
+                }
             },
-            None => answer(StatusCode::NOT_FOUND, "text/plain", "no such file\n"),
-        },
+            seg => match seg.strip_prefix('/').and_then(|s| s.strip_suffix(".ts")).and_then(|n| n.parse().ok()) {
+                Some(n) => match self.segment(n) {
+                    Some(b) => (StatusCode::OK, "video/mp2t", b),
+                    None => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"segment not in the window\n")),
+                },
+                None => return None,
+            },
+        })
+    }
+}
+
+fn route(hls: &Hls, path: &str) -> Response<Whole> {
+    match hls.answer(path) {
+        Some((status, ctype, body)) => answer(status, ctype, body),
+        None => answer(StatusCode::NOT_FOUND, "text/plain", format!("try {}/live.m3u8\n", hls.prefix)),
     }
 }
 

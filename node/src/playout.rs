@@ -19,6 +19,7 @@ use swarm::piece::{Piece, PieceFlags};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::hls::Hls;
 use crate::shell::now_us;
 
 /// What has been played, shared with the HTTP clients.
@@ -178,26 +179,27 @@ impl Body for Streamed {
     }
 }
 
-fn whole(status: StatusCode, ctype: &'static str, body: String) -> Response<Streamed> {
-    let mut r = Response::new(Streamed(Some(Bytes::from(body)), None));
+fn whole(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Streamed> {
+    let mut r = Response::new(Streamed(Some(body.into()), None));
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(ctype));
     r
 }
 
-/// Serves `/live.ts`, `/stats.json` (what `stats` returns) and `/healthz` until the
-/// listener fails.
+/// Serves `/live.ts`, `/live.m3u8` and its segments (from `hls`), `/stats.json` (what
+/// `stats` returns) and `/healthz` until the listener fails.
 pub async fn serve(
     listener: TcpListener,
     playout: Arc<Playout>,
+    hls: Arc<Hls>,
     stats: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
-        let (playout, stats) = (playout.clone(), stats.clone());
+        let (playout, stats, hls) = (playout.clone(), stats.clone(), hls.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let (playout, stats) = (playout.clone(), stats.clone());
+                let (playout, stats, hls) = (playout.clone(), stats.clone(), hls.clone());
                 async move {
                     Ok::<_, Infallible>(match req.uri().path() {
                         "/live.ts" => {
@@ -207,8 +209,15 @@ pub async fn serve(
                             r
                         }
                         "/stats.json" => whole(StatusCode::OK, "application/json", stats()),
-                        "/healthz" => whole(StatusCode::OK, "text/plain", "ok\n".into()),
-                        _ => whole(StatusCode::NOT_FOUND, "text/plain", "try /live.ts or /stats.json\n".into()),
+                        "/healthz" => whole(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+                        path => match hls.answer(path) {
+                            Some((status, ctype, body)) => whole(status, ctype, body),
+                            None => whole(
+                                StatusCode::NOT_FOUND,
+                                "text/plain",
+                                Bytes::from_static(b"try /live.ts, /live.m3u8 or /stats.json\n"),
+                            ),
+                        },
                     })
                 }
             });

@@ -20,6 +20,8 @@ use crate::shell::{self, Input, NodeHandle, Output, now_us};
 pub struct Node {
     pub handle: NodeHandle,
     pub playout: Arc<Playout>,
+    /// HLS of what it plays (viewers) or verified (seeders, when given one).
+    pub hls: Arc<Hls>,
     pub tracker: TrackerClient,
     stop: watch::Sender<bool>,
 }
@@ -68,23 +70,19 @@ pub struct Join {
     pub link_delay: Duration,
 }
 
-/// Starts a viewer: it plays into the returned node's [`Node::playout`].
+/// Starts a viewer: it plays into the returned node's [`Node::playout`] and its
+/// [`Node::hls`] (served at the root: `/live.m3u8`).
 pub async fn viewer(j: Join) -> std::io::Result<Node> {
-    start(j, Role::Viewer, None, None).await
+    start(j, Role::Viewer, None, Arc::new(Hls::at_root())).await
 }
 
 /// Starts a seeder fed by `origin` (ingest's pieces); what its peer verifies also goes
 /// to `hls` (the fallback for browsers), if given.
 pub async fn seeder(j: Join, origin: mpsc::Receiver<Piece>, hls: Option<Arc<Hls>>) -> std::io::Result<Node> {
-    start(j, Role::Seed, Some(origin), hls).await
+    start(j, Role::Seed, Some(origin), hls.unwrap_or_else(|| Arc::new(Hls::at_root()))).await
 }
 
-async fn start(
-    j: Join,
-    role: Role,
-    origin: Option<mpsc::Receiver<Piece>>,
-    hls: Option<Arc<Hls>>,
-) -> std::io::Result<Node> {
+async fn start(j: Join, role: Role, origin: Option<mpsc::Receiver<Piece>>, hls: Arc<Hls>) -> std::io::Result<Node> {
     // The listener is bound first: the tracker must be told the port peers dial.
     let probe = tokio::net::TcpListener::bind(j.listen).await?;
     let listen = probe.local_addr()?;
@@ -108,19 +106,20 @@ async fn start(
     let (stop, stop_rx) = watch::channel(false);
     let want_peers = Arc::new(Notify::new());
 
-    // Outputs: play, count, ask for peers.
-    let (p, w) = (playout.clone(), want_peers.clone());
+    // Outputs: play (and segment what is played), count, ask for peers; a seeder
+    // segments what it verified.
+    let (p, w, h) = (playout.clone(), want_peers.clone(), hls.clone());
     tokio::spawn(async move {
         while let Some(o) = out_rx.recv().await {
             match o {
-                Output::Play(piece) => p.play(&piece),
+                Output::Play(piece) => {
+                    p.play(&piece);
+                    h.push(&piece);
+                }
                 Output::Skipped(_) => p.skipped(),
                 Output::WantPeers => w.notify_one(),
-                Output::Accepted(piece) => {
-                    if let Some(h) = &hls {
-                        h.push(&piece);
-                    }
-                }
+                Output::Accepted(piece) if role == Role::Seed => h.push(&piece),
+                Output::Accepted(_) => {}
             }
         }
     });
@@ -135,7 +134,7 @@ async fn start(
         });
     }
     tokio::spawn(announce_loop(tracker.clone(), handle.clone(), playout.clone(), want_peers, stop_rx));
-    Ok(Node { handle, playout, tracker, stop })
+    Ok(Node { handle, playout, hls, tracker, stop })
 }
 
 /// Announces at start, every interval, and (at most every 5 s) when the peer wants

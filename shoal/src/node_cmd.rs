@@ -156,7 +156,7 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
         let play_addr = play.local_addr()?;
         let n = node.clone();
         let stats: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || n.stats_json());
-        tokio::spawn(node::playout::serve(play, node.playout.clone(), stats));
+        tokio::spawn(node::playout::serve(play, node.playout.clone(), node.hls.clone(), stats));
         println!("VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json)");
         let n = node.clone();
         let stats_json = a.stats_json.clone();

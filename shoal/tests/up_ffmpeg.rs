@@ -3,7 +3,8 @@
 //! (in this process, over loopback TCP). The second seeder is killed (SIGKILL) 10 s in.
 //! Each viewer's playout decodes with `ffmpeg -xerror`, holds the frames sent within one
 //! GOP, and no viewer missed more than 1 s of pieces; one viewer is also read over
-//! HTTP (`/live.ts`) by ffmpeg, and the seeder's HLS playlist and a segment are checked.
+//! HTTP (`/live.ts`) by ffmpeg and its `/live.m3u8` checked; the seeder's HLS playlist is
+//! valid and a segment decodes.
 //! Needs ffmpeg (CI installs it; elsewhere it says it
 //! skipped). Waits on the processes' output and polls with deadlines; no sleeps. And,
 //! without ffmpeg, that a restarted `shoal up` keeps its channel and stream key.
@@ -162,7 +163,7 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     let play_url = format!("http://{}/live.ts", play.local_addr().unwrap());
     let n = Arc::new(viewers.remove(0));
     let n2 = n.clone();
-    rt.spawn(node::playout::serve(play, n.playout.clone(), Arc::new(move || n2.stats_json())));
+    rt.spawn(node::playout::serve(play, n.playout.clone(), n.hls.clone(), Arc::new(move || n2.stats_json())));
 
     let mut ffmpeg = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
@@ -245,6 +246,11 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     std::fs::write(&seg_file, seg).unwrap();
     decodes(&seg_file).unwrap_or_else(|e| panic!("the HLS segment does not decode: {e}"));
     assert!(frames(&seg_file) >= 20, "a segment is a GOP (25 frames): {}", frames(&seg_file));
+    // The viewer's own HLS beside its /live.ts.
+    let (status, vp) = http_get(&play_url.replace("/live.ts", "/live.m3u8"));
+    let vp = String::from_utf8(vp).unwrap();
+    assert_eq!(status, 200, "{vp}");
+    assert!(vp.lines().filter(|l| l.ends_with(".ts")).count() >= 3, "{vp}");
     assert!(http_reader.wait().unwrap().success());
     decodes(&http_out).unwrap();
     assert!(frames(&http_out) >= 250, "12 s read over HTTP: {} frames", frames(&http_out));
