@@ -31,12 +31,7 @@ async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn viewers_play_what_the_seeder_injects() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let key = ChannelKeypair::from_secret_bytes(&[9; 32]);
-        let channel = key.id();
-        let (url, t) = tracker_for(channel).await;
-        let (origin_tx, origin_rx) = tokio::sync::mpsc::channel(64);
-        let seeder = roles::seeder(join(&url, channel, true), origin_rx, None).await.unwrap();
-        feed(key, vec![origin_tx]);
+        let (channel, url, t, seeder) = one_seeder(9).await;
         let mut viewers = Vec::new();
         for _ in 0..5 {
             viewers.push(roles::viewer(join(&url, channel, false)).await.unwrap());
@@ -78,6 +73,18 @@ fn join(tracker: &str, channel: swarm::piece::ChannelId, seed: bool) -> Join {
         upload_kbps: if seed { 50_000 } else { 8_000 },
         link_delay: Duration::ZERO,
     }
+}
+
+/// A channel with its tracker and one seeder fed as ingest would: (channel, tracker
+/// URL, tracker, seeder).
+async fn one_seeder(key_byte: u8) -> (swarm::piece::ChannelId, String, Arc<Tracker>, roles::Node) {
+    let key = ChannelKeypair::from_secret_bytes(&[key_byte; 32]);
+    let channel = key.id();
+    let (url, t) = tracker_for(channel).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let seeder = roles::seeder(join(&url, channel, true), rx, None).await.unwrap();
+    feed(key, vec![tx]);
+    (channel, url, t, seeder)
 }
 
 /// Ingest's part for several seeders: a piece every 50 ms to each, a segment start
@@ -143,12 +150,7 @@ fn a_forging_peer_is_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let key = ChannelKeypair::from_secret_bytes(&[11; 32]);
-        let channel = key.id();
-        let (url, _t) = tracker_for(channel).await;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let _seeder = roles::seeder(join(&url, channel, true), rx, None).await.unwrap();
-        feed(ChannelKeypair::from_secret_bytes(&[11; 32]), vec![tx]);
+        let (channel, url, _t, _seeder) = one_seeder(11).await;
         let victim = roles::viewer(join(&url, channel, false)).await.unwrap();
         assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);
 
@@ -238,5 +240,92 @@ fn viewers_play_on_while_the_tracker_is_down() {
         for (a, b) in after.iter().zip(&before) {
             assert_eq!(a.skipped, b.skipped, "nothing lost while the tracker is down: {after:?}");
         }
+    });
+}
+
+/// A peer that connects to a viewer and lies: a `Status` of a seed's child with a very
+/// short path and free slots, `Have`s of the pieces just ahead, subscriptions accepted
+/// and never served, requests never answered. The viewer keeps it as a neighbour and
+/// plays on without losing a piece. (Here the viewer already has the seeder as a fast
+/// parent, so it neither subscribes to the liar nor asks it for repairs — the count is
+/// printed; a viewer that does adopt such a parent is covered by the simulator's
+/// attackers, not yet over sockets.)
+#[test]
+fn a_peer_lying_about_its_pieces_costs_nothing() {
+    use swarm::wire::{FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (channel, url, _t, _seeder) = one_seeder(13).await;
+        let victim = roles::viewer(join(&url, channel, false)).await.unwrap();
+        assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);
+        let before = victim.playout.stats();
+        let alone = victim.handle.snapshot().neighbours;
+
+        let mut s = tokio::net::TcpStream::connect(victim.handle.listen).await.unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            channel,
+            peer_id: PeerId(0x11e),
+            role: Role::Viewer,
+            reachable: false,
+            n_substreams: 4,
+            upload_kbps: 100_000,
+        };
+        let status = Status {
+            free_slots: 64,
+            children: 0,
+            min_child_kbps: 0,
+            busy_ms: 0,
+            segment_start: None,
+            depth: vec![1; 4],
+            latency_ms: vec![1; 4],
+        };
+        let mut out = Vec::new();
+        Message::Hello(hello).encode(&mut out);
+        Message::Status(status).encode(&mut out);
+        s.write_all(&out).await.unwrap();
+        let handle = victim.handle.clone();
+        let requests = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = requests.clone();
+        let liar = tokio::spawn(async move {
+            let mut dec = FrameDecoder::new();
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let n = tokio::select! {
+                    r = s.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => 0,
+                };
+                dec.extend(&buf[..n]);
+                let mut out = Vec::new();
+                while let Ok(Some(m)) = dec.next_message() {
+                    match m {
+                        Message::Request { seqs } => {
+                            counted.fetch_add(seqs.len() as u32, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Message::Subscribe { substreams } => {
+                            Message::SubscribeReply { accepted: substreams }.encode(&mut out);
+                        }
+                        _ => {}
+                    }
+                }
+                // Claim the next pieces before the victim has them.
+                let newest = handle.snapshot().newest.unwrap_or(0);
+                for seq in newest + 1..newest + 4 {
+                    Message::Have { seq }.encode(&mut out);
+                }
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let more = eventually(Duration::from_secs(30), || victim.playout.stats().played >= before.played + 100).await;
+        assert_eq!(victim.handle.snapshot().neighbours, alone + 1, "the liar stays connected");
+        let after = victim.playout.stats();
+        assert!(more, "{after:?}");
+        assert_eq!(after.skipped, before.skipped, "the liar cost no piece: {after:?}");
+        liar.abort();
+        let asked = requests.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("pieces asked of the liar (never sent): {asked}; victim: {after:?}");
     });
 }
