@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use swarm::bencode::{Value, decode};
+use swarm::bencode::{Value, decode, percent_encode as pct};
 use swarm::piece::ChannelId;
 use swarm::wire::PeerId;
 
@@ -119,19 +119,6 @@ impl TrackerClient {
         }
         parse_answer(&v).ok_or(AnnounceError::BadAnswer)
     }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn pct(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 3);
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
 }
 
 /// Compact peers (`peers`, `peers6`) with `peer keys` (8-byte key + seed flag each, in

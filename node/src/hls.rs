@@ -8,17 +8,17 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use swarm::piece::{Piece, PieceFlags};
 use tokio::net::TcpListener;
+
+use crate::playout::{Streamed, whole};
 
 /// Complete segments listed in the playlist.
 pub const WINDOW: usize = 6;
@@ -111,26 +111,8 @@ impl Hls {
     }
 }
 
-struct Whole(Option<Bytes>);
-
-impl Body for Whole {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
-    }
-
-    /// Whole bodies get a Content-Length (players and CDNs prefer it to chunks).
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-    }
-}
-
-fn answer(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Whole> {
-    let mut r = Response::new(Whole(Some(body.into())));
-    *r.status_mut() = status;
-    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(ctype));
+fn answer(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Streamed> {
+    let mut r = whole(status, ctype, body);
     r.headers_mut().insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
     r.headers_mut().insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
     r
@@ -159,7 +141,7 @@ impl Hls {
     }
 }
 
-fn route(hls: &Hls, path: &str) -> Response<Whole> {
+fn route(hls: &Hls, path: &str) -> Response<Streamed> {
     match hls.answer(path) {
         Some((status, ctype, body)) => answer(status, ctype, body),
         None => answer(StatusCode::NOT_FOUND, "text/plain", format!("try {}/live.m3u8\n", hls.prefix)),

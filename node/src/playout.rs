@@ -101,6 +101,11 @@ impl Playout {
         (i.samples.iter().copied().collect(), i.first_play_us)
     }
 
+    /// How many latency samples are held (without copying them).
+    pub fn sample_count(&self) -> usize {
+        self.lock().samples.len()
+    }
+
     pub fn skipped(&self) {
         self.lock().skipped += 1;
     }
@@ -153,8 +158,8 @@ fn starts_segment(b: &[u8]) -> bool {
     b.len() >= 4 && b[0] == 0x47 && (u16::from(b[1] & 0x1f) << 8 | u16::from(b[2])) == 0 && b[1] & 0x40 != 0
 }
 
-/// A response body fed from a channel.
-struct Streamed(Option<Bytes>, Option<mpsc::Receiver<Bytes>>);
+/// A response body: whole (with a Content-Length), or fed from a channel (chunked).
+pub(crate) struct Streamed(Option<Bytes>, Option<mpsc::Receiver<Bytes>>);
 
 impl Body for Streamed {
     type Data = Bytes;
@@ -179,7 +184,7 @@ impl Body for Streamed {
     }
 }
 
-fn whole(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Streamed> {
+pub(crate) fn whole(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Streamed> {
     let mut r = Response::new(Streamed(Some(body.into()), None));
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(ctype));

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use swarm::peer::PeerConfig;
 use swarm::piece::{ChannelId, Piece};
-use swarm::wire::Role;
+use swarm::wire::{PeerId, Role};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::announce::{Report, TrackerClient};
+use crate::announce::{Report, TrackerClient, random_tracker_id};
 use crate::hls::Hls;
 use crate::playout::Playout;
 use crate::shell::{self, Input, NodeHandle, Output, now_us};
@@ -83,13 +83,10 @@ pub async fn seeder(j: Join, origin: mpsc::Receiver<Piece>, hls: Option<Arc<Hls>
 }
 
 async fn start(j: Join, role: Role, origin: Option<mpsc::Receiver<Piece>>, hls: Arc<Hls>) -> std::io::Result<Node> {
-    // The listener is bound first: the tracker must be told the port peers dial.
-    let probe = tokio::net::TcpListener::bind(j.listen).await?;
-    let listen = probe.local_addr()?;
-    drop(probe);
-    let mut tracker = TrackerClient::new(&j.tracker, &j.channel, listen.port());
-    tracker.seed_token = j.seed_token.clone();
-    let mut cfg = PeerConfig::new(role, tracker.peer_id(), j.channel);
+    // The protocol id is derived from the tracker id; the tracker is told the port the
+    // shell actually bound.
+    let tracker_id = random_tracker_id();
+    let mut cfg = PeerConfig::new(role, PeerId::from_tracker_id(&tracker_id), j.channel);
     cfg.upload_kbps = j.upload_kbps;
     if role == Role::Seed {
         // As the simulator's seeds (sim/src/scenario.rs, the settings its measurements
@@ -101,7 +98,10 @@ async fn start(j: Join, role: Role, origin: Option<mpsc::Receiver<Piece>>, hls: 
     }
     let (out_tx, mut out_rx) = mpsc::channel(1024);
     let opts = shell::ShellOptions { link_delay: j.link_delay };
-    let handle = shell::spawn_with(cfg, listen, out_tx, opts).await?;
+    let handle = shell::spawn_with(cfg, j.listen, out_tx, opts).await?;
+    let mut tracker = TrackerClient::new(&j.tracker, &j.channel, handle.listen.port());
+    tracker.tracker_id = tracker_id;
+    tracker.seed_token = j.seed_token.clone();
     let playout = Arc::new(Playout::new());
     let (stop, stop_rx) = watch::channel(false);
     let want_peers = Arc::new(Notify::new());

@@ -92,7 +92,7 @@ fn totals(viewers: &[(Node, u64)], seeders: &[Node]) -> Totals {
         let s = v.playout.stats();
         t.played += s.played;
         t.skipped += s.skipped;
-        t.samples.push(v.playout.samples().0.len());
+        t.samples.push(v.playout.sample_count());
         let snap = v.handle.snapshot();
         t.down += snap.bytes_received;
         t.up += snap.bytes_sent;

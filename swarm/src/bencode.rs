@@ -49,6 +49,20 @@ impl DictWriter {
     }
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters: how raw bytes
+/// (info-hashes, peer ids, tokens) travel in an announce's query.
+pub fn percent_encode(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
 pub fn write_int(out: &mut Vec<u8>, v: i64) {
     out.push(b'i');
     out.extend_from_slice(v.to_string().as_bytes());

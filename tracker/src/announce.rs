@@ -228,17 +228,7 @@ pub fn percent_decode(s: &str) -> Result<Vec<u8>, &'static str> {
 
 /// Percent-encodes every byte that is not unreserved (RFC 3986), as clients encode
 /// info-hashes and peer ids.
-pub fn percent_encode(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 3);
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
+pub use swarm::bencode::percent_encode;
 
 #[cfg(test)]
 mod tests {
