@@ -3,8 +3,10 @@
 //!
 //! - `GET /v1/channels/{channel}/pieces?from=SEQ` — encoded pieces back to back
 //!   (each is self-delimiting: header, payload, signature), from `SEQ` if it is still
-//!   in the live window (410 if it left), else from the newest segment start; then
-//!   each new piece as it is signed. Needs a seeder token (`Authorization: Bearer`).
+//!   in the live window (410 if it left), else from the oldest segment start signed
+//!   in the last second (still in time for viewers; after an ingest restart, the new
+//!   run's first segment), else the newest segment start; then each new piece as it
+//!   is signed. Needs a seeder token (`Authorization: Bearer`).
 //! - `GET /v1/channels/{channel}/live.ts` — the verified MPEG-TS from the newest
 //!   segment start, for ffprobe/VLC; same token (also as `?token=`, for players).
 //!   Both take `from=SEQ`, and `follow=false` to end the response at the newest piece
@@ -170,6 +172,7 @@ pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> R
                 Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "from must be a sequence number"),
                 None => None,
             };
+            let ts = *what == "live.ts";
             let start = match from {
                 Some(seq) => {
                     if let Fetch::Gone { oldest } = ch.fetch(seq, 0) {
@@ -180,9 +183,9 @@ pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> R
                     }
                     seq
                 }
-                None => ch.join_point().unwrap_or(*ch.subscribe().borrow()),
+                None if ts => ch.join_point().unwrap_or(*ch.subscribe().borrow()),
+                None => ch.resume_point(SEEDER_RESUME_LAG_US).unwrap_or(*ch.subscribe().borrow()),
             };
-            let ts = *what == "live.ts";
             let follow = q.get("follow").is_none_or(|v| v != "false" && v != "0");
             let (tx, rx) = mpsc::channel(64);
             hub.metrics.subscribers.inc();
@@ -197,6 +200,9 @@ pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> R
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
+
+/// How old a segment start a seeder without a position may start at.
+const SEEDER_RESUME_LAG_US: u64 = 1_000_000;
 
 /// Feeds one subscriber: the window from `next`, then each new piece.
 async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool, follow: bool, hub: Arc<Hub>) {

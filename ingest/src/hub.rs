@@ -465,6 +465,17 @@ impl Channel {
         st.window.iter().rev().find(|p| p.flags().contains(PieceFlags::SEGMENT_START)).map(Piece::seq)
     }
 
+    /// Where a seeder without a position (new, or back after its place left the
+    /// window) starts: the oldest segment start signed within `max_age_us` (pieces
+    /// still in time for viewers playing that far behind live: after an ingest
+    /// restart, the new run's first segment), else the newest segment start.
+    pub fn resume_point(&self, max_age_us: u64) -> Option<u64> {
+        let since = now_us().saturating_sub(max_age_us);
+        let st = lock(&self.state);
+        let segment_starts = || st.window.iter().filter(|p| p.flags().contains(PieceFlags::SEGMENT_START));
+        segment_starts().find(|p| p.timestamp_us() >= since).or_else(|| segment_starts().next_back()).map(Piece::seq)
+    }
+
     /// Waits on this to learn of new pieces.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.produced.subscribe()

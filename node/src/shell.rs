@@ -271,6 +271,9 @@ impl Shell {
                 tracing::info!(node = from.0, addr = ?self.node_addr.get(&from), ?reason, "refused what a peer sent");
             }
             Event::PlaybackStarted { seq } => tracing::info!(seq, "playback started"),
+            Event::Jumped { from, to } => {
+                tracing::info!(?from, to, "the channel's sequence numbers jumped (ingest restarted?): following")
+            }
             _ => {}
         }
         true

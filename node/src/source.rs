@@ -128,7 +128,9 @@ pub async fn run(
                     waiting_said = true;
                     tracing::info!(channel = %src.channel, "waiting for the channel to be published on ingest");
                 }
-                backoff = backoff.min(Duration::from_millis(400));
+                // Polled often: the first segment of a (re)started feed is what
+                // viewers are waiting for.
+                backoff = backoff.min(Duration::from_millis(100));
             }
             Ok(resp) => {
                 let status = resp.status();
@@ -141,7 +143,8 @@ pub async fn run(
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // At most a second: ingest coming back should find its seeders at once.
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -4,28 +4,16 @@
 //! deadline; asserts what was played, not how fast the machine is.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use ingest::http::SeederTokens;
-use node::roles::{self, Join};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, join, tracker_for};
+use node::roles;
 use node::shell::now_us;
 use swarm::piece::{ChannelKeypair, PieceFlags, filler_payload};
 use tracker::Tracker;
-use tracker::directory::StaticDirectory;
-use tracker::store::StoreConfig;
-
-/// Polls `f` every 50 ms until it holds or `limit` passes; whether it held.
-async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
-}
 
 #[test]
 fn viewers_play_what_the_seeder_injects() {
@@ -52,27 +40,6 @@ fn viewers_play_what_the_seeder_injects() {
         }
         seeder.stop().await;
     });
-}
-
-/// A tracker on a free port serving one channel, with seeder token "seed".
-async fn tracker_for(channel: swarm::piece::ChannelId) -> (String, Arc<Tracker>) {
-    let dir = StaticDirectory::new([("news".to_owned(), channel)]);
-    let t = Arc::new(Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["seed"])));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(tracker::http::serve(listener, t.clone()));
-    (url, t)
-}
-
-fn join(tracker: &str, channel: swarm::piece::ChannelId, seed: bool) -> Join {
-    Join {
-        tracker: tracker.to_owned(),
-        channel,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        seed_token: seed.then(|| "seed".to_owned()),
-        upload_kbps: if seed { 50_000 } else { 8_000 },
-        link_delay: Duration::ZERO,
-    }
 }
 
 /// A channel with its tracker and one seeder fed as ingest would: (channel, tracker

@@ -133,6 +133,64 @@ fn seed_feeds_viewer_which_plays_in_order() {
     assert!(net.peers[&1].stats().pushes_sent > 0, "pieces were pushed, not only pulled");
 }
 
+fn played(net: &Net, id: u64) -> Vec<u64> {
+    net.events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Play(p) if *i == id => Some(p.seq()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn viewers_follow_the_channel_when_ingest_restarts_with_new_numbers() {
+    // Ingest numbers pieces from its clock, so after a restart they jump far past what
+    // the swarm holds. Seed and viewer follow the verified new run and play both runs
+    // whole: a quick restart (the old run's tail still buffered) and a slow one
+    // (parents silent meanwhile, and not dropped for it).
+    for pause_ms in [200, 2_000] {
+        let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+        let viewer = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+        let mut net = Net::new(vec![(1, seed), (2, viewer)]);
+        net.connect(2, 1);
+        net.advance(T0 + 200 * MS);
+        let feed = |net: &mut Net, seqs: std::ops::Range<u64>, first_flags: PieceFlags| {
+            for seq in seqs.clone() {
+                let now = net.now;
+                let mut flags =
+                    if (seq - seqs.start).is_multiple_of(4) { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
+                if seq == seqs.start {
+                    flags = flags.union(first_flags);
+                }
+                let p = key().sign_piece(seq, now, flags, filler_payload(2, seq)).unwrap();
+                net.peers.get_mut(&1).unwrap().handle_origin_piece(now, p).unwrap();
+                net.pump();
+                net.advance(now + 50 * MS);
+            }
+        };
+        feed(&mut net, 1_000..1_040, PieceFlags::NONE);
+        net.advance(net.now + pause_ms * MS);
+        feed(&mut net, 500_000..500_060, PieceFlags::DISCONTINUITY);
+        net.advance(net.now + 3_000 * MS);
+
+        let stats = net.peers[&2].stats().clone();
+        assert_eq!(net.peers[&1].stats().jumps, 1);
+        assert_eq!(stats.jumps, 1);
+        let played = played(&net, 2);
+        let expected: Vec<u64> = (1_000..1_040).chain(500_000..500_060).collect();
+        assert_eq!(played, expected, "pause {pause_ms} ms: every piece of both runs plays, in order; {stats:?}");
+        let jumped: Vec<&Event> =
+            net.events.iter().filter(|(i, e)| *i == 2 && matches!(e, Event::Jumped { .. })).map(|(_, e)| e).collect();
+        assert!(matches!(jumped[..], [Event::Jumped { from: Some(1_039), to: 500_000 }]), "{jumped:?}");
+        assert_eq!(stats.skipped, 0);
+        // The viewer kept its seed and its parents over the jump.
+        assert!(net.links.contains(&(1, 2)));
+        assert_eq!(stats.neighbours_dropped, 0);
+        assert_eq!(stats.parents_stalled, 0, "pause {pause_ms} ms: {stats:?}");
+    }
+}
+
 /// A peer driven by the test: it speaks to `peer` as node `NodeId(RAW)`.
 const RAW: u64 = 9;
 
@@ -281,8 +339,29 @@ fn claims_far_ahead_and_replayed_pieces_are_out_of_window() {
     assert_eq!(v.newest(), Some(100));
     v.handle_message(T0, NodeId(RAW), Message::Have { seq: 100 + 10_000 });
     let (tx, ev) = drain(&mut v);
-    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::OutOfWindow));
     assert!(ev.iter().any(|e| matches!(e, Event::Rejected { reason: Reject::OutOfWindow { seq: 10_100 }, .. })));
+    // Not dropped (a channel whose ingest restarted jumps like that), but the claim
+    // earns no want: one piece is asked for to check it, and no more for a while.
+    assert_eq!(goodbye_of(&tx), None);
+    let asked: Vec<&Transmit> = tx.iter().filter(|t| matches!(t.msg, Message::Request { .. })).collect();
+    assert_eq!(asked.len(), 1, "one probe: {tx:?}");
+    assert!(matches!(&asked[0].msg, Message::Request { seqs } if seqs == &[10_100]));
+    for seq in 10_101..10_200 {
+        v.handle_message(T0 + 10 * MS, NodeId(RAW), Message::Have { seq });
+    }
+    let (tx, _) = drain(&mut v);
+    assert!(tx.is_empty(), "further far claims within the request timeout ask nothing: {tx:?}");
+    assert_eq!(v.stats().jump_probes, 1);
+    assert_eq!(v.stats().out_of_window, 100);
+    assert_eq!(v.newest(), Some(100));
+    // The liar answers the probe with a forgery: banned, nothing moves.
+    let genuine = piece(10_100, T0);
+    let forged = Piece::from_parts(*genuine.header(), genuine.payload().clone(), [7; 64]).unwrap();
+    v.handle_message(T0 + 20 * MS, NodeId(RAW), Message::Piece(forged));
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Forged));
+    assert_eq!(v.newest(), Some(100));
+    assert_eq!(v.stats().jumps, 0);
 
     // A genuine but old piece (a replay) to a fresh viewer.
     let mut v = viewer_with_raw_neighbour();

@@ -102,6 +102,9 @@ pub enum Event {
     Play(Piece),
     /// This piece missed its deadline and is skipped.
     Skipped { seq: u64 },
+    /// The channel's numbering jumped from `from` (our newest) to `to`, a verified
+    /// piece far past it (an ingest restart): the old run's window was dropped.
+    Jumped { from: Option<u64>, to: u64 },
 }
 
 /// A message for one neighbour.
@@ -136,6 +139,11 @@ pub struct PeerStats {
     pub parents_switched: u64,
     pub parents_stalled: u64,
     pub children_displaced: u64,
+    /// The channel's sequence numbers jumped forward (an ingest restart): the window
+    /// was restarted at a verified piece far past the newest.
+    pub jumps: u64,
+    /// Single-piece requests sent to check a claim far past the newest.
+    pub jump_probes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +186,8 @@ struct Branch {
     parent_since: Micros,
     /// Last piece it pushed.
     parent_last_piece: Micros,
+    /// Seq of that piece (or our newest when it became our parent).
+    parent_last_seq: Option<u64>,
     /// Our distance from a seed.
     depth: u8,
     /// Delay from ingest to our holding a piece of this substream.
@@ -192,6 +202,9 @@ struct Playout {
     offset: Micros,
     /// Segment start we intend to begin at.
     target: Option<u64>,
+    /// Unplayed pieces of the run before a jump in numbering, played (at their
+    /// deadlines) before the new run.
+    tail: VecDeque<Piece>,
 }
 
 /// The peer state machine. See the module documentation.
@@ -235,6 +248,8 @@ pub struct Peer {
     last_parent_review: Micros,
     /// (seq, timestamp) of the newest piece and the mean spacing of timestamps, µs.
     ts_anchor: Option<(u64, Micros, Micros)>,
+    /// When we last asked for a piece a neighbour claimed far past our newest.
+    last_jump_probe: Option<Micros>,
     stats: PeerStats,
     left: bool,
 }
@@ -284,6 +299,7 @@ impl Peer {
             last_forgive: now,
             last_parent_review: now,
             ts_anchor: None,
+            last_jump_probe: None,
             stats: PeerStats::default(),
             left: false,
             cfg,
@@ -619,10 +635,20 @@ impl Peer {
 
     fn on_have(&mut self, now: Micros, idx: usize, seq: u64) {
         if !self.acceptable_seq(seq) {
+            // Either a lie or the channel's numbering jumped (an ingest restart numbers
+            // from its clock). The claim adds no want; at most one piece every
+            // `request_timeout` is asked for to find out: verified, it moves us to the
+            // new numbering (see `on_piece`); forged, its sender is banned.
             let node = self.neighbours[idx].node;
             self.stats.out_of_window += 1;
             self.events.push_back(Event::Rejected { from: node, reason: Reject::OutOfWindow { seq } });
-            self.close(idx, Some(GoodbyeReason::OutOfWindow));
+            // Remembered as this neighbour's claim only (it cannot wipe others').
+            self.neighbours[idx].have.insert(seq);
+            if self.last_jump_probe.is_none_or(|t| now >= t + self.cfg.request_timeout) {
+                self.last_jump_probe = Some(now);
+                self.stats.jump_probes += 1;
+                self.send(node, Message::Request { seqs: vec![seq] });
+            }
             return;
         }
         self.neighbours[idx].have.insert(seq);
@@ -676,7 +702,7 @@ impl Peer {
         let ts = piece.timestamp_us();
         let too_old = ts.saturating_add(self.cfg.max_piece_age) < now;
         let future = ts > now.saturating_add(self.cfg.max_clock_skew);
-        if too_old || future || !self.acceptable_seq(seq) {
+        if too_old || future {
             self.stats.out_of_window += 1;
             return self.misbehaved(idx, Reject::OutOfWindow { seq }, GoodbyeReason::OutOfWindow);
         }
@@ -712,14 +738,19 @@ impl Peer {
         let s = self.substream(seq);
         if self.branches[s].parent == Some(node) {
             self.branches[s].parent_last_piece = now;
+            self.branches[s].parent_last_seq = Some(seq);
         }
         self.accept(now, piece, Some(node));
     }
 
     // ---- core ----
 
+    /// Takes a verified piece into the window.
     fn accept(&mut self, now: Micros, piece: Piece, from: Option<NodeId>) {
         let seq = piece.seq();
+        if !self.acceptable_seq(seq) {
+            self.follow_jump(now, seq);
+        }
         self.stats.pieces_accepted += 1;
         self.stats.piece_bytes_accepted += piece.encoded_len() as u64;
         self.typical_piece_bytes = piece.encoded_len() as u64;
@@ -795,6 +826,38 @@ impl Peer {
             // Pushes go before queued responses: the push tree is the main path.
             let at = self.data.iter().position(|d| d.2 == Queued::Response).unwrap_or(self.data.len());
             self.data.insert(at, (node, seq, Queued::Push, bytes));
+        }
+    }
+
+    /// A verified piece of this minute far past our newest: the channel's numbering
+    /// jumped (ingest restarted; it numbers from its clock). Only the channel's key can
+    /// make such a piece, so the old run is over: its window and wants go. A playing
+    /// viewer plays out what it holds of the old run, then goes on from the lowest
+    /// piece of the new run a neighbour has claimed (the run's first piece, usually),
+    /// at the same delay; one not yet playing starts like a joiner.
+    fn follow_jump(&mut self, now: Micros, seq: u64) {
+        self.stats.jumps += 1;
+        self.events.push_back(Event::Jumped { from: self.newest, to: seq });
+        let lowest = seq.saturating_sub(self.cfg.window_pieces - 1);
+        let claimed: Vec<u64> = (lowest..seq).filter(|&s| self.neighbours.iter().any(|n| n.have.contains(s))).collect();
+        if let Some(cursor) = self.playout.cursor {
+            let unplayed: Vec<Piece> = self.window.iter_from(cursor).map(|(_, p)| p.clone()).collect();
+            self.playout.tail.extend(unplayed);
+            self.playout.cursor = Some(claimed.first().copied().unwrap_or(seq));
+        }
+        self.window.remove_below(seq);
+        self.retain_wants(|_| false);
+        self.newest = None;
+        self.latest_segment_start = None;
+        self.playout.target = None;
+        self.last_accept = now;
+        // Parents get a fresh stall allowance in the new numbering.
+        for b in &mut self.branches {
+            b.parent_last_piece = now;
+            b.parent_last_seq = None;
+        }
+        for s in claimed {
+            self.add_want(now, s);
         }
     }
 

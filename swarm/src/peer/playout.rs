@@ -31,6 +31,15 @@ impl Peer {
             self.retain_wants(|k| k >= target);
             self.events.push_back(Event::PlaybackStarted { seq: target });
         }
+        // The old run's tail after a jump in numbering plays first.
+        while let Some(piece) = self.playout.tail.front() {
+            if piece.timestamp_us() + self.playout.offset > now {
+                return;
+            }
+            self.stats.played += 1;
+            self.events.push_back(Event::Play(piece.clone()));
+            self.playout.tail.pop_front();
+        }
         while let Some(cursor) = self.playout.cursor {
             let Some((seq, piece)) = self.window.iter_from(cursor).next() else { break };
             if piece.timestamp_us() + self.playout.offset > now {

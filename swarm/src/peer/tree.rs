@@ -60,6 +60,7 @@ impl Peer {
                         parent: Some(node),
                         parent_since: now,
                         parent_last_piece: now,
+                        parent_last_seq: self.newest,
                         ..self.branches[s].clone()
                     };
                     if let Some(old) = old {
@@ -86,7 +87,16 @@ impl Peer {
         for s in 0..n_sub {
             let Some(p) = self.branches[s].parent else { continue };
             let b = &self.branches[s];
-            let stalled = now.saturating_sub(b.parent_since) > self.cfg.parent_stall
+            // Stalled: silent for `parent_stall` while the stream flows, i.e. a later
+            // piece of this substream exists (a quiet source stalls no parent: a feed
+            // that pauses must not tear the tree down).
+            let overdue = match (b.parent_last_seq, self.newest) {
+                (Some(last), Some(newest)) => newest >= last + n_sub as u64,
+                (None, newest) => newest.is_some(),
+                (Some(_), None) => false,
+            };
+            let stalled = overdue
+                && now.saturating_sub(b.parent_since) > self.cfg.parent_stall
                 && now.saturating_sub(b.parent_last_piece) > self.cfg.parent_stall
                 && now.saturating_sub(self.last_accept) < self.cfg.parent_stall;
             let lost = self.neighbour_idx(p).is_none_or(|i| self.neighbours[i].depth(s) >= MAX_DEPTH);
