@@ -66,8 +66,8 @@ pub struct Join {
     pub seed_token: Option<String>,
     /// Upload capacity announced to neighbours, kbit/s.
     pub upload_kbps: u32,
-    /// Benchmarks: emulated one-way delay of every link (zero in production).
-    pub link_delay: Duration,
+    /// Shell knobs (benchmarks' link delay, tests' stall limit); default in production.
+    pub shell: shell::ShellOptions,
 }
 
 /// Starts a viewer: it plays into the returned node's [`Node::playout`] and its
@@ -97,7 +97,7 @@ async fn start(j: Join, role: Role, origin: Option<mpsc::Receiver<Piece>>, hls: 
         cfg.target_neighbours = 0;
     }
     let (out_tx, mut out_rx) = mpsc::channel(1024);
-    let opts = shell::ShellOptions { link_delay: j.link_delay };
+    let opts = j.shell;
     let handle = shell::spawn_with(cfg, j.listen, out_tx, opts).await?;
     let mut tracker = TrackerClient::new(&j.tracker, &j.channel, handle.listen.port());
     tracker.tracker_id = tracker_id;

@@ -3,7 +3,9 @@
 //! writer task (encoded frames → socket). The peer is asked for the next message only
 //! while the bytes queued to all writers are under a budget (so it decides as late as
 //! possible what is most worth sending, as in the simulator); a neighbour that lets
-//! more than [`MAX_CONN_QUEUE`] pile up is stalled and is disconnected. Bytes from the
+//! more than [`MAX_CONN_QUEUE`] pile up is stalled and is disconnected, and one that
+//! sends more than [`MAX_MESSAGES_PER_SEC`] (after a burst) is flooding and is
+//! disconnected too. Bytes from the
 //! network never panic anything: a bad frame is `handle_malformed`, and the peer says
 //! goodbye.
 //!
@@ -22,11 +24,44 @@ use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats}
 use swarm::piece::Piece;
 use swarm::wire::{FrameDecoder, Message, PeerId, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 
 /// Bytes queued to one neighbour beyond which it is treated as stalled and dropped.
 pub const MAX_CONN_QUEUE: usize = 4 * 1024 * 1024;
+
+/// Messages a second one connection may send, sustained; and the burst allowed above
+/// it. An honest neighbour sends a few dozen (pieces, statuses, requests): more is a
+/// flood, and the connection is dropped (`Goodbye(Flooding)`) before its messages can
+/// pile up in front of everyone else's.
+pub const MAX_MESSAGES_PER_SEC: u32 = 2_000;
+pub const MESSAGE_BURST: u32 = 4_000;
+
+/// A token bucket over one connection's messages.
+#[derive(Debug)]
+struct MessageBudget {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl MessageBudget {
+    fn new() -> Self {
+        MessageBudget { tokens: f64::from(MESSAGE_BURST), at: tokio::time::Instant::now() }
+    }
+
+    /// Takes one message's token; false once the connection has flooded.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(MAX_MESSAGES_PER_SEC);
+        self.tokens = (self.tokens + refill).min(f64::from(MESSAGE_BURST));
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
 
 /// How long a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -75,6 +110,8 @@ pub struct Snapshot {
     pub newest: Option<u64>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Neighbours dropped because they stopped reading (their queue filled).
+    pub stalled_dropped: u64,
 }
 
 /// The owner's side of a running shell.
@@ -100,6 +137,7 @@ enum Internal {
     Dialed(NodeId, std::io::Result<TcpStream>),
     Msg(NodeId, Message),
     Bad(NodeId, WireError),
+    Flood(NodeId),
     Closed(NodeId),
 }
 
@@ -116,6 +154,24 @@ pub struct ShellOptions {
     /// Every message leaves this long after it is queued: a link's one-way delay,
     /// emulated on loopback (`shoal bench swarm`). Zero in production.
     pub link_delay: Duration,
+    /// Bytes queued to one neighbour beyond which it is dropped as stalled
+    /// ([`MAX_CONN_QUEUE`] when zero).
+    pub max_conn_queue: usize,
+    /// The kernel's send buffer per connection, bytes (zero: the OS default, which
+    /// Linux grows to megabytes: a neighbour that stops reading is noticed only once
+    /// that is full).
+    pub send_buffer: u32,
+}
+
+/// The peer listener; connections accepted from it inherit its send buffer size.
+fn listen_socket(addr: SocketAddr, send_buffer: u32) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    if send_buffer > 0 {
+        sock.set_send_buffer_size(send_buffer)?;
+    }
+    sock.bind(addr)?;
+    sock.listen(1024)
 }
 
 /// Starts a shell for `cfg` listening on `listen` (port 0: any free port); outputs go
@@ -133,7 +189,7 @@ pub async fn spawn_with(
 ) -> std::io::Result<NodeHandle> {
     let peer = Peer::new(cfg.clone(), now_us())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let listener = TcpListener::bind(listen).await?;
+    let listener = listen_socket(listen, opts.send_buffer)?;
     let addr = listener.local_addr()?;
     let (in_tx, in_rx) = mpsc::channel(256);
     let (int_tx, int_rx) = mpsc::unbounded_channel();
@@ -172,6 +228,9 @@ pub async fn spawn_with(
         bytes_sent: 0,
         bytes_received: Arc::new(AtomicUsize::new(0)),
         link_delay: opts.link_delay,
+        max_conn_queue: if opts.max_conn_queue == 0 { MAX_CONN_QUEUE } else { opts.max_conn_queue },
+        send_buffer: opts.send_buffer,
+        stalled_dropped: 0,
     };
     tokio::spawn(shell.run(in_rx, int_rx));
     Ok(NodeHandle { listen: addr, inputs: in_tx, snapshot: snap_rx })
@@ -192,6 +251,9 @@ struct Shell {
     bytes_sent: u64,
     bytes_received: Arc<AtomicUsize>,
     link_delay: Duration,
+    max_conn_queue: usize,
+    send_buffer: u32,
+    stalled_dropped: u64,
 }
 
 impl Shell {
@@ -284,8 +346,9 @@ impl Shell {
         let mut buf = Vec::with_capacity(msg.encoded_len());
         msg.encode(&mut buf);
         let len = buf.len();
-        if c.queued.load(Ordering::Relaxed) + len > MAX_CONN_QUEUE {
-            tracing::info!(node = to.0, "neighbour stalled (its queue is full): disconnected");
+        if c.queued.load(Ordering::Relaxed) + len > self.max_conn_queue {
+            tracing::info!(node = to.0, addr = ?self.node_addr.get(&to), "neighbour stalled (its queue is full): disconnected");
+            self.stalled_dropped += 1;
             self.close(to);
             self.peer.handle_disconnected(now_us(), to);
             return;
@@ -315,13 +378,21 @@ impl Shell {
     }
 
     fn dial(&mut self, node: NodeId) {
+        let send_buffer = self.send_buffer;
         let Some(addr) = self.node_addr.get(&node).copied() else {
             self.peer.handle_connect_failed(now_us(), node);
             return;
         };
         let tx = self.internal.clone();
         tokio::spawn(async move {
-            let r = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            let connect = async {
+                let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                if send_buffer > 0 {
+                    sock.set_send_buffer_size(send_buffer)?;
+                }
+                sock.connect(addr).await
+            };
+            let r = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                 Ok(r) => r,
                 Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
             };
@@ -356,6 +427,12 @@ impl Shell {
                 if self.conns.contains_key(&node) {
                     tracing::info!(node = node.0, error = %e, "malformed bytes from a peer");
                     self.peer.handle_malformed(now, node, e);
+                }
+            }
+            Internal::Flood(node) => {
+                if self.conns.contains_key(&node) {
+                    tracing::info!(node = node.0, addr = ?self.node_addr.get(&node), "a peer flooded us with messages: disconnected");
+                    self.peer.handle_flood(now, node);
                 }
             }
             Internal::Closed(node) => {
@@ -396,6 +473,7 @@ impl Shell {
         let (itx, received) = (self.internal.clone(), self.bytes_received.clone());
         let reader = tokio::spawn(async move {
             let mut dec = FrameDecoder::new();
+            let mut budget = MessageBudget::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = match rd.read(&mut buf).await {
@@ -407,6 +485,11 @@ impl Shell {
                 loop {
                     match dec.next_message() {
                         Ok(Some(m)) => {
+                            if !budget.take() {
+                                // Stop reading: what it sends next is not even decoded.
+                                let _ = itx.send(Internal::Flood(node));
+                                return;
+                            }
                             if itx.send(Internal::Msg(node, m)).is_err() {
                                 return;
                             }
@@ -449,6 +532,7 @@ impl Shell {
             newest: self.peer.newest(),
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received.load(Ordering::Relaxed) as u64,
+            stalled_dropped: self.stalled_dropped,
         };
         let _ = self.snapshot.send(snap);
     }

@@ -108,29 +108,85 @@ fn a_killed_seeder_stalls_no_viewer() {
     });
 }
 
+/// A hand-driven peer: connects to `to` and says `Hello` as a viewer of `channel`.
+/// Its receive buffer is small (4 KiB), as a phone's on a bad link might be.
+async fn raw_peer(to: std::net::SocketAddr, channel: swarm::piece::ChannelId, id: u64) -> tokio::net::TcpStream {
+    use swarm::wire::{Hello, Message, PROTOCOL_VERSION, PeerId, Role};
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(to).await.unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        channel,
+        peer_id: PeerId(id),
+        role: Role::Viewer,
+        reachable: false,
+        n_substreams: 4,
+        upload_kbps: 1_000,
+    };
+    let mut out = Vec::new();
+    Message::Hello(hello).encode(&mut out);
+    s.write_all(&out).await.unwrap();
+    s
+}
+
+/// Reads until the other side closes (10 s at most): the reason of its goodbye.
+async fn goodbye_then_close(s: &mut tokio::net::TcpStream) -> Option<swarm::wire::GoodbyeReason> {
+    use swarm::wire::{FrameDecoder, Message};
+    use tokio::io::AsyncReadExt;
+    let mut dec = FrameDecoder::new();
+    let mut buf = vec![0u8; 65_536];
+    let mut goodbye = None;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dec.extend(&buf[..n]),
+            }
+            while let Ok(Some(m)) = dec.next_message() {
+                if let Message::Goodbye { reason } = m {
+                    goodbye = Some(reason);
+                }
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the viewer closed the connection");
+    goodbye
+}
+
+/// A viewer that has played 20 pieces of a channel with one seeder.
+async fn playing_victim(
+    key_byte: u8,
+    shell: node::shell::ShellOptions,
+) -> (swarm::piece::ChannelId, roles::Node, roles::Node) {
+    let (channel, url, _t, seeder) = one_seeder(key_byte).await;
+    let victim = roles::viewer(roles::Join { shell, ..join(&url, channel, false) }).await.unwrap();
+    assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);
+    (channel, victim, seeder)
+}
+
+/// The victim plays 2 s more without losing a piece.
+async fn plays_on(victim: &roles::Node, before: node::playout::PlayStats) {
+    let more = eventually(Duration::from_secs(30), || victim.playout.stats().played >= before.played + 40).await;
+    let after = victim.playout.stats();
+    assert!(more, "{after:?}");
+    assert_eq!(after.skipped, before.skipped, "{after:?}");
+}
+
 /// A peer that connects to a viewer and sends a forged piece is dropped (Goodbye
 /// Forged, connection closed) and counted; the viewer keeps playing.
 #[test]
 fn a_forging_peer_is_dropped() {
     use swarm::piece::{PieceHeader, SIGNATURE_LEN};
-    use swarm::wire::{FrameDecoder, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, PeerId, Role};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use swarm::wire::{GoodbyeReason, Message};
+    use tokio::io::AsyncWriteExt;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let (channel, url, _t, _seeder) = one_seeder(11).await;
-        let victim = roles::viewer(join(&url, channel, false)).await.unwrap();
-        assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);
-
-        let mut s = tokio::net::TcpStream::connect(victim.handle.listen).await.unwrap();
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            channel,
-            peer_id: PeerId(0xbad),
-            role: Role::Viewer,
-            reachable: false,
-            n_substreams: 4,
-            upload_kbps: 1_000,
-        };
+        let (channel, victim, _seeder) = playing_victim(11, Default::default()).await;
+        let before = victim.playout.stats();
+        let mut s = raw_peer(victim.handle.listen, channel, 0xbad).await;
         // The channel's id, a sequence number 5 s ahead (not yet held, inside the window), a zero signature.
         let newest = victim.handle.snapshot().newest.unwrap_or(0);
         let header = PieceHeader {
@@ -142,32 +198,75 @@ fn a_forging_peer_is_dropped() {
         };
         let forged = swarm::piece::Piece::from_parts(header, filler_payload(4, 1), [0; SIGNATURE_LEN]).unwrap();
         let mut out = Vec::new();
-        Message::Hello(hello).encode(&mut out);
         Message::Piece(forged).encode(&mut out);
         s.write_all(&out).await.unwrap();
-        // Read until the viewer closes: its goodbye says why.
-        let mut dec = FrameDecoder::new();
-        let mut buf = vec![0u8; 65_536];
-        let mut goodbye = None;
-        let closed = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => dec.extend(&buf[..n]),
-                }
-                while let Ok(Some(m)) = dec.next_message() {
-                    if let Message::Goodbye { reason } = m {
-                        goodbye = Some(reason);
-                    }
-                }
-            }
-        })
-        .await;
-        assert!(closed.is_ok(), "the viewer closed the connection");
-        assert_eq!(goodbye, Some(GoodbyeReason::Forged));
-        let played = victim.playout.stats().played;
-        assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= played + 40).await);
+        assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Forged));
+        plays_on(&victim, before).await;
         assert_eq!(victim.handle.snapshot().stats.forged_pieces, 1);
+    });
+}
+
+/// A peer that floods a viewer with messages (valid ones: `Have`s of pieces it holds)
+/// is dropped with Goodbye Flooding before its messages reach the peer core in bulk;
+/// the viewer plays on without losing a piece.
+#[test]
+fn a_flooding_peer_is_dropped() {
+    use swarm::wire::{GoodbyeReason, Message};
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (channel, victim, _seeder) = playing_victim(14, Default::default()).await;
+        let before = victim.playout.stats();
+        let mut s = raw_peer(victim.handle.listen, channel, 0xf100d).await;
+        let newest = victim.handle.snapshot().newest.unwrap_or(0);
+        let mut out = Vec::new();
+        for i in 0..20_000u64 {
+            Message::Have { seq: newest.saturating_sub(i % 10) }.encode(&mut out);
+        }
+        // The viewer may close mid-write: that is the point.
+        let _ = s.write_all(&out).await;
+        assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Flooding));
+        plays_on(&victim, before).await;
+        assert_eq!(victim.handle.snapshot().stats.floods, 1);
+    });
+}
+
+/// A peer that subscribes to a viewer's substreams and then never reads: what the
+/// viewer pushes to it piles up until the connection's queue limit and it is dropped;
+/// the viewer plays on without losing a piece. (Kernel buffers are kept small here —
+/// 16 KiB to send, a 64 KiB queue — so it shows in seconds rather than after the
+/// megabytes Linux would buffer by default.)
+#[test]
+fn a_peer_that_stops_reading_is_dropped() {
+    use swarm::wire::{Message, Status};
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let shell =
+            node::shell::ShellOptions { max_conn_queue: 64 * 1024, send_buffer: 16 * 1024, ..Default::default() };
+        let (channel, victim, _seeder) = playing_victim(15, shell).await;
+        let before = victim.playout.stats();
+        let mut s = raw_peer(victim.handle.listen, channel, 0x57a11).await;
+        let status = Status {
+            free_slots: 0,
+            children: 0,
+            min_child_kbps: 0,
+            busy_ms: 0,
+            segment_start: None,
+            depth: vec![Status::NO_PATH; 4],
+            latency_ms: vec![Status::NO_LATENCY; 4],
+        };
+        let mut out = Vec::new();
+        Message::Status(status).encode(&mut out);
+        Message::Subscribe { substreams: 0b1111 }.encode(&mut out);
+        s.write_all(&out).await.unwrap();
+        // Never read again; wait for the viewer to give up on it.
+        let dropped = eventually(Duration::from_secs(30), || victim.handle.snapshot().stalled_dropped == 1).await;
+        let snap = victim.handle.snapshot();
+        assert!(dropped, "the stalled peer is dropped: {snap:?}");
+        assert!(snap.stats.pushes_sent > 0, "it had been taken as a child: {snap:?}");
+        plays_on(&victim, before).await;
+        drop(s);
     });
 }
 

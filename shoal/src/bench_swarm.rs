@@ -154,7 +154,7 @@ async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
         listen: local,
         seed_token: seed.then(|| "seed".to_owned()),
         upload_kbps: kbps,
-        link_delay: delay,
+        shell: node::shell::ShellOptions { link_delay: delay, ..Default::default() },
     };
     let mut origins = Vec::new();
     let mut seeders = Vec::new();

@@ -132,7 +132,7 @@ impl Seed {
             listen: self.listen,
             seed_token: Some(self.token),
             upload_kbps: self.upload_kbps,
-            link_delay: Duration::ZERO,
+            shell: node::shell::ShellOptions::default(),
         };
         let node = roles::seeder(join, pieces_rx, Some(hls)).await.context("starting the seeder")?;
         Ok((node, hls_addr))
@@ -149,7 +149,7 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
             listen: a.listen,
             seed_token: None,
             upload_kbps: a.upload_kbps,
-            link_delay: Duration::ZERO,
+            shell: node::shell::ShellOptions::default(),
         };
         let node = Arc::new(roles::viewer(join).await.context("starting the viewer")?);
         let play = node::playout::bind(a.play).await.with_context(|| format!("binding {}", a.play))?;

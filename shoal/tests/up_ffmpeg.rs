@@ -144,7 +144,7 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
             listen: "127.0.0.1:0".parse().unwrap(),
             seed_token: None,
             upload_kbps: 8_000,
-            link_delay: Duration::ZERO,
+            shell: node::shell::ShellOptions::default(),
         };
         let v = rt.block_on(roles::viewer(join)).unwrap();
         let rec = Arc::new(Mutex::new(Vec::<u8>::new()));

@@ -65,6 +65,10 @@ pub struct Report {
     pub viewer_pieces_served: u64,
     pub viewer_requests_sent: u64,
     pub viewer_requests_timed_out: u64,
+    /// Neighbours honest peers dropped for flooding (a run of pieces they already
+    /// held): zero unless attackers flood, else the rule misfires.
+    #[serde(default)]
+    pub flood_drops: u64,
     /// At the end: (viewer, substream) pairs with no push parent, and the mean tree
     /// depth of the others.
     pub orphan_substreams: u64,
@@ -183,6 +187,7 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         viewer_pieces_served: sum(out, Kind::Viewer, |s| s.responses_sent),
         viewer_requests_sent: sum(out, Kind::Viewer, |s| s.requests_sent),
         viewer_requests_timed_out: sum(out, Kind::Viewer, |s| s.requests_timed_out),
+        flood_drops: sum(out, Kind::Viewer, |s| s.floods) + sum(out, Kind::Seed, |s| s.floods),
         orphan_substreams: depths.iter().filter(|&&d| d == u8::MAX).count() as u64,
         mean_depth: {
             let fed: Vec<f64> = depths.iter().filter(|&&d| d != u8::MAX).map(|&d| f64::from(d)).collect();

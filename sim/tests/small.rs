@@ -30,6 +30,7 @@ fn small_delivers_to_every_viewer() {
     assert!(r.viewer_download_bytes > r.seed_upload_bytes, "viewers carried most of the stream");
     assert_eq!(r.forged_pieces_sent, 0);
     assert_eq!(r.forged_pieces_accepted, 0);
+    assert_eq!(r.flood_drops, 0, "no honest neighbour is taken for a flooder");
 }
 
 #[test]

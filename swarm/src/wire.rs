@@ -71,6 +71,8 @@ pub enum GoodbyeReason {
     Replaced,
     /// A second connection between the same two peers.
     Duplicate,
+    /// More messages than any honest peer sends, or a run of pieces we already had.
+    Flooding,
     /// A reason this build does not know.
     Other(u8),
 }
@@ -88,6 +90,7 @@ impl GoodbyeReason {
             GoodbyeReason::Idle => 7,
             GoodbyeReason::Replaced => 8,
             GoodbyeReason::Duplicate => 9,
+            GoodbyeReason::Flooding => 10,
             GoodbyeReason::Other(c) => c,
         }
     }
@@ -104,6 +107,7 @@ impl GoodbyeReason {
             7 => GoodbyeReason::Idle,
             8 => GoodbyeReason::Replaced,
             9 => GoodbyeReason::Duplicate,
+            10 => GoodbyeReason::Flooding,
             c => GoodbyeReason::Other(c),
         }
     }

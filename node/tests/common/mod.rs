@@ -44,6 +44,6 @@ pub fn join(tracker: &str, channel: swarm::piece::ChannelId, seed: bool) -> Join
         listen: "127.0.0.1:0".parse().unwrap(),
         seed_token: seed.then(|| TOKEN.to_owned()),
         upload_kbps: if seed { 50_000 } else { 8_000 },
-        link_delay: Duration::ZERO,
+        shell: node::shell::ShellOptions::default(),
     }
 }

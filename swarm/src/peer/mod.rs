@@ -80,6 +80,8 @@ pub enum Reject {
     BadPiece(PieceError),
     /// Bytes the shell could not decode into a message.
     Malformed(WireError),
+    /// More messages than the shell allows, or a run of pieces we already held.
+    Flooding,
 }
 
 /// What the peer asks its shell to do or tells it happened.
@@ -144,6 +146,8 @@ pub struct PeerStats {
     pub jumps: u64,
     /// Single-piece requests sent to check a claim far past the newest.
     pub jump_probes: u64,
+    /// Neighbours dropped for flooding.
+    pub floods: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -496,6 +500,14 @@ impl Peer {
         self.misbehaved(idx, Reject::Malformed(error), GoodbyeReason::Malformed);
     }
 
+    /// The shell saw `from` send more messages than any honest peer would: it is
+    /// dropped with `Goodbye(Flooding)` and counted.
+    pub fn handle_flood(&mut self, _now: Micros, from: NodeId) {
+        let Some(idx) = self.neighbour_idx(from) else { return };
+        self.stats.floods += 1;
+        self.misbehaved(idx, Reject::Flooding, GoodbyeReason::Flooding);
+    }
+
     /// Housekeeping; call at [`Peer::poll_timeout`] (earlier or later is harmless).
     pub fn handle_timeout(&mut self, now: Micros) {
         if self.left {
@@ -697,6 +709,12 @@ impl Peer {
         if self.window.contains(seq) {
             self.stats.duplicate_pieces += 1;
             self.stats.duplicate_bytes += piece.encoded_len() as u64;
+            let n = &mut self.neighbours[idx];
+            n.useless_streak += 1;
+            if n.useless_streak > self.cfg.max_useless_pieces {
+                self.stats.floods += 1;
+                self.misbehaved(idx, Reject::Flooding, GoodbyeReason::Flooding);
+            }
             return;
         }
         let ts = piece.timestamp_us();
@@ -733,6 +751,7 @@ impl Peer {
         }
         let n = &mut self.neighbours[idx];
         n.failures = 0;
+        n.useless_streak = 0;
         n.last_useful = now;
         n.pieces_from += 1;
         let s = self.substream(seq);

@@ -30,6 +30,8 @@ pub(super) struct Neighbour {
     pub(super) failures: u32,
     /// New verified pieces it gave us (its contribution, for tit for tat).
     pub(super) pieces_from: u64,
+    /// Pieces in a row it sent that we already held.
+    pub(super) useless_streak: u32,
     /// It answered `Busy`: not asked again before this.
     pub(super) busy_until: Micros,
     pub(super) connected_at: Micros,
@@ -57,6 +59,7 @@ impl Neighbour {
             responses_queued: 0,
             failures: 0,
             pieces_from: 0,
+            useless_streak: 0,
             busy_until: 0,
             connected_at: now,
             last_useful: now,
