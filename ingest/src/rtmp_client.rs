@@ -177,6 +177,34 @@ impl RtmpPublisher {
         self.stream.shutdown().await?;
         Ok(())
     }
+
+    /// Sends a recorded FLV file's audio and video `passes` times back to back (for
+    /// ever with `None`), each tag at its time as an encoder would, timestamps
+    /// continuing across passes; then closes.
+    pub async fn replay_paced(mut self, flv: &[u8], passes: Option<u32>) -> Result<(), ClientError> {
+        let tags: Vec<_> = crate::media::flv::read_file(flv)
+            .map_err(|e| ClientError::Protocol(format!("the FLV file: {e}")))?
+            .into_iter()
+            .filter(|t| t.kind != crate::media::flv::TAG_SCRIPT)
+            .collect();
+        // One frame past the last tag: the next pass starts where this one ends.
+        let span = tags.iter().map(|t| t.timestamp).max().unwrap_or(0) + 40;
+        let start = tokio::time::Instant::now();
+        let mut pass = 0u32;
+        while passes.is_none_or(|n| pass < n) {
+            for t in &tags {
+                let ts = t.timestamp.wrapping_add(pass.wrapping_mul(span));
+                tokio::time::sleep_until(
+                    start
+                        + std::time::Duration::from_millis(u64::from(pass) * u64::from(span) + u64::from(t.timestamp)),
+                )
+                .await;
+                self.send_tag(t.kind, ts, t.body).await?;
+            }
+            pass += 1;
+        }
+        self.close().await
+    }
 }
 
 #[derive(Debug)]

@@ -17,7 +17,6 @@ use common::{TOKEN, eventually, join, tracker_for};
 use ingest::auth::{ChannelFile, KeyDir};
 use ingest::http::SeederTokens;
 use ingest::hub::{Fetch, Hub, HubConfig};
-use ingest::media::flv::{self, TAG_SCRIPT};
 use ingest::rtmp_client::RtmpPublisher;
 use node::roles;
 use node::source::{self, Source};
@@ -63,21 +62,10 @@ impl Ingest {
     }
 }
 
-/// Publishes the fixture `passes` times back to back, each tag sent at its time (as an
-/// encoder would), timestamps continuing across passes.
+/// Publishes the fixture `passes` times back to back, at an encoder's pace.
 async fn publish(rtmp: SocketAddr, key: &str, passes: u32) {
-    let tags: Vec<_> = flv::read_file(FIXTURE).unwrap().into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
-    let span = tags.iter().map(|t| t.timestamp).max().unwrap() + 40;
-    let mut p = RtmpPublisher::connect(rtmp, "live", key).await.unwrap();
-    let start = tokio::time::Instant::now();
-    for pass in 0..passes {
-        for t in &tags {
-            let ts = t.timestamp + pass * span;
-            tokio::time::sleep_until(start + Duration::from_millis(u64::from(ts))).await;
-            p.send_tag(t.kind, ts, t.body).await.unwrap();
-        }
-    }
-    p.close().await.unwrap();
+    let p = RtmpPublisher::connect(rtmp, "live", key).await.unwrap();
+    p.replay_paced(FIXTURE, Some(passes)).await.unwrap();
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! `shoal bench swarm`: the swarm on real sockets, in one process on loopback — the
-//! tracker over HTTP, seeders fed signed pieces at the channel's bitrate (as ingest
-//! makes them: 50 ms pieces, a segment start every second), and viewers joining a few
-//! at a time, every link delayed by `--delay-ms` each way. Writes measuring.md's JSON
+//! tracker over HTTP, seeders, and viewers joining a few at a time, every link delayed
+//! by `--delay-ms` each way. The feed (`--source`): `fixture` (default), ingest itself
+//! (its RTMP listener, segmenter, signer and HTTP piece stream) taking the recorded
+//! testsrc fixture, looped at an encoder's pace, with each seeder reading the piece
+//! stream as `shoal seeder` does; or `synthetic`, signed filler pieces at `--kbps`
+//! handed straight to the seeders (50 ms pieces, a segment start every second: a TV
+//! bitrate the small fixture does not have). Writes measuring.md's JSON
 //! (`target/bench/bench-swarm.json`) and prints a table; asserts nothing.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,19 +17,34 @@ use anyhow::Context;
 use ingest::http::SeederTokens;
 use node::roles::{self, Join, Node};
 use node::shell::now_us;
+use node::source::{self, Source};
 use serde::Serialize;
-use swarm::piece::{ChannelKeypair, PieceFlags, filler_payload};
+use swarm::piece::{ChannelId, ChannelKeypair, Piece, PieceFlags, filler_payload};
+use tokio::sync::mpsc;
 use tracker::Tracker;
 use tracker::directory::StaticDirectory;
 use tracker::store::StoreConfig;
 
+/// Where the channel comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Feed {
+    Fixture,
+    Synthetic,
+}
+
+/// The recorded fixture: 4 s of testsrc + sine, H.264/AAC in FLV.
+const FIXTURE: &[u8] = include_bytes!("../../ingest/tests/fixtures/testsrc-h264-aac-4s.flv");
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct SwarmBenchArgs {
+    /// The feed: ingest taking the recorded fixture, or synthetic pieces at --kbps.
+    #[arg(long, value_enum, default_value = "fixture")]
+    source: Feed,
     #[arg(long, default_value_t = 200)]
     viewers: u32,
     #[arg(long, default_value_t = 2)]
     seeders: u32,
-    /// Channel bitrate, kbit/s.
+    /// Channel bitrate, kbit/s (synthetic feed).
     #[arg(long, default_value_t = 3_000)]
     kbps: u32,
     /// Seconds after the last viewer joined before measuring.
@@ -55,6 +74,7 @@ struct Percentiles {
 #[derive(Debug, Serialize)]
 struct Report {
     scenario: &'static str,
+    source: &'static str,
     viewers: u32,
     seeds: u32,
     bitrate_kbps: u32,
@@ -68,6 +88,10 @@ struct Report {
     viewer_download_bytes: u64,
     viewer_upload_bytes: u64,
     forged_pieces_accepted: u64,
+    /// TCP connections between nodes at the end (each counted once), and the most any
+    /// seeder held.
+    connections: u64,
+    seeder_connections_max: u64,
     wall_s: f64,
 }
 
@@ -123,6 +147,8 @@ pub(crate) fn run(a: SwarmBenchArgs) -> anyhow::Result<()> {
     let report = Report { wall_s: started.elapsed().as_secs_f64(), ..report };
     println!("{:<28} {:>16} {:>12}", "figure", "measured", "target");
     let l = &report.latency_ms;
+    println!("{:<28} {:>16} {:>12}", "feed", report.source, "");
+    println!("{:<28} {:>16} {:>12}", "bitrate kbit/s", report.bitrate_kbps, "");
     println!("{:<28} {:>16} {:>12}", "viewers / seeders", format!("{} / {}", report.viewers, report.seeds), "");
     println!("{:<28} {:>16} {:>12}", "latency p50/p99/max ms", format!("{}/{}/{}", l.p50, l.p99, l.max), "p99 ≤ 2000");
     println!("{:<28} {:>16.5} {:>12}", "continuity", report.continuity, "≥ 0.999");
@@ -130,6 +156,12 @@ pub(crate) fn run(a: SwarmBenchArgs) -> anyhow::Result<()> {
     println!("{:<28} {:>16.4} {:>12}", "duplicate ratio", report.duplicate_ratio, "");
     let s = &report.startup_ms;
     println!("{:<28} {:>16} {:>12}", "startup p50/p99 ms", format!("{}/{}", s.p50, s.p99), "");
+    println!(
+        "{:<28} {:>16} {:>12}",
+        "connections (seeder max)",
+        format!("{} ({})", report.connections, report.seeder_connections_max),
+        ""
+    );
     println!("{:<28} {:>16.1} {:>12}", "wall s", report.wall_s, "");
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join("bench-swarm.json");
@@ -138,9 +170,80 @@ pub(crate) fn run(a: SwarmBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
+/// Ingest in process taking the fixture over RTMP, looped; seeders read its piece
+/// stream. Returns the channel, the feed's bitrate (kbit/s), and per seeder the
+/// receiver of its pieces.
+async fn fixture_feed(
+    a: &SwarmBenchArgs,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(ChannelId, u32, Vec<mpsc::Receiver<Piece>>)> {
+    use ingest::auth::{Authorizer, ChannelFile, KeyDir};
+    let dir = a.out.join("bench-swarm-ingest");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = ChannelFile::new(dir.join("channels.json"), dir.join("keys"));
+    let stream_key = file.create_channel("bench", false, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let channel = KeyDir::new(dir.join("keys")).signing_key("bench", None).map_err(|e| anyhow::anyhow!("{e}"))?.id();
+    let auth: Arc<dyn Authorizer> = Arc::new(file);
+    let hub = ingest::hub::Hub::new(ingest::hub::HubConfig::default());
+    let rtmp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
+    tokio::spawn(ingest::rtmp::serve(rtmp, hub.clone(), auth));
+    tokio::spawn(ingest::http::serve(http, hub, SeederTokens::from_tokens(["seed"])));
+    let publisher = ingest::rtmp_client::RtmpPublisher::connect(rtmp_addr, "live", &stream_key)
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing the fixture: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = publisher.replay_paced(FIXTURE, None).await {
+            tracing::error!(error = %e, "the fixture publisher stopped");
+        }
+    });
+    let tags = ingest::media::flv::read_file(FIXTURE).map_err(|e| anyhow::anyhow!("the fixture: {e}"))?;
+    let bytes: usize = tags.iter().map(|t| t.body.len()).sum();
+    let span_ms = tags.iter().map(|t| t.timestamp).max().unwrap_or(0) + 40;
+    let kbps = u32::try_from(bytes as u64 * 8 / u64::from(span_ms.max(1))).unwrap_or(u32::MAX);
+    let mut feeds = Vec::new();
+    for _ in 0..a.seeders.max(1) {
+        let (tx, rx) = mpsc::channel(256);
+        let (id_tx, _) = tokio::sync::watch::channel(None);
+        let src = Source { base: format!("http://{http_addr}"), channel: "bench".into(), token: "seed".into() };
+        tokio::spawn(source::run(src, tx, id_tx, stop.clone()));
+        feeds.push(rx);
+    }
+    Ok((channel, kbps, feeds))
+}
+
+/// Signed filler pieces at `kbps`, as ingest makes them (50 ms, a segment start every
+/// second), handed to each seeder.
+fn synthetic_feed(a: &SwarmBenchArgs) -> (ChannelId, Vec<mpsc::Receiver<Piece>>) {
     let key = ChannelKeypair::from_secret_bytes(&[0x5b; 32]);
     let channel = key.id();
+    let (origins, feeds): (Vec<_>, Vec<_>) = (0..a.seeders.max(1)).map(|_| mpsc::channel(256)).unzip();
+    let packets = ((u64::from(a.kbps) * 1000 / 8 / 20) as usize).div_ceil(188).max(1);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        for seq in 0u64.. {
+            tick.tick().await;
+            let flags = if seq % 20 == 0 { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
+            let Ok(piece) = key.sign_piece(seq, now_us(), flags, filler_payload(packets, seq)) else { return };
+            for o in &origins {
+                let _ = o.try_send(piece.clone());
+            }
+        }
+    });
+    (channel, feeds)
+}
+
+async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (channel, kbps, feeds) = match a.source {
+        Feed::Fixture => fixture_feed(a, &stop).await?,
+        Feed::Synthetic => {
+            let (channel, feeds) = synthetic_feed(a);
+            (channel, a.kbps, feeds)
+        }
+    };
     let dir = StaticDirectory::new([("bench".to_owned(), channel)]);
     let tracker = Arc::new(Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["seed"])));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -156,26 +259,10 @@ async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
         upload_kbps: kbps,
         shell: node::shell::ShellOptions { link_delay: delay, ..Default::default() },
     };
-    let mut origins = Vec::new();
     let mut seeders = Vec::new();
-    for _ in 0..a.seeders.max(1) {
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
+    for rx in feeds {
         seeders.push(roles::seeder(join(true, 1_000_000), rx, None).await.context("starting a seeder")?);
-        origins.push(tx);
     }
-    // 50 ms pieces at the bitrate, whole TS packets.
-    let packets = ((u64::from(a.kbps) * 1000 / 8 / 20) as usize).div_ceil(188).max(1);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        for seq in 0u64.. {
-            tick.tick().await;
-            let flags = if seq % 20 == 0 { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
-            let Ok(piece) = key.sign_piece(seq, now_us(), flags, filler_payload(packets, seq)) else { return };
-            for o in &origins {
-                let _ = o.try_send(piece.clone());
-            }
-        }
-    });
     // Viewers join 20 per second.
     let mut viewers: Vec<(Node, u64)> = Vec::new();
     let mut pace = tokio::time::interval(Duration::from_millis(50));
@@ -196,13 +283,20 @@ async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
         latencies.extend(samples.into_iter().skip(*skip));
         startups.push(first.map_or(u32::MAX, |f| u32::try_from(f.saturating_sub(*joined) / 1000).unwrap_or(u32::MAX)));
     }
+    let ends: usize = viewers.iter().map(|(v, _)| v.handle.snapshot().neighbours).sum::<usize>()
+        + seeders.iter().map(|s| s.handle.snapshot().neighbours).sum::<usize>();
+    let seeder_connections_max = seeders.iter().map(|s| s.handle.snapshot().neighbours).max().unwrap_or(0) as u64;
     let d = |f: fn(&Totals) -> u64| f(&after).saturating_sub(f(&before));
     let (played, skipped, seed_up, up) = (d(|t| t.played), d(|t| t.skipped), d(|t| t.seed_up), d(|t| t.up));
     Ok(Report {
         scenario: "swarm-loopback",
+        source: match a.source {
+            Feed::Fixture => "ingest+fixture",
+            Feed::Synthetic => "synthetic",
+        },
         viewers: a.viewers,
         seeds: a.seeders.max(1),
-        bitrate_kbps: a.kbps,
+        bitrate_kbps: kbps,
         link_delay_ms: a.delay_ms,
         latency_ms: percentiles(latencies),
         continuity: played as f64 / (played + skipped).max(1) as f64,
@@ -213,6 +307,8 @@ async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
         viewer_download_bytes: d(|t| t.down),
         viewer_upload_bytes: up,
         forged_pieces_accepted: after.forged,
+        connections: ends as u64 / 2,
+        seeder_connections_max,
         wall_s: 0.0,
     })
 }

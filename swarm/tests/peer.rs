@@ -322,6 +322,33 @@ fn wrong_channel_and_version_are_refused() {
 }
 
 #[test]
+fn a_neighbour_repeating_pieces_we_hold_is_dropped_for_flooding() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    let p = piece(100, T0);
+    v.handle_message(T0, NodeId(RAW), Message::Piece(p.clone()));
+    // A few repeats are honest overlap (late answers): nothing happens.
+    for _ in 0..10 {
+        v.handle_message(T0, NodeId(RAW), Message::Piece(p.clone()));
+    }
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), None);
+    // A new piece resets the count; then 128 repeats are tolerated, the 129th is not.
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(101, T0)));
+    for _ in 0..128 {
+        v.handle_message(T0, NodeId(RAW), Message::Piece(p.clone()));
+    }
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), None);
+    v.handle_message(T0, NodeId(RAW), Message::Piece(p));
+    let (tx, ev) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Flooding));
+    assert!(ev.iter().any(|e| matches!(e, Event::Rejected { reason: Reject::Flooding, .. })));
+    assert_eq!(v.stats().floods, 1);
+    assert_eq!(v.stats().duplicate_pieces, 139);
+}
+
+#[test]
 fn message_before_hello_is_a_protocol_error() {
     let mut v = viewer_with_raw_neighbour();
     v.handle_message(T0, NodeId(RAW), Message::Have { seq: 1 });

@@ -30,8 +30,9 @@ pub struct PeerConfig {
     pub window_pieces: u64,
     /// How far past the newest verified piece a claim or piece may be.
     pub max_ahead_pieces: u64,
-    /// Pieces in a row a neighbour may send that we already hold before it is dropped
-    /// for flooding (honest overlap, as when switching parents, is a few).
+    /// Pieces in a row a neighbour that is not their substream's parent may send that
+    /// we already hold before it is dropped for flooding (honest overlap — late
+    /// answers, pushes in flight after an unsubscribe — is a few).
     pub max_useless_pieces: u32,
     /// How far in the future a piece timestamp may be (clock skew allowance).
     pub max_clock_skew: Micros,
@@ -107,7 +108,7 @@ impl PeerConfig {
             max_child_slots: None,
             window_pieces: 256,
             max_ahead_pieces: 200,
-            max_useless_pieces: 64,
+            max_useless_pieces: 128,
             max_clock_skew: 5 * SECOND,
             max_piece_age: 60 * SECOND,
             playout_delay: 1_500 * MS,

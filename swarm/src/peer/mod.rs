@@ -709,9 +709,22 @@ impl Peer {
         if self.window.contains(seq) {
             self.stats.duplicate_pieces += 1;
             self.stats.duplicate_bytes += piece.encoded_len() as u64;
+            // A parent's pushes we got elsewhere first are the tree's overlap, not a
+            // flood (a parent that only repeats is dropped as stalled instead).
+            let s = self.substream(seq);
+            if self.branches[s].parent == Some(node) {
+                return;
+            }
             let n = &mut self.neighbours[idx];
             n.useless_streak += 1;
-            if n.useless_streak > self.cfg.max_useless_pieces {
+            // Pushes from one that takes us for its child in a substream we don't take
+            // from it (a subscription that crossed an unsubscribe): say again what we
+            // do take, so an honest neighbour stops.
+            if n.useless_streak % 16 == 1 && (n.parents | n.asked) & (1 << s) == 0 {
+                let mask = n.parents | n.asked;
+                self.send(node, Message::Subscribe { substreams: mask });
+            }
+            if self.neighbours[idx].useless_streak > self.cfg.max_useless_pieces {
                 self.stats.floods += 1;
                 self.misbehaved(idx, Reject::Flooding, GoodbyeReason::Flooding);
             }
