@@ -141,22 +141,32 @@ impl Hls {
     }
 }
 
-fn route(hls: &Hls, path: &str) -> Response<Streamed> {
-    match hls.answer(path) {
-        Some((status, ctype, body)) => answer(status, ctype, body),
-        None => answer(StatusCode::NOT_FOUND, "text/plain", format!("try {}/live.m3u8\n", hls.prefix)),
+fn route(hls: &Hls, metrics: &crate::playout::TextFn, path: &str) -> Response<Streamed> {
+    match path {
+        "/metrics" => answer(StatusCode::OK, crate::playout::PROMETHEUS_TEXT, metrics()),
+        "/healthz" => answer(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        // Ready once it has a segment to offer browsers.
+        "/readyz" => match hls.playlist() {
+            Some(_) => answer(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            None => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"no segment yet\n")),
+        },
+        _ => match hls.answer(path) {
+            Some((status, ctype, body)) => answer(status, ctype, body),
+            None => answer(StatusCode::NOT_FOUND, "text/plain", format!("try {}/live.m3u8\n", hls.prefix)),
+        },
     }
 }
 
-/// Serves the HLS fallback until the listener fails.
-pub async fn serve(listener: TcpListener, hls: Arc<Hls>) -> std::io::Result<()> {
+/// Serves the HLS fallback, `/metrics` (what `metrics` returns), `/healthz` and
+/// `/readyz` until the listener fails.
+pub async fn serve(listener: TcpListener, hls: Arc<Hls>, metrics: crate::playout::TextFn) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
-        let hls = hls.clone();
+        let (hls, metrics) = (hls.clone(), metrics.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let hls = hls.clone();
-                async move { Ok::<_, Infallible>(route(&hls, req.uri().path())) }
+                let (hls, metrics) = (hls.clone(), metrics.clone());
+                async move { Ok::<_, Infallible>(route(&hls, &metrics, req.uri().path())) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -196,9 +206,14 @@ mod tests {
         assert_eq!(h.segment(4).unwrap().len(), 20 * 2 * 188);
         h.push(&piece(5, true));
         assert_eq!(h.segment(5), None, "an old piece changes nothing");
+        let m: crate::playout::TextFn = Arc::new(|| "shoal_node_neighbours{role=\"seed\"} 0\n".to_owned());
+        let route = |h: &Hls, path: &str| route(h, &m, path);
         assert_eq!(route(&h, "/hls/demo/../x").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/other/live.m3u8").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/demo/99.ts").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/demo/live.m3u8").status(), StatusCode::OK);
+        assert_eq!(route(&h, "/metrics").status(), StatusCode::OK);
+        assert_eq!(route(&h, "/readyz").status(), StatusCode::OK, "a playlist exists");
+        assert_eq!(route(&Hls::new("empty"), "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -191,20 +191,28 @@ pub(crate) fn whole(status: StatusCode, ctype: &'static str, body: impl Into<Byt
     r
 }
 
+/// Text made on demand (`/stats.json`, `/metrics`).
+pub type TextFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The content type of the Prometheus text exposition format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Serves `/live.ts`, `/live.m3u8` and its segments (from `hls`), `/stats.json` (what
-/// `stats` returns) and `/healthz` until the listener fails.
+/// `stats` returns), `/metrics` (what `metrics` returns) and `/healthz` until the
+/// listener fails.
 pub async fn serve(
     listener: TcpListener,
     playout: Arc<Playout>,
     hls: Arc<Hls>,
-    stats: Arc<dyn Fn() -> String + Send + Sync>,
+    stats: TextFn,
+    metrics: TextFn,
 ) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
-        let (playout, stats, hls) = (playout.clone(), stats.clone(), hls.clone());
+        let (playout, stats, hls, metrics) = (playout.clone(), stats.clone(), hls.clone(), metrics.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let (playout, stats, hls) = (playout.clone(), stats.clone(), hls.clone());
+                let (playout, stats, hls, metrics) = (playout.clone(), stats.clone(), hls.clone(), metrics.clone());
                 async move {
                     Ok::<_, Infallible>(match req.uri().path() {
                         "/live.ts" => {
@@ -214,6 +222,7 @@ pub async fn serve(
                             r
                         }
                         "/stats.json" => whole(StatusCode::OK, "application/json", stats()),
+                        "/metrics" => whole(StatusCode::OK, PROMETHEUS_TEXT, metrics()),
                         "/healthz" => whole(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
                         path => match hls.answer(path) {
                             Some((status, ctype, body)) => whole(status, ctype, body),

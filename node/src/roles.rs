@@ -46,6 +46,13 @@ impl Node {
         )
     }
 
+    /// Prometheus text exposition of its counters (`/metrics`).
+    pub fn metrics(&self) -> String {
+        let role = if self.tracker.seed_token.is_some() { Role::Seed } else { Role::Viewer };
+        let play = (role == Role::Viewer).then(|| self.playout.stats());
+        metrics_text(role, &self.handle.snapshot(), play)
+    }
+
     /// Says goodbye to the neighbours and the tracker.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
@@ -188,4 +195,58 @@ fn watched_this_hour(since_us: u64) -> u64 {
     let now_s = now_us() / 1_000_000;
     let hour_start = now_s - now_s % 3600;
     now_s - (since_us / 1_000_000).max(hour_start)
+}
+
+/// A node's counters in the Prometheus text format (0.0.4), every series labelled with
+/// its role. Counters end in `_total`, byte counts in `_bytes`.
+pub fn metrics_text(role: Role, snap: &shell::Snapshot, play: Option<crate::playout::PlayStats>) -> String {
+    use std::fmt::Write;
+    let role = match role {
+        Role::Seed => "seed",
+        Role::Viewer => "viewer",
+    };
+    let st = &snap.stats;
+    let mut out = String::with_capacity(4096);
+    let mut put = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{role=\"{role}\"}} {value}");
+    };
+    put("shoal_node_neighbours", "gauge", "Connected swarm neighbours.", snap.neighbours as f64);
+    put("shoal_node_sent_bytes_total", "counter", "Bytes sent to neighbours.", snap.bytes_sent as f64);
+    put("shoal_node_received_bytes_total", "counter", "Bytes received from neighbours.", snap.bytes_received as f64);
+    put("shoal_node_pieces_accepted_total", "counter", "Pieces verified and taken in.", st.pieces_accepted as f64);
+    put("shoal_node_duplicate_pieces_total", "counter", "Pieces received again.", st.duplicate_pieces as f64);
+    put(
+        "shoal_node_forged_pieces_total",
+        "counter",
+        "Pieces with a bad signature (sender banned).",
+        st.forged_pieces as f64,
+    );
+    put("shoal_node_pushes_sent_total", "counter", "Pieces pushed down the trees.", st.pushes_sent as f64);
+    put("shoal_node_responses_sent_total", "counter", "Pieces sent in answer to requests.", st.responses_sent as f64);
+    put("shoal_node_requests_sent_total", "counter", "Pieces requested (repair).", st.requests_sent as f64);
+    put(
+        "shoal_node_protocol_errors_total",
+        "counter",
+        "Neighbours that broke the protocol.",
+        (st.protocol_errors + st.malformed) as f64,
+    );
+    put("shoal_node_flood_drops_total", "counter", "Neighbours dropped for flooding.", st.floods as f64);
+    put(
+        "shoal_node_stalled_drops_total",
+        "counter",
+        "Neighbours dropped for not reading.",
+        snap.stalled_dropped as f64,
+    );
+    put(
+        "shoal_node_numbering_jumps_total",
+        "counter",
+        "Times the channel's numbering jumped (ingest restarts).",
+        st.jumps as f64,
+    );
+    if let Some(p) = play {
+        put("shoal_node_played_pieces_total", "counter", "Pieces played out.", p.played as f64);
+        put("shoal_node_skipped_pieces_total", "counter", "Pieces that missed their deadline.", p.skipped as f64);
+        put("shoal_node_latency_seconds", "gauge", "Behind live at the last piece played.", p.latency_us as f64 / 1e6);
+    }
+    out
 }

@@ -110,7 +110,14 @@ impl Seed {
             node::playout::bind(self.http).await.with_context(|| format!("binding HLS {}", self.http))?;
         let hls_addr = hls_listener.local_addr()?;
         let hls = Arc::new(node::hls::Hls::new(&self.channel));
-        tokio::spawn(node::hls::serve(hls_listener, hls.clone()));
+        // Metrics exist once the node does (after ingest has said the channel's id).
+        let handle: Arc<std::sync::OnceLock<node::shell::NodeHandle>> = Arc::default();
+        let h = handle.clone();
+        let metrics: node::playout::TextFn = Arc::new(move || match h.get() {
+            Some(h) => roles::metrics_text(swarm::wire::Role::Seed, &h.snapshot(), None),
+            None => String::new(),
+        });
+        tokio::spawn(node::hls::serve(hls_listener, hls.clone(), metrics));
         let (pieces_tx, pieces_rx) = mpsc::channel(256);
         let (id_tx, mut id_rx) = watch::channel(self.id);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -135,6 +142,7 @@ impl Seed {
             shell: node::shell::ShellOptions::default(),
         };
         let node = roles::seeder(join, pieces_rx, Some(hls)).await.context("starting the seeder")?;
+        let _ = handle.set(node.handle.clone());
         Ok((node, hls_addr))
     }
 }
@@ -155,9 +163,11 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
         let play = node::playout::bind(a.play).await.with_context(|| format!("binding {}", a.play))?;
         let play_addr = play.local_addr()?;
         let n = node.clone();
-        let stats: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || n.stats_json());
-        tokio::spawn(node::playout::serve(play, node.playout.clone(), node.hls.clone(), stats));
-        println!("VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json)");
+        let stats: node::playout::TextFn = Arc::new(move || n.stats_json());
+        let n = node.clone();
+        let metrics: node::playout::TextFn = Arc::new(move || n.metrics());
+        tokio::spawn(node::playout::serve(play, node.playout.clone(), node.hls.clone(), stats, metrics));
+        println!("VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json, /metrics)");
         let n = node.clone();
         let stats_json = a.stats_json.clone();
         tokio::spawn(async move {

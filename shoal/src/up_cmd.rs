@@ -129,10 +129,12 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             demo.channel
         );
         println!(
-            "  metrics: http://{h}:{}/metrics (tracker)  http://{h}:{}/metrics (ingest)",
+            "  metrics: http://{h}:{}/metrics (tracker)  http://{h}:{}/metrics (ingest)  http://{h}:{}/metrics (seeder)",
             tracker_addr.port(),
-            ingest.http.port()
+            ingest.http.port(),
+            hls.port()
         );
+        println!("           Grafana dashboards and a Prometheus scrape config: dashboards/ (README)");
         println!(
             "  admin:   SHOAL_API_TOKEN={} shoal admin --tracker http://{h}:{} channel list",
             demo.api_token,

@@ -162,8 +162,14 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     let play = rt.block_on(node::playout::bind("127.0.0.1:0".parse().unwrap())).unwrap();
     let play_url = format!("http://{}/live.ts", play.local_addr().unwrap());
     let n = Arc::new(viewers.remove(0));
-    let n2 = n.clone();
-    rt.spawn(node::playout::serve(play, n.playout.clone(), n.hls.clone(), Arc::new(move || n2.stats_json())));
+    let (n2, n3) = (n.clone(), n.clone());
+    rt.spawn(node::playout::serve(
+        play,
+        n.playout.clone(),
+        n.hls.clone(),
+        Arc::new(move || n2.stats_json()),
+        Arc::new(move || n3.metrics()),
+    ));
 
     let mut ffmpeg = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
