@@ -79,7 +79,7 @@ impl IngestMetrics {
         )
         .expect("valid metric");
         registry.register(Box::new(srt_rtt.clone())).expect("registered once");
-        IngestMetrics {
+        let m = IngestMetrics {
             srt_lost: int_gauge_vec(
                 "shoal_ingest_srt_session_lost_packets",
                 "Packets the current SRT session of the channel reported lost (before retransmission)",
@@ -114,7 +114,33 @@ impl IngestMetrics {
             keyframe_interval,
             added_latency,
             registry,
+        };
+        // Every series a dashboard or alert may query exists from the start, at 0
+        // (Prometheus can't tell "none yet" from "not exported"). Per-channel series
+        // appear with the channel's first publish.
+        for p in ["rtmp", "srt"] {
+            m.bytes_in.with_label_values(&[p]);
+            m.publishes.with_label_values(&[p]);
         }
+        for r in [
+            "unknown_key",
+            "bad_application",
+            "channel_disabled",
+            "license_required",
+            "license_expired",
+            "no_signing_key",
+            "already_publishing",
+            "directory_error",
+            "handshake_failed",
+            "bad_mode",
+            "bad_stream_id",
+        ] {
+            m.refusals.with_label_values(&[r]);
+        }
+        for k in ["flv_tag", "codec", "rtmp_protocol", "ts_sync", "ts_pes", "ts_section"] {
+            m.bad_input.with_label_values(&[k]);
+        }
+        m
     }
 
     /// The text exposition format.

@@ -54,7 +54,7 @@ impl TrackerMetrics {
         );
         let announce_results = ["ok", "bad_request", "unknown_channel", "refused", "unauthorized"]
             .map(|r| (r, announces.with_label_values(&[r])));
-        TrackerMetrics {
+        let m = TrackerMetrics {
             announces,
             announce_results,
             scrapes: counter("shoal_tracker_scrapes_total", "Scrapes answered"),
@@ -109,7 +109,9 @@ impl TrackerMetrics {
                 "Peers this replica removed from the shared swarm store for not re-announcing",
             ),
             registry,
-        }
+        };
+        m.initialize_series();
+        m
     }
 
     /// Counts an announce by its result (one of the five labels).
@@ -117,6 +119,17 @@ impl TrackerMetrics {
         match self.announce_results.iter().find(|(r, _)| *r == result) {
             Some((_, c)) => c.inc(),
             None => self.announces.with_label_values(&[result]).inc(),
+        }
+    }
+
+    /// Every series a dashboard or alert may query exists from the start, at 0
+    /// (Prometheus can't tell "none yet" from "not exported").
+    fn initialize_series(&self) {
+        for r in ["ok", "error"] {
+            self.usage_flushes.with_label_values(&[r]);
+        }
+        for op in ["flush", "rollup", "directory", "admin"] {
+            self.db_errors.with_label_values(&[op]);
         }
     }
 

@@ -1,0 +1,80 @@
+//! What the tests that run `shoal` as a process share: starting it and reading what
+//! it prints, plain HTTP GETs, and whether ffmpeg is here.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub fn ffmpeg_available() -> bool {
+    let ok = Command::new("ffmpeg").arg("-version").output().is_ok();
+    if !ok {
+        assert!(std::env::var_os("SHOAL_REQUIRE_FFMPEG").is_none(), "ffmpeg is required here but not installed");
+        eprintln!("SKIPPED: ffmpeg is not installed (CI installs it)");
+    }
+    ok
+}
+
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `shoal ARGS` and collects its stdout lines until one starts with `until`.
+pub fn start(args: &[&str], until: &str) -> (Killed, Vec<String>) {
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.trim_start().starts_with(until);
+        seen.push(line);
+        if done {
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, seen);
+        }
+    }
+    panic!("shoal {args:?} ended before printing {until:?}: {seen:?}");
+}
+
+/// The word after `marker` in the first line that has it.
+pub fn word_after(lines: &[String], marker: &str) -> String {
+    let line = lines.iter().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("no {marker:?} in {lines:?}"));
+    line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().trim_matches('\'').to_owned()
+}
+
+/// `shoal up` with everything on free loopback ports.
+pub fn up_args(data: &str) -> Vec<&str> {
+    let any = "127.0.0.1:0";
+    let mut a = vec!["up", "--data-dir", data];
+    for flag in
+        ["--tracker-listen", "--rtmp-listen", "--srt-listen", "--ingest-listen", "--seeder-listen", "--hls-listen"]
+    {
+        a.extend([flag, any]);
+    }
+    a
+}
+
+/// `GET url` (http://HOST:PORT/PATH) with `Connection: close`: (status, body).
+pub fn http_get(url: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (String::from_utf8_lossy(&raw[9..12]).parse().unwrap(), raw[end..].to_vec())
+}
