@@ -125,7 +125,7 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<()> {
                     "HTTP  http://{}  (pieces: /v1/channels/NAME/pieces, tap: /v1/channels/NAME/live.ts, /metrics)",
                     a.http
                 );
-                tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+                crate::shutdown_signal().await?;
                 tracing::info!("shutting down");
                 Ok(())
             })

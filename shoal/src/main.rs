@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod admin_cmd;
 mod bench_cmd;
@@ -12,6 +12,7 @@ mod bench_ingest;
 mod bench_nginx;
 mod bench_swarm;
 mod bench_tracker;
+mod config;
 mod ingest_cmd;
 mod node_cmd;
 mod sim_cmd;
@@ -23,6 +24,13 @@ mod up_cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Settings file (TOML): a section per command (`[tracker]`, `[ingest]`, ...) whose
+    /// keys are the command's long flags. Flags and SHOAL_* variables win over it.
+    #[arg(long, global = true, env = "SHOAL_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the settings in effect (TOML, with where each came from) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,7 +54,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let given: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = match config::apply(&Cli::command(), given.clone()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = Cli::command().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.print_config {
+        print!("{}", config::print(&Cli::command(), &matches, &given));
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -68,6 +89,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves at Ctrl-C or SIGTERM (what an orchestrator sends to stop a service), so
+/// either shuts down the same way (a seeder's or viewer's neighbours get a goodbye and
+/// the tracker a `stopped`).
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically (temp file + rename), so a reader never sees

@@ -81,7 +81,7 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
             "SEEDER  channel {} from {}, peers connect to {}, browsers: http://{hls}/hls/{}/live.m3u8",
             a.channel, a.ingest, node.handle.listen, a.channel
         );
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        crate::shutdown_signal().await?;
         node.stop().await;
         Ok(())
     })
@@ -195,7 +195,7 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
                 }
             }
         });
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        crate::shutdown_signal().await?;
         node.stop().await;
         Ok(())
     })

@@ -66,7 +66,7 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let addr = start(&a).await?;
         println!("TRACKER  http://{addr}/announce  (scrape: /scrape, /metrics)");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        crate::shutdown_signal().await?;
         tracing::info!("shutting down");
         Ok(())
     })

@@ -143,7 +143,7 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
         println!("  seeder:  peers connect to {}", seeder.handle.listen);
         println!();
         println!("Ctrl-C stops it; a restart keeps the channel and its stream key.");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        crate::shutdown_signal().await?;
         seeder.stop().await;
         tracing::info!("shutting down");
         Ok(())

@@ -1,6 +1,6 @@
 //! The tracker's HTTP service (hyper): `GET /announce` and `GET /scrape` in the
 //! BitTorrent form (bencoded; failures as `failure reason` with a 4xx status),
-//! `/metrics`, `/healthz`.
+//! `/metrics`, `/healthz`, `/readyz`.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -385,7 +385,8 @@ async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respons
             respond(status, "text/plain", body)
         }
         "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", tracker.metrics.render().into_bytes()),
-        "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        // Serving means ready: the directory was loaded before the listener opened.
+        "/healthz" | "/readyz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -1,0 +1,116 @@
+//! Settings from a TOML file (`--config`), overridden by SHOAL_* variables and flags,
+//! shown by `--print-config`; mistakes in the file are refused with the reason.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+fn shoal(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    c.args(args).env_remove("SHOAL_TRACKER_LISTEN").env_remove("SHOAL_CONFIG").env_remove("SHOAL_TRACKER_INTERVAL");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn file(name: &str, text: &str) -> String {
+    let path = std::env::temp_dir().join(format!("shoal-config-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let cfg = file(
+        "layers",
+        "[tracker]\nlisten = \"127.0.0.1:9999\"\ninterval = 30\nredis_prefix = \"blue\"\n\n[seeder]\nchannel = \"news\"\n",
+    );
+    let (ok, out) = shoal(&["tracker", "--config", &cfg, "--print-config"], &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("[tracker]"), "{out}");
+    assert!(out.contains("listen = \"127.0.0.1:9999\"   # config file"), "{out}");
+    assert!(out.contains("interval = \"30\"   # config file"), "{out}");
+    assert!(out.contains("redis-prefix = \"blue\"   # config file"), "snake_case keys work: {out}");
+    assert!(out.contains("node = \"tracker-1\"   # default"), "{out}");
+    assert!(out.contains("# database-url =   (unset)"), "{out}");
+
+    // The environment beats the file; a flag beats both.
+    let (ok, out) = shoal(
+        &["tracker", "--config", &cfg, "--interval", "45", "--print-config"],
+        &[("SHOAL_TRACKER_LISTEN", "127.0.0.1:1")],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("listen = \"127.0.0.1:1\"   # environment"), "{out}");
+    assert!(out.contains("interval = \"45\"   # flag"), "{out}");
+
+    // SHOAL_CONFIG names the file too; secrets are never printed.
+    let (ok, out) =
+        shoal(&["seeder", "--print-config"], &[("SHOAL_CONFIG", cfg.as_str()), ("SHOAL_SEEDER_TOKEN", "s3cret")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("channel = \"news\"   # config file"), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
+}
+
+#[test]
+fn mistakes_in_the_file_are_refused_with_the_reason() {
+    let typo = file("typo", "[tracker]\nlisen = \"127.0.0.1:1\"\n");
+    let (ok, out) = shoal(&["tracker", "--config", &typo, "--print-config"], &[]);
+    assert!(!ok);
+    assert!(out.contains("has no setting \"lisen\"") && out.contains("listen"), "{out}");
+
+    let section = file("section", "[trackers]\nlisten = \"127.0.0.1:1\"\n");
+    let (ok, out) = shoal(&["tracker", "--config", &section, "--print-config"], &[]);
+    assert!(!ok);
+    assert!(out.contains("[trackers] is not a command's section"), "{out}");
+
+    let broken = file("broken", "[tracker\n");
+    let (ok, out) = shoal(&["tracker", "--config", &broken], &[]);
+    assert!(!ok);
+    assert!(out.contains("is not valid TOML"), "{out}");
+
+    let (ok, out) = shoal(&["tracker", "--config", "/nonexistent/shoal.toml"], &[]);
+    assert!(!ok);
+    assert!(out.contains("reading the config file /nonexistent/shoal.toml"), "{out}");
+}
+
+/// What an orchestrator relies on: health and readiness endpoints on every service of
+/// `shoal up`, and SIGTERM stopping it cleanly (exit status 0).
+#[test]
+fn probes_answer_and_sigterm_stops_cleanly() {
+    use common::{http_get, start, up_args, word_after};
+    let dir = std::env::temp_dir().join(format!("shoal-sigterm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data").display().to_string();
+    let (mut up, lines) = start(&up_args(&data), "Ctrl-C stops it");
+    let metrics = lines.iter().find(|l| l.contains("metrics: ")).unwrap();
+    let bases: Vec<&str> = metrics
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .map(|w| w.strip_suffix("/metrics").unwrap())
+        .collect();
+    assert_eq!(bases.len(), 3, "{metrics}");
+    for base in &bases {
+        assert_eq!(http_get(&format!("{base}/healthz")).0, 200, "{base}/healthz");
+    }
+    // Tracker and ingest are ready at once; the seeder once it has a segment to serve.
+    assert_eq!(http_get(&format!("{}/readyz", bases[0])).0, 200);
+    assert_eq!(http_get(&format!("{}/readyz", bases[1])).0, 200);
+    assert_eq!(http_get(&format!("{}/readyz", bases[2])).0, 503);
+    let _ = word_after(&lines, "push:    ");
+
+    let pid = up.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = up.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "shoal up still running 20 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
