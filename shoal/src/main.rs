@@ -62,12 +62,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if argv.iter().any(|a| a == "--print-config") {
+        // Shown even while a required setting is missing (it shows as unset).
+        if let Ok(m) = Cli::command().ignore_errors(true).try_get_matches_from(&argv) {
+            print!("{}", config::print(&Cli::command(), &m, &given));
+            return ExitCode::SUCCESS;
+        }
+    }
     let matches = Cli::command().get_matches_from(&argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if cli.print_config {
-        print!("{}", config::print(&Cli::command(), &matches, &given));
-        return ExitCode::SUCCESS;
-    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
