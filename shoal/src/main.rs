@@ -16,6 +16,7 @@ mod config;
 mod ingest_cmd;
 mod node_cmd;
 mod sim_cmd;
+mod telemetry;
 mod tracker_cmd;
 mod up_cmd;
 
@@ -71,10 +72,8 @@ fn main() -> ExitCode {
     }
     let matches = Cli::command().get_matches_from(&argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let service = format!("shoal-{}", matches.subcommand_name().unwrap_or("shoal"));
+    let telemetry = telemetry::init(&service);
     let result = match cli.command {
         Command::Up(args) => up_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
@@ -85,6 +84,7 @@ fn main() -> ExitCode {
         Command::Seeder(args) => node_cmd::run_seeder(args),
         Command::Viewer(args) => node_cmd::run_viewer(args),
     };
+    drop(telemetry); // flushes traces before exiting
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
