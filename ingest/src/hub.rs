@@ -233,7 +233,7 @@ pub struct Publisher {
     consecutive_errors: u32,
     /// Label lookups done once per session, not per tag.
     bytes_in: prometheus::IntCounter,
-    keyframe_interval: prometheus::IntGauge,
+    keyframe_interval: prometheus::Gauge,
 }
 
 /// Malformed tags in a row after which the session is closed.
@@ -310,7 +310,7 @@ impl Publisher {
         m.segments.inc_by(after.segments - before.segments);
         m.long_gops.inc_by(after.long_gops - before.long_gops);
         if let Some(k) = after.keyframe_interval_ms {
-            self.keyframe_interval.set(k);
+            self.keyframe_interval.set(k as f64 / 1000.0);
         }
         self.publish(st, pieces, arrived);
     }

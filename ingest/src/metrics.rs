@@ -19,7 +19,7 @@ pub struct IngestMetrics {
     pub takeovers: IntCounter,
     pub bad_input: IntCounterVec,
     pub long_gops: IntCounter,
-    pub keyframe_interval: IntGaugeVec,
+    pub keyframe_interval: GaugeVec,
     pub added_latency: Histogram,
     pub subscribers: IntGauge,
     pub srt_rtt: GaugeVec,
@@ -53,8 +53,8 @@ impl IngestMetrics {
         };
         let counter = |name: &str, help: &str| registered(&registry, IntCounter::new(name, help));
         let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
-        let keyframe_interval = IntGaugeVec::new(
-            Opts::new("shoal_ingest_keyframe_interval_milliseconds", "Last keyframe interval per channel"),
+        let keyframe_interval = GaugeVec::new(
+            Opts::new("shoal_ingest_keyframe_interval_seconds", "Last keyframe interval per channel"),
             &["channel"],
         )
         .expect("valid metric");

@@ -93,7 +93,7 @@ async fn fixture_published_over_rtmp_becomes_signed_pieces() {
     assert_eq!(all.iter().filter(|p| p.flags().contains(PieceFlags::SEGMENT_START)).count(), 4);
     let m = s.hub.metrics.render();
     assert!(m.contains("shoal_ingest_publishes_total{protocol=\"rtmp\"} 1"), "{m}");
-    assert!(m.contains("shoal_ingest_keyframe_interval_milliseconds{channel=\"news\"} 1000"), "{m}");
+    assert!(m.contains("shoal_ingest_keyframe_interval_seconds{channel=\"news\"} 1\n"), "{m}");
     assert!(m.contains("shoal_ingest_publishers_active 0"), "{m}");
 }
 
