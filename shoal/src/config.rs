@@ -14,6 +14,39 @@ use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
 
+/// The services whose every flag also has an environment variable.
+const SERVICES: [&str; 5] = ["up", "tracker", "ingest", "seeder", "viewer"];
+
+/// `cmd` with an environment variable for every service flag that has none:
+/// `SHOAL_<COMMAND>_<FLAG>` (`shoal tracker --flush-interval` ← `SHOAL_TRACKER_FLUSH_INTERVAL`),
+/// shown by `--help` like the hand-named ones.
+pub(crate) fn with_env(cmd: Command) -> Command {
+    fn add(c: Command, prefix: &str) -> Command {
+        let ids: Vec<(String, String)> = c
+            .get_arguments()
+            .filter(|a| a.get_env().is_none() && a.get_long().is_some() && !a.is_global_set())
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .map(|a| (a.get_id().to_string(), format!("{prefix}_{}", a.get_id().as_str().to_uppercase())))
+            .collect();
+        let mut c = c;
+        for (id, var) in ids {
+            c = c.mut_arg(id, |a| a.env(var));
+        }
+        let subs: Vec<String> = c.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+        for name in subs {
+            let p = prefix.to_owned();
+            c = c.mut_subcommand(name, |s| add(s, &p));
+        }
+        c
+    }
+    let mut cmd = cmd;
+    for service in SERVICES {
+        let prefix = format!("SHOAL_{}", service.to_uppercase());
+        cmd = cmd.mut_subcommand(service, |s| add(s, &prefix));
+    }
+    cmd
+}
+
 /// The deepest subcommand of `m` with its path of names and its `Command`.
 fn deepest<'a>(cmd: &'a Command, m: &'a ArgMatches) -> (Vec<String>, &'a Command, &'a ArgMatches) {
     let (mut names, mut c, mut m) = (Vec::new(), cmd, m);

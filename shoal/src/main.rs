@@ -54,9 +54,14 @@ enum Command {
     Viewer(node_cmd::ViewerArgs),
 }
 
+/// The command line: the derived one, with an environment variable for every service flag.
+fn cli_command() -> clap::Command {
+    config::with_env(Cli::command())
+}
+
 fn main() -> ExitCode {
     let given: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let argv = match config::apply(&Cli::command(), given.clone()) {
+    let argv = match config::apply(&cli_command(), given.clone()) {
         Ok(argv) => argv,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -65,12 +70,12 @@ fn main() -> ExitCode {
     };
     if argv.iter().any(|a| a == "--print-config") {
         // Shown even while a required setting is missing (it shows as unset).
-        if let Ok(m) = Cli::command().ignore_errors(true).try_get_matches_from(&argv) {
-            print!("{}", config::print(&Cli::command(), &m, &given));
+        if let Ok(m) = cli_command().ignore_errors(true).try_get_matches_from(&argv) {
+            print!("{}", config::print(&cli_command(), &m, &given));
             return ExitCode::SUCCESS;
         }
     }
-    let matches = Cli::command().get_matches_from(&argv);
+    let matches = cli_command().get_matches_from(&argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let service = format!("shoal-{}", matches.subcommand_name().unwrap_or("shoal"));
     let telemetry = telemetry::init(&service);

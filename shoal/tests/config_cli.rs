@@ -46,6 +46,14 @@ fn file_then_environment_then_flags() {
     assert!(out.contains("listen = \"127.0.0.1:1\"   # environment"), "{out}");
     assert!(out.contains("interval = \"45\"   # flag"), "{out}");
 
+    // Every service flag has a variable, named SHOAL_<COMMAND>_<FLAG> where none was
+    // chosen by hand.
+    let (ok, out) = shoal(&["tracker", "--print-config"], &[("SHOAL_TRACKER_FLUSH_INTERVAL", "30")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("flush-interval = \"30\"   # environment"), "{out}");
+    let (ok, out) = shoal(&["up", "--help"], &[]);
+    assert!(ok && out.contains("[env: SHOAL_UP_HOST="), "{out}");
+
     // SHOAL_CONFIG names the file too; secrets are never printed.
     let (ok, out) =
         shoal(&["seeder", "--print-config"], &[("SHOAL_CONFIG", cfg.as_str()), ("SHOAL_SEEDER_TOKEN", "s3cret")]);

@@ -109,9 +109,7 @@ fn every_metric_a_dashboard_queries_is_exported() {
         }
         exported.extend(names);
     }
-    for needed in
-        ["shoal_ingest_srt_rtt_seconds", "shoal_ingest_keyframe_interval_seconds", "shoal_node_neighbours"]
-    {
+    for needed in ["shoal_ingest_srt_rtt_seconds", "shoal_ingest_keyframe_interval_seconds", "shoal_node_neighbours"] {
         assert!(exported.contains(needed), "the feed reached {needed}: {exported:?}");
     }
 
