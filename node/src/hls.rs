@@ -1,14 +1,23 @@
 //! The seeders' HLS fallback for browsers and phones without the viewer: segments cut
 //! at the channel's segment starts (each begins with PAT/PMT and a keyframe), built only
-//! from pieces the seeder's peer verified, the newest few kept in memory.
+//! from pieces the seeder's peer verified, the newest few kept in memory. Low-Latency
+//! HLS (RFC 8216bis): each piece is also a *part* (~50 ms), listed as soon as the next
+//! piece shows how long it lasted, so a player can start and stay within a few parts of
+//! live instead of three segments behind.
 //!
-//! `GET /hls/{channel}/live.m3u8` — a live media playlist (RFC 8216): the last
-//! [`WINDOW`] complete segments, `#EXTINF` from the pieces' timestamps.
+//! `GET /hls/{channel}/live.m3u8` — a live media playlist: the last [`WINDOW`] complete
+//! segments, `#EXTINF` from the pieces' timestamps; the parts of the last two and of the
+//! open segment (`#EXT-X-PART`), a `#EXT-X-PRELOAD-HINT` for the next part.
+//! `?_HLS_msn=M[&_HLS_part=P]` is a blocking reload: the answer waits until segment M
+//! (part P) is listed, up to three target durations.
 //! `GET /hls/{channel}/{n}.ts` — segment `n` while it is in the window (404 after).
+//! `GET /hls/{channel}/{n}.{k}.ts` — part `k` of segment `n`; the hinted next part is
+//! answered when it exists (the request waits, as for a blocking reload).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -17,18 +26,40 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use swarm::piece::{Piece, PieceFlags};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::playout::{Streamed, whole};
 
 /// Complete segments listed in the playlist.
 pub const WINDOW: usize = 6;
 
-/// One segment: its number, duration and bytes.
+/// Complete segments whose parts are still listed (and served).
+const PART_SEGMENTS: usize = 2;
+
+/// One part: a piece's payload and how long it plays.
+#[derive(Debug, Clone)]
+struct Part {
+    duration_us: u64,
+    data: Bytes,
+}
+
+/// One segment: its number, duration, bytes and parts.
 #[derive(Debug, Clone)]
 struct Segment {
     n: u64,
     duration_us: u64,
     data: Bytes,
+    parts: Vec<Part>,
+}
+
+/// The segment being filled.
+#[derive(Debug)]
+struct Open {
+    start_us: u64,
+    /// Complete parts.
+    parts: Vec<Part>,
+    /// The newest piece: a part once the next piece gives its duration.
+    pending: (u64, Bytes),
 }
 
 /// Segments of one channel, fed with verified pieces in sequence order.
@@ -37,27 +68,47 @@ pub struct Hls {
     /// Where its files are: `/hls/{channel}` on a seeder, the root on a viewer.
     prefix: String,
     inner: Mutex<Inner>,
+    /// Bumped at every change, for requests waiting on a part.
+    changed: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     done: VecDeque<Segment>,
-    /// The segment being filled: its first piece's timestamp and the bytes so far.
-    open: Option<(u64, Vec<u8>)>,
+    open: Option<Open>,
     next_n: u64,
     /// The last sequence number taken: pieces must follow it (a gap ends the segment).
     last_seq: Option<u64>,
+    /// The longest part seen, µs (`PART-TARGET`).
+    part_target_us: u64,
+}
+
+impl Inner {
+    /// (segment number, parts) of the open segment, if any.
+    fn open_parts(&self) -> Option<(u64, usize)> {
+        self.open.as_ref().map(|o| (self.next_n, o.parts.len()))
+    }
+
+    /// Whether segment `msn` (with at least `part + 1` parts, if given) is listed.
+    fn has(&self, msn: u64, part: Option<usize>) -> bool {
+        match (self.open_parts(), part) {
+            (Some((n, parts)), Some(p)) if n == msn => parts > p,
+            // Past it: complete (or cut short by a gap, which no wait would mend).
+            (Some((n, _)), _) if n > msn => true,
+            _ => self.done.back().is_some_and(|s| s.n >= msn),
+        }
+    }
 }
 
 impl Hls {
     /// A seeder's: `/hls/{channel}/live.m3u8`.
     pub fn new(channel: &str) -> Self {
-        Hls { prefix: format!("/hls/{channel}"), inner: Mutex::new(Inner::default()) }
+        Hls { prefix: format!("/hls/{channel}"), inner: Mutex::new(Inner::default()), changed: watch::channel(0).0 }
     }
 
     /// A viewer's: `/live.m3u8` beside its `/live.ts`.
     pub fn at_root() -> Self {
-        Hls { prefix: String::new(), inner: Mutex::new(Inner::default()) }
+        Hls { prefix: String::new(), inner: Mutex::new(Inner::default()), changed: watch::channel(0).0 }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -67,30 +118,49 @@ impl Hls {
     /// A verified piece. Out-of-order or missing pieces drop the open segment (a
     /// segment with a hole would not decode); the next segment start begins a new one.
     pub fn push(&self, piece: &Piece) {
-        let mut i = self.lock();
-        let follows = i.last_seq.is_none_or(|l| piece.seq() == l + 1);
-        if i.last_seq.is_some_and(|l| piece.seq() <= l) {
-            return; // old or duplicate
-        }
-        i.last_seq = Some(piece.seq());
-        if piece.flags().contains(PieceFlags::SEGMENT_START) {
-            if let Some((start, data)) = i.open.take()
-                && follows
-            {
-                let n = i.next_n;
-                i.next_n += 1;
-                let duration_us = piece.timestamp_us().saturating_sub(start).max(1);
-                i.done.push_back(Segment { n, duration_us, data: Bytes::from(data) });
-                while i.done.len() > WINDOW {
-                    i.done.pop_front();
-                }
+        {
+            let mut i = self.lock();
+            let follows = i.last_seq.is_none_or(|l| piece.seq() == l + 1);
+            if i.last_seq.is_some_and(|l| piece.seq() <= l) {
+                return; // old or duplicate
             }
-            i.open = Some((piece.timestamp_us(), piece.payload().to_vec()));
-        } else if !follows {
-            i.open = None;
-        } else if let Some((_, data)) = i.open.as_mut() {
-            data.extend_from_slice(piece.payload());
+            i.last_seq = Some(piece.seq());
+            let ts = piece.timestamp_us();
+            // The previous piece is a complete part now that this one gives its end.
+            if follows && let Some(o) = i.open.as_mut() {
+                let (at, data) = std::mem::take(&mut o.pending);
+                let duration_us = ts.saturating_sub(at).max(1);
+                o.parts.push(Part { duration_us, data });
+                i.part_target_us = i.part_target_us.max(duration_us);
+            }
+            if piece.flags().contains(PieceFlags::SEGMENT_START) {
+                if let Some(o) = i.open.take()
+                    && follows
+                {
+                    let n = i.next_n;
+                    i.next_n += 1;
+                    let mut data = Vec::with_capacity(o.parts.iter().map(|p| p.data.len()).sum());
+                    for p in &o.parts {
+                        data.extend_from_slice(&p.data);
+                    }
+                    let duration_us = ts.saturating_sub(o.start_us).max(1);
+                    i.done.push_back(Segment { n, duration_us, data: Bytes::from(data), parts: o.parts });
+                    while i.done.len() > WINDOW {
+                        i.done.pop_front();
+                    }
+                    let keep_from = i.done.len().saturating_sub(PART_SEGMENTS);
+                    for s in i.done.iter_mut().take(keep_from) {
+                        s.parts = Vec::new();
+                    }
+                }
+                i.open = Some(Open { start_us: ts, parts: Vec::new(), pending: (ts, piece.payload().clone()) });
+            } else if !follows {
+                i.open = None;
+            } else if let Some(o) = i.open.as_mut() {
+                o.pending = (ts, piece.payload().clone());
+            }
         }
+        self.changed.send_modify(|v| *v += 1);
     }
 
     /// The playlist, or `None` before the first segment is complete.
@@ -98,10 +168,29 @@ impl Hls {
         let i = self.lock();
         let first = i.done.front()?;
         let target = i.done.iter().map(|s| s.duration_us.div_ceil(1_000_000)).max().unwrap_or(1).max(1);
-        let mut out =
-            format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n", first.n);
+        let part_target = i.part_target_us.max(1) as f64 / 1e6;
+        let mut out = format!(
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
+            part_target * 3.0,
+            first.n
+        );
+        let part_lines = |out: &mut String, n: u64, parts: &[Part]| {
+            for (k, p) in parts.iter().enumerate() {
+                let independent = if k == 0 { ",INDEPENDENT=YES" } else { "" };
+                out.push_str(&format!(
+                    "#EXT-X-PART:DURATION={:.3},URI=\"{n}.{k}.ts\"{independent}\n",
+                    p.duration_us as f64 / 1e6
+                ));
+            }
+        };
         for s in &i.done {
+            part_lines(&mut out, s.n, &s.parts);
             out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
+        }
+        if let Some(o) = &i.open {
+            part_lines(&mut out, i.next_n, &o.parts);
+            out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.ts\"\n", i.next_n, o.parts.len()));
         }
         Some(out)
     }
@@ -109,6 +198,73 @@ impl Hls {
     pub fn segment(&self, n: u64) -> Option<Bytes> {
         self.lock().done.iter().find(|s| s.n == n).map(|s| s.data.clone())
     }
+
+    /// Part `k` of segment `n`, while listed.
+    pub fn part(&self, n: u64, k: usize) -> Option<Bytes> {
+        let i = self.lock();
+        if let Some(o) = i.open.as_ref().filter(|_| i.next_n == n) {
+            return o.parts.get(k).map(|p| p.data.clone());
+        }
+        i.done.iter().find(|s| s.n == n).and_then(|s| s.parts.get(k)).map(|p| p.data.clone())
+    }
+
+    /// Waits (up to `limit`) until `ready` holds; whether it did.
+    async fn wait_for(&self, limit: Duration, ready: impl Fn(&Inner) -> bool) -> bool {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if ready(&self.lock()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return ready(&self.lock());
+            }
+        }
+    }
+
+    /// Three target durations: how long a blocking request may wait.
+    fn block_limit(&self) -> Duration {
+        let target = self.lock().done.iter().map(|s| s.duration_us).max().unwrap_or(1_000_000);
+        Duration::from_micros(target.div_ceil(1_000_000).max(1) * 3_000_000)
+    }
+
+    /// [`Hls::answer`], holding blocking reloads (`_HLS_msn`, `_HLS_part` in `query`) and
+    /// requests for the hinted next part until they can be answered.
+    pub async fn answer_blocking(&self, path: &str, query: Option<&str>) -> Option<(StatusCode, &'static str, Bytes)> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        if rest == "/live.m3u8" {
+            let q = |name: &str| {
+                query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok())
+            };
+            if let Some(msn) = q("_HLS_msn") {
+                let part = q("_HLS_part").map(|p| p as usize);
+                if msn > self.lock().next_n + 2 {
+                    // RFC 8216bis §6.2.5.2: more than two segments ahead is a bad request.
+                    return Some((
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        Bytes::from_static(b"_HLS_msn too far ahead\n"),
+                    ));
+                }
+                if !self.wait_for(self.block_limit(), |i| i.has(msn, part)).await {
+                    return Some((StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"not yet\n")));
+                }
+            }
+        } else if let Some((n, k)) = parse_part(rest) {
+            // The hinted part (the open segment's next) is worth waiting for.
+            let hinted = self.lock().open_parts().is_some_and(|(open, parts)| open == n && parts == k);
+            if hinted {
+                self.wait_for(self.block_limit(), |i| i.has(n, Some(k))).await;
+            }
+        }
+        self.answer(path)
+    }
+}
+
+/// `/{n}.{k}.ts` → (n, k).
+fn parse_part(rest: &str) -> Option<(u64, usize)> {
+    let (n, k) = rest.strip_prefix('/')?.strip_suffix(".ts")?.split_once('.')?;
+    Some((n.parse().ok()?, k.parse().ok()?))
 }
 
 fn answer(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Streamed> {
@@ -130,6 +286,10 @@ impl Hls {
                     (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"no complete segment yet\n"))
                 }
             },
+            part if parse_part(part).is_some() => match parse_part(part).and_then(|(n, k)| self.part(n, k)) {
+                Some(b) => (StatusCode::OK, "video/mp2t", b),
+                None => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"part not listed\n")),
+            },
             seg => match seg.strip_prefix('/').and_then(|s| s.strip_suffix(".ts")).and_then(|n| n.parse().ok()) {
                 Some(n) => match self.segment(n) {
                     Some(b) => (StatusCode::OK, "video/mp2t", b),
@@ -141,7 +301,7 @@ impl Hls {
     }
 }
 
-fn route(hls: &Hls, metrics: &crate::playout::TextFn, path: &str) -> Response<Streamed> {
+async fn route(hls: &Hls, metrics: &crate::playout::TextFn, path: &str, query: Option<&str>) -> Response<Streamed> {
     match path {
         "/metrics" => answer(StatusCode::OK, crate::playout::PROMETHEUS_TEXT, metrics()),
         "/healthz" => answer(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
@@ -150,7 +310,7 @@ fn route(hls: &Hls, metrics: &crate::playout::TextFn, path: &str) -> Response<St
             Some(_) => answer(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
             None => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"no segment yet\n")),
         },
-        _ => match hls.answer(path) {
+        _ => match hls.answer_blocking(path, query).await {
             Some((status, ctype, body)) => answer(status, ctype, body),
             None => answer(StatusCode::NOT_FOUND, "text/plain", format!("try {}/live.m3u8\n", hls.prefix)),
         },
@@ -166,7 +326,7 @@ pub async fn serve(listener: TcpListener, hls: Arc<Hls>, metrics: crate::playout
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let (hls, metrics) = (hls.clone(), metrics.clone());
-                async move { Ok::<_, Infallible>(route(&hls, &metrics, req.uri().path())) }
+                async move { Ok::<_, Infallible>(route(&hls, &metrics, req.uri().path(), req.uri().query()).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -194,7 +354,7 @@ mod tests {
         let p = h.playlist().unwrap();
         assert!(p.starts_with("#EXTM3U\n"), "{p}");
         assert!(p.contains("#EXT-X-TARGETDURATION:1\n"), "{p}");
-        assert!(p.contains("#EXTINF:1.000,\n0.ts\n") && p.contains("3.ts\n") && !p.contains("4.ts"), "{p}");
+        assert!(p.contains("#EXTINF:1.000,\n0.ts\n") && p.contains("3.ts\n") && !p.contains("\n4.ts"), "{p}");
         assert_eq!(h.segment(0).unwrap().len(), 20 * 2 * 188);
         // A hole: the open segment is dropped, the next start begins again.
         h.push(&piece(102, false));
@@ -207,7 +367,8 @@ mod tests {
         h.push(&piece(5, true));
         assert_eq!(h.segment(5), None, "an old piece changes nothing");
         let m: crate::playout::TextFn = Arc::new(|| "shoal_node_neighbours{role=\"seed\"} 0\n".to_owned());
-        let route = |h: &Hls, path: &str| route(h, &m, path);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let route = |h: &Hls, path: &str| rt.block_on(route(h, &m, path, None));
         assert_eq!(route(&h, "/hls/demo/../x").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/other/live.m3u8").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/demo/99.ts").status(), StatusCode::NOT_FOUND);
@@ -215,5 +376,52 @@ mod tests {
         assert_eq!(route(&h, "/metrics").status(), StatusCode::OK);
         assert_eq!(route(&h, "/readyz").status(), StatusCode::OK, "a playlist exists");
         assert_eq!(route(&Hls::new("empty"), "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn parts_are_listed_as_they_complete_and_blocking_reloads_wait_for_them() {
+        let h = Arc::new(Hls::new("demo"));
+        for seq in 0..45 {
+            h.push(&piece(seq, seq % 20 == 0));
+        }
+        // Segments 0 and 1 complete (pieces 0..40), the open one has pieces 40..45:
+        // four complete parts and the fifth hinted.
+        let p = h.playlist().unwrap();
+        assert!(p.contains("#EXT-X-VERSION:9\n"), "{p}");
+        assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.050\n"), "{p}");
+        assert!(p.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.150\n"), "{p}");
+        assert!(p.contains("#EXT-X-PART:DURATION=0.050,URI=\"0.0.ts\",INDEPENDENT=YES\n"), "{p}");
+        assert!(p.contains("#EXT-X-PART:DURATION=0.050,URI=\"2.3.ts\"\n") && !p.contains("\"2.4.ts\",D"), "{p}");
+        assert!(p.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"2.4.ts\"\n"), "{p}");
+        assert_eq!(h.part(2, 0).unwrap(), piece(40, true).payload().clone(), "a part is the piece's payload");
+        assert_eq!(h.part(2, 4), None, "not complete yet");
+        // The parts of a segment concatenate to the segment.
+        let whole: Vec<u8> = (0..20).flat_map(|k| h.part(1, k).unwrap().to_vec()).collect();
+        assert_eq!(Bytes::from(whole), h.segment(1).unwrap());
+
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            // A blocking reload for part 2.5 and a request for the hinted part wait
+            // until the pieces arrive; then both are answered.
+            let (h1, h2) = (h.clone(), h.clone());
+            let reload =
+                tokio::spawn(
+                    async move { h1.answer_blocking("/hls/demo/live.m3u8", Some("_HLS_msn=2&_HLS_part=5")).await },
+                );
+            let hinted = tokio::spawn(async move { h2.answer_blocking("/hls/demo/2.4.ts", None).await });
+            tokio::task::yield_now().await;
+            assert!(!reload.is_finished() && !hinted.is_finished(), "both wait for the parts");
+            for seq in 45..47 {
+                h.push(&piece(seq, false));
+            }
+            let (status, _, body) = reload.await.unwrap().unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert!(String::from_utf8_lossy(&body).contains("URI=\"2.5.ts\""));
+            let (status, _, body) = hinted.await.unwrap().unwrap();
+            assert_eq!((status, body), (StatusCode::OK, piece(44, false).payload().clone()));
+            // Too far ahead is refused at once.
+            let (status, _, _) = h.answer_blocking("/hls/demo/live.m3u8", Some("_HLS_msn=9")).await.unwrap();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        });
     }
 }

@@ -224,7 +224,7 @@ pub async fn serve(
                         "/stats.json" => whole(StatusCode::OK, "application/json", stats()),
                         "/metrics" => whole(StatusCode::OK, PROMETHEUS_TEXT, metrics()),
                         "/healthz" => whole(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-                        path => match hls.answer(path) {
+                        path => match hls.answer_blocking(path, req.uri().query()).await {
                             Some((status, ctype, body)) => whole(status, ctype, body),
                             None => whole(
                                 StatusCode::NOT_FOUND,

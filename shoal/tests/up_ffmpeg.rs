@@ -180,6 +180,13 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     std::fs::write(&seg_file, seg).unwrap();
     decodes(&seg_file).unwrap_or_else(|e| panic!("the HLS segment does not decode: {e}"));
     assert!(frames(&seg_file) >= 20, "a segment is a GOP (25 frames): {}", frames(&seg_file));
+    // Low-latency HLS: the parts (one per piece) are listed and served as whole TS packets.
+    assert!(playlist.contains("#EXT-X-PART-INF:PART-TARGET=") && playlist.contains("CAN-BLOCK-RELOAD=YES"));
+    let part = playlist.lines().find(|l| l.starts_with("#EXT-X-PART:")).unwrap();
+    let uri = part.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
+    let (status, bytes) = http_get(&format!("{}/{uri}", playlist_url.rsplit_once('/').unwrap().0));
+    assert_eq!(status, 200, "{uri}");
+    assert!(!bytes.is_empty() && bytes.len() % 188 == 0 && bytes.chunks(188).all(|p| p[0] == 0x47), "{uri}");
     // The viewer's own HLS beside its /live.ts.
     let (status, vp) = http_get(&play_url.replace("/live.ts", "/live.m3u8"));
     let vp = String::from_utf8(vp).unwrap();
