@@ -101,6 +101,8 @@ def check_k8s():
             fail(f"{where}: no metadata.name")
         if o.get("kind") != "Namespace" and "namespace" not in o.get("metadata", {}):
             fail(f"{where}: no metadata.namespace")
+        if o.get("kind") == "StatefulSet" and not o["spec"].get("serviceName"):
+            fail(f"{where}: a StatefulSet needs spec.serviceName")
         if o.get("kind") in ("Deployment", "StatefulSet", "DaemonSet"):
             spec = o["spec"]
             labels = spec["template"]["metadata"]["labels"]
