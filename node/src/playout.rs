@@ -198,8 +198,8 @@ pub type TextFn = Arc<dyn Fn() -> String + Send + Sync>;
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `/live.ts`, `/live.m3u8` and its segments (from `hls`), `/stats.json` (what
-/// `stats` returns), `/metrics` (what `metrics` returns) and `/healthz` until the
-/// listener fails.
+/// `stats` returns), `/metrics` (what `metrics` returns), `/healthz` and `/readyz`
+/// (once playing) until the listener fails.
 pub async fn serve(
     listener: TcpListener,
     playout: Arc<Playout>,
@@ -224,6 +224,15 @@ pub async fn serve(
                         "/stats.json" => whole(StatusCode::OK, "application/json", stats()),
                         "/metrics" => whole(StatusCode::OK, PROMETHEUS_TEXT, metrics()),
                         "/healthz" => whole(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+                        // Ready once it plays the channel.
+                        "/readyz" if playout.stats().played > 0 => {
+                            whole(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n"))
+                        }
+                        "/readyz" => whole(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "text/plain",
+                            Bytes::from_static(b"not playing yet\n"),
+                        ),
                         path => match hls.answer_blocking(path, req.uri().query()).await {
                             Some((status, ctype, body)) => whole(status, ctype, body),
                             None => whole(

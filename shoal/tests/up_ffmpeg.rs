@@ -187,6 +187,7 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     let (status, bytes) = http_get(&format!("{}/{uri}", playlist_url.rsplit_once('/').unwrap().0));
     assert_eq!(status, 200, "{uri}");
     assert!(!bytes.is_empty() && bytes.len() % 188 == 0 && bytes.chunks(188).all(|p| p[0] == 0x47), "{uri}");
+    assert_eq!(http_get(&play_url.replace("/live.ts", "/readyz")).0, 200, "a playing viewer is ready");
     // The viewer's own HLS beside its /live.ts.
     let (status, vp) = http_get(&play_url.replace("/live.ts", "/live.m3u8"));
     let vp = String::from_utf8(vp).unwrap();
