@@ -78,11 +78,28 @@ pub(crate) fn apply(cmd: &Command, argv: Vec<OsString>) -> anyhow::Result<Vec<Os
     let toml::Value::Table(section) = section else {
         bail!("{}: [{}] must be a table of settings", path.display(), names[0]);
     };
+    // A section serves a command and its subcommands (`[ingest]` for `shoal ingest` and
+    // `shoal ingest add-channel`): a key of one of them is skipped by the others; a key
+    // of none is a mistake.
+    fn longs(c: &Command, out: &mut Vec<String>) {
+        out.extend(c.get_arguments().filter_map(|a| a.get_long()).map(str::to_owned));
+        for s in c.get_subcommands() {
+            longs(s, out);
+        }
+    }
+    let mut known = Vec::new();
+    if let Some(top) = cmd.find_subcommand(&names[0]) {
+        longs(top, &mut known);
+    }
     let mut argv = argv;
     for (key, value) in section {
         let id = key.replace('-', "_");
         let Some(arg) = c.get_arguments().find(|a| a.get_id() == id.as_str() && a.get_long().is_some()) else {
-            let known: Vec<&str> = c.get_arguments().filter_map(|a| a.get_long()).collect();
+            if known.iter().any(|l| l.replace('-', "_") == id) {
+                continue;
+            }
+            known.sort();
+            known.dedup();
             bail!("{}: [{}] has no setting {key:?} (settings: {})", path.display(), names[0], known.join(", "));
         };
         if matches!(sub.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {

@@ -69,6 +69,19 @@ fn mistakes_in_the_file_are_refused_with_the_reason() {
     assert!(!ok);
     assert!(out.contains("has no setting \"lisen\"") && out.contains("listen"), "{out}");
 
+    // One [ingest] section serves `shoal ingest` and `shoal ingest add-channel`: keys of
+    // the one are skipped by the other, not refused.
+    let shared = file("shared", "[ingest]\nrtmp-listen = \"127.0.0.1:1\"\ndata-dir = \"/tmp/x\"\nads = true\n");
+    let (ok, out) = shoal(&["ingest", "add-channel", "news", "--config", &shared, "--print-config"], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("data-dir = \"/tmp/x\"   # config file") && out.contains("ads = true   # config file"),
+        "{out}"
+    );
+    let (ok, out) = shoal(&["ingest", "--config", &shared, "--print-config"], &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("rtmp-listen = \"127.0.0.1:1\"   # config file"), "{out}");
+
     let section = file("section", "[trackers]\nlisten = \"127.0.0.1:1\"\n");
     let (ok, out) = shoal(&["tracker", "--config", &section, "--print-config"], &[]);
     assert!(!ok);
