@@ -6,7 +6,8 @@
 //! live instead of three segments behind.
 //!
 //! `GET /hls/{channel}/live.m3u8` — a live media playlist: the last [`WINDOW`] complete
-//! segments, `#EXTINF` from the pieces' timestamps; the parts of the last two and of the
+//! segments, `#EXTINF` from the pieces' timestamps, `#EXT-X-PROGRAM-DATE-TIME` from
+//! ingest's clock (so a player knows how far behind live it plays); the parts of the last two and of the
 //! open segment (`#EXT-X-PART`), a `#EXT-X-PRELOAD-HINT` for the next part.
 //! `?_HLS_msn=M[&_HLS_part=P]` is a blocking reload: the answer waits until segment M
 //! (part P) is listed, up to three target durations.
@@ -47,6 +48,8 @@ struct Part {
 #[derive(Debug, Clone)]
 struct Segment {
     n: u64,
+    /// Ingest's clock at its first piece (Unix µs): `#EXT-X-PROGRAM-DATE-TIME`.
+    start_us: u64,
     duration_us: u64,
     data: Bytes,
     parts: Vec<Part>,
@@ -144,7 +147,8 @@ impl Hls {
                         data.extend_from_slice(&p.data);
                     }
                     let duration_us = ts.saturating_sub(o.start_us).max(1);
-                    i.done.push_back(Segment { n, duration_us, data: Bytes::from(data), parts: o.parts });
+                    let start_us = o.start_us;
+                    i.done.push_back(Segment { n, start_us, duration_us, data: Bytes::from(data), parts: o.parts });
                     while i.done.len() > WINDOW {
                         i.done.pop_front();
                     }
@@ -184,7 +188,14 @@ impl Hls {
                 ));
             }
         };
+        let mut expected_start = None;
         for s in &i.done {
+            // Wall-clock time of the segment (ingest signed its first piece then): on
+            // the first, and after any gap in time (a new publish session).
+            if expected_start.is_none_or(|e: u64| s.start_us.abs_diff(e) > 500_000) {
+                out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
+            }
+            expected_start = Some(s.start_us + s.duration_us);
             part_lines(&mut out, s.n, &s.parts);
             out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
         }
@@ -259,6 +270,29 @@ impl Hls {
         }
         self.answer(path)
     }
+}
+
+/// Unix µs as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
+fn iso8601(unix_us: u64) -> String {
+    let secs = unix_us / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (H. Hinnant's algorithm), for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        unix_us % 1_000_000 / 1_000
+    )
 }
 
 /// `/{n}.{k}.ts` → (n, k).
@@ -423,5 +457,19 @@ mod tests {
             let (status, _, _) = h.answer_blocking("/hls/demo/live.m3u8", Some("_HLS_msn=9")).await.unwrap();
             assert_eq!(status, StatusCode::BAD_REQUEST);
         });
+    }
+
+    #[test]
+    fn program_date_time_is_utc_iso8601() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_000_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(1_795_000_000_123_456), "2026-11-18T11:06:40.123Z");
+        let h = Hls::new("demo");
+        for seq in 0..45 {
+            h.push(&piece(seq, seq % 20 == 0));
+        }
+        let p = h.playlist().unwrap();
+        assert_eq!(p.matches("#EXT-X-PROGRAM-DATE-TIME:").count(), 1, "one, on the first segment: {p}");
+        assert!(p.contains("#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:01.000Z\n"), "{p}");
     }
 }
