@@ -461,8 +461,8 @@ impl Channel {
 
     /// Where a new subscriber without a position starts: the newest segment start.
     pub fn join_point(&self) -> Option<u64> {
-        let st = lock(&self.state);
-        st.window.iter().rev().find(|p| p.flags().contains(PieceFlags::SEGMENT_START)).map(Piece::seq)
+        // Nothing was signed after now: the newest segment start.
+        self.resume_point(0)
     }
 
     /// Where a seeder without a position (new, or back after its place left the

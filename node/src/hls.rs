@@ -106,12 +106,16 @@ impl Inner {
 impl Hls {
     /// A seeder's: `/hls/{channel}/live.m3u8`.
     pub fn new(channel: &str) -> Self {
-        Hls { prefix: format!("/hls/{channel}"), inner: Mutex::new(Inner::default()), changed: watch::channel(0).0 }
+        Self::with_prefix(format!("/hls/{channel}"))
     }
 
     /// A viewer's: `/live.m3u8` beside its `/live.ts`.
     pub fn at_root() -> Self {
-        Hls { prefix: String::new(), inner: Mutex::new(Inner::default()), changed: watch::channel(0).0 }
+        Self::with_prefix(String::new())
+    }
+
+    fn with_prefix(prefix: String) -> Self {
+        Hls { prefix, inner: Mutex::new(Inner::default()), changed: watch::channel(0).0 }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -49,12 +49,16 @@ impl MessageBudget {
         MessageBudget { tokens: f64::from(MESSAGE_BURST), at: tokio::time::Instant::now() }
     }
 
+    /// Adds the tokens earned since the last refill (once per read, not per message).
+    fn refill(&mut self) {
+        let now = tokio::time::Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * f64::from(MAX_MESSAGES_PER_SEC);
+        self.tokens = (self.tokens + earned).min(f64::from(MESSAGE_BURST));
+        self.at = now;
+    }
+
     /// Takes one message's token; false once the connection has flooded.
     fn take(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(MAX_MESSAGES_PER_SEC);
-        self.tokens = (self.tokens + refill).min(f64::from(MESSAGE_BURST));
-        self.at = now;
         if self.tokens < 1.0 {
             return false;
         }
@@ -481,6 +485,7 @@ impl Shell {
                     Ok(n) => n,
                 };
                 received.fetch_add(n, Ordering::Relaxed);
+                budget.refill();
                 dec.extend(&buf[..n]);
                 loop {
                     match dec.next_message() {

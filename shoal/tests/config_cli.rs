@@ -101,18 +101,13 @@ fn mistakes_in_the_file_are_refused_with_the_reason() {
 /// `shoal up`, and SIGTERM stopping it cleanly (exit status 0).
 #[test]
 fn probes_answer_and_sigterm_stops_cleanly() {
-    use common::{http_get, start, up_args, word_after};
+    use common::{http_get, metrics_urls, start, terminate, up_args};
     let dir = std::env::temp_dir().join(format!("shoal-sigterm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data").display().to_string();
     let (mut up, lines) = start(&up_args(&data), "Ctrl-C stops it");
-    let metrics = lines.iter().find(|l| l.contains("metrics: ")).unwrap();
-    let bases: Vec<&str> = metrics
-        .split_whitespace()
-        .filter(|w| w.starts_with("http://"))
-        .map(|w| w.strip_suffix("/metrics").unwrap())
-        .collect();
-    assert_eq!(bases.len(), 3, "{metrics}");
+    let urls = metrics_urls(&lines);
+    let bases: Vec<&str> = urls.iter().map(|u| u.strip_suffix("/metrics").unwrap()).collect();
     for base in &bases {
         assert_eq!(http_get(&format!("{base}/healthz")).0, 200, "{base}/healthz");
     }
@@ -120,18 +115,7 @@ fn probes_answer_and_sigterm_stops_cleanly() {
     assert_eq!(http_get(&format!("{}/readyz", bases[0])).0, 200);
     assert_eq!(http_get(&format!("{}/readyz", bases[1])).0, 200);
     assert_eq!(http_get(&format!("{}/readyz", bases[2])).0, 503);
-    let _ = word_after(&lines, "push:    ");
-
-    let pid = up.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = up.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "shoal up still running 20 s after SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let status = terminate(&mut up);
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

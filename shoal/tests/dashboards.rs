@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{http_get, start, up_args, word_after};
+use common::{http_get, metrics_urls, rtmp_target, start, up_args, word_after};
 use futures_util::SinkExt;
 
 const FIXTURE: &[u8] = include_bytes!("../../ingest/tests/fixtures/testsrc-h264-aac-4s.flv");
@@ -58,16 +58,10 @@ fn every_metric_a_dashboard_queries_is_exported() {
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data").display().to_string();
     let (_up, up) = start(&up_args(&data), "Ctrl-C stops it");
-    let rtmp = word_after(&up, "push:    ");
-    let key = rtmp.rsplit('/').next().unwrap().to_owned();
-    let rtmp_addr: std::net::SocketAddr =
-        rtmp.strip_prefix("rtmp://").unwrap().split('/').next().unwrap().parse().unwrap();
+    let (rtmp_addr, key) = rtmp_target(&up);
     let srt = word_after(&up, "or:   srt://");
     let srt_addr: std::net::SocketAddr = srt.split('?').next().unwrap().parse().unwrap();
-    let metrics_line = up.iter().find(|l| l.contains("metrics: ")).unwrap();
-    let endpoints: Vec<String> =
-        metrics_line.split_whitespace().filter(|w| w.starts_with("http://")).map(str::to_owned).collect();
-    assert_eq!(endpoints.len(), 3, "tracker, ingest and seeder: {metrics_line}");
+    let endpoints = metrics_urls(&up);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {

@@ -9,11 +9,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::{Killed, up_args, word_after};
+use common::{rtmp_target, start_with_env, terminate, up_args};
 
 const FIXTURE: &[u8] = include_bytes!("../../ingest/tests/fixtures/testsrc-h264-aac-4s.flv");
 
@@ -73,41 +71,16 @@ fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
     let dir = std::env::temp_dir().join(format!("shoal-otlp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data").display().to_string();
-    let mut child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(up_args(&data))
-            .env("SHOAL_LOG", "warn")
-            .env("SHOAL_OTLP_ENDPOINT", &endpoint)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = Vec::new();
-    let mut out = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    for line in out.by_ref() {
-        let line = line.unwrap();
-        let done = line.contains("Ctrl-C stops it");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    std::thread::spawn(move || out.for_each(drop));
-    let rtmp = word_after(&lines, "push:    ");
-    let key = rtmp.rsplit('/').next().unwrap().to_owned();
-    let addr: std::net::SocketAddr = rtmp.strip_prefix("rtmp://").unwrap().split('/').next().unwrap().parse().unwrap();
+    let (mut child, lines) =
+        start_with_env(&up_args(&data), &[("SHOAL_OTLP_ENDPOINT", endpoint.as_str())], "Ctrl-C stops it");
+    let (addr, key) = rtmp_target(&lines);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let p = ingest::rtmp_client::RtmpPublisher::connect(addr, "live", &key).await.unwrap();
         p.replay_paced(FIXTURE, Some(1)).await.unwrap();
     });
 
-    assert!(Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "shoal up still running 20 s after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(terminate(&mut child).success());
     let got = got.lock().unwrap();
     assert!(!got.is_empty(), "nothing was exported");
     for (path, ctype, _) in got.iter() {

@@ -25,15 +25,17 @@ impl Drop for Killed {
 
 /// Starts `shoal ARGS` and collects its stdout lines until one starts with `until`.
 pub fn start(args: &[&str], until: &str) -> (Killed, Vec<String>) {
-    let mut child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    start_with_env(args, &[], until)
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_with_env(args: &[&str], env: &[(&str, &str)], until: &str) -> (Killed, Vec<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args(args).env("SHOAL_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Killed(cmd.spawn().unwrap());
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {
@@ -46,6 +48,34 @@ pub fn start(args: &[&str], until: &str) -> (Killed, Vec<String>) {
         }
     }
     panic!("shoal {args:?} ended before printing {until:?}: {seen:?}");
+}
+
+/// Sends SIGTERM and waits (20 s at most) for the exit status.
+pub fn terminate(child: &mut Killed) -> std::process::ExitStatus {
+    assert!(Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running 20 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The RTMP address and stream key `shoal up` printed (`push:` line).
+pub fn rtmp_target(lines: &[String]) -> (std::net::SocketAddr, String) {
+    let url = word_after(lines, "push:    ");
+    let (host, path) = url.strip_prefix("rtmp://").unwrap().split_once('/').unwrap();
+    (host.parse().unwrap(), path.rsplit('/').next().unwrap().to_owned())
+}
+
+/// The `/metrics` URLs `shoal up` printed: tracker, ingest, seeder.
+pub fn metrics_urls(lines: &[String]) -> Vec<String> {
+    let line = lines.iter().find(|l| l.contains("metrics: ")).unwrap();
+    let urls: Vec<String> = line.split_whitespace().filter(|w| w.starts_with("http://")).map(str::to_owned).collect();
+    assert_eq!(urls.len(), 3, "tracker, ingest and seeder: {line}");
+    urls
 }
 
 /// The word after `marker` in the first line that has it.
