@@ -49,6 +49,12 @@ enum BenchWhat {
     Swarm(crate::bench_swarm::SwarmBenchArgs),
 }
 
+impl BenchArgs {
+    pub(crate) fn simulates(&self) -> bool {
+        matches!(self.what, BenchWhat::Sim { .. })
+    }
+}
+
 /// One figure against its target.
 #[derive(Debug, Serialize)]
 struct Check {

@@ -54,6 +54,13 @@ enum Command {
     Viewer(node_cmd::ViewerArgs),
 }
 
+impl Command {
+    /// Whether it runs the simulator (whose memory wants huge pages).
+    fn simulates(&self) -> bool {
+        matches!(self, Command::Sim(_)) || matches!(self, Command::Bench(b) if b.simulates())
+    }
+}
+
 /// The command line: the derived one, with an environment variable for every service flag.
 fn cli_command() -> clap::Command {
     config::with_env(Cli::command())
@@ -77,6 +84,11 @@ fn main() -> ExitCode {
     }
     let matches = cli_command().get_matches_from(&argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.command.simulates()
+        && let Some(code) = sim_cmd::rerun_with_huge_pages(&given)
+    {
+        return code;
+    }
     let service = format!("shoal-{}", matches.subcommand_name().unwrap_or("shoal"));
     let telemetry = telemetry::init(&service);
     let result = match cli.command {

@@ -121,6 +121,42 @@ fn write_svg(dir: &std::path::Path, name: &str, chart: &sim::plot::Chart) -> any
     Ok(())
 }
 
+/// The glibc tunable that backs malloc's heap with transparent huge pages.
+const HUGE_PAGES: &str = "glibc.malloc.hugetlb=1";
+
+/// Runs this very command again with malloc asking for transparent huge pages, and
+/// returns its exit code; `None` where that does not apply (not glibc, already asked,
+/// `SHOAL_SIM_SMALL_PAGES` set, or the re-run could not start: then the caller runs it
+/// here, with small pages).
+///
+/// Why: a big scenario's state (≈ 30 KiB per peer, 3–6 GiB at 100,000 viewers) is read
+/// at random, one peer per event, so with 4 KiB pages nearly every event also misses
+/// the TLB. Linux here gives huge pages only where a program asks (`madvise`), and
+/// glibc asks only with this tunable, which it reads once at process start. Measured
+/// (`hundred-k` cut to 18 s, same figures to the byte): 405 s → 325 s, 7 % more memory.
+pub(crate) fn rerun_with_huge_pages(argv: &[std::ffi::OsString]) -> Option<std::process::ExitCode> {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os("SHOAL_SIM_SMALL_PAGES").is_some() {
+        return None;
+    }
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if tunables.contains("glibc.malloc.hugetlb") {
+        return None;
+    }
+    let tunables = if tunables.is_empty() { HUGE_PAGES.to_string() } else { format!("{tunables}:{HUGE_PAGES}") };
+    let exe = std::env::current_exe().ok()?;
+    match std::process::Command::new(exe).args(argv.iter().skip(1)).env("GLIBC_TUNABLES", tunables).status() {
+        Ok(status) => Some(match status.code() {
+            Some(0) => std::process::ExitCode::SUCCESS,
+            Some(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            None => std::process::ExitCode::FAILURE, // killed by a signal
+        }),
+        Err(e) => {
+            eprintln!("sim: could not re-run with huge pages ({e}); running with small pages");
+            None
+        }
+    }
+}
+
 /// Runs one scenario with progress on stderr for runs longer than a few seconds.
 pub(crate) fn simulate(scenario: &Scenario) -> anyhow::Result<Report> {
     let started = Instant::now();

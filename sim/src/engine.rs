@@ -1,6 +1,6 @@
-//! The discrete-event engine: a virtual clock, a priority queue of events, modelled
-//! links (per-pair one-way delay, per-node upload capacity as a serial uplink, loss),
-//! NAT, churn — and the real [`Peer`] state machines.
+//! The discrete-event engine: a virtual clock, queues of events, modelled links
+//! (per-pair one-way delay, per-node upload capacity as a serial uplink, loss), NAT,
+//! churn — and the real [`Peer`] state machines.
 //!
 //! Link model, precisely:
 //! - A node's uplink sends one message at a time at its capacity; the next message is
@@ -11,12 +11,23 @@
 //!   subscription messages (Hello, Goodbye, Subscribe, SubscribeReply), which a real
 //!   transport retransmits until they arrive.
 //! - An unreachable node accepts no incoming connection: an attempt fails after 1 s.
+//! - When two nodes dial each other at once, the dial of the lower-numbered one wins
+//!   (the other fails as a duplicate, as a real peer would close it).
 //! - Download capacity is not limited.
+//!
+//! Parallel, and still deterministic: nodes are split into [`SHARDS`] shards (node `i`
+//! in shard `i % SHARDS`), each with its own event queue, random stream and connection
+//! tables. Every event between two nodes takes at least the lookahead (the smallest
+//! link delay, and ingest's delay to the seeds), so the shards run a window of that
+//! length each on its own thread, and at the end of a window the events one shard
+//! made for the other are handed over in a fixed order. What is shared between nodes —
+//! the tracker's list of reachable peers, who joins, who leaves and when, the pieces —
+//! is decided at window boundaries, in one place. The figures depend on the scenario
+//! alone, not on the number of cores or on thread timing.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, mpsc};
 
 use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Transmit};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
@@ -31,6 +42,8 @@ const MS: Micros = 1_000;
 const CONNECT_FAIL_AFTER: Micros = 1_000 * MS;
 /// `Node::accepted_at` of a piece not (yet) accepted.
 pub(crate) const NOT_YET: u32 = u32::MAX;
+/// Shards a run is split into (two cores here; the figures do not depend on the cores).
+const SHARDS: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -45,10 +58,19 @@ enum Agent {
     Attacker(Box<Attacker>),
 }
 
+/// One side of a connection, as the node holding it sees it.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    peer: u32,
+    /// Set by the accepting side; tells this connection from earlier ones of the pair.
+    epoch: u32,
+    /// `false`: our dial is on its way.
+    open: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Node {
     pub(crate) kind: Kind,
-    peer_id: PeerId,
     agent: Agent,
     pub(crate) alive: bool,
     reachable: bool,
@@ -63,8 +85,8 @@ pub(crate) struct Node {
     pub(crate) left_at: Option<Micros>,
     /// First verified arrival of each seq, in ms rounded up ([`NOT_YET`] before).
     pub(crate) accepted_at: Vec<u32>,
-    /// Nodes this one has a connection with (open on either side).
-    links: Vec<u32>,
+    /// Its connections (open, or dialled and not yet answered).
+    links: Vec<Link>,
     pub(crate) started_at: Option<Micros>,
     pub(crate) bytes_up_window: u64,
     pub(crate) bytes_down_window: u64,
@@ -72,44 +94,129 @@ pub(crate) struct Node {
     pub(crate) dup_snapshot: [(u64, u64); 2],
 }
 
+impl Node {
+    fn link_pos(&self, peer: u32) -> Option<usize> {
+        self.links.iter().position(|l| l.peer == peer)
+    }
+
+    /// The epoch of our open connection with `peer`.
+    fn open_epoch(&self, peer: u32) -> Option<u32> {
+        self.links.iter().find(|l| l.peer == peer && l.open).map(|l| l.epoch)
+    }
+}
+
+/// What happens at one node.
 #[derive(Debug)]
 enum Ev {
-    SourcePiece,
-    Origin { seed: u32, piece: Piece },
-    Deliver { to: u32, from: u32, epoch: u32, msg: Message },
-    UplinkFree { node: u32 },
-    Timer { node: u32 },
-    Join { node: u32 },
+    Origin {
+        seed: u32,
+        seq: u64,
+    },
+    /// An attacker hears of a new piece as it is made.
+    NewPiece {
+        node: u32,
+        seq: u64,
+    },
+    Deliver {
+        to: u32,
+        from: u32,
+        epoch: u32,
+        msg: Message,
+    },
+    UplinkFree {
+        node: u32,
+    },
+    Timer {
+        node: u32,
+    },
+    Join {
+        node: u32,
+    },
+    Leave {
+        node: u32,
+    },
+    ConnectArrive {
+        from: u32,
+        to: u32,
+    },
+    ConnectDone {
+        from: u32,
+        to: u32,
+        epoch: u32,
+    },
+    ConnectFailed {
+        from: u32,
+        to: u32,
+    },
+    Closed {
+        node: u32,
+        peer: u32,
+        epoch: u32,
+    },
+    /// The measurement window starts (`true`) or ends, for every node of a shard.
+    Window {
+        start: bool,
+    },
+}
+
+impl Ev {
+    /// The node it happens at (`None`: the whole shard it was queued on).
+    fn node(&self) -> Option<u32> {
+        Some(match *self {
+            Ev::Origin { seed, .. } => seed,
+            Ev::NewPiece { node, .. }
+            | Ev::UplinkFree { node }
+            | Ev::Timer { node }
+            | Ev::Join { node }
+            | Ev::Leave { node }
+            | Ev::Closed { node, .. } => node,
+            Ev::Deliver { to, .. } | Ev::ConnectArrive { to, .. } => to,
+            Ev::ConnectDone { from, .. } | Ev::ConnectFailed { from, .. } => from,
+            Ev::Window { .. } => return None,
+        })
+    }
+}
+
+/// What happens at window boundaries, decided for the whole swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Global {
+    Join(u32),
     Churn,
-    ConnectArrive { from: u32, to: u32 },
-    ConnectDone { from: u32, to: u32, epoch: u32 },
-    ConnectFailed { from: u32, to: u32 },
-    Closed { node: u32, peer: u32, epoch: u32 },
     WindowStart,
     WindowEnd,
 }
 
-/// Events by (time, insertion order). Keys are small (the events themselves, some
-/// carrying a message, stay put in a slab) and sit in a calendar of 1 ms buckets: the
-/// bucket being run is a binary heap of a few thousand keys that stays in cache, later
-/// buckets are plain vectors, and events past the calendar's horizon wait in a heap of
-/// their own. At 100,000 peers one heap of millions of keys cost a cache miss per level
-/// on every pop.
+/// Events by (time, insertion order), in a calendar of 1 ms buckets. Each bucket holds
+/// its events in the order they were queued, and small keys (time, order, index); the
+/// bucket being run sorts its keys in a binary heap of a few thousand that stays in
+/// cache and takes each event from its own bucket, which was written in sequence and
+/// is small enough for the cache too. Events past the calendar's horizon (rare: a
+/// failed dial, a far timer) wait in a heap and a slab of their own. At 100,000 peers
+/// one heap of millions of keys cost a cache miss per level on every pop, and one slab
+/// of all events a miss per event.
 struct EventQueue {
-    /// Keys of bucket `now_bucket` and any earlier time still pending.
+    /// Keys of bucket `now_bucket` and of any earlier time still pending; their events
+    /// are in `current_evs`.
     current: BinaryHeap<Reverse<Key>>,
+    current_evs: Vec<Option<Ev>>,
     now_bucket: u64,
     /// Bucket `b` for `now_bucket < b < now_bucket + BUCKETS` is `ring[b % BUCKETS]`.
-    ring: Vec<Vec<Reverse<Key>>>,
+    ring: Vec<Bucket>,
     in_ring: usize,
-    /// Keys at or past the horizon.
+    /// Keys at or past the horizon; their events in `far_slab`.
     far: BinaryHeap<Reverse<Key>>,
-    slab: Vec<Option<Ev>>,
-    free: Vec<u32>,
+    far_slab: Vec<Option<Ev>>,
+    far_free: Vec<u32>,
     order: u64,
 }
 
-/// (time, insertion order, slab slot).
+#[derive(Default)]
+struct Bucket {
+    keys: Vec<Reverse<Key>>,
+    evs: Vec<Option<Ev>>,
+}
+
+/// (time, insertion order, index of the event in its bucket or the far slab).
 type Key = (Micros, u64, u32);
 const BUCKET: Micros = MS;
 const BUCKETS: u64 = 512;
@@ -118,12 +225,13 @@ impl Default for EventQueue {
     fn default() -> Self {
         EventQueue {
             current: BinaryHeap::new(),
+            current_evs: Vec::new(),
             now_bucket: 0,
-            ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            ring: (0..BUCKETS).map(|_| Bucket::default()).collect(),
             in_ring: 0,
             far: BinaryHeap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
+            far_slab: Vec::new(),
+            far_free: Vec::new(),
             order: 0,
         }
     }
@@ -132,35 +240,47 @@ impl Default for EventQueue {
 impl EventQueue {
     fn push(&mut self, at: Micros, ev: Ev) {
         self.order += 1;
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slab[slot as usize] = Some(ev);
-                slot
-            }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.push_key((at, self.order, slot));
+        self.place(at, self.order, ev);
     }
 
-    fn push_key(&mut self, key: Key) {
-        let bucket = key.0 / BUCKET;
+    fn place(&mut self, at: Micros, order: u64, ev: Ev) {
+        let bucket = at / BUCKET;
         if bucket <= self.now_bucket {
-            self.current.push(Reverse(key));
+            self.current.push(Reverse((at, order, self.current_evs.len() as u32)));
+            self.current_evs.push(Some(ev));
         } else if bucket < self.now_bucket + BUCKETS {
-            self.ring[(bucket % BUCKETS) as usize].push(Reverse(key));
+            let b = &mut self.ring[(bucket % BUCKETS) as usize];
+            b.keys.push(Reverse((at, order, b.evs.len() as u32)));
+            b.evs.push(Some(ev));
             self.in_ring += 1;
         } else {
-            self.far.push(Reverse(key));
+            let slot = match self.far_free.pop() {
+                Some(slot) => {
+                    self.far_slab[slot as usize] = Some(ev);
+                    slot
+                }
+                None => {
+                    self.far_slab.push(Some(ev));
+                    (self.far_slab.len() - 1) as u32
+                }
+            };
+            self.far.push(Reverse((at, order, slot)));
         }
     }
 
-    fn pop(&mut self) -> Option<(Micros, Ev)> {
-        let Reverse((at, _, slot)) = loop {
-            if let Some(key) = self.current.pop() {
-                break key;
+    /// The earliest event before `limit`, if any.
+    fn pop_before(&mut self, limit: Micros) -> Option<(Micros, Ev)> {
+        loop {
+            if let Some(&Reverse((at, _, idx))) = self.current.peek() {
+                if at >= limit {
+                    return None;
+                }
+                self.current.pop();
+                let ev = self.current_evs[idx as usize].take().expect("a queued event is taken once");
+                return Some((at, ev));
+            }
+            if (self.now_bucket + 1) * BUCKET >= limit {
+                return None;
             }
             if self.in_ring == 0 {
                 // Nothing within the horizon: jump to the earliest far event.
@@ -168,24 +288,25 @@ impl EventQueue {
                 self.now_bucket = self.now_bucket.max(next.0 / BUCKET - 1);
             }
             self.now_bucket += 1;
-            let bucket = &mut self.ring[(self.now_bucket % BUCKETS) as usize];
-            self.in_ring -= bucket.len();
-            // Reuse the heap's allocation for the bucket and the bucket's for the next.
+            // The bucket becomes current; the emptied vectors serve the ring again.
+            let b = &mut self.ring[(self.now_bucket % BUCKETS) as usize];
+            self.in_ring -= b.keys.len();
             let mut keys = std::mem::take(&mut self.current).into_vec();
-            std::mem::swap(&mut keys, bucket);
+            std::mem::swap(&mut keys, &mut b.keys);
+            self.current_evs.clear();
+            std::mem::swap(&mut self.current_evs, &mut b.evs);
             self.current = BinaryHeap::from(keys);
-            // The horizon moved one bucket: far keys now inside it join the calendar.
-            while let Some(&Reverse(key)) = self.far.peek() {
-                if key.0 / BUCKET >= self.now_bucket + BUCKETS {
+            // The horizon moved one bucket: far events now inside it join the calendar.
+            while let Some(&Reverse((at, order, slot))) = self.far.peek() {
+                if at / BUCKET >= self.now_bucket + BUCKETS {
                     break;
                 }
                 self.far.pop();
-                self.push_key(key);
+                self.far_free.push(slot);
+                let ev = self.far_slab[slot as usize].take().expect("a far event is moved once");
+                self.place(at, order, ev);
             }
-        };
-        self.free.push(slot);
-        let ev = self.slab[slot as usize].take().expect("a slot in the queue holds its event until popped");
-        Some((at, ev))
+        }
     }
 }
 
@@ -205,13 +326,6 @@ impl Node {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Conn {
-    epoch: u32,
-    /// Open as seen from the lower-numbered node, and from the higher.
-    open: [bool; 2],
-}
-
 /// What a run leaves behind for the report.
 #[derive(Debug)]
 pub(crate) struct Outcome {
@@ -224,110 +338,85 @@ pub(crate) struct Outcome {
     pub(crate) rejected: u64,
 }
 
-pub(crate) struct Engine<'a> {
+/// What every shard reads during a window; changed only between windows.
+struct Shared<'a> {
     sc: &'a Scenario,
+    /// Every piece the source makes in the run, signed before it starts (a piece is
+    /// handed to nodes only from its creation time on).
+    pieces: Vec<Piece>,
+    peer_ids: Vec<PeerId>,
+    kinds: Vec<Kind>,
+    /// (joins at, leaves at) per node; `Micros::MAX`: not (yet) decided.
+    life: Vec<(Micros, Micros)>,
+    /// Alive nodes that accept connections (what the tracker hands out).
+    reachable: Vec<u32>,
+    seeds: Vec<u32>,
+    /// Shards: 1 when a scenario has no lookahead (a zero delay).
+    shards: u32,
+}
+
+impl Shared<'_> {
+    fn alive(&self, node: u32, at: Micros) -> bool {
+        let (joins, leaves) = self.life[node as usize];
+        joins <= at && at < leaves
+    }
+
+    fn shard_of(&self, node: u32) -> usize {
+        (node % self.shards) as usize
+    }
+
+    fn delay(&self, a: u32, b: u32) -> Micros {
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let mut r = Rng::derive(self.sc.rng_seed ^ 0xde1a, (u64::from(lo) << 32) | u64::from(hi));
+        r.range_inclusive(u64::from(self.sc.delay_min_ms) * MS, u64::from(self.sc.delay_max_ms) * MS)
+    }
+
+    /// Pieces made by `now` (the source makes piece `seq` at `seq * piece_ms`).
+    fn made_by(&self, now: Micros) -> u64 {
+        (now / (u64::from(self.sc.piece_ms) * MS) + 1).min(self.pieces.len() as u64)
+    }
+}
+
+/// The nodes `i` with `i % shards == index`, and everything that happens at them.
+struct Shard {
+    index: u32,
     now: Micros,
     queue: EventQueue,
     rng: Rng,
-    key: ChannelKeypair,
-    known: Arc<KnownPieces>,
+    /// Node `i` is `nodes[i / shards]`.
     nodes: Vec<Node>,
-    conns: HashMap<(u32, u32), Conn, BuildHasherDefault<PairHasher>>,
+    /// Events for other shards' nodes, handed over at the end of the window.
+    outbox: Vec<(Micros, Ev)>,
     next_epoch: u32,
-    /// Alive nodes that accept connections (what the tracker hands out).
-    reachable: Vec<u32>,
-    /// Position of each node in `reachable` (`u32::MAX`: not there).
-    reachable_pos: Vec<u32>,
-    /// Alive viewers, for picking who leaves by rank in node order.
-    alive_viewers: Fenwick,
-    /// Seeds and attackers in node order (the source feeds them every piece).
-    seeds: Vec<u32>,
-    attackers: Vec<u32>,
-    pieces: Vec<Piece>,
-    /// Bytes all seeds sent, per simulated second.
+    /// Bytes this shard's seeds sent, per simulated second.
     seed_egress: Vec<u64>,
     in_window: bool,
     forged_accepted: u64,
     rejected: u64,
     events: u64,
-    progress: Option<&'a mut dyn FnMut(Micros, u64)>,
     trace: Option<u32>,
     /// `SIM_DEBUG` is set: print diagnostics (read once, not per event).
     debug: bool,
     msg_counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
-impl<'a> Engine<'a> {
-    pub(crate) fn new(sc: &'a Scenario, progress: Option<&'a mut dyn FnMut(Micros, u64)>) -> Self {
-        let mut secret = [0u8; 32];
-        secret[..8].copy_from_slice(&sc.rng_seed.to_be_bytes());
-        secret[8] = 0xc4;
-        let key = ChannelKeypair::from_secret_bytes(&secret);
-        Engine {
-            sc,
-            known: Arc::new(KnownPieces::new(key.id())),
-            now: 0,
-            queue: EventQueue::default(),
-            rng: Rng::derive(sc.rng_seed, 1),
-            key,
-            nodes: Vec::new(),
-            conns: HashMap::default(),
-            next_epoch: 0,
-            reachable: Vec::new(),
-            reachable_pos: Vec::new(),
-            alive_viewers: Fenwick::default(),
-            seeds: Vec::new(),
-            attackers: Vec::new(),
-            pieces: Vec::new(),
-            seed_egress: Vec::new(),
-            in_window: false,
-            forged_accepted: 0,
-            rejected: 0,
-            events: 0,
-            progress,
-            trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
-            debug: std::env::var_os("SIM_DEBUG").is_some(),
-            msg_counts: Default::default(),
+impl Shard {
+    fn node(&mut self, sh: &Shared, id: u32) -> &mut Node {
+        &mut self.nodes[(id / sh.shards) as usize]
+    }
+
+    fn schedule(&mut self, sh: &Shared, at: Micros, ev: Ev) {
+        match ev.node() {
+            Some(n) if sh.shard_of(n) != self.index as usize => self.outbox.push((at, ev)),
+            _ => self.queue.push(at, ev),
         }
     }
 
-    pub(crate) fn run(mut self) -> Outcome {
-        let sc = self.sc;
-        for _ in 0..sc.seeds {
-            let n = self.add_node(Kind::Seed, true, u64::from(sc.seed_upload_kbps) * 1000);
-            self.schedule(0, Ev::Join { node: n });
-        }
-        for _ in 0..sc.viewers {
-            let n = self.new_viewer();
-            let at = self.rng.below(u64::from(sc.join_spread_ms).max(1) * MS);
-            self.schedule(at, Ev::Join { node: n });
-        }
-        for _ in 0..sc.attackers {
-            let n = self.add_node(Kind::Attacker, true, u64::from(sc.bitrate_kbps) * 10_000);
-            let at = self.rng.below(u64::from(sc.join_spread_ms).max(1) * MS);
-            self.schedule(at, Ev::Join { node: n });
-        }
-        self.schedule(0, Ev::SourcePiece);
-        if sc.churn_per_min > 0.0 && sc.viewers > 0 {
-            let first = u64::from(sc.join_spread_ms) * MS;
-            self.schedule(first, Ev::Churn);
-        }
-        let warmup = u64::from(sc.warmup_s) * 1_000 * MS;
-        self.schedule(warmup, Ev::WindowStart);
-        self.schedule(warmup + u64::from(sc.window_s) * 1_000 * MS, Ev::WindowEnd);
-        let end = sc.end_ms() * MS;
-
-        while let Some((at, ev)) = self.queue.pop() {
-            if at > end {
-                break;
-            }
+    /// Runs every event before `until`.
+    fn run_until(&mut self, sh: &Shared, until: Micros) {
+        while let Some((at, ev)) = self.queue.pop_before(until) {
             self.now = at;
             self.events += 1;
-            if self.events.is_multiple_of(65_536)
-                && let Some(p) = self.progress.as_mut()
-            {
-                p(self.now, self.events);
-            }
             if self.trace.is_some() {
                 let name = match &ev {
                     Ev::Deliver { .. } => "deliver",
@@ -338,63 +427,690 @@ impl<'a> Engine<'a> {
                 };
                 *self.msg_counts.entry(name).or_insert(0) += 1;
             }
-            self.dispatch(ev);
+            self.dispatch(sh, ev);
         }
-        let forged_sent = self
-            .nodes
-            .iter()
-            .map(|n| match &n.agent {
-                Agent::Attacker(a) => a.forged_sent,
-                Agent::Peer(_) => 0,
-            })
-            .sum();
-        if self.debug {
-            let mut hist = std::collections::BTreeMap::new();
-            for n in &self.nodes {
-                if let (Agent::Peer(p), true, Kind::Viewer) = (&n.agent, n.alive, n.kind) {
-                    for (has, fw, free) in p.debug_branches() {
-                        *hist.entry((has, fw.min(5), free.min(3), n.reachable)).or_insert(0) += 1;
+    }
+
+    fn dispatch(&mut self, sh: &Shared, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Origin { seed, seq } => {
+                let piece = sh.pieces[seq as usize].clone();
+                let n = self.node(sh, seed);
+                if n.alive
+                    && let Agent::Peer(p) = &mut n.agent
+                    && p.handle_origin_piece(now, piece).is_err()
+                {
+                    self.rejected += 1;
+                }
+                self.drive(sh, seed);
+            }
+            Ev::NewPiece { node, seq } => {
+                let n = self.node(sh, node);
+                if n.alive
+                    && let Agent::Attacker(a) = &mut n.agent
+                {
+                    a.handle_new_piece(&sh.pieces[seq as usize]);
+                    self.drive(sh, node);
+                }
+            }
+            Ev::Deliver { to, from, epoch, msg } => {
+                let n = self.node(sh, to);
+                if !n.alive || n.open_epoch(from) != Some(epoch) {
+                    return;
+                }
+                if self.trace == Some(to) || self.trace == Some(from) {
+                    let desc = match &msg {
+                        Message::Piece(p) => format!("piece {} flags {:?}", p.seq(), p.flags()),
+                        Message::Status(st) => {
+                            format!("status seg {:?} free {} depth {:?}", st.segment_start, st.free_slots, st.depth)
+                        }
+                        other => format!("{other:?}").chars().take(120).collect(),
+                    };
+                    eprintln!("{:>8.3} {from}->{to} {desc}", now as f64 / 1e6);
+                }
+                let size = msg.encoded_len() as u64;
+                let in_window = self.in_window;
+                let node = self.node(sh, to);
+                if in_window && node.kind == Kind::Viewer {
+                    node.bytes_down_window += size;
+                }
+                match &mut node.agent {
+                    Agent::Peer(p) => p.handle_message(now, NodeId(u64::from(from)), msg),
+                    Agent::Attacker(a) => {
+                        let made = sh.made_by(now);
+                        let lookup = |seq: u64| if seq < made { sh.pieces.get(seq as usize).cloned() } else { None };
+                        a.handle_message(NodeId(u64::from(from)), msg, &lookup);
+                    }
+                }
+                self.drive(sh, to);
+            }
+            Ev::UplinkFree { node } => {
+                self.node(sh, node).uplink_pending = false;
+                self.drive(sh, node);
+            }
+            Ev::Timer { node } => {
+                let n = self.node(sh, node);
+                if !n.alive || n.timer_at > now {
+                    return;
+                }
+                n.timer_at = Micros::MAX;
+                if let Agent::Peer(p) = &mut n.agent {
+                    p.handle_timeout(now);
+                }
+                self.drive(sh, node);
+            }
+            Ev::Join { node } => self.join(sh, node),
+            Ev::Leave { node } => self.leave(sh, node),
+            Ev::ConnectArrive { from, to } => {
+                let target = self.node(sh, to);
+                if !target.alive || !target.reachable || !sh.alive(from, now) {
+                    let wait = if target.reachable { sh.delay(from, to) } else { CONNECT_FAIL_AFTER };
+                    self.schedule(sh, now + wait, Ev::ConnectFailed { from, to });
+                    return;
+                }
+                // One connection per pair. Both dialled at once: the lower-numbered
+                // node's dial wins, on both sides.
+                let duplicate = match target.link_pos(from) {
+                    Some(i) => target.links[i].open || to < from,
+                    None => false,
+                };
+                if duplicate {
+                    self.schedule(sh, now + sh.delay(from, to), Ev::ConnectFailed { from, to });
+                    return;
+                }
+                self.next_epoch += 1;
+                let epoch = self.next_epoch * sh.shards + self.index;
+                let target = self.node(sh, to);
+                let link = Link { peer: from, epoch, open: true };
+                match target.link_pos(from) {
+                    Some(i) => target.links[i] = link,
+                    None => target.links.push(link),
+                }
+                self.connected(sh, to, from, false);
+                self.schedule(sh, now + sh.delay(from, to), Ev::ConnectDone { from, to, epoch });
+            }
+            Ev::ConnectDone { from, to, epoch } => {
+                let n = self.node(sh, from);
+                // Gone, or already connected the other way: the answer is a reset.
+                if !n.alive || n.open_epoch(to).is_some() {
+                    self.schedule(sh, now + sh.delay(from, to), Ev::Closed { node: to, peer: from, epoch });
+                    return;
+                }
+                let link = Link { peer: to, epoch, open: true };
+                match n.link_pos(to) {
+                    Some(i) => n.links[i] = link,
+                    None => n.links.push(link),
+                }
+                self.connected(sh, from, to, true);
+            }
+            Ev::ConnectFailed { from, to } => {
+                let n = self.node(sh, from);
+                if let Some(i) = n.link_pos(to)
+                    && !n.links[i].open
+                {
+                    n.links.swap_remove(i);
+                }
+                self.connect_failed(sh, from, to);
+            }
+            Ev::Closed { node, peer, epoch } => {
+                let n = self.node(sh, node);
+                let Some(i) = n.link_pos(peer) else { return };
+                if !n.links[i].open || n.links[i].epoch != epoch {
+                    return;
+                }
+                n.links.swap_remove(i);
+                self.disconnected(sh, node, peer);
+            }
+            Ev::Window { start } => {
+                self.in_window = start;
+                let which = usize::from(!start);
+                for n in &mut self.nodes {
+                    if let Agent::Peer(p) = &n.agent {
+                        n.dup_snapshot[which] = (p.stats().duplicate_bytes, p.stats().piece_bytes_accepted);
                     }
                 }
             }
-            eprintln!("(has_parent, forwarders, with_free, reachable) -> count: {hist:?}");
-            eprintln!("messages sent by kind: {:?}", self.msg_counts);
-            let mut slow: Vec<(u64, u64, bool, usize, usize)> = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.kind == Kind::Viewer)
-                .filter_map(|(i, n)| {
-                    let nb = match &n.agent {
-                        Agent::Peer(p) => p.n_neighbours(),
-                        Agent::Attacker(_) => 0,
-                    };
-                    n.started_at.map(|t| ((t - n.joined_at) / 1000, n.joined_at / 1000, n.reachable, nb, i))
+        }
+    }
+
+    fn join(&mut self, sh: &Shared, node: u32) {
+        let now = self.now;
+        let n = self.node(sh, node);
+        n.alive = true;
+        n.joined_at = now;
+        if let Agent::Attacker(_) = n.agent {
+            self.give_candidates(sh, node);
+        }
+        self.drive(sh, node);
+    }
+
+    /// A viewer leaves without a word (churn): its neighbours learn of the loss one
+    /// delay later.
+    fn leave(&mut self, sh: &Shared, node: u32) {
+        let now = self.now;
+        let n = self.node(sh, node);
+        n.alive = false;
+        n.left_at = Some(now);
+        for l in std::mem::take(&mut n.links) {
+            if l.open {
+                self.schedule(
+                    sh,
+                    now + sh.delay(node, l.peer),
+                    Ev::Closed { node: l.peer, peer: node, epoch: l.epoch },
+                );
+            }
+        }
+    }
+
+    fn give_candidates(&mut self, sh: &Shared, node: u32) {
+        // What a tracker answers: a random sample of reachable peers, with their ids.
+        let want = 3 * sh.sc.viewer_neighbours as usize;
+        let mut picked: Vec<Candidate> = Vec::with_capacity(want);
+        // Two seeds in every answer, as the tracker's peer list mixes them in.
+        let seeds: Vec<u32> = sh.seeds.iter().copied().filter(|&s| sh.alive(s, self.now)).collect();
+        for _ in 0..2.min(seeds.len()) {
+            let c = seeds[self.rng.below(seeds.len() as u64) as usize];
+            let cand = Candidate { node: NodeId(u64::from(c)), peer_id: sh.peer_ids[c as usize], seed: true };
+            if !picked.contains(&cand) {
+                picked.push(cand);
+            }
+        }
+        if !sh.reachable.is_empty() {
+            for _ in 0..want * 2 {
+                let c = sh.reachable[self.rng.below(sh.reachable.len() as u64) as usize];
+                let seed = sh.kinds[c as usize] == Kind::Seed;
+                let cand = Candidate { node: NodeId(u64::from(c)), peer_id: sh.peer_ids[c as usize], seed };
+                if c != node && !picked.contains(&cand) {
+                    picked.push(cand);
+                }
+                if picked.len() == want {
+                    break;
+                }
+            }
+        }
+        let now = self.now;
+        match &mut self.node(sh, node).agent {
+            Agent::Peer(p) => p.handle_candidates(now, &picked),
+            Agent::Attacker(a) => {
+                // Attackers connect to the viewers they are given, up to a dozen.
+                let room = 12usize.saturating_sub(a.n_neighbours());
+                let targets: Vec<u32> = picked
+                    .iter()
+                    .map(|c| c.node.0 as u32)
+                    .filter(|&c| sh.kinds[c as usize] == Kind::Viewer && !a.is_neighbour(NodeId(u64::from(c))))
+                    .take(room)
+                    .collect();
+                for to in targets {
+                    self.schedule(sh, now + sh.delay(node, to), Ev::ConnectArrive { from: node, to });
+                }
+            }
+        }
+    }
+
+    fn connected(&mut self, sh: &Shared, node: u32, peer: u32, outbound: bool) {
+        let now = self.now;
+        match &mut self.node(sh, node).agent {
+            Agent::Peer(p) => p.handle_connected(now, NodeId(u64::from(peer)), outbound),
+            Agent::Attacker(a) => a.handle_connected(NodeId(u64::from(peer))),
+        }
+        self.drive(sh, node);
+    }
+
+    fn connect_failed(&mut self, sh: &Shared, node: u32, peer: u32) {
+        let now = self.now;
+        match &mut self.node(sh, node).agent {
+            Agent::Peer(p) => p.handle_connect_failed(now, NodeId(u64::from(peer))),
+            Agent::Attacker(_) => {}
+        }
+        self.drive(sh, node);
+    }
+
+    fn disconnected(&mut self, sh: &Shared, node: u32, peer: u32) {
+        let now = self.now;
+        let n = self.node(sh, node);
+        if !n.alive {
+            return;
+        }
+        match &mut n.agent {
+            Agent::Peer(p) => p.handle_disconnected(now, NodeId(u64::from(peer))),
+            Agent::Attacker(a) => {
+                a.handle_disconnected(NodeId(u64::from(peer)));
+                if a.n_neighbours() < 6 {
+                    self.give_candidates(sh, node);
+                }
+            }
+        }
+        self.drive(sh, node);
+    }
+
+    /// Lets a node act: handle its events, start a transmission if its uplink is
+    /// free, and arm its timer.
+    fn drive(&mut self, sh: &Shared, node: u32) {
+        if !self.node(sh, node).alive {
+            return;
+        }
+        loop {
+            self.drain_events(sh, node);
+            let now = self.now;
+            let n = self.node(sh, node);
+            if n.uplink_pending || !n.alive {
+                break;
+            }
+            // Still sending: wake up when the uplink frees, if there is more to send.
+            if now < n.busy_until {
+                let more = match &n.agent {
+                    Agent::Peer(p) => p.wants_to_transmit(),
+                    Agent::Attacker(a) => a.wants_to_transmit(),
+                };
+                if more {
+                    n.uplink_pending = true;
+                    let at = n.busy_until;
+                    self.queue.push(at, Ev::UplinkFree { node });
+                }
+                break;
+            }
+            // Small messages go out back to back in one batch, which ends after the
+            // first piece: the uplink is modelled the same, with one wake-up per batch.
+            let mut end = now;
+            for _ in 0..64 {
+                let t = match &mut self.node(sh, node).agent {
+                    Agent::Peer(p) => p.poll_transmit(now),
+                    Agent::Attacker(a) => a.poll_transmit(),
+                };
+                let Some(t) = t else { break };
+                let piece = matches!(t.msg, Message::Piece(_));
+                end = self.transmit(sh, node, t, end);
+                if piece {
+                    break;
+                }
+            }
+            if end == now {
+                break;
+            }
+            self.node(sh, node).busy_until = end;
+        }
+        let now = self.now;
+        let n = self.node(sh, node);
+        if let Agent::Peer(p) = &n.agent
+            && let Some(at) = p.poll_timeout()
+            && at < n.timer_at
+        {
+            n.timer_at = at;
+            self.queue.push(at.max(now), Ev::Timer { node });
+        }
+    }
+
+    /// Sends `t` on the uplink of `node`, starting at `start`; returns when the uplink
+    /// has sent it.
+    fn transmit(&mut self, sh: &Shared, node: u32, t: Transmit, start: Micros) -> Micros {
+        let to = t.to.0 as u32;
+        let Some(epoch) = self.node(sh, node).open_epoch(to) else { return start };
+        let size = t.msg.encoded_len() as u64;
+        if self.trace.is_some() {
+            *self.msg_counts.entry(t.msg.name()).or_insert(0) += 1;
+        }
+        let (now, in_window) = (self.now, self.in_window);
+        let n = self.node(sh, node);
+        let done = start + (size * 8 * 1_000_000).div_ceil(n.upload_bps);
+        if n.kind == Kind::Seed {
+            if in_window {
+                n.bytes_up_window += size;
+            }
+            let sec = (now / 1_000_000) as usize;
+            if self.seed_egress.len() <= sec {
+                self.seed_egress.resize(sec + 1, 0);
+            }
+            self.seed_egress[sec] += size;
+        }
+        let reliable = matches!(
+            t.msg,
+            Message::Hello(_) | Message::Goodbye { .. } | Message::Subscribe { .. } | Message::SubscribeReply { .. }
+        );
+        if !reliable && self.rng.chance(sh.sc.loss) {
+            return done;
+        }
+        let at = done + sh.delay(node, to);
+        self.node(sh, node).last_delivery = at;
+        self.schedule(sh, at, Ev::Deliver { to, from: node, epoch, msg: t.msg });
+        done
+    }
+
+    fn drain_events(&mut self, sh: &Shared, node: u32) {
+        loop {
+            let ev = match &mut self.node(sh, node).agent {
+                Agent::Peer(p) => p.poll_event(),
+                Agent::Attacker(_) => None,
+            };
+            let Some(ev) = ev else { return };
+            let now = self.now;
+            match ev {
+                Event::Connect(to) => {
+                    let to = to.0 as u32;
+                    let n = self.node(sh, node);
+                    if n.link_pos(to).is_none() {
+                        n.links.push(Link { peer: to, epoch: 0, open: false });
+                    }
+                    self.schedule(sh, now + sh.delay(node, to), Ev::ConnectArrive { from: node, to });
+                }
+                Event::Disconnect(peer, _) => {
+                    let peer = peer.0 as u32;
+                    let n = self.node(sh, node);
+                    let Some(i) = n.link_pos(peer) else { continue };
+                    let link = n.links.swap_remove(i);
+                    if link.open {
+                        // The peer learns of the close after the last message we sent it.
+                        let at = (now + sh.delay(node, peer)).max(n.last_delivery) + 1;
+                        self.schedule(sh, at, Ev::Closed { node: peer, peer: node, epoch: link.epoch });
+                    }
+                }
+                Event::WantPeers => self.give_candidates(sh, node),
+                Event::Accepted { piece, .. } => self.record_accept(sh, node, &piece),
+                Event::PlaybackStarted { .. } => {
+                    self.node(sh, node).started_at.get_or_insert(now);
+                }
+                Event::Rejected { reason, .. } => {
+                    if self.debug {
+                        eprintln!("rejected: {reason:?}");
+                    }
+                    self.rejected += 1
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn record_accept(&mut self, sh: &Shared, node: u32, piece: &Piece) {
+        let seq = piece.seq() as usize;
+        let genuine = sh.pieces.get(seq).is_some_and(|g| g.same_bytes(piece));
+        if !genuine {
+            self.forged_accepted += 1;
+        }
+        let now = self.now;
+        let n = self.node(sh, node);
+        if n.accepted_at.len() <= seq {
+            n.accepted_at.resize(seq + 1, NOT_YET);
+        }
+        if n.accepted_at[seq] == NOT_YET {
+            n.accepted_at[seq] = u32::try_from(now.div_ceil(MS)).unwrap_or(NOT_YET - 1);
+        }
+    }
+}
+
+/// Runs the shards window by window and decides what is shared between them.
+pub(crate) struct Engine<'a> {
+    sc: &'a Scenario,
+    rng: Rng,
+    key: ChannelKeypair,
+    known: Arc<KnownPieces>,
+    /// Held by the coordinator between windows, lent to the shards during one.
+    shared: Arc<Shared<'a>>,
+    shards: Vec<Shard>,
+    /// Swarm-wide events by (time, insertion order).
+    global: BinaryHeap<Reverse<(Micros, u64, Global)>>,
+    global_order: u64,
+    /// Position of each node in `shared.reachable` (`u32::MAX`: not there).
+    reachable_pos: Vec<u32>,
+    /// Alive viewers, for picking who leaves by rank in node order.
+    alive_viewers: Fenwick,
+    attackers: Vec<u32>,
+    /// Length of a window: no event between two nodes takes less.
+    lookahead: Micros,
+    progress: Option<&'a mut dyn FnMut(Micros, u64)>,
+}
+
+impl<'a> Engine<'a> {
+    pub(crate) fn new(sc: &'a Scenario, progress: Option<&'a mut dyn FnMut(Micros, u64)>) -> Self {
+        let mut secret = [0u8; 32];
+        secret[..8].copy_from_slice(&sc.rng_seed.to_be_bytes());
+        secret[8] = 0xc4;
+        let key = ChannelKeypair::from_secret_bytes(&secret);
+        // The source's pieces, as it would sign them at `seq * piece_ms`.
+        let pieces_per_gop = u64::from(sc.gop_ms / sc.piece_ms).max(1);
+        let piece_us = u64::from(sc.piece_ms) * MS;
+        let pieces: Vec<Piece> = (0..=sc.end_ms() * MS / piece_us)
+            .map(|seq| {
+                let flags =
+                    if seq.is_multiple_of(pieces_per_gop) { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
+                key.sign_piece(seq, seq * piece_us, flags, filler_payload(sc.packets_per_piece(), seq))
+                    .expect("filler payloads are whole TS packets within the size limit")
+            })
+            .collect();
+        let known =
+            Arc::new(KnownPieces::new(key.id(), pieces.clone()).expect("the source signs with the channel's own key"));
+        // Windows as long as the shortest hop between nodes; without one, one shard.
+        let lookahead = u64::from(sc.delay_min_ms.min(sc.ingest_delay_ms)) * MS;
+        let shards = if lookahead == 0 { 1 } else { SHARDS };
+        let trace: Option<u32> = std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok());
+        let debug = std::env::var_os("SIM_DEBUG").is_some();
+        Engine {
+            sc,
+            rng: Rng::derive(sc.rng_seed, 1),
+            key,
+            known,
+            shared: Arc::new(Shared {
+                sc,
+                pieces,
+                peer_ids: Vec::new(),
+                kinds: Vec::new(),
+                life: Vec::new(),
+                reachable: Vec::new(),
+                seeds: Vec::new(),
+                shards,
+            }),
+            shards: (0..shards)
+                .map(|index| Shard {
+                    index,
+                    now: 0,
+                    queue: EventQueue::default(),
+                    rng: Rng::derive(sc.rng_seed, 2 + u64::from(index)),
+                    nodes: Vec::new(),
+                    outbox: Vec::new(),
+                    next_epoch: 0,
+                    seed_egress: Vec::new(),
+                    in_window: false,
+                    forged_accepted: 0,
+                    rejected: 0,
+                    events: 0,
+                    trace,
+                    debug,
+                    msg_counts: Default::default(),
                 })
-                .collect();
-            slow.sort_unstable();
-            eprintln!(
-                "slowest startups (ms, joined at ms, reachable, neighbours): {:?}",
-                &slow[slow.len().saturating_sub(15)..]
-            );
-        }
-        Outcome {
-            nodes: self.nodes,
-            pieces: self.pieces,
-            seed_egress: self.seed_egress,
-            forged_sent,
-            forged_accepted: self.forged_accepted,
-            events: self.events,
-            rejected: self.rejected,
+                .collect(),
+            global: BinaryHeap::new(),
+            global_order: 0,
+            reachable_pos: Vec::new(),
+            alive_viewers: Fenwick::default(),
+            attackers: Vec::new(),
+            lookahead: if lookahead == 0 { 5 * MS } else { lookahead },
+            progress,
         }
     }
 
-    fn schedule(&mut self, at: Micros, ev: Ev) {
-        self.queue.push(at, ev);
+    /// Runs the scenario; `threads`: the second shard on a thread of its own.
+    pub(crate) fn run(mut self, threads: bool) -> Outcome {
+        let sc = self.sc;
+        for _ in 0..sc.seeds {
+            let n = self.add_node(Kind::Seed, true, u64::from(sc.seed_upload_kbps) * 1000, 0);
+            self.at(0, Global::Join(n));
+        }
+        for _ in 0..sc.viewers {
+            let n = self.new_viewer(0);
+            let at = self.rng.below(u64::from(sc.join_spread_ms).max(1) * MS);
+            self.at(at, Global::Join(n));
+        }
+        for _ in 0..sc.attackers {
+            let n = self.add_node(Kind::Attacker, true, u64::from(sc.bitrate_kbps) * 10_000, 0);
+            let at = self.rng.below(u64::from(sc.join_spread_ms).max(1) * MS);
+            self.at(at, Global::Join(n));
+        }
+        if sc.churn_per_min > 0.0 && sc.viewers > 0 {
+            self.at(u64::from(sc.join_spread_ms) * MS, Global::Churn);
+        }
+        let warmup = u64::from(sc.warmup_s) * 1_000 * MS;
+        self.at(warmup, Global::WindowStart);
+        self.at(warmup + u64::from(sc.window_s) * 1_000 * MS, Global::WindowEnd);
+        let end = sc.end_ms() * MS;
+        let piece_us = u64::from(sc.piece_ms) * MS;
+        let parallel = threads && self.shards.len() == 2;
+
+        std::thread::scope(|scope| {
+            // The second shard runs on a worker thread: each window it is handed the
+            // shard and the shared state, and hands the shard back when done.
+            let (to_worker, work) = mpsc::channel::<(Shard, Arc<Shared<'a>>, Micros)>();
+            let (to_main, done) = mpsc::channel::<Shard>();
+            if parallel {
+                scope.spawn(move || {
+                    for (mut shard, shared, until) in work {
+                        shard.run_until(&shared, until);
+                        drop(shared);
+                        if to_main.send(shard).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            let mut from = 0;
+            while from <= end {
+                let until = (from + self.lookahead).min(end + 1);
+                self.prepare_window(from, until, piece_us);
+                let worker = if parallel { self.shards.pop() } else { None };
+                if let Some(shard) = worker {
+                    let lent = (shard, Arc::clone(&self.shared), until);
+                    if to_worker.send(lent).is_err() {
+                        unreachable!("the worker lives as long as the scope");
+                    }
+                }
+                for s in &mut self.shards {
+                    s.run_until(&self.shared, until);
+                }
+                if parallel {
+                    let shard = done.recv().expect("the worker hands every shard back");
+                    self.shards.push(shard);
+                }
+                // Hand over what each shard made for the other, in shard order.
+                for i in 0..self.shards.len() {
+                    for (at, ev) in std::mem::take(&mut self.shards[i].outbox) {
+                        debug_assert!(at >= until, "an event between shards within the lookahead");
+                        self.queue_at(at, ev);
+                    }
+                }
+                if let Some(p) = self.progress.as_mut() {
+                    p(until, self.shards.iter().map(|s| s.events).sum());
+                }
+                from = until;
+            }
+            drop(to_worker);
+        });
+        self.finish()
     }
 
-    fn add_node(&mut self, kind: Kind, reachable: bool, upload_bps: u64) -> u32 {
-        let idx = self.nodes.len() as u32;
+    /// Swarm-wide events of the window `[from, until)`, and the source's pieces made
+    /// in it: to the seeds after ingest's delay (at or after the window's end), to
+    /// attackers at once.
+    fn prepare_window(&mut self, from: Micros, until: Micros, piece_us: Micros) {
+        while let Some(&Reverse((at, _, g))) = self.global.peek() {
+            if at >= until {
+                break;
+            }
+            self.global.pop();
+            self.global_event(at, g);
+        }
+        let ingest_delay = u64::from(self.sc.ingest_delay_ms) * MS;
+        for seq in from.div_ceil(piece_us)..until.div_ceil(piece_us) {
+            let made = seq * piece_us;
+            for i in 0..self.shared.seeds.len() {
+                let seed = self.shared.seeds[i];
+                self.queue_at(made + ingest_delay, Ev::Origin { seed, seq });
+            }
+            for i in 0..self.attackers.len() {
+                let node = self.attackers[i];
+                self.queue_at(made, Ev::NewPiece { node, seq });
+            }
+        }
+    }
+
+    /// The shared state, between windows (when no shard holds it).
+    fn shared_mut(&mut self) -> &mut Shared<'a> {
+        Arc::get_mut(&mut self.shared).expect("shards give the shared state back at the end of each window")
+    }
+
+    fn at(&mut self, at: Micros, g: Global) {
+        self.global_order += 1;
+        self.global.push(Reverse((at, self.global_order, g)));
+    }
+
+    /// Queues `ev` on the shard of the node it happens at (`Window`: on every shard).
+    fn queue_at(&mut self, at: Micros, ev: Ev) {
+        match ev.node() {
+            Some(n) => {
+                let s = self.shared.shard_of(n);
+                self.shards[s].queue.push(at, ev);
+            }
+            None => {
+                let Ev::Window { start } = ev else { unreachable!("only Window events have no node") };
+                for s in &mut self.shards {
+                    s.queue.push(at, Ev::Window { start });
+                }
+            }
+        }
+    }
+
+    fn global_event(&mut self, at: Micros, g: Global) {
+        match g {
+            Global::Join(node) => self.join(at, node),
+            Global::Churn => {
+                // Leave one random viewer and join a new one; the gap to the next churn
+                // event makes `churn_per_min * viewers` of these per minute.
+                let alive = self.alive_viewers.total();
+                if alive > 0 {
+                    let rank = self.rng.below(alive);
+                    let leaver = self.alive_viewers.find(rank) as u32;
+                    self.alive_viewers.add(leaver as usize, -1);
+                    self.shared_mut().life[leaver as usize].1 = at;
+                    self.unlist(leaver);
+                    self.queue_at(at, Ev::Leave { node: leaver });
+                }
+                let joiner = self.new_viewer(at);
+                self.join(at, joiner);
+                let per_min = self.sc.churn_per_min * f64::from(self.sc.viewers);
+                let gap = (60_000_000.0 / per_min) as Micros;
+                self.at(at + gap.max(1), Global::Churn);
+            }
+            Global::WindowStart => self.queue_at(at, Ev::Window { start: true }),
+            Global::WindowEnd => self.queue_at(at, Ev::Window { start: false }),
+        }
+    }
+
+    /// `node` joins at `at`; the tracker lists it from the start of the window (no node
+    /// can reach it sooner than the window's end).
+    fn join(&mut self, at: Micros, node: u32) {
+        self.shared_mut().life[node as usize].0 = at;
+        let kind = self.shared.kinds[node as usize];
+        if kind == Kind::Viewer {
+            self.alive_viewers.add(node as usize, 1);
+        }
+        let s = self.shared.shard_of(node);
+        if self.shards[s].nodes[node as usize / self.shards.len()].reachable {
+            self.reachable_pos[node as usize] = self.shared.reachable.len() as u32;
+            self.shared_mut().reachable.push(node);
+        }
+        self.queue_at(at, Ev::Join { node });
+    }
+
+    /// The tracker stops listing `node`.
+    fn unlist(&mut self, node: u32) {
+        let pos = std::mem::replace(&mut self.reachable_pos[node as usize], u32::MAX);
+        if pos != u32::MAX {
+            self.shared_mut().reachable.swap_remove(pos as usize);
+            if let Some(&moved) = self.shared.reachable.get(pos as usize) {
+                self.reachable_pos[moved as usize] = pos;
+            }
+        }
+    }
+
+    fn add_node(&mut self, kind: Kind, reachable: bool, upload_bps: u64, now: Micros) -> u32 {
+        let idx = self.shared.kinds.len() as u32;
         let sc = self.sc;
         let peer_id = PeerId(Rng::derive(sc.rng_seed, 0x1d00 + u64::from(idx)).next_u64());
         let agent = match kind {
@@ -414,21 +1130,25 @@ impl<'a> Engine<'a> {
                 } else {
                     cfg.target_neighbours = sc.viewer_neighbours as usize;
                 }
-                let peer = Peer::with_verifier(cfg, self.now, self.known.clone())
+                let peer = Peer::with_verifier(cfg, now, self.known.clone())
                     .expect("scenario was validated, so the peer config is valid");
                 Agent::Peer(Box::new(peer))
             }
         };
         match kind {
-            Kind::Seed => self.seeds.push(idx),
+            Kind::Seed => self.shared_mut().seeds.push(idx),
             Kind::Attacker => self.attackers.push(idx),
             Kind::Viewer => {}
         }
+        let shared = self.shared_mut();
+        shared.peer_ids.push(peer_id);
+        shared.kinds.push(kind);
+        shared.life.push((Micros::MAX, Micros::MAX));
         self.reachable_pos.push(u32::MAX);
         self.alive_viewers.push(0);
-        self.nodes.push(Node {
+        let s = self.shared.shard_of(idx);
+        self.shards[s].nodes.push(Node {
             kind,
-            peer_id,
             agent,
             alive: false,
             reachable,
@@ -449,7 +1169,7 @@ impl<'a> Engine<'a> {
         idx
     }
 
-    fn new_viewer(&mut self) -> u32 {
+    fn new_viewer(&mut self, now: Micros) -> u32 {
         let sc = self.sc;
         let reachable = !self.rng.chance(sc.unreachable_share);
         let mut pick = self.rng.unit();
@@ -462,515 +1182,80 @@ impl<'a> Engine<'a> {
             pick -= share;
         }
         let upload_bps = (f64::from(sc.bitrate_kbps) * 1000.0 * multiple) as u64;
-        self.add_node(Kind::Viewer, reachable, upload_bps)
+        self.add_node(Kind::Viewer, reachable, upload_bps, now)
     }
 
-    fn delay(&self, a: u32, b: u32) -> Micros {
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        let mut r = Rng::derive(self.sc.rng_seed ^ 0xde1a, (u64::from(lo) << 32) | u64::from(hi));
-        r.range_inclusive(u64::from(self.sc.delay_min_ms) * MS, u64::from(self.sc.delay_max_ms) * MS)
-    }
-
-    fn conn_key(a: u32, b: u32) -> ((u32, u32), usize) {
-        if a < b { ((a, b), 0) } else { ((b, a), 1) }
-    }
-
-    fn conn_open_at(&self, node: u32, peer: u32, epoch: u32) -> bool {
-        let (key, side) = Self::conn_key(node, peer);
-        self.conns.get(&key).is_some_and(|c| c.epoch == epoch && c.open[side])
-    }
-
-    fn dispatch(&mut self, ev: Ev) {
-        match ev {
-            Ev::SourcePiece => self.source_piece(),
-            Ev::Origin { seed, piece } => {
-                if self.nodes[seed as usize].alive
-                    && let Agent::Peer(p) = &mut self.nodes[seed as usize].agent
-                    && p.handle_origin_piece(self.now, piece).is_err()
-                {
-                    self.rejected += 1;
-                }
-                self.drive(seed);
+    /// Gathers the shards' nodes back in node order, and their counts.
+    fn finish(mut self) -> Outcome {
+        let pieces = std::mem::take(&mut self.shared_mut().pieces);
+        let n_shards = self.shards.len();
+        let mut seed_egress: Vec<u64> = Vec::new();
+        let (mut forged_accepted, mut events, mut rejected) = (0, 0, 0);
+        let mut msg_counts = std::collections::BTreeMap::new();
+        let debug = self.shards.first().is_some_and(|s| s.debug);
+        let mut per_shard = Vec::with_capacity(n_shards);
+        for s in std::mem::take(&mut self.shards) {
+            if seed_egress.len() < s.seed_egress.len() {
+                seed_egress.resize(s.seed_egress.len(), 0);
             }
-            Ev::Deliver { to, from, epoch, msg } => {
-                if !self.nodes[to as usize].alive || !self.conn_open_at(to, from, epoch) {
-                    return;
-                }
-                if self.trace == Some(to) || self.trace == Some(from) {
-                    let desc = match &msg {
-                        Message::Piece(p) => format!("piece {} flags {:?}", p.seq(), p.flags()),
-                        Message::Status(st) => {
-                            format!("status seg {:?} free {} depth {:?}", st.segment_start, st.free_slots, st.depth)
-                        }
-                        other => format!("{other:?}").chars().take(120).collect(),
-                    };
-                    eprintln!("{:>8.3} {from}->{to} {desc}", self.now as f64 / 1e6);
-                }
-                let size = msg.encoded_len() as u64;
-                let node = &mut self.nodes[to as usize];
-                if self.in_window && node.kind == Kind::Viewer {
-                    node.bytes_down_window += size;
-                }
-                let now = self.now;
-                match &mut node.agent {
-                    Agent::Peer(p) => p.handle_message(now, NodeId(u64::from(from)), msg),
-                    Agent::Attacker(a) => {
-                        let pieces = &self.pieces;
-                        let lookup = |seq: u64| pieces.get(seq as usize).cloned();
-                        a.handle_message(NodeId(u64::from(from)), msg, &lookup);
-                    }
-                }
-                self.drive(to);
+            for (total, b) in seed_egress.iter_mut().zip(&s.seed_egress) {
+                *total += b;
             }
-            Ev::UplinkFree { node } => {
-                self.nodes[node as usize].uplink_pending = false;
-                self.drive(node);
+            forged_accepted += s.forged_accepted;
+            events += s.events;
+            rejected += s.rejected;
+            for (k, v) in s.msg_counts {
+                *msg_counts.entry(k).or_insert(0) += v;
             }
-            Ev::Timer { node } => {
-                let n = &mut self.nodes[node as usize];
-                if !n.alive || n.timer_at > self.now {
-                    return;
-                }
-                n.timer_at = Micros::MAX;
-                if let Agent::Peer(p) = &mut n.agent {
-                    p.handle_timeout(self.now);
-                }
-                self.drive(node);
-            }
-            Ev::Join { node } => self.join(node),
-            Ev::Churn => self.churn(),
-            Ev::ConnectArrive { from, to } => {
-                let target = &self.nodes[to as usize];
-                if !target.alive || !target.reachable || !self.nodes[from as usize].alive {
-                    let wait = if target.reachable { self.delay(from, to) } else { CONNECT_FAIL_AFTER };
-                    self.schedule(self.now + wait, Ev::ConnectFailed { from, to });
-                    return;
-                }
-                // One connection per pair: when both opened at once, the later attempt
-                // fails as a duplicate, as a real peer would close it (Goodbye Duplicate).
-                if self.conns.contains_key(&Self::conn_key(from, to).0) {
-                    let at = self.now + self.delay(from, to);
-                    self.schedule(at, Ev::ConnectFailed { from, to });
-                    return;
-                }
-                self.next_epoch += 1;
-                let epoch = self.next_epoch;
-                let (key, side) = Self::conn_key(to, from);
-                let mut open = [false; 2];
-                open[side] = true;
-                if self.conns.insert(key, Conn { epoch, open }).is_none() {
-                    self.nodes[to as usize].links.push(from);
-                    self.nodes[from as usize].links.push(to);
-                }
-                self.connected(to, from, false);
-                let at = self.now + self.delay(from, to);
-                self.schedule(at, Ev::ConnectDone { from, to, epoch });
-            }
-            Ev::ConnectDone { from, to, epoch } => {
-                let (key, side) = Self::conn_key(from, to);
-                let other_open = self.conns.get(&key).is_some_and(|c| c.epoch == epoch && c.open[1 - side]);
-                if !self.nodes[from as usize].alive {
-                    return;
-                }
-                if !other_open {
-                    self.connect_failed(from, to);
-                    return;
-                }
-                if let Some(c) = self.conns.get_mut(&key) {
-                    c.open[side] = true;
-                }
-                self.connected(from, to, true);
-            }
-            Ev::ConnectFailed { from, to } => self.connect_failed(from, to),
-            Ev::Closed { node, peer, epoch } => {
-                let (key, side) = Self::conn_key(node, peer);
-                let Some(c) = self.conns.get_mut(&key) else { return };
-                if c.epoch != epoch || !c.open[side] {
-                    return;
-                }
-                c.open[side] = false;
-                if !c.open[1 - side] {
-                    self.forget_conn(node, peer);
-                }
-                self.disconnected(node, peer);
-            }
-            Ev::WindowStart => {
-                self.in_window = true;
-                self.snapshot_dups(0);
-            }
-            Ev::WindowEnd => {
-                self.in_window = false;
-                self.snapshot_dups(1);
-            }
+            per_shard.push(s.nodes.into_iter());
         }
-    }
-
-    fn snapshot_dups(&mut self, which: usize) {
-        for n in &mut self.nodes {
-            if let Agent::Peer(p) = &n.agent {
-                n.dup_snapshot[which] = (p.stats().duplicate_bytes, p.stats().piece_bytes_accepted);
-            }
+        let total = self.shared.kinds.len();
+        let nodes: Vec<Node> = (0..total)
+            .map(|i| per_shard[i % n_shards].next().expect("every node sits in its shard, in node order"))
+            .collect();
+        let forged_sent = nodes
+            .iter()
+            .map(|n| match &n.agent {
+                Agent::Attacker(a) => a.forged_sent,
+                Agent::Peer(_) => 0,
+            })
+            .sum();
+        if debug {
+            print_debug(&nodes, &msg_counts);
         }
-    }
-
-    fn source_piece(&mut self) {
-        let sc = self.sc;
-        let seq = self.pieces.len() as u64;
-        let pieces_per_gop = u64::from(sc.gop_ms / sc.piece_ms).max(1);
-        let flags = if seq.is_multiple_of(pieces_per_gop) { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
-        let payload = filler_payload(sc.packets_per_piece(), seq);
-        let piece = self
-            .key
-            .sign_piece(seq, self.now, flags, payload)
-            .expect("filler payloads are whole TS packets within the size limit");
-        self.known.register(&piece).expect("the source signs with the channel's own key");
-        self.pieces.push(piece.clone());
-        for i in 0..self.seeds.len() {
-            let seed = self.seeds[i];
-            let at = self.now + u64::from(sc.ingest_delay_ms) * MS;
-            self.schedule(at, Ev::Origin { seed, piece: piece.clone() });
-        }
-        for i in 0..self.attackers.len() {
-            let idx = self.attackers[i];
-            if self.nodes[idx as usize].alive
-                && let Agent::Attacker(a) = &mut self.nodes[idx as usize].agent
-            {
-                a.handle_new_piece(&piece);
-                self.drive(idx);
-            }
-        }
-        self.schedule(self.now + u64::from(sc.piece_ms) * MS, Ev::SourcePiece);
-    }
-
-    fn join(&mut self, node: u32) {
-        let now = self.now;
-        let n = &mut self.nodes[node as usize];
-        n.alive = true;
-        n.joined_at = now;
-        if n.kind == Kind::Viewer {
-            self.alive_viewers.add(node as usize, 1);
-        }
-        if n.reachable {
-            self.reachable_pos[node as usize] = self.reachable.len() as u32;
-            self.reachable.push(node);
-        }
-        if let Agent::Attacker(_) = n.agent {
-            self.give_candidates(node);
-        }
-        self.drive(node);
-    }
-
-    fn churn(&mut self) {
-        let sc = self.sc;
-        // Leave one random viewer and join a new one; the gap to the next churn event
-        // makes `churn_per_min * viewers` of these per minute.
-        let alive = self.alive_viewers.total();
-        if alive > 0 {
-            let rank = self.rng.below(alive);
-            let leaver = self.alive_viewers.find(rank) as u32;
-            self.leave(leaver);
-        }
-        let joiner = self.new_viewer();
-        self.join(joiner);
-        let per_min = sc.churn_per_min * f64::from(sc.viewers);
-        let gap = (60_000_000.0 / per_min) as Micros;
-        self.schedule(self.now + gap.max(1), Ev::Churn);
-    }
-
-    fn leave(&mut self, node: u32) {
-        let now = self.now;
-        let n = &mut self.nodes[node as usize];
-        n.alive = false;
-        n.left_at = Some(now);
-        if n.kind == Kind::Viewer {
-            self.alive_viewers.add(node as usize, -1);
-        }
-        let pos = std::mem::replace(&mut self.reachable_pos[node as usize], u32::MAX);
-        if pos != u32::MAX {
-            self.reachable.swap_remove(pos as usize);
-            if let Some(&moved) = self.reachable.get(pos as usize) {
-                self.reachable_pos[moved as usize] = pos;
-            }
-        }
-        // Everyone connected to it learns of the loss one delay later.
-        let peers = self.nodes[node as usize].links.clone();
-        for peer in peers {
-            let (key, side) = Self::conn_key(node, peer);
-            let Some(c) = self.conns.get_mut(&key) else { continue };
-            c.open[side] = false;
-            let epoch = c.epoch;
-            if c.open[1 - side] {
-                let at = now + self.delay(node, peer);
-                self.schedule(at, Ev::Closed { node: peer, peer: node, epoch });
-            } else {
-                self.forget_conn(node, peer);
-            }
-        }
-    }
-
-    fn forget_conn(&mut self, a: u32, b: u32) {
-        self.conns.remove(&Self::conn_key(a, b).0);
-        self.nodes[a as usize].links.retain(|&x| x != b);
-        self.nodes[b as usize].links.retain(|&x| x != a);
-    }
-
-    fn give_candidates(&mut self, node: u32) {
-        // What a tracker answers: a random sample of reachable peers, with their ids.
-        let want = 3 * self.sc.viewer_neighbours as usize;
-        let mut picked: Vec<Candidate> = Vec::with_capacity(want);
-        // Two seeds in every answer, as the tracker's peer list mixes them in.
-        let seeds: Vec<u32> = (0..self.sc.seeds).filter(|&i| self.nodes[i as usize].alive).collect();
-        for _ in 0..2.min(seeds.len()) {
-            let c = seeds[self.rng.below(seeds.len() as u64) as usize];
-            let cand = Candidate { node: NodeId(u64::from(c)), peer_id: self.nodes[c as usize].peer_id, seed: true };
-            if !picked.contains(&cand) {
-                picked.push(cand);
-            }
-        }
-        if !self.reachable.is_empty() {
-            for _ in 0..want * 2 {
-                let c = self.reachable[self.rng.below(self.reachable.len() as u64) as usize];
-                let seed = self.nodes[c as usize].kind == Kind::Seed;
-                let cand = Candidate { node: NodeId(u64::from(c)), peer_id: self.nodes[c as usize].peer_id, seed };
-                if c != node && !picked.contains(&cand) {
-                    picked.push(cand);
-                }
-                if picked.len() == want {
-                    break;
-                }
-            }
-        }
-        let viewers: Vec<u32> =
-            picked.iter().map(|c| c.node.0 as u32).filter(|&c| self.nodes[c as usize].kind == Kind::Viewer).collect();
-        match &mut self.nodes[node as usize].agent {
-            Agent::Peer(p) => p.handle_candidates(self.now, &picked),
-            Agent::Attacker(a) => {
-                // Attackers connect to whoever they are given, up to a dozen.
-                let room = 12usize.saturating_sub(a.n_neighbours());
-                let targets: Vec<u32> =
-                    viewers.into_iter().filter(|&c| !a.is_neighbour(NodeId(u64::from(c)))).take(room).collect();
-                for to in targets {
-                    let at = self.now + self.delay(node, to);
-                    self.schedule(at, Ev::ConnectArrive { from: node, to });
-                }
-            }
-        }
-    }
-
-    fn connected(&mut self, node: u32, peer: u32, outbound: bool) {
-        let now = self.now;
-        match &mut self.nodes[node as usize].agent {
-            Agent::Peer(p) => p.handle_connected(now, NodeId(u64::from(peer)), outbound),
-            Agent::Attacker(a) => a.handle_connected(NodeId(u64::from(peer))),
-        }
-        self.drive(node);
-    }
-
-    fn connect_failed(&mut self, node: u32, peer: u32) {
-        let now = self.now;
-        match &mut self.nodes[node as usize].agent {
-            Agent::Peer(p) => p.handle_connect_failed(now, NodeId(u64::from(peer))),
-            Agent::Attacker(_) => {}
-        }
-        self.drive(node);
-    }
-
-    fn disconnected(&mut self, node: u32, peer: u32) {
-        let now = self.now;
-        if !self.nodes[node as usize].alive {
-            return;
-        }
-        match &mut self.nodes[node as usize].agent {
-            Agent::Peer(p) => p.handle_disconnected(now, NodeId(u64::from(peer))),
-            Agent::Attacker(a) => {
-                a.handle_disconnected(NodeId(u64::from(peer)));
-                if a.n_neighbours() < 6 {
-                    self.give_candidates(node);
-                }
-            }
-        }
-        self.drive(node);
-    }
-
-    /// Lets a node act: handle its events, start a transmission if its uplink is
-    /// free, and arm its timer.
-    fn drive(&mut self, node: u32) {
-        if !self.nodes[node as usize].alive {
-            return;
-        }
-        loop {
-            self.drain_events(node);
-            let n = &mut self.nodes[node as usize];
-            if n.uplink_pending || !n.alive {
-                break;
-            }
-            // Still sending: wake up when the uplink frees, if there is more to send.
-            if self.now < n.busy_until {
-                let more = match &n.agent {
-                    Agent::Peer(p) => p.wants_to_transmit(),
-                    Agent::Attacker(a) => a.wants_to_transmit(),
-                };
-                if more {
-                    n.uplink_pending = true;
-                    let at = n.busy_until;
-                    self.schedule(at, Ev::UplinkFree { node });
-                }
-                break;
-            }
-            // Small messages go out back to back in one batch, which ends after the
-            // first piece: the uplink is modelled the same, with one wake-up per batch.
-            let now = self.now;
-            let mut end = now;
-            for _ in 0..64 {
-                let n = &mut self.nodes[node as usize];
-                let t = match &mut n.agent {
-                    Agent::Peer(p) => p.poll_transmit(now),
-                    Agent::Attacker(a) => a.poll_transmit(),
-                };
-                let Some(t) = t else { break };
-                let piece = matches!(t.msg, Message::Piece(_));
-                end = self.transmit(node, t, end);
-                if piece {
-                    break;
-                }
-            }
-            if end == now {
-                break;
-            }
-            self.nodes[node as usize].busy_until = end;
-        }
-        let n = &mut self.nodes[node as usize];
-        if let Agent::Peer(p) = &n.agent
-            && let Some(at) = p.poll_timeout()
-            && at < n.timer_at
-        {
-            n.timer_at = at;
-            let at = at.max(self.now);
-            self.schedule(at, Ev::Timer { node });
-        }
-    }
-
-    /// Sends `t` on the uplink of `node`, starting at `start`; returns when the uplink
-    /// has sent it.
-    fn transmit(&mut self, node: u32, t: Transmit, start: Micros) -> Micros {
-        let to = t.to.0 as u32;
-        let (key, side) = Self::conn_key(node, to);
-        let Some(conn) = self.conns.get(&key).copied() else { return start };
-        if !conn.open[side] {
-            return start;
-        }
-        let size = t.msg.encoded_len() as u64;
-        if self.trace.is_some() {
-            *self.msg_counts.entry(t.msg.name()).or_insert(0) += 1;
-        }
-        let n = &mut self.nodes[node as usize];
-        let done = start + (size * 8 * 1_000_000).div_ceil(n.upload_bps);
-        if n.kind == Kind::Seed {
-            if self.in_window {
-                n.bytes_up_window += size;
-            }
-            let sec = (self.now / 1_000_000) as usize;
-            if self.seed_egress.len() <= sec {
-                self.seed_egress.resize(sec + 1, 0);
-            }
-            self.seed_egress[sec] += size;
-        }
-        let reliable = matches!(
-            t.msg,
-            Message::Hello(_) | Message::Goodbye { .. } | Message::Subscribe { .. } | Message::SubscribeReply { .. }
-        );
-        if !reliable && self.rng.chance(self.sc.loss) {
-            return done;
-        }
-        let at = done + self.delay(node, to);
-        self.nodes[node as usize].last_delivery = at;
-        self.schedule(at, Ev::Deliver { to, from: node, epoch: conn.epoch, msg: t.msg });
-        done
-    }
-
-    fn drain_events(&mut self, node: u32) {
-        loop {
-            let ev = match &mut self.nodes[node as usize].agent {
-                Agent::Peer(p) => p.poll_event(),
-                Agent::Attacker(_) => None,
-            };
-            let Some(ev) = ev else { return };
-            match ev {
-                Event::Connect(to) => {
-                    let to = to.0 as u32;
-                    let at = self.now + self.delay(node, to);
-                    self.schedule(at, Ev::ConnectArrive { from: node, to });
-                }
-                Event::Disconnect(peer, _) => {
-                    let peer = peer.0 as u32;
-                    let (key, side) = Self::conn_key(node, peer);
-                    let Some(c) = self.conns.get_mut(&key) else { continue };
-                    let epoch = c.epoch;
-                    c.open[side] = false;
-                    if !c.open[1 - side] {
-                        self.forget_conn(node, peer);
-                        continue;
-                    }
-                    // The peer learns of the close after the last message we sent it.
-                    let at = (self.now + self.delay(node, peer)).max(self.nodes[node as usize].last_delivery) + 1;
-                    self.schedule(at, Ev::Closed { node: peer, peer: node, epoch });
-                }
-                Event::WantPeers => self.give_candidates(node),
-                Event::Accepted { piece, .. } => self.record_accept(node, &piece),
-                Event::PlaybackStarted { .. } => {
-                    let n = &mut self.nodes[node as usize];
-                    n.started_at.get_or_insert(self.now);
-                }
-                Event::Rejected { reason, .. } => {
-                    if self.debug {
-                        eprintln!("rejected: {reason:?}");
-                    }
-                    self.rejected += 1
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn record_accept(&mut self, node: u32, piece: &Piece) {
-        let seq = piece.seq() as usize;
-        let genuine = self.pieces.get(seq).is_some_and(|g| g.same_bytes(piece));
-        if !genuine {
-            self.forged_accepted += 1;
-        }
-        let n = &mut self.nodes[node as usize];
-        if n.accepted_at.len() <= seq {
-            n.accepted_at.resize(seq + 1, NOT_YET);
-        }
-        if n.accepted_at[seq] == NOT_YET {
-            n.accepted_at[seq] = u32::try_from(self.now.div_ceil(MS)).unwrap_or(NOT_YET - 1);
-        }
+        Outcome { nodes, pieces, seed_egress, forged_sent, forged_accepted, events, rejected }
     }
 }
 
-/// Hashes a pair of node indices: one multiply, where SipHash's resistance to chosen
-/// keys buys nothing (the simulator chooses them).
-#[derive(Default)]
-struct PairHasher(u64);
-
-impl Hasher for PairHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+/// `SIM_DEBUG`: parent coverage, message counts and the slowest startups.
+fn print_debug(nodes: &[Node], msg_counts: &std::collections::BTreeMap<&'static str, u64>) {
+    let mut hist = std::collections::BTreeMap::new();
+    for n in nodes {
+        if let (Agent::Peer(p), true, Kind::Viewer) = (&n.agent, n.alive, n.kind) {
+            for (has, fw, free) in p.debug_branches() {
+                *hist.entry((has, fw.min(5), free.min(3), n.reachable)).or_insert(0) += 1;
+            }
         }
     }
-
-    fn write_u32(&mut self, x: u32) {
-        self.write_u64(u64::from(x));
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(26) ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    eprintln!("(has_parent, forwarders, with_free, reachable) -> count: {hist:?}");
+    eprintln!("messages sent by kind: {msg_counts:?}");
+    let mut slow: Vec<(u64, u64, bool, usize, usize)> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.kind == Kind::Viewer)
+        .filter_map(|(i, n)| {
+            let nb = match &n.agent {
+                Agent::Peer(p) => p.n_neighbours(),
+                Agent::Attacker(_) => 0,
+            };
+            n.started_at.map(|t| ((t - n.joined_at) / 1000, n.joined_at / 1000, n.reachable, nb, i))
+        })
+        .collect();
+    slow.sort_unstable();
+    eprintln!(
+        "slowest startups (ms, joined at ms, reachable, neighbours): {:?}",
+        &slow[slow.len().saturating_sub(15)..]
+    );
 }
 
 /// Counts per node (1: alive viewer) with prefix sums in O(log n): the k-th alive

@@ -8,9 +8,10 @@ fn run(sc: &Scenario) -> Report {
     sim::run(sc, None).unwrap()
 }
 
-/// The report minus what depends on the machine (wall time, memory).
-fn run_without_wall_figures(sc: &Scenario) -> Report {
-    let mut r = run(sc);
+/// The report, on at most `threads` threads, minus what depends on the machine (wall
+/// time, memory).
+fn run_without_wall_figures(sc: &Scenario, threads: usize) -> Report {
+    let mut r = sim::run_on_threads(sc, threads, None).unwrap();
     r.wall_s = 0.0;
     r.peak_rss_mib = 0;
     r
@@ -52,12 +53,21 @@ fn same_seed_same_figures_other_seed_other_run() {
     sc.warmup_s = 8;
     sc.window_s = 8;
     sc.churn_per_min = 0.3;
-    let a = run_without_wall_figures(&sc);
-    let b = run_without_wall_figures(&sc);
+    let a = run_without_wall_figures(&sc, 2);
+    let b = run_without_wall_figures(&sc, 2);
     assert_eq!(a, b, "a run is a pure function of its scenario");
     sc.rng_seed = 2;
-    let c = run_without_wall_figures(&sc);
+    let c = run_without_wall_figures(&sc, 2);
     assert_ne!(a.events, c.events, "the seed changes the run");
+}
+
+#[test]
+fn one_thread_or_two_same_figures() {
+    // Churn, NAT, loss and attackers: every path where the two shards exchange events.
+    let sc = Scenario { viewers: 60, attackers: 3, warmup_s: 6, window_s: 6, churn_per_min: 0.5, ..Scenario::small() };
+    let one = run_without_wall_figures(&sc, 1);
+    assert!(one.events > 100_000, "the run did something: {} events", one.events);
+    assert_eq!(one, run_without_wall_figures(&sc, 2), "the figures do not depend on the threads");
 }
 
 #[test]
