@@ -225,6 +225,10 @@ pub struct Peer {
     last_accept: Micros,
     latest_segment_start: Option<u64>,
     neighbours: Vec<Neighbour>,
+    /// `neighbours[i].node` at `i`: looking a neighbour up reads this short array, not
+    /// one cache line per neighbour record (measured: part of every event's cost at
+    /// 100,000 peers in the simulator).
+    neighbour_nodes: Vec<NodeId>,
     connecting: BTreeMap<NodeId, (Micros, usize)>,
     banned_nodes: BTreeSet<NodeId>,
     banned_peers: BTreeSet<PeerId>,
@@ -282,6 +286,7 @@ impl Peer {
             last_accept: 0,
             latest_segment_start: None,
             neighbours: Vec::new(),
+            neighbour_nodes: Vec::new(),
             connecting: BTreeMap::new(),
             banned_nodes: BTreeSet::new(),
             banned_peers: BTreeSet::new(),
@@ -353,6 +358,7 @@ impl Peer {
         let mut n = Neighbour::new(node, now);
         let nonce = self.rng.next_u64();
         n.ping = Some((nonce, now));
+        self.neighbour_nodes.push(n.node);
         self.neighbours.push(n);
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -1091,7 +1097,7 @@ impl Peer {
     // ---- plumbing ----
 
     fn neighbour_idx(&self, node: NodeId) -> Option<usize> {
-        self.neighbours.iter().position(|n| n.node == node)
+        self.neighbour_nodes.iter().position(|&n| n == node)
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
@@ -1125,6 +1131,7 @@ impl Peer {
 
     fn remove_neighbour(&mut self, idx: usize) {
         let full_before = self.status_free() == 0;
+        self.neighbour_nodes.swap_remove(idx);
         let n = self.neighbours.swap_remove(idx);
         if n.children != 0 && full_before {
             self.slots_dirty = true;
