@@ -186,37 +186,27 @@ enum Global {
     WindowEnd,
 }
 
-/// Events by (time, insertion order), in a calendar of 1 ms buckets. Each bucket holds
-/// its events in the order they were queued, and small keys (time, order, index); the
-/// bucket being run sorts its keys in a binary heap of a few thousand that stays in
-/// cache and takes each event from its own bucket, which was written in sequence and
-/// is small enough for the cache too. Events past the calendar's horizon (rare: a
-/// failed dial, a far timer) wait in a heap and a slab of their own. At 100,000 peers
-/// one heap of millions of keys cost a cache miss per level on every pop, and one slab
-/// of all events a miss per event.
+/// Events by (time, insertion order). Keys are small (the events themselves, some
+/// carrying a message, stay put in a slab) and sit in a calendar of 1 ms buckets: the
+/// bucket being run is a binary heap of a few thousand keys that stays in cache, later
+/// buckets are plain vectors, and events past the calendar's horizon wait in a heap of
+/// their own. At 100,000 peers one heap of millions of keys cost a cache miss per level
+/// on every pop.
 struct EventQueue {
-    /// Keys of bucket `now_bucket` and of any earlier time still pending; their events
-    /// are in `current_evs`.
+    /// Keys of bucket `now_bucket` and any earlier time still pending.
     current: BinaryHeap<Reverse<Key>>,
-    current_evs: Vec<Option<Ev>>,
     now_bucket: u64,
     /// Bucket `b` for `now_bucket < b < now_bucket + BUCKETS` is `ring[b % BUCKETS]`.
-    ring: Vec<Bucket>,
+    ring: Vec<Vec<Reverse<Key>>>,
     in_ring: usize,
-    /// Keys at or past the horizon; their events in `far_slab`.
+    /// Keys at or past the horizon.
     far: BinaryHeap<Reverse<Key>>,
-    far_slab: Vec<Option<Ev>>,
-    far_free: Vec<u32>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
     order: u64,
 }
 
-#[derive(Default)]
-struct Bucket {
-    keys: Vec<Reverse<Key>>,
-    evs: Vec<Option<Ev>>,
-}
-
-/// (time, insertion order, index of the event in its bucket or the far slab).
+/// (time, insertion order, slab slot).
 type Key = (Micros, u64, u32);
 const BUCKET: Micros = MS;
 const BUCKETS: u64 = 512;
@@ -225,13 +215,12 @@ impl Default for EventQueue {
     fn default() -> Self {
         EventQueue {
             current: BinaryHeap::new(),
-            current_evs: Vec::new(),
             now_bucket: 0,
-            ring: (0..BUCKETS).map(|_| Bucket::default()).collect(),
+            ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
             in_ring: 0,
             far: BinaryHeap::new(),
-            far_slab: Vec::new(),
-            far_free: Vec::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             order: 0,
         }
     }
@@ -240,44 +229,40 @@ impl Default for EventQueue {
 impl EventQueue {
     fn push(&mut self, at: Micros, ev: Ev) {
         self.order += 1;
-        self.place(at, self.order, ev);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(ev);
+                slot
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.push_key((at, self.order, slot));
     }
 
-    fn place(&mut self, at: Micros, order: u64, ev: Ev) {
-        let bucket = at / BUCKET;
+    fn push_key(&mut self, key: Key) {
+        let bucket = key.0 / BUCKET;
         if bucket <= self.now_bucket {
-            self.current.push(Reverse((at, order, self.current_evs.len() as u32)));
-            self.current_evs.push(Some(ev));
+            self.current.push(Reverse(key));
         } else if bucket < self.now_bucket + BUCKETS {
-            let b = &mut self.ring[(bucket % BUCKETS) as usize];
-            b.keys.push(Reverse((at, order, b.evs.len() as u32)));
-            b.evs.push(Some(ev));
+            self.ring[(bucket % BUCKETS) as usize].push(Reverse(key));
             self.in_ring += 1;
         } else {
-            let slot = match self.far_free.pop() {
-                Some(slot) => {
-                    self.far_slab[slot as usize] = Some(ev);
-                    slot
-                }
-                None => {
-                    self.far_slab.push(Some(ev));
-                    (self.far_slab.len() - 1) as u32
-                }
-            };
-            self.far.push(Reverse((at, order, slot)));
+            self.far.push(Reverse(key));
         }
     }
 
     /// The earliest event before `limit`, if any.
     fn pop_before(&mut self, limit: Micros) -> Option<(Micros, Ev)> {
-        loop {
-            if let Some(&Reverse((at, _, idx))) = self.current.peek() {
-                if at >= limit {
+        let Reverse((at, _, slot)) = loop {
+            if let Some(&Reverse(key)) = self.current.peek() {
+                if key.0 >= limit {
                     return None;
                 }
                 self.current.pop();
-                let ev = self.current_evs[idx as usize].take().expect("a queued event is taken once");
-                return Some((at, ev));
+                break Reverse(key);
             }
             if (self.now_bucket + 1) * BUCKET >= limit {
                 return None;
@@ -288,25 +273,24 @@ impl EventQueue {
                 self.now_bucket = self.now_bucket.max(next.0 / BUCKET - 1);
             }
             self.now_bucket += 1;
-            // The bucket becomes current; the emptied vectors serve the ring again.
-            let b = &mut self.ring[(self.now_bucket % BUCKETS) as usize];
-            self.in_ring -= b.keys.len();
+            let bucket = &mut self.ring[(self.now_bucket % BUCKETS) as usize];
+            self.in_ring -= bucket.len();
+            // Reuse the heap's allocation for the bucket and the bucket's for the next.
             let mut keys = std::mem::take(&mut self.current).into_vec();
-            std::mem::swap(&mut keys, &mut b.keys);
-            self.current_evs.clear();
-            std::mem::swap(&mut self.current_evs, &mut b.evs);
+            std::mem::swap(&mut keys, bucket);
             self.current = BinaryHeap::from(keys);
-            // The horizon moved one bucket: far events now inside it join the calendar.
-            while let Some(&Reverse((at, order, slot))) = self.far.peek() {
-                if at / BUCKET >= self.now_bucket + BUCKETS {
+            // The horizon moved one bucket: far keys now inside it join the calendar.
+            while let Some(&Reverse(key)) = self.far.peek() {
+                if key.0 / BUCKET >= self.now_bucket + BUCKETS {
                     break;
                 }
                 self.far.pop();
-                self.far_free.push(slot);
-                let ev = self.far_slab[slot as usize].take().expect("a far event is moved once");
-                self.place(at, order, ev);
+                self.push_key(key);
             }
-        }
+        };
+        self.free.push(slot);
+        let ev = self.slab[slot as usize].take().expect("a slot in the queue holds its event until popped");
+        Some((at, ev))
     }
 }
 
