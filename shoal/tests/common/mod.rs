@@ -53,14 +53,20 @@ pub fn start_with_env(args: &[&str], env: &[(&str, &str)], until: &str) -> (Kill
 /// Sends SIGTERM and waits (20 s at most) for the exit status.
 pub fn terminate(child: &mut Killed) -> std::process::ExitStatus {
     assert!(Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap().success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            return s;
+    // A watchdog kills it if it outlives 20 s; the wait itself blocks on the exit.
+    let pid = child.0.id().to_string();
+    let (exited, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let hung = watch.recv_timeout(std::time::Duration::from_secs(20)).is_err();
+        if hung {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
         }
-        assert!(std::time::Instant::now() < deadline, "still running 20 s after SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        hung
+    });
+    let status = child.0.wait().unwrap();
+    let _ = exited.send(());
+    assert!(!watchdog.join().unwrap(), "still running 20 s after SIGTERM");
+    status
 }
 
 /// The RTMP address and stream key `shoal up` printed (`push:` line).
