@@ -44,6 +44,8 @@ const CONNECT_FAIL_AFTER: Micros = 1_000 * MS;
 pub(crate) const NOT_YET: u32 = u32::MAX;
 /// Shards a run is split into (two cores here; the figures do not depend on the cores).
 const SHARDS: u32 = 2;
+/// Events per batch in [`Shard::warm_ahead`].
+const WARM: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -188,16 +190,19 @@ enum Global {
 
 /// Events by (time, insertion order). Keys are small (the events themselves, some
 /// carrying a message, stay put in a slab) and sit in a calendar of 1 ms buckets: the
-/// bucket being run is a binary heap of a few thousand keys that stays in cache, later
+/// bucket being run is sorted once when it comes up (so the events after the next one
+/// are known, and [`Shard::run_until`] touches their memory ahead of time), later
 /// buckets are plain vectors, and events past the calendar's horizon wait in a heap of
 /// their own. At 100,000 peers one heap of millions of keys cost a cache miss per level
 /// on every pop.
 struct EventQueue {
-    /// Keys of bucket `now_bucket` and any earlier time still pending.
-    current: BinaryHeap<Reverse<Key>>,
+    /// Keys of bucket `now_bucket`, sorted latest first (the next is last).
+    current: Vec<Key>,
+    /// Keys for bucket `now_bucket` or earlier pushed after it was sorted.
+    late: BinaryHeap<Reverse<Key>>,
     now_bucket: u64,
     /// Bucket `b` for `now_bucket < b < now_bucket + BUCKETS` is `ring[b % BUCKETS]`.
-    ring: Vec<Vec<Reverse<Key>>>,
+    ring: Vec<Vec<Key>>,
     in_ring: usize,
     /// Keys at or past the horizon.
     far: BinaryHeap<Reverse<Key>>,
@@ -214,7 +219,8 @@ const BUCKETS: u64 = 512;
 impl Default for EventQueue {
     fn default() -> Self {
         EventQueue {
-            current: BinaryHeap::new(),
+            current: Vec::new(),
+            late: BinaryHeap::new(),
             now_bucket: 0,
             ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
             in_ring: 0,
@@ -245,24 +251,38 @@ impl EventQueue {
     fn push_key(&mut self, key: Key) {
         let bucket = key.0 / BUCKET;
         if bucket <= self.now_bucket {
-            self.current.push(Reverse(key));
+            self.late.push(Reverse(key));
         } else if bucket < self.now_bucket + BUCKETS {
-            self.ring[(bucket % BUCKETS) as usize].push(Reverse(key));
+            self.ring[(bucket % BUCKETS) as usize].push(key);
             self.in_ring += 1;
         } else {
             self.far.push(Reverse(key));
         }
     }
 
+    /// The earliest pending key of the running bucket.
+    fn next_key(&self) -> Option<Key> {
+        match (self.current.last(), self.late.peek()) {
+            (Some(&a), Some(&Reverse(b))) => Some(a.min(b)),
+            (Some(&a), None) => Some(a),
+            (None, Some(&Reverse(b))) => Some(b),
+            (None, None) => None,
+        }
+    }
+
     /// The earliest event before `limit`, if any.
     fn pop_before(&mut self, limit: Micros) -> Option<(Micros, Ev)> {
-        let Reverse((at, _, slot)) = loop {
-            if let Some(&Reverse(key)) = self.current.peek() {
+        let (at, _, slot) = loop {
+            if let Some(key) = self.next_key() {
                 if key.0 >= limit {
                     return None;
                 }
-                self.current.pop();
-                break Reverse(key);
+                if self.current.last() == Some(&key) {
+                    self.current.pop();
+                } else {
+                    self.late.pop();
+                }
+                break key;
             }
             if (self.now_bucket + 1) * BUCKET >= limit {
                 return None;
@@ -275,10 +295,9 @@ impl EventQueue {
             self.now_bucket += 1;
             let bucket = &mut self.ring[(self.now_bucket % BUCKETS) as usize];
             self.in_ring -= bucket.len();
-            // Reuse the heap's allocation for the bucket and the bucket's for the next.
-            let mut keys = std::mem::take(&mut self.current).into_vec();
-            std::mem::swap(&mut keys, bucket);
-            self.current = BinaryHeap::from(keys);
+            // Reuse the emptied bucket's allocation for the next one.
+            std::mem::swap(&mut self.current, bucket);
+            self.current.sort_unstable_by(|a, b| b.cmp(a));
             // The horizon moved one bucket: far keys now inside it join the calendar.
             while let Some(&Reverse(key)) = self.far.peek() {
                 if key.0 / BUCKET >= self.now_bucket + BUCKETS {
@@ -291,6 +310,14 @@ impl EventQueue {
         self.free.push(slot);
         let ev = self.slab[slot as usize].take().expect("a slot in the queue holds its event until popped");
         Some((at, ev))
+    }
+
+    /// The `i`-th of the events still to come in the running bucket (0: the next), by
+    /// its sorted keys — events pushed into it since it was sorted are not counted, so
+    /// this is a hint of what comes.
+    fn ahead(&self, i: usize) -> Option<&Ev> {
+        let slot = self.current.len().checked_sub(i + 1).map(|j| self.current[j].2)?;
+        self.slab[slot as usize].as_ref()
     }
 }
 
@@ -398,9 +425,13 @@ impl Shard {
 
     /// Runs every event before `until`.
     fn run_until(&mut self, sh: &Shared, until: Micros) {
+        let mut warmed = 0u64;
         while let Some((at, ev)) = self.queue.pop_before(until) {
             self.now = at;
             self.events += 1;
+            if self.events.is_multiple_of(WARM as u64) {
+                warmed = warmed.wrapping_add(self.warm_ahead(sh));
+            }
             if self.trace.is_some() {
                 let name = match &ev {
                     Ev::Deliver { .. } => "deliver",
@@ -413,6 +444,42 @@ impl Shard {
             }
             self.dispatch(sh, ev);
         }
+        std::hint::black_box(warmed);
+    }
+
+    /// Reads a little of the memory the coming events need, a batch at a time, so that
+    /// their cache misses overlap instead of each stalling its own event in turn (at
+    /// 100,000 peers nearly every event misses on its slot, its node record, the
+    /// node's connection table and its peer, each found only through the one before):
+    /// the slots of the events `2·WARM` to `3·WARM` ahead, the node records of those
+    /// `WARM` to `2·WARM` ahead (their slots read one batch ago), the connection tables
+    /// and peers of the next `WARM`. Returns a sum of what it read, for the caller to
+    /// keep the reads from being optimised away; what the events do does not depend on
+    /// it. Measured: `hundred-k` cut to 18 s, 111.7 s → 90.8 s wall; the same figures.
+    fn warm_ahead(&self, sh: &Shared) -> u64 {
+        let at = |i: usize| {
+            let id = self.queue.ahead(i)?.node()?;
+            self.nodes.get((id / sh.shards) as usize)
+        };
+        let mut sum = 0u64;
+        for i in 2 * WARM..3 * WARM {
+            sum = sum.wrapping_add(self.queue.ahead(i).and_then(Ev::node).map_or(0, u64::from));
+        }
+        for i in WARM..2 * WARM {
+            if let Some(n) = at(i) {
+                let read = [u64::from(n.alive), n.links.len() as u64, n.timer_at, n.busy_until];
+                sum = read.iter().fold(sum, |a, &b| a.wrapping_add(b));
+            }
+        }
+        for i in 0..WARM {
+            if let Some(n) = at(i) {
+                sum = sum.wrapping_add(n.links.first().map_or(0, |l| u64::from(l.epoch)));
+                if let Agent::Peer(p) = &n.agent {
+                    sum = sum.wrapping_add(p.newest().unwrap_or(0));
+                }
+            }
+        }
+        sum
     }
 
     fn dispatch(&mut self, sh: &Shared, ev: Ev) {
@@ -1301,7 +1368,58 @@ impl Fenwick {
 
 #[cfg(test)]
 mod tests {
-    use super::Fenwick;
+    use super::{BUCKET, BUCKETS, Ev, EventQueue, Fenwick, Micros};
+    use swarm::rng::Rng;
+
+    /// Pushes at random times — into the running bucket, later ones, past the horizon —
+    /// between pops: events come out by (time, push order), and `ahead` names the ones
+    /// that follow in the running bucket.
+    #[test]
+    fn event_queue_pops_in_time_then_push_order() {
+        let mut q = EventQueue::default();
+        let mut rng = Rng::derive(7, 7);
+        let mut model: Vec<(Micros, u32)> = Vec::new();
+        let mut now: Micros = 0;
+        let mut popped = Vec::new();
+        let mut id = 0u32;
+        let mut hints_checked = 0;
+        for round in 0..2_000 {
+            for _ in 0..rng.below(4) {
+                let at = now
+                    + match rng.below(4) {
+                        0 => rng.below(BUCKET),
+                        1 => rng.below(20 * BUCKET),
+                        2 => rng.below(2 * BUCKETS * BUCKET),
+                        _ => 0,
+                    };
+                q.push(at, Ev::Timer { node: id });
+                model.push((at, id));
+                id += 1;
+            }
+            let limit = now + rng.below(3 * BUCKET) + 1;
+            loop {
+                // With nothing pushed into the running bucket since it was sorted,
+                // `ahead(0)` is exactly the next event.
+                let hint = if q.late.is_empty() { q.ahead(0).and_then(Ev::node) } else { None };
+                let Some((at, ev)) = q.pop_before(limit) else { break };
+                let Ev::Timer { node } = ev else { panic!("only timers were pushed") };
+                if let Some(h) = hint {
+                    assert_eq!(h, node, "round {round}: ahead(0) named another event");
+                    hints_checked += 1;
+                }
+                assert!(at >= now && at < limit, "round {round}: {at} outside [{now}, {limit})");
+                now = at;
+                popped.push((at, node));
+            }
+            now = now.max(limit - 1);
+        }
+        while let Some((at, Ev::Timer { node })) = q.pop_before(Micros::MAX) {
+            popped.push((at, node));
+        }
+        model.sort();
+        assert_eq!(popped, model);
+        assert!(hints_checked > 100, "only {hints_checked} hints checked");
+    }
 
     #[test]
     fn fenwick_finds_the_kth_marked_node() {

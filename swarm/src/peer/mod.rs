@@ -319,6 +319,7 @@ impl Peer {
         &self.cfg
     }
 
+    #[inline]
     pub fn stats(&self) -> &PeerStats {
         &self.stats
     }
@@ -328,6 +329,7 @@ impl Peer {
     }
 
     /// Newest verified piece held.
+    #[inline]
     pub fn newest(&self) -> Option<u64> {
         self.newest
     }
@@ -577,10 +579,12 @@ impl Peer {
 
     /// Whether [`Peer::poll_transmit`] may have something: a shell whose uplink is
     /// busy uses it to decide whether to wake the peer when the uplink frees.
+    #[inline]
     pub fn wants_to_transmit(&self) -> bool {
         !self.control.is_empty() || !self.data.is_empty()
     }
 
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
