@@ -398,6 +398,10 @@ struct Shard {
     nodes: Vec<Node>,
     /// Events for other shards' nodes, handed over at the end of the window.
     outbox: Vec<(Micros, Ev)>,
+    /// Events handed to this shard between windows (from the other shards, in shard
+    /// order, then the window's swarm-wide ones): queued, in this order, by the
+    /// shard itself when its next window starts, on its own thread.
+    inbox: Vec<(Micros, Ev)>,
     next_epoch: u32,
     /// Bytes this shard's seeds sent, per simulated second.
     seed_egress: Vec<u64>,
@@ -425,6 +429,9 @@ impl Shard {
 
     /// Runs every event before `until`.
     fn run_until(&mut self, sh: &Shared, until: Micros) {
+        for (at, ev) in self.inbox.drain(..) {
+            self.queue.push(at, ev);
+        }
         let mut warmed = 0u64;
         while let Some((at, ev)) = self.queue.pop_before(until) {
             self.now = at;
@@ -957,6 +964,7 @@ impl<'a> Engine<'a> {
                     rng: Rng::derive(sc.rng_seed, 2 + u64::from(index)),
                     nodes: Vec::new(),
                     outbox: Vec::new(),
+                    inbox: Vec::new(),
                     next_epoch: 0,
                     seed_egress: Vec::new(),
                     in_window: false,
@@ -1039,13 +1047,19 @@ impl<'a> Engine<'a> {
                     let shard = done.recv().expect("the worker hands every shard back");
                     self.shards.push(shard);
                 }
-                // Hand over what each shard made for the other, in shard order.
-                for i in 0..self.shards.len() {
-                    for (at, ev) in std::mem::take(&mut self.shards[i].outbox) {
-                        debug_assert!(at >= until, "an event between shards within the lookahead");
-                        self.queue_at(at, ev);
-                    }
+                // Hand over what each shard made for the other. Two shards: all that
+                // one made is for the other, so the buffers trade places (each inbox
+                // was emptied when its window started). One shard makes none.
+                if let [a, b] = &mut self.shards[..] {
+                    debug_assert!(a.inbox.is_empty() && b.inbox.is_empty());
+                    std::mem::swap(&mut a.outbox, &mut b.inbox);
+                    std::mem::swap(&mut b.outbox, &mut a.inbox);
                 }
+                debug_assert!(self.shards.iter().all(|s| s.outbox.is_empty()), "more than two shards");
+                debug_assert!(
+                    self.shards.iter().all(|s| s.inbox.iter().all(|&(at, _)| at >= until)),
+                    "an event between shards within the lookahead"
+                );
                 if let Some(p) = self.progress.as_mut() {
                     p(until, self.shards.iter().map(|s| s.events).sum());
                 }
@@ -1091,17 +1105,18 @@ impl<'a> Engine<'a> {
         self.global.push(Reverse((at, self.global_order, g)));
     }
 
-    /// Queues `ev` on the shard of the node it happens at (`Window`: on every shard).
+    /// Hands `ev` to the shard of the node it happens at (`Window`: to every shard),
+    /// which queues it when its next window starts.
     fn queue_at(&mut self, at: Micros, ev: Ev) {
         match ev.node() {
             Some(n) => {
                 let s = self.shared.shard_of(n);
-                self.shards[s].queue.push(at, ev);
+                self.shards[s].inbox.push((at, ev));
             }
             None => {
                 let Ev::Window { start } = ev else { unreachable!("only Window events have no node") };
                 for s in &mut self.shards {
-                    s.queue.push(at, Ev::Window { start });
+                    s.inbox.push((at, Ev::Window { start }));
                 }
             }
         }
