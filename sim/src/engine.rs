@@ -1293,9 +1293,10 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// Receives, spinning for a while before blocking: the two threads hand a shard to
+/// Receives, polling for a while before blocking: the two threads hand a shard to
 /// each other every window (~20,000 times in `hundred-k`), and waking a blocked thread
-/// takes tens of µs on a virtual machine — the other core is idle meanwhile anyway.
+/// takes tens of µs on a virtual machine. Between polls the thread yields, so that
+/// where more threads than cores want to run (tests in parallel) they get the core.
 fn recv_spinning<T>(rx: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
     const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
     let start = std::time::Instant::now();
@@ -1309,7 +1310,7 @@ fn recv_spinning<T>(rx: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
                 if spins.is_multiple_of(64) && start.elapsed() >= SPIN {
                     return rx.recv();
                 }
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
         }
     }
