@@ -253,8 +253,8 @@ fn a_peer_that_stops_reading_is_dropped() {
             min_child_kbps: 0,
             busy_ms: 0,
             segment_start: None,
-            depth: vec![Status::NO_PATH; 4],
-            latency_ms: vec![Status::NO_LATENCY; 4],
+            depth: vec![Status::NO_PATH; 4].into(),
+            latency_ms: vec![Status::NO_LATENCY; 4].into(),
         };
         let mut out = Vec::new();
         Message::Status(status).encode(&mut out);
@@ -344,8 +344,8 @@ fn a_peer_lying_about_its_pieces_costs_nothing() {
             min_child_kbps: 0,
             busy_ms: 0,
             segment_start: None,
-            depth: vec![1; 4],
-            latency_ms: vec![1; 4],
+            depth: vec![1; 4].into(),
+            latency_ms: vec![1; 4].into(),
         };
         let mut out = Vec::new();
         Message::Hello(hello).encode(&mut out);

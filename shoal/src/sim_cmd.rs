@@ -121,8 +121,15 @@ fn write_svg(dir: &std::path::Path, name: &str, chart: &sim::plot::Chart) -> any
     Ok(())
 }
 
-/// The glibc tunable that backs malloc's heap with transparent huge pages.
-const HUGE_PAGES: &str = "glibc.malloc.hugetlb=1";
+/// The glibc tunables for a big run: malloc's heap backed by transparent huge pages
+/// (`hugetlb=1`), and freed memory kept rather than handed back to the kernel and
+/// faulted in, zeroed, again (`trim_threshold` at 4 GiB, `mmap_threshold` at 32 MiB so
+/// the per-peer buffers of a few hundred KiB come from the heap, not from `mmap`), and
+/// a longer per-thread cache of freed blocks (`tcache_count`): the run frees and
+/// allocates millions of messages a second of the same few sizes. Each one is read by
+/// glibc once at start (checked with `ld.so --list-tunables`).
+const HUGE_PAGES: &str = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967295:\
+glibc.malloc.mmap_threshold=33554432:glibc.malloc.tcache_count=1000";
 
 /// Runs this very command again with malloc asking for transparent huge pages, and
 /// returns its exit code; `None` where that does not apply (not glibc, already asked,

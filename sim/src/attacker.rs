@@ -74,8 +74,8 @@ impl Attacker {
             min_child_kbps: 0,
             busy_ms: 0,
             segment_start: self.newest,
-            depth: vec![if self.claims_seed { 0 } else { 1 }; n],
-            latency_ms: vec![1; n],
+            depth: vec![if self.claims_seed { 0 } else { 1 }; n].into(),
+            latency_ms: vec![1; n].into(),
         };
         self.push(node, Message::Status(status));
         if let Some(newest) = self.newest {

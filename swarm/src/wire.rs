@@ -6,6 +6,8 @@
 //! carries one or more whole frames, and a frame too big for one datagram is cut into
 //! [`Fragment`] frames (see [`datagram`]).
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::piece::{ChannelId, MAX_PIECE_LEN, Piece, PieceError};
@@ -129,6 +131,9 @@ pub struct Hello {
 }
 
 /// What the sender can offer as a parent, and where a joiner should start.
+///
+/// The per-substream tables are shared (`Arc`): a peer sends the same `Status` to all its
+/// neighbours each round, so a copy costs two reference counts, not two allocations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     /// More substream subscriptions the sender would accept.
@@ -146,10 +151,10 @@ pub struct Status {
     pub segment_start: Option<u64>,
     /// Per substream: distance in hops from a seed (`0` for a seed, [`Status::NO_PATH`]
     /// when it has no feed of that substream).
-    pub depth: Vec<u8>,
+    pub depth: Arc<[u8]>,
     /// Per substream: its usual delay from ingest to holding a piece, ms
     /// ([`Status::NO_LATENCY`] when unknown). Same length as `depth`.
-    pub latency_ms: Vec<u16>,
+    pub latency_ms: Arc<[u16]>,
 }
 
 impl Status {
@@ -417,7 +422,7 @@ impl Message {
                 let segment_start = Some(r.buf.get_u64()).filter(|&s| s != u64::MAX);
                 let n = r.count(MAX_SUBSTREAMS, "status depth entries")?;
                 r.need(3 * n)?;
-                let depth = r.buf.split_to(n).to_vec();
+                let depth = Arc::from(&r.buf.split_to(n)[..]);
                 let latency_ms = (0..n).map(|_| r.buf.get_u16()).collect();
                 Message::Status(Status {
                     free_slots,
@@ -750,15 +755,15 @@ mod tests {
                 proptest::collection::vec((any::<u8>(), any::<u16>()), 0..=MAX_SUBSTREAMS)
             )
                 .prop_map(|((free_slots, children, min_child_kbps, busy_ms), segment_start, subs)| {
-                    let (depth, latency_ms) = subs.into_iter().unzip();
+                    let (depth, latency_ms): (Vec<u8>, Vec<u16>) = subs.into_iter().unzip();
                     Message::Status(Status {
                         free_slots,
                         children,
                         min_child_kbps,
                         busy_ms,
                         segment_start,
-                        depth,
-                        latency_ms,
+                        depth: depth.into(),
+                        latency_ms: latency_ms.into(),
                     })
                 }),
             any::<u64>().prop_map(|seq| Message::Have { seq }),

@@ -215,7 +215,15 @@ fn hello(channel_key: &ChannelKeypair, id: u64) -> Message {
 
 fn status(segment_start: Option<u64>, depth: Vec<u8>) -> Status {
     let latency_ms = vec![Status::NO_LATENCY; depth.len()];
-    Status { free_slots: 1, children: 0, min_child_kbps: 0, busy_ms: 0, segment_start, depth, latency_ms }
+    Status {
+        free_slots: 1,
+        children: 0,
+        min_child_kbps: 0,
+        busy_ms: 0,
+        segment_start,
+        depth: depth.into(),
+        latency_ms: latency_ms.into(),
+    }
 }
 
 fn drain(p: &mut Peer) -> (Vec<Transmit>, Vec<Event>) {
