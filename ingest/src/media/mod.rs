@@ -3,6 +3,7 @@
 pub mod amf0;
 pub mod codec;
 pub mod flv;
+pub mod pool;
 pub mod remux;
 pub mod segmenter;
 pub mod timeline;

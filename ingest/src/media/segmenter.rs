@@ -11,11 +11,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use swarm::piece::{ChannelKeypair, MAX_TS_PACKETS, Piece, PieceFlags, TS_PACKET_LEN};
 
 use super::Frame;
 use super::Track;
+use super::pool::BufferPool;
 use super::ts::{Program, TsMuxer};
 
 #[derive(Debug, Clone)]
@@ -58,6 +58,8 @@ pub struct Segmenter {
     /// What the next segment's PMT should announce.
     program: Program,
     buf: Vec<u8>,
+    /// Where piece buffers come from and go back to.
+    pool: BufferPool,
     /// Running average of piece sizes: the capacity each new piece buffer starts with.
     typical_len: usize,
     buf_first_ms: Option<i64>,
@@ -82,6 +84,7 @@ impl Segmenter {
             key,
             next_seq,
             buf: Vec::new(),
+            pool: BufferPool::default(),
             typical_len: 0,
             buf_first_ms: None,
             buf_flags: PieceFlags::NONE,
@@ -193,11 +196,11 @@ impl Segmenter {
             self.buf.clear();
             return;
         }
-        // The next piece's buffer starts at the usual piece size, so it rarely grows (and
-        // copies) while filling; `Bytes::from` keeps the spare capacity without copying.
+        // The next piece's buffer (a recycled one once the window is full) has room for
+        // the usual piece size, so it rarely grows (and copies) while filling.
         self.typical_len = (self.typical_len * 7 + self.buf.len()) / 8;
-        let next = Vec::with_capacity(self.typical_len + self.typical_len / 4 + 2 * TS_PACKET_LEN);
-        let payload = Bytes::from(std::mem::replace(&mut self.buf, next));
+        let next = self.pool.take(self.typical_len + self.typical_len / 4 + 2 * TS_PACKET_LEN);
+        let payload = self.pool.share(std::mem::replace(&mut self.buf, next));
         let len = payload.len() as u64;
         match self.key.sign_piece(self.next_seq, now_us, self.buf_flags, payload) {
             Ok(piece) => {

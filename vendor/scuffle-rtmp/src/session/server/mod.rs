@@ -241,7 +241,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, H: SessionHandler>
         if self.skip_read {
             self.skip_read = false;
         } else {
-            self.read_buf.reserve(CHUNK_SIZE);
+            // Shoal patch: room for 64 KiB per read (upstream: one 4 KiB chunk), so a
+            // backed-up socket is drained in fewer reads.
+            self.read_buf.reserve(16 * CHUNK_SIZE);
 
             let n = self
                 .io
