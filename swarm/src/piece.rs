@@ -448,6 +448,11 @@ impl Verify for ChannelVerifier {
 /// A channel's signing key. Only ingest holds one.
 pub struct ChannelKeypair {
     signing: SigningKey,
+    /// The same key in AWS-LC, which signs 2.2× faster (15 µs against 33 µs per piece
+    /// on 2026-11-28's machine; same signature, Ed25519 is deterministic). `None` only
+    /// if AWS-LC refused the key, then ed25519-dalek signs.
+    #[cfg(feature = "aws-lc")]
+    fast: Option<aws_lc_rs::signature::Ed25519KeyPair>,
 }
 
 impl fmt::Debug for ChannelKeypair {
@@ -460,12 +465,29 @@ impl fmt::Debug for ChannelKeypair {
 impl ChannelKeypair {
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Self {
-        ChannelKeypair { signing: SigningKey::generate(&mut rand_core::OsRng) }
+        Self::from_signing_key(SigningKey::generate(&mut rand_core::OsRng))
     }
 
     /// The key whose 32-byte Ed25519 secret is `secret` (a stored key, or a test seed).
     pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
-        ChannelKeypair { signing: SigningKey::from_bytes(secret) }
+        Self::from_signing_key(SigningKey::from_bytes(secret))
+    }
+
+    fn from_signing_key(signing: SigningKey) -> Self {
+        ChannelKeypair {
+            #[cfg(feature = "aws-lc")]
+            fast: aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(signing.as_bytes()).ok(),
+            signing,
+        }
+    }
+
+    /// The Ed25519 signature of `msg`.
+    fn sign_message(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
+        #[cfg(feature = "aws-lc")]
+        if let Some(sig) = self.fast.as_ref().and_then(|k| <[u8; SIGNATURE_LEN]>::try_from(k.sign(msg).as_ref()).ok()) {
+            return sig;
+        }
+        self.signing.sign(msg).to_bytes()
     }
 
     pub fn secret_bytes(&self) -> [u8; 32] {
@@ -493,7 +515,7 @@ impl ChannelKeypair {
             payload_len: u32::try_from(payload.len())
                 .map_err(|_| PieceError::TooLong { len: payload.len(), max: MAX_PIECE_LEN })?,
         };
-        let signature = self.signing.sign(&signed_message(&header, &payload)).to_bytes();
+        let signature = self.sign_message(&signed_message(&header, &payload));
         Piece::from_parts(header, payload, signature)
     }
 }
@@ -534,6 +556,21 @@ mod tests {
         let back = Piece::decode(Bytes::from(wire)).unwrap();
         assert!(back.same_bytes(&p));
         back.verify(&key().id()).unwrap();
+    }
+
+    /// AWS-LC's signatures are ed25519-dalek's, byte for byte (Ed25519 is deterministic),
+    /// so which one signed never shows.
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn aws_lc_signs_exactly_as_dalek() {
+        for i in 0u8..32 {
+            let k = ChannelKeypair::from_secret_bytes(&[i.wrapping_mul(37).wrapping_add(1); 32]);
+            assert!(k.fast.is_some(), "AWS-LC took the key");
+            let msg: Vec<u8> = (0..usize::from(i) * 7).map(|j| (j as u8) ^ i).collect();
+            assert_eq!(k.sign_message(&msg), k.signing.sign(&msg).to_bytes(), "key {i}");
+        }
+        let generated = ChannelKeypair::generate();
+        assert_eq!(generated.sign_message(b"x"), generated.signing.sign(b"x").to_bytes());
     }
 
     #[test]
