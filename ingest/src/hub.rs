@@ -290,15 +290,27 @@ impl Publisher {
         let frame = match out {
             Remuxed::Frame(f) => f,
             Remuxed::DiscontinuityThen(f) => {
-                let mut pieces = Vec::new();
-                st.segmenter.discontinuity(now_us(), &mut pieces);
-                self.publish(st, pieces, arrived);
+                self.discontinuity(st, arrived);
                 f
             }
             Remuxed::Nothing => return Ok(()),
         };
         self.push_frame(st, &frame, arrived);
         Ok(())
+    }
+
+    /// The timeline was rebased (a new session, or a timestamp jump): the open piece is
+    /// closed, the next one is flagged, and media waits for a keyframe.
+    fn discontinuity(&self, st: &mut ChannelState, arrived: Instant) {
+        self.hub.metrics.discontinuities.inc();
+        tracing::info!(
+            channel = %self.channel.name,
+            session = self.session,
+            "timeline discontinuity (new session or timestamp jump): media resumes at the next keyframe"
+        );
+        let mut pieces = Vec::new();
+        st.segmenter.discontinuity(now_us(), &mut pieces);
+        self.publish(st, pieces, arrived);
     }
 
     fn push_frame(&self, st: &mut ChannelState, frame: &Frame, arrived: Instant) {
@@ -309,6 +321,7 @@ impl Publisher {
         let m = &self.hub.metrics;
         m.segments.inc_by(after.segments - before.segments);
         m.long_gops.inc_by(after.long_gops - before.long_gops);
+        m.frames_before_keyframe.inc_by(after.frames_dropped_before_keyframe - before.frames_dropped_before_keyframe);
         if let Some(k) = after.keyframe_interval_ms {
             self.keyframe_interval.set(k as f64 / 1000.0);
         }
@@ -382,9 +395,7 @@ impl Publisher {
                         (u64::from(f.audio_frames) * 1_024_000 / u64::from(f.sample_rate.max(1))) as u32
                     };
                     if mapped.discontinuity {
-                        let mut pieces = Vec::new();
-                        st.segmenter.discontinuity(now_us(), &mut pieces);
-                        self.publish(st, pieces, arrived);
+                        self.discontinuity(st, arrived);
                     }
                     let frame = Frame {
                         track: if f.video { Track::Video } else { Track::Audio },

@@ -19,6 +19,8 @@ pub struct IngestMetrics {
     pub takeovers: IntCounter,
     pub bad_input: IntCounterVec,
     pub long_gops: IntCounter,
+    pub discontinuities: IntCounter,
+    pub frames_before_keyframe: IntCounter,
     pub keyframe_interval: GaugeVec,
     pub added_latency: Histogram,
     pub subscribers: IntGauge,
@@ -110,6 +112,14 @@ impl IngestMetrics {
                 &["kind"],
             ),
             long_gops: counter("shoal_ingest_long_gops_total", "GOPs longer than the configured maximum"),
+            discontinuities: counter(
+                "shoal_ingest_discontinuities_total",
+                "Timeline rebases: publish sessions after a channel's first, and timestamp jumps",
+            ),
+            frames_before_keyframe: counter(
+                "shoal_ingest_frames_before_keyframe_total",
+                "Frames dropped waiting for a keyframe (at a session start or after a discontinuity)",
+            ),
             subscribers: gauge("shoal_ingest_piece_subscribers", "Open piece streams (seeders, debug taps)"),
             keyframe_interval,
             added_latency,

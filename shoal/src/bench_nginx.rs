@@ -250,6 +250,11 @@ fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duratio
         metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
             as u64
     };
+    let (discontinuities, waited) =
+        (metric("shoal_ingest_discontinuities_total "), metric("shoal_ingest_frames_before_keyframe_total "));
+    if discontinuities > 0 {
+        eprintln!("shoal: {discontinuities} timeline discontinuities, {waited} frames dropped waiting for a keyframe");
+    }
     let (segments, hls_bytes) = count_ts(&hls);
     if segments == 0 || metric("shoal_ingest_pieces_total ") == 0 {
         bail!(

@@ -85,9 +85,10 @@ pub(crate) struct RunArgs {
     /// GOPs longer than this are logged and counted, ms.
     #[arg(long, default_value_t = 10_000)]
     max_gop_ms: u32,
-    /// Pieces kept per channel for seeders to resume from.
-    #[arg(long, default_value_t = 600)]
-    window_pieces: usize,
+    /// Pieces kept per channel for seeders to resume from [default: 30 s of them, 600
+    /// at 50 ms pieces, 120 at 250 ms].
+    #[arg(long)]
+    window_pieces: Option<usize>,
     /// Decide publishing by the tracker's SQL catalogue (`sqlite://PATH` or
     /// `postgres://…`; channels made with `shoal admin channel create`) instead of the
     /// channel file. Signing keys still come from the key directory.
@@ -185,6 +186,9 @@ pub(crate) struct IngestAddrs {
     pub(crate) http: SocketAddr,
 }
 
+/// Media a channel's live window holds by default, ms: how far back a seeder can resume.
+const WINDOW_MS: usize = 30_000;
+
 /// Binds ingest's listeners and serves them from spawned tasks.
 pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
     std::fs::create_dir_all(&run.common.data_dir)
@@ -210,7 +214,7 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
     let mut cfg = HubConfig::default();
     cfg.segmenter.piece_ms = run.piece_ms;
     cfg.segmenter.max_gop_ms = run.max_gop_ms;
-    cfg.window_pieces = run.window_pieces.max(16);
+    cfg.window_pieces = run.window_pieces.unwrap_or(WINDOW_MS / run.piece_ms as usize).max(16);
     cfg.takeover = match run.takeover {
         TakeoverArg::IfIdleOrSameAddress => Takeover::IfIdleOrSameAddress,
         TakeoverArg::Always => Takeover::Always,
