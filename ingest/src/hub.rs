@@ -39,7 +39,7 @@ pub enum Takeover {
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub segmenter: SegmenterConfig,
-    /// Pieces kept per channel for seeders to resume from (600 × 50 ms = 30 s).
+    /// Pieces kept per channel for seeders to resume from (see [`HubConfig::window_for`]).
     pub window_pieces: usize,
     pub takeover: Takeover,
     pub jump_limits: JumpLimits,
@@ -49,10 +49,21 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             segmenter: SegmenterConfig::default(),
-            window_pieces: 600,
+            window_pieces: Self::window_for(SegmenterConfig::default().piece_ms),
             takeover: Takeover::default(),
             jump_limits: JumpLimits::default(),
         }
+    }
+}
+
+/// Media a channel's live window holds by default, ms: how far back a seeder can resume.
+pub const WINDOW_MS: u32 = 30_000;
+
+impl HubConfig {
+    /// Pieces of `piece_ms` in a [`WINDOW_MS`] window (600 at 50 ms, 120 at 250 ms),
+    /// at least 16.
+    pub fn window_for(piece_ms: u32) -> usize {
+        (WINDOW_MS / piece_ms.max(1)).max(16) as usize
     }
 }
 

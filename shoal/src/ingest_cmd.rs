@@ -186,9 +186,6 @@ pub(crate) struct IngestAddrs {
     pub(crate) http: SocketAddr,
 }
 
-/// Media a channel's live window holds by default, ms: how far back a seeder can resume.
-const WINDOW_MS: usize = 30_000;
-
 /// Binds ingest's listeners and serves them from spawned tasks.
 pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
     std::fs::create_dir_all(&run.common.data_dir)
@@ -214,7 +211,7 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
     let mut cfg = HubConfig::default();
     cfg.segmenter.piece_ms = run.piece_ms;
     cfg.segmenter.max_gop_ms = run.max_gop_ms;
-    cfg.window_pieces = run.window_pieces.unwrap_or(WINDOW_MS / run.piece_ms as usize).max(16);
+    cfg.window_pieces = run.window_pieces.map_or_else(|| HubConfig::window_for(run.piece_ms), |n| n.max(16));
     cfg.takeover = match run.takeover {
         TakeoverArg::IfIdleOrSameAddress => Takeover::IfIdleOrSameAddress,
         TakeoverArg::Always => Takeover::Always,

@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     let matches = cli_command().get_matches_from(&argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if cli.command.simulates()
-        && let Some(code) = sim_cmd::rerun_with_huge_pages(&given)
+        && let Some(code) = sim_cmd::rerun_with_malloc_tunables(&given)
     {
         return code;
     }

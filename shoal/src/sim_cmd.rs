@@ -128,7 +128,7 @@ fn write_svg(dir: &std::path::Path, name: &str, chart: &sim::plot::Chart) -> any
 /// a longer per-thread cache of freed blocks (`tcache_count`): the run frees and
 /// allocates millions of messages a second of the same few sizes. Each one is read by
 /// glibc once at start (checked with `ld.so --list-tunables`).
-const HUGE_PAGES: &str = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967295:\
+const MALLOC_TUNABLES: &str = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967295:\
 glibc.malloc.mmap_threshold=33554432:glibc.malloc.tcache_count=1000";
 
 /// Runs this very command again with malloc asking for transparent huge pages, and
@@ -141,7 +141,7 @@ glibc.malloc.mmap_threshold=33554432:glibc.malloc.tcache_count=1000";
 /// the TLB. Linux here gives huge pages only where a program asks (`madvise`), and
 /// glibc asks only with this tunable, which it reads once at process start. Measured
 /// (`hundred-k` cut to 18 s, same figures to the byte): 405 s → 325 s, 7 % more memory.
-pub(crate) fn rerun_with_huge_pages(argv: &[std::ffi::OsString]) -> Option<std::process::ExitCode> {
+pub(crate) fn rerun_with_malloc_tunables(argv: &[std::ffi::OsString]) -> Option<std::process::ExitCode> {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os("SHOAL_SIM_SMALL_PAGES").is_some() {
         return None;
     }
@@ -149,7 +149,8 @@ pub(crate) fn rerun_with_huge_pages(argv: &[std::ffi::OsString]) -> Option<std::
     if tunables.contains("glibc.malloc.hugetlb") {
         return None;
     }
-    let tunables = if tunables.is_empty() { HUGE_PAGES.to_string() } else { format!("{tunables}:{HUGE_PAGES}") };
+    let tunables =
+        if tunables.is_empty() { MALLOC_TUNABLES.to_string() } else { format!("{tunables}:{MALLOC_TUNABLES}") };
     let exe = std::env::current_exe().ok()?;
     match std::process::Command::new(exe).args(argv.iter().skip(1)).env("GLIBC_TUNABLES", tunables).status() {
         Ok(status) => Some(match status.code() {
