@@ -102,8 +102,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             std::fs::create_dir_all(&out)?;
             let path = out.join(format!("bench-sim-{}.json", sc.name));
-            crate::write_atomic(&path, &serde_json::to_vec_pretty(&BenchSim { report: &report, checks })?)?;
-            eprintln!("wrote {}", path.display());
+            crate::machine::write_bench_json(&path, &BenchSim { report: &report, checks })?;
             Ok(())
         }
     }

@@ -117,7 +117,6 @@ pub(crate) fn run(channels: usize, loops: u32, out: PathBuf) -> anyhow::Result<(
     println!("{:<34} {:>12}", "added latency max µs", r.added_latency_us_max);
     std::fs::create_dir_all(&out)?;
     let path = out.join("bench-ingest.json");
-    crate::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
-    eprintln!("wrote {}", path.display());
+    crate::machine::write_bench_json(&path, &r)?;
     Ok(())
 }

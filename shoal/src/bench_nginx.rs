@@ -149,8 +149,7 @@ pub(crate) fn run(a: VsNginxArgs) -> anyhow::Result<()> {
     };
     println!("median CPU ratio shoal/nginx-rtmp: {:.3}   (target ≤ 0.5)", r.cpu_ratio_median);
     let path = a.out.join("bench-ingest-vs-nginx.json");
-    crate::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
-    eprintln!("wrote {}", path.display());
+    crate::machine::write_bench_json(&path, &r)?;
     Ok(())
 }
 

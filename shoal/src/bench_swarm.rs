@@ -165,8 +165,7 @@ pub(crate) fn run(a: SwarmBenchArgs) -> anyhow::Result<()> {
     println!("{:<28} {:>16.1} {:>12}", "wall s", report.wall_s, "");
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join("bench-swarm.json");
-    crate::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)?;
-    eprintln!("wrote {}", path.display());
+    crate::machine::write_bench_json(&path, &report)?;
     Ok(())
 }
 

@@ -201,8 +201,7 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join("bench-tracker.json");
-    crate::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
-    eprintln!("wrote {}", path.display());
+    crate::machine::write_bench_json(&path, &r)?;
     Ok(())
 }
 

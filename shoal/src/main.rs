@@ -14,6 +14,7 @@ mod bench_swarm;
 mod bench_tracker;
 mod config;
 mod ingest_cmd;
+mod machine;
 mod node_cmd;
 mod sim_cmd;
 mod telemetry;
