@@ -100,7 +100,6 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
                     if c.met { "yes" } else { "NO" }
                 );
             }
-            std::fs::create_dir_all(&out)?;
             let path = out.join(format!("bench-sim-{}.json", sc.name));
             crate::machine::write_bench_json(&path, &BenchSim { report: &report, checks })?;
             Ok(())

@@ -115,7 +115,6 @@ pub(crate) fn run(channels: usize, loops: u32, out: PathBuf) -> anyhow::Result<(
     println!("{:<34} {:>12}", "added latency p50 µs (target p99 ≤ 20 ms)", r.added_latency_us_p50);
     println!("{:<34} {:>12}", "added latency p99 µs", r.added_latency_us_p99);
     println!("{:<34} {:>12}", "added latency max µs", r.added_latency_us_max);
-    std::fs::create_dir_all(&out)?;
     let path = out.join("bench-ingest.json");
     crate::machine::write_bench_json(&path, &r)?;
     Ok(())

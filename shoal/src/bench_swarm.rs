@@ -163,7 +163,6 @@ pub(crate) fn run(a: SwarmBenchArgs) -> anyhow::Result<()> {
         ""
     );
     println!("{:<28} {:>16.1} {:>12}", "wall s", report.wall_s, "");
-    std::fs::create_dir_all(&a.out)?;
     let path = a.out.join("bench-swarm.json");
     crate::machine::write_bench_json(&path, &report)?;
     Ok(())

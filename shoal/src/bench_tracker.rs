@@ -199,7 +199,6 @@ pub(crate) fn run(a: TrackerBenchArgs) -> anyhow::Result<()> {
     if a.vs_aquatic {
         r.http = Some(vs_aquatic(&a)?);
     }
-    std::fs::create_dir_all(&a.out)?;
     let path = a.out.join("bench-tracker.json");
     crate::machine::write_bench_json(&path, &r)?;
     Ok(())

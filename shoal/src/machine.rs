@@ -8,21 +8,21 @@ use std::path::Path;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct Machine {
+struct Machine {
     /// `model name` of `/proc/cpuinfo` (a VM often shows only the vendor's family name).
-    pub(crate) cpu: Option<String>,
+    cpu: Option<String>,
     /// `cpu family` and `model` of `/proc/cpuinfo`: which generation the name hides
     /// (AMD family 25 is Zen 3/4, 26 is Zen 5).
-    pub(crate) cpu_family: Option<u32>,
-    pub(crate) cpu_model: Option<u32>,
-    pub(crate) logical_cpus: usize,
-    pub(crate) memory_gib: Option<f64>,
-    pub(crate) kernel: Option<String>,
+    cpu_family: Option<u32>,
+    cpu_model: Option<u32>,
+    logical_cpus: usize,
+    memory_gib: Option<f64>,
+    kernel: Option<String>,
 }
 
 impl Machine {
     /// This machine, from `/proc` (fields it cannot read are `None`).
-    pub(crate) fn this() -> Self {
+    fn this() -> Self {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         Self::from_texts(
             &read("/proc/cpuinfo"),
@@ -56,7 +56,7 @@ impl Machine {
     }
 
     /// One line for the console: `AMD EPYC (family 26 model 2), 2 CPUs, 23.4 GiB`.
-    pub(crate) fn summary(&self) -> String {
+    fn summary(&self) -> String {
         let mut s = self.cpu.clone().unwrap_or_else(|| "unknown CPU".to_string());
         if let (Some(f), Some(m)) = (self.cpu_family, self.cpu_model) {
             s.push_str(&format!(" (family {f} model {m})"));
@@ -77,8 +77,11 @@ struct WithMachine<'a, T> {
 }
 
 /// Writes a bench's report (a struct: its fields stay at the top level) with a
-/// `machine` field added, and says where.
+/// `machine` field added, making the directory if need be, and says where.
 pub(crate) fn write_bench_json<T: Serialize>(path: &Path, report: &T) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let machine = Machine::this();
     let summary = machine.summary();
     crate::write_atomic(path, &serde_json::to_vec_pretty(&WithMachine { machine, report })?)?;

@@ -131,8 +131,8 @@ fn write_svg(dir: &std::path::Path, name: &str, chart: &sim::plot::Chart) -> any
 const MALLOC_TUNABLES: &str = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967295:\
 glibc.malloc.mmap_threshold=33554432:glibc.malloc.tcache_count=1000";
 
-/// Runs this very command again with malloc asking for transparent huge pages, and
-/// returns its exit code; `None` where that does not apply (not glibc, already asked,
+/// Runs this very command again under [`MALLOC_TUNABLES`] (transparent huge pages
+/// first among them), and returns its exit code; `None` where that does not apply (not glibc, already asked,
 /// `SHOAL_SIM_SMALL_PAGES` set, or the re-run could not start: then the caller runs it
 /// here, with small pages).
 ///
