@@ -15,127 +15,41 @@
 //! - `GET /metrics`, `/healthz`, `/readyz`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming};
-use hyper::service::service_fn;
+use catalogue::secrets::SeederTokens;
+use httpkit::{Body, ServerConfig, Site, json, text};
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use swarm::piece::{ChannelVerifier, Piece};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::auth::{constant_time_eq, hash_stream_key};
 use crate::hub::{Channel, Fetch, Hub};
 
-/// Who may read piece streams: SHA-256 of each accepted token.
-#[derive(Debug, Clone, Default)]
-pub struct SeederTokens {
-    hashes: Vec<[u8; 32]>,
+fn query(req: &Request<Incoming>) -> HashMap<&str, &str> {
+    httpkit::query_pairs(req.uri().query()).collect()
 }
 
-impl SeederTokens {
-    pub fn from_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Self {
-        SeederTokens { hashes: tokens.into_iter().map(hash_stream_key).collect() }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
-    }
-
-    pub fn allows(&self, token: &str) -> bool {
-        let h = hash_stream_key(token);
-        self.hashes.iter().fold(false, |ok, stored| ok | constant_time_eq(stored, &h))
-    }
-}
-
-/// A response body fed by a task through a channel (long-lived streams).
-#[derive(Debug)]
-pub enum StreamBody {
-    Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Bytes>),
-}
-
-impl Body for StreamBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match &mut *self {
-            StreamBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            StreamBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, StreamBody::Full(None))
-    }
-
-    /// Whole bodies get a Content-Length; streams go chunked.
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            StreamBody::Full(b) => hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            StreamBody::Stream(_) => hyper::body::SizeHint::default(),
-        }
-    }
-}
-
-fn text(status: StatusCode, body: impl Into<String>) -> Response<StreamBody> {
-    let mut r = Response::new(StreamBody::Full(Some(Bytes::from(body.into() + "\n"))));
-    *r.status_mut() = status;
-    r.headers_mut().insert("content-type", "text/plain; charset=utf-8".parse().expect("valid header"));
-    r
-}
-
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect()
-}
-
-/// Serves the API until the listener fails.
+/// Serves the API (and `/metrics`, `/healthz`, `/readyz`) on `listener`.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, tokens: SeederTokens) {
     let tokens = Arc::new(tokens);
-    loop {
-        let (stream, _) = crate::accept(&listener, "HTTP").await;
-        let hub = hub.clone();
-        let tokens = tokens.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let hub = hub.clone();
-                let tokens = tokens.clone();
-                async move { Ok::<_, Infallible>(route(req, &hub, &tokens)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP connection ended");
-            }
-        });
-    }
+    let site = Site::new(hub.metrics.registry.clone());
+    httpkit::serve(listener, ServerConfig::new("ingest"), site, move |req, _peer| {
+        let answer = route(&req, &hub, &tokens);
+        async move { answer }
+    })
+    .await;
 }
 
 /// Answers one request (no body is read: every route is a GET).
-pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> Response<StreamBody> {
+pub fn route(req: &Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }
     let path: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
     match path.as_slice() {
-        ["metrics"] => {
-            let mut r = text(StatusCode::OK, hub.metrics.render());
-            r.headers_mut().insert("content-type", "text/plain; version=0.0.4".parse().expect("valid header"));
-            r
-        }
-        ["healthz"] | ["readyz"] => text(StatusCode::OK, "ok"),
         ["v1", "channels"] => {
             let list: Vec<serde_json::Value> = hub
                 .channel_names()
@@ -148,20 +62,17 @@ pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> R
                     })
                 })
                 .collect();
-            let mut r = text(StatusCode::OK, serde_json::json!({ "channels": list }).to_string());
-            r.headers_mut().insert("content-type", "application/json".parse().expect("valid header"));
-            r
+            json(StatusCode::OK, &serde_json::json!({ "channels": list }))
         }
         ["v1", "channels", name, what @ ("pieces" | "live.ts")] => {
-            let q = query(&req);
+            let q = query(req);
             let bearer = req
                 .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_owned)
-                .or_else(|| q.get("token").cloned());
-            if !bearer.as_deref().is_some_and(|t| tokens.allows(t)) {
+                .or_else(|| q.get("token").copied());
+            if !bearer.is_some_and(|t| tokens.allows(t)) {
                 return text(StatusCode::UNAUTHORIZED, "a seeder token is required (Authorization: Bearer TOKEN)");
             }
             let Some(ch) = hub.channel(name) else {
@@ -186,11 +97,11 @@ pub fn route(req: Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> R
                 None if ts => ch.join_point().unwrap_or(*ch.subscribe().borrow()),
                 None => ch.resume_point(SEEDER_RESUME_LAG_US).unwrap_or(*ch.subscribe().borrow()),
             };
-            let follow = q.get("follow").is_none_or(|v| v != "false" && v != "0");
+            let follow = q.get("follow").is_none_or(|v| *v != "false" && *v != "0");
             let (tx, rx) = mpsc::channel(64);
             hub.metrics.subscribers.inc();
             tokio::spawn(feed(ch.clone(), start, tx, ts, follow, hub.clone()));
-            let mut r = Response::new(StreamBody::Stream(rx));
+            let mut r = Response::new(Body::Stream(rx));
             let ctype = if ts { "video/mp2t" } else { "application/x-shoal-pieces" };
             r.headers_mut().insert("content-type", ctype.parse().expect("valid header"));
             r.headers_mut().insert("x-shoal-channel-id", ch.id.to_hex().parse().expect("hex is a valid header"));

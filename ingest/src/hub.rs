@@ -17,13 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use swarm::piece::{ChannelId, Piece, PieceFlags};
 use tokio::sync::watch;
 
-use crate::auth::{Grant, Refusal};
 use crate::media::remux::{FlvRemuxer, RemuxError, Remuxed};
 use crate::media::timeline::{JumpLimits, Timeline};
 use crate::media::ts_demux::{DemuxStats, Demuxed, TsDemuxer};
 use crate::media::{Frame, FrameInterval, Track};
 use crate::metrics::IngestMetrics;
 use crate::{Segmenter, SegmenterConfig};
+use catalogue::admission::{Grant, Refusal};
 
 /// A session that sent media this recently is healthy.
 pub const HEALTHY_WITHIN: Duration = Duration::from_secs(2);

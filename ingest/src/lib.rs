@@ -5,7 +5,6 @@
 //! AAC into Annex B and ADTS, [`timeline`] unwraps and rebases timestamps, [`ts`]
 //! muxes MPEG-TS, and [`segmenter`] cuts it into keyframe-aligned pieces and signs them.
 
-pub mod auth;
 pub mod http;
 pub mod hub;
 pub mod media;
@@ -15,20 +14,6 @@ pub mod rtmp_client;
 pub mod srt;
 
 pub use media::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};
-
-/// The next connection on `listener`; a failed accept (out of file descriptors and the
-/// like) is logged and the others keep being served.
-pub async fn accept(listener: &tokio::net::TcpListener, what: &str) -> (tokio::net::TcpStream, std::net::SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(x) => return x,
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} accept failed");
-                tokio::task::yield_now().await;
-            }
-        }
-    }
-}
 
 /// 4 s of ffmpeg `testsrc` + `sine` (H.264 High with B-frames, AAC), as FLV: the test
 /// and bench fixture.

@@ -2,8 +2,9 @@
 //! refusal reason and bad-input kind (fixed sets), channel (operator-defined channels,
 //! never anything a publisher sends).
 
+use httpkit::registered;
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Debug, Clone)]
@@ -34,17 +35,6 @@ impl Default for IngestMetrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Registers a freshly made metric and hands it back. Metric names and labels here are
-/// constants, so failures are programming errors caught by every test run.
-pub fn registered<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: prometheus::Result<M>,
-) -> M {
-    let m = metric.expect("valid metric");
-    registry.register(Box::new(m.clone())).expect("registered once");
-    m
 }
 
 impl IngestMetrics {
@@ -155,6 +145,6 @@ impl IngestMetrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+        httpkit::render(&self.registry)
     }
 }

@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::auth::{Authorizer, Refusal};
 use crate::hub::{Hub, Protocol, Publisher};
+use catalogue::admission::{Authorizer, Refusal};
 
 /// The RTMP application publishers must use.
 pub const APP: &str = "live";
@@ -33,7 +33,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorize
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (stream, peer) = crate::accept(&listener, "RTMP").await;
+        let (stream, peer) = httpkit::accept(&listener, "RTMP", None).await;
         let hub = hub.clone();
         let auth = auth.clone();
         let span = tracing::info_span!("rtmp_session", %peer, channel = tracing::field::Empty);

@@ -21,8 +21,8 @@ use srt_tokio::options::Passphrase;
 use tokio::net::UdpSocket;
 use tracing::Instrument;
 
-use crate::auth::{Authorizer, Refusal};
 use crate::hub::{Hub, Protocol};
+use catalogue::admission::{Authorizer, Refusal};
 
 /// Receive latency offered to callers (their own setting wins when larger).
 pub const LATENCY: Duration = Duration::from_millis(120);

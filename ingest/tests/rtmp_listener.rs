@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use ingest::auth::{Authorizer, ChannelFile};
+use catalogue::admission::Authorizer;
+
+use catalogue::file::ChannelFile;
 use ingest::hub::{Fetch, Hub, HubConfig};
 use ingest::media::flv::{self, TAG_SCRIPT};
 use ingest::rtmp_client::{ClientError, RtmpPublisher};
@@ -221,7 +223,7 @@ async fn seeders_stream_pieces_over_http_and_resume_from_a_seq() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = listener.local_addr().expect("addr");
     const TOKEN: &str = "seed-secret";
-    let tokens = ingest::http::SeederTokens::from_tokens([TOKEN]);
+    let tokens = catalogue::secrets::SeederTokens::from_tokens([TOKEN]);
     tokio::spawn(ingest::http::serve(listener, s.hub.clone(), tokens));
 
     let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish");

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use catalogue::admission::Authorizer;
+use catalogue::file::ChannelFile;
 use futures_util::SinkExt;
-use ingest::auth::{Authorizer, ChannelFile};
 use ingest::hub::{Fetch, Hub, HubConfig};
 use ingest::media::flv::{self, TAG_AUDIO, TAG_VIDEO};
 use ingest::media::remux::{FlvRemuxer, Remuxed};

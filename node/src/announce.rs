@@ -8,8 +8,8 @@ use swarm::bencode::{Value, decode, percent_encode as pct};
 use swarm::piece::ChannelId;
 use swarm::wire::PeerId;
 
-use crate::http_client::{self, HttpError};
 use crate::shell::Listed;
+use httpkit::client::{self as http_client, HttpError};
 
 /// How long an announce may take.
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -3,7 +3,6 @@
 //!
 //! - [`shell`]: the [`swarm::peer::Peer`] over TCP (one task owns the peer; a reader and
 //!   a writer task per connection; sending paced by a byte budget).
-//! - [`http_client`]: a small HTTP/1.1 client (hyper) for the tracker and ingest.
 //! - [`announce`]: the tracker client (BitTorrent announce with Shoal's parameters).
 //! - [`source`]: ingest's piece stream, resumed after a reconnect (seeders).
 //! - [`playout`]: `/live.ts` for players (viewers).
@@ -12,7 +11,6 @@
 
 pub mod announce;
 pub mod hls;
-pub mod http_client;
 pub mod playout;
 pub mod roles;
 pub mod shell;

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use swarm::piece::{ChannelId, HEADER_LEN, MAX_PAYLOAD_LEN, Piece, SIGNATURE_LEN};
 use tokio::sync::{mpsc, watch};
 
-use crate::http_client;
+use httpkit::client as http_client;
 
 /// Where a seeder reads a channel from.
 #[derive(Debug, Clone)]

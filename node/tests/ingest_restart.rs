@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use catalogue::file::ChannelFile;
+use catalogue::secrets::{KeyDir, SeederTokens};
 use common::{TOKEN, eventually, join, tracker_for};
-use ingest::auth::{ChannelFile, KeyDir};
-use ingest::http::SeederTokens;
 use ingest::hub::{Fetch, Hub, HubConfig};
 use ingest::rtmp_client::RtmpPublisher;
 use node::roles;
@@ -45,7 +45,7 @@ struct Ingest {
 
 impl Ingest {
     /// Serves on the given addresses (port 0 the first time).
-    fn start(rtmp: SocketAddr, http: SocketAddr, auth: Arc<dyn ingest::auth::Authorizer>) -> Self {
+    fn start(rtmp: SocketAddr, http: SocketAddr, auth: Arc<dyn catalogue::admission::Authorizer>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let hub = Hub::new(HubConfig::default());
         let (rtmp_l, http_l) = rt.block_on(async { (TcpListener::bind(rtmp).await, TcpListener::bind(http).await) });
@@ -77,7 +77,7 @@ fn the_swarm_plays_on_after_ingest_restarts() {
     let _cleanup = TempDir(dir.clone());
     let file = ChannelFile::new(dir.join("channels.json"), dir.join("keys"));
     let stream_key = file.create_channel("news", false, None).unwrap();
-    let auth: Arc<dyn ingest::auth::Authorizer> = Arc::new(file);
+    let auth: Arc<dyn catalogue::admission::Authorizer> = Arc::new(file);
     let channel = KeyDir::new(dir.join("keys")).signing_key("news", None).unwrap().id();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let first = Ingest::start(any, any, auth.clone());

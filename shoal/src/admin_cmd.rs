@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use catalogue::db::{Db, Plan};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use tracker::db::{Db, Plan};
 
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
@@ -246,7 +246,7 @@ fn print(v: Value) -> anyhow::Result<()> {
 fn with_db<F, Fut>(url: &Option<String>, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(Db, i64) -> Fut,
-    Fut: Future<Output = Result<(), tracker::db::DbError>>,
+    Fut: Future<Output = Result<(), catalogue::db::DbError>>,
 {
     let Some(url) = url else {
         bail!("this command opens the catalogue: give --database-url (or SHOAL_DATABASE_URL)");
@@ -259,7 +259,7 @@ where
 }
 
 fn create_channel(api: &Api, name: &str, ads: bool, key_dir: PathBuf) -> anyhow::Result<()> {
-    let keys = ingest::auth::KeyDir::new(&key_dir);
+    let keys = catalogue::secrets::KeyDir::new(&key_dir);
     let key = keys.create(name).map_err(anyhow::Error::msg).context("writing the signing key")?;
     let body = json!({ "name": name, "public_key": key.id().to_hex(), "carries_ads": ads });
     let v = match api.call("POST", "/v1/channels", Some(&body)) {

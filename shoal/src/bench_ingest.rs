@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest::auth::Grant;
+use catalogue::admission::Grant;
 use ingest::hub::{Hub, HubConfig, Protocol};
 use ingest::media::flv::{self, TAG_AUDIO, TAG_VIDEO};
 use serde::Serialize;

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ingest::auth::ChannelFile;
+use catalogue::file::ChannelFile;
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ingest::http::SeederTokens;
+use catalogue::directory::StaticDirectory;
+use catalogue::secrets::SeederTokens;
 use node::roles::{self, Join, Node};
 use node::shell::now_us;
 use node::source::{self, Source};
@@ -22,7 +23,6 @@ use serde::Serialize;
 use swarm::piece::{ChannelId, ChannelKeypair, Piece, PieceFlags, filler_payload};
 use tokio::sync::mpsc;
 use tracker::Tracker;
-use tracker::directory::StaticDirectory;
 use tracker::store::StoreConfig;
 
 /// Where the channel comes from.
@@ -175,7 +175,9 @@ async fn fixture_feed(
     a: &SwarmBenchArgs,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(ChannelId, u32, Vec<mpsc::Receiver<Piece>>)> {
-    use ingest::auth::{Authorizer, ChannelFile, KeyDir};
+    use catalogue::admission::Authorizer;
+    use catalogue::file::ChannelFile;
+    use catalogue::secrets::KeyDir;
     let dir = a.out.join("bench-swarm-ingest");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

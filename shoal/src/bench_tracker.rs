@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest::http::SeederTokens;
+use catalogue::directory::StaticDirectory;
+use catalogue::secrets::SeederTokens;
 use serde::Serialize;
 use swarm::piece::ChannelKeypair;
 use tracker::Tracker;
 use tracker::announce::percent_encode;
-use tracker::directory::StaticDirectory;
 use tracker::store::StoreConfig;
 
 #[derive(Debug, clap::Args)]

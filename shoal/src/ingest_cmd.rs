@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use catalogue::admission::Authorizer;
+use catalogue::file::{ChannelFile, License};
+use catalogue::secrets::{SeederTokens, generate_stream_key, write_secret};
 use clap::{Args, Subcommand, ValueEnum};
-use ingest::auth::{Authorizer, ChannelFile, License, generate_stream_key, write_secret};
-use ingest::http::SeederTokens;
 use ingest::hub::{Hub, HubConfig, Takeover};
 use tokio::net::TcpListener;
 
@@ -233,8 +234,9 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
 /// Publishing decided by the catalogue, re-read every 10 s (a new channel, a rotated
 /// key, a licence change apply within that); a failed read keeps the last good one.
 async fn catalogue_authorizer(url: &str, common: &Common) -> anyhow::Result<Arc<dyn Authorizer>> {
-    let db = tracker::db::Db::open(url).await.context("opening the catalogue")?;
-    let auth = Arc::new(tracker::directory::CatalogueAuthorizer::new(db, ingest::auth::KeyDir::new(common.key_dir())));
+    let db = catalogue::db::Db::open(url).await.context("opening the catalogue")?;
+    let auth =
+        Arc::new(catalogue::directory::CatalogueAuthorizer::new(db, catalogue::secrets::KeyDir::new(common.key_dir())));
     let n =
         auth.reload(tracker::http::unix_now()).await.map_err(anyhow::Error::msg).context("reading the catalogue")?;
     tracing::info!(channels = n, "catalogue read");

@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use catalogue::db::Db;
+use catalogue::directory::{AnyChannel, CachedDirectory, ChannelDirectory, DbDirectory, FileDirectory};
+use catalogue::secrets::SeederTokens;
 use clap::Args;
-use ingest::http::SeederTokens;
 use tracker::Tracker;
-use tracker::db::Db;
-use tracker::directory::{AnyChannel, CachedDirectory, ChannelDirectory, DbDirectory, FileDirectory};
 use tracker::http::Reload;
 use tracker::meter::Meter;
 use tracker::store::StoreConfig;

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use catalogue::db::Db;
 use clap::{Args, Parser};
 use serde::{Deserialize, Serialize};
 use swarm::piece::ChannelId;
-use tracker::db::Db;
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -161,12 +161,12 @@ async fn provision(url: &str, data_dir: &Path) -> anyhow::Result<Demo> {
     let now = tracker::http::unix_now() as i64;
     let account = db.create_account("demo", now).await.context("creating the demo account")?;
     let api_token = db.create_api_token(account, "shoal up", now).await?;
-    let keys = ingest::auth::KeyDir::new(data_dir.join("keys"));
+    let keys = catalogue::secrets::KeyDir::new(data_dir.join("keys"));
     let key = keys.create("demo").map_err(anyhow::Error::msg).context("writing the demo channel's key")?;
-    let stream_key = ingest::auth::generate_stream_key();
+    let stream_key = catalogue::secrets::generate_stream_key();
     db.create_channel(account, "demo", key.id(), &stream_key, false, now).await.context("creating the demo channel")?;
     db.audit(now, Some(account), "shoal up", "channel.create", "demo", "the first start's demo channel").await?;
     let demo = Demo { channel: "demo".into(), channel_id: key.id().to_hex(), stream_key, api_token };
-    ingest::auth::write_secret(&path, &serde_json::to_string_pretty(&demo)?).map_err(anyhow::Error::msg)?;
+    catalogue::secrets::write_secret(&path, &serde_json::to_string_pretty(&demo)?).map_err(anyhow::Error::msg)?;
     Ok(demo)
 }

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use swarm::piece::ChannelId;
 
-use crate::db::{Caller, Db, DbError};
+use catalogue::db::{Caller, Db, DbError};
 
 /// An answer: status, content type, body.
 pub type Answer = (u16, &'static str, Vec<u8>);
@@ -60,7 +60,7 @@ struct NewKey {
 struct PlanOut {
     id: i64,
     #[serde(flatten)]
-    plan: crate::db::Plan,
+    plan: catalogue::db::Plan,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,7 +271,7 @@ async fn create_channel(db: &Db, who: &Caller, req: Request<'_>) -> Answer {
     let Some(id) = ChannelId::from_hex(&c.public_key) else {
         return error(400, "public_key: the channel's Ed25519 public key, 64 hex characters");
     };
-    let stream_key = ingest::auth::generate_stream_key();
+    let stream_key = catalogue::secrets::generate_stream_key();
     match db.create_channel(who.account_id, &c.name, id, &stream_key, c.carries_ads, req.now).await {
         Ok(_) => {
             let detail = format!("public key {}, carries ads: {}", id.to_hex(), c.carries_ads);

@@ -2,17 +2,15 @@
 //! BitTorrent form (bencoded; failures as `failure reason` with a 4xx status),
 //! `/metrics`, `/healthz`, `/readyz`.
 
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use catalogue::secrets::SeederTokens;
+use httpkit::body::{HttpError, read_all};
+use httpkit::{Body, ServerConfig, Site};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use ingest::http::{SeederTokens, StreamBody};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -20,12 +18,12 @@ use crate::admin;
 use crate::announce::Announce;
 use crate::announce::{Role, parse_announce, parse_scrape};
 use crate::bencode::{self, DictWriter};
-use crate::db::Db;
-use crate::directory::{Admission, ChannelDirectory, DbDirectory, FileDirectory};
 use crate::meter::Meter;
 use crate::metrics::TrackerMetrics;
 use crate::shared::SharedSwarms;
 use crate::store::{AnnounceReply, StoreConfig, Swarms, compact};
+use catalogue::db::Db;
+use catalogue::directory::{Admission, ChannelDirectory, DbDirectory, FileDirectory};
 
 /// The tracker's state: swarms, the channel directory, who may announce as a seed.
 #[derive(Debug)]
@@ -252,24 +250,16 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Serves until the listener fails.
+/// Serves announces, scrapes and the admin API (and `/metrics`, `/healthz`, `/readyz`:
+/// serving means ready, the directory was loaded before the listener opened).
 pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
-    loop {
-        let (stream, peer) = ingest::accept(&listener, "tracker HTTP").await;
+    let site = Site::new(tracker.metrics.registry.clone());
+    let cfg = ServerConfig { max_buf_size: 16 * 1024, ..ServerConfig::new("tracker") };
+    httpkit::serve(listener, cfg, site, move |req, peer| {
         let tracker = tracker.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let tracker = tracker.clone();
-                async move { Ok::<_, Infallible>(route(req, peer.ip(), &tracker).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "tracker connection ended");
-            }
-        });
-    }
+        async move { route(req, peer.ip(), &tracker).await }
+    })
+    .await;
 }
 
 /// Where the channel directory is re-read from.
@@ -361,7 +351,7 @@ async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
     }
 }
 
-async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<StreamBody> {
+async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<Body> {
     let path = req.uri().path();
     if path.starts_with("/v1/") {
         return admin_route(req, tracker).await;
@@ -384,9 +374,6 @@ async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respons
             let (status, body) = tracker.scrape(query, unix_now()).await;
             respond(status, "text/plain", body)
         }
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", tracker.metrics.render().into_bytes()),
-        // Serving means ready: the directory was loaded before the listener opened.
-        "/healthz" | "/readyz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -395,7 +382,7 @@ async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respons
     }
 }
 
-async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<StreamBody> {
+async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<Body> {
     let Some(db) = &tracker.admin else {
         return respond(
             StatusCode::NOT_FOUND,
@@ -404,9 +391,10 @@ async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<Stre
         );
     };
     let (parts, body) = req.into_parts();
-    let body = match read_body(body, admin::MAX_BODY).await {
+    let body = match read_all(body, admin::MAX_BODY).await {
         Ok(b) => b,
-        Err((status, why)) => return respond(status, "text/plain", format!("{why}\n").into_bytes()),
+        Err(e @ HttpError::TooLong(_)) => return httpkit::text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        Err(e) => return httpkit::text(StatusCode::BAD_REQUEST, format!("request body: {e}")),
     };
     let request = admin::Request {
         method: parts.method.as_str(),
@@ -428,26 +416,6 @@ async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<Stre
     }
 }
 
-/// A request body of at most `limit` bytes.
-async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, (StatusCode, String)> {
-    use hyper::body::Body;
-    let mut body = std::pin::pin!(body);
-    let mut out = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(|e| (StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes")));
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out)
-}
-
-fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<StreamBody> {
-    let mut r = Response::new(StreamBody::Full(Some(Bytes::from(body))));
-    *r.status_mut() = status;
-    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static(content_type));
-    r
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
+    httpkit::whole(status, content_type, body)
 }

@@ -6,9 +6,6 @@
 
 pub mod admin;
 pub mod announce;
-pub mod db;
-pub mod directory;
-pub mod hll;
 pub mod http;
 pub mod meter;
 pub mod metrics;

@@ -9,8 +9,10 @@ use std::collections::VecDeque;
 
 use tokio::sync::Mutex;
 
-use crate::db::Db;
-use crate::store::{Drained, Swarms};
+use catalogue::db::Db;
+use catalogue::usage::Drained;
+
+use crate::store::Swarms;
 
 /// Batches kept while the database is unreachable (a day of minutely flushes).
 pub const MAX_QUEUED: usize = 1_440;
@@ -48,7 +50,7 @@ impl Meter {
     }
 
     /// Loads this node's marks for the hour `unix_now` falls in into the swarms.
-    pub async fn recover(&self, swarms: &Swarms, unix_now: u64) -> crate::db::Result<usize> {
+    pub async fn recover(&self, swarms: &Swarms, unix_now: u64) -> catalogue::db::Result<usize> {
         let hour = (unix_now - unix_now % 3600) as i64;
         let (marks, seed_marks) = self.db.load_marks(&self.node, hour).await?;
         let n = marks.len() + seed_marks.len();
@@ -97,7 +99,7 @@ impl Meter {
 
     /// Rolls up the current hour (so usage queries see it) and the previous one (for
     /// usage that arrived after it ended; its marks are still there).
-    pub async fn roll_up(&self, unix_now: u64) -> crate::db::Result<()> {
+    pub async fn roll_up(&self, unix_now: u64) -> catalogue::db::Result<()> {
         let hour = (unix_now - unix_now % 3600) as i64;
         self.db.roll_up_hour(hour - 3600).await?;
         self.db.roll_up_hour(hour).await?;

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the tracker. Labels are fixed sets (result, reason); nothing
 //! per peer or per channel.
 
-use ingest::metrics::registered;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use httpkit::registered;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct TrackerMetrics {
@@ -134,6 +134,6 @@ impl TrackerMetrics {
     }
 
     pub fn render(&self) -> String {
-        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+        httpkit::render(&self.registry)
     }
 }

@@ -8,12 +8,12 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ingest::http::SeederTokens;
+use catalogue::directory::StaticDirectory;
+use catalogue::secrets::SeederTokens;
 use swarm::piece::ChannelKeypair;
 use tracker::Tracker;
 use tracker::announce::percent_encode;
 use tracker::bencode::{Value, decode};
-use tracker::directory::StaticDirectory;
 use tracker::store::StoreConfig;
 
 /// Where swarm state lives: every test here runs against each backend there is.
@@ -197,12 +197,12 @@ fn bad_requests_in(backend: &Backend) {
 /// API token each: (runtime, catalogue, account ids, tokens, directory).
 fn catalogue(
     test: &str,
-) -> (tokio::runtime::Runtime, tracker::db::Db, (i64, i64), (String, String), std::path::PathBuf) {
+) -> (tokio::runtime::Runtime, catalogue::db::Db, (i64, i64), (String, String), std::path::PathBuf) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let dir = std::env::temp_dir().join(format!("shoal-admin-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let db = rt.block_on(tracker::db::Db::open(&format!("sqlite://{}", dir.join("t.db").display()))).unwrap();
+    let db = rt.block_on(catalogue::db::Db::open(&format!("sqlite://{}", dir.join("t.db").display()))).unwrap();
     let (ids, tokens) = rt.block_on(async {
         let a = db.create_account("a", 1).await.unwrap();
         let b = db.create_account("b", 1).await.unwrap();
@@ -212,7 +212,7 @@ fn catalogue(
 }
 
 /// Serves the tracker with the admin API over `db` on a free port.
-fn serve_admin(rt: &tokio::runtime::Runtime, db: tracker::db::Db) -> SocketAddr {
+fn serve_admin(rt: &tokio::runtime::Runtime, db: catalogue::db::Db) -> SocketAddr {
     let tracker = Tracker::new(StoreConfig::default(), Arc::new(StaticDirectory::default()), SeederTokens::default())
         .with_admin(db);
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -223,7 +223,7 @@ fn serve_admin(rt: &tokio::runtime::Runtime, db: tracker::db::Db) -> SocketAddr 
 
 #[test]
 fn the_admin_api_shows_an_account_only_its_own() {
-    use tracker::db::UsageEvent;
+    use catalogue::db::UsageEvent;
     let (rt, db, (a, b), (ta, tb), dir) = catalogue("read");
     rt.block_on(async {
         let ka = ChannelKeypair::from_secret_bytes(&[1; 32]).id();
@@ -280,7 +280,7 @@ fn the_admin_api_shows_an_account_only_its_own() {
 #[test]
 fn the_admin_api_manages_channels_keys_and_licences() {
     let (rt, db, _, (ta, tb), dir) = catalogue("write");
-    rt.block_on(db.create_plan(&common::commercial())).unwrap();
+    rt.block_on(db.create_plan(&catalogue::testing::commercial())).unwrap();
     let addr = serve_admin(&rt, db);
     let key = ChannelKeypair::from_secret_bytes(&[5; 32]).id().to_hex();
 

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest::http::SeederTokens;
+use catalogue::directory::StaticDirectory;
+use catalogue::secrets::SeederTokens;
 use node::roles::Join;
 use tracker::Tracker;
-use tracker::directory::StaticDirectory;
 use tracker::store::StoreConfig;
 
 /// The seeder token the test trackers accept.

@@ -8,7 +8,9 @@
 
 use std::str::FromStr;
 
-use ingest::auth::{Refusal, generate_stream_key, hash_stream_key};
+use crate::admission::{LicenceStanding, Refusal, Standing, admit};
+use crate::secrets::{generate_stream_key, hash_stream_key};
+use crate::usage::{Drained, Mark, SeedMark};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use swarm::piece::{ChannelId, encode_hex};
@@ -393,7 +395,7 @@ impl Db {
         carries_ads: bool,
         now: i64,
     ) -> Result<i64> {
-        if !ingest::auth::valid_channel_name(name) {
+        if !crate::valid_channel_name(name) {
             return Err(DbError::Invalid(format!("channel name {name:?}: use 1-64 of a-z, 0-9, '-' and '_'")));
         }
         self.insert_id(
@@ -575,16 +577,13 @@ impl Db {
             {
                 stream_keys.extend(swarm::piece::decode_hex32(&prev));
             }
-            let admission = if status != "enabled" {
-                Err(Refusal::Disabled(name.clone()))
-            } else if carries_ads == 1 && current == 0 {
-                Err(match expired_at {
-                    Some(until) => Refusal::LicenseExpired { channel: name.clone(), until_unix: until as u64 },
-                    None => Refusal::LicenseRequired(name.clone()),
-                })
-            } else {
-                Ok(())
+            let licence = match (current, expired_at) {
+                (1.., _) => LicenceStanding::Current,
+                (_, Some(until)) => LicenceStanding::ExpiredAt(until.max(0) as u64),
+                (_, None) => LicenceStanding::None,
             };
+            let admission =
+                admit(Standing { name: &name, enabled: status == "enabled", carries_ads: carries_ads == 1, licence });
             out.push(ChannelState {
                 id: r.try_get(0)?,
                 account_id: r.try_get(1)?,
@@ -634,7 +633,7 @@ impl Db {
     /// catalogue is dropped. Viewer marks older than the previous hour (any node's: a
     /// dead node's are no use either) and seed marks untouched for two days are deleted.
     /// Returns events written.
-    pub async fn record_flush(&self, node: &str, window: i64, d: &crate::store::Drained, now: i64) -> Result<u64> {
+    pub async fn record_flush(&self, node: &str, window: i64, d: &Drained, now: i64) -> Result<u64> {
         let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
         let mut written = 0;
@@ -697,11 +696,7 @@ impl Db {
     }
 
     /// A node's marks after a restart: its viewers' for one hour, its seeds'.
-    pub async fn load_marks(
-        &self,
-        node: &str,
-        hour_start: i64,
-    ) -> Result<(Vec<crate::store::Mark>, Vec<crate::store::SeedMark>)> {
+    pub async fn load_marks(&self, node: &str, hour_start: i64) -> Result<(Vec<Mark>, Vec<SeedMark>)> {
         use swarm::piece::decode_hex;
         let rows = sqlx::query(
             "SELECT info_hash, peer_key, credited, ad_credited FROM usage_marks WHERE node = $1 AND hour_start = $2",
@@ -715,7 +710,7 @@ impl Db {
             let (h, k): (String, String) = (r.try_get(0)?, r.try_get(1)?);
             let (credited, ad): (i64, i64) = (r.try_get(2)?, r.try_get(3)?);
             if let (Some(info_hash), Some(peer_key)) = (decode_hex::<20>(&h), decode_hex::<8>(&k)) {
-                marks.push(crate::store::Mark {
+                marks.push(Mark {
                     info_hash,
                     hour_start: hour_start as u64,
                     peer_key,
@@ -733,7 +728,7 @@ impl Db {
             let (h, k): (String, String) = (r.try_get(0)?, r.try_get(1)?);
             let uploaded: i64 = r.try_get(2)?;
             if let (Some(info_hash), Some(peer_key)) = (decode_hex::<20>(&h), decode_hex::<8>(&k)) {
-                seeds.push(crate::store::SeedMark { info_hash, peer_key, uploaded: uploaded.max(0) as u64 });
+                seeds.push(SeedMark { info_hash, peer_key, uploaded: uploaded.max(0) as u64 });
             }
         }
         Ok((marks, seeds))

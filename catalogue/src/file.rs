@@ -1,89 +1,17 @@
-//! Who may publish: stream keys to channels, license checks, and the channels'
-//! signing keys.
-//!
-//! Ingest asks one interface, [`Authorizer`]; until the tracker's licensing tables
-//! answer it, [`ChannelFile`] does: a JSON file listing each channel with the SHA-256
-//! of its stream key(s) and its license, read at every publish attempt (rotation is an edit
-//! of that file, effective at the next publish), and a key directory holding each channel's Ed25519 secret in
-//! `<channel>.key` (hex, mode 0600 or stricter; refused otherwise).
+//! The channel file: the catalogue of a node without SQL. A JSON file listing each
+//! channel with the SHA-256 of its stream key(s), status, licence and public key, read
+//! at every publish attempt (rotation is an edit of that file, effective at the next
+//! publish); the channels' signing keys are in a [`KeyDir`].
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use swarm::piece::{ChannelId, ChannelKeypair, decode_hex32, encode_hex};
+use swarm::piece::{ChannelId, decode_hex32, encode_hex};
 
-/// A channel allowed to publish now.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    pub channel: String,
-    pub key: Arc<ChannelKeypair>,
-    /// Ad breaks are metered on this channel.
-    pub carries_ads: bool,
-    /// SRT publishers must encrypt with this passphrase (10-79 characters).
-    pub srt_passphrase: Option<String>,
-}
-
-/// Why a publish was refused; [`Refusal::label`] is the bounded metric label.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    #[error("unknown stream key: check the key in the encoder's stream settings")]
-    UnknownKey,
-    #[error("publish to rtmp://HOST/live/<stream-key> (application {0:?} is not served)")]
-    BadApplication(String),
-    #[error("channel {0} is disabled by its operator")]
-    Disabled(String),
-    #[error("channel {0} carries ads and has no commercial license: add one, or mark the channel ad-free")]
-    LicenseRequired(String),
-    #[error("channel {channel}'s commercial license expired at {until_unix} (Unix time): renew it")]
-    LicenseExpired { channel: String, until_unix: u64 },
-    #[error("channel {channel} has no usable signing key on this ingest node: {detail}")]
-    NoSigningKey { channel: String, detail: String },
-    #[error("channel {0} is already being published from another address; stop that encoder first")]
-    AlreadyPublishing(String),
-    #[error("the channel directory could not be read: {0}")]
-    Directory(String),
-}
-
-impl Refusal {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Refusal::UnknownKey => "unknown_key",
-            Refusal::BadApplication(_) => "bad_application",
-            Refusal::Disabled(_) => "channel_disabled",
-            Refusal::LicenseRequired(_) => "license_required",
-            Refusal::LicenseExpired { .. } => "license_expired",
-            Refusal::NoSigningKey { .. } => "no_signing_key",
-            Refusal::AlreadyPublishing(_) => "already_publishing",
-            Refusal::Directory(_) => "directory_error",
-        }
-    }
-}
-
-/// Decides whether a stream key may publish, and with which channel key.
-pub trait Authorizer: Send + Sync + std::fmt::Debug {
-    fn authorize(&self, stream_key: &str, now_unix: u64) -> Result<Grant, Refusal>;
-}
-
-/// SHA-256 of a stream key: what is stored instead of the key.
-pub fn hash_stream_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-/// A fresh stream key: 128 random bits, URL-safe.
-pub fn generate_stream_key() -> String {
-    let mut bytes = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    encode_hex(&bytes)
-}
-
-/// Compares without an early exit, so timing does not reveal a matching prefix.
-pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::admission::{Authorizer, Grant, LicenceStanding, Refusal, Standing, admit};
+use crate::secrets::{KeyDir, constant_time_eq, generate_stream_key, hash_stream_key};
+use crate::valid_channel_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -129,24 +57,21 @@ pub struct ChannelList {
 }
 
 impl ChannelList {
-    /// The checks that need no key: status and license.
+    /// [`admit`] for a channel of the file at `now_unix`.
     pub fn admit(entry: &ChannelEntry, now_unix: u64) -> Result<(), Refusal> {
-        if entry.status == ChannelStatus::Disabled {
-            return Err(Refusal::Disabled(entry.name.clone()));
-        }
-        if entry.carries_ads {
-            match &entry.license {
-                Some(l) if l.commercial => {
-                    if let Some(until) = l.valid_until_unix
-                        && until <= now_unix
-                    {
-                        return Err(Refusal::LicenseExpired { channel: entry.name.clone(), until_unix: until });
-                    }
-                }
-                _ => return Err(Refusal::LicenseRequired(entry.name.clone())),
-            }
-        }
-        Ok(())
+        let licence = match &entry.license {
+            Some(l) if l.commercial => match l.valid_until_unix {
+                Some(until) if until <= now_unix => LicenceStanding::ExpiredAt(until),
+                _ => LicenceStanding::Current,
+            },
+            _ => LicenceStanding::None,
+        };
+        admit(Standing {
+            name: &entry.name,
+            enabled: entry.status == ChannelStatus::Enabled,
+            carries_ads: entry.carries_ads,
+            licence,
+        })
     }
 
     /// The entry whose key hash matches, comparing every hash in constant time.
@@ -165,66 +90,6 @@ impl ChannelList {
         found
     }
 }
-
-/// The channels' signing keys on this ingest node: `<dir>/<channel>.key`, 64 hex
-/// characters, mode 0600 (a key others can read is refused). Loaded once per channel.
-#[derive(Debug)]
-pub struct KeyDir {
-    dir: PathBuf,
-    keys: Mutex<HashMap<String, Arc<ChannelKeypair>>>,
-}
-
-impl KeyDir {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        KeyDir { dir: dir.into(), keys: Mutex::new(HashMap::new()) }
-    }
-
-    pub fn path(&self, channel: &str) -> PathBuf {
-        self.dir.join(format!("{channel}.key"))
-    }
-
-    /// A fresh key for a new channel, written 0600; refuses to overwrite one.
-    pub fn create(&self, channel: &str) -> Result<ChannelKeypair, String> {
-        if !valid_channel_name(channel) {
-            return Err(format!("channel name {channel:?}: use 1-64 of a-z, 0-9, '-' and '_'"));
-        }
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let key = ChannelKeypair::generate();
-        write_secret(&self.path(channel), &encode_hex(&key.secret_bytes()))?;
-        Ok(key)
-    }
-
-    /// The channel's signing key; if `expected` is given, it must be that key's public half.
-    pub fn signing_key(&self, channel: &str, expected: Option<&ChannelId>) -> Result<Arc<ChannelKeypair>, Refusal> {
-        let no_key = |detail: String| Refusal::NoSigningKey { channel: channel.to_owned(), detail };
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let key = match keys.get(channel) {
-            Some(k) => k.clone(),
-            None => {
-                let path = self.path(channel);
-                check_private(&path).map_err(no_key)?;
-                let text = std::fs::read_to_string(&path).map_err(|e| no_key(format!("{}: {e}", path.display())))?;
-                let secret = decode_hex32(text.trim())
-                    .ok_or_else(|| no_key(format!("{} does not hold 64 hex characters", path.display())))?;
-                let key = Arc::new(ChannelKeypair::from_secret_bytes(&secret));
-                keys.insert(channel.to_owned(), key.clone());
-                key
-            }
-        };
-        if let Some(id) = expected
-            && key.id() != *id
-        {
-            keys.remove(channel);
-            return Err(no_key(format!(
-                "{} is not the key the catalogue has for it (public key {})",
-                self.path(channel).display(),
-                id.to_hex()
-            )));
-        }
-        Ok(key)
-    }
-}
-
 /// [`Authorizer`] over a channel file and a key directory.
 #[derive(Debug)]
 pub struct ChannelFile {
@@ -257,12 +122,7 @@ impl ChannelFile {
 
     /// Writes a new channel with a fresh signing key and stream key; returns the
     /// stream key (shown once: only its hash is stored).
-    pub fn create_channel(
-        &self,
-        name: &str,
-        carries_ads: bool,
-        license: Option<License>,
-    ) -> anyhow_lite::Result<String> {
+    pub fn create_channel(&self, name: &str, carries_ads: bool, license: Option<License>) -> Result<String, String> {
         self.create_channel_with(name, carries_ads, license, None)
     }
 
@@ -273,7 +133,7 @@ impl ChannelFile {
         carries_ads: bool,
         license: Option<License>,
         srt_passphrase: Option<String>,
-    ) -> anyhow_lite::Result<String> {
+    ) -> Result<String, String> {
         if !valid_channel_name(name) {
             return Err(format!("channel name {name:?}: use 1-64 of a-z, 0-9, '-' and '_'"));
         }
@@ -299,46 +159,6 @@ impl ChannelFile {
         std::fs::rename(&tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
         Ok(stream_key)
     }
-}
-
-/// Minimal string errors for the few file operations here.
-mod anyhow_lite {
-    pub type Result<T> = std::result::Result<T, String>;
-}
-
-pub fn valid_channel_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-#[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!("{} has mode {mode:o}; a channel's secret key must be 0600 (chmod 600)", path.display()));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), String> {
-    Ok(())
-}
-
-/// Writes a secret readable by its owner only.
-pub fn write_secret(path: &Path, contents: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(contents.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl Authorizer for ChannelFile {

@@ -1,11 +1,14 @@
 //! Which channels exist and whether they may be watched now ([`ChannelDirectory`],
-//! for announces) or published ([`CatalogueAuthorizer`], ingest's [`Authorizer`] over
-//! the SQL catalogue). Both read ingest's channel file or the catalogue.
+//! for the tracker's announces) or published ([`CatalogueAuthorizer`], ingest's
+//! [`Authorizer`] over the SQL catalogue). Both read the channel file or the SQL
+//! catalogue, and decide with [`crate::admission::admit`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use ingest::auth::{Authorizer, ChannelFile, ChannelList, Grant, KeyDir, Refusal, constant_time_eq, hash_stream_key};
+use crate::admission::{Authorizer, Grant, Refusal};
+use crate::file::{ChannelFile, ChannelList};
+use crate::secrets::{KeyDir, constant_time_eq, hash_stream_key};
 use swarm::piece::ChannelId;
 
 use crate::db::Db;
@@ -214,7 +217,7 @@ impl Authorizer for CatalogueAuthorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ingest::auth::License;
+    use crate::file::License;
     use swarm::piece::ChannelKeypair;
 
     #[test]

@@ -3,30 +3,12 @@
 //! each test in its own schema. The same assertions run on both.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::commercial;
-use ingest::auth::Refusal;
-use ingest::auth::{Authorizer, KeyDir};
+use catalogue::admission::{Authorizer, Refusal};
+use catalogue::db::UsageEvent;
+use catalogue::directory::{Admission, CachedDirectory, CatalogueAuthorizer, ChannelDirectory, DbDirectory};
+use catalogue::secrets::KeyDir;
+use catalogue::testing::{commercial, databases};
 use swarm::piece::ChannelKeypair;
-use tracker::db::{Db, UsageEvent};
-use tracker::directory::{Admission, CachedDirectory, CatalogueAuthorizer, ChannelDirectory, DbDirectory};
-
-/// The databases to run against: SQLite, and PostgreSQL if configured.
-async fn databases(test: &str) -> Vec<Db> {
-    let dir = std::env::temp_dir().join(format!("shoal-db-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut dbs = vec![Db::open(&format!("sqlite://{}", dir.join("tracker.db").display())).await.unwrap()];
-    match std::env::var("SHOAL_TEST_DATABASE_URL") {
-        Ok(url) => {
-            let schema = format!("shoal_{test}_{}", std::process::id());
-            dbs.push(Db::open_in_schema(&url, Some(&schema)).await.unwrap());
-        }
-        Err(_) => eprintln!("SKIPPED PostgreSQL: SHOAL_TEST_DATABASE_URL is not set (.ci/run sets it)"),
-    }
-    dbs
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -152,78 +134,8 @@ fn usage_is_idempotent_and_rolls_up_per_account() {
 }
 
 #[test]
-fn a_killed_tracker_loses_no_usage() {
-    use tracker::announce::{Announce, Event, Role};
-    use tracker::meter::Meter;
-    use tracker::store::{StoreConfig, Swarms};
-
-    const H0: u64 = 1_800_000_000; // a multiple of 3600
-    let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
-    rt().block_on(async {
-        for db in databases("kill").await {
-            let acct = db.create_account("a", 1).await.unwrap();
-            let key = ChannelKeypair::from_secret_bytes(&[5; 32]).id();
-            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
-            // Viewers watch a third of the time inside ad breaks; a seed uploads 1 MB/s.
-            let ann = |peer: u8, w: u64| Announce {
-                watched_s: Some(w),
-                ad_watched_s: Some(w / 3),
-                role: Role::Viewer,
-                ..Announce::new(key.info_hash(), [peer; 20], 7000)
-            };
-            let seed = |t: u64, event| Announce {
-                uploaded: t * 1_000_000,
-                role: Role::Seed,
-                event,
-                ..Announce::new(key.info_hash(), [9; 20], 7000)
-            };
-
-            let first = Swarms::with_epoch(StoreConfig::default(), H0);
-            let meter = Meter::new(db.clone(), "node-a");
-            for t in (0..=600u32).step_by(60) {
-                first.announce(t, &ann(1, u64::from(t)), ip(1));
-                first.announce(t, &ann(2, u64::from(t)), ip(2));
-                let event = if t == 0 { Event::Started } else { Event::None };
-                first.announce(t, &seed(u64::from(t), event), ip(9));
-            }
-            let o = meter.flush(&first, 600, H0 + 600).await;
-            assert_eq!((o.written_batches, o.failed, o.viewer_seconds), (1, false, 1_200));
-            // Two more minutes counted, then SIGKILL: nothing of them was written.
-            first.announce(660, &ann(1, 660), ip(1));
-            first.announce(720, &ann(2, 720), ip(2));
-            first.announce(720, &seed(720, Event::None), ip(9));
-            drop((first, meter));
-
-            let second = Swarms::with_epoch(StoreConfig::default(), H0 + 750);
-            let meter = Meter::new(db.clone(), "node-a");
-            assert_eq!(meter.recover(&second, H0 + 750).await.unwrap(), 3, "two viewers' marks, a seed's");
-            second.announce(30, &ann(1, 780), ip(1));
-            second.announce(30, &ann(2, 780), ip(2));
-            second.announce(30, &seed(780, Event::None), ip(9));
-            meter.flush(&second, 30, H0 + 780).await;
-            meter.roll_up(H0 + 780).await.unwrap();
-
-            let u = db.hourly_usage(acct, H0 as i64, H0 as i64 + 3600).await.unwrap();
-            assert_eq!(u.len(), 1);
-            // Each viewer is credited from its second announce on: 780 s each, a third
-            // of it in ads; the seed from its start: 780 s at 1 MB/s.
-            let u = &u[0];
-            assert_eq!(
-                (u.viewer_seconds, u.ad_viewer_seconds, u.seed_bytes, u.peak_viewers, u.unique_viewers),
-                (2 * 780, 2 * 260, 780_000_000, 2, 2),
-                "{:?}",
-                db.backend()
-            );
-            let sum = db.usage_summary(acct, H0 as i64, H0 as i64 + 3600).await.unwrap();
-            assert_eq!((sum[0].viewer_seconds, sum[0].unique_viewers), (2 * 780, 2));
-            db.drop_schema().await.unwrap();
-        }
-    });
-}
-
-#[test]
 fn a_retried_flush_counts_once() {
-    use tracker::store::{Drained, Mark, SeedMark, UsageDelta};
+    use catalogue::usage::{Drained, Mark, SeedMark, UsageDelta};
     rt().block_on(async {
         for db in databases("retry").await {
             let acct = db.create_account("a", 1).await.unwrap();
@@ -366,76 +278,15 @@ fn ingest_publishes_by_the_catalogue_and_keys_rotate() {
             let future = db.add_license(sport_id, plan, 1_000, None, 200).await.unwrap();
             assert_eq!(db.end_license(a, future, 300).await.unwrap().status, "revoked");
             let b = db.create_account("b", 1).await.unwrap();
-            assert!(matches!(db.end_license(b, future, 300).await, Err(tracker::db::DbError::Forbidden(_))));
-            assert!(matches!(db.channel_of(b, "news").await, Err(tracker::db::DbError::Forbidden(_))));
-            assert!(matches!(db.channel_of(b, "nope").await, Err(tracker::db::DbError::NotFound(_))));
+            assert!(matches!(db.end_license(b, future, 300).await, Err(catalogue::db::DbError::Forbidden(_))));
+            assert!(matches!(db.channel_of(b, "news").await, Err(catalogue::db::DbError::Forbidden(_))));
+            assert!(matches!(db.channel_of(b, "nope").await, Err(catalogue::db::DbError::NotFound(_))));
             assert!(matches!(
                 db.create_channel(b, "news", other, "x", false, 1).await,
-                Err(tracker::db::DbError::Conflict(_))
+                Err(catalogue::db::DbError::Conflict(_))
             ));
             let _ = std::fs::remove_dir_all(&dir);
             db.drop_schema().await.unwrap();
         }
     });
-}
-
-/// PostgreSQL going away while the tracker runs: announces keep being answered (the
-/// last good directory), usage is kept, and written once the catalogue is back —
-/// nothing lost, nothing twice. The failures show in the metrics.
-#[test]
-fn a_catalogue_outage_keeps_usage_until_it_is_back() {
-    use std::sync::Arc;
-    use tracker::http::Reload;
-    use tracker::meter::Meter;
-    use tracker::store::StoreConfig;
-    let Ok(url) = std::env::var("SHOAL_TEST_DATABASE_URL") else {
-        eprintln!("SKIPPED: SHOAL_TEST_DATABASE_URL is not set (.ci/run sets it)");
-        return;
-    };
-    const H0: u64 = 1_800_000_000;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let proxy = common::Proxy::start(&rt, &common::host_port(&url));
-    let via_proxy = url.replacen(&common::host_port(&url), &proxy.addr.to_string(), 1);
-    let schema = format!("shoal_outage_{}", std::process::id());
-    let db = rt.block_on(Db::open_in_schema(&via_proxy, Some(&schema))).unwrap();
-    let key = ChannelKeypair::from_secret_bytes(&[4; 32]).id();
-    let acct = rt.block_on(db.create_account("a", 1)).unwrap();
-    rt.block_on(db.create_channel(acct, "news", key, "k", false, 1)).unwrap();
-    let cache = Arc::new(CachedDirectory::default());
-    let reload = Reload::Db(DbDirectory::new(db.clone(), cache.clone()));
-    rt.block_on(reload.run(H0)).unwrap();
-    let mut tracker =
-        tracker::Tracker::new(StoreConfig::default(), cache.clone(), ingest::http::SeederTokens::default());
-    tracker.swarms = tracker::store::Swarms::with_epoch(StoreConfig::default(), H0);
-    let meter = Meter::new(db.clone(), "node-a");
-    let q = |peer: u8, w: u32| {
-        format!(
-            "info_hash={}&peer_id={}&port=7000&compact=1&watched={w}",
-            tracker::announce::percent_encode(&key.info_hash()),
-            tracker::announce::percent_encode(&[peer; 20])
-        )
-    };
-    let ip = std::net::IpAddr::from([10, 0, 0, 1]);
-    for t in [0u32, 60] {
-        assert_eq!(tracker.announce(&q(1, t), ip, t, H0 + u64::from(t)).0, 200);
-    }
-    assert!(!rt.block_on(meter.flush(&tracker.swarms, 60, H0 + 60)).failed);
-
-    proxy.set_up(false);
-    assert!(rt.block_on(reload.run(H0 + 120)).is_err(), "the directory can't be read");
-    for t in [120u32, 180] {
-        assert_eq!(tracker.announce(&q(1, t), ip, t, H0 + u64::from(t)).0, 200, "still answered");
-    }
-    let o = rt.block_on(meter.flush(&tracker.swarms, 180, H0 + 180));
-    assert!(o.failed);
-    assert_eq!((o.queued_batches, o.lag_s), (1, 0));
-    assert_eq!(tracker.announce(&q(1, 240), ip, 240, H0 + 240).0, 200);
-
-    proxy.set_up(true);
-    let o = rt.block_on(meter.flush(&tracker.swarms, 240, H0 + 240));
-    assert_eq!((o.failed, o.written_batches, o.queued_batches), (false, 2, 0));
-    rt.block_on(meter.roll_up(H0 + 240)).unwrap();
-    let u = rt.block_on(db.hourly_usage(acct, H0 as i64, H0 as i64 + 3600)).unwrap();
-    assert_eq!(u[0].viewer_seconds, 240, "60 before, 120 during, 60 after the outage");
-    rt.block_on(db.drop_schema()).unwrap();
 }
