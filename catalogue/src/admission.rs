@@ -104,7 +104,7 @@ mod tests {
 
     fn check(enabled: bool, carries_ads: bool, licence: LicenceStanding, expect: Result<(), &str>) {
         let got = admit(Standing { name: "news", enabled, carries_ads, licence });
-        assert_eq!(got.map_err(|r| r.label()), expect.map_err(|e| e), "{enabled} {carries_ads} {licence:?}");
+        assert_eq!(got.map_err(|r| r.label()), expect, "{enabled} {carries_ads} {licence:?}");
     }
 
     #[test]

@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use catalogue::directory::StaticDirectory;
 use catalogue::secrets::SeederTokens;
-use node::roles::{self, Join, Node};
-use node::shell::now_us;
-use node::source::{self, Source};
+use net::shell::now_us;
+use net::{Join, Node};
+use seeder::source::{self, Source};
 use serde::Serialize;
 use swarm::piece::{ChannelId, ChannelKeypair, Piece, PieceFlags, filler_payload};
 use tokio::sync::mpsc;
 use tracker::Tracker;
 use tracker::store::StoreConfig;
+use viewer::Viewer;
 
 /// Where the channel comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -110,14 +111,14 @@ struct Totals {
     samples: Vec<usize>,
 }
 
-fn totals(viewers: &[(Node, u64)], seeders: &[Node]) -> Totals {
+fn totals(viewers: &[(Viewer, u64)], seeders: &[Node]) -> Totals {
     let mut t = Totals::default();
     for (v, _) in viewers {
         let s = v.playout.stats();
         t.played += s.played;
         t.skipped += s.skipped;
         t.samples.push(v.playout.sample_count());
-        let snap = v.handle.snapshot();
+        let snap = v.node.handle.snapshot();
         t.down += snap.bytes_received;
         t.up += snap.bytes_sent;
         t.dup += snap.stats.duplicate_bytes;
@@ -257,19 +258,20 @@ async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
         listen: local,
         seed_token: seed.then(|| "seed".to_owned()),
         upload_kbps: kbps,
-        shell: node::shell::ShellOptions { link_delay: delay, ..Default::default() },
+        shell: net::shell::ShellOptions { link_delay: delay, ..Default::default() },
     };
     let mut seeders = Vec::new();
     for rx in feeds {
-        seeders.push(roles::seeder(join(true, 1_000_000), rx, None).await.context("starting a seeder")?);
+        let hls = Arc::new(net::hls::Hls::new("bench"));
+        seeders.push(seeder::inject(join(true, 1_000_000), rx, hls).await.context("starting a seeder")?);
     }
     // Viewers join 20 per second.
-    let mut viewers: Vec<(Node, u64)> = Vec::new();
+    let mut viewers: Vec<(Viewer, u64)> = Vec::new();
     let mut pace = tokio::time::interval(Duration::from_millis(50));
     for _ in 0..a.viewers {
         pace.tick().await;
         let joined = now_us();
-        viewers.push((roles::viewer(join(false, a.viewer_kbps)).await.context("starting a viewer")?, joined));
+        viewers.push((Viewer::start(join(false, a.viewer_kbps)).await.context("starting a viewer")?, joined));
     }
     eprintln!("{} viewers joined; {} s warm-up, then {} s measured", a.viewers, a.warmup, a.seconds);
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
@@ -283,7 +285,7 @@ async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
         latencies.extend(samples.into_iter().skip(*skip));
         startups.push(first.map_or(u32::MAX, |f| u32::try_from(f.saturating_sub(*joined) / 1000).unwrap_or(u32::MAX)));
     }
-    let ends: usize = viewers.iter().map(|(v, _)| v.handle.snapshot().neighbours).sum::<usize>()
+    let ends: usize = viewers.iter().map(|(v, _)| v.node.handle.snapshot().neighbours).sum::<usize>()
         + seeders.iter().map(|s| s.handle.snapshot().neighbours).sum::<usize>();
     let seeder_connections_max = seeders.iter().map(|s| s.handle.snapshot().neighbours).max().unwrap_or(0) as u64;
     let d = |f: fn(&Totals) -> u64| f(&after).saturating_sub(f(&before));

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use node::roles::{self, Join, Node};
-use node::source::{self, Source};
+use net::Join;
+use seeder::{Seeder, SeederConfig};
 use swarm::piece::ChannelId;
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpListener;
+use viewer::Viewer;
 
 #[derive(Debug, Args)]
 pub(crate) struct SeederArgs {
@@ -66,85 +67,32 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
     let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.data_dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let s = Seed {
+        let cfg = SeederConfig {
             tracker: a.tracker.clone(),
             ingest: a.ingest.clone(),
             channel: a.channel.clone(),
             id: None,
             token,
             listen: a.listen,
-            http: a.http,
             upload_kbps: a.upload_kbps,
         };
-        let (node, hls) = s.start().await?;
+        let (seeder, hls) = start_seeder(cfg, a.http).await?;
         println!(
             "SEEDER  channel {} from {}, peers connect to {}, browsers: http://{hls}/hls/{}/live.m3u8",
-            a.channel, a.ingest, node.handle.listen, a.channel
+            a.channel, a.ingest, seeder.node.handle.listen, a.channel
         );
         crate::shutdown_signal().await?;
-        node.stop().await;
+        seeder.node.stop().await;
         Ok(())
     })
 }
 
-/// A seeder to start.
-#[derive(Debug, Clone)]
-pub(crate) struct Seed {
-    pub(crate) tracker: String,
-    pub(crate) ingest: String,
-    pub(crate) channel: String,
-    /// The channel id, if known; else it comes with ingest's piece stream.
-    pub(crate) id: Option<ChannelId>,
-    pub(crate) token: String,
-    pub(crate) listen: SocketAddr,
-    /// The HLS fallback's address.
-    pub(crate) http: SocketAddr,
-    pub(crate) upload_kbps: u32,
-}
-
-impl Seed {
-    /// Reads ingest's piece stream, joins the channel's swarm through the tracker,
-    /// serves the HLS fallback. Returns the node and where HLS is served.
-    pub(crate) async fn start(self) -> anyhow::Result<(Node, SocketAddr)> {
-        let hls_listener =
-            node::playout::bind(self.http).await.with_context(|| format!("binding HLS {}", self.http))?;
-        let hls_addr = hls_listener.local_addr()?;
-        let hls = Arc::new(node::hls::Hls::new(&self.channel));
-        // Metrics exist once the node does (after ingest has said the channel's id).
-        let handle: Arc<std::sync::OnceLock<node::shell::NodeHandle>> = Arc::default();
-        let h = handle.clone();
-        let metrics: node::playout::TextFn = Arc::new(move || match h.get() {
-            Some(h) => roles::metrics_text(swarm::wire::Role::Seed, &h.snapshot(), None),
-            None => String::new(),
-        });
-        tokio::spawn(node::hls::serve(hls_listener, hls.clone(), metrics));
-        let (pieces_tx, pieces_rx) = mpsc::channel(256);
-        let (id_tx, mut id_rx) = watch::channel(self.id);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let src = Source { base: self.ingest.clone(), channel: self.channel.clone(), token: self.token.clone() };
-        tokio::spawn(async move {
-            source::run(src, pieces_tx, id_tx, stop_rx).await;
-            drop(stop_tx);
-        });
-        tracing::info!(channel = %self.channel, ingest = %self.ingest, "waiting for the channel on ingest");
-        let id = loop {
-            if let Some(id) = *id_rx.borrow_and_update() {
-                break id;
-            }
-            id_rx.changed().await.context("the piece source stopped")?;
-        };
-        let join = Join {
-            tracker: self.tracker,
-            channel: id,
-            listen: self.listen,
-            seed_token: Some(self.token),
-            upload_kbps: self.upload_kbps,
-            shell: node::shell::ShellOptions::default(),
-        };
-        let node = roles::seeder(join, pieces_rx, Some(hls)).await.context("starting the seeder")?;
-        let _ = handle.set(node.handle.clone());
-        Ok((node, hls_addr))
-    }
+/// Binds the seeder's HTTP (its HLS and metrics) and starts it.
+pub(crate) async fn start_seeder(cfg: SeederConfig, http: SocketAddr) -> anyhow::Result<(Seeder, SocketAddr)> {
+    let listener = TcpListener::bind(http).await.with_context(|| format!("binding HLS {http}"))?;
+    let addr = listener.local_addr()?;
+    let seeder = Seeder::start(cfg, listener).await?;
+    Ok((seeder, addr))
 }
 
 pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
@@ -157,25 +105,21 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
             listen: a.listen,
             seed_token: None,
             upload_kbps: a.upload_kbps,
-            shell: node::shell::ShellOptions::default(),
+            shell: net::shell::ShellOptions::default(),
         };
-        let node = Arc::new(roles::viewer(join).await.context("starting the viewer")?);
-        let play = node::playout::bind(a.play).await.with_context(|| format!("binding {}", a.play))?;
+        let node = Arc::new(Viewer::start(join).await.context("starting the viewer")?);
+        let play = TcpListener::bind(a.play).await.with_context(|| format!("binding {}", a.play))?;
         let play_addr = play.local_addr()?;
-        let n = node.clone();
-        let stats: node::playout::TextFn = Arc::new(move || n.stats_json());
-        let n = node.clone();
-        let metrics: node::playout::TextFn = Arc::new(move || n.metrics());
-        tokio::spawn(node::playout::serve(play, node.playout.clone(), node.hls.clone(), stats, metrics));
+        tokio::spawn(viewer::serve(play, node.clone()));
         println!("VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json, /metrics)");
         let n = node.clone();
         let stats_json = a.stats_json.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
-            let mut last = n.handle.snapshot();
+            let mut last = n.node.handle.snapshot();
             loop {
                 tick.tick().await;
-                let snap = n.handle.snapshot();
+                let snap = n.node.handle.snapshot();
                 let s = n.playout.stats();
                 let rate = |now: u64, then: u64| (now.saturating_sub(then)) as f64 * 8.0 / 2.0 / 1e6;
                 eprintln!(

@@ -92,18 +92,16 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
         let ingest = crate::ingest_cmd::start(&i.a).await.context("starting ingest")?;
         let local = |addr: SocketAddr| format!("http://127.0.0.1:{}", addr.port());
         let id = ChannelId::from_hex(&demo.channel_id).context("demo.json: bad channel id")?;
-        let (seeder, hls) = crate::node_cmd::Seed {
+        let seeder_cfg = seeder::SeederConfig {
             tracker: local(tracker_addr),
             ingest: local(ingest.http),
             channel: demo.channel.clone(),
             id: Some(id),
             token: token.clone(),
             listen: a.seeder_listen,
-            http: a.hls_listen,
             upload_kbps: 200_000,
-        }
-        .start()
-        .await?;
+        };
+        let (seeder, hls) = crate::node_cmd::start_seeder(seeder_cfg, a.hls_listen).await?;
 
         let h = &a.host;
         println!();
@@ -140,11 +138,11 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             demo.api_token,
             tracker_addr.port()
         );
-        println!("  seeder:  peers connect to {}", seeder.handle.listen);
+        println!("  seeder:  peers connect to {}", seeder.node.handle.listen);
         println!();
         println!("Ctrl-C stops it; a restart keeps the channel and its stream key.");
         crate::shutdown_signal().await?;
-        seeder.stop().await;
+        seeder.node.stop().await;
         tracing::info!("shutting down");
         Ok(())
     })

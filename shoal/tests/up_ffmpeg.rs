@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{ffmpeg_available, http_get, start, up_args, word_after};
-use node::roles::{self, Join};
+use net::Join;
 use swarm::piece::ChannelId;
+use viewer::Viewer;
 
 fn frames(file: &Path) -> u64 {
     let out = Command::new("ffprobe")
@@ -72,9 +73,9 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
             listen: "127.0.0.1:0".parse().unwrap(),
             seed_token: None,
             upload_kbps: 8_000,
-            shell: node::shell::ShellOptions::default(),
+            shell: net::shell::ShellOptions::default(),
         };
-        let v = rt.block_on(roles::viewer(join)).unwrap();
+        let v = rt.block_on(Viewer::start(join)).unwrap();
         let rec = Arc::new(Mutex::new(Vec::<u8>::new()));
         let (r, p) = (rec.clone(), v.playout.clone());
         rt.spawn(async move {
@@ -87,17 +88,9 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
         viewers.push(v);
     }
     // One viewer also over HTTP, as a player reads it.
-    let play = rt.block_on(node::playout::bind("127.0.0.1:0".parse().unwrap())).unwrap();
+    let play = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let play_url = format!("http://{}/live.ts", play.local_addr().unwrap());
-    let n = Arc::new(viewers.remove(0));
-    let (n2, n3) = (n.clone(), n.clone());
-    rt.spawn(node::playout::serve(
-        play,
-        n.playout.clone(),
-        n.hls.clone(),
-        Arc::new(move || n2.stats_json()),
-        Arc::new(move || n3.metrics()),
-    ));
+    rt.spawn(viewer::serve(play, Arc::new(viewers.remove(0))));
 
     let mut ffmpeg = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])

@@ -1183,7 +1183,10 @@ impl<'a> Engine<'a> {
             Kind::Attacker => Agent::Attacker(Box::new(Attacker::new(self.key.id(), peer_id, sc.n_substreams))),
             Kind::Seed | Kind::Viewer => {
                 let role = if kind == Kind::Seed { Role::Seed } else { Role::Viewer };
-                let mut cfg = PeerConfig::new(role, peer_id, self.key.id());
+                let mut cfg = match role {
+                    Role::Seed => PeerConfig::seed(peer_id, self.key.id()),
+                    Role::Viewer => PeerConfig::new(role, peer_id, self.key.id()),
+                };
                 cfg.reachable = reachable;
                 cfg.upload_kbps = u32::try_from(upload_bps / 1000).unwrap_or(u32::MAX);
                 cfg.stream_kbps = sc.bitrate_kbps;
@@ -1192,7 +1195,6 @@ impl<'a> Engine<'a> {
                 if kind == Kind::Seed {
                     cfg.max_child_slots = Some(sc.seed_child_slots);
                     cfg.max_neighbours = sc.seed_max_neighbours as usize;
-                    cfg.target_neighbours = 0;
                 } else {
                     cfg.target_neighbours = sc.viewer_neighbours as usize;
                 }

@@ -128,8 +128,8 @@ impl Scenario {
             gop_ms: 2_000,
             join_spread_ms: 5_000,
             n_substreams: 4,
-            seed_child_slots: 16,
-            seed_max_neighbours: 400,
+            seed_child_slots: swarm::peer::SEED_CHILD_SLOTS,
+            seed_max_neighbours: swarm::peer::SEED_MAX_NEIGHBOURS as u32,
             viewer_neighbours: 12,
             drain_ms: 3_000,
         }

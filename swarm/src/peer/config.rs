@@ -92,7 +92,26 @@ pub struct PeerConfig {
     /// Extra cost, in µs, a seed parent or repair source counts against a viewer
     /// (keeps seeds' upload for injection and last-resort repair).
     pub seed_parent_penalty: Micros,
+    /// A neighbour's count of failures (unanswered requests and the like) drops by one
+    /// this often: failures are forgiven slowly.
+    pub forgive_every: Micros,
+    /// An outgoing connection not established within this is given up.
+    pub connect_timeout: Micros,
+    /// More peers are asked of the tracker at most this often.
+    pub want_peers_every: Micros,
+    /// A viewer with all the neighbours it wants replaces its least useful one at most
+    /// this often.
+    pub replace_every: Micros,
+    /// A viewer whose substreams all have a parent reconsiders them this often
+    /// (orphaned substreams look for one every tick).
+    pub parent_review_every: Micros,
 }
+
+/// Push subscriptions a seed accepts: a few children at the top of each push tree
+/// (what the simulator's measurements chose; its scenarios start from it).
+pub const SEED_CHILD_SLOTS: u32 = 16;
+/// Neighbours a seed accepts: many, for pull repair near the deadline.
+pub const SEED_MAX_NEIGHBOURS: usize = 400;
 
 impl PeerConfig {
     pub fn new(role: Role, peer_id: PeerId, channel: ChannelId) -> Self {
@@ -134,6 +153,23 @@ impl PeerConfig {
             switch_gain: 150 * MS,
             switch_hold: 5 * SECOND,
             seed_parent_penalty: 150 * MS,
+            forgive_every: 2 * SECOND,
+            connect_timeout: 5 * SECOND,
+            want_peers_every: SECOND,
+            replace_every: 5 * SECOND,
+            parent_review_every: SECOND,
+        }
+    }
+
+    /// The seed profile, the one that seeders and the simulator's seeds share:
+    /// [`SEED_CHILD_SLOTS`] children, [`SEED_MAX_NEIGHBOURS`] neighbours, and no dialling
+    /// out (viewers come to seeds).
+    pub fn seed(peer_id: PeerId, channel: ChannelId) -> Self {
+        PeerConfig {
+            max_child_slots: Some(SEED_CHILD_SLOTS),
+            max_neighbours: SEED_MAX_NEIGHBOURS,
+            target_neighbours: 0,
+            ..Self::new(Role::Seed, peer_id, channel)
         }
     }
 

@@ -32,7 +32,7 @@ mod tree;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-pub use config::{ConfigError, PeerConfig, club_of};
+pub use config::{ConfigError, PeerConfig, SEED_CHILD_SLOTS, SEED_MAX_NEIGHBOURS, club_of};
 use neighbour::Neighbour;
 use seqmap::SeqMap;
 
@@ -953,8 +953,8 @@ impl Peer {
     }
 
     fn maintain(&mut self, now: Micros) {
-        // Failures are forgiven slowly: one every 2 s.
-        if now.saturating_sub(self.last_forgive) >= 2 * SECOND {
+        // Failures are forgiven slowly.
+        if now.saturating_sub(self.last_forgive) >= self.cfg.forgive_every {
             self.last_forgive = now;
             for n in &mut self.neighbours {
                 n.failures = n.failures.saturating_sub(1);
@@ -980,21 +980,23 @@ impl Peer {
             idx += 1;
         }
         self.replace_useless(now);
-        self.connecting.retain(|_, (at, _)| now.saturating_sub(*at) < 5 * SECOND);
+        self.connecting.retain(|_, (at, _)| now.saturating_sub(*at) < self.cfg.connect_timeout);
         let total = self.neighbours.len() + self.connecting.len();
         let club_short = self.cfg.role == Role::Viewer
             && total < self.cfg.max_neighbours
             && (self.club_counts().iter().any(|&c| c < self.cfg.min_per_club) || !self.needy_clubs().is_empty());
         if (total < self.cfg.target_neighbours || club_short)
-            && self.last_want_peers.is_none_or(|t| now.saturating_sub(t) >= SECOND)
+            && self.last_want_peers.is_none_or(|t| now.saturating_sub(t) >= self.cfg.want_peers_every)
         {
             self.last_want_peers = Some(now);
             self.events.push_back(Event::WantPeers);
         }
         // Orphaned substreams look for a parent every tick; fed ones reconsider theirs
-        // once a second.
+        // every `parent_review_every`.
         let orphan = self.branches.iter().any(|b| b.parent.is_none());
-        if self.cfg.role == Role::Viewer && (orphan || now.saturating_sub(self.last_parent_review) >= SECOND) {
+        if self.cfg.role == Role::Viewer
+            && (orphan || now.saturating_sub(self.last_parent_review) >= self.cfg.parent_review_every)
+        {
             self.last_parent_review = now;
             self.choose_parents(now);
         }
@@ -1039,7 +1041,9 @@ impl Peer {
         if self.cfg.role == Role::Seed {
             return self.shed_idle_viewers(now);
         }
-        if self.neighbours.len() < self.cfg.target_neighbours || now.saturating_sub(self.last_replace) < 5 * SECOND {
+        if self.neighbours.len() < self.cfg.target_neighbours
+            || now.saturating_sub(self.last_replace) < self.cfg.replace_every
+        {
             return;
         }
         let counts = self.club_counts();

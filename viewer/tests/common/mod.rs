@@ -1,4 +1,4 @@
-//! What the node's socket tests share: a tracker for one channel, join settings,
+//! What the seeder-and-viewer socket tests share: a tracker for one channel, join settings,
 //! polling with a deadline.
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use catalogue::directory::StaticDirectory;
 use catalogue::secrets::SeederTokens;
-use node::roles::Join;
+use net::Join;
 use tracker::Tracker;
 use tracker::store::StoreConfig;
 
@@ -36,6 +36,14 @@ pub async fn tracker_for(channel: swarm::piece::ChannelId) -> (String, Arc<Track
     (url, t)
 }
 
+/// A seeder on a free port fed by `origin`, as ingest's piece stream would.
+pub async fn seeder(
+    join: Join,
+    origin: tokio::sync::mpsc::Receiver<swarm::piece::Piece>,
+) -> std::io::Result<net::Node> {
+    seeder::inject(join, origin, Arc::new(net::hls::Hls::new("news"))).await
+}
+
 /// Join settings on a free port: a seeder (with the token, a wide uplink) or a viewer.
 pub fn join(tracker: &str, channel: swarm::piece::ChannelId, seed: bool) -> Join {
     Join {
@@ -44,6 +52,6 @@ pub fn join(tracker: &str, channel: swarm::piece::ChannelId, seed: bool) -> Join
         listen: "127.0.0.1:0".parse().unwrap(),
         seed_token: seed.then(|| TOKEN.to_owned()),
         upload_kbps: if seed { 50_000 } else { 8_000 },
-        shell: node::shell::ShellOptions::default(),
+        shell: net::shell::ShellOptions::default(),
     }
 }

@@ -18,10 +18,10 @@ use catalogue::secrets::{KeyDir, SeederTokens};
 use common::{TOKEN, eventually, join, tracker_for};
 use ingest::hub::{Fetch, Hub, HubConfig};
 use ingest::rtmp_client::RtmpPublisher;
-use node::roles;
-use node::source::{self, Source};
+use seeder::source::{self, Source};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use viewer::Viewer;
 
 const FIXTURE: &[u8] = include_bytes!("../../ingest/tests/fixtures/testsrc-h264-aac-4s.flv");
 
@@ -91,10 +91,10 @@ fn the_swarm_plays_on_after_ingest_restarts() {
         let (id_tx, _id_rx) = watch::channel(None);
         let src = Source { base: format!("http://{http}"), channel: "news".into(), token: TOKEN.into() };
         tokio::spawn(source::run(src, pieces_tx, id_tx, stop_rx));
-        let seeder = roles::seeder(join(&tracker_url, channel, true), pieces_rx, None).await.unwrap();
+        let seeder = common::seeder(join(&tracker_url, channel, true), pieces_rx).await.unwrap();
         let mut viewers = Vec::new();
         for _ in 0..4 {
-            viewers.push(roles::viewer(join(&tracker_url, channel, false)).await.unwrap());
+            viewers.push(Viewer::start(join(&tracker_url, channel, false)).await.unwrap());
         }
         // The first ingest's run: 8 s of the channel.
         publish(rtmp, &stream_key, 2).await;
@@ -130,7 +130,7 @@ fn the_swarm_plays_on_after_ingest_restarts() {
 
         assert!(more, "every viewer plays 5 s of the new run: {after:?}");
         for v in &viewers {
-            let s = v.handle.snapshot();
+            let s = v.node.handle.snapshot();
             assert_eq!(s.stats.jumps, 1, "each viewer followed the jump once: {:?}", s.stats);
             assert!(s.newest.is_some_and(|n| n > new_first), "{:?}", s.newest);
             assert!(s.neighbours >= 1, "no viewer lost its neighbours over it");

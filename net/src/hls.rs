@@ -1,4 +1,5 @@
-//! The seeders' HLS fallback for browsers and phones without the viewer: segments cut
+//! HLS of verified pieces — the seeders' fallback for browsers and phones without the
+//! viewer, and a viewer's `/live.m3u8` beside its `/live.ts`: segments cut
 //! at the channel's segment starts (each begins with PAT/PMT and a keyframe), built only
 //! from pieces the seeder's peer verified, the newest few kept in memory. Low-Latency
 //! HLS (RFC 8216bis): each piece is also a *part* (~50 ms), listed as soon as the next
@@ -14,22 +15,19 @@
 //! `GET /hls/{channel}/{n}.ts` — segment `n` while it is in the window (404 after).
 //! `GET /hls/{channel}/{n}.{k}.ts` — part `k` of segment `n`; the hinted next part is
 //! answered when it exists (the request waits, as for a blocking reload).
+//!
+//! Nothing is copied to serve: a part is its piece's payload (a slice of the piece's
+//! buffer), and a segment is sent as its parts back to back.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use httpkit::Body;
+use hyper::{Response, StatusCode};
 use swarm::piece::{Piece, PieceFlags};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-use crate::playout::{Streamed, whole};
 
 /// Complete segments listed in the playlist.
 pub const WINDOW: usize = 6;
@@ -44,15 +42,17 @@ struct Part {
     data: Bytes,
 }
 
-/// One segment: its number, duration, bytes and parts.
+/// One segment: its number, duration and parts (its bytes are theirs, in order).
 #[derive(Debug, Clone)]
 struct Segment {
     n: u64,
     /// Ingest's clock at its first piece (Unix µs): `#EXT-X-PROGRAM-DATE-TIME`.
     start_us: u64,
     duration_us: u64,
-    data: Bytes,
     parts: Vec<Part>,
+    /// Whether its parts are listed (and served one by one): the newest
+    /// [`PART_SEGMENTS`] only.
+    parts_listed: bool,
 }
 
 /// The segment being filled.
@@ -146,19 +146,15 @@ impl Hls {
                 {
                     let n = i.next_n;
                     i.next_n += 1;
-                    let mut data = Vec::with_capacity(o.parts.iter().map(|p| p.data.len()).sum());
-                    for p in &o.parts {
-                        data.extend_from_slice(&p.data);
-                    }
                     let duration_us = ts.saturating_sub(o.start_us).max(1);
                     let start_us = o.start_us;
-                    i.done.push_back(Segment { n, start_us, duration_us, data: Bytes::from(data), parts: o.parts });
+                    i.done.push_back(Segment { n, start_us, duration_us, parts: o.parts, parts_listed: true });
                     while i.done.len() > WINDOW {
                         i.done.pop_front();
                     }
                     let keep_from = i.done.len().saturating_sub(PART_SEGMENTS);
                     for s in i.done.iter_mut().take(keep_from) {
-                        s.parts = Vec::new();
+                        s.parts_listed = false;
                     }
                 }
                 i.open = Some(Open { start_us: ts, parts: Vec::new(), pending: (ts, piece.payload().clone()) });
@@ -200,7 +196,9 @@ impl Hls {
                 out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
             }
             expected_start = Some(s.start_us + s.duration_us);
-            part_lines(&mut out, s.n, &s.parts);
+            if s.parts_listed {
+                part_lines(&mut out, s.n, &s.parts);
+            }
             out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
         }
         if let Some(o) = &i.open {
@@ -210,8 +208,9 @@ impl Hls {
         Some(out)
     }
 
-    pub fn segment(&self, n: u64) -> Option<Bytes> {
-        self.lock().done.iter().find(|s| s.n == n).map(|s| s.data.clone())
+    /// Segment `n`, while in the window: its parts' bytes, in order.
+    pub fn segment(&self, n: u64) -> Option<Vec<Bytes>> {
+        self.lock().done.iter().find(|s| s.n == n).map(|s| s.parts.iter().map(|p| p.data.clone()).collect())
     }
 
     /// Part `k` of segment `n`, while listed.
@@ -220,7 +219,7 @@ impl Hls {
         if let Some(o) = i.open.as_ref().filter(|_| i.next_n == n) {
             return o.parts.get(k).map(|p| p.data.clone());
         }
-        i.done.iter().find(|s| s.n == n).and_then(|s| s.parts.get(k)).map(|p| p.data.clone())
+        i.done.iter().find(|s| s.n == n && s.parts_listed).and_then(|s| s.parts.get(k)).map(|p| p.data.clone())
     }
 
     /// Waits (up to `limit`) until `ready` holds; whether it did.
@@ -245,7 +244,7 @@ impl Hls {
 
     /// [`Hls::answer`], holding blocking reloads (`_HLS_msn`, `_HLS_part` in `query`) and
     /// requests for the hinted next part until they can be answered.
-    pub async fn answer_blocking(&self, path: &str, query: Option<&str>) -> Option<(StatusCode, &'static str, Bytes)> {
+    pub async fn answer_blocking(&self, path: &str, query: Option<&str>) -> Option<Response<Body>> {
         let rest = path.strip_prefix(self.prefix.as_str())?;
         if rest == "/live.m3u8" {
             let q = |name: &str| {
@@ -255,14 +254,10 @@ impl Hls {
                 let part = q("_HLS_part").map(|p| p as usize);
                 if msn > self.lock().next_n + 2 {
                     // RFC 8216bis §6.2.5.2: more than two segments ahead is a bad request.
-                    return Some((
-                        StatusCode::BAD_REQUEST,
-                        "text/plain",
-                        Bytes::from_static(b"_HLS_msn too far ahead\n"),
-                    ));
+                    return Some(answer(StatusCode::BAD_REQUEST, TEXT, Body::full("_HLS_msn too far ahead\n")));
                 }
                 if !self.wait_for(self.block_limit(), |i| i.has(msn, part)).await {
-                    return Some((StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"not yet\n")));
+                    return Some(answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, Body::full("not yet\n")));
                 }
             }
         } else if let Some((n, k)) = parse_part(rest) {
@@ -305,76 +300,71 @@ fn parse_part(rest: &str) -> Option<(u64, usize)> {
     Some((n.parse().ok()?, k.parse().ok()?))
 }
 
-fn answer(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Streamed> {
-    let mut r = whole(status, ctype, body);
-    r.headers_mut().insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
-    r.headers_mut().insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// An HLS answer: any origin may fetch it (players in other sites' pages), nobody caches it.
+fn answer(status: StatusCode, ctype: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    h.insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
+    h.insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
     r
 }
 
 impl Hls {
-    /// The answer for `path` if it is one of this playlist's files: (status, content
-    /// type, body).
-    pub fn answer(&self, path: &str) -> Option<(StatusCode, &'static str, Bytes)> {
+    /// The answer for `path` if it is one of this playlist's files.
+    pub fn answer(&self, path: &str) -> Option<Response<Body>> {
         let rest = path.strip_prefix(self.prefix.as_str())?;
         Some(match rest {
             "/live.m3u8" => match self.playlist() {
-                Some(p) => (StatusCode::OK, "application/vnd.apple.mpegurl", Bytes::from(p)),
-                None => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"no complete segment yet\n"))
-                }
+                Some(p) => answer(StatusCode::OK, "application/vnd.apple.mpegurl", Body::full(p)),
+                None => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, Body::full("no complete segment yet\n")),
             },
             part if parse_part(part).is_some() => match parse_part(part).and_then(|(n, k)| self.part(n, k)) {
-                Some(b) => (StatusCode::OK, "video/mp2t", b),
-                None => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"part not listed\n")),
+                Some(b) => answer(StatusCode::OK, "video/mp2t", Body::full(b)),
+                None => answer(StatusCode::NOT_FOUND, TEXT, Body::full("part not listed\n")),
             },
             seg => match seg.strip_prefix('/').and_then(|s| s.strip_suffix(".ts")).and_then(|n| n.parse().ok()) {
                 Some(n) => match self.segment(n) {
-                    Some(b) => (StatusCode::OK, "video/mp2t", b),
-                    None => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"segment not in the window\n")),
+                    Some(parts) => answer(StatusCode::OK, "video/mp2t", Body::chunks(parts)),
+                    None => answer(StatusCode::NOT_FOUND, TEXT, Body::full("segment not in the window\n")),
                 },
                 None => return None,
             },
         })
     }
-}
 
-async fn route(hls: &Hls, metrics: &crate::playout::TextFn, path: &str, query: Option<&str>) -> Response<Streamed> {
-    match path {
-        "/metrics" => answer(StatusCode::OK, crate::playout::PROMETHEUS_TEXT, metrics()),
-        "/healthz" => answer(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-        // Ready once it has a segment to offer browsers.
-        "/readyz" => match hls.playlist() {
-            Some(_) => answer(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
-            None => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"no segment yet\n")),
-        },
-        _ => match hls.answer_blocking(path, query).await {
-            Some((status, ctype, body)) => answer(status, ctype, body),
-            None => answer(StatusCode::NOT_FOUND, "text/plain", format!("try {}/live.m3u8\n", hls.prefix)),
-        },
-    }
-}
-
-/// Serves the HLS fallback, `/metrics` (what `metrics` returns), `/healthz` and
-/// `/readyz` until the listener fails.
-pub async fn serve(listener: TcpListener, hls: Arc<Hls>, metrics: crate::playout::TextFn) -> std::io::Result<()> {
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let (hls, metrics) = (hls.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (hls, metrics) = (hls.clone(), metrics.clone());
-                async move { Ok::<_, Infallible>(route(&hls, &metrics, req.uri().path(), req.uri().query()).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
+    /// [`Hls::answer_blocking`], or 404 naming the playlist.
+    pub async fn answer_or_404(&self, path: &str, query: Option<&str>) -> Response<Body> {
+        match self.answer_blocking(path, query).await {
+            Some(r) => r,
+            None => answer(StatusCode::NOT_FOUND, TEXT, Body::full(format!("try {}/live.m3u8\n", self.prefix))),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use swarm::piece::{ChannelKeypair, filler_payload};
+
+    fn len(parts: &[Bytes]) -> usize {
+        parts.iter().map(Bytes::len).sum()
+    }
+
+    async fn body(r: Response<Body>) -> Bytes {
+        let mut out = Vec::new();
+        let mut b = r.into_body();
+        while let Some(Ok(f)) =
+            std::future::poll_fn(|cx| hyper::body::Body::poll_frame(std::pin::Pin::new(&mut b), cx)).await
+        {
+            out.extend_from_slice(&f.into_data().unwrap_or_default());
+        }
+        Bytes::from(out)
+    }
 
     fn piece(seq: u64, start: bool) -> Piece {
         let key = ChannelKeypair::from_secret_bytes(&[3; 32]);
@@ -393,7 +383,7 @@ mod tests {
         assert!(p.starts_with("#EXTM3U\n"), "{p}");
         assert!(p.contains("#EXT-X-TARGETDURATION:1\n"), "{p}");
         assert!(p.contains("#EXTINF:1.000,\n0.ts\n") && p.contains("3.ts\n") && !p.contains("\n4.ts"), "{p}");
-        assert_eq!(h.segment(0).unwrap().len(), 20 * 2 * 188);
+        assert_eq!(len(&h.segment(0).unwrap()), 20 * 2 * 188);
         // A hole: the open segment is dropped, the next start begins again.
         h.push(&piece(102, false));
         for seq in 103..141 {
@@ -401,19 +391,18 @@ mod tests {
         }
         let p = h.playlist().unwrap();
         assert!(p.contains("4.ts\n"), "the segment 120..140: {p}");
-        assert_eq!(h.segment(4).unwrap().len(), 20 * 2 * 188);
+        assert_eq!(len(&h.segment(4).unwrap()), 20 * 2 * 188);
         h.push(&piece(5, true));
         assert_eq!(h.segment(5), None, "an old piece changes nothing");
-        let m: crate::playout::TextFn = Arc::new(|| "shoal_node_neighbours{role=\"seed\"} 0\n".to_owned());
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let route = |h: &Hls, path: &str| rt.block_on(route(h, &m, path, None));
+        let route = |h: &Hls, path: &str| rt.block_on(h.answer_or_404(path, None));
         assert_eq!(route(&h, "/hls/demo/../x").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/other/live.m3u8").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/demo/99.ts").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/demo/live.m3u8").status(), StatusCode::OK);
-        assert_eq!(route(&h, "/metrics").status(), StatusCode::OK);
-        assert_eq!(route(&h, "/readyz").status(), StatusCode::OK, "a playlist exists");
-        assert_eq!(route(&Hls::new("empty"), "/readyz").status(), StatusCode::SERVICE_UNAVAILABLE);
+        let seg = route(&h, "/hls/demo/4.ts");
+        assert_eq!(seg.status(), StatusCode::OK);
+        assert_eq!(hyper::body::Body::size_hint(seg.body()).exact(), Some(20 * 2 * 188), "sent as its parts");
     }
 
     #[test]
@@ -434,8 +423,8 @@ mod tests {
         assert_eq!(h.part(2, 0).unwrap(), piece(40, true).payload().clone(), "a part is the piece's payload");
         assert_eq!(h.part(2, 4), None, "not complete yet");
         // The parts of a segment concatenate to the segment.
-        let whole: Vec<u8> = (0..20).flat_map(|k| h.part(1, k).unwrap().to_vec()).collect();
-        assert_eq!(Bytes::from(whole), h.segment(1).unwrap());
+        let parts: Vec<Bytes> = (0..20).map(|k| h.part(1, k).unwrap()).collect();
+        assert_eq!(parts, h.segment(1).unwrap());
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         rt.block_on(async {
@@ -452,14 +441,15 @@ mod tests {
             for seq in 45..47 {
                 h.push(&piece(seq, false));
             }
-            let (status, _, body) = reload.await.unwrap().unwrap();
-            assert_eq!(status, StatusCode::OK);
-            assert!(String::from_utf8_lossy(&body).contains("URI=\"2.5.ts\""));
-            let (status, _, body) = hinted.await.unwrap().unwrap();
-            assert_eq!((status, body), (StatusCode::OK, piece(44, false).payload().clone()));
+            let r = reload.await.unwrap().unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert!(String::from_utf8_lossy(&body(r).await).contains("URI=\"2.5.ts\""));
+            let r = hinted.await.unwrap().unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(body(r).await, piece(44, false).payload().clone());
             // Too far ahead is refused at once.
-            let (status, _, _) = h.answer_blocking("/hls/demo/live.m3u8", Some("_HLS_msn=9")).await.unwrap();
-            assert_eq!(status, StatusCode::BAD_REQUEST);
+            let r = h.answer_blocking("/hls/demo/live.m3u8", Some("_HLS_msn=9")).await.unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         });
     }
 

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, join, tracker_for};
-use node::roles;
-use node::shell::now_us;
+use net::shell::now_us;
 use swarm::piece::{ChannelKeypair, PieceFlags, filler_payload};
 use tracker::Tracker;
+use viewer::Viewer;
 
 #[test]
 fn viewers_play_what_the_seeder_injects() {
@@ -22,11 +22,11 @@ fn viewers_play_what_the_seeder_injects() {
         let (channel, url, t, seeder) = one_seeder(9).await;
         let mut viewers = Vec::new();
         for _ in 0..5 {
-            viewers.push(roles::viewer(join(&url, channel, false)).await.unwrap());
+            viewers.push(Viewer::start(join(&url, channel, false)).await.unwrap());
         }
         let all_played =
             eventually(Duration::from_secs(30), || viewers.iter().all(|v| v.playout.stats().played >= 60)).await;
-        let stats: Vec<_> = viewers.iter().map(|v| (v.playout.stats(), v.handle.snapshot().neighbours)).collect();
+        let stats: Vec<_> = viewers.iter().map(|v| (v.playout.stats(), v.node.handle.snapshot().neighbours)).collect();
         eprintln!("viewers (play stats, neighbours): {stats:?}");
         assert!(all_played, "every viewer plays 3 s of the channel: {stats:?}");
         for (s, neighbours) in &stats {
@@ -44,12 +44,12 @@ fn viewers_play_what_the_seeder_injects() {
 
 /// A channel with its tracker and one seeder fed as ingest would: (channel, tracker
 /// URL, tracker, seeder).
-async fn one_seeder(key_byte: u8) -> (swarm::piece::ChannelId, String, Arc<Tracker>, roles::Node) {
+async fn one_seeder(key_byte: u8) -> (swarm::piece::ChannelId, String, Arc<Tracker>, net::Node) {
     let key = ChannelKeypair::from_secret_bytes(&[key_byte; 32]);
     let channel = key.id();
     let (url, t) = tracker_for(channel).await;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let seeder = roles::seeder(join(&url, channel, true), rx, None).await.unwrap();
+    let seeder = common::seeder(join(&url, channel, true), rx).await.unwrap();
     feed(key, vec![tx]);
     (channel, url, t, seeder)
 }
@@ -81,13 +81,13 @@ fn a_killed_seeder_stalls_no_viewer() {
     let (url, _t) = rt.block_on(tracker_for(channel));
     let (a_tx, a_rx) = tokio::sync::mpsc::channel(64);
     let (b_tx, b_rx) = tokio::sync::mpsc::channel(64);
-    let doomed = doomed_rt.block_on(roles::seeder(join(&url, channel, true), a_rx, None)).unwrap();
+    let doomed = doomed_rt.block_on(common::seeder(join(&url, channel, true), a_rx)).unwrap();
     rt.block_on(async {
-        let _survivor = roles::seeder(join(&url, channel, true), b_rx, None).await.unwrap();
+        let _survivor = common::seeder(join(&url, channel, true), b_rx).await.unwrap();
         feed(ChannelKeypair::from_secret_bytes(&[10; 32]), vec![a_tx, b_tx]);
         let mut viewers = Vec::new();
         for _ in 0..8 {
-            viewers.push(roles::viewer(join(&url, channel, false)).await.unwrap());
+            viewers.push(Viewer::start(join(&url, channel, false)).await.unwrap());
         }
         let warm = eventually(Duration::from_secs(30), || viewers.iter().all(|v| v.playout.stats().played >= 40)).await;
         assert!(warm, "{:?}", viewers.iter().map(|v| v.playout.stats()).collect::<Vec<_>>());
@@ -157,18 +157,15 @@ async fn goodbye_then_close(s: &mut tokio::net::TcpStream) -> Option<swarm::wire
 }
 
 /// A viewer that has played 20 pieces of a channel with one seeder.
-async fn playing_victim(
-    key_byte: u8,
-    shell: node::shell::ShellOptions,
-) -> (swarm::piece::ChannelId, roles::Node, roles::Node) {
+async fn playing_victim(key_byte: u8, shell: net::shell::ShellOptions) -> (swarm::piece::ChannelId, Viewer, net::Node) {
     let (channel, url, _t, seeder) = one_seeder(key_byte).await;
-    let victim = roles::viewer(roles::Join { shell, ..join(&url, channel, false) }).await.unwrap();
+    let victim = Viewer::start(net::Join { shell, ..join(&url, channel, false) }).await.unwrap();
     assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);
     (channel, victim, seeder)
 }
 
 /// The victim plays 2 s more without losing a piece.
-async fn plays_on(victim: &roles::Node, before: node::playout::PlayStats) {
+async fn plays_on(victim: &Viewer, before: viewer::playout::PlayStats) {
     let more = eventually(Duration::from_secs(30), || victim.playout.stats().played >= before.played + 40).await;
     let after = victim.playout.stats();
     assert!(more, "{after:?}");
@@ -186,9 +183,9 @@ fn a_forging_peer_is_dropped() {
     rt.block_on(async {
         let (channel, victim, _seeder) = playing_victim(11, Default::default()).await;
         let before = victim.playout.stats();
-        let mut s = raw_peer(victim.handle.listen, channel, 0xbad).await;
+        let mut s = raw_peer(victim.node.handle.listen, channel, 0xbad).await;
         // The channel's id, a sequence number 5 s ahead (not yet held, inside the window), a zero signature.
-        let newest = victim.handle.snapshot().newest.unwrap_or(0);
+        let newest = victim.node.handle.snapshot().newest.unwrap_or(0);
         let header = PieceHeader {
             channel,
             seq: newest + 100,
@@ -202,7 +199,7 @@ fn a_forging_peer_is_dropped() {
         s.write_all(&out).await.unwrap();
         assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Forged));
         plays_on(&victim, before).await;
-        assert_eq!(victim.handle.snapshot().stats.forged_pieces, 1);
+        assert_eq!(victim.node.handle.snapshot().stats.forged_pieces, 1);
     });
 }
 
@@ -217,8 +214,8 @@ fn a_flooding_peer_is_dropped() {
     rt.block_on(async {
         let (channel, victim, _seeder) = playing_victim(14, Default::default()).await;
         let before = victim.playout.stats();
-        let mut s = raw_peer(victim.handle.listen, channel, 0xf100d).await;
-        let newest = victim.handle.snapshot().newest.unwrap_or(0);
+        let mut s = raw_peer(victim.node.handle.listen, channel, 0xf100d).await;
+        let newest = victim.node.handle.snapshot().newest.unwrap_or(0);
         let mut out = Vec::new();
         for i in 0..20_000u64 {
             Message::Have { seq: newest.saturating_sub(i % 10) }.encode(&mut out);
@@ -227,7 +224,7 @@ fn a_flooding_peer_is_dropped() {
         let _ = s.write_all(&out).await;
         assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Flooding));
         plays_on(&victim, before).await;
-        assert_eq!(victim.handle.snapshot().stats.floods, 1);
+        assert_eq!(victim.node.handle.snapshot().stats.floods, 1);
     });
 }
 
@@ -243,10 +240,10 @@ fn a_peer_that_stops_reading_is_dropped() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let shell =
-            node::shell::ShellOptions { max_conn_queue: 64 * 1024, send_buffer: 16 * 1024, ..Default::default() };
+            net::shell::ShellOptions { max_conn_queue: 64 * 1024, send_buffer: 16 * 1024, ..Default::default() };
         let (channel, victim, _seeder) = playing_victim(15, shell).await;
         let before = victim.playout.stats();
-        let mut s = raw_peer(victim.handle.listen, channel, 0x57a11).await;
+        let mut s = raw_peer(victim.node.handle.listen, channel, 0x57a11).await;
         let status = Status {
             free_slots: 0,
             children: 0,
@@ -261,8 +258,8 @@ fn a_peer_that_stops_reading_is_dropped() {
         Message::Subscribe { substreams: 0b1111 }.encode(&mut out);
         s.write_all(&out).await.unwrap();
         // Never read again; wait for the viewer to give up on it.
-        let dropped = eventually(Duration::from_secs(30), || victim.handle.snapshot().stalled_dropped == 1).await;
-        let snap = victim.handle.snapshot();
+        let dropped = eventually(Duration::from_secs(30), || victim.node.handle.snapshot().stalled_dropped == 1).await;
+        let snap = victim.node.handle.snapshot();
         assert!(dropped, "the stalled peer is dropped: {snap:?}");
         assert!(snap.stats.pushes_sent > 0, "it had been taken as a child: {snap:?}");
         plays_on(&victim, before).await;
@@ -270,7 +267,7 @@ fn a_peer_that_stops_reading_is_dropped() {
     });
 }
 
-fn viewers_stats(viewers: &[roles::Node]) -> Vec<node::playout::PlayStats> {
+fn viewers_stats(viewers: &[Viewer]) -> Vec<viewer::playout::PlayStats> {
     viewers.iter().map(|v| v.playout.stats()).collect()
 }
 
@@ -285,11 +282,11 @@ fn viewers_play_on_while_the_tracker_is_down() {
     let (url, _t) = tracker_rt.block_on(tracker_for(channel));
     let (viewers, _seeder) = rt.block_on(async {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let seeder = roles::seeder(join(&url, channel, true), rx, None).await.unwrap();
+        let seeder = common::seeder(join(&url, channel, true), rx).await.unwrap();
         feed(key, vec![tx]);
         let mut viewers = Vec::new();
         for _ in 0..4 {
-            viewers.push(roles::viewer(join(&url, channel, false)).await.unwrap());
+            viewers.push(Viewer::start(join(&url, channel, false)).await.unwrap());
         }
         assert!(eventually(Duration::from_secs(30), || viewers.iter().all(|v| v.playout.stats().played >= 20)).await);
         (viewers, seeder)
@@ -323,12 +320,12 @@ fn a_peer_lying_about_its_pieces_costs_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let (channel, url, _t, _seeder) = one_seeder(13).await;
-        let victim = roles::viewer(join(&url, channel, false)).await.unwrap();
+        let victim = Viewer::start(join(&url, channel, false)).await.unwrap();
         assert!(eventually(Duration::from_secs(30), || victim.playout.stats().played >= 20).await);
         let before = victim.playout.stats();
-        let alone = victim.handle.snapshot().neighbours;
+        let alone = victim.node.handle.snapshot().neighbours;
 
-        let mut s = tokio::net::TcpStream::connect(victim.handle.listen).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(victim.node.handle.listen).await.unwrap();
         let hello = Hello {
             version: PROTOCOL_VERSION,
             channel,
@@ -351,7 +348,7 @@ fn a_peer_lying_about_its_pieces_costs_nothing() {
         Message::Hello(hello).encode(&mut out);
         Message::Status(status).encode(&mut out);
         s.write_all(&out).await.unwrap();
-        let handle = victim.handle.clone();
+        let handle = victim.node.handle.clone();
         let requests = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counted = requests.clone();
         let liar = tokio::spawn(async move {
@@ -386,7 +383,7 @@ fn a_peer_lying_about_its_pieces_costs_nothing() {
             }
         });
         let more = eventually(Duration::from_secs(30), || victim.playout.stats().played >= before.played + 100).await;
-        assert_eq!(victim.handle.snapshot().neighbours, alone + 1, "the liar stays connected");
+        assert_eq!(victim.node.handle.snapshot().neighbours, alone + 1, "the liar stays connected");
         let after = victim.playout.stats();
         assert!(more, "{after:?}");
         assert_eq!(after.skipped, before.skipped, "the liar cost no piece: {after:?}");

@@ -1,0 +1,16 @@
+//! The tokio shell around the sans-IO swarm peer, shared by seeders and viewers.
+//!
+//! - [`shell`]: the [`swarm::peer::Peer`] over TCP (one task owns the peer; a reader and
+//!   a writer task per connection; sending paced by a byte budget).
+//! - [`announce`]: the tracker client (BitTorrent announce with Shoal's parameters).
+//! - [`node`]: a peer on the network — shell, tracker client, and the role's
+//!   [`node::Deliver`] — with its Prometheus metrics.
+//! - [`hls`]: LL-HLS of verified pieces (a seeder's fallback for browsers, a viewer's
+//!   `/live.m3u8`).
+
+pub mod announce;
+pub mod hls;
+pub mod node;
+pub mod shell;
+
+pub use node::{Deliver, Join, Node, NodeConfig, NodeMetrics};

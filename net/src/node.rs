@@ -1,0 +1,259 @@
+//! A peer on the network, whatever its role: the [`shell`](crate::shell) running the
+//! sans-IO peer, the tracker client that feeds it candidates, and the role's
+//! [`Deliver`] that takes what the peer delivers (a viewer plays it, a seeder packages
+//! what it verified as HLS). Its counters are Prometheus metrics ([`NodeMetrics`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use httpkit::registered;
+use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use swarm::peer::PeerConfig;
+use swarm::piece::{ChannelId, Piece};
+use swarm::wire::{PeerId, Role};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::announce::{Report, TrackerClient, random_tracker_id};
+use crate::shell::{self, Input, NodeHandle, Output, Snapshot};
+
+/// What a role does with what its peer delivers. Every method has a do-nothing default.
+pub trait Deliver: Send + Sync + 'static {
+    /// A verified piece to play now, in sequence order (viewers).
+    fn play(&self, _piece: &Piece) {}
+    /// A piece that missed its deadline.
+    fn skipped(&self) {}
+    /// A piece verified and taken into the window (a seeder's HLS).
+    fn accepted(&self, _piece: &Piece) {}
+    /// Seconds played in the current UTC hour, announced for metering (viewers).
+    fn watched_s(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A running peer. Dropping it does not stop it: call [`Node::stop`].
+#[derive(Debug)]
+pub struct Node {
+    pub handle: NodeHandle,
+    pub tracker: TrackerClient,
+    stop: watch::Sender<bool>,
+}
+
+/// How a node joins.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// `http://HOST:PORT` of the tracker.
+    pub tracker: String,
+    pub channel: ChannelId,
+    /// Where other peers connect (port 0: any).
+    pub listen: SocketAddr,
+    /// Seeds: the seeder token the tracker checks.
+    pub seed_token: Option<String>,
+    /// Upload capacity announced to neighbours, kbit/s.
+    pub upload_kbps: u32,
+    /// Shell knobs (benchmarks' link delay, tests' stall limit); default in production.
+    pub shell: shell::ShellOptions,
+}
+
+impl Node {
+    /// Starts the shell, announces to the tracker, and hands what the peer delivers to
+    /// `deliver`. A seed injects what `origin` gives it (ingest's pieces).
+    pub async fn start(
+        cfg: NodeConfig,
+        origin: Option<mpsc::Receiver<Piece>>,
+        deliver: Arc<dyn Deliver>,
+    ) -> std::io::Result<Node> {
+        let NodeConfig { join: j, peer: mut peer_cfg } = cfg;
+        // The protocol id is derived from the tracker id; the tracker is told the port
+        // the shell actually bound.
+        let tracker_id = random_tracker_id();
+        peer_cfg.peer_id = PeerId::from_tracker_id(&tracker_id);
+        peer_cfg.channel = j.channel;
+        peer_cfg.upload_kbps = j.upload_kbps;
+        let (out_tx, mut out_rx) = mpsc::channel(1024);
+        let handle = shell::spawn_with(peer_cfg, j.listen, out_tx, j.shell).await?;
+        let mut tracker = TrackerClient::new(&j.tracker, &j.channel, handle.listen.port());
+        tracker.tracker_id = tracker_id;
+        tracker.seed_token = j.seed_token.clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let want_peers = Arc::new(Notify::new());
+
+        let (w, d) = (want_peers.clone(), deliver.clone());
+        tokio::spawn(async move {
+            while let Some(o) = out_rx.recv().await {
+                match o {
+                    Output::Play(piece) => d.play(&piece),
+                    Output::Skipped(_) => d.skipped(),
+                    Output::Accepted(piece) => d.accepted(&piece),
+                    Output::WantPeers => w.notify_one(),
+                }
+            }
+        });
+        if let Some(mut origin) = origin {
+            let h = handle.clone();
+            tokio::spawn(async move {
+                while let Some(piece) = origin.recv().await {
+                    if !h.send(Input::Origin(piece)).await {
+                        return;
+                    }
+                }
+            });
+        }
+        tokio::spawn(announce_loop(tracker.clone(), handle.clone(), deliver, want_peers, stop_rx));
+        Ok(Node { handle, tracker, stop })
+    }
+
+    /// Says goodbye to the neighbours and the tracker.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.handle.send(Input::Leave).await;
+        let _ = self.tracker.announce(Some("stopped"), Report::default()).await;
+    }
+}
+
+/// How to start a node: where it joins, and its peer's settings (from
+/// [`NodeConfig::viewer`] or [`NodeConfig::seed`], which fill in the identity).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub join: Join,
+    pub peer: PeerConfig,
+}
+
+impl NodeConfig {
+    pub fn viewer(join: Join) -> Self {
+        let peer = PeerConfig::new(Role::Viewer, PeerId(0), join.channel);
+        NodeConfig { join, peer }
+    }
+
+    /// [`PeerConfig::seed`]: the seed profile the simulator measured.
+    pub fn seed(join: Join) -> Self {
+        let peer = PeerConfig::seed(PeerId(0), join.channel);
+        NodeConfig { join, peer }
+    }
+}
+
+/// Announces at start, every interval, and (at most every 5 s) when the peer wants
+/// more peers; backs off while the tracker is unreachable (the swarm goes on).
+async fn announce_loop(
+    tracker: TrackerClient,
+    handle: NodeHandle,
+    deliver: Arc<dyn Deliver>,
+    want_peers: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut event = Some("started");
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let snap = handle.snapshot();
+        let report = Report {
+            uploaded: snap.bytes_sent,
+            downloaded: snap.bytes_received,
+            watched_s: deliver.watched_s(),
+            ad_watched_s: None,
+            free_slots: 0,
+        };
+        let wait = match tracker.announce(event, report).await {
+            Ok(a) => {
+                event = None;
+                backoff = Duration::from_millis(500);
+                if !handle.send(Input::Candidates(a.peers)).await {
+                    return;
+                }
+                Duration::from_secs(u64::from(a.interval_s))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "announce failed; retrying");
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = want_peers.notified() => tokio::time::sleep(Duration::from_secs(5).min(wait)).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A node's counters as Prometheus metrics, every series labelled with its role;
+/// [`NodeMetrics::update`] brings them up to a snapshot (before each scrape).
+#[derive(Debug, Clone)]
+pub struct NodeMetrics {
+    pub registry: Registry,
+    neighbours: IntGauge,
+    sent: IntCounter,
+    received: IntCounter,
+    accepted: IntCounter,
+    duplicates: IntCounter,
+    forged: IntCounter,
+    pushes: IntCounter,
+    responses: IntCounter,
+    requests: IntCounter,
+    protocol_errors: IntCounter,
+    floods: IntCounter,
+    stalled: IntCounter,
+    jumps: IntCounter,
+}
+
+impl NodeMetrics {
+    /// Metrics for a node of `role`, in a new registry.
+    pub fn new(role: Role) -> Self {
+        let registry = Registry::new();
+        let role = role_label(role);
+        let opts = |name: &str, help: &str| Opts::new(name, help).const_label("role", role);
+        let counter = |name: &str, help: &str| registered(&registry, IntCounter::with_opts(opts(name, help)));
+        NodeMetrics {
+            neighbours: registered(
+                &registry,
+                IntGauge::with_opts(opts("shoal_node_neighbours", "Connected swarm neighbours.")),
+            ),
+            sent: counter("shoal_node_sent_bytes_total", "Bytes sent to neighbours."),
+            received: counter("shoal_node_received_bytes_total", "Bytes received from neighbours."),
+            accepted: counter("shoal_node_pieces_accepted_total", "Pieces verified and taken in."),
+            duplicates: counter("shoal_node_duplicate_pieces_total", "Pieces received again."),
+            forged: counter("shoal_node_forged_pieces_total", "Pieces with a bad signature (sender banned)."),
+            pushes: counter("shoal_node_pushes_sent_total", "Pieces pushed down the trees."),
+            responses: counter("shoal_node_responses_sent_total", "Pieces sent in answer to requests."),
+            requests: counter("shoal_node_requests_sent_total", "Pieces requested (repair)."),
+            protocol_errors: counter("shoal_node_protocol_errors_total", "Neighbours that broke the protocol."),
+            floods: counter("shoal_node_flood_drops_total", "Neighbours dropped for flooding."),
+            stalled: counter("shoal_node_stalled_drops_total", "Neighbours dropped for not reading."),
+            jumps: counter(
+                "shoal_node_numbering_jumps_total",
+                "Times the channel's numbering jumped (ingest restarts).",
+            ),
+            registry,
+        }
+    }
+
+    /// Sets every metric to the snapshot's figure (counters only move up).
+    pub fn update(&self, snap: &Snapshot) {
+        let st = &snap.stats;
+        self.neighbours.set(i64::try_from(snap.neighbours).unwrap_or(i64::MAX));
+        for (c, v) in [
+            (&self.sent, snap.bytes_sent),
+            (&self.received, snap.bytes_received),
+            (&self.accepted, st.pieces_accepted),
+            (&self.duplicates, st.duplicate_pieces),
+            (&self.forged, st.forged_pieces),
+            (&self.pushes, st.pushes_sent),
+            (&self.responses, st.responses_sent),
+            (&self.requests, st.requests_sent),
+            (&self.protocol_errors, st.protocol_errors + st.malformed),
+            (&self.floods, st.floods),
+            (&self.stalled, snap.stalled_dropped),
+            (&self.jumps, st.jumps),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
+}
+
+/// The `role` label's value.
+pub fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::Seed => "seed",
+        Role::Viewer => "viewer",
+    }
+}

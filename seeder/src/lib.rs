@@ -1,0 +1,134 @@
+//! A seed node: reads a channel's signed pieces from ingest ([`source`]), injects them
+//! into the viewers' swarm with the seed profile, and serves what its peer verified as
+//! Low-Latency HLS for browsers and phones without the viewer ([`serve`]). Any seeder
+//! may die without viewers noticing: they hold several, and each resumes ingest's
+//! stream where it left off.
+
+pub mod source;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use httpkit::{ServerConfig, Site};
+use net::hls::Hls;
+use net::{Deliver, Join, Node, NodeConfig, NodeMetrics};
+use swarm::piece::{ChannelId, Piece};
+use swarm::wire::Role;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::source::Source;
+
+/// What a seed's peer verified goes to its HLS.
+#[derive(Debug)]
+struct Packager(Arc<Hls>);
+
+impl Deliver for Packager {
+    fn accepted(&self, piece: &Piece) {
+        self.0.push(piece);
+    }
+}
+
+/// Joins the swarm as a seed fed by `origin` (pieces it injects after verifying them
+/// like any other); what it verified goes to `hls`.
+pub async fn inject(join: Join, origin: mpsc::Receiver<Piece>, hls: Arc<Hls>) -> std::io::Result<Node> {
+    Node::start(NodeConfig::seed(join), Some(origin), Arc::new(Packager(hls))).await
+}
+
+/// A seeder to start.
+#[derive(Debug, Clone)]
+pub struct SeederConfig {
+    /// `http://HOST:PORT` of the tracker.
+    pub tracker: String,
+    /// `http://HOST:PORT` of ingest.
+    pub ingest: String,
+    pub channel: String,
+    /// The channel id, if known; else it comes with ingest's piece stream.
+    pub id: Option<ChannelId>,
+    /// The seeder token ingest and the tracker check.
+    pub token: String,
+    /// Where viewers connect.
+    pub listen: SocketAddr,
+    pub upload_kbps: u32,
+}
+
+/// Why a seeder did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("the piece source of channel {0} stopped before ingest said the channel's id")]
+    SourceStopped(String),
+    #[error("starting the seeder's peer: {0}")]
+    Peer(#[from] std::io::Error),
+}
+
+/// A running seeder.
+#[derive(Debug)]
+pub struct Seeder {
+    pub node: Node,
+    pub hls: Arc<Hls>,
+}
+
+impl Seeder {
+    /// Reads ingest's piece stream, and once it has said the channel's id, joins the
+    /// channel's swarm through the tracker. Its HLS is served on `http` at once (not
+    /// ready until it has a segment).
+    pub async fn start(cfg: SeederConfig, http: TcpListener) -> Result<Seeder, StartError> {
+        let hls = Arc::new(Hls::new(&cfg.channel));
+        let metrics = NodeMetrics::new(Role::Seed);
+        // The node exists once ingest has said the channel's id; until then its metrics stay at zero.
+        let node_handle: Arc<std::sync::OnceLock<net::shell::NodeHandle>> = Arc::default();
+        tokio::spawn(serve(http, hls.clone(), metrics, node_handle.clone()));
+        let (pieces_tx, pieces_rx) = mpsc::channel(256);
+        let (id_tx, mut id_rx) = watch::channel(cfg.id);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let src = Source { base: cfg.ingest.clone(), channel: cfg.channel.clone(), token: cfg.token.clone() };
+        tokio::spawn(async move {
+            source::run(src, pieces_tx, id_tx, stop_rx).await;
+            drop(stop_tx);
+        });
+        tracing::info!(channel = %cfg.channel, ingest = %cfg.ingest, "waiting for the channel on ingest");
+        let id = loop {
+            if let Some(id) = *id_rx.borrow_and_update() {
+                break id;
+            }
+            if id_rx.changed().await.is_err() {
+                return Err(StartError::SourceStopped(cfg.channel));
+            }
+        };
+        let join = Join {
+            tracker: cfg.tracker,
+            channel: id,
+            listen: cfg.listen,
+            seed_token: Some(cfg.token),
+            upload_kbps: cfg.upload_kbps,
+            shell: net::shell::ShellOptions::default(),
+        };
+        let node = inject(join, pieces_rx, hls.clone()).await?;
+        let _ = node_handle.set(node.handle.clone());
+        Ok(Seeder { node, hls })
+    }
+}
+
+/// Serves the HLS fallback, and the kit's `/metrics` (the node's, once it runs),
+/// `/healthz` and `/readyz` (ready once it has a segment to offer browsers).
+pub async fn serve(
+    listener: TcpListener,
+    hls: Arc<Hls>,
+    metrics: NodeMetrics,
+    node: Arc<std::sync::OnceLock<net::shell::NodeHandle>>,
+) {
+    let ready = hls.clone();
+    let site = Site::new(metrics.registry.clone())
+        .ready_when(move || ready.playlist().map(|_| ()).ok_or_else(|| "no segment yet".to_owned()))
+        .refresh_with(move || {
+            if let Some(h) = node.get() {
+                metrics.update(&h.snapshot());
+            }
+        });
+    httpkit::serve(listener, ServerConfig::new("seeder"), site, move |req, _peer| {
+        let hls = hls.clone();
+        async move { hls.answer_or_404(req.uri().path(), req.uri().query()).await }
+    })
+    .await;
+}
