@@ -135,7 +135,8 @@ async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool
             Fetch::Pieces(pieces) => {
                 for p in pieces {
                     next = p.seq() + 1;
-                    let bytes = if ts { verified_payload(&p, verifier.as_ref()) } else { Some(encoded(&p)) };
+                    // The piece's own buffers, shared with the window and every other subscriber.
+                    let bytes = if ts { verified_payload(&p, verifier.as_ref()) } else { Some(p.wire().clone()) };
                     if let Some(bytes) = bytes
                         && tx.send(bytes).await.is_err()
                     {
@@ -147,12 +148,6 @@ async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool
         }
     }
     hub.metrics.subscribers.dec();
-}
-
-fn encoded(p: &Piece) -> Bytes {
-    let mut out = Vec::with_capacity(p.encoded_len());
-    p.encode(&mut out);
-    Bytes::from(out)
 }
 
 /// The tap plays only what verifies, as a viewer would.

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::buf::Chain;
+use bytes::{Buf, Bytes};
 use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats};
 use swarm::piece::Piece;
 use swarm::wire::{FrameDecoder, Message, PeerId, WireError};
@@ -145,9 +146,12 @@ enum Internal {
     Closed(NodeId),
 }
 
+/// A frame on its way to a socket: its head and, for a piece, the piece's wire form.
+type Frame = Chain<Bytes, Bytes>;
+
 struct Conn {
     /// Frames with the time they may leave.
-    tx: mpsc::UnboundedSender<(tokio::time::Instant, Bytes)>,
+    tx: mpsc::UnboundedSender<(tokio::time::Instant, Frame)>,
     queued: Arc<AtomicUsize>,
     reader: tokio::task::AbortHandle,
 }
@@ -347,9 +351,9 @@ impl Shell {
 
     fn transmit(&mut self, to: NodeId, msg: &Message) {
         let Some(c) = self.conns.get(&to) else { return };
-        let mut buf = Vec::with_capacity(msg.encoded_len());
-        msg.encode(&mut buf);
-        let len = buf.len();
+        // A piece goes out as its own shared buffer behind a 5-byte frame head.
+        let frame = msg.to_frame();
+        let len = frame.remaining();
         if c.queued.load(Ordering::Relaxed) + len > self.max_conn_queue {
             tracing::info!(node = to.0, addr = ?self.node_addr.get(&to), "neighbour stalled (its queue is full): disconnected");
             self.stalled_dropped += 1;
@@ -360,7 +364,7 @@ impl Shell {
         c.queued.fetch_add(len, Ordering::Relaxed);
         self.queued.fetch_add(len, Ordering::Relaxed);
         self.bytes_sent += len as u64;
-        let _ = c.tx.send((tokio::time::Instant::now() + self.link_delay, Bytes::from(buf)));
+        let _ = c.tx.send((tokio::time::Instant::now() + self.link_delay, frame));
     }
 
     fn candidates(&mut self, listed: &[Listed]) {
@@ -452,24 +456,25 @@ impl Shell {
     fn attach(&mut self, node: NodeId, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Bytes)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Frame)>();
         let queued = Arc::new(AtomicUsize::new(0));
         let (conn_queued, total, written) = (queued.clone(), self.queued.clone(), self.written.clone());
         tokio::spawn(async move {
-            while let Some((at, b)) = rx.recv().await {
+            while let Some((at, mut frame)) = rx.recv().await {
                 tokio::time::sleep_until(at).await;
-                let ok = wr.write_all(&b).await.is_ok();
-                conn_queued.fetch_sub(b.len(), Ordering::Relaxed);
-                total.fetch_sub(b.len(), Ordering::Relaxed);
+                let len = frame.remaining();
+                let ok = wr.write_all_buf(&mut frame).await.is_ok();
+                conn_queued.fetch_sub(len, Ordering::Relaxed);
+                total.fetch_sub(len, Ordering::Relaxed);
                 written.notify_one();
                 if !ok {
                     break;
                 }
             }
             // Anything still queued is given back to the budget.
-            while let Ok((_, b)) = rx.try_recv() {
-                conn_queued.fetch_sub(b.len(), Ordering::Relaxed);
-                total.fetch_sub(b.len(), Ordering::Relaxed);
+            while let Ok((_, frame)) = rx.try_recv() {
+                conn_queued.fetch_sub(frame.remaining(), Ordering::Relaxed);
+                total.fetch_sub(frame.remaining(), Ordering::Relaxed);
             }
             written.notify_one();
             let _ = wr.shutdown().await;

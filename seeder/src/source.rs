@@ -1,13 +1,13 @@
 //! Ingest's piece stream for a seeder: `GET /v1/channels/{name}/pieces?from=SEQ` with
 //! the seeder token, pieces back to back (each self-delimiting), resumed from the next
 //! sequence number after a reconnect (from the newest segment start if that piece has
-//! left ingest's window: 410). Pieces go to the shell as [`Input::Origin`]; the shell
-//! verifies each like any other.
+//! left ingest's window: 410). The stream is split with swarm's [`PieceDecoder`];
+//! pieces go to the shell as `Input::Origin`, and the shell verifies each like any
+//! other.
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use swarm::piece::{ChannelId, HEADER_LEN, MAX_PAYLOAD_LEN, Piece, SIGNATURE_LEN};
+use swarm::piece::{ChannelId, Piece, PieceDecoder};
 use tokio::sync::{mpsc, watch};
 
 use httpkit::client as http_client;
@@ -19,46 +19,6 @@ pub struct Source {
     pub base: String,
     pub channel: String,
     pub token: String,
-}
-
-/// Splits a byte stream into encoded pieces.
-#[derive(Debug, Default)]
-pub struct PieceSplitter {
-    buf: BytesMut,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SplitError {
-    #[error("a piece header announces {0} payload bytes (at most {MAX_PAYLOAD_LEN})")]
-    TooLong(usize),
-    #[error("not a piece: {0}")]
-    Bad(String),
-}
-
-impl PieceSplitter {
-    pub fn extend(&mut self, b: &[u8]) {
-        self.buf.extend_from_slice(b);
-    }
-
-    pub fn next_piece(&mut self) -> Result<Option<Piece>, SplitError> {
-        if self.buf.len() < 8 {
-            return Ok(None);
-        }
-        let payload = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
-        if payload > MAX_PAYLOAD_LEN {
-            return Err(SplitError::TooLong(payload));
-        }
-        let total = HEADER_LEN + payload + SIGNATURE_LEN;
-        if self.buf.len() < total {
-            return Ok(None);
-        }
-        let bytes: Bytes = self.buf.split_to(total).freeze();
-        Piece::decode(bytes).map(Some).map_err(|e| SplitError::Bad(e.to_string()))
-    }
-
-    pub fn clear(&mut self) {
-        self.buf.advance(self.buf.len());
-    }
 }
 
 /// Reads the channel until `stop` turns true, reconnecting with backoff; publishes the
@@ -95,7 +55,7 @@ pub async fn run(
                 }
                 backoff = Duration::from_millis(100);
                 let mut body = resp.into_body();
-                let mut split = PieceSplitter::default();
+                let mut split = PieceDecoder::default();
                 loop {
                     let chunk = tokio::select! {
                         c = http_client::next_chunk(&mut body) => c,
@@ -104,7 +64,7 @@ pub async fn run(
                     let Some(Ok(chunk)) = chunk else { break };
                     split.extend(&chunk);
                     loop {
-                        match split.next_piece() {
+                        match split.next() {
                             Ok(Some(p)) => {
                                 next = Some(p.seq() + 1);
                                 if pieces.send(p).await.is_err() {
@@ -145,35 +105,5 @@ pub async fn run(
         }
         // At most a second: ingest coming back should find its seeders at once.
         backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use swarm::piece::{ChannelKeypair, PieceFlags, filler_payload};
-
-    #[test]
-    fn pieces_split_at_any_boundary_and_garbage_is_refused() {
-        let key = ChannelKeypair::from_secret_bytes(&[2; 32]);
-        let mut stream = Vec::new();
-        for seq in 0..3u64 {
-            let p = key.sign_piece(seq, 1_000 + seq, PieceFlags::NONE, filler_payload(2, seq)).unwrap();
-            p.encode(&mut stream);
-        }
-        for cut in [1, 7, 100, 500] {
-            let mut s = PieceSplitter::default();
-            let mut got = vec![];
-            for part in stream.chunks(cut) {
-                s.extend(part);
-                while let Some(p) = s.next_piece().unwrap() {
-                    got.push(p.seq());
-                }
-            }
-            assert_eq!(got, vec![0, 1, 2], "cut every {cut} bytes");
-        }
-        let mut s = PieceSplitter::default();
-        s.extend(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(s.next_piece(), Err(SplitError::TooLong(_))));
     }
 }

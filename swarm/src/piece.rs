@@ -268,12 +268,18 @@ fn check_payload(payload: &[u8]) -> Result<(), PieceError> {
 #[derive(Debug)]
 struct PieceInner {
     header: PieceHeader,
+    /// The whole wire form: header, payload, signature.
+    wire: Bytes,
+    /// The payload: a slice of `wire`.
     payload: Bytes,
-    signature: [u8; SIGNATURE_LEN],
 }
 
 /// A piece: header, payload and signature. Cheap to clone (shared, immutable), so a
-/// peer can hold it in its window and queue it to many neighbours without copying.
+/// peer can hold it in its window and queue it to many neighbours without copying. It
+/// keeps its wire form as one buffer ([`Piece::wire`]), which is what every sender
+/// writes (ingest's piece stream, the swarm's frames) and whose payload slice is what
+/// players and HLS are sent: from ingest's signing to a viewer's player, a piece's
+/// bytes are not copied per receiver.
 ///
 /// A `Piece` is well-formed by construction (sizes, flags, sync bytes) but not
 /// necessarily authentic: call [`Piece::verify`] or [`ChannelVerifier::verify`].
@@ -281,13 +287,18 @@ struct PieceInner {
 pub struct Piece(Arc<PieceInner>);
 
 impl Piece {
-    /// Assembles a piece from parts, checking its shape (not its signature).
+    /// Assembles a piece from parts (copying them into one wire buffer), checking its
+    /// shape (not its signature).
     pub fn from_parts(header: PieceHeader, payload: Bytes, signature: [u8; SIGNATURE_LEN]) -> Result<Self, PieceError> {
         check_payload(&payload)?;
         if header.payload_len as usize != payload.len() {
             return Err(PieceError::Truncated { needed: header.payload_len as usize, got: payload.len() });
         }
-        Ok(Piece(Arc::new(PieceInner { header, payload, signature })))
+        let mut wire = Vec::with_capacity(HEADER_LEN + payload.len() + SIGNATURE_LEN);
+        wire.extend_from_slice(&header.encode());
+        wire.extend_from_slice(&payload);
+        wire.extend_from_slice(&signature);
+        Piece::decode(Bytes::from(wire))
     }
 
     pub fn header(&self) -> &PieceHeader {
@@ -311,20 +322,23 @@ impl Piece {
     }
 
     pub fn signature(&self) -> &[u8; SIGNATURE_LEN] {
-        &self.0.signature
+        let tail = &self.0.wire[self.0.wire.len() - SIGNATURE_LEN..];
+        tail.try_into().expect("a piece's wire form ends with its 64-byte signature (checked by decode)")
     }
 
-    /// Length of [`Piece::encode`]'s output.
+    /// The wire form: header, payload, signature, as one shared buffer.
+    pub fn wire(&self) -> &Bytes {
+        &self.0.wire
+    }
+
+    /// Length of the wire form.
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + self.0.payload.len() + SIGNATURE_LEN
+        self.0.wire.len()
     }
 
-    /// Appends the wire form to `out`.
+    /// Appends the wire form to `out` (a copy; senders share [`Piece::wire`] instead).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(self.encoded_len());
-        out.extend_from_slice(&self.0.header.encode());
-        out.extend_from_slice(&self.0.payload);
-        out.extend_from_slice(&self.0.signature);
+        out.extend_from_slice(&self.0.wire);
     }
 
     /// Parses exactly one piece from `bytes` (which must hold nothing else).
@@ -342,9 +356,8 @@ impl Piece {
             return Err(PieceError::TooLong { len: bytes.len(), max: total });
         }
         let payload = bytes.slice(HEADER_LEN..HEADER_LEN + header.payload_len as usize);
-        let mut signature = [0u8; SIGNATURE_LEN];
-        signature.copy_from_slice(&bytes[total - SIGNATURE_LEN..]);
-        Piece::from_parts(header, payload, signature)
+        check_payload(&payload)?;
+        Ok(Piece(Arc::new(PieceInner { header, wire: bytes, payload })))
     }
 
     /// True when both handles point at the same stored piece (no byte comparison).
@@ -354,10 +367,7 @@ impl Piece {
 
     /// Same header, payload and signature.
     pub fn same_bytes(&self, other: &Piece) -> bool {
-        Piece::ptr_eq(self, other)
-            || (self.0.header == other.0.header
-                && self.0.signature == other.0.signature
-                && self.0.payload == other.0.payload)
+        Piece::ptr_eq(self, other) || self.0.wire == other.0.wire
     }
 
     /// Verifies the signature with the channel's key. Prefer a long-lived
@@ -368,6 +378,47 @@ impl Piece {
 
     fn signed_message(&self) -> [u8; SIGNED_LEN] {
         signed_message(&self.0.header, &self.0.payload)
+    }
+}
+
+/// Splits a byte stream of pieces sent back to back (ingest's piece stream) into
+/// pieces, as bytes arrive: [`PieceDecoder::extend`], then [`PieceDecoder::next`] until
+/// it says `None`. Each header is checked as soon as it is complete, so a corrupt
+/// stream is refused before its claimed length is buffered. Each piece's wire form is
+/// frozen out of the buffer (one copy, from the network's chunks) and then shared.
+#[derive(Debug, Default)]
+pub struct PieceDecoder {
+    buf: bytes::BytesMut,
+}
+
+impl PieceDecoder {
+    /// Bytes received.
+    pub fn extend(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// The next whole piece, `None` until one is complete. After an error the stream
+    /// can't be resynchronised: [`PieceDecoder::clear`] and start again.
+    pub fn next(&mut self) -> Result<Option<Piece>, PieceError> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let header = PieceHeader::decode(&self.buf)?;
+        let total = HEADER_LEN + header.payload_len as usize + SIGNATURE_LEN;
+        if self.buf.len() < total {
+            self.buf.reserve(total - self.buf.len());
+            return Ok(None);
+        }
+        Piece::decode(self.buf.split_to(total).freeze()).map(Some)
+    }
+
+    /// Bytes buffered towards the next piece.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
     }
 }
 
@@ -506,7 +557,22 @@ impl ChannelKeypair {
         flags: PieceFlags,
         payload: Bytes,
     ) -> Result<Piece, PieceError> {
-        check_payload(&payload)?;
+        let mut wire = Vec::with_capacity(HEADER_LEN + payload.len() + SIGNATURE_LEN);
+        wire.resize(HEADER_LEN, 0);
+        wire.extend_from_slice(&payload);
+        self.seal(seq, timestamp_us, flags, &mut wire)?;
+        Piece::decode(Bytes::from(wire))
+    }
+
+    /// Signs a piece in its own buffer: `buf` holds [`HEADER_LEN`] bytes of room and
+    /// then the payload; the header is written into the room and the signature
+    /// appended, so `buf` becomes the piece's wire form ([`Piece::decode`] takes it as
+    /// is). Ingest cuts pieces this way and never copies a payload.
+    pub fn seal(&self, seq: u64, timestamp_us: u64, flags: PieceFlags, buf: &mut Vec<u8>) -> Result<(), PieceError> {
+        let Some(payload) = buf.get(HEADER_LEN..) else {
+            return Err(PieceError::Truncated { needed: HEADER_LEN, got: buf.len() });
+        };
+        check_payload(payload)?;
         let header = PieceHeader {
             channel: self.id(),
             seq,
@@ -515,8 +581,10 @@ impl ChannelKeypair {
             payload_len: u32::try_from(payload.len())
                 .map_err(|_| PieceError::TooLong { len: payload.len(), max: MAX_PIECE_LEN })?,
         };
-        let signature = self.sign_message(&signed_message(&header, &payload));
-        Piece::from_parts(header, payload, signature)
+        let signature = self.sign_message(&signed_message(&header, payload));
+        buf[..HEADER_LEN].copy_from_slice(&header.encode());
+        buf.extend_from_slice(&signature);
+        Ok(())
     }
 }
 
@@ -668,5 +736,57 @@ mod tests {
             prop_assert_eq!(back.header(), p.header());
             prop_assert!(back.verify(&key().id()).is_ok());
         }
+    }
+
+    #[test]
+    fn a_piece_stream_splits_at_any_boundary_and_garbage_is_refused() {
+        let key = ChannelKeypair::from_secret_bytes(&[2; 32]);
+        let mut stream = Vec::new();
+        for seq in 0..3u64 {
+            let p = key.sign_piece(seq, 1_000 + seq, PieceFlags::NONE, filler_payload(2, seq)).unwrap();
+            stream.extend_from_slice(p.wire());
+        }
+        for cut in [1, 7, 100, 500] {
+            let mut d = PieceDecoder::default();
+            let mut got = vec![];
+            for part in stream.chunks(cut) {
+                d.extend(part);
+                while let Some(p) = d.next().unwrap() {
+                    assert!(p.verify(&key.id()).is_ok());
+                    got.push(p.seq());
+                }
+            }
+            assert_eq!((got, d.buffered()), (vec![0, 1, 2], 0), "cut every {cut} bytes");
+        }
+        let mut d = PieceDecoder::default();
+        let mut bad = [0u8; HEADER_LEN];
+        bad[0] = PIECE_VERSION;
+        bad[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        d.extend(&bad);
+        assert!(matches!(d.next(), Err(PieceError::TooLong { .. })), "a header claiming 4 GiB is refused at once");
+        d.clear();
+        d.extend(&[9; HEADER_LEN]);
+        assert_eq!(d.next().unwrap_err(), PieceError::BadVersion(9));
+    }
+
+    #[test]
+    fn a_sealed_buffer_is_the_wire_form() {
+        let key = ChannelKeypair::from_secret_bytes(&[4; 32]);
+        let payload = filler_payload(3, 9);
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(&payload);
+        key.seal(5, 77, PieceFlags::SEGMENT_START, &mut buf).unwrap();
+        let sealed = Piece::decode(Bytes::from(buf)).unwrap();
+        let signed = key.sign_piece(5, 77, PieceFlags::SEGMENT_START, payload.clone()).unwrap();
+        assert!(sealed.same_bytes(&signed), "Ed25519 is deterministic: the same piece either way");
+        assert!(sealed.verify(&key.id()).is_ok());
+        assert_eq!(sealed.payload(), &payload);
+        assert_eq!(
+            sealed.payload().as_ptr(),
+            sealed.wire()[HEADER_LEN..].as_ptr(),
+            "the payload is a slice of the wire form"
+        );
+        let mut short = vec![0u8; 10];
+        assert!(key.seal(0, 0, PieceFlags::NONE, &mut short).is_err());
     }
 }

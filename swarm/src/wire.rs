@@ -363,6 +363,26 @@ impl Message {
         }
     }
 
+    /// This message as one frame in buffers to write back to back (vectored): for a
+    /// piece, the 5-byte length prefix and kind, then the piece's own wire form —
+    /// shared, not copied, however many neighbours it goes to; for any other message
+    /// the whole frame, then nothing.
+    pub fn to_frame(&self) -> bytes::buf::Chain<Bytes, Bytes> {
+        match self {
+            Message::Piece(p) => {
+                let mut head = Vec::with_capacity(LEN_PREFIX + 1);
+                head.extend_from_slice(&((1 + self.body_len()) as u32).to_be_bytes());
+                head.push(self.kind());
+                Bytes::from(head).chain(p.wire().clone())
+            }
+            _ => {
+                let mut out = Vec::with_capacity(self.encoded_len());
+                self.encode(&mut out);
+                Bytes::from(out).chain(Bytes::new())
+            }
+        }
+    }
+
     /// Checks the size limits of variable-length messages.
     pub fn check_bounds(&self) -> Result<(), WireError> {
         let (what, n, max) = match self {
@@ -790,6 +810,10 @@ mod tests {
                 let before = wire.len();
                 m.encode(&mut wire);
                 prop_assert_eq!(wire.len() - before, m.encoded_len());
+                // The vectored frame is the same bytes.
+                let mut frame = m.to_frame();
+                prop_assert_eq!(frame.remaining(), m.encoded_len());
+                prop_assert_eq!(&frame.copy_to_bytes(m.encoded_len())[..], &wire[before..]);
             }
             // Feed in arbitrary chunks: the parser must not care where reads split.
             let mut dec = FrameDecoder::new();

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use swarm::piece::{ChannelKeypair, MAX_TS_PACKETS, Piece, PieceFlags, TS_PACKET_LEN};
+use swarm::piece::{ChannelKeypair, HEADER_LEN, MAX_TS_PACKETS, Piece, PieceFlags, SIGNATURE_LEN, TS_PACKET_LEN};
 
 use super::Frame;
 use super::Track;
@@ -83,7 +83,7 @@ impl Segmenter {
             cfg,
             key,
             next_seq,
-            buf: Vec::new(),
+            buf: vec![0; HEADER_LEN],
             pool: BufferPool::default(),
             typical_len: 0,
             buf_first_ms: None,
@@ -162,7 +162,7 @@ impl Segmenter {
                 );
             }
             // A frame that would overflow the piece goes to the next one.
-            let packets = self.buf.len() / TS_PACKET_LEN + frame.data.len() / (TS_PACKET_LEN - 8) + 2;
+            let packets = self.payload_len() / TS_PACKET_LEN + frame.data.len() / (TS_PACKET_LEN - 8) + 2;
             if self.buf_first_ms.is_some() && packets > self.cfg.max_piece_packets {
                 self.close(now_us, out);
             }
@@ -172,11 +172,11 @@ impl Segmenter {
         }
         self.mux.write_frame(frame, &mut self.buf);
         // A frame bigger than a whole piece (a huge keyframe) spills over several.
-        while self.buf.len() > self.cfg.max_piece_packets * TS_PACKET_LEN {
-            let rest = self.buf.split_off(self.cfg.max_piece_packets * TS_PACKET_LEN);
+        while self.payload_len() > self.cfg.max_piece_packets * TS_PACKET_LEN {
+            let rest = self.buf.split_off(HEADER_LEN + self.cfg.max_piece_packets * TS_PACKET_LEN);
             self.close(now_us, out);
             self.open(frame.dts_ms, PieceFlags::NONE);
-            self.buf = rest;
+            self.buf.extend_from_slice(&rest);
         }
         let end = frame.dts_ms + i64::from(frame.duration_ms);
         if self.buf_first_ms.is_some_and(|first| end - first >= i64::from(self.cfg.piece_ms)) {
@@ -190,23 +190,36 @@ impl Segmenter {
         self.pending = PieceFlags::NONE;
     }
 
-    /// Signs and emits the open piece, if any.
+    /// Payload bytes in the open piece's buffer (after the header's room).
+    fn payload_len(&self) -> usize {
+        self.buf.len() - HEADER_LEN
+    }
+
+    /// A piece buffer (a recycled one once the window is full) with room for the
+    /// header, `payload` bytes and the signature, so it rarely grows (and copies).
+    fn fresh_buf(&self, payload: usize) -> Vec<u8> {
+        let mut buf = self.pool.take(HEADER_LEN + payload + SIGNATURE_LEN);
+        buf.resize(HEADER_LEN, 0);
+        buf
+    }
+
+    /// Signs and emits the open piece, if any. The piece is signed in its own buffer
+    /// ([`ChannelKeypair::seal`]): its payload is never copied.
     pub fn close(&mut self, now_us: u64, out: &mut Vec<Piece>) {
-        if self.buf_first_ms.take().is_none() || self.buf.is_empty() {
-            self.buf.clear();
+        if self.buf_first_ms.take().is_none() || self.payload_len() == 0 {
+            self.buf.truncate(HEADER_LEN);
             return;
         }
-        // The next piece's buffer (a recycled one once the window is full) has room for
-        // the usual piece size, so it rarely grows (and copies) while filling.
-        self.typical_len = (self.typical_len * 7 + self.buf.len()) / 8;
-        let next = self.pool.take(self.typical_len + self.typical_len / 4 + 2 * TS_PACKET_LEN);
-        let payload = self.pool.share(std::mem::replace(&mut self.buf, next));
-        let len = payload.len() as u64;
-        match self.key.sign_piece(self.next_seq, now_us, self.buf_flags, payload) {
+        let len = self.payload_len();
+        self.typical_len = (self.typical_len * 7 + len) / 8;
+        let next = self.fresh_buf(self.typical_len + self.typical_len / 4 + 2 * TS_PACKET_LEN);
+        let mut buf = std::mem::replace(&mut self.buf, next);
+        let sealed = self.key.seal(self.next_seq, now_us, self.buf_flags, &mut buf);
+        match sealed.and_then(|()| Piece::decode(self.pool.share(buf))) {
             Ok(piece) => {
                 self.next_seq += 1;
                 self.stats.pieces += 1;
-                self.stats.piece_bytes += len;
+                self.stats.piece_bytes += len as u64;
                 out.push(piece);
             }
             // Cannot happen for what the muxer writes (whole packets within the
