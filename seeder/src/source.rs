@@ -64,7 +64,7 @@ pub async fn run(
                     let Some(Ok(chunk)) = chunk else { break };
                     split.extend(&chunk);
                     loop {
-                        match split.next() {
+                        match split.next_piece() {
                             Ok(Some(p)) => {
                                 next = Some(p.seq() + 1);
                                 if pieces.send(p).await.is_err() {

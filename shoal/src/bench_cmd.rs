@@ -47,6 +47,9 @@ enum BenchWhat {
     Tracker(crate::bench_tracker::TrackerBenchArgs),
     /// The swarm on real sockets (loopback, one process): seeders, viewers, delayed links.
     Swarm(crate::bench_swarm::SwarmBenchArgs),
+    /// A seeder's egress: its LL-HLS origin against nginx serving the same files, and
+    /// piece pushes to many TCP peers with a frame copied per peer or shared.
+    Seeder(crate::bench_seeder::SeederBenchArgs),
 }
 
 impl BenchArgs {
@@ -76,6 +79,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::IngestVsNginx(a) => crate::bench_nginx::run(a),
         BenchWhat::Tracker(a) => crate::bench_tracker::run(a),
         BenchWhat::Swarm(a) => crate::bench_swarm::run(a),
+        BenchWhat::Seeder(a) => crate::bench_seeder::run(a),
         BenchWhat::Sim { scenario, rng_seed, attackers, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));

@@ -375,7 +375,7 @@ pub(crate) fn wait_for_port(port: u16, child: &mut Child) -> anyhow::Result<()> 
 }
 
 /// User + system CPU of a process and its children, from `/proc` (Linux).
-fn tree_cpu(root: u32) -> Duration {
+pub(crate) fn tree_cpu(root: u32) -> Duration {
     let mut total = proc_cpu(&root.to_string()).map_or(Duration::ZERO, |(t, _)| t);
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {

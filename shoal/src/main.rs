@@ -10,6 +10,7 @@ mod admin_cmd;
 mod bench_cmd;
 mod bench_ingest;
 mod bench_nginx;
+mod bench_seeder;
 mod bench_swarm;
 mod bench_tracker;
 mod config;

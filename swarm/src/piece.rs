@@ -382,7 +382,7 @@ impl Piece {
 }
 
 /// Splits a byte stream of pieces sent back to back (ingest's piece stream) into
-/// pieces, as bytes arrive: [`PieceDecoder::extend`], then [`PieceDecoder::next`] until
+/// pieces, as bytes arrive: [`PieceDecoder::extend`], then [`PieceDecoder::next_piece`] until
 /// it says `None`. Each header is checked as soon as it is complete, so a corrupt
 /// stream is refused before its claimed length is buffered. Each piece's wire form is
 /// frozen out of the buffer (one copy, from the network's chunks) and then shared.
@@ -399,7 +399,7 @@ impl PieceDecoder {
 
     /// The next whole piece, `None` until one is complete. After an error the stream
     /// can't be resynchronised: [`PieceDecoder::clear`] and start again.
-    pub fn next(&mut self) -> Result<Option<Piece>, PieceError> {
+    pub fn next_piece(&mut self) -> Result<Option<Piece>, PieceError> {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -751,7 +751,7 @@ mod tests {
             let mut got = vec![];
             for part in stream.chunks(cut) {
                 d.extend(part);
-                while let Some(p) = d.next().unwrap() {
+                while let Some(p) = d.next_piece().unwrap() {
                     assert!(p.verify(&key.id()).is_ok());
                     got.push(p.seq());
                 }
@@ -763,10 +763,13 @@ mod tests {
         bad[0] = PIECE_VERSION;
         bad[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         d.extend(&bad);
-        assert!(matches!(d.next(), Err(PieceError::TooLong { .. })), "a header claiming 4 GiB is refused at once");
+        assert!(
+            matches!(d.next_piece(), Err(PieceError::TooLong { .. })),
+            "a header claiming 4 GiB is refused at once"
+        );
         d.clear();
         d.extend(&[9; HEADER_LEN]);
-        assert_eq!(d.next().unwrap_err(), PieceError::BadVersion(9));
+        assert_eq!(d.next_piece().unwrap_err(), PieceError::BadVersion(9));
     }
 
     #[test]
