@@ -12,13 +12,21 @@
 //! - [`directory`]: the admission of every channel, cached for announces
 //!   ([`directory::ChannelDirectory`]) and publishes ([`directory::CatalogueAuthorizer`]).
 //! - [`usage`] and [`hll`]: what metering writes, and unique-viewer sketches.
+//!
+//! The SQL parts (`db`, the directory and publish check over it, `testing`) are the
+//! default feature `sql`; ingest builds without it (it asks an `Authorizer` and never
+//! talks SQL itself), and so does the fuzz build.
 
 pub mod admission;
+#[cfg(feature = "sql")]
 pub mod db;
+#[cfg(feature = "sql")]
+mod db_directory;
 pub mod directory;
 pub mod file;
 pub mod hll;
 pub mod secrets;
+#[cfg(feature = "sql")]
 pub mod testing;
 pub mod usage;
 

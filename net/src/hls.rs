@@ -84,6 +84,9 @@ struct Inner {
     last_seq: Option<u64>,
     /// The longest part seen, µs (`PART-TARGET`).
     part_target_us: u64,
+    /// The playlist as last rendered; cleared by every change. Every client at the live
+    /// edge asks for the same one (blocking reloads wake together): it is made once.
+    rendered: Option<Bytes>,
 }
 
 impl Inner {
@@ -132,6 +135,7 @@ impl Hls {
                 return; // old or duplicate
             }
             i.last_seq = Some(piece.seq());
+            i.rendered = None;
             let ts = piece.timestamp_us();
             // The previous piece is a complete part now that this one gives its end.
             if follows && let Some(o) = i.open.as_mut() {
@@ -168,46 +172,56 @@ impl Hls {
     }
 
     /// The playlist, or `None` before the first segment is complete.
-    pub fn playlist(&self) -> Option<String> {
-        let i = self.lock();
-        let first = i.done.front()?;
-        let target = i.done.iter().map(|s| s.duration_us.div_ceil(1_000_000)).max().unwrap_or(1).max(1);
-        let part_target = i.part_target_us.max(1) as f64 / 1e6;
-        let mut out = format!(
-            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
-             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-            part_target * 3.0,
-            first.n
-        );
-        let part_lines = |out: &mut String, n: u64, parts: &[Part]| {
-            for (k, p) in parts.iter().enumerate() {
-                let independent = if k == 0 { ",INDEPENDENT=YES" } else { "" };
-                out.push_str(&format!(
-                    "#EXT-X-PART:DURATION={:.3},URI=\"{n}.{k}.ts\"{independent}\n",
-                    p.duration_us as f64 / 1e6
-                ));
-            }
-        };
-        let mut expected_start = None;
-        for s in &i.done {
-            // Wall-clock time of the segment (ingest signed its first piece then): on
-            // the first, and after any gap in time (a new publish session).
-            if expected_start.is_none_or(|e: u64| s.start_us.abs_diff(e) > 500_000) {
-                out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
-            }
-            expected_start = Some(s.start_us + s.duration_us);
-            if s.parts_listed {
-                part_lines(&mut out, s.n, &s.parts);
-            }
-            out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
+    pub fn playlist(&self) -> Option<Bytes> {
+        let mut i = self.lock();
+        if i.rendered.is_none() {
+            i.rendered = render(&i).map(Bytes::from);
         }
-        if let Some(o) = &i.open {
-            part_lines(&mut out, i.next_n, &o.parts);
-            out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.ts\"\n", i.next_n, o.parts.len()));
-        }
-        Some(out)
+        i.rendered.clone()
     }
+}
 
+/// The playlist of what `i` holds.
+fn render(i: &Inner) -> Option<String> {
+    let first = i.done.front()?;
+    let target = i.done.iter().map(|s| s.duration_us.div_ceil(1_000_000)).max().unwrap_or(1).max(1);
+    let part_target = i.part_target_us.max(1) as f64 / 1e6;
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
+        part_target * 3.0,
+        first.n
+    );
+    let part_lines = |out: &mut String, n: u64, parts: &[Part]| {
+        for (k, p) in parts.iter().enumerate() {
+            let independent = if k == 0 { ",INDEPENDENT=YES" } else { "" };
+            out.push_str(&format!(
+                "#EXT-X-PART:DURATION={:.3},URI=\"{n}.{k}.ts\"{independent}\n",
+                p.duration_us as f64 / 1e6
+            ));
+        }
+    };
+    let mut expected_start = None;
+    for s in &i.done {
+        // Wall-clock time of the segment (ingest signed its first piece then): on
+        // the first, and after any gap in time (a new publish session).
+        if expected_start.is_none_or(|e: u64| s.start_us.abs_diff(e) > 500_000) {
+            out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
+        }
+        expected_start = Some(s.start_us + s.duration_us);
+        if s.parts_listed {
+            part_lines(&mut out, s.n, &s.parts);
+        }
+        out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
+    }
+    if let Some(o) = &i.open {
+        part_lines(&mut out, i.next_n, &o.parts);
+        out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.ts\"\n", i.next_n, o.parts.len()));
+    }
+    Some(out)
+}
+
+impl Hls {
     /// Segment `n`, while in the window: its parts' bytes, in order.
     pub fn segment(&self, n: u64) -> Option<Vec<Bytes>> {
         self.lock().done.iter().find(|s| s.n == n).map(|s| s.parts.iter().map(|p| p.data.clone()).collect())
@@ -351,6 +365,10 @@ mod tests {
     use std::sync::Arc;
     use swarm::piece::{ChannelKeypair, filler_payload};
 
+    fn text(playlist: Option<Bytes>) -> String {
+        String::from_utf8(playlist.expect("a playlist").to_vec()).expect("playlists are UTF-8")
+    }
+
     fn len(parts: &[Bytes]) -> usize {
         parts.iter().map(Bytes::len).sum()
     }
@@ -379,7 +397,7 @@ mod tests {
         for seq in 0..100 {
             h.push(&piece(seq, seq % 20 == 0));
         }
-        let p = h.playlist().unwrap();
+        let p = text(h.playlist());
         assert!(p.starts_with("#EXTM3U\n"), "{p}");
         assert!(p.contains("#EXT-X-TARGETDURATION:1\n"), "{p}");
         assert!(p.contains("#EXTINF:1.000,\n0.ts\n") && p.contains("3.ts\n") && !p.contains("\n4.ts"), "{p}");
@@ -389,7 +407,7 @@ mod tests {
         for seq in 103..141 {
             h.push(&piece(seq, seq % 20 == 0));
         }
-        let p = h.playlist().unwrap();
+        let p = text(h.playlist());
         assert!(p.contains("4.ts\n"), "the segment 120..140: {p}");
         assert_eq!(len(&h.segment(4).unwrap()), 20 * 2 * 188);
         h.push(&piece(5, true));
@@ -413,7 +431,7 @@ mod tests {
         }
         // Segments 0 and 1 complete (pieces 0..40), the open one has pieces 40..45:
         // four complete parts and the fifth hinted.
-        let p = h.playlist().unwrap();
+        let p = text(h.playlist());
         assert!(p.contains("#EXT-X-VERSION:9\n"), "{p}");
         assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.050\n"), "{p}");
         assert!(p.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.150\n"), "{p}");
@@ -462,7 +480,7 @@ mod tests {
         for seq in 0..45 {
             h.push(&piece(seq, seq % 20 == 0));
         }
-        let p = h.playlist().unwrap();
+        let p = text(h.playlist());
         assert_eq!(p.matches("#EXT-X-PROGRAM-DATE-TIME:").count(), 1, "one, on the first segment: {p}");
         assert!(p.contains("#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:01.000Z\n"), "{p}");
     }

@@ -75,7 +75,7 @@ struct Run {
 }
 
 /// Kills and reaps a child when dropped, so an error path leaves no server behind.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {

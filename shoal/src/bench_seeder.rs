@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ use swarm::wire::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::bench_nginx::{free_port, proc_cpu, wait_for_port};
+use crate::bench_nginx::{Reaped, free_port, proc_cpu, wait_for_port};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SeederBenchArgs {
@@ -121,16 +121,6 @@ struct SeederBench {
 /// A 3 Mbit/s channel's 50 ms piece: 100 TS packets.
 const PACKETS: usize = 100;
 
-/// Kills and reaps a child when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub(crate) fn run(a: SeederBenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.serve_hls {
         return serve_hls(dir);
@@ -186,7 +176,7 @@ fn serve_hls(dir: &Path) -> anyhow::Result<()> {
     for p in window() {
         hls.push(&p);
     }
-    let playlist = hls.playlist().context("the window makes a playlist")?;
+    let playlist = String::from_utf8(hls.playlist().context("the window makes a playlist")?.to_vec())?;
     let files = dir.join("hls/bench");
     std::fs::create_dir_all(&files)?;
     std::fs::write(files.join("live.m3u8"), &playlist)?;
@@ -224,20 +214,7 @@ fn hls_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<HlsRun>> {
     let dir = std::env::temp_dir().join(format!("shoal-bench-seeder-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let mut shoal = Reaped(
-        Command::new(std::env::current_exe()?)
-            .args(["bench", "seeder", "--serve-hls"])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let shoal_port = {
-        use std::io::BufRead;
-        let stdout = shoal.0.stdout.take().context("stdout is piped")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        line.trim().strip_prefix("SERVING ").context("the HLS child did not start")?.parse::<u16>()?
-    };
+    let (shoal, shoal_port) = child(&["--serve-hls", &dir.display().to_string()], "SERVING ")?;
     let nginx_port = free_port()?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&dir, nginx_port))?;
@@ -274,7 +251,7 @@ fn hls_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<HlsRun>> {
     for i in 0..a.runs.max(1) {
         let s = rt.block_on(load(SocketAddr::from(([127, 0, 0, 1], shoal_port)), shoal.0.id(), a, &paths))?;
         let n = rt.block_on(load(SocketAddr::from(([127, 0, 0, 1], nginx_port)), nginx.0.id(), a, &paths))?;
-        let run = HlsRun { ratio: s.mbytes_per_cpu_s / n.mbytes_per_cpu_s.max(1e-9), shoal: s, nginx: n };
+        let run = HlsRun { ratio: ratio(s.mbytes_per_cpu_s, n.mbytes_per_cpu_s), shoal: s, nginx: n };
         println!(
             "{:<5} {:>16.1} {:>16.1} {:>8.2}",
             i + 1,
@@ -289,9 +266,23 @@ fn hls_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<HlsRun>> {
     Ok(runs)
 }
 
+/// This binary as `shoal bench seeder ARGS` (a server for the bench), and the port it
+/// says it listens on (its first line: `SAYS PORT`).
+fn child(args: &[&str], says: &str) -> anyhow::Result<(Reaped, u16)> {
+    use std::io::BufRead;
+    let mut c = Reaped(
+        Command::new(std::env::current_exe()?).args(["bench", "seeder"]).args(args).stdout(Stdio::piped()).spawn()?,
+    );
+    let stdout = c.0.stdout.take().context("stdout is piped")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let port = line.trim().strip_prefix(says).with_context(|| format!("`bench seeder {args:?}` did not start"))?;
+    Ok((c, port.parse()?))
+}
+
 fn nginx_conf(dir: &Path, port: u16) -> String {
     format!(
-        "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
          events {{ worker_connections 20000; }}\n\
          http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n\
            keepalive_requests 1000000;\n  keepalive_timeout 60s;\n\
@@ -332,7 +323,7 @@ async fn load(addr: SocketAddr, pid: u32, a: &SeederBenchArgs, paths: &Arc<Vec<S
         errors: errors.load(Ordering::Relaxed),
         bytes,
         cpu_s,
-        mbytes_per_cpu_s: bytes as f64 / 1e6 / cpu_s.max(1e-9),
+        mbytes_per_cpu_s: per_cpu_s(bytes, cpu_s),
     })
 }
 
@@ -409,16 +400,7 @@ fn sink() -> anyhow::Result<()> {
 }
 
 fn push_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<PushRun>> {
-    let mut sink = Reaped(
-        Command::new(std::env::current_exe()?).args(["bench", "seeder", "--sink"]).stdout(Stdio::piped()).spawn()?,
-    );
-    let port = {
-        use std::io::BufRead;
-        let stdout = sink.0.stdout.take().context("stdout is piped")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        line.trim().strip_prefix("SINK ").context("the sink did not start")?.parse::<u16>()?
-    };
+    let (sink, port) = child(&["--sink"], "SINK ")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let pieces: Vec<Piece> = window().into_iter().take(a.pieces.min(145) as usize).collect();
     println!(
@@ -433,7 +415,7 @@ fn push_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<PushRun>> {
     for i in 0..a.runs.max(1) {
         let copied = rt.block_on(push(addr, a.peers, &pieces, false))?;
         let shared = rt.block_on(push(addr, a.peers, &pieces, true))?;
-        let run = PushRun { ratio: shared.mbytes_per_cpu_s / copied.mbytes_per_cpu_s.max(1e-9), copied, shared };
+        let run = PushRun { ratio: ratio(shared.mbytes_per_cpu_s, copied.mbytes_per_cpu_s), copied, shared };
         println!(
             "{:<5} {:>18.1} {:>18.1} {:>8.2}",
             i + 1,
@@ -487,7 +469,17 @@ async fn push(addr: SocketAddr, peers: usize, pieces: &[Piece], shared: bool) ->
     drop(queues);
     while writers.join_next().await.is_some() {}
     let cpu_s = own_cpu().saturating_sub(cpu0).as_secs_f64();
-    Ok(Pushed { bytes: written, cpu_s, mbytes_per_cpu_s: written as f64 / 1e6 / cpu_s.max(1e-9) })
+    Ok(Pushed { bytes: written, cpu_s, mbytes_per_cpu_s: per_cpu_s(written, cpu_s) })
+}
+
+/// MB per CPU-second; 0 when less CPU was used than `/proc` can tell (10 ms ticks):
+/// run longer.
+fn per_cpu_s(bytes: u64, cpu_s: f64) -> f64 {
+    if cpu_s < 0.05 { 0.0 } else { bytes as f64 / 1e6 / cpu_s }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
 }
 
 fn own_cpu() -> Duration {
