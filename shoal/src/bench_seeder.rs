@@ -57,6 +57,10 @@ pub(crate) struct SeederBenchArgs {
     pieces: u64,
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
+    /// Worker threads of the seeder's HTTP runtime: 0 is tokio's default (a thread per
+    /// core, as `shoal seeder` runs), 1 a single-threaded runtime (as nginx's one worker).
+    #[arg(long, default_value_t = 0)]
+    server_threads: usize,
     /// Skip the HLS comparison (no nginx here).
     #[arg(long)]
     no_hls: bool,
@@ -123,7 +127,7 @@ const PACKETS: usize = 100;
 
 pub(crate) fn run(a: SeederBenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.serve_hls {
-        return serve_hls(dir);
+        return serve_hls(dir, a.server_threads);
     }
     if a.sink {
         return sink();
@@ -171,7 +175,7 @@ fn window() -> Vec<Piece> {
 }
 
 /// The child: a seeder's HLS over the window, and the same files for nginx.
-fn serve_hls(dir: &Path) -> anyhow::Result<()> {
+fn serve_hls(dir: &Path, threads: usize) -> anyhow::Result<()> {
     let hls = Arc::new(Hls::new("bench"));
     for p in window() {
         hls.push(&p);
@@ -188,7 +192,11 @@ fn serve_hls(dir: &Path) -> anyhow::Result<()> {
         };
         std::fs::write(files.join(&uri), bytes)?;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = match threads {
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+    };
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("SERVING {}", listener.local_addr()?.port());
@@ -214,7 +222,9 @@ fn hls_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<HlsRun>> {
     let dir = std::env::temp_dir().join(format!("shoal-bench-seeder-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (shoal, shoal_port) = child(&["--serve-hls", &dir.display().to_string()], "SERVING ")?;
+    let threads = a.server_threads.to_string();
+    let (shoal, shoal_port) =
+        child(&["--serve-hls", &dir.display().to_string(), "--server-threads", &threads], "SERVING ")?;
     let nginx_port = free_port()?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&dir, nginx_port))?;
