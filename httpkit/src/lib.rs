@@ -6,9 +6,11 @@
 pub mod body;
 pub mod client;
 pub mod server;
+pub mod spool;
 
 pub use body::Body;
 pub use server::{Readiness, ServerConfig, Site, accept, serve};
+pub use spool::{Spool, SpoolIndex};
 
 use bytes::Bytes;
 use hyper::{Response, StatusCode};

@@ -4,12 +4,16 @@
 //! errors such as EMFILE met with a short back-off instead of a spin, and the routes
 //! every service answers the same way — `/metrics` (its Prometheus registry),
 //! `/healthz` (alive) and `/readyz` (ready, or 503 and why not). The service's own
-//! routes are a handler: `(request, peer address) -> response`.
+//! routes are a handler: `(request, peer address) -> response`. Response bytes that a
+//! [`SpoolIndex`] lists go out with `sendfile` ([`crate::spool`]).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -17,9 +21,11 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::spool::{SpoolIndex, send_file, send_more};
 use crate::{Body, PROMETHEUS_TEXT, registered, text, whole};
 
 /// How a server treats its clients. Every field has a default ([`ServerConfig::new`]).
@@ -35,6 +41,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// The most a connection buffers (a request header larger than this is refused).
     pub max_buf_size: usize,
+    /// Bytes listed here are sent from their spool file (`sendfile`), not copied.
+    pub spool: Option<SpoolIndex>,
 }
 
 impl ServerConfig {
@@ -44,6 +52,7 @@ impl ServerConfig {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             max_buf_size: 64 * 1024,
+            spool: None,
         }
     }
 }
@@ -113,6 +122,7 @@ struct ConnMetrics {
     refused: IntCounter,
     accept_errors: IntCounter,
     timeouts: IntCounter,
+    sent_from_files: IntCounter,
 }
 
 impl ConnMetrics {
@@ -139,6 +149,13 @@ impl ConnMetrics {
                 IntCounter::with_opts(opts(
                     "shoal_http_header_timeouts_total",
                     "HTTP connections closed for not sending a request header in time (idle or too slow).",
+                )),
+            ),
+            sent_from_files: registered(
+                registry,
+                IntCounter::with_opts(opts(
+                    "shoal_http_sendfile_bytes_total",
+                    "Response bytes sent from spool files (sendfile), not copied per client.",
                 )),
             ),
         }
@@ -179,6 +196,7 @@ where
         };
         let _ = stream.set_nodelay(true);
         let (site, handler, metrics, builder) = (site.clone(), handler.clone(), metrics.clone(), builder.clone());
+        let spool = cfg.spool.clone();
         tokio::spawn(async move {
             metrics.open.inc();
             let service = service_fn(move |req: Request<Incoming>| {
@@ -191,7 +209,8 @@ where
                     })
                 }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            let conn = Conn { io: TokioIo::new(stream), spool, sent_from_files: metrics.sent_from_files.clone() };
+            if let Err(e) = builder.serve_connection(conn, service).await {
                 if e.is_timeout() {
                     metrics.timeouts.inc();
                 }
@@ -200,6 +219,98 @@ where
             metrics.open.dec();
             drop(permit);
         });
+    }
+}
+
+/// A connection as hyper sees it: tokio's stream, except that a write of spooled bytes
+/// is a `sendfile` from their file.
+struct Conn {
+    io: TokioIo<TcpStream>,
+    spool: Option<SpoolIndex>,
+    sent_from_files: IntCounter,
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    /// Writes the buffers up to the first spooled one — with `MSG_MORE`, so that a
+    /// response's header leaves in one packet with the start of its body, as nginx's
+    /// `tcp_nopush` does — or, when that one is first, sends it from its file, together
+    /// with the spooled buffers that follow it in the same file (a segment's parts).
+    /// hyper queues a response's header and body buffers separately, so a spooled body
+    /// is its own buffer.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(index) = this.spool.as_ref() else {
+            return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        };
+        let Some((i, file, offset)) = bufs
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .find_map(|(i, b)| index.find(b).map(|(file, offset)| (i, file, offset)))
+        else {
+            return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        };
+        let stream = this.io.inner();
+        if bufs[..i].iter().any(|b| !b.is_empty()) {
+            return poll_send(stream, cx, || send_more(stream, &bufs[..i]));
+        }
+        // The buffers after it that continue it in the file go in the same call.
+        let mut len = bufs[i].len();
+        for b in bufs[i + 1..].iter().filter(|b| !b.is_empty()) {
+            match index.find(b) {
+                Some((f, o)) if Arc::ptr_eq(&f, &file) && o == offset + len as u64 => len += b.len(),
+                _ => break,
+            }
+        }
+        let sent = ready!(poll_send(stream, cx, || send_file(stream, &file, offset, len)))?;
+        this.sent_from_files.inc_by(sent as u64);
+        Poll::Ready(Ok(sent))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Runs a non-blocking `send` on `stream` once it is writable; waits again when the
+/// socket's buffer turns out full.
+fn poll_send(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    mut send: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_io(Interest::WRITABLE, &mut send) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
+        }
     }
 }
 
@@ -234,7 +345,7 @@ pub async fn accept(listener: &TcpListener, what: &str, errors: Option<&IntCount
 }
 
 /// Errors after which an immediate retry would fail the same way.
-fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+fn is_resource_exhaustion(e: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }

@@ -132,3 +132,49 @@ fn tokio_stream(s: std::net::TcpStream) -> TcpStream {
     s.set_nonblocking(true).unwrap();
     TcpStream::from_std(s).unwrap()
 }
+
+/// Responses whose bytes are spooled go out with `sendfile` — whole, in order, beside
+/// bytes that are not — and once the spool is dropped the same bytes are written as
+/// before. The body is larger than a socket buffer, so sends stop and resume.
+#[tokio::test]
+async fn spooled_bytes_are_sent_from_their_file_and_the_rest_as_before() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let registry = Registry::new();
+    let index = httpkit::SpoolIndex::new();
+    let pattern = |seed: u8, len: usize| -> bytes::Bytes {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
+    };
+    let (a, plain, b) = (pattern(1, 1_500_000), pattern(2, 70_000), pattern(3, 2_000_000));
+    let mut spool = httpkit::Spool::new(&index).unwrap();
+    spool.put(&a).unwrap();
+    spool.put(&b).unwrap();
+    assert_eq!(index.len(), 2);
+    let parts = vec![a.clone(), plain.clone(), b.clone()];
+    let body = move |_req, _peer| {
+        let parts = parts.clone();
+        async move { Response::new(Body::chunks(parts)) }
+    };
+    let cfg = ServerConfig { spool: Some(index.clone()), ..ServerConfig::new("test") };
+    tokio::spawn(httpkit::serve(listener, cfg, Site::new(registry.clone()), body));
+    let expected = [&a[..], &plain[..], &b[..]].concat();
+
+    let fetch = || async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (String::from_utf8_lossy(&out[..at]).into_owned(), out.split_off(at))
+    };
+    let (head, got) = fetch().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK") && head.contains("content-length: 3570000"), "{head}");
+    assert!(got == expected, "the body arrives whole and in order ({} of {} bytes)", got.len(), expected.len());
+    assert_eq!(metric(&registry, "shoal_http_sendfile_bytes_total"), (a.len() + b.len()) as f64);
+
+    drop(spool);
+    assert!(index.is_empty(), "a dropped spool unlists its bytes");
+    let (_, got) = fetch().await;
+    assert!(got == expected, "written as before");
+    assert_eq!(metric(&registry, "shoal_http_sendfile_bytes_total"), (a.len() + b.len()) as f64, "no more sendfile");
+}

@@ -17,14 +17,16 @@
 //! answered when it exists (the request waits, as for a blocking reload).
 //!
 //! Nothing is copied to serve: a part is its piece's payload (a slice of the piece's
-//! buffer), and a segment is sent as its parts back to back.
+//! buffer), and a segment is sent as its parts back to back. A seeder's parts are also
+//! spooled (each segment's into one unnamed file, [`httpkit::spool`]) so that its
+//! connections send them with `sendfile` instead of copying them into every socket.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use httpkit::Body;
+use httpkit::{Body, Spool, SpoolIndex};
 use hyper::{Response, StatusCode};
 use swarm::piece::{Piece, PieceFlags};
 use tokio::sync::watch;
@@ -43,7 +45,7 @@ struct Part {
 }
 
 /// One segment: its number, duration and parts (its bytes are theirs, in order).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Segment {
     n: u64,
     /// Ingest's clock at its first piece (Unix µs): `#EXT-X-PROGRAM-DATE-TIME`.
@@ -53,6 +55,8 @@ struct Segment {
     /// Whether its parts are listed (and served one by one): the newest
     /// [`PART_SEGMENTS`] only.
     parts_listed: bool,
+    /// Its parts in a spool file, while it is in the window.
+    _spool: Option<Spool>,
 }
 
 /// The segment being filled.
@@ -63,6 +67,7 @@ struct Open {
     parts: Vec<Part>,
     /// The newest piece: a part once the next piece gives its duration.
     pending: (u64, Bytes),
+    spool: Option<Spool>,
 }
 
 /// Segments of one channel, fed with verified pieces in sequence order.
@@ -73,6 +78,8 @@ pub struct Hls {
     inner: Mutex<Inner>,
     /// Bumped at every change, for requests waiting on a part.
     changed: watch::Sender<u64>,
+    /// Where parts are spooled (a seeder's); `None` serves them by copying.
+    spool: Option<SpoolIndex>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +94,8 @@ struct Inner {
     /// The playlist as last rendered; cleared by every change. Every client at the live
     /// edge asks for the same one (blocking reloads wake together): it is made once.
     rendered: Option<Bytes>,
+    /// A spool could not be made (logged once; parts are then served by copying).
+    spool_failed: bool,
 }
 
 impl Inner {
@@ -107,18 +116,46 @@ impl Inner {
 }
 
 impl Hls {
-    /// A seeder's: `/hls/{channel}/live.m3u8`.
+    /// A seeder's: `/hls/{channel}/live.m3u8`, its parts spooled for many clients.
     pub fn new(channel: &str) -> Self {
-        Self::with_prefix(format!("/hls/{channel}"))
+        Self::with_prefix(format!("/hls/{channel}"), Some(SpoolIndex::new()))
     }
 
-    /// A viewer's: `/live.m3u8` beside its `/live.ts`.
+    /// A viewer's: `/live.m3u8` beside its `/live.ts` (a few local players: not spooled).
     pub fn at_root() -> Self {
-        Self::with_prefix(String::new())
+        Self::with_prefix(String::new(), None)
     }
 
-    fn with_prefix(prefix: String) -> Self {
-        Hls { prefix, inner: Mutex::new(Inner::default()), changed: watch::channel(0).0 }
+    fn with_prefix(prefix: String, spool: Option<SpoolIndex>) -> Self {
+        Hls { prefix, inner: Mutex::new(Inner::default()), changed: watch::channel(0).0, spool }
+    }
+
+    /// The same, its parts served by copying them into each socket (to measure the
+    /// difference).
+    pub fn without_spool(mut self) -> Self {
+        self.spool = None;
+        self
+    }
+
+    /// Where its parts are spooled, for the server that sends them
+    /// ([`httpkit::ServerConfig::spool`]).
+    pub fn spool_index(&self) -> Option<SpoolIndex> {
+        self.spool.clone()
+    }
+
+    /// A spool for a new segment (none without an index, or if the system has no
+    /// file to give: then its parts are served by copying, as on a viewer).
+    fn new_spool(&self, i: &mut Inner) -> Option<Spool> {
+        let index = self.spool.as_ref()?;
+        match Spool::new(index) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                if !std::mem::replace(&mut i.spool_failed, true) {
+                    tracing::warn!(error = %e, "HLS: no spool file for a segment; its parts are sent by copying");
+                }
+                None
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -141,6 +178,11 @@ impl Hls {
             if follows && let Some(o) = i.open.as_mut() {
                 let (at, data) = std::mem::take(&mut o.pending);
                 let duration_us = ts.saturating_sub(at).max(1);
+                if let Some(spool) = o.spool.as_mut()
+                    && let Err(e) = spool.put(&data)
+                {
+                    tracing::debug!(error = %e, "HLS: part not spooled; it is sent by copying");
+                }
                 o.parts.push(Part { duration_us, data });
                 i.part_target_us = i.part_target_us.max(duration_us);
             }
@@ -152,7 +194,14 @@ impl Hls {
                     i.next_n += 1;
                     let duration_us = ts.saturating_sub(o.start_us).max(1);
                     let start_us = o.start_us;
-                    i.done.push_back(Segment { n, start_us, duration_us, parts: o.parts, parts_listed: true });
+                    i.done.push_back(Segment {
+                        n,
+                        start_us,
+                        duration_us,
+                        parts: o.parts,
+                        parts_listed: true,
+                        _spool: o.spool,
+                    });
                     while i.done.len() > WINDOW {
                         i.done.pop_front();
                     }
@@ -161,7 +210,8 @@ impl Hls {
                         s.parts_listed = false;
                     }
                 }
-                i.open = Some(Open { start_us: ts, parts: Vec::new(), pending: (ts, piece.payload().clone()) });
+                let spool = self.new_spool(&mut i);
+                i.open = Some(Open { start_us: ts, parts: Vec::new(), pending: (ts, piece.payload().clone()), spool });
             } else if !follows {
                 i.open = None;
             } else if let Some(o) = i.open.as_mut() {

@@ -126,7 +126,9 @@ pub async fn serve(
                 metrics.update(&h.snapshot());
             }
         });
-    httpkit::serve(listener, ServerConfig::new("seeder"), site, move |req, _peer| {
+    let mut cfg = ServerConfig::new("seeder");
+    cfg.spool = hls.spool_index();
+    httpkit::serve(listener, cfg, site, move |req, _peer| {
         let hls = hls.clone();
         async move { hls.answer_or_404(req.uri().path(), req.uri().query()).await }
     })

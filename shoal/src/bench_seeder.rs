@@ -64,6 +64,10 @@ pub(crate) struct SeederBenchArgs {
     /// Skip the HLS comparison (no nginx here).
     #[arg(long)]
     no_hls: bool,
+    /// Serve the seeder's parts by copying them into each socket (`writev`) instead of
+    /// from their spool file (`sendfile`): the figure before zero-copy sends.
+    #[arg(long)]
+    no_spool: bool,
     /// Where to write `bench-seeder.json`.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -114,6 +118,8 @@ struct SeederBench {
     peers: usize,
     pieces: u64,
     piece_bytes: usize,
+    /// Whether the seeder sent its parts from their spool files (`sendfile`).
+    spooled: bool,
     hls_runs: Vec<HlsRun>,
     /// Median of shoal/nginx bytes per CPU-second (target ≥ 1.0); absent without nginx.
     hls_ratio_median: Option<f64>,
@@ -127,7 +133,7 @@ const PACKETS: usize = 100;
 
 pub(crate) fn run(a: SeederBenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.serve_hls {
-        return serve_hls(dir, a.server_threads);
+        return serve_hls(dir, a.server_threads, !a.no_spool);
     }
     if a.sink {
         return sink();
@@ -150,13 +156,15 @@ pub(crate) fn run(a: SeederBenchArgs) -> anyhow::Result<()> {
         peers: a.peers,
         pieces: a.pieces,
         piece_bytes: PACKETS * TS_PACKET_LEN,
+        spooled: !a.no_spool,
         hls_ratio_median: median(hls_runs.iter().map(|r| r.ratio).collect()),
         push_ratio_median: median(push_runs.iter().map(|r| r.ratio).collect()).unwrap_or(0.0),
         hls_runs,
         push_runs,
     };
     if let Some(m) = r.hls_ratio_median {
-        println!("HLS: median shoal/nginx bytes per CPU-second: {m:.2}   (target ≥ 1.0)");
+        let how = if a.no_spool { "parts copied per client" } else { "parts sent from their spool" };
+        println!("HLS: median shoal/nginx bytes per CPU-second: {m:.2}   (target ≥ 1.0; {how})");
     }
     println!("pushes: median shared/copied bytes per CPU-second: {:.2}", r.push_ratio_median);
     crate::machine::write_bench_json(&a.out.join("bench-seeder.json"), &r)
@@ -175,8 +183,9 @@ fn window() -> Vec<Piece> {
 }
 
 /// The child: a seeder's HLS over the window, and the same files for nginx.
-fn serve_hls(dir: &Path, threads: usize) -> anyhow::Result<()> {
-    let hls = Arc::new(Hls::new("bench"));
+fn serve_hls(dir: &Path, threads: usize, spool: bool) -> anyhow::Result<()> {
+    let hls = Hls::new("bench");
+    let hls = Arc::new(if spool { hls } else { hls.without_spool() });
     for p in window() {
         hls.push(&p);
     }
@@ -223,8 +232,12 @@ fn hls_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<HlsRun>> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let threads = a.server_threads.to_string();
-    let (shoal, shoal_port) =
-        child(&["--serve-hls", &dir.display().to_string(), "--server-threads", &threads], "SERVING ")?;
+    let dir_arg = dir.display().to_string();
+    let mut args = vec!["--serve-hls", &dir_arg, "--server-threads", &threads];
+    if a.no_spool {
+        args.push("--no-spool");
+    }
+    let (shoal, shoal_port) = child(&args, "SERVING ")?;
     let nginx_port = free_port()?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_conf(&dir, nginx_port))?;
@@ -257,10 +270,17 @@ fn hls_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<HlsRun>> {
     );
     println!("{:<5} {:>16} {:>16} {:>8}", "run", "shoal MB/CPU-s", "nginx MB/CPU-s", "ratio");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (shoal_at, nginx_at) =
+        (SocketAddr::from(([127, 0, 0, 1], shoal_port)), SocketAddr::from(([127, 0, 0, 1], nginx_port)));
+    // Unmeasured: both servers first meet the load (connection state allocated, the
+    // allocator's arenas grown), so the runs compare steady states.
+    rt.block_on(load(shoal_at, shoal.0.id(), a, WARM_UP, &paths))?;
+    rt.block_on(load(nginx_at, nginx.0.id(), a, WARM_UP, &paths))?;
     let mut runs = Vec::new();
+    let seconds = Duration::from_secs(a.seconds);
     for i in 0..a.runs.max(1) {
-        let s = rt.block_on(load(SocketAddr::from(([127, 0, 0, 1], shoal_port)), shoal.0.id(), a, &paths))?;
-        let n = rt.block_on(load(SocketAddr::from(([127, 0, 0, 1], nginx_port)), nginx.0.id(), a, &paths))?;
+        let s = rt.block_on(load(shoal_at, shoal.0.id(), a, seconds, &paths))?;
+        let n = rt.block_on(load(nginx_at, nginx.0.id(), a, seconds, &paths))?;
         let run = HlsRun { ratio: ratio(s.mbytes_per_cpu_s, n.mbytes_per_cpu_s), shoal: s, nginx: n };
         println!(
             "{:<5} {:>16.1} {:>16.1} {:>8.2}",
@@ -303,9 +323,18 @@ fn nginx_conf(dir: &Path, port: u16) -> String {
     )
 }
 
-/// `--clients` connections asking `paths` in turn for `--seconds`; the server's CPU
+/// Load on each server before the measured runs.
+const WARM_UP: Duration = Duration::from_secs(3);
+
+/// `--clients` connections asking `paths` in turn for `seconds`; the server's CPU
 /// (the process and its children) over that time.
-async fn load(addr: SocketAddr, pid: u32, a: &SeederBenchArgs, paths: &Arc<Vec<String>>) -> anyhow::Result<Served> {
+async fn load(
+    addr: SocketAddr,
+    pid: u32,
+    a: &SeederBenchArgs,
+    seconds: Duration,
+    paths: &Arc<Vec<String>>,
+) -> anyhow::Result<Served> {
     let (bytes, requests, errors) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut conns = Vec::with_capacity(a.clients);
@@ -315,7 +344,7 @@ async fn load(addr: SocketAddr, pid: u32, a: &SeederBenchArgs, paths: &Arc<Vec<S
         conns.push(s);
     }
     let cpu0 = server_cpu(pid);
-    let deadline = Instant::now() + Duration::from_secs(a.seconds);
+    let deadline = Instant::now() + seconds;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, s) in conns.into_iter().enumerate() {
         let (paths, bytes, requests, errors) = (paths.clone(), bytes.clone(), requests.clone(), errors.clone());
