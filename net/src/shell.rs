@@ -68,6 +68,39 @@ impl MessageBudget {
     }
 }
 
+/// Refusals of what peers sent logged per second at most: a hostile peer can make
+/// many (each counted in the node's stats and metrics); the log gets a sample and, in
+/// the next second that has one, how many were left out.
+const REFUSALS_LOGGED_PER_SEC: u32 = 10;
+
+/// Log lines per second for one kind of line; the rest are counted.
+#[derive(Debug, Default)]
+struct LogLimit {
+    second: u64,
+    logged: u32,
+    held_back: u64,
+}
+
+impl LogLimit {
+    /// Whether a line may be logged at `now_us`, and how many were held back in the
+    /// seconds before this one (reported once).
+    fn admit(&mut self, now_us: Micros) -> (bool, u64) {
+        let second = now_us / 1_000_000;
+        let mut held = 0;
+        if second != self.second {
+            held = std::mem::take(&mut self.held_back);
+            (self.second, self.logged) = (second, 0);
+        }
+        if self.logged < REFUSALS_LOGGED_PER_SEC {
+            self.logged += 1;
+            (true, held)
+        } else {
+            self.held_back += 1;
+            (false, held)
+        }
+    }
+}
+
 /// How long a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -239,6 +272,7 @@ pub async fn spawn_with(
         max_conn_queue: if opts.max_conn_queue == 0 { MAX_CONN_QUEUE } else { opts.max_conn_queue },
         send_buffer: opts.send_buffer,
         stalled_dropped: 0,
+        refusals_logged: LogLimit::default(),
     };
     tokio::spawn(shell.run(in_rx, int_rx));
     Ok(NodeHandle { listen: addr, inputs: in_tx, snapshot: snap_rx })
@@ -262,6 +296,7 @@ struct Shell {
     max_conn_queue: usize,
     send_buffer: u32,
     stalled_dropped: u64,
+    refusals_logged: LogLimit,
 }
 
 impl Shell {
@@ -338,7 +373,16 @@ impl Shell {
                 let _ = self.outputs.try_send(Output::Skipped(seq));
             }
             Event::Rejected { from, reason } => {
-                tracing::info!(node = from.0, addr = ?self.node_addr.get(&from), ?reason, "refused what a peer sent");
+                let (log, held_back) = self.refusals_logged.admit(now_us());
+                if held_back > 0 {
+                    tracing::info!(
+                        held_back,
+                        "refusals of what peers sent not logged (over {REFUSALS_LOGGED_PER_SEC}/s)"
+                    );
+                }
+                if log {
+                    tracing::info!(node = from.0, addr = ?self.node_addr.get(&from), ?reason, "refused what a peer sent");
+                }
             }
             Event::PlaybackStarted { seq } => tracing::info!(seq, "playback started"),
             Event::Jumped { from, to } => {
@@ -545,5 +589,22 @@ impl Shell {
             stalled_dropped: self.stalled_dropped,
         };
         let _ = self.snapshot.send(snap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_logs_are_a_sample_per_second_and_a_count_of_the_rest() {
+        let mut limit = LogLimit::default();
+        let t = 1_000_000_000 * 1_000_000;
+        let first: Vec<(bool, u64)> = (0..1_000).map(|i| limit.admit(t + i)).collect();
+        assert_eq!(first.iter().filter(|(log, _)| *log).count(), REFUSALS_LOGGED_PER_SEC as usize);
+        assert!(first.iter().all(|(_, held)| *held == 0));
+        // The next second: logged again, and the 990 left out are reported once.
+        assert_eq!(limit.admit(t + 1_000_000), (true, 990));
+        assert_eq!(limit.admit(t + 1_000_001), (true, 0));
     }
 }

@@ -604,6 +604,10 @@ pub mod datagram {
     /// Messages being reassembled at once per sender.
     pub const MAX_PARTIAL: usize = 8;
     const FRAGMENT_HEADER: usize = LEN_PREFIX + 1 + 4 + 2 + 2;
+    /// The most fragments a frame can need: the largest frame in the smallest
+    /// datagrams [`encode`] makes (64 bytes). A larger count is refused before
+    /// anything is allocated for it.
+    pub const MAX_FRAGMENTS: usize = (LEN_PREFIX + MAX_FRAME_LEN).div_ceil(64 - FRAGMENT_HEADER);
 
     /// Cuts `msg` into datagrams of at most `datagram_len` bytes (≥ 64).
     pub fn encode(msg: &Message, msg_id: u32, datagram_len: usize) -> Vec<Vec<u8>> {
@@ -631,11 +635,14 @@ pub mod datagram {
             .collect()
     }
 
+    /// A message being reassembled. Memory follows what arrived (fragments as they
+    /// came, and one bit per expected fragment), not what the first fragment claims.
     #[derive(Debug)]
     struct Partial {
         msg_id: u32,
-        parts: Vec<Option<Bytes>>,
-        received: usize,
+        count: usize,
+        seen: Vec<u64>,
+        parts: Vec<(u16, Bytes)>,
         bytes: usize,
     }
 
@@ -683,34 +690,40 @@ pub mod datagram {
             if count < 2 || index >= count {
                 return Err(WireError::BadFragment("index out of range"));
             }
+            if count > MAX_FRAGMENTS {
+                return Err(WireError::BadFragment("more fragments than any frame needs"));
+            }
             let pos = match self.partial.iter().position(|p| p.msg_id == msg_id) {
                 Some(pos) => pos,
                 None => {
                     if self.partial.len() == MAX_PARTIAL {
                         self.partial.pop_front();
                     }
-                    self.partial.push_back(Partial { msg_id, parts: vec![None; count], received: 0, bytes: 0 });
+                    let seen = vec![0; count.div_ceil(64)];
+                    self.partial.push_back(Partial { msg_id, count, seen, parts: Vec::new(), bytes: 0 });
                     self.partial.len() - 1
                 }
             };
             let p = &mut self.partial[pos];
-            if p.parts.len() != count {
+            if p.count != count {
                 return Err(WireError::BadFragment("fragment count changed"));
             }
-            if p.parts[index].is_none() {
+            let (word, bit) = (index / 64, 1u64 << (index % 64));
+            if p.seen[word] & bit == 0 {
                 p.bytes += data.len();
                 if p.bytes > LEN_PREFIX + MAX_FRAME_LEN {
                     return Err(WireError::FrameTooLong { len: p.bytes, max: MAX_FRAME_LEN });
                 }
-                p.parts[index] = Some(data);
-                p.received += 1;
+                p.seen[word] |= bit;
+                p.parts.push((index as u16, data));
             }
-            if p.received < count {
+            if p.parts.len() < count {
                 return Ok(None);
             }
-            let p = self.partial.remove(pos).expect("position was found above");
+            let mut p = self.partial.remove(pos).expect("position was found above");
+            p.parts.sort_unstable_by_key(|(i, _)| *i);
             let mut dec = FrameDecoder::new();
-            p.parts.iter().flatten().for_each(|b| dec.extend(b));
+            p.parts.iter().for_each(|(_, b)| dec.extend(b));
             let msg = dec.next_message()?.ok_or(WireError::BadFragment("fragments hold a partial frame"))?;
             if dec.buffered() != 0 {
                 return Err(WireError::BadFragment("fragments hold more than one frame"));
@@ -879,6 +892,31 @@ mod tests {
             Message::decode_frame(Bytes::from_static(&[kind::PING, 1])),
             Err(WireError::Truncated { kind: "ping" })
         );
+    }
+
+    #[test]
+    fn a_fragment_count_no_frame_needs_is_refused_and_the_largest_frame_fits() {
+        // Before: a 13-byte fragment claiming 65,535 parts made the receiver allocate
+        // 2 MB for it (16 MB over its eight partial messages).
+        let mut d = Vec::new();
+        d.extend_from_slice(&9u32.to_be_bytes());
+        d.push(kind::FRAGMENT);
+        d.extend_from_slice(&1u32.to_be_bytes());
+        d.extend_from_slice(&0u16.to_be_bytes());
+        d.extend_from_slice(&u16::MAX.to_be_bytes());
+        let mut r = datagram::Reassembler::new();
+        assert_eq!(r.push(&d).unwrap_err(), WireError::BadFragment("more fragments than any frame needs"));
+        // The largest piece in the smallest datagrams needs no more than the bound, in any order.
+        let msg = Message::Piece(sample_piece(crate::piece::MAX_TS_PACKETS));
+        let mut datagrams = datagram::encode(&msg, 7, 64);
+        assert_eq!(datagrams.len(), datagram::MAX_FRAGMENTS);
+        datagrams.reverse();
+        datagrams.swap(0, 100);
+        let mut got = Vec::new();
+        for d in &datagrams {
+            got.extend(r.push(d).unwrap());
+        }
+        assert_eq!(got, vec![msg]);
     }
 
     #[test]

@@ -458,15 +458,20 @@ fn missing_piece_is_skipped_at_the_next_deadline() {
 
 #[test]
 fn a_lying_segment_start_does_not_stall_startup() {
-    let mut v = viewer_with_raw_neighbour();
-    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
-    let lie = status(Some(1_000_000_000), vec![1; 4]);
-    v.handle_message(T0, NodeId(RAW), Message::Status(lie));
-    v.handle_message(T0, NodeId(RAW), Message::HaveMap { base: 1_000_000_000, bits: vec![u64::MAX; 16] });
-    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(8, T0)));
-    v.handle_timeout(T0 + 10 * MS);
-    let (_, ev) = drain(&mut v);
-    assert!(ev.iter().any(|e| matches!(e, Event::PlaybackStarted { seq: 8 })), "{ev:?}");
+    // Far ahead, and at the very end of the numbering (where the startup window's end
+    // overflowed before).
+    for lie in [1_000_000_000, u64::MAX - 1] {
+        let mut v = viewer_with_raw_neighbour();
+        v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+        v.handle_message(T0, NodeId(RAW), Message::Status(status(Some(lie), vec![1; 4])));
+        v.handle_message(T0, NodeId(RAW), Message::HaveMap { base: lie, bits: vec![u64::MAX; 16] });
+        v.handle_timeout(T0 + 5 * MS);
+        drain(&mut v);
+        v.handle_message(T0, NodeId(RAW), Message::Piece(piece(8, T0)));
+        v.handle_timeout(T0 + 10 * MS);
+        let (_, ev) = drain(&mut v);
+        assert!(ev.iter().any(|e| matches!(e, Event::PlaybackStarted { seq: 8 })), "lie {lie}: {ev:?}");
+    }
 }
 
 #[test]
@@ -585,4 +590,44 @@ fn a_forwarder_displaces_a_leaf_from_a_full_parent() {
     assert_eq!(displaced.len(), 1, "exactly one leaf displaced: {displaced:?}");
     assert!((30..36).contains(&displaced[0]));
     assert_eq!(net.peers[&4].stats().children_displaced, 1);
+}
+
+#[test]
+fn a_have_map_far_ahead_is_one_rejection_not_one_per_piece() {
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(100, T0)));
+    drain(&mut v);
+    // 142 bytes on the wire claiming 1,024 pieces a million ahead.
+    v.handle_message(T0, NodeId(RAW), Message::HaveMap { base: 1_000_000, bits: vec![u64::MAX; 16] });
+    let (_, ev) = drain(&mut v);
+    let refused: Vec<&Event> = ev.iter().filter(|e| matches!(e, Event::Rejected { .. })).collect();
+    assert_eq!(refused.len(), 1, "one event for the map: {refused:?}");
+    assert!(matches!(refused[0], Event::Rejected { reason: Reject::OutOfWindow { seq: 1_000_000 }, .. }));
+    assert_eq!(v.stats().out_of_window, 1_024, "every claim is still counted");
+}
+
+#[test]
+fn a_neighbour_sending_pieces_behind_the_window_is_dropped_for_flooding() {
+    // Before: stale pieces were dropped unverified and uncounted, so a peer could
+    // replay old pieces forever at the message rate.
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(1_000, T0)));
+    let old = piece(10, T0);
+    for _ in 0..128 {
+        v.handle_message(T0, NodeId(RAW), Message::Piece(old.clone()));
+    }
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), None, "a few late pieces are honest");
+    v.handle_message(T0, NodeId(RAW), Message::Piece(old));
+    let (tx, _) = drain(&mut v);
+    assert_eq!(goodbye_of(&tx), Some(GoodbyeReason::Flooding));
+    assert_eq!((v.stats().stale_pieces, v.stats().floods), (129, 1));
+    // A piece numbered at the very end is no overflow either.
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(1_000, T0)));
+    v.handle_message(T0, NodeId(RAW), Message::Piece(piece(u64::MAX, T0)));
+    drain(&mut v);
 }

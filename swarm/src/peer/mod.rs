@@ -465,18 +465,31 @@ impl Peer {
         match msg {
             Message::Hello(_) => self.misbehaved(idx, Reject::Protocol("second hello"), GoodbyeReason::Malformed),
             Message::Status(st) => self.on_status(now, idx, st),
-            Message::Have { seq } => self.on_have(now, idx, seq),
+            Message::Have { seq } => {
+                if !self.on_have(now, idx, seq) {
+                    self.events.push_back(Event::Rejected { from, reason: Reject::OutOfWindow { seq } });
+                }
+            }
             Message::HaveMap { base, bits } => {
+                // One map claims up to 1,024 pieces: at most one rejection is reported
+                // for it (each is counted in the stats), so a map far ahead costs its
+                // receiver one event, not one per bit.
+                let mut first_refused = None;
                 for (w, word) in bits.iter().enumerate() {
                     for b in 0..64 {
                         if word & (1 << b) != 0 {
                             let Some(seq) = base.checked_add(64 * w as u64 + b) else { continue };
-                            self.on_have(now, idx, seq);
+                            if !self.on_have(now, idx, seq) {
+                                first_refused.get_or_insert(seq);
+                            }
                             if self.neighbour_idx(from).is_none() {
                                 return;
                             }
                         }
                     }
+                }
+                if let Some(seq) = first_refused {
+                    self.events.push_back(Event::Rejected { from, reason: Reject::OutOfWindow { seq } });
                 }
             }
             Message::Subscribe { substreams } => self.on_subscribe(idx, substreams),
@@ -655,7 +668,9 @@ impl Peer {
         self.neighbours[idx].status = Some(st);
     }
 
-    fn on_have(&mut self, now: Micros, idx: usize, seq: u64) {
+    /// A neighbour's claim to hold `seq`; false if it is out of the window (counted;
+    /// the caller reports it).
+    fn on_have(&mut self, now: Micros, idx: usize, seq: u64) -> bool {
         if !self.acceptable_seq(seq) {
             // Either a lie or the channel's numbering jumped (an ingest restart numbers
             // from its clock). The claim adds no want; at most one piece every
@@ -663,7 +678,6 @@ impl Peer {
             // new numbering (see `on_piece`); forged, its sender is banned.
             let node = self.neighbours[idx].node;
             self.stats.out_of_window += 1;
-            self.events.push_back(Event::Rejected { from: node, reason: Reject::OutOfWindow { seq } });
             // Remembered as this neighbour's claim only (it cannot wipe others').
             self.neighbours[idx].have.insert(seq);
             if self.last_jump_probe.is_none_or(|t| now >= t + self.cfg.request_timeout) {
@@ -671,10 +685,11 @@ impl Peer {
                 self.stats.jump_probes += 1;
                 self.send(node, Message::Request { seqs: vec![seq] });
             }
-            return;
+            return false;
         }
         self.neighbours[idx].have.insert(seq);
         self.add_want(now, seq);
+        true
     }
 
     fn on_request(&mut self, idx: usize, seqs: &[u64]) {
@@ -725,20 +740,15 @@ impl Peer {
             if self.branches[s].parent == Some(node) {
                 return;
             }
-            let n = &mut self.neighbours[idx];
-            n.useless_streak += 1;
+            let n = &self.neighbours[idx];
             // Pushes from one that takes us for its child in a substream we don't take
             // from it (a subscription that crossed an unsubscribe): say again what we
             // do take, so an honest neighbour stops.
-            if n.useless_streak % 16 == 1 && (n.parents | n.asked) & (1 << s) == 0 {
+            if n.useless_streak.is_multiple_of(16) && (n.parents | n.asked) & (1 << s) == 0 {
                 let mask = n.parents | n.asked;
                 self.send(node, Message::Subscribe { substreams: mask });
             }
-            if self.neighbours[idx].useless_streak > self.cfg.max_useless_pieces {
-                self.stats.floods += 1;
-                self.misbehaved(idx, Reject::Flooding, GoodbyeReason::Flooding);
-            }
-            return;
+            return self.useless_piece(idx);
         }
         let ts = piece.timestamp_us();
         let too_old = ts.saturating_add(self.cfg.max_piece_age) < now;
@@ -747,10 +757,11 @@ impl Peer {
             self.stats.out_of_window += 1;
             return self.misbehaved(idx, Reject::OutOfWindow { seq }, GoodbyeReason::OutOfWindow);
         }
-        if self.newest.is_some_and(|newest| seq + self.cfg.window_pieces <= newest) {
-            // Fell out of the window while in flight: late, not malicious.
+        if self.newest.is_some_and(|newest| seq.saturating_add(self.cfg.window_pieces) <= newest) {
+            // Fell out of the window while in flight: late, not malicious — unless it
+            // keeps happening, which costs us a decode each (counted as a duplicate is).
             self.stats.stale_pieces += 1;
-            return;
+            return self.useless_piece(idx);
         }
         if let Err(e) = self.verifier.verify(&piece) {
             return match e {
@@ -783,6 +794,18 @@ impl Peer {
             self.branches[s].parent_last_seq = Some(seq);
         }
         self.accept(now, piece, Some(node));
+    }
+
+    /// A piece from neighbour `idx` that we could not use (held already, or too late):
+    /// a few are honest overlap; a streak of more than `max_useless_pieces` with
+    /// nothing useful between is a flood, and the neighbour is dropped.
+    fn useless_piece(&mut self, idx: usize) {
+        let n = &mut self.neighbours[idx];
+        n.useless_streak += 1;
+        if n.useless_streak > self.cfg.max_useless_pieces {
+            self.stats.floods += 1;
+            self.misbehaved(idx, Reject::Flooding, GoodbyeReason::Flooding);
+        }
     }
 
     // ---- core ----

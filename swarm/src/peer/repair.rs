@@ -178,7 +178,7 @@ impl Peer {
             self.retain_wants(|k| k >= floor);
         }
         let startup_limit = match (self.playout.cursor, self.playout.target) {
-            (None, Some(target)) => target + STARTUP_PIECES,
+            (None, Some(target)) => target.saturating_add(STARTUP_PIECES),
             _ => u64::MAX,
         };
         let ready: Vec<u64> = self
