@@ -609,9 +609,9 @@ impl Swarms {
 
     /// Dialable peers only (an unreachable peer can't be connected to by anyone; it
     /// finds its neighbours by dialling out). A viewer gets a few seeds and then
-    /// viewers, those with the most free upload slots first, from a window of the swarm
-    /// that starts at a random place (bounded work per announce whatever the swarm's
-    /// size). A seed gets viewers only.
+    /// viewers, those with a free upload slot first, from a window of the swarm that
+    /// starts at a random place (bounded work per announce whatever the swarm's size).
+    /// A seed gets viewers only.
     fn choose(&self, swarm: &Swarm, me: &[u8; 8], role: Role, want: usize) -> Vec<PeerOut> {
         let n = swarm.peers.len();
         if n == 0 || want == 0 {
@@ -711,10 +711,13 @@ impl Swarms {
     }
 }
 
-/// A peer list from the seeds chosen and the candidate viewers: the seeds, then the
-/// viewers with the most free upload slots, `want` in all.
+/// A peer list from the seeds chosen and the candidate viewers (in the random order
+/// they were sampled in): the seeds, then viewers that say they have a free upload
+/// slot, then the rest, `want` in all. How many slots a viewer claims is not ranked:
+/// the claim is unchecked, and ranking by it let one announcer claiming 255 top every
+/// list it was sampled into.
 pub(crate) fn peer_list<'a>(mut out: Vec<&'a PeerRec>, mut viewers: Vec<&'a PeerRec>, want: usize) -> Vec<PeerOut> {
-    viewers.sort_by_key(|p| std::cmp::Reverse(p.free_slots));
+    viewers.sort_by_key(|p| p.free_slots == 0);
     let room = want.saturating_sub(out.len());
     out.extend(viewers.into_iter().take(room));
     out.into_iter().map(|p| PeerOut { ip: p.addr(), port: p.port, seed: p.is_seed(), key: p.key }).collect()
@@ -745,6 +748,7 @@ pub const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn ann(hash: u8, id: u32, role: Role, reachable: bool, slots: u8) -> Announce {
         let mut peer_id = [b'x'; 20];
@@ -771,12 +775,43 @@ mod tests {
         let r = s.announce(0, &ann(1, 5, Role::Viewer, false, 0), ip(5));
         assert_eq!((r.seeds, r.viewers), (1, 4));
         let ids: Vec<u16> = r.peers.iter().map(|p| p.port - 7000).collect();
-        assert_eq!(ids, vec![1, 3, 2], "seed, then the viewer with more free slots; no unreachable, not self");
+        assert_eq!(ids[0], 1, "the seed first");
+        assert_eq!(
+            ids[1..].iter().copied().collect::<HashSet<u16>>(),
+            HashSet::from([2, 3]),
+            "no unreachable, not self"
+        );
         assert_eq!(r.peers[0].ip, ip(1));
         assert_eq!(r.peers[0].port, 7001);
         // A seed gets viewers only.
         let r = s.announce(0, &ann(1, 1, Role::Seed, true, 0), ip(1));
         assert!(r.peers.iter().all(|p| !p.seed) && r.peers.len() == 2);
+    }
+
+    #[test]
+    fn claiming_more_free_slots_does_not_top_the_lists() {
+        let s = Swarms::new(StoreConfig::default());
+        s.announce(0, &ann(4, 1, Role::Seed, true, 0), ip(1));
+        for id in 2..52 {
+            s.announce(0, &ann(4, id, Role::Viewer, true, 1), ip(id));
+        }
+        let liar = 99;
+        s.announce(0, &ann(4, liar, Role::Viewer, true, u8::MAX), ip(liar));
+        let full = 98;
+        s.announce(0, &ann(4, full, Role::Viewer, true, 0), ip(full));
+        let (mut with_liar, mut with_full) = (0, 0);
+        // One viewer announcing again and again: the swarm (54) fits in one sample
+        // window, so every list is drawn from all of it.
+        let mut a = ann(4, 1_000, Role::Viewer, false, 0);
+        a.numwant = 10;
+        for _ in 0..100 {
+            let ports: Vec<u16> = s.announce(0, &a, ip(1_000)).peers.iter().map(|p| p.port - 7000).collect();
+            with_liar += usize::from(ports.contains(&(liar as u16)));
+            with_full += usize::from(ports.contains(&(full as u16)));
+        }
+        // Before: the liar was in all 100 lists. Now it is one of 51 viewers with room.
+        assert!(with_liar < 40, "the liar was in {with_liar} of 100 lists");
+        assert_eq!(with_full, 0, "a viewer without a free slot comes after those with one");
     }
 
     #[test]
