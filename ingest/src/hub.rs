@@ -215,6 +215,8 @@ impl Hub {
             consecutive_errors: 0,
             bytes_in: self.metrics.bytes_in.with_label_values(&[protocol.label()]),
             keyframe_interval: self.metrics.keyframe_interval.with_label_values(&[&grant.channel]),
+            carries_ads: grant.carries_ads,
+            ad_cue_logged: false,
         })
     }
 }
@@ -245,6 +247,12 @@ pub struct Publisher {
     /// Label lookups done once per session, not per tag.
     bytes_in: prometheus::IntCounter,
     keyframe_interval: prometheus::Gauge,
+    /// Ad-break cues are kept only on a channel registered as carrying ads: on an
+    /// ad-free channel they are dropped (and counted), so an encoder can't make a free
+    /// channel look commercial to viewers and metering, or the reverse.
+    carries_ads: bool,
+    /// An ad-free channel's dropped cue was logged this session (once is enough).
+    ad_cue_logged: bool,
 }
 
 /// Malformed tags in a row after which the session is closed.
@@ -380,6 +388,8 @@ impl Publisher {
         bad.with_label_values(&["ts_pes"]).inc_by(stats.bad_pes - self.ts_reported.bad_pes);
         bad.with_label_values(&["ts_section"]).inc_by(stats.bad_sections - self.ts_reported.bad_sections);
         self.ts_reported = stats;
+        let events: Vec<Demuxed> =
+            events.into_iter().filter(|e| !matches!(e, Demuxed::Cue(_)) || self.cue_allowed()).collect();
         let mut st = lock(&self.channel.state);
         let st = &mut *st;
         match &mut st.session {
@@ -423,8 +433,27 @@ impl Publisher {
         Ok(())
     }
 
-    /// Marks an ad-break edge on the next piece.
+    /// Whether an ad-break cue may mark the stream: on an ad-free channel it is
+    /// dropped, counted, and logged once per session.
+    fn cue_allowed(&mut self) -> bool {
+        if self.carries_ads {
+            return true;
+        }
+        self.hub.metrics.ad_cues_dropped.inc();
+        if !std::mem::replace(&mut self.ad_cue_logged, true) {
+            tracing::warn!(
+                channel = %self.channel.name,
+                "ad-break cue on a channel registered ad-free: dropped (register it as carrying ads to keep them)"
+            );
+        }
+        false
+    }
+
+    /// Marks an ad-break edge on the next piece (dropped on an ad-free channel).
     pub fn mark(&mut self, flags: PieceFlags) {
+        if !self.cue_allowed() {
+            return;
+        }
         let mut st = lock(&self.channel.state);
         if st.session.as_ref().is_none_or(|s| s.id != self.session) {
             return;

@@ -20,6 +20,7 @@ pub struct IngestMetrics {
     pub takeovers: IntCounter,
     pub bad_input: IntCounterVec,
     pub long_gops: IntCounter,
+    pub ad_cues_dropped: IntCounter,
     pub discontinuities: IntCounter,
     pub frames_before_keyframe: IntCounter,
     pub keyframe_interval: GaugeVec,
@@ -102,6 +103,10 @@ impl IngestMetrics {
                 &["kind"],
             ),
             long_gops: counter("shoal_ingest_long_gops_total", "GOPs longer than the configured maximum"),
+            ad_cues_dropped: counter(
+                "shoal_ingest_ad_cues_dropped_total",
+                "Ad-break cues from encoders on channels registered ad-free (dropped)",
+            ),
             discontinuities: counter(
                 "shoal_ingest_discontinuities_total",
                 "Timeline rebases: publish sessions after a channel's first, and timestamp jumps",

@@ -19,6 +19,8 @@ struct Setup {
     addr: std::net::SocketAddr,
     hub: Arc<Hub>,
     key: String,
+    /// The stream key of "ads", a licensed channel registered as carrying ads.
+    ads_key: String,
     _dir: TempDir,
 }
 
@@ -37,12 +39,14 @@ async fn setup(name: &str) -> Setup {
     let file = ChannelFile::new(dir.join("channels.json"), dir.join("keys"));
     let key = file.create_channel("news", false, None).expect("channel");
     file.create_channel("sport", true, None).expect("channel");
+    let licence = catalogue::file::License { commercial: true, valid_until_unix: None };
+    let ads_key = file.create_channel("ads", true, Some(licence)).expect("channel");
     let auth: Arc<dyn Authorizer> = Arc::new(file);
     let hub = Hub::new(HubConfig::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(ingest::rtmp::serve(listener, hub.clone(), auth));
-    Setup { addr, hub, key, _dir: TempDir(dir) }
+    Setup { addr, hub, key, ads_key, _dir: TempDir(dir) }
 }
 
 /// Every piece the channel's window holds, oldest first.
@@ -65,9 +69,14 @@ async fn publish_fixture(p: &mut RtmpPublisher) {
     }
 }
 
-/// Waits (without sleeping) until the channel holds `n` pieces or its session ended.
+/// Waits (without sleeping) until news's session ended.
 async fn wait_for_session_end(hub: &Hub) {
-    let ch = hub.channel("news").expect("channel exists after a publish");
+    wait_for_end_of(hub, "news").await
+}
+
+/// Waits (without sleeping) until the channel's session ended.
+async fn wait_for_end_of(hub: &Hub, channel: &str) {
+    let ch = hub.channel(channel).expect("channel exists after a publish");
     let mut rx = ch.subscribe();
     while ch.live() {
         // Each piece produced (and the final flush) wakes us.
@@ -97,6 +106,41 @@ async fn fixture_published_over_rtmp_becomes_signed_pieces() {
     assert!(m.contains("shoal_ingest_publishes_total{protocol=\"rtmp\"} 1"), "{m}");
     assert!(m.contains("shoal_ingest_keyframe_interval_seconds{channel=\"news\"} 1\n"), "{m}");
     assert!(m.contains("shoal_ingest_publishers_active 0"), "{m}");
+}
+
+/// The fixture with an `onCueOut` script tag from the encoder halfway through.
+async fn publish_fixture_with_cue(p: &mut RtmpPublisher) {
+    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    let mut cue = Vec::new();
+    ingest::media::amf0::Amf0::String("onCueOut".into()).encode(&mut cue);
+    for (i, tag) in tags.iter().enumerate() {
+        if i == tags.len() / 2 {
+            p.send_tag(TAG_SCRIPT, tag.timestamp, &cue).await.expect("send cue");
+        }
+        p.send_tag(tag.kind, tag.timestamp, tag.body).await.expect("send");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_break_cues_mark_only_channels_registered_as_carrying_ads() {
+    let s = setup("cues").await;
+    let ad_start = |ch: &str| {
+        let ch = s.hub.channel(ch).expect("channel");
+        window(&ch).iter().filter(|p| p.flags().contains(PieceFlags::AD_BREAK_START)).count()
+    };
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.ads_key).await.expect("publish accepted");
+    publish_fixture_with_cue(&mut p).await;
+    p.close().await.expect("close");
+    wait_for_end_of(&s.hub, "ads").await;
+    assert_eq!(ad_start("ads"), 1, "the channel with ads gets its ad break");
+    // Before: the ad-free channel's pieces carried the ad-break flag as well.
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
+    publish_fixture_with_cue(&mut p).await;
+    p.close().await.expect("close");
+    wait_for_session_end(&s.hub).await;
+    assert_eq!(ad_start("news"), 0, "an ad-free channel's cue is dropped");
+    let m = s.hub.metrics.render();
+    assert!(m.contains("shoal_ingest_ad_cues_dropped_total 1\n"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
