@@ -6,7 +6,9 @@
 - every Kubernetes object has apiVersion, kind, metadata.name (and a namespace);
   Deployments' selectors match their pod labels, containers have a name and an image,
   probes use a declared port and an endpoint Shoal serves; Services select pods that
-  exist and target ports those pods declare;
+  exist and target ports those pods declare; Services open to the Internet
+  (LoadBalancer, NodePort) keep the client's address (`externalTrafficPolicy: Local`),
+  which the tracker's peer lists and every per-address limit and ban depend on;
 - systemd units have Description, ExecStart (the shoal binary and a real subcommand)
   and WantedBy;
 - every settings file (deploy/shoal.toml, the ConfigMap's shoal.toml) is accepted by the
@@ -135,6 +137,8 @@ def check_k8s():
         if not match:
             fail(f"{where}: selects no pods")
             continue
+        if o["spec"].get("type") in ("LoadBalancer", "NodePort") and o["spec"].get("externalTrafficPolicy") != "Local":
+            fail(f"{where}: a public Service without externalTrafficPolicy: Local hides every client behind a node address")
         declared = pods[match[0]][1]
         for p in o["spec"]["ports"]:
             if isinstance(p.get("targetPort"), str) and p["targetPort"] not in declared:
