@@ -193,6 +193,9 @@ pub struct NodeMetrics {
     protocol_errors: IntCounter,
     floods: IntCounter,
     stalled: IntCounter,
+    bans: IntCounter,
+    refused_banned: IntCounter,
+    refused_capped: IntCounter,
     jumps: IntCounter,
 }
 
@@ -219,6 +222,18 @@ impl NodeMetrics {
             protocol_errors: counter("shoal_node_protocol_errors_total", "Neighbours that broke the protocol."),
             floods: counter("shoal_node_flood_drops_total", "Neighbours dropped for flooding."),
             stalled: counter("shoal_node_stalled_drops_total", "Neighbours dropped for not reading."),
+            bans: counter(
+                "shoal_node_address_bans_total",
+                "Peer addresses banned (a forged piece or a flood from them).",
+            ),
+            refused_banned: counter(
+                "shoal_node_inbound_refused_banned_total",
+                "Inbound peer connections refused: the address is banned.",
+            ),
+            refused_capped: counter(
+                "shoal_node_inbound_refused_capped_total",
+                "Inbound peer connections refused: too many from that address or network.",
+            ),
             jumps: counter(
                 "shoal_node_numbering_jumps_total",
                 "Times the channel's numbering jumped (ingest restarts).",
@@ -243,6 +258,9 @@ impl NodeMetrics {
             (&self.protocol_errors, st.protocol_errors + st.malformed),
             (&self.floods, st.floods),
             (&self.stalled, snap.stalled_dropped),
+            (&self.bans, snap.guard.bans),
+            (&self.refused_banned, snap.guard.refused_banned),
+            (&self.refused_capped, snap.guard.refused_capped),
             (&self.jumps, st.jumps),
         ] {
             c.inc_by(v.saturating_sub(c.get()));

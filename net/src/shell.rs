@@ -14,14 +14,16 @@
 //! accepted (a seeder's HLS), requests for more peers, stats.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::buf::Chain;
 use bytes::{Buf, Bytes};
-use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats};
+use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Reject};
+
+use crate::guard::{AddrGuard, GuardConfig, GuardStats};
 use swarm::piece::Piece;
 use swarm::wire::{FrameDecoder, Message, PeerId, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,6 +152,8 @@ pub struct Snapshot {
     pub bytes_received: u64,
     /// Neighbours dropped because they stopped reading (their queue filled).
     pub stalled_dropped: u64,
+    /// Addresses banned, and inbound connections refused (banned, over a cap).
+    pub guard: GuardStats,
 }
 
 /// The owner's side of a running shell.
@@ -202,6 +206,8 @@ pub struct ShellOptions {
     /// Linux grows to megabytes: a neighbour that stops reading is noticed only once
     /// that is full).
     pub send_buffer: u32,
+    /// Bans and inbound caps.
+    pub guard: GuardConfig,
 }
 
 /// The peer listener; connections accepted from it inherit its send buffer size.
@@ -238,16 +244,9 @@ pub async fn spawn_with(
     let accept_tx = int_tx.clone();
     tokio::spawn(async move {
         loop {
-            match listener.accept().await {
-                Ok((s, from)) => {
-                    if accept_tx.send(Internal::Inbound(s, from)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "peer listener accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            let (s, from) = httpkit::accept(&listener, "peer listener", None).await;
+            if accept_tx.send(Internal::Inbound(s, from)).is_err() {
+                return;
             }
         }
     });
@@ -273,6 +272,8 @@ pub async fn spawn_with(
         send_buffer: opts.send_buffer,
         stalled_dropped: 0,
         refusals_logged: LogLimit::default(),
+        guard: AddrGuard::new(opts.guard),
+        inbound_ip: HashMap::new(),
     };
     tokio::spawn(shell.run(in_rx, int_rx));
     Ok(NodeHandle { listen: addr, inputs: in_tx, snapshot: snap_rx })
@@ -297,6 +298,9 @@ struct Shell {
     send_buffer: u32,
     stalled_dropped: u64,
     refusals_logged: LogLimit,
+    guard: AddrGuard,
+    /// Inbound connections' addresses, counted in `guard` while open.
+    inbound_ip: HashMap<NodeId, IpAddr>,
 }
 
 impl Shell {
@@ -373,6 +377,14 @@ impl Shell {
                 let _ = self.outputs.try_send(Output::Skipped(seq));
             }
             Event::Rejected { from, reason } => {
+                // A forger or a flooder is kept out by address, not only by the peer id
+                // it chose (it could reconnect at once under another).
+                if matches!(reason, Reject::Forged | Reject::Flooding)
+                    && let Some(addr) = self.node_addr.get(&from)
+                {
+                    tracing::info!(%addr, ?reason, "peer address banned");
+                    self.guard.ban(addr.ip(), now_us());
+                }
                 let (log, held_back) = self.refusals_logged.admit(now_us());
                 if held_back > 0 {
                     tracing::info!(
@@ -413,7 +425,8 @@ impl Shell {
 
     fn candidates(&mut self, listed: &[Listed]) {
         let mut cands = Vec::with_capacity(listed.len());
-        for l in listed {
+        let now = now_us();
+        for l in listed.iter().filter(|l| !self.guard.banned(l.addr.ip(), now)) {
             let node = match self.addr_node.get(&l.addr) {
                 Some(n) => *n,
                 None => {
@@ -456,7 +469,12 @@ impl Shell {
         let now = now_us();
         match msg {
             Internal::Inbound(stream, from) => {
+                if let Err(why) = self.guard.admit(from.ip(), now) {
+                    tracing::debug!(%from, ?why, "inbound peer connection refused");
+                    return; // dropped: closed at once
+                }
                 let node = NodeId(self.next_node);
+                self.inbound_ip.insert(node, from.ip());
                 self.next_node += 1;
                 self.node_addr.insert(node, from);
                 self.attach(node, stream);
@@ -570,8 +588,12 @@ impl Shell {
         self.forget_inbound(node);
     }
 
-    /// Inbound nodes are named per connection: forget their address once gone.
+    /// Inbound nodes are named per connection: forget their address once gone (and
+    /// count the connection out of its address's cap).
     fn forget_inbound(&mut self, node: NodeId) {
+        if let Some(ip) = self.inbound_ip.remove(&node) {
+            self.guard.release(ip);
+        }
         if let Some(addr) = self.node_addr.get(&node)
             && self.addr_node.get(addr) != Some(&node)
         {
@@ -587,6 +609,7 @@ impl Shell {
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received.load(Ordering::Relaxed) as u64,
             stalled_dropped: self.stalled_dropped,
+            guard: self.guard.stats,
         };
         let _ = self.snapshot.send(snap);
     }

@@ -113,9 +113,7 @@ fn a_killed_seeder_stalls_no_viewer() {
 async fn raw_peer(to: std::net::SocketAddr, channel: swarm::piece::ChannelId, id: u64) -> tokio::net::TcpStream {
     use swarm::wire::{Hello, Message, PROTOCOL_VERSION, PeerId, Role};
     use tokio::io::AsyncWriteExt;
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut s = sock.connect(to).await.unwrap();
+    let mut s = raw_connect(to, id).await;
     let hello = Hello {
         version: PROTOCOL_VERSION,
         channel,
@@ -129,6 +127,16 @@ async fn raw_peer(to: std::net::SocketAddr, channel: swarm::piece::ChannelId, id
     Message::Hello(hello).encode(&mut out);
     s.write_all(&out).await.unwrap();
     s
+}
+
+/// A TCP connection to `to` from an address of its own (127.66.0.x, by `id`): the
+/// honest peers of these tests are on 127.0.0.1, so a ban of a raw peer's address
+/// touches nobody else.
+async fn raw_connect(to: std::net::SocketAddr, id: u64) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(std::net::SocketAddr::from(([127, 66, 0, 1 + (id % 250) as u8], 0))).unwrap();
+    sock.connect(to).await.unwrap()
 }
 
 /// Reads until the other side closes (10 s at most): the reason of its goodbye.
@@ -173,7 +181,8 @@ async fn plays_on(victim: &Viewer, before: viewer::playout::PlayStats) {
 }
 
 /// A peer that connects to a viewer and sends a forged piece is dropped (Goodbye
-/// Forged, connection closed) and counted; the viewer keeps playing.
+/// Forged, connection closed), counted, and its address banned; the viewer keeps
+/// playing.
 #[test]
 fn a_forging_peer_is_dropped() {
     use swarm::piece::{PieceHeader, SIGNATURE_LEN};
@@ -198,8 +207,34 @@ fn a_forging_peer_is_dropped() {
         Message::Piece(forged).encode(&mut out);
         s.write_all(&out).await.unwrap();
         assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Forged));
+        // Banned by address, not only by the peer id it chose: from the same host it is
+        // closed at once, without a word, under any id.
+        let mut again = raw_connect(victim.node.handle.listen, 0xbad).await;
+        assert_eq!(goodbye_then_close(&mut again).await, None);
         plays_on(&victim, before).await;
-        assert_eq!(victim.node.handle.snapshot().stats.forged_pieces, 1);
+        let snap = victim.node.handle.snapshot();
+        assert_eq!(snap.stats.forged_pieces, 1);
+        assert_eq!((snap.guard.bans, snap.guard.refused_banned), (1, 1));
+    });
+}
+
+/// Sybils from one host: inbound connections from one address beyond the cap are
+/// closed at once and counted; the ones within it stay, and the viewer plays on.
+#[test]
+fn connections_from_one_address_beyond_the_cap_are_refused() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let guard = net::guard::GuardConfig { per_ip: 2, ..Default::default() };
+        let (channel, victim, _seeder) =
+            playing_victim(15, net::shell::ShellOptions { guard, ..Default::default() }).await;
+        let before = victim.playout.stats();
+        let listen = victim.node.handle.listen;
+        let _kept = [raw_peer(listen, channel, 0x5b1).await, raw_peer(listen, channel, 0x5b1).await];
+        let mut third = raw_connect(listen, 0x5b1).await;
+        assert_eq!(goodbye_then_close(&mut third).await, None, "closed at once, without a word");
+        plays_on(&victim, before).await;
+        let snap = victim.node.handle.snapshot();
+        assert_eq!((snap.guard.refused_capped, snap.guard.refused_banned), (1, 0));
     });
 }
 
