@@ -1,10 +1,12 @@
 //! One HTTP kit for every Shoal service: the tracker, ingest, seeders and viewers serve
 //! through [`server::serve`] (connection cap, header deadlines, accept back-off,
 //! `/metrics` `/healthz` `/readyz`), answer with one [`Body`] type, and fetch with
-//! [`client`]. Metrics are made with the prometheus crate ([`registered`], [`render`]).
+//! [`client`]; [`guard`] keeps banned and over-represented addresses out of any TCP
+//! service (the swarm's peers, RTMP). Metrics are made with the prometheus crate ([`registered`], [`render`]).
 
 pub mod body;
 pub mod client;
+pub mod guard;
 pub mod server;
 pub mod spool;
 

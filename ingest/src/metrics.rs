@@ -139,6 +139,8 @@ impl IngestMetrics {
             "handshake_failed",
             "bad_mode",
             "bad_stream_id",
+            "connection_cap",
+            "publish_timeout",
         ] {
             m.refusals.with_label_values(&[r]);
         }

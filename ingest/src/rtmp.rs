@@ -7,7 +7,11 @@
 //! that text instead of a bare "connection failed".
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use httpkit::guard::{AddrGuard, GuardConfig};
 
 use scuffle_rtmp::ServerSession;
 use scuffle_rtmp::chunk::CHUNK_SIZE;
@@ -27,19 +31,35 @@ use catalogue::admission::{Authorizer, Refusal};
 pub const APP: &str = "live";
 /// Connections served at once; more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 1_024;
+/// A connection must be publishing within this (handshake, connect, publish): one
+/// that drips bytes or never publishes holds a slot no longer.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
+/// RTMP connections at once from one address (a studio's encoders behind one NAT fit)
+/// and from one /24 (/48): slow connections from a few hosts can't take every slot.
+pub const PER_ADDRESS: GuardConfig = GuardConfig { per_ip: 32, per_net: 128, ban_for: 0 };
 
 /// Accepts RTMP connections until the listener fails.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let guard = Arc::new(Mutex::new(AddrGuard::new(PER_ADDRESS)));
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let (stream, peer) = httpkit::accept(&listener, "RTMP", None).await;
-        let hub = hub.clone();
-        let auth = auth.clone();
+        if lock(&guard).admit(peer.ip(), 0).is_err() {
+            hub.metrics.refusals.with_label_values(&["connection_cap"]).inc();
+            if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_warned = Some(std::time::Instant::now());
+                tracing::warn!(%peer, "RTMP: too many connections from this address or network: closed");
+            }
+            continue; // the stream is dropped: closed at once
+        }
+        let (hub, auth, guard) = (hub.clone(), auth.clone(), guard.clone());
         let span = tracing::info_span!("rtmp_session", %peer, channel = tracing::field::Empty);
         tokio::spawn(
             async move {
                 handle(stream, peer, hub, auth).await;
+                lock(&guard).release(peer.ip());
                 drop(permit);
             }
             .instrument(span),
@@ -47,11 +67,38 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorize
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
     let _ = stream.set_nodelay(true);
     let refusal = Arc::new(Mutex::new(None));
-    let handler = Handler { hub: hub.clone(), auth, peer, publisher: None, refusal: refusal.clone() };
-    let result = ServerSession::new(&mut stream, handler).run().await;
+    let published = Arc::new(AtomicBool::new(false));
+    let handler = Handler {
+        hub: hub.clone(),
+        auth,
+        peer,
+        publisher: None,
+        refusal: refusal.clone(),
+        published: published.clone(),
+    };
+    let result = {
+        let session = ServerSession::new(&mut stream, handler).run();
+        tokio::pin!(session);
+        tokio::select! {
+            r = &mut session => r,
+            () = tokio::time::sleep(PUBLISH_DEADLINE) => {
+                if published.load(Ordering::Relaxed) {
+                    session.await
+                } else {
+                    hub.metrics.refusals.with_label_values(&["publish_timeout"]).inc();
+                    tracing::info!("RTMP connection closed: no publish within {PUBLISH_DEADLINE:?}");
+                    return;
+                }
+            }
+        }
+    };
     let refused = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(refusal) = refused {
         hub.metrics.refusals.with_label_values(&[refusal.label()]).inc();
@@ -98,6 +145,8 @@ struct Handler {
     peer: SocketAddr,
     publisher: Option<Publisher>,
     refusal: Arc<Mutex<Option<Refusal>>>,
+    /// Set once a publish is accepted: the publish deadline no longer applies.
+    published: Arc<AtomicBool>,
 }
 
 impl Handler {
@@ -134,6 +183,7 @@ impl SessionHandler for Handler {
         match self.authorize(app_name, stream_name) {
             Ok(p) => {
                 tracing::info!(channel = %p.channel().name, "RTMP publish started");
+                self.published.store(true, Ordering::Relaxed);
                 self.publisher = Some(p);
                 Ok(())
             }

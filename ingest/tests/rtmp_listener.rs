@@ -143,6 +143,72 @@ async fn ad_break_cues_mark_only_channels_registered_as_carrying_ads() {
     assert!(m.contains("shoal_ingest_ad_cues_dropped_total 1\n"), "{m}");
 }
 
+/// Raises this process's open-files limit to at least `n` (up to the hard limit).
+fn allow_open_files(n: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some_and(|c| c < n) {
+        lim.current = Some(lim.maximum.map_or(n, |m| m.min(n)));
+        setrlimit(Resource::Nofile, lim).expect("raising the open-files limit");
+    }
+}
+
+/// 2,000 connections from one address that drip their handshake a byte a second
+/// (before: 1,024 of them took every RTMP slot for as long as they dripped): all but
+/// 32 are closed at once, and a real publisher gets in and publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_connections_from_one_address_leave_room_for_publishers() {
+    allow_open_files(8_192);
+    let s = setup("slow").await;
+    let mut drips = tokio::task::JoinSet::new();
+    for _ in 0..2_000 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(std::net::SocketAddr::from(([127, 66, 0, 1], 0))).expect("bind");
+        let mut c = sock.connect(s.addr).await.expect("connect");
+        drips.spawn(async move {
+            while c.write_all(&[3]).await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
+    publish_fixture(&mut p).await;
+    p.close().await.expect("close");
+    wait_for_session_end(&s.hub).await;
+    drips.abort_all();
+    assert!(window(&s.hub.channel("news").expect("channel")).len() >= 60);
+    let m = s.hub.metrics.render();
+    assert!(m.contains("shoal_ingest_publish_refusals_total{reason=\"connection_cap\"} 1968\n"), "{m}");
+}
+
+/// A connection that drips its handshake a byte every 1.5 s (each read in time, so
+/// the per-read timeout never fires; before, it held its slot for good) is closed at
+/// the publish deadline — on tokio's paused clock, so without waiting — and counted.
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_publishes_is_closed_at_the_deadline() {
+    let s = setup("deadline").await;
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(std::net::SocketAddr::from(([127, 66, 0, 2], 0))).expect("bind");
+    let c = sock.connect(s.addr).await.expect("connect");
+    let (mut rd, mut wr) = c.into_split();
+    let started = tokio::time::Instant::now();
+    let drip = tokio::spawn(async move {
+        while wr.write_all(&[3]).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        }
+    });
+    let mut buf = [0u8; 4096];
+    while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {}
+    let held = started.elapsed();
+    drip.abort();
+    assert!(
+        held >= ingest::rtmp::PUBLISH_DEADLINE && held < ingest::rtmp::PUBLISH_DEADLINE * 2,
+        "closed after {held:?}"
+    );
+    let m = s.hub.metrics.render();
+    assert!(m.contains("shoal_ingest_publish_refusals_total{reason=\"publish_timeout\"} 1\n"), "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_their_reason_to_the_encoder() {
     let s = setup("refuse").await;

@@ -5,12 +5,10 @@
 //! - [`announce`]: the tracker client (BitTorrent announce with Shoal's parameters).
 //! - [`node`]: a peer on the network — shell, tracker client, and the role's
 //!   [`node::Deliver`] — with its Prometheus metrics.
-//! - [`guard`]: who may connect — bans by address, caps per address and network.
 //! - [`hls`]: LL-HLS of verified pieces (a seeder's fallback for browsers, a viewer's
 //!   `/live.m3u8`).
 
 pub mod announce;
-pub mod guard;
 pub mod hls;
 pub mod node;
 pub mod shell;

@@ -23,7 +23,7 @@ use bytes::buf::Chain;
 use bytes::{Buf, Bytes};
 use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Reject};
 
-use crate::guard::{AddrGuard, GuardConfig, GuardStats};
+use httpkit::guard::{AddrGuard, GuardConfig, GuardStats};
 use swarm::piece::Piece;
 use swarm::wire::{FrameDecoder, Message, PeerId, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -224,13 +224,15 @@ fn a_forging_peer_is_dropped() {
 fn connections_from_one_address_beyond_the_cap_are_refused() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let guard = net::guard::GuardConfig { per_ip: 2, ..Default::default() };
+        let guard = httpkit::guard::GuardConfig { per_ip: 2, ..Default::default() };
         let (channel, victim, _seeder) =
             playing_victim(15, net::shell::ShellOptions { guard, ..Default::default() }).await;
         let before = victim.playout.stats();
         let listen = victim.node.handle.listen;
-        let _kept = [raw_peer(listen, channel, 0x5b1).await, raw_peer(listen, channel, 0x5b1).await];
-        let mut third = raw_connect(listen, 0x5b1).await;
+        // Ids 250 apart: different peers (a repeated id would be dropped as a
+        // duplicate) from the same address.
+        let _kept = [raw_peer(listen, channel, 0x5b1).await, raw_peer(listen, channel, 0x5b1 + 250).await];
+        let mut third = raw_connect(listen, 0x5b1 + 500).await;
         assert_eq!(goodbye_then_close(&mut third).await, None, "closed at once, without a word");
         plays_on(&victim, before).await;
         let snap = victim.node.handle.snapshot();

@@ -1,18 +1,21 @@
-//! Who may connect to a node: addresses banned for what their peers did, and caps on
-//! inbound connections per address and per network.
+//! Who may connect to a TCP service: addresses banned for what they did, and caps on
+//! inbound connections per address and per network — for the swarm's peer listener
+//! and RTMP ingest alike.
 //!
-//! A peer id is the peer's own choice, so a ban by id alone lets a forger reconnect at
-//! once under a new one; a ban here holds the address out for [`GuardConfig::ban_for`].
-//! Caps keep a few hosts from holding a node's neighbour slots (Sybils): at most
-//! `per_ip` inbound connections from one address and `per_net` from one network — a
-//! /24 for IPv4, a /48 for IPv6 (what one site is usually given). The host's own
-//! address (127.0.0.1, ::1) is neither capped nor banned: `shoal up` runs a broadcaster
-//! and its local viewers on one machine.
+//! A swarm peer id is the peer's own choice, so a ban by id alone lets a forger
+//! reconnect at once under a new one; a ban here holds the address out for
+//! [`GuardConfig::ban_for`]. Caps keep a few hosts from holding a service's slots
+//! (Sybils, slow-connection floods): at most `per_ip` inbound connections from one
+//! address and `per_net` from one network — a /24 for IPv4, a /48 for IPv6 (what one
+//! site is usually given). The host's own address (127.0.0.1, ::1) is neither capped
+//! nor banned: `shoal up` runs a broadcaster, its encoder and local viewers on one
+//! machine.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use swarm::peer::Micros;
+/// µs on the caller's clock.
+pub type Micros = u64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct GuardConfig {
