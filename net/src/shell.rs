@@ -60,12 +60,13 @@ impl MessageBudget {
         self.at = now;
     }
 
-    /// Takes one message's token; false once the connection has flooded.
-    fn take(&mut self) -> bool {
-        if self.tokens < 1.0 {
+    /// Takes a message's tokens; false once the connection has flooded.
+    fn take(&mut self, m: &Message) -> bool {
+        let cost = f64::from(message_cost(m));
+        if self.tokens < cost {
             return false;
         }
-        self.tokens -= 1.0;
+        self.tokens -= cost;
         true
     }
 }
@@ -100,6 +101,16 @@ impl LogLimit {
             self.held_back += 1;
             (false, held)
         }
+    }
+}
+
+/// Tokens a message takes from its connection's budget: one, and one more per 64
+/// pieces a `HaveMap` claims (each claim is work for the receiver), so a stream of
+/// 16-word maps floods at 1/17 of the rate of small messages.
+fn message_cost(m: &Message) -> u32 {
+    match m {
+        Message::HaveMap { bits, .. } => 1 + bits.len() as u32,
+        _ => 1,
     }
 }
 
@@ -557,7 +568,7 @@ impl Shell {
                 loop {
                     match dec.next_message() {
                         Ok(Some(m)) => {
-                            if !budget.take() {
+                            if !budget.take(&m) {
                                 // Stop reading: what it sends next is not even decoded.
                                 let _ = itx.send(Internal::Flood(node));
                                 return;

@@ -242,7 +242,9 @@ fn connections_from_one_address_beyond_the_cap_are_refused() {
 
 /// A peer that floods a viewer with messages (valid ones: `Have`s of pieces it holds)
 /// is dropped with Goodbye Flooding before its messages reach the peer core in bulk;
-/// the viewer plays on without losing a piece.
+/// so is one sending 300 full `HaveMap`s (each costs the receiver work per claim, and
+/// its budget 17 tokens: 5,100 over the burst of 4,000 — as 300 small messages, it
+/// was let through before); the viewer plays on without losing a piece.
 #[test]
 fn a_flooding_peer_is_dropped() {
     use swarm::wire::{GoodbyeReason, Message};
@@ -251,17 +253,20 @@ fn a_flooding_peer_is_dropped() {
     rt.block_on(async {
         let (channel, victim, _seeder) = playing_victim(14, Default::default()).await;
         let before = victim.playout.stats();
-        let mut s = raw_peer(victim.node.handle.listen, channel, 0xf100d).await;
         let newest = victim.node.handle.snapshot().newest.unwrap_or(0);
-        let mut out = Vec::new();
-        for i in 0..20_000u64 {
-            Message::Have { seq: newest.saturating_sub(i % 10) }.encode(&mut out);
+        let haves: Vec<Message> =
+            (0..20_000u64).map(|i| Message::Have { seq: newest.saturating_sub(i % 10) }).collect();
+        let maps = vec![Message::HaveMap { base: newest.saturating_sub(512), bits: vec![u64::MAX; 16] }; 300];
+        for (id, flood) in [(0xf100d, haves), (0xf100e, maps)] {
+            let mut s = raw_peer(victim.node.handle.listen, channel, id).await;
+            let mut out = Vec::new();
+            flood.iter().for_each(|m| m.encode(&mut out));
+            // The viewer may close mid-write: that is the point.
+            let _ = s.write_all(&out).await;
+            assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Flooding), "peer {id:x}");
         }
-        // The viewer may close mid-write: that is the point.
-        let _ = s.write_all(&out).await;
-        assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Flooding));
         plays_on(&victim, before).await;
-        assert_eq!(victim.node.handle.snapshot().stats.floods, 1);
+        assert_eq!(victim.node.handle.snapshot().stats.floods, 2);
     });
 }
 
