@@ -384,3 +384,18 @@ async fn seeders_stream_pieces_over_http_and_resume_from_a_seq() {
     assert!(head.starts_with("HTTP/1.1 200"));
     assert!(String::from_utf8_lossy(&metrics).contains("shoal_ingest_pieces_total"));
 }
+
+/// A command claiming an AMF0 ECMA array of 2^32 - 1 entries (a 20-byte message any
+/// client can send before its stream key is checked) is an error, not a reservation
+/// that aborts ingest (scuffle-amf0 reserved the claimed size; vendored fix).
+#[test]
+fn an_amf0_array_claiming_four_billion_entries_is_an_error() {
+    // An unknown command: its arguments are decoded as they come.
+    let mut payload = vec![0x02, 0, 5];
+    payload.extend_from_slice(b"hello");
+    payload.push(0x00);
+    payload.extend_from_slice(&1f64.to_be_bytes());
+    payload.push(0x08);
+    payload.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(scuffle_rtmp::command_messages::Command::read(bytes::Bytes::from(payload)).is_err());
+}
