@@ -93,18 +93,8 @@ impl AddrGuard {
         if is_host(ip) {
             return;
         }
-        if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_ip.remove(&ip);
-            }
-        }
-        if let Some(n) = self.per_net.get_mut(&net(ip)) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_net.remove(&net(ip));
-            }
-        }
+        count_out(&mut self.per_ip, ip);
+        count_out(&mut self.per_net, net(ip));
     }
 
     /// Keeps `ip` out until `now + ban_for`.
@@ -122,6 +112,16 @@ impl AddrGuard {
 
     pub fn banned(&self, ip: IpAddr, now: Micros) -> bool {
         self.bans.get(&ip.to_canonical()).is_some_and(|until| *until > now)
+    }
+}
+
+/// One connection fewer under `key` (the entry goes at zero).
+fn count_out<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&key);
+        }
     }
 }
 
