@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::hub::{Hub, Protocol, Publisher};
+use crate::hub::{Hub, Protocol, Publisher, lock};
 use catalogue::admission::{Authorizer, Refusal};
 
 /// The RTMP application publishers must use.
@@ -65,10 +65,6 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorize
             .instrument(span),
         );
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
