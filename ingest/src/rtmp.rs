@@ -95,7 +95,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Ar
             }
         }
     };
-    let refused = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let refused = lock(&refusal).take();
     if let Some(refusal) = refused {
         hub.metrics.refusals.with_label_values(&[refusal.label()]).inc();
         tracing::warn!(reason = %refusal, "RTMP publish refused");
@@ -147,7 +147,7 @@ struct Handler {
 
 impl Handler {
     fn refuse(&self, refusal: Refusal) -> ServerSessionError {
-        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
+        *lock(&self.refusal) = Some(refusal);
         // The handler API has no error of its own; any variant ends the session, and
         // `handle` reads the real reason from `refusal`.
         ServerSessionError::PublishBeforeConnect
