@@ -57,6 +57,12 @@ impl Refusal {
 
 /// Decides whether a stream key may publish, and with which channel key.
 pub trait Authorizer: Send + Sync + std::fmt::Debug {
+    /// Whether `stream_key` may publish at `now_unix`: its channel's name, or why not.
+    /// Ingest asks this again for every live session each time the catalogue may have
+    /// changed, so a leaked key that was rotated, a disabled channel or an ended
+    /// licence stops a publisher already on air.
+    fn check(&self, stream_key: &str, now_unix: u64) -> Result<String, Refusal>;
+    /// [`Authorizer::check`], and the channel's signing key: what a new session needs.
     fn authorize(&self, stream_key: &str, now_unix: u64) -> Result<Grant, Refusal>;
 }
 

@@ -6,6 +6,7 @@
 //! per dialect (`migrations/sqlite`, `migrations/postgres`). Every value is bound,
 //! never formatted into SQL.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use crate::admission::{LicenceStanding, Refusal, Standing, admit};
@@ -87,6 +88,63 @@ pub struct ChannelState {
     pub stream_keys: Vec<[u8; 32]>,
     /// `Err` says why announces and publishing are refused now.
     pub admission: std::result::Result<(), Refusal>,
+}
+
+/// A channel as stored: what decides its admission at any moment ([`ChannelRecord::state_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub id: i64,
+    pub account_id: i64,
+    pub name: String,
+    pub channel_id: ChannelId,
+    pub carries_ads: bool,
+    pub enabled: bool,
+    /// SHA-256 of the current stream key (`None`: not a valid hash; no key matches).
+    pub stream_key: Option<[u8; 32]>,
+    /// The previous key's SHA-256 and the Unix time it stops working (a rotation's grace).
+    pub previous_key: Option<([u8; 32], i64)>,
+    /// Active commercial licences: `[valid_from, valid_until)`, open-ended when `None`.
+    pub licences: Vec<(i64, Option<i64>)>,
+}
+
+impl ChannelRecord {
+    /// The stream keys (SHA-256) accepted at `now`.
+    pub fn keys_at(&self, now: i64) -> impl Iterator<Item = &[u8; 32]> {
+        self.stream_key.iter().chain(self.previous_key.iter().filter(move |(_, until)| *until > now).map(|(k, _)| k))
+    }
+
+    /// Where the commercial licences stand at `now`.
+    pub fn licence_at(&self, now: i64) -> LicenceStanding {
+        if self.licences.iter().any(|&(from, until)| from <= now && until.is_none_or(|u| u > now)) {
+            return LicenceStanding::Current;
+        }
+        match self.licences.iter().filter_map(|&(_, until)| until.filter(|&u| u <= now)).max() {
+            Some(until) => LicenceStanding::ExpiredAt(until.max(0) as u64),
+            None => LicenceStanding::None,
+        }
+    }
+
+    /// Whether it may be published and watched at `now`, and why not.
+    pub fn admission_at(&self, now: i64) -> std::result::Result<(), Refusal> {
+        admit(Standing {
+            name: &self.name,
+            enabled: self.enabled,
+            carries_ads: self.carries_ads,
+            licence: self.licence_at(now),
+        })
+    }
+
+    pub fn state_at(&self, now: i64) -> ChannelState {
+        ChannelState {
+            id: self.id,
+            account_id: self.account_id,
+            name: self.name.clone(),
+            channel_id: self.channel_id,
+            carries_ads: self.carries_ads,
+            stream_keys: self.keys_at(now).copied().collect(),
+            admission: self.admission_at(now),
+        }
+    }
 }
 
 /// Who called the admin API: the account and which of its tokens (for the audit log).
@@ -544,57 +602,65 @@ impl Db {
     /// channel may not; a channel that carries ads needs an active commercial licence
     /// covering `now`.
     pub async fn channel_states(&self, now: i64) -> Result<Vec<ChannelState>> {
+        Ok(self.channel_records().await?.iter().map(|r| r.state_at(now)).collect())
+    }
+
+    /// Every channel with what decides its admission at any time (keys with their
+    /// validity, commercial licence periods): callers decide at the moment they ask
+    /// ([`ChannelRecord::state_at`]), so a grace period or a licence that ends between
+    /// two reads ends on time.
+    pub async fn channel_records(&self) -> Result<Vec<ChannelRecord>> {
         let rows = sqlx::query(
             "SELECT c.id, c.account_id, c.name, c.public_key, c.carries_ads, c.status, \
-               (SELECT COUNT(*) FROM licenses l JOIN plans p ON p.id = l.plan_id \
-                 WHERE l.channel_id = c.id AND l.status = 'active' AND p.commercial = 1 \
-                   AND l.valid_from <= $1 AND (l.valid_until IS NULL OR l.valid_until > $1)) AS current, \
-               (SELECT MAX(l.valid_until) FROM licenses l JOIN plans p ON p.id = l.plan_id \
-                 WHERE l.channel_id = c.id AND l.status = 'active' AND p.commercial = 1 \
-                   AND l.valid_until <= $1) AS expired_at, \
                c.stream_key_sha256, c.prev_stream_key_sha256, c.prev_stream_key_until \
              FROM channels c ORDER BY c.id",
         )
-        .bind(now)
         .fetch_all(&self.pool)
         .await?;
+        let licences = sqlx::query(
+            "SELECT l.channel_id, l.valid_from, l.valid_until FROM licenses l JOIN plans p ON p.id = l.plan_id \
+             WHERE l.status = 'active' AND p.commercial = 1 ORDER BY l.channel_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut periods: HashMap<i64, Vec<(i64, Option<i64>)>> = HashMap::new();
+        for l in licences {
+            periods.entry(l.try_get(0)?).or_default().push((l.try_get(1)?, l.try_get(2)?));
+        }
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
+            let id: i64 = r.try_get(0)?;
             let name: String = r.try_get(2)?;
             let key: String = r.try_get(3)?;
             let channel_id =
                 ChannelId::from_hex(&key).ok_or_else(|| DbError::Invalid(format!("channel {name}: bad public key")))?;
             let carries_ads: i64 = r.try_get(4)?;
             let status: String = r.try_get(5)?;
-            let current: i64 = r.try_get(6)?;
-            let expired_at: Option<i64> = r.try_get(7)?;
-            let mut stream_keys: Vec<[u8; 32]> = Vec::with_capacity(2);
-            stream_keys.extend(swarm::piece::decode_hex32(&r.try_get::<String, _>(8)?));
-            let prev: Option<String> = r.try_get(9)?;
-            let prev_until: Option<i64> = r.try_get(10)?;
-            if let (Some(prev), Some(until)) = (prev, prev_until)
-                && until > now
-            {
-                stream_keys.extend(swarm::piece::decode_hex32(&prev));
-            }
-            let licence = match (current, expired_at) {
-                (1.., _) => LicenceStanding::Current,
-                (_, Some(until)) => LicenceStanding::ExpiredAt(until.max(0) as u64),
-                (_, None) => LicenceStanding::None,
-            };
-            let admission =
-                admit(Standing { name: &name, enabled: status == "enabled", carries_ads: carries_ads == 1, licence });
-            out.push(ChannelState {
-                id: r.try_get(0)?,
+            let prev: Option<String> = r.try_get(7)?;
+            let prev_until: Option<i64> = r.try_get(8)?;
+            out.push(ChannelRecord {
+                id,
                 account_id: r.try_get(1)?,
                 name,
                 channel_id,
                 carries_ads: carries_ads == 1,
-                stream_keys,
-                admission,
+                enabled: status == "enabled",
+                stream_key: swarm::piece::decode_hex32(&r.try_get::<String, _>(6)?),
+                previous_key: match (prev.as_deref().and_then(swarm::piece::decode_hex32), prev_until) {
+                    (Some(k), Some(until)) => Some((k, until)),
+                    _ => None,
+                },
+                licences: periods.remove(&id).unwrap_or_default(),
             });
         }
         Ok(out)
+    }
+
+    /// The catalogue's change counter: it moves whenever a channel, a licence or a plan
+    /// is written (triggers in `migrations/*/0004_catalogue_version.sql`), so a reader
+    /// polls this one row and re-reads the rest only when it moved.
+    pub async fn catalogue_version(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT version FROM catalogue_version WHERE id = 1").fetch_one(&self.pool).await?.try_get(0)?)
     }
 
     /// Writes usage events; one already written (same idempotency key) is skipped.

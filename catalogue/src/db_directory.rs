@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use swarm::piece::ChannelId;
 
 use crate::admission::{Authorizer, Grant, Refusal};
-use crate::db::Db;
+use crate::db::{ChannelRecord, Db};
 use crate::directory::{CachedDirectory, admission};
 use crate::secrets::{KeyDir, constant_time_eq, hash_stream_key};
 
@@ -30,73 +30,83 @@ impl DbDirectory {
 }
 
 /// Ingest's [`Authorizer`] over the SQL catalogue: stream keys, status and licences
-/// from the catalogue (re-read by [`CatalogueAuthorizer::reload`], every 10 s in
-/// `shoal ingest --database-url`, so a new channel, a rotated key or a licence change
-/// applies within that), signing keys from this node's key directory. Until the first
-/// read succeeds every publish is refused with a reason; a failed read keeps the last
-/// good catalogue.
+/// from the catalogue, decided at the moment of each check (a rotation's grace period
+/// or a licence that ends between two reads ends on time); signing keys from this
+/// node's key directory. [`CatalogueAuthorizer::refresh`] reads the catalogue's change
+/// counter and the catalogue again only when it moved (`shoal ingest` does twice a
+/// second). Until the first read succeeds every publish is refused with a reason; a
+/// failed read keeps the last good catalogue.
 #[derive(Debug)]
 pub struct CatalogueAuthorizer {
     db: Db,
     keys: KeyDir,
-    channels: RwLock<Option<Vec<PublishEntry>>>,
+    read: RwLock<Option<Read>>,
 }
 
+/// The catalogue as last read, and its change counter then.
 #[derive(Debug)]
-struct PublishEntry {
-    name: String,
-    channel_id: ChannelId,
-    carries_ads: bool,
-    stream_keys: Vec<[u8; 32]>,
-    admission: Result<(), Refusal>,
+struct Read {
+    version: i64,
+    channels: Vec<ChannelRecord>,
 }
 
 impl CatalogueAuthorizer {
     pub fn new(db: Db, keys: KeyDir) -> Self {
-        CatalogueAuthorizer { db, keys, channels: RwLock::new(None) }
+        CatalogueAuthorizer { db, keys, read: RwLock::new(None) }
     }
 
-    /// Reads the catalogue again, deciding licences at `now_unix`; returns the number of channels.
-    pub async fn reload(&self, now_unix: u64) -> Result<usize, String> {
-        let states = self.db.channel_states(now_unix as i64).await.map_err(|e| e.to_string())?;
-        let entries: Vec<PublishEntry> = states
-            .into_iter()
-            .map(|c| PublishEntry {
-                name: c.name,
-                channel_id: c.channel_id,
-                carries_ads: c.carries_ads,
-                stream_keys: c.stream_keys,
-                admission: c.admission,
-            })
-            .collect();
-        let n = entries.len();
-        *self.channels.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(entries);
+    /// Reads the catalogue again; returns the number of channels.
+    pub async fn reload(&self) -> Result<usize, String> {
+        // The counter first: a change landing after it moves it again, and the next
+        // refresh reads once more.
+        let version = self.db.catalogue_version().await.map_err(|e| e.to_string())?;
+        let channels = self.db.channel_records().await.map_err(|e| e.to_string())?;
+        let n = channels.len();
+        *self.read.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Read { version, channels });
         Ok(n)
+    }
+
+    /// Reads the catalogue again if it changed since the last read: `Ok(true)` if it did.
+    pub async fn refresh(&self) -> Result<bool, String> {
+        let version = self.db.catalogue_version().await.map_err(|e| e.to_string())?;
+        let held = self.read.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|r| r.version);
+        if held == Some(version) {
+            return Ok(false);
+        }
+        self.reload().await.map(|_| true)
+    }
+
+    /// The channel `stream_key` opens, if it may publish at `now_unix`.
+    fn admitted(&self, stream_key: &str, now_unix: u64) -> Result<(String, ChannelId, bool), Refusal> {
+        let hash = hash_stream_key(stream_key);
+        let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
+        let read = self.read.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(read) = read.as_ref() else {
+            return Err(Refusal::Directory("the catalogue has not been read yet; try again shortly".into()));
+        };
+        // Every stored hash is compared, in constant time: how long this takes says
+        // nothing about which key came close.
+        let mut found = None;
+        for c in &read.channels {
+            for k in c.keys_at(now) {
+                if constant_time_eq(k, &hash) {
+                    found = found.or(Some(c));
+                }
+            }
+        }
+        let c = found.ok_or(Refusal::UnknownKey)?;
+        c.admission_at(now)?;
+        Ok((c.name.clone(), c.channel_id, c.carries_ads))
     }
 }
 
 impl Authorizer for CatalogueAuthorizer {
-    fn authorize(&self, stream_key: &str, _now_unix: u64) -> Result<Grant, Refusal> {
-        let hash = hash_stream_key(stream_key);
-        let (name, channel_id, carries_ads) = {
-            let channels = self.channels.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Some(channels) = channels.as_ref() else {
-                return Err(Refusal::Directory("the catalogue has not been read yet; try again shortly".into()));
-            };
-            // Every stored hash is compared, in constant time: how long this takes says
-            // nothing about which key came close.
-            let mut found = None;
-            for c in channels {
-                for k in &c.stream_keys {
-                    if constant_time_eq(k, &hash) {
-                        found = found.or(Some(c));
-                    }
-                }
-            }
-            let c = found.ok_or(Refusal::UnknownKey)?;
-            c.admission.clone()?;
-            (c.name.clone(), c.channel_id, c.carries_ads)
-        };
+    fn check(&self, stream_key: &str, now_unix: u64) -> Result<String, Refusal> {
+        self.admitted(stream_key, now_unix).map(|(name, ..)| name)
+    }
+
+    fn authorize(&self, stream_key: &str, now_unix: u64) -> Result<Grant, Refusal> {
+        let (name, channel_id, carries_ads) = self.admitted(stream_key, now_unix)?;
         let key = self.keys.signing_key(&name, Some(&channel_id))?;
         Ok(Grant { channel: name, key, carries_ads, srt_passphrase: None })
     }

@@ -1,7 +1,8 @@
 //! The channel file: the catalogue of a node without SQL. A JSON file listing each
-//! channel with the SHA-256 of its stream key(s), status, licence and public key, read
-//! at every publish attempt (rotation is an edit of that file, effective at the next
-//! publish); the channels' signing keys are in a [`KeyDir`].
+//! channel with the SHA-256 of its stream key(s), status, licence and public key, looked
+//! at by every check (a publish attempt, and each re-check of live sessions: rotation
+//! is an edit of that file, effective at once); the channels' signing keys are in a
+//! [`KeyDir`].
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -95,28 +96,67 @@ impl ChannelList {
 pub struct ChannelFile {
     path: PathBuf,
     keys: KeyDir,
-    cache: Mutex<ChannelList>,
+    cache: Mutex<Cached>,
+}
+
+/// The list as last parsed, and which version of the file it came from.
+#[derive(Debug, Default)]
+struct Cached {
+    seen: Option<Fingerprint>,
+    list: ChannelList,
+}
+
+/// What tells one version of the file from the next without reading it: an edit
+/// changes the modification time (ns on today's file systems) or the size, and the
+/// atomic replace every writer here uses makes a new inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl Fingerprint {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Fingerprint { len: meta.len(), modified: meta.modified().ok(), inode }
+    }
+
+    /// Modified in the last 2 s (or in the future): file times tick coarsely (a few
+    /// ms), so an in-place edit of the same length may not show yet; such a file is
+    /// read every time until it is older (as git treats "racily clean" files).
+    fn recent(&self) -> bool {
+        self.modified.is_none_or(|m| m.elapsed().ok().is_none_or(|age| age < std::time::Duration::from_secs(2)))
+    }
 }
 
 impl ChannelFile {
     pub fn new(path: impl Into<PathBuf>, key_dir: impl Into<PathBuf>) -> Self {
-        ChannelFile { path: path.into(), keys: KeyDir::new(key_dir), cache: Mutex::new(ChannelList::default()) }
+        ChannelFile { path: path.into(), keys: KeyDir::new(key_dir), cache: Mutex::new(Cached::default()) }
     }
 
     /// The list as it is on disk now.
     pub fn list(&self) -> Result<ChannelList, Refusal> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         self.refresh(&mut cache)?;
-        Ok(cache.clone())
+        Ok(cache.list.clone())
     }
 
-    /// Publish attempts are rare, so the file is simply read again each time: an
-    /// edit (a rotation, a license, disabling) applies to the next attempt.
-    fn refresh(&self, cache: &mut ChannelList) -> Result<(), Refusal> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| Refusal::Directory(format!("{}: {e}", self.path.display())))?;
-        *cache =
-            serde_json::from_str(&text).map_err(|e| Refusal::Directory(format!("{}: {e}", self.path.display())))?;
+    /// Every check looks at the file (one `stat`; it is parsed again only when it
+    /// changed): an edit (a rotation, a licence, disabling) applies to the next publish
+    /// and to live sessions at their next check.
+    fn refresh(&self, cache: &mut Cached) -> Result<(), Refusal> {
+        let unreadable = |e: &dyn std::fmt::Display| Refusal::Directory(format!("{}: {e}", self.path.display()));
+        let seen = Fingerprint::of(&std::fs::metadata(&self.path).map_err(|e| unreadable(&e))?);
+        if cache.seen.as_ref() == Some(&seen) && !seen.recent() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(|e| unreadable(&e))?;
+        cache.list = serde_json::from_str(&text).map_err(|e| unreadable(&e))?;
+        cache.seen = Some(seen);
         Ok(())
     }
 
@@ -161,14 +201,26 @@ impl ChannelFile {
     }
 }
 
-impl Authorizer for ChannelFile {
-    fn authorize(&self, stream_key: &str, now_unix: u64) -> Result<Grant, Refusal> {
+impl ChannelFile {
+    /// The entry `stream_key` opens, if it may publish at `now_unix`.
+    fn admitted(&self, stream_key: &str, now_unix: u64) -> Result<ChannelEntry, Refusal> {
         let entry = {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             self.refresh(&mut cache)?;
-            cache.find(stream_key).ok_or(Refusal::UnknownKey)?.clone()
+            cache.list.find(stream_key).ok_or(Refusal::UnknownKey)?.clone()
         };
         ChannelList::admit(&entry, now_unix)?;
+        Ok(entry)
+    }
+}
+
+impl Authorizer for ChannelFile {
+    fn check(&self, stream_key: &str, now_unix: u64) -> Result<String, Refusal> {
+        self.admitted(stream_key, now_unix).map(|e| e.name)
+    }
+
+    fn authorize(&self, stream_key: &str, now_unix: u64) -> Result<Grant, Refusal> {
+        let entry = self.admitted(stream_key, now_unix)?;
         let expected = entry.channel_id.as_deref().and_then(ChannelId::from_hex);
         let key = self.keys.signing_key(&entry.name, expected.as_ref())?;
         Ok(Grant { channel: entry.name, key, carries_ads: entry.carries_ads, srt_passphrase: entry.srt_passphrase })

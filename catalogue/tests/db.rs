@@ -243,7 +243,8 @@ fn ingest_publishes_by_the_catalogue_and_keys_rotate() {
 
             let auth = CatalogueAuthorizer::new(db.clone(), KeyDir::new(&dir));
             assert!(matches!(auth.authorize("k-news", 100), Err(Refusal::Directory(_))), "nothing read yet");
-            assert_eq!(auth.reload(100).await.unwrap(), 3);
+            assert_eq!(auth.reload().await.unwrap(), 3);
+            assert_eq!(auth.refresh().await, Ok(false), "nothing changed since the read");
             let g = auth.authorize("k-news", 100).unwrap();
             assert_eq!((g.channel.as_str(), g.key.id(), g.carries_ads), ("news", news, false));
             assert_eq!(auth.authorize("k-guess", 100).unwrap_err(), Refusal::UnknownKey);
@@ -253,27 +254,42 @@ fn ingest_publishes_by_the_catalogue_and_keys_rotate() {
                 other => panic!("{other:?}"),
             }
             let lic = db.add_license(sport_id, plan, 100, None, 100).await.unwrap();
-            auth.reload(100).await.unwrap();
+            assert_eq!(auth.refresh().await, Ok(true), "a licence moves the catalogue's counter");
             assert!(auth.authorize("k-sport", 100).unwrap().carries_ads);
 
-            // Rotation with a minute's grace: both keys until then, the new one after.
+            // Rotation with a minute's grace: both keys until then, the new one after,
+            // decided when asked (no read between).
             let k2 = db.rotate_stream_key(news_id, Some(160)).await.unwrap();
-            auth.reload(159).await.unwrap();
+            assert_eq!(auth.refresh().await, Ok(true), "a rotation moves the catalogue's counter");
+            assert_eq!(auth.refresh().await, Ok(false));
             assert_eq!(auth.authorize("k-news", 159).unwrap().channel, "news");
             assert_eq!(auth.authorize(&k2, 159).unwrap().channel, "news");
-            auth.reload(160).await.unwrap();
-            assert_eq!(auth.authorize("k-news", 160).unwrap_err(), Refusal::UnknownKey);
+            assert_eq!(auth.check("k-news", 160).unwrap_err(), Refusal::UnknownKey, "the grace ended at 160");
+            assert_eq!(auth.check(&k2, 160), Ok("news".to_owned()));
             // Rotation without grace: the old key dies at once.
             let k3 = db.rotate_stream_key(news_id, None).await.unwrap();
-            auth.reload(161).await.unwrap();
-            assert_eq!(auth.authorize(&k2, 161).unwrap_err(), Refusal::UnknownKey);
+            assert_eq!(auth.refresh().await, Ok(true));
+            assert_eq!(auth.check(&k2, 161).unwrap_err(), Refusal::UnknownKey);
             assert_eq!(auth.authorize(&k3, 161).unwrap().channel, "news");
+            // Disabling, and enabling again.
+            db.set_channel_status(news_id, false).await.unwrap();
+            assert_eq!(auth.refresh().await, Ok(true));
+            assert_eq!(auth.check(&k3, 161).unwrap_err(), Refusal::Disabled("news".into()));
+            db.set_channel_status(news_id, true).await.unwrap();
+            assert_eq!(auth.refresh().await, Ok(true));
+            assert_eq!(auth.check(&k3, 161), Ok("news".to_owned()));
 
             // Ending the licence refuses the channel from then on.
             let ended = db.end_license(a, lic, 200).await.unwrap();
             assert_eq!((ended.valid_until, ended.status.as_str()), (Some(200), "active"));
-            auth.reload(200).await.unwrap();
+            assert_eq!(auth.refresh().await, Ok(true));
+            assert_eq!(auth.check("k-sport", 199), Ok("sport".to_owned()));
             assert!(matches!(auth.authorize("k-sport", 200), Err(Refusal::LicenseExpired { until_unix: 200, .. })));
+            // A licence that ends later ends on time without another read.
+            db.add_license(sport_id, plan, 200, Some(250), 200).await.unwrap();
+            assert_eq!(auth.refresh().await, Ok(true));
+            assert_eq!(auth.check("k-sport", 249), Ok("sport".to_owned()));
+            assert!(matches!(auth.check("k-sport", 250), Err(Refusal::LicenseExpired { until_unix: 250, .. })));
             // A licence not started yet is revoked, not billed.
             let future = db.add_license(sport_id, plan, 1_000, None, 200).await.unwrap();
             assert_eq!(db.end_license(a, future, 300).await.unwrap().status, "revoked");

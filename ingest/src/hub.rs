@@ -23,7 +23,7 @@ use crate::media::ts_demux::{DemuxStats, Demuxed, TsDemuxer};
 use crate::media::{Frame, FrameInterval, Track};
 use crate::metrics::IngestMetrics;
 use crate::{Segmenter, SegmenterConfig};
-use catalogue::admission::{Grant, Refusal};
+use catalogue::admission::{Authorizer, Grant, Refusal};
 
 /// A session that sent media this recently is healthy.
 pub const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
@@ -114,8 +114,31 @@ struct Session {
     id: u64,
     peer: IpAddr,
     last_data: Instant,
-    /// Set to true to close the session's connection.
-    cancel: watch::Sender<bool>,
+    /// The key it published with: checked again whenever the catalogue may have changed.
+    key: StreamKey,
+    /// Set to close the session's connection, with why.
+    cancel: watch::Sender<Option<Ended>>,
+}
+
+/// A stream key held for re-checking; never printed.
+#[derive(Clone)]
+struct StreamKey(Arc<str>);
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(..)")
+    }
+}
+
+/// Why ingest ended a live session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ended {
+    #[error("another publisher took over the channel")]
+    TakenOver,
+    /// Its key or channel may no longer publish (a rotation past its grace period, a
+    /// disabled channel, an ended licence).
+    #[error("no longer allowed to publish: {0}")]
+    Revoked(Refusal),
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,10 +170,11 @@ impl Hub {
         names
     }
 
-    /// Starts a publish session for a granted channel.
+    /// Starts a publish session for a channel `stream_key` was granted.
     pub fn begin_publish(
         self: &Arc<Self>,
         grant: &Grant,
+        stream_key: &str,
         peer: IpAddr,
         protocol: Protocol,
     ) -> Result<Publisher, Refusal> {
@@ -184,7 +208,7 @@ impl Hub {
                 return Err(Refusal::AlreadyPublishing(grant.channel.clone()));
             }
             tracing::info!(channel = %grant.channel, old_session = old.id, "publisher takes over the channel");
-            old.cancel.send_replace(true);
+            old.cancel.send_replace(Some(Ended::TakenOver));
             self.metrics.takeovers.inc();
             self.metrics.publishers_active.dec();
         }
@@ -193,8 +217,9 @@ impl Hub {
             *n += 1;
             *n
         };
-        let (cancel, cancelled) = watch::channel(false);
-        st.session = Some(Session { id, peer, last_data: Instant::now(), cancel });
+        let (cancel, cancelled) = watch::channel(None);
+        let key = StreamKey(Arc::from(stream_key));
+        st.session = Some(Session { id, peer, last_data: Instant::now(), key, cancel });
         let clock = match protocol {
             Protocol::Rtmp => Timeline::rtmp(self.cfg.jump_limits),
             Protocol::Srt => Timeline::mpeg_ts(self.cfg.jump_limits),
@@ -221,11 +246,115 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Asks `auth` again about every live session's key, at `now_unix`, and ends the
+    /// sessions whose key or channel may no longer publish: their connections close
+    /// and the channel is free for the next publisher (the owner's new key). Run each
+    /// time the catalogue may have changed (`shoal ingest`: twice a second). A catalogue
+    /// that can't be read ends nothing. Returns how many sessions it ended.
+    pub fn revalidate(&self, auth: &dyn Authorizer, now_unix: u64) -> usize {
+        let live: Vec<(Arc<Channel>, u64, StreamKey)> = lock(&self.channels)
+            .values()
+            .filter_map(|c| lock(&c.state).session.as_ref().map(|s| (c.clone(), s.id, s.key.clone())))
+            .collect();
+        let mut ended = 0;
+        for (channel, session, key) in live {
+            let refusal = match auth.check(&key.0, now_unix) {
+                Ok(name) if name == channel.name => continue,
+                // The key now opens another channel: not this session's grant any more.
+                Ok(_) => Refusal::UnknownKey,
+                Err(Refusal::Directory(e)) => {
+                    tracing::warn!(channel = %channel.name, error = %e, "live session not re-checked: catalogue unreadable");
+                    continue;
+                }
+                Err(r) => r,
+            };
+            let st = lock(&channel.state);
+            if st.session.as_ref().is_none_or(|s| s.id != session) {
+                continue; // it ended meanwhile
+            }
+            self.metrics.revoked.with_label_values(&[refusal.label()]).inc();
+            tracing::warn!(channel = %channel.name, session, reason = %refusal, "live publish session ended");
+            self.end_session(&channel, st, Some(Ended::Revoked(refusal)));
+            ended += 1;
+        }
+        ended
+    }
+
+    /// Ends the channel's current session: what was cut so far goes out, subscribers
+    /// learn the channel went off air, and its connection is told why (`why`).
+    fn end_session(&self, channel: &Channel, mut st: MutexGuard<'_, ChannelState>, why: Option<Ended>) {
+        let Some(session) = st.session.take() else { return };
+        let mut pieces = Vec::new();
+        st.segmenter.close(now_us(), &mut pieces);
+        self.publish(channel, &mut st, pieces, Instant::now());
+        drop(st);
+        if let Some(why) = why {
+            session.cancel.send_replace(Some(why));
+        }
+        channel.produced.send_modify(|_| {});
+        self.metrics.publishers_active.dec();
+        tracing::info!(channel = %channel.name, session = session.id, "publish session ended");
+    }
+
+    /// Pieces into the channel's window; subscribers are woken.
+    fn publish(&self, channel: &Channel, st: &mut ChannelState, pieces: Vec<Piece>, arrived: Instant) {
+        if pieces.is_empty() {
+            return;
+        }
+        let m = &self.metrics;
+        for p in pieces {
+            m.pieces.inc();
+            m.piece_bytes.inc_by(p.payload().len() as u64);
+            st.window.push_back(p);
+        }
+        while st.window.len() > self.cfg.window_pieces {
+            st.window.pop_front();
+        }
+        m.added_latency.observe(arrived.elapsed().as_secs_f64());
+        channel.produced.send_replace(st.segmenter.next_seq());
+    }
+}
+
+/// How often `shoal ingest` looks for catalogue changes and re-checks live sessions.
+pub const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps live sessions to what the catalogue allows: every `every`, `refresh` (re-read
+/// the catalogue if it changed; a failure keeps the last good one and is logged once
+/// until it recovers), then [`Hub::revalidate`] at the wall clock's time.
+pub async fn keep_checking<F, Fut>(hub: Arc<Hub>, auth: Arc<dyn Authorizer>, every: Duration, mut refresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match refresh().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("catalogue read again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "catalogue not re-read; the last good one stays in use");
+            }
+            Err(_) => {}
+        }
+        hub.revalidate(&*auth, now_us() / 1_000_000);
+    }
+}
+
 /// Why a publisher's input stopped being taken.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("another publisher took over the channel")]
     Superseded,
+    #[error("{0}")]
+    Revoked(Refusal),
     #[error("{0} consecutive malformed tags; last: {1}")]
     TooManyErrors(u32, RemuxError),
 }
@@ -242,7 +371,7 @@ pub struct Publisher {
     /// Demuxer counters already added to the metrics.
     ts_reported: DemuxStats,
     video_interval: FrameInterval,
-    cancelled: watch::Receiver<bool>,
+    cancelled: watch::Receiver<Option<Ended>>,
     consecutive_errors: u32,
     /// Label lookups done once per session, not per tag.
     bytes_in: prometheus::IntCounter,
@@ -263,9 +392,18 @@ impl Publisher {
         &self.channel
     }
 
-    /// Resolves when another session took over: close the connection.
-    pub fn cancelled(&self) -> watch::Receiver<bool> {
+    /// Changes to `Some` when ingest ended the session (another publisher took over,
+    /// or it may no longer publish): close the connection.
+    pub fn cancelled(&self) -> watch::Receiver<Option<Ended>> {
         self.cancelled.clone()
+    }
+
+    /// Why input is no longer taken, once the session is not the channel's any more.
+    fn ended(&self) -> PublishError {
+        match &*self.cancelled.borrow() {
+            Some(Ended::Revoked(r)) => PublishError::Revoked(r.clone()),
+            _ => PublishError::Superseded,
+        }
     }
 
     pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
@@ -283,7 +421,7 @@ impl Publisher {
         let st = &mut *st;
         match &mut st.session {
             Some(s) if s.id == self.session => s.last_data = arrived,
-            _ => return Err(PublishError::Superseded),
+            _ => return Err(self.ended()),
         }
         let out = match track {
             Track::Video => self.remuxer.push_video(&mut st.timeline, timestamp, body),
@@ -347,22 +485,8 @@ impl Publisher {
         self.publish(st, pieces, arrived);
     }
 
-    /// Pieces into the window; subscribers are woken.
     fn publish(&self, st: &mut ChannelState, pieces: Vec<Piece>, arrived: Instant) {
-        if pieces.is_empty() {
-            return;
-        }
-        let m = &self.hub.metrics;
-        for p in pieces {
-            m.pieces.inc();
-            m.piece_bytes.inc_by(p.payload().len() as u64);
-            st.window.push_back(p);
-        }
-        while st.window.len() > self.hub.cfg.window_pieces {
-            st.window.pop_front();
-        }
-        m.added_latency.observe(arrived.elapsed().as_secs_f64());
-        self.channel.produced.send_replace(st.segmenter.next_seq());
+        self.hub.publish(&self.channel, st, pieces, arrived);
     }
 
     /// MPEG-TS bytes (an SRT session), in any split.
@@ -394,7 +518,7 @@ impl Publisher {
         let st = &mut *st;
         match &mut st.session {
             Some(s) if s.id == self.session => s.last_data = arrived,
-            _ => return Err(PublishError::Superseded),
+            _ => return Err(self.ended()),
         }
         let mut program = self.demuxer.program();
         program.scte35 = false;
@@ -473,18 +597,9 @@ fn bad_input_kind(e: &RemuxError) -> &'static str {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let mut st = lock(&self.channel.state);
+        let st = lock(&self.channel.state);
         if st.session.as_ref().is_some_and(|s| s.id == self.session) {
-            st.session = None;
-            // What was cut so far goes out; the next session starts a new piece.
-            let mut pieces = Vec::new();
-            st.segmenter.close(now_us(), &mut pieces);
-            self.publish(&mut st, pieces, Instant::now());
-            drop(st);
-            // Subscribers also learn that the channel went off air.
-            self.channel.produced.send_modify(|_| {});
-            self.hub.metrics.publishers_active.dec();
-            tracing::info!(channel = %self.channel.name, session = self.session, "publish session ended");
+            self.hub.end_session(&self.channel, st, None);
         }
     }
 }

@@ -18,6 +18,7 @@ pub struct IngestMetrics {
     pub publishes: IntCounterVec,
     pub refusals: IntCounterVec,
     pub takeovers: IntCounter,
+    pub revoked: IntCounterVec,
     pub bad_input: IntCounterVec,
     pub long_gops: IntCounter,
     pub ad_cues_dropped: IntCounter,
@@ -97,6 +98,11 @@ impl IngestMetrics {
                 "shoal_ingest_publisher_takeovers_total",
                 "Publishers that replaced a session of the same channel (reconnects)",
             ),
+            revoked: counter_vec(
+                "shoal_ingest_sessions_revoked_total",
+                "Live publish sessions ended because their key or channel may no longer publish",
+                &["reason"],
+            ),
             bad_input: counter_vec(
                 "shoal_ingest_bad_input_total",
                 "Tags, packets or connections refused as malformed",
@@ -143,6 +149,9 @@ impl IngestMetrics {
             "publish_timeout",
         ] {
             m.refusals.with_label_values(&[r]);
+        }
+        for r in ["unknown_key", "channel_disabled", "license_required", "license_expired"] {
+            m.revoked.with_label_values(&[r]);
         }
         for k in ["flv_tag", "codec", "rtmp_protocol", "ts_sync", "ts_pes", "ts_section"] {
             m.bad_input.with_label_values(&[k]);

@@ -21,10 +21,10 @@ use scuffle_rtmp::command_messages::{Command, CommandResultLevel, CommandType};
 use scuffle_rtmp::session::server::{ServerSessionError, SessionData, SessionHandler};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-use crate::hub::{Hub, Protocol, Publisher, lock};
+use crate::hub::{Ended, Hub, Protocol, Publisher, lock};
 use catalogue::admission::{Authorizer, Refusal};
 
 /// The RTMP application publishers must use.
@@ -71,6 +71,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Ar
     let _ = stream.set_nodelay(true);
     let refusal = Arc::new(Mutex::new(None));
     let published = Arc::new(AtomicBool::new(false));
+    let (ended_tx, mut ended) = watch::channel(None);
     let handler = Handler {
         hub: hub.clone(),
         auth,
@@ -78,23 +79,40 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Ar
         publisher: None,
         refusal: refusal.clone(),
         published: published.clone(),
+        ended: Arc::new(ended_tx),
     };
     let result = {
         let session = ServerSession::new(&mut stream, handler).run();
         tokio::pin!(session);
-        tokio::select! {
-            r = &mut session => r,
-            () = tokio::time::sleep(PUBLISH_DEADLINE) => {
-                if published.load(Ordering::Relaxed) {
-                    session.await
-                } else {
-                    hub.metrics.refusals.with_label_values(&["publish_timeout"]).inc();
-                    tracing::info!("RTMP connection closed: no publish within {PUBLISH_DEADLINE:?}");
-                    return;
+        let deadline = tokio::time::sleep(PUBLISH_DEADLINE);
+        tokio::pin!(deadline);
+        let mut publishing = false;
+        loop {
+            tokio::select! {
+                r = &mut session => break r,
+                () = &mut deadline, if !publishing => {
+                    if !published.load(Ordering::Relaxed) {
+                        hub.metrics.refusals.with_label_values(&["publish_timeout"]).inc();
+                        tracing::info!("RTMP connection closed: no publish within {PUBLISH_DEADLINE:?}");
+                        return;
+                    }
+                    publishing = true;
                 }
+                // Ingest ended the session (a takeover, or its key may no longer
+                // publish): the connection closes now, not at the encoder's next tag.
+                Ok(_) = ended.wait_for(Option::is_some) => break Ok(false),
             }
         }
     };
+    let why = ended.borrow().clone();
+    if let Some(why) = why {
+        tracing::info!(reason = %why, "RTMP session closed by ingest");
+        if let Ended::Revoked(refusal) = &why {
+            let _ = stream.write_all(&refusal_status(refusal)).await;
+        }
+        let _ = stream.shutdown().await;
+        return;
+    }
     let refused = lock(&refusal).take();
     if let Some(refusal) = refused {
         hub.metrics.refusals.with_label_values(&[refusal.label()]).inc();
@@ -143,6 +161,8 @@ struct Handler {
     refusal: Arc<Mutex<Option<Refusal>>>,
     /// Set once a publish is accepted: the publish deadline no longer applies.
     published: Arc<AtomicBool>,
+    /// Why ingest ended this connection's session, for `handle` to close it.
+    ended: Arc<watch::Sender<Option<Ended>>>,
 }
 
 impl Handler {
@@ -162,7 +182,7 @@ impl Handler {
         let now_unix = crate::hub::now_us() / 1_000_000;
         let grant = self.auth.authorize(key, now_unix)?;
         tracing::Span::current().record("channel", grant.channel.as_str());
-        self.hub.begin_publish(&grant, self.peer.ip(), Protocol::Rtmp)
+        self.hub.begin_publish(&grant, key, self.peer.ip(), Protocol::Rtmp)
     }
 }
 
@@ -179,6 +199,13 @@ impl SessionHandler for Handler {
         match self.authorize(app_name, stream_name) {
             Ok(p) => {
                 tracing::info!(channel = %p.channel().name, "RTMP publish started");
+                let (mut cancelled, ended) = (p.cancelled(), self.ended.clone());
+                tokio::spawn(async move {
+                    // Ends with the session either way: the sender goes with it.
+                    if let Ok(why) = cancelled.wait_for(Option::is_some).await {
+                        ended.send_replace(why.clone());
+                    }
+                });
                 self.published.store(true, Ordering::Relaxed);
                 self.publisher = Some(p);
                 Ok(())

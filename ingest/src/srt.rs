@@ -142,7 +142,7 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
         },
         None => None,
     };
-    let mut publisher = match hub.begin_publish(&grant, peer.ip(), Protocol::Srt) {
+    let mut publisher = match hub.begin_publish(&grant, &key, peer.ip(), Protocol::Srt) {
         Ok(p) => p,
         Err(refusal) => {
             refuse(&hub, refusal.label(), &refusal.to_string());
@@ -185,8 +185,10 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
                 m.srt_retransmitted.with_label_values(&ch).set(s.rx_retransmit_data as i64);
                 m.srt_dropped.with_label_values(&ch).set(s.rx_dropped_data as i64);
             },
-            _ = cancelled.wait_for(|c| *c) => {
-                tracing::info!("SRT session replaced by a new publisher");
+            Ok(why) = cancelled.wait_for(Option::is_some) => {
+                if let Some(why) = &*why {
+                    tracing::info!(reason = %why, "SRT session closed by ingest");
+                }
                 break;
             }
         }

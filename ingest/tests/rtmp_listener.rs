@@ -1,5 +1,6 @@
 //! The RTMP listener in-process: the recorded fixture published through a real TCP
-//! connection by the minimal client, refusals with reasons, garbage, takeovers.
+//! connection by the minimal client, refusals with reasons, garbage, takeovers, and
+//! live sessions ended when their key or channel may no longer publish.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ const FIXTURE: &[u8] = include_bytes!("fixtures/testsrc-h264-aac-4s.flv");
 struct Setup {
     addr: std::net::SocketAddr,
     hub: Arc<Hub>,
+    auth: Arc<dyn Authorizer>,
     key: String,
     /// The stream key of "ads", a licensed channel registered as carrying ads.
     ads_key: String,
@@ -45,8 +47,8 @@ async fn setup(name: &str) -> Setup {
     let hub = Hub::new(HubConfig::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(ingest::rtmp::serve(listener, hub.clone(), auth));
-    Setup { addr, hub, key, ads_key, _dir: TempDir(dir) }
+    tokio::spawn(ingest::rtmp::serve(listener, hub.clone(), auth.clone()));
+    Setup { addr, hub, auth, key, ads_key, _dir: TempDir(dir) }
 }
 
 /// Every piece the channel's window holds, oldest first.
@@ -58,6 +60,15 @@ fn window(ch: &ingest::hub::Channel) -> Vec<swarm::piece::Piece> {
     match ch.fetch(oldest, usize::MAX) {
         Fetch::Pieces(p) => p,
         Fetch::Gone { .. } => panic!("the window moved while nothing publishes"),
+    }
+}
+
+/// The fixture's first 40 tags (about a second): a publisher on air.
+async fn publish_start(p: &mut RtmpPublisher) {
+    for tag in flv::read_file(FIXTURE).expect("fixture").into_iter().take(40) {
+        if tag.kind != TAG_SCRIPT {
+            p.send_tag(tag.kind, tag.timestamp, tag.body).await.expect("send");
+        }
     }
 }
 
@@ -252,9 +263,7 @@ async fn a_reconnecting_encoder_takes_over_at_once() {
     let s = setup("takeover").await;
     let mut first = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("first publish");
     let tags = flv::read_file(FIXTURE).expect("fixture");
-    for tag in tags.iter().take(40).filter(|t| t.kind != TAG_SCRIPT) {
-        first.send_tag(tag.kind, tag.timestamp, tag.body).await.expect("send");
-    }
+    publish_start(&mut first).await;
     // Same address, same key, while the first is healthy: no "already publishing".
     let mut second = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("takeover");
     publish_fixture(&mut second).await;
@@ -398,4 +407,123 @@ fn an_amf0_array_claiming_four_billion_entries_is_an_error() {
     payload.push(0x08);
     payload.extend_from_slice(&u32::MAX.to_be_bytes());
     assert!(scuffle_rtmp::command_messages::Command::read(bytes::Bytes::from(payload)).is_err());
+}
+
+/// Edits the channel file as an operator's tool does (write aside, rename over).
+fn edit_channels(s: &Setup, edit: impl FnOnce(&mut catalogue::file::ChannelList)) {
+    let path = s._dir.0.join("channels.json");
+    let mut list: catalogue::file::ChannelList =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    edit(&mut list);
+    let tmp = path.with_extension("edit");
+    std::fs::write(&tmp, serde_json::to_vec(&list).expect("json")).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
+}
+
+fn now_unix() -> u64 {
+    ingest::hub::now_us() / 1_000_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_key_is_cut_off_and_the_owners_new_key_publishes() {
+    let s = setup("revoke").await;
+    // Someone with the leaked key is on air.
+    let mut thief = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
+    publish_start(&mut thief).await;
+    assert_eq!(s.hub.revalidate(&*s.auth, now_unix()), 0, "a valid key stays on air");
+    // The owner rotates the key with no grace.
+    let new_key = "owners-new-key-0123456789";
+    edit_channels(&s, |l| {
+        let news = l.channels.iter_mut().find(|c| c.name == "news").expect("news");
+        news.stream_key_sha256 = vec![swarm::piece::encode_hex(&catalogue::secrets::hash_stream_key(new_key))];
+    });
+    assert_eq!(s.hub.revalidate(&*s.auth, now_unix()), 1);
+    let ch = s.hub.channel("news").expect("channel");
+    assert!(!ch.live(), "the channel is free at once");
+    // The thief's connection is closed by ingest, without waiting for its next tag.
+    tokio::time::timeout(std::time::Duration::from_secs(10), thief.wait_closed())
+        .await
+        .expect("the revoked session's connection is closed");
+    match RtmpPublisher::connect(s.addr, "live", &s.key).await {
+        Err(ClientError::Refused(why)) => assert!(why.contains("unknown stream key"), "{why}"),
+        other => panic!("the old key publishes again: {other:?}"),
+    }
+    // The owner's new key publishes: no "already publishing", no takeover needed.
+    let mut owner = RtmpPublisher::connect(s.addr, "live", new_key).await.expect("the new key publishes");
+    publish_start(&mut owner).await;
+    assert_eq!(s.hub.revalidate(&*s.auth, now_unix()), 0);
+    // A catalogue that can't be read ends nothing.
+    let path = s._dir.0.join("channels.json");
+    let good = std::fs::read(&path).expect("read");
+    std::fs::write(&path, b"{ not json").expect("write");
+    assert_eq!(s.hub.revalidate(&*s.auth, now_unix()), 0, "an unreadable catalogue ends nothing");
+    assert!(ch.live());
+    std::fs::write(&path, good).expect("write");
+    // Disabling the channel ends the owner's session too.
+    edit_channels(&s, |l| {
+        let news = l.channels.iter_mut().find(|c| c.name == "news").expect("news");
+        news.status = catalogue::file::ChannelStatus::Disabled;
+    });
+    assert_eq!(s.hub.revalidate(&*s.auth, now_unix()), 1);
+    tokio::time::timeout(std::time::Duration::from_secs(10), owner.wait_closed())
+        .await
+        .expect("the disabled channel's connection is closed");
+    let m = s.hub.metrics.render();
+    assert!(m.contains("shoal_ingest_sessions_revoked_total{reason=\"unknown_key\"} 1\n"), "{m}");
+    assert!(m.contains("shoal_ingest_sessions_revoked_total{reason=\"channel_disabled\"} 1\n"), "{m}");
+    assert!(m.contains("shoal_ingest_publisher_takeovers_total 0\n"), "{m}");
+    assert!(m.contains("shoal_ingest_publishers_active 0\n"), "{m}");
+}
+
+/// Stands in for a catalogue whose answer the test changes.
+#[derive(Debug)]
+struct Switch(std::sync::Mutex<Result<String, catalogue::admission::Refusal>>);
+
+impl Authorizer for Switch {
+    fn check(&self, _key: &str, _now: u64) -> Result<String, catalogue::admission::Refusal> {
+        self.0.lock().expect("lock").clone()
+    }
+
+    fn authorize(&self, _key: &str, _now: u64) -> Result<catalogue::admission::Grant, catalogue::admission::Refusal> {
+        unreachable!("sessions here start without it")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_sessions_are_checked_every_half_second() {
+    use catalogue::admission::{Grant, Refusal};
+    use ingest::hub::{CHECK_EVERY, Ended, Protocol};
+    let hub = Hub::new(HubConfig::default());
+    let grant = Grant {
+        channel: "news".into(),
+        key: Arc::new(swarm::piece::ChannelKeypair::from_secret_bytes(&[5; 32])),
+        carries_ads: false,
+        srt_passphrase: None,
+    };
+    let auth = Arc::new(Switch(std::sync::Mutex::new(Ok("news".into()))));
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let publisher = hub.begin_publish(&grant, "k", ip, Protocol::Rtmp).expect("publish");
+    let refreshes = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = refreshes.clone();
+    tokio::spawn(ingest::hub::keep_checking(hub.clone(), auth.clone(), CHECK_EVERY, move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async { Ok(()) }
+    }));
+    // An unreadable catalogue for 5 s: the session stays.
+    *auth.0.lock().expect("lock") = Err(Refusal::Directory("down".into()));
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(hub.channel("news").expect("channel").live());
+    // The channel is disabled: the session ends at the next check.
+    *auth.0.lock().expect("lock") = Err(Refusal::Disabled("news".into()));
+    let changed = tokio::time::Instant::now();
+    let mut cancelled = publisher.cancelled();
+    let why = cancelled.wait_for(Option::is_some).await.expect("ended").clone();
+    assert_eq!(why, Some(Ended::Revoked(Refusal::Disabled("news".into()))));
+    assert!(changed.elapsed() <= CHECK_EVERY, "ended {:?} after the change", changed.elapsed());
+    assert!(refreshes.load(std::sync::atomic::Ordering::Relaxed) >= 10, "the catalogue is looked at each check");
+    // Another address publishes at once: the channel is not held by the ended session.
+    let other = std::net::IpAddr::from([198, 51, 100, 7]);
+    drop(hub.begin_publish(&grant, "k2", other, Protocol::Rtmp).expect("the channel is free"));
+    drop(publisher);
+    assert!(hub.metrics.render().contains("shoal_ingest_publishers_active 0\n"));
 }

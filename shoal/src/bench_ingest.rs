@@ -52,7 +52,8 @@ pub(crate) fn run(channels: usize, loops: u32, out: PathBuf) -> anyhow::Result<(
             srt_passphrase: None,
         };
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, (i / 256) as u8, (i % 256) as u8));
-        publishers.push(hub.begin_publish(&grant, ip, Protocol::Rtmp).map_err(|e| anyhow::anyhow!("{e}"))?);
+        publishers
+            .push(hub.begin_publish(&grant, &grant.channel, ip, Protocol::Rtmp).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     let mut latencies: Vec<u64> = Vec::new();
     let cpu0 = cpu_time();

@@ -195,8 +195,11 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
         bail!("--piece-ms must be 10..=250, got {}", run.piece_ms);
     }
     let token = seeder_token(run.seeder_token.as_deref(), &run.common.data_dir)?;
-    let auth: Arc<dyn Authorizer> = match &run.database_url {
-        Some(url) => catalogue_authorizer(url, &run.common).await?,
+    let (auth, catalogue): (Arc<dyn Authorizer>, _) = match &run.database_url {
+        Some(url) => {
+            let c = catalogue_authorizer(url, &run.common).await?;
+            (c.clone(), Some(c))
+        }
         None => {
             let file = run.common.channel_file();
             match file.list() {
@@ -206,7 +209,7 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
                     "no channel file yet: every publish is refused until `shoal ingest add-channel`"
                 ),
             }
-            Arc::new(file)
+            (Arc::new(file), None)
         }
     };
     let mut cfg = HubConfig::default();
@@ -226,30 +229,30 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
         .await
         .with_context(|| format!("binding SRT {}", run.srt_listen))?;
     write_ports(&run.common.data_dir, rtmp_addr, srt_addr, http_addr)?;
+    tokio::spawn(ingest::hub::keep_checking(hub.clone(), auth.clone(), ingest::hub::CHECK_EVERY, move || {
+        let catalogue = catalogue.clone();
+        async move {
+            match catalogue {
+                Some(c) => c.refresh().await.map(drop),
+                None => Ok(()), // the channel file is looked at by every check
+            }
+        }
+    }));
     tokio::spawn(ingest::rtmp::serve(rtmp, hub.clone(), auth));
     tokio::spawn(ingest::http::serve(http, hub, SeederTokens::from_tokens([token.as_str()])));
     Ok(IngestAddrs { rtmp: rtmp_addr, srt: srt_addr, http: http_addr })
 }
 
-/// Publishing decided by the catalogue, re-read every 10 s (a new channel, a rotated
-/// key, a licence change apply within that); a failed read keeps the last good one.
-async fn catalogue_authorizer(url: &str, common: &Common) -> anyhow::Result<Arc<dyn Authorizer>> {
+/// Publishing decided by the catalogue; [`start`] re-reads it when it changes.
+async fn catalogue_authorizer(
+    url: &str,
+    common: &Common,
+) -> anyhow::Result<Arc<catalogue::directory::CatalogueAuthorizer>> {
     let db = catalogue::db::Db::open(url).await.context("opening the catalogue")?;
     let auth =
         Arc::new(catalogue::directory::CatalogueAuthorizer::new(db, catalogue::secrets::KeyDir::new(common.key_dir())));
-    let n =
-        auth.reload(tracker::http::unix_now()).await.map_err(anyhow::Error::msg).context("reading the catalogue")?;
+    let n = auth.reload().await.map_err(anyhow::Error::msg).context("reading the catalogue")?;
     tracing::info!(channels = n, "catalogue read");
-    let reloading = auth.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-        loop {
-            tick.tick().await;
-            if let Err(e) = reloading.reload(tracker::http::unix_now()).await {
-                tracing::warn!(error = %e, "catalogue not re-read; the last good one stays in use");
-            }
-        }
-    });
     Ok(auth)
 }
 

@@ -1,12 +1,15 @@
 //! The operator's path end to end, as processes: `shoal admin` makes an account and a
 //! plan in a SQLite catalogue, `shoal tracker` serves the admin API over it, `shoal
 //! admin` creates a channel (its signing key written here) and rotates its stream key,
-//! and `shoal ingest --database-url` lets exactly the catalogue's stream keys publish.
+//! and `shoal ingest --database-url` lets exactly the catalogue's stream keys publish —
+//! and ends a live session when its key is rotated out, its channel disabled or its
+//! licence ended, without a restart.
 #![allow(clippy::unwrap_used)]
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -76,6 +79,24 @@ fn publish(rtmp: std::net::SocketAddr, key: &str) -> Result<(), String> {
     })
 }
 
+/// Polls `ok` every 50 ms until it holds; fails after 15 s.
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within 15 s");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// Waits until ingest closes this live publisher's connection (at most 15 s) and says
+/// how long after the change it took.
+fn cut_off(rt: &tokio::runtime::Runtime, p: ingest::rtmp_client::RtmpPublisher, change: &str) {
+    let changed = Instant::now();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(15), p.wait_closed()).await })
+        .unwrap_or_else(|_| panic!("{change}: the live session was not ended within 15 s"));
+    eprintln!("{change}: live session ended {:?} after the admin command returned", changed.elapsed());
+}
+
 #[test]
 fn an_operator_creates_a_channel_and_ingest_lets_only_its_key_publish() {
     let dir = temp_dir();
@@ -132,19 +153,46 @@ fn an_operator_creates_a_channel_and_ingest_lets_only_its_key_publish() {
     assert!(refused.contains("no commercial license"), "{refused}");
     assert!(publish(rtmp, "guess").unwrap_err().contains("unknown stream key"));
 
-    // A licence and a rotation; ingest re-reads the catalogue every 10 s, so a fresh
-    // ingest is started to see them now rather than waiting.
+    // A licence: the running ingest sees it (it reads the catalogue's change counter
+    // twice a second).
+    let (ok, out) = admin(&dir, &url, &token, &["license", "add", "news", "--plan", "broadcast"]);
+    assert!(ok, "{out}");
+    let licence: serde_json::Value = serde_json::from_str(&out).unwrap();
+    eventually("the licence reaches ingest", || publish(rtmp, &key1).is_ok());
+
+    // The key leaks and someone is on air with it. The owner rotates the key with no
+    // grace: ingest ends that session (its connection closes) and the new key publishes.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let thief = rt.block_on(ingest::rtmp_client::RtmpPublisher::connect(rtmp, "live", &key1)).unwrap();
+    let (ok, out) = admin(&dir, &url, &token, &["channel", "rotate-key", "news", "--grace-seconds", "0"]);
+    assert!(ok, "{out}");
+    let key2 = after(&out, "(shown once):");
+    cut_off(&rt, thief, "rotation");
+    let refused = publish(rtmp, &key1).unwrap_err();
+    assert!(refused.contains("unknown stream key"), "{refused}");
+    // Disabling the channel ends the owner's own session; enabling lets it back.
+    let owner = rt.block_on(ingest::rtmp_client::RtmpPublisher::connect(rtmp, "live", &key2)).unwrap();
+    assert!(admin(&dir, &url, &token, &["channel", "disable", "news"]).0);
+    cut_off(&rt, owner, "disable");
+    assert!(publish(rtmp, &key2).unwrap_err().contains("disabled"));
+    assert!(admin(&dir, &url, &token, &["channel", "enable", "news"]).0);
+    eventually("enabling reaches ingest", || publish(rtmp, &key2).is_ok());
+    // Ending the licence of a channel that carries ads ends its session.
+    let owner = rt.block_on(ingest::rtmp_client::RtmpPublisher::connect(rtmp, "live", &key2)).unwrap();
+    let id = licence["id"].as_i64().unwrap().to_string();
+    let (ok, out) = admin(&dir, &url, &token, &["license", "end", &id]);
+    assert!(ok, "{out}");
+    cut_off(&rt, owner, "licence end");
+    assert!(publish(rtmp, &key2).unwrap_err().contains("licen"));
+
+    // A rotation with grace: both keys publish until it ends.
     let (ok, out) = admin(&dir, &url, &token, &["license", "add", "news", "--plan", "broadcast"]);
     assert!(ok, "{out}");
     let (ok, out) = admin(&dir, &url, &token, &["channel", "rotate-key", "news", "--grace-seconds", "600"]);
     assert!(ok, "{out}");
-    let key2 = after(&out, "(shown once):");
-    drop(_ingest);
-    let (_ingest, _) = start(&ingest_args, "HTTP");
-    let ports: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("ports.json")).unwrap()).unwrap();
-    let rtmp: std::net::SocketAddr = ports["rtmp"].as_str().unwrap().parse().unwrap();
+    let key3 = after(&out, "(shown once):");
+    eventually("the new licence and key reach ingest", || publish(rtmp, &key3).is_ok());
     publish(rtmp, &key2).unwrap();
-    publish(rtmp, &key1).unwrap();
 
     let (ok, out) = admin(&dir, &url, &token, &["audit"]);
     assert!(ok && out.contains("channel.rotate_stream_key") && out.contains("license.add"), "{out}");
