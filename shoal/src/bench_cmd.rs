@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use sim::{Report, Scenario};
@@ -25,7 +25,10 @@ enum BenchWhat {
         /// Add this many attackers.
         #[arg(long)]
         attackers: Option<u32>,
-        /// Where to write `bench-sim-<scenario>.json`.
+        /// What they do (see `shoal sim --help`).
+        #[arg(long, default_value = "forge", value_parser = clap::builder::PossibleValuesParser::new(sim::Attack::NAMES))]
+        attack: String,
+        /// Where to write `bench-sim-<scenario>[-<attack>x<attackers>].json`.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
     },
@@ -80,7 +83,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Tracker(a) => crate::bench_tracker::run(a),
         BenchWhat::Swarm(a) => crate::bench_swarm::run(a),
         BenchWhat::Seeder(a) => crate::bench_seeder::run(a),
-        BenchWhat::Sim { scenario, rng_seed, attackers, out } => {
+        BenchWhat::Sim { scenario, rng_seed, attackers, attack, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));
             };
@@ -90,6 +93,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             if let Some(a) = attackers {
                 sc.attackers = a;
             }
+            sc.attack = sim::Attack::by_name(&attack).with_context(|| format!("--attack {attack:?}"))?;
             let report = crate::sim_cmd::simulate(&sc)?;
             let checks = checks(&report);
             crate::sim_cmd::print_table(&report);
@@ -104,7 +108,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
                     if c.met { "yes" } else { "NO" }
                 );
             }
-            let path = out.join(format!("bench-sim-{}.json", sc.name));
+            let attacked =
+                if sc.attackers > 0 { format!("-{}x{}", sc.attack.name(), sc.attackers) } else { String::new() };
+            let path = out.join(format!("bench-sim-{}{attacked}.json", sc.name));
             crate::machine::write_bench_json(&path, &BenchSim { report: &report, checks })?;
             Ok(())
         }

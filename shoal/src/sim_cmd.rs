@@ -19,9 +19,14 @@ pub(crate) struct SimArgs {
     /// Seed of every random choice; the same seed gives the same figures.
     #[arg(long)]
     rng_seed: Option<u64>,
-    /// Add this many peers that send forged and tampered pieces.
+    /// Add this many hostile peers (what they do: --attack).
     #[arg(long)]
     attackers: Option<u32>,
+    /// What the attackers do: forge (forged and tampered pieces), withhold (claim the
+    /// best parent profile, take subscriptions, send nothing), liar (the same claims,
+    /// genuine pieces 1.2 s late).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(sim::Attack::NAMES))]
+    attack: Option<String>,
     #[arg(long)]
     viewers: Option<u32>,
     #[arg(long)]
@@ -196,6 +201,9 @@ pub(crate) fn resolve(args: &SimArgs) -> anyhow::Result<Scenario> {
     }
     over!(rng_seed, attackers, viewers, seeds, bitrate_kbps, warmup_s, window_s, churn_per_min, loss);
     over!(playout_delay_ms, piece_ms, n_substreams);
+    if let Some(a) = &args.attack {
+        sc.attack = sim::Attack::by_name(a).with_context(|| format!("--attack {a:?}"))?;
+    }
     if !args.set.is_empty() {
         let mut value = serde_json::to_value(&sc)?;
         for kv in &args.set {
@@ -216,7 +224,7 @@ pub(crate) fn resolve(args: &SimArgs) -> anyhow::Result<Scenario> {
 pub(crate) fn print_table(r: &Report) {
     let rows = [
         ("scenario", r.scenario.clone()),
-        ("viewers / seeds / attackers", format!("{} / {} / {}", r.viewers, r.seeds, r.attackers)),
+        ("viewers / seeds / attackers", format!("{} / {} / {} ({})", r.viewers, r.seeds, r.attackers, r.attack)),
         ("measured viewers × window pieces", format!("{} × {}", r.measured_viewers, r.window_pieces)),
         (
             "latency p50 / p95 / p99 / max",

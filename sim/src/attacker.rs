@@ -1,7 +1,8 @@
 //! A hostile peer: speaks the protocol well enough to be chosen as a parent (it claims
-//! to sit one hop from a seed — or to be one — with free slots, 1 ms latency and every
-//! piece), then sends forged and tampered pieces. It is not a [`swarm::peer::Peer`]: it is what a real peer must
-//! survive.
+//! to sit one hop from a seed — or to be one — with free slots, 1 ms latency, unbounded
+//! upload and every piece), then does what its [`Attack`] says: sends forged and
+//! tampered pieces, sends nothing, or sends genuine pieces too late. It is not a
+//! [`swarm::peer::Peer`]: it is what a real peer must survive.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -9,6 +10,11 @@ use bytes::Bytes;
 use swarm::peer::{NodeId, Transmit};
 use swarm::piece::{ChannelId, ChannelKeypair, Piece};
 use swarm::wire::{Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
+
+use crate::scenario::Attack;
+
+/// How late a liar delivers, in pieces (1.2 s of 50 ms pieces).
+const LIAR_LAG: u64 = 24;
 
 #[derive(Debug)]
 pub struct Attacker {
@@ -24,11 +30,12 @@ pub struct Attacker {
     n_forged: u64,
     /// Half the attackers also claim to be seeds.
     claims_seed: bool,
+    attack: Attack,
     pub forged_sent: u64,
 }
 
 impl Attacker {
-    pub fn new(channel: ChannelId, peer_id: PeerId, n_substreams: u8) -> Self {
+    pub fn new(channel: ChannelId, peer_id: PeerId, n_substreams: u8, attack: Attack) -> Self {
         let mut secret = [0u8; 32];
         secret[..8].copy_from_slice(&peer_id.0.to_be_bytes());
         Attacker {
@@ -41,6 +48,7 @@ impl Attacker {
             newest: None,
             n_forged: 0,
             claims_seed: peer_id.0.is_multiple_of(2),
+            attack,
             forged_sent: 0,
         }
     }
@@ -53,7 +61,13 @@ impl Attacker {
         self.neighbours.contains_key(&node)
     }
 
-    pub fn handle_connected(&mut self, node: NodeId) {
+    /// Whether it also dials seeds (to take their children's slots).
+    pub fn targets_seeds(&self) -> bool {
+        self.attack != Attack::Forge
+    }
+
+    /// A connection is up; `seed`: to a seed, where it subscribes to everything.
+    pub fn handle_connected(&mut self, node: NodeId, seed: bool) {
         self.neighbours.insert(node, 0);
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -62,7 +76,7 @@ impl Attacker {
             role: if self.claims_seed { Role::Seed } else { Role::Viewer },
             reachable: true,
             n_substreams: self.n_substreams,
-            upload_kbps: 100_000,
+            upload_kbps: if self.attack == Attack::Forge { 100_000 } else { u32::MAX },
         };
         self.push(node, Message::Hello(hello));
         // The most attractive parent there could be: one hop from a seed, 1 ms behind
@@ -83,6 +97,10 @@ impl Attacker {
             let base = newest.saturating_sub(63);
             self.push(node, Message::HaveMap { base, bits: vec![u64::MAX] });
         }
+        if seed && self.targets_seeds() {
+            let all = if self.n_substreams >= 64 { u64::MAX } else { (1u64 << self.n_substreams) - 1 };
+            self.push(node, Message::Subscribe { substreams: all });
+        }
     }
 
     pub fn handle_disconnected(&mut self, node: NodeId) {
@@ -99,9 +117,21 @@ impl Attacker {
             }
             Message::Request { seqs } => {
                 for seq in seqs {
-                    if let Some(p) = source(seq) {
-                        let forged = self.forge(&p);
-                        self.push(from, Message::Piece(forged));
+                    match self.attack {
+                        Attack::Forge => {
+                            if let Some(p) = source(seq) {
+                                let forged = self.forge(&p);
+                                self.push(from, Message::Piece(forged));
+                            }
+                        }
+                        // Silence: the request times out.
+                        Attack::Withhold => {}
+                        // Only what is already late.
+                        Attack::Liar => {
+                            if let Some(p) = self.newest.filter(|&n| seq + LIAR_LAG <= n).and_then(|_| source(seq)) {
+                                self.push(from, Message::Piece(p));
+                            }
+                        }
                     }
                 }
             }
@@ -111,10 +141,36 @@ impl Attacker {
         }
     }
 
-    /// A new piece exists at the source: announce it, and push forgeries of it to
-    /// subscribers and, unasked, to one more neighbour.
-    pub fn handle_new_piece(&mut self, piece: &Piece) {
+    /// A new piece exists at the source: what the attack does with it.
+    pub fn handle_new_piece(&mut self, piece: &Piece, source: &dyn Fn(u64) -> Option<Piece>) {
         self.newest = Some(piece.seq());
+        match self.attack {
+            Attack::Forge => self.forge_and_push(piece),
+            Attack::Withhold => {
+                // Claims it, to every neighbour; sends it to none.
+                for node in self.neighbours.keys().copied().collect::<Vec<_>>() {
+                    self.push(node, Message::Have { seq: piece.seq() });
+                }
+            }
+            Attack::Liar => {
+                // Claims the new piece at once; pushes the one made 1.2 s ago.
+                let late = piece.seq().checked_sub(LIAR_LAG).and_then(source);
+                let nodes: Vec<(NodeId, u64)> = self.neighbours.iter().map(|(&n, &m)| (n, m)).collect();
+                for (node, mask) in nodes {
+                    self.push(node, Message::Have { seq: piece.seq() });
+                    if let Some(p) = &late
+                        && mask & (1 << (p.seq() % u64::from(self.n_substreams))) != 0
+                    {
+                        self.push(node, Message::Piece(p.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes forgeries of a new piece to subscribers and, unasked, to one more
+    /// neighbour; announces it to the rest.
+    fn forge_and_push(&mut self, piece: &Piece) {
         let s = piece.seq() % u64::from(self.n_substreams);
         let nodes: Vec<(NodeId, u64)> = self.neighbours.iter().map(|(&n, &m)| (n, m)).collect();
         let unasked = nodes.get((piece.seq() as usize) % nodes.len().max(1)).map(|(n, _)| *n);
@@ -134,7 +190,7 @@ impl Attacker {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.queue.pop_front()?;
-        if matches!(t.msg, Message::Piece(_)) {
+        if self.attack == Attack::Forge && matches!(t.msg, Message::Piece(_)) {
             self.forged_sent += 1;
         }
         Some(t)

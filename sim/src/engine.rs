@@ -508,7 +508,8 @@ impl Shard {
                 if n.alive
                     && let Agent::Attacker(a) = &mut n.agent
                 {
-                    a.handle_new_piece(&sh.pieces[seq as usize]);
+                    let lookup = |q: u64| if q <= seq { sh.pieces.get(q as usize).cloned() } else { None };
+                    a.handle_new_piece(&sh.pieces[seq as usize], &lookup);
                     self.drive(sh, node);
                 }
             }
@@ -691,12 +692,18 @@ impl Shard {
         match &mut self.node(sh, node).agent {
             Agent::Peer(p) => p.handle_candidates(now, &picked),
             Agent::Attacker(a) => {
-                // Attackers connect to the viewers they are given, up to a dozen.
+                // Attackers connect to the viewers they are given, up to a dozen, and
+                // (those that sit on slots) to the seeds as well.
                 let room = 12usize.saturating_sub(a.n_neighbours());
+                let seeds_too = a.targets_seeds();
                 let targets: Vec<u32> = picked
                     .iter()
                     .map(|c| c.node.0 as u32)
-                    .filter(|&c| sh.kinds[c as usize] == Kind::Viewer && !a.is_neighbour(NodeId(u64::from(c))))
+                    .filter(|&c| {
+                        let kind = sh.kinds[c as usize];
+                        (kind == Kind::Viewer || (seeds_too && kind == Kind::Seed))
+                            && !a.is_neighbour(NodeId(u64::from(c)))
+                    })
                     .take(room)
                     .collect();
                 for to in targets {
@@ -710,7 +717,7 @@ impl Shard {
         let now = self.now;
         match &mut self.node(sh, node).agent {
             Agent::Peer(p) => p.handle_connected(now, NodeId(u64::from(peer)), outbound),
-            Agent::Attacker(a) => a.handle_connected(NodeId(u64::from(peer))),
+            Agent::Attacker(a) => a.handle_connected(NodeId(u64::from(peer)), sh.kinds[peer as usize] == Kind::Seed),
         }
         self.drive(sh, node);
     }
@@ -1180,7 +1187,9 @@ impl<'a> Engine<'a> {
         let sc = self.sc;
         let peer_id = PeerId(Rng::derive(sc.rng_seed, 0x1d00 + u64::from(idx)).next_u64());
         let agent = match kind {
-            Kind::Attacker => Agent::Attacker(Box::new(Attacker::new(self.key.id(), peer_id, sc.n_substreams))),
+            Kind::Attacker => {
+                Agent::Attacker(Box::new(Attacker::new(self.key.id(), peer_id, sc.n_substreams, sc.attack)))
+            }
             Kind::Seed | Kind::Viewer => {
                 let role = if kind == Kind::Seed { Role::Seed } else { Role::Viewer };
                 let mut cfg = match role {

@@ -15,7 +15,7 @@ mod scenario;
 mod verify;
 
 pub use report::{Percentiles, Report, StartupPercentiles};
-pub use scenario::{Scenario, reference_upload_mix};
+pub use scenario::{Attack, Scenario, reference_upload_mix};
 
 /// Runs `scenario`, on two threads where the machine has two cores. `progress` is
 /// called now and then with (simulated µs, events).

@@ -57,6 +57,9 @@ pub struct Report {
     /// Things honest peers refused (forged pieces, protocol errors, ...).
     pub rejected: u64,
     pub attackers: u32,
+    /// What they did (`forge`, `withhold`, `liar`).
+    #[serde(default)]
+    pub attack: String,
     pub playout_delay_ms: u32,
     /// Whole-run peer counters, summed by role: where the bytes went.
     pub seed_pieces_pushed: u64,
@@ -180,6 +183,7 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         never_started,
         rejected: out.rejected,
         attackers: sc.attackers,
+        attack: sc.attack.name().to_owned(),
         playout_delay_ms: sc.playout_delay_ms,
         seed_pieces_pushed: sum(out, Kind::Seed, |s| s.pushes_sent),
         seed_pieces_served: sum(out, Kind::Seed, |s| s.responses_sent),

@@ -20,8 +20,10 @@ pub struct Scenario {
     /// Share of viewers that leave (and are replaced by as many joiners) per minute.
     pub churn_per_min: f64,
     pub rng_seed: u64,
-    /// Peers that send forged and tampered pieces.
+    /// Hostile peers, of kind `attack`.
     pub attackers: u32,
+    /// What the attackers do.
+    pub attack: Attack,
     /// One-way delay between two nodes, drawn once per pair from this range.
     pub delay_min_ms: u32,
     pub delay_max_ms: u32,
@@ -50,6 +52,43 @@ pub struct Scenario {
     pub viewer_neighbours: u32,
     /// Extra simulated time after the window so its last pieces can arrive.
     pub drain_ms: u32,
+}
+
+/// What hostile peers do. All claim the most attractive parent profile there is (one
+/// hop from a seed or a seed, 1 ms behind ingest, free slots, every piece, unbounded
+/// upload) and accept every subscription; they differ in what they then deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attack {
+    /// Push and answer forged and tampered pieces.
+    #[default]
+    Forge,
+    /// Send no piece at all; also subscribe to every substream at the seeds, to take
+    /// their children's slots and sit on them.
+    Withhold,
+    /// Deliver genuine pieces, but 1.2 s late; also subscribe at the seeds.
+    Liar,
+}
+
+impl Attack {
+    pub const NAMES: &'static [&'static str] = &["forge", "withhold", "liar"];
+
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name {
+            "forge" => Some(Attack::Forge),
+            "withhold" => Some(Attack::Withhold),
+            "liar" => Some(Attack::Liar),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Forge => "forge",
+            Attack::Withhold => "withhold",
+            Attack::Liar => "liar",
+        }
+    }
 }
 
 impl Default for Scenario {
@@ -116,6 +155,7 @@ impl Scenario {
             churn_per_min: 0.0,
             rng_seed: 1,
             attackers: 0,
+            attack: Attack::Forge,
             delay_min_ms: 5,
             delay_max_ms: 50,
             loss: 0.001,

@@ -2,10 +2,10 @@
 //! instant delivery, and a raw "neighbour" the test speaks for. Time is passed in.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use swarm::peer::{Event, Micros, NodeId, Peer, PeerConfig, Reject, Transmit};
+use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, Reject, Transmit};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
 use swarm::wire::{GoodbyeReason, Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
 
@@ -37,14 +37,23 @@ struct Net {
     links: BTreeSet<(u64, u64)>,
     events: Vec<(u64, Event)>,
     delivered: Vec<(u64, u64, &'static str)>,
+    /// What peers sent to the raw neighbour `RAW` (the test answers for it).
+    to_raw: Vec<(u64, Message)>,
 }
 
 impl Net {
     fn new(peers: Vec<(u64, Peer)>) -> Self {
-        Net { now: T0, peers: peers.into_iter().collect(), links: BTreeSet::new(), events: vec![], delivered: vec![] }
+        let peers = peers.into_iter().collect();
+        Net { now: T0, peers, links: BTreeSet::new(), events: vec![], delivered: vec![], to_raw: vec![] }
     }
 
     fn connect(&mut self, a: u64, b: u64) {
+        // As the tracker does, the dialler learns a seed from the list it dials from.
+        if self.peers[&b].config().role == Role::Seed {
+            let listed = Candidate { node: NodeId(b), peer_id: PeerId(b), seed: true };
+            let now = self.now;
+            self.peers.get_mut(&a).unwrap().handle_candidates(now, &[listed]);
+        }
         self.links.insert((a.min(b), a.max(b)));
         self.peers.get_mut(&a).unwrap().handle_connected(self.now, NodeId(b), true);
         self.peers.get_mut(&b).unwrap().handle_connected(self.now, NodeId(a), false);
@@ -69,7 +78,9 @@ impl Net {
                 let now = self.now;
                 if let Some(Transmit { to, msg }) = self.peers.get_mut(&id).unwrap().poll_transmit(now) {
                     moved = true;
-                    if self.links.contains(&(id.min(to.0), id.max(to.0))) {
+                    if to.0 == RAW {
+                        self.to_raw.push((id, msg));
+                    } else if self.links.contains(&(id.min(to.0), id.max(to.0))) {
                         self.delivered.push((id, to.0, msg.name()));
                         self.peers.get_mut(&to.0).unwrap().handle_message(now, NodeId(id), msg);
                     }
@@ -630,4 +641,109 @@ fn a_neighbour_sending_pieces_behind_the_window_is_dropped_for_flooding() {
     v.handle_message(T0, NodeId(RAW), Message::Piece(piece(1_000, T0)));
     v.handle_message(T0, NodeId(RAW), Message::Piece(piece(u64::MAX, T0)));
     drain(&mut v);
+}
+
+#[test]
+fn a_claim_of_unbounded_upload_outbids_no_one_already_claiming_ten_streams() {
+    // Before: a raw peer claiming u32::MAX kbit/s displaced any child, 10-stream
+    // forwarders included; one per club took every slot near the root and sat on it.
+    let mut net = fed_viewer_of_club_0();
+    for i in 0..6 {
+        let tx = subscribe_raw(&mut net, 30 + i, 4 * i + 100, 30_000, 0b0001);
+        assert_eq!(accepted_for(&tx, 30 + i), Some(1), "forwarder {i} accepted while there is room");
+    }
+    let tx = subscribe_raw(&mut net, 50, 200, u32::MAX, 0b0001);
+    assert_eq!(accepted_for(&tx, 50), Some(0), "no slot for the claim");
+    assert_eq!(net.peers[&4].stats().children_displaced, 0);
+}
+
+/// A raw neighbour (node `RAW`, peer id `id`, club `id % 4` as the tests' ids go) that
+/// says whatever the test wants: the most attractive parent there is.
+fn liar_hello_and_status(v: &mut Peer, now: Micros, id: u64, role: Role) {
+    v.handle_connected(now, NodeId(RAW), true);
+    let Message::Hello(mut h) = hello(&key(), id) else { unreachable!() };
+    h.role = role;
+    h.upload_kbps = u32::MAX;
+    v.handle_message(now, NodeId(RAW), Message::Hello(h));
+    let mut st = status(None, vec![if role == Role::Seed { 0 } else { 1 }; 4]);
+    st.latency_ms = vec![1; 4].into();
+    st.free_slots = 64;
+    v.handle_message(now, NodeId(RAW), Message::Status(st));
+}
+
+#[test]
+fn a_claimed_seed_role_counts_only_for_seeds_the_tracker_listed() {
+    // Before: a Hello with role seed was believed, so a viewer next to a raw peer
+    // saying so never dialled a real seed (its source of last resort).
+    let mut v = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    liar_hello_and_status(&mut v, T0, 8, Role::Seed);
+    drain(&mut v);
+    let seed = Candidate { node: NodeId(1), peer_id: PeerId(1), seed: true };
+    v.handle_candidates(T0, &[seed]);
+    let (_, ev) = drain(&mut v);
+    assert!(ev.iter().any(|e| matches!(e, Event::Connect(NodeId(1)))), "the listed seed is dialled: {ev:?}");
+}
+
+/// Viewer 2 next to seed 1 and a raw neighbour that claims the best parent profile;
+/// the seed makes a piece every 50 ms and the raw neighbour does what `push` says with
+/// it (`None`: nothing). Returns the viewer's stats after 12 s.
+fn viewer_beside_a_false_parent(push: Option<Micros>) -> (swarm::peer::PeerStats, Vec<u64>) {
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let viewer = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (2, viewer)]);
+    net.connect(2, 1);
+    let now = net.now;
+    liar_hello_and_status(net.peers.get_mut(&2).unwrap(), now, 8, Role::Viewer);
+    net.pump();
+    net.advance(T0 + 200 * MS);
+    let mut late: VecDeque<(Micros, Piece)> = VecDeque::new();
+    let mut mask = 0u64;
+    for seq in 0..240 {
+        let now = net.now;
+        let p = piece(seq, now);
+        net.peers.get_mut(&1).unwrap().handle_origin_piece(now, p.clone()).unwrap();
+        // It claims every piece at once, and accepts any subscription.
+        net.peers.get_mut(&2).unwrap().handle_message(now, NodeId(RAW), Message::Have { seq });
+        net.pump();
+        for (_, msg) in std::mem::take(&mut net.to_raw) {
+            if let Message::Subscribe { substreams } = msg {
+                mask = substreams;
+                let v = net.peers.get_mut(&2).unwrap();
+                v.handle_message(now, NodeId(RAW), Message::SubscribeReply { accepted: substreams });
+            }
+        }
+        // What it pushes: the pieces of the substreams it was asked for, `delay` late.
+        if let Some(delay) = push
+            && mask & (1 << (seq % 4)) != 0
+        {
+            late.push_back((now + delay, p));
+        }
+        while late.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, p) = late.pop_front().unwrap();
+            net.peers.get_mut(&2).unwrap().handle_message(now, NodeId(RAW), Message::Piece(p));
+        }
+        net.pump();
+        net.advance(now + 50 * MS);
+    }
+    net.advance(net.now + 2_000 * MS);
+    let stats = net.peers[&2].stats().clone();
+    (stats, played(&net, 2))
+}
+
+#[test]
+fn a_parent_that_withholds_is_dropped_and_not_chosen_again_soon() {
+    let (stats, played) = viewer_beside_a_false_parent(None);
+    assert!(stats.parents_stalled >= 1, "the withholding parent was judged stalled: {stats:?}");
+    assert!(stats.parents_stalled <= 2, "and not taken back every few seconds: {stats:?}");
+    assert_eq!(stats.skipped, 0, "nothing missed once playing: {stats:?}");
+    assert!(played.len() >= 190, "playing within 2.5 s: {} of 240 ({stats:?})", played.len());
+}
+
+#[test]
+fn a_parent_that_delivers_late_is_dropped_like_a_silent_one() {
+    // Before: a parent whose every push came 1.2 s late still counted as delivering.
+    let (stats, played) = viewer_beside_a_false_parent(Some(1_200 * MS));
+    assert!(stats.parents_stalled >= 1, "the late parent was judged stalled: {stats:?}");
+    assert_eq!(stats.skipped, 0, "nothing missed once playing: {stats:?}");
+    assert!(played.len() >= 190, "playing within 2.5 s: {} of 240 ({stats:?})", played.len());
 }

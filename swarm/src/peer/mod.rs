@@ -48,6 +48,8 @@ const MS: Micros = 1_000;
 const SECOND: Micros = 1_000_000;
 /// Depth at which a path is treated as broken (counts-to-infinity stop here).
 const MAX_DEPTH: u8 = 32;
+/// Seeds remembered from the tracker's lists (there are a handful per channel).
+const MAX_LISTED_SEEDS: usize = 64;
 
 /// The shell's name for the remote end of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -230,6 +232,12 @@ pub struct Peer {
     /// 100,000 peers in the simulator).
     neighbour_nodes: Vec<NodeId>,
     connecting: BTreeMap<NodeId, (Micros, usize)>,
+    /// Nodes the tracker listed as seeds (at most [`MAX_LISTED_SEEDS`]): the only ones
+    /// whose claim to be a seed counts.
+    listed_seeds: BTreeSet<NodeId>,
+    /// Last time a neighbour claimed a piece past our newest: the stream flows even
+    /// when nothing reaches us (every parent may be withholding).
+    last_claim_ahead: Micros,
     banned_nodes: BTreeSet<NodeId>,
     banned_peers: BTreeSet<PeerId>,
     wants: SeqMap<Want>,
@@ -288,6 +296,8 @@ impl Peer {
             neighbours: Vec::new(),
             neighbour_nodes: Vec::new(),
             connecting: BTreeMap::new(),
+            listed_seeds: BTreeSet::new(),
+            last_claim_ahead: 0,
             banned_nodes: BTreeSet::new(),
             banned_peers: BTreeSet::new(),
             wants: SeqMap::new(4 * cfg.window_pieces),
@@ -358,6 +368,7 @@ impl Peer {
             return;
         }
         let mut n = Neighbour::new(node, now);
+        n.listed_seed = self.listed_seeds.contains(&node);
         let nonce = self.rng.next_u64();
         n.ping = Some((nonce, now));
         self.neighbour_nodes.push(n.node);
@@ -393,6 +404,11 @@ impl Peer {
     pub fn handle_candidates(&mut self, now: Micros, candidates: &[Candidate]) {
         if self.left {
             return;
+        }
+        for c in candidates.iter().filter(|c| c.seed) {
+            if self.listed_seeds.len() < MAX_LISTED_SEEDS {
+                self.listed_seeds.insert(c.node);
+            }
         }
         let mut fresh: Vec<Candidate> = candidates
             .iter()
@@ -688,6 +704,9 @@ impl Peer {
             return false;
         }
         self.neighbours[idx].have.insert(seq);
+        if self.newest.is_none_or(|newest| seq > newest) {
+            self.last_claim_ahead = now;
+        }
         self.add_want(now, seq);
         true
     }
@@ -738,6 +757,8 @@ impl Peer {
             // flood (a parent that only repeats is dropped as stalled instead).
             let s = self.substream(seq);
             if self.branches[s].parent == Some(node) {
+                // Too late to be of use: it still says how late this parent delivers.
+                Ewma::update(&mut self.neighbours[idx].push_latency, now.saturating_sub(piece.timestamp_us()));
                 return;
             }
             let n = &self.neighbours[idx];
@@ -790,8 +811,14 @@ impl Peer {
         n.pieces_from += 1;
         let s = self.substream(seq);
         if self.branches[s].parent == Some(node) {
-            self.branches[s].parent_last_piece = now;
-            self.branches[s].parent_last_seq = Some(seq);
+            let late = now.saturating_sub(piece.timestamp_us());
+            // Only a timely push keeps a parent: one that delivers everything too late
+            // to be forwarded or played on time stalls like one that delivers nothing.
+            if late <= self.cfg.parent_stall {
+                self.branches[s].parent_last_piece = now;
+                self.branches[s].parent_last_seq = Some(seq);
+            }
+            Ewma::update(&mut self.neighbours[idx].push_latency, late);
         }
         self.accept(now, piece, Some(node));
     }
@@ -976,10 +1003,11 @@ impl Peer {
     }
 
     fn maintain(&mut self, now: Micros) {
-        // Failures are forgiven slowly.
+        // Failures are forgiven slowly — to neighbours that have delivered something:
+        // one that claims pieces and never sends one is not asked again.
         if now.saturating_sub(self.last_forgive) >= self.cfg.forgive_every {
             self.last_forgive = now;
-            for n in &mut self.neighbours {
+            for n in self.neighbours.iter_mut().filter(|n| n.pieces_from > 0) {
                 n.failures = n.failures.saturating_sub(1);
             }
         }

@@ -37,6 +37,16 @@ pub(super) struct Neighbour {
     pub(super) connected_at: Micros,
     /// Last time it gave us a new piece, or took pieces from us.
     pub(super) last_useful: Micros,
+    /// The tracker listed it as a seed (we dialled it from that list): only then does
+    /// its `Hello` role count. Anyone can claim to be a seed.
+    pub(super) listed_seed: bool,
+    /// Measured delay from ingest to its pushes reaching us, µs (every piece it pushed
+    /// as our parent, new or already held): what it delivers, not what it claims.
+    pub(super) push_latency: Option<super::Ewma>,
+    /// Times it stalled as our parent; it is not asked to be one again before
+    /// `no_parent_until` (a backoff that doubles with each stall).
+    pub(super) stalls: u32,
+    pub(super) no_parent_until: Micros,
 }
 
 impl Neighbour {
@@ -63,6 +73,10 @@ impl Neighbour {
             busy_until: 0,
             connected_at: now,
             last_useful: now,
+            listed_seed: false,
+            push_latency: None,
+            stalls: 0,
+            no_parent_until: 0,
         }
     }
 
@@ -71,8 +85,9 @@ impl Neighbour {
         self.status.as_ref().map_or(0, |st| u64::from(st.busy_ms) * 1_000)
     }
 
+    /// A seed the tracker listed that says it is one.
     pub(super) fn is_seed(&self) -> bool {
-        self.hello.as_ref().is_some_and(|h| h.role == Role::Seed)
+        self.listed_seed && self.hello.as_ref().is_some_and(|h| h.role == Role::Seed)
     }
 
     pub(super) fn upload_kbps(&self) -> u32 {

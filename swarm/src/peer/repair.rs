@@ -222,6 +222,9 @@ impl Peer {
                     && n.busy_until <= now
                     && n.requests_out < self.cfg.max_requests_per_neighbour
                     && !n.lacks.contains(seq)
+                    // It claims pieces but has never delivered one, and let requests
+                    // time out: a withholder until it proves otherwise.
+                    && !(n.failures >= 3 && n.pieces_from == 0)
                     && (seed_ok || !n.is_seed())
                     && (n.have.contains(seq) || likely_has(n, s, age))
             })

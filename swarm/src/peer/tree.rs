@@ -6,6 +6,9 @@ use super::neighbour::Neighbour;
 use super::{Branch, MAX_DEPTH, MS, Micros, NodeId, Peer, Reject};
 use crate::wire::GoodbyeReason;
 
+/// Most upload a neighbour's claim is credited with, in streams.
+const MAX_CREDIT_STREAMS: u32 = 10;
+
 impl Peer {
     /// A neighbour asks us to push `mask` (its complete wish: it replaces the last).
     pub(super) fn on_subscribe(&mut self, idx: usize, mask: u64) {
@@ -95,16 +98,32 @@ impl Peer {
                 (None, newest) => newest.is_some(),
                 (Some(_), None) => false,
             };
+            // The stream flows if pieces reach us, or — when every parent withholds
+            // and nothing does — if neighbours claim pieces we lack.
+            let flowing = now.saturating_sub(self.last_accept) < self.cfg.parent_stall
+                || now.saturating_sub(self.last_claim_ahead) < self.cfg.parent_stall;
+            let claimed_past =
+                |last: u64| self.neighbours.iter().any(|n| n.node != p && n.have.contains(last + n_sub as u64));
+            let overdue = overdue
+                || b.parent_last_seq.is_some_and(claimed_past)
+                || (b.parent_last_seq.is_none() && self.last_claim_ahead > b.parent_since);
             let stalled = overdue
                 && now.saturating_sub(b.parent_since) > self.cfg.parent_stall
                 && now.saturating_sub(b.parent_last_piece) > self.cfg.parent_stall
-                && now.saturating_sub(self.last_accept) < self.cfg.parent_stall;
+                && flowing;
             let lost = self.neighbour_idx(p).is_none_or(|i| self.neighbours[i].depth(s) >= MAX_DEPTH);
             if stalled || lost {
                 if stalled {
                     self.stats.parents_stalled += 1;
                     if let Some(i) = self.neighbour_idx(p) {
-                        self.neighbours[i].failures += 1;
+                        // Not our parent again for a while, longer each time: one that
+                        // takes subscriptions and withholds costs a stall, not one
+                        // every few seconds.
+                        let n = &mut self.neighbours[i];
+                        n.failures += 1;
+                        n.stalls += 1;
+                        let backoff = self.cfg.parent_stall.saturating_mul(10 << n.stalls.min(5).saturating_sub(1));
+                        n.no_parent_until = now.saturating_add(backoff);
                     }
                 }
                 self.branches[s].parent = None;
@@ -121,7 +140,7 @@ impl Peer {
             if current.is_some() && now.saturating_sub(self.branches[s].parent_since) < self.cfg.switch_hold {
                 continue;
             }
-            let Some((best, predicted)) = self.best_parent(s) else { continue };
+            let Some((best, predicted)) = self.best_parent(now, s) else { continue };
             if let Some(p) = current {
                 let current_cost =
                     self.neighbour_idx(p).map_or(u64::MAX, |i| self.predict(&self.neighbours[i], s, true));
@@ -147,7 +166,7 @@ impl Peer {
 
     /// The neighbour predicted to deliver substream `s` soonest, among those that
     /// forward it and would take us.
-    fn best_parent(&self, s: usize) -> Option<(NodeId, Micros)> {
+    fn best_parent(&self, now: Micros, s: usize) -> Option<(NodeId, Micros)> {
         let bit = 1u64 << s;
         let mine = self.own_credit(s);
         self.neighbours
@@ -160,6 +179,7 @@ impl Peer {
                     && n.parents & bit == 0
                     && n.depth(s) < MAX_DEPTH
                     && n.failures < 3
+                    && now >= n.no_parent_until
                     && room
             })
             .map(|n| (n.node, self.predict(n, s, false)))
@@ -167,13 +187,17 @@ impl Peer {
     }
 
     /// When a piece of substream `s` would reach us through `n`, after ingest: its own
-    /// latency, our place in its fan-out, half an RTT; a seed costs extra.
+    /// latency, our place in its fan-out, half an RTT; a seed costs extra. What it
+    /// claims is believed only until it has pushed to us: then what it delivered, if
+    /// later, is what counts (a parent that claims 1 ms and delivers in 1.2 s costs
+    /// 1.2 s).
     fn predict(&self, n: &Neighbour, s: usize, already_child: bool) -> Micros {
         let own = n.latency(s).unwrap_or(u64::from(n.depth(s)) * 100 * MS);
         let children = u64::from(n.status.as_ref().map_or(0, |st| st.children)) + u64::from(!already_child);
         let fan_out = children * self.hop_time(n) / 2 + self.hop_time(n) / 2;
         let seed = if n.is_seed() { self.cfg.seed_parent_penalty } else { 0 };
-        own + fan_out + n.rtt.unwrap_or(200 * MS) / 2 + seed
+        let claimed = own + fan_out + n.rtt.unwrap_or(200 * MS) / 2 + seed;
+        n.push_latency.map_or(claimed, |m| claimed.max(m.mean as Micros + seed))
     }
 
     fn unsubscribe(&mut self, node: NodeId, s: usize) {
@@ -213,7 +237,9 @@ impl Peer {
     /// What a child of substream `s` is worth as an inner node of its tree: its upload
     /// if it forwards `s` (its club, with upload to spare), else 0 — a leaf.
     fn credit(&self, n: &Neighbour, s: usize) -> u32 {
-        let kbps = n.upload_kbps();
+        // A claim, so bounded: no more than a generous home uplink carries (10
+        // streams). One that claims more outbids no one who already claims that much.
+        let kbps = n.upload_kbps().min(self.cfg.stream_kbps.saturating_mul(MAX_CREDIT_STREAMS));
         if n.forwards(s) && kbps >= self.cfg.stream_kbps { kbps } else { 0 }
     }
 
