@@ -43,6 +43,9 @@ pub struct HubConfig {
     pub window_pieces: usize,
     pub takeover: Takeover,
     pub jump_limits: JumpLimits,
+    /// Numbering bound to the clock ([`SEQ_PER_SECOND`]). Off only in benchmarks that
+    /// replay media faster than real time through a hub that is never restarted.
+    pub clock_bound: bool,
 }
 
 impl Default for HubConfig {
@@ -52,6 +55,7 @@ impl Default for HubConfig {
             window_pieces: Self::window_for(SegmenterConfig::default().piece_ms),
             takeover: Takeover::default(),
             jump_limits: JumpLimits::default(),
+            clock_bound: true,
         }
     }
 }
@@ -145,6 +149,24 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A channel's numbering is bound to wall time: [`SEQ_PER_SECOND`] numbers per second
+/// from the Unix epoch. A channel starts at the clock's number and its pieces never
+/// take numbers the clock has not reached (a publisher faster than real time — ffmpeg
+/// without `-re`, a keyframe storm — is held back: [`Publisher::ahead_of_clock`]), so
+/// after an ingest restart the new numbers are above every old one and seeders and
+/// viewers follow. Real-time media uses ~20 a second (50 ms pieces): the rest is
+/// headroom for bursts.
+pub const SEQ_PER_SECOND: u64 = 100;
+
+/// How far past the clock a publisher that does not wait may push the numbering (a
+/// tag's pieces, a burst) before its session is ended.
+pub const MAX_AHEAD_OF_CLOCK: u64 = SEQ_PER_SECOND;
+
+/// The clock's sequence number at `now_us`.
+pub fn clock_seq(now_us: u64) -> u64 {
+    now_us / (1_000_000 / SEQ_PER_SECOND)
+}
+
 /// Wall clock, µs since the Unix epoch: the pieces' timestamps.
 pub fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -183,10 +205,9 @@ impl Hub {
             channels
                 .entry(grant.channel.clone())
                 .or_insert_with(|| {
-                    // Sequence numbers start from the clock (100 per second of wall time)
-                    // so that they keep rising across ingest restarts, as long as
-                    // pieces average 10 ms or more (they are ~50 ms).
-                    let first_seq = now_us() / 10_000;
+                    // Sequence numbers start from the clock and never run ahead of it
+                    // (see `clock_seq`), so they keep rising across ingest restarts.
+                    let first_seq = clock_seq(now_us()) + 1;
                     Arc::new(Channel {
                         name: grant.channel.clone(),
                         id: grant.key.id(),
@@ -355,6 +376,8 @@ pub enum PublishError {
     Superseded,
     #[error("{0}")]
     Revoked(Refusal),
+    #[error("media arrives faster than real time: the channel's numbering is {0} ahead of the clock")]
+    AheadOfClock(u64),
     #[error("{0} consecutive malformed tags; last: {1}")]
     TooManyErrors(u32, RemuxError),
 }
@@ -398,6 +421,32 @@ impl Publisher {
         self.cancelled.clone()
     }
 
+    /// How long to pause input before the next tag: `Some` while the channel's
+    /// numbering is ahead of the clock (a publisher faster than real time). Listeners
+    /// wait this out, which holds the publisher back through TCP's (or SRT's) flow
+    /// control; one that pushes on regardless is ended at [`MAX_AHEAD_OF_CLOCK`].
+    pub fn ahead_of_clock(&self) -> Option<Duration> {
+        if !self.hub.cfg.clock_bound {
+            return None;
+        }
+        let next = lock(&self.channel.state).segmenter.next_seq();
+        let clock = clock_seq(now_us());
+        (next > clock).then(|| {
+            self.hub.metrics.paced.inc();
+            Duration::from_micros((next - clock) * (1_000_000 / SEQ_PER_SECOND))
+        })
+    }
+
+    /// `Err` once the channel's numbering is more than [`MAX_AHEAD_OF_CLOCK`] past the clock.
+    fn check_clock(&self, st: &ChannelState) -> Result<(), PublishError> {
+        let ahead = st.segmenter.next_seq().saturating_sub(clock_seq(now_us()));
+        if self.hub.cfg.clock_bound && ahead > MAX_AHEAD_OF_CLOCK {
+            self.hub.metrics.bad_input.with_label_values(&["ahead_of_clock"]).inc();
+            return Err(PublishError::AheadOfClock(ahead));
+        }
+        Ok(())
+    }
+
     /// Why input is no longer taken, once the session is not the channel's any more.
     fn ended(&self) -> PublishError {
         match &*self.cancelled.borrow() {
@@ -423,6 +472,7 @@ impl Publisher {
             Some(s) if s.id == self.session => s.last_data = arrived,
             _ => return Err(self.ended()),
         }
+        self.check_clock(st)?;
         let out = match track {
             Track::Video => self.remuxer.push_video(&mut st.timeline, timestamp, body),
             Track::Audio => self.remuxer.push_audio(&mut st.timeline, timestamp, body),
@@ -520,6 +570,7 @@ impl Publisher {
             Some(s) if s.id == self.session => s.last_data = arrived,
             _ => return Err(self.ended()),
         }
+        self.check_clock(st)?;
         let mut program = self.demuxer.program();
         program.scte35 = false;
         st.segmenter.set_program(program);

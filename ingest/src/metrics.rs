@@ -19,6 +19,7 @@ pub struct IngestMetrics {
     pub refusals: IntCounterVec,
     pub takeovers: IntCounter,
     pub revoked: IntCounterVec,
+    pub paced: IntCounter,
     pub bad_input: IntCounterVec,
     pub long_gops: IntCounter,
     pub ad_cues_dropped: IntCounter,
@@ -103,6 +104,10 @@ impl IngestMetrics {
                 "Live publish sessions ended because their key or channel may no longer publish",
                 &["reason"],
             ),
+            paced: counter(
+                "shoal_ingest_publisher_paced_total",
+                "Pauses of a publisher faster than real time until its channel's numbering met the clock",
+            ),
             bad_input: counter_vec(
                 "shoal_ingest_bad_input_total",
                 "Tags, packets or connections refused as malformed",
@@ -153,7 +158,7 @@ impl IngestMetrics {
         for r in ["unknown_key", "channel_disabled", "license_required", "license_expired"] {
             m.revoked.with_label_values(&[r]);
         }
-        for k in ["flv_tag", "codec", "rtmp_protocol", "ts_sync", "ts_pes", "ts_section"] {
+        for k in ["flv_tag", "codec", "rtmp_protocol", "ts_sync", "ts_pes", "ts_section", "ahead_of_clock"] {
             m.bad_input.with_label_values(&[k]);
         }
         m

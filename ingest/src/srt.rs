@@ -163,6 +163,7 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
     let mut cancelled = publisher.cancelled();
     let mut stats = socket.statistics().clone();
     loop {
+        let mut pause = None;
         tokio::select! {
             item = socket.next() => match item {
                 Some(Ok((_, data))) => {
@@ -170,6 +171,7 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
                         tracing::info!(reason = %e, "SRT session closed");
                         break;
                     }
+                    pause = publisher.ahead_of_clock();
                 }
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "SRT connection error");
@@ -191,6 +193,10 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
                 }
                 break;
             }
+        }
+        // Faster than real time: not read until the channel's numbering meets the clock.
+        if let Some(wait) = pause {
+            tokio::time::sleep(wait).await;
         }
     }
     // The last access unit is complete when the feed ends.

@@ -80,6 +80,22 @@ async fn publish_fixture(p: &mut RtmpPublisher) {
     }
 }
 
+/// Waits (without sleeping) until the channel's window holds `n` pieces.
+async fn wait_for_pieces(hub: &Hub, channel: &str, n: usize) {
+    let mut rx = loop {
+        match hub.channel(channel) {
+            Some(ch) => break ch.subscribe(),
+            None => tokio::task::yield_now().await,
+        }
+    };
+    let ch = hub.channel(channel).expect("channel");
+    while window(&ch).len() < n {
+        if tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed()).await.is_err() {
+            panic!("no {n} pieces within 10 s");
+        }
+    }
+}
+
 /// Waits (without sleeping) until news's session ended.
 async fn wait_for_session_end(hub: &Hub) {
     wait_for_end_of(hub, "news").await
@@ -264,6 +280,7 @@ async fn a_reconnecting_encoder_takes_over_at_once() {
     let mut first = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("first publish");
     let tags = flv::read_file(FIXTURE).expect("fixture");
     publish_start(&mut first).await;
+    wait_for_pieces(&s.hub, "news", 10).await;
     // Same address, same key, while the first is healthy: no "already publishing".
     let mut second = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("takeover");
     publish_fixture(&mut second).await;
@@ -475,6 +492,16 @@ async fn a_leaked_key_is_cut_off_and_the_owners_new_key_publishes() {
     assert!(m.contains("shoal_ingest_publishers_active 0\n"), "{m}");
 }
 
+/// A grant for "news", as a catalogue gives it.
+fn news_grant() -> catalogue::admission::Grant {
+    catalogue::admission::Grant {
+        channel: "news".into(),
+        key: Arc::new(swarm::piece::ChannelKeypair::from_secret_bytes(&[5; 32])),
+        carries_ads: false,
+        srt_passphrase: None,
+    }
+}
+
 /// Stands in for a catalogue whose answer the test changes.
 #[derive(Debug)]
 struct Switch(std::sync::Mutex<Result<String, catalogue::admission::Refusal>>);
@@ -491,15 +518,10 @@ impl Authorizer for Switch {
 
 #[tokio::test(start_paused = true)]
 async fn live_sessions_are_checked_every_half_second() {
-    use catalogue::admission::{Grant, Refusal};
+    use catalogue::admission::Refusal;
     use ingest::hub::{CHECK_EVERY, Ended, Protocol};
     let hub = Hub::new(HubConfig::default());
-    let grant = Grant {
-        channel: "news".into(),
-        key: Arc::new(swarm::piece::ChannelKeypair::from_secret_bytes(&[5; 32])),
-        carries_ads: false,
-        srt_passphrase: None,
-    };
+    let grant = news_grant();
     let auth = Arc::new(Switch(std::sync::Mutex::new(Ok("news".into()))));
     let ip = std::net::IpAddr::from([192, 0, 2, 1]);
     let publisher = hub.begin_publish(&grant, "k", ip, Protocol::Rtmp).expect("publish");
@@ -526,4 +548,61 @@ async fn live_sessions_are_checked_every_half_second() {
     drop(hub.begin_publish(&grant, "k2", other, Protocol::Rtmp).expect("the channel is free"));
     drop(publisher);
     assert!(hub.metrics.render().contains("shoal_ingest_publishers_active 0\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_faster_than_real_time_is_held_to_the_clock() {
+    // Before: numbering followed the publisher. The fixture pushed unpaced twice (8 s of
+    // media in milliseconds) took numbers the clock reached only seconds later, so an
+    // ingest restarted meanwhile numbered from below them and the swarm dropped its
+    // new run as stale.
+    use ingest::hub::{clock_seq, now_us};
+    let s = setup("fast").await;
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
+    publish_fixture(&mut p).await;
+    publish_fixture(&mut p).await;
+    p.close().await.expect("close");
+    wait_for_session_end(&s.hub).await;
+    let all = window(&s.hub.channel("news").expect("channel"));
+    assert!(all.len() >= 120, "{} pieces", all.len());
+    for piece in &all {
+        let clock = clock_seq(piece.timestamp_us());
+        assert!(piece.seq() <= clock + 4, "piece {} sealed when the clock was at {clock}", piece.seq());
+    }
+    let m = s.hub.metrics.render();
+    assert!(!m.contains("shoal_ingest_publisher_paced_total 0\n"), "the publisher was held back: {m}");
+    // An ingest restarted now numbers above everything the old one made.
+    let restarted = Hub::new(HubConfig::default());
+    let grant = news_grant();
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let _p = restarted.begin_publish(&grant, "k", ip, ingest::hub::Protocol::Rtmp).expect("publish");
+    let first = *restarted.channel("news").expect("channel").subscribe().borrow();
+    let last = all.last().expect("pieces").seq();
+    assert!(first > last, "restart numbers from {first}, the old run ended at {last}");
+    assert!(first <= clock_seq(now_us()) + 1);
+}
+
+#[test]
+fn a_publisher_that_does_not_wait_for_the_clock_is_ended() {
+    use ingest::hub::{MAX_AHEAD_OF_CLOCK, Protocol, PublishError};
+    let hub = Hub::new(HubConfig::default());
+    let grant = news_grant();
+    let mut p = hub.begin_publish(&grant, "k", std::net::IpAddr::from([192, 0, 2, 1]), Protocol::Rtmp).expect("ok");
+    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    let mut ended = None;
+    'replay: for pass in 0..20u32 {
+        for t in &tags {
+            let ts = t.timestamp + pass * 4_040;
+            let r = if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body) } else { p.push_audio(ts, t.body) };
+            if let Err(e) = r {
+                ended = Some(e);
+                break 'replay;
+            }
+        }
+    }
+    match ended {
+        Some(PublishError::AheadOfClock(n)) => assert!(n > MAX_AHEAD_OF_CLOCK, "{n}"),
+        other => panic!("80 s of media in a moment was taken: {other:?}"),
+    }
+    assert!(hub.metrics.render().contains("shoal_ingest_bad_input_total{kind=\"ahead_of_clock\"} 1\n"));
 }
