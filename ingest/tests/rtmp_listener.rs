@@ -426,6 +426,37 @@ fn an_amf0_array_claiming_four_billion_entries_is_an_error() {
     assert!(scuffle_rtmp::command_messages::Command::read(bytes::Bytes::from(payload)).is_err());
 }
 
+#[test]
+fn before_a_publish_a_connection_holds_at_most_64_kib_of_messages() {
+    // Before: any connection, before it said which stream key it has, could make the
+    // reader hold 4 partial messages of 10 MB each.
+    use scuffle_rtmp::chunk::reader::{ChunkReader, PRE_PUBLISH_MAX_MESSAGE};
+    let header = |len: u32| {
+        let l = len.to_be_bytes();
+        // Type 0 on chunk stream 3: timestamp 0, length, type 9 (video), stream 1.
+        bytes::BytesMut::from(&[3, 0, 0, 0, l[1], l[2], l[3], 9, 1, 0, 0, 0][..])
+    };
+    let mut reader = ChunkReader::default();
+    assert!(reader.read_chunk(&mut header(1 << 20)).is_err(), "1 MB before a publish");
+    let mut reader = ChunkReader::default();
+    assert!(matches!(reader.read_chunk(&mut header(PRE_PUBLISH_MAX_MESSAGE as u32)), Ok(None)), "64 KiB is fine");
+    // Messages in progress on several chunk streams count together.
+    let mut reader = ChunkReader::default();
+    assert!(reader.update_max_chunk_size(60_000));
+    let mut two = bytes::BytesMut::new();
+    for csid in [4u8, 5] {
+        let mut h = header(60_001);
+        h[0] = csid;
+        two.extend_from_slice(&h);
+        two.extend_from_slice(&vec![0u8; 60_000]);
+    }
+    assert!(reader.read_chunk(&mut two).is_err(), "120 KB in progress before a publish");
+    // After a publish, keyframes of megabytes are taken.
+    let mut reader = ChunkReader::default();
+    reader.allow_media();
+    assert!(matches!(reader.read_chunk(&mut header(1 << 20)), Ok(None)));
+}
+
 /// Edits the channel file as an operator's tool does (write aside, rename over).
 fn edit_channels(s: &Setup, edit: impl FnOnce(&mut catalogue::file::ChannelList)) {
     let path = s._dir.0.join("channels.json");

@@ -18,6 +18,9 @@ use crate::messages::MessageType;
 const MAX_PARTIAL_CHUNK_SIZE: usize = 10 * 1024 * 1024; // 10MB (should be more than enough)
 const MAX_PREVIOUS_CHUNK_HEADERS: usize = 100; // 100 chunks
 const MAX_PARTIAL_CHUNK_COUNT: usize = 4; // 4 chunks
+/// Shoal patch: the largest message taken before [`ChunkReader::allow_media`] (the
+/// commands of a handshake — connect, createStream, publish — are a few hundred bytes).
+pub const PRE_PUBLISH_MAX_MESSAGE: usize = 64 * 1024;
 
 /// A chunk reader.
 ///
@@ -41,6 +44,12 @@ pub struct ChunkReader {
     /// This is the max chunk size that the client has specified.
     /// By default this is 128 bytes.
     max_chunk_size: usize,
+
+    /// Shoal patch: the largest message (and the most bytes of messages in progress,
+    /// across chunk streams) taken: [`PRE_PUBLISH_MAX_MESSAGE`] until the publish is
+    /// accepted, then `MAX_PARTIAL_CHUNK_SIZE` — so a connection that never publishes
+    /// holds 64 KiB of buffers at most, not 4 × 10 MB.
+    max_message: usize,
 }
 
 impl Default for ChunkReader {
@@ -50,11 +59,17 @@ impl Default for ChunkReader {
             previous_deltas: HashMap::with_capacity(MAX_PREVIOUS_CHUNK_HEADERS),
             partial_chunks: HashMap::with_capacity(MAX_PARTIAL_CHUNK_COUNT),
             max_chunk_size: INIT_CHUNK_SIZE,
+            max_message: PRE_PUBLISH_MAX_MESSAGE,
         }
     }
 }
 
 impl ChunkReader {
+    /// Shoal patch: a publish was accepted: media messages up to 10 MB are taken.
+    pub fn allow_media(&mut self) {
+        self.max_message = MAX_PARTIAL_CHUNK_SIZE;
+    }
+
     /// Call when a client requests a chunk size change.
     ///
     /// Returns `false` if the chunk size is out of bounds.
@@ -213,6 +228,8 @@ impl ChunkReader {
                 // Otherwise we generate a key using the chunk stream id and the message stream
                 // id. We then get the partial chunk from the map using the key.
                 let key = (header.chunk_stream_id, message_header.msg_stream_id);
+                // Shoal patch: bytes of messages in progress, all chunk streams together.
+                let in_progress: usize = self.partial_chunks.values().map(BytesMut::len).sum();
                 let partial_chunk = match self.partial_chunks.get_mut(&key) {
                     Some(partial_chunk) => partial_chunk,
                     None => {
@@ -236,7 +253,9 @@ impl ChunkReader {
                 let length = {
                     // If the length of a single chunk is larger than the max partial chunk size
                     // we return an error. The client is probably trying to DoS us.
-                    if partial_chunk.len() + payload.len() > MAX_PARTIAL_CHUNK_SIZE {
+                    if partial_chunk.len() + payload.len() > self.max_message
+                        || in_progress + payload.len() > self.max_message
+                    {
                         return Err(crate::error::RtmpError::ChunkRead(ChunkReadError::PartialChunkTooLarge(
                             partial_chunk.len() + payload.len(),
                         )));
@@ -334,7 +353,7 @@ impl ChunkReader {
                     .read_u24::<BigEndian>()
                     .eof_to_none()
                     .map_err(|e| e.map(crate::error::RtmpError::Io))?;
-                if msg_length as usize > MAX_PARTIAL_CHUNK_SIZE {
+                if msg_length as usize > self.max_message {
                     return Err(Some(crate::error::RtmpError::ChunkRead(
                         ChunkReadError::PartialChunkTooLarge(msg_length as usize),
                     )));
@@ -396,7 +415,7 @@ impl ChunkReader {
                     .read_u24::<BigEndian>()
                     .eof_to_none()
                     .map_err(|e| e.map(crate::error::RtmpError::Io))?;
-                if msg_length as usize > MAX_PARTIAL_CHUNK_SIZE {
+                if msg_length as usize > self.max_message {
                     return Err(Some(crate::error::RtmpError::ChunkRead(
                         ChunkReadError::PartialChunkTooLarge(msg_length as usize),
                     )));

@@ -509,6 +509,8 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, H: SessionHandler>
         };
 
         self.handler.on_publish(stream_id, app_name.as_ref(), publishing_name).await?;
+        // Shoal patch: media messages (keyframes) may now be large.
+        self.chunk_reader.allow_media();
 
         self.publishing_stream_ids.push(stream_id);
 
