@@ -169,8 +169,12 @@ fn ffmpeg_rtmp_and_srt_pushes_play_from_the_debug_tap() {
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("unknown stream key"), "ffmpeg said: {why}");
 
+    // Unpaced (no -re), as a file push or a misconfigured encoder: ffmpeg sends 10 s of
+    // media in about one, and ingest holds it to real time (numbering can't run ahead
+    // of the clock), reading the rest as the clock allows after ffmpeg is done.
     let ok = push(&rtmp, &key, 10);
     assert!(ok.status.success(), "ffmpeg push failed: {}", String::from_utf8_lossy(&ok.stderr));
+    wait_until_no_publisher(&http);
 
     // 10 s at 25 fps, within one GOP (25 frames).
     let frames = tap_frames(&http, "news", &token, &dir);
@@ -186,4 +190,18 @@ fn ffmpeg_rtmp_and_srt_pushes_play_from_the_debug_tap() {
     let (_, metrics) = get(&http, "/metrics");
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("shoal_ingest_publish_refusals_total{reason=\"unknown_key\"} 1"), "{metrics}");
+    assert!(!metrics.contains("shoal_ingest_publisher_paced_total 0\n"), "the unpaced push was held back: {metrics}");
+}
+
+/// Polls ingest's metrics (every 50 ms, at most 30 s) until no session is publishing.
+fn wait_until_no_publisher(http: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, metrics) = get(http, "/metrics");
+        if String::from_utf8_lossy(&metrics).contains("shoal_ingest_publishers_active 0\n") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the publish session did not end within 30 s");
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
+    }
 }
