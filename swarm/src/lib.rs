@@ -9,9 +9,12 @@
 //!   simulator run unchanged.
 //! - [`rng`]: the seeded generator that keeps peers and simulations deterministic.
 //! - [`bencode`]: the tracker protocol's encoding (BEP 3), for the tracker and its clients.
+//! - [`announce`]: the tracker's announce and scrape requests, parsed (BEP 3, 23, 7 and
+//!   Shoal's parameters); here, with no I/O, so that it is fuzzed on its own.
 //!
 //! Nothing here knows tokio, sockets, clocks or SQL.
 
+pub mod announce;
 pub mod bencode;
 pub mod peer;
 pub mod piece;

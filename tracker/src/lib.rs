@@ -5,7 +5,8 @@
 //! by replicas through Redis ([`shared`]).
 
 pub mod admin;
-pub mod announce;
+/// The announce and scrape request parser (in `swarm`, beside `bencode`).
+pub use swarm::announce;
 pub mod http;
 pub mod meter;
 pub mod metrics;

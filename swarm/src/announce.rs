@@ -228,7 +228,7 @@ pub fn percent_decode(s: &str) -> Result<Vec<u8>, &'static str> {
 
 /// Percent-encodes every byte that is not unreserved (RFC 3986), as clients encode
 /// info-hashes and peer ids.
-pub use swarm::bencode::percent_encode;
+pub use crate::bencode::percent_encode;
 
 #[cfg(test)]
 mod tests {
