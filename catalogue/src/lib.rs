@@ -12,6 +12,7 @@
 //! - [`directory`]: the admission of every channel, cached for announces
 //!   ([`directory::ChannelDirectory`]) and publishes ([`directory::CatalogueAuthorizer`]).
 //! - [`usage`] and [`hll`]: what metering writes, and unique-viewer sketches.
+//! - [`requests`]: the admin API's request bodies, parsed and checked.
 //!
 //! The SQL parts (`db`, the directory and publish check over it, `testing`) are the
 //! default feature `sql`; ingest builds without it (it asks an `Authorizer` and never
@@ -25,6 +26,7 @@ mod db_directory;
 pub mod directory;
 pub mod file;
 pub mod hll;
+pub mod requests;
 pub mod secrets;
 #[cfg(feature = "sql")]
 pub mod testing;

@@ -16,9 +16,9 @@
 //! - `GET /v1/audit` — the account's latest 200 audit entries.
 
 use serde::{Deserialize, Serialize};
-use swarm::piece::ChannelId;
 
 use catalogue::db::{Caller, Db, DbError};
+use catalogue::requests::{self, AddLicense, CreateChannel, Rotate};
 
 /// An answer: status, content type, body.
 pub type Answer = (u16, &'static str, Vec<u8>);
@@ -26,8 +26,7 @@ pub type Answer = (u16, &'static str, Vec<u8>);
 /// Largest request body taken, bytes.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Longest grace period of an old stream key after a rotation, seconds.
-pub const MAX_GRACE_S: u32 = 86_400;
+pub use catalogue::requests::MAX_GRACE_S;
 
 #[derive(Debug, Serialize)]
 struct ChannelOut {
@@ -61,30 +60,6 @@ struct PlanOut {
     id: i64,
     #[serde(flatten)]
     plan: catalogue::db::Plan,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateChannel {
-    name: String,
-    public_key: String,
-    #[serde(default)]
-    carries_ads: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rotate {
-    #[serde(default)]
-    grace_seconds: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddLicense {
-    plan: String,
-    valid_from: Option<i64>,
-    valid_until: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,15 +113,8 @@ fn period(query: &str) -> Result<(i64, i64), Answer> {
     }
 }
 
-fn body<'a, T: Deserialize<'a> + Default>(bytes: &'a [u8], empty_ok: bool) -> Result<T, Answer> {
-    if bytes.iter().all(u8::is_ascii_whitespace) && empty_ok {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(bytes).map_err(|e| error(400, &format!("request body: {e}")))
-}
-
 fn required<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Answer> {
-    serde_json::from_slice(bytes).map_err(|e| error(400, &format!("request body: {e}")))
+    requests::parse(bytes).map_err(|e| error(400, &e))
 }
 
 /// One admin request.
@@ -268,8 +236,9 @@ async fn create_channel(db: &Db, who: &Caller, req: Request<'_>) -> Answer {
         Ok(c) => c,
         Err(a) => return a,
     };
-    let Some(id) = ChannelId::from_hex(&c.public_key) else {
-        return error(400, "public_key: the channel's Ed25519 public key, 64 hex characters");
+    let id = match c.channel_id() {
+        Ok(id) => id,
+        Err(e) => return error(400, e),
     };
     let stream_key = catalogue::secrets::generate_stream_key();
     match db.create_channel(who.account_id, &c.name, id, &stream_key, c.carries_ads, req.now).await {
@@ -317,14 +286,14 @@ async fn list_one(db: &Db, who: &Caller, name: &str, now: i64) -> Answer {
 }
 
 async fn rotate(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> Answer {
-    let r: Rotate = match body(req.body, true) {
+    let r: Rotate = match requests::parse_or_default(req.body) {
         Ok(r) => r,
-        Err(a) => return a,
+        Err(e) => return error(400, &e),
     };
-    if r.grace_seconds > MAX_GRACE_S {
-        return error(400, &format!("grace_seconds: at most {MAX_GRACE_S}"));
-    }
-    let until = (r.grace_seconds > 0).then(|| req.now + i64::from(r.grace_seconds));
+    let until = match r.previous_until(req.now) {
+        Ok(until) => until,
+        Err(e) => return error(400, &e),
+    };
     let result = async {
         let id = db.channel_of(who.account_id, name).await?;
         db.rotate_stream_key(id, until).await
@@ -344,17 +313,17 @@ async fn add_license(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> Ans
         Ok(l) => l,
         Err(a) => return a,
     };
-    let from = l.valid_from.unwrap_or(req.now);
-    if l.valid_until.is_some_and(|u| u <= from) {
-        return error(400, "valid_until must be after valid_from");
-    }
+    let (from, valid_until) = match l.period(req.now) {
+        Ok(p) => p,
+        Err(e) => return error(400, e),
+    };
     let result = async {
         let channel = db.channel_of(who.account_id, name).await?;
         let plans = db.plans().await?;
         let Some((plan, _)) = plans.iter().find(|(_, p)| p.name == l.plan) else {
             return Err(DbError::Invalid(format!("no plan {:?}; GET /v1/plans lists them", l.plan)));
         };
-        let id = db.add_license(channel, *plan, from, l.valid_until, req.now).await?;
+        let id = db.add_license(channel, *plan, from, valid_until, req.now).await?;
         let all = db.licenses(who.account_id).await?;
         all.into_iter().find(|r| r.id == id).ok_or(DbError::NotFound("licence"))
     };

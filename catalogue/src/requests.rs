@@ -1,0 +1,94 @@
+//! The admin API's request bodies, parsed and checked with no database: what the
+//! tracker's admin routes take from an account's client (and what `fuzz/admin_json`
+//! throws anything at). Each parse gives a checked value or a reason for the 400.
+
+use serde::Deserialize;
+use swarm::piece::ChannelId;
+
+/// Longest grace period of an old stream key after a rotation, seconds.
+pub const MAX_GRACE_S: u32 = 86_400;
+
+/// `POST /v1/channels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    pub name: String,
+    pub public_key: String,
+    #[serde(default)]
+    pub carries_ads: bool,
+}
+
+/// `POST /v1/channels/{name}/stream-key` (the body may be empty).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    #[serde(default)]
+    pub grace_seconds: u32,
+}
+
+/// `POST /v1/channels/{name}/licenses`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddLicense {
+    pub plan: String,
+    pub valid_from: Option<i64>,
+    pub valid_until: Option<i64>,
+}
+
+/// A JSON body, or why not.
+pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("request body: {e}"))
+}
+
+/// A JSON body that may be left empty (then the type's default).
+pub fn parse_or_default<'a, T: Deserialize<'a> + Default>(body: &'a [u8]) -> Result<T, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse(body)
+}
+
+impl CreateChannel {
+    /// The channel's public key, checked.
+    pub fn channel_id(&self) -> Result<ChannelId, &'static str> {
+        ChannelId::from_hex(&self.public_key).ok_or("public_key: the channel's Ed25519 public key, 64 hex characters")
+    }
+}
+
+impl Rotate {
+    /// Until when the previous key keeps working (`None`: not at all), from `now`.
+    pub fn previous_until(&self, now: i64) -> Result<Option<i64>, String> {
+        if self.grace_seconds > MAX_GRACE_S {
+            return Err(format!("grace_seconds: at most {MAX_GRACE_S}"));
+        }
+        Ok((self.grace_seconds > 0).then(|| now.saturating_add(i64::from(self.grace_seconds))))
+    }
+}
+
+impl AddLicense {
+    /// `[from, until)`, `from` defaulting to `now`.
+    pub fn period(&self, now: i64) -> Result<(i64, Option<i64>), &'static str> {
+        let from = self.valid_from.unwrap_or(now);
+        if self.valid_until.is_some_and(|u| u <= from) {
+            return Err("valid_until must be after valid_from");
+        }
+        Ok((from, self.valid_until))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_checked() {
+        assert!(parse::<CreateChannel>(br#"{"name":"a","public_key":"00"}"#).unwrap().channel_id().is_err());
+        assert!(parse::<CreateChannel>(br#"{"name":"a","public_key":"00","x":1}"#).is_err(), "unknown field");
+        assert_eq!(parse_or_default::<Rotate>(b" ").unwrap().previous_until(10), Ok(None));
+        assert_eq!(parse::<Rotate>(br#"{"grace_seconds":60}"#).unwrap().previous_until(10), Ok(Some(70)));
+        assert!(parse::<Rotate>(br#"{"grace_seconds":86401}"#).unwrap().previous_until(10).is_err());
+        let l = parse::<AddLicense>(br#"{"plan":"p","valid_from":5,"valid_until":5}"#).unwrap();
+        assert!(l.period(0).is_err());
+        assert_eq!(parse::<AddLicense>(br#"{"plan":"p"}"#).unwrap().period(7), Ok((7, None)));
+    }
+}
