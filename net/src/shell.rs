@@ -13,7 +13,7 @@
 //! pieces from ingest (seeds), leave; and receives [`Output`]s: pieces to play, pieces
 //! accepted (a seeder's HLS), requests for more peers, stats.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,6 +75,8 @@ impl MessageBudget {
 /// many (each counted in the node's stats and metrics); the log gets a sample and, in
 /// the next second that has one, how many were left out.
 const REFUSALS_LOGGED_PER_SEC: u32 = 10;
+/// Seed addresses remembered from the tracker's lists.
+const MAX_SEED_IPS: usize = 64;
 
 /// Log lines per second for one kind of line; the rest are counted.
 #[derive(Debug, Default)]
@@ -285,6 +287,7 @@ pub async fn spawn_with(
         refusals_logged: LogLimit::default(),
         guard: AddrGuard::new(opts.guard),
         inbound_ip: HashMap::new(),
+        seed_ips: HashSet::new(),
     };
     tokio::spawn(shell.run(in_rx, int_rx));
     Ok(NodeHandle { listen: addr, inputs: in_tx, snapshot: snap_rx })
@@ -312,6 +315,9 @@ struct Shell {
     guard: AddrGuard,
     /// Inbound connections' addresses, counted in `guard` while open.
     inbound_ip: HashMap<NodeId, IpAddr>,
+    /// Addresses of the seeds the tracker listed (a handful): an inbound connection from
+    /// one is a seed dialling us, whose claim to be one counts.
+    seed_ips: HashSet<IpAddr>,
 }
 
 impl Shell {
@@ -448,7 +454,16 @@ impl Shell {
                     n
                 }
             };
+            if l.seed && self.seed_ips.len() < MAX_SEED_IPS {
+                self.seed_ips.insert(l.addr.ip());
+            }
             cands.push(Candidate { node, peer_id: l.peer_id, seed: l.seed });
+        }
+        // A seed may have dialled us before the tracker told us it is one.
+        for (&node, ip) in &self.inbound_ip {
+            if self.seed_ips.contains(ip) {
+                self.peer.handle_listed_seed(node);
+            }
         }
         self.peer.handle_candidates(now_us(), &cands);
     }
@@ -490,6 +505,9 @@ impl Shell {
                 self.node_addr.insert(node, from);
                 self.attach(node, stream);
                 self.peer.handle_connected(now, node, false);
+                if self.seed_ips.contains(&from.ip()) {
+                    self.peer.handle_listed_seed(node);
+                }
             }
             Internal::Dialed(node, Ok(stream)) => {
                 self.attach(node, stream);

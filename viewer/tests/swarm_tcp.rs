@@ -299,6 +299,32 @@ fn a_peer_that_stops_reading_is_dropped() {
         Message::Status(status).encode(&mut out);
         Message::Subscribe { substreams: 0b1111 }.encode(&mut out);
         s.write_all(&out).await.unwrap();
+        // As a child does, it asks again on each Status until the viewer takes it (the
+        // viewer forwards its club's substream once that is pushed to it).
+        let taken = tokio::time::timeout(Duration::from_secs(20), async {
+            use tokio::io::AsyncReadExt;
+            let mut dec = swarm::wire::FrameDecoder::new();
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => dec.extend(&buf[..n]),
+                }
+                while let Ok(Some(m)) = dec.next_message() {
+                    match m {
+                        Message::SubscribeReply { accepted } if accepted != 0 => return true,
+                        Message::Status(_) => {
+                            let mut again = Vec::new();
+                            Message::Subscribe { substreams: 0b1111 }.encode(&mut again);
+                            s.write_all(&again).await.unwrap();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        })
+        .await;
+        assert_eq!(taken, Ok(true), "the viewer took the raw peer as a child");
         // Never read again; wait for the viewer to give up on it.
         let dropped = eventually(Duration::from_secs(30), || victim.node.handle.snapshot().stalled_dropped == 1).await;
         let snap = victim.node.handle.snapshot();

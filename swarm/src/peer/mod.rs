@@ -386,6 +386,17 @@ impl Peer {
         self.send(node, Message::Ping { nonce });
     }
 
+    /// The shell knows `node` (an inbound connection) comes from the address of a seed
+    /// the tracker listed: its claim to be a seed counts, as for one we dialled.
+    pub fn handle_listed_seed(&mut self, node: NodeId) {
+        if self.listed_seeds.len() < MAX_LISTED_SEEDS {
+            self.listed_seeds.insert(node);
+        }
+        if let Some(i) = self.neighbour_idx(node) {
+            self.neighbours[i].listed_seed = true;
+        }
+    }
+
     /// A connection we asked for could not be opened.
     pub fn handle_connect_failed(&mut self, _now: Micros, node: NodeId) {
         self.connecting.remove(&node);
