@@ -57,13 +57,8 @@ impl CatalogueAuthorizer {
 
     /// Reads the catalogue again; returns the number of channels.
     pub async fn reload(&self) -> Result<usize, String> {
-        // The counter first: a change landing after it moves it again, and the next
-        // refresh reads once more.
         let version = self.db.catalogue_version().await.map_err(|e| e.to_string())?;
-        let channels = self.db.channel_records().await.map_err(|e| e.to_string())?;
-        let n = channels.len();
-        *self.read.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Read { version, channels });
-        Ok(n)
+        self.load(version).await
     }
 
     /// Reads the catalogue again if it changed since the last read: `Ok(true)` if it did.
@@ -73,7 +68,16 @@ impl CatalogueAuthorizer {
         if held == Some(version) {
             return Ok(false);
         }
-        self.reload().await.map(|_| true)
+        self.load(version).await.map(|_| true)
+    }
+
+    /// Reads the channels, as of `version` or later: the counter is read first, so a
+    /// change landing after it moves it again and the next refresh reads once more.
+    async fn load(&self, version: i64) -> Result<usize, String> {
+        let channels = self.db.channel_records().await.map_err(|e| e.to_string())?;
+        let n = channels.len();
+        *self.read.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Read { version, channels });
+        Ok(n)
     }
 
     /// The channel `stream_key` opens, if it may publish at `now_unix`.
