@@ -197,6 +197,8 @@ pub struct NodeMetrics {
     refused_banned: IntCounter,
     refused_capped: IntCounter,
     jumps: IntCounter,
+    parents_stalled: IntCounter,
+    children_unvouched: IntCounter,
 }
 
 impl NodeMetrics {
@@ -238,6 +240,14 @@ impl NodeMetrics {
                 "shoal_node_numbering_jumps_total",
                 "Times the channel's numbering jumped (ingest restarts).",
             ),
+            parents_stalled: counter(
+                "shoal_node_parents_stalled_total",
+                "Push parents dropped for not delivering in time (withholding or late).",
+            ),
+            children_unvouched: counter(
+                "shoal_node_children_unvouched_total",
+                "Seed child slots taken back: no other neighbour was fed through that child.",
+            ),
             registry,
         }
     }
@@ -262,6 +272,8 @@ impl NodeMetrics {
             (&self.refused_banned, snap.guard.refused_banned),
             (&self.refused_capped, snap.guard.refused_capped),
             (&self.jumps, st.jumps),
+            (&self.parents_stalled, st.parents_stalled),
+            (&self.children_unvouched, st.children_unvouched),
         ] {
             c.inc_by(v.saturating_sub(c.get()));
         }

@@ -1,8 +1,11 @@
 //! A hostile peer: speaks the protocol well enough to be chosen as a parent (it claims
 //! to sit one hop from a seed — or to be one — with free slots, 1 ms latency, unbounded
 //! upload and every piece), then does what its [`Attack`] says: sends forged and
-//! tampered pieces, sends nothing, or sends genuine pieces too late. It is not a
-//! [`swarm::peer::Peer`]: it is what a real peer must survive.
+//! tampered pieces, sends nothing, or sends genuine pieces too late. Withholders and
+//! liars also go for the seeds' child slots (the top of every push tree): they subscribe
+//! to everything on connecting to a seed and again whenever it says it has room, and
+//! name themselves as their branch's root. It is not a [`swarm::peer::Peer`]: it is
+//! what a real peer must survive.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -25,6 +28,8 @@ pub struct Attacker {
     own_key: ChannelKeypair,
     /// Neighbours and the substreams they subscribed to.
     neighbours: BTreeMap<NodeId, u64>,
+    /// Seeds it is connected to, and the substreams they push to it.
+    seeds: BTreeMap<NodeId, u64>,
     queue: VecDeque<Transmit>,
     newest: Option<u64>,
     n_forged: u64,
@@ -44,6 +49,7 @@ impl Attacker {
             n_substreams,
             own_key: ChannelKeypair::from_secret_bytes(&secret),
             neighbours: BTreeMap::new(),
+            seeds: BTreeMap::new(),
             queue: VecDeque::new(),
             newest: None,
             n_forged: 0,
@@ -90,6 +96,9 @@ impl Attacker {
             segment_start: self.newest,
             depth: vec![if self.claims_seed { 0 } else { 1 }; n].into(),
             latency_ms: vec![1; n].into(),
+            // The top of its own branch, as a seed's child would say.
+            root: vec![if self.claims_seed { Status::NO_ROOT } else { self.peer_id }; n].into(),
+            parent: vec![Status::NO_ROOT; n].into(),
         };
         self.push(node, Message::Status(status));
         if let Some(newest) = self.newest {
@@ -98,13 +107,18 @@ impl Attacker {
             self.push(node, Message::HaveMap { base, bits: vec![u64::MAX] });
         }
         if seed && self.targets_seeds() {
-            let all = if self.n_substreams >= 64 { u64::MAX } else { (1u64 << self.n_substreams) - 1 };
-            self.push(node, Message::Subscribe { substreams: all });
+            self.seeds.insert(node, 0);
+            self.push(node, Message::Subscribe { substreams: self.all() });
         }
+    }
+
+    fn all(&self) -> u64 {
+        if self.n_substreams >= 64 { u64::MAX } else { (1u64 << self.n_substreams) - 1 }
     }
 
     pub fn handle_disconnected(&mut self, node: NodeId) {
         self.neighbours.remove(&node);
+        self.seeds.remove(&node);
         self.queue.retain(|t| t.to != node);
     }
 
@@ -133,6 +147,22 @@ impl Attacker {
                             }
                         }
                     }
+                }
+            }
+            // A seed's slots are what it is after: it keeps what it got and asks again
+            // for the rest whenever the seed says it has room.
+            Message::SubscribeReply { accepted } => {
+                if let Some(got) = self.seeds.get_mut(&from) {
+                    *got = accepted;
+                }
+            }
+            Message::Status(st) => {
+                let all = self.all();
+                if let Some(&got) = self.seeds.get(&from)
+                    && st.free_slots > 0
+                    && got != all
+                {
+                    self.push(from, Message::Subscribe { substreams: all });
                 }
             }
             Message::Ping { nonce } => self.push(from, Message::Pong { nonce }),

@@ -72,6 +72,12 @@ pub struct Report {
     /// held): zero unless attackers flood, else the rule misfires.
     #[serde(default)]
     pub flood_drops: u64,
+    /// Seed child slots taken back because no other neighbour was fed through the child.
+    #[serde(default)]
+    pub seed_children_unvouched: u64,
+    /// Push parents viewers dropped for not delivering in time.
+    #[serde(default)]
+    pub parents_stalled: u64,
     /// At the end: (viewer, substream) pairs with no push parent, and the mean tree
     /// depth of the others.
     pub orphan_substreams: u64,
@@ -192,6 +198,8 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         viewer_requests_sent: sum(out, Kind::Viewer, |s| s.requests_sent),
         viewer_requests_timed_out: sum(out, Kind::Viewer, |s| s.requests_timed_out),
         flood_drops: sum(out, Kind::Viewer, |s| s.floods) + sum(out, Kind::Seed, |s| s.floods),
+        seed_children_unvouched: sum(out, Kind::Seed, |s| s.children_unvouched),
+        parents_stalled: sum(out, Kind::Viewer, |s| s.parents_stalled),
         orphan_substreams: depths.iter().filter(|&&d| d == u8::MAX).count() as u64,
         mean_depth: {
             let fed: Vec<f64> = depths.iter().filter(|&&d| d != u8::MAX).map(|&d| f64::from(d)).collect();

@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::piece::{ChannelId, MAX_PIECE_LEN, Piece, PieceError};
 
 /// Version spoken in [`Hello`]. A peer refuses any other with `Goodbye(BadVersion)`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Most substreams a channel can be split into (one bit each in a `u64` mask).
 pub const MAX_SUBSTREAMS: usize = 64;
 /// Most sequence numbers in one [`Message::Request`].
@@ -155,11 +155,22 @@ pub struct Status {
     /// Per substream: its usual delay from ingest to holding a piece, ms
     /// ([`Status::NO_LATENCY`] when unknown). Same length as `depth`.
     pub latency_ms: Arc<[u16]>,
+    /// Per substream: the seed's child at the top of the sender's branch, once that
+    /// branch delivers — the sender's own id if a seed feeds it, else its parent's
+    /// `root` ([`Status::NO_ROOT`] with no delivering parent). A seed keeps a child slot
+    /// for a child that peers it does not feed say they are fed through. Same length as
+    /// `depth`.
+    pub root: Arc<[PeerId]>,
+    /// Per substream: the sender's parent, once it has pushed a piece in time
+    /// ([`Status::NO_ROOT`] otherwise): what shows a seed which neighbours forward.
+    /// Same length as `depth`.
+    pub parent: Arc<[PeerId]>,
 }
 
 impl Status {
     pub const NO_PATH: u8 = u8::MAX;
     pub const NO_LATENCY: u16 = u16::MAX;
+    pub const NO_ROOT: PeerId = PeerId(u64::MAX);
 }
 
 /// A peer-to-peer message.
@@ -288,7 +299,7 @@ impl Message {
     fn body_len(&self) -> usize {
         match self {
             Message::Hello(_) => HELLO_LEN,
-            Message::Status(s) => 19 + 3 * s.depth.len(),
+            Message::Status(s) => 19 + 19 * s.depth.len(),
             Message::HaveMap { bits, .. } => 9 + 8 * bits.len(),
             Message::Request { seqs } => 1 + 8 * seqs.len(),
             Message::Piece(p) => p.encoded_len(),
@@ -341,6 +352,12 @@ impl Message {
                     let l = s.latency_ms.get(i).copied().unwrap_or(Status::NO_LATENCY);
                     out.extend_from_slice(&l.to_be_bytes());
                 }
+                for ids in [&s.root, &s.parent] {
+                    for i in 0..s.depth.len() {
+                        let r = ids.get(i).copied().unwrap_or(Status::NO_ROOT);
+                        out.extend_from_slice(&r.0.to_be_bytes());
+                    }
+                }
             }
             Message::Have { seq: v }
             | Message::DontHave { seq: v }
@@ -386,8 +403,12 @@ impl Message {
     /// Checks the size limits of variable-length messages.
     pub fn check_bounds(&self) -> Result<(), WireError> {
         let (what, n, max) = match self {
-            Message::Status(s) if s.latency_ms.len() != s.depth.len() => {
-                return Err(WireError::Inconsistent("status latency and depth lengths differ"));
+            Message::Status(s)
+                if s.latency_ms.len() != s.depth.len()
+                    || s.root.len() != s.depth.len()
+                    || s.parent.len() != s.depth.len() =>
+            {
+                return Err(WireError::Inconsistent("status latency, root, parent and depth lengths differ"));
             }
             Message::Status(s) => ("status depth entries", s.depth.len(), MAX_SUBSTREAMS),
             Message::HaveMap { bits, .. } => ("have_map words", bits.len(), MAX_HAVE_WORDS),
@@ -441,9 +462,11 @@ impl Message {
                 let busy_ms = r.buf.get_u16();
                 let segment_start = Some(r.buf.get_u64()).filter(|&s| s != u64::MAX);
                 let n = r.count(MAX_SUBSTREAMS, "status depth entries")?;
-                r.need(3 * n)?;
+                r.need(19 * n)?;
                 let depth = Arc::from(&r.buf.split_to(n)[..]);
                 let latency_ms = (0..n).map(|_| r.buf.get_u16()).collect();
+                let root = (0..n).map(|_| PeerId(r.buf.get_u64())).collect();
+                let parent = (0..n).map(|_| PeerId(r.buf.get_u64())).collect();
                 Message::Status(Status {
                     free_slots,
                     children,
@@ -452,6 +475,8 @@ impl Message {
                     segment_start,
                     depth,
                     latency_ms,
+                    root,
+                    parent,
                 })
             }
             kind::HAVE => Message::Have { seq: r.u64()? },
@@ -785,10 +810,13 @@ mod tests {
             (
                 (any::<u16>(), any::<u16>(), any::<u32>(), any::<u16>()),
                 proptest::option::of(0..u64::MAX),
-                proptest::collection::vec((any::<u8>(), any::<u16>()), 0..=MAX_SUBSTREAMS)
+                proptest::collection::vec((any::<u8>(), any::<u16>(), any::<u64>(), any::<u64>()), 0..=MAX_SUBSTREAMS)
             )
                 .prop_map(|((free_slots, children, min_child_kbps, busy_ms), segment_start, subs)| {
-                    let (depth, latency_ms): (Vec<u8>, Vec<u16>) = subs.into_iter().unzip();
+                    let depth: Vec<u8> = subs.iter().map(|s| s.0).collect();
+                    let latency_ms: Vec<u16> = subs.iter().map(|s| s.1).collect();
+                    let root: Vec<PeerId> = subs.iter().map(|s| PeerId(s.2)).collect();
+                    let parent: Vec<PeerId> = subs.iter().map(|s| PeerId(s.3)).collect();
                     Message::Status(Status {
                         free_slots,
                         children,
@@ -797,6 +825,8 @@ mod tests {
                         segment_start,
                         depth: depth.into(),
                         latency_ms: latency_ms.into(),
+                        root: root.into(),
+                        parent: parent.into(),
                     })
                 }),
             any::<u64>().prop_map(|seq| Message::Have { seq }),

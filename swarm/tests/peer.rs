@@ -232,6 +232,8 @@ fn status(segment_start: Option<u64>, depth: Vec<u8>) -> Status {
         min_child_kbps: 0,
         busy_ms: 0,
         segment_start,
+        root: vec![Status::NO_ROOT; depth.len()].into(),
+        parent: vec![Status::NO_ROOT; depth.len()].into(),
         depth: depth.into(),
         latency_ms: latency_ms.into(),
     }
@@ -553,8 +555,13 @@ fn raw_hello(id: u64, upload_kbps: u32) -> Message {
 /// Connects raw node `node` (peer id `id`) to viewer 4 and subscribes it to `mask`;
 /// returns what 4 sent back to it.
 fn subscribe_raw(net: &mut Net, node: u64, id: u64, upload_kbps: u32, mask: u64) -> Vec<Transmit> {
+    subscribe_raw_to(net, 4, node, id, upload_kbps, mask)
+}
+
+/// The same, to peer `to`.
+fn subscribe_raw_to(net: &mut Net, to: u64, node: u64, id: u64, upload_kbps: u32, mask: u64) -> Vec<Transmit> {
     let now = net.now;
-    let v = net.peers.get_mut(&4).unwrap();
+    let v = net.peers.get_mut(&to).unwrap();
     v.handle_connected(now, NodeId(node), false);
     v.handle_message(now, NodeId(node), raw_hello(id, upload_kbps));
     v.handle_message(now, NodeId(node), Message::Subscribe { substreams: mask });
@@ -688,6 +695,13 @@ fn a_claimed_seed_role_counts_only_for_seeds_the_tracker_listed() {
 /// the seed makes a piece every 50 ms and the raw neighbour does what `push` says with
 /// it (`None`: nothing). Returns the viewer's stats after 12 s.
 fn viewer_beside_a_false_parent(push: Option<Micros>) -> (swarm::peer::PeerStats, Vec<u64>) {
+    let (stats, played, _) = viewer_beside_a_false_parent_roots(push);
+    (stats, played)
+}
+
+/// The same, and the branch roots the viewer's every `Status` to the raw neighbour named.
+fn viewer_beside_a_false_parent_roots(push: Option<Micros>) -> (swarm::peer::PeerStats, Vec<u64>, BTreeSet<PeerId>) {
+    let mut roots = BTreeSet::new();
     let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
     let viewer = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
     let mut net = Net::new(vec![(1, seed), (2, viewer)]);
@@ -706,6 +720,9 @@ fn viewer_beside_a_false_parent(push: Option<Micros>) -> (swarm::peer::PeerStats
         net.peers.get_mut(&2).unwrap().handle_message(now, NodeId(RAW), Message::Have { seq });
         net.pump();
         for (_, msg) in std::mem::take(&mut net.to_raw) {
+            if let Message::Status(st) = &msg {
+                roots.extend(st.root.iter().copied());
+            }
             if let Message::Subscribe { substreams } = msg {
                 mask = substreams;
                 let v = net.peers.get_mut(&2).unwrap();
@@ -726,8 +743,13 @@ fn viewer_beside_a_false_parent(push: Option<Micros>) -> (swarm::peer::PeerStats
         net.advance(now + 50 * MS);
     }
     net.advance(net.now + 2_000 * MS);
+    for (_, msg) in std::mem::take(&mut net.to_raw) {
+        if let Message::Status(st) = &msg {
+            roots.extend(st.root.iter().copied());
+        }
+    }
     let stats = net.peers[&2].stats().clone();
-    (stats, played(&net, 2))
+    (stats, played(&net, 2), roots)
 }
 
 #[test]
@@ -746,4 +768,183 @@ fn a_parent_that_delivers_late_is_dropped_like_a_silent_one() {
     assert!(stats.parents_stalled >= 1, "the late parent was judged stalled: {stats:?}");
     assert_eq!(stats.skipped, 0, "nothing missed once playing: {stats:?}");
     assert!(played.len() >= 190, "playing within 2.5 s: {} of 240 ({stats:?})", played.len());
+}
+
+#[test]
+fn a_viewer_names_its_branch_root_only_for_a_parent_that_delivers() {
+    // Viewer 2 is fed by the seed: it is the root of its branches; viewer 6 (fed
+    // substream 2 by viewer 2, its club) names 2. A raw neighbour listens to 6.
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let v2 = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let v6 = Peer::new(cfg(Role::Viewer, 6), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (2, v2), (6, v6)]);
+    net.connect(2, 1);
+    net.connect(6, 2);
+    let now = net.now;
+    let v6 = net.peers.get_mut(&6).unwrap();
+    v6.handle_connected(now, NodeId(RAW), false);
+    v6.handle_message(now, NodeId(RAW), hello(&key(), 11));
+    net.advance(T0 + 500 * MS);
+    let last_roots = |net: &mut Net| {
+        std::mem::take(&mut net.to_raw)
+            .into_iter()
+            .filter_map(|(from, m)| match m {
+                Message::Status(st) if from == 6 => Some(st.root.to_vec()),
+                _ => None,
+            })
+            .next_back()
+    };
+    let before = last_roots(&mut net).expect("6 sent its status");
+    assert_eq!(before, vec![Status::NO_ROOT; 4], "nothing pushed yet: no root named");
+    for seq in 0..80 {
+        let now = net.now;
+        net.peers.get_mut(&1).unwrap().handle_origin_piece(now, piece(seq, now)).unwrap();
+        net.pump();
+        net.advance(now + 50 * MS);
+    }
+    let after = last_roots(&mut net).expect("6 sent its status");
+    assert_eq!(after[2], PeerId(2), "fed through 2, which the seed feeds: {after:?}");
+    assert!(
+        after.iter().enumerate().all(|(s, &r)| s == 2 || r == Status::NO_ROOT),
+        "no parent for the others: {after:?}"
+    );
+    assert_eq!(net.peers[&6].depths()[2], 2);
+}
+
+#[test]
+fn a_withholding_parent_is_never_named_a_root() {
+    let (stats, _, roots) = viewer_beside_a_false_parent_roots(None);
+    assert!(stats.parents_stalled >= 1, "it was a parent for a while: {stats:?}");
+    assert!(!roots.contains(&PeerId(8)), "the withholder named: {roots:?}");
+    assert!(roots.contains(&PeerId(2)), "the viewer is a seed's child and says so: {roots:?}");
+}
+
+/// Seed 1 with one child slot per substream, and raw neighbours the test speaks for.
+fn small_seed() -> Net {
+    let mut c = cfg(Role::Seed, 1);
+    c.max_child_slots = Some(4);
+    Net::new(vec![(1, Peer::new(c, T0).unwrap())])
+}
+
+/// Keeps raw nodes `nodes` alive at seed 1 (a ping each) and has each of `vouchers`
+/// send a status naming `root` as its branch root and `parent` as its parent for
+/// substream 0, every 2 s until `to`.
+fn idle_raws_until(net: &mut Net, nodes: &[u64], vouchers: &[(u64, PeerId, PeerId)], to: Micros) {
+    while net.now < to {
+        let now = net.now;
+        let seed = net.peers.get_mut(&1).unwrap();
+        for &n in nodes {
+            seed.handle_message(now, NodeId(n), Message::Ping { nonce: n });
+        }
+        for &(n, root, parent) in vouchers {
+            let mut st = status(None, vec![2, 255, 255, 255]);
+            let none = Status::NO_ROOT;
+            st.root = vec![root, none, none, none].into();
+            st.parent = vec![parent, none, none, none].into();
+            seed.handle_message(now, NodeId(n), Message::Status(st));
+        }
+        net.to_raw.clear();
+        net.advance((now + 2_000 * MS).min(to));
+    }
+}
+
+/// Raw node `node` (peer id `id`) connects to seed 1 and says hello.
+fn raw_neighbour_of_seed(net: &mut Net, node: u64, id: u64) {
+    let now = net.now;
+    let seed = net.peers.get_mut(&1).unwrap();
+    seed.handle_connected(now, NodeId(node), false);
+    seed.handle_message(now, NodeId(node), raw_hello(id, 6_000));
+}
+
+/// What seed 1 answers raw node `node`'s `Subscribe` to `mask`.
+fn resubscribe(net: &mut Net, node: u64, mask: u64) -> Vec<Transmit> {
+    let now = net.now;
+    let seed = net.peers.get_mut(&1).unwrap();
+    seed.handle_message(now, NodeId(node), Message::Subscribe { substreams: mask });
+    let mut tx = vec![];
+    while let Some(t) = seed.poll_transmit(now) {
+        tx.push(t);
+    }
+    tx
+}
+
+#[test]
+fn a_seed_gives_the_slot_of_a_child_no_one_is_fed_through_to_a_forwarder() {
+    // Before: a seed's child slot was held by whoever took it first (or claimed most
+    // upload), forwarding or not; a withholder at the top of a tree starved it.
+    let mut net = small_seed();
+    let tx = subscribe_raw_to(&mut net, 1, 30, 100, 30_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 30), Some(1), "the withholder gets the free slot");
+    let tx = subscribe_raw_to(&mut net, 1, 31, 104, 30_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 31), Some(0), "the slot is taken");
+    // 30 vouches for itself, which does not count; 32 names 34 as its parent: 34
+    // forwards.
+    raw_neighbour_of_seed(&mut net, 32, 201);
+    raw_neighbour_of_seed(&mut net, 34, 112);
+    idle_raws_until(
+        &mut net,
+        &[31, 34],
+        &[(30, PeerId(100), Status::NO_ROOT), (32, PeerId(7), PeerId(112))],
+        T0 + 11_000 * MS,
+    );
+    let tx = resubscribe(&mut net, 31, 0b0001);
+    assert_eq!(accepted_for(&tx, 31), Some(0), "a subscriber with nothing to show waits longer");
+    let tx = resubscribe(&mut net, 34, 0b0001);
+    assert_eq!(
+        accepted_for(&tx, 34),
+        Some(1),
+        "past its probation, nobody fed through it: its slot goes to a forwarder"
+    );
+    assert_eq!(accepted_for(&tx, 30), Some(0), "and it is told");
+    assert_eq!(net.peers[&1].stats().children_unvouched, 1);
+    let tx = resubscribe(&mut net, 30, 0b0001);
+    assert_eq!(accepted_for(&tx, 30), Some(0), "no slot again at once");
+}
+
+#[test]
+fn a_seed_gives_a_slot_nobody_is_fed_through_to_anyone_in_the_end() {
+    let mut net = small_seed();
+    let tx = subscribe_raw_to(&mut net, 1, 30, 100, 30_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 30), Some(1));
+    raw_neighbour_of_seed(&mut net, 31, 104);
+    idle_raws_until(&mut net, &[30, 31], &[], T0 + 29_000 * MS);
+    assert_eq!(accepted_for(&resubscribe(&mut net, 31, 0b0001), 31), Some(0), "not before 30 s");
+    idle_raws_until(&mut net, &[30, 31], &[], T0 + 31_000 * MS);
+    assert_eq!(accepted_for(&resubscribe(&mut net, 31, 0b0001), 31), Some(1), "30 s unvouched: anyone may take it");
+}
+
+#[test]
+fn a_seed_keeps_a_child_others_are_fed_through() {
+    let mut net = small_seed();
+    let tx = subscribe_raw_to(&mut net, 1, 30, 100, 6_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 30), Some(1));
+    raw_neighbour_of_seed(&mut net, 32, 201);
+    raw_neighbour_of_seed(&mut net, 34, 112);
+    // 32 is fed through 30 (its root) and names 34 as its parent: 34 forwards too.
+    idle_raws_until(&mut net, &[30, 34], &[(32, PeerId(100), PeerId(112))], T0 + 40_000 * MS);
+    // Neither a forwarder, nor a plain subscriber, nor a claim of more upload takes its place.
+    let tx = resubscribe(&mut net, 34, 0b0001);
+    assert_eq!(accepted_for(&tx, 34), Some(0), "a vouched child keeps its slot");
+    let tx = subscribe_raw_to(&mut net, 1, 31, 104, 6_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 31), Some(0));
+    let tx = subscribe_raw_to(&mut net, 1, 33, 108, 30_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 33), Some(0), "a claim does not outbid what others vouch for");
+    assert_eq!(net.peers[&1].stats().children_unvouched, 0);
+    assert_eq!(net.peers[&1].stats().children_displaced, 0);
+}
+
+#[test]
+fn a_claim_of_upload_does_not_displace_a_seed_child_in_its_probation() {
+    // Before: claiming 10 streams displaced any child of a full seed below 5 streams,
+    // however new: attackers took the top of every tree from viewers still forming theirs.
+    let mut net = small_seed();
+    let tx = subscribe_raw_to(&mut net, 1, 30, 100, 6_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 30), Some(1));
+    idle_raws_until(&mut net, &[30], &[], T0 + 5_000 * MS);
+    let tx = subscribe_raw_to(&mut net, 1, 33, 108, 30_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 33), Some(0), "in its probation: kept");
+    idle_raws_until(&mut net, &[30, 33], &[], T0 + 11_000 * MS);
+    let tx = resubscribe(&mut net, 33, 0b0001);
+    assert_eq!(accepted_for(&tx, 33), Some(1), "unvouched after it: outbid as on any full parent");
+    assert_eq!(net.peers[&1].stats().children_displaced, 1);
 }

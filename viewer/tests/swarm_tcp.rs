@@ -294,6 +294,8 @@ fn a_peer_that_stops_reading_is_dropped() {
             segment_start: None,
             depth: vec![Status::NO_PATH; 4].into(),
             latency_ms: vec![Status::NO_LATENCY; 4].into(),
+            root: vec![Status::NO_ROOT; 4].into(),
+            parent: vec![Status::NO_ROOT; 4].into(),
         };
         let mut out = Vec::new();
         Message::Status(status).encode(&mut out);
@@ -411,6 +413,8 @@ fn a_peer_lying_about_its_pieces_costs_nothing() {
             segment_start: None,
             depth: vec![1; 4].into(),
             latency_ms: vec![1; 4].into(),
+            root: vec![Status::NO_ROOT; 4].into(),
+            parent: vec![Status::NO_ROOT; 4].into(),
         };
         let mut out = Vec::new();
         Message::Hello(hello).encode(&mut out);

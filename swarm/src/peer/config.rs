@@ -105,6 +105,10 @@ pub struct PeerConfig {
     /// A viewer whose substreams all have a parent reconsiders them this often
     /// (orphaned substreams look for one every tick).
     pub parent_review_every: Micros,
+    /// (Seeds) a child that no other neighbour has said it is fed through for this
+    /// long may lose its slot to a subscriber, and gets none again here for a minute
+    /// (doubling with each time, to 16 minutes).
+    pub child_probation: Micros,
 }
 
 /// Push subscriptions a seed accepts: a few children at the top of each push tree
@@ -158,6 +162,7 @@ impl PeerConfig {
             want_peers_every: SECOND,
             replace_every: 5 * SECOND,
             parent_review_every: SECOND,
+            child_probation: 10 * SECOND,
         }
     }
 

@@ -150,6 +150,9 @@ pub struct PeerStats {
     pub jump_probes: u64,
     /// Neighbours dropped for flooding.
     pub floods: u64,
+    /// Children a seed dropped from their slot because nobody it does not feed said
+    /// they were fed through them, to make room for a subscriber.
+    pub children_unvouched: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +197,13 @@ struct Branch {
     parent_last_piece: Micros,
     /// Seq of that piece (or our newest when it became our parent).
     parent_last_seq: Option<u64>,
+    /// It has pushed a timely piece since it became our parent: only then do we name
+    /// its branch's root in `Status` (a vouch for what delivers, not what says it will).
+    parent_pushed: bool,
+    /// The seed's child at the top of this branch, as we advertise it.
+    root: Option<PeerId>,
+    /// Our parent's peer id once it has pushed in time, as we advertise it.
+    named_parent: Option<PeerId>,
     /// Our distance from a seed.
     depth: u8,
     /// Delay from ingest to our holding a piece of this substream.
@@ -483,7 +493,7 @@ impl Peer {
         self.neighbours[idx].last_recv = now;
         if self.neighbours[idx].hello.is_none() {
             match msg {
-                Message::Hello(h) => self.on_hello(idx, h),
+                Message::Hello(h) => self.on_hello(now, idx, h),
                 Message::Goodbye { .. } => self.close(idx, None),
                 _ => self.misbehaved(idx, Reject::Protocol("message before hello"), GoodbyeReason::Malformed),
             }
@@ -519,7 +529,7 @@ impl Peer {
                     self.events.push_back(Event::Rejected { from, reason: Reject::OutOfWindow { seq } });
                 }
             }
-            Message::Subscribe { substreams } => self.on_subscribe(idx, substreams),
+            Message::Subscribe { substreams } => self.on_subscribe(now, idx, substreams),
             Message::SubscribeReply { accepted } => self.on_subscribe_reply(now, idx, accepted),
             Message::Request { seqs } => self.on_request(idx, &seqs),
             Message::Piece(piece) => self.on_piece(now, idx, piece),
@@ -645,7 +655,7 @@ impl Peer {
 
     // ---- message handlers ----
 
-    fn on_hello(&mut self, idx: usize, h: Hello) {
+    fn on_hello(&mut self, now: Micros, idx: usize, h: Hello) {
         if h.version != PROTOCOL_VERSION {
             return self.misbehaved(idx, Reject::BadVersion(h.version), GoodbyeReason::BadVersion);
         }
@@ -663,7 +673,7 @@ impl Peer {
         let node = self.neighbours[idx].node;
         self.neighbours[idx].club = Some(club_of(h.peer_id, self.cfg.n_substreams));
         self.neighbours[idx].hello = Some(h);
-        let status = self.status();
+        let status = self.status(now);
         self.send(node, Message::Status(status));
         if let Some(map) = self.have_map() {
             self.send(node, map);
@@ -672,7 +682,7 @@ impl Peer {
 
     fn on_status(&mut self, now: Micros, idx: usize, st: Status) {
         let n = self.cfg.n_substreams as usize;
-        if st.depth.len() != n || st.latency_ms.len() != n {
+        if st.depth.len() != n || st.latency_ms.len() != n || st.root.len() != n || st.parent.len() != n {
             return self.misbehaved(
                 idx,
                 Reject::Protocol("status with wrong substream count"),
@@ -760,6 +770,7 @@ impl Peer {
             && w.asked.is_some_and(|(a, _)| a == node)
         {
             n.requests_out = n.requests_out.saturating_sub(1);
+            n.replied(true);
         }
         if self.window.contains(seq) {
             self.stats.duplicate_pieces += 1;
@@ -826,8 +837,13 @@ impl Peer {
             // Only a timely push keeps a parent: one that delivers everything too late
             // to be forwarded or played on time stalls like one that delivers nothing.
             if late <= self.cfg.parent_stall {
-                self.branches[s].parent_last_piece = now;
-                self.branches[s].parent_last_seq = Some(seq);
+                let b = &mut self.branches[s];
+                b.parent_last_piece = now;
+                b.parent_last_seq = Some(seq);
+                if !b.parent_pushed {
+                    b.parent_pushed = true;
+                    self.recompute_depth();
+                }
             }
             Ewma::update(&mut self.neighbours[idx].push_latency, late);
         }
@@ -1018,8 +1034,13 @@ impl Peer {
         // one that claims pieces and never sends one is not asked again.
         if now.saturating_sub(self.last_forgive) >= self.cfg.forgive_every {
             self.last_forgive = now;
-            for n in self.neighbours.iter_mut().filter(|n| n.pieces_from > 0) {
-                n.failures = n.failures.saturating_sub(1);
+            for n in self.neighbours.iter_mut() {
+                if n.pieces_from > 0 {
+                    n.failures = n.failures.saturating_sub(1);
+                }
+                // A record of expired requests fades too, so one that had a bad
+                // patch gets asked again (and sinks again if it still does not answer).
+                n.reply_rate = (n.reply_rate + 0.05).min(1.0);
             }
         }
         // Idle neighbours and keep-alive.
@@ -1052,6 +1073,10 @@ impl Peer {
         {
             self.last_want_peers = Some(now);
             self.events.push_back(Event::WantPeers);
+        }
+        if self.cfg.role == Role::Seed && now.saturating_sub(self.last_parent_review) >= self.cfg.parent_review_every {
+            self.last_parent_review = now;
+            self.review_children(now);
         }
         // Orphaned substreams look for a parent every tick; fed ones reconsider theirs
         // every `parent_review_every`.
@@ -1090,7 +1115,7 @@ impl Peer {
         if nodes.is_empty() {
             return;
         }
-        let status = self.status();
+        let status = self.status(now);
         for node in nodes {
             self.send(node, Message::Status(status.clone()));
         }
@@ -1200,7 +1225,7 @@ impl Peer {
     }
 
     fn remove_neighbour(&mut self, idx: usize) {
-        let full_before = self.status_free() == 0;
+        let full_before = self.children_total() >= self.cfg.child_slots();
         self.neighbour_nodes.swap_remove(idx);
         let n = self.neighbours.swap_remove(idx);
         if n.children != 0 && full_before {

@@ -47,6 +47,22 @@ pub(super) struct Neighbour {
     /// `no_parent_until` (a backoff that doubles with each stall).
     pub(super) stalls: u32,
     pub(super) no_parent_until: Micros,
+    /// Share of our requests it answered before they expired, as a moving average
+    /// (each answer or expiry moves it a quarter of the way): a neighbour that claims
+    /// pieces and answers late or never sinks, and is asked last or not at all.
+    pub(super) reply_rate: f32,
+    /// (Seeds) when it last went from no child slot to one.
+    pub(super) child_since: Micros,
+    /// (Seeds) last time a neighbour it does not feed said it is fed through it (in
+    /// a substream we push to it).
+    pub(super) vouched_at: Option<Micros>,
+    /// (Seeds) last time another neighbour named it as its parent or branch root, in
+    /// any substream: it forwards, and it may take the slot of an unvouched child.
+    pub(super) named_at: Option<Micros>,
+    /// (Seeds) dropped from its slots unvouched this many times; no slot before
+    /// `no_child_until`.
+    pub(super) unvouched: u32,
+    pub(super) no_child_until: Micros,
 }
 
 impl Neighbour {
@@ -77,7 +93,19 @@ impl Neighbour {
             push_latency: None,
             stalls: 0,
             no_parent_until: 0,
+            reply_rate: 1.0,
+            child_since: now,
+            vouched_at: None,
+            named_at: None,
+            unvouched: 0,
+            no_child_until: 0,
         }
+    }
+
+    /// Notes that a request to it was answered (`true`) or expired.
+    pub(super) fn replied(&mut self, answered: bool) {
+        let x = if answered { 1.0 } else { 0.0 };
+        self.reply_rate += (x - self.reply_rate) / 4.0;
     }
 
     /// Its uplink backlog as it last reported it, µs.
@@ -96,6 +124,15 @@ impl Neighbour {
 
     pub(super) fn depth(&self, s: usize) -> u8 {
         self.status.as_ref().and_then(|st| st.depth.get(s).copied()).unwrap_or(Status::NO_PATH)
+    }
+
+    /// The seed's child at the top of its branch of substream `s`, as it says.
+    pub(super) fn root(&self, s: usize) -> crate::wire::PeerId {
+        self.status.as_ref().and_then(|st| st.root.get(s).copied()).unwrap_or(Status::NO_ROOT)
+    }
+
+    pub(super) fn peer_id(&self) -> Option<crate::wire::PeerId> {
+        self.hello.as_ref().map(|h| h.peer_id)
     }
 
     /// Its usual delay from ingest to holding a piece of substream `s`, µs.

@@ -163,6 +163,7 @@ impl Peer {
                 let n = &mut self.neighbours[i];
                 n.requests_out = n.requests_out.saturating_sub(1);
                 n.failures += 1;
+                n.replied(false);
                 n.have.remove(seq);
                 n.lacks.insert(seq);
             }
@@ -237,7 +238,10 @@ impl Peer {
                     + seed
                     + unsure
                     + u64::from(n.requests_out) * 50 * MS
-                    + u64::from(n.failures) * 100 * MS;
+                    + u64::from(n.failures) * 100 * MS
+                    // What it answers, not what it claims: each expiry in its recent
+                    // record costs it more than another neighbour's round trip.
+                    + ((1.0 - n.reply_rate) * 400_000.0) as Micros;
                 (cost, n.node)
             })
             .map(|(i, _)| i)

@@ -1,6 +1,6 @@
 //! The push trees: who feeds us each substream, whom we feed, and what we advertise.
 
-use crate::wire::{Message, Role, Status};
+use crate::wire::{Message, PeerId, Role, Status};
 
 use super::neighbour::Neighbour;
 use super::{Branch, MAX_DEPTH, MS, Micros, NodeId, Peer, Reject};
@@ -11,35 +11,41 @@ const MAX_CREDIT_STREAMS: u32 = 10;
 
 impl Peer {
     /// A neighbour asks us to push `mask` (its complete wish: it replaces the last).
-    pub(super) fn on_subscribe(&mut self, idx: usize, mask: u64) {
+    pub(super) fn on_subscribe(&mut self, now: Micros, idx: usize, mask: u64) {
         let n_sub = self.cfg.n_substreams as u32;
         if n_sub < 64 && mask >> n_sub != 0 {
             return self.misbehaved(idx, Reject::Protocol("subscribe to unknown substream"), GoodbyeReason::Malformed);
         }
         let node = self.neighbours[idx].node;
-        let full_before = self.status_free() == 0;
+        let full_before = self.status_free(now) == 0;
         let kept = self.neighbours[idx].children & mask;
         self.neighbours[idx].children = kept;
         let mut accepted = kept;
+        // Dropped from our slots unvouched: not again for a while.
+        let barred = now < self.neighbours[idx].no_child_until;
         for s in 0..n_sub as usize {
             let bit = 1u64 << s;
-            if mask & bit == 0 || kept & bit != 0 || !self.can_forward(s) {
+            if mask & bit == 0 || kept & bit != 0 || barred || !self.can_forward(s) {
                 continue;
             }
             // Never feed our own parent: the tree would loop.
             if self.neighbour_idx(node).is_some_and(|i| self.neighbours[i].parents & bit != 0) {
                 continue;
             }
-            if self.has_room(s) || self.displace_for(s, node) {
+            if self.has_room(s) || self.evict_unvouched(now, s, node) || self.displace_for(now, s, node) {
                 accepted |= bit;
                 if let Some(i) = self.neighbour_idx(node) {
-                    self.neighbours[i].children |= bit;
+                    let n = &mut self.neighbours[i];
+                    if n.children == 0 {
+                        n.child_since = now;
+                    }
+                    n.children |= bit;
                 }
             }
         }
         self.send(node, Message::SubscribeReply { accepted });
         // Neighbours choose parents by whether we have room: tell them when that flips.
-        if full_before != (self.status_free() == 0) {
+        if full_before != (self.status_free(now) == 0) {
             self.slots_dirty = true;
         }
     }
@@ -64,6 +70,7 @@ impl Peer {
                         parent_since: now,
                         parent_last_piece: now,
                         parent_last_seq: self.newest,
+                        parent_pushed: false,
                         ..self.branches[s].clone()
                     };
                     if let Some(old) = old {
@@ -251,16 +258,22 @@ impl Peer {
     /// Makes room on a full substream `s` for `node` by displacing the child worth
     /// least as an inner node, if `node` is worth at least twice as much: forwarders
     /// with much upload belong near the root, leaves at the bottom.
-    fn displace_for(&mut self, s: usize, node: NodeId) -> bool {
+    fn displace_for(&mut self, now: Micros, s: usize, node: NodeId) -> bool {
         let bit = 1u64 << s;
-        let Some(newcomer) = self.neighbour_idx(node).map(|i| self.credit(&self.neighbours[i], s)) else {
-            return false;
-        };
+        let seed = self.cfg.role == Role::Seed;
+        let Some(i) = self.neighbour_idx(node) else { return false };
+        let newcomer = self.credit(&self.neighbours[i], s);
         let weakest = self
             .neighbours
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.children & bit != 0 && n.node != node)
+            // A seed's child is judged by what others say it does, not outbid by a
+            // claim: only one past its probation that nobody vouches for can be.
+            .filter(|(_, n)| {
+                n.children & bit != 0
+                    && n.node != node
+                    && !(seed && self.unvouched_for(n, now) <= self.cfg.child_probation)
+            })
             .map(|(i, n)| (i, self.credit(n, s), n.node))
             .min_by_key(|&(_, credit, node)| (credit, node))
             .map(|(i, credit, _)| (i, credit));
@@ -276,7 +289,93 @@ impl Peer {
         true
     }
 
-    fn children_total(&self) -> u32 {
+    /// (Seeds) another neighbour named it recently as the parent or root that feeds it.
+    fn proven(&self, n: &Neighbour, now: Micros) -> bool {
+        n.named_at.is_some_and(|t| now.saturating_sub(t) <= self.cfg.child_probation)
+    }
+
+    /// (Seeds) how long a child has gone without a vouch (or since it took its slot).
+    fn unvouched_for(&self, n: &Neighbour, now: Micros) -> Micros {
+        if self.cfg.role != Role::Seed || n.children == 0 {
+            return 0;
+        }
+        now.saturating_sub(n.child_since.max(n.vouched_at.unwrap_or(0)))
+    }
+
+    /// (Seeds) how much longer than the probation a child must go unvouched before a
+    /// subscriber takes its slot: none for one others name as a parent (`proven`).
+    fn patience(&self, proven: bool) -> Micros {
+        if proven { 0 } else { 2 * self.cfg.child_probation }
+    }
+
+    /// (Seeds) frees a slot of substream `s` for `node` by dropping an unvouched
+    /// child: the one unvouched longest. It gets no slot here for a minute, doubling.
+    fn evict_unvouched(&mut self, now: Micros, s: usize, node: NodeId) -> bool {
+        let bit = 1u64 << s;
+        // A subscriber others name as their parent takes the slot at once; one with
+        // nothing to show only from a child unvouched three times as long (squatters
+        // are raced for the slot by squatters: they ask the moment it frees).
+        let Some(newcomer) = self.neighbour_idx(node) else { return false };
+        let patience = self.patience(self.proven(&self.neighbours[newcomer], now));
+        let victim = self
+            .neighbours
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.children & bit != 0 && n.node != node)
+            .filter(|(_, n)| self.unvouched_for(n, now) > self.cfg.child_probation + patience)
+            .max_by_key(|(_, n)| (self.unvouched_for(n, now), std::cmp::Reverse(n.node)))
+            .map(|(i, _)| i);
+        let Some(i) = victim else { return false };
+        let minute = 60 * super::SECOND;
+        let n = &mut self.neighbours[i];
+        n.children &= !bit;
+        n.no_child_until = now.saturating_add(minute << n.unvouched.min(4));
+        n.unvouched += 1;
+        let (victim, accepted) = (n.node, n.children);
+        self.stats.children_unvouched += 1;
+        self.send(victim, Message::SubscribeReply { accepted });
+        true
+    }
+
+    /// (Seeds) notes whom other neighbours name, in `Status`, as the parent or the
+    /// branch root that feeds them in time: a child so named in a substream we push to
+    /// it is vouched for; any neighbour so named forwards.
+    pub(super) fn review_children(&mut self, now: Micros) {
+        let mut named: Vec<(PeerId, usize, NodeId)> = Vec::new();
+        for n in &self.neighbours {
+            let Some(st) = &n.status else { continue };
+            for ids in [&st.root, &st.parent] {
+                for (s, &id) in ids.iter().enumerate() {
+                    if id != Status::NO_ROOT && n.depth(s) != Status::NO_PATH {
+                        named.push((id, s, n.node));
+                    }
+                }
+            }
+        }
+        if named.is_empty() {
+            return;
+        }
+        named.sort_unstable();
+        for n in self.neighbours.iter_mut() {
+            let Some(id) = n.peer_id() else { continue };
+            let from = named.partition_point(|&(r, _, _)| r < id);
+            let mut by_others =
+                named[from..].iter().take_while(|&&(r, _, _)| r == id).filter(|&&(_, _, by)| by != n.node);
+            let (mut any, mut vouched) = (false, false);
+            for &(_, s, _) in by_others.by_ref() {
+                any = true;
+                vouched |= n.children & (1 << s) != 0;
+            }
+            if any {
+                n.named_at = Some(now);
+            }
+            if vouched {
+                n.vouched_at = Some(now);
+            }
+        }
+    }
+
+    pub(super) fn children_total(&self) -> u32 {
         self.neighbours.iter().map(|n| n.children.count_ones()).sum()
     }
 
@@ -285,13 +384,31 @@ impl Peer {
             return;
         }
         for s in 0..self.branches.len() {
-            let d = self.branches[s]
+            let parent = self.branches[s]
                 .parent
                 .and_then(|p| self.neighbour_idx(p))
                 .filter(|&i| self.neighbours[i].parents & (1 << s) != 0)
-                .map(|i| self.neighbours[i].depth(s))
-                .filter(|&d| d < MAX_DEPTH)
-                .map_or(Status::NO_PATH, |d| d + 1);
+                .map(|i| &self.neighbours[i]);
+            let d = parent.map(|n| n.depth(s)).filter(|&d| d < MAX_DEPTH).map_or(Status::NO_PATH, |d| d + 1);
+            let root = match parent {
+                Some(n) if d != Status::NO_PATH && self.branches[s].parent_pushed => {
+                    if n.is_seed() {
+                        Some(self.cfg.peer_id)
+                    } else {
+                        Some(n.root(s)).filter(|&r| r != Status::NO_ROOT)
+                    }
+                }
+                _ => None,
+            };
+            let named_parent = match parent {
+                Some(n) if d != Status::NO_PATH && self.branches[s].parent_pushed => n.peer_id(),
+                _ => None,
+            };
+            if self.branches[s].root != root || self.branches[s].named_parent != named_parent {
+                self.branches[s].root = root;
+                self.branches[s].named_parent = named_parent;
+                self.depth_dirty |= 1 << s;
+            }
             let old = self.branches[s].depth;
             if old != d {
                 self.branches[s].depth = d;
@@ -304,14 +421,26 @@ impl Peer {
         }
     }
 
-    /// Free push slots, as advertised.
-    pub(super) fn status_free(&self) -> u32 {
-        self.cfg.child_slots().saturating_sub(self.children_total())
+    /// Free push slots, as advertised: a seed also counts those of children any
+    /// subscriber may take (unvouched past the probation and the patience).
+    pub(super) fn status_free(&self, now: Micros) -> u32 {
+        let free = self.cfg.child_slots().saturating_sub(self.children_total());
+        if self.cfg.role != Role::Seed {
+            return free;
+        }
+        let limit = self.cfg.child_probation + self.patience(false);
+        let unvouched: u32 = self
+            .neighbours
+            .iter()
+            .filter(|n| self.unvouched_for(n, now) > limit)
+            .map(|n| n.children.count_ones())
+            .sum();
+        free + unvouched
     }
 
-    pub(super) fn status(&self) -> Status {
+    pub(super) fn status(&self, now: Micros) -> Status {
         let used = self.children_total();
-        let free = self.status_free();
+        let free = self.status_free(now);
         let min_child_kbps = self
             .neighbours
             .iter()
@@ -335,6 +464,8 @@ impl Peer {
                     (None, _) => Status::NO_LATENCY,
                 })
                 .collect(),
+            root: self.branches.iter().map(|b| b.root.unwrap_or(Status::NO_ROOT)).collect(),
+            parent: self.branches.iter().map(|b| b.named_parent.unwrap_or(Status::NO_ROOT)).collect(),
         }
     }
 }
