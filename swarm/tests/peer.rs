@@ -948,3 +948,20 @@ fn a_claim_of_upload_does_not_displace_a_seed_child_in_its_probation() {
     assert_eq!(accepted_for(&tx, 33), Some(1), "unvouched after it: outbid as on any full parent");
     assert_eq!(net.peers[&1].stats().children_displaced, 1);
 }
+
+#[test]
+fn a_forwarder_others_name_outbids_a_vouched_seed_child_with_twice_its_upload() {
+    // High-upload forwarders still rise to the top of the trees (on main they did by
+    // claim alone; now the claim counts once others name the claimant as their parent).
+    let mut net = small_seed();
+    let tx = subscribe_raw_to(&mut net, 1, 30, 100, 6_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 30), Some(1));
+    raw_neighbour_of_seed(&mut net, 32, 201);
+    let tx = subscribe_raw_to(&mut net, 1, 35, 116, 30_000, 0b0000);
+    assert_eq!(accepted_for(&tx, 35), Some(0));
+    idle_raws_until(&mut net, &[30, 35], &[(32, PeerId(100), PeerId(116))], T0 + 4_000 * MS);
+    let tx = resubscribe(&mut net, 35, 0b0001);
+    assert_eq!(accepted_for(&tx, 35), Some(1), "named as a parent, with 5 times the upload");
+    assert_eq!(accepted_for(&tx, 30), Some(0), "the child is told");
+    assert_eq!(net.peers[&1].stats().children_displaced, 1);
+}

@@ -224,8 +224,9 @@ impl Peer {
                     && n.requests_out < self.cfg.max_requests_per_neighbour
                     && !n.lacks.contains(seq)
                     // It claims pieces but has never delivered one, and let requests
-                    // time out: a withholder until it proves otherwise.
-                    && !(n.failures >= 3 && n.pieces_from == 0)
+                    // time out or stalled as our parent: a withholder until it proves
+                    // otherwise.
+                    && !((n.failures >= 3 || n.stalls > 0) && n.pieces_from == 0)
                     && (seed_ok || !n.is_seed())
                     && (n.have.contains(seq) || likely_has(n, s, age))
             })
@@ -233,10 +234,14 @@ impl Peer {
                 // Before playback starts a seed is the fastest start; after, the last resort.
                 let seed = if n.is_seed() && self.playout.cursor.is_some() { self.cfg.seed_parent_penalty } else { 0 };
                 let unsure = if n.have.contains(seq) { 0 } else { 50 * MS };
+                // One that has never given us a piece is asked after those that have:
+                // its claims are all we know of it.
+                let unproven = if n.pieces_from == 0 && !n.is_seed() { 300 * MS } else { 0 };
                 let cost = n.rtt.unwrap_or(200 * MS)
                     + n.busy()
                     + seed
                     + unsure
+                    + unproven
                     + u64::from(n.requests_out) * 50 * MS
                     + u64::from(n.failures) * 100 * MS
                     // What it answers, not what it claims: each expiry in its recent

@@ -263,16 +263,18 @@ impl Peer {
         let seed = self.cfg.role == Role::Seed;
         let Some(i) = self.neighbour_idx(node) else { return false };
         let newcomer = self.credit(&self.neighbours[i], s);
+        // At a seed a claim outbids only with something to show: a newcomer others
+        // name as their parent (it forwards) may displace any child; one with nothing
+        // to show, only a child past its probation that nobody vouches for.
+        let proven = seed && self.proven(&self.neighbours[i], now);
         let weakest = self
             .neighbours
             .iter()
             .enumerate()
-            // A seed's child is judged by what others say it does, not outbid by a
-            // claim: only one past its probation that nobody vouches for can be.
             .filter(|(_, n)| {
                 n.children & bit != 0
                     && n.node != node
-                    && !(seed && self.unvouched_for(n, now) <= self.cfg.child_probation)
+                    && (!seed || proven || self.unvouched_for(n, now) > self.cfg.child_probation)
             })
             .map(|(i, n)| (i, self.credit(n, s), n.node))
             .min_by_key(|&(_, credit, node)| (credit, node))
