@@ -965,3 +965,54 @@ fn a_forwarder_others_name_outbids_a_vouched_seed_child_with_twice_its_upload() 
     assert_eq!(accepted_for(&tx, 30), Some(0), "the child is told");
     assert_eq!(net.peers[&1].stats().children_displaced, 1);
 }
+
+#[test]
+fn a_joiner_starts_where_its_seed_says_not_where_a_neighbour_claims() {
+    // Before: the freshest start point any neighbour claimed won; a liar claims the
+    // newest piece there is (no segment start), and joiners waited on it.
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let viewer = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (2, viewer)]);
+    for seq in 0..40 {
+        let now = net.now;
+        net.peers.get_mut(&1).unwrap().handle_origin_piece(now, piece(seq, now)).unwrap();
+        net.advance(now + 20 * MS);
+    }
+    let now = net.now;
+    let v = net.peers.get_mut(&2).unwrap();
+    v.handle_connected(now, NodeId(RAW), true);
+    v.handle_message(now, NodeId(RAW), hello(&key(), 5));
+    v.handle_message(now, NodeId(RAW), Message::Status(status(Some(39), vec![1; 4])));
+    net.connect(2, 1);
+    net.advance(net.now + 500 * MS);
+    let started: Vec<&Event> = net
+        .events
+        .iter()
+        .filter(|(i, e)| *i == 2 && matches!(e, Event::PlaybackStarted { .. }))
+        .map(|(_, e)| e)
+        .collect();
+    assert!(matches!(started[..], [Event::PlaybackStarted { seq: 36 }]), "{started:?}");
+}
+
+#[test]
+fn a_request_to_a_neighbour_that_never_gave_a_piece_expires_after_three_round_trips() {
+    // Before: 800 ms, however near, so each unhonoured claim cost a joiner 800 ms.
+    let mut v = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    v.handle_connected(T0, NodeId(RAW), true);
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    let (tx, _) = drain(&mut v);
+    let nonce = tx.iter().find_map(|t| match t.msg {
+        Message::Ping { nonce } => Some(nonce),
+        _ => None,
+    });
+    v.handle_message(T0 + 20 * MS, NodeId(RAW), Message::Pong { nonce: nonce.expect("pinged on connect") });
+    v.handle_message(T0 + 20 * MS, NodeId(RAW), Message::Status(status(Some(8), vec![1; 4])));
+    v.handle_message(T0 + 20 * MS, NodeId(RAW), Message::HaveMap { base: 0, bits: vec![0xfff00] });
+    v.handle_timeout(T0 + 30 * MS);
+    let (tx, _) = drain(&mut v);
+    assert!(tx.iter().any(|t| matches!(t.msg, Message::Request { .. })), "asked: {tx:?}");
+    v.handle_timeout(T0 + 250 * MS);
+    assert_eq!(v.stats().requests_timed_out, 0, "not before 250 ms");
+    v.handle_timeout(T0 + 300 * MS);
+    assert!(v.stats().requests_timed_out >= 1, "{:?}", v.stats());
+}

@@ -218,6 +218,9 @@ struct Playout {
     offset: Micros,
     /// Segment start we intend to begin at.
     target: Option<u64>,
+    /// `target` came from a seed the tracker listed: other neighbours' claims of a
+    /// start point no longer move it (a liar claims the freshest there could be).
+    target_from_seed: bool,
     /// Unplayed pieces of the run before a jump in numbering, played (at their
     /// deadlines) before the new run.
     tail: VecDeque<Piece>,
@@ -689,12 +692,18 @@ impl Peer {
                 GoodbyeReason::Malformed,
             );
         }
+        let from_seed = self.neighbours[idx].is_seed();
         if let Some(s) = st.segment_start
             && self.cfg.role == Role::Viewer
             && self.playout.cursor.is_none()
             && self.acceptable_seq(s)
+            && (from_seed || !self.playout.target_from_seed)
         {
-            self.playout.target = Some(self.playout.target.map_or(s, |t| t.max(s)));
+            self.playout.target = match self.playout.target {
+                Some(t) if from_seed == self.playout.target_from_seed => Some(t.max(s)),
+                _ => Some(s),
+            };
+            self.playout.target_from_seed |= from_seed;
             // Everything from the start point to what we hold exists.
             if let Some(newest) = self.newest {
                 for seq in s..=newest.min(s.saturating_add(self.cfg.window_pieces)) {
@@ -969,6 +978,7 @@ impl Peer {
         self.newest = None;
         self.latest_segment_start = None;
         self.playout.target = None;
+        self.playout.target_from_seed = false;
         self.last_accept = now;
         // Parents get a fresh stall allowance in the new numbering.
         for b in &mut self.branches {

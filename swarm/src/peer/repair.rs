@@ -17,6 +17,8 @@ use super::{MS, Micros, NodeId, Peer, Want};
 const REQUEST_RETRY: Micros = 20 * MS;
 /// How long a neighbour that answered `Busy` is left alone, at least.
 const BUSY_BACKOFF: Micros = 200 * MS;
+/// Least time a request to a neighbour that has never given us a piece waits.
+const UNPROVEN_TIMEOUT: Micros = 250 * MS;
 /// Before playback starts, only the start point and the few pieces after it are
 /// asked for, so that the one piece startup waits for is not queued behind the rest.
 const STARTUP_PIECES: u64 = 4;
@@ -194,7 +196,14 @@ impl Peer {
             let Some(idx) = self.pick_source(now, seq) else { continue };
             let n = &mut self.neighbours[idx];
             n.requests_out += 1;
-            let expires = now + self.cfg.request_timeout;
+            // One that has never given us a piece is on a short leash: three round
+            // trips (at least 250 ms), so a claim it does not honour costs little.
+            let timeout = if n.pieces_from == 0 && !n.is_seed() {
+                self.cfg.request_timeout.min((3 * n.rtt.unwrap_or(200 * MS)).max(UNPROVEN_TIMEOUT))
+            } else {
+                self.cfg.request_timeout
+            };
+            let expires = now + timeout;
             if let Some(w) = self.wants.get_mut(seq) {
                 w.asked = Some((n.node, expires));
             }
