@@ -40,6 +40,8 @@ use crate::verify::KnownPieces;
 
 const MS: Micros = 1_000;
 const CONNECT_FAIL_AFTER: Micros = 1_000 * MS;
+/// `SIM_TRACE=tree`: every node's `Subscribe` and `SubscribeReply`.
+const TRACE_TREE: u32 = u32::MAX;
 /// `Node::accepted_at` of a piece not (yet) accepted.
 pub(crate) const NOT_YET: u32 = u32::MAX;
 /// Shards a run is split into (two cores here; the figures do not depend on the cores).
@@ -184,6 +186,8 @@ impl Ev {
 enum Global {
     Join(u32),
     Churn,
+    /// A seed dies.
+    SeedDies(u32),
     WindowStart,
     WindowEnd,
 }
@@ -518,7 +522,9 @@ impl Shard {
                 if !n.alive || n.open_epoch(from) != Some(epoch) {
                     return;
                 }
-                if self.trace == Some(to) || self.trace == Some(from) {
+                let tree = self.trace == Some(TRACE_TREE)
+                    && matches!(msg, Message::Subscribe { .. } | Message::SubscribeReply { .. });
+                if tree || self.trace == Some(to) || self.trace == Some(from) {
                     let desc = match &msg {
                         Message::Piece(p) => format!("piece {} flags {:?}", p.seq(), p.flags()),
                         Message::Status(st) => {
@@ -946,7 +952,8 @@ impl<'a> Engine<'a> {
         // Windows as long as the shortest hop between nodes; without one, one shard.
         let lookahead = u64::from(sc.delay_min_ms.min(sc.ingest_delay_ms)) * MS;
         let shards = if lookahead == 0 { 1 } else { SHARDS };
-        let trace: Option<u32> = std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok());
+        let trace: Option<u32> =
+            std::env::var("SIM_TRACE").ok().and_then(|v| if v == "tree" { Some(TRACE_TREE) } else { v.parse().ok() });
         let debug = std::env::var_os("SIM_DEBUG").is_some();
         Engine {
             sc,
@@ -1009,6 +1016,11 @@ impl<'a> Engine<'a> {
             let n = self.add_node(Kind::Attacker, true, u64::from(sc.bitrate_kbps) * 10_000, 0);
             let at = self.rng.below(u64::from(sc.join_spread_ms).max(1) * MS);
             self.at(at, Global::Join(n));
+        }
+        if sc.seed_dies_at_ms > 0
+            && let Some(&seed) = self.shared.seeds.last()
+        {
+            self.at(u64::from(sc.seed_dies_at_ms) * MS, Global::SeedDies(seed));
         }
         if sc.churn_per_min > 0.0 && sc.viewers > 0 {
             self.at(u64::from(sc.join_spread_ms) * MS, Global::Churn);
@@ -1149,6 +1161,11 @@ impl<'a> Engine<'a> {
                 let per_min = self.sc.churn_per_min * f64::from(self.sc.viewers);
                 let gap = (60_000_000.0 / per_min) as Micros;
                 self.at(at + gap.max(1), Global::Churn);
+            }
+            Global::SeedDies(seed) => {
+                self.shared_mut().life[seed as usize].1 = at;
+                self.unlist(seed);
+                self.queue_at(at, Ev::Leave { node: seed });
             }
             Global::WindowStart => self.queue_at(at, Ev::Window { start: true }),
             Global::WindowEnd => self.queue_at(at, Ev::Window { start: false }),
@@ -1298,7 +1315,7 @@ impl<'a> Engine<'a> {
             })
             .sum();
         if debug {
-            print_debug(&nodes, &msg_counts);
+            print_debug(&nodes, &msg_counts, self.sc);
         }
         Outcome { nodes, pieces, seed_egress, forged_sent, forged_accepted, events, rejected }
     }
@@ -1328,7 +1345,7 @@ fn recv_spinning<T>(rx: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
 }
 
 /// `SIM_DEBUG`: parent coverage, message counts and the slowest startups.
-fn print_debug(nodes: &[Node], msg_counts: &std::collections::BTreeMap<&'static str, u64>) {
+fn print_debug(nodes: &[Node], msg_counts: &std::collections::BTreeMap<&'static str, u64>, sc: &Scenario) {
     let mut hist = std::collections::BTreeMap::new();
     for n in nodes {
         if let (Agent::Peer(p), true, Kind::Viewer) = (&n.agent, n.alive, n.kind) {
@@ -1356,6 +1373,27 @@ fn print_debug(nodes: &[Node], msg_counts: &std::collections::BTreeMap<&'static 
         "slowest startups (ms, joined at ms, reachable, neighbours): {:?}",
         &slow[slow.len().saturating_sub(15)..]
     );
+    // Each viewer's latest piece of the window after its start: how late, which seq,
+    // and the node.
+    let piece_ms = sc.piece_ms;
+    let window = u64::from(sc.warmup_s) * 1000 / u64::from(piece_ms);
+    let mut late: Vec<(u32, usize, usize)> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.kind == Kind::Viewer && n.started_at.is_some())
+        .filter_map(|(i, n)| {
+            let from = (n.started_at.unwrap_or(0) / 1000 / u64::from(piece_ms) + 1).max(window) as usize;
+            n.accepted_at
+                .iter()
+                .enumerate()
+                .skip(from)
+                .filter(|&(_, &at)| at != NOT_YET)
+                .map(|(seq, &at)| (at.saturating_sub(seq as u32 * piece_ms), seq, i))
+                .max()
+        })
+        .collect();
+    late.sort_unstable();
+    eprintln!("latest pieces in the window (ms after made, seq, node): {:?}", &late[late.len().saturating_sub(15)..]);
 }
 
 /// Counts per node (1: alive viewer) with prefix sums in O(log n): the k-th alive

@@ -52,6 +52,9 @@ pub struct Scenario {
     pub viewer_neighbours: u32,
     /// Extra simulated time after the window so its last pieces can arrive.
     pub drain_ms: u32,
+    /// The last seed dies (without a word, as a killed process) this far into the
+    /// run; 0: no seed dies.
+    pub seed_dies_at_ms: u32,
 }
 
 /// What hostile peers do. All claim the most attractive parent profile there is (one
@@ -172,6 +175,7 @@ impl Scenario {
             seed_max_neighbours: swarm::peer::SEED_MAX_NEIGHBOURS as u32,
             viewer_neighbours: 12,
             drain_ms: 3_000,
+            seed_dies_at_ms: 0,
         }
     }
 
@@ -205,6 +209,9 @@ impl Scenario {
         }
         if self.window_s == 0 {
             return fail("window_s must be positive");
+        }
+        if self.seed_dies_at_ms > 0 && self.seeds < 2 {
+            return fail("seed_dies_at_ms needs a second seed to carry on");
         }
         Ok(())
     }

@@ -1016,3 +1016,79 @@ fn a_request_to_a_neighbour_that_never_gave_a_piece_expires_after_three_round_tr
     v.handle_timeout(T0 + 300 * MS);
     assert!(v.stats().requests_timed_out >= 1, "{:?}", v.stats());
 }
+
+/// Viewer 2 fed by seed 1 for a second (depth 1, its own branch's root), beside raw
+/// neighbour 8 (club 0) that says `depth` and `root` for substream 0; then the seed
+/// goes. Returns when, after that, the viewer asked the raw neighbour to feed it
+/// substream 0 (`None`: not within 5 s).
+fn orphan_beside(depth: u8, root: PeerId) -> Option<Micros> {
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let viewer = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (2, viewer)]);
+    net.connect(2, 1);
+    for seq in 0..20 {
+        let now = net.now;
+        net.peers.get_mut(&1).unwrap().handle_origin_piece(now, piece(seq, now)).unwrap();
+        net.advance(now + 50 * MS);
+    }
+    assert_eq!(net.peers[&2].depths(), vec![1; 4], "fed by the seed");
+    let now = net.now;
+    let v = net.peers.get_mut(&2).unwrap();
+    v.handle_connected(now, NodeId(RAW), true);
+    v.handle_message(now, NodeId(RAW), hello(&key(), 8));
+    let mut st = status(None, vec![depth, 1, 1, 1]);
+    st.free_slots = 64;
+    st.latency_ms = vec![1; 4].into();
+    st.root = vec![root, Status::NO_ROOT, Status::NO_ROOT, Status::NO_ROOT].into();
+    v.handle_message(now, NodeId(RAW), Message::Status(st));
+    net.advance(now + 100 * MS);
+    net.to_raw.clear();
+    let gone = net.now;
+    net.links.clear();
+    net.peers.get_mut(&2).unwrap().handle_disconnected(gone, NodeId(1));
+    while net.now < gone + 5_000 * MS {
+        let now = net.now;
+        net.advance(now + 10 * MS);
+        let v = net.peers.get_mut(&2).unwrap();
+        v.handle_message(now, NodeId(RAW), Message::Ping { nonce: 1 });
+        for (_, msg) in std::mem::take(&mut net.to_raw) {
+            if let Message::Subscribe { substreams } = msg
+                && substreams & 1 != 0
+            {
+                return Some(now - gone);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn an_orphan_does_not_take_a_parent_fed_through_itself() {
+    // Before: it did (the one neighbour forwarding substream 0), and the two fed each
+    // other nothing, counting their depths up to 32 a status at a time.
+    assert_eq!(orphan_beside(2, PeerId(2)), None, "the neighbour names the orphan as its branch's root");
+}
+
+#[test]
+fn an_orphan_takes_a_deeper_parent_only_once_its_loss_is_news_to_all() {
+    // Those it fed are deeper than it was, and may not have heard yet: a loop. Before:
+    // it subscribed at once.
+    let asked = orphan_beside(3, Status::NO_ROOT).expect("asked in the end");
+    assert!(asked >= 3_000 * MS, "not within the status interval: after {} ms", asked / MS);
+    let asked = orphan_beside(3, PeerId(77)).expect("asked");
+    assert!(asked < 500 * MS, "one on another branch at once: after {} ms", asked / MS);
+}
+
+#[test]
+fn a_seed_child_that_forwards_nothing_gives_its_slot_to_a_forwarder_at_once() {
+    // Before: only once past its probation, so at a channel's start the seeds' slots
+    // went to whoever asked first and the forwarders of a substream waited 10 s
+    // (`small`, rng seed 2: continuity 0.99772).
+    let mut net = small_seed();
+    let tx = subscribe_raw_to(&mut net, 1, 30, 100, 1_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 30), Some(1));
+    idle_raws_until(&mut net, &[30], &[], T0 + 1_000 * MS);
+    let tx = subscribe_raw_to(&mut net, 1, 33, 108, 6_000, 0b0001);
+    assert_eq!(accepted_for(&tx, 33), Some(1), "a forwarder takes a leaf's slot");
+    assert_eq!(accepted_for(&tx, 30), Some(0), "the leaf is told");
+}

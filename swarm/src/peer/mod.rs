@@ -200,12 +200,22 @@ struct Branch {
     /// It has pushed a timely piece since it became our parent: only then do we name
     /// its branch's root in `Status` (a vouch for what delivers, not what says it will).
     parent_pushed: bool,
-    /// The seed's child at the top of this branch, as we advertise it.
+    /// The seed's child at the top of this branch, as we advertise it...
     root: Option<PeerId>,
+    /// ...and the last one we did (what those we fed may still say).
+    last_root: Option<PeerId>,
     /// Our parent's peer id once it has pushed in time, as we advertise it.
     named_parent: Option<PeerId>,
     /// Our distance from a seed.
     depth: u8,
+    /// Loop guard, after Babel's feasibility condition: once our depth got worse (or
+    /// we lost our feed), until `guard_until` — time for the news to reach everyone
+    /// we fed — a new parent must be closer to the seed than `guard_depth` (the best
+    /// depth we had), or on a branch whose root is not `guard_root` (ours then):
+    /// anyone else may be fed through us and not know it yet.
+    guard_depth: u8,
+    guard_root: Option<PeerId>,
+    guard_until: Micros,
     /// Delay from ingest to our holding a piece of this substream.
     latency: Option<Ewma>,
 }
@@ -281,6 +291,8 @@ pub struct Peer {
     last_jump_probe: Option<Micros>,
     stats: PeerStats,
     left: bool,
+    /// Time of the latest input, for state kept by handlers without a time of their own.
+    clock: Micros,
 }
 
 impl Peer {
@@ -334,6 +346,7 @@ impl Peer {
             last_jump_probe: None,
             stats: PeerStats::default(),
             left: false,
+            clock: now,
             cfg,
         })
     }
@@ -368,6 +381,7 @@ impl Peer {
 
     /// A connection to `node` is up (`outbound`: we opened it).
     pub fn handle_connected(&mut self, now: Micros, node: NodeId, outbound: bool) {
+        self.clock = self.clock.max(now);
         self.connecting.remove(&node);
         if self.left || self.neighbour_idx(node).is_some() {
             return;
@@ -411,12 +425,14 @@ impl Peer {
     }
 
     /// A connection we asked for could not be opened.
-    pub fn handle_connect_failed(&mut self, _now: Micros, node: NodeId) {
+    pub fn handle_connect_failed(&mut self, now: Micros, node: NodeId) {
+        self.clock = self.clock.max(now);
         self.connecting.remove(&node);
     }
 
     /// The connection to `node` is gone (closed by either side or by the network).
-    pub fn handle_disconnected(&mut self, _now: Micros, node: NodeId) {
+    pub fn handle_disconnected(&mut self, now: Micros, node: NodeId) {
+        self.clock = self.clock.max(now);
         self.connecting.remove(&node);
         if let Some(idx) = self.neighbour_idx(node) {
             self.remove_neighbour(idx);
@@ -426,6 +442,7 @@ impl Peer {
     /// Nodes the shell can connect to (from the tracker). The peer picks among them,
     /// first those of the clubs it has fewest neighbours in.
     pub fn handle_candidates(&mut self, now: Micros, candidates: &[Candidate]) {
+        self.clock = self.clock.max(now);
         if self.left {
             return;
         }
@@ -483,6 +500,7 @@ impl Peer {
 
     /// A piece from ingest (seeds only). Verified like any other.
     pub fn handle_origin_piece(&mut self, now: Micros, piece: Piece) -> Result<(), PieceError> {
+        self.clock = self.clock.max(now);
         if self.window.contains(piece.seq()) {
             return Ok(());
         }
@@ -492,6 +510,7 @@ impl Peer {
     }
 
     pub fn handle_message(&mut self, now: Micros, from: NodeId, msg: Message) {
+        self.clock = self.clock.max(now);
         let Some(idx) = self.neighbour_idx(from) else { return };
         self.neighbours[idx].last_recv = now;
         if self.neighbours[idx].hello.is_none() {
@@ -555,7 +574,8 @@ impl Peer {
 
     /// The shell could not decode what `from` sent (see [`crate::wire::FrameDecoder`]):
     /// the connection is closed with `Goodbye(Malformed)` and the error counted.
-    pub fn handle_malformed(&mut self, _now: Micros, from: NodeId, error: WireError) {
+    pub fn handle_malformed(&mut self, now: Micros, from: NodeId, error: WireError) {
+        self.clock = self.clock.max(now);
         let Some(idx) = self.neighbour_idx(from) else { return };
         self.stats.malformed += 1;
         self.misbehaved(idx, Reject::Malformed(error), GoodbyeReason::Malformed);
@@ -563,7 +583,8 @@ impl Peer {
 
     /// The shell saw `from` send more messages than any honest peer would: it is
     /// dropped with `Goodbye(Flooding)` and counted.
-    pub fn handle_flood(&mut self, _now: Micros, from: NodeId) {
+    pub fn handle_flood(&mut self, now: Micros, from: NodeId) {
+        self.clock = self.clock.max(now);
         let Some(idx) = self.neighbour_idx(from) else { return };
         self.stats.floods += 1;
         self.misbehaved(idx, Reject::Flooding, GoodbyeReason::Flooding);
@@ -571,6 +592,7 @@ impl Peer {
 
     /// Housekeeping; call at [`Peer::poll_timeout`] (earlier or later is harmless).
     pub fn handle_timeout(&mut self, now: Micros) {
+        self.clock = self.clock.max(now);
         if self.left {
             return;
         }

@@ -131,6 +131,11 @@ impl Neighbour {
         self.status.as_ref().and_then(|st| st.root.get(s).copied()).unwrap_or(Status::NO_ROOT)
     }
 
+    /// Its parent in substream `s`, as it says.
+    pub(super) fn parent(&self, s: usize) -> crate::wire::PeerId {
+        self.status.as_ref().and_then(|st| st.parent.get(s).copied()).unwrap_or(Status::NO_ROOT)
+    }
+
     pub(super) fn peer_id(&self) -> Option<crate::wire::PeerId> {
         self.hello.as_ref().map(|h| h.peer_id)
     }

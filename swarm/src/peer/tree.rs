@@ -185,12 +185,32 @@ impl Peer {
                     && n.children & bit == 0
                     && n.parents & bit == 0
                     && n.depth(s) < MAX_DEPTH
+                    && self.loop_free(now, n, s)
                     && n.failures < 3
                     && now >= n.no_parent_until
                     && room
             })
             .map(|n| (n.node, self.predict(n, s, false)))
             .min_by_key(|&(node, cost)| (cost, node))
+    }
+
+    /// Whether `n` can feed us substream `s` without a loop: not if it says we feed
+    /// its branch (as its parent or the branch's root); while our depth's worsening
+    /// is news (see `Branch::guard_depth`), only if it is closer to the seed than we
+    /// were or on another branch. Those we fed are deeper than we were, and on our
+    /// branch, until they hear: a loop counts its depths up to `MAX_DEPTH` one
+    /// status at a time while nobody in it gets a piece. (Two branches orphaned at
+    /// once, as a seed's when it dies, can still take each other's nodes: such a
+    /// loop breaks when the news arrives, since no one in it is fed.)
+    fn loop_free(&self, now: Micros, n: &Neighbour, s: usize) -> bool {
+        let me = self.cfg.peer_id;
+        if n.root(s) == me || n.parent(s) == me {
+            return false;
+        }
+        let b = &self.branches[s];
+        now >= b.guard_until
+            || n.depth(s) < b.guard_depth
+            || (n.root(s) != Status::NO_ROOT && Some(n.root(s)) != b.guard_root)
     }
 
     /// When a piece of substream `s` would reach us through `n`, after ingest: its own
@@ -265,7 +285,9 @@ impl Peer {
         let newcomer = self.credit(&self.neighbours[i], s);
         // At a seed a claim outbids only with something to show: a newcomer others
         // name as their parent (it forwards) may displace any child; one with nothing
-        // to show, only a child past its probation that nobody vouches for.
+        // to show, only a leaf (it says it forwards nothing here: it loses a hop, no
+        // one below it loses anything) or a child past its probation that nobody
+        // vouches for.
         let proven = seed && self.proven(&self.neighbours[i], now);
         let weakest = self
             .neighbours
@@ -274,7 +296,10 @@ impl Peer {
             .filter(|(_, n)| {
                 n.children & bit != 0
                     && n.node != node
-                    && (!seed || proven || self.unvouched_for(n, now) > self.cfg.child_probation)
+                    && (!seed
+                        || proven
+                        || self.credit(n, s) == 0
+                        || self.unvouched_for(n, now) > self.cfg.child_probation)
             })
             .map(|(i, n)| (i, self.credit(n, s), n.node))
             .min_by_key(|&(_, credit, node)| (credit, node))
@@ -385,6 +410,7 @@ impl Peer {
         if self.cfg.role == Role::Seed {
             return;
         }
+        let now = self.clock;
         for s in 0..self.branches.len() {
             let parent = self.branches[s]
                 .parent
@@ -406,15 +432,27 @@ impl Peer {
                 Some(n) if d != Status::NO_PATH && self.branches[s].parent_pushed => n.peer_id(),
                 _ => None,
             };
-            if self.branches[s].root != root || self.branches[s].named_parent != named_parent {
-                self.branches[s].root = root;
-                self.branches[s].named_parent = named_parent;
+            let b = &mut self.branches[s];
+            if b.root != root || b.named_parent != named_parent {
+                b.root = root;
+                b.last_root = root.or(b.last_root);
+                b.named_parent = named_parent;
                 self.depth_dirty |= 1 << s;
             }
-            let old = self.branches[s].depth;
+            let old = b.depth;
             if old != d {
-                self.branches[s].depth = d;
+                b.depth = d;
                 self.depth_dirty |= 1 << s;
+                // Worse (or no feed): those we fed still say we are closer; guard
+                // against taking one of them as a parent until they have heard.
+                if d > old && old != Status::NO_PATH {
+                    if now >= b.guard_until {
+                        (b.guard_depth, b.guard_root) = (old, b.last_root);
+                    } else {
+                        b.guard_depth = b.guard_depth.min(old);
+                    }
+                    b.guard_until = now.saturating_add(self.cfg.status_interval);
+                }
                 // Gaining or losing a feed changes whether we can be anyone's parent.
                 if (old == Status::NO_PATH) != (d == Status::NO_PATH) {
                     self.slots_dirty = true;
