@@ -306,6 +306,9 @@ impl Hub {
     /// learn the channel went off air, and its connection is told why (`why`).
     fn end_session(&self, channel: &Channel, mut st: MutexGuard<'_, ChannelState>, why: Option<Ended>) {
         let Some(session) = st.session.take() else { return };
+        // Counted off before anyone is woken: a waiter that sees the session end sees
+        // the gauge agree.
+        self.metrics.publishers_active.dec();
         let mut pieces = Vec::new();
         st.segmenter.close(now_us(), &mut pieces);
         self.publish(channel, &mut st, pieces, Instant::now());
@@ -314,7 +317,6 @@ impl Hub {
             session.cancel.send_replace(Some(why));
         }
         channel.produced.send_modify(|_| {});
-        self.metrics.publishers_active.dec();
         tracing::info!(channel = %channel.name, session = session.id, "publish session ended");
     }
 

@@ -157,7 +157,8 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
         std::fs::write(&file, &*rec.lock().unwrap()).unwrap();
         decodes(&file).unwrap_or_else(|e| panic!("viewer {i}'s playout does not decode: {e}"));
         let f = frames(&file);
-        assert!((475..=500).contains(&f), "viewer {i} holds {f} of 500 frames");
+        let peer = viewers[i].node.handle.snapshot();
+        assert!((475..=500).contains(&f), "viewer {i} holds {f} of 500 frames; its peer: {:?}", peer.stats);
     }
     // The seeder's HLS fallback: a live playlist of whole segments that decode.
     let (status, playlist) = http_get(&playlist_url);

@@ -65,10 +65,10 @@ fn withholding_and_late_parents_do_not_stop_the_stream() {
 
 /// One of two seeds dies 7 s into the window (as a killed process: its neighbours see
 /// the connection drop), under 20 viewers that each could carry the stream 20 times
-/// over — what `shoal up`'s end-to-end test does with real processes. Its children
-/// re-attach at once, without a loop: before the loop guard, two orphaned branches
-/// took each other's nodes as parents and counted their depths up a status at a
-/// time, while no piece reached them (rng seed 3: one piece missed, p99 1,057 ms).
+/// over — what `shoal up`'s end-to-end test does with real processes. Before the
+/// loop guard an orphan could take a node it had fed as its parent, and the loop
+/// counted its depths up a status at a time while no piece reached it from a seed
+/// (rng seed 3: one piece missed, p99 1,057 ms).
 #[test]
 fn a_seed_dying_costs_no_piece() {
     for rng_seed in 1..=4 {
