@@ -199,9 +199,10 @@ impl Peer {
     /// is news (see `Branch::guard_depth`), only if it is closer to the seed than we
     /// were or on another branch. Those we fed are deeper than we were, and on our
     /// branch, until they hear: a loop counts its depths up to `MAX_DEPTH` one
-    /// status at a time while nobody in it gets a piece. (Two branches orphaned at
-    /// once, as a seed's when it dies, can still take each other's nodes: such a
-    /// loop breaks when the news arrives, since no one in it is fed.)
+    /// status at a time while nobody in it gets a piece from a seed. (Two branches
+    /// orphaned at once, as a seed's when it dies, can still take each other's nodes;
+    /// such a loop lasts until its depths reach the limit, carried meanwhile by
+    /// repair: docs/measurements.md, 2026-12-03.)
     fn loop_free(&self, now: Micros, n: &Neighbour, s: usize) -> bool {
         let me = self.cfg.peer_id;
         if n.root(s) == me || n.parent(s) == me {
