@@ -149,23 +149,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A channel's numbering is bound to wall time: [`SEQ_PER_SECOND`] numbers per second
-/// from the Unix epoch. A channel starts at the clock's number and its pieces never
-/// take numbers the clock has not reached (a publisher faster than real time — ffmpeg
-/// without `-re`, a keyframe storm — is held back: [`Publisher::ahead_of_clock`]), so
+/// A channel's numbering is bound to wall time (the protocol's rule, in
+/// [`swarm::piece::SEQ_PER_SECOND`]): a publisher faster than real time — ffmpeg
+/// without `-re`, a keyframe storm — is held back ([`Publisher::ahead_of_clock`]), so
 /// after an ingest restart the new numbers are above every old one and seeders and
-/// viewers follow. Real-time media uses ~20 a second (50 ms pieces): the rest is
-/// headroom for bursts.
-pub const SEQ_PER_SECOND: u64 = 100;
-
-/// How far past the clock a publisher that does not wait may push the numbering (a
-/// tag's pieces, a burst) before its session is ended.
-pub const MAX_AHEAD_OF_CLOCK: u64 = SEQ_PER_SECOND;
-
-/// The clock's sequence number at `now_us`.
-pub fn clock_seq(now_us: u64) -> u64 {
-    now_us / (1_000_000 / SEQ_PER_SECOND)
-}
+/// viewers follow.
+pub use swarm::piece::{MAX_AHEAD_OF_CLOCK, SEQ_PER_SECOND, clock_seq};
 
 /// Wall clock, µs since the Unix epoch: the pieces' timestamps.
 pub fn now_us() -> u64 {

@@ -199,6 +199,7 @@ pub struct NodeMetrics {
     jumps: IntCounter,
     parents_stalled: IntCounter,
     children_unvouched: IntCounter,
+    repairs_refused: IntCounter,
 }
 
 impl NodeMetrics {
@@ -248,6 +249,10 @@ impl NodeMetrics {
                 "shoal_node_children_unvouched_total",
                 "Seed child slots taken back: no other neighbour was fed through that child.",
             ),
+            repairs_refused: counter(
+                "shoal_node_repairs_refused_total",
+                "Requests answered Busy: the asker gives nothing and took its free share of repairs.",
+            ),
             registry,
         }
     }
@@ -274,6 +279,7 @@ impl NodeMetrics {
             (&self.jumps, st.jumps),
             (&self.parents_stalled, st.parents_stalled),
             (&self.children_unvouched, st.children_unvouched),
+            (&self.repairs_refused, st.repairs_refused),
         ] {
             c.inc_by(v.saturating_sub(c.get()));
         }

@@ -238,6 +238,10 @@ pub(crate) fn print_table(r: &Report) {
             format!("{} / {} ms ({} never started)", r.startup_ms.p50, r.startup_ms.p99, r.never_started),
         ),
         ("forged sent / accepted", format!("{} / {}", r.forged_pieces_sent, r.forged_pieces_accepted)),
+        (
+            "slots retaken / stalls / refused",
+            format!("{} / {} / {}", r.seed_children_unvouched, r.parents_stalled, r.connections_refused),
+        ),
         ("events, wall, peak memory", format!("{} in {:.2} s, {} MiB", r.events, r.wall_s, r.peak_rss_mib)),
     ];
     for (k, v) in rows {

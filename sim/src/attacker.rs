@@ -4,8 +4,11 @@
 //! tampered pieces, sends nothing, or sends genuine pieces too late. Withholders and
 //! liars also go for the seeds' child slots (the top of every push tree): they subscribe
 //! to everything on connecting to a seed and again whenever it says it has room, and
-//! name themselves as their branch's root. It is not a [`swarm::peer::Peer`]: it is
-//! what a real peer must survive.
+//! name themselves as their branch's root. Flooders claim nothing good: they take
+//! every substream they are given, and send each neighbour a stream of junk (claims
+//! of pieces that do not exist, requests for every new piece, statuses pointing the
+//! start ahead) just below the message rate the shell drops a connection for. It is
+//! not a [`swarm::peer::Peer`]: it is what a real peer must survive.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -18,6 +21,10 @@ use crate::scenario::Attack;
 
 /// How late a liar delivers, in pieces (1.2 s of 50 ms pieces).
 const LIAR_LAG: u64 = 24;
+
+/// How far ahead of the stream a flooder points a joiner's start (within what a
+/// peer accepts as plausible, 200 pieces).
+const FLOOD_AHEAD: u64 = 150;
 
 #[derive(Debug)]
 pub struct Attacker {
@@ -36,11 +43,13 @@ pub struct Attacker {
     /// Half the attackers also claim to be seeds.
     claims_seed: bool,
     attack: Attack,
+    /// (Sybils) the colluder it names as its branch's root, to vouch for it.
+    partner: PeerId,
     pub forged_sent: u64,
 }
 
 impl Attacker {
-    pub fn new(channel: ChannelId, peer_id: PeerId, n_substreams: u8, attack: Attack) -> Self {
+    pub fn new(channel: ChannelId, peer_id: PeerId, n_substreams: u8, attack: Attack, partner: PeerId) -> Self {
         let mut secret = [0u8; 32];
         secret[..8].copy_from_slice(&peer_id.0.to_be_bytes());
         Attacker {
@@ -55,6 +64,7 @@ impl Attacker {
             n_forged: 0,
             claims_seed: peer_id.0.is_multiple_of(2),
             attack,
+            partner,
             forged_sent: 0,
         }
     }
@@ -67,7 +77,7 @@ impl Attacker {
         self.neighbours.contains_key(&node)
     }
 
-    /// Whether it also dials seeds (to take their children's slots).
+    /// Whether it also dials seeds (to take their children's slots, or flood them).
     pub fn targets_seeds(&self) -> bool {
         self.attack != Attack::Forge
     }
@@ -75,16 +85,27 @@ impl Attacker {
     /// A connection is up; `seed`: to a seed, where it subscribes to everything.
     pub fn handle_connected(&mut self, node: NodeId, seed: bool) {
         self.neighbours.insert(node, 0);
+        let flood = self.attack == Attack::Flood;
         let hello = Hello {
             version: PROTOCOL_VERSION,
             channel: self.channel,
             peer_id: self.peer_id,
-            role: if self.claims_seed { Role::Seed } else { Role::Viewer },
+            role: if self.claims_seed && !flood { Role::Seed } else { Role::Viewer },
             reachable: true,
             n_substreams: self.n_substreams,
-            upload_kbps: if self.attack == Attack::Forge { 100_000 } else { u32::MAX },
+            upload_kbps: match self.attack {
+                Attack::Forge => 100_000,
+                Attack::Flood => 0,
+                Attack::Withhold | Attack::Liar | Attack::Sybil => u32::MAX,
+            },
         };
         self.push(node, Message::Hello(hello));
+        if flood {
+            // A leech, not a parent: it takes every substream it can get.
+            self.push(node, self.flood_status());
+            self.push(node, Message::Subscribe { substreams: self.all() });
+            return;
+        }
         // The most attractive parent there could be: one hop from a seed, 1 ms behind
         // ingest, room for anyone.
         let n = self.n_substreams as usize;
@@ -96,8 +117,17 @@ impl Attacker {
             segment_start: self.newest,
             depth: vec![if self.claims_seed { 0 } else { 1 }; n].into(),
             latency_ms: vec![1; n].into(),
-            // The top of its own branch, as a seed's child would say.
-            root: vec![if self.claims_seed { Status::NO_ROOT } else { self.peer_id }; n].into(),
+            // The top of its own branch, as a seed's child would say; a sybil names
+            // its colluder, which a seed takes as a vouch by someone fed through it.
+            root: vec![
+                match (self.claims_seed, self.attack) {
+                    (true, _) => Status::NO_ROOT,
+                    (false, Attack::Sybil) => self.partner,
+                    (false, _) => self.peer_id,
+                };
+                n
+            ]
+            .into(),
             parent: vec![Status::NO_ROOT; n].into(),
         };
         self.push(node, Message::Status(status));
@@ -110,6 +140,23 @@ impl Attacker {
             self.seeds.insert(node, 0);
             self.push(node, Message::Subscribe { substreams: self.all() });
         }
+    }
+
+    /// A flooder's status: no room, no path, and a segment start ahead of the stream
+    /// (to pull a joiner's start point where no piece is yet).
+    fn flood_status(&self) -> Message {
+        let n = self.n_substreams as usize;
+        Message::Status(Status {
+            free_slots: 0,
+            children: 0,
+            min_child_kbps: 0,
+            busy_ms: 0,
+            segment_start: self.newest.map(|s| s + FLOOD_AHEAD),
+            depth: vec![Status::NO_PATH; n].into(),
+            latency_ms: vec![Status::NO_LATENCY; n].into(),
+            root: vec![Status::NO_ROOT; n].into(),
+            parent: vec![Status::NO_ROOT; n].into(),
+        })
     }
 
     fn all(&self) -> u64 {
@@ -125,6 +172,9 @@ impl Attacker {
     /// `source` gives the genuine piece for a seq, when it exists, to tamper with.
     pub fn handle_message(&mut self, from: NodeId, msg: Message, source: &dyn Fn(u64) -> Option<Piece>) {
         match msg {
+            Message::Subscribe { .. } if self.attack == Attack::Flood => {
+                self.push(from, Message::SubscribeReply { accepted: 0 });
+            }
             Message::Subscribe { substreams } => {
                 self.neighbours.insert(from, substreams);
                 self.push(from, Message::SubscribeReply { accepted: substreams });
@@ -139,7 +189,7 @@ impl Attacker {
                             }
                         }
                         // Silence: the request times out.
-                        Attack::Withhold => {}
+                        Attack::Withhold | Attack::Flood | Attack::Sybil => {}
                         // Only what is already late.
                         Attack::Liar => {
                             if let Some(p) = self.newest.filter(|&n| seq + LIAR_LAG <= n).and_then(|_| source(seq)) {
@@ -176,12 +226,13 @@ impl Attacker {
         self.newest = Some(piece.seq());
         match self.attack {
             Attack::Forge => self.forge_and_push(piece),
-            Attack::Withhold => {
+            Attack::Withhold | Attack::Sybil => {
                 // Claims it, to every neighbour; sends it to none.
                 for node in self.neighbours.keys().copied().collect::<Vec<_>>() {
                     self.push(node, Message::Have { seq: piece.seq() });
                 }
             }
+            Attack::Flood => self.flood(piece),
             Attack::Liar => {
                 // Claims the new piece at once; pushes the one made 1.2 s ago.
                 let late = piece.seq().checked_sub(LIAR_LAG).and_then(source);
@@ -194,6 +245,23 @@ impl Attacker {
                         self.push(node, Message::Piece(p.clone()));
                     }
                 }
+            }
+        }
+    }
+
+    /// Per new piece, to every neighbour (4 messages per 50 ms, 80 a second: a fraction
+    /// of the shell's budget of 2,000, so none is dropped for it): a claim of the next
+    /// piece, which does not exist yet; 1,024 claims far ahead; a request for the new
+    /// piece; and every 20th piece a status pointing the start ahead.
+    fn flood(&mut self, piece: &Piece) {
+        let seq = piece.seq();
+        let status = seq.is_multiple_of(20).then(|| self.flood_status());
+        for node in self.neighbours.keys().copied().collect::<Vec<_>>() {
+            self.push(node, Message::Have { seq: seq + 1 });
+            self.push(node, Message::HaveMap { base: seq + 100_000, bits: vec![u64::MAX; 16] });
+            self.push(node, Message::Request { seqs: vec![seq] });
+            if let Some(st) = &status {
+                self.push(node, st.clone());
             }
         }
     }

@@ -27,15 +27,18 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, mpsc};
 
-use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Transmit};
+use httpkit::guard::{AddrGuard, GuardConfig};
+
+use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, PeerStats, Reject, Transmit};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
 use swarm::rng::Rng;
 use swarm::wire::{Message, PeerId, Role};
 
 use crate::attacker::Attacker;
-use crate::scenario::Scenario;
+use crate::scenario::{Attack, Scenario};
 use crate::verify::KnownPieces;
 
 const MS: Micros = 1_000;
@@ -70,6 +73,8 @@ struct Link {
     epoch: u32,
     /// `false`: our dial is on its way.
     open: bool,
+    /// Dialled by the peer: counted in our guard while open.
+    inbound: bool,
 }
 
 #[derive(Debug)]
@@ -91,6 +96,8 @@ pub(crate) struct Node {
     pub(crate) accepted_at: Vec<u32>,
     /// Its connections (open, or dialled and not yet answered).
     links: Vec<Link>,
+    /// (Honest nodes) who may connect: the shell's per-address caps and bans.
+    guard: Option<AddrGuard>,
     pub(crate) started_at: Option<Micros>,
     pub(crate) bytes_up_window: u64,
     pub(crate) bytes_down_window: u64,
@@ -99,6 +106,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// A connection is gone: an inbound one no longer counts against its address.
+    fn release(&mut self, sh: &Shared, link: Link) {
+        if link.open
+            && link.inbound
+            && let Some(guard) = &mut self.guard
+        {
+            guard.release(sh.addrs[link.peer as usize]);
+        }
+    }
+
     fn link_pos(&self, peer: u32) -> Option<usize> {
         self.links.iter().position(|l| l.peer == peer)
     }
@@ -333,6 +350,10 @@ impl Node {
         }
     }
 
+    pub(crate) fn guard_stats(&self) -> Option<httpkit::guard::GuardStats> {
+        self.guard.as_ref().map(|g| g.stats)
+    }
+
     pub(crate) fn peer_stats(&self) -> Option<&PeerStats> {
         match &self.agent {
             Agent::Peer(p) => Some(p.stats()),
@@ -361,6 +382,9 @@ struct Shared<'a> {
     pieces: Vec<Piece>,
     peer_ids: Vec<PeerId>,
     kinds: Vec<Kind>,
+    /// Each node's address: honest nodes each on a /24 of their own; sybils share a
+    /// few (see [`node_addr`]).
+    addrs: Vec<IpAddr>,
     /// (joins at, leaves at) per node; `Micros::MAX`: not (yet) decided.
     life: Vec<(Micros, Micros)>,
     /// Alive nodes that accept connections (what the tracker hands out).
@@ -584,10 +608,17 @@ impl Shard {
                     self.schedule(sh, now + sh.delay(from, to), Ev::ConnectFailed { from, to });
                     return;
                 }
+                // Over a cap for its address, or banned: closed as soon as accepted.
+                let addr = sh.addrs[from as usize];
+                let refused = self.node(sh, to).guard.as_mut().is_some_and(|g| g.admit(addr, now).is_err());
+                if refused {
+                    self.schedule(sh, now + sh.delay(from, to), Ev::ConnectFailed { from, to });
+                    return;
+                }
                 self.next_epoch += 1;
                 let epoch = self.next_epoch * sh.shards + self.index;
                 let target = self.node(sh, to);
-                let link = Link { peer: from, epoch, open: true };
+                let link = Link { peer: from, epoch, open: true, inbound: true };
                 match target.link_pos(from) {
                     Some(i) => target.links[i] = link,
                     None => target.links.push(link),
@@ -602,7 +633,7 @@ impl Shard {
                     self.schedule(sh, now + sh.delay(from, to), Ev::Closed { node: to, peer: from, epoch });
                     return;
                 }
-                let link = Link { peer: to, epoch, open: true };
+                let link = Link { peer: to, epoch, open: true, inbound: false };
                 match n.link_pos(to) {
                     Some(i) => n.links[i] = link,
                     None => n.links.push(link),
@@ -624,7 +655,8 @@ impl Shard {
                 if !n.links[i].open || n.links[i].epoch != epoch {
                     return;
                 }
-                n.links.swap_remove(i);
+                let link = n.links.swap_remove(i);
+                n.release(sh, link);
                 self.disconnected(sh, node, peer);
             }
             Ev::Window { start } => {
@@ -860,7 +892,7 @@ impl Shard {
                     let to = to.0 as u32;
                     let n = self.node(sh, node);
                     if n.link_pos(to).is_none() {
-                        n.links.push(Link { peer: to, epoch: 0, open: false });
+                        n.links.push(Link { peer: to, epoch: 0, open: false, inbound: false });
                     }
                     self.schedule(sh, now + sh.delay(node, to), Ev::ConnectArrive { from: node, to });
                 }
@@ -869,6 +901,7 @@ impl Shard {
                     let n = self.node(sh, node);
                     let Some(i) = n.link_pos(peer) else { continue };
                     let link = n.links.swap_remove(i);
+                    n.release(sh, link);
                     if link.open {
                         // The peer learns of the close after the last message we sent it.
                         let at = (now + sh.delay(node, peer)).max(n.last_delivery) + 1;
@@ -880,11 +913,17 @@ impl Shard {
                 Event::PlaybackStarted { .. } => {
                     self.node(sh, node).started_at.get_or_insert(now);
                 }
-                Event::Rejected { reason, .. } => {
+                Event::Rejected { from, reason } => {
                     if self.debug {
                         eprintln!("rejected: {reason:?}");
                     }
-                    self.rejected += 1
+                    self.rejected += 1;
+                    // A forger or a flooder is kept out by address, as the shell does.
+                    if matches!(reason, Reject::Forged | Reject::Flooding)
+                        && let Some(guard) = &mut self.node(sh, node).guard
+                    {
+                        guard.ban(sh.addrs[from.0 as usize], now);
+                    }
                 }
                 _ => {}
             }
@@ -906,6 +945,18 @@ impl Shard {
             n.accepted_at[seq] = u32::try_from(now.div_ceil(MS)).unwrap_or(NOT_YET - 1);
         }
     }
+}
+
+/// A node's address. Honest nodes and most attackers each have a /24 of their own
+/// (a home line); sybils are many identities on 8 hosts in 2 /24s.
+fn node_addr(idx: u32, kind: Kind, attack: Attack) -> IpAddr {
+    if kind == Kind::Attacker && attack == Attack::Sybil {
+        let host = idx % 8;
+        let net: u32 = if host < 4 { 0xc633_6400 } else { 0xcb00_7100 }; // 198.51.100/24, 203.0.113/24
+        return IpAddr::V4(Ipv4Addr::from(net | (host + 1)));
+    }
+    // 0.0.1.1, 0.0.2.1, …: 16 million /24s, one per node.
+    IpAddr::V4(Ipv4Addr::from(((idx + 1) << 8) | 1))
 }
 
 /// Runs the shards window by window and decides what is shared between them.
@@ -965,6 +1016,7 @@ impl<'a> Engine<'a> {
                 pieces,
                 peer_ids: Vec::new(),
                 kinds: Vec::new(),
+                addrs: Vec::new(),
                 life: Vec::new(),
                 reachable: Vec::new(),
                 seeds: Vec::new(),
@@ -1205,7 +1257,12 @@ impl<'a> Engine<'a> {
         let peer_id = PeerId(Rng::derive(sc.rng_seed, 0x1d00 + u64::from(idx)).next_u64());
         let agent = match kind {
             Kind::Attacker => {
-                Agent::Attacker(Box::new(Attacker::new(self.key.id(), peer_id, sc.n_substreams, sc.attack)))
+                // Sybils collude: each names the next one's id (attackers are numbered
+                // in a row) as the root of its branch, to vouch for it at the seeds.
+                let first = sc.seeds + sc.viewers;
+                let next = first + (idx - first + 1) % sc.attackers.max(1);
+                let partner = PeerId(Rng::derive(sc.rng_seed, 0x1d00 + u64::from(next)).next_u64());
+                Agent::Attacker(Box::new(Attacker::new(self.key.id(), peer_id, sc.n_substreams, sc.attack, partner)))
             }
             Kind::Seed | Kind::Viewer => {
                 let role = if kind == Kind::Seed { Role::Seed } else { Role::Viewer };
@@ -1237,6 +1294,7 @@ impl<'a> Engine<'a> {
         let shared = self.shared_mut();
         shared.peer_ids.push(peer_id);
         shared.kinds.push(kind);
+        shared.addrs.push(node_addr(idx, kind, sc.attack));
         shared.life.push((Micros::MAX, Micros::MAX));
         self.reachable_pos.push(u32::MAX);
         self.alive_viewers.push(0);
@@ -1255,6 +1313,7 @@ impl<'a> Engine<'a> {
             left_at: None,
             accepted_at: Vec::new(),
             links: Vec::new(),
+            guard: (kind != Kind::Attacker).then(|| AddrGuard::new(GuardConfig::default())),
             started_at: None,
             bytes_up_window: 0,
             bytes_down_window: 0,

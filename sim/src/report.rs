@@ -57,7 +57,7 @@ pub struct Report {
     /// Things honest peers refused (forged pieces, protocol errors, ...).
     pub rejected: u64,
     pub attackers: u32,
-    /// What they did (`forge`, `withhold`, `liar`).
+    /// What they did (`forge`, `withhold`, `liar`, `flood`, `sybil`).
     #[serde(default)]
     pub attack: String,
     pub playout_delay_ms: u32,
@@ -78,6 +78,10 @@ pub struct Report {
     /// Push parents viewers dropped for not delivering in time.
     #[serde(default)]
     pub parents_stalled: u64,
+    /// Inbound connections honest nodes refused: over a per-address or per-/24 cap,
+    /// or from a banned address.
+    #[serde(default)]
+    pub connections_refused: u64,
     /// At the end: (viewer, substream) pairs with no push parent, and the mean tree
     /// depth of the others.
     pub orphan_substreams: u64,
@@ -200,6 +204,12 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         flood_drops: sum(out, Kind::Viewer, |s| s.floods) + sum(out, Kind::Seed, |s| s.floods),
         seed_children_unvouched: sum(out, Kind::Seed, |s| s.children_unvouched),
         parents_stalled: sum(out, Kind::Viewer, |s| s.parents_stalled),
+        connections_refused: out
+            .nodes
+            .iter()
+            .filter_map(|n| n.guard_stats())
+            .map(|g| g.refused_banned + g.refused_capped)
+            .sum(),
         orphan_substreams: depths.iter().filter(|&&d| d == u8::MAX).count() as u64,
         mean_depth: {
             let fed: Vec<f64> = depths.iter().filter(|&&d| d != u8::MAX).map(|&d| f64::from(d)).collect();

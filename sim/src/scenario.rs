@@ -71,16 +71,26 @@ pub enum Attack {
     Withhold,
     /// Deliver genuine pieces, but 1.2 s late; also subscribe at the seeds.
     Liar,
+    /// Claim no good profile; flood every neighbour instead, below the shell's message
+    /// budget (which drops a connection over it): claims of pieces just ahead and far
+    /// ahead, requests for every new piece (a leech), statuses pointing the start
+    /// ahead. It pushes nothing and answers nothing.
+    Flood,
+    /// Withholders with many identities on few addresses (8 hosts in 2 /24s), which
+    /// vouch for each other: each names another as the root that feeds it.
+    Sybil,
 }
 
 impl Attack {
-    pub const NAMES: &'static [&'static str] = &["forge", "withhold", "liar"];
+    pub const NAMES: &'static [&'static str] = &["forge", "withhold", "liar", "flood", "sybil"];
 
     pub fn by_name(name: &str) -> Option<Self> {
         match name {
             "forge" => Some(Attack::Forge),
             "withhold" => Some(Attack::Withhold),
             "liar" => Some(Attack::Liar),
+            "flood" => Some(Attack::Flood),
+            "sybil" => Some(Attack::Sybil),
             _ => None,
         }
     }
@@ -90,6 +100,8 @@ impl Attack {
             Attack::Forge => "forge",
             Attack::Withhold => "withhold",
             Attack::Liar => "liar",
+            Attack::Flood => "flood",
+            Attack::Sybil => "sybil",
         }
     }
 }

@@ -110,7 +110,9 @@ fn one_thread_or_two_same_figures() {
     // Churn, NAT, loss and attackers: every path where the two shards exchange events.
     let sc = Scenario { viewers: 60, attackers: 3, warmup_s: 6, window_s: 6, churn_per_min: 0.5, ..Scenario::small() };
     let one = run_without_wall_figures(&sc, 1);
-    assert!(one.events > 100_000, "the run did something: {} events", one.events);
+    // (Forgers are banned by address now, as the shell does, so they no longer
+    // reconnect and forge again: ~80,000 events, where it was 2.7 million.)
+    assert!(one.events > 50_000, "the run did something: {} events", one.events);
     assert_eq!(one, run_without_wall_figures(&sc, 2), "the figures do not depend on the threads");
 }
 

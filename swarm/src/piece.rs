@@ -28,6 +28,21 @@ pub const MAX_PIECE_LEN: usize = HEADER_LEN + MAX_PAYLOAD_LEN + SIGNATURE_LEN;
 /// Piece format version written in every header.
 pub const PIECE_VERSION: u8 = 1;
 
+/// A channel's numbering is bound to wall time: this many sequence numbers a second
+/// from the Unix epoch. Ingest starts a channel at the clock's number and never gives
+/// a number the clock has not reached (bar [`MAX_AHEAD_OF_CLOCK`]), so numbers rise
+/// across ingest restarts, and a peer can tell a claim of a number no ingest could
+/// have made yet (real-time media uses ~20 a second: the rest is headroom for bursts).
+pub const SEQ_PER_SECOND: u64 = 100;
+
+/// How far past the clock a channel's numbering may run (a burst of pieces).
+pub const MAX_AHEAD_OF_CLOCK: u64 = SEQ_PER_SECOND;
+
+/// The clock's sequence number at `now_us` (µs since the Unix epoch).
+pub fn clock_seq(now_us: u64) -> u64 {
+    now_us / (1_000_000 / SEQ_PER_SECOND)
+}
+
 const SIGNING_CONTEXT: &[u8; 14] = b"shoal/piece/v2";
 const SIGNED_LEN: usize = SIGNING_CONTEXT.len() + HEADER_LEN + 32;
 

@@ -70,6 +70,12 @@ pub struct PeerConfig {
     /// A request is refused (`DontHave`) when the uplink's queued piece data would
     /// take longer than this to send: the requester does better asking elsewhere.
     pub max_response_backlog: Micros,
+    /// What a neighbour that gives us nothing (no piece, no push; everyone, at a seed)
+    /// may take from us by request, as a share of the stream's rate, sustained...
+    pub free_repair_share: f64,
+    /// ...and at once, as this much of the stream: a joiner's start segment, an
+    /// orphan's gap after its seed died. Past it such a neighbour gets `Busy`.
+    pub free_repair_burst: Micros,
     /// Period of housekeeping: parent choice, keep-alive, idle checks.
     pub tick: Micros,
     /// `Status` is re-sent this often even when nothing but latencies changed...
@@ -147,6 +153,8 @@ impl PeerConfig {
             max_requests_per_neighbour: 8,
             max_queued_responses: 16,
             max_response_backlog: 300 * MS,
+            free_repair_share: 0.1,
+            free_repair_burst: 3 * SECOND,
             tick: 100 * MS,
             status_interval: 3 * SECOND,
             status_min_gap: 500 * MS,

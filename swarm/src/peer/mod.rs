@@ -36,7 +36,7 @@ pub use config::{ConfigError, PeerConfig, SEED_CHILD_SLOTS, SEED_MAX_NEIGHBOURS,
 use neighbour::Neighbour;
 use seqmap::SeqMap;
 
-use crate::piece::{ChannelVerifier, Piece, PieceError, PieceFlags, Verify};
+use crate::piece::{ChannelVerifier, MAX_AHEAD_OF_CLOCK, Piece, PieceError, PieceFlags, Verify, clock_seq};
 use crate::rng::Rng;
 use crate::wire::{GoodbyeReason, Hello, MAX_HAVE_WORDS, Message, PROTOCOL_VERSION, PeerId, Role, Status, WireError};
 
@@ -130,6 +130,9 @@ pub struct PeerStats {
     pub malformed: u64,
     pub wrong_channel: u64,
     pub out_of_window: u64,
+    /// Requests answered `Busy` because the asker, giving us nothing, had taken its
+    /// free share of repairs.
+    pub repairs_refused: u64,
     pub protocol_errors: u64,
     pub pushes_sent: u64,
     pub responses_sent: u64,
@@ -530,16 +533,17 @@ impl Peer {
                 }
             }
             Message::HaveMap { base, bits } => {
-                // One map claims up to 1,024 pieces: at most one rejection is reported
-                // for it (each is counted in the stats), so a map far ahead costs its
-                // receiver one event, not one per bit.
-                let mut first_refused = None;
-                for (w, word) in bits.iter().enumerate() {
+                // One map claims up to 1,024 pieces, in ascending order: past the first
+                // claim out of the window all are, so that one is taken as the map's
+                // (counted once, reported once) and the rest cost nothing — a map far
+                // ahead costs its receiver what one `Have` does, not 1,024 of them.
+                'map: for (w, word) in bits.iter().enumerate() {
                     for b in 0..64 {
                         if word & (1 << b) != 0 {
-                            let Some(seq) = base.checked_add(64 * w as u64 + b) else { continue };
+                            let Some(seq) = base.checked_add(64 * w as u64 + b) else { break 'map };
                             if !self.on_have(now, idx, seq) {
-                                first_refused.get_or_insert(seq);
+                                self.events.push_back(Event::Rejected { from, reason: Reject::OutOfWindow { seq } });
+                                break 'map;
                             }
                             if self.neighbour_idx(from).is_none() {
                                 return;
@@ -547,13 +551,10 @@ impl Peer {
                         }
                     }
                 }
-                if let Some(seq) = first_refused {
-                    self.events.push_back(Event::Rejected { from, reason: Reject::OutOfWindow { seq } });
-                }
             }
             Message::Subscribe { substreams } => self.on_subscribe(now, idx, substreams),
             Message::SubscribeReply { accepted } => self.on_subscribe_reply(now, idx, accepted),
-            Message::Request { seqs } => self.on_request(idx, &seqs),
+            Message::Request { seqs } => self.on_request(now, idx, &seqs),
             Message::Piece(piece) => self.on_piece(now, idx, piece),
             Message::DontHave { seq } => self.on_dont_have(idx, seq),
             Message::Busy { seq } => self.on_busy(now, idx, seq),
@@ -714,10 +715,27 @@ impl Peer {
                 GoodbyeReason::Malformed,
             );
         }
+        let segment_start = st.segment_start;
+        self.neighbours[idx].status = Some(st);
+        if let Some(s) = segment_start {
+            self.consider_start(now, idx, s);
+        }
+    }
+
+    /// A joiner's start point: the newest segment start a listed seed names, else the
+    /// newest one a neighbour names in its `Status` (`idx`) that someone else claims
+    /// to hold too (or we do). An uncorroborated claim would let one liar name a start
+    /// ahead of the stream and hold every joiner it meets at a point no piece has
+    /// reached (wants below the start point are not asked for).
+    fn consider_start(&mut self, now: Micros, idx: usize, s: u64) {
         let from_seed = self.neighbours[idx].is_seed();
-        if let Some(s) = st.segment_start
-            && self.cfg.role == Role::Viewer
+        let node = self.neighbours[idx].node;
+        let corroborated = from_seed
+            || self.window.contains(s)
+            || self.neighbours.iter().any(|n| n.node != node && n.have.contains(s));
+        if self.cfg.role == Role::Viewer
             && self.playout.cursor.is_none()
+            && corroborated
             && self.acceptable_seq(s)
             && (from_seed || !self.playout.target_from_seed)
         {
@@ -733,7 +751,6 @@ impl Peer {
                 }
             }
         }
-        self.neighbours[idx].status = Some(st);
     }
 
     /// A neighbour's claim to hold `seq`; false if it is out of the window (counted;
@@ -759,22 +776,49 @@ impl Peer {
         if self.newest.is_none_or(|newest| seq > newest) {
             self.last_claim_ahead = now;
         }
+        // A joiner: this claim may corroborate a start point another neighbour named.
+        if self.cfg.role == Role::Viewer && self.playout.cursor.is_none() && self.playout.target.is_none_or(|t| t < seq)
+        {
+            let node = self.neighbours[idx].node;
+            let namer = self
+                .neighbours
+                .iter()
+                .position(|n| n.node != node && n.status.as_ref().is_some_and(|st| st.segment_start == Some(seq)));
+            if let Some(namer) = namer {
+                self.consider_start(now, namer, seq);
+            }
+        }
         self.add_want(now, seq);
         true
     }
 
-    fn on_request(&mut self, idx: usize, seqs: &[u64]) {
+    fn on_request(&mut self, now: Micros, idx: usize, seqs: &[u64]) {
         let node = self.neighbours[idx].node;
         // Tit for tat on repair service: a neighbour that has given us nothing and is no
         // tree partner gets what is left once contributors are served.
         let n = &self.neighbours[idx];
-        let contributor = n.pieces_from > 0 || n.children != 0 || n.parents != 0 || n.is_seed();
+        let gives = n.pieces_from > 0 || n.parents != 0 || n.is_seed();
+        let contributor = gives || n.children != 0;
         let allowance = if contributor { self.cfg.max_response_backlog } else { self.cfg.max_response_backlog / 3 };
+        // One that gives us nothing (at a seed: anyone) takes by request no more than
+        // a tenth of the stream, after a burst: a leech asking everyone for every piece
+        // gets `Busy`, and the seeds' upload stays the broadcaster's small cost.
+        let budgeted = !gives || self.cfg.role == Role::Seed;
+        let (share, burst) = (self.cfg.free_repair_share, self.cfg.free_repair_burst);
         for &seq in seqs {
             let busy =
                 self.backlog() > allowance || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
-            match self.window.get(seq) {
-                Some(piece) if !busy => {
+            let piece = self.window.get(seq);
+            let over_budget = budgeted
+                && piece.is_some_and(|p| {
+                    let cost = p.encoded_len() as u64 * 8 * 1_000 / u64::from(self.cfg.stream_kbps.max(1));
+                    !busy && !self.neighbours[idx].take_free_repair(now, cost, share, burst)
+                });
+            if over_budget {
+                self.stats.repairs_refused += 1;
+            }
+            match piece {
+                Some(piece) if !busy && !over_budget => {
                     self.neighbours[idx].responses_queued += 1;
                     let bytes = piece.encoded_len() as u32;
                     self.data_bytes += u64::from(bytes);
@@ -1012,9 +1056,18 @@ impl Peer {
         }
     }
 
-    /// A seq is plausible if it isn't far ahead of what we hold verified.
+    /// A seq is plausible if it isn't far ahead of what we hold verified; before we
+    /// hold any, if the channel's clock-bound numbering could have reached it (with
+    /// our clock's skew allowance): a joiner's only anchor against claims far ahead,
+    /// which would otherwise crowd the real pieces out of its wants.
     fn acceptable_seq(&self, seq: u64) -> bool {
-        self.newest.is_none_or(|newest| seq <= newest.saturating_add(self.cfg.max_ahead_pieces))
+        match self.newest {
+            Some(newest) => seq <= newest.saturating_add(self.cfg.max_ahead_pieces),
+            None => {
+                let latest = clock_seq(self.clock.saturating_add(self.cfg.max_clock_skew));
+                seq <= latest.saturating_add(MAX_AHEAD_OF_CLOCK)
+            }
+        }
     }
 
     fn substream(&self, seq: u64) -> usize {

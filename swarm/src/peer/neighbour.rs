@@ -27,6 +27,11 @@ pub(super) struct Neighbour {
     pub(super) asked: u64,
     pub(super) requests_out: u32,
     pub(super) responses_queued: u32,
+    /// What it may still take from us by request while it gives nothing, in µs of
+    /// the stream (a token bucket: see `PeerConfig::free_repair_share`), as of
+    /// `free_repair_at`.
+    pub(super) free_repair: Micros,
+    pub(super) free_repair_at: Micros,
     pub(super) failures: u32,
     /// New verified pieces it gave us (its contribution, for tit for tat).
     pub(super) pieces_from: u64,
@@ -83,6 +88,8 @@ impl Neighbour {
             asked: 0,
             requests_out: 0,
             responses_queued: 0,
+            free_repair: Micros::MAX,
+            free_repair_at: now,
             failures: 0,
             pieces_from: 0,
             useless_streak: 0,
@@ -100,6 +107,19 @@ impl Neighbour {
             unvouched: 0,
             no_child_until: 0,
         }
+    }
+
+    /// Takes `cost` µs of stream from its free repair budget, refilled at `share` of
+    /// real time up to `burst`; false (nothing taken) when too little is left.
+    pub(super) fn take_free_repair(&mut self, now: Micros, cost: Micros, share: f64, burst: Micros) -> bool {
+        let earned = (now.saturating_sub(self.free_repair_at) as f64 * share) as Micros;
+        self.free_repair = self.free_repair.saturating_add(earned).min(burst);
+        self.free_repair_at = now;
+        if self.free_repair < cost {
+            return false;
+        }
+        self.free_repair -= cost;
+        true
     }
 
     /// Notes that a request to it was answered (`true`) or expired.
