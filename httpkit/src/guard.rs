@@ -125,6 +125,14 @@ fn count_out<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
     }
 }
 
+/// The network `ip` is on — its /24 (IPv4) or /48 (IPv6) — as a key; `None` for the
+/// host's own address, which stands for no one network (local peers are told apart
+/// by connection). What the swarm peer weighs vouches and seed slots by.
+pub fn network(ip: IpAddr) -> Option<u128> {
+    let ip = ip.to_canonical();
+    (!is_host(ip)).then(|| net(ip))
+}
+
 fn is_host(ip: IpAddr) -> bool {
     ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
 }

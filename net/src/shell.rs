@@ -505,6 +505,9 @@ impl Shell {
                 self.node_addr.insert(node, from);
                 self.attach(node, stream);
                 self.peer.handle_connected(now, node, false);
+                if let Some(network) = httpkit::guard::network(from.ip()) {
+                    self.peer.handle_network(node, network);
+                }
                 if self.seed_ips.contains(&from.ip()) {
                     self.peer.handle_listed_seed(node);
                 }
@@ -512,6 +515,9 @@ impl Shell {
             Internal::Dialed(node, Ok(stream)) => {
                 self.attach(node, stream);
                 self.peer.handle_connected(now, node, true);
+                if let Some(network) = self.node_addr.get(&node).and_then(|a| httpkit::guard::network(a.ip())) {
+                    self.peer.handle_network(node, network);
+                }
             }
             Internal::Dialed(node, Err(e)) => {
                 tracing::debug!(node = node.0, error = %e, "could not connect to a peer");

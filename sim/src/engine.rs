@@ -754,7 +754,12 @@ impl Shard {
     fn connected(&mut self, sh: &Shared, node: u32, peer: u32, outbound: bool) {
         let now = self.now;
         match &mut self.node(sh, node).agent {
-            Agent::Peer(p) => p.handle_connected(now, NodeId(u64::from(peer)), outbound),
+            Agent::Peer(p) => {
+                p.handle_connected(now, NodeId(u64::from(peer)), outbound);
+                if let Some(network) = httpkit::guard::network(sh.addrs[peer as usize]) {
+                    p.handle_network(NodeId(u64::from(peer)), network);
+                }
+            }
             Agent::Attacker(a) => a.handle_connected(NodeId(u64::from(peer)), sh.kinds[peer as usize] == Kind::Seed),
         }
         self.drive(sh, node);

@@ -582,6 +582,16 @@ impl Peer {
         self.misbehaved(idx, Reject::Malformed(error), GoodbyeReason::Malformed);
     }
 
+    /// The shell tells which network (/24 for IPv4, /48 for IPv6, as a key) `node`'s
+    /// connection comes from. A seed counts names (vouches) for a child only from
+    /// networks other than the child's, and gives one network one child slot per
+    /// substream: identities are free, networks are not.
+    pub fn handle_network(&mut self, node: NodeId, network: u128) {
+        if let Some(i) = self.neighbour_idx(node) {
+            self.neighbours[i].network = Some(network);
+        }
+    }
+
     /// The shell saw `from` send more messages than any honest peer would: it is
     /// dropped with `Goodbye(Flooding)` and counted.
     pub fn handle_flood(&mut self, now: Micros, from: NodeId) {

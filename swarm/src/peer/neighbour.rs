@@ -68,6 +68,9 @@ pub(super) struct Neighbour {
     /// `no_child_until`.
     pub(super) unvouched: u32,
     pub(super) no_child_until: Micros,
+    /// The network (/24, /48) its connection comes from, as the shell told us; `None`:
+    /// not known (or our own host), counted as a network of its own.
+    pub(super) network: Option<u128>,
 }
 
 impl Neighbour {
@@ -106,6 +109,7 @@ impl Neighbour {
             named_at: None,
             unvouched: 0,
             no_child_until: 0,
+            network: None,
         }
     }
 
@@ -131,6 +135,14 @@ impl Neighbour {
     /// Its uplink backlog as it last reported it, µs.
     pub(super) fn busy(&self) -> Micros {
         self.status.as_ref().map_or(0, |st| u64::from(st.busy_ms) * 1_000)
+    }
+
+    /// Its network as a key that no other neighbour's unknown network shares.
+    pub(super) fn network_key(&self) -> (bool, u128) {
+        match self.network {
+            Some(n) => (true, n),
+            None => (false, u128::from(self.node.0)),
+        }
     }
 
     /// A seed the tracker listed that says it is one.

@@ -32,6 +32,11 @@ impl Peer {
             if self.neighbour_idx(node).is_some_and(|i| self.neighbours[i].parents & bit != 0) {
                 continue;
             }
+            // A seed's slots of a substream go to different networks: many identities
+            // on one /24 hold one slot, not all.
+            if self.cfg.role == Role::Seed && self.network_holds_slot(s, node) {
+                continue;
+            }
             if self.has_room(s) || self.evict_unvouched(now, s, node) || self.displace_for(now, s, node) {
                 accepted |= bit;
                 if let Some(i) = self.neighbour_idx(node) {
@@ -248,6 +253,13 @@ impl Peer {
         }
     }
 
+    /// Another child of substream `s` comes from `node`'s network (when known).
+    fn network_holds_slot(&self, s: usize, node: NodeId) -> bool {
+        let Some(i) = self.neighbour_idx(node) else { return false };
+        let key = self.neighbours[i].network_key();
+        key.0 && self.neighbours.iter().any(|m| m.node != node && m.children & (1 << s) != 0 && m.network_key() == key)
+    }
+
     /// Room for one more child of substream `s`. A seed spreads its slots evenly over
     /// the substreams; a viewer's all go to its club.
     fn has_room(&self, s: usize) -> bool {
@@ -369,13 +381,13 @@ impl Peer {
     /// branch root that feeds them in time: a child so named in a substream we push to
     /// it is vouched for; any neighbour so named forwards.
     pub(super) fn review_children(&mut self, now: Micros) {
-        let mut named: Vec<(PeerId, usize, NodeId)> = Vec::new();
+        let mut named: Vec<(PeerId, usize, NodeId, (bool, u128))> = Vec::new();
         for n in &self.neighbours {
             let Some(st) = &n.status else { continue };
             for ids in [&st.root, &st.parent] {
                 for (s, &id) in ids.iter().enumerate() {
                     if id != Status::NO_ROOT && n.depth(s) != Status::NO_PATH {
-                        named.push((id, s, n.node));
+                        named.push((id, s, n.node, n.network_key()));
                     }
                 }
             }
@@ -386,11 +398,16 @@ impl Peer {
         named.sort_unstable();
         for n in self.neighbours.iter_mut() {
             let Some(id) = n.peer_id() else { continue };
-            let from = named.partition_point(|&(r, _, _)| r < id);
-            let mut by_others =
-                named[from..].iter().take_while(|&&(r, _, _)| r == id).filter(|&&(_, _, by)| by != n.node);
+            let from = named.partition_point(|&(r, _, _, _)| r < id);
+            // Names from its own network don't count: a sybil farm on one /24 cannot
+            // vouch for itself.
+            let own = n.network_key();
+            let mut by_others = named[from..]
+                .iter()
+                .take_while(|&&(r, _, _, _)| r == id)
+                .filter(|&&(_, _, by, net)| by != n.node && (net != own || !own.0));
             let (mut any, mut vouched) = (false, false);
-            for &(_, s, _) in by_others.by_ref() {
+            for &(_, s, _, _) in by_others.by_ref() {
                 any = true;
                 vouched |= n.children & (1 << s) != 0;
             }
