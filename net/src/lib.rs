@@ -7,10 +7,12 @@
 //!   [`node::Deliver`] — with its Prometheus metrics.
 //! - [`hls`]: LL-HLS of verified pieces (a seeder's fallback for browsers, a viewer's
 //!   `/live.m3u8`).
+//! - [`raw`]: a hand-driven peer, message by message, for the attack tests.
 
 pub mod announce;
 pub mod hls;
 pub mod node;
+pub mod raw;
 pub mod shell;
 
 pub use node::{Deliver, Join, Node, NodeConfig, NodeMetrics};

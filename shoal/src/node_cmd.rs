@@ -111,7 +111,10 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
         let play = TcpListener::bind(a.play).await.with_context(|| format!("binding {}", a.play))?;
         let play_addr = play.local_addr()?;
         tokio::spawn(viewer::serve(play, node.clone()));
-        println!("VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json, /metrics)");
+        println!(
+            "VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json, /metrics); peers connect to {}",
+            node.node.handle.listen
+        );
         let n = node.clone();
         let stats_json = a.stats_json.clone();
         tokio::spawn(async move {

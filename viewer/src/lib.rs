@@ -87,8 +87,13 @@ impl Viewer {
             "bytes_up": snap.bytes_sent,
             "bytes_down": snap.bytes_received,
             "pieces_accepted": snap.stats.pieces_accepted,
+            "newest": snap.newest,
             "duplicates": snap.stats.duplicate_pieces,
             "forged": snap.stats.forged_pieces,
+            "flood_drops": snap.stats.floods,
+            "address_bans": snap.guard.bans,
+            "refused_banned": snap.guard.refused_banned,
+            "refused_capped": snap.guard.refused_capped,
         })
         .to_string()
     }

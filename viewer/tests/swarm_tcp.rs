@@ -108,60 +108,25 @@ fn a_killed_seeder_stalls_no_viewer() {
     });
 }
 
-/// A hand-driven peer: connects to `to` and says `Hello` as a viewer of `channel`.
-/// Its receive buffer is small (4 KiB), as a phone's on a bad link might be.
+/// A hand-driven peer ([`net::raw`]): connects to `to` from 127.66.0.x (by `id`: the
+/// honest peers here are on 127.0.0.1, so a ban touches nobody else) and says `Hello`
+/// as a viewer of `channel`.
 async fn raw_peer(to: std::net::SocketAddr, channel: swarm::piece::ChannelId, id: u64) -> tokio::net::TcpStream {
-    use swarm::wire::{Hello, Message, PROTOCOL_VERSION, PeerId, Role};
-    use tokio::io::AsyncWriteExt;
-    let mut s = raw_connect(to, id).await;
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        channel,
-        peer_id: PeerId(id),
-        role: Role::Viewer,
-        reachable: false,
-        n_substreams: 4,
-        upload_kbps: 1_000,
-    };
-    let mut out = Vec::new();
-    Message::Hello(hello).encode(&mut out);
-    s.write_all(&out).await.unwrap();
-    s
+    net::raw::viewer_from(to, host_of(id), channel, id).await.unwrap()
 }
 
-/// A TCP connection to `to` from an address of its own (127.66.0.x, by `id`): the
-/// honest peers of these tests are on 127.0.0.1, so a ban of a raw peer's address
-/// touches nobody else.
+fn host_of(id: u64) -> u8 {
+    1 + (id % 250) as u8
+}
+
+/// A TCP connection to `to` from raw peer `id`'s address.
 async fn raw_connect(to: std::net::SocketAddr, id: u64) -> tokio::net::TcpStream {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind(std::net::SocketAddr::from(([127, 66, 0, 1 + (id % 250) as u8], 0))).unwrap();
-    sock.connect(to).await.unwrap()
+    net::raw::connect_from(to, host_of(id)).await.unwrap()
 }
 
-/// Reads until the other side closes (10 s at most): the reason of its goodbye.
+/// Reads until the viewer closes (10 s at most): the reason of its goodbye.
 async fn goodbye_then_close(s: &mut tokio::net::TcpStream) -> Option<swarm::wire::GoodbyeReason> {
-    use swarm::wire::{FrameDecoder, Message};
-    use tokio::io::AsyncReadExt;
-    let mut dec = FrameDecoder::new();
-    let mut buf = vec![0u8; 65_536];
-    let mut goodbye = None;
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => dec.extend(&buf[..n]),
-            }
-            while let Ok(Some(m)) = dec.next_message() {
-                if let Message::Goodbye { reason } = m {
-                    goodbye = Some(reason);
-                }
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the viewer closed the connection");
-    goodbye
+    net::raw::goodbye_then_close(s, Duration::from_secs(10)).await.unwrap()
 }
 
 /// A viewer that has played 20 pieces of a channel with one seeder.
