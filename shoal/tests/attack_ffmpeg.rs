@@ -1,25 +1,22 @@
 //! The hostile audience against real processes: `shoal up` on free ports fed by ffmpeg
-//! (`testsrc`, real time), a `shoal viewer` process at the operators' log level
-//! (info), and raw peers speaking PROTOCOL.md at it from addresses of their own
-//! (127.66.0.x): forgers (and their reconnects), flooders over the message budget,
-//! junk claims under it, new forgers from fresh addresses. The viewer keeps playing
-//! (no more than 1 s of pieces lost), writes under 50 KB/s of log while attacked,
-//! and keeps banned addresses out. Needs ffmpeg (CI installs it; elsewhere it says it
+//! (`testsrc`, real time) and a `shoal viewer` process, both at the operators' log
+//! level (info), and raw peers speaking PROTOCOL.md at the viewer and then at the seed
+//! from addresses of their own (127.66.0.x): forgers (and their reconnects), flooders
+//! over the message budget, junk claims under it, new forgers from fresh addresses.
+//! The viewer keeps playing (no more than 1 s of pieces lost), each process writes
+//! under 50 KB/s of log while attacked, and banned addresses stay out. Needs ffmpeg (CI installs it; elsewhere it says it
 //! skipped). Waits on the processes' output and polls with deadlines; no sleeps.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Killed, ffmpeg_available, http_get, start, up_args, word_after};
+use common::{Killed, ffmpeg_available, http_get, metrics_urls, start_logged, up_args, word_after};
 use swarm::piece::{ChannelId, PieceFlags, PieceHeader, SIGNATURE_LEN, filler_payload};
 use swarm::wire::{GoodbyeReason, Message};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The viewer's `/stats.json` figure `key`.
@@ -65,64 +62,13 @@ fn forged(channel: ChannelId, newest: u64) -> Message {
     Message::Piece(swarm::piece::Piece::from_parts(header, filler_payload(4, 1), [0; SIGNATURE_LEN]).unwrap())
 }
 
-#[test]
-fn a_viewer_process_under_attack_plays_on_logs_little_and_keeps_banned_addresses_out() {
-    if !ffmpeg_available() {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("shoal-attack-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("data").display().to_string();
-    let (_up, up) = start(&up_args(&data), "Ctrl-C stops it");
-    let rtmp = word_after(&up, "push:    ");
-    let tracker = format!("http://127.0.0.1:{}", word_after(&up, "--tracker http://127.0.0.1:"));
-    let channel_hex = word_after(&up, "--channel-id ");
-    let channel = ChannelId::from_hex(&channel_hex).unwrap();
-    let mut ffmpeg = Killed(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-t", "40"])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p"])
-            .args(["-f", "flv", &rtmp])
-            .spawn()
-            .unwrap(),
-    );
-
-    // The viewer as operators run it: info-level logs on stderr, every line timed.
-    let mut viewer = Killed(
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["viewer", "--tracker", &tracker, "--channel-id", &channel_hex])
-            .args(["--listen", "127.0.0.1:0", "--play", "127.0.0.1:0"])
-            .env("SHOAL_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let log: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::default();
-    let mut stderr = viewer.0.stderr.take().unwrap();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            l.lock().unwrap().push((Instant::now(), n));
-        }
-    });
-    let mut lines = BufReader::new(viewer.0.stdout.take().unwrap()).lines();
-    let banner = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("VIEWER")).expect("the viewer started");
-    std::thread::spawn(move || lines.for_each(drop));
-    let play = banner.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
-    let listen: SocketAddr = banner.rsplit("peers connect to ").next().unwrap().trim().parse().unwrap();
-    assert!(eventually(Duration::from_secs(30), || stat(&play, "played") >= 40), "the viewer plays");
-    let (played, skipped) = (stat(&play, "played"), stat(&play, "skipped"));
-
-    let newest = stat(&play, "newest");
+/// Attacks the peer listening on `listen` (a process of `channel` whose newest piece
+/// is about `newest`) from 127.66.0.x: 3 forgers, each of whose reconnects must be
+/// closed at once; 3 flooders over the message budget; for 6 s, 20 peers of junk
+/// claims under it beside 60 fresh forgers. Returns how long it took.
+fn attack(listen: SocketAddr, channel: ChannelId, newest: u64) -> Duration {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let attack_start = Instant::now();
+    let started = Instant::now();
     rt.block_on(async {
         // Forgers: dropped and banned; from the same address, under any id, closed at
         // once without a word.
@@ -141,7 +87,7 @@ fn a_viewer_process_under_attack_plays_on_logs_little_and_keeps_banned_addresses
             assert_eq!(goodbye_then_close(&mut s).await, Some(GoodbyeReason::Flooding), "flooder {host}");
         }
         // Junk under the budget, for 6 s from 20 peers at once: claims far ahead (each
-        // refused and counted) and fresh forgers from new addresses (each banned).
+        // refused and counted), beside fresh forgers from new addresses (each banned).
         let mut tasks = Vec::new();
         for host in 20..40u8 {
             tasks.push(tokio::spawn(async move {
@@ -152,17 +98,11 @@ fn a_viewer_process_under_attack_plays_on_logs_little_and_keeps_banned_addresses
                     base += 1_024;
                     let junk =
                         [Message::HaveMap { base, bits: vec![u64::MAX; 16] }, Message::Have { seq: base + 5_000 }];
-                    if s.write_all(&{
-                        let mut out = Vec::new();
-                        junk.iter().for_each(|m| m.encode(&mut out));
-                        out
-                    })
-                    .await
-                    .is_err()
-                    {
+                    if net::raw::send(&mut s, &junk).await.is_err() {
                         return;
                     }
-                    // 200 messages a second: a tenth of the budget.
+                    // Paced, not waiting for anything: 200 messages a second, a tenth
+                    // of the budget.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }));
@@ -176,21 +116,99 @@ fn a_viewer_process_under_attack_plays_on_logs_little_and_keeps_banned_addresses
             t.await.unwrap();
         }
     });
-    let attacked = attack_start.elapsed();
-    // Logs written while attacked (and the second after, for what was in flight).
-    let logged: usize = log.lock().unwrap().iter().filter(|(at, _)| *at >= attack_start).map(|(_, n)| n).sum();
-    let rate = logged as f64 / (attacked.as_secs_f64() + 1.0);
-    eprintln!("attacked for {attacked:?}: the viewer logged {logged} bytes ({rate:.0} B/s)");
-    assert!(rate < 50_000.0, "log output under attack: {rate:.0} B/s");
+    started.elapsed()
+}
 
-    // It plays on: 2 s more, and it lost no more than 1 s of pieces in all.
-    assert!(eventually(Duration::from_secs(30), || stat(&play, "played") >= played + 40 + attacked.as_secs() * 20 / 2));
-    let lost = stat(&play, "skipped") - skipped;
-    assert!(lost <= 20, "lost {lost} pieces while attacked");
+/// What `tape` got from `from` on, per second of `took` (and the second after, for
+/// what was in flight): under the 50 KB/s.
+fn assert_logged_little(who: &str, tape: &common::LogTape, from: Instant, took: Duration) {
+    let logged: usize = tape.lock().unwrap().iter().filter(|(at, _)| *at >= from).map(|(_, n)| n).sum();
+    let rate = logged as f64 / (took.as_secs_f64() + 1.0);
+    eprintln!("{who}: attacked for {took:?}, logged {logged} bytes ({rate:.0} B/s)");
+    assert!(rate < 50_000.0, "{who}'s log output under attack: {rate:.0} B/s");
+}
+
+/// The sum of a counter's samples in a Prometheus text page.
+fn metric(url: &str, name: &str) -> f64 {
+    let (status, body) = http_get(url);
+    assert_eq!(status, 200);
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_viewer_and_a_seeder_process_under_attack_play_on_log_little_and_keep_banned_addresses_out() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("shoal-attack-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data").display().to_string();
+    let (_up, up, up_log) = start_logged(&up_args(&data), "Ctrl-C stops it");
+    let rtmp = word_after(&up, "push:    ");
+    let tracker = format!("http://127.0.0.1:{}", word_after(&up, "--tracker http://127.0.0.1:"));
+    let channel_hex = word_after(&up, "--channel-id ");
+    let channel = ChannelId::from_hex(&channel_hex).unwrap();
+    let seeder: SocketAddr = word_after(&up, "seeder:  peers connect to ").parse().unwrap();
+    let seeder_metrics = metrics_urls(&up)[2].clone();
+    let mut ffmpeg = Killed(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-t", "60"])
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p"])
+            .args(["-f", "flv", &rtmp])
+            .spawn()
+            .unwrap(),
+    );
+    let viewer_args = [
+        "viewer",
+        "--tracker",
+        &tracker,
+        "--channel-id",
+        &channel_hex,
+        "--listen",
+        "127.0.0.1:0",
+        "--play",
+        "127.0.0.1:0",
+    ];
+    let (viewer, lines, viewer_log) = start_logged(&viewer_args, "VIEWER");
+    let banner = lines.last().unwrap();
+    let play = banner.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let listen: SocketAddr = banner.rsplit("peers connect to ").next().unwrap().trim().parse().unwrap();
+    assert!(eventually(Duration::from_secs(30), || stat(&play, "played") >= 40), "the viewer plays");
+    let (played, skipped) = (stat(&play, "played"), stat(&play, "skipped"));
+
+    // The viewer attacked.
+    let (from, newest) = (Instant::now(), stat(&play, "newest"));
+    let took = attack(listen, channel, newest);
+    assert_logged_little("the viewer", &viewer_log, from, took);
     assert!(stat(&play, "forged") >= 63, "every forgery counted");
     assert!(stat(&play, "flood_drops") >= 3);
     assert!(stat(&play, "address_bans") >= 66, "forgers and flooders banned by address");
     assert!(stat(&play, "refused_banned") >= 3, "their reconnects refused");
+
+    // Its seed (in `shoal up`, beside the tracker and ingest) attacked: the viewer it
+    // feeds plays on through both.
+    let (from, newest) = (Instant::now(), stat(&play, "newest"));
+    let took_too = attack(seeder, channel, newest);
+    assert_logged_little("shoal up", &up_log, from, took_too);
+    let seed = |name: &str| metric(&seeder_metrics, name);
+    assert!(seed("shoal_node_forged_pieces_total") >= 63.0, "every forgery counted at the seed");
+    assert!(seed("shoal_node_flood_drops_total") >= 3.0);
+    assert!(seed("shoal_node_address_bans_total") >= 66.0);
+    assert!(seed("shoal_node_inbound_refused_banned_total") >= 3.0);
+
+    // It plays on: 2 s more than the attacks lasted at half speed, and it lost no more
+    // than 1 s of pieces in all.
+    let more = 40 + (took + took_too).as_secs() * 20 / 2;
+    assert!(eventually(Duration::from_secs(30), || stat(&play, "played") >= played + more));
+    let lost = stat(&play, "skipped") - skipped;
+    assert!(lost <= 20, "lost {lost} pieces while it and its seed were attacked");
     drop(viewer);
     let _ = ffmpeg.0.kill();
 }

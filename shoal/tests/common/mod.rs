@@ -30,12 +30,40 @@ pub fn start(args: &[&str], until: &str) -> (Killed, Vec<String>) {
 
 /// [`start`] with extra environment variables.
 pub fn start_with_env(args: &[&str], env: &[(&str, &str)], until: &str) -> (Killed, Vec<String>) {
+    spawn(args, env, until, None)
+}
+
+/// What a process wrote to stderr: (when, bytes) per read.
+pub type LogTape = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, usize)>>>;
+
+/// [`start`] at the operators' log level (info), with every write to stderr timed
+/// (and not shown): what an attack makes it log.
+pub fn start_logged(args: &[&str], until: &str) -> (Killed, Vec<String>, LogTape) {
+    let tape = LogTape::default();
+    let (child, lines) = spawn(args, &[("SHOAL_LOG", "info")], until, Some(tape.clone()));
+    (child, lines, tape)
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)], until: &str, tape: Option<LogTape>) -> (Killed, Vec<String>) {
+    use std::io::Read;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.args(args).env("SHOAL_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let stderr = if tape.is_some() { Stdio::piped() } else { Stdio::inherit() };
+    cmd.args(args).env("SHOAL_LOG", "warn").stdout(Stdio::piped()).stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = Killed(cmd.spawn().unwrap());
+    if let (Some(tape), Some(mut stderr)) = (tape, child.0.stderr.take()) {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tape.lock().unwrap().push((std::time::Instant::now(), n));
+            }
+        });
+    }
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {
