@@ -11,21 +11,40 @@ use crate::directory::{CachedDirectory, admission};
 use crate::secrets::{KeyDir, constant_time_eq, hash_stream_key};
 
 /// The SQL catalogue's channels, with licences decided in the query
-/// ([`Db::channel_states`]); reloaded like the file.
+/// ([`Db::channel_states`]); reloaded like the file, and at once when the catalogue's
+/// change counter moves ([`DbDirectory::refresh`]).
 #[derive(Debug)]
 pub struct DbDirectory {
     db: Db,
     cache: Arc<CachedDirectory>,
+    /// The change counter as of the last read.
+    version: RwLock<Option<i64>>,
 }
 
 impl DbDirectory {
     pub fn new(db: Db, cache: Arc<CachedDirectory>) -> Self {
-        DbDirectory { db, cache }
+        DbDirectory { db, cache, version: RwLock::new(None) }
     }
 
+    /// Reads the channels again (licences begin and end with time, not with a write:
+    /// the tracker does this every 10 s).
     pub async fn reload(&self, now_unix: u64) -> Result<usize, String> {
+        let version = self.db.catalogue_version().await.map_err(|e| e.to_string())?;
         let states = self.db.channel_states(now_unix as i64).await.map_err(|e| e.to_string())?;
+        *self.version.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(version);
         Ok(self.cache.replace(states.into_iter().map(|c| (c.channel_id.info_hash(), admission(&c.name, c.admission)))))
+    }
+
+    /// Reads the channels again if the catalogue changed since the last read (one row
+    /// read when it did not): `Ok(true)` if it did. A channel disabled, a licence
+    /// added or ended by an operator, applies to announces at the next refresh.
+    pub async fn refresh(&self, now_unix: u64) -> Result<bool, String> {
+        let version = self.db.catalogue_version().await.map_err(|e| e.to_string())?;
+        let held = *self.version.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held == Some(version) {
+            return Ok(false);
+        }
+        self.reload(now_unix).await.map(|_| true)
     }
 }
 

@@ -68,6 +68,15 @@ fn licences_decide_admission() {
                 Admission::Refused { label: "channel_disabled", .. }
             ));
             assert_eq!(cache.admit(&key(7).info_hash(), 500), Admission::Unknown);
+            // It follows the catalogue's change counter: nothing to read until a write.
+            assert_eq!(dir.refresh(500).await, Ok(false));
+            db.set_channel_status(ads, false).await.unwrap();
+            assert_eq!(dir.refresh(500).await, Ok(true), "a write moved the counter");
+            assert!(matches!(
+                cache.admit(&key(2).info_hash(), 500),
+                Admission::Refused { label: "channel_disabled", .. }
+            ));
+            assert_eq!(dir.refresh(500).await, Ok(false));
             db.drop_schema().await.unwrap();
         }
     });
