@@ -92,18 +92,17 @@ fn attack(listen: SocketAddr, channel: ChannelId, newest: u64) -> Duration {
         for host in 20..40u8 {
             tasks.push(tokio::spawn(async move {
                 let mut s = raw_peer(listen, host, channel, 0x1a00 + u64::from(host)).await;
-                let end = tokio::time::Instant::now() + Duration::from_secs(6);
                 let mut base = newest + 1_000_000;
-                while tokio::time::Instant::now() < end {
+                // Paced at 200 messages a second, a tenth of the budget, for 6 s.
+                let mut pace = tokio::time::interval(Duration::from_millis(10));
+                for _ in 0..600 {
+                    pace.tick().await;
                     base += 1_024;
                     let junk =
                         [Message::HaveMap { base, bits: vec![u64::MAX; 16] }, Message::Have { seq: base + 5_000 }];
                     if net::raw::send(&mut s, &junk).await.is_err() {
                         return;
                     }
-                    // Paced, not waiting for anything: 200 messages a second, a tenth
-                    // of the budget.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }));
         }
