@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use swarm::piece::ChannelId;
-use swarm::wire::{FrameDecoder, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, PeerId, Role};
+use swarm::wire::{FrameDecoder, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -34,6 +34,23 @@ pub async fn viewer_from(to: SocketAddr, host: u8, channel: ChannelId, id: u64) 
     };
     send(&mut s, &[Message::Hello(hello)]).await?;
     Ok(s)
+}
+
+/// The `Status` of the most attractive parent there is (4 substreams): room for 64
+/// children, one hop from a seed and 1 ms behind it in each — what a liar or a
+/// withholder says.
+pub fn best_parent_status() -> Status {
+    Status {
+        free_slots: 64,
+        children: 0,
+        min_child_kbps: 0,
+        busy_ms: 0,
+        segment_start: None,
+        depth: vec![1; 4].into(),
+        latency_ms: vec![1; 4].into(),
+        root: vec![Status::NO_ROOT; 4].into(),
+        parent: vec![Status::NO_ROOT; 4].into(),
+    }
 }
 
 /// Writes `msgs`, encoded back to back.

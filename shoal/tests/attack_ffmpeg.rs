@@ -1,8 +1,9 @@
 //! The hostile audience against real processes: `shoal up` on free ports fed by ffmpeg
 //! (`testsrc`, real time) and a `shoal viewer` process, both at the operators' log
 //! level (info), and raw peers speaking PROTOCOL.md at the viewer and then at the seed
-//! from addresses of their own (127.66.0.x): forgers (and their reconnects), flooders
-//! over the message budget, junk claims under it, new forgers from fresh addresses.
+//! from addresses of their own (127.66.0.x): withholders that claim the best parent
+//! profile and send nothing, forgers (and their reconnects), flooders over the message
+//! budget, junk claims under it, new forgers from fresh addresses.
 //! The viewer keeps playing (no more than 1 s of pieces lost), each process writes
 //! under 50 KB/s of log while attacked, and banned addresses stay out. Needs ffmpeg (CI installs it; elsewhere it says it
 //! skipped). Waits on the processes' output and polls with deadlines; no sleeps.
@@ -118,6 +119,67 @@ fn attack(listen: SocketAddr, channel: ChannelId, newest: u64) -> Duration {
     started.elapsed()
 }
 
+/// Withholders at the peer listening on `listen`, from 127.66.0.200..208 for `secs`:
+/// each claims the best parent profile there is (unbounded upload, one hop from a seed,
+/// 1 ms behind it, room for everyone), claims every piece it hears of, accepts every
+/// subscription, and sends nothing. Returns the subscriptions they were sent.
+fn withhold(listen: SocketAddr, channel: ChannelId, secs: u64) -> u64 {
+    use swarm::wire::{FrameDecoder, Hello, PROTOCOL_VERSION, PeerId, Role};
+    use tokio::io::AsyncReadExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for host in 200..208u8 {
+            tasks.push(tokio::spawn(async move {
+                let mut s = net::raw::connect_from(listen, host).await.unwrap();
+                let hello = Hello {
+                    version: PROTOCOL_VERSION,
+                    channel,
+                    peer_id: PeerId(0x3170_0000 + u64::from(host)),
+                    role: Role::Viewer,
+                    reachable: true,
+                    n_substreams: 4,
+                    upload_kbps: u32::MAX,
+                };
+                let status = Message::Status(net::raw::best_parent_status());
+                send(&mut s, &[Message::Hello(hello), status.clone()]).await;
+                let (mut dec, mut buf, mut subscribes) = (FrameDecoder::new(), vec![0u8; 65_536], 0u64);
+                let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+                let mut pace = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    let mut reply = Vec::new();
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(end) => return subscribes,
+                        _ = pace.tick() => reply.push(status.clone()),
+                        read = s.read(&mut buf) => match read {
+                            Ok(0) | Err(_) => return subscribes,
+                            Ok(n) => dec.extend(&buf[..n]),
+                        },
+                    }
+                    while let Ok(Some(m)) = dec.next_message() {
+                        match m {
+                            Message::Have { seq } => reply.push(Message::Have { seq }),
+                            Message::Subscribe { substreams } => {
+                                subscribes += 1;
+                                reply.push(Message::SubscribeReply { accepted: substreams });
+                            }
+                            _ => {}
+                        }
+                    }
+                    if net::raw::send(&mut s, &reply).await.is_err() {
+                        return subscribes;
+                    }
+                }
+            }));
+        }
+        let mut subscribes = 0;
+        for t in tasks {
+            subscribes += t.await.unwrap();
+        }
+        subscribes
+    })
+}
+
 /// What `tape` got from `from` on, per second of `took` (and the second after, for
 /// what was in flight): under the 50 KB/s.
 fn assert_logged_little(who: &str, tape: &common::LogTape, from: Instant, took: Duration) {
@@ -181,6 +243,15 @@ fn a_viewer_and_a_seeder_process_under_attack_play_on_log_little_and_keep_banned
     let listen: SocketAddr = banner.rsplit("peers connect to ").next().unwrap().trim().parse().unwrap();
     assert!(eventually(Duration::from_secs(30), || stat(&play, "played") >= 40), "the viewer plays");
     let (played, skipped) = (stat(&play, "played"), stat(&play, "skipped"));
+
+    // Withholders that look like the best parents: the viewer takes some, finds they
+    // deliver nothing against the substream's schedule, drops them and plays on.
+    let subscribes = withhold(listen, channel, 10);
+    eprintln!("withholders: {subscribes} subscriptions; parents stalled {}", stat(&play, "parents_stalled"));
+    assert!(subscribes >= 1, "the viewer subscribed to a withholder (else this proves nothing)");
+    assert!(stat(&play, "parents_stalled") >= 1, "a withholding parent was judged stalled");
+    let lost = stat(&play, "skipped") - skipped;
+    assert!(lost <= 20, "lost {lost} pieces beside withholders");
 
     // The viewer attacked.
     let (from, newest) = (Instant::now(), stat(&play, "newest"));

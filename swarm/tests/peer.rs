@@ -521,6 +521,44 @@ fn a_start_point_only_its_namer_claims_is_not_taken() {
     assert!(asked.iter().all(|&s| s < 100), "nothing of the lone claim: {asked:?}");
 }
 
+/// A neighbour that holds no segment start hears ours as soon as we have one, not at
+/// the next 3 s round. Before, viewers that joined before the stream heard every
+/// `Status` while there was no start to name, and one whose parents did not carry the
+/// first keyframes' substreams started seconds late (the `up_ffmpeg` test's viewer that
+/// played from piece 50 of 0..500, one run in five).
+#[test]
+fn a_new_segment_start_is_told_at_once_to_neighbours_that_hold_none() {
+    const STARTED: u64 = 8;
+    let mut v = viewer_with_raw_neighbour();
+    v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
+    v.handle_message(T0, NodeId(RAW), Message::Status(status(None, vec![1; 4])));
+    v.handle_connected(T0, NodeId(STARTED), true);
+    v.handle_message(T0, NodeId(STARTED), hello(&key(), 6));
+    v.handle_message(T0, NodeId(STARTED), Message::Status(status(Some(0), vec![1; 4])));
+    v.handle_timeout(T0 + 10 * MS);
+    drain(&mut v);
+    let statuses = |v: &mut Peer, now: Micros| -> Vec<(u64, Option<u64>)> {
+        v.handle_timeout(now);
+        let mut out = vec![];
+        while let Some(t) = v.poll_transmit(now) {
+            if let Message::Status(st) = t.msg {
+                out.push((t.to.0, st.segment_start));
+            }
+        }
+        out
+    };
+    // Piece 1 is no segment start: nothing to tell (a tick is 100 ms).
+    v.handle_message(T0 + 120 * MS, NodeId(STARTED), Message::Piece(piece(1, T0)));
+    assert_eq!(statuses(&mut v, T0 + 200 * MS), vec![]);
+    // Piece 4 is: the neighbour that holds none hears it within a tick; the one that
+    // holds a start already waits for the round.
+    v.handle_message(T0 + 220 * MS, NodeId(STARTED), Message::Piece(piece(4, T0)));
+    assert_eq!(statuses(&mut v, T0 + 300 * MS), vec![(RAW, Some(4))]);
+    // Once, not with every piece after.
+    v.handle_message(T0 + 320 * MS, NodeId(STARTED), Message::Piece(piece(5, T0)));
+    assert_eq!(statuses(&mut v, T0 + 400 * MS), vec![]);
+}
+
 #[test]
 fn undecodable_bytes_close_the_connection_and_are_counted() {
     use swarm::wire::{FrameDecoder, WireError};

@@ -91,6 +91,7 @@ impl Viewer {
             "duplicates": snap.stats.duplicate_pieces,
             "forged": snap.stats.forged_pieces,
             "flood_drops": snap.stats.floods,
+            "parents_stalled": snap.stats.parents_stalled,
             "address_bans": snap.guard.bans,
             "refused_banned": snap.guard.refused_banned,
             "refused_capped": snap.guard.refused_capped,

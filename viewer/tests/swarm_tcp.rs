@@ -350,7 +350,7 @@ fn viewers_play_on_while_the_tracker_is_down() {
 /// attackers, not yet over sockets.)
 #[test]
 fn a_peer_lying_about_its_pieces_costs_nothing() {
-    use swarm::wire::{FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
+    use swarm::wire::{FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, Role};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
@@ -370,17 +370,7 @@ fn a_peer_lying_about_its_pieces_costs_nothing() {
             n_substreams: 4,
             upload_kbps: 100_000,
         };
-        let status = Status {
-            free_slots: 64,
-            children: 0,
-            min_child_kbps: 0,
-            busy_ms: 0,
-            segment_start: None,
-            depth: vec![1; 4].into(),
-            latency_ms: vec![1; 4].into(),
-            root: vec![Status::NO_ROOT; 4].into(),
-            parent: vec![Status::NO_ROOT; 4].into(),
-        };
+        let status = net::raw::best_parent_status();
         let mut out = Vec::new();
         Message::Hello(hello).encode(&mut out);
         Message::Status(status).encode(&mut out);

@@ -273,6 +273,9 @@ pub struct Peer {
     slots_dirty: bool,
     /// Substreams whose depth changed: our children in them should hear.
     depth_dirty: u64,
+    /// We hold a newer segment start: neighbours that hold none (they cannot have
+    /// started playing) should hear where to start, not wait for the next round.
+    start_dirty: bool,
     last_status: Micros,
     control: VecDeque<Transmit>,
     data: VecDeque<(NodeId, u64, Queued, u32)>,
@@ -331,6 +334,7 @@ impl Peer {
             wants: SeqMap::new(4 * cfg.window_pieces),
             branches: vec![branch; cfg.n_substreams as usize],
             slots_dirty: false,
+            start_dirty: false,
             depth_dirty: 0,
             last_status: now,
             control: VecDeque::new(),
@@ -969,6 +973,7 @@ impl Peer {
         }
         if piece.flags().contains(PieceFlags::SEGMENT_START) && self.latest_segment_start.is_none_or(|s| s < seq) {
             self.latest_segment_start = Some(seq);
+            self.start_dirty = true;
             if self.cfg.role == Role::Viewer && self.playout.cursor.is_none() {
                 self.playout.target = Some(self.playout.target.map_or(seq, |t| t.max(seq)));
             }
@@ -1192,21 +1197,34 @@ impl Peer {
         let since = now.saturating_sub(self.last_status);
         let everyone = since >= self.cfg.status_interval || (self.slots_dirty && since >= self.cfg.status_min_gap);
         let children = self.depth_dirty != 0 && since >= self.cfg.status_min_gap;
-        if !everyone && !children {
+        // A new segment start goes at once to those that hold none: a joiner that came
+        // before the stream (or before its first keyframe) learns where to start from
+        // whoever has it, not only from parents that happen to carry that piece's
+        // substream, nor only at the next round.
+        let starters = self.start_dirty;
+        if !everyone && !children && !starters {
             return;
         }
         let dirty = self.depth_dirty;
         let nodes: Vec<NodeId> = self
             .neighbours
             .iter()
-            .filter(|n| n.hello.is_some() && (everyone || n.children & dirty != 0))
+            .filter(|n| {
+                n.hello.is_some()
+                    && (everyone
+                        || (children && n.children & dirty != 0)
+                        || (starters && n.status.as_ref().is_none_or(|st| st.segment_start.is_none())))
+            })
             .map(|n| n.node)
             .collect();
         if everyone {
             self.last_status = now;
             self.slots_dirty = false;
         }
-        self.depth_dirty = 0;
+        if everyone || children {
+            self.depth_dirty = 0;
+        }
+        self.start_dirty = false;
         if nodes.is_empty() {
             return;
         }
