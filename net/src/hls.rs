@@ -12,9 +12,12 @@
 //! open segment (`#EXT-X-PART`), a `#EXT-X-PRELOAD-HINT` for the next part.
 //! `?_HLS_msn=M[&_HLS_part=P]` is a blocking reload: the answer waits until segment M
 //! (part P) is listed, up to three target durations.
-//! `GET /hls/{channel}/{n}.ts` — segment `n` while it is in the window (404 after).
-//! `GET /hls/{channel}/{n}.{k}.ts` — part `k` of segment `n`; the hinted next part is
-//! answered when it exists (the request waits, as for a blocking reload).
+//! `GET /hls/{channel}/{n}.ts` — segment `n` while it is listed, and after it leaves
+//! the playlist for its own duration plus the playlist's (RFC 8216 §6.2.2: a player
+//! that loaded the playlist just before may still ask for it); 404 after that.
+//! `GET /hls/{channel}/{n}.{k}.ts` — part `k` of segment `n`, as long as its segment
+//! is served; the hinted next part is answered when it exists (the request waits, as
+//! for a blocking reload).
 //!
 //! Nothing is copied to serve: a part is its piece's payload (a slice of the piece's
 //! buffer), and a segment is sent as its parts back to back. A seeder's parts are also
@@ -55,8 +58,10 @@ struct Segment {
     /// Whether its parts are listed (and served one by one): the newest
     /// [`PART_SEGMENTS`] only.
     parts_listed: bool,
-    /// Its parts in a spool file, while it is in the window.
+    /// Its parts in a spool file, while it is served.
     _spool: Option<Spool>,
+    /// Once out of the playlist: served until ingest's clock passes this (Unix µs).
+    expires_us: Option<u64>,
 }
 
 /// The segment being filled.
@@ -84,6 +89,8 @@ pub struct Hls {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Complete segments: the listed ones (the last [`WINDOW`]) after those still
+    /// served though no longer listed.
     done: VecDeque<Segment>,
     open: Option<Open>,
     next_n: u64,
@@ -112,6 +119,11 @@ impl Inner {
             (Some((n, _)), _) if n > msn => true,
             _ => self.done.back().is_some_and(|s| s.n >= msn),
         }
+    }
+
+    /// The segments in the playlist.
+    fn listed(&self) -> impl Iterator<Item = &Segment> {
+        self.done.iter().skip(self.done.len().saturating_sub(WINDOW))
     }
 }
 
@@ -201,8 +213,16 @@ impl Hls {
                         parts: o.parts,
                         parts_listed: true,
                         _spool: o.spool,
+                        expires_us: None,
                     });
-                    while i.done.len() > WINDOW {
+                    // The one that left the playlist stays for its duration plus the
+                    // playlist's as it was listed (RFC 8216 §6.2.2), on ingest's clock.
+                    let listed_us: u64 = i.listed().map(|s| s.duration_us).sum();
+                    let delisted = i.done.len().checked_sub(WINDOW + 1);
+                    if let Some(s) = delisted.and_then(|d| i.done.get_mut(d)).filter(|s| s.expires_us.is_none()) {
+                        s.expires_us = Some(ts.saturating_add(s.duration_us + listed_us));
+                    }
+                    while i.done.front().is_some_and(|s| s.expires_us.is_some_and(|e| e <= ts)) {
                         i.done.pop_front();
                     }
                     let keep_from = i.done.len().saturating_sub(PART_SEGMENTS);
@@ -233,8 +253,8 @@ impl Hls {
 
 /// The playlist of what `i` holds.
 fn render(i: &Inner) -> Option<String> {
-    let first = i.done.front()?;
-    let target = i.done.iter().map(|s| s.duration_us.div_ceil(1_000_000)).max().unwrap_or(1).max(1);
+    let first = i.listed().next()?;
+    let target = i.listed().map(|s| s.duration_us.div_ceil(1_000_000)).max().unwrap_or(1).max(1);
     let part_target = i.part_target_us.max(1) as f64 / 1e6;
     let mut out = format!(
         "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
@@ -252,7 +272,7 @@ fn render(i: &Inner) -> Option<String> {
         }
     };
     let mut expected_start = None;
-    for s in &i.done {
+    for s in i.listed() {
         // Wall-clock time of the segment (ingest signed its first piece then): on
         // the first, and after any gap in time (a new publish session).
         if expected_start.is_none_or(|e: u64| s.start_us.abs_diff(e) > 500_000) {
@@ -272,18 +292,19 @@ fn render(i: &Inner) -> Option<String> {
 }
 
 impl Hls {
-    /// Segment `n`, while in the window: its parts' bytes, in order.
+    /// Segment `n`, while served: its parts' bytes, in order.
     pub fn segment(&self, n: u64) -> Option<Vec<Bytes>> {
         self.lock().done.iter().find(|s| s.n == n).map(|s| s.parts.iter().map(|p| p.data.clone()).collect())
     }
 
-    /// Part `k` of segment `n`, while listed.
+    /// Part `k` of segment `n`, while its segment is served (a part leaves the
+    /// playlist before its segment does; a player that saw it listed may still ask).
     pub fn part(&self, n: u64, k: usize) -> Option<Bytes> {
         let i = self.lock();
         if let Some(o) = i.open.as_ref().filter(|_| i.next_n == n) {
             return o.parts.get(k).map(|p| p.data.clone());
         }
-        i.done.iter().find(|s| s.n == n && s.parts_listed).and_then(|s| s.parts.get(k)).map(|p| p.data.clone())
+        i.done.iter().find(|s| s.n == n).and_then(|s| s.parts.get(k)).map(|p| p.data.clone())
     }
 
     /// Waits (up to `limit`) until `ready` holds; whether it did.
@@ -388,12 +409,14 @@ impl Hls {
             },
             part if parse_part(part).is_some() => match parse_part(part).and_then(|(n, k)| self.part(n, k)) {
                 Some(b) => answer(StatusCode::OK, "video/mp2t", Body::full(b)),
-                None => answer(StatusCode::NOT_FOUND, TEXT, Body::full("part not listed\n")),
+                None => answer(StatusCode::NOT_FOUND, TEXT, Body::full("part not served (gone or not yet made)\n")),
             },
             seg => match seg.strip_prefix('/').and_then(|s| s.strip_suffix(".ts")).and_then(|n| n.parse().ok()) {
                 Some(n) => match self.segment(n) {
                     Some(parts) => answer(StatusCode::OK, "video/mp2t", Body::chunks(parts)),
-                    None => answer(StatusCode::NOT_FOUND, TEXT, Body::full("segment not in the window\n")),
+                    None => {
+                        answer(StatusCode::NOT_FOUND, TEXT, Body::full("segment not served (gone or not yet made)\n"))
+                    }
                 },
                 None => return None,
             },
@@ -519,6 +542,38 @@ mod tests {
             let r = h.answer_blocking("/hls/demo/live.m3u8", Some("_HLS_msn=9")).await.unwrap();
             assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         });
+    }
+
+    /// RFC 8216 §6.2.2. Before, a segment answered 404 the moment it left the
+    /// playlist, and an hls.js page that started at the oldest listed one could fail.
+    #[test]
+    fn a_segment_out_of_the_playlist_is_served_for_its_duration_plus_the_playlist_s() {
+        let h = Hls::new("demo");
+        // 1 s segments: 0..=6 complete (pieces 0..140), 7 open. 0 left the playlist
+        // when 6 completed, at 8.0 s (ingest's clock starts at 1 s, a piece every
+        // 50 ms): it stays until 8.0 + 1 + 6 = 15.0 s.
+        for seq in 0..141 {
+            h.push(&piece(seq, seq % 20 == 0));
+        }
+        let p = text(h.playlist());
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:1\n") && !p.contains("\n0.ts"), "0 is not listed: {p}");
+        assert_eq!(len(&h.segment(0).unwrap()), 20 * 2 * 188, "but served");
+        assert_eq!(h.part(0, 3), Some(piece(3, false).payload().clone()), "and so are its parts");
+        // The piece at 15.0 s (seq 280) ends it; segment 1 (out at 9.0 s) has until
+        // 16.0 s.
+        for seq in 141..280 {
+            h.push(&piece(seq, seq % 20 == 0));
+        }
+        assert!(h.segment(0).is_some(), "14.95 s: still served");
+        h.push(&piece(280, true));
+        assert_eq!(h.segment(0), None, "15.0 s: gone");
+        assert_eq!(h.part(0, 3), None);
+        assert!(h.segment(1).is_some());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let r = rt.block_on(h.answer_or_404("/hls/demo/0.ts", None));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        // Memory stays bounded: the playlist, and as much again past it.
+        assert!(h.lock().done.len() <= 2 * WINDOW + 1, "{} held", h.lock().done.len());
     }
 
     #[test]
