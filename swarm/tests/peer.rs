@@ -521,8 +521,8 @@ fn a_start_point_only_its_namer_claims_is_not_taken() {
     assert!(asked.iter().all(|&s| s < 100), "nothing of the lone claim: {asked:?}");
 }
 
-/// A neighbour that holds no segment start hears ours as soon as we have one, not at
-/// the next 3 s round. Before, viewers that joined before the stream heard every
+/// A neighbour that holds no segment start hears our first as soon as we have it, not
+/// at the next 3 s round. Before, viewers that joined before the stream heard every
 /// `Status` while there was no start to name, and one whose parents did not carry the
 /// first keyframes' substreams started seconds late (the `up_ffmpeg` test's viewer that
 /// played from piece 50 of 0..500, one run in five).
@@ -554,9 +554,12 @@ fn a_new_segment_start_is_told_at_once_to_neighbours_that_hold_none() {
     // holds a start already waits for the round.
     v.handle_message(T0 + 220 * MS, NodeId(STARTED), Message::Piece(piece(4, T0)));
     assert_eq!(statuses(&mut v, T0 + 300 * MS), vec![(RAW, Some(4))]);
-    // Once, not with every piece after.
+    // Once, not with every piece after, nor with the next start (a neighbour that
+    // keeps naming none, as an attacker may, waits for the round like everyone).
     v.handle_message(T0 + 320 * MS, NodeId(STARTED), Message::Piece(piece(5, T0)));
     assert_eq!(statuses(&mut v, T0 + 400 * MS), vec![]);
+    v.handle_message(T0 + 420 * MS, NodeId(STARTED), Message::Piece(piece(8, T0)));
+    assert_eq!(statuses(&mut v, T0 + 500 * MS), vec![]);
 }
 
 #[test]

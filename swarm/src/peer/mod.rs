@@ -273,7 +273,7 @@ pub struct Peer {
     slots_dirty: bool,
     /// Substreams whose depth changed: our children in them should hear.
     depth_dirty: u64,
-    /// We hold a newer segment start: neighbours that hold none (they cannot have
+    /// We hold our first segment start: neighbours that hold none (they cannot have
     /// started playing) should hear where to start, not wait for the next round.
     start_dirty: bool,
     last_status: Micros,
@@ -972,8 +972,11 @@ impl Peer {
             n.requests_out = n.requests_out.saturating_sub(1);
         }
         if piece.flags().contains(PieceFlags::SEGMENT_START) && self.latest_segment_start.is_none_or(|s| s < seq) {
+            // The first one we hold (at the stream's start, or ours): neighbours that
+            // hold none hear it at once. Only the first: a neighbour that keeps saying
+            // it holds none (an attacker) gets one extra `Status`, not one a segment.
+            self.start_dirty |= self.latest_segment_start.is_none();
             self.latest_segment_start = Some(seq);
-            self.start_dirty = true;
             if self.cfg.role == Role::Viewer && self.playout.cursor.is_none() {
                 self.playout.target = Some(self.playout.target.map_or(seq, |t| t.max(seq)));
             }
@@ -1197,9 +1200,9 @@ impl Peer {
         let since = now.saturating_sub(self.last_status);
         let everyone = since >= self.cfg.status_interval || (self.slots_dirty && since >= self.cfg.status_min_gap);
         let children = self.depth_dirty != 0 && since >= self.cfg.status_min_gap;
-        // A new segment start goes at once to those that hold none: a joiner that came
-        // before the stream (or before its first keyframe) learns where to start from
-        // whoever has it, not only from parents that happen to carry that piece's
+        // Our first segment start goes at once to those that hold none: a joiner that
+        // came before the stream (or before its first keyframe) learns where to start
+        // from whoever has it, not only from parents that happen to carry that piece's
         // substream, nor only at the next round.
         let starters = self.start_dirty;
         if !everyone && !children && !starters {
