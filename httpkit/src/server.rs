@@ -210,7 +210,8 @@ where
                 }
             });
             let conn = Conn { io: TokioIo::new(stream), spool, sent_from_files: metrics.sent_from_files.clone() };
-            if let Err(e) = builder.serve_connection(conn, service).await {
+            // With upgrades: the tracker's WebSocket takes its connection over.
+            if let Err(e) = builder.serve_connection(conn, service).with_upgrades().await {
                 if e.is_timeout() {
                     metrics.timeouts.inc();
                 }

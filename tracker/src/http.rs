@@ -36,18 +36,23 @@ pub struct Tracker {
     pub admin: Option<Db>,
     /// Membership shared with other replicas (absent without `--redis-url`).
     pub shared: Option<SharedSwarms>,
+    /// Pages on the WebSocket tracker (`/announce` upgraded), by channel.
+    pub relay: Arc<crate::ws::Relay>,
     started: Instant,
 }
 
 impl Tracker {
     pub fn new(cfg: StoreConfig, directory: Arc<dyn ChannelDirectory>, seeders: SeederTokens) -> Self {
+        let metrics = TrackerMetrics::new();
+        let relay = Arc::new(crate::ws::Relay::new(&metrics.registry));
         Tracker {
             swarms: Swarms::new(cfg),
             directory,
             seeders,
-            metrics: TrackerMetrics::new(),
+            metrics,
             admin: None,
             shared: None,
+            relay,
             started: Instant::now(),
         }
     }
@@ -391,6 +396,7 @@ async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respons
         v4 => v4,
     };
     match path {
+        "/announce" if wants_websocket(&req) => websocket(req, ip, tracker),
         "/announce" => {
             let (status, body) = tracker.announce_shared(query, ip, tracker.now_s(), unix_now()).await;
             respond(status, "text/plain", body)
@@ -405,6 +411,57 @@ async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respons
             b"not found: /announce, /scrape, /metrics, /healthz, /v1/...\n".to_vec(),
         ),
     }
+}
+
+/// Whether `req` asks to become a WebSocket (RFC 6455 §4.1).
+fn wants_websocket(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    let has = |name: hyper::header::HeaderName, token: &str| {
+        h.get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+    };
+    has(hyper::header::UPGRADE, "websocket") && has(hyper::header::CONNECTION, "upgrade")
+}
+
+/// The WebSocket tracker ([`crate::ws`]): answers the upgrade, then serves the
+/// connection on its own task.
+fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<Body> {
+    let h = req.headers();
+    let version_13 = h.get(hyper::header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let Some(key) = h.get(hyper::header::SEC_WEBSOCKET_KEY).filter(|_| version_13) else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            b"a WebSocket upgrade needs Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key\n".to_vec(),
+        );
+    };
+    if !tracker.relay.has_room() {
+        tracker.relay.messages.with_label_values(&["full"]).inc();
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("the WebSocket tracker holds {} pages already\n", crate::ws::MAX_CONNECTIONS).into_bytes(),
+        );
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut req);
+    let (relay, directory) = (tracker.relay.clone(), tracker.directory.clone());
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => crate::ws::serve(hyper_util::rt::TokioIo::new(io), relay, directory, ip).await,
+            Err(e) => tracing::debug!(%ip, error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(hyper::header::UPGRADE, hyper::header::HeaderValue::from_static("websocket"));
+    h.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&accept) {
+        h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
 }
 
 async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<Body> {

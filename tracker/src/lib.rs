@@ -12,6 +12,7 @@ pub mod meter;
 pub mod metrics;
 pub mod shared;
 pub mod store;
+pub mod ws;
 
 pub use http::Tracker;
 /// Bencoding lives in the swarm crate: the tracker's clients (seeders, viewers) share it.

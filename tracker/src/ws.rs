@@ -1,0 +1,556 @@
+//! The WebTorrent tracker protocol, for peers in web pages: a WebSocket on the
+//! tracker's port (`GET /announce` with `Upgrade: websocket`), JSON text messages, as
+//! the npm `bittorrent-tracker` client and p2p-media-loader speak it. A page announces
+//! a channel's info-hash with WebRTC offers; the tracker hands each offer to another
+//! page in that channel and relays the answer back, so two pages can open a data
+//! channel. Nothing else passes through the tracker.
+//!
+//! Everything a page sends is hostile until checked: a message is text of at most
+//! [`MAX_MESSAGE`] bytes, an announce names a channel open now (the same admission as
+//! `/announce`), one connection holds one peer id in at most [`MAX_SWARMS_PER_CONN`]
+//! channels, offers come at most [`MAX_OFFERS`] an announce and within a budget of
+//! [`OFFER_BURST`] at once and [`OFFERS_PER_SECOND`] a second, and answers go only to
+//! a peer of the same channel. A breach closes the connection with a close code and a
+//! reason a developer can act on (and is counted); a slow page loses the messages it
+//! could not take, not the relay's time.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use catalogue::directory::{Admission, ChannelDirectory};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+/// Largest message a page may send (a WebRTC offer is 2–6 KB of SDP).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most offers in one announce (the `bittorrent-tracker` client sends up to 10).
+pub const MAX_OFFERS: usize = 10;
+/// Offers a connection may send at once, and then per second.
+pub const OFFER_BURST: f64 = 50.0;
+pub const OFFERS_PER_SECOND: f64 = 1.0;
+/// Channels one connection may be in at once.
+pub const MAX_SWARMS_PER_CONN: usize = 4;
+/// Messages queued for a page before more are dropped (it reads too slowly).
+pub const QUEUE: usize = 64;
+/// How often a page should announce again, seconds.
+pub const INTERVAL_S: u64 = 120;
+/// Pages connected at once; past it an upgrade is answered 503 (each holds a socket
+/// and a task for as long as it watches).
+pub const MAX_CONNECTIONS: i64 = 20_000;
+
+/// Why a connection is closed: the WebSocket close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// 1003 unsupported data, 1008 policy violation, 1009 too big.
+    pub code: u16,
+    pub reason: String,
+    /// The `result` label it is counted under.
+    pub label: &'static str,
+}
+
+impl Close {
+    fn policy(label: &'static str, reason: impl Into<String>) -> Self {
+        Close { code: 1008, reason: reason.into(), label }
+    }
+
+    /// A message over [`MAX_MESSAGE`].
+    pub fn too_big() -> Self {
+        Close { code: 1009, reason: format!("message over {MAX_MESSAGE} bytes"), label: "oversize" }
+    }
+
+    /// A binary message.
+    pub fn binary() -> Self {
+        Close { code: 1003, reason: "binary messages are not spoken here: send JSON text".into(), label: "binary" }
+    }
+}
+
+/// A page's connection, as the relay knows it.
+#[derive(Debug)]
+pub struct Conn {
+    id: u64,
+    /// What goes out to the page.
+    tx: mpsc::Sender<String>,
+    /// (info-hash, peer id) it announced.
+    joined: Vec<([u8; 20], [u8; 20])>,
+    offer_tokens: f64,
+    refilled: Instant,
+}
+
+/// Pages by channel (info-hash), by peer id.
+type Swarms = HashMap<[u8; 20], HashMap<[u8; 20], Member>>;
+
+#[derive(Debug)]
+struct Member {
+    conn: u64,
+    tx: mpsc::Sender<String>,
+}
+
+/// Pages by channel, and the relay's counters.
+#[derive(Debug)]
+pub struct Relay {
+    swarms: Mutex<Swarms>,
+    next_conn: std::sync::atomic::AtomicU64,
+    /// result: announce, offer, answer, stopped, refused, unknown_channel, malformed,
+    /// oversize, binary, over_budget, no_peer, dropped_slow, full.
+    pub messages: IntCounterVec,
+    pub connections: IntGauge,
+}
+
+impl Relay {
+    pub fn new(registry: &Registry) -> Self {
+        let messages = IntCounterVec::new(
+            Opts::new("shoal_tracker_ws_messages_total", "WebSocket tracker messages, by what became of them"),
+            &["result"],
+        )
+        .expect("a valid metric");
+        let connections = IntGauge::new("shoal_tracker_ws_connections", "Pages connected to the WebSocket tracker")
+            .expect("a valid metric");
+        for m in [Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>, Box::new(connections.clone())] {
+            if let Err(e) = registry.register(m) {
+                tracing::warn!(error = %e, "WebSocket tracker metric not registered");
+            }
+        }
+        Relay { swarms: Mutex::default(), next_conn: 0.into(), messages, connections }
+    }
+
+    /// Whether another page may connect.
+    pub fn has_room(&self) -> bool {
+        self.connections.get() < MAX_CONNECTIONS
+    }
+
+    /// A new connection whose outgoing messages go to `tx`.
+    pub fn connect(&self, tx: mpsc::Sender<String>, now: Instant) -> Conn {
+        self.connections.inc();
+        let id = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Conn { id, tx, joined: Vec::new(), offer_tokens: OFFER_BURST, refilled: now }
+    }
+
+    /// The connection is gone: it leaves every channel it was in.
+    pub fn disconnect(&self, conn: Conn) {
+        self.connections.dec();
+        let mut swarms = self.lock();
+        for (hash, peer) in &conn.joined {
+            remove(&mut swarms, hash, peer, conn.id);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Swarms> {
+        self.swarms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn count(&self, result: &str) {
+        self.messages.with_label_values(&[result]).inc();
+    }
+
+    /// Sends `msg` to a page, or drops it (counted) if the page is not reading.
+    fn send(&self, tx: &mpsc::Sender<String>, msg: &Value) {
+        if tx.try_send(msg.to_string()).is_err() {
+            self.count("dropped_slow");
+        }
+    }
+
+    /// One text message from `conn`. `Err`: close the connection so.
+    pub fn on_text(
+        &self,
+        directory: &dyn ChannelDirectory,
+        conn: &mut Conn,
+        text: &str,
+        ip: IpAddr,
+        now: Instant,
+        now_unix: u64,
+    ) -> Result<(), Close> {
+        let result = self.handle(directory, conn, text, now, now_unix);
+        if let Err(c) = &result {
+            self.count(c.label);
+            tracing::debug!(%ip, code = c.code, reason = %c.reason, "WebSocket tracker connection closed");
+        }
+        result
+    }
+
+    fn handle(
+        &self,
+        directory: &dyn ChannelDirectory,
+        conn: &mut Conn,
+        text: &str,
+        now: Instant,
+        now_unix: u64,
+    ) -> Result<(), Close> {
+        if text.len() > MAX_MESSAGE {
+            return Err(Close::too_big());
+        }
+        let malformed = |why: &str| Close::policy("malformed", format!("malformed message: {why}"));
+        let msg: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(malformed("not a JSON object")),
+            Err(_) => return Err(malformed("not JSON")),
+        };
+        match msg.get("action").and_then(Value::as_str) {
+            Some("announce") => {}
+            Some("scrape") => return Err(Close::policy("malformed", "scrape is not served on the WebSocket")),
+            _ => return Err(malformed("action must be \"announce\"")),
+        }
+        let info_hash = binary20(msg.get("info_hash")).ok_or_else(|| malformed("info_hash must be 20 bytes"))?;
+        let peer_id = binary20(msg.get("peer_id")).ok_or_else(|| malformed("peer_id must be 20 bytes"))?;
+        let hash_text = Value::String(latin1(&info_hash));
+        match directory.admit(&info_hash, now_unix) {
+            Admission::Open { .. } => {}
+            Admission::Unknown => {
+                self.count("unknown_channel");
+                let failure = "unknown channel: no channel has this info_hash";
+                self.send(&conn.tx, &json!({"action": "announce", "info_hash": hash_text, "failure reason": failure}));
+                return Ok(());
+            }
+            Admission::Refused { reason, .. } => {
+                self.count("refused");
+                self.send(&conn.tx, &json!({"action": "announce", "info_hash": hash_text, "failure reason": reason}));
+                return Ok(());
+            }
+        }
+        let sender = Value::String(latin1(&peer_id));
+        // An answer to an offer: to the page that made it, if it is in this channel.
+        if let Some(answer) = msg.get("answer") {
+            let to = binary20(msg.get("to_peer_id")).ok_or_else(|| malformed("to_peer_id must be 20 bytes"))?;
+            let offer_id = msg.get("offer_id").filter(|v| binary20(Some(v)).is_some());
+            let offer_id = offer_id.ok_or_else(|| malformed("offer_id must be 20 bytes"))?;
+            if !conn.joined.contains(&(info_hash, peer_id)) {
+                return Err(Close::policy("malformed", "answer before announcing in that channel"));
+            }
+            let out = json!({"action": "announce", "info_hash": hash_text, "peer_id": sender,
+                "answer": answer, "offer_id": offer_id});
+            match self.lock().get(&info_hash).and_then(|s| s.get(&to)) {
+                Some(m) => {
+                    self.count("answer");
+                    self.send(&m.tx, &out);
+                }
+                None => self.count("no_peer"),
+            }
+            return Ok(());
+        }
+        let stopped = msg.get("event").and_then(Value::as_str) == Some("stopped");
+        let offers = match msg.get("offers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) if a.len() <= MAX_OFFERS => a.clone(),
+            Some(Value::Array(a)) => {
+                return Err(Close::policy(
+                    "over_budget",
+                    format!("{} offers in one announce, at most {MAX_OFFERS}", a.len()),
+                ));
+            }
+            Some(_) => return Err(malformed("offers must be an array")),
+        };
+        for o in &offers {
+            if o.get("offer").is_none() || binary20(o.get("offer_id")).is_none() {
+                return Err(malformed("each offer needs offer and a 20-byte offer_id"));
+            }
+        }
+        let elapsed = now.saturating_duration_since(conn.refilled).as_secs_f64();
+        conn.refilled = now;
+        conn.offer_tokens = (conn.offer_tokens + elapsed * OFFERS_PER_SECOND).min(OFFER_BURST);
+        if offers.len() as f64 > conn.offer_tokens {
+            return Err(Close::policy(
+                "over_budget",
+                format!("offer budget spent: {OFFER_BURST} at once, then {OFFERS_PER_SECOND} a second"),
+            ));
+        }
+        conn.offer_tokens -= offers.len() as f64;
+        let mut swarms = self.lock();
+        if stopped {
+            self.count("stopped");
+            remove(&mut swarms, &info_hash, &peer_id, conn.id);
+            conn.joined.retain(|j| *j != (info_hash, peer_id));
+            return Ok(());
+        }
+        if !conn.joined.contains(&(info_hash, peer_id)) {
+            if conn.joined.iter().any(|(h, _)| *h == info_hash) {
+                return Err(Close::policy("malformed", "a second peer_id in one channel on one connection"));
+            }
+            if conn.joined.len() >= MAX_SWARMS_PER_CONN {
+                return Err(Close::policy("over_budget", format!("in {MAX_SWARMS_PER_CONN} channels already")));
+            }
+            let swarm = swarms.entry(info_hash).or_default();
+            if swarm.get(&peer_id).is_some_and(|m| m.conn != conn.id) {
+                return Err(Close::policy("malformed", "peer_id in use by another connection"));
+            }
+            swarm.insert(peer_id, Member { conn: conn.id, tx: conn.tx.clone() });
+            conn.joined.push((info_hash, peer_id));
+        }
+        self.count("announce");
+        let swarm = swarms.get(&info_hash).map(|s| s.len()).unwrap_or(0);
+        // Each offer to another page of the channel, none twice (the order of a hash
+        // map is as good as a shuffle here: the tracker's seed differs per process).
+        let others = swarms.get(&info_hash).into_iter().flatten().filter(|(id, _)| **id != peer_id);
+        for ((_, member), offer) in others.zip(&offers) {
+            self.count("offer");
+            let out = json!({"action": "announce", "info_hash": hash_text, "peer_id": sender,
+                "offer": offer["offer"], "offer_id": offer["offer_id"]});
+            self.send(&member.tx, &out);
+        }
+        drop(swarms);
+        self.send(
+            &conn.tx,
+            &json!({"action": "announce", "info_hash": hash_text, "interval": INTERVAL_S,
+                "complete": 0, "incomplete": swarm}),
+        );
+        Ok(())
+    }
+}
+
+fn remove(swarms: &mut Swarms, hash: &[u8; 20], peer: &[u8; 20], conn: u64) {
+    if let Some(s) = swarms.get_mut(hash) {
+        if s.get(peer).is_some_and(|m| m.conn == conn) {
+            s.remove(peer);
+        }
+        if s.is_empty() {
+            swarms.remove(hash);
+        }
+    }
+}
+
+/// 20 bytes from a WebTorrent "binary string" (each character one byte, U+0000–U+00FF)
+/// or from 40 hex digits.
+fn binary20(v: Option<&Value>) -> Option<[u8; 20]> {
+    let s = v?.as_str()?;
+    let mut out = [0u8; 20];
+    if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        return Some(out);
+    }
+    let mut chars = s.chars();
+    for o in &mut out {
+        *o = u8::try_from(u32::from(chars.next()?)).ok()?;
+    }
+    chars.next().is_none().then_some(out)
+}
+
+/// Bytes as a "binary string".
+fn latin1(b: &[u8]) -> String {
+    b.iter().map(|&x| char::from(x)).collect()
+}
+
+/// Serves one upgraded connection: messages in, relayed messages out, until either
+/// side closes.
+pub async fn serve<S>(stream: S, relay: Arc<Relay>, directory: Arc<dyn ChannelDirectory>, ip: IpAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+    use tokio_tungstenite::tungstenite::{Error, Message};
+
+    let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    let mut conn = relay.connect(tx, Instant::now());
+    let close = loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(text) = out else { break None };
+                if ws.send(Message::text(text)).await.is_err() {
+                    break None;
+                }
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let now_unix = crate::http::unix_now();
+                    if let Err(c) = relay.on_text(directory.as_ref(), &mut conn, t.as_str(), ip, Instant::now(), now_unix) {
+                        break Some(c);
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => break Some(Close::binary()),
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Ok(_)) => {}
+                Some(Err(Error::Capacity(_))) => {
+                    relay.count("oversize");
+                    break Some(Close::too_big());
+                }
+                Some(Err(_)) => break None,
+            }
+        }
+    };
+    relay.disconnect(conn);
+    if let Some(c) = close {
+        let frame = CloseFrame { code: c.code.into(), reason: c.reason.into() };
+        let _ = ws.close(Some(frame)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use catalogue::directory::StaticDirectory;
+    use swarm::piece::ChannelId;
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    struct Page {
+        conn: Conn,
+        rx: mpsc::Receiver<String>,
+    }
+
+    impl Page {
+        fn new(relay: &Relay, now: Instant) -> Self {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            Page { conn: relay.connect(tx, now), rx }
+        }
+
+        fn got(&mut self) -> Vec<Value> {
+            std::iter::from_fn(|| self.rx.try_recv().ok()).map(|t| serde_json::from_str(&t).unwrap()).collect()
+        }
+    }
+
+    struct World {
+        relay: Relay,
+        dir: StaticDirectory,
+        hash: String,
+        t0: Instant,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let id = ChannelId::from_bytes([5; 32]);
+            let hash = latin1(&id.info_hash());
+            let relay = Relay::new(&Registry::new());
+            World { relay, dir: StaticDirectory::new([("demo".to_string(), id)]), hash, t0: Instant::now() }
+        }
+
+        fn say(&self, page: &mut Page, msg: &Value) -> Result<(), Close> {
+            self.say_at(page, msg, self.t0)
+        }
+
+        fn say_at(&self, page: &mut Page, msg: &Value, now: Instant) -> Result<(), Close> {
+            self.relay.on_text(&self.dir, &mut page.conn, &msg.to_string(), IP, now, 0)
+        }
+
+        fn announce(&self, peer: char, offers: usize) -> Value {
+            let offers: Vec<Value> = (0..offers)
+                .map(|i| json!({"offer": {"type": "offer", "sdp": format!("v=0 {peer}{i}")}, "offer_id": id(char::from(b'a' + i as u8))}))
+                .collect();
+            json!({"action": "announce", "info_hash": self.hash, "peer_id": id(peer), "numwant": offers.len(), "offers": offers})
+        }
+
+        fn count(&self, result: &str) -> u64 {
+            self.relay.messages.with_label_values(&[result]).get()
+        }
+    }
+
+    fn id(c: char) -> String {
+        std::iter::repeat_n(c, 20).collect()
+    }
+
+    #[test]
+    fn offers_reach_other_pages_and_answers_come_back() {
+        let w = World::new();
+        let (mut a, mut b, mut c) = (Page::new(&w.relay, w.t0), Page::new(&w.relay, w.t0), Page::new(&w.relay, w.t0));
+        w.say(&mut b, &w.announce('B', 0)).unwrap();
+        w.say(&mut c, &w.announce('C', 0)).unwrap();
+        assert_eq!(b.got()[0]["interval"], INTERVAL_S);
+        c.got();
+        // A's two offers go one each to B and C, named as A's.
+        w.say(&mut a, &w.announce('A', 2)).unwrap();
+        let reply = a.got();
+        assert_eq!(reply.len(), 1);
+        assert_eq!(reply[0]["incomplete"], 3);
+        assert_eq!(reply[0]["info_hash"], w.hash.as_str());
+        let (to_b, to_c) = (b.got(), c.got());
+        assert_eq!((to_b.len(), to_c.len()), (1, 1));
+        let sdps: std::collections::BTreeSet<&str> =
+            [&to_b[0], &to_c[0]].iter().map(|m| m["offer"]["sdp"].as_str().unwrap()).collect();
+        assert_eq!(sdps, ["v=0 A0", "v=0 A1"].into());
+        assert_eq!(to_b[0]["peer_id"], id('A'));
+        // B answers: A hears it, from B, with the offer's id.
+        let offer_id = to_b[0]["offer_id"].clone();
+        let answer = json!({"action": "announce", "info_hash": w.hash, "peer_id": id('B'), "to_peer_id": id('A'),
+            "answer": {"type": "answer", "sdp": "v=0 answer"}, "offer_id": offer_id});
+        w.say(&mut b, &answer).unwrap();
+        let got = a.got();
+        assert_eq!(got[0]["answer"]["sdp"], "v=0 answer");
+        assert_eq!(got[0]["peer_id"], id('B'));
+        assert_eq!(got[0]["offer_id"], offer_id);
+        assert_eq!((w.count("offer"), w.count("answer")), (2, 1));
+        // A leaves: an answer to it goes nowhere (counted), its next offers reach no one.
+        w.relay.disconnect(a.conn);
+        w.say(&mut b, &answer).unwrap();
+        assert_eq!(w.count("no_peer"), 1);
+    }
+
+    #[test]
+    fn unknown_and_refused_channels_get_a_failure_reason_and_stay_connected() {
+        let w = World::new();
+        let mut p = Page::new(&w.relay, w.t0);
+        let other = json!({"action": "announce", "info_hash": id('z'), "peer_id": id('P')});
+        w.say(&mut p, &other).unwrap();
+        assert!(p.got()[0]["failure reason"].as_str().unwrap().starts_with("unknown channel"));
+        assert_eq!(w.count("unknown_channel"), 1);
+        w.say(&mut p, &w.announce('P', 0)).unwrap();
+        assert_eq!(p.got()[0]["incomplete"], 1, "the same connection may still announce a real channel");
+    }
+
+    #[test]
+    fn bad_messages_close_with_a_code_and_a_reason() {
+        let w = World::new();
+        let bad = |text: &str| {
+            let mut p = Page::new(&w.relay, w.t0);
+            w.relay.on_text(&w.dir, &mut p.conn, text, IP, w.t0, 0).unwrap_err()
+        };
+        assert_eq!(bad("{").code, 1008);
+        assert!(bad("[1]").reason.contains("not a JSON object"));
+        assert!(bad(r#"{"action":"scrape"}"#).reason.contains("scrape"));
+        let short = json!({"action": "announce", "info_hash": "abc", "peer_id": id('P')}).to_string();
+        assert!(bad(&short).reason.contains("info_hash must be 20 bytes"));
+        let wide = json!({"action": "announce", "info_hash": id('\u{100}'), "peer_id": id('P')}).to_string();
+        assert!(bad(&wide).reason.contains("info_hash"), "a character past U+00FF is not a byte");
+        let big = format!(r#"{{"action":"announce","pad":"{}"}}"#, "x".repeat(MAX_MESSAGE));
+        assert_eq!(bad(&big).code, 1009);
+        let eleven = w.announce('P', 11).to_string();
+        assert!(bad(&eleven).reason.contains("11 offers in one announce"));
+        let mut no_id = w.announce('P', 1);
+        no_id["offers"][0]["offer_id"] = json!("short");
+        assert!(bad(&no_id.to_string()).reason.contains("offer_id"));
+        let answer_first = json!({"action": "announce", "info_hash": w.hash, "peer_id": id('P'), "to_peer_id": id('Q'),
+            "answer": {}, "offer_id": id('o')});
+        assert!(bad(&answer_first.to_string()).reason.contains("before announcing"));
+        assert!(w.count("malformed") >= 7 && w.count("oversize") == 1 && w.count("over_budget") == 1);
+    }
+
+    #[test]
+    fn offers_beyond_the_budget_close_the_connection() {
+        let w = World::new();
+        let mut listener = Page::new(&w.relay, w.t0);
+        w.say(&mut listener, &w.announce('L', 0)).unwrap();
+        let mut p = Page::new(&w.relay, w.t0);
+        // 50 at once (5 announces of 10), then 1 a second.
+        for _ in 0..5 {
+            w.say(&mut p, &w.announce('P', 10)).unwrap();
+        }
+        let later = w.t0 + std::time::Duration::from_secs(3);
+        w.say_at(&mut p, &w.announce('P', 3), later).unwrap();
+        let c = w.say_at(&mut p, &w.announce('P', 1), later).unwrap_err();
+        assert_eq!((c.code, c.label), (1008, "over_budget"));
+        assert!(c.reason.contains("offer budget"), "{}", c.reason);
+        assert_eq!(listener.got().len(), 1 + 5 + 1, "its reply, then one offer per announce (one other page)");
+    }
+
+    #[test]
+    fn a_peer_id_cannot_be_taken_over_nor_a_page_be_in_many_channels_or_twice_in_one() {
+        let w = World::new();
+        let mut a = Page::new(&w.relay, w.t0);
+        w.say(&mut a, &w.announce('A', 0)).unwrap();
+        let mut thief = Page::new(&w.relay, w.t0);
+        assert!(w.say(&mut thief, &w.announce('A', 0)).unwrap_err().reason.contains("in use"));
+        assert!(w.say(&mut a, &w.announce('B', 0)).unwrap_err().reason.contains("second peer_id"));
+        // Stopped: it leaves, and the id is free again.
+        let mut stop = w.announce('A', 0);
+        stop["event"] = json!("stopped");
+        w.say(&mut a, &stop).unwrap();
+        let mut again = Page::new(&w.relay, w.t0);
+        w.say(&mut again, &w.announce('A', 0)).unwrap();
+        assert_eq!(again.got()[0]["incomplete"], 1);
+        let _ = MAX_SWARMS_PER_CONN;
+    }
+}
