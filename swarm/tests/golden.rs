@@ -165,6 +165,7 @@ fn vectors() -> Value {
     json!({
         "about": "written by swarm/tests/golden.rs (SHOAL_BLESS=1 cargo test -p swarm --test golden); do not edit",
         "channel": key.id().to_hex(),
+        "infoHash": hex(&key.id().info_hash()),
         "pieces": pieces,
         "frames": frames,
         "badFrames": bad,

@@ -111,3 +111,12 @@ export function verifyPiece(piece: Piece, channel: Uint8Array): void {
   }
   if (!ok) throw new PieceError("signature does not verify against the channel key", true);
 }
+
+/**
+ * A channel's 20-byte info-hash, what the tracker takes (PROTOCOL.md §6): the first
+ * 20 bytes of BLAKE3 in key-derivation mode over the channel id.
+ */
+export function infoHash(channel: Uint8Array): Uint8Array {
+  const context = new TextEncoder().encode("shoal 2026 channel info-hash v1");
+  return blake3(channel, { context }).subarray(0, 20);
+}

@@ -96,7 +96,7 @@ export class WireError extends Error {
 
 /** Writes big-endian integers into a growing buffer. */
 class Writer {
-  private buf = new Uint8Array(64);
+  private buf: Uint8Array<ArrayBuffer> = new Uint8Array(64);
   private view = new DataView(this.buf.buffer);
   len = 0;
 
@@ -135,7 +135,7 @@ class Writer {
   patchU32(at: number, x: number): void {
     this.view.setUint32(at, x);
   }
-  done(): Uint8Array {
+  done(): Uint8Array<ArrayBuffer> {
     return this.buf.subarray(0, this.len);
   }
 }
@@ -146,7 +146,7 @@ function count(what: string, n: number, max: number): number {
 }
 
 /** `msg` as one frame: `length: u32 | kind: u8 | body`. */
-export function encode(msg: Message): Uint8Array {
+export function encode(msg: Message): Uint8Array<ArrayBuffer> {
   const w = new Writer();
   w.u32(0);
   w.u8(KINDS[msg.kind]);

@@ -7,11 +7,12 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { PieceError, parsePiece, verifyPiece } from "../src/piece.js";
+import { PieceError, infoHash, parsePiece, verifyPiece } from "../src/piece.js";
 import { FrameDecoder, type Message, WireError, decodeFrame, encode } from "../src/wire.js";
 
 interface Vectors {
   channel: string;
+  infoHash: string;
   pieces: { name: string; hex: string; verdict: string; fields?: Record<string, unknown> }[];
   frames: { hex: string; message: Record<string, unknown> }[];
   badFrames: { name: string; hex: string }[];
@@ -59,6 +60,10 @@ function describe(m: Message): Record<string, unknown> {
       return { kind: m.kind, nonce: s(m.nonce) };
   }
 }
+
+test("a channel's info-hash is the tracker's", () => {
+  assert.equal(hexOf(infoHash(channel)), vectors.infoHash);
+});
 
 test("pieces verify, or are refused for the reason the Rust peer gives", () => {
   assert.ok(vectors.pieces.length >= 8);

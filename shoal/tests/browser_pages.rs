@@ -1,0 +1,55 @@
+//! Browser peers through `shoal up`'s tracker: two pages in headless Chromium announce
+//! the channel on the tracker's WebSocket (PROTOCOL.md §6.1), one's WebRTC offer
+//! reaches the other, the answer comes back, a data channel opens between them and
+//! each decodes the `Hello` the other sent with the browser peer's codec (`web/`).
+//! Needs Node.js, `npm ci` in web/ and Debian's chromium: CI installs them and sets
+//! `SHOAL_REQUIRE_CHROMIUM` (elsewhere the test says it skipped).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{start_logged, up_args, word_after};
+
+/// Whether the browser test can run here (or must, under `SHOAL_REQUIRE_CHROMIUM`).
+fn chromium_available(web: &Path) -> bool {
+    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = node && Path::new("/usr/bin/chromium").exists() && web.join("node_modules/playwright-core").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("SHOAL_REQUIRE_CHROMIUM").is_none(),
+            "SHOAL_REQUIRE_CHROMIUM is set but Node.js, /usr/bin/chromium or web/node_modules is missing"
+        );
+        eprintln!("SKIPPED the browser test: needs Node.js, /usr/bin/chromium and `npm ci` in web/");
+    }
+    ok
+}
+
+#[test]
+fn two_pages_meet_through_the_tracker_and_exchange_hellos_over_a_data_channel() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    if !chromium_available(&web) {
+        return;
+    }
+    let build = Command::new("npm").args(["run", "build:browser", "--silent"]).current_dir(&web).output().unwrap();
+    assert!(build.status.success(), "bundling the page: {}", String::from_utf8_lossy(&build.stderr));
+    let dir = std::env::temp_dir().join(format!("shoal-browser-pages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data").display().to_string();
+    let (_up, up, _log) = start_logged(&up_args(&data), "Ctrl-C stops it");
+    let tracker = word_after(&up, "--tracker http://");
+    let channel = word_after(&up, "--channel-id ");
+    let out = Command::new("node")
+        .args(["browser/two-pages.mjs", &format!("ws://{tracker}/announce"), &channel])
+        .current_dir(&web)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text}");
+    assert!(out.status.success(), "the pages did not exchange hellos: {text}");
+    let result: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(result["a"]["hellos"], serde_json::json!(["2"]), "page 1 got page 2's Hello");
+    assert_eq!(result["b"]["hellos"], serde_json::json!(["1"]), "page 2 got page 1's Hello");
+}

@@ -1,0 +1,40 @@
+// Two pages in headless Chromium find each other through the tracker's WebSocket
+// (PROTOCOL.md §6.1), open a WebRTC data channel and exchange Shoal `Hello` frames.
+// Usage: node browser/two-pages.mjs ws://HOST:PORT/announce CHANNEL_HEX
+// Prints one JSON line; exits 0 when both pages got the other's Hello.
+import { readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [url, channel] = process.argv.slice(2);
+const bundle = readFileSync(new URL("../dist/browser/pages-entry.js", import.meta.url), "utf8");
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  // Loopback candidates as they are (not hidden behind mDNS names no resolver here knows);
+  // an about:blank page may open a WebSocket to loopback (the watch page will be served
+  // from a seeder, itself a local address, which needs no such flag).
+  args: ["--no-sandbox", "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"],
+});
+let result = { ok: false };
+try {
+  const page = async () => {
+    const p = await browser.newPage();
+    await p.goto("about:blank");
+    await p.addScriptTag({ content: bundle });
+    return p;
+  };
+  const [a, b] = [await page(), await page()];
+  await b.evaluate(([u, c]) => window.shoal.start(u, c, 2, 0), [url, channel]);
+  // B has announced (the tracker answered it) before A's offer goes out.
+  await b.waitForFunction(() => window.shoal.seen.announced > 0 || window.shoal.seen.errors.length > 0, null, { timeout: 10_000 });
+  await a.evaluate(([u, c]) => window.shoal.start(u, c, 1, 1), [url, channel]);
+  const both = (p) => p.waitForFunction(() => window.shoal.seen.hellos.length > 0 || window.shoal.seen.errors.length > 0, null, { timeout: 20_000 });
+  await Promise.all([both(a), both(b)]);
+  const [sa, sb] = [await a.evaluate(() => window.shoal.seen), await b.evaluate(() => window.shoal.seen)];
+  result = { ok: sa.hellos.includes("2") && sb.hellos.includes("1"), a: sa, b: sb };
+} catch (e) {
+  result = { ok: false, error: String(e) };
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);
