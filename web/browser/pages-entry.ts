@@ -3,7 +3,8 @@
 
 import { infoHash } from "../src/piece.js";
 import { TrackerClient } from "../src/tracker.js";
-import { FrameDecoder, PROTOCOL_VERSION, Role, encode } from "../src/wire.js";
+import { ChannelTransport } from "../src/transport.js";
+import { PROTOCOL_VERSION, Role } from "../src/wire.js";
 
 interface Seen {
   announced: number;
@@ -38,10 +39,9 @@ window.shoal = {
       onChannel: (dc) => {
         seen.opened += 1;
         dc.binaryType = "arraybuffer";
-        const dec = new FrameDecoder();
+        const transport = new ChannelTransport(dc);
         dc.addEventListener("message", (e) => {
-          dec.extend(new Uint8Array(e.data as ArrayBuffer));
-          for (let m = dec.next(); m !== null; m = dec.next()) {
+          for (const m of transport.receive(new Uint8Array(e.data as ArrayBuffer))) {
             if (m.kind === "hello") seen.hellos.push(m.hello.peerId.toString());
           }
         });
@@ -54,7 +54,7 @@ window.shoal = {
           nSubstreams: 4,
           uploadKbps: 1_000,
         };
-        dc.send(encode({ kind: "hello", hello }));
+        transport.send({ kind: "hello", hello });
       },
     });
     client.announce(offers).catch((e) => seen.errors.push(String(e)));
