@@ -142,6 +142,11 @@ impl Hls {
         Hls { prefix, inner: Mutex::new(Inner::default()), changed: watch::channel(0).0, spool }
     }
 
+    /// The channel whose files these are (`""` for a viewer's, at the root).
+    pub fn channel(&self) -> &str {
+        self.prefix.strip_prefix("/hls/").unwrap_or("")
+    }
+
     /// The same, its parts served by copying them into each socket (to measure the
     /// difference).
     pub fn without_spool(mut self) -> Self {

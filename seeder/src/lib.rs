@@ -5,6 +5,7 @@
 //! stream where it left off.
 
 pub mod source;
+pub mod watch_page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,7 +131,13 @@ pub async fn serve(
     cfg.spool = hls.spool_index();
     httpkit::serve(listener, cfg, site, move |req, _peer| {
         let hls = hls.clone();
-        async move { hls.answer_or_404(req.uri().path(), req.uri().query()).await }
+        async move {
+            let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok());
+            if let Some(page) = watch_page::answer(req.uri().path(), hls.channel(), host) {
+                return page;
+            }
+            hls.answer_or_404(req.uri().path(), req.uri().query()).await
+        }
     })
     .await;
 }

@@ -120,7 +120,8 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             demo.channel_id
         );
         println!("           then: ffplay http://127.0.0.1:8900/live.ts   (or vlc, mpv)");
-        println!("  browser: http://{h}:{}/hls/{}/live.m3u8   (HLS from the seeder)", hls.port(), demo.channel);
+        println!("  browser: http://{h}:{}/watch/{}   (the watch page, with an embed snippet)", hls.port(), demo.channel);
+        println!("           LL-HLS: http://{h}:{}/hls/{}/live.m3u8   (for any HLS player)", hls.port(), demo.channel);
         println!(
             "  check:   ffplay 'http://{h}:{}/v1/channels/{}/live.ts?token={token}'   (ingest's own tap)",
             ingest.http.port(),

@@ -1,9 +1,10 @@
-//! Browser peers through `shoal up`'s tracker: two pages in headless Chromium announce
-//! the channel on the tracker's WebSocket (PROTOCOL.md §6.1), one's WebRTC offer
-//! reaches the other, the answer comes back, a data channel opens between them and
-//! each decodes the `Hello` the other sent with the browser peer's codec (`web/`).
-//! Needs Node.js, `npm ci` in web/ and Debian's chromium: CI installs them and sets
-//! `SHOAL_REQUIRE_CHROMIUM` (elsewhere the test says it skipped).
+//! Browsers against `shoal up`, in headless Chromium: the seeder's watch page plays a
+//! live ffmpeg feed; two pages announce the channel on the tracker's WebSocket
+//! (PROTOCOL.md §6.1), one's WebRTC offer reaches the other, the answer comes back, a
+//! data channel opens between them and each decodes the `Hello` the other sent with the
+//! browser peer's codec (`web/`). Needs Node.js, `npm ci` in web/, Debian's chromium
+//! (and ffmpeg for the watch page): CI installs them and sets `SHOAL_REQUIRE_CHROMIUM`
+//! (elsewhere the tests say they skipped).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{start_logged, up_args, word_after};
+use common::{Killed, ffmpeg_available, start_logged, up_args, word_after};
 
 /// Whether the browser test can run here (or must, under `SHOAL_REQUIRE_CHROMIUM`).
 fn chromium_available(web: &Path) -> bool {
@@ -52,4 +53,42 @@ fn two_pages_meet_through_the_tracker_and_exchange_hellos_over_a_data_channel() 
     let result: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(result["a"]["hellos"], serde_json::json!(["2"]), "page 1 got page 2's Hello");
     assert_eq!(result["b"]["hellos"], serde_json::json!(["1"]), "page 2 got page 1's Hello");
+}
+
+#[test]
+fn the_watch_page_plays_the_live_feed_in_chromium() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    if !chromium_available(&web) || !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("shoal-browser-watch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data").display().to_string();
+    let (_up, up, _log) = start_logged(&up_args(&data), "Ctrl-C stops it");
+    let rtmp = word_after(&up, "push:    ");
+    let watch = word_after(&up, "browser: ");
+    let _ffmpeg = Killed(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25", "-t", "60"])
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p"])
+            .args(["-f", "flv", &rtmp])
+            .spawn()
+            .unwrap(),
+    );
+    // Test artifacts: the screenshot stays under target/ for whoever looks at the run.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("watch-page.png");
+    let out = Command::new("node")
+        .args(["browser/watch.mjs", &watch, "6", &shot.display().to_string()])
+        .current_dir(&web)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text} (screenshot: {})", shot.display());
+    assert!(out.status.success(), "the watch page did not play: {text}");
+    let r: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(r["played"].as_f64().unwrap() >= 6.0, "{r}");
+    assert!(r["longestStallMs"].as_u64().unwrap() <= 1_000, "a stall over 1 s: {r}");
+    assert!(r["overlay"].as_str().unwrap().starts_with("behind live"), "{r}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1_000, "a screenshot was taken");
 }

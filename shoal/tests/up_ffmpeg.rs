@@ -59,7 +59,7 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     let channel = ChannelId::from_hex(&word_after(&up, "--channel-id ")).unwrap();
     let tap = word_after(&up, "check:   ffplay ");
     let ingest = tap.split("/v1/").next().unwrap().to_owned();
-    let playlist_url = word_after(&up, "browser: ");
+    let playlist_url = word_after(&up, "LL-HLS: ");
     let token = tap.split("token=").nth(1).unwrap().to_owned();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

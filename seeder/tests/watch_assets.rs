@@ -1,0 +1,35 @@
+//! The watch page's player is committed built (`seeder/assets/watch.js`, embedded in
+//! the binary so that `cargo build` needs no Node); this rebuilds it from `web/` and
+//! fails if the committed file is not what its sources make (run `npm run build:watch`
+//! in web/ after changing them). Needs Node.js and `npm ci` in web/ (CI has both and
+//! sets `SHOAL_REQUIRE_NODE`).
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn the_committed_player_is_what_its_sources_build() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let web = root.join("../web");
+    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !node || !web.join("node_modules/esbuild").exists() {
+        assert!(
+            std::env::var_os("SHOAL_REQUIRE_NODE").is_none(),
+            "SHOAL_REQUIRE_NODE is set but Node.js or web/node_modules is missing"
+        );
+        eprintln!("SKIPPED the watch-page build check: needs Node.js and `npm ci` in web/");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("shoal-watch-build-{}", std::process::id()));
+    let built = Command::new("node").arg("build.mjs").arg(&out).current_dir(&web).output().expect("node runs");
+    assert!(built.status.success(), "build.mjs failed: {}", String::from_utf8_lossy(&built.stderr));
+    let fresh = std::fs::read(out.join("watch.js")).expect("build.mjs wrote watch.js");
+    let committed = std::fs::read(root.join("assets/watch.js")).expect("seeder/assets/watch.js");
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(
+        fresh == committed,
+        "seeder/assets/watch.js is not what web/watch/ builds ({} bytes against {}): run `npm run build:watch` in web/",
+        committed.len(),
+        fresh.len()
+    );
+}

@@ -1,0 +1,17 @@
+// Builds what a seeder serves for browsers: the watch page's player, bundled with
+// hls.js into one minified file, into seeder/assets/ (committed: the seeder embeds it,
+// so `cargo build` needs no Node). `node build.mjs OUTDIR` builds into OUTDIR instead
+// (the check that the committed file matches its sources does that).
+import { build } from "esbuild";
+
+const outdir = process.argv[2] ?? new URL("../seeder/assets/", import.meta.url).pathname;
+await build({
+  entryPoints: { watch: new URL("watch/watch.ts", import.meta.url).pathname },
+  bundle: true,
+  minify: true,
+  format: "iife",
+  target: "es2020",
+  legalComments: "none",
+  outdir,
+  logLevel: "warning",
+});
