@@ -12,10 +12,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Killed, ffmpeg_available, http_get, metrics_urls, start_logged, up_args, word_after};
+use common::{ffmpeg_available, http_get, metrics_urls, start_logged, testsrc_to, up_args, word_after};
 use swarm::piece::{ChannelId, PieceFlags, PieceHeader, SIGNATURE_LEN, filler_payload};
 use swarm::wire::{GoodbyeReason, Message};
 use tokio::net::TcpStream;
@@ -217,15 +216,7 @@ fn a_viewer_and_a_seeder_process_under_attack_play_on_log_little_and_keep_banned
     let channel = ChannelId::from_hex(&channel_hex).unwrap();
     let seeder: SocketAddr = word_after(&up, "seeder:  peers connect to ").parse().unwrap();
     let seeder_metrics = metrics_urls(&up)[2].clone();
-    let mut ffmpeg = Killed(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-t", "60"])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p"])
-            .args(["-f", "flv", &rtmp])
-            .spawn()
-            .unwrap(),
-    );
+    let mut ffmpeg = testsrc_to(&rtmp, "320x180");
     let viewer_args = [
         "viewer",
         "--tracker",

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Killed, ffmpeg_available, start_logged, up_args, word_after};
+use common::{ffmpeg_available, start_logged, testsrc_to, up_args, word_after};
 
 /// Whether the browser test can run here (or must, under `SHOAL_REQUIRE_CHROMIUM`).
 fn chromium_available(web: &Path) -> bool {
@@ -67,15 +67,7 @@ fn the_watch_page_plays_the_live_feed_in_chromium() {
     let (_up, up, _log) = start_logged(&up_args(&data), "Ctrl-C stops it");
     let rtmp = word_after(&up, "push:    ");
     let watch = word_after(&up, "browser: ");
-    let _ffmpeg = Killed(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25", "-t", "60"])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p"])
-            .args(["-f", "flv", &rtmp])
-            .spawn()
-            .unwrap(),
-    );
+    let _ffmpeg = testsrc_to(&rtmp, "640x360");
     // Test artifacts: the screenshot stays under target/ for whoever looks at the run.
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("watch-page.png");
     let out = Command::new("node")

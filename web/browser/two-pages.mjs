@@ -3,19 +3,14 @@
 // Usage: node browser/two-pages.mjs ws://HOST:PORT/announce CHANNEL_HEX
 // Prints one JSON line; exits 0 when both pages got the other's Hello.
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { run } from "./chromium.mjs";
 
 const [url, channel] = process.argv.slice(2);
 const bundle = readFileSync(new URL("../dist/browser/pages-entry.js", import.meta.url), "utf8");
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  // Loopback candidates as they are (not hidden behind mDNS names no resolver here knows);
-  // an about:blank page may open a WebSocket to loopback (the watch page will be served
-  // from a seeder, itself a local address, which needs no such flag).
-  args: ["--no-sandbox", "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"],
-});
-let result = { ok: false };
-try {
+// Loopback candidates as they are (not hidden behind mDNS names no resolver here knows);
+// an about:blank page may open a WebSocket to loopback (the watch page is served from a
+// seeder, itself a local address, which needs no such flag).
+await run(["--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"], async (browser) => {
   const page = async () => {
     const p = await browser.newPage();
     await p.goto("about:blank");
@@ -30,11 +25,5 @@ try {
   const both = (p) => p.waitForFunction(() => window.shoal.seen.hellos.length > 0 || window.shoal.seen.errors.length > 0, null, { timeout: 20_000 });
   await Promise.all([both(a), both(b)]);
   const [sa, sb] = [await a.evaluate(() => window.shoal.seen), await b.evaluate(() => window.shoal.seen)];
-  result = { ok: sa.hellos.includes("2") && sb.hellos.includes("1"), a: sa, b: sb };
-} catch (e) {
-  result = { ok: false, error: String(e) };
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+  return { ok: sa.hellos.includes("2") && sb.hellos.includes("1"), a: sa, b: sb };
+});
