@@ -436,13 +436,8 @@ fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respo
             b"a WebSocket upgrade needs Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key\n".to_vec(),
         );
     };
-    if !tracker.relay.has_room() {
-        tracker.relay.messages.with_label_values(&["full"]).inc();
-        return respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            format!("the WebSocket tracker holds {} pages already\n", crate::ws::MAX_CONNECTIONS).into_bytes(),
-        );
+    if let Err(why) = tracker.relay.reserve(ip) {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n").into_bytes());
     }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut req);
@@ -450,7 +445,10 @@ fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respo
     tokio::spawn(async move {
         match upgrade.await {
             Ok(io) => crate::ws::serve(hyper_util::rt::TokioIo::new(io), relay, directory, ip).await,
-            Err(e) => tracing::debug!(%ip, error = %e, "WebSocket upgrade failed"),
+            Err(e) => {
+                relay.release(ip);
+                tracing::debug!(%ip, error = %e, "WebSocket upgrade failed");
+            }
         }
     });
     let mut r = Response::new(Body::empty());

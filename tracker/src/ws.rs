@@ -39,7 +39,10 @@ pub const QUEUE: usize = 64;
 pub const INTERVAL_S: u64 = 120;
 /// Pages connected at once; past it an upgrade is answered 503 (each holds a socket
 /// and a task for as long as it watches).
-pub const MAX_CONNECTIONS: i64 = 20_000;
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// Pages connected at once from one address: generous (a school or an office shows
+/// one address for many viewers), but one host cannot take the relay.
+pub const MAX_PER_ADDRESS: u32 = 256;
 
 /// Why a connection is closed: the WebSocket close code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +95,8 @@ struct Member {
 #[derive(Debug)]
 pub struct Relay {
     swarms: Mutex<Swarms>,
+    /// Connections reserved (upgrades answered), in all and by address.
+    slots: Mutex<(usize, HashMap<IpAddr, u32>)>,
     next_conn: std::sync::atomic::AtomicU64,
     /// result: announce, offer, answer, stopped, refused, unknown_channel, malformed,
     /// oversize, binary, over_budget, no_peer, dropped_slow, full.
@@ -113,12 +118,40 @@ impl Relay {
                 tracing::warn!(error = %e, "WebSocket tracker metric not registered");
             }
         }
-        Relay { swarms: Mutex::default(), next_conn: 0.into(), messages, connections }
+        Relay { swarms: Mutex::default(), slots: Mutex::default(), next_conn: 0.into(), messages, connections }
     }
 
-    /// Whether another page may connect.
-    pub fn has_room(&self) -> bool {
-        self.connections.get() < MAX_CONNECTIONS
+    /// Takes a connection slot for a page at `ip`, or says why there is none (counted
+    /// as `full`). Every slot taken is given back with [`Relay::release`].
+    pub fn reserve(&self, ip: IpAddr) -> Result<(), String> {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from_ip = slots.1.get(&ip).copied().unwrap_or(0);
+        let refused = if slots.0 >= MAX_CONNECTIONS {
+            Some(format!("the WebSocket tracker holds {MAX_CONNECTIONS} pages already"))
+        } else if from_ip >= MAX_PER_ADDRESS {
+            Some(format!("{MAX_PER_ADDRESS} pages from this address already"))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.count("full");
+            return Err(why);
+        }
+        slots.0 += 1;
+        slots.1.insert(ip, from_ip + 1);
+        Ok(())
+    }
+
+    /// Gives back a slot [`Relay::reserve`] took.
+    pub fn release(&self, ip: IpAddr) {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.0 = slots.0.saturating_sub(1);
+        if let Some(n) = slots.1.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                slots.1.remove(&ip);
+            }
+        }
     }
 
     /// A new connection whose outgoing messages go to `tx`.
@@ -332,8 +365,8 @@ fn latin1(b: &[u8]) -> String {
     b.iter().map(|&x| char::from(x)).collect()
 }
 
-/// Serves one upgraded connection: messages in, relayed messages out, until either
-/// side closes.
+/// Serves one upgraded connection (its slot reserved): messages in, relayed messages
+/// out, until either side closes; then gives the slot back.
 pub async fn serve<S>(stream: S, relay: Arc<Relay>, directory: Arc<dyn ChannelDirectory>, ip: IpAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -374,6 +407,7 @@ where
         }
     };
     relay.disconnect(conn);
+    relay.release(ip);
     if let Some(c) = close {
         let frame = CloseFrame { code: c.code.into(), reason: c.reason.into() };
         let _ = ws.close(Some(frame)).await;
@@ -552,5 +586,20 @@ mod tests {
         w.say(&mut again, &w.announce('A', 0)).unwrap();
         assert_eq!(again.got()[0]["incomplete"], 1);
         let _ = MAX_SWARMS_PER_CONN;
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_the_relay() {
+        let w = World::new();
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        for _ in 0..MAX_PER_ADDRESS {
+            w.relay.reserve(IP).unwrap();
+        }
+        let why = w.relay.reserve(IP).unwrap_err();
+        assert!(why.contains("from this address"), "{why}");
+        assert_eq!(w.count("full"), 1);
+        w.relay.reserve(other).unwrap();
+        w.relay.release(IP);
+        w.relay.reserve(IP).unwrap();
     }
 }
