@@ -37,6 +37,12 @@ use tokio::sync::watch;
 /// Complete segments listed in the playlist.
 pub const WINDOW: usize = 6;
 
+/// Shoal's tag before each segment in the playlist: the sequence numbers of its pieces
+/// (`FIRST`, and `COUNT` once complete), so a page's peer can answer a part or a
+/// segment from the pieces it holds. Players ignore tags they do not know (RFC 8216
+/// §4.1).
+pub const PIECES_TAG: &str = "#EXT-X-SHOAL-PIECES";
+
 /// Complete segments whose parts are still listed (and served).
 const PART_SEGMENTS: usize = 2;
 
@@ -51,6 +57,8 @@ struct Part {
 #[derive(Debug)]
 struct Segment {
     n: u64,
+    /// The sequence number of its first piece (part `k` is piece `first_seq + k`).
+    first_seq: u64,
     /// Ingest's clock at its first piece (Unix µs): `#EXT-X-PROGRAM-DATE-TIME`.
     start_us: u64,
     duration_us: u64,
@@ -68,6 +76,7 @@ struct Segment {
 #[derive(Debug)]
 struct Open {
     start_us: u64,
+    first_seq: u64,
     /// Complete parts.
     parts: Vec<Part>,
     /// The newest piece: a part once the next piece gives its duration.
@@ -213,6 +222,7 @@ impl Hls {
                     let start_us = o.start_us;
                     i.done.push_back(Segment {
                         n,
+                        first_seq: o.first_seq,
                         start_us,
                         duration_us,
                         parts: o.parts,
@@ -236,7 +246,13 @@ impl Hls {
                     }
                 }
                 let spool = self.new_spool(&mut i);
-                i.open = Some(Open { start_us: ts, parts: Vec::new(), pending: (ts, piece.payload().clone()), spool });
+                i.open = Some(Open {
+                    start_us: ts,
+                    first_seq: piece.seq(),
+                    parts: Vec::new(),
+                    pending: (ts, piece.payload().clone()),
+                    spool,
+                });
             } else if !follows {
                 i.open = None;
             } else if let Some(o) = i.open.as_mut() {
@@ -284,12 +300,14 @@ fn render(i: &Inner) -> Option<String> {
             out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
         }
         expected_start = Some(s.start_us + s.duration_us);
+        out.push_str(&format!("{PIECES_TAG}:FIRST={},COUNT={}\n", s.first_seq, s.parts.len()));
         if s.parts_listed {
             part_lines(&mut out, s.n, &s.parts);
         }
         out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
     }
     if let Some(o) = &i.open {
+        out.push_str(&format!("{PIECES_TAG}:FIRST={}\n", o.first_seq));
         part_lines(&mut out, i.next_n, &o.parts);
         out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.ts\"\n", i.next_n, o.parts.len()));
     }
@@ -516,6 +534,9 @@ mod tests {
         assert!(p.contains("#EXT-X-PART:DURATION=0.050,URI=\"0.0.ts\",INDEPENDENT=YES\n"), "{p}");
         assert!(p.contains("#EXT-X-PART:DURATION=0.050,URI=\"2.3.ts\"\n") && !p.contains("\"2.4.ts\",D"), "{p}");
         assert!(p.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"2.4.ts\"\n"), "{p}");
+        // Each segment says which pieces it is made of (a page answers parts from them).
+        assert!(p.contains("#EXT-X-SHOAL-PIECES:FIRST=20,COUNT=20\n#EXT-X-PART:DURATION=0.050,URI=\"1.0.ts\""), "{p}");
+        assert!(p.contains("#EXT-X-SHOAL-PIECES:FIRST=40\n#EXT-X-PART:DURATION=0.050,URI=\"2.0.ts\""), "{p}");
         assert_eq!(h.part(2, 0).unwrap(), piece(40, true).payload().clone(), "a part is the piece's payload");
         assert_eq!(h.part(2, 4), None, "not complete yet");
         // The parts of a segment concatenate to the segment.

@@ -7,12 +7,17 @@
 //!   [`node::Deliver`] — with its Prometheus metrics.
 //! - [`hls`]: LL-HLS of verified pieces (a seeder's fallback for browsers, a viewer's
 //!   `/live.m3u8`).
+//! - [`rtc`]: WebRTC for pages (str0m on one UDP socket): a page's data channel becomes
+//!   a neighbour of the shell like a TCP connection; plain STUN answered.
+//! - [`signal`]: a seed on the tracker's WebSocket, answering pages' offers.
 //! - [`raw`]: a hand-driven peer, message by message, for the attack tests.
 
 pub mod announce;
 pub mod hls;
 pub mod node;
 pub mod raw;
+pub mod rtc;
 pub mod shell;
+pub mod signal;
 
 pub use node::{Deliver, Join, Node, NodeConfig, NodeMetrics};

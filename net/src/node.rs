@@ -15,7 +15,9 @@ use swarm::wire::{PeerId, Role};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::announce::{Report, TrackerClient, random_tracker_id};
+use crate::rtc::{RtcHost, RtcSettings};
 use crate::shell::{self, Input, NodeHandle, Output, Snapshot};
+use crate::signal::SignalConfig;
 
 /// What a role does with what its peer delivers. Every method has a do-nothing default.
 pub trait Deliver: Send + Sync + 'static {
@@ -101,6 +103,30 @@ impl Node {
         }
         tokio::spawn(announce_loop(tracker.clone(), handle.clone(), deliver, want_peers, stop_rx));
         Ok(Node { handle, tracker, stop })
+    }
+
+    /// Lets pages connect over WebRTC: binds the host ([`crate::rtc`]) and announces on
+    /// the tracker's WebSocket ([`crate::signal`]) so that pages' offers reach it. Each
+    /// page's data channel becomes a neighbour like a TCP one. Seeds do this.
+    pub async fn serve_pages(&self, settings: &RtcSettings) -> std::io::Result<RtcHost> {
+        let (tx, mut rx) = mpsc::channel(64);
+        let host = RtcHost::bind(settings, tx).await?;
+        let h = self.handle.clone();
+        tokio::spawn(async move {
+            while let Some(page) = rx.recv().await {
+                if !h.send(Input::Page(page)).await {
+                    return;
+                }
+            }
+        });
+        let cfg = SignalConfig {
+            tracker: self.tracker.base.clone(),
+            info_hash: self.tracker.info_hash,
+            tracker_id: self.tracker.tracker_id,
+            seed_token: self.tracker.seed_token.clone(),
+        };
+        tokio::spawn(crate::signal::run(cfg, host.clone(), self.stop.subscribe()));
+        Ok(host)
     }
 
     /// Says goodbye to the neighbours and the tracker.

@@ -138,6 +138,8 @@ pub enum Input {
     Candidates(Vec<Listed>),
     /// A piece from ingest (seeds).
     Origin(Piece),
+    /// A page's data channel ([`crate::rtc`]): an inbound neighbour like a TCP one.
+    Page(crate::rtc::PageStream),
     /// Say goodbye to everyone and stop.
     Leave,
 }
@@ -187,8 +189,14 @@ impl NodeHandle {
     }
 }
 
+/// A connection's byte stream.
+enum Transport {
+    Tcp(TcpStream),
+    Page(tokio::io::DuplexStream),
+}
+
 enum Internal {
-    Inbound(TcpStream, SocketAddr),
+    Inbound(Transport, SocketAddr),
     Dialed(NodeId, std::io::Result<TcpStream>),
     Msg(NodeId, Message),
     Bad(NodeId, WireError),
@@ -258,7 +266,7 @@ pub async fn spawn_with(
     tokio::spawn(async move {
         loop {
             let (s, from) = httpkit::accept(&listener, "peer listener", None).await;
-            if accept_tx.send(Internal::Inbound(s, from)).is_err() {
+            if accept_tx.send(Internal::Inbound(Transport::Tcp(s), from)).is_err() {
                 return;
             }
         }
@@ -343,6 +351,7 @@ impl Shell {
                             tracing::error!(error = %e, "a piece from ingest failed verification");
                         }
                     }
+                    Some(Input::Page(p)) => self.internal(Internal::Inbound(Transport::Page(p.stream), p.remote)),
                     Some(Input::Leave) | None => {
                         self.peer.leave();
                         self.drain().await;
@@ -513,7 +522,7 @@ impl Shell {
                 }
             }
             Internal::Dialed(node, Ok(stream)) => {
-                self.attach(node, stream);
+                self.attach(node, Transport::Tcp(stream));
                 self.peer.handle_connected(now, node, true);
                 if let Some(network) = self.node_addr.get(&node).and_then(|a| httpkit::guard::network(a.ip())) {
                     self.peer.handle_network(node, network);
@@ -550,9 +559,25 @@ impl Shell {
     }
 
     /// Starts a connection's reader and writer tasks.
-    fn attach(&mut self, node: NodeId, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+    fn attach(&mut self, node: NodeId, stream: Transport) {
+        match stream {
+            Transport::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                let (rd, wr) = s.into_split();
+                self.attach_halves(node, rd, wr);
+            }
+            Transport::Page(s) => {
+                let (rd, wr) = tokio::io::split(s);
+                self.attach_halves(node, rd, wr);
+            }
+        }
+    }
+
+    fn attach_halves<R, W>(&mut self, node: NodeId, mut rd: R, mut wr: W)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Frame)>();
         let queued = Arc::new(AtomicUsize::new(0));
         let (conn_queued, total, written) = (queued.clone(), self.queued.clone(), self.written.clone());

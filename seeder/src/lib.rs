@@ -51,6 +51,8 @@ pub struct SeederConfig {
     /// Where viewers connect.
     pub listen: SocketAddr,
     pub upload_kbps: u32,
+    /// Pages connect over WebRTC here (None: pages get only the HLS fallback).
+    pub pages: Option<net::rtc::RtcSettings>,
 }
 
 /// Why a seeder did not start.
@@ -68,6 +70,8 @@ pub enum StartError {
 pub struct Seeder {
     pub node: Node,
     pub hls: Arc<Hls>,
+    /// Where pages reach it over WebRTC.
+    pub pages: Option<net::rtc::RtcHost>,
 }
 
 impl Seeder {
@@ -79,7 +83,8 @@ impl Seeder {
         let metrics = NodeMetrics::new(Role::Seed);
         // The node exists once ingest has said the channel's id; until then its metrics stay at zero.
         let node_handle: Arc<std::sync::OnceLock<net::shell::NodeHandle>> = Arc::default();
-        tokio::spawn(serve(http, hls.clone(), metrics, node_handle.clone()));
+        let page_swarm: Arc<std::sync::OnceLock<watch_page::PageSwarm>> = Arc::default();
+        tokio::spawn(serve(http, hls.clone(), metrics, node_handle.clone(), page_swarm.clone()));
         let (pieces_tx, pieces_rx) = mpsc::channel(256);
         let (id_tx, mut id_rx) = watch::channel(cfg.id);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -98,7 +103,7 @@ impl Seeder {
             }
         };
         let join = Join {
-            tracker: cfg.tracker,
+            tracker: cfg.tracker.clone(),
             channel: id,
             listen: cfg.listen,
             seed_token: Some(cfg.token),
@@ -107,7 +112,19 @@ impl Seeder {
         };
         let node = inject(join, pieces_rx, hls.clone()).await?;
         let _ = node_handle.set(node.handle.clone());
-        Ok(Seeder { node, hls })
+        let pages = match &cfg.pages {
+            Some(settings) => {
+                let host = node.serve_pages(settings).await?;
+                let _ = page_swarm.set(watch_page::PageSwarm {
+                    channel_id: id.to_hex(),
+                    tracker: cfg.tracker.clone(),
+                    substreams: swarm::peer::PeerConfig::seed(swarm::wire::PeerId(0), id).n_substreams,
+                });
+                Some(host)
+            }
+            None => None,
+        };
+        Ok(Seeder { node, hls, pages })
     }
 }
 
@@ -118,6 +135,7 @@ pub async fn serve(
     hls: Arc<Hls>,
     metrics: NodeMetrics,
     node: Arc<std::sync::OnceLock<net::shell::NodeHandle>>,
+    page_swarm: Arc<std::sync::OnceLock<watch_page::PageSwarm>>,
 ) {
     let ready = hls.clone();
     let site = Site::new(metrics.registry.clone())
@@ -130,10 +148,10 @@ pub async fn serve(
     let mut cfg = ServerConfig::new("seeder");
     cfg.spool = hls.spool_index();
     httpkit::serve(listener, cfg, site, move |req, _peer| {
-        let hls = hls.clone();
+        let (hls, page_swarm) = (hls.clone(), page_swarm.clone());
         async move {
             let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok());
-            if let Some(page) = watch_page::answer(req.uri().path(), hls.channel(), host) {
+            if let Some(page) = watch_page::answer(req.uri().path(), hls.channel(), host, page_swarm.get()) {
                 return page;
             }
             hls.answer_or_404(req.uri().path(), req.uri().query()).await

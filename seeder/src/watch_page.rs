@@ -10,9 +10,38 @@ use hyper::{Response, StatusCode};
 const PAGE: &str = include_str!("../assets/watch.html");
 const PLAYER: &str = include_str!("../assets/watch.js");
 
+/// What a page needs to join the swarm (absent: it plays the HLS fallback only).
+#[derive(Debug, Clone)]
+pub struct PageSwarm {
+    /// The channel's id (its public key), 64 hex digits: what pieces are verified with.
+    pub channel_id: String,
+    /// The tracker as the seeder reaches it, `http://HOST:PORT`.
+    pub tracker: String,
+    pub substreams: u8,
+}
+
+impl PageSwarm {
+    /// The tracker's WebSocket as a page reaches it: the tracker's own address, unless
+    /// that is loopback or unspecified while the page came from elsewhere (an
+    /// all-in-one node reached by its LAN address): then the page's host, same port.
+    pub fn tracker_ws(&self, page_host: Option<&str>) -> String {
+        let base = self.tracker.trim_end_matches('/');
+        let authority = base.strip_prefix("http://").unwrap_or(base);
+        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "8700"));
+        let local = |h: &str| matches!(h, "127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0" | "[::]");
+        let page_host = page_host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+        let host = match page_host {
+            Some(p) if local(host) && !local(p) => p,
+            _ => host,
+        };
+        format!("ws://{host}:{port}/announce")
+    }
+}
+
 /// The answer for `path` if it is the watch page of `channel` or its player; `host` is
-/// the request's `Host` (for the embed snippet's absolute URL).
-pub fn answer(path: &str, channel: &str, host: Option<&str>) -> Option<Response<Body>> {
+/// the request's `Host` (for the embed snippet's absolute URL and the tracker's), and
+/// `swarm` what the page needs to join the swarm.
+pub fn answer(path: &str, channel: &str, host: Option<&str>, swarm: Option<&PageSwarm>) -> Option<Response<Body>> {
     let rest = path.strip_prefix("/watch/")?;
     if rest == "watch.js" {
         let player = bytes::Bytes::from_static(PLAYER.as_bytes());
@@ -28,7 +57,17 @@ pub fn answer(path: &str, channel: &str, host: Option<&str>) -> Option<Response<
     // The channel name is the operator's (checked to be a path segment at creation);
     // escaped anyway, as is the host a client sent.
     let origin = host.map(|h| format!("http://{}", escape(h))).unwrap_or_default();
-    let page = PAGE.replace("{{CHANNEL}}", &escape(channel)).replace("{{ORIGIN}}", &origin);
+    let (id, tracker, substreams) = match swarm {
+        Some(s) => (s.channel_id.clone(), s.tracker_ws(host), s.substreams.to_string()),
+        None => Default::default(),
+    };
+    let page = PAGE
+        .replace("{{CHANNEL}}", &escape(channel))
+        .replace("{{ORIGIN}}", &origin)
+        .replace("{{CHANNEL_ID}}", &escape(&id))
+        .replace("{{TRACKER}}", &escape(&tracker))
+        .replace("{{SUBSTREAMS}}", &substreams);
+
     Some(reply(StatusCode::OK, "text/html; charset=utf-8", Body::full(page)))
 }
 
@@ -66,18 +105,32 @@ mod tests {
 
     #[test]
     fn the_page_names_its_channel_and_player_and_nothing_from_elsewhere() {
-        let r = answer("/watch/demo", "demo", Some("10.0.0.5:8730")).unwrap();
+        let r = answer("/watch/demo", "demo", Some("10.0.0.5:8730"), None).unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         let page = text(r);
         assert!(page.contains(r#"data-src="/hls/demo/live.m3u8""#), "{page}");
         assert!(page.contains(r#"<script src="/watch/watch.js">"#));
         assert!(page.contains("http://10.0.0.5:8730/watch/demo"), "the embed snippet: {page}");
         assert!(!page.contains("https://"), "nothing from a CDN");
-        assert_eq!(answer("/watch/other", "demo", None).unwrap().status(), StatusCode::NOT_FOUND);
-        assert_eq!(answer("/watch/watch.js", "demo", None).unwrap().status(), StatusCode::OK);
-        assert!(answer("/hls/demo/live.m3u8", "demo", None).is_none());
-        let evil = answer("/watch/demo", "demo", Some("x\"><script>")).unwrap();
+        assert!(page.contains(r#"data-tracker="""#), "no swarm: HLS only");
+        assert_eq!(answer("/watch/other", "demo", None, None).unwrap().status(), StatusCode::NOT_FOUND);
+        assert_eq!(answer("/watch/watch.js", "demo", None, None).unwrap().status(), StatusCode::OK);
+        assert!(answer("/hls/demo/live.m3u8", "demo", None, None).is_none());
+        let evil = answer("/watch/demo", "demo", Some("x\"><script>"), None).unwrap();
         let evil = text(evil);
         assert!(!evil.contains("\"><script>"), "the Host header is escaped");
+    }
+
+    #[test]
+    fn the_page_is_told_the_channel_and_the_trackers_websocket_as_it_can_reach_it() {
+        let swarm = PageSwarm { channel_id: "ab".repeat(32), tracker: "http://127.0.0.1:8700".into(), substreams: 4 };
+        let page = text(answer("/watch/demo", "demo", Some("10.0.0.5:8730"), Some(&swarm)).unwrap());
+        assert!(page.contains(&format!(r#"data-channel-id="{}""#, "ab".repeat(32))), "{page}");
+        assert!(page.contains(r#"data-tracker="ws://10.0.0.5:8700/announce""#), "{page}");
+        assert!(page.contains(r#"data-substreams="4""#), "{page}");
+        assert_eq!(swarm.tracker_ws(Some("127.0.0.1:8730")), "ws://127.0.0.1:8700/announce");
+        assert_eq!(swarm.tracker_ws(None), "ws://127.0.0.1:8700/announce");
+        let public = PageSwarm { tracker: "http://tracker.example:8700/".into(), ..swarm };
+        assert_eq!(public.tracker_ws(Some("10.0.0.5:8730")), "ws://tracker.example:8700/announce");
     }
 }

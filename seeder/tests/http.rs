@@ -27,7 +27,13 @@ async fn ready_once_it_has_a_segment_with_the_nodes_metrics() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hls = Arc::new(Hls::new("demo"));
-    tokio::spawn(seeder::serve(listener, hls.clone(), NodeMetrics::new(Role::Seed), Arc::new(OnceLock::new())));
+    tokio::spawn(seeder::serve(
+        listener,
+        hls.clone(),
+        NodeMetrics::new(Role::Seed),
+        Arc::new(OnceLock::new()),
+        Arc::default(),
+    ));
 
     assert_eq!(get(addr, "/readyz").await, (503, "no segment yet\n".into()));
     assert_eq!(get(addr, "/hls/demo/live.m3u8").await.0, 503);

@@ -210,7 +210,7 @@ fn serve_hls(dir: &Path, threads: usize, spool: bool) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("SERVING {}", listener.local_addr()?.port());
         let metrics = net::NodeMetrics::new(swarm::wire::Role::Seed);
-        seeder::serve(listener, hls, metrics, Arc::default()).await;
+        seeder::serve(listener, hls, metrics, Arc::default(), Arc::default()).await;
         Ok(())
     })
 }

@@ -39,6 +39,31 @@ pub(crate) struct SeederArgs {
     /// The HLS fallback for browsers: /hls/CHANNEL/live.m3u8.
     #[arg(long, env = "SHOAL_SEEDER_HTTP", default_value = "0.0.0.0:8730")]
     http: SocketAddr,
+    #[command(flatten)]
+    webrtc: WebrtcArgs,
+}
+
+/// Where pages reach a seeder over WebRTC.
+#[derive(Debug, Args)]
+pub(crate) struct WebrtcArgs {
+    /// The UDP socket pages' data channels (and STUN) arrive on.
+    #[arg(long, env = "SHOAL_WEBRTC_LISTEN", default_value = "0.0.0.0:8731")]
+    pub(crate) webrtc_listen: SocketAddr,
+    /// The addresses pages reach that socket by (host candidates), comma-separated;
+    /// a port 0 means the socket's. Default: 127.0.0.1 when it listens on every
+    /// address — set it for pages on other machines.
+    #[arg(long, env = "SHOAL_WEBRTC_PUBLIC", value_delimiter = ',')]
+    pub(crate) webrtc_public: Vec<SocketAddr>,
+    /// No WebRTC: pages play the HLS fallback only.
+    #[arg(long)]
+    pub(crate) no_webrtc: bool,
+}
+
+impl WebrtcArgs {
+    pub(crate) fn settings(&self) -> Option<net::rtc::RtcSettings> {
+        (!self.no_webrtc)
+            .then(|| net::rtc::RtcSettings { listen: self.webrtc_listen, public: self.webrtc_public.clone() })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -75,11 +100,16 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
             token,
             listen: a.listen,
             upload_kbps: a.upload_kbps,
+            pages: a.webrtc.settings(),
         };
         let (seeder, hls) = start_seeder(cfg, a.http).await?;
         println!(
-            "SEEDER  channel {} from {}, peers connect to {}, browsers: http://{hls}/hls/{}/live.m3u8",
-            a.channel, a.ingest, seeder.node.handle.listen, a.channel
+            "SEEDER  channel {} from {}, peers connect to {}, browsers: http://{hls}/watch/{} (WebRTC {})",
+            a.channel,
+            a.ingest,
+            seeder.node.handle.listen,
+            a.channel,
+            seeder.pages.as_ref().map_or("off".to_owned(), |p| format!("{:?}", p.candidates)),
         );
         crate::shutdown_signal().await?;
         seeder.node.stop().await;

@@ -34,6 +34,12 @@ pub(crate) struct UpArgs {
     /// The seeder's HLS fallback for browsers.
     #[arg(long, default_value = "0.0.0.0:8730")]
     hls_listen: SocketAddr,
+    /// The seeder's WebRTC socket for pages (candidates: --host when it is an address).
+    #[arg(long, default_value = "0.0.0.0:8731")]
+    webrtc_listen: SocketAddr,
+    /// No WebRTC: pages play the HLS fallback only.
+    #[arg(long)]
+    no_webrtc: bool,
 }
 
 /// What the first start made, kept (0600) in `DATA_DIR/demo.json`.
@@ -100,6 +106,11 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             token: token.clone(),
             listen: a.seeder_listen,
             upload_kbps: 200_000,
+            pages: (!a.no_webrtc).then(|| net::rtc::RtcSettings {
+                listen: a.webrtc_listen,
+                // Port 0: the socket's, once bound.
+                public: a.host.parse().map(|ip| vec![SocketAddr::new(ip, 0)]).unwrap_or_default(),
+            }),
         };
         let (seeder, hls) = crate::node_cmd::start_seeder(seeder_cfg, a.hls_listen).await?;
 
@@ -140,6 +151,9 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             tracker_addr.port()
         );
         println!("  seeder:  peers connect to {}", seeder.node.handle.listen);
+        if let Some(p) = &seeder.pages {
+            println!("           pages over WebRTC (and STUN): udp {} as {:?}", p.local, p.candidates);
+        }
         println!();
         println!("Ctrl-C stops it; a restart keeps the channel and its stream key.");
         crate::shutdown_signal().await?;

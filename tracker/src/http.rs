@@ -436,6 +436,27 @@ fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respo
             b"a WebSocket upgrade needs Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key\n".to_vec(),
         );
     };
+    // A seeder joins with its token (`role=seed&token=…`, as on `/announce`) to be
+    // handed pages' offers as a seed's.
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| swarm::announce::percent_decode(v).ok())
+            .and_then(|v| String::from_utf8(v).ok())
+    };
+    let seed = param("role").as_deref() == Some("seed");
+    if seed {
+        let refuse = |status, why: &str| respond(status, "text/plain", format!("{why}\n").into_bytes());
+        match param("token") {
+            None => return refuse(StatusCode::UNAUTHORIZED, "role=seed needs token=<seeder token>"),
+            Some(t) if !tracker.seeders.allows(&t) => {
+                return refuse(StatusCode::FORBIDDEN, "seeder token not accepted");
+            }
+            Some(_) => {}
+        }
+    }
     if let Err(why) = tracker.relay.reserve(ip) {
         return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n").into_bytes());
     }
@@ -444,7 +465,7 @@ fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respo
     let (relay, directory) = (tracker.relay.clone(), tracker.directory.clone());
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => crate::ws::serve(hyper_util::rt::TokioIo::new(io), relay, directory, ip).await,
+            Ok(io) => crate::ws::serve(hyper_util::rt::TokioIo::new(io), relay, directory, ip, seed).await,
             Err(e) => {
                 relay.release(ip);
                 tracing::debug!(%ip, error = %e, "WebSocket upgrade failed");

@@ -80,6 +80,9 @@ pub struct Conn {
     joined: Vec<([u8; 20], [u8; 20])>,
     offer_tokens: f64,
     refilled: Instant,
+    /// A seeder (its token checked at the upgrade): pages' offers that ask for a seed
+    /// come to it.
+    seed: bool,
 }
 
 /// Pages by channel (info-hash), by peer id.
@@ -89,6 +92,7 @@ type Swarms = HashMap<[u8; 20], HashMap<[u8; 20], Member>>;
 struct Member {
     conn: u64,
     tx: mpsc::Sender<String>,
+    seed: bool,
 }
 
 /// Pages by channel, and the relay's counters.
@@ -98,6 +102,8 @@ pub struct Relay {
     /// Connections reserved (upgrades answered), in all and by address.
     slots: Mutex<(usize, HashMap<IpAddr, u32>)>,
     next_conn: std::sync::atomic::AtomicU64,
+    /// Which seed the next page that asks for one gets (in turn).
+    seed_turn: std::sync::atomic::AtomicU64,
     /// result: announce, offer, answer, stopped, refused, unknown_channel, malformed,
     /// oversize, binary, over_budget, no_peer, dropped_slow, full.
     pub messages: IntCounterVec,
@@ -118,7 +124,14 @@ impl Relay {
                 tracing::warn!(error = %e, "WebSocket tracker metric not registered");
             }
         }
-        Relay { swarms: Mutex::default(), slots: Mutex::default(), next_conn: 0.into(), messages, connections }
+        Relay {
+            swarms: Mutex::default(),
+            slots: Mutex::default(),
+            next_conn: 0.into(),
+            seed_turn: 0.into(),
+            messages,
+            connections,
+        }
     }
 
     /// Takes a connection slot for a page at `ip`, or says why there is none (counted
@@ -155,10 +168,11 @@ impl Relay {
     }
 
     /// A new connection whose outgoing messages go to `tx`.
-    pub fn connect(&self, tx: mpsc::Sender<String>, now: Instant) -> Conn {
+    /// `seed`: a seeder whose token was checked.
+    pub fn connect(&self, tx: mpsc::Sender<String>, now: Instant, seed: bool) -> Conn {
         self.connections.inc();
         let id = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Conn { id, tx, joined: Vec::new(), offer_tokens: OFFER_BURST, refilled: now }
+        Conn { id, tx, joined: Vec::new(), offer_tokens: OFFER_BURST, refilled: now, seed }
     }
 
     /// The connection is gone: it leaves every channel it was in.
@@ -307,15 +321,30 @@ impl Relay {
             if swarm.get(&peer_id).is_some_and(|m| m.conn != conn.id) {
                 return Err(Close::policy("malformed", "peer_id in use by another connection"));
             }
-            swarm.insert(peer_id, Member { conn: conn.id, tx: conn.tx.clone() });
+            swarm.insert(peer_id, Member { conn: conn.id, tx: conn.tx.clone(), seed: conn.seed });
             conn.joined.push((info_hash, peer_id));
         }
         self.count("announce");
-        let swarm = swarms.get(&info_hash).map(|s| s.len()).unwrap_or(0);
-        // Each offer to another page of the channel, none twice (the order of a hash
-        // map is as good as a shuffle here: the tracker's seed differs per process).
-        let others = swarms.get(&info_hash).into_iter().flatten().filter(|(id, _)| **id != peer_id);
-        for ((_, member), offer) in others.zip(&offers) {
+        let members = swarms.get(&info_hash);
+        let seeds = members.map_or(0, |s| s.values().filter(|m| m.seed).count());
+        let pages = members.map_or(0, |s| s.len()) - seeds;
+        // Each offer to another member of the channel, none twice (the order of a hash
+        // map is as good as a shuffle here: the tracker's seed differs per process). A
+        // page that asks for a seed (`want_seed`, Shoal's field) sends its first offer to
+        // one, taken in turn; other offers go to pages, then to seeds if pages run out.
+        let others: Vec<&Member> =
+            members.into_iter().flatten().filter(|(id, _)| **id != peer_id).map(|(_, m)| m).collect();
+        let mut order: Vec<&Member> = Vec::with_capacity(others.len());
+        let seed_list: Vec<&Member> = others.iter().copied().filter(|m| m.seed).collect();
+        let want_seed = msg.get("want_seed").and_then(Value::as_bool) == Some(true);
+        let first_seed = (want_seed && !seed_list.is_empty())
+            .then(|| self.seed_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize % seed_list.len());
+        if let Some(i) = first_seed {
+            order.push(seed_list[i]);
+        }
+        order.extend(others.iter().copied().filter(|m| !m.seed));
+        order.extend(seed_list.iter().enumerate().filter(|(i, _)| Some(*i) != first_seed).map(|(_, m)| *m));
+        for (member, offer) in order.into_iter().zip(&offers) {
             self.count("offer");
             let out = json!({"action": "announce", "info_hash": hash_text, "peer_id": sender,
                 "offer": offer["offer"], "offer_id": offer["offer_id"]});
@@ -325,7 +354,7 @@ impl Relay {
         self.send(
             &conn.tx,
             &json!({"action": "announce", "info_hash": hash_text, "interval": INTERVAL_S,
-                "complete": 0, "incomplete": swarm}),
+                "complete": seeds, "incomplete": pages}),
         );
         Ok(())
     }
@@ -367,7 +396,7 @@ fn latin1(b: &[u8]) -> String {
 
 /// Serves one upgraded connection (its slot reserved): messages in, relayed messages
 /// out, until either side closes; then gives the slot back.
-pub async fn serve<S>(stream: S, relay: Arc<Relay>, directory: Arc<dyn ChannelDirectory>, ip: IpAddr)
+pub async fn serve<S>(stream: S, relay: Arc<Relay>, directory: Arc<dyn ChannelDirectory>, ip: IpAddr, seed: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -379,7 +408,7 @@ where
     let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    let mut conn = relay.connect(tx, Instant::now());
+    let mut conn = relay.connect(tx, Instant::now(), seed);
     let close = loop {
         tokio::select! {
             out = rx.recv() => {
@@ -430,7 +459,12 @@ mod tests {
     impl Page {
         fn new(relay: &Relay, now: Instant) -> Self {
             let (tx, rx) = mpsc::channel(QUEUE);
-            Page { conn: relay.connect(tx, now), rx }
+            Page { conn: relay.connect(tx, now, false), rx }
+        }
+
+        fn seed(relay: &Relay, now: Instant) -> Self {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            Page { conn: relay.connect(tx, now, true), rx }
         }
 
         fn got(&mut self) -> Vec<Value> {
@@ -511,6 +545,36 @@ mod tests {
         w.relay.disconnect(a.conn);
         w.say(&mut b, &answer).unwrap();
         assert_eq!(w.count("no_peer"), 1);
+    }
+
+    #[test]
+    fn a_page_that_asks_for_a_seed_sends_its_first_offer_to_one_in_turn_and_the_rest_to_pages() {
+        let w = World::new();
+        let (mut s1, mut s2) = (Page::seed(&w.relay, w.t0), Page::seed(&w.relay, w.t0));
+        let (mut b, mut a) = (Page::new(&w.relay, w.t0), Page::new(&w.relay, w.t0));
+        for (p, who) in [(&mut s1, 'S'), (&mut s2, 'T'), (&mut b, 'B')] {
+            w.say(p, &w.announce(who, 0)).unwrap();
+            p.got();
+        }
+        // Two offers asking for a seed: one to a seed, one to page B.
+        let mut ask = w.announce('A', 2);
+        ask["want_seed"] = json!(true);
+        w.say(&mut a, &ask).unwrap();
+        let reply = a.got();
+        assert_eq!((reply[0]["complete"].as_u64(), reply[0]["incomplete"].as_u64()), (Some(2), Some(2)));
+        let (to_s1, to_s2, to_b) = (s1.got().len(), s2.got().len(), b.got().len());
+        assert_eq!((to_s1 + to_s2, to_b), (1, 1));
+        // Again: the other seed's turn.
+        ask["offers"] = json!([ask["offers"][0]]);
+        w.say(&mut a, &ask).unwrap();
+        assert_eq!((s1.got().len() + to_s1, s2.got().len() + to_s2), (1, 1), "seeds taken in turn");
+        // Without asking, offers go to pages first: one offer, to B.
+        let plain = w.announce('A', 1);
+        w.say(&mut a, &plain).unwrap();
+        assert_eq!((s1.got().len(), s2.got().len(), b.got().len()), (0, 0, 1));
+        // More offers than pages: the rest go to seeds.
+        w.say(&mut a, &w.announce('A', 3)).unwrap();
+        assert_eq!((s1.got().len(), s2.got().len(), b.got().len()), (1, 1, 1));
     }
 
     #[test]

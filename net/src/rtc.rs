@@ -1,0 +1,563 @@
+//! WebRTC for pages: one UDP socket carries every page's session (str0m, sans-IO, driven
+//! by one task like the swarm core is by the shell). A page's offer (relayed by the
+//! tracker's WebSocket, [`crate::signal`]) is answered here; once the page opens its
+//! `shoal` data channel, that channel is handed to the shell as a [`PageStream`], a byte
+//! stream like a TCP connection (PROTOCOL.md §2: frames back to back, cut into messages
+//! of at most [`CHUNK`] bytes). The shell never learns it is not TCP.
+//!
+//! The host is ICE-lite with host candidates only (a seeder has a public address; the
+//! page does the checks), and answers plain STUN binding requests on the same port, so
+//! pages can learn their public address from a seeder instead of a third party's STUN
+//! server.
+//!
+//! What a page sends is hostile until checked: an offer must parse and carry a data
+//! channel; at most [`MAX_SESSIONS`] sessions at once, and one that has no open channel
+//! [`HANDSHAKE_TIMEOUT`] after its offer is dropped; a data-channel message above
+//! [`CHUNK`] bytes, or more than [`INBOUND_QUEUE`] messages the shell has not read yet,
+//! ends the session (counted in [`RtcStats`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+/// Largest data-channel message, either way (PROTOCOL.md §2).
+pub const CHUNK: usize = 16 * 1024;
+/// Sessions at once (each holds DTLS and SCTP state, a few hundred KiB at most).
+pub const MAX_SESSIONS: usize = 2_000;
+/// Time from an offer to an open data channel before the session is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Data-channel messages from a page waiting for the shell: past it the page sends
+/// faster than it is read and is dropped.
+pub const INBOUND_QUEUE: usize = 256;
+/// Bytes from the shell waiting for SCTP's buffer, per page.
+const OUTBOUND_WINDOW: usize = 256 * 1024;
+/// SCTP's own send buffer per session (str0m's default is 128 KiB).
+const SCTP_BUFFER: usize = 256 * 1024;
+/// The in-memory pipe between a session and the shell, each way.
+const PIPE: usize = 64 * 1024;
+
+/// Where pages reach a host.
+#[derive(Debug, Clone)]
+pub struct RtcSettings {
+    /// The UDP socket (port 0: any).
+    pub listen: SocketAddr,
+    /// The addresses put in answers as host candidates. Empty: the socket's own address
+    /// (127.0.0.1 when it listens on every address: set this for pages elsewhere).
+    pub public: Vec<SocketAddr>,
+}
+
+/// A page's data channel, ready to be a neighbour: read and write it like a socket.
+#[derive(Debug)]
+pub struct PageStream {
+    pub stream: DuplexStream,
+    /// The page's address, as ICE chose it.
+    pub remote: SocketAddr,
+}
+
+/// Why an offer was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerError {
+    #[error("not a usable SDP offer: {0}")]
+    BadOffer(String),
+    #[error("{MAX_SESSIONS} page sessions already: no room")]
+    Full,
+    #[error("the WebRTC host has stopped")]
+    Stopped,
+}
+
+/// Counters of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtcStats {
+    pub sessions: u64,
+    pub offers_answered: u64,
+    pub offers_refused: u64,
+    pub channels_opened: u64,
+    /// Sessions dropped: no channel in time, ICE lost, or rules broken.
+    pub timed_out: u64,
+    pub oversize: u64,
+    pub flooded: u64,
+    pub stun_answered: u64,
+    /// Datagrams no session took and that were not a STUN request.
+    pub stray_datagrams: u64,
+}
+
+type OfferReq = (String, oneshot::Sender<Result<String, AnswerError>>);
+
+/// A running host. Dropping every clone stops it.
+#[derive(Debug, Clone)]
+pub struct RtcHost {
+    /// The socket's address.
+    pub local: SocketAddr,
+    /// The host candidates answers carry.
+    pub candidates: Vec<SocketAddr>,
+    offers: mpsc::Sender<OfferReq>,
+    stats: Arc<Mutex<RtcStats>>,
+}
+
+impl RtcHost {
+    /// Binds the socket and starts the host; each page's data channel goes to `streams`.
+    pub async fn bind(settings: &RtcSettings, streams: mpsc::Sender<PageStream>) -> std::io::Result<RtcHost> {
+        let socket = UdpSocket::bind(settings.listen).await?;
+        let local = socket.local_addr()?;
+        let candidates = if !settings.public.is_empty() {
+            let port = |c: &SocketAddr| if c.port() == 0 { SocketAddr::new(c.ip(), local.port()) } else { *c };
+            settings.public.iter().map(port).collect()
+        } else if local.ip().is_unspecified() {
+            vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), local.port())]
+        } else {
+            vec![local]
+        };
+        for c in &candidates {
+            Candidate::host(*c, "udp").map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("WebRTC address {c}: {e}"))
+            })?;
+        }
+        let provider = str0m::crypto::from_feature_flags();
+        let cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| std::io::Error::other("could not make a DTLS certificate"))?;
+        let (offers, offers_rx) = mpsc::channel(64);
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        let stats = Arc::new(Mutex::new(RtcStats::default()));
+        let driver = Driver {
+            socket,
+            local,
+            candidates: candidates.clone(),
+            cert,
+            provider: Arc::new(provider),
+            sessions: HashMap::new(),
+            next_id: 0,
+            streams,
+            out_tx,
+            stats: stats.clone(),
+        };
+        tokio::spawn(driver.run(offers_rx, out_rx));
+        tracing::info!(%local, ?candidates, "WebRTC host listening for pages");
+        Ok(RtcHost { local, candidates, offers, stats })
+    }
+
+    /// Answers a page's SDP offer with an SDP answer.
+    pub async fn answer(&self, offer_sdp: &str) -> Result<String, AnswerError> {
+        let (tx, rx) = oneshot::channel();
+        self.offers.send((offer_sdp.to_owned(), tx)).await.map_err(|_| AnswerError::Stopped)?;
+        rx.await.map_err(|_| AnswerError::Stopped)?
+    }
+
+    pub fn stats(&self) -> RtcStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// One page's session.
+struct Session {
+    rtc: Rtc,
+    created: Instant,
+    channel: Option<ChannelId>,
+    /// The page's address, from its last datagram.
+    remote: Option<SocketAddr>,
+    /// Chunks from the shell not yet in SCTP's buffer, with the window they hold.
+    pending: VecDeque<(Bytes, OwnedSemaphorePermit)>,
+    /// Data-channel messages to the shell.
+    inbound: Option<mpsc::Sender<Vec<u8>>>,
+    /// Tasks pumping between the pipe and this session; aborted when it ends.
+    pumps: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for p in &self.pumps {
+            p.abort();
+        }
+    }
+}
+
+struct Driver {
+    socket: UdpSocket,
+    local: SocketAddr,
+    candidates: Vec<SocketAddr>,
+    cert: str0m::config::DtlsCert,
+    provider: Arc<str0m::crypto::CryptoProvider>,
+    sessions: HashMap<u64, Session>,
+    next_id: u64,
+    streams: mpsc::Sender<PageStream>,
+    /// Chunks the pumps read from the shell, for the sessions to send.
+    out_tx: mpsc::Sender<Outgoing>,
+    stats: Arc<Mutex<RtcStats>>,
+}
+
+/// A chunk from the shell for a session, holding its share of the page's window.
+type Outgoing = (u64, Bytes, OwnedSemaphorePermit);
+
+impl Driver {
+    async fn run(mut self, mut offers: mpsc::Receiver<OfferReq>, mut out_rx: mpsc::Receiver<Outgoing>) {
+        let mut buf = vec![0u8; 2048];
+        let mut offers_open = true;
+        loop {
+            let wake = self.poll_all().await;
+            self.publish();
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.datagram(&buf[..n], from).await,
+                    Err(e) => tracing::debug!(error = %e, "WebRTC socket read"),
+                },
+                req = offers.recv(), if offers_open => match req {
+                    Some((sdp, reply)) => {
+                        let r = self.offer(&sdp);
+                        let _ = reply.send(r);
+                    }
+                    None => offers_open = false,
+                },
+                Some((id, chunk, permit)) = out_rx.recv() => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.pending.push_back((chunk, permit));
+                        flush(s);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            if !offers_open && self.sessions.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for s in self.sessions.values_mut() {
+                let _ = s.rtc.handle_input(Input::Timeout(now));
+            }
+        }
+    }
+
+    fn offer(&mut self, sdp: &str) -> Result<String, AnswerError> {
+        let refuse = |stats: &Mutex<RtcStats>, e: AnswerError| {
+            if let Ok(mut s) = stats.lock() {
+                s.offers_refused += 1;
+            }
+            Err(e)
+        };
+        if self.sessions.len() >= MAX_SESSIONS {
+            return refuse(&self.stats, AnswerError::Full);
+        }
+        let offer = match SdpOffer::from_sdp_string(sdp) {
+            Ok(o) => o,
+            Err(e) => return refuse(&self.stats, AnswerError::BadOffer(e.to_string())),
+        };
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_crypto_provider(self.provider.clone())
+            .set_dtls_cert(self.cert.clone())
+            .set_sctp_max_buffered_amount(SCTP_BUFFER)
+            .build(Instant::now());
+        for c in &self.candidates {
+            if let Ok(c) = Candidate::host(*c, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let answer = match rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => return refuse(&self.stats, AnswerError::BadOffer(e.to_string())),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.sessions.insert(
+            id,
+            Session {
+                rtc,
+                created: Instant::now(),
+                channel: None,
+                remote: None,
+                pending: VecDeque::new(),
+                inbound: None,
+                pumps: Vec::new(),
+            },
+        );
+        if let Ok(mut s) = self.stats.lock() {
+            s.offers_answered += 1;
+        }
+        Ok(answer.to_sdp_string())
+    }
+
+    /// One datagram: to the session it belongs to, else a STUN binding request is
+    /// answered, else it is dropped.
+    async fn datagram(&mut self, data: &[u8], from: SocketAddr) {
+        let destination = self.destination(from);
+        if let Ok(receive) = Receive::new(Protocol::Udp, from, destination, data) {
+            let input = Input::Receive(Instant::now(), receive);
+            if let Some(s) = self.sessions.values_mut().find(|s| s.rtc.accepts(&input)) {
+                s.remote = Some(from);
+                if s.rtc.handle_input(input).is_err() {
+                    s.rtc.disconnect();
+                }
+                return;
+            }
+        }
+        if let Some(reply) = stun_binding_reply(data, from) {
+            let _ = self.socket.send_to(&reply, from).await;
+            self.count(|s| s.stun_answered += 1);
+        } else {
+            self.count(|s| s.stray_datagrams += 1);
+        }
+    }
+
+    /// The local address a datagram from `from` reached, as the sessions know it (the
+    /// advertised candidate of its family, when the socket listens on every address).
+    fn destination(&self, from: SocketAddr) -> SocketAddr {
+        if !self.local.ip().is_unspecified() {
+            return self.local;
+        }
+        let same = |c: &&SocketAddr| c.is_ipv4() == from.is_ipv4();
+        self.candidates.iter().find(same).or(self.candidates.first()).copied().unwrap_or(self.local)
+    }
+
+    /// Drives every session until each waits; returns when the next wants time.
+    async fn poll_all(&mut self) -> Instant {
+        let mut wake = Instant::now() + Duration::from_millis(500);
+        let mut ended = Vec::new();
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let mut transmits = Vec::new();
+            let mut opened = None;
+            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            loop {
+                if !s.rtc.is_alive() {
+                    ended.push(id);
+                    break;
+                }
+                match s.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        wake = wake.min(t);
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => transmits.push((t.destination, t.contents.to_vec())),
+                    Ok(Output::Event(ev)) => match ev {
+                        Event::ChannelOpen(ch, label) if s.channel.is_none() && label == "shoal" => {
+                            s.channel = Some(ch);
+                            opened = Some(ch);
+                        }
+                        Event::ChannelData(d) => {
+                            if Some(d.id) != s.channel {
+                                continue;
+                            }
+                            if d.data.len() > CHUNK {
+                                tracing::info!(remote = ?s.remote, len = d.data.len(), "page sent a data-channel message above {CHUNK} bytes: dropped");
+                                self.stats.lock().map(|mut st| st.oversize += 1).ok();
+                                s.rtc.disconnect();
+                                continue;
+                            }
+                            if let Some(tx) = &s.inbound
+                                && tx.try_send(d.data).is_err()
+                            {
+                                tracing::info!(remote = ?s.remote, "page sends faster than it is read: dropped");
+                                self.stats.lock().map(|mut st| st.flooded += 1).ok();
+                                s.rtc.disconnect();
+                            }
+                        }
+                        Event::ChannelBufferedAmountLow(_) => flush(s),
+                        Event::ChannelClose(ch) if Some(ch) == s.channel => s.rtc.disconnect(),
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => s.rtc.disconnect(),
+                        _ => {}
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WebRTC session failed");
+                        s.rtc.disconnect();
+                    }
+                }
+            }
+            if s.channel.is_none() && s.created.elapsed() > HANDSHAKE_TIMEOUT && !ended.contains(&id) {
+                self.count(|st| st.timed_out += 1);
+                ended.push(id);
+            }
+            for (to, bytes) in transmits {
+                let _ = self.socket.send_to(&bytes, to).await;
+            }
+            if let Some(ch) = opened {
+                self.open(id, ch).await;
+            }
+        }
+        for id in ended {
+            self.sessions.remove(&id);
+        }
+        wake
+    }
+
+    /// The page opened its channel: a pipe to the shell, and two pumps.
+    async fn open(&mut self, id: u64, ch: ChannelId) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(remote) = s.remote else { return };
+        if let Some(mut c) = s.rtc.channel(ch) {
+            c.set_buffered_amount_low_threshold(SCTP_BUFFER / 2);
+        }
+        let (shell_end, ours) = tokio::io::duplex(PIPE);
+        let (mut rd, mut wr) = tokio::io::split(ours);
+        let (in_tx, mut in_rx) = mpsc::channel::<Vec<u8>>(INBOUND_QUEUE);
+        s.inbound = Some(in_tx);
+        let writer = tokio::spawn(async move {
+            while let Some(chunk) = in_rx.recv().await {
+                if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let window = Arc::new(Semaphore::new(OUTBOUND_WINDOW));
+        let out = self.out_tx.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let Ok(permit) = window.clone().acquire_many_owned(n as u32).await else { return };
+                if out.send((id, Bytes::copy_from_slice(&buf[..n]), permit)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        s.pumps = vec![writer.abort_handle(), reader.abort_handle()];
+        if let Ok(mut st) = self.stats.lock() {
+            st.channels_opened += 1;
+        }
+        if self.streams.send(PageStream { stream: shell_end, remote }).await.is_err() {
+            s.rtc.disconnect();
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut RtcStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn publish(&self) {
+        let n = self.sessions.len() as u64;
+        self.count(|s| s.sessions = n);
+    }
+}
+
+/// Moves what the shell wrote into SCTP's buffer, as far as it has room.
+fn flush(s: &mut Session) {
+    let Some(ch) = s.channel else { return };
+    let Some(mut c) = s.rtc.channel(ch) else { return };
+    while let Some((chunk, _)) = s.pending.front() {
+        match c.write(true, chunk) {
+            Ok(true) => {
+                s.pending.pop_front();
+            }
+            Ok(false) => return,
+            Err(_) => {
+                s.pending.clear();
+                return;
+            }
+        }
+    }
+}
+
+const STUN_MAGIC: u32 = 0x2112_A442;
+
+/// The answer to a plain STUN binding request (RFC 8489: no attributes needed, none
+/// required to be understood) telling the sender the address it came from; `None` for
+/// anything else.
+pub fn stun_binding_reply(data: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+    if data.len() < 20 || data.len() > 548 {
+        return None;
+    }
+    let kind = u16::from_be_bytes([data[0], data[1]]);
+    let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let magic = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+    if kind != 0x0001 || magic != STUN_MAGIC || len != data.len() - 20 || len % 4 != 0 {
+        return None;
+    }
+    // A comprehension-required attribute we do not know (0x0000–0x7FFF) would need a
+    // 420 answer; a plain client sends none (SOFTWARE, FINGERPRINT are optional ones).
+    let mut at = 20;
+    while at + 4 <= data.len() {
+        let t = u16::from_be_bytes([data[at], data[at + 1]]);
+        let l = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+        if t < 0x8000 {
+            return None;
+        }
+        at += 4 + l.div_ceil(4) * 4;
+    }
+    let txn = &data[8..20];
+    let port = from.port() ^ (STUN_MAGIC >> 16) as u16;
+    let mut attr = Vec::with_capacity(24);
+    match from.ip() {
+        IpAddr::V4(ip) => {
+            attr.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
+            attr.extend_from_slice(&port.to_be_bytes());
+            attr.extend_from_slice(&(u32::from(ip) ^ STUN_MAGIC).to_be_bytes());
+        }
+        IpAddr::V6(ip) => {
+            attr.extend_from_slice(&[0x00, 0x20, 0x00, 0x14, 0x00, 0x02]);
+            attr.extend_from_slice(&port.to_be_bytes());
+            let mut key = [0u8; 16];
+            key[..4].copy_from_slice(&STUN_MAGIC.to_be_bytes());
+            key[4..].copy_from_slice(txn);
+            attr.extend(ip.octets().iter().zip(key).map(|(a, k)| a ^ k));
+        }
+    }
+    let mut out = Vec::with_capacity(20 + attr.len());
+    out.extend_from_slice(&0x0101u16.to_be_bytes());
+    out.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+    out.extend_from_slice(&STUN_MAGIC.to_be_bytes());
+    out.extend_from_slice(txn);
+    out.extend_from_slice(&attr);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(attrs: &[u8]) -> Vec<u8> {
+        let mut r = vec![0x00, 0x01];
+        r.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        r.extend_from_slice(&STUN_MAGIC.to_be_bytes());
+        r.extend_from_slice(b"0123456789ab");
+        r.extend_from_slice(attrs);
+        r
+    }
+
+    #[test]
+    fn a_binding_request_is_answered_with_the_senders_address() {
+        let from: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let reply = stun_binding_reply(&request(&[]), from).unwrap();
+        assert_eq!(&reply[..2], &[0x01, 0x01], "binding success");
+        assert_eq!(&reply[8..20], b"0123456789ab", "same transaction");
+        assert_eq!(&reply[20..24], &[0x00, 0x20, 0x00, 0x08], "XOR-MAPPED-ADDRESS");
+        let port = u16::from_be_bytes([reply[26], reply[27]]) ^ 0x2112;
+        let ip = u32::from_be_bytes([reply[28], reply[29], reply[30], reply[31]]) ^ STUN_MAGIC;
+        assert_eq!(SocketAddr::new(IpAddr::V4(ip.into()), port), from);
+        let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        let reply = stun_binding_reply(&request(&[]), v6).unwrap();
+        assert_eq!(reply.len(), 20 + 24);
+        // Optional attributes (SOFTWARE 0x8022) are fine.
+        assert!(stun_binding_reply(&request(&[0x80, 0x22, 0x00, 0x01, b'x', 0, 0, 0]), from).is_some());
+    }
+
+    #[test]
+    fn anything_else_is_not_answered() {
+        let from: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let mut not_request = request(&[]);
+        not_request[1] = 0x11; // an indication
+        let mut bad_magic = request(&[]);
+        bad_magic[4] = 0;
+        let mut bad_len = request(&[]);
+        bad_len[3] = 8;
+        // USERNAME (0x0006) is comprehension-required: a session's check, not ours.
+        let with_username = request(&[0x00, 0x06, 0x00, 0x04, b'a', b'b', b'c', b'd']);
+        for bad in [not_request, bad_magic, bad_len, with_username, vec![0u8; 10], vec![0u8; 600]] {
+            assert_eq!(stun_binding_reply(&bad, from), None);
+        }
+    }
+}

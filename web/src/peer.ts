@@ -1,0 +1,548 @@
+// The page's peer: PROTOCOL.md §3 for a viewer in a web page, a second implementation
+// beside swarm/src/peer (the reference). Kept small: it subscribes to each substream
+// from the neighbour that is nearest a seed, verifies every piece before it keeps,
+// plays or passes it on, forwards its club's substream to pages that subscribe, answers
+// requests from its window, and pulls what its parents did not push in time.
+//
+// Sans-IO like the reference: no timers and no sockets inside. The owner hands it each
+// link's bytes (`receive`) and calls `tick(nowMs)` every 100 ms or so; it writes to the
+// links it was given. Every byte from a link is hostile until checked: a bad frame is
+// `Goodbye(Malformed)`, a forged piece `Goodbye(Forged)` and a ban of that peer id, a
+// flood `Goodbye(Flooding)`.
+
+import { Flags, type Piece, PieceError, verifyPiece } from "./piece.js";
+import { ChannelTransport, type Channel } from "./transport.js";
+import { Goodbye, type Hello, type Message, PROTOCOL_VERSION, Role, type Status, WireError } from "./wire.js";
+
+const NONE = 0xffff_ffff_ffff_ffffn;
+/** Pieces kept behind the newest (the reference's window). */
+const WINDOW = 256n;
+/** Depth at and beyond which no one takes a substream from us (PROTOCOL.md §3.2). */
+const MAX_DEPTH = 32;
+const STATUS_EVERY_MS = 3_000;
+const PING_EVERY_MS = 10_000;
+const IDLE_MS = 15_000;
+/** A parent that pushed nothing for this long while its substream flows is dropped. */
+const PARENT_STALL_MS = 1_000;
+/** A neighbour that refused or dropped a substream is not asked for it again for this long. */
+const REFUSED_MS = 5_000;
+/** A piece known to exist (a later one arrived) is pulled if not pushed within this. */
+const REPAIR_WAIT_MS = 250;
+const REQUEST_TIMEOUT_MS = 800;
+const MAX_REQUEST_SEQS = 32;
+/** Messages a link may send: a burst, then a rate (the reference shell's limits). */
+const MESSAGE_BURST = 4_000;
+const MESSAGES_PER_S = 2_000;
+/** Pieces in a row a non-parent may send that we cannot use before it is flooding. */
+const MAX_USELESS = 128;
+/** Bytes queued on a link past which we push no more to it (it pulls what it misses). */
+const MAX_QUEUED = 1 << 20;
+
+export interface LinkInfo {
+  /** A link's name for logs and stats. */
+  readonly id: string;
+  /** The Shoal peer id its tracker identity says it must use (null: not known). */
+  readonly expectedPeerId: bigint | null;
+}
+
+export interface PeerOptions {
+  /** The channel's 32-byte public key. */
+  channel: Uint8Array;
+  peerId: bigint;
+  nSubstreams: number;
+  /** Upload offered, kbit/s (Hello); forwarding slots follow from it. */
+  uploadKbps: number;
+  /** Push children accepted in our club's substream. */
+  childSlots?: number;
+  /** A new piece verified and kept (in arrival order; the player orders them). */
+  onPiece?: (piece: Piece, fromSeed: boolean) => void;
+  /** A link ended (by us or by the other side): the owner closes its data channel. */
+  onClose?: (link: string, why: string) => void;
+  log?: (line: string) => void;
+}
+
+/** Counters the page shows and the tests read. */
+export interface PeerStats {
+  piecesFromPeers: number;
+  piecesFromSeeds: number;
+  bytesFromPeers: number;
+  bytesFromSeeds: number;
+  bytesSent: number;
+  piecesPushed: number;
+  piecesServed: number;
+  forgedRefused: number;
+  malformed: number;
+  flooding: number;
+  requestsSent: number;
+}
+
+interface Link {
+  info: LinkInfo;
+  transport: ChannelTransport;
+  hello: Hello | null;
+  status: Status | null;
+  /** Substreams we asked it to push, and those it said it pushes. */
+  asked: bigint;
+  pushes: bigint;
+  /** Substreams it has pushed us a piece of since it took them. */
+  delivered: bigint;
+  /** Substreams we push to it. */
+  children: bigint;
+  /** When it last pushed us a piece of each substream (ms). */
+  lastPush: number[];
+  /** Substreams it refused or dropped, until (ms). */
+  refusedUntil: number[];
+  heardAt: number;
+  pingAt: number;
+  tokens: number;
+  refilledAt: number;
+  useless: number;
+  /** Requests out to it: seq → sent at (ms). */
+  requests: Map<bigint, number>;
+}
+
+/**
+ * What taking `l` as parent of substream `s` costs: its depth (each hop is a piece's
+ * store-and-forward delay), a seed counted as depth 2.5 — a page near a seed is taken
+ * before the seed itself, whose upload is the broadcaster's cost.
+ */
+function parentCost(l: Link, s: number): number {
+  return l.hello?.role === Role.Seed ? 2.5 : (l.status?.depth[s] ?? 255);
+}
+
+export class PagePeer {
+  private readonly links = new Map<string, Link>();
+  private readonly window = new Map<bigint, Piece>();
+  /** When we learned each missing piece exists (ms). */
+  private readonly missingSince = new Map<bigint, number>();
+  private readonly banned = new Set<bigint>();
+  private newest: bigint | null = null;
+  private oldest: bigint | null = null;
+  private segmentStart: bigint | null = null;
+  private statusAt = 0;
+  private lastPieceAt = 0;
+  private now = 0;
+  readonly club: number;
+  readonly stats: PeerStats = {
+    piecesFromPeers: 0,
+    piecesFromSeeds: 0,
+    bytesFromPeers: 0,
+    bytesFromSeeds: 0,
+    bytesSent: 0,
+    piecesPushed: 0,
+    piecesServed: 0,
+    forgedRefused: 0,
+    malformed: 0,
+    flooding: 0,
+    requestsSent: 0,
+  };
+
+  constructor(private readonly opts: PeerOptions) {
+    this.club = Number(opts.peerId % BigInt(opts.nSubstreams));
+  }
+
+  /** Neighbours that said Hello. */
+  get neighbours(): number {
+    return [...this.links.values()].filter((l) => l.hello !== null).length;
+  }
+
+  /** Per substream: the link that pushes it to us (null: none). */
+  parents(): (string | null)[] {
+    return Array.from({ length: this.opts.nSubstreams }, (_, s) => this.parentOf(s)?.info.id ?? null);
+  }
+
+  /** A verified piece we hold. */
+  piece(seq: bigint): Piece | undefined {
+    return this.window.get(seq);
+  }
+
+  /** A data channel opened: say Hello and Status. */
+  attach(info: LinkInfo, channel: Channel, nowMs: number): void {
+    this.now = nowMs;
+    const link: Link = {
+      info,
+      transport: new ChannelTransport(channel),
+      hello: null,
+      status: null,
+      asked: 0n,
+      pushes: 0n,
+      delivered: 0n,
+      children: 0n,
+      lastPush: new Array(this.opts.nSubstreams).fill(nowMs),
+      refusedUntil: new Array(this.opts.nSubstreams).fill(0),
+      heardAt: nowMs,
+      pingAt: nowMs + PING_EVERY_MS,
+      tokens: MESSAGE_BURST,
+      refilledAt: nowMs,
+      useless: 0,
+      requests: new Map(),
+    };
+    this.links.set(info.id, link);
+    this.send(link, {
+      kind: "hello",
+      hello: {
+        version: PROTOCOL_VERSION,
+        channel: this.opts.channel,
+        peerId: this.opts.peerId,
+        role: Role.Viewer,
+        reachable: false,
+        nSubstreams: this.opts.nSubstreams,
+        uploadKbps: this.opts.uploadKbps,
+      },
+    });
+  }
+
+  /** The data channel closed (the other side went, or the network did). */
+  detach(id: string): void {
+    const link = this.links.get(id);
+    if (!link) return;
+    this.links.delete(id);
+    if (link.pushes !== 0n) this.chooseParents();
+  }
+
+  /** Bytes from a link's data channel. */
+  receive(id: string, data: Uint8Array, nowMs: number): void {
+    this.now = nowMs;
+    const link = this.links.get(id);
+    if (!link) return;
+    let messages: Message[];
+    try {
+      messages = link.transport.receive(data);
+    } catch (e) {
+      return this.goodbye(link, Goodbye.Malformed, e instanceof WireError ? e.message : String(e));
+    }
+    link.tokens = Math.min(MESSAGE_BURST, link.tokens + ((nowMs - link.refilledAt) / 1000) * MESSAGES_PER_S);
+    link.refilledAt = nowMs;
+    for (const m of messages) {
+      if (!this.links.has(id)) return;
+      link.tokens -= m.kind === "have_map" ? 1 + m.words.length : 1;
+      if (link.tokens < 0) {
+        this.stats.flooding += 1;
+        return this.goodbye(link, Goodbye.Flooding, "more messages than any honest peer sends");
+      }
+      link.heardAt = nowMs;
+      this.message(link, m);
+    }
+  }
+
+  private message(link: Link, m: Message): void {
+    if (link.hello === null && m.kind !== "hello") {
+      return this.goodbye(link, Goodbye.Malformed, `${m.kind} before hello`);
+    }
+    switch (m.kind) {
+      case "hello":
+        return this.onHello(link, m.hello);
+      case "status":
+        if (m.status.depth.length !== this.opts.nSubstreams) {
+          return this.goodbye(link, Goodbye.Malformed, "status for another number of substreams");
+        }
+        link.status = m.status;
+        return this.chooseParents();
+      case "subscribe":
+        return this.onSubscribe(link, m.substreams);
+      case "subscribe_reply": {
+        const dropped = link.asked & ~m.accepted;
+        link.pushes = m.accepted & link.asked;
+        link.asked = link.pushes;
+        link.delivered &= link.pushes;
+        for (let s = 0; s < this.opts.nSubstreams; s++) {
+          if (dropped & (1n << BigInt(s))) link.refusedUntil[s] = this.now + REFUSED_MS;
+          if (m.accepted & (1n << BigInt(s))) link.lastPush[s] = this.now;
+        }
+        if (dropped !== 0n) this.chooseParents();
+        return;
+      }
+      case "piece":
+        return this.onPiece(link, m.piece);
+      case "have":
+        return this.learnExists(m.seq);
+      case "have_map":
+        return;
+      case "request":
+        return this.onRequest(link, m.seqs);
+      case "dont_have":
+      case "busy":
+        link.requests.delete(m.seq);
+        return;
+      case "ping":
+        return this.send(link, { kind: "pong", nonce: m.nonce });
+      case "pong":
+        return;
+      case "goodbye":
+        this.links.delete(link.info.id);
+        this.opts.onClose?.(link.info.id, `goodbye ${Goodbye[m.reason] ?? m.reason}`);
+        if (link.pushes !== 0n) this.chooseParents();
+        return;
+    }
+  }
+
+  private onHello(link: Link, h: Hello): void {
+    if (link.hello !== null) return this.goodbye(link, Goodbye.Malformed, "a second hello");
+    if (h.version !== PROTOCOL_VERSION) return this.goodbye(link, Goodbye.BadVersion, `version ${h.version}`);
+    if (!h.channel.every((b, i) => b === this.opts.channel[i])) {
+      return this.goodbye(link, Goodbye.WrongChannel, "another channel");
+    }
+    if (this.banned.has(h.peerId)) return this.goodbye(link, Goodbye.Forged, "banned peer id");
+    if (link.info.expectedPeerId !== null && h.peerId !== link.info.expectedPeerId) {
+      return this.goodbye(link, Goodbye.Malformed, "hello names another peer id than its tracker identity");
+    }
+    if (h.peerId === this.opts.peerId || [...this.links.values()].some((l) => l.hello?.peerId === h.peerId)) {
+      return this.goodbye(link, Goodbye.Duplicate, "already connected");
+    }
+    if (h.nSubstreams !== this.opts.nSubstreams) {
+      return this.goodbye(link, Goodbye.Malformed, `${h.nSubstreams} substreams, the channel has ${this.opts.nSubstreams}`);
+    }
+    link.hello = h;
+    this.send(link, { kind: "status", status: this.status() });
+  }
+
+  private onSubscribe(link: Link, wanted: bigint): void {
+    const slots = this.opts.childSlots ?? 4;
+    const others = [...this.links.values()].filter((l) => l !== link && l.children !== 0n).length;
+    let accepted = 0n;
+    const club = 1n << BigInt(this.club);
+    const depth = this.depth(this.club);
+    // Only our club's substream, only while we are fed it, never back up the tree.
+    if (wanted & club && others < slots && depth < MAX_DEPTH && !(link.pushes & club)) accepted = club;
+    link.children = accepted;
+    this.send(link, { kind: "subscribe_reply", accepted });
+  }
+
+  private onPiece(link: Link, piece: Piece): void {
+    const s = Number(piece.seq % BigInt(this.opts.nSubstreams));
+    const fromParent = (link.pushes & (1n << BigInt(s))) !== 0n;
+    link.requests.delete(piece.seq);
+    const old = this.oldest !== null && piece.seq < this.oldest;
+    if (this.window.has(piece.seq) || old) {
+      if (!fromParent && ++link.useless > MAX_USELESS) {
+        this.stats.flooding += 1;
+        this.goodbye(link, Goodbye.Flooding, "pieces we cannot use");
+      }
+      return;
+    }
+    try {
+      verifyPiece(piece, this.opts.channel);
+    } catch (e) {
+      if (e instanceof PieceError && e.forged) {
+        this.stats.forgedRefused += 1;
+        if (link.hello) this.banned.add(link.hello.peerId);
+        return this.goodbye(link, Goodbye.Forged, e.message);
+      }
+      return this.goodbye(link, Goodbye.Malformed, String(e));
+    }
+    link.useless = 0;
+    this.lastPieceAt = this.now;
+    if (fromParent) {
+      link.lastPush[s] = this.now;
+      link.delivered |= 1n << BigInt(s);
+    }
+    const fromSeed = link.hello?.role === Role.Seed;
+    if (fromSeed) {
+      this.stats.piecesFromSeeds += 1;
+      this.stats.bytesFromSeeds += piece.wire.length;
+    } else {
+      this.stats.piecesFromPeers += 1;
+      this.stats.bytesFromPeers += piece.wire.length;
+    }
+    this.keep(piece);
+    this.opts.onPiece?.(piece, fromSeed);
+    // Passed on to the children of its substream.
+    for (const child of this.links.values()) {
+      if (child === link || !(child.children & (1n << BigInt(s)))) continue;
+      if (child.transport.queued > MAX_QUEUED) continue;
+      this.send(child, { kind: "piece", piece });
+      this.stats.piecesPushed += 1;
+    }
+  }
+
+  private keep(piece: Piece): void {
+    this.window.set(piece.seq, piece);
+    this.missingSince.delete(piece.seq);
+    if ((piece.flags & Flags.SEGMENT_START) !== 0 && (this.segmentStart === null || piece.seq > this.segmentStart)) {
+      this.segmentStart = piece.seq;
+    }
+    this.learnExists(piece.seq);
+    if (this.oldest === null || piece.seq < this.oldest) this.oldest = piece.seq;
+    const floor = (this.newest ?? piece.seq) - WINDOW;
+    if (this.oldest < floor) {
+      for (const seq of this.window.keys()) if (seq < floor) this.window.delete(seq);
+      for (const seq of this.missingSince.keys()) if (seq < floor) this.missingSince.delete(seq);
+      this.oldest = floor;
+    }
+  }
+
+  /** A piece up to `seq` exists: what we lack before it is missing from now on. */
+  private learnExists(seq: bigint): void {
+    if (this.newest === null) {
+      this.newest = seq;
+      return;
+    }
+    if (seq <= this.newest) return;
+    // A claim far ahead is not trusted (PROTOCOL.md §3.3); a verified piece moved `newest` already.
+    const from = seq - this.newest > WINDOW ? seq - WINDOW : this.newest + 1n;
+    for (let q = from; q < seq; q++) if (!this.window.has(q)) this.missingSince.set(q, this.now);
+    this.newest = seq;
+  }
+
+  private onRequest(link: Link, seqs: bigint[]): void {
+    for (const seq of seqs) {
+      const p = this.window.get(seq);
+      if (!p) this.send(link, { kind: "dont_have", seq });
+      else if (link.transport.queued > MAX_QUEUED) this.send(link, { kind: "busy", seq });
+      else {
+        this.send(link, { kind: "piece", piece: p });
+        this.stats.piecesServed += 1;
+      }
+    }
+  }
+
+  /** Housekeeping: parents, repairs, Status, keep-alive, idle links. */
+  tick(nowMs: number): void {
+    this.now = nowMs;
+    for (const link of [...this.links.values()]) {
+      if (nowMs - link.heardAt > IDLE_MS) {
+        this.goodbye(link, Goodbye.Idle, "silent for 15 s");
+        continue;
+      }
+      if (nowMs >= link.pingAt) {
+        link.pingAt = nowMs + PING_EVERY_MS;
+        this.send(link, { kind: "ping", nonce: BigInt(nowMs) });
+      }
+      for (const [seq, at] of link.requests) if (nowMs - at > REQUEST_TIMEOUT_MS) link.requests.delete(seq);
+    }
+    this.dropStalledParents();
+    this.chooseParents();
+    this.repair();
+    if (nowMs - this.statusAt >= STATUS_EVERY_MS) {
+      this.statusAt = nowMs;
+      const status = this.status();
+      for (const link of this.links.values()) if (link.hello) this.send(link, { kind: "status", status });
+    }
+  }
+
+  private dropStalledParents(): void {
+    for (const link of this.links.values()) {
+      for (let s = 0; s < this.opts.nSubstreams; s++) {
+        const bit = 1n << BigInt(s);
+        if (!(link.pushes & bit) || this.now - link.lastPush[s] < PARENT_STALL_MS) continue;
+        // Stalled only while the stream flows (pieces still arrive from others): an
+        // encoder's pause keeps the tree as it is.
+        if (this.now - this.lastPieceAt >= PARENT_STALL_MS) continue;
+        this.opts.log?.(`parent ${link.info.id} stalled on substream ${s}`);
+        link.pushes &= ~bit;
+        link.asked &= ~bit;
+        link.delivered &= ~bit;
+        link.refusedUntil[s] = this.now + REFUSED_MS;
+        this.send(link, { kind: "subscribe", substreams: link.asked });
+      }
+    }
+  }
+
+  private parentOf(s: number): Link | undefined {
+    const bit = 1n << BigInt(s);
+    for (const l of this.links.values()) if (l.asked & bit) return l;
+    return undefined;
+  }
+
+  /** Our distance from a seed in substream `s` (255: none). */
+  private depth(s: number): number {
+    const p = this.parentOf(s);
+    if (!p || !(p.delivered & (1n << BigInt(s))) || !p.status) return 255;
+    return Math.min(255, p.status.depth[s] + 1);
+  }
+
+  /** For each substream with no parent, the neighbour nearest a seed that may take us. */
+  private chooseParents(): void {
+    const changed = new Set<Link>();
+    for (let s = 0; s < this.opts.nSubstreams; s++) {
+      if (this.parentOf(s)) continue;
+      const bit = 1n << BigInt(s);
+      let best: Link | undefined;
+      for (const l of this.links.values()) {
+        const st = l.status;
+        if (!l.hello || !st || l.refusedUntil[s] > this.now || l.children & bit) continue;
+        if (st.depth[s] >= MAX_DEPTH || st.root[s] === this.opts.peerId || st.parent[s] === this.opts.peerId) continue;
+        if (st.freeSlots === 0 && !(l.asked & bit)) continue;
+        if (!best || parentCost(l, s) < parentCost(best, s)) best = l;
+      }
+      if (!best) continue;
+      best.asked |= bit;
+      best.lastPush[s] = this.now;
+      changed.add(best);
+    }
+    for (const l of changed) this.send(l, { kind: "subscribe", substreams: l.asked });
+  }
+
+  /** Pulls pieces missing for longer than a push takes, from whoever likely holds them. */
+  private repair(): void {
+    const due: bigint[] = [];
+    for (const [seq, at] of this.missingSince) {
+      if (this.now - at < REPAIR_WAIT_MS) continue;
+      if ([...this.links.values()].some((l) => l.requests.has(seq))) continue;
+      due.push(seq);
+    }
+    if (due.length === 0) return;
+    due.sort((a, b) => (a < b ? -1 : 1));
+    // Pages first, a seed when no page will do.
+    const sources = [...this.links.values()].filter((l) => l.hello && l.status);
+    sources.sort((a, b) => Number(a.hello?.role === Role.Seed) - Number(b.hello?.role === Role.Seed));
+    for (const src of sources) {
+      const mine = due.splice(0, MAX_REQUEST_SEQS - src.requests.size);
+      if (mine.length === 0) continue;
+      for (const q of mine) src.requests.set(q, this.now);
+      this.stats.requestsSent += mine.length;
+      this.send(src, { kind: "request", seqs: mine });
+      if (due.length === 0) return;
+    }
+  }
+
+  private status(): Status {
+    const n = this.opts.nSubstreams;
+    const depth: number[] = [];
+    const root: bigint[] = [];
+    const parent: bigint[] = [];
+    for (let s = 0; s < n; s++) {
+      const p = this.parentOf(s);
+      const fed = p && p.delivered & (1n << BigInt(s));
+      depth.push(fed ? this.depth(s) : 255);
+      if (fed && p.hello) {
+        parent.push(p.hello.peerId);
+        root.push(p.hello.role === Role.Seed ? this.opts.peerId : (p.status?.root[s] ?? NONE));
+      } else {
+        parent.push(NONE);
+        root.push(NONE);
+      }
+    }
+    const slots = this.opts.childSlots ?? 4;
+    const children = [...this.links.values()].filter((l) => l.children !== 0n).length;
+    return {
+      freeSlots: Math.max(0, slots - children),
+      children,
+      minChildKbps: 0,
+      busyMs: 0,
+      segmentStart: this.segmentStart,
+      depth,
+      latencyMs: new Array(n).fill(65535),
+      root,
+      parent,
+    };
+  }
+
+  private send(link: Link, msg: Message): void {
+    try {
+      link.transport.send(msg);
+      this.stats.bytesSent += msg.kind === "piece" ? msg.piece.wire.length : 0;
+    } catch (e) {
+      this.opts.log?.(`send to ${link.info.id} failed: ${e}`);
+    }
+  }
+
+  private goodbye(link: Link, reason: Goodbye, why: string): void {
+    if (reason === Goodbye.Malformed) this.stats.malformed += 1;
+    this.opts.log?.(`goodbye ${Goodbye[reason]} to ${link.info.id}: ${why}`);
+    this.send(link, { kind: "goodbye", reason });
+    this.links.delete(link.info.id);
+    this.opts.onClose?.(link.info.id, why);
+    if (link.pushes !== 0n) this.chooseParents();
+  }
+}

@@ -1,0 +1,210 @@
+// The page's peer, driven by hand (its time too): it subscribes to a seed, keeps only
+// what verifies, bans a forger, forwards its club's substream to a page that
+// subscribes, and pulls the rest.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import * as ed from "@noble/ed25519";
+import { blake3 } from "@noble/hashes/blake3.js";
+
+import { PagePeer } from "../src/peer.js";
+import { Flags, HEADER_LEN, type Piece, parsePiece } from "../src/piece.js";
+import { FrameDecoder, Goodbye, type Message, PROTOCOL_VERSION, Role, type Status, encode } from "../src/wire.js";
+
+const secret = new Uint8Array(32).fill(7);
+const channel = ed.getPublicKey(secret);
+const N = 4;
+const NONE = 0xffff_ffff_ffff_ffffn;
+
+/** A piece as ingest signs it (PROTOCOL.md §1). */
+function sign(seq: number, flags = 0, key = secret): Piece {
+  const payload = new Uint8Array(188 * 2).fill(seq & 0xff);
+  for (let i = 0; i < payload.length; i += 188) payload[i] = 0x47;
+  const wire = new Uint8Array(HEADER_LEN + payload.length + 64);
+  const v = new DataView(wire.buffer);
+  wire[0] = 1;
+  wire[1] = flags;
+  v.setUint32(4, payload.length);
+  v.setBigUint64(8, BigInt(seq));
+  v.setBigUint64(16, 1_795_000_000_000_000n + BigInt(seq) * 50_000n);
+  wire.set(channel, 24);
+  wire.set(payload, HEADER_LEN);
+  const context = new TextEncoder().encode("shoal/piece/v2");
+  const msg = new Uint8Array([...context, ...wire.subarray(0, HEADER_LEN), ...blake3(payload)]);
+  wire.set(ed.sign(msg, key), HEADER_LEN + payload.length);
+  return parsePiece(wire);
+}
+
+/** One side of an in-memory data channel: what was sent, as messages. */
+class Wire {
+  sent: Uint8Array[] = [];
+  bufferedAmount = 0;
+  send(data: Uint8Array): void {
+    this.sent.push(data.slice());
+  }
+  /** The messages sent since the last call. */
+  take(): Message[] {
+    const d = new FrameDecoder();
+    for (const c of this.sent.splice(0)) d.extend(c);
+    const out: Message[] = [];
+    for (let m = d.next(); m !== null; m = d.next()) out.push(m);
+    return out;
+  }
+}
+
+const seedHello: Message = {
+  kind: "hello",
+  hello: { version: PROTOCOL_VERSION, channel, peerId: 99n, role: Role.Seed, reachable: true, nSubstreams: N, uploadKbps: 200_000 },
+};
+const seedStatus: Status = {
+  freeSlots: 16,
+  children: 0,
+  minChildKbps: 0,
+  busyMs: 0,
+  segmentStart: null,
+  depth: [0, 0, 0, 0],
+  latencyMs: [65535, 65535, 65535, 65535],
+  root: [NONE, NONE, NONE, NONE],
+  parent: [NONE, NONE, NONE, NONE],
+};
+
+function page(peerId: bigint, log: string[] = []) {
+  const got: Piece[] = [];
+  const closed: string[] = [];
+  const peer = new PagePeer({
+    channel,
+    peerId,
+    nSubstreams: N,
+    uploadKbps: 2_000,
+    onPiece: (p) => got.push(p),
+    onClose: (link, why) => closed.push(`${link}: ${why}`),
+    log: (l) => log.push(l),
+  });
+  return { peer, got, closed };
+}
+
+const feed = (peer: PagePeer, link: string, msgs: Message[], now: number) => {
+  for (const m of msgs) peer.receive(link, encode(m), now);
+};
+
+test("a page subscribes to a seed and keeps what verifies", () => {
+  const { peer, got } = page(5n);
+  const seed = new Wire();
+  peer.attach({ id: "seed", expectedPeerId: 99n }, seed, 0);
+  assert.equal(seed.take()[0].kind, "hello");
+  feed(peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 10);
+  const sent = seed.take();
+  assert.deepEqual(
+    sent.map((m) => m.kind),
+    ["status", "subscribe"],
+  );
+  assert.equal((sent[1] as { substreams: bigint }).substreams, 0b1111n, "every substream from the seed");
+  feed(peer, "seed", [{ kind: "subscribe_reply", accepted: 0b1111n }], 20);
+  feed(
+    peer,
+    "seed",
+    Array.from({ length: 8 }, (_, i) => ({ kind: "piece", piece: sign(1000 + i, i === 0 ? Flags.SEGMENT_START : 0) }) as Message),
+    30,
+  );
+  assert.deepEqual(
+    got.map((p) => Number(p.seq)),
+    [1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007],
+  );
+  assert.equal(peer.stats.piecesFromSeeds, 8);
+  assert.deepEqual(peer.parents(), ["seed", "seed", "seed", "seed"]);
+  // Its Status now says: depth 1 in every substream, fed by the seed, root itself.
+  peer.tick(3_100);
+  const status = seed.take().find((m) => m.kind === "status");
+  assert.ok(status && status.kind === "status");
+  assert.deepEqual(status.status.depth, [1, 1, 1, 1]);
+  assert.deepEqual(status.status.parent, [99n, 99n, 99n, 99n]);
+  assert.deepEqual(status.status.root, [5n, 5n, 5n, 5n]);
+  assert.equal(status.status.segmentStart, 1000n);
+});
+
+test("a forged piece is never kept, and its sender is told why, dropped and banned", () => {
+  const { peer, got, closed } = page(5n);
+  const liar = new Wire();
+  peer.attach({ id: "liar", expectedPeerId: null }, liar, 0);
+  liar.take();
+  const hello = { ...seedHello, hello: { ...seedHello.hello, peerId: 66n, role: Role.Viewer } } as Message;
+  feed(peer, "liar", [hello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
+  const forged = sign(1000, 0, new Uint8Array(32).fill(8)); // another key, this channel's id
+  feed(peer, "liar", [{ kind: "piece", piece: forged }, { kind: "piece", piece: sign(1001) }], 2);
+  assert.equal(got.length, 0, "nothing from a forger, not even what it sent after");
+  assert.equal(peer.stats.forgedRefused, 1);
+  const bye = liar.take().find((m) => m.kind === "goodbye");
+  assert.ok(bye && bye.kind === "goodbye" && bye.reason === Goodbye.Forged);
+  assert.match(closed[0], /^liar: signature does not verify/);
+  // It comes back on another link under the same id: refused.
+  const again = new Wire();
+  peer.attach({ id: "again", expectedPeerId: null }, again, 3);
+  feed(peer, "again", [hello], 4);
+  const refused = again.take().find((m) => m.kind === "goodbye");
+  assert.ok(refused && refused.kind === "goodbye" && refused.reason === Goodbye.Forged);
+});
+
+test("a hello that names another id than the tracker's, or comes after other messages, is refused", () => {
+  const { peer, closed } = page(5n);
+  peer.attach({ id: "a", expectedPeerId: 42n }, new Wire(), 0);
+  feed(peer, "a", [seedHello], 1);
+  assert.match(closed[0], /tracker identity/);
+  peer.attach({ id: "b", expectedPeerId: null }, new Wire(), 0);
+  feed(peer, "b", [{ kind: "ping", nonce: 1n }], 1);
+  assert.match(closed[1], /ping before hello/);
+  peer.attach({ id: "c", expectedPeerId: null }, new Wire(), 0);
+  peer.receive("c", new Uint8Array([0, 0, 0, 1, 0x7f]), 1);
+  assert.equal(peer.stats.malformed, 3);
+});
+
+test("a page forwards its club's substream to a page that subscribes, which pulls the rest", () => {
+  // A (club 1) is fed by the seed; B knows only A.
+  const a = page(5n);
+  const b = page(8n);
+  const seed = new Wire();
+  a.peer.attach({ id: "seed", expectedPeerId: 99n }, seed, 0);
+  feed(a.peer, "seed", [seedHello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
+  const aToB = new Wire();
+  const bToA = new Wire();
+  a.peer.attach({ id: "b", expectedPeerId: null }, aToB, 1);
+  b.peer.attach({ id: "a", expectedPeerId: null }, bToA, 1);
+  const pump = (now: number) => {
+    for (let i = 0; i < 5; i++) {
+      for (const c of aToB.sent.splice(0)) b.peer.receive("a", c, now);
+      for (const c of bToA.sent.splice(0)) a.peer.receive("b", c, now);
+    }
+  };
+  pump(2);
+  // A is fed its club's substream (5 mod 4 = 1) once the seed pushed it a piece of it.
+  feed(a.peer, "seed", [{ kind: "piece", piece: sign(1000) }, { kind: "piece", piece: sign(1001) }], 3);
+  a.peer.tick(3_000); // A's Status now says depth 1 in substream 1
+  pump(3_000);
+  // B asked A for everything; A took only its club.
+  assert.deepEqual(b.peer.parents(), [null, "a", null, null]);
+  for (let i = 2; i <= 8; i++) feed(a.peer, "seed", [{ kind: "piece", piece: sign(1000 + i) }], 3_010 + i);
+  pump(3_020);
+  assert.deepEqual(
+    b.got.map((p) => Number(p.seq)),
+    [1005],
+    "substream 1 pushed as it came",
+  );
+  b.peer.tick(3_400);
+  pump(3_400);
+  assert.equal(b.got.length, 1, "nothing before the first piece B holds is missing: it starts there");
+  // The next piece of substream 1 shows 1006-1008 exist: pulled once a push could not have brought them.
+  feed(a.peer, "seed", [{ kind: "piece", piece: sign(1009) }], 3_500);
+  pump(3_500);
+  b.peer.tick(3_600);
+  pump(3_600);
+  assert.equal(b.got.length, 2, "not pulled before the repair wait");
+  b.peer.tick(3_800);
+  pump(3_800);
+  assert.deepEqual(
+    b.got.map((p) => Number(p.seq)).sort(),
+    [1005, 1006, 1007, 1008, 1009],
+  );
+  assert.equal(b.peer.stats.piecesFromPeers, 5);
+  assert.equal(a.peer.stats.piecesPushed, 2);
+  assert.equal(a.peer.stats.piecesServed, 3);
+});
