@@ -162,10 +162,15 @@ fn vectors() -> Value {
         assert!(Message::decode_frame(Bytes::copy_from_slice(&f[4..])).is_err(), "Rust accepts {name}");
     }
     let bad: Vec<Value> = bad.iter().map(|(name, f)| json!({"name": name, "hex": hex(f)})).collect();
+    let peer_ids: Vec<Value> = [*b"-SH0100-abcdefghijkl", [0u8; 20], [0xffu8; 20]]
+        .iter()
+        .map(|t| json!({"trackerId": hex(t), "peerId": PeerId::from_tracker_id(t).0.to_string()}))
+        .collect();
     json!({
         "about": "written by swarm/tests/golden.rs (SHOAL_BLESS=1 cargo test -p swarm --test golden); do not edit",
         "channel": key.id().to_hex(),
         "infoHash": hex(&key.id().info_hash()),
+        "peerIds": peer_ids,
         "pieces": pieces,
         "frames": frames,
         "badFrames": bad,

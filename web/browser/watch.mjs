@@ -6,7 +6,10 @@
 import { run } from "./chromium.mjs";
 
 const [url, seconds, shot] = [process.argv[2], Number(process.argv[3] ?? 5), process.argv[4]];
-await run(["--autoplay-policy=no-user-gesture-required"], async (browser) => {
+// Host candidates as addresses, not mDNS names, and no local-network prompt: pages and
+// the seeder meet on loopback.
+const flags = ["--autoplay-policy=no-user-gesture-required", "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"];
+await run(flags, async (browser) => {
   const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
   const opened = performance.now();
   await page.goto(url);
@@ -35,6 +38,10 @@ await run(["--autoplay-policy=no-user-gesture-required"], async (browser) => {
     errors: window.watch.errors,
     longestStallMs: Math.round(window.probe.longestStallMs),
     overlay: document.getElementById("stats").textContent,
+    bytes: window.watch.bytes,
+    neighbours: window.watch.neighbours,
+    forgedRefused: window.watch.forgedRefused,
+    peer: window.watch.peer?.stats ?? null,
   }));
   return { ok: true, startupMs, ...s, played: s.played - t0 };
 });

@@ -10,6 +10,8 @@
 // `Goodbye(Malformed)`, a forged piece `Goodbye(Forged)` and a ban of that peer id, a
 // flood `Goodbye(Flooding)`.
 
+import { blake3 } from "@noble/hashes/blake3.js";
+
 import { Flags, type Piece, PieceError, verifyPiece } from "./piece.js";
 import { ChannelTransport, type Channel } from "./transport.js";
 import { Goodbye, type Hello, type Message, PROTOCOL_VERSION, Role, type Status, WireError } from "./wire.js";
@@ -37,6 +39,11 @@ const MESSAGES_PER_S = 2_000;
 const MAX_USELESS = 128;
 /** Bytes queued on a link past which we push no more to it (it pulls what it misses). */
 const MAX_QUEUED = 1 << 20;
+
+/** The Shoal peer id a 20-byte tracker id stands for (PROTOCOL.md §6): BLAKE3's first 8 bytes, little-endian. */
+export function peerIdOf(trackerId: Uint8Array): bigint {
+  return new DataView(blake3(trackerId).buffer).getBigUint64(0, true);
+}
 
 export interface LinkInfo {
   /** A link's name for logs and stats. */
@@ -149,6 +156,11 @@ export class PagePeer {
   /** Per substream: the link that pushes it to us (null: none). */
   parents(): (string | null)[] {
     return Array.from({ length: this.opts.nSubstreams }, (_, s) => this.parentOf(s)?.info.id ?? null);
+  }
+
+  /** The newest piece known to exist. */
+  get newestSeq(): bigint | null {
+    return this.newest;
   }
 
   /** A verified piece we hold. */

@@ -68,8 +68,11 @@ export class TrackerClient {
     this.ws.send(JSON.stringify(msg));
   }
 
-  /** Announces with `offers` new offers (each a data channel waiting for an answer). */
-  async announce(offers = OFFERS): Promise<void> {
+  /**
+   * Announces with `offers` new offers (each a data channel waiting for an answer);
+   * `wantSeed` asks the tracker to give the first to a seeder (Shoal's field).
+   */
+  async announce(offers = OFFERS, wantSeed = false): Promise<void> {
     if (this.ws.readyState === WebSocket.CONNECTING) {
       await new Promise((ok) => this.ws.addEventListener("open", ok, { once: true }));
     }
@@ -84,7 +87,8 @@ export class TrackerClient {
         return { offer: { type: "offer", sdp: pc.localDescription?.sdp }, offer_id: offerId };
       }),
     );
-    this.send({ action: "announce", info_hash: this.hash, peer_id: this.me, numwant: offers, offers: made });
+    const msg = { action: "announce", info_hash: this.hash, peer_id: this.me, numwant: offers, offers: made };
+    this.send(wantSeed ? { ...msg, want_seed: true } : msg);
   }
 
   private async onMessage(text: string): Promise<void> {

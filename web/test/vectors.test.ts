@@ -7,12 +7,14 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import { peerIdOf } from "../src/peer.js";
 import { PieceError, infoHash, parsePiece, verifyPiece } from "../src/piece.js";
 import { FrameDecoder, type Message, WireError, decodeFrame, encode } from "../src/wire.js";
 
 interface Vectors {
   channel: string;
   infoHash: string;
+  peerIds: { trackerId: string; peerId: string }[];
   pieces: { name: string; hex: string; verdict: string; fields?: Record<string, unknown> }[];
   frames: { hex: string; message: Record<string, unknown> }[];
   badFrames: { name: string; hex: string }[];
@@ -63,6 +65,7 @@ function describe(m: Message): Record<string, unknown> {
 
 test("a channel's info-hash is the tracker's", () => {
   assert.equal(hexOf(infoHash(channel)), vectors.infoHash);
+  for (const { trackerId, peerId } of vectors.peerIds) assert.equal(peerIdOf(bytes(trackerId)).toString(), peerId);
 });
 
 test("pieces verify, or are refused for the reason the Rust peer gives", () => {

@@ -1,22 +1,51 @@
-// The watch page's player (served by a seeder at /watch/{channel}): the channel's
-// LL-HLS from the seeder in hls.js (Safari plays it natively), muted until the viewer
-// unmutes, with a small overlay of how far behind live it plays. The page reads its
-// playlist URL from <body data-src>. Peer-to-peer delivery is not wired in yet: the
-// overlay says so rather than show a made-up share.
+// The watch page's player (served by a seeder at /watch/{channel}). hls.js plays the
+// channel's LL-HLS; when the page is told the channel and the tracker (<body
+// data-channel-id data-tracker>), it also joins the swarm as a peer (web/src/peer.ts):
+// it gets pushed pieces over WebRTC data channels from seeders and other pages,
+// verifies each, passes on its share, and hls.js takes parts and segments from those
+// pieces, fetching over HTTP only what the swarm did not bring in time. Safari without
+// MSE plays the HLS natively. The overlay shows how far behind live it plays, its
+// neighbours, and where its bytes came from.
 
 import Hls from "hls.js/light";
 
+import { PieceMap, swarmLoaders } from "../src/loader.js";
+import { PagePeer, peerIdOf } from "../src/peer.js";
+import { infoHash } from "../src/piece.js";
+import { TrackerClient } from "../src/tracker.js";
+
+/** What the page exposes to its tests and to a curious viewer's console. */
+interface WatchState {
+  behindMs: number | null;
+  errors: string[];
+  started: boolean;
+  /** Bytes played, by where they came from. */
+  bytes: { peers: number; seeds: number; http: number };
+  neighbours: number;
+  forgedRefused: number;
+  peer: PagePeer | null;
+}
+
 declare global {
   interface Window {
-    watch: { behindMs: number | null; errors: string[]; started: boolean };
+    watch: WatchState;
   }
 }
 
 const video = document.getElementById("v") as HTMLVideoElement;
 const overlay = document.getElementById("stats") as HTMLElement;
 const unmute = document.getElementById("unmute") as HTMLButtonElement;
-const src = document.body.dataset.src ?? "";
-const state: Window["watch"] = { behindMs: null, errors: [], started: false };
+const data = document.body.dataset;
+const src = data.src ?? "";
+const state: WatchState = {
+  behindMs: null,
+  errors: [],
+  started: false,
+  bytes: { peers: 0, seeds: 0, http: 0 },
+  neighbours: 0,
+  forgedRefused: 0,
+  peer: null,
+};
 window.watch = state;
 
 unmute.addEventListener("click", () => {
@@ -27,9 +56,98 @@ video.addEventListener("playing", () => {
   state.started = true;
 });
 
+const hex = (s: string) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt(h, 16));
+
+/** Neighbours a page keeps looking for. */
+const WANTED_NEIGHBOURS = 4;
+
+/** Joins the swarm; returns the loaders hls.js should use. */
+function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
+  const channel = hex(channelHex);
+  const trackerId = crypto.getRandomValues(new Uint8Array(20));
+  const fromSeed = new Map<bigint, boolean>();
+  const listeners = new Set<() => void>();
+  const channels = new Map<string, RTCDataChannel>();
+  const peer = new PagePeer({
+    channel,
+    peerId: peerIdOf(trackerId),
+    nSubstreams: substreams,
+    uploadKbps: 4_000,
+    onPiece: (p, seed) => {
+      fromSeed.set(p.seq, seed);
+      if (fromSeed.size > 4_096) fromSeed.delete(fromSeed.keys().next().value as bigint);
+      for (const l of listeners) l();
+    },
+    onClose: (link) => {
+      channels.get(link)?.close();
+      channels.delete(link);
+    },
+  });
+  state.peer = peer;
+  let links = 0;
+  const tracker = new TrackerClient({
+    url: trackerUrl,
+    infoHash: infoHash(channel),
+    peerId: trackerId,
+    onError: (why) => state.errors.push(`tracker: ${why}`),
+    onChannel: (dc, remote) => {
+      const id = `${links++}`;
+      channels.set(id, dc);
+      dc.binaryType = "arraybuffer";
+      const remoteId = peerIdOf(Uint8Array.from(remote, (c) => c.charCodeAt(0)));
+      peer.attach({ id, expectedPeerId: remoteId }, dc, Date.now());
+      dc.addEventListener("message", (e) => peer.receive(id, new Uint8Array(e.data as ArrayBuffer), Date.now()));
+      dc.addEventListener("close", () => {
+        channels.delete(id);
+        peer.detach(id);
+      });
+    },
+  });
+  let announcedAt = 0;
+  let seedAsked = false;
+  setInterval(() => {
+    const now = Date.now();
+    peer.tick(now);
+    state.neighbours = peer.neighbours;
+    state.forgedRefused = peer.stats.forgedRefused;
+    // More neighbours when short (a seed first), within the tracker's offer budget.
+    if (peer.neighbours < WANTED_NEIGHBOURS && now - announcedAt > 5_000) {
+      announcedAt = now;
+      const wantSeed = !seedAsked || peer.parents().some((p) => p === null);
+      seedAsked = true;
+      tracker.announce(3, wantSeed).catch((e) => state.errors.push(`announce: ${e}`));
+    }
+  }, 100);
+  const map = new PieceMap();
+  const swarm = {
+    piece: (seq: bigint) => peer.piece(seq),
+    newest: () => peer.newestSeq,
+    onPiece: (fn: () => void) => {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  };
+  const report = {
+    swarm: (seqs: bigint[], bytes: number) => {
+      const seeds = seqs.filter((s) => fromSeed.get(s)).length;
+      state.bytes.seeds += (bytes * seeds) / seqs.length;
+      state.bytes.peers += (bytes * (seqs.length - seeds)) / seqs.length;
+    },
+    http: (bytes: number) => {
+      state.bytes.http += bytes;
+    },
+  };
+  return swarmLoaders(Hls.DefaultConfig.loader as never, map, swarm, report);
+}
+
 let playingDate: () => Date | null = () => null;
 if (Hls.isSupported()) {
-  const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+  const substreams = Number(data.substreams);
+  const p2p =
+    data.channelId && data.tracker && typeof RTCPeerConnection === "function" && substreams > 0
+      ? joinSwarm(data.channelId, data.tracker, substreams)
+      : null;
+  const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, ...(p2p ?? {}) });
   hls.on(Hls.Events.ERROR, (_e, d) => {
     state.errors.push(`${d.type}:${d.details}${d.fatal ? ":fatal" : ""}`);
     if (d.fatal && d.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
@@ -53,5 +171,10 @@ setInterval(() => {
   const d = playingDate();
   state.behindMs = d && !video.paused ? Date.now() - d.getTime() : null;
   const behind = state.behindMs === null ? "–" : `${(state.behindMs / 1000).toFixed(1)} s`;
-  overlay.textContent = `behind live ${behind} · peers 0 · from peers 0 % (P2P not yet in browsers: HLS from the seeder)`;
+  const { peers, seeds, http } = state.bytes;
+  const all = peers + seeds + http;
+  const share = (x: number) => (all > 0 ? `${Math.round((100 * x) / all)} %` : "–");
+  overlay.textContent = state.peer
+    ? `behind live ${behind} · peers ${state.neighbours} · from pages ${share(peers)} · seeders ${share(seeds)} · HTTP ${share(http)}`
+    : `behind live ${behind} · HLS from the seeder (no swarm on this page)`;
 }, 500);

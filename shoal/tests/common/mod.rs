@@ -122,9 +122,15 @@ pub fn word_after(lines: &[String], marker: &str) -> String {
 pub fn up_args(data: &str) -> Vec<&str> {
     let any = "127.0.0.1:0";
     let mut a = vec!["up", "--data-dir", data];
-    for flag in
-        ["--tracker-listen", "--rtmp-listen", "--srt-listen", "--ingest-listen", "--seeder-listen", "--hls-listen"]
-    {
+    for flag in [
+        "--tracker-listen",
+        "--rtmp-listen",
+        "--srt-listen",
+        "--ingest-listen",
+        "--seeder-listen",
+        "--hls-listen",
+        "--webrtc-listen",
+    ] {
         a.extend([flag, any]);
     }
     a
