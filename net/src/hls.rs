@@ -43,6 +43,12 @@ pub const WINDOW: usize = 6;
 /// §4.1).
 pub const PIECES_TAG: &str = "#EXT-X-SHOAL-PIECES";
 
+/// Pieces per LL-HLS part: 200 ms parts at ingest's default 50 ms pieces. A part is
+/// what a player asks for and a blocking playlist reload waits for; 50 ms parts made
+/// hls.js reload the playlist 20 times a second, which cost a page more CPU than
+/// playing the video (docs/measurements.md).
+pub const PART_PIECES: usize = 4;
+
 /// Complete segments whose parts are still listed (and served).
 const PART_SEGMENTS: usize = 2;
 
@@ -105,8 +111,10 @@ struct Inner {
     next_n: u64,
     /// The last sequence number taken: pieces must follow it (a gap ends the segment).
     last_seq: Option<u64>,
-    /// The longest part seen, µs (`PART-TARGET`).
-    part_target_us: u64,
+    /// A piece's usual duration, µs: `PART-TARGET` is [`Inner::part_pieces`] of them.
+    piece_us: u64,
+    /// Pieces per part (the last part of a segment may have fewer).
+    part_pieces: usize,
     /// The playlist as last rendered; cleared by every change. Every client at the live
     /// edge asks for the same one (blocking reloads wake together): it is made once.
     rendered: Option<Bytes>,
@@ -115,9 +123,9 @@ struct Inner {
 }
 
 impl Inner {
-    /// (segment number, parts) of the open segment, if any.
+    /// (segment number, complete parts) of the open segment, if any.
     fn open_parts(&self) -> Option<(u64, usize)> {
-        self.open.as_ref().map(|o| (self.next_n, o.parts.len()))
+        self.open.as_ref().map(|o| (self.next_n, o.parts.len() / self.part_pieces))
     }
 
     /// Whether segment `msn` (with at least `part + 1` parts, if given) is listed.
@@ -148,7 +156,14 @@ impl Hls {
     }
 
     fn with_prefix(prefix: String, spool: Option<SpoolIndex>) -> Self {
-        Hls { prefix, inner: Mutex::new(Inner::default()), changed: watch::channel(0).0, spool }
+        let inner = Inner { part_pieces: PART_PIECES, ..Inner::default() };
+        Hls { prefix, inner: Mutex::new(inner), changed: watch::channel(0).0, spool }
+    }
+
+    /// The same with `n` pieces to a part (at least 1).
+    pub fn with_part_pieces(self, n: usize) -> Self {
+        self.lock().part_pieces = n.max(1);
+        self
     }
 
     /// The channel whose files these are (`""` for a viewer's, at the root).
@@ -210,7 +225,11 @@ impl Hls {
                     tracing::debug!(error = %e, "HLS: part not spooled; it is sent by copying");
                 }
                 o.parts.push(Part { duration_us, data });
-                i.part_target_us = i.part_target_us.max(duration_us);
+                // The usual piece: a running mean that one late piece (an encoder that
+                // stalled) moves little, so that the playlist's part target and hold-back
+                // (which players take as their latency) stay put.
+                let d = duration_us.min(i.piece_us.saturating_mul(4).max(1));
+                i.piece_us = if i.piece_us == 0 { duration_us } else { (i.piece_us * 15 + d) / 16 };
             }
             if piece.flags().contains(PieceFlags::SEGMENT_START) {
                 if let Some(o) = i.open.take()
@@ -275,20 +294,29 @@ impl Hls {
 /// The playlist of what `i` holds.
 fn render(i: &Inner) -> Option<String> {
     let first = i.listed().next()?;
-    let target = i.listed().map(|s| s.duration_us.div_ceil(1_000_000)).max().unwrap_or(1).max(1);
-    let part_target = i.part_target_us.max(1) as f64 / 1e6;
+    // Each segment's duration rounded to the nearest second is at most the target (RFC
+    // 8216 §4.3.3.1): a segment of 1.02 s does not make it 2 (which hls.js takes as
+    // the room it leaves for stalls).
+    let target = i.listed().map(|s| (s.duration_us + 500_000) / 1_000_000).max().unwrap_or(1).max(1);
+    let per = i.part_pieces;
+    // Rounded up to 10 ms. A part after an encoder's stall is longer than this, which
+    // players take in their stride; a target raised by every such part would hold them
+    // seconds behind live for good.
+    let part_target = ((i.piece_us.max(1) * per as u64).div_ceil(10_000) * 10_000) as f64 / 1e6;
     let mut out = format!(
         "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
              #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
         part_target * 3.0,
         first.n
     );
-    let part_lines = |out: &mut String, n: u64, parts: &[Part]| {
-        for (k, p) in parts.iter().enumerate() {
+    // A part is `per` pieces; `pieces` of an open segment list only whole parts.
+    let part_lines = |out: &mut String, n: u64, pieces: &[Part]| {
+        for (k, p) in pieces.chunks(per).enumerate() {
             let independent = if k == 0 { ",INDEPENDENT=YES" } else { "" };
+            let duration_us: u64 = p.iter().map(|p| p.duration_us).sum();
             out.push_str(&format!(
                 "#EXT-X-PART:DURATION={:.3},URI=\"{n}.{k}.ts\"{independent}\n",
-                p.duration_us as f64 / 1e6
+                duration_us as f64 / 1e6
             ));
         }
     };
@@ -300,16 +328,17 @@ fn render(i: &Inner) -> Option<String> {
             out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
         }
         expected_start = Some(s.start_us + s.duration_us);
-        out.push_str(&format!("{PIECES_TAG}:FIRST={},COUNT={}\n", s.first_seq, s.parts.len()));
+        out.push_str(&format!("{PIECES_TAG}:FIRST={},COUNT={},PART={per}\n", s.first_seq, s.parts.len()));
         if s.parts_listed {
             part_lines(&mut out, s.n, &s.parts);
         }
         out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
     }
     if let Some(o) = &i.open {
-        out.push_str(&format!("{PIECES_TAG}:FIRST={}\n", o.first_seq));
-        part_lines(&mut out, i.next_n, &o.parts);
-        out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.ts\"\n", i.next_n, o.parts.len()));
+        out.push_str(&format!("{PIECES_TAG}:FIRST={},PART={per}\n", o.first_seq));
+        let whole = o.parts.len() / per;
+        part_lines(&mut out, i.next_n, &o.parts[..whole * per]);
+        out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{whole}.ts\"\n", i.next_n));
     }
     Some(out)
 }
@@ -320,14 +349,20 @@ impl Hls {
         self.lock().done.iter().find(|s| s.n == n).map(|s| s.parts.iter().map(|p| p.data.clone()).collect())
     }
 
-    /// Part `k` of segment `n`, while its segment is served (a part leaves the
-    /// playlist before its segment does; a player that saw it listed may still ask).
-    pub fn part(&self, n: u64, k: usize) -> Option<Bytes> {
+    /// Part `k` of segment `n` (its pieces' payloads), while its segment is served (a
+    /// part leaves the playlist before its segment does; a player that saw it listed
+    /// may still ask). An open segment's part exists once it is whole.
+    pub fn part(&self, n: u64, k: usize) -> Option<Vec<Bytes>> {
         let i = self.lock();
+        let per = i.part_pieces;
+        let chunk = |pieces: &[Part], whole_only: bool| {
+            let c = pieces.chunks(per).nth(k)?;
+            (!whole_only || c.len() == per).then(|| c.iter().map(|p| p.data.clone()).collect())
+        };
         if let Some(o) = i.open.as_ref().filter(|_| i.next_n == n) {
-            return o.parts.get(k).map(|p| p.data.clone());
+            return chunk(&o.parts, true);
         }
-        i.done.iter().find(|s| s.n == n).and_then(|s| s.parts.get(k)).map(|p| p.data.clone())
+        i.done.iter().find(|s| s.n == n).and_then(|s| chunk(&s.parts, false))
     }
 
     /// Waits (up to `limit`) until `ready` holds; whether it did.
@@ -431,7 +466,7 @@ impl Hls {
                 None => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, Body::full("no complete segment yet\n")),
             },
             part if parse_part(part).is_some() => match parse_part(part).and_then(|(n, k)| self.part(n, k)) {
-                Some(b) => answer(StatusCode::OK, "video/mp2t", Body::full(b)),
+                Some(b) => answer(StatusCode::OK, "video/mp2t", Body::chunks(b)),
                 None => answer(StatusCode::NOT_FOUND, TEXT, Body::full("part not served (gone or not yet made)\n")),
             },
             seg => match seg.strip_prefix('/').and_then(|s| s.strip_suffix(".ts")).and_then(|n| n.parse().ok()) {
@@ -521,7 +556,7 @@ mod tests {
 
     #[test]
     fn parts_are_listed_as_they_complete_and_blocking_reloads_wait_for_them() {
-        let h = Arc::new(Hls::new("demo"));
+        let h = Arc::new(Hls::new("demo").with_part_pieces(1));
         for seq in 0..45 {
             h.push(&piece(seq, seq % 20 == 0));
         }
@@ -535,12 +570,15 @@ mod tests {
         assert!(p.contains("#EXT-X-PART:DURATION=0.050,URI=\"2.3.ts\"\n") && !p.contains("\"2.4.ts\",D"), "{p}");
         assert!(p.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"2.4.ts\"\n"), "{p}");
         // Each segment says which pieces it is made of (a page answers parts from them).
-        assert!(p.contains("#EXT-X-SHOAL-PIECES:FIRST=20,COUNT=20\n#EXT-X-PART:DURATION=0.050,URI=\"1.0.ts\""), "{p}");
-        assert!(p.contains("#EXT-X-SHOAL-PIECES:FIRST=40\n#EXT-X-PART:DURATION=0.050,URI=\"2.0.ts\""), "{p}");
-        assert_eq!(h.part(2, 0).unwrap(), piece(40, true).payload().clone(), "a part is the piece's payload");
+        assert!(
+            p.contains("#EXT-X-SHOAL-PIECES:FIRST=20,COUNT=20,PART=1\n#EXT-X-PART:DURATION=0.050,URI=\"1.0.ts\""),
+            "{p}"
+        );
+        assert!(p.contains("#EXT-X-SHOAL-PIECES:FIRST=40,PART=1\n#EXT-X-PART:DURATION=0.050,URI=\"2.0.ts\""), "{p}");
+        assert_eq!(h.part(2, 0).unwrap(), vec![piece(40, true).payload().clone()], "a part is the piece's payload");
         assert_eq!(h.part(2, 4), None, "not complete yet");
         // The parts of a segment concatenate to the segment.
-        let parts: Vec<Bytes> = (0..20).map(|k| h.part(1, k).unwrap()).collect();
+        let parts: Vec<Bytes> = (0..20).flat_map(|k| h.part(1, k).unwrap()).collect();
         assert_eq!(parts, h.segment(1).unwrap());
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
@@ -584,7 +622,7 @@ mod tests {
         let p = text(h.playlist());
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:1\n") && !p.contains("\n0.ts"), "0 is not listed: {p}");
         assert_eq!(len(&h.segment(0).unwrap()), 20 * 2 * 188, "but served");
-        assert_eq!(h.part(0, 3), Some(piece(3, false).payload().clone()), "and so are its parts");
+        assert_eq!(h.part(0, 0).map(|p| p.len()), Some(4), "and so are its parts");
         // The piece at 15.0 s (seq 280) ends it; segment 1 (out at 9.0 s) has until
         // 16.0 s.
         for seq in 141..280 {
@@ -593,7 +631,7 @@ mod tests {
         assert!(h.segment(0).is_some(), "14.95 s: still served");
         h.push(&piece(280, true));
         assert_eq!(h.segment(0), None, "15.0 s: gone");
-        assert_eq!(h.part(0, 3), None);
+        assert_eq!(h.part(0, 0), None);
         assert!(h.segment(1).is_some());
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let r = rt.block_on(h.answer_or_404("/hls/demo/0.ts", None));
@@ -614,5 +652,37 @@ mod tests {
         let p = text(h.playlist());
         assert_eq!(p.matches("#EXT-X-PROGRAM-DATE-TIME:").count(), 1, "one, on the first segment: {p}");
         assert!(p.contains("#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:01.000Z\n"), "{p}");
+    }
+
+    #[test]
+    fn a_part_is_four_pieces_and_only_whole_ones_are_listed_until_the_segment_ends() {
+        let h = Hls::new("demo");
+        for seq in 0..47 {
+            h.push(&piece(seq, seq % 22 == 0));
+        }
+        // Segment 1 is pieces 22..44 (22 of them: parts of 4, 4, 4, 4, 4, 2); the open one
+        // holds 44..46 complete and 46 pending: no whole part yet, part 0 is hinted.
+        let p = text(h.playlist());
+        assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"), "{p}");
+        assert!(p.contains("#EXT-X-SHOAL-PIECES:FIRST=22,COUNT=22,PART=4\n"), "{p}");
+        assert!(
+            p.contains("#EXT-X-PART:DURATION=0.200,URI=\"1.4.ts\"\n#EXT-X-PART:DURATION=0.100,URI=\"1.5.ts\"\n"),
+            "{p}"
+        );
+        assert!(
+            p.ends_with("#EXT-X-SHOAL-PIECES:FIRST=44,PART=4\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"2.0.ts\"\n"),
+            "{p}"
+        );
+        let payloads = |r: std::ops::Range<u64>| r.map(|s| piece(s, s % 22 == 0).payload().clone()).collect::<Vec<_>>();
+        assert_eq!(h.part(1, 5), Some(payloads(42..44)), "the segment's short last part");
+        assert_eq!(h.part(2, 0), None, "not whole yet");
+        for seq in 47..49 {
+            h.push(&piece(seq, false));
+        }
+        assert_eq!(h.part(2, 0), Some(payloads(44..48)));
+        assert!(
+            text(h.playlist())
+                .ends_with("URI=\"2.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"2.1.ts\"\n")
+        );
     }
 }

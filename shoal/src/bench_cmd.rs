@@ -53,6 +53,9 @@ enum BenchWhat {
     /// A seeder's egress: its LL-HLS origin against nginx serving the same files, and
     /// piece pushes to many TCP peers with a frame copied per peer or shared.
     Seeder(crate::bench_seeder::SeederBenchArgs),
+    /// Watch pages in headless Chromium against `shoal up`: P2P share, latency,
+    /// startup, rebuffering, forgeries, CPU.
+    Browsers(crate::bench_browsers::BrowsersBenchArgs),
 }
 
 impl BenchArgs {
@@ -83,6 +86,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Tracker(a) => crate::bench_tracker::run(a),
         BenchWhat::Swarm(a) => crate::bench_swarm::run(a),
         BenchWhat::Seeder(a) => crate::bench_seeder::run(a),
+        BenchWhat::Browsers(a) => crate::bench_browsers::run(a),
         BenchWhat::Sim { scenario, rng_seed, attackers, attack, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));

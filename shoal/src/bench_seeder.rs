@@ -196,7 +196,7 @@ fn serve_hls(dir: &Path, threads: usize, spool: bool) -> anyhow::Result<()> {
     for uri in uris(&playlist) {
         let name = uri.trim_end_matches(".ts");
         let bytes: Vec<u8> = match name.split_once('.') {
-            Some((n, k)) => hls.part(n.parse()?, k.parse()?).context("listed part")?.to_vec(),
+            Some((n, k)) => hls.part(n.parse()?, k.parse()?).context("listed part")?.concat(),
             None => hls.segment(name.parse()?).context("listed segment")?.concat(),
         };
         std::fs::write(files.join(&uri), bytes)?;

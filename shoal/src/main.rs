@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod admin_cmd;
+mod bench_browsers;
 mod bench_cmd;
 mod bench_ingest;
 mod bench_nginx;

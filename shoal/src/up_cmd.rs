@@ -40,6 +40,9 @@ pub(crate) struct UpArgs {
     /// No WebRTC: pages play the HLS fallback only.
     #[arg(long)]
     no_webrtc: bool,
+    /// Media time per piece (and LL-HLS part), ms.
+    #[arg(long, default_value_t = 50)]
+    piece_ms: u32,
 }
 
 /// What the first start made, kept (0600) in `DATA_DIR/demo.json`.
@@ -94,6 +97,8 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             &a.srt_listen.to_string(),
             "--http-listen",
             &a.ingest_listen.to_string(),
+            "--piece-ms",
+            &a.piece_ms.to_string(),
         ])?;
         let ingest = crate::ingest_cmd::start(&i.a).await.context("starting ingest")?;
         let local = |addr: SocketAddr| format!("http://127.0.0.1:{}", addr.port());

@@ -28,6 +28,16 @@ fn chromium_available(web: &Path) -> bool {
     ok
 }
 
+/// `shoal up` fed an ffmpeg test pattern of `size`: (its process and log, ffmpeg, the watch page's URL).
+fn up_with_feed(name: &str, size: &str) -> ((common::Killed, common::LogTape), common::Killed, String) {
+    let dir = std::env::temp_dir().join(format!("shoal-browser-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data").display().to_string();
+    let (up_proc, up, log) = start_logged(&up_args(&data), "Ctrl-C stops it");
+    let ffmpeg = testsrc_to(&word_after(&up, "push:    "), size);
+    ((up_proc, log), ffmpeg, word_after(&up, "browser: "))
+}
+
 #[test]
 fn two_pages_meet_through_the_tracker_and_exchange_hellos_over_a_data_channel() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
@@ -61,13 +71,7 @@ fn the_watch_page_plays_the_live_feed_in_chromium() {
     if !chromium_available(&web) || !ffmpeg_available() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("shoal-browser-watch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data").display().to_string();
-    let (_up, up, _log) = start_logged(&up_args(&data), "Ctrl-C stops it");
-    let rtmp = word_after(&up, "push:    ");
-    let watch = word_after(&up, "browser: ");
-    let _ffmpeg = testsrc_to(&rtmp, "640x360");
+    let (_up, _ffmpeg, watch) = up_with_feed("watch", "640x360");
     // Test artifacts: the screenshot stays under target/ for whoever looks at the run.
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("watch-page.png");
     let out = Command::new("node")
@@ -82,5 +86,54 @@ fn the_watch_page_plays_the_live_feed_in_chromium() {
     assert!(r["played"].as_f64().unwrap() >= 6.0, "{r}");
     assert!(r["longestStallMs"].as_u64().unwrap() <= 1_000, "a stall over 1 s: {r}");
     assert!(r["overlay"].as_str().unwrap().starts_with("behind live"), "{r}");
+    // It played from the swarm: the seeder pushed pieces over WebRTC, verified in the
+    // page; HTTP brought only the start segment from before it joined.
+    let bytes = |k: &str| r["bytes"][k].as_f64().unwrap();
+    let swarm = bytes("seeds") + bytes("peers");
+    assert!(swarm >= 0.7 * (swarm + bytes("http")), "most bytes over WebRTC: {r}");
+    assert_eq!(r["peer"]["forgedRefused"], 0, "{r}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 1_000, "a screenshot was taken");
+}
+
+#[test]
+fn many_pages_play_a_minute_mostly_from_each_other_and_a_forger_is_dropped() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    if !chromium_available(&web) || !ffmpeg_available() {
+        return;
+    }
+    let (_up, _ffmpeg, watch) = up_with_feed("many", "320x180");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("many-pages");
+    std::fs::create_dir_all(&shots).unwrap();
+    // Six pages for 60 s: the first forges every piece it passes on, the last opens
+    // halfway through.
+    let out = Command::new("node")
+        .args(["browser/pages.mjs", &watch, "6", "60", "--late", "1", "--forgers", "1"])
+        .args(["--shots", &shots.display().to_string()])
+        .current_dir(&web)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text} (screenshots: {})", shots.display());
+    assert!(out.status.success(), "not every page played: {text}");
+    let r: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let pages = r["pages"].as_array().unwrap();
+    let honest: Vec<&serde_json::Value> = pages.iter().filter(|p| p["forger"] == false).collect();
+    let (mut peers, mut all) = (0.0, 0.0);
+    for p in &honest {
+        assert!(p["longestStallMs"].as_u64().unwrap() <= 1_000, "page {} stalled over 1 s: {p}", p["i"]);
+        assert!(p["playedWallMs"].as_u64().unwrap() >= 25_000, "page {} played: {p}", p["i"]);
+        let b = |k: &str| p["bytes"][k].as_f64().unwrap();
+        peers += b("peers");
+        all += b("peers") + b("seeds") + b("http");
+    }
+    assert!(peers > 0.5 * all, "most bytes from other pages: {peers} of {all}");
+    let late = honest.iter().find(|p| p["late"] == true).unwrap();
+    assert!(late["startupMs"].as_u64().unwrap() <= 2_500, "a page joining mid-stream started late: {late}");
+    // The forger sent forgeries; none reached any page's player, and pages that got
+    // one dropped it.
+    let forger = &pages[0];
+    assert!(forger["forgedSent"].as_u64().unwrap() > 0, "the forger forged: {forger}");
+    assert_eq!(pages.iter().map(|p| p["forgedPlayed"].as_u64().unwrap()).sum::<u64>(), 0);
+    let refused: u64 = honest.iter().map(|p| p["peer"]["forgedRefused"].as_u64().unwrap()).sum();
+    assert!(refused >= 1, "a page refused a forged piece and dropped its sender");
 }

@@ -69,6 +69,20 @@ fn vectors() -> Value {
     bad_sync[56 + 188] = 0x48;
     let mut short = good.wire().to_vec();
     short.pop();
+    // The genuine signature with S + L: the same scalar, not its canonical encoding
+    // (RFC 8032 §5.1.7 refuses it; a lax verifier would not).
+    let mut big_s = good.wire().to_vec();
+    let l: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for (i, l) in l.iter().enumerate() {
+        let at = n - 32 + i;
+        let sum = u16::from(big_s[at]) + u16::from(*l) + carry;
+        big_s[at] = sum as u8;
+        carry = sum >> 8;
+    }
     let mut bad_flags = good.wire().to_vec();
     bad_flags[1] = 0x10;
     let piece = |name: &str, wire: &[u8], verdict: &str| json!({"name": name, "hex": hex(wire), "verdict": verdict});
@@ -81,6 +95,7 @@ fn vectors() -> Value {
         json!({"name": "genuine, flags, top of the numbering", "hex": hex(flagged.wire()), "verdict": "ok", "fields": p(&flagged)}),
         piece("payload changed under a genuine signature", &tampered, "forged"),
         piece("zero signature", &zero_sig, "forged"),
+        piece("genuine signature with S + L", &big_s, "forged"),
         piece("another channel's genuine piece", foreign.wire(), "wrong_channel"),
         piece("second packet without sync byte", &bad_sync, "malformed"),
         piece("one byte short", &short, "malformed"),

@@ -14,16 +14,27 @@ import type {
   PlaylistLoaderConstructor,
 } from "hls.js";
 
-import type { Piece } from "./piece.js";
+import { Flags, type Piece } from "./piece.js";
+
+/** The pieces of a part or segment. */
+export interface Span {
+  seqs: bigint[];
+  /**
+   * The hinted part of the open segment: it may end early, at the next segment start
+   * (a piece flagged SEGMENT_START after its first).
+   */
+  open: boolean;
+}
 
 /** Where a playlist says a part's or a segment's bytes are. */
 export class PieceMap {
-  private readonly byUrl = new Map<string, { first: bigint; count: number }>();
+  private readonly byUrl = new Map<string, { first: bigint; count: number; open: boolean }>();
 
   /** Reads a media playlist fetched from `url`: each part and complete segment's pieces. */
   ingest(url: string, text: string): void {
     let first: bigint | null = null;
     let count: number | null = null;
+    let per = 1;
     for (const raw of text.split("\n")) {
       const line = raw.trim();
       if (line.startsWith("#EXT-X-SHOAL-PIECES:")) {
@@ -36,12 +47,20 @@ export class PieceMap {
         first = /^\d+$/.test(attrs.get("FIRST") ?? "") ? BigInt(attrs.get("FIRST") as string) : null;
         const c = attrs.get("COUNT");
         count = c !== undefined && /^\d+$/.test(c) ? Number(c) : null;
+        const p = attrs.get("PART");
+        per = p !== undefined && /^\d+$/.test(p) && Number(p) > 0 ? Number(p) : 1;
       } else if (first !== null && (line.startsWith("#EXT-X-PART:") || line.startsWith("#EXT-X-PRELOAD-HINT:"))) {
         const uri = /URI="([^"]+)"/.exec(line)?.[1];
         const k = uri ? /(\d+)\.(\d+)\.ts$/.exec(uri)?.[2] : undefined;
-        if (uri && k !== undefined) this.byUrl.set(new URL(uri, url).href, { first: first + BigInt(k), count: 1 });
+        if (uri && k !== undefined) {
+          const at = Number(k) * per;
+          // A complete segment's last part has what is left; an open segment lists whole parts.
+          const n = count === null ? per : Math.max(0, Math.min(per, count - at));
+          const hinted = line.startsWith("#EXT-X-PRELOAD-HINT:");
+          this.byUrl.set(new URL(uri, url).href, { first: first + BigInt(at), count: n, open: hinted });
+        }
       } else if (first !== null && line !== "" && !line.startsWith("#")) {
-        if (count !== null) this.byUrl.set(new URL(line, url).href, { first, count });
+        if (count !== null) this.byUrl.set(new URL(line, url).href, { first, count, open: false });
         first = null;
         count = null;
       }
@@ -55,10 +74,10 @@ export class PieceMap {
   }
 
   /** The pieces a part or segment URL is made of, if a playlist said. */
-  pieces(url: string): bigint[] | null {
+  pieces(url: string): Span | null {
     const at = this.byUrl.get(url);
-    if (!at) return null;
-    return Array.from({ length: at.count }, (_, i) => at.first + BigInt(i));
+    if (!at || at.count === 0) return null;
+    return { seqs: Array.from({ length: at.count }, (_, i) => at.first + BigInt(i)), open: at.open };
   }
 }
 
@@ -67,6 +86,8 @@ export interface Swarm {
   piece(seq: bigint): Piece | undefined;
   /** The newest piece known to exist. */
   newest(): bigint | null;
+  /** The first piece it got: what came before it joined, it will not have. */
+  first(): bigint | null;
   /** Calls `fn` at every new verified piece; returns the unsubscribe. */
   onPiece(fn: () => void): () => void;
 }
@@ -80,7 +101,7 @@ export interface LoadReport {
 }
 
 /** A piece that is known to exist (a later one does) is fetched over HTTP after this. */
-export const SWARM_WAIT_MS = 500;
+export const SWARM_WAIT_MS = 800;
 /** And one not known to exist yet (the part the playlist hints) after this. */
 export const SWARM_WAIT_AHEAD_MS = 2_000;
 
@@ -127,19 +148,29 @@ export function swarmLoaders(Base: LoaderClass, map: PieceMap, swarm: Swarm, rep
 
     load(context: LoaderContext, config: LoaderConfiguration, callbacks: LoaderCallbacks<LoaderContext>): void {
       this.context = context;
-      const seqs = map.pieces(context.url);
-      if (seqs === null) return this.fetch(context, config, callbacks);
+      const span = map.pieces(context.url);
+      if (span === null) return this.fetch(context, config, callbacks);
       const start = performance.now();
       this.stats = emptyStats();
       this.stats.loading.start = start;
+      let seqs = span.seqs;
       const attempt = (): boolean => {
-        const pieces = seqs.map((s) => swarm.piece(s));
-        if (pieces.some((p) => p === undefined)) return false;
+        const pieces: Piece[] = [];
+        for (const [j, seq] of seqs.entries()) {
+          const p = swarm.piece(seq);
+          if (p === undefined) return false;
+          // The hinted part ends where the next segment starts.
+          if (span.open && j > 0 && (p.flags & Flags.SEGMENT_START) !== 0) {
+            seqs = seqs.slice(0, j);
+            break;
+          }
+          pieces.push(p);
+        }
         this.stop();
-        const total = pieces.reduce((n, p) => n + (p as Piece).payload.length, 0);
+        const total = pieces.reduce((n, p) => n + p.payload.length, 0);
         const data = new Uint8Array(total);
         let at = 0;
-        for (const p of pieces as Piece[]) {
+        for (const p of pieces) {
           data.set(p.payload, at);
           at += p.payload.length;
         }
@@ -152,6 +183,9 @@ export function swarmLoaders(Base: LoaderClass, map: PieceMap, swarm: Swarm, rep
         return true;
       };
       if (attempt()) return;
+      // From before the page joined (its start segment): not coming, ask HTTP now.
+      const first = swarm.first();
+      if (first === null || seqs[0] < first) return this.fetch(context, config, callbacks);
       const last = seqs[seqs.length - 1];
       const unsubscribe = swarm.onPiece(() => void attempt());
       const timer = setInterval(() => {

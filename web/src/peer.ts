@@ -12,7 +12,7 @@
 
 import { blake3 } from "@noble/hashes/blake3.js";
 
-import { Flags, type Piece, PieceError, verifyPiece } from "./piece.js";
+import { Flags, type Piece, PieceError, verifyPieceAsync } from "./piece.js";
 import { ChannelTransport, type Channel } from "./transport.js";
 import { Goodbye, type Hello, type Message, PROTOCOL_VERSION, Role, type Status, WireError } from "./wire.js";
 
@@ -30,13 +30,19 @@ const PARENT_STALL_MS = 1_000;
 const REFUSED_MS = 5_000;
 /** A piece known to exist (a later one arrived) is pulled if not pushed within this. */
 const REPAIR_WAIT_MS = 250;
-const REQUEST_TIMEOUT_MS = 800;
+const REQUEST_TIMEOUT_MS = 500;
+/** A piece missing this long is asked of a seed (the part is due soon after). */
+const SEED_REPAIR_AFTER_MS = 600;
+/** How often a page looks for a page to take a substream from instead of a seed. */
+const REVIEW_EVERY_MS = 2_000;
 const MAX_REQUEST_SEQS = 32;
 /** Messages a link may send: a burst, then a rate (the reference shell's limits). */
 const MESSAGE_BURST = 4_000;
 const MESSAGES_PER_S = 2_000;
 /** Pieces in a row a non-parent may send that we cannot use before it is flooding. */
 const MAX_USELESS = 128;
+/** Substreams pushed to children in all (each child's each substream is one). */
+const DEFAULT_CHILD_SLOTS = 8;
 /** Bytes queued on a link past which we push no more to it (it pulls what it misses). */
 const MAX_QUEUED = 1 << 20;
 
@@ -59,7 +65,7 @@ export interface PeerOptions {
   nSubstreams: number;
   /** Upload offered, kbit/s (Hello); forwarding slots follow from it. */
   uploadKbps: number;
-  /** Push children accepted in our club's substream. */
+  /** Substreams pushed to children in all ({@link DEFAULT_CHILD_SLOTS} if not set). */
   childSlots?: number;
   /** A new piece verified and kept (in arrival order; the player orders them). */
   onPiece?: (piece: Piece, fromSeed: boolean) => void;
@@ -106,6 +112,8 @@ interface Link {
   useless: number;
   /** Requests out to it: seq → sent at (ms). */
   requests: Map<bigint, number>;
+  /** Its pieces' verifications, chained in arrival order. */
+  verified: Promise<void>;
 }
 
 /**
@@ -123,7 +131,11 @@ export class PagePeer {
   /** When we learned each missing piece exists (ms). */
   private readonly missingSince = new Map<bigint, number>();
   private readonly banned = new Set<bigint>();
+  /** Pieces being verified, by sequence number. */
+  private readonly verifying = new Map<bigint, Promise<unknown>>();
   private newest: bigint | null = null;
+  private first: bigint | null = null;
+  private reviewAt = 0;
   private oldest: bigint | null = null;
   private segmentStart: bigint | null = null;
   private statusAt = 0;
@@ -163,6 +175,11 @@ export class PagePeer {
     return this.newest;
   }
 
+  /** The first piece it kept (what came before, it never pulls). */
+  get firstSeq(): bigint | null {
+    return this.first;
+  }
+
   /** A verified piece we hold. */
   piece(seq: bigint): Piece | undefined {
     return this.window.get(seq);
@@ -188,6 +205,7 @@ export class PagePeer {
       refilledAt: nowMs,
       useless: 0,
       requests: new Map(),
+      verified: Promise.resolve(),
     };
     this.links.set(info.id, link);
     this.send(link, {
@@ -308,16 +326,38 @@ export class PagePeer {
     this.send(link, { kind: "status", status: this.status() });
   }
 
+  /**
+   * What we push to `link`: the substreams it asks for that we are fed (never back up
+   * the tree: not what it feeds us), our club's first, while slots last (a slot is one
+   * substream to one child). Pages forward beyond their club: in a small audience a
+   * club can have no page in it, and its substream would come from the seed for all.
+   */
   private onSubscribe(link: Link, wanted: bigint): void {
-    const slots = this.opts.childSlots ?? 4;
-    const others = [...this.links.values()].filter((l) => l !== link && l.children !== 0n).length;
+    let free = this.slots() - this.childSubstreams(link);
     let accepted = 0n;
-    const club = 1n << BigInt(this.club);
-    const depth = this.depth(this.club);
-    // Only our club's substream, only while we are fed it, never back up the tree.
-    if (wanted & club && others < slots && depth < MAX_DEPTH && !(link.pushes & club)) accepted = club;
+    const order = [this.club, ...Array.from({ length: this.opts.nSubstreams }, (_, s) => s).filter((s) => s !== this.club)];
+    for (const s of order) {
+      const bit = 1n << BigInt(s);
+      if (free <= 0 || !(wanted & bit) || link.pushes & bit || this.depth(s) >= MAX_DEPTH) continue;
+      accepted |= bit;
+      free -= 1;
+    }
     link.children = accepted;
     this.send(link, { kind: "subscribe_reply", accepted });
+  }
+
+  private slots(): number {
+    return this.opts.childSlots ?? DEFAULT_CHILD_SLOTS;
+  }
+
+  /** Substreams we push, to all children but `except`. */
+  private childSubstreams(except?: Link): number {
+    let n = 0;
+    for (const l of this.links.values()) {
+      if (l === except) continue;
+      for (let m = l.children; m !== 0n; m &= m - 1n) n += 1;
+    }
+    return n;
   }
 
   private onPiece(link: Link, piece: Piece): void {
@@ -325,23 +365,40 @@ export class PagePeer {
     const fromParent = (link.pushes & (1n << BigInt(s))) !== 0n;
     link.requests.delete(piece.seq);
     const old = this.oldest !== null && piece.seq < this.oldest;
-    if (this.window.has(piece.seq) || old) {
+    if (this.window.has(piece.seq) || this.verifying.has(piece.seq) || old) {
       if (!fromParent && ++link.useless > MAX_USELESS) {
         this.stats.flooding += 1;
         this.goodbye(link, Goodbye.Flooding, "pieces we cannot use");
       }
       return;
     }
-    try {
-      verifyPiece(piece, this.opts.channel);
-    } catch (e) {
-      if (e instanceof PieceError && e.forged) {
-        this.stats.forgedRefused += 1;
-        if (link.hello) this.banned.add(link.hello.peerId);
-        return this.goodbye(link, Goodbye.Forged, e.message);
-      }
-      return this.goodbye(link, Goodbye.Malformed, String(e));
-    }
+    // Verified off the message path (WebCrypto is asynchronous), one link's pieces in
+    // the order they came: kept, played and passed on only once verified, and only
+    // while its sender is still a neighbour (after a forgery, nothing more of its).
+    const check = (link.verified = link.verified.then(() => verifyPieceAsync(piece, this.opts.channel))).then(
+      () => this.links.get(link.info.id) === link && this.verified(link, piece, s, fromParent),
+      (e) => {
+        if (this.links.get(link.info.id) !== link) return;
+        if (e instanceof PieceError && e.forged) {
+          this.stats.forgedRefused += 1;
+          if (link.hello) this.banned.add(link.hello.peerId);
+          return this.goodbye(link, Goodbye.Forged, e.message);
+        }
+        return this.goodbye(link, Goodbye.Malformed, String(e));
+      },
+    );
+    this.verifying.set(
+      piece.seq,
+      check.finally(() => this.verifying.delete(piece.seq)),
+    );
+  }
+
+  /** Every piece received so far has been verified (or refused). */
+  async settled(): Promise<void> {
+    while (this.verifying.size > 0) await Promise.all([...this.verifying.values()]);
+  }
+
+  private verified(link: Link, piece: Piece, s: number, fromParent: boolean): void {
     link.useless = 0;
     this.lastPieceAt = this.now;
     if (fromParent) {
@@ -368,6 +425,7 @@ export class PagePeer {
   }
 
   private keep(piece: Piece): void {
+    if (this.first === null || piece.seq < this.first) this.first = piece.seq;
     this.window.set(piece.seq, piece);
     this.missingSince.delete(piece.seq);
     if ((piece.flags & Flags.SEGMENT_START) !== 0 && (this.segmentStart === null || piece.seq > this.segmentStart)) {
@@ -423,6 +481,10 @@ export class PagePeer {
       for (const [seq, at] of link.requests) if (nowMs - at > REQUEST_TIMEOUT_MS) link.requests.delete(seq);
     }
     this.dropStalledParents();
+    if (nowMs - this.reviewAt >= REVIEW_EVERY_MS) {
+      this.reviewAt = nowMs;
+      this.leaveSeeds();
+    }
     this.chooseParents();
     this.repair();
     if (nowMs - this.statusAt >= STATUS_EVERY_MS) {
@@ -447,6 +509,37 @@ export class PagePeer {
         link.refusedUntil[s] = this.now + REFUSED_MS;
         this.send(link, { kind: "subscribe", substreams: link.asked });
       }
+    }
+  }
+
+  /**
+   * Moves substreams a seed pushes to a page that is fed them near a seed and has
+   * room: the seed's upload is the broadcaster's cost, and its slots are for pages
+   * that have no one else. If the page refuses, the seed is chosen again.
+   */
+  private leaveSeeds(): void {
+    for (let s = 0; s < this.opts.nSubstreams; s++) {
+      const bit = 1n << BigInt(s);
+      const seed = this.parentOf(s);
+      if (!seed || seed.hello?.role !== Role.Seed || !(seed.delivered & bit)) continue;
+      let best: Link | undefined;
+      for (const l of this.links.values()) {
+        const st = l.status;
+        if (!l.hello || !st || l.hello.role === Role.Seed) continue;
+        if (l.refusedUntil[s] > this.now || l.children & bit || st.freeSlots === 0) continue;
+        if (st.depth[s] > 2 || st.root[s] === this.opts.peerId || st.parent[s] === this.opts.peerId) continue;
+        if (!best || st.depth[s] < (best.status?.depth[s] ?? 255)) best = l;
+      }
+      if (!best) continue;
+      this.opts.log?.(`substream ${s}: from the seed to page ${best.info.id}`);
+      seed.asked &= ~bit;
+      seed.pushes &= ~bit;
+      seed.delivered &= ~bit;
+      this.send(seed, { kind: "subscribe", substreams: seed.asked });
+      best.asked |= bit;
+      best.lastPush[s] = this.now;
+      this.send(best, { kind: "subscribe", substreams: best.asked });
+      return; // one move per review: the tree settles gradually
     }
   }
 
@@ -487,24 +580,36 @@ export class PagePeer {
 
   /** Pulls pieces missing for longer than a push takes, from whoever likely holds them. */
   private repair(): void {
-    const due: bigint[] = [];
-    for (const [seq, at] of this.missingSince) {
-      if (this.now - at < REPAIR_WAIT_MS) continue;
-      if ([...this.links.values()].some((l) => l.requests.has(seq))) continue;
-      due.push(seq);
+    const batches = new Map<Link, bigint[]>();
+    const n = BigInt(this.opts.nSubstreams);
+    for (const [seq, since] of this.missingSince) {
+      const waited = this.now - since;
+      if (waited < REPAIR_WAIT_MS || [...this.links.values()].some((l) => l.requests.has(seq))) continue;
+      // A page that is fed its substream, the least busy; a seed once pages had their
+      // chance (or when no page is fed it): seeds' upload is the broadcaster's cost;
+      // else any page.
+      const s = Number(seq % n);
+      const room = (l: Link) => l.requests.size + (batches.get(l)?.length ?? 0) < MAX_REQUEST_SEQS;
+      let page: Link | undefined;
+      let seed: Link | undefined;
+      let other: Link | undefined;
+      for (const l of this.links.values()) {
+        if (!l.hello || !l.status || !room(l)) continue;
+        if (l.hello.role === Role.Seed) seed ??= l;
+        else if (l.status.depth[s] < MAX_DEPTH && (!page || l.requests.size < page.requests.size)) page = l;
+        else other ??= l; // not fed it when it last said, but may hold it by now
+      }
+      const best = (waited >= SEED_REPAIR_AFTER_MS ? (seed ?? page) : (page ?? seed)) ?? other;
+      if (!best) continue;
+      const batch = batches.get(best) ?? [];
+      batch.push(seq);
+      batches.set(best, batch);
     }
-    if (due.length === 0) return;
-    due.sort((a, b) => (a < b ? -1 : 1));
-    // Pages first, a seed when no page will do.
-    const sources = [...this.links.values()].filter((l) => l.hello && l.status);
-    sources.sort((a, b) => Number(a.hello?.role === Role.Seed) - Number(b.hello?.role === Role.Seed));
-    for (const src of sources) {
-      const mine = due.splice(0, MAX_REQUEST_SEQS - src.requests.size);
-      if (mine.length === 0) continue;
-      for (const q of mine) src.requests.set(q, this.now);
-      this.stats.requestsSent += mine.length;
-      this.send(src, { kind: "request", seqs: mine });
-      if (due.length === 0) return;
+    for (const [src, seqs] of batches) {
+      seqs.sort((a, b) => (a < b ? -1 : 1));
+      for (const q of seqs) src.requests.set(q, this.now);
+      this.stats.requestsSent += seqs.length;
+      this.send(src, { kind: "request", seqs });
     }
   }
 
@@ -525,10 +630,9 @@ export class PagePeer {
         root.push(NONE);
       }
     }
-    const slots = this.opts.childSlots ?? 4;
     const children = [...this.links.values()].filter((l) => l.children !== 0n).length;
     return {
-      freeSlots: Math.max(0, slots - children),
+      freeSlots: Math.max(0, this.slots() - this.childSubstreams()),
       children,
       minChildKbps: 0,
       busyMs: 0,

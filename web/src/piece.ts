@@ -90,6 +90,16 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** What a piece's signature covers: `"shoal/piece/v2" | header | BLAKE3(payload)`, once its header names `channel`. */
+function signedMessage(piece: Piece, channel: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (!equal(piece.channel, channel)) throw new PieceError("piece belongs to another channel");
+  const msg = new Uint8Array(SIGNING_CONTEXT.length + HEADER_LEN + 32);
+  msg.set(SIGNING_CONTEXT, 0);
+  msg.set(piece.wire.subarray(0, HEADER_LEN), SIGNING_CONTEXT.length);
+  msg.set(blake3(piece.payload), SIGNING_CONTEXT.length + HEADER_LEN);
+  return msg;
+}
+
 /**
  * Verifies `piece` for `channel` (the channel's 32-byte public key): the header names
  * it, and the signature over `"shoal/piece/v2" | header | BLAKE3(payload)` is strict
@@ -97,15 +107,48 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
  * ed25519-dalek's `verify_strict`). Throws a forged {@link PieceError} if not.
  */
 export function verifyPiece(piece: Piece, channel: Uint8Array): void {
-  if (!equal(piece.channel, channel)) throw new PieceError("piece belongs to another channel");
-  const msg = new Uint8Array(SIGNING_CONTEXT.length + HEADER_LEN + 32);
-  msg.set(SIGNING_CONTEXT, 0);
-  msg.set(piece.wire.subarray(0, HEADER_LEN), SIGNING_CONTEXT.length);
-  msg.set(blake3(piece.payload), SIGNING_CONTEXT.length + HEADER_LEN);
+  const msg = signedMessage(piece, channel);
   let ok: boolean;
   try {
     const r = ed.Point.fromBytes(piece.signature.subarray(0, 32));
     ok = !r.isSmallOrder() && ed.verify(piece.signature, msg, channel, { zip215: false });
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new PieceError("signature does not verify against the channel key", true);
+}
+
+/** A channel key imported into WebCrypto (null: this runtime has no Ed25519 there). */
+const webKeys = new Map<string, Promise<CryptoKey | null>>();
+
+function webKey(channel: Uint8Array): Promise<CryptoKey | null> {
+  const id = Array.from(channel, (b) => b.toString(16).padStart(2, "0")).join("");
+  let key = webKeys.get(id);
+  if (!key) {
+    const subtle = globalThis.crypto?.subtle;
+    key = subtle
+      ? subtle.importKey("raw", new Uint8Array(channel), { name: "Ed25519" }, false, ["verify"]).catch(() => null)
+      : Promise.resolve(null);
+    webKeys.set(id, key);
+  }
+  return key;
+}
+
+/**
+ * {@link verifyPiece}, by the runtime's WebCrypto Ed25519 where it has one (native:
+ * twenty times faster than pure JS, which matters at 20 pieces a second on a phone),
+ * else by the same code as {@link verifyPiece}. Both are RFC 8032 verification with
+ * canonical encodings (S < L; R compared as encoded), and cofactorless: for the
+ * channel's key, which is a real one, a small-order R cannot verify either way, so
+ * both refuse what ed25519-dalek's `verify_strict` refuses (the golden vectors check).
+ */
+export async function verifyPieceAsync(piece: Piece, channel: Uint8Array): Promise<void> {
+  const key = await webKey(channel);
+  if (key === null) return verifyPiece(piece, channel);
+  const msg = signedMessage(piece, channel);
+  let ok: boolean;
+  try {
+    ok = await globalThis.crypto.subtle.verify({ name: "Ed25519" }, key, new Uint8Array(piece.signature), msg);
   } catch {
     ok = false;
   }

@@ -84,24 +84,26 @@ function page(peerId: bigint, log: string[] = []) {
   return { peer, got, closed };
 }
 
-const feed = (peer: PagePeer, link: string, msgs: Message[], now: number) => {
+/** Hands `msgs` to `peer` and waits until the pieces among them are verified. */
+const feed = async (peer: PagePeer, link: string, msgs: Message[], now: number) => {
   for (const m of msgs) peer.receive(link, encode(m), now);
+  await peer.settled();
 };
 
-test("a page subscribes to a seed and keeps what verifies", () => {
+test("a page subscribes to a seed and keeps what verifies", async () => {
   const { peer, got } = page(5n);
   const seed = new Wire();
   peer.attach({ id: "seed", expectedPeerId: 99n }, seed, 0);
   assert.equal(seed.take()[0].kind, "hello");
-  feed(peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 10);
+  await feed(peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 10);
   const sent = seed.take();
   assert.deepEqual(
     sent.map((m) => m.kind),
     ["status", "subscribe"],
   );
   assert.equal((sent[1] as { substreams: bigint }).substreams, 0b1111n, "every substream from the seed");
-  feed(peer, "seed", [{ kind: "subscribe_reply", accepted: 0b1111n }], 20);
-  feed(
+  await feed(peer, "seed", [{ kind: "subscribe_reply", accepted: 0b1111n }], 20);
+  await feed(
     peer,
     "seed",
     Array.from({ length: 8 }, (_, i) => ({ kind: "piece", piece: sign(1000 + i, i === 0 ? Flags.SEGMENT_START : 0) }) as Message),
@@ -123,15 +125,15 @@ test("a page subscribes to a seed and keeps what verifies", () => {
   assert.equal(status.status.segmentStart, 1000n);
 });
 
-test("a forged piece is never kept, and its sender is told why, dropped and banned", () => {
+test("a forged piece is never kept, and its sender is told why, dropped and banned", async () => {
   const { peer, got, closed } = page(5n);
   const liar = new Wire();
   peer.attach({ id: "liar", expectedPeerId: null }, liar, 0);
   liar.take();
   const hello = { ...seedHello, hello: { ...seedHello.hello, peerId: 66n, role: Role.Viewer } } as Message;
-  feed(peer, "liar", [hello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
+  await feed(peer, "liar", [hello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
   const forged = sign(1000, 0, new Uint8Array(32).fill(8)); // another key, this channel's id
-  feed(peer, "liar", [{ kind: "piece", piece: forged }, { kind: "piece", piece: sign(1001) }], 2);
+  await feed(peer, "liar", [{ kind: "piece", piece: forged }, { kind: "piece", piece: sign(1001) }], 2);
   assert.equal(got.length, 0, "nothing from a forger, not even what it sent after");
   assert.equal(peer.stats.forgedRefused, 1);
   const bye = liar.take().find((m) => m.kind === "goodbye");
@@ -140,71 +142,67 @@ test("a forged piece is never kept, and its sender is told why, dropped and bann
   // It comes back on another link under the same id: refused.
   const again = new Wire();
   peer.attach({ id: "again", expectedPeerId: null }, again, 3);
-  feed(peer, "again", [hello], 4);
+  await feed(peer, "again", [hello], 4);
   const refused = again.take().find((m) => m.kind === "goodbye");
   assert.ok(refused && refused.kind === "goodbye" && refused.reason === Goodbye.Forged);
 });
 
-test("a hello that names another id than the tracker's, or comes after other messages, is refused", () => {
+test("a hello that names another id than the tracker's, or comes after other messages, is refused", async () => {
   const { peer, closed } = page(5n);
   peer.attach({ id: "a", expectedPeerId: 42n }, new Wire(), 0);
-  feed(peer, "a", [seedHello], 1);
+  await feed(peer, "a", [seedHello], 1);
   assert.match(closed[0], /tracker identity/);
   peer.attach({ id: "b", expectedPeerId: null }, new Wire(), 0);
-  feed(peer, "b", [{ kind: "ping", nonce: 1n }], 1);
+  await feed(peer, "b", [{ kind: "ping", nonce: 1n }], 1);
   assert.match(closed[1], /ping before hello/);
   peer.attach({ id: "c", expectedPeerId: null }, new Wire(), 0);
   peer.receive("c", new Uint8Array([0, 0, 0, 1, 0x7f]), 1);
   assert.equal(peer.stats.malformed, 3);
 });
 
-test("a page forwards its club's substream to a page that subscribes, which pulls the rest", () => {
-  // A (club 1) is fed by the seed; B knows only A.
+test("a page forwards what it is fed to a page that subscribes, which pulls the rest", async () => {
+  // A is fed by the seed; B knows only A.
   const a = page(5n);
   const b = page(8n);
   const seed = new Wire();
   a.peer.attach({ id: "seed", expectedPeerId: 99n }, seed, 0);
-  feed(a.peer, "seed", [seedHello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
+  await feed(a.peer, "seed", [seedHello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
   const aToB = new Wire();
   const bToA = new Wire();
   a.peer.attach({ id: "b", expectedPeerId: null }, aToB, 1);
   b.peer.attach({ id: "a", expectedPeerId: null }, bToA, 1);
-  const pump = (now: number) => {
+  const pump = async (now: number) => {
     for (let i = 0; i < 5; i++) {
       for (const c of aToB.sent.splice(0)) b.peer.receive("a", c, now);
       for (const c of bToA.sent.splice(0)) a.peer.receive("b", c, now);
+      await Promise.all([a.peer.settled(), b.peer.settled()]);
     }
   };
-  pump(2);
-  // A is fed its club's substream (5 mod 4 = 1) once the seed pushed it a piece of it.
-  feed(a.peer, "seed", [{ kind: "piece", piece: sign(1000) }, { kind: "piece", piece: sign(1001) }], 3);
-  a.peer.tick(3_000); // A's Status now says depth 1 in substream 1
-  pump(3_000);
-  // B asked A for everything; A took only its club.
-  assert.deepEqual(b.peer.parents(), [null, "a", null, null]);
-  for (let i = 2; i <= 8; i++) feed(a.peer, "seed", [{ kind: "piece", piece: sign(1000 + i) }], 3_010 + i);
-  pump(3_020);
+  await pump(2);
+  // A is fed substreams 0 and 1 once the seed pushed it a piece of each.
+  await feed(a.peer, "seed", [{ kind: "piece", piece: sign(1000) }, { kind: "piece", piece: sign(1001) }], 3);
+  a.peer.tick(3_000); // A's Status now says depth 1 in substreams 0 and 1
+  await pump(3_000);
+  // B asked A for everything; A took what it is fed, its club (5 mod 4 = 1) and 0.
+  assert.deepEqual(b.peer.parents(), ["a", "a", null, null]);
+  for (let i = 2; i <= 8; i++) await feed(a.peer, "seed", [{ kind: "piece", piece: sign(1000 + i) }], 3_010 + i);
+  await pump(3_020);
   assert.deepEqual(
     b.got.map((p) => Number(p.seq)),
-    [1005],
-    "substream 1 pushed as it came",
+    [1004, 1005, 1008],
+    "substreams 0 and 1 pushed as they came",
   );
+  b.peer.tick(3_200);
+  await pump(3_200);
+  assert.equal(b.got.length, 3, "1006 and 1007 are not pulled before a push could have brought them");
   b.peer.tick(3_400);
-  pump(3_400);
-  assert.equal(b.got.length, 1, "nothing before the first piece B holds is missing: it starts there");
-  // The next piece of substream 1 shows 1006-1008 exist: pulled once a push could not have brought them.
-  feed(a.peer, "seed", [{ kind: "piece", piece: sign(1009) }], 3_500);
-  pump(3_500);
-  b.peer.tick(3_600);
-  pump(3_600);
-  assert.equal(b.got.length, 2, "not pulled before the repair wait");
-  b.peer.tick(3_800);
-  pump(3_800);
+  await pump(3_400);
   assert.deepEqual(
     b.got.map((p) => Number(p.seq)).sort(),
-    [1005, 1006, 1007, 1008, 1009],
+    [1004, 1005, 1006, 1007, 1008],
+    "then pulled; nothing before the first piece B holds: it starts there",
   );
   assert.equal(b.peer.stats.piecesFromPeers, 5);
-  assert.equal(a.peer.stats.piecesPushed, 2);
-  assert.equal(a.peer.stats.piecesServed, 3);
+  assert.equal(a.peer.stats.piecesPushed, 3);
+  assert.equal(a.peer.stats.piecesServed, 2);
 });

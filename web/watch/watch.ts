@@ -23,6 +23,8 @@ interface WatchState {
   bytes: { peers: number; seeds: number; http: number };
   neighbours: number;
   forgedRefused: number;
+  /** Times it skipped ahead to its target latency. */
+  skips: number;
   peer: PagePeer | null;
 }
 
@@ -44,6 +46,7 @@ const state: WatchState = {
   bytes: { peers: 0, seeds: 0, http: 0 },
   neighbours: 0,
   forgedRefused: 0,
+  skips: 0,
   peer: null,
 };
 window.watch = state;
@@ -58,8 +61,11 @@ video.addEventListener("playing", () => {
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt(h, 16));
 
+/** How far behind the playlist's newest part the page plays, s. */
+const TARGET_LATENCY_S = 1.2;
+
 /** Neighbours a page keeps looking for. */
-const WANTED_NEIGHBOURS = 4;
+const WANTED_NEIGHBOURS = 8;
 
 /** Joins the swarm; returns the loaders hls.js should use. */
 function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
@@ -115,13 +121,14 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
       announcedAt = now;
       const wantSeed = !seedAsked || peer.parents().some((p) => p === null);
       seedAsked = true;
-      tracker.announce(3, wantSeed).catch((e) => state.errors.push(`announce: ${e}`));
+      tracker.announce(4, wantSeed).catch((e) => state.errors.push(`announce: ${e}`));
     }
   }, 100);
   const map = new PieceMap();
   const swarm = {
     piece: (seq: bigint) => peer.piece(seq),
     newest: () => peer.newestSeq,
+    first: () => peer.firstSeq,
     onPiece: (fn: () => void) => {
       listeners.add(fn);
       return () => listeners.delete(fn);
@@ -143,19 +150,51 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
 let playingDate: () => Date | null = () => null;
 if (Hls.isSupported()) {
   const substreams = Number(data.substreams);
+  // `?p2p=0` plays the seeder's HLS only (for comparison, or a network that blocks WebRTC).
+  const allowed = new URLSearchParams(location.search).get("p2p") !== "0";
   const p2p =
-    data.channelId && data.tracker && typeof RTCPeerConnection === "function" && substreams > 0
+    allowed && data.channelId && data.tracker && typeof RTCPeerConnection === "function" && substreams > 0
       ? joinSwarm(data.channelId, data.tracker, substreams)
       : null;
-  const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, ...(p2p ?? {}) });
+  // Playing 1.2 s behind the playlist's edge leaves room for a late part (from a peer
+  // that left, or HTTP after the swarm) without a stall; a stall adds 0.1 s to it
+  // (hls.js's default, 1 s, would hold a page seconds behind after one hiccup).
+  const hls = new Hls({
+    lowLatencyMode: true,
+    liveSyncDuration: TARGET_LATENCY_S,
+    maxLiveSyncPlaybackRate: 1.5,
+    liveSyncOnStallIncrease: 0.1,
+    ...(p2p ?? {}),
+  });
   hls.on(Hls.Events.ERROR, (_e, d) => {
     state.errors.push(`${d.type}:${d.details}${d.fatal ? ":fatal" : ""}`);
-    if (d.fatal && d.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
+    // Opened before the stream (no playlist yet): ask again until it comes.
+    if (d.fatal && d.details === Hls.ErrorDetails.MANIFEST_LOAD_ERROR) setTimeout(() => hls.loadSource(src), 1_000);
+    else if (d.fatal && d.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
     else if (d.fatal && d.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
   });
   hls.loadSource(src);
   hls.attachMedia(video);
   playingDate = () => hls.playingDate;
+  (window as unknown as { hls: Hls }).hls = hls;
+  // hls.js speeds up to reach its target latency only with over a second buffered
+  // ahead, which a page a second behind live never has: a page that started late (a
+  // slow first part, a busy machine) would stay late. Once a second, if it plays more
+  // than 0.4 s behind the target and the target position is already buffered, it
+  // skips there (within the buffer: no stall, a few frames dropped once).
+  setInterval(() => {
+    const target = hls.liveSyncPosition;
+    const goal = hls.targetLatency;
+    if (target === null || goal === null || video.paused || hls.latency - goal <= 0.4) return;
+    const b = video.buffered;
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= target && target < b.end(i) - 0.1) {
+        video.currentTime = target;
+        state.skips += 1;
+        return;
+      }
+    }
+  }, 1_000);
 } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
   video.src = src;
   playingDate = () => {

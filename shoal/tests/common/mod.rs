@@ -149,13 +149,13 @@ pub fn http_get(url: &str) -> (u16, Vec<u8>) {
     (String::from_utf8_lossy(&raw[9..12]).parse().unwrap(), raw[end..].to_vec())
 }
 
-/// ffmpeg pushing a `size` test pattern (25 fps, a keyframe a second, 60 s) to `rtmp`,
+/// ffmpeg pushing a `size` test pattern (25 fps, a keyframe a second, 150 s) to `rtmp`,
 /// in real time; killed when dropped.
 pub fn testsrc_to(rtmp: &str, size: &str) -> Killed {
     Killed(
         Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25"), "-t", "60"])
+            .args(["-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25"), "-t", "150"])
             .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p"])
             .args(["-f", "flv", rtmp])
             .spawn()

@@ -1,0 +1,211 @@
+//! `shoal bench browsers`: watch pages in headless Chromium against `shoal up` on
+//! loopback, fed by ffmpeg's test pattern over RTMP. Each page joins the swarm over
+//! WebRTC and plays; `web/browser/pages.mjs` drives them and reports what each saw.
+//! Writes `target/bench/bench-browsers.json` (issue 20's fields) and prints a table;
+//! asserts nothing. Needs ffmpeg, Node.js with `npm ci` done in `web/`, and Debian's
+//! chromium.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::bench_nginx::{Reaped, tree_cpu};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BrowsersBenchArgs {
+    /// Watch pages (one Chromium, a browser context each).
+    #[arg(long, default_value_t = 12)]
+    pages: u32,
+    /// Seconds the pages play (the late ones join halfway).
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
+    /// Pages that open halfway through.
+    #[arg(long, default_value_t = 1)]
+    late: u32,
+    /// Pages that forge every piece they pass on.
+    #[arg(long, default_value_t = 1)]
+    forgers: u32,
+    /// The test pattern's size (ffmpeg -s).
+    #[arg(long, default_value = "640x360")]
+    size: String,
+    /// The web/ directory (with `npm ci` done).
+    #[arg(long, default_value = "web")]
+    web: PathBuf,
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Pct {
+    p50: u64,
+    p99: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    pages: u32,
+    seconds: u32,
+    feed: String,
+    /// Bytes played that came from other pages / all bytes played (honest pages).
+    p2p_share: f64,
+    /// From seeders, over WebRTC or HTTP.
+    seed_share: f64,
+    /// Of which over HTTP (the fallback).
+    http_share: f64,
+    /// Frame on screen vs ingest's clock, every 500 ms on every page.
+    latency_ms: Pct,
+    startup_ms: Pct,
+    /// The late pages' startup, ms (joining mid-stream).
+    late_startup_ms: Vec<u64>,
+    /// Time stalled / time playing, all honest pages.
+    rebuffer_ratio: f64,
+    longest_stall_ms: u64,
+    forged_sent: u64,
+    forged_played: u64,
+    /// Pages that refused a forged piece (and dropped its sender).
+    forged_refused: u64,
+    /// Chromium's CPU per page per minute of playing.
+    cpu_s_per_page_minute: f64,
+    /// `shoal up`'s (tracker, ingest, seeder) over the same run.
+    server_cpu_s: f64,
+}
+
+fn pct(mut v: Vec<u64>) -> Pct {
+    v.sort_unstable();
+    let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+    Pct { p50: at(0.5), p99: at(0.99) }
+}
+
+pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
+    if !a.web.join("node_modules/playwright-core").exists() {
+        bail!("{} has no node_modules: run `npm ci` there (and apt-get install -y chromium ffmpeg)", a.web.display());
+    }
+    let data = std::env::temp_dir().join(format!("shoal-bench-browsers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let any = "127.0.0.1:0";
+    let mut up = Reaped(
+        Command::new(std::env::current_exe()?)
+            .args(["up", "--data-dir"])
+            .arg(&data)
+            .args(["--tracker-listen", any, "--rtmp-listen", any, "--srt-listen", any, "--ingest-listen", any])
+            .args(["--seeder-listen", any, "--hls-listen", any, "--webrtc-listen", any])
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting shoal up")?,
+    );
+    let mut lines = std::io::BufReader::new(up.0.stdout.take().context("stdout is piped")?).lines();
+    let (mut rtmp, mut watch) = (None, None);
+    for line in lines.by_ref() {
+        let line = line?;
+        let word = |after: &str| line.split(after).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned);
+        rtmp = rtmp.or_else(|| word("push:    "));
+        watch = watch.or_else(|| word("browser: "));
+        if line.contains("Ctrl-C stops it") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let (rtmp, watch) = (rtmp.context("shoal up printed no push URL")?, watch.context("no browser URL")?);
+    let _ffmpeg = Reaped(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size={}:rate=25", a.size))
+            .args(["-f", "lavfi", "-i", "sine=frequency=440", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args(["-tune", "zerolatency", "-g", "25", "-c:a", "aac", "-f", "flv"])
+            .arg(&rtmp)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting ffmpeg (apt-get install -y ffmpeg)")?,
+    );
+    // The first segment takes a second or two: pages open once the playlist is served.
+    let hls = watch.replace("/watch/", "/hls/") + "/live.m3u8";
+    let addr = hls.trim_start_matches("http://").split('/').next().unwrap_or_default().parse()?;
+    let path = format!("/{}", hls.trim_start_matches("http://").split_once('/').map_or("", |(_, p)| p));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !crate::bench_nginx::http_get(addr, &path).is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if std::time::Instant::now() > deadline {
+            bail!("the seeder served no playlist within 20 s of ffmpeg starting");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cpu0 = tree_cpu(up.0.id());
+    eprintln!("{} pages for {} s on {watch} ...", a.pages, a.seconds);
+    let out = Command::new("node")
+        .arg("browser/pages.mjs")
+        .args([&watch, &a.pages.to_string(), &a.seconds.to_string()])
+        .args(["--late", &a.late.to_string(), "--forgers", &a.forgers.to_string()])
+        .current_dir(&a.web)
+        .output()
+        .context("running node browser/pages.mjs")?;
+    let server_cpu_s = (tree_cpu(up.0.id()) - cpu0).as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .with_context(|| format!("pages.mjs said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    if r["ok"] != Value::Bool(true) {
+        bail!("the pages did not all play: {r}");
+    }
+    let report = summarize(&a, &r, server_cpu_s)?;
+    std::fs::create_dir_all(&a.out)?;
+    crate::machine::write_bench_json(&a.out.join("bench-browsers.json"), &report)?;
+    print_table(&report);
+    Ok(())
+}
+
+fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64) -> anyhow::Result<Report> {
+    let pages = r["pages"].as_array().context("pages")?;
+    let honest: Vec<&Value> = pages.iter().filter(|p| p["forger"] != Value::Bool(true)).collect();
+    let sum = |k: &str| honest.iter().map(|p| p["bytes"][k].as_f64().unwrap_or(0.0)).sum::<f64>();
+    let (peers, seeds, http) = (sum("peers"), sum("seeds"), sum("http"));
+    let all = (peers + seeds + http).max(1.0);
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+    let latency: Vec<u64> = honest
+        .iter()
+        .flat_map(|p| p["behind"].as_array().into_iter().flatten().map(|b| b.as_f64().unwrap_or(0.0).max(0.0) as u64))
+        .collect();
+    let startup: Vec<u64> = honest.iter().map(|p| u(&p["startupMs"])).collect();
+    let late_startup_ms =
+        honest.iter().filter(|p| p["late"] == Value::Bool(true)).map(|p| u(&p["startupMs"])).collect();
+    let stalled: u64 = honest.iter().map(|p| u(&p["stalledMs"])).sum();
+    let played: u64 = honest.iter().map(|p| u(&p["playedWallMs"])).sum();
+    let played_minutes = pages.iter().map(|p| u(&p["playedWallMs"])).sum::<u64>() as f64 / 60_000.0;
+    Ok(Report {
+        pages: a.pages,
+        seconds: a.seconds,
+        feed: format!("ffmpeg testsrc {} 25 fps x264 ultrafast, RTMP into shoal up", a.size),
+        p2p_share: peers / all,
+        seed_share: (seeds + http) / all,
+        http_share: http / all,
+        latency_ms: pct(latency),
+        startup_ms: pct(startup),
+        late_startup_ms,
+        rebuffer_ratio: stalled as f64 / played.max(1) as f64,
+        longest_stall_ms: honest.iter().map(|p| u(&p["longestStallMs"])).max().unwrap_or(0),
+        forged_sent: pages.iter().map(|p| u(&p["forgedSent"])).sum(),
+        forged_played: pages.iter().map(|p| u(&p["forgedPlayed"])).sum(),
+        forged_refused: pages.iter().map(|p| u(&p["peer"]["forgedRefused"])).sum(),
+        cpu_s_per_page_minute: r["cpuSeconds"].as_f64().unwrap_or(0.0) / played_minutes.max(1e-9),
+        server_cpu_s,
+    })
+}
+
+fn print_table(r: &Report) {
+    let row = |k: &str, v: String, t: &str| println!("{k:<28} {v:>16} {t:>14}");
+    row("figure", "measured".into(), "target");
+    row("pages / seconds", format!("{} / {}", r.pages, r.seconds), "12 / 60");
+    row("p2p share", format!("{:.3}", r.p2p_share), "≥ 0.85");
+    row("seed share (HTTP)", format!("{:.3} ({:.3})", r.seed_share, r.http_share), "");
+    row("latency p50/p99 ms", format!("{}/{}", r.latency_ms.p50, r.latency_ms.p99), "≤ 1500/2500");
+    row("startup p50/p99 ms", format!("{}/{}", r.startup_ms.p50, r.startup_ms.p99), "p99 ≤ 2500");
+    row("late startup ms", format!("{:?}", r.late_startup_ms), "≤ 2500");
+    row("rebuffer ratio", format!("{:.4}", r.rebuffer_ratio), "≤ 0.005");
+    row("longest stall ms", r.longest_stall_ms.to_string(), "≤ 1000");
+    row("forged sent/played", format!("{}/{}", r.forged_sent, r.forged_played), "played 0");
+    row("CPU s per page-minute", format!("{:.2}", r.cpu_s_per_page_minute), "");
+    row("server CPU s", format!("{:.1}", r.server_cpu_s), "");
+}

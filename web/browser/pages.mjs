@@ -1,0 +1,143 @@
+// Several watch pages in one headless Chromium, on loopback: each joins the swarm and
+// plays. Prints one JSON line with, per page: startup (opening the page to playing),
+// behind-live samples (every 500 ms, frame on screen vs ingest's clock), time stalled
+// (media time standing still while playing) and the longest stall, bytes played by
+// source (pages, seeders over WebRTC, HTTP), its peer's counters; and the browser's
+// CPU seconds over the run.
+//
+// Usage: node browser/pages.mjs URL PAGES SECONDS [--late N] [--forgers N] [--shots DIR]
+//   --late N     the last N pages open halfway through (joining mid-stream)
+//   --forgers N  the first N pages forge every piece they pass on (the payload marked
+//                "FORGED!!"); every page counts marked pieces it hands its player
+import { readdirSync, readFileSync } from "node:fs";
+
+import { run } from "./chromium.mjs";
+
+const [url, pages, seconds] = [process.argv[2], Number(process.argv[3] ?? 4), Number(process.argv[4] ?? 20)];
+const opt = (name, dflt) => {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? dflt : process.argv[i + 1];
+};
+const late = Number(opt("--late", 0));
+const forgers = Number(opt("--forgers", 0));
+const shots = opt("--shots", null);
+// --http-only: every page plays the seeder's HLS, no swarm (to compare).
+const target = process.argv.includes("--http-only") ? `${url}?p2p=0` : url;
+
+/** CPU seconds used by every Chromium process so far (user + system). */
+function chromiumCpuSeconds() {
+  let ticks = 0;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      if (!/chrom/i.test(comm)) continue;
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return ticks / 100;
+}
+
+/** Runs in each page: a probe of playback, and the forger's or the honest page's hooks. */
+function instrument(forge) {
+  const v = document.getElementById("v");
+  const probe = { stalledMs: 0, longestStallMs: 0, behind: [], startedAt: null, last: -1, since: 0, forgedSent: 0, forgedPlayed: 0 };
+  window.probe = probe;
+  setInterval(() => {
+    const now = performance.now();
+    if (!window.watch.started) return;
+    if (probe.startedAt === null) {
+      probe.startedAt = now;
+      probe.since = now;
+    }
+    if (v.currentTime !== probe.last || v.paused) {
+      probe.last = v.currentTime;
+      probe.since = now;
+    } else {
+      probe.stalledMs += 100;
+      probe.longestStallMs = Math.max(probe.longestStallMs, now - probe.since);
+    }
+  }, 100);
+  setInterval(() => {
+    if (window.watch.behindMs !== null) probe.behind.push(window.watch.behindMs);
+  }, 500);
+  const marker = new TextEncoder().encode("FORGED!!");
+  const marked = (payload) => marker.every((b, i) => payload[4 + i] === b);
+  const hook = () => {
+    const peer = window.watch.peer;
+    if (!peer) return setTimeout(hook, 50);
+    // Every page: a marked piece reaching its player would be a forgery played.
+    const piece = peer.piece.bind(peer);
+    peer.piece = (seq) => {
+      const p = piece(seq);
+      if (p && marked(p.payload)) probe.forgedPlayed += 1;
+      return p;
+    };
+    if (!forge) return;
+    // A forger: every piece it sends (pushes, answers) altered after signing, and
+    // every piece it gets pushed, altered, to every neighbour unasked.
+    const forged = (piece) => {
+      const wire = piece.wire.slice();
+      wire.set(marker, 56 + 4);
+      probe.forgedSent += 1;
+      return { kind: "piece", piece: { ...piece, wire, payload: wire.subarray(56, 56 + piece.payload.length) } };
+    };
+    const send = peer.send.bind(peer);
+    peer.send = (link, msg) => send(link, msg.kind === "piece" ? forged(msg.piece) : msg);
+    const keep = peer.keep.bind(peer);
+    peer.keep = (piece) => {
+      keep(piece);
+      for (const link of peer.links.values()) if (link.hello) peer.send(link, { kind: "piece", piece });
+    };
+  };
+  hook();
+}
+
+const flags = ["--autoplay-policy=no-user-gesture-required", "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"];
+await run(flags, async (browser) => {
+  const cpu0 = chromiumCpuSeconds();
+  const opened = [];
+  const open = async (i) => {
+    const context = await browser.newContext({ viewport: { width: 320, height: 180 } });
+    const page = await context.newPage();
+    const t0 = performance.now();
+    await page.goto(target);
+    await page.evaluate(instrument, i < forgers);
+    opened[i] = { page, t0, late: i >= pages - late, forger: i < forgers };
+  };
+  const early = pages - late;
+  for (let i = 0; i < early; i++) await open(i);
+  await new Promise((r) => setTimeout(r, (seconds * 1000) / 2));
+  for (let i = early; i < pages; i++) await open(i);
+  await new Promise((r) => setTimeout(r, (seconds * 1000) / 2));
+  const results = [];
+  for (const [i, o] of opened.entries()) {
+    const r = await o.page.evaluate(() => ({
+      started: window.watch.started,
+      startedAt: window.probe.startedAt,
+      stalledMs: window.probe.stalledMs,
+      longestStallMs: Math.round(window.probe.longestStallMs),
+      behind: window.probe.behind,
+      bytes: window.watch.bytes,
+      neighbours: window.watch.neighbours,
+      forgedSent: window.probe.forgedSent,
+      forgedPlayed: window.probe.forgedPlayed,
+      skips: window.watch.skips,
+      hlsjs: { latency: window.hls?.latency, target: window.hls?.targetLatency },
+      errors: window.watch.errors,
+      peer: window.watch.peer?.stats ?? null,
+      now: performance.now(),
+      timeOrigin: performance.timeOrigin,
+    }));
+    // Startup: from opening the page (Node's clock) to the first playing sample (the page's).
+    const startupMs = r.startedAt === null ? null : Math.round(r.timeOrigin + r.startedAt - (performance.timeOrigin + o.t0));
+    const playedWallMs = r.startedAt === null ? 0 : Math.round(r.now - r.startedAt);
+    if (shots) await o.page.screenshot({ path: `${shots}/page-${i}.png` });
+    results.push({ i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, startedAt: undefined, now: undefined, timeOrigin: undefined });
+  }
+  const cpuSeconds = chromiumCpuSeconds() - cpu0;
+  return { ok: results.every((r) => r.started), pages: results, cpuSeconds, seconds };
+});
