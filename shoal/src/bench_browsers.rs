@@ -33,6 +33,10 @@ pub(crate) struct BrowsersBenchArgs {
     /// The test pattern's size (ffmpeg -s).
     #[arg(long, default_value = "640x360")]
     size: String,
+    /// Every page plays the seeder's LL-HLS over HTTP, no swarm: the same pages' cost
+    /// and quality without P2P, to compare.
+    #[arg(long)]
+    http_only: bool,
     /// The web/ directory (with `npm ci` done).
     #[arg(long, default_value = "web")]
     web: PathBuf,
@@ -49,6 +53,8 @@ struct Pct {
 #[derive(Debug, Serialize)]
 struct Report {
     pages: u32,
+    /// Pages played HTTP only (no swarm): the comparison run.
+    http_only: bool,
     seconds: u32,
     feed: String,
     /// Bytes played that came from other pages / all bytes played (honest pages).
@@ -140,6 +146,7 @@ pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
         .arg("browser/pages.mjs")
         .args([&watch, &a.pages.to_string(), &a.seconds.to_string()])
         .args(["--late", &a.late.to_string(), "--forgers", &a.forgers.to_string()])
+        .args(a.http_only.then_some("--http-only"))
         .current_dir(&a.web)
         .output()
         .context("running node browser/pages.mjs")?;
@@ -152,7 +159,8 @@ pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
     }
     let report = summarize(&a, &r, server_cpu_s)?;
     std::fs::create_dir_all(&a.out)?;
-    crate::machine::write_bench_json(&a.out.join("bench-browsers.json"), &report)?;
+    let name = if a.http_only { "bench-browsers-http-only.json" } else { "bench-browsers.json" };
+    crate::machine::write_bench_json(&a.out.join(name), &report)?;
     print_table(&report);
     Ok(())
 }
@@ -176,11 +184,13 @@ fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64) -> anyhow::Res
     let played_minutes = pages.iter().map(|p| u(&p["playedWallMs"])).sum::<u64>() as f64 / 60_000.0;
     Ok(Report {
         pages: a.pages,
+        http_only: a.http_only,
         seconds: a.seconds,
         feed: format!("ffmpeg testsrc {} 25 fps x264 ultrafast, RTMP into shoal up", a.size),
-        p2p_share: peers / all,
-        seed_share: (seeds + http) / all,
-        http_share: http / all,
+        // Without the swarm every byte is the seeder's, over HTTP.
+        p2p_share: if a.http_only { 0.0 } else { peers / all },
+        seed_share: if a.http_only { 1.0 } else { (seeds + http) / all },
+        http_share: if a.http_only { 1.0 } else { http / all },
         latency_ms: pct(latency),
         startup_ms: pct(startup),
         late_startup_ms,
