@@ -28,14 +28,16 @@ fn chromium_available(web: &Path) -> bool {
     ok
 }
 
-/// `shoal up` fed an ffmpeg test pattern of `size`: (its process and log, ffmpeg, the watch page's URL).
-fn up_with_feed(name: &str, size: &str) -> ((common::Killed, common::LogTape), common::Killed, String) {
+/// `shoal up` fed an ffmpeg test pattern of `size`: (its process, log and printout,
+/// ffmpeg, the watch page's URL).
+fn up_with_feed(name: &str, size: &str) -> ((common::Killed, common::LogTape, Vec<String>), common::Killed, String) {
     let dir = std::env::temp_dir().join(format!("shoal-browser-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data").display().to_string();
     let (up_proc, up, log) = start_logged(&up_args(&data), "Ctrl-C stops it");
     let ffmpeg = testsrc_to(&word_after(&up, "push:    "), size);
-    ((up_proc, log), ffmpeg, word_after(&up, "browser: "))
+    let watch = word_after(&up, "browser: ");
+    ((up_proc, log, up), ffmpeg, watch)
 }
 
 #[test]
@@ -101,7 +103,7 @@ fn many_pages_play_a_minute_mostly_from_each_other_and_a_forger_is_dropped() {
     if !chromium_available(&web) || !ffmpeg_available() {
         return;
     }
-    let (_up, _ffmpeg, watch) = up_with_feed("many", "320x180");
+    let (up, _ffmpeg, watch) = up_with_feed("many", "320x180");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("many-pages");
     std::fs::create_dir_all(&shots).unwrap();
     // Six pages for 60 s: the first forges every piece it passes on, the last opens
@@ -136,4 +138,16 @@ fn many_pages_play_a_minute_mostly_from_each_other_and_a_forger_is_dropped() {
     assert_eq!(pages.iter().map(|p| p["forgedPlayed"].as_u64().unwrap()).sum::<u64>(), 0);
     let refused: u64 = honest.iter().map(|p| p["peer"]["forgedRefused"].as_u64().unwrap()).sum();
     assert!(refused >= 1, "a page refused a forged piece and dropped its sender");
+    // Pages told the tracker what they watched: metered as viewers (there is no
+    // other viewer here), as the tracker's metrics say after its 10 s flush.
+    assert!(honest.iter().all(|p| p["watchedS"].as_u64().unwrap() >= 25), "each page counted its seconds");
+    let tracker = word_after(&up.2, "--tracker http://");
+    let (_, metrics) = common::http_get(&format!("http://{tracker}/metrics"));
+    let metrics = String::from_utf8_lossy(&metrics);
+    let seconds: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_tracker_viewer_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(seconds >= 30.0, "viewer-seconds metered from pages: {seconds}");
 }

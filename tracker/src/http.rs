@@ -381,7 +381,7 @@ async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
     }
 }
 
-async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<Body> {
+async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Arc<Tracker>) -> Response<Body> {
     let path = req.uri().path();
     if path.starts_with("/v1/") {
         return admin_route(req, tracker).await;
@@ -426,7 +426,7 @@ fn wants_websocket(req: &Request<Incoming>) -> bool {
 
 /// The WebSocket tracker ([`crate::ws`]): answers the upgrade, then serves the
 /// connection on its own task.
-fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Response<Body> {
+fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Arc<Tracker>) -> Response<Body> {
     let h = req.headers();
     let version_13 = h.get(hyper::header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     let Some(key) = h.get(hyper::header::SEC_WEBSOCKET_KEY).filter(|_| version_13) else {
@@ -462,10 +462,10 @@ fn websocket(mut req: Request<Incoming>, ip: IpAddr, tracker: &Tracker) -> Respo
     }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut req);
-    let (relay, directory) = (tracker.relay.clone(), tracker.directory.clone());
+    let (relay, tracker) = (tracker.relay.clone(), tracker.clone());
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => crate::ws::serve(hyper_util::rt::TokioIo::new(io), relay, directory, ip, seed).await,
+            Ok(io) => crate::ws::serve(hyper_util::rt::TokioIo::new(io), tracker, ip, seed).await,
             Err(e) => {
                 relay.release(ip);
                 tracing::debug!(%ip, error = %e, "WebSocket upgrade failed");

@@ -22,6 +22,7 @@ use std::time::Instant;
 use catalogue::directory::{Admission, ChannelDirectory};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::{Map, Value, json};
+use swarm::announce::{Announce, Event, Role};
 use tokio::sync::mpsc;
 
 /// Largest message a page may send (a WebRTC offer is 2–6 KB of SDP).
@@ -83,6 +84,9 @@ pub struct Conn {
     /// A seeder (its token checked at the upgrade): pages' offers that ask for a seed
     /// come to it.
     seed: bool,
+    /// What the last announce said of the page's watching, for the caller to meter
+    /// ([`Relay::take_usage`]).
+    usage: Option<Announce>,
 }
 
 /// Pages by channel (info-hash), by peer id.
@@ -172,7 +176,15 @@ impl Relay {
     pub fn connect(&self, tx: mpsc::Sender<String>, now: Instant, seed: bool) -> Conn {
         self.connections.inc();
         let id = self.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Conn { id, tx, joined: Vec::new(), offer_tokens: OFFER_BURST, refilled: now, seed }
+        Conn { id, tx, joined: Vec::new(), offer_tokens: OFFER_BURST, refilled: now, seed, usage: None }
+    }
+
+    /// The page's watching as its last announce said it (Shoal's `watched` and
+    /// `ad_watched` fields: seconds in the current UTC hour, as a native viewer's HTTP
+    /// announce carries them), as an announce for the swarm store: a viewer that cannot
+    /// be dialled (never listed to native peers), metered like one.
+    pub fn take_usage(conn: &mut Conn) -> Option<Announce> {
+        conn.usage.take()
     }
 
     /// The connection is gone: it leaves every channel it was in.
@@ -277,6 +289,26 @@ impl Relay {
             return Ok(());
         }
         let stopped = msg.get("event").and_then(Value::as_str) == Some("stopped");
+        if let Some(w) = msg.get("watched").and_then(Value::as_u64).filter(|_| !conn.seed) {
+            conn.usage = Some(Announce {
+                info_hash,
+                peer_id,
+                port: 0,
+                uploaded: 0,
+                downloaded: 0,
+                left: 0,
+                event: if stopped { Event::Stopped } else { Event::None },
+                compact: true,
+                want_keys: false,
+                numwant: 0,
+                role: Role::Viewer,
+                reachable: false,
+                free_slots: 0,
+                watched_s: Some(w),
+                ad_watched_s: msg.get("ad_watched").and_then(Value::as_u64),
+                token: None,
+            });
+        }
         let offers = match msg.get("offers") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) if a.len() <= MAX_OFFERS => a.clone(),
@@ -396,7 +428,7 @@ fn latin1(b: &[u8]) -> String {
 
 /// Serves one upgraded connection (its slot reserved): messages in, relayed messages
 /// out, until either side closes; then gives the slot back.
-pub async fn serve<S>(stream: S, relay: Arc<Relay>, directory: Arc<dyn ChannelDirectory>, ip: IpAddr, seed: bool)
+pub async fn serve<S>(stream: S, tracker: Arc<crate::http::Tracker>, ip: IpAddr, seed: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -408,6 +440,7 @@ where
     let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     let (tx, mut rx) = mpsc::channel(QUEUE);
+    let (relay, directory) = (tracker.relay.clone(), tracker.directory.clone());
     let mut conn = relay.connect(tx, Instant::now(), seed);
     let close = loop {
         tokio::select! {
@@ -422,6 +455,10 @@ where
                     let now_unix = crate::http::unix_now();
                     if let Err(c) = relay.on_text(directory.as_ref(), &mut conn, t.as_str(), ip, Instant::now(), now_unix) {
                         break Some(c);
+                    }
+                    // A page's watching is metered as a native viewer's is.
+                    if let Some(a) = Relay::take_usage(&mut conn) {
+                        tracker.swarms.announce(tracker.now_s(), &a, ip);
                     }
                 }
                 Some(Ok(Message::Binary(_))) => break Some(Close::binary()),
@@ -575,6 +612,29 @@ mod tests {
         // More offers than pages: the rest go to seeds.
         w.say(&mut a, &w.announce('A', 3)).unwrap();
         assert_eq!((s1.got().len(), s2.got().len(), b.got().len()), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_pages_watched_seconds_become_a_viewers_announce_and_a_seeders_do_not() {
+        let w = World::new();
+        let mut page = Page::new(&w.relay, w.t0);
+        let mut ann = w.announce('A', 0);
+        w.say(&mut page, &ann).unwrap();
+        assert!(Relay::take_usage(&mut page.conn).is_none(), "no watched field: nothing to meter");
+        ann["watched"] = json!(42);
+        ann["ad_watched"] = json!(7);
+        w.say(&mut page, &ann).unwrap();
+        let a = Relay::take_usage(&mut page.conn).unwrap();
+        assert_eq!((a.watched_s, a.ad_watched_s, a.role, a.reachable), (Some(42), Some(7), Role::Viewer, false));
+        assert_eq!((a.peer_id, a.event), ([b'A'; 20], Event::None));
+        ann["event"] = json!("stopped");
+        w.say(&mut page, &ann).unwrap();
+        assert_eq!(Relay::take_usage(&mut page.conn).unwrap().event, Event::Stopped, "its last counters");
+        let mut seed = Page::seed(&w.relay, w.t0);
+        let mut s = w.announce('S', 0);
+        s["watched"] = json!(42);
+        w.say(&mut seed, &s).unwrap();
+        assert!(Relay::take_usage(&mut seed.conn).is_none(), "a seeder watches nothing");
     }
 
     #[test]

@@ -21,13 +21,18 @@ use tracker::store::StoreConfig;
 type Ws = WebSocketStream<TcpStream>;
 
 async fn start() -> (std::net::SocketAddr, String) {
+    let (addr, hash, _) = start_tracker().await;
+    (addr, hash)
+}
+
+async fn start_tracker() -> (std::net::SocketAddr, String, Arc<Tracker>) {
     let id = ChannelKeypair::from_secret_bytes(&[3; 32]).id();
     let dir = StaticDirectory::new([("news".to_owned(), id)]);
-    let tracker = Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["s"]));
+    let tracker = Arc::new(Tracker::new(StoreConfig::default(), Arc::new(dir), SeederTokens::from_tokens(["s"])));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(tracker::http::serve(listener, Arc::new(tracker)));
-    (addr, id.info_hash().iter().map(|&b| char::from(b)).collect())
+    tokio::spawn(tracker::http::serve(listener, tracker.clone()));
+    (addr, id.info_hash().iter().map(|&b| char::from(b)).collect(), tracker)
 }
 
 async fn page(addr: std::net::SocketAddr) -> Ws {
@@ -98,4 +103,36 @@ async fn bad_messages_are_closed_with_a_reason() {
     let mut p = page(addr).await;
     let _ = p.send(Message::text("x".repeat(tracker::ws::MAX_MESSAGE + 1))).await;
     assert_eq!(closed(&mut p).await.0, 1009);
+}
+
+#[tokio::test]
+async fn a_pages_watched_seconds_are_metered_like_a_native_viewers() {
+    let (addr, hash, tracker) = start_tracker().await;
+    let info_hash: [u8; 20] = hash.chars().map(|c| c as u8).collect::<Vec<u8>>().try_into().unwrap();
+    let mut a = page(addr).await;
+    let announce = |watched: u64, ad: u64| {
+        let m = json!({"action": "announce", "info_hash": hash, "peer_id": id('A'), "numwant": 0, "offers": [],
+            "watched": watched, "ad_watched": ad});
+        Message::text(m.to_string())
+    };
+    // The first announce is its baseline; the next one's growth is credited.
+    a.send(announce(10, 0)).await.unwrap();
+    next(&mut a).await;
+    a.send(announce(14, 1)).await.unwrap();
+    next(&mut a).await;
+    assert_eq!(tracker.swarms.scrape(&info_hash), (0, 1), "the page counts as a viewer");
+    let usage = tracker.swarms.drain_usage(tracker.now_s()).usage;
+    let sum = |f: fn(&catalogue::usage::UsageDelta) -> u64| usage.iter().map(f).sum::<u64>();
+    // Credits are capped by the time into the hour (plus 5 s): only in an hour's first
+    // seconds is that below 4.
+    let into_hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 3600;
+    assert_eq!(sum(|u| u.viewer_seconds), 4u64.min(into_hour + 5));
+    assert_eq!(sum(|u| u.ad_viewer_seconds), 1u64.min(into_hour + 5));
+    // Seeders on the WebSocket are not viewers.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut seed = client_async(format!("ws://{addr}/announce?role=seed&token=s"), tcp).await.unwrap().0;
+    let m = json!({"action": "announce", "info_hash": hash, "peer_id": id('S'), "numwant": 0, "watched": 100});
+    seed.send(Message::text(m.to_string())).await.unwrap();
+    assert_eq!(next(&mut seed).await["complete"], 1, "counted as a seeder on the WebSocket");
+    assert_eq!(tracker.swarms.scrape(&info_hash), (0, 1));
 }

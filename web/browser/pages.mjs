@@ -126,6 +126,7 @@ await run(flags, async (browser) => {
       forgedSent: window.probe.forgedSent,
       forgedPlayed: window.probe.forgedPlayed,
       skips: window.watch.skips,
+      watchedS: window.watch.watchedS,
       hlsjs: { latency: window.hls?.latency, target: window.hls?.targetLatency },
       errors: window.watch.errors,
       peer: window.watch.peer?.stats ?? null,

@@ -91,6 +91,27 @@ export class TrackerClient {
     this.send(wantSeed ? { ...msg, want_seed: true } : msg);
   }
 
+  /**
+   * Tells the tracker what this page watched in the current UTC hour, seconds (and of
+   * those, during ad breaks): Shoal's `watched` and `ad_watched`, metered as a native
+   * viewer's announce is.
+   */
+  async report(watched: number, adWatched: number): Promise<void> {
+    if (this.ws.readyState === WebSocket.CONNECTING) {
+      await new Promise((ok) => this.ws.addEventListener("open", ok, { once: true }));
+    }
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.send({
+      action: "announce",
+      info_hash: this.hash,
+      peer_id: this.me,
+      numwant: 0,
+      offers: [],
+      watched: Math.floor(watched),
+      ad_watched: Math.floor(adWatched),
+    });
+  }
+
   private async onMessage(text: string): Promise<void> {
     let msg: Record<string, unknown>;
     try {

@@ -11,7 +11,7 @@ import Hls from "hls.js/light";
 
 import { PieceMap, swarmLoaders } from "../src/loader.js";
 import { PagePeer, peerIdOf } from "../src/peer.js";
-import { infoHash } from "../src/piece.js";
+import { Flags, infoHash } from "../src/piece.js";
 import { TrackerClient } from "../src/tracker.js";
 
 /** What the page exposes to its tests and to a curious viewer's console. */
@@ -25,6 +25,8 @@ interface WatchState {
   forgedRefused: number;
   /** Times it skipped ahead to its target latency. */
   skips: number;
+  /** Seconds watched this UTC hour, as told to the tracker. */
+  watchedS: number;
   peer: PagePeer | null;
 }
 
@@ -47,6 +49,7 @@ const state: WatchState = {
   neighbours: 0,
   forgedRefused: 0,
   skips: 0,
+  watchedS: 0,
   peer: null,
 };
 window.watch = state;
@@ -60,6 +63,12 @@ video.addEventListener("playing", () => {
 });
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt(h, 16));
+
+/**
+ * What this page watched in the current UTC hour (seconds, and of those during ad
+ * breaks: the ad flags of the pieces last handed to the player), for metering.
+ */
+const metering = { hour: 0, watched: 0, ad: 0, inAd: false, lastTime: -1 };
 
 /** How far behind the playlist's newest part the page plays, s. */
 const TARGET_LATENCY_S = 1.2;
@@ -111,6 +120,25 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
   });
   let announcedAt = 0;
   let seedAsked = false;
+  // Watched seconds in the current UTC hour, told to the tracker at once (the
+  // tracker's baseline for this page) and then every 15 s.
+  let reportedAt = 0;
+  setInterval(() => {
+    const now = Date.now();
+    const hour = Math.floor(now / 3_600_000);
+    if (hour !== metering.hour) Object.assign(metering, { hour, watched: 0, ad: 0 });
+    const playing = !video.paused && video.currentTime !== metering.lastTime;
+    metering.lastTime = video.currentTime;
+    if (playing) {
+      metering.watched += 1;
+      if (metering.inAd) metering.ad += 1;
+    }
+    state.watchedS = metering.watched;
+    if (now - reportedAt >= 15_000) {
+      reportedAt = now;
+      tracker.report(metering.watched, metering.ad).catch(() => {});
+    }
+  }, 1_000);
   setInterval(() => {
     const now = Date.now();
     peer.tick(now);
@@ -136,6 +164,11 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
   };
   const report = {
     swarm: (seqs: bigint[], bytes: number) => {
+      for (const seq of seqs) {
+        const flags = peer.piece(seq)?.flags ?? 0;
+        if (flags & Flags.AD_BREAK_START) metering.inAd = true;
+        if (flags & Flags.AD_BREAK_END) metering.inAd = false;
+      }
       const seeds = seqs.filter((s) => fromSeed.get(s)).length;
       state.bytes.seeds += (bytes * seeds) / seqs.length;
       state.bytes.peers += (bytes * (seqs.length - seeds)) / seqs.length;
