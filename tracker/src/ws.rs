@@ -32,6 +32,10 @@ pub const MAX_OFFERS: usize = 10;
 /// Offers a connection may send at once, and then per second.
 pub const OFFER_BURST: f64 = 50.0;
 pub const OFFERS_PER_SECOND: f64 = 1.0;
+/// Offers to seeders one address may send at once, and then per second (a seeder holds
+/// a WebRTC session for each until it opens or 15 s pass).
+pub const SEED_OFFER_BURST: f64 = 32.0;
+pub const SEED_OFFERS_PER_SECOND: f64 = 1.0;
 /// Channels one connection may be in at once.
 pub const MAX_SWARMS_PER_CONN: usize = 4;
 /// Messages queued for a page before more are dropped (it reads too slowly).
@@ -108,6 +112,8 @@ pub struct Relay {
     next_conn: std::sync::atomic::AtomicU64,
     /// Which seed the next page that asks for one gets (in turn).
     seed_turn: std::sync::atomic::AtomicU64,
+    /// Offers to seeders by address: (tokens, last refill).
+    seed_offers: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     /// result: announce, offer, answer, stopped, refused, unknown_channel, malformed,
     /// oversize, binary, over_budget, no_peer, dropped_slow, full.
     pub messages: IntCounterVec,
@@ -133,6 +139,7 @@ impl Relay {
             slots: Mutex::default(),
             next_conn: 0.into(),
             seed_turn: 0.into(),
+            seed_offers: Mutex::default(),
             messages,
             connections,
         }
@@ -179,6 +186,25 @@ impl Relay {
         Conn { id, tx, joined: Vec::new(), offer_tokens: OFFER_BURST, refilled: now, seed, usage: None }
     }
 
+    /// Takes one of `ip`'s offers to seeders, if it has one left.
+    fn seed_offer(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut m = self.seed_offers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_CONNECTIONS {
+            // Addresses whose budget has refilled need no entry.
+            let full = SEED_OFFER_BURST / SEED_OFFERS_PER_SECOND;
+            m.retain(|_, (_, at)| now.saturating_duration_since(*at).as_secs_f64() < full);
+        }
+        let (tokens, at) = m.entry(ip).or_insert((SEED_OFFER_BURST, now));
+        *tokens =
+            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * SEED_OFFERS_PER_SECOND).min(SEED_OFFER_BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
     /// The page's watching as its last announce said it (Shoal's `watched` and
     /// `ad_watched` fields: seconds in the current UTC hour, as a native viewer's HTTP
     /// announce carries them), as an announce for the swarm store: a viewer that cannot
@@ -221,7 +247,7 @@ impl Relay {
         now: Instant,
         now_unix: u64,
     ) -> Result<(), Close> {
-        let result = self.handle(directory, conn, text, now, now_unix);
+        let result = self.handle(directory, conn, text, ip, now, now_unix);
         if let Err(c) = &result {
             self.count(c.label);
             tracing::debug!(%ip, code = c.code, reason = %c.reason, "WebSocket tracker connection closed");
@@ -234,6 +260,7 @@ impl Relay {
         directory: &dyn ChannelDirectory,
         conn: &mut Conn,
         text: &str,
+        ip: IpAddr,
         now: Instant,
         now_unix: u64,
     ) -> Result<(), Close> {
@@ -376,7 +403,21 @@ impl Relay {
         }
         order.extend(others.iter().copied().filter(|m| !m.seed));
         order.extend(seed_list.iter().enumerate().filter(|(i, _)| Some(*i) != first_seed).map(|(_, m)| *m));
-        for (member, offer) in order.into_iter().zip(&offers) {
+        // An offer to a seeder takes one of its few WebRTC sessions until it opens or
+        // times out: one address gets SEED_OFFER_BURST of them, then
+        // SEED_OFFERS_PER_SECOND; past that its offers go to pages only.
+        let mut takers: Vec<&Member> = Vec::with_capacity(offers.len());
+        for m in order {
+            if takers.len() == offers.len() {
+                break;
+            }
+            if m.seed && !self.seed_offer(ip, now) {
+                self.count("seed_limited");
+                continue;
+            }
+            takers.push(m);
+        }
+        for (member, offer) in takers.into_iter().zip(&offers) {
             self.count("offer");
             let out = json!({"action": "announce", "info_hash": hash_text, "peer_id": sender,
                 "offer": offer["offer"], "offer_id": offer["offer_id"]});
@@ -635,6 +676,45 @@ mod tests {
         s["watched"] = json!(42);
         w.say(&mut seed, &s).unwrap();
         assert!(Relay::take_usage(&mut seed.conn).is_none(), "a seeder watches nothing");
+    }
+
+    #[test]
+    fn one_address_sends_seeders_a_burst_of_offers_then_one_a_second_and_pages_the_rest() {
+        let w = World::new();
+        let mut seed = Page::seed(&w.relay, w.t0);
+        let mut b = Page::new(&w.relay, w.t0);
+        for (p, who) in [(&mut seed, 'S'), (&mut b, 'B')] {
+            w.say(p, &w.announce(who, 0)).unwrap();
+            p.got();
+        }
+        let ask = |who: char| {
+            let mut a = w.announce(who, 1);
+            a["want_seed"] = json!(true);
+            a
+        };
+        // 40 pages from one address ask for a seed at once: 32 offers reach it, the
+        // other 8 go to pages of the channel.
+        let mut pages: Vec<Page> = Vec::new();
+        for i in 0..40u8 {
+            let mut p = Page::new(&w.relay, w.t0);
+            w.say(&mut p, &ask(char::from(0xC0 + i))).unwrap();
+            pages.push(p);
+        }
+        let offers_to_pages = |pages: &mut Vec<Page>, b: &mut Page| {
+            b.got().len()
+                + pages.iter_mut().map(|p| p.got().iter().filter(|m| m.get("offer").is_some()).count()).sum::<usize>()
+        };
+        assert_eq!(seed.got().len(), SEED_OFFER_BURST as usize);
+        assert_eq!(offers_to_pages(&mut pages, &mut b), 40 - SEED_OFFER_BURST as usize);
+        assert_eq!(w.count("seed_limited"), 40 - SEED_OFFER_BURST as u64);
+        // Two seconds later, two more reach the seeder; the third goes to a page.
+        let later = w.t0 + std::time::Duration::from_secs(2);
+        for who in ['X', 'Y', 'Z'] {
+            let mut p = Page::new(&w.relay, w.t0);
+            w.say_at(&mut p, &ask(who), later).unwrap();
+            pages.push(p);
+        }
+        assert_eq!((seed.got().len(), offers_to_pages(&mut pages, &mut b)), (2, 1));
     }
 
     #[test]
