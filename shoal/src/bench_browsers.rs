@@ -2,8 +2,10 @@
 //! loopback, fed by ffmpeg's test pattern over RTMP. Each page joins the swarm over
 //! WebRTC and plays; `web/browser/pages.mjs` drives them and reports what each saw.
 //! Writes `target/bench/bench-browsers.json` (issue 20's fields) and prints a table;
-//! asserts nothing. Needs ffmpeg, Node.js with `npm ci` done in `web/`, and Debian's
-//! chromium.
+//! asserts nothing. With `--vs-p2pml` the same pages then play the same feed with
+//! p2p-media-loader 2.x (hls.js + its loader, an npm `bittorrent-tracker` server, the
+//! seeder's HLS as its CDN) and both are printed side by side. Needs ffmpeg, Node.js
+//! with `npm ci` done in `web/`, and Debian's chromium.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -37,6 +39,10 @@ pub(crate) struct BrowsersBenchArgs {
     /// and quality without P2P, to compare.
     #[arg(long)]
     http_only: bool,
+    /// Then the same pages on the same feed with p2p-media-loader 2.x instead of Shoal's
+    /// peer (no forgers: it checks nothing), printed side by side.
+    #[arg(long, conflicts_with = "http_only")]
+    vs_p2pml: bool,
     /// The web/ directory (with `npm ci` done).
     #[arg(long, default_value = "web")]
     web: PathBuf,
@@ -52,9 +58,10 @@ struct Pct {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// What played: "shoal" (the watch page in the swarm), "http-only" (the watch page,
+    /// no swarm) or "p2pml" (hls.js + p2p-media-loader 2.x, whole segments).
+    player: &'static str,
     pages: u32,
-    /// Pages played HTTP only (no swarm): the comparison run.
-    http_only: bool,
     seconds: u32,
     feed: String,
     /// Bytes played that came from other pages / all bytes played (honest pages).
@@ -79,6 +86,9 @@ struct Report {
     cpu_s_per_page_minute: f64,
     /// `shoal up`'s (tracker, ingest, seeder) over the same run.
     server_cpu_s: f64,
+    /// With `--vs-p2pml`: the same pages and feed with p2p-media-loader, run after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_p2pml: Option<Box<Report>>,
 }
 
 fn pct(mut v: Vec<u64>) -> Pct {
@@ -140,24 +150,11 @@ pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let cpu0 = tree_cpu(up.0.id());
-    eprintln!("{} pages for {} s on {watch} ...", a.pages, a.seconds);
-    let out = Command::new("node")
-        .arg("browser/pages.mjs")
-        .args([&watch, &a.pages.to_string(), &a.seconds.to_string()])
-        .args(["--late", &a.late.to_string(), "--forgers", &a.forgers.to_string()])
-        .args(a.http_only.then_some("--http-only"))
-        .current_dir(&a.web)
-        .output()
-        .context("running node browser/pages.mjs")?;
-    let server_cpu_s = (tree_cpu(up.0.id()) - cpu0).as_secs_f64();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let r: Value = serde_json::from_str(text.lines().last().unwrap_or_default())
-        .with_context(|| format!("pages.mjs said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
-    if r["ok"] != Value::Bool(true) {
-        bail!("the pages did not all play: {r}");
+    let player = if a.http_only { "http-only" } else { "shoal" };
+    let mut report = play(&a, &watch, up.0.id(), player)?;
+    if a.vs_p2pml {
+        report.vs_p2pml = Some(Box::new(play(&a, &watch, up.0.id(), "p2pml")?));
     }
-    let report = summarize(&a, &r, server_cpu_s)?;
     std::fs::create_dir_all(&a.out)?;
     let name = if a.http_only { "bench-browsers-http-only.json" } else { "bench-browsers.json" };
     crate::machine::write_bench_json(&a.out.join(name), &report)?;
@@ -165,7 +162,36 @@ pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64) -> anyhow::Result<Report> {
+/// One run of `pages.mjs` with `player`'s pages on the watch page `watch`; `server` is
+/// `shoal up`'s pid (its CPU over the run is counted).
+fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: &'static str) -> anyhow::Result<Report> {
+    let forgers = if player == "p2pml" { 0 } else { a.forgers };
+    let cpu0 = tree_cpu(server);
+    eprintln!("{} {player} pages for {} s on {watch} ...", a.pages, a.seconds);
+    let out = Command::new("node")
+        .arg("browser/pages.mjs")
+        .args([watch, &a.pages.to_string(), &a.seconds.to_string()])
+        .args(["--late", &a.late.to_string(), "--forgers", &forgers.to_string()])
+        .args(match player {
+            "http-only" => Some("--http-only"),
+            "p2pml" => Some("--p2pml"),
+            _ => None,
+        })
+        .current_dir(&a.web)
+        .output()
+        .context("running node browser/pages.mjs")?;
+    let server_cpu_s = (tree_cpu(server) - cpu0).as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .with_context(|| format!("pages.mjs said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    if r["ok"] != Value::Bool(true) {
+        bail!("the {player} pages did not all play: {r}");
+    }
+    summarize(a, &r, server_cpu_s, player)
+}
+
+fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64, player: &'static str) -> anyhow::Result<Report> {
+    let http_only = player == "http-only";
     let pages = r["pages"].as_array().context("pages")?;
     let honest: Vec<&Value> = pages.iter().filter(|p| p["forger"] != Value::Bool(true)).collect();
     let sum = |k: &str| honest.iter().map(|p| p["bytes"][k].as_f64().unwrap_or(0.0)).sum::<f64>();
@@ -183,14 +209,14 @@ fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64) -> anyhow::Res
     let played: u64 = honest.iter().map(|p| u(&p["playedWallMs"])).sum();
     let played_minutes = pages.iter().map(|p| u(&p["playedWallMs"])).sum::<u64>() as f64 / 60_000.0;
     Ok(Report {
+        player,
         pages: a.pages,
-        http_only: a.http_only,
         seconds: a.seconds,
         feed: format!("ffmpeg testsrc {} 25 fps x264 ultrafast, RTMP into shoal up", a.size),
         // Without the swarm every byte is the seeder's, over HTTP.
-        p2p_share: if a.http_only { 0.0 } else { peers / all },
-        seed_share: if a.http_only { 1.0 } else { (seeds + http) / all },
-        http_share: if a.http_only { 1.0 } else { http / all },
+        p2p_share: if http_only { 0.0 } else { peers / all },
+        seed_share: if http_only { 1.0 } else { (seeds + http) / all },
+        http_share: if http_only { 1.0 } else { http / all },
         latency_ms: pct(latency),
         startup_ms: pct(startup),
         late_startup_ms,
@@ -201,21 +227,27 @@ fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64) -> anyhow::Res
         forged_refused: pages.iter().map(|p| u(&p["peer"]["forgedRefused"])).sum(),
         cpu_s_per_page_minute: r["cpuSeconds"].as_f64().unwrap_or(0.0) / played_minutes.max(1e-9),
         server_cpu_s,
+        vs_p2pml: None,
     })
 }
 
 fn print_table(r: &Report) {
-    let row = |k: &str, v: String, t: &str| println!("{k:<28} {v:>16} {t:>14}");
-    row("figure", "measured".into(), "target");
-    row("pages / seconds", format!("{} / {}", r.pages, r.seconds), "12 / 60");
-    row("p2p share", format!("{:.3}", r.p2p_share), "≥ 0.85");
-    row("seed share (HTTP)", format!("{:.3} ({:.3})", r.seed_share, r.http_share), "");
-    row("latency p50/p99 ms", format!("{}/{}", r.latency_ms.p50, r.latency_ms.p99), "≤ 1500/2500");
-    row("startup p50/p99 ms", format!("{}/{}", r.startup_ms.p50, r.startup_ms.p99), "p99 ≤ 2500");
-    row("late startup ms", format!("{:?}", r.late_startup_ms), "≤ 2500");
-    row("rebuffer ratio", format!("{:.4}", r.rebuffer_ratio), "≤ 0.005");
-    row("longest stall ms", r.longest_stall_ms.to_string(), "≤ 1000");
-    row("forged sent/played", format!("{}/{}", r.forged_sent, r.forged_played), "played 0");
-    row("CPU s per page-minute", format!("{:.2}", r.cpu_s_per_page_minute), "");
-    row("server CPU s", format!("{:.1}", r.server_cpu_s), "");
+    // One column per player: this run's, and p2p-media-loader's when it ran too.
+    let runs: Vec<&Report> = std::iter::once(r).chain(r.vs_p2pml.as_deref()).collect();
+    let row = |k: &str, v: &dyn Fn(&Report) -> String, t: &str| {
+        let cells: String = runs.iter().map(|r| format!(" {:>17}", v(r))).collect();
+        println!("{k:<26}{cells} {t:>14}");
+    };
+    row("figure", &|r| r.player.to_owned(), "target");
+    row("pages / seconds", &|r| format!("{} / {}", r.pages, r.seconds), "12 / 60");
+    row("p2p share", &|r| format!("{:.3}", r.p2p_share), "≥ 0.85");
+    row("seed share (HTTP)", &|r| format!("{:.3} ({:.3})", r.seed_share, r.http_share), "");
+    row("latency p50/p99 ms", &|r| format!("{}/{}", r.latency_ms.p50, r.latency_ms.p99), "≤ 1500/2500");
+    row("startup p50/p99 ms", &|r| format!("{}/{}", r.startup_ms.p50, r.startup_ms.p99), "p99 ≤ 2500");
+    row("late startup ms", &|r| format!("{:?}", r.late_startup_ms), "≤ 2500");
+    row("rebuffer ratio", &|r| format!("{:.4}", r.rebuffer_ratio), "≤ 0.005");
+    row("longest stall ms", &|r| r.longest_stall_ms.to_string(), "≤ 1000");
+    row("forged sent/played", &|r| format!("{}/{}", r.forged_sent, r.forged_played), "played 0");
+    row("CPU s per page-minute", &|r| format!("{:.2}", r.cpu_s_per_page_minute), "");
+    row("server CPU s", &|r| format!("{:.1}", r.server_cpu_s), "");
 }

@@ -2,7 +2,8 @@
 //! live ffmpeg feed; two pages announce the channel on the tracker's WebSocket
 //! (PROTOCOL.md §6.1), one's WebRTC offer reaches the other, the answer comes back, a
 //! data channel opens between them and each decodes the `Hello` the other sent with the
-//! browser peer's codec (`web/`). Needs Node.js, `npm ci` in web/, Debian's chromium
+//! browser peer's codec (`web/`); the npm `bittorrent-tracker` client does the same
+//! on Shoal's tracker; many pages play a minute from each other. Needs Node.js, `npm ci` in web/, Debian's chromium
 //! (and ffmpeg for the watch page): CI installs them and sets `SHOAL_REQUIRE_CHROMIUM`
 //! (elsewhere the tests say they skipped).
 #![allow(clippy::unwrap_used)]
@@ -40,31 +41,56 @@ fn up_with_feed(name: &str, size: &str) -> ((common::Killed, common::LogTape, Ve
     ((up_proc, log, up), ffmpeg, watch)
 }
 
-#[test]
-fn two_pages_meet_through_the_tracker_and_exchange_hellos_over_a_data_channel() {
+/// Bundles web/browser/*-entry.ts, starts `shoal up` (no feed) and runs
+/// `node web/browser/SCRIPT ws://TRACKER/announce CHANNEL_HEX`: its one JSON line.
+fn pages_against_the_tracker(script: &str) -> serde_json::Value {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
-    if !chromium_available(&web) {
-        return;
-    }
     let build = Command::new("npm").args(["run", "build:browser", "--silent"]).current_dir(&web).output().unwrap();
-    assert!(build.status.success(), "bundling the page: {}", String::from_utf8_lossy(&build.stderr));
-    let dir = std::env::temp_dir().join(format!("shoal-browser-pages-{}", std::process::id()));
+    assert!(build.status.success(), "bundling the pages: {}", String::from_utf8_lossy(&build.stderr));
+    let dir = std::env::temp_dir().join(format!("shoal-browser-{script}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data").display().to_string();
     let (_up, up, _log) = start_logged(&up_args(&data), "Ctrl-C stops it");
     let tracker = word_after(&up, "--tracker http://");
     let channel = word_after(&up, "--channel-id ");
     let out = Command::new("node")
-        .args(["browser/two-pages.mjs", &format!("ws://{tracker}/announce"), &channel])
+        .args([&format!("browser/{script}"), &format!("ws://{tracker}/announce"), &channel])
         .current_dir(&web)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     eprintln!("{text}");
-    assert!(out.status.success(), "the pages did not exchange hellos: {text}");
-    let result: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(out.status.success(), "{script} failed: {text}");
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
+}
+
+#[test]
+fn two_pages_meet_through_the_tracker_and_exchange_hellos_over_a_data_channel() {
+    if !chromium_available(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")) {
+        return;
+    }
+    let result = pages_against_the_tracker("two-pages.mjs");
     assert_eq!(result["a"]["hellos"], serde_json::json!(["2"]), "page 1 got page 2's Hello");
     assert_eq!(result["b"]["hellos"], serde_json::json!(["1"]), "page 2 got page 1's Hello");
+}
+
+/// The WebTorrent ecosystem's own tracker client (npm `bittorrent-tracker`, which
+/// p2p-media-loader and WebTorrent use) announces on Shoal's tracker, gets its offers
+/// relayed and answered, and opens a data channel to another such client; an unknown
+/// info-hash gets the tracker's reason as the client's warning.
+#[test]
+fn the_npm_bittorrent_tracker_client_announces_and_exchanges_offers_on_shoals_tracker() {
+    if !chromium_available(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")) {
+        return;
+    }
+    let result = pages_against_the_tracker("bt-clients.mjs");
+    assert!(result["a"]["got"].as_array().unwrap().contains(&"hello from B".into()), "{result}");
+    assert!(result["b"]["got"].as_array().unwrap().contains(&"hello from A".into()), "{result}");
+    // The tracker's answer to B's announce as the client reads it: B is a page (incomplete).
+    assert!(result["b"]["updates"][0]["incomplete"].as_u64().unwrap() >= 1, "{result}");
+    let warning = result["c"]["warnings"][0].as_str().unwrap();
+    assert!(warning.starts_with("unknown channel"), "{warning}");
+    assert_eq!(result["a"]["errors"], serde_json::json!([]), "{result}");
 }
 
 #[test]

@@ -5,11 +5,16 @@
 // source (pages, seeders over WebRTC, HTTP), its peer's counters; and the browser's
 // CPU seconds over the run.
 //
-// Usage: node browser/pages.mjs URL PAGES SECONDS [--late N] [--forgers N] [--shots DIR]
+// Usage: node browser/pages.mjs URL PAGES SECONDS [--late N] [--forgers N] [--shots DIR] [--http-only | --p2pml]
 //   --late N     the last N pages open halfway through (joining mid-stream)
 //   --forgers N  the first N pages forge every piece they pass on (the payload marked
 //                "FORGED!!"); every page counts marked pieces it hands its player
+//   --http-only  every page plays the seeder's HLS, no swarm (to compare)
+//   --p2pml      every page plays the seeder's HLS with p2p-media-loader 2.x instead of
+//                Shoal's peer, meeting the others on an npm `bittorrent-tracker` server
+//                started here (browser/p2pml-entry.ts; no forgers: it checks nothing)
 import { readdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
 
 import { run } from "./chromium.mjs";
 
@@ -21,8 +26,38 @@ const opt = (name, dflt) => {
 const late = Number(opt("--late", 0));
 const forgers = Number(opt("--forgers", 0));
 const shots = opt("--shots", null);
-// --http-only: every page plays the seeder's HLS, no swarm (to compare).
-const target = process.argv.includes("--http-only") ? `${url}?p2p=0` : url;
+const p2pml = process.argv.includes("--p2pml") ? await p2pmlSite(url) : null;
+const target = p2pml?.url ?? (process.argv.includes("--http-only") ? `${url}?p2p=0` : url);
+
+/**
+ * For --p2pml: a WebTorrent tracker and a page with hls.js + p2p-media-loader playing the
+ * HLS the watch page at `watchUrl` plays, both on loopback ports chosen here.
+ */
+async function p2pmlSite(watchUrl) {
+  const page = await (await fetch(watchUrl)).text();
+  const src = new URL(page.match(/data-src="([^"]+)"/)?.[1] ?? "", watchUrl).href;
+  const { default: Server } = await import("bittorrent-tracker/server");
+  const tracker = new Server({ udp: false, http: false, ws: true, stats: false });
+  await new Promise((ok) => tracker.listen(0, "127.0.0.1", ok));
+  const announce = `ws://127.0.0.1:${tracker.ws.address().port}`;
+  const bundle = readFileSync(new URL("../dist/browser/p2pml-entry.js", import.meta.url));
+  const html = `<!doctype html><meta charset="utf-8"><title>p2p-media-loader</title>
+<body data-src="${src}" data-tracker="${announce}"><video id="v" muted autoplay playsinline></video>
+<script src="/p2pml.js"></script></body>`;
+  const site = createServer((req, res) => {
+    const js = req.url === "/p2pml.js";
+    res.writeHead(200, { "content-type": js ? "text/javascript" : "text/html" });
+    res.end(js ? bundle : html);
+  });
+  await new Promise((ok) => site.listen(0, "127.0.0.1", ok));
+  return {
+    url: `http://127.0.0.1:${site.address().port}/`,
+    close: () => {
+      site.close();
+      tracker.close();
+    },
+  };
+}
 
 /** CPU seconds used by every Chromium process so far (user + system). */
 function chromiumCpuSeconds() {
@@ -67,6 +102,7 @@ function instrument(forge) {
   const marker = new TextEncoder().encode("FORGED!!");
   const marked = (payload) => marker.every((b, i) => payload[4 + i] === b);
   const hook = () => {
+    if (window.watch.kind === "p2pml") return;
     const peer = window.watch.peer;
     if (!peer) return setTimeout(hook, 50);
     // Every page: a marked piece reaching its player would be a forgery played.
@@ -140,5 +176,6 @@ await run(flags, async (browser) => {
     results.push({ i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, startedAt: undefined, now: undefined, timeOrigin: undefined });
   }
   const cpuSeconds = chromiumCpuSeconds() - cpu0;
+  p2pml?.close();
   return { ok: results.every((r) => r.started), pages: results, cpuSeconds, seconds };
 });
