@@ -5,18 +5,11 @@
 // has and is told why. Usage: node browser/bt-clients.mjs ws://HOST:PORT/announce CHANNEL_HEX
 // Prints one JSON line; exits 0 when both pages read the other's greeting and the third
 // got the tracker's reason.
-import { readFileSync } from "node:fs";
-import { run } from "./chromium.mjs";
+import { LOOPBACK, blankPageWith, run } from "./chromium.mjs";
 
 const [url, channel] = process.argv.slice(2);
-const bundle = readFileSync(new URL("../dist/browser/bt-entry.js", import.meta.url), "utf8");
-await run(["--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"], async (browser) => {
-  const page = async () => {
-    const p = await browser.newPage();
-    await p.goto("about:blank");
-    await p.addScriptTag({ content: bundle });
-    return p;
-  };
+await run([LOOPBACK], async (browser) => {
+  const page = () => blankPageWith(browser, "bt-entry");
   const [a, b, c] = [await page(), await page(), await page()];
   await b.evaluate(([u, ch]) => window.bt.start(u, ch, "B"), [url, channel]);
   // B is in the channel (the tracker answered its announce) before A's offers go out.

@@ -1,5 +1,7 @@
 // Debian's Chromium, headless, for the browser tests: runs `body(browser)`, prints its
 // result as one JSON line and exits 0 if `result.ok` (a throw is a failed result).
+import { readFileSync } from "node:fs";
+
 import { chromium } from "playwright-core";
 
 export async function run(args, body) {
@@ -17,4 +19,18 @@ export async function run(args, body) {
   }
   console.log(JSON.stringify(result));
   process.exit(result.ok ? 0 : 1);
+}
+
+// Loopback candidates as they are (not hidden behind mDNS names no resolver here knows);
+// an about:blank page may open a WebSocket to loopback (the watch page is served from a
+// seeder, itself a local address, which needs no such flag).
+export const LOOPBACK = "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks";
+
+/** Opens a blank page running the bundle dist/browser/`name`.js (from browser/`name`.ts). */
+export async function blankPageWith(browser, name) {
+  const bundle = readFileSync(new URL(`../dist/browser/${name}.js`, import.meta.url), "utf8");
+  const p = await browser.newPage();
+  await p.goto("about:blank");
+  await p.addScriptTag({ content: bundle });
+  return p;
 }

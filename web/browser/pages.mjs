@@ -16,7 +16,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 
-import { run } from "./chromium.mjs";
+import { LOOPBACK, run } from "./chromium.mjs";
 
 const [url, pages, seconds] = [process.argv[2], Number(process.argv[3] ?? 4), Number(process.argv[4] ?? 20)];
 const opt = (name, dflt) => {
@@ -132,7 +132,7 @@ function instrument(forge) {
   hook();
 }
 
-const flags = ["--autoplay-policy=no-user-gesture-required", "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"];
+const flags = ["--autoplay-policy=no-user-gesture-required", LOOPBACK];
 await run(flags, async (browser) => {
   const cpu0 = chromiumCpuSeconds();
   const opened = [];

@@ -2,21 +2,11 @@
 // (PROTOCOL.md §6.1), open a WebRTC data channel and exchange Shoal `Hello` frames.
 // Usage: node browser/two-pages.mjs ws://HOST:PORT/announce CHANNEL_HEX
 // Prints one JSON line; exits 0 when both pages got the other's Hello.
-import { readFileSync } from "node:fs";
-import { run } from "./chromium.mjs";
+import { LOOPBACK, blankPageWith, run } from "./chromium.mjs";
 
 const [url, channel] = process.argv.slice(2);
-const bundle = readFileSync(new URL("../dist/browser/pages-entry.js", import.meta.url), "utf8");
-// Loopback candidates as they are (not hidden behind mDNS names no resolver here knows);
-// an about:blank page may open a WebSocket to loopback (the watch page is served from a
-// seeder, itself a local address, which needs no such flag).
-await run(["--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"], async (browser) => {
-  const page = async () => {
-    const p = await browser.newPage();
-    await p.goto("about:blank");
-    await p.addScriptTag({ content: bundle });
-    return p;
-  };
+await run([LOOPBACK], async (browser) => {
+  const page = () => blankPageWith(browser, "pages-entry");
   const [a, b] = [await page(), await page()];
   await b.evaluate(([u, c]) => window.shoal.start(u, c, 2, 0), [url, channel]);
   // B has announced (the tracker answered it) before A's offer goes out.

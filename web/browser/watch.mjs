@@ -3,12 +3,12 @@
 // from opening the page to playing, how much played, the longest stall (media time not
 // advancing while playing), how far behind live, hls.js errors. Exits 0 when it played.
 // Usage: node browser/watch.mjs URL SECONDS SCREENSHOT
-import { run } from "./chromium.mjs";
+import { LOOPBACK, run } from "./chromium.mjs";
 
 const [url, seconds, shot] = [process.argv[2], Number(process.argv[3] ?? 5), process.argv[4]];
 // Host candidates as addresses, not mDNS names, and no local-network prompt: pages and
 // the seeder meet on loopback.
-const flags = ["--autoplay-policy=no-user-gesture-required", "--disable-features=WebRtcHideLocalIpsWithMdns,LocalNetworkAccessChecks"];
+const flags = ["--autoplay-policy=no-user-gesture-required", LOOPBACK];
 await run(flags, async (browser) => {
   const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
   const opened = performance.now();
