@@ -12,6 +12,9 @@
 //! open segment (`#EXT-X-PART`), a `#EXT-X-PRELOAD-HINT` for the next part.
 //! `?_HLS_msn=M[&_HLS_part=P]` is a blocking reload: the answer waits until segment M
 //! (part P) is listed, up to three target durations.
+//! `GET /hls/{channel}/plain.m3u8` — the same segments as a plain live playlist (RFC
+//! 8216, no parts, no blocking reloads): for players, CDNs and P2P loaders that share
+//! whole segments (p2p-media-loader) and trip over LL-HLS's tags or its `_HLS_msn` query.
 //! `GET /hls/{channel}/{n}.ts` — segment `n` while it is listed, and after it leaves
 //! the playlist for its own duration plus the playlist's (RFC 8216 §6.2.2: a player
 //! that loaded the playlist just before may still ask for it); 404 after that.
@@ -118,6 +121,8 @@ struct Inner {
     /// The playlist as last rendered; cleared by every change. Every client at the live
     /// edge asks for the same one (blocking reloads wake together): it is made once.
     rendered: Option<Bytes>,
+    /// The plain playlist as last rendered (cleared with [`Inner::rendered`]).
+    rendered_plain: Option<Bytes>,
     /// A spool could not be made (logged once; parts are then served by copying).
     spool_failed: bool,
 }
@@ -214,6 +219,7 @@ impl Hls {
             }
             i.last_seq = Some(piece.seq());
             i.rendered = None;
+            i.rendered_plain = None;
             let ts = piece.timestamp_us();
             // The previous piece is a complete part now that this one gives its end.
             if follows && let Some(o) = i.open.as_mut() {
@@ -285,14 +291,23 @@ impl Hls {
     pub fn playlist(&self) -> Option<Bytes> {
         let mut i = self.lock();
         if i.rendered.is_none() {
-            i.rendered = render(&i).map(Bytes::from);
+            i.rendered = render(&i, false).map(Bytes::from);
         }
         i.rendered.clone()
     }
+
+    /// The plain playlist (complete segments only), or `None` before the first.
+    pub fn plain_playlist(&self) -> Option<Bytes> {
+        let mut i = self.lock();
+        if i.rendered_plain.is_none() {
+            i.rendered_plain = render(&i, true).map(Bytes::from);
+        }
+        i.rendered_plain.clone()
+    }
 }
 
-/// The playlist of what `i` holds.
-fn render(i: &Inner) -> Option<String> {
+/// The playlist of what `i` holds: LL-HLS, or `plain` (segments only).
+fn render(i: &Inner, plain: bool) -> Option<String> {
     let first = i.listed().next()?;
     // Each segment's duration rounded to the nearest second is at most the target (RFC
     // 8216 §4.3.3.1): a segment of 1.02 s does not make it 2 (which hls.js takes as
@@ -303,12 +318,16 @@ fn render(i: &Inner) -> Option<String> {
     // players take in their stride; a target raised by every such part would hold them
     // seconds behind live for good.
     let part_target = ((i.piece_us.max(1) * per as u64).div_ceil(10_000) * 10_000) as f64 / 1e6;
-    let mut out = format!(
-        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
+    let mut out = if plain {
+        format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n", first.n)
+    } else {
+        format!(
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
              #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-        part_target * 3.0,
-        first.n
-    );
+            part_target * 3.0,
+            first.n
+        )
+    };
     // A part is `per` pieces; `pieces` of an open segment list only whole parts.
     let part_lines = |out: &mut String, n: u64, pieces: &[Part]| {
         for (k, p) in pieces.chunks(per).enumerate() {
@@ -328,13 +347,17 @@ fn render(i: &Inner) -> Option<String> {
             out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
         }
         expected_start = Some(s.start_us + s.duration_us);
+        if plain {
+            out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
+            continue;
+        }
         out.push_str(&format!("{PIECES_TAG}:FIRST={},COUNT={},PART={per}\n", s.first_seq, s.parts.len()));
         if s.parts_listed {
             part_lines(&mut out, s.n, &s.parts);
         }
         out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
     }
-    if let Some(o) = &i.open {
+    if let Some(o) = i.open.as_ref().filter(|_| !plain) {
         out.push_str(&format!("{PIECES_TAG}:FIRST={},PART={per}\n", o.first_seq));
         let whole = o.parts.len() / per;
         part_lines(&mut out, i.next_n, &o.parts[..whole * per]);
@@ -462,6 +485,10 @@ impl Hls {
         let rest = path.strip_prefix(self.prefix.as_str())?;
         Some(match rest {
             "/live.m3u8" => match self.playlist() {
+                Some(p) => answer(StatusCode::OK, "application/vnd.apple.mpegurl", Body::full(p)),
+                None => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, Body::full("no complete segment yet\n")),
+            },
+            "/plain.m3u8" => match self.plain_playlist() {
                 Some(p) => answer(StatusCode::OK, "application/vnd.apple.mpegurl", Body::full(p)),
                 None => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, Body::full("no complete segment yet\n")),
             },
@@ -638,6 +665,35 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         // Memory stays bounded: the playlist, and as much again past it.
         assert!(h.lock().done.len() <= 2 * WINDOW + 1, "{} held", h.lock().done.len());
+    }
+
+    #[test]
+    fn the_plain_playlist_lists_the_same_complete_segments_without_parts_or_blocking() {
+        let h = Hls::new("demo");
+        for seq in 0..150 {
+            h.push(&piece(seq, seq % 20 == 0));
+        }
+        let (ll, plain) = (text(h.playlist()), text(h.plain_playlist()));
+        let segments = |p: &str| {
+            p.lines().filter(|l| l.ends_with(".ts") && !l.contains('"')).map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(segments(&plain), segments(&ll), "{plain}");
+        assert_eq!(segments(&plain).len(), WINDOW);
+        assert!(
+            plain.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:1\n"),
+            "{plain}"
+        );
+        assert!(plain.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{plain}");
+        for ll_only in ["PART", "SERVER-CONTROL", "PRELOAD-HINT", PIECES_TAG] {
+            assert!(!plain.contains(ll_only), "{ll_only} in {plain}");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let r = rt.block_on(h.answer_or_404("/hls/demo/plain.m3u8", None));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            Hls::new("empty").answer("/hls/empty/plain.m3u8").unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[test]

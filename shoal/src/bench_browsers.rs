@@ -1,7 +1,8 @@
 //! `shoal bench browsers`: watch pages in headless Chromium against `shoal up` on
 //! loopback, fed by ffmpeg's test pattern over RTMP. Each page joins the swarm over
 //! WebRTC and plays; `web/browser/pages.mjs` drives them and reports what each saw.
-//! Writes `target/bench/bench-browsers.json` (issue 20's fields) and prints a table;
+//! Writes `target/bench/bench-browsers.json` (issue 20's fields) and prints a table
+//! (what each page saw: `bench-browsers-{player}-pages.json` beside it);
 //! asserts nothing. With `--vs-p2pml` the same pages then play the same feed with
 //! p2p-media-loader 2.x (hls.js + its loader, an npm `bittorrent-tracker` server, the
 //! seeder's HLS as its CDN) and both are printed side by side. Needs ffmpeg, Node.js
@@ -184,8 +185,11 @@ fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: &'static str) -
     let text = String::from_utf8_lossy(&out.stdout);
     let r: Value = serde_json::from_str(text.lines().last().unwrap_or_default())
         .with_context(|| format!("pages.mjs said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    // What every page saw, for whoever digs into a figure.
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join(format!("bench-browsers-{player}-pages.json")), text.as_bytes())?;
     if r["ok"] != Value::Bool(true) {
-        bail!("the {player} pages did not all play: {r}");
+        bail!("the {player} pages did not all play (each page: {})", a.out.display());
     }
     summarize(a, &r, server_cpu_s, player)
 }

@@ -86,6 +86,14 @@ pub(crate) struct ViewerArgs {
     /// Also write the stats as JSON to this file (every 2 s).
     #[arg(long)]
     stats_json: Option<PathBuf>,
+    /// Also share with browsers: take pages' WebRTC data channels on this UDP socket
+    /// (they reach this viewer through the tracker's WebSocket, as they reach seeders).
+    /// Off unless given.
+    #[arg(long)]
+    webrtc_listen: Option<SocketAddr>,
+    /// The addresses pages reach that socket by (as `shoal seeder --webrtc-public`).
+    #[arg(long, value_delimiter = ',', requires = "webrtc_listen")]
+    webrtc_public: Vec<SocketAddr>,
 }
 
 pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
@@ -141,6 +149,11 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
         let play = TcpListener::bind(a.play).await.with_context(|| format!("binding {}", a.play))?;
         let play_addr = play.local_addr()?;
         tokio::spawn(viewer::serve(play, node.clone()));
+        if let Some(listen) = a.webrtc_listen {
+            let settings = net::rtc::RtcSettings { listen, public: a.webrtc_public.clone() };
+            let host = node.node.serve_pages(&settings).await.with_context(|| format!("WebRTC on {listen}"))?;
+            println!("VIEWER  browsers' pages reach this viewer over WebRTC at {:?}", host.candidates);
+        }
         println!(
             "VIEWER  watch: ffplay http://{play_addr}/live.ts   (or vlc / mpv; stats: /stats.json, /metrics); peers connect to {}",
             node.node.handle.listen

@@ -14,7 +14,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{ffmpeg_available, http_get, metrics_urls, start_logged, testsrc_to, up_args, word_after};
+use common::{eventually, ffmpeg_available, http_get, metrics_urls, start_logged, testsrc_to, up_args, word_after};
 use swarm::piece::{ChannelId, PieceFlags, PieceHeader, SIGNATURE_LEN, filler_payload};
 use swarm::wire::{GoodbyeReason, Message};
 use tokio::net::TcpStream;
@@ -25,18 +25,6 @@ fn stat(play: &str, key: &str) -> u64 {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
-}
-
-/// Polls `f` every 100 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::park_timeout(Duration::from_millis(100));
-    }
-    f()
 }
 
 /// A raw peer ([`net::raw`]) from 127.66.0.`host`, `Hello` said as viewer `id`.

@@ -12,8 +12,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use common::{ffmpeg_available, start_logged, testsrc_to, up_args, word_after};
+use common::{eventually, ffmpeg_available, start_logged, testsrc_to, up_args, word_after};
 
 /// Whether the browser test can run here (or must, under `SHOAL_REQUIRE_CHROMIUM`).
 fn chromium_available(web: &Path) -> bool {
@@ -93,13 +94,28 @@ fn the_npm_bittorrent_tracker_client_announces_and_exchanges_offers_on_shoals_tr
     assert_eq!(result["a"]["errors"], serde_json::json!([]), "{result}");
 }
 
+/// The watch page plays the live feed from the swarm: the seeder pushes over WebRTC,
+/// and a native `shoal viewer` sharing with browsers (`--webrtc-listen`) is one of the
+/// page's neighbours and passes it pieces — native viewers and pages in one swarm.
 #[test]
-fn the_watch_page_plays_the_live_feed_in_chromium() {
+fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
     if !chromium_available(&web) || !ffmpeg_available() {
         return;
     }
-    let (_up, _ffmpeg, watch) = up_with_feed("watch", "640x360");
+    let ((_up, _log, up), _ffmpeg, watch) = up_with_feed("watch", "640x360");
+    let tracker = format!("http://{}", word_after(&up, "--tracker http://"));
+    let channel = word_after(&up, "--channel-id ");
+    let viewer_args = ["viewer", "--tracker", &tracker, "--channel-id", &channel, "--listen", "127.0.0.1:0"];
+    let more = ["--play", "127.0.0.1:0", "--webrtc-listen", "127.0.0.1:0"];
+    let (_viewer, lines, _viewer_log) = start_logged(&[&viewer_args[..], &more].concat(), "VIEWER  watch");
+    assert!(lines.iter().any(|l| l.contains("reach this viewer over WebRTC at [127.0.0.1:")), "{lines:?}");
+    // The viewer is on the tracker's WebSocket (beside the seeder) before the page asks.
+    let on_ws = || {
+        let (_, body) = common::http_get(&format!("{tracker}/metrics"));
+        String::from_utf8_lossy(&body).lines().any(|l| l == "shoal_tracker_ws_connections 2")
+    };
+    assert!(eventually(Duration::from_secs(20), on_ws), "the viewer joined the tracker's WebSocket");
     // Test artifacts: the screenshot stays under target/ for whoever looks at the run.
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("watch-page.png");
     let out = Command::new("node")
@@ -114,13 +130,15 @@ fn the_watch_page_plays_the_live_feed_in_chromium() {
     assert!(r["played"].as_f64().unwrap() >= 12.0, "{r}");
     assert!(r["longestStallMs"].as_u64().unwrap() <= 1_000, "a stall over 1 s: {r}");
     assert!(r["overlay"].as_str().unwrap().starts_with("behind live"), "{r}");
-    // It played from the swarm: the seeder pushed pieces over WebRTC, verified in the
-    // page; HTTP brought only the start segment from before it joined.
+    // It played from the swarm: the seeder and the viewer pushed pieces over WebRTC,
+    // verified in the page; HTTP brought only the start segment from before it joined.
     let bytes = |k: &str| r["bytes"][k].as_f64().unwrap();
     let swarm = bytes("seeds") + bytes("peers");
     // (The start segment's keyframe is a large share of a test pattern's bytes: at 6 s
     // played HTTP was 34 % once; over 12 s, most bytes must have come over WebRTC.)
     assert!(swarm >= 0.5 * (swarm + bytes("http")), "most bytes over WebRTC: {r}");
+    // The only neighbour that is not a seed is the native viewer.
+    assert!(bytes("peers") > 0.0, "the native viewer passed the page pieces: {r}");
     assert_eq!(r["peer"]["forgedRefused"], 0, "{r}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 1_000, "a screenshot was taken");
 }

@@ -35,7 +35,10 @@ const target = p2pml?.url ?? (process.argv.includes("--http-only") ? `${url}?p2p
  */
 async function p2pmlSite(watchUrl) {
   const page = await (await fetch(watchUrl)).text();
-  const src = new URL(page.match(/data-src="([^"]+)"/)?.[1] ?? "", watchUrl).href;
+  // The seeder's plain playlist (the same segments, no LL-HLS): p2p-media-loader shares
+  // whole segments, and with LL-HLS's blocking reloads it loses track of the playlist.
+  const live = new URL(page.match(/data-src="([^"]+)"/)?.[1] ?? "", watchUrl).href;
+  const src = live.replace(/live\.m3u8$/, "plain.m3u8");
   const { default: Server } = await import("bittorrent-tracker/server");
   const tracker = new Server({ udp: false, http: false, ws: true, stats: false });
   await new Promise((ok) => tracker.listen(0, "127.0.0.1", ok));

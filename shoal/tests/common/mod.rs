@@ -162,3 +162,15 @@ pub fn testsrc_to(rtmp: &str, size: &str) -> Killed {
             .expect("ffmpeg starts"),
     )
 }
+
+/// Polls `f` every 100 ms until it holds or `limit` passes.
+pub fn eventually(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(100));
+    }
+    f()
+}
