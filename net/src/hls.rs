@@ -46,11 +46,12 @@ pub const WINDOW: usize = 6;
 /// §4.1).
 pub const PIECES_TAG: &str = "#EXT-X-SHOAL-PIECES";
 
-/// Pieces per LL-HLS part: 200 ms parts at ingest's default 50 ms pieces. A part is
-/// what a player asks for and a blocking playlist reload waits for; 50 ms parts made
-/// hls.js reload the playlist 20 times a second, which cost a page more CPU than
-/// playing the video (docs/measurements.md).
-pub const PART_PIECES: usize = 4;
+/// Pieces per LL-HLS part: ~400 ms parts at ingest's usual 50 ms pieces (320 ms at 25
+/// fps, a piece a frame). A part is what a player asks for and a blocking playlist
+/// reload waits for, and hls.js's work per reload costs a page more CPU than the video:
+/// 8 HLS pages took 13.8 CPU-s per page-minute with 4-piece parts and 9.7 with 8, and
+/// played closer to live with fewer stalls (docs/measurements.md).
+pub const PART_PIECES: usize = 8;
 
 /// Complete segments whose parts are still listed (and served).
 const PART_SEGMENTS: usize = 2;
@@ -150,7 +151,8 @@ impl Inner {
 }
 
 impl Hls {
-    /// A seeder's: `/hls/{channel}/live.m3u8`, its parts spooled for many clients.
+    /// A seeder's: `/hls/{channel}/live.m3u8`, its parts spooled for many clients
+    /// (parts of [`PART_PIECES`]).
     pub fn new(channel: &str) -> Self {
         Self::with_prefix(format!("/hls/{channel}"), Some(SpoolIndex::new()))
     }
@@ -649,7 +651,7 @@ mod tests {
         let p = text(h.playlist());
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:1\n") && !p.contains("\n0.ts"), "0 is not listed: {p}");
         assert_eq!(len(&h.segment(0).unwrap()), 20 * 2 * 188, "but served");
-        assert_eq!(h.part(0, 0).map(|p| p.len()), Some(4), "and so are its parts");
+        assert_eq!(h.part(0, 0).map(|p| p.len()), Some(PART_PIECES), "and so are its parts");
         // The piece at 15.0 s (seq 280) ends it; segment 1 (out at 9.0 s) has until
         // 16.0 s.
         for seq in 141..280 {
@@ -712,7 +714,7 @@ mod tests {
 
     #[test]
     fn a_part_is_four_pieces_and_only_whole_ones_are_listed_until_the_segment_ends() {
-        let h = Hls::new("demo");
+        let h = Hls::new("demo").with_part_pieces(4);
         for seq in 0..47 {
             h.push(&piece(seq, seq % 22 == 0));
         }
