@@ -1,7 +1,8 @@
 //! A seed on the tracker's WebSocket (PROTOCOL.md §6.1): it announces its channel with
 //! its seeder token (so the tracker hands it pages' offers as a seed's), answers each
 //! offer with its [`RtcHost`], and sends the answer back through the tracker. The page
-//! then opens its data channel to the host, which hands it to the shell.
+//! then opens its data channel to the host, which hands it to the shell. A viewer that
+//! shares with pages does the same without a token (to the tracker it is a page).
 //!
 //! Reconnects with a growing pause when the tracker goes away, and announces again at
 //! the interval the tracker asks for.

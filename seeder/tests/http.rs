@@ -38,7 +38,7 @@ async fn ready_once_it_has_a_segment_with_the_nodes_metrics() {
     assert_eq!(get(addr, "/readyz").await, (503, "no segment yet\n".into()));
     assert_eq!(get(addr, "/hls/demo/live.m3u8").await.0, 503);
     let key = ChannelKeypair::from_secret_bytes(&[3; 32]);
-    for seq in 0..45u64 {
+    for seq in 0..49u64 {
         let flags = if seq % 20 == 0 { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
         hls.push(&key.sign_piece(seq, 1_000_000 + seq * 50_000, flags, filler_payload(2, seq)).unwrap());
     }
@@ -48,14 +48,14 @@ async fn ready_once_it_has_a_segment_with_the_nodes_metrics() {
     assert!(playlist.contains("1.ts"), "{playlist}");
     let payload = |seq: u64| filler_payload(2, seq).to_vec();
     assert_eq!(get_bytes(addr, "/hls/demo/1.ts").await.1, (20..40).flat_map(payload).collect::<Vec<u8>>());
-    assert_eq!(get_bytes(addr, "/hls/demo/2.0.ts").await.1, (40..44).flat_map(payload).collect::<Vec<u8>>());
+    assert_eq!(get_bytes(addr, "/hls/demo/2.0.ts").await.1, (40..48).flat_map(payload).collect::<Vec<u8>>());
     assert_eq!(get(addr, "/hls/other/live.m3u8").await.0, 404);
     let (status, metrics) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("shoal_node_neighbours{role=\"seed\"} 0"), "{metrics}");
     assert!(metrics.contains("shoal_http_connections{server=\"seeder\"} 1"), "{metrics}");
-    // The segment and the part (four pieces) went out from the spool, not copied per client.
-    let spooled = 24 * 2 * 188;
+    // The segment and the part (eight pieces) went out from the spool, not copied per client.
+    let spooled = 28 * 2 * 188;
     assert!(
         metrics.contains(&format!("shoal_http_sendfile_bytes_total{{server=\"seeder\"}} {spooled}\n")),
         "{metrics}"

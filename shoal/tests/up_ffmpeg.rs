@@ -174,7 +174,7 @@ fn shoal_up_carries_ffmpeg_to_twenty_viewers_through_a_seeder_kill() {
     std::fs::write(&seg_file, seg).unwrap();
     decodes(&seg_file).unwrap_or_else(|e| panic!("the HLS segment does not decode: {e}"));
     assert!(frames(&seg_file) >= 20, "a segment is a GOP (25 frames): {}", frames(&seg_file));
-    // Low-latency HLS: the parts (one per piece) are listed and served as whole TS packets.
+    // Low-latency HLS: the parts (of a few pieces) are listed and served as whole TS packets.
     assert!(playlist.contains("#EXT-X-PART-INF:PART-TARGET=") && playlist.contains("CAN-BLOCK-RELOAD=YES"));
     let part = playlist.lines().find(|l| l.starts_with("#EXT-X-PART:")).unwrap();
     let uri = part.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
