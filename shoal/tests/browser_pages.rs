@@ -119,7 +119,7 @@ fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
     // Test artifacts: the screenshot stays under target/ for whoever looks at the run.
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("watch-page.png");
     let out = Command::new("node")
-        .args(["browser/watch.mjs", &watch, "12", &shot.display().to_string()])
+        .args(["browser/watch.mjs", &watch, "20", &shot.display().to_string()])
         .current_dir(&web)
         .output()
         .unwrap();
@@ -127,7 +127,7 @@ fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
     eprintln!("{text} (screenshot: {})", shot.display());
     assert!(out.status.success(), "the watch page did not play: {text}");
     let r: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert!(r["played"].as_f64().unwrap() >= 12.0, "{r}");
+    assert!(r["played"].as_f64().unwrap() >= 20.0, "{r}");
     assert!(r["longestStallMs"].as_u64().unwrap() <= 1_000, "a stall over 1 s: {r}");
     assert!(r["overlay"].as_str().unwrap().starts_with("behind live"), "{r}");
     // It played from the swarm: the seeder and the viewer pushed pieces over WebRTC,
@@ -135,9 +135,11 @@ fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
     let bytes = |k: &str| r["bytes"][k].as_f64().unwrap();
     let swarm = bytes("seeds") + bytes("peers");
     // (The start segment's keyframe is a large share of a test pattern's bytes: at 6 s
-    // played HTTP was 34 % once; over 12 s, most bytes must have come over WebRTC.)
+    // played HTTP was 34 % once; over 20 s, most bytes must have come over WebRTC.)
     assert!(swarm >= 0.5 * (swarm + bytes("http")), "most bytes over WebRTC: {r}");
-    // The only neighbour that is not a seed is the native viewer.
+    // The only neighbour that is not a seed is the native viewer. It forwards only its
+    // club's substream (PROTOCOL.md §3.2): the page, refused the others, moves that one
+    // from the seed to it within a few 2 s reviews, and pulls gaps from it meanwhile.
     assert!(bytes("peers") > 0.0, "the native viewer passed the page pieces: {r}");
     assert_eq!(r["peer"]["forgedRefused"], 0, "{r}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 1_000, "a screenshot was taken");
