@@ -146,7 +146,7 @@ fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
 }
 
 #[test]
-fn many_pages_play_a_minute_mostly_from_each_other_and_a_forger_is_dropped() {
+fn many_pages_play_a_minute_mostly_from_each_other_a_forger_is_dropped_and_a_parent_leaves() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
     if !chromium_available(&web) || !ffmpeg_available() {
         return;
@@ -155,9 +155,9 @@ fn many_pages_play_a_minute_mostly_from_each_other_and_a_forger_is_dropped() {
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("many-pages");
     std::fs::create_dir_all(&shots).unwrap();
     // Six pages for 60 s: the first forges every piece it passes on, the last opens
-    // halfway through.
+    // halfway through, and at 45 s the honest page pushing to the most others closes.
     let out = Command::new("node")
-        .args(["browser/pages.mjs", &watch, "6", "60", "--late", "1", "--forgers", "1"])
+        .args(["browser/pages.mjs", &watch, "6", "60", "--late", "1", "--forgers", "1", "--leavers", "1"])
         .args(["--shots", &shots.display().to_string()])
         .current_dir(&web)
         .output()
@@ -177,6 +177,9 @@ fn many_pages_play_a_minute_mostly_from_each_other_and_a_forger_is_dropped() {
         all += b("peers") + b("seeds") + b("http");
     }
     assert!(peers > 0.5 * all, "most bytes from other pages: {peers} of {all}");
+    // The page that left was pushing to others; none of them stalled over 1 s (above).
+    let leaver = honest.iter().find(|p| p["left"] == true).unwrap();
+    assert!(leaver["childrenAtLeave"].as_u64().unwrap() >= 1, "the page that left was a parent: {leaver}");
     let late = honest.iter().find(|p| p["late"] == true).unwrap();
     assert!(late["startupMs"].as_u64().unwrap() <= 2_500, "a page joining mid-stream started late: {late}");
     // The forger sent forgeries; none reached any page's player, and pages that got

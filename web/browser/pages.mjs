@@ -5,10 +5,12 @@
 // source (pages, seeders over WebRTC, HTTP), its peer's counters; and the browser's
 // CPU seconds over the run.
 //
-// Usage: node browser/pages.mjs URL PAGES SECONDS [--late N] [--forgers N] [--shots DIR] [--http-only | --p2pml]
+// Usage: node browser/pages.mjs URL PAGES SECONDS [--late N] [--forgers N] [--leavers N] [--shots DIR] [--http-only | --p2pml]
 //   --late N     the last N pages open halfway through (joining mid-stream)
 //   --forgers N  the first N pages forge every piece they pass on (the payload marked
 //                "FORGED!!"); every page counts marked pieces it hands its player
+//   --leavers N  three quarters through, the N honest pages pushing to the most children
+//                close (mid-push: the others must not stall); reported as they were then
 //   --http-only  every page plays the seeder's HLS, no swarm (to compare)
 //   --p2pml      every page plays the seeder's HLS with p2p-media-loader 2.x instead of
 //                Shoal's peer, meeting the others on an npm `bittorrent-tracker` server
@@ -25,6 +27,7 @@ const opt = (name, dflt) => {
 };
 const late = Number(opt("--late", 0));
 const forgers = Number(opt("--forgers", 0));
+const leavers = Number(opt("--leavers", 0));
 const shots = opt("--shots", null);
 const p2pml = process.argv.includes("--p2pml") ? await p2pmlSite(url) : null;
 const target = p2pml?.url ?? (process.argv.includes("--http-only") ? `${url}?p2p=0` : url);
@@ -147,13 +150,9 @@ await run(flags, async (browser) => {
     await page.evaluate(instrument, i < forgers);
     opened[i] = { page, t0, late: i >= pages - late, forger: i < forgers };
   };
-  const early = pages - late;
-  for (let i = 0; i < early; i++) await open(i);
-  await new Promise((r) => setTimeout(r, (seconds * 1000) / 2));
-  for (let i = early; i < pages; i++) await open(i);
-  await new Promise((r) => setTimeout(r, (seconds * 1000) / 2));
-  const results = [];
-  for (const [i, o] of opened.entries()) {
+  /** What page `i` saw so far. */
+  const collect = async (i) => {
+    const o = opened[i];
     const r = await o.page.evaluate(() => ({
       started: window.watch.started,
       startedAt: window.probe.startedAt,
@@ -176,8 +175,36 @@ await run(flags, async (browser) => {
     const startupMs = r.startedAt === null ? null : Math.round(r.timeOrigin + r.startedAt - (performance.timeOrigin + o.t0));
     const playedWallMs = r.startedAt === null ? 0 : Math.round(r.now - r.startedAt);
     if (shots) await o.page.screenshot({ path: `${shots}/page-${i}.png` });
-    results.push({ i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, startedAt: undefined, now: undefined, timeOrigin: undefined });
+    return { i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, startedAt: undefined, now: undefined, timeOrigin: undefined };
+  };
+  /** Substreams page `i` pushes to other pages now (children, summed over its links). */
+  const children = (i) =>
+    opened[i].page.evaluate(() => {
+      const peer = window.watch.peer;
+      if (!peer) return 0;
+      let n = 0;
+      for (const l of peer.links.values()) for (let b = l.children; b > 0n; b >>= 1n) n += Number(b & 1n);
+      return n;
+    });
+  const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+  const early = pages - late;
+  for (let i = 0; i < early; i++) await open(i);
+  await wait((seconds * 1000) / 2);
+  for (let i = early; i < pages; i++) await open(i);
+  await wait((seconds * 1000) / 4);
+  const left = new Map();
+  if (leavers > 0) {
+    const honest = [];
+    for (const [i, o] of opened.entries()) if (!o.forger && !o.late) honest.push({ i, children: await children(i) });
+    honest.sort((a, b) => b.children - a.children);
+    for (const { i, children: n } of honest.slice(0, leavers)) {
+      left.set(i, { ...(await collect(i)), left: true, childrenAtLeave: n });
+      await opened[i].page.context().close();
+    }
   }
+  await wait((seconds * 1000) / 4);
+  const results = [];
+  for (const i of opened.keys()) results.push(left.get(i) ?? (await collect(i)));
   const cpuSeconds = chromiumCpuSeconds() - cpu0;
   p2pml?.close();
   return { ok: results.every((r) => r.started), pages: results, cpuSeconds, seconds };
