@@ -226,6 +226,9 @@ pub struct NodeMetrics {
     parents_stalled: IntCounter,
     children_unvouched: IntCounter,
     repairs_refused: IntCounter,
+    webrtc_sessions: IntGauge,
+    /// What became of pages' WebRTC sessions, by event ([`crate::rtc::RtcStats`]).
+    webrtc: prometheus::IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -279,7 +282,41 @@ impl NodeMetrics {
                 "shoal_node_repairs_refused_total",
                 "Requests answered Busy: the asker gives nothing and took its free share of repairs.",
             ),
+            webrtc_sessions: registered(
+                &registry,
+                IntGauge::with_opts(opts("shoal_webrtc_sessions", "Pages' WebRTC sessions open or opening.")),
+            ),
+            webrtc: registered(
+                &registry,
+                prometheus::IntCounterVec::new(
+                    opts(
+                        "shoal_webrtc_events_total",
+                        "Pages' WebRTC sessions: offers answered or refused, channels opened, sessions dropped \
+                         (timed_out, oversize, flooded, per_address), STUN answered, stray datagrams.",
+                    ),
+                    &["event"],
+                ),
+            ),
             registry,
+        }
+    }
+
+    /// Sets the WebRTC metrics to the host's counters (counters only move up).
+    pub fn update_rtc(&self, st: &crate::rtc::RtcStats) {
+        self.webrtc_sessions.set(i64::try_from(st.sessions).unwrap_or(i64::MAX));
+        for (event, v) in [
+            ("offer_answered", st.offers_answered),
+            ("offer_refused", st.offers_refused),
+            ("channel_opened", st.channels_opened),
+            ("timed_out", st.timed_out),
+            ("oversize", st.oversize),
+            ("flooded", st.flooded),
+            ("per_address", st.per_address_refused),
+            ("stun_answered", st.stun_answered),
+            ("stray_datagram", st.stray_datagrams),
+        ] {
+            let c = self.webrtc.with_label_values(&[event]);
+            c.inc_by(v.saturating_sub(c.get()));
         }
     }
 

@@ -11,8 +11,10 @@
 //! server.
 //!
 //! What a page sends is hostile until checked: an offer must parse and carry a data
-//! channel; at most [`MAX_SESSIONS`] sessions at once, and one that has no open channel
-//! [`HANDSHAKE_TIMEOUT`] after its offer is dropped; a data-channel message above
+//! channel; at most [`MAX_SESSIONS`] sessions at once, and [`MAX_SESSIONS_PER_ADDRESS`]
+//! from one IP address (checked on a session's first datagram: an offer does not say
+//! where it comes from); one that has no open channel [`HANDSHAKE_TIMEOUT`] after its
+//! offer is dropped; a data-channel message above
 //! [`CHUNK`] bytes, or more than [`INBOUND_QUEUE`] messages the shell has not read yet,
 //! ends the session (counted in [`RtcStats`]).
 
@@ -34,6 +36,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 pub const CHUNK: usize = 16 * 1024;
 /// Sessions at once (each holds DTLS and SCTP state, a few hundred KiB at most).
 pub const MAX_SESSIONS: usize = 2_000;
+/// Sessions from one IP address (a school's or an office's NAT holds many pages, each
+/// wanting one seeder session at most; one attacker should not hold the seeder's 2,000).
+pub const MAX_SESSIONS_PER_ADDRESS: usize = 128;
 /// Time from an offer to an open data channel before the session is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Data-channel messages from a page waiting for the shell: past it the page sends
@@ -54,6 +59,15 @@ pub struct RtcSettings {
     /// The addresses put in answers as host candidates. Empty: the socket's own address
     /// (127.0.0.1 when it listens on every address: set this for pages elsewhere).
     pub public: Vec<SocketAddr>,
+    /// Sessions from one IP address ([`MAX_SESSIONS_PER_ADDRESS`] unless set).
+    pub per_address: usize,
+}
+
+impl RtcSettings {
+    /// `listen`, answering with `public` (see the fields), the default limits.
+    pub fn new(listen: SocketAddr, public: Vec<SocketAddr>) -> Self {
+        RtcSettings { listen, public, per_address: MAX_SESSIONS_PER_ADDRESS }
+    }
 }
 
 /// A page's data channel, ready to be a neighbour: read and write it like a socket.
@@ -90,6 +104,8 @@ pub struct RtcStats {
     pub stun_answered: u64,
     /// Datagrams no session took and that were not a STUN request.
     pub stray_datagrams: u64,
+    /// Sessions dropped at their first datagram: their address had its share already.
+    pub per_address_refused: u64,
 }
 
 type OfferReq = (String, oneshot::Sender<Result<String, AnswerError>>);
@@ -138,6 +154,7 @@ impl RtcHost {
             cert,
             provider: Arc::new(provider),
             sessions: HashMap::new(),
+            per_address: settings.per_address.max(1),
             next_id: 0,
             streams,
             out_tx,
@@ -190,6 +207,7 @@ struct Driver {
     cert: str0m::config::DtlsCert,
     provider: Arc<str0m::crypto::CryptoProvider>,
     sessions: HashMap<u64, Session>,
+    per_address: usize,
     next_id: u64,
     streams: mpsc::Sender<PageStream>,
     /// Chunks the pumps read from the shell, for the sessions to send.
@@ -292,7 +310,19 @@ impl Driver {
         let destination = self.destination(from);
         if let Ok(receive) = Receive::new(Protocol::Udp, from, destination, data) {
             let input = Input::Receive(Instant::now(), receive);
-            if let Some(s) = self.sessions.values_mut().find(|s| s.rtc.accepts(&input)) {
+            if let Some((&id, s)) = self.sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) {
+                if s.remote.is_none() {
+                    let same = |r: &Option<SocketAddr>| r.is_some_and(|r| r.ip() == from.ip());
+                    if self.sessions.values().filter(|o| same(&o.remote)).count() >= self.per_address {
+                        tracing::info!(remote = %from, "WebRTC session refused: this address has {} already", self.per_address);
+                        if let Some(s) = self.sessions.get_mut(&id) {
+                            s.rtc.disconnect();
+                        }
+                        self.count(|st| st.per_address_refused += 1);
+                        return;
+                    }
+                }
+                let Some(s) = self.sessions.get_mut(&id) else { return };
                 s.remote = Some(from);
                 if s.rtc.handle_input(input).is_err() {
                     s.rtc.disconnect();

@@ -81,8 +81,11 @@ impl Client {
 }
 
 async fn host() -> (RtcHost, mpsc::Receiver<PageStream>) {
+    host_with(RtcSettings::new("127.0.0.1:0".parse().unwrap(), vec![])).await
+}
+
+async fn host_with(settings: RtcSettings) -> (RtcHost, mpsc::Receiver<PageStream>) {
     let (tx, rx) = mpsc::channel(4);
-    let settings = RtcSettings { listen: "127.0.0.1:0".parse().unwrap(), public: vec![] };
     (RtcHost::bind(&settings, tx).await.unwrap(), rx)
 }
 
@@ -174,4 +177,22 @@ async fn a_bad_offer_is_refused_with_a_reason() {
     let port = u16::from_be_bytes([buf[26], buf[27]]) ^ 0x2112;
     assert_eq!((n, &buf[..2], port), (32, &[1u8, 1][..], me.port()));
     assert_eq!(host.stats().stun_answered, 1);
+}
+
+#[tokio::test]
+async fn one_address_holds_no_more_sessions_than_its_share() {
+    let settings = RtcSettings { per_address: 1, ..RtcSettings::new("127.0.0.1:0".parse().unwrap(), vec![]) };
+    let (host, mut streams) = host_with(settings).await;
+    let (mut first, mut second) = (Client::offer(&host).await, Client::offer(&host).await);
+    let test = async {
+        first.until(|c| c.open).await;
+        assert!(streams.recv().await.is_some(), "the first page's channel reached the shell");
+        // The second page, from the same IP address: both offers were answered (an offer
+        // does not say where it comes from), but its first datagram ends its session.
+        second.until(|_| host.stats().per_address_refused == 1).await;
+        assert!(!second.open);
+        let stats = host.stats();
+        assert_eq!((stats.offers_answered, stats.channels_opened), (2, 1));
+    };
+    tokio::time::timeout(Duration::from_secs(20), test).await.expect("within 20 s");
 }

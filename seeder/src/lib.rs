@@ -119,6 +119,7 @@ impl Seeder {
                     channel_id: id.to_hex(),
                     tracker: cfg.tracker.clone(),
                     substreams: swarm::peer::PeerConfig::seed(swarm::wire::PeerId(0), id).n_substreams,
+                    host: Some(host.clone()),
                 });
                 Some(host)
             }
@@ -137,12 +138,15 @@ pub async fn serve(
     node: Arc<std::sync::OnceLock<net::shell::NodeHandle>>,
     page_swarm: Arc<std::sync::OnceLock<watch_page::PageSwarm>>,
 ) {
-    let ready = hls.clone();
+    let (ready, pages) = (hls.clone(), page_swarm.clone());
     let site = Site::new(metrics.registry.clone())
         .ready_when(move || ready.playlist().map(|_| ()).ok_or_else(|| "no segment yet".to_owned()))
         .refresh_with(move || {
             if let Some(h) = node.get() {
                 metrics.update(&h.snapshot());
+            }
+            if let Some(host) = pages.get().and_then(|p| p.host.as_ref()) {
+                metrics.update_rtc(&host.stats());
             }
         });
     let mut cfg = ServerConfig::new("seeder");

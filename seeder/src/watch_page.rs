@@ -18,6 +18,8 @@ pub struct PageSwarm {
     /// The tracker as the seeder reaches it, `http://HOST:PORT`.
     pub tracker: String,
     pub substreams: u8,
+    /// The seeder's WebRTC host (its counters go to `/metrics`).
+    pub host: Option<net::rtc::RtcHost>,
 }
 
 impl PageSwarm {
@@ -123,7 +125,12 @@ mod tests {
 
     #[test]
     fn the_page_is_told_the_channel_and_the_trackers_websocket_as_it_can_reach_it() {
-        let swarm = PageSwarm { channel_id: "ab".repeat(32), tracker: "http://127.0.0.1:8700".into(), substreams: 4 };
+        let swarm = PageSwarm {
+            channel_id: "ab".repeat(32),
+            tracker: "http://127.0.0.1:8700".into(),
+            substreams: 4,
+            host: None,
+        };
         let page = text(answer("/watch/demo", "demo", Some("10.0.0.5:8730"), Some(&swarm)).unwrap());
         assert!(page.contains(&format!(r#"data-channel-id="{}""#, "ab".repeat(32))), "{page}");
         assert!(page.contains(r#"data-tracker="ws://10.0.0.5:8700/announce""#), "{page}");

@@ -167,6 +167,13 @@ pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
 /// `shoal up`'s pid (its CPU over the run is counted).
 fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: &'static str) -> anyhow::Result<Report> {
     let forgers = if player == "p2pml" { 0 } else { a.forgers };
+    if player == "p2pml" {
+        // Its page is bundled from web/browser/p2pml-entry.ts (the watch page is the seeder's).
+        let built = Command::new("npm").args(["run", "build:browser", "--silent"]).current_dir(&a.web).status();
+        if !built.is_ok_and(|s| s.success()) {
+            bail!("could not bundle web/browser/p2pml-entry.ts (npm run build:browser in {})", a.web.display());
+        }
+    }
     let cpu0 = tree_cpu(server);
     eprintln!("{} {player} pages for {} s on {watch} ...", a.pages, a.seconds);
     let out = Command::new("node")

@@ -61,8 +61,7 @@ pub(crate) struct WebrtcArgs {
 
 impl WebrtcArgs {
     pub(crate) fn settings(&self) -> Option<net::rtc::RtcSettings> {
-        (!self.no_webrtc)
-            .then(|| net::rtc::RtcSettings { listen: self.webrtc_listen, public: self.webrtc_public.clone() })
+        (!self.no_webrtc).then(|| net::rtc::RtcSettings::new(self.webrtc_listen, self.webrtc_public.clone()))
     }
 }
 
@@ -150,7 +149,7 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
         let play_addr = play.local_addr()?;
         tokio::spawn(viewer::serve(play, node.clone()));
         if let Some(listen) = a.webrtc_listen {
-            let settings = net::rtc::RtcSettings { listen, public: a.webrtc_public.clone() };
+            let settings = net::rtc::RtcSettings::new(listen, a.webrtc_public.clone());
             let host = node.node.serve_pages(&settings).await.with_context(|| format!("WebRTC on {listen}"))?;
             println!("VIEWER  browsers' pages reach this viewer over WebRTC at {:?}", host.candidates);
         }

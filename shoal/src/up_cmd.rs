@@ -111,10 +111,10 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             token: token.clone(),
             listen: a.seeder_listen,
             upload_kbps: 200_000,
-            pages: (!a.no_webrtc).then(|| net::rtc::RtcSettings {
-                listen: a.webrtc_listen,
+            pages: (!a.no_webrtc).then(|| {
                 // Port 0: the socket's, once bound.
-                public: a.host.parse().map(|ip| vec![SocketAddr::new(ip, 0)]).unwrap_or_default(),
+                let public = a.host.parse().map(|ip| vec![SocketAddr::new(ip, 0)]).unwrap_or_default();
+                net::rtc::RtcSettings::new(a.webrtc_listen, public)
             }),
         };
         let (seeder, hls) = crate::node_cmd::start_seeder(seeder_cfg, a.hls_listen).await?;
