@@ -291,20 +291,24 @@ impl Hls {
 
     /// The playlist, or `None` before the first segment is complete.
     pub fn playlist(&self) -> Option<Bytes> {
-        let mut i = self.lock();
-        if i.rendered.is_none() {
-            i.rendered = render(&i, false).map(Bytes::from);
-        }
-        i.rendered.clone()
+        self.rendered(false)
     }
 
     /// The plain playlist (complete segments only), or `None` before the first.
     pub fn plain_playlist(&self) -> Option<Bytes> {
+        self.rendered(true)
+    }
+
+    /// The LL-HLS or the `plain` playlist, rendered once per change.
+    fn rendered(&self, plain: bool) -> Option<Bytes> {
         let mut i = self.lock();
-        if i.rendered_plain.is_none() {
-            i.rendered_plain = render(&i, true).map(Bytes::from);
+        let cached = if plain { &i.rendered_plain } else { &i.rendered };
+        if let Some(p) = cached {
+            return Some(p.clone());
         }
-        i.rendered_plain.clone()
+        let p = render(&i, plain).map(Bytes::from);
+        *(if plain { &mut i.rendered_plain } else { &mut i.rendered }) = p.clone();
+        p
     }
 }
 
@@ -349,13 +353,11 @@ fn render(i: &Inner, plain: bool) -> Option<String> {
             out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", iso8601(s.start_us)));
         }
         expected_start = Some(s.start_us + s.duration_us);
-        if plain {
-            out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
-            continue;
-        }
-        out.push_str(&format!("{PIECES_TAG}:FIRST={},COUNT={},PART={per}\n", s.first_seq, s.parts.len()));
-        if s.parts_listed {
-            part_lines(&mut out, s.n, &s.parts);
+        if !plain {
+            out.push_str(&format!("{PIECES_TAG}:FIRST={},COUNT={},PART={per}\n", s.first_seq, s.parts.len()));
+            if s.parts_listed {
+                part_lines(&mut out, s.n, &s.parts);
+            }
         }
         out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
     }
@@ -486,11 +488,7 @@ impl Hls {
     pub fn answer(&self, path: &str) -> Option<Response<Body>> {
         let rest = path.strip_prefix(self.prefix.as_str())?;
         Some(match rest {
-            "/live.m3u8" => match self.playlist() {
-                Some(p) => answer(StatusCode::OK, "application/vnd.apple.mpegurl", Body::full(p)),
-                None => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, Body::full("no complete segment yet\n")),
-            },
-            "/plain.m3u8" => match self.plain_playlist() {
+            playlist @ ("/live.m3u8" | "/plain.m3u8") => match self.rendered(playlist == "/plain.m3u8") {
                 Some(p) => answer(StatusCode::OK, "application/vnd.apple.mpegurl", Body::full(p)),
                 None => answer(StatusCode::SERVICE_UNAVAILABLE, TEXT, Body::full("no complete segment yet\n")),
             },

@@ -310,22 +310,24 @@ impl Driver {
         let destination = self.destination(from);
         if let Ok(receive) = Receive::new(Protocol::Udp, from, destination, data) {
             let input = Input::Receive(Instant::now(), receive);
-            if let Some((&id, s)) = self.sessions.iter_mut().find(|(_, s)| s.rtc.accepts(&input)) {
-                if s.remote.is_none() {
-                    let same = |r: &Option<SocketAddr>| r.is_some_and(|r| r.ip() == from.ip());
-                    if self.sessions.values().filter(|o| same(&o.remote)).count() >= self.per_address {
-                        tracing::info!(remote = %from, "WebRTC session refused: this address has {} already", self.per_address);
-                        if let Some(s) = self.sessions.get_mut(&id) {
+            if let Some(id) = self.sessions.iter().find(|(_, s)| s.rtc.accepts(&input)).map(|(&id, _)| id) {
+                // A session's first datagram says where it is: its address's share is checked then.
+                let first = self.sessions.get(&id).is_some_and(|s| s.remote.is_none());
+                let held = || self.sessions.values().filter(|o| o.remote.is_some_and(|r| r.ip() == from.ip())).count();
+                let over = first && held() >= self.per_address;
+                if over {
+                    tracing::info!(remote = %from, "WebRTC session refused: this address has {} already", self.per_address);
+                    self.count(|st| st.per_address_refused += 1);
+                }
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    if over {
+                        s.rtc.disconnect();
+                    } else {
+                        s.remote = Some(from);
+                        if s.rtc.handle_input(input).is_err() {
                             s.rtc.disconnect();
                         }
-                        self.count(|st| st.per_address_refused += 1);
-                        return;
                     }
-                }
-                let Some(s) = self.sessions.get_mut(&id) else { return };
-                s.remote = Some(from);
-                if s.rtc.handle_input(input).is_err() {
-                    s.rtc.disconnect();
                 }
                 return;
             }

@@ -51,6 +51,37 @@ pub(crate) struct BrowsersBenchArgs {
     out: PathBuf,
 }
 
+/// What played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Player {
+    /// The watch page in the swarm.
+    Shoal,
+    /// The watch page, no swarm (`?p2p=0`).
+    HttpOnly,
+    /// hls.js + p2p-media-loader 2.x on the plain playlist (whole segments).
+    P2pml,
+}
+
+impl Player {
+    fn name(self) -> &'static str {
+        match self {
+            Player::Shoal => "shoal",
+            Player::HttpOnly => "http-only",
+            Player::P2pml => "p2pml",
+        }
+    }
+
+    /// pages.mjs's flag for it.
+    fn flag(self) -> Option<&'static str> {
+        match self {
+            Player::Shoal => None,
+            Player::HttpOnly => Some("--http-only"),
+            Player::P2pml => Some("--p2pml"),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Pct {
     p50: u64,
@@ -59,9 +90,7 @@ struct Pct {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    /// What played: "shoal" (the watch page in the swarm), "http-only" (the watch page,
-    /// no swarm) or "p2pml" (hls.js + p2p-media-loader 2.x, whole segments).
-    player: &'static str,
+    player: Player,
     pages: u32,
     seconds: u32,
     feed: String,
@@ -151,12 +180,11 @@ pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let player = if a.http_only { "http-only" } else { "shoal" };
+    let player = if a.http_only { Player::HttpOnly } else { Player::Shoal };
     let mut report = play(&a, &watch, up.0.id(), player)?;
     if a.vs_p2pml {
-        report.vs_p2pml = Some(Box::new(play(&a, &watch, up.0.id(), "p2pml")?));
+        report.vs_p2pml = Some(Box::new(play(&a, &watch, up.0.id(), Player::P2pml)?));
     }
-    std::fs::create_dir_all(&a.out)?;
     let name = if a.http_only { "bench-browsers-http-only.json" } else { "bench-browsers.json" };
     crate::machine::write_bench_json(&a.out.join(name), &report)?;
     print_table(&report);
@@ -165,9 +193,9 @@ pub(crate) fn run(a: BrowsersBenchArgs) -> anyhow::Result<()> {
 
 /// One run of `pages.mjs` with `player`'s pages on the watch page `watch`; `server` is
 /// `shoal up`'s pid (its CPU over the run is counted).
-fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: &'static str) -> anyhow::Result<Report> {
-    let forgers = if player == "p2pml" { 0 } else { a.forgers };
-    if player == "p2pml" {
+fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: Player) -> anyhow::Result<Report> {
+    let forgers = if player == Player::P2pml { 0 } else { a.forgers };
+    if player == Player::P2pml {
         // Its page is bundled from web/browser/p2pml-entry.ts (the watch page is the seeder's).
         let built = Command::new("npm").args(["run", "build:browser", "--silent"]).current_dir(&a.web).status();
         if !built.is_ok_and(|s| s.success()) {
@@ -175,16 +203,12 @@ fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: &'static str) -
         }
     }
     let cpu0 = tree_cpu(server);
-    eprintln!("{} {player} pages for {} s on {watch} ...", a.pages, a.seconds);
+    eprintln!("{} {} pages for {} s on {watch} ...", a.pages, player.name(), a.seconds);
     let out = Command::new("node")
         .arg("browser/pages.mjs")
         .args([watch, &a.pages.to_string(), &a.seconds.to_string()])
         .args(["--late", &a.late.to_string(), "--forgers", &forgers.to_string()])
-        .args(match player {
-            "http-only" => Some("--http-only"),
-            "p2pml" => Some("--p2pml"),
-            _ => None,
-        })
+        .args(player.flag())
         .current_dir(&a.web)
         .output()
         .context("running node browser/pages.mjs")?;
@@ -194,15 +218,15 @@ fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: &'static str) -
         .with_context(|| format!("pages.mjs said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
     // What every page saw, for whoever digs into a figure.
     std::fs::create_dir_all(&a.out)?;
-    std::fs::write(a.out.join(format!("bench-browsers-{player}-pages.json")), text.as_bytes())?;
+    std::fs::write(a.out.join(format!("bench-browsers-{}-pages.json", player.name())), text.as_bytes())?;
     if r["ok"] != Value::Bool(true) {
-        bail!("the {player} pages did not all play (each page: {})", a.out.display());
+        bail!("the {} pages did not all play (each page: {})", player.name(), a.out.display());
     }
     summarize(a, &r, server_cpu_s, player)
 }
 
-fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64, player: &'static str) -> anyhow::Result<Report> {
-    let http_only = player == "http-only";
+fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64, player: Player) -> anyhow::Result<Report> {
+    let http_only = player == Player::HttpOnly;
     let pages = r["pages"].as_array().context("pages")?;
     let honest: Vec<&Value> = pages.iter().filter(|p| p["forger"] != Value::Bool(true)).collect();
     let sum = |k: &str| honest.iter().map(|p| p["bytes"][k].as_f64().unwrap_or(0.0)).sum::<f64>();
@@ -249,7 +273,7 @@ fn print_table(r: &Report) {
         let cells: String = runs.iter().map(|r| format!(" {:>17}", v(r))).collect();
         println!("{k:<26}{cells} {t:>14}");
     };
-    row("figure", &|r| r.player.to_owned(), "target");
+    row("figure", &|r| r.player.name().to_owned(), "target");
     row("pages / seconds", &|r| format!("{} / {}", r.pages, r.seconds), "12 / 60");
     row("p2p share", &|r| format!("{:.3}", r.p2p_share), "≥ 0.85");
     row("seed share (HTTP)", &|r| format!("{:.3} ({:.3})", r.seed_share, r.http_share), "");
