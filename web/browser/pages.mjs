@@ -155,7 +155,8 @@ await run(flags, async (browser) => {
     const o = opened[i];
     const r = await o.page.evaluate(() => ({
       started: window.watch.started,
-      startedAt: window.probe.startedAt,
+      startedAt: window.watch.marks?.playing ?? window.probe.startedAt,
+      marks: window.watch.marks,
       stalledMs: window.probe.stalledMs,
       longestStallMs: Math.round(window.probe.longestStallMs),
       behind: window.probe.behind,

@@ -28,6 +28,12 @@ interface WatchState {
   /** Seconds watched this UTC hour, as told to the tracker. */
   watchedS: number;
   peer: PagePeer | null;
+  /**
+   * When (performance.now(), ms since the page was opened) startup's steps first
+   * happened: the playlist loaded, the first media (part or segment) loaded and
+   * buffered, and the video played.
+   */
+  marks: { playlist?: number; media?: number; buffered?: number; playing?: number };
 }
 
 declare global {
@@ -51,8 +57,12 @@ const state: WatchState = {
   skips: 0,
   watchedS: 0,
   peer: null,
+  marks: {},
 };
 window.watch = state;
+const mark = (step: keyof WatchState["marks"]) => {
+  state.marks[step] ??= Math.round(performance.now());
+};
 
 unmute.addEventListener("click", () => {
   video.muted = !video.muted;
@@ -60,6 +70,7 @@ unmute.addEventListener("click", () => {
 });
 video.addEventListener("playing", () => {
   state.started = true;
+  mark("playing");
 });
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt(h, 16));
@@ -206,6 +217,9 @@ if (Hls.isSupported()) {
     else if (d.fatal && d.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
     else if (d.fatal && d.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
   });
+  hls.once(Hls.Events.LEVEL_LOADED, () => mark("playlist"));
+  hls.once(Hls.Events.FRAG_LOADED, () => mark("media"));
+  hls.once(Hls.Events.FRAG_BUFFERED, () => mark("buffered"));
   hls.loadSource(src);
   hls.attachMedia(video);
   playingDate = () => hls.playingDate;
