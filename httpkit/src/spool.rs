@@ -67,6 +67,9 @@ impl SpoolIndex {
     }
 }
 
+/// The page size that [`Spool::align`] aligns to.
+const PAGE: u64 = 4096;
+
 /// One unnamed file of buffers, listed in an index until dropped.
 #[derive(Debug)]
 pub struct Spool {
@@ -86,6 +89,12 @@ impl Spool {
             len: 0,
             listed: Vec::new(),
         })
+    }
+
+    /// Starts what is put next on a page of its own (the file keeps a hole): a
+    /// response that begins there is sent from whole pages.
+    pub fn align(&mut self) {
+        self.len = self.len.next_multiple_of(PAGE);
     }
 
     /// Appends `bytes` to the file and lists them. Empty buffers, and buffers whose
@@ -206,6 +215,20 @@ mod tests {
         assert!(index.find(&elsewhere).is_none());
         drop(spool);
         assert!(index.is_empty() && index.find(&second).is_none());
+    }
+
+    #[test]
+    fn bytes_put_after_align_start_on_a_page_of_their_own() {
+        let index = SpoolIndex::new();
+        let mut spool = Spool::new(&index).unwrap();
+        let (a, b) = (Bytes::from(vec![1u8; 5_000]), Bytes::from(vec![2u8; 100]));
+        spool.align(); // at 0 already: stays
+        spool.put(&a).unwrap();
+        spool.align();
+        spool.put(&b).unwrap();
+        assert_eq!(index.find(&a).unwrap().1, 0);
+        let (file, offset) = index.find(&b).unwrap();
+        assert_eq!((offset, read(&file, offset, 100)), (8_192, b.to_vec()));
     }
 
     #[test]

@@ -25,7 +25,10 @@
 //! Nothing is copied to serve: a part is its piece's payload (a slice of the piece's
 //! buffer), and a segment is sent as its parts back to back. A seeder's parts are also
 //! spooled (each segment's into one unnamed file, [`httpkit::spool`]) so that its
-//! connections send them with `sendfile` instead of copying them into every socket.
+//! connections send them with `sendfile` instead of copying them into every socket;
+//! each LL-HLS part starts on a page of its own there, as a file of its own would (a
+//! part from mid-page made more, smaller packets: nginx serving the same parts as
+//! files sent 5.9 packets per request, the seeder 7.3).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -224,11 +227,18 @@ impl Hls {
             i.rendered_plain = None;
             let ts = piece.timestamp_us();
             // The previous piece is a complete part now that this one gives its end.
+            let part_pieces = i.part_pieces;
             if follows && let Some(o) = i.open.as_mut() {
                 let (at, data) = std::mem::take(&mut o.pending);
                 let duration_us = ts.saturating_sub(at).max(1);
                 if let Some(spool) = o.spool.as_mut()
-                    && let Err(e) = spool.put(&data)
+                    && let Err(e) = {
+                        // Each LL-HLS part from whole pages, as a file of its own would be.
+                        if o.parts.len() % part_pieces.max(1) == 0 {
+                            spool.align();
+                        }
+                        spool.put(&data)
+                    }
                 {
                     tracing::debug!(error = %e, "HLS: part not spooled; it is sent by copying");
                 }
@@ -732,6 +742,20 @@ mod tests {
         let payloads = |r: std::ops::Range<u64>| r.map(|s| piece(s, s % 22 == 0).payload().clone()).collect::<Vec<_>>();
         assert_eq!(h.part(1, 5), Some(payloads(42..44)), "the segment's short last part");
         assert_eq!(h.part(2, 0), None, "not whole yet");
+        // Spooled: each part from a page of its own, its pieces back to back (one
+        // `sendfile` from whole pages, as from a file of its own).
+        let index = h.spool_index().unwrap();
+        for k in 0..6 {
+            let part = h.part(1, k).unwrap();
+            let (file, at) = index.find(&part[0]).unwrap();
+            assert_eq!(at % 4096, 0, "part 1.{k} starts at {at}");
+            let mut next = at;
+            for p in &part {
+                let (f, o) = index.find(p).unwrap();
+                assert!(Arc::ptr_eq(&f, &file) && o == next, "part 1.{k}: a piece at {o}, not {next}");
+                next += p.len() as u64;
+            }
+        }
         for seq in 47..49 {
             h.push(&piece(seq, false));
         }
