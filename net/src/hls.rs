@@ -26,9 +26,9 @@
 //! buffer), and a segment is sent as its parts back to back. A seeder's parts are also
 //! spooled (each segment's into one unnamed file, [`httpkit::spool`]) so that its
 //! connections send them with `sendfile` instead of copying them into every socket;
-//! each LL-HLS part starts on a page of its own there, as a file of its own would (a
-//! part from mid-page made more, smaller packets: nginx serving the same parts as
-//! files sent 5.9 packets per request, the seeder 7.3).
+//! each LL-HLS part starts on a page of its own there, as a file of its own would
+//! (`shoal bench seeder`: 0.67–0.70 of nginx's bytes per CPU-second against 0.56–0.64
+//! from mid-page, runs alternated on one machine).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
