@@ -150,7 +150,7 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
         tokio::spawn(viewer::serve(play, node.clone()));
         if let Some(listen) = a.webrtc_listen {
             let settings = net::rtc::RtcSettings::new(listen, a.webrtc_public.clone());
-            let host = node.node.serve_pages(&settings).await.with_context(|| format!("WebRTC on {listen}"))?;
+            let host = node.serve_pages(&settings).await.with_context(|| format!("WebRTC on {listen}"))?;
             println!("VIEWER  browsers' pages reach this viewer over WebRTC at {:?}", host.candidates);
         }
         println!(

@@ -143,14 +143,17 @@ fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
     assert!(bytes("peers") > 0.0, "the native viewer passed the page pieces: {r}");
     assert_eq!(r["peer"]["forgedRefused"], 0, "{r}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 1_000, "a screenshot was taken");
-    // The seeder counts its pages' WebRTC sessions for the ops team.
-    let (_, metrics) = common::http_get(&common::metrics_urls(&up)[2]);
-    let metrics = String::from_utf8_lossy(&metrics);
-    let opened = metrics
-        .lines()
-        .find(|l| l.starts_with("shoal_webrtc_events_total{") && l.contains(r#"event="channel_opened""#))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
-    assert!(opened.is_some_and(|n| n >= 1), "the page's data channel counted: {metrics}");
+    // The seeder and the native viewer count their pages' WebRTC sessions for the ops team.
+    let play = word_after(&lines, "ffplay http://").trim_end_matches("/live.ts").to_owned();
+    for url in [common::metrics_urls(&up)[2].clone(), format!("http://{play}/metrics")] {
+        let (_, metrics) = common::http_get(&url);
+        let metrics = String::from_utf8_lossy(&metrics);
+        let opened = metrics
+            .lines()
+            .find(|l| l.starts_with("shoal_webrtc_events_total{") && l.contains(r#"event="channel_opened""#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+        assert!(opened.is_some_and(|n| n >= 1), "the page's data channel counted at {url}: {metrics}");
+    }
 }
 
 #[test]

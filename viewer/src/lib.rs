@@ -5,12 +5,13 @@
 //!   plays is announced to the tracker as watched time (metering).
 //! - [`serve`]: `GET /live.ts` (continuous MPEG-TS from the latest segment start, for
 //!   VLC, mpv, ffplay), `/live.m3u8` and its segments, `/stats.json`, and the kit's
-//!   `/metrics`, `/healthz`, `/readyz` (ready once it plays).
+//!   `/metrics`, `/healthz`, `/readyz` (ready once it plays); with
+//!   [`Viewer::serve_pages`], its WebRTC host's sessions and events too.
 //! - [`playout`]: what was played, shared with the players.
 
 pub mod playout;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use httpkit::{Body, ServerConfig, Site, registered};
 use hyper::{Response, StatusCode};
@@ -32,6 +33,8 @@ pub struct Viewer {
     /// HLS of what it plays, at the root (`/live.m3u8`).
     pub hls: Arc<Hls>,
     pub metrics: ViewerMetrics,
+    /// Its WebRTC host, once it shares with browsers' pages ([`Viewer::serve_pages`]).
+    pages: OnceLock<net::rtc::RtcHost>,
 }
 
 /// What a viewer's peer delivers goes to the playout and the HLS.
@@ -71,7 +74,19 @@ impl Viewer {
         let hls = Arc::new(Hls::at_root());
         let player = Arc::new(Player { playout: playout.clone(), hls: hls.clone(), started_us: now_us() });
         let node = Node::start(NodeConfig::viewer(join), None, player).await?;
-        Ok(Viewer { node, playout, hls, metrics: ViewerMetrics::new() })
+        Ok(Viewer { node, playout, hls, metrics: ViewerMetrics::new(), pages: OnceLock::new() })
+    }
+
+    /// Shares with browsers' pages over WebRTC too (as a seeder does); its host's
+    /// counters join the viewer's metrics. Once: a second call is refused.
+    pub async fn serve_pages(&self, settings: &net::rtc::RtcSettings) -> std::io::Result<net::rtc::RtcHost> {
+        if self.pages.get().is_some() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already serving pages"));
+        }
+        let host = self.node.serve_pages(settings).await?;
+        // Only this task sets it (checked above; a racing second call keeps the first).
+        let _ = self.pages.set(host.clone());
+        Ok(host)
     }
 
     /// What it played and carried, as JSON (`/stats.json`, `--stats-json`).
@@ -102,6 +117,9 @@ impl Viewer {
     /// Brings the metrics up to the node's and the playout's counters.
     pub fn refresh_metrics(&self) {
         self.metrics.node.update(&self.node.handle.snapshot());
+        if let Some(host) = self.pages.get() {
+            self.metrics.node.update_rtc(&host.stats());
+        }
         let s = self.playout.stats();
         let m = &self.metrics;
         m.played.inc_by(s.played.saturating_sub(m.played.get()));
