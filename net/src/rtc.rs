@@ -17,8 +17,13 @@
 //! offer is dropped; a data-channel message above
 //! [`CHUNK`] bytes, or more than [`INBOUND_QUEUE`] messages the shell has not read yet,
 //! ends the session (counted in [`RtcStats`]).
+//!
+//! The driver's work per event does not grow with the sessions it holds: a datagram
+//! from a known address goes to its session (only a STUN check from a new address is
+//! offered to every session), and only the sessions that took input, or whose wake-up
+//! has come, are polled and given the time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -154,6 +159,9 @@ impl RtcHost {
             cert,
             provider: Arc::new(provider),
             sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BTreeSet::new(),
+            dirty: HashSet::new(),
             per_address: settings.per_address.max(1),
             next_id: 0,
             streams,
@@ -184,6 +192,10 @@ struct Session {
     channel: Option<ChannelId>,
     /// The page's address, from its last datagram.
     remote: Option<SocketAddr>,
+    /// Every address its datagrams came from (the driver's routes to it).
+    addrs: Vec<SocketAddr>,
+    /// When it next wants time ([`Driver::timers`]).
+    wake: Instant,
     /// Chunks from the shell not yet in SCTP's buffer, with the window they hold.
     pending: VecDeque<(Bytes, OwnedSemaphorePermit)>,
     /// Data-channel messages to the shell.
@@ -207,6 +219,13 @@ struct Driver {
     cert: str0m::config::DtlsCert,
     provider: Arc<str0m::crypto::CryptoProvider>,
     sessions: HashMap<u64, Session>,
+    /// Which session a page's address belongs to (a datagram from a known address
+    /// goes to its session without asking every session).
+    by_addr: HashMap<SocketAddr, u64>,
+    /// Each session's next wake-up: only due sessions are given the time.
+    timers: BTreeSet<(Instant, u64)>,
+    /// Sessions that took input since they were last polled.
+    dirty: HashSet<u64>,
     per_address: usize,
     next_id: u64,
     streams: mpsc::Sender<PageStream>,
@@ -223,7 +242,7 @@ impl Driver {
         let mut buf = vec![0u8; 2048];
         let mut offers_open = true;
         loop {
-            let wake = self.poll_all().await;
+            let wake = self.poll_dirty().await;
             self.publish();
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
@@ -241,6 +260,7 @@ impl Driver {
                     if let Some(s) = self.sessions.get_mut(&id) {
                         s.pending.push_back((chunk, permit));
                         flush(s);
+                        self.dirty.insert(id);
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -248,9 +268,16 @@ impl Driver {
             if !offers_open && self.sessions.is_empty() {
                 return;
             }
+            // Time for the sessions whose wake-up has come (not every session).
             let now = Instant::now();
-            for s in self.sessions.values_mut() {
-                let _ = s.rtc.handle_input(Input::Timeout(now));
+            while let Some(&(t, id)) = self.timers.first()
+                && t <= now
+            {
+                self.timers.pop_first();
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    let _ = s.rtc.handle_input(Input::Timeout(now));
+                    self.dirty.insert(id);
+                }
             }
         }
     }
@@ -286,13 +313,17 @@ impl Driver {
         };
         let id = self.next_id;
         self.next_id += 1;
+        let now = Instant::now();
+        self.dirty.insert(id);
         self.sessions.insert(
             id,
             Session {
                 rtc,
-                created: Instant::now(),
+                created: now,
                 channel: None,
                 remote: None,
+                addrs: Vec::new(),
+                wake: now,
                 pending: VecDeque::new(),
                 inbound: None,
                 pumps: Vec::new(),
@@ -310,7 +341,19 @@ impl Driver {
         let destination = self.destination(from);
         if let Ok(receive) = Receive::new(Protocol::Udp, from, destination, data) {
             let input = Input::Receive(Instant::now(), receive);
-            if let Some(id) = self.sessions.iter().find(|(_, s)| s.rtc.accepts(&input)).map(|(&id, _)| id) {
+            // A known address goes to its session; only a STUN check from a new one
+            // (ICE trying a page's candidates) is offered to every session.
+            let known = self
+                .by_addr
+                .get(&from)
+                .copied()
+                .filter(|id| self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)));
+            let found = known.or_else(|| {
+                is_stun(data)
+                    .then(|| self.sessions.iter().find(|(_, s)| s.rtc.accepts(&input)).map(|(&id, _)| id))
+                    .flatten()
+            });
+            if let Some(id) = found {
                 // A session's first datagram says where it is: its address's share is checked then.
                 let first = self.sessions.get(&id).is_some_and(|s| s.remote.is_none());
                 let held = || self.sessions.values().filter(|o| o.remote.is_some_and(|r| r.ip() == from.ip())).count();
@@ -319,10 +362,15 @@ impl Driver {
                     tracing::info!(remote = %from, "WebRTC session refused: this address has {} already", self.per_address);
                     self.count(|st| st.per_address_refused += 1);
                 }
+                self.dirty.insert(id);
                 if let Some(s) = self.sessions.get_mut(&id) {
                     if over {
                         s.rtc.disconnect();
                     } else {
+                        if !s.addrs.contains(&from) && s.addrs.len() < MAX_ADDRS_PER_SESSION {
+                            s.addrs.push(from);
+                            self.by_addr.insert(from, id);
+                        }
                         s.remote = Some(from);
                         if s.rtc.handle_input(input).is_err() {
                             s.rtc.disconnect();
@@ -350,11 +398,11 @@ impl Driver {
         self.candidates.iter().find(same).or(self.candidates.first()).copied().unwrap_or(self.local)
     }
 
-    /// Drives every session until each waits; returns when the next wants time.
-    async fn poll_all(&mut self) -> Instant {
-        let mut wake = Instant::now() + Duration::from_millis(500);
+    /// Drives the sessions that took input until each waits; returns when the next
+    /// session wants time.
+    async fn poll_dirty(&mut self) -> Instant {
         let mut ended = Vec::new();
-        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        let ids: Vec<u64> = self.dirty.drain().collect();
         for id in ids {
             let mut transmits = Vec::new();
             let mut opened = None;
@@ -366,7 +414,12 @@ impl Driver {
                 }
                 match s.rtc.poll_output() {
                     Ok(Output::Timeout(t)) => {
-                        wake = wake.min(t);
+                        // A session without its channel yet is also woken at its deadline.
+                        let deadline = s.created + HANDSHAKE_TIMEOUT + Duration::from_millis(1);
+                        let t = if s.channel.is_none() { t.min(deadline) } else { t };
+                        self.timers.remove(&(s.wake, id));
+                        s.wake = t;
+                        self.timers.insert((t, id));
                         break;
                     }
                     Ok(Output::Transmit(t)) => transmits.push((t.destination, t.contents.to_vec())),
@@ -416,9 +469,17 @@ impl Driver {
             }
         }
         for id in ended {
-            self.sessions.remove(&id);
+            if let Some(s) = self.sessions.remove(&id) {
+                self.timers.remove(&(s.wake, id));
+                for a in &s.addrs {
+                    if self.by_addr.get(a) == Some(&id) {
+                        self.by_addr.remove(a);
+                    }
+                }
+            }
         }
-        wake
+        let idle = Instant::now() + Duration::from_millis(500);
+        self.timers.first().map_or(idle, |&(t, _)| t.min(idle))
     }
 
     /// The page opened its channel: a pipe to the shell, and two pumps.
@@ -474,6 +535,15 @@ impl Driver {
         let n = self.sessions.len() as u64;
         self.count(|s| s.sessions = n);
     }
+}
+
+/// Addresses a session is routed from at most (a page's candidates; more are still
+/// found by asking every session).
+const MAX_ADDRS_PER_SESSION: usize = 8;
+
+/// A STUN message by its first byte (RFC 7983: 0–3; DTLS is 20–63).
+fn is_stun(data: &[u8]) -> bool {
+    data.first().is_some_and(|b| *b < 4)
 }
 
 /// Moves what the shell wrote into SCTP's buffer, as far as it has room.
