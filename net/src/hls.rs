@@ -26,9 +26,10 @@
 //! buffer), and a segment is sent as its parts back to back. A seeder's parts are also
 //! spooled (each segment's into one unnamed file, [`httpkit::spool`]) so that its
 //! connections send them with `sendfile` instead of copying them into every socket;
-//! each LL-HLS part starts on a page of its own there, as a file of its own would
-//! (`shoal bench seeder`: 0.67–0.70 of nginx's bytes per CPU-second against 0.56–0.64
-//! from mid-page, runs alternated on one machine).
+//! each LL-HLS part starts on a page of its own there, as a file of its own would, and
+//! a complete segment is spooled once more as one buffer (one `sendfile` for it).
+//! `shoal bench seeder`: 0.56–0.64 of nginx's bytes per CPU-second with parts from
+//! mid-page, 0.67–0.70 aligned, 0.77 with whole segments too (runs on one machine).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -81,6 +82,10 @@ struct Segment {
     parts_listed: bool,
     /// Its parts in a spool file, while it is served.
     _spool: Option<Spool>,
+    /// Spooled segments: its bytes once more, in one buffer from a page of its own in
+    /// the spool, so that a request for the whole segment is one `sendfile` (its parts
+    /// each start on a page, with holes between them).
+    whole: Option<Bytes>,
     /// Once out of the playlist: served until ingest's clock passes this (Unix µs).
     expires_us: Option<u64>,
 }
@@ -257,6 +262,16 @@ impl Hls {
                     i.next_n += 1;
                     let duration_us = ts.saturating_sub(o.start_us).max(1);
                     let start_us = o.start_us;
+                    let mut o = o;
+                    let whole = o.spool.as_mut().and_then(|spool| {
+                        let mut bytes = Vec::with_capacity(o.parts.iter().map(|p| p.data.len()).sum());
+                        for p in &o.parts {
+                            bytes.extend_from_slice(&p.data);
+                        }
+                        let whole = Bytes::from(bytes);
+                        spool.align();
+                        spool.put(&whole).ok().map(|()| whole)
+                    });
                     i.done.push_back(Segment {
                         n,
                         first_seq: o.first_seq,
@@ -265,6 +280,7 @@ impl Hls {
                         parts: o.parts,
                         parts_listed: true,
                         _spool: o.spool,
+                        whole,
                         expires_us: None,
                     });
                     // The one that left the playlist stays for its duration plus the
@@ -381,9 +397,12 @@ fn render(i: &Inner, plain: bool) -> Option<String> {
 }
 
 impl Hls {
-    /// Segment `n`, while served: its parts' bytes, in order.
+    /// Segment `n`, while served: its parts' bytes, in order (a seeder's in one buffer).
     pub fn segment(&self, n: u64) -> Option<Vec<Bytes>> {
-        self.lock().done.iter().find(|s| s.n == n).map(|s| s.parts.iter().map(|p| p.data.clone()).collect())
+        self.lock().done.iter().find(|s| s.n == n).map(|s| match &s.whole {
+            Some(whole) => vec![whole.clone()],
+            None => s.parts.iter().map(|p| p.data.clone()).collect(),
+        })
     }
 
     /// Part `k` of segment `n` (its pieces' payloads), while its segment is served (a
@@ -616,7 +635,7 @@ mod tests {
         assert_eq!(h.part(2, 4), None, "not complete yet");
         // The parts of a segment concatenate to the segment.
         let parts: Vec<Bytes> = (0..20).flat_map(|k| h.part(1, k).unwrap()).collect();
-        assert_eq!(parts, h.segment(1).unwrap());
+        assert_eq!(parts.concat(), h.segment(1).unwrap().concat());
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         rt.block_on(async {
@@ -756,6 +775,17 @@ mod tests {
                 next += p.len() as u64;
             }
         }
+        // And the whole segment once more, in one buffer from a page of its own: one
+        // `sendfile`. A viewer's (not spooled) is sent as its pieces' payloads.
+        let whole = h.segment(1).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0], payloads(22..44).concat());
+        assert_eq!(index.find(&whole[0]).unwrap().1 % 4096, 0);
+        let v = Hls::at_root().with_part_pieces(4);
+        for seq in 0..47 {
+            v.push(&piece(seq, seq % 22 == 0));
+        }
+        assert_eq!(v.segment(1), Some(payloads(22..44)));
         for seq in 47..49 {
             h.push(&piece(seq, false));
         }
