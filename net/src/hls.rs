@@ -84,11 +84,9 @@ struct Segment {
     parts_listed: bool,
     /// Its LL-HLS parts, each in one spooled buffer (a seeder's).
     part_bufs: Vec<Option<Bytes>>,
-    /// Its parts in a spool file, while it is served.
+    /// The spool file holding `part_bufs` and `whole`, while it is served.
     _spool: Option<Spool>,
-    /// Spooled segments: its bytes once more, in one buffer from a page of its own in
-    /// the spool, so that a request for the whole segment is one `sendfile` (its parts
-    /// each start on a page, with holes between them).
+    /// Its bytes in one spooled buffer (a seeder's): a segment request is one `sendfile`.
     whole: Option<Bytes>,
     /// Once out of the playlist: served until ingest's clock passes this (Unix µs).
     expires_us: Option<u64>,
@@ -256,14 +254,13 @@ impl Hls {
                 i.piece_us = if i.piece_us == 0 { duration_us } else { (i.piece_us * 15 + d) / 16 };
             }
             if piece.flags().contains(PieceFlags::SEGMENT_START) {
-                if let Some(o) = i.open.take()
+                if let Some(mut o) = i.open.take()
                     && follows
                 {
                     let n = i.next_n;
                     i.next_n += 1;
                     let duration_us = ts.saturating_sub(o.start_us).max(1);
                     let start_us = o.start_us;
-                    let mut o = o;
                     // The segment's last part, if short, and the whole segment: each in
                     // one spooled buffer too.
                     let rest = o.parts.len() % part_pieces.max(1);
