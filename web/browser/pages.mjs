@@ -150,6 +150,8 @@ await run(flags, async (browser) => {
     await page.evaluate(instrument, i < forgers);
     opened[i] = { page, t0, late: i >= pages - late, forger: i < forgers };
   };
+  /** When the (last) leaver closed, ms since the epoch. */
+  let leaveWall = null;
   /** What page `i` saw so far. */
   const collect = async (i) => {
     const o = opened[i];
@@ -168,6 +170,7 @@ await run(flags, async (browser) => {
       watchedS: window.watch.watchedS,
       hlsjs: { latency: window.hls?.latency, target: window.hls?.targetLatency },
       errors: window.watch.errors,
+      log: window.watch.log,
       peer: window.watch.peer?.stats ?? null,
       now: performance.now(),
       timeOrigin: performance.timeOrigin,
@@ -176,7 +179,11 @@ await run(flags, async (browser) => {
     const startupMs = r.startedAt === null ? null : Math.round(r.timeOrigin + r.startedAt - (performance.timeOrigin + o.t0));
     const playedWallMs = r.startedAt === null ? 0 : Math.round(r.now - r.startedAt);
     if (shots) await o.page.screenshot({ path: `${shots}/page-${i}.png` });
-    return { i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, startedAt: undefined, now: undefined, timeOrigin: undefined };
+    // The swarm's events explain a stall; a page that played on keeps its output short.
+    // (`leftAt`: when a leaver closed, on this page's clock, as the log's times are.)
+    const log = r.longestStallMs > 1000 ? r.log : undefined;
+    const leftAt = log && leaveWall !== null ? Math.round(leaveWall - r.timeOrigin) : undefined;
+    return { i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, log, leftAt, startedAt: undefined, now: undefined, timeOrigin: undefined };
   };
   /** Substreams page `i` pushes to other pages now (children, summed over its links). */
   const children = (i) =>
@@ -200,6 +207,7 @@ await run(flags, async (browser) => {
     honest.sort((a, b) => b.children - a.children);
     for (const { i, children: n } of honest.slice(0, leavers)) {
       left.set(i, { ...(await collect(i)), left: true, childrenAtLeave: n });
+      leaveWall = performance.timeOrigin + performance.now();
       await opened[i].page.context().close();
     }
   }

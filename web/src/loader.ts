@@ -96,8 +96,8 @@ export interface Swarm {
 export interface LoadReport {
   /** Answered from the swarm: these pieces. */
   swarm(seqs: bigint[], bytes: number): void;
-  /** Fetched over HTTP. */
-  http(bytes: number): void;
+  /** Fetched over HTTP (`url`: the part or segment). */
+  http(bytes: number, url: string): void;
 }
 
 /** A piece that is known to exist (a later one does) is fetched over HTTP after this. */
@@ -208,7 +208,7 @@ export function swarmLoaders(Base: LoaderClass, map: PieceMap, swarm: Swarm, rep
         onSuccess: (response, stats, ctx, details) => {
           this.stats = stats;
           const data = response.data;
-          report.http(data instanceof ArrayBuffer ? data.byteLength : 0);
+          report.http(data instanceof ArrayBuffer ? data.byteLength : 0, ctx.url);
           callbacks.onSuccess(response, stats, ctx, details);
         },
       });

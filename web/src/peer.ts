@@ -222,6 +222,11 @@ export class PagePeer {
     });
   }
 
+  /** The page is going away: every link is told (`Goodbye(Leaving)`), so children re-parent at once. */
+  leave(): void {
+    for (const link of [...this.links.values()]) this.goodbye(link, Goodbye.Leaving, "the page is closing");
+  }
+
   /** The data channel closed (the other side went, or the network did). */
   detach(id: string): void {
     const link = this.links.get(id);
@@ -571,6 +576,7 @@ export class PagePeer {
         if (!best || parentCost(l, s) < parentCost(best, s)) best = l;
       }
       if (!best) continue;
+      this.opts.log?.(`substream ${s}: parent ${best.info.id}`);
       best.asked |= bit;
       best.lastPush[s] = this.now;
       changed.add(best);
@@ -584,7 +590,12 @@ export class PagePeer {
     const n = BigInt(this.opts.nSubstreams);
     for (const [seq, since] of this.missingSince) {
       const waited = this.now - since;
-      if (waited < REPAIR_WAIT_MS || [...this.links.values()].some((l) => l.requests.has(seq))) continue;
+      if (waited < REPAIR_WAIT_MS) continue;
+      // Asked already: wait for the answer — but once a seed is due, a page's pending
+      // answer does not hold it back (that page may be gone without a word).
+      const asked = [...this.links.values()].filter((l) => l.requests.has(seq));
+      const seedDue = waited >= SEED_REPAIR_AFTER_MS;
+      if (asked.length > 0 && (!seedDue || asked.some((l) => l.hello?.role === Role.Seed))) continue;
       // A page that is fed its substream, the least busy; a seed once pages had their
       // chance (or when no page is fed it): seeds' upload is the broadcaster's cost;
       // else any page.
@@ -599,8 +610,8 @@ export class PagePeer {
         else if (l.status.depth[s] < MAX_DEPTH && (!page || l.requests.size < page.requests.size)) page = l;
         else other ??= l; // not fed it when it last said, but may hold it by now
       }
-      const best = (waited >= SEED_REPAIR_AFTER_MS ? (seed ?? page) : (page ?? seed)) ?? other;
-      if (!best) continue;
+      const best = (seedDue ? (seed ?? page) : (page ?? seed)) ?? other;
+      if (!best || (asked.length > 0 && best !== seed)) continue;
       const batch = batches.get(best) ?? [];
       batch.push(seq);
       batches.set(best, batch);

@@ -206,3 +206,60 @@ test("a page forwards what it is fed to a page that subscribes, which pulls the 
   assert.equal(a.peer.stats.piecesPushed, 3);
   assert.equal(a.peer.stats.piecesServed, 2);
 });
+
+const aHello: Message = { kind: "hello", hello: { ...seedHello.hello, peerId: 5n, role: Role.Viewer, reachable: false } } as Message;
+const aStatus: Status = { ...seedStatus, freeSlots: 4, depth: [1, 1, 1, 1] };
+
+test("a parent that stops pushing a substream while the stream flows is dropped for it; a seed takes it", async () => {
+  const b = page(8n);
+  b.peer.attach({ id: "seed", expectedPeerId: 99n }, new Wire(), 0);
+  b.peer.attach({ id: "a", expectedPeerId: null }, new Wire(), 0);
+  await feed(b.peer, "a", [aHello, { kind: "status", status: aStatus }], 1);
+  await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 1);
+  b.peer.tick(2);
+  assert.deepEqual(b.peer.parents(), ["a", "a", "a", "a"]);
+  await feed(b.peer, "a", [{ kind: "subscribe_reply", accepted: 0b1111n }], 3);
+  // A pushes every substream (a piece each 50 ms), then only 0 and 2: it lost 1 and 3 without a word.
+  for (let q = 0; q < 28; q++) {
+    if (q < 8 || q % 2 === 0) await feed(b.peer, "a", [{ kind: "piece", piece: sign(1000 + q) }], 10 + q * 50);
+  }
+  b.peer.tick(1_200);
+  assert.deepEqual(b.peer.parents(), ["a", "a", "a", "a"], "not before a second of silence");
+  b.peer.tick(1_300); // 1005 (substream 1) came at 260, 1007 (substream 3) at 360
+  assert.deepEqual(b.peer.parents(), ["a", "seed", "a", "a"]);
+  b.peer.tick(1_400);
+  assert.deepEqual(b.peer.parents(), ["a", "seed", "a", "seed"]);
+});
+
+test("a piece asked of a page that stays silent is asked of a seed once one is due, and a leaving page says so", async () => {
+  const b = page(8n);
+  const seed = new Wire();
+  const toA = new Wire();
+  b.peer.attach({ id: "seed", expectedPeerId: 99n }, seed, 0);
+  b.peer.attach({ id: "a", expectedPeerId: null }, toA, 0);
+  await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 1);
+  await feed(b.peer, "a", [aHello, { kind: "status", status: aStatus }], 1);
+  // 1001 never comes; 1002 says it exists from t = 10.
+  await feed(b.peer, "seed", [{ kind: "piece", piece: sign(1000) }, { kind: "piece", piece: sign(1002) }], 10);
+  seed.take();
+  toA.take();
+  const requests = (w: Wire) => w.take().flatMap((m) => (m.kind === "request" ? m.seqs.map(Number) : []));
+  b.peer.tick(300);
+  assert.deepEqual(requests(toA), [1001], "a page fed its substream is asked first");
+  assert.deepEqual(requests(seed), []);
+  b.peer.tick(500);
+  assert.deepEqual([...requests(toA), ...requests(seed)], [], "its answer is awaited");
+  b.peer.tick(650);
+  assert.deepEqual(requests(seed), [1001], "a seed is asked once due, though the page's answer is still pending");
+  b.peer.tick(700);
+  assert.deepEqual([...requests(toA), ...requests(seed)], [], "and then the seed's answer is awaited");
+  // Leaving: every neighbour is told, so its children re-parent at once.
+  b.peer.leave();
+  for (const w of [seed, toA]) {
+    assert.deepEqual(
+      w.take().filter((m) => m.kind === "goodbye"),
+      [{ kind: "goodbye", reason: Goodbye.Leaving }],
+    );
+  }
+  assert.equal(b.peer.neighbours, 0);
+});

@@ -34,6 +34,11 @@ interface WatchState {
    * buffered, and the video played.
    */
   marks: { playlist?: number; media?: number; buffered?: number; playing?: number };
+  /**
+   * The swarm's last events (parents chosen and dropped, links closed, parts fetched
+   * over HTTP), each after its performance.now() ms: what a stall is explained by.
+   */
+  log: string[];
 }
 
 declare global {
@@ -58,8 +63,15 @@ const state: WatchState = {
   watchedS: 0,
   peer: null,
   marks: {},
+  log: [],
 };
 window.watch = state;
+/** Events kept in {@link WatchState.log}. */
+const LOG_KEPT = 200;
+const log = (what: string) => {
+  state.log.push(`${Math.round(performance.now())} ${what}`);
+  if (state.log.length > LOG_KEPT) state.log.splice(0, state.log.length - LOG_KEPT);
+};
 const mark = (step: keyof WatchState["marks"]) => {
   state.marks[step] ??= Math.round(performance.now());
 };
@@ -99,6 +111,7 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     peerId: peerIdOf(trackerId),
     nSubstreams: substreams,
     uploadKbps: 4_000,
+    log,
     onPiece: (p, seed) => {
       fromSeed.set(p.seq, seed);
       if (fromSeed.size > 4_096) fromSeed.delete(fromSeed.keys().next().value as bigint);
@@ -110,6 +123,8 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     },
   });
   state.peer = peer;
+  // A closing tab tells its neighbours (a vanished one is found out only by silence).
+  addEventListener("pagehide", () => peer.leave());
   let links = 0;
   const tracker = new TrackerClient({
     url: trackerUrl,
@@ -124,6 +139,7 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
       peer.attach({ id, expectedPeerId: remoteId }, dc, Date.now());
       dc.addEventListener("message", (e) => peer.receive(id, new Uint8Array(e.data as ArrayBuffer), Date.now()));
       dc.addEventListener("close", () => {
+        log(`link ${id} closed`);
         channels.delete(id);
         peer.detach(id);
       });
@@ -184,7 +200,8 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
       state.bytes.seeds += (bytes * seeds) / seqs.length;
       state.bytes.peers += (bytes * (seqs.length - seeds)) / seqs.length;
     },
-    http: (bytes: number) => {
+    http: (bytes: number, url: string) => {
+      log(`http ${url.slice(url.lastIndexOf("/") + 1)}`);
       state.bytes.http += bytes;
     },
   };
