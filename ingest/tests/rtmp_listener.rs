@@ -457,6 +457,45 @@ fn before_a_publish_a_connection_holds_at_most_64_kib_of_messages() {
     assert!(matches!(reader.read_chunk(&mut header(1 << 20)), Ok(None)));
 }
 
+#[test]
+fn a_message_assembled_from_chunks_reuses_the_last_ones_buffer_once_it_is_dropped() {
+    // scuffle-rtmp patch 5: a frame in several chunks no longer costs a malloc (and the
+    // growth of a new buffer) each.
+    use scuffle_rtmp::chunk::reader::ChunkReader;
+    let mut reader = ChunkReader::default();
+    reader.allow_media();
+    // A 300-byte video message on chunk stream 3 in 128-byte chunks (Type 0, then Type 3).
+    let message = |fill: u8| {
+        let mut b = bytes::BytesMut::from(&[3, 0, 0, 0, 0, 1, 44, 9, 1, 0, 0, 0][..]);
+        for (i, chunk) in [128usize, 128, 44].into_iter().enumerate() {
+            if i > 0 {
+                b.extend_from_slice(&[0xc3]);
+            }
+            b.extend_from_slice(&vec![fill; chunk]);
+        }
+        b
+    };
+    let read = |reader: &mut ChunkReader, fill: u8| {
+        let mut buf = message(fill);
+        std::iter::from_fn(|| reader.read_chunk(&mut buf).expect("a valid chunk")).next().expect("the message")
+    };
+    let first = read(&mut reader, 1);
+    assert_eq!(&first.payload[..], &[1u8; 300][..]);
+    let at = first.payload.as_ptr();
+    // Still held by its handler: the next message gets a buffer of its own.
+    let second = read(&mut reader, 2);
+    assert_eq!(&second.payload[..], &[2u8; 300][..]);
+    assert_ne!(second.payload.as_ptr(), at);
+    assert_eq!(&first.payload[..], &[1u8; 300][..], "a message handed out is never written over");
+    let at = second.payload.as_ptr();
+    drop(first);
+    drop(second);
+    // Both dropped: the next message is assembled where the last one was.
+    let third = read(&mut reader, 3);
+    assert_eq!(&third.payload[..], &[3u8; 300][..]);
+    assert_eq!(third.payload.as_ptr(), at);
+}
+
 /// Edits the channel file as an operator's tool does (write aside, rename over).
 fn edit_channels(s: &Setup, edit: impl FnOnce(&mut catalogue::file::ChannelList)) {
     let path = s._dir.0.join("channels.json");

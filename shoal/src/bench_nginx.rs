@@ -1,8 +1,10 @@
 //! `shoal bench ingest-vs-nginx`: the same ffmpeg feed pushed over real RTMP sockets to
 //! `shoal ingest` and to nginx with `libnginx-mod-rtmp` (HLS on) side by side, and the
 //! CPU-seconds each server spent on it. ffmpeg's `tee` muxer sends identical bytes to
-//! both; the feed is copied (`-c copy`), never re-encoded, at full speed, so the
-//! figure is the servers' cost per media second and not ffmpeg's.
+//! both; the feed is copied (`-c copy`), never re-encoded, so the figure is the
+//! servers' cost per media second and not ffmpeg's. It is read at a few times real
+//! time (`--readrate`): faster than an encoder, but below what ingest lets a channel
+//! run ahead of its clock — an unpaced feed would measure ingest pausing it.
 //!
 //! Writes `bench-ingest-vs-nginx.json`, prints a table, asserts nothing. Needs ffmpeg
 //! and nginx with the RTMP module (`apt-get install -y ffmpeg nginx-light
@@ -36,6 +38,11 @@ pub(crate) struct VsNginxArgs {
     /// `shoal ingest --piece-ms`: media per piece, so signatures per second.
     #[arg(long, default_value_t = 50)]
     piece_ms: u32,
+    /// ffmpeg reads the feed at this many times real time (`-readrate`; 0: as fast as
+    /// it can). Ingest holds a channel to its clock: at 50 ms pieces a feed may run at
+    /// most 5x real time before it is paused, so the default stays below that.
+    #[arg(long, default_value_t = 4.0)]
+    readrate: f64,
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
     #[arg(long, default_value = "/usr/lib/nginx/modules/ngx_rtmp_module.so")]
@@ -57,6 +64,8 @@ struct Server {
 struct VsNginx {
     channels: usize,
     piece_ms: u32,
+    /// ffmpeg's `-readrate` (0: full speed).
+    readrate: f64,
     feed: String,
     feed_mbit_s: f64,
     media_seconds_per_channel: f64,
@@ -102,10 +111,11 @@ pub(crate) fn run(a: VsNginxArgs) -> anyhow::Result<()> {
     let feed_s = probe_duration(&feed)?;
     let loops = f64::from(a.loops.max(1));
     println!(
-        "{} channels × {:.0} s of a {:.1} Mbit/s feed at full speed to both; shoal pieces of {} ms",
+        "{} channels × {:.0} s of a {:.1} Mbit/s feed at {} to both; shoal pieces of {} ms",
         a.channels,
         feed_s * loops,
         feed_len as f64 * 8.0 / feed_s / 1e6,
+        if a.readrate > 0.0 { format!("{}x real time", a.readrate) } else { "full speed".into() },
         a.piece_ms
     );
     println!(
@@ -140,6 +150,7 @@ pub(crate) fn run(a: VsNginxArgs) -> anyhow::Result<()> {
     let r = VsNginx {
         channels: a.channels,
         piece_ms: a.piece_ms,
+        readrate: a.readrate,
         feed: feed.display().to_string(),
         feed_mbit_s: feed_len as f64 * 8.0 / feed_s / 1e6,
         media_seconds_per_channel: feed_s * loops,
@@ -213,6 +224,7 @@ fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duratio
             Command::new("ffmpeg")
                 .args(["-hide_banner", "-loglevel", "error", "-stream_loop"])
                 .arg((a.loops.max(1) - 1).to_string())
+                .args(["-readrate", &a.readrate.max(0.0).to_string()])
                 .arg("-i")
                 .arg(feed)
                 .args(["-map", "0", "-c", "copy", "-f", "tee", &tee])

@@ -1,6 +1,6 @@
-//! Piece buffers, recycled: once every holder of a piece (the live window, seeder
-//! streams, the debug tap) has let it go, its buffer comes back to the channel's pool
-//! and carries a later piece.
+//! Buffers recycled: once every holder of a piece (the live window, seeder streams,
+//! the debug tap) has let it go, its buffer comes back to the channel's pool and
+//! carries a later piece; a video frame's, once the segmenter has packetized it.
 //!
 //! Why: a piece buffer is tens to hundreds of KiB, a size glibc serves from fresh pages
 //! (`mmap`, or a grown heap) and gives back to the kernel on free, so every new piece

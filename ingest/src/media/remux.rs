@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::codec::{AacConfig, CodecError, VideoConfig};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
+use super::pool::BufferPool;
 use super::timeline::Timeline;
 use super::ts::Program;
 use super::{Frame, FrameInterval, Track, VideoCodec};
@@ -35,6 +36,9 @@ pub struct FlvRemuxer {
     audio: Option<AacConfig>,
     video_interval: FrameInterval,
     scratch: Vec<u8>,
+    /// Video frames' buffers, back once the segmenter has packetized them: a frame is
+    /// tens of KiB, which glibc's `malloc` is slow to find (9 % of ingest's CPU).
+    frames: BufferPool,
 }
 
 impl FlvRemuxer {
@@ -61,7 +65,7 @@ impl FlvRemuxer {
                 // Written straight into the frame's own buffer (no copy out of a scratch):
                 // Annex B is the same size as the length-prefixed NAL units plus an access
                 // unit delimiter and, on keyframes, the parameter sets.
-                let mut annex_b = Vec::with_capacity(nalus.len() + 1024);
+                let mut annex_b = self.frames.take(nalus.len() + 1024);
                 cfg.to_annex_b(nalus, keyframe, &mut annex_b)?;
                 let mapped = timeline.map(u64::from(timestamp));
                 let duration_ms = self.video_interval.observe(mapped.ms, mapped.discontinuity);
@@ -71,7 +75,7 @@ impl FlvRemuxer {
                     cts_ms: cts_ms.max(0),
                     keyframe,
                     duration_ms,
-                    data: Bytes::from(annex_b),
+                    data: self.frames.share(annex_b),
                 };
                 Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })
             }

@@ -50,7 +50,17 @@ pub struct ChunkReader {
     /// accepted, then `MAX_PARTIAL_CHUNK_SIZE` — so a connection that never publishes
     /// holds 64 KiB of buffers at most, not 4 × 10 MB.
     max_message: usize,
+
+    /// Shoal patch: buffers of messages handed out, kept to assemble later ones. Each
+    /// still shares its allocation with the message it held; once that message is
+    /// dropped (the handler is done with it) `reserve` takes the allocation back, so a
+    /// steady feed assembles its messages without a `malloc` each.
+    spare: Vec<BytesMut>,
 }
+
+/// Shoal patch: a buffer larger than this is not kept as a spare (a rare huge
+/// keyframe is not held for the rest of the session).
+const MAX_SPARE_CAPACITY: usize = 1024 * 1024;
 
 impl Default for ChunkReader {
     fn default() -> Self {
@@ -60,6 +70,7 @@ impl Default for ChunkReader {
             partial_chunks: HashMap::with_capacity(MAX_PARTIAL_CHUNK_COUNT),
             max_chunk_size: INIT_CHUNK_SIZE,
             max_message: PRE_PUBLISH_MAX_MESSAGE,
+            spare: Vec::with_capacity(MAX_PARTIAL_CHUNK_COUNT),
         }
     }
 }
@@ -241,8 +252,13 @@ impl ChunkReader {
                             return Err(crate::error::RtmpError::ChunkRead(ChunkReadError::TooManyPartialChunks));
                         }
 
-                        // Insert a new empty BytesMut into the map.
-                        self.partial_chunks.insert(key, BytesMut::new());
+                        // Shoal patch: a spare buffer, with room for the message as
+                        // claimed (up to a spare's size: a claim is not trusted with more
+                        // memory than it has sent), not a new one grown chunk by chunk.
+                        let mut buf = self.spare.pop().unwrap_or_default();
+                        let claimed = message_header.msg_length as usize;
+                        buf.reserve(claimed.min(self.max_message).min(MAX_SPARE_CAPACITY));
+                        self.partial_chunks.insert(key, buf);
                         // Get the partial chunk we just inserted.
                         self.partial_chunks.get_mut(&key).expect("we just inserted it")
                     }
@@ -270,10 +286,16 @@ impl ChunkReader {
 
                 // If we have a full chunk we return it.
                 if length == message_header.msg_length as usize {
+                    // Shoal patch: the message is split off; its buffer stays a spare.
+                    let mut buf = self.partial_chunks.remove(&key).expect("the message in progress");
+                    let payload = buf.split().freeze();
+                    if self.spare.len() < MAX_PARTIAL_CHUNK_COUNT && buf.capacity() + payload.len() <= MAX_SPARE_CAPACITY {
+                        self.spare.push(buf);
+                    }
                     return Ok(Some(Chunk {
                         basic_header: header,
                         message_header,
-                        payload: self.partial_chunks.remove(&key).unwrap().freeze(),
+                        payload,
                     }));
                 }
 
