@@ -289,9 +289,10 @@ fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duratio
 /// the fragments go to the scratch directory (tmpfs where there is one).
 fn nginx_conf(module: &Path, work: &Path, hls: &Path, port: u16) -> String {
     // As root, nginx's workers would switch to `nobody` and could not write the scratch dir.
+    // One process, no master: a killed master left its worker running after the bench.
     let user = if std::env::var("USER").as_deref() == Ok("root") || is_root() { "user root;\n" } else { "" };
     format!(
-        "load_module {module};\n{user}daemon off;\nworker_processes 1;\npid {pid};\n\
+        "load_module {module};\n{user}daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\n\
          events {{ worker_connections 1024; }}\n\
          rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n\
          \x20   application live {{\n      live on;\n      hls on;\n      hls_path {hls};\n\
