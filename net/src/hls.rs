@@ -160,6 +160,13 @@ impl Inner {
     fn listed(&self) -> impl Iterator<Item = &Segment> {
         self.done.iter().skip(self.done.len().saturating_sub(WINDOW))
     }
+
+    /// The playlist's target duration, s. Each listed segment's duration rounded to the
+    /// nearest second is at most the target (RFC 8216 §4.3.3.1): a segment of 1.02 s
+    /// does not make it 2 (which hls.js takes as the room it leaves for stalls).
+    fn target_s(&self) -> u64 {
+        self.listed().map(|s| (s.duration_us + 500_000) / 1_000_000).max().unwrap_or(1).max(1)
+    }
 }
 
 impl Hls {
@@ -360,10 +367,7 @@ fn spool_whole(spool: &mut Spool, parts: &[Part]) -> Option<Bytes> {
 /// The playlist of what `i` holds: LL-HLS, or `plain` (segments only).
 fn render(i: &Inner, plain: bool) -> Option<String> {
     let first = i.listed().next()?;
-    // Each segment's duration rounded to the nearest second is at most the target (RFC
-    // 8216 §4.3.3.1): a segment of 1.02 s does not make it 2 (which hls.js takes as
-    // the room it leaves for stalls).
-    let target = i.listed().map(|s| (s.duration_us + 500_000) / 1_000_000).max().unwrap_or(1).max(1);
+    let target = i.target_s();
     let per = i.part_pieces;
     // Rounded up to 10 ms. A part after an encoder's stall is longer than this, which
     // players take in their stride; a target raised by every such part would hold them
@@ -457,10 +461,9 @@ impl Hls {
         }
     }
 
-    /// Three target durations: how long a blocking request may wait.
+    /// Three target durations (the playlist's): how long a blocking request may wait.
     fn block_limit(&self) -> Duration {
-        let target = self.lock().done.iter().map(|s| s.duration_us).max().unwrap_or(1_000_000);
-        Duration::from_micros(target.div_ceil(1_000_000).max(1) * 3_000_000)
+        Duration::from_secs(3 * self.lock().target_s())
     }
 
     /// [`Hls::answer`], holding blocking reloads (`_HLS_msn`, `_HLS_part` in `query`) and

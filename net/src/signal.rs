@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use swarm::bencode::latin1;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -42,11 +43,6 @@ impl SignalConfig {
             None => format!("{base}/announce"),
         }
     }
-}
-
-/// A WebTorrent "binary string": one character per byte.
-pub fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&x| char::from(x)).collect()
 }
 
 /// Runs until `stop` turns true: connect, announce, answer offers; again after a pause

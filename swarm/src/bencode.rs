@@ -63,6 +63,12 @@ pub fn percent_encode(bytes: &[u8]) -> String {
     s
 }
 
+/// Raw bytes as a WebTorrent tracker's JSON carries them (info-hashes, peer ids): a
+/// "binary string", one character (U+0000–U+00FF) per byte.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
 pub fn write_int(out: &mut Vec<u8>, v: i64) {
     out.push(b'i');
     out.extend_from_slice(v.to_string().as_bytes());

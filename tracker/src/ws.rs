@@ -23,6 +23,7 @@ use catalogue::directory::{Admission, ChannelDirectory};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::{Map, Value, json};
 use swarm::announce::{Announce, Event, Role};
+use swarm::bencode::latin1;
 use tokio::sync::mpsc;
 
 /// Largest message a page may send (a WebRTC offer is 2–6 KB of SDP).
@@ -460,11 +461,6 @@ fn binary20(v: Option<&Value>) -> Option<[u8; 20]> {
         *o = u8::try_from(u32::from(chars.next()?)).ok()?;
     }
     chars.next().is_none().then_some(out)
-}
-
-/// Bytes as a "binary string".
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&x| char::from(x)).collect()
 }
 
 /// Serves one upgraded connection (its slot reserved): messages in, relayed messages
