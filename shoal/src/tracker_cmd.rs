@@ -26,6 +26,14 @@ pub(crate) struct TrackerArgs {
     /// A peer silent for this long is dropped, seconds (default: 2.5 intervals).
     #[arg(long, env = "SHOAL_TRACKER_PEER_TIMEOUT")]
     peer_timeout: Option<u32>,
+    /// Viewer ids a channel lists and meters from one address at once; more are
+    /// answered (they may watch) but neither listed nor metered
+    /// (`shoal_tracker_ids_over_cap_total`). Loopback is not capped.
+    #[arg(long, env = "SHOAL_TRACKER_MAX_IDS_PER_ADDRESS", default_value_t = 64)]
+    max_ids_per_address: u32,
+    /// The same from one network (/24 of IPv4, /48 of IPv6).
+    #[arg(long, env = "SHOAL_TRACKER_MAX_IDS_PER_NETWORK", default_value_t = 1_024)]
+    max_ids_per_network: u32,
     /// Token seed nodes announce with (`role=seed&token=`); default: DATA_DIR/seeder-token.
     #[arg(long, env = "SHOAL_TRACKER_SEEDER_TOKEN", hide_env_values = true)]
     seeder_token: Option<String>,
@@ -80,6 +88,8 @@ pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
     let cfg = StoreConfig {
         interval_s: a.interval,
         peer_timeout_s: a.peer_timeout.unwrap_or(a.interval * 5 / 2),
+        max_ids_per_address: a.max_ids_per_address,
+        max_ids_per_network: a.max_ids_per_network,
         ..StoreConfig::default()
     };
     let token = crate::ingest_cmd::seeder_token(a.seeder_token.as_deref(), &a.common.data_dir)?;

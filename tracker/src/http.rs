@@ -81,6 +81,7 @@ impl Tracker {
         match self.accept(query, ip, now_unix) {
             Ok(a) => {
                 let reply = self.swarms.announce(now_s, &a, ip);
+                self.metrics.count_over_cap(&reply);
                 self.answer(&a, &reply)
             }
             Err(refused) => refused,
@@ -99,6 +100,11 @@ impl Tracker {
         };
         // Metering (and the fallback answer) are this process's.
         let local = self.swarms.announce(now_s, &a, ip);
+        self.metrics.count_over_cap(&local);
+        if local.over_cap.is_some() {
+            // Not kept here, so not shared either: other replicas do not list it.
+            return self.answer(&a, &local);
+        }
         let span = tracing::trace_span!("announce", %ip);
         let reply = match shared.announce(&a, ip, now_unix).instrument(span).await {
             Ok(r) => r,

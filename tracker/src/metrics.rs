@@ -32,6 +32,8 @@ pub struct TrackerMetrics {
     pub db_errors: IntCounterVec,
     pub redis_errors: IntCounter,
     pub shared_expired: IntCounter,
+    /// cap: address_cap, network_cap.
+    pub over_cap: IntCounterVec,
 }
 
 impl Default for TrackerMetrics {
@@ -108,6 +110,17 @@ impl TrackerMetrics {
                 "shoal_tracker_shared_expired_peers_total",
                 "Peers this replica removed from the shared swarm store for not re-announcing",
             ),
+            over_cap: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "shoal_tracker_ids_over_cap_total",
+                        "Announces of new viewer ids answered but neither listed nor metered: their address or \
+                         network already had as many ids on the channel as allowed",
+                    ),
+                    &["cap"],
+                ),
+            ),
             registry,
         };
         m.initialize_series();
@@ -130,6 +143,16 @@ impl TrackerMetrics {
         }
         for op in ["flush", "rollup", "directory", "admin"] {
             self.db_errors.with_label_values(&[op]);
+        }
+        for cap in ["address_cap", "network_cap"] {
+            self.over_cap.with_label_values(&[cap]);
+        }
+    }
+
+    /// Counts a new viewer id that was over a cap ([`crate::store::AnnounceReply::over_cap`]).
+    pub fn count_over_cap(&self, reply: &crate::store::AnnounceReply) {
+        if let Some(cap) = reply.over_cap {
+            self.over_cap.with_label_values(&[cap]).inc();
         }
     }
 

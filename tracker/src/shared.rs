@@ -99,7 +99,7 @@ impl SharedSwarms {
             p.cmd("ZREM").arg(&seen_key).arg(&key[..]).ignore();
             p.cmd("HLEN").arg(&seeds_key).cmd("HLEN").arg(&viewers_key);
             let (seeds, viewers): (u32, u32) = self.query(&p).await?;
-            return Ok(AnnounceReply { seeds, viewers, peers: Vec::new() });
+            return Ok(AnnounceReply { seeds, viewers, peers: Vec::new(), over_cap: None });
         }
         let ip16 = match ip {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -131,7 +131,7 @@ impl SharedSwarms {
         let viewer_recs = listable(&decode_pairs(&viewer_sample));
         let chosen_seeds: Vec<&PeerRec> = seed_recs.iter().take(seeds_wanted.saturating_sub(1).min(want)).collect();
         let peers = peer_list(chosen_seeds, viewer_recs.iter().collect(), want);
-        Ok(AnnounceReply { seeds, viewers, peers })
+        Ok(AnnounceReply { seeds, viewers, peers, over_cap: None })
     }
 
     /// (seeds, viewers) of a channel across replicas.

@@ -28,11 +28,24 @@ pub struct StoreConfig {
     pub max_numwant: u32,
     /// Seeds put in each viewer's list (the rest are viewers: seeds carry ≤ 1 %).
     pub seeds_per_list: u32,
+    /// Viewer ids a channel lists and meters from one address at once. One more is
+    /// still answered (it may watch) but neither listed to others nor metered: peer ids
+    /// cost nothing to make up, and made-up ones must not run up a channel's bill.
+    pub max_ids_per_address: u32,
+    /// The same from one network (/24 of IPv4, /48 of IPv6): a school or an office.
+    pub max_ids_per_network: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { interval_s: 60, peer_timeout_s: 150, max_numwant: 200, seeds_per_list: 2 }
+        StoreConfig {
+            interval_s: 60,
+            peer_timeout_s: 150,
+            max_numwant: 200,
+            seeds_per_list: 2,
+            max_ids_per_address: 64,
+            max_ids_per_network: 1_024,
+        }
     }
 }
 
@@ -121,6 +134,9 @@ pub struct AnnounceReply {
     pub seeds: u32,
     pub viewers: u32,
     pub peers: Vec<PeerOut>,
+    /// Answered but not kept (neither listed nor metered): the cap it is over,
+    /// `"address_cap"` or `"network_cap"` (see [`StoreConfig::max_ids_per_address`]).
+    pub over_cap: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -382,7 +398,7 @@ impl Swarms {
     pub fn announce(&self, now_s: u32, a: &Announce, ip: IpAddr) -> AnnounceReply {
         let mut shard = self.shard(&a.info_hash);
         if a.event == Event::Stopped {
-            let mut reply = AnnounceReply { seeds: 0, viewers: 0, peers: Vec::new() };
+            let mut reply = AnnounceReply { seeds: 0, viewers: 0, peers: Vec::new(), over_cap: None };
             if let Some(swarm) = shard.swarms.get_mut(&a.info_hash) {
                 if let Some(i) = swarm.find(&self.hasher, &peer_key(&a.peer_id)) {
                     // Its last counters, if it says them, are credited before it goes.
@@ -417,6 +433,19 @@ impl Swarms {
         };
         let flags = if a.role == Role::Seed { SEED } else { 0 } | if a.reachable { REACHABLE } else { 0 };
         let found = swarm.find(&self.hasher, &key);
+        if found.is_none()
+            && a.role == Role::Viewer
+            && let Some(cap) = self.over_cap(swarm, ip, &ip16)
+        {
+            let want = a.numwant.min(self.cfg.max_numwant) as usize;
+            let peers = self.choose(swarm, &key, a.role, want);
+            return AnnounceReply {
+                seeds: swarm.seeds,
+                viewers: swarm.peers.len() as u32 - swarm.seeds,
+                peers,
+                over_cap: Some(cap),
+            };
+        }
         // Metering: viewers' `watched` counters become viewer-seconds, seeds'
         // `uploaded` counters seed bytes.
         let known = found.map(|i| swarm.peers[i]);
@@ -477,7 +506,30 @@ impl Swarms {
         }
         let want = a.numwant.min(self.cfg.max_numwant) as usize;
         let peers = self.choose(swarm, &key, a.role, want);
-        AnnounceReply { seeds: swarm.seeds, viewers: swarm.peers.len() as u32 - swarm.seeds, peers }
+        AnnounceReply { seeds: swarm.seeds, viewers: swarm.peers.len() as u32 - swarm.seeds, peers, over_cap: None }
+    }
+
+    /// Whether a new viewer id from `ip` would take its address or its network past
+    /// the channel's cap (which one). Loopback is not capped (local tests and demos).
+    /// A scan of the swarm, done only for ids not seen before.
+    fn over_cap(&self, swarm: &Swarm, ip: IpAddr, ip16: &[u8; 16]) -> Option<&'static str> {
+        let net = httpkit::guard::network(ip)?;
+        let (mut same_address, mut same_network) = (0u32, 0u32);
+        for p in swarm.peers.iter().filter(|p| !p.is_seed()) {
+            if p.ip == *ip16 {
+                same_address += 1;
+            }
+            if httpkit::guard::network(IpAddr::from(p.ip)) == Some(net) {
+                same_network += 1;
+            }
+        }
+        if same_address >= self.cfg.max_ids_per_address {
+            Some("address_cap")
+        } else if same_network >= self.cfg.max_ids_per_network {
+            Some("network_cap")
+        } else {
+            None
+        }
     }
 
     /// Seconds to credit for a viewer's `watched` counter `w` (seconds watched in the
@@ -936,6 +988,43 @@ mod tests {
 
     fn watched(hash: u8, id: u32, w: u64) -> Announce {
         Announce { watched_s: Some(w), ..ann(hash, id, Role::Viewer, true, 0) }
+    }
+
+    #[test]
+    fn made_up_ids_past_an_address_or_network_cap_are_answered_but_neither_listed_nor_metered() {
+        let cfg = StoreConfig { max_ids_per_address: 4, max_ids_per_network: 6, ..StoreConfig::default() };
+        let s = Swarms::with_epoch(cfg, H0);
+        let at = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        // Ten ids from one address, then each again 30 s later, counters moving.
+        let over = |t: u32, w: u64, ids: std::ops::RangeInclusive<u32>, from: IpAddr| {
+            ids.map(|id| s.announce(t, &watched(1, id, w), from).over_cap).collect::<Vec<_>>()
+        };
+        let first = over(0, 0, 1..=10, at(203, 0, 113, 1));
+        assert_eq!(first[..4], [None; 4]);
+        assert_eq!(first[4..], [Some("address_cap"); 6]);
+        let r = s.announce(0, &ann(1, 99, Role::Viewer, true, 0), at(198, 51, 100, 9));
+        assert_eq!((r.viewers, r.over_cap), (5, None), "four listed from that address, and this one");
+        assert!(r.peers.iter().filter(|p| p.ip == at(203, 0, 113, 1)).count() <= 4);
+        // An id over the cap is still answered: it may watch, from the peers it is given.
+        let answered = s.announce(0, &watched(1, 7, 0), at(203, 0, 113, 1));
+        assert_eq!(answered.over_cap, Some("address_cap"));
+        assert!(!answered.peers.is_empty());
+        // Metered: the four kept ids' 30 s each, nothing for the six made up beyond them.
+        assert_eq!(over(30, 30, 1..=10, at(203, 0, 113, 1)).iter().flatten().count(), 6);
+        let billed: u64 = s.drain_usage(30).usage.iter().map(|u| u.viewer_seconds).sum();
+        assert_eq!(billed, 4 * 30);
+        // Its network (/24): two more ids from a neighbour address, then the cap.
+        assert_eq!(over(30, 0, 11..=13, at(203, 0, 113, 2)), [None, None, Some("network_cap")]);
+        // Another network, a seed on the capped address, and loopback are not capped.
+        assert_eq!(
+            over(30, 0, 14..=20, at(203, 0, 114, 1)),
+            [None, None, None, None, Some("address_cap"), Some("address_cap"), Some("address_cap")]
+        );
+        assert_eq!(s.announce(30, &ann(1, 21, Role::Seed, true, 0), at(203, 0, 113, 1)).over_cap, None);
+        assert!(over(30, 0, 100..=199, IpAddr::from([127, 0, 0, 1])).iter().all(Option::is_none));
+        // A kept id that leaves makes room for another.
+        s.announce(40, &Announce { event: Event::Stopped, ..watched(1, 1, 40) }, at(203, 0, 113, 1));
+        assert_eq!(over(40, 0, 30..=31, at(203, 0, 113, 1)), [None, Some("address_cap")]);
     }
 
     #[test]

@@ -495,7 +495,8 @@ where
                     }
                     // A page's watching is metered as a native viewer's is.
                     if let Some(a) = Relay::take_usage(&mut conn) {
-                        tracker.swarms.announce(tracker.now_s(), &a, ip);
+                        let reply = tracker.swarms.announce(tracker.now_s(), &a, ip);
+                        tracker.metrics.count_over_cap(&reply);
                     }
                 }
                 Some(Ok(Message::Binary(_))) => break Some(Close::binary()),

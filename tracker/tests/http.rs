@@ -405,3 +405,46 @@ fn a_redis_outage_degrades_to_the_replicas_own_peers() {
     let direct = rt.block_on(tracker::shared::SharedSwarms::connect(&url, &prefix, StoreConfig::default())).unwrap();
     rt.block_on(direct.clear()).unwrap();
 }
+
+#[test]
+fn ids_past_an_address_cap_are_answered_counted_and_not_shared() {
+    for backend in backends("cap") {
+        ids_past_the_cap_in(&backend);
+    }
+}
+
+fn ids_past_the_cap_in(backend: &Backend) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let id = ChannelKeypair::from_secret_bytes(&[3; 32]).id();
+    let dir = StaticDirectory::new([("news".to_owned(), id)]);
+    let cfg = StoreConfig { max_ids_per_address: 2, ..StoreConfig::default() };
+    let mut tracker = Tracker::new(cfg, Arc::new(dir), SeederTokens::default());
+    let mut shared = None;
+    if let Backend::Redis(url, prefix) = backend {
+        let s = rt.block_on(tracker::shared::SharedSwarms::connect(url, prefix, cfg)).unwrap();
+        rt.block_on(s.clear()).unwrap();
+        tracker = tracker.with_shared(s.clone());
+        shared = Some(s);
+    }
+    let from = std::net::IpAddr::from([203, 0, 113, 7]);
+    let announce = |peer: u8| {
+        let q = format!(
+            "info_hash={}&peer_id={}&port=7000&compact=1&watched=0",
+            percent_encode(&id.info_hash()),
+            percent_encode(&[peer; 20])
+        );
+        let (status, body) = rt.block_on(tracker.announce_shared(&q, from, 0, 1_800_000_000));
+        let d = decode(&body).unwrap();
+        (status.as_u16(), d.get("incomplete").and_then(Value::as_int))
+    };
+    assert_eq!(announce(1), (200, Some(1)));
+    assert_eq!(announce(2), (200, Some(2)));
+    assert_eq!(announce(3), (200, Some(2)), "answered, not counted among the channel's viewers");
+    assert_eq!(announce(4), (200, Some(2)));
+    let metrics = tracker.metrics.render();
+    assert!(metrics.contains("shoal_tracker_ids_over_cap_total{cap=\"address_cap\"} 2\n"), "{metrics}");
+    assert!(metrics.contains("shoal_tracker_ids_over_cap_total{cap=\"network_cap\"} 0\n"), "{metrics}");
+    if let Some(s) = shared {
+        rt.block_on(s.clear()).unwrap();
+    }
+}
