@@ -181,7 +181,27 @@ struct Swarm {
     usage: Vec<HourUsage>,
     /// Seeds' `uploaded` counters already credited (seeds are few: a scan).
     seed_counters: Vec<SeedCounter>,
+    /// Addresses and networks found at their cap lately: a new id from one is over it
+    /// without another scan of the swarm (see [`Swarms::over_cap`]).
+    capped: Vec<Capped>,
 }
+
+/// An address (or a network) at its cap of viewer ids, as found at a scan.
+#[derive(Debug, Clone, Copy)]
+struct Capped {
+    /// The address, or the network as `httpkit::guard::network` numbers it.
+    key: u128,
+    network: bool,
+    /// Until when (store seconds) it is taken as still at its cap.
+    until: u32,
+}
+
+/// How long an address or network found at its cap is taken as at it: a made-up id
+/// costs one scan of the swarm per this, per address, not one per announce; an id that
+/// left makes room within it.
+const CAPPED_FOR_S: u32 = 10;
+/// Capped addresses and networks remembered per channel (past these, each new id scans).
+const MAX_CAPPED: usize = 32;
 
 /// One hour's usage of a swarm, not yet drained.
 #[derive(Debug, Clone, Copy, Default)]
@@ -283,6 +303,7 @@ impl Swarm {
             + self.index.capacity() * (size_of::<u32>() + 1)
             + self.usage.capacity() * size_of::<HourUsage>()
             + self.seed_counters.capacity() * size_of::<SeedCounter>()
+            + self.capped.capacity() * size_of::<Capped>()
     }
 
     /// The usage of the hour `unix` falls in.
@@ -435,7 +456,7 @@ impl Swarms {
         let found = swarm.find(&self.hasher, &key);
         if found.is_none()
             && a.role == Role::Viewer
-            && let Some(cap) = self.over_cap(swarm, ip, &ip16)
+            && let Some(cap) = self.over_cap(swarm, now_s, ip, &ip16)
         {
             let want = a.numwant.min(self.cfg.max_numwant) as usize;
             let peers = self.choose(swarm, &key, a.role, want);
@@ -511,9 +532,16 @@ impl Swarms {
 
     /// Whether a new viewer id from `ip` would take its address or its network past
     /// the channel's cap (which one). Loopback is not capped (local tests and demos).
-    /// A scan of the swarm, done only for ids not seen before.
-    fn over_cap(&self, swarm: &Swarm, ip: IpAddr, ip16: &[u8; 16]) -> Option<&'static str> {
+    /// A scan of the swarm, done only for ids not seen before and not for an address
+    /// or network found at its cap in the last [`CAPPED_FOR_S`].
+    fn over_cap(&self, swarm: &mut Swarm, now_s: u32, ip: IpAddr, ip16: &[u8; 16]) -> Option<&'static str> {
+        const LABEL: [&str; 2] = ["address_cap", "network_cap"];
         let net = httpkit::guard::network(ip)?;
+        let address = u128::from_be_bytes(*ip16);
+        swarm.capped.retain(|c| c.until > now_s);
+        if let Some(c) = swarm.capped.iter().find(|c| c.key == if c.network { net } else { address }) {
+            return Some(LABEL[usize::from(c.network)]);
+        }
         let (mut same_address, mut same_network) = (0u32, 0u32);
         for p in swarm.peers.iter().filter(|p| !p.is_seed()) {
             if p.ip == *ip16 {
@@ -523,13 +551,18 @@ impl Swarms {
                 same_network += 1;
             }
         }
-        if same_address >= self.cfg.max_ids_per_address {
-            Some("address_cap")
+        let network = if same_address >= self.cfg.max_ids_per_address {
+            false
         } else if same_network >= self.cfg.max_ids_per_network {
-            Some("network_cap")
+            true
         } else {
-            None
+            return None;
+        };
+        if swarm.capped.len() < MAX_CAPPED {
+            let key = if network { net } else { address };
+            swarm.capped.push(Capped { key, network, until: now_s.saturating_add(CAPPED_FOR_S) });
         }
+        Some(LABEL[usize::from(network)])
     }
 
     /// Seconds to credit for a viewer's `watched` counter `w` (seconds watched in the
@@ -1022,8 +1055,10 @@ mod tests {
         );
         assert_eq!(s.announce(30, &ann(1, 21, Role::Seed, true, 0), at(203, 0, 113, 1)).over_cap, None);
         assert!(over(30, 0, 100..=199, IpAddr::from([127, 0, 0, 1])).iter().all(Option::is_none));
-        // A kept id that leaves makes room for another.
-        s.announce(40, &Announce { event: Event::Stopped, ..watched(1, 1, 40) }, at(203, 0, 113, 1));
+        // A kept id that leaves makes room for another, noticed within 10 s (an address
+        // found at its cap is not scanned for again before).
+        s.announce(31, &Announce { event: Event::Stopped, ..watched(1, 1, 31) }, at(203, 0, 113, 1));
+        assert_eq!(over(32, 0, 30..=30, at(203, 0, 113, 1)), [Some("address_cap")]);
         assert_eq!(over(40, 0, 30..=31, at(203, 0, 113, 1)), [None, Some("address_cap")]);
     }
 
