@@ -20,4 +20,4 @@ pub mod rtc;
 pub mod shell;
 pub mod signal;
 
-pub use node::{Deliver, Join, Node, NodeConfig, NodeMetrics};
+pub use node::{Deliver, Join, Node, NodeConfig, NodeMetrics, Watched};

@@ -27,10 +27,18 @@ pub trait Deliver: Send + Sync + 'static {
     fn skipped(&self) {}
     /// A piece verified and taken into the window (a seeder's HLS).
     fn accepted(&self, _piece: &Piece) {}
-    /// Seconds played in the current UTC hour, announced for metering (viewers).
-    fn watched_s(&self) -> Option<u64> {
+    /// Seconds played in the current UTC hour, and of those in ad breaks, announced
+    /// for metering (viewers).
+    fn watched(&self) -> Option<Watched> {
         None
     }
+}
+
+/// What a viewer played in the current UTC hour ([`Deliver::watched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watched {
+    pub seconds: u64,
+    pub ad_seconds: u64,
 }
 
 /// A running peer. Dropping it does not stop it: call [`Node::stop`].
@@ -171,11 +179,12 @@ async fn announce_loop(
     let mut backoff = Duration::from_millis(500);
     loop {
         let snap = handle.snapshot();
+        let watched = deliver.watched();
         let report = Report {
             uploaded: snap.bytes_sent,
             downloaded: snap.bytes_received,
-            watched_s: deliver.watched_s(),
-            ad_watched_s: None,
+            watched_s: watched.map(|w| w.seconds),
+            ad_watched_s: watched.map(|w| w.ad_seconds),
             free_slots: 0,
         };
         let wait = match tracker.announce(event, report).await {

@@ -11,15 +11,15 @@
 
 pub mod playout;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use httpkit::{Body, ServerConfig, Site, registered};
 use hyper::{Response, StatusCode};
 use net::hls::Hls;
 use net::shell::now_us;
-use net::{Deliver, Join, Node, NodeConfig, NodeMetrics};
+use net::{Deliver, Join, Node, NodeConfig, NodeMetrics, Watched};
 use prometheus::{Gauge, IntCounter, Opts};
-use swarm::piece::Piece;
+use swarm::piece::{Piece, PieceFlags};
 use swarm::wire::Role;
 use tokio::net::TcpListener;
 
@@ -42,29 +42,74 @@ pub struct Viewer {
 struct Player {
     playout: Arc<Playout>,
     hls: Arc<Hls>,
-    started_us: u64,
+    played: Mutex<Played>,
 }
 
 impl Deliver for Player {
     fn play(&self, piece: &Piece) {
         self.playout.play(piece);
         self.hls.push(piece);
+        self.played.lock().unwrap_or_else(std::sync::PoisonError::into_inner).play(piece, now_us());
     }
 
     fn skipped(&self) {
         self.playout.skipped();
     }
 
-    fn watched_s(&self) -> Option<u64> {
-        (self.playout.stats().played > 0).then(|| watched_this_hour(self.started_us))
+    fn watched(&self) -> Option<Watched> {
+        self.played.lock().unwrap_or_else(std::sync::PoisonError::into_inner).watched(now_us())
     }
 }
 
-/// Seconds watched in the current UTC hour, for a viewer playing since `since_us`.
-fn watched_this_hour(since_us: u64) -> u64 {
-    let now_s = now_us() / 1_000_000;
-    let hour_start = now_s - now_s % 3600;
-    now_s - (since_us / 1_000_000).max(hour_start)
+/// A played piece counts at most this much media time: a gap in the timestamps (a
+/// stall, skipped pieces, a feed that paused) is not time watched.
+const MAX_PIECE_US: u64 = 1_000_000;
+
+/// What the viewer played in the current UTC hour, for metering: the media time of the
+/// pieces it played (not the wall time since it started: a stalled viewer is not
+/// watching), and of that, the time inside ad breaks (the pieces' ad flags).
+#[derive(Debug, Default)]
+struct Played {
+    /// UTC hours since the epoch the counts are for.
+    hour: u64,
+    us: u64,
+    ad_us: u64,
+    last_ts_us: Option<u64>,
+    in_ad: bool,
+}
+
+impl Played {
+    fn play(&mut self, piece: &Piece, now_us: u64) {
+        let hour = now_us / 3_600_000_000;
+        if hour != self.hour {
+            (self.hour, self.us, self.ad_us) = (hour, 0, 0);
+        }
+        let flags = piece.flags();
+        if flags.contains(PieceFlags::AD_BREAK_START) {
+            self.in_ad = true;
+        }
+        // The time since the previous piece played is that piece's: credited now.
+        if let Some(last) = self.last_ts_us {
+            let d = piece.timestamp_us().saturating_sub(last).min(MAX_PIECE_US);
+            self.us += d;
+            if self.in_ad {
+                self.ad_us += d;
+            }
+        }
+        if flags.contains(PieceFlags::AD_BREAK_END) {
+            self.in_ad = false;
+        }
+        self.last_ts_us = Some(piece.timestamp_us());
+    }
+
+    /// Seconds this UTC hour (`None` before anything played).
+    fn watched(&self, now_us: u64) -> Option<Watched> {
+        self.last_ts_us?;
+        if now_us / 3_600_000_000 != self.hour {
+            return Some(Watched::default());
+        }
+        Some(Watched { seconds: self.us / 1_000_000, ad_seconds: self.ad_us / 1_000_000 })
+    }
 }
 
 impl Viewer {
@@ -72,7 +117,7 @@ impl Viewer {
     pub async fn start(join: Join) -> std::io::Result<Viewer> {
         let playout = Arc::new(Playout::new());
         let hls = Arc::new(Hls::at_root());
-        let player = Arc::new(Player { playout: playout.clone(), hls: hls.clone(), started_us: now_us() });
+        let player = Arc::new(Player { playout: playout.clone(), hls: hls.clone(), played: Mutex::default() });
         let node = Node::start(NodeConfig::viewer(join), None, player).await?;
         Ok(Viewer { node, playout, hls, metrics: ViewerMetrics::new(), pages: OnceLock::new() })
     }
@@ -187,5 +232,46 @@ async fn route(viewer: &Viewer, path: &str, query: Option<&str>) -> Response<Bod
             Some(r) => r,
             None => httpkit::text(StatusCode::NOT_FOUND, "try /live.ts, /live.m3u8 or /stats.json"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm::piece::{ChannelKeypair, PieceFlags, filler_payload};
+
+    use super::{Played, Watched};
+
+    const HOUR_US: u64 = 3_600_000_000;
+
+    /// Piece `seq` of a 50 ms-per-piece feed.
+    fn piece(seq: u64, flags: PieceFlags) -> swarm::piece::Piece {
+        let key = ChannelKeypair::from_secret_bytes(&[3; 32]);
+        key.sign_piece(seq, 500 * HOUR_US + seq * 50_000, flags, filler_payload(1, seq)).unwrap()
+    }
+
+    #[test]
+    fn a_viewer_meters_the_media_it_played_and_the_ad_breaks_in_it_per_utc_hour() {
+        let mut p = Played::default();
+        let now = 500 * HOUR_US + 60_000_000;
+        assert_eq!(p.watched(now), None, "nothing played: nothing to report");
+        // 10 s of pieces, 2 s of them an ad break.
+        for seq in 0..=200 {
+            let flags = match seq {
+                100 => PieceFlags::AD_BREAK_START,
+                140 => PieceFlags::AD_BREAK_END,
+                _ => PieceFlags::NONE,
+            };
+            p.play(&piece(seq, flags), now);
+        }
+        assert_eq!(p.watched(now), Some(Watched { seconds: 10, ad_seconds: 2 }));
+        // A stall: the feed moved on 30 s while nothing played; that is not watched
+        // (a second at most per gap), though the wall clock ran.
+        p.play(&piece(800, PieceFlags::NONE), now + 30_000_000);
+        assert_eq!(p.watched(now + 30_000_000), Some(Watched { seconds: 11, ad_seconds: 2 }));
+        // A new UTC hour starts from zero.
+        assert_eq!(p.watched(501 * HOUR_US), Some(Watched::default()));
+        p.play(&piece(801, PieceFlags::NONE), 501 * HOUR_US);
+        p.play(&piece(821, PieceFlags::NONE), 501 * HOUR_US);
+        assert_eq!(p.watched(501 * HOUR_US), Some(Watched { seconds: 1, ad_seconds: 0 }));
     }
 }
