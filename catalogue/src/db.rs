@@ -694,12 +694,14 @@ impl Db {
     }
 
     /// Writes one flush of a tracker node in one transaction: a usage event per channel
-    /// and hour, keyed `node:info_hash:hour:window` (a retried flush of the same window
-    /// writes nothing), the viewers' and the seeds' marks. Usage of channels not in the
+    /// and hour, keyed `node:info_hash:hour:batch` — `batch` names this flush, unique to
+    /// the process that drained it (a retry of the same batch writes nothing; a
+    /// restarted process's batches never share a key with its predecessor's) — and the
+    /// viewers' and the seeds' marks. Usage of channels not in the
     /// catalogue is dropped. Viewer marks older than the previous hour (any node's: a
     /// dead node's are no use either) and seed marks untouched for two days are deleted.
     /// Returns events written.
-    pub async fn record_flush(&self, node: &str, window: i64, d: &Drained, now: i64) -> Result<u64> {
+    pub async fn record_flush(&self, node: &str, batch: &str, d: &Drained, now: i64) -> Result<u64> {
         let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
         let mut written = 0;
@@ -711,7 +713,7 @@ impl Db {
                  SELECT $1, id, $2, $3, $4, $5, $6, $7 FROM channels WHERE info_hash = $8 \
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )
-            .bind(format!("{node}:{hash}:{}:{window}", u.hour_start))
+            .bind(format!("{node}:{hash}:{}:{batch}", u.hour_start))
             .bind(big(u.hour_start))
             .bind(big(u.viewer_seconds))
             .bind(big(u.ad_viewer_seconds))

@@ -168,12 +168,12 @@ fn a_retried_flush_counts_once() {
                 }],
                 seed_marks: vec![SeedMark { info_hash: key.info_hash(), peer_key: [2; 8], uploaded: 5_000 }],
             };
-            assert_eq!(db.record_flush("n", 61, &d, 3_700).await.unwrap(), 1);
-            assert_eq!(db.record_flush("n", 61, &d, 3_700).await.unwrap(), 0, "same window: no-op");
+            assert_eq!(db.record_flush("n", "e1.61", &d, 3_700).await.unwrap(), 1);
+            assert_eq!(db.record_flush("n", "e1.61", &d, 3_700).await.unwrap(), 0, "the same batch again: no-op");
             // A channel the catalogue doesn't know: dropped, not an error.
             let stray =
                 Drained { usage: vec![UsageDelta { info_hash: [9; 20], ..d.usage[0].clone() }], ..Drained::default() };
-            assert_eq!(db.record_flush("n", 62, &stray, 3_700).await.unwrap(), 0);
+            assert_eq!(db.record_flush("n", "e1.62", &stray, 3_700).await.unwrap(), 0);
             assert_eq!(db.load_marks("n", 3_600).await.unwrap(), (d.marks.clone(), d.seed_marks.clone()));
             db.roll_up_hour(3_600).await.unwrap();
             assert_eq!(db.hourly_usage(acct, 0, 7_200).await.unwrap()[0].viewer_seconds, 90);

@@ -27,6 +27,10 @@ struct Batch {
 pub struct Meter {
     db: Db,
     node: String,
+    /// Random, per process: in every batch's key, so a restarted tracker (or a second
+    /// one left on the same node name) never writes a key an earlier one wrote, which
+    /// `ON CONFLICT DO NOTHING` would drop.
+    epoch: u64,
     queue: Mutex<(i64, VecDeque<Batch>)>,
 }
 
@@ -46,7 +50,9 @@ pub struct FlushOutcome {
 
 impl Meter {
     pub fn new(db: Db, node: impl Into<String>) -> Self {
-        Meter { db, node: node.into(), queue: Mutex::new((0, VecDeque::new())) }
+        use std::hash::BuildHasher;
+        let epoch = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+        Meter { db, node: node.into(), epoch, queue: Mutex::new((0, VecDeque::new())) }
     }
 
     /// Loads this node's marks for the hour `unix_now` falls in into the swarms.
@@ -70,7 +76,7 @@ impl Meter {
         let mut q = self.queue.lock().await;
         let (last_window, queue) = &mut *q;
         if !drained.is_empty() {
-            // Windows only go up, so two flushes never share a key.
+            // Windows only go up, so two flushes of this process never share a key.
             let window = (unix_now / 60) as i64;
             *last_window = window.max(*last_window + 1);
             queue.push_back(Batch { window: *last_window, drained });
@@ -80,7 +86,8 @@ impl Meter {
             out.dropped_batches += 1;
         }
         while let Some(b) = queue.front() {
-            match self.db.record_flush(&self.node, b.window, &b.drained, unix_now as i64).await {
+            let batch = format!("{:016x}.{}", self.epoch, b.window);
+            match self.db.record_flush(&self.node, &batch, &b.drained, unix_now as i64).await {
                 Ok(_) => {
                     queue.pop_front();
                     out.written_batches += 1;

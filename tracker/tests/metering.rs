@@ -84,6 +84,46 @@ fn a_killed_tracker_loses_no_usage() {
     });
 }
 
+/// Two tracker processes flushing in the same minute under one node name — a restart
+/// within a minute of the last flush, or two replicas left on the default name — each
+/// write their usage: the batch keys carry a per-process epoch. (With keys of node,
+/// channel, hour and minute only, the second flush was dropped as a duplicate.)
+#[test]
+fn flushes_of_two_processes_in_one_minute_are_both_written() {
+    use tracker::announce::{Announce, Role};
+    use tracker::meter::Meter;
+    use tracker::store::{StoreConfig, Swarms};
+
+    const H0: u64 = 1_800_000_000;
+    let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
+    rt().block_on(async {
+        for db in databases("epoch").await {
+            let acct = db.create_account("a", 1).await.unwrap();
+            let key = ChannelKeypair::from_secret_bytes(&[6; 32]).id();
+            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            let ann = |peer: u8, w: u64| Announce {
+                watched_s: Some(w),
+                role: Role::Viewer,
+                ..Announce::new(key.info_hash(), [peer; 20], 7000)
+            };
+            let mut billed = 0;
+            for peer in [1u8, 2] {
+                let swarms = Swarms::with_epoch(StoreConfig::default(), H0);
+                let meter = Meter::new(db.clone(), "tracker-1");
+                swarms.announce(0, &ann(peer, 0), ip(peer));
+                swarms.announce(60, &ann(peer, 60), ip(peer));
+                let o = meter.flush(&swarms, 61, H0 + 61).await;
+                assert_eq!((o.written_batches, o.viewer_seconds, o.failed), (1, 60, false));
+                billed += o.viewer_seconds;
+            }
+            Meter::new(db.clone(), "tracker-1").roll_up(H0 + 62).await.unwrap();
+            let u = db.hourly_usage(acct, H0 as i64, H0 as i64 + 3600).await.unwrap();
+            assert_eq!((u[0].viewer_seconds, billed), (120, 120), "{:?}", db.backend());
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
 /// PostgreSQL going away while the tracker runs: announces keep being answered (the
 /// last good directory), usage is kept, and written once the catalogue is back —
 /// nothing lost, nothing twice. The failures show in the metrics.
