@@ -5,7 +5,7 @@
 //! current hour are loaded, so the next announces credit exactly what the killed
 //! process had not written (see `store::Swarms::credit`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use tokio::sync::Mutex;
 
@@ -32,6 +32,10 @@ pub struct Meter {
     /// `ON CONFLICT DO NOTHING` would drop.
     epoch: u64,
     queue: Mutex<(i64, VecDeque<Batch>)>,
+    /// Hours that written batches had usage of, not yet rolled up: usage that comes
+    /// late (a batch queued through an outage) is rolled up too, not only the last
+    /// two hours'.
+    touched: std::sync::Mutex<BTreeSet<i64>>,
 }
 
 /// What one flush did.
@@ -52,7 +56,7 @@ impl Meter {
     pub fn new(db: Db, node: impl Into<String>) -> Self {
         use std::hash::BuildHasher;
         let epoch = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
-        Meter { db, node: node.into(), epoch, queue: Mutex::new((0, VecDeque::new())) }
+        Meter { db, node: node.into(), epoch, queue: Mutex::new((0, VecDeque::new())), touched: Default::default() }
     }
 
     /// Loads this node's marks for the hour `unix_now` falls in into the swarms.
@@ -89,6 +93,7 @@ impl Meter {
             let batch = format!("{:016x}.{}", self.epoch, b.window);
             match self.db.record_flush(&self.node, &batch, &b.drained, unix_now as i64).await {
                 Ok(_) => {
+                    self.touched().extend(b.drained.usage.iter().map(|u| u.hour_start as i64));
                     queue.pop_front();
                     out.written_batches += 1;
                 }
@@ -104,12 +109,24 @@ impl Meter {
         out
     }
 
-    /// Rolls up the current hour (so usage queries see it) and the previous one (for
-    /// usage that arrived after it ended; its marks are still there).
+    /// Rolls up the current hour (so usage queries see it), the previous one (for
+    /// usage that arrived after it ended; its marks are still there), and any other
+    /// hour a batch written since the last roll-up had usage of (late usage).
     pub async fn roll_up(&self, unix_now: u64) -> catalogue::db::Result<()> {
         let hour = (unix_now - unix_now % 3600) as i64;
-        self.db.roll_up_hour(hour - 3600).await?;
-        self.db.roll_up_hour(hour).await?;
+        let mut hours = std::mem::take(&mut *self.touched());
+        hours.extend([hour - 3600, hour]);
+        while let Some(h) = hours.pop_first() {
+            if let Err(e) = self.db.roll_up_hour(h).await {
+                // Tried again at the next roll-up.
+                self.touched().extend(hours.into_iter().chain([h]));
+                return Err(e);
+            }
+        }
         Ok(())
+    }
+
+    fn touched(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
+        self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -124,6 +124,41 @@ fn flushes_of_two_processes_in_one_minute_are_both_written() {
     });
 }
 
+/// Usage written hours after the hour it was watched in (a batch queued through a long
+/// catalogue outage) is rolled up: every hour a written batch touched is, not only the
+/// last two.
+#[test]
+fn usage_written_hours_late_is_rolled_up() {
+    use tracker::announce::{Announce, Role};
+    use tracker::meter::Meter;
+    use tracker::store::{StoreConfig, Swarms};
+
+    const H0: u64 = 1_800_000_000;
+    rt().block_on(async {
+        for db in databases("late").await {
+            let acct = db.create_account("a", 1).await.unwrap();
+            let key = ChannelKeypair::from_secret_bytes(&[7; 32]).id();
+            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            let ann = |w: u64| Announce {
+                watched_s: Some(w),
+                role: Role::Viewer,
+                ..Announce::new(key.info_hash(), [1; 20], 7000)
+            };
+            let swarms = Swarms::with_epoch(StoreConfig::default(), H0);
+            let meter = Meter::new(db.clone(), "tracker-1");
+            swarms.announce(0, &ann(0), std::net::IpAddr::from([10, 0, 0, 1]));
+            swarms.announce(60, &ann(60), std::net::IpAddr::from([10, 0, 0, 1]));
+            // Written three hours later.
+            let late = H0 + 3 * 3600 + 10;
+            assert_eq!(meter.flush(&swarms, 61, late).await.written_batches, 1);
+            meter.roll_up(late).await.unwrap();
+            let u = db.hourly_usage(acct, H0 as i64, H0 as i64 + 3600).await.unwrap();
+            assert_eq!(u.iter().map(|u| u.viewer_seconds).sum::<i64>(), 60, "{:?}", db.backend());
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
 /// PostgreSQL going away while the tracker runs: announces keep being answered (the
 /// last good directory), usage is kept, and written once the catalogue is back —
 /// nothing lost, nothing twice. The failures show in the metrics.
