@@ -14,6 +14,20 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// An account with one channel, "news", keyed by `secret`: (account, channel id).
+async fn news_channel(db: &Db, secret: u8) -> (i64, swarm::piece::ChannelId) {
+    let acct = db.create_account("a", 1).await.unwrap();
+    let key = ChannelKeypair::from_secret_bytes(&[secret; 32]).id();
+    db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+    (acct, key)
+}
+
+/// Viewer `peer`'s announce on `channel`, `w` seconds watched this hour.
+fn viewer(channel: &swarm::piece::ChannelId, peer: u8, w: u64) -> tracker::announce::Announce {
+    use tracker::announce::{Announce, Role};
+    Announce { watched_s: Some(w), role: Role::Viewer, ..Announce::new(channel.info_hash(), [peer; 20], 7000) }
+}
+
 #[test]
 fn a_killed_tracker_loses_no_usage() {
     use tracker::announce::{Announce, Event, Role};
@@ -24,16 +38,9 @@ fn a_killed_tracker_loses_no_usage() {
     let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
     rt().block_on(async {
         for db in databases("kill").await {
-            let acct = db.create_account("a", 1).await.unwrap();
-            let key = ChannelKeypair::from_secret_bytes(&[5; 32]).id();
-            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            let (acct, key) = news_channel(&db, 5).await;
             // Viewers watch a third of the time inside ad breaks; a seed uploads 1 MB/s.
-            let ann = |peer: u8, w: u64| Announce {
-                watched_s: Some(w),
-                ad_watched_s: Some(w / 3),
-                role: Role::Viewer,
-                ..Announce::new(key.info_hash(), [peer; 20], 7000)
-            };
+            let ann = |peer: u8, w: u64| Announce { ad_watched_s: Some(w / 3), ..viewer(&key, peer, w) };
             let seed = |t: u64, event| Announce {
                 uploaded: t * 1_000_000,
                 role: Role::Seed,
@@ -90,7 +97,6 @@ fn a_killed_tracker_loses_no_usage() {
 /// channel, hour and minute only, the second flush was dropped as a duplicate.)
 #[test]
 fn flushes_of_two_processes_in_one_minute_are_both_written() {
-    use tracker::announce::{Announce, Role};
     use tracker::meter::Meter;
     use tracker::store::{StoreConfig, Swarms};
 
@@ -98,20 +104,13 @@ fn flushes_of_two_processes_in_one_minute_are_both_written() {
     let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
     rt().block_on(async {
         for db in databases("epoch").await {
-            let acct = db.create_account("a", 1).await.unwrap();
-            let key = ChannelKeypair::from_secret_bytes(&[6; 32]).id();
-            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
-            let ann = |peer: u8, w: u64| Announce {
-                watched_s: Some(w),
-                role: Role::Viewer,
-                ..Announce::new(key.info_hash(), [peer; 20], 7000)
-            };
+            let (acct, key) = news_channel(&db, 6).await;
             let mut billed = 0;
             for peer in [1u8, 2] {
                 let swarms = Swarms::with_epoch(StoreConfig::default(), H0);
                 let meter = Meter::new(db.clone(), "tracker-1");
-                swarms.announce(0, &ann(peer, 0), ip(peer));
-                swarms.announce(60, &ann(peer, 60), ip(peer));
+                swarms.announce(0, &viewer(&key, peer, 0), ip(peer));
+                swarms.announce(60, &viewer(&key, peer, 60), ip(peer));
                 let o = meter.flush(&swarms, 61, H0 + 61).await;
                 assert_eq!((o.written_batches, o.viewer_seconds, o.failed), (1, 60, false));
                 billed += o.viewer_seconds;
@@ -129,25 +128,17 @@ fn flushes_of_two_processes_in_one_minute_are_both_written() {
 /// last two.
 #[test]
 fn usage_written_hours_late_is_rolled_up() {
-    use tracker::announce::{Announce, Role};
     use tracker::meter::Meter;
     use tracker::store::{StoreConfig, Swarms};
 
     const H0: u64 = 1_800_000_000;
     rt().block_on(async {
         for db in databases("late").await {
-            let acct = db.create_account("a", 1).await.unwrap();
-            let key = ChannelKeypair::from_secret_bytes(&[7; 32]).id();
-            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
-            let ann = |w: u64| Announce {
-                watched_s: Some(w),
-                role: Role::Viewer,
-                ..Announce::new(key.info_hash(), [1; 20], 7000)
-            };
+            let (acct, key) = news_channel(&db, 7).await;
             let swarms = Swarms::with_epoch(StoreConfig::default(), H0);
             let meter = Meter::new(db.clone(), "tracker-1");
-            swarms.announce(0, &ann(0), std::net::IpAddr::from([10, 0, 0, 1]));
-            swarms.announce(60, &ann(60), std::net::IpAddr::from([10, 0, 0, 1]));
+            swarms.announce(0, &viewer(&key, 1, 0), std::net::IpAddr::from([10, 0, 0, 1]));
+            swarms.announce(60, &viewer(&key, 1, 60), std::net::IpAddr::from([10, 0, 0, 1]));
             // Written three hours later.
             let late = H0 + 3 * 3600 + 10;
             assert_eq!(meter.flush(&swarms, 61, late).await.written_batches, 1);
