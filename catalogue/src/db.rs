@@ -16,6 +16,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use swarm::piece::{ChannelId, encode_hex};
 
+mod billing;
+pub use billing::{Invoice, InvoiceLine, LineKind, invoices_csv};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -58,7 +61,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 /// A connection pool and the dialect behind it.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
     /// The PostgreSQL schema given to [`Db::open_in_schema`].
     schema: Option<String>,
@@ -222,51 +225,6 @@ pub struct UsageSummary {
     pub unique_viewers: i64,
 }
 
-/// One line of an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct InvoiceLine {
-    pub channel: String,
-    pub description: String,
-    pub quantity: i64,
-    pub unit_cents: i64,
-    pub amount_cents: i64,
-}
-
-/// An account's invoice for a period (JSON via serde, CSV via [`Invoice::to_csv`]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Invoice {
-    pub account_id: i64,
-    pub period_start: i64,
-    pub period_end: i64,
-    pub currency: String,
-    pub total_cents: i64,
-    pub status: String,
-    pub lines: Vec<InvoiceLine>,
-}
-
-impl Invoice {
-    /// RFC 4180 CSV: a header, one row per line, a total row.
-    pub fn to_csv(&self) -> String {
-        let field = |s: &str| {
-            if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
-        };
-        let mut out = String::from("channel,description,quantity,unit_cents,amount_cents,currency\r\n");
-        for l in &self.lines {
-            out.push_str(&format!(
-                "{},{},{},{},{},{}\r\n",
-                field(&l.channel),
-                field(&l.description),
-                l.quantity,
-                l.unit_cents,
-                l.amount_cents,
-                field(&self.currency)
-            ));
-        }
-        out.push_str(&format!(",total,,,{},{}\r\n", self.total_cents, field(&self.currency)));
-        out
-    }
-}
-
 impl Db {
     /// Connects (`sqlite://PATH` — created if missing — or `postgres://…`) and brings
     /// the schema up to date.
@@ -387,6 +345,12 @@ impl Db {
                 .fetch_optional(&self.pool)
                 .await?;
         row.map(|r| Ok(Caller { account_id: r.try_get(0)?, token_id: r.try_get(1)?, label: r.try_get(2)? })).transpose()
+    }
+
+    /// Every account, (id, name), by id.
+    pub async fn accounts(&self) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT id, name FROM accounts ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     /// The account's id by name.
@@ -529,6 +493,24 @@ impl Db {
         valid_until: Option<i64>,
         now: i64,
     ) -> Result<i64> {
+        // Two licences on one channel at once would both be billed.
+        let overlap = sqlx::query(
+            "SELECT id, valid_from, valid_until FROM licenses WHERE channel_id = $1 AND status = 'active' \
+             AND valid_from < $3 AND (valid_until IS NULL OR valid_until > $2) ORDER BY valid_from LIMIT 1",
+        )
+        .bind(channel_id)
+        .bind(valid_from)
+        .bind(valid_until.unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(r) = overlap {
+            let (id, from, until): (i64, i64, Option<i64>) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            let until = until.map_or("open-ended".to_owned(), |u| format!("until {}", crate::calendar::date(u)));
+            return Err(DbError::Conflict(format!(
+                "licence {id} already covers this channel from {} ({until}): end it first, or start the new one after it",
+                crate::calendar::date(from)
+            )));
+        }
         self.insert_id(
             sqlx::query(
                 "INSERT INTO licenses (channel_id, plan_id, valid_from, valid_until, status, created_at) \
@@ -939,183 +921,6 @@ impl Db {
                 s
             })
             .collect())
-    }
-
-    /// The invoice of an account for `[start, end)`: per channel with a commercial
-    /// licence in the period, the plan's monthly price pro rata of the licence's days in
-    /// the period, and the viewer-hours beyond those the plan includes (pro rata as
-    /// well) at the plan's overage price. Ad-free channels without a licence are free
-    /// and not listed. Written as a draft (replacing an earlier draft of the same
-    /// period; an issued invoice is returned unchanged).
-    pub async fn invoice(&self, account_id: i64, start: i64, end: i64, now: i64) -> Result<Invoice> {
-        if end <= start {
-            return Err(DbError::Invalid("invoice period: end must be after start".into()));
-        }
-        if let Some(inv) = self.stored_invoice(account_id, start, end, Some("issued")).await? {
-            return Ok(inv);
-        }
-        let rows = sqlx::query(
-            "SELECT c.id, c.name, p.currency, p.monthly_price_cents, p.included_viewer_hours, \
-               p.overage_cents_per_viewer_hour, l.valid_from, l.valid_until \
-             FROM licenses l JOIN channels c ON c.id = l.channel_id JOIN plans p ON p.id = l.plan_id \
-             WHERE c.account_id = $1 AND l.status = 'active' AND p.commercial = 1 \
-               AND l.valid_from < $3 AND (l.valid_until IS NULL OR l.valid_until > $2) \
-             ORDER BY c.name, l.valid_from",
-        )
-        .bind(account_id)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        const MONTH: i64 = 30 * 86_400;
-        let mut lines = Vec::new();
-        let mut currency = String::from("EUR");
-        for r in rows {
-            let (channel_id, name): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
-            currency = r.try_get(2)?;
-            let (price, included, overage): (i64, i64, i64) = (r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
-            let from = r.try_get::<i64, _>(6)?.max(start);
-            let until = r.try_get::<Option<i64>, _>(7)?.unwrap_or(end).min(end);
-            let covered = (until - from).max(0);
-            let base = (i128::from(price) * i128::from(covered) / i128::from(MONTH)) as i64;
-            lines.push(InvoiceLine {
-                channel: name.clone(),
-                description: format!("licence, {} days", covered / 86_400),
-                quantity: covered,
-                unit_cents: price,
-                amount_cents: base,
-            });
-            // PostgreSQL's SUM of BIGINT is NUMERIC, which the Any driver can't decode.
-            let seconds: Option<i64> = sqlx::query(
-                "SELECT CAST(SUM(viewer_seconds) AS BIGINT) FROM usage_hourly WHERE channel_id = $1 AND hour_start >= $2 AND hour_start < $3",
-            )
-            .bind(channel_id)
-            .bind(from)
-            .bind(until)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-            let viewer_hours = seconds.unwrap_or(0) / 3600;
-            let included = (i128::from(included) * i128::from(covered) / i128::from(MONTH)) as i64;
-            let extra = (viewer_hours - included).max(0);
-            lines.push(InvoiceLine {
-                channel: name,
-                description: format!("viewer-hours beyond the {included} included ({viewer_hours} watched)"),
-                quantity: extra,
-                unit_cents: overage,
-                amount_cents: extra * overage,
-            });
-        }
-        let total: i64 = lines.iter().map(|l| l.amount_cents).sum();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM invoice_lines WHERE invoice_id IN (SELECT id FROM invoices WHERE account_id = $1 \
-             AND period_start = $2 AND period_end = $3 AND status = 'draft')",
-        )
-        .bind(account_id)
-        .bind(start)
-        .bind(end)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM invoices WHERE account_id = $1 AND period_start = $2 AND period_end = $3 AND status = 'draft'",
-        )
-        .bind(account_id)
-        .bind(start)
-        .bind(end)
-        .execute(&mut *tx)
-        .await?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO invoices (account_id, period_start, period_end, currency, total_cents, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'draft', $6) RETURNING id",
-        )
-        .bind(account_id)
-        .bind(start)
-        .bind(end)
-        .bind(&currency)
-        .bind(total)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        for l in &lines {
-            sqlx::query(
-                "INSERT INTO invoice_lines (invoice_id, channel_id, description, quantity, unit_cents, amount_cents) \
-                 SELECT $1, id, $2, $3, $4, $5 FROM channels WHERE name = $6",
-            )
-            .bind(id)
-            .bind(&l.description)
-            .bind(l.quantity)
-            .bind(l.unit_cents)
-            .bind(l.amount_cents)
-            .bind(&l.channel)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Invoice {
-            account_id,
-            period_start: start,
-            period_end: end,
-            currency,
-            total_cents: total,
-            status: "draft".into(),
-            lines,
-        })
-    }
-
-    async fn stored_invoice(
-        &self,
-        account_id: i64,
-        start: i64,
-        end: i64,
-        status: Option<&str>,
-    ) -> Result<Option<Invoice>> {
-        let Some(head) = sqlx::query(
-            "SELECT id, currency, total_cents, status FROM invoices WHERE account_id = $1 AND period_start = $2 \
-             AND period_end = $3",
-        )
-        .bind(account_id)
-        .bind(start)
-        .bind(end)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let st: String = head.try_get(3)?;
-        if status.is_some_and(|s| s != st) {
-            return Ok(None);
-        }
-        let id: i64 = head.try_get(0)?;
-        let rows = sqlx::query(
-            "SELECT c.name, l.description, l.quantity, l.unit_cents, l.amount_cents FROM invoice_lines l \
-             JOIN channels c ON c.id = l.channel_id WHERE l.invoice_id = $1 ORDER BY l.id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let lines = rows
-            .iter()
-            .map(|r| {
-                Ok(InvoiceLine {
-                    channel: r.try_get(0)?,
-                    description: r.try_get(1)?,
-                    quantity: r.try_get(2)?,
-                    unit_cents: r.try_get(3)?,
-                    amount_cents: r.try_get(4)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Invoice {
-            account_id,
-            period_start: start,
-            period_end: end,
-            currency: head.try_get(1)?,
-            total_cents: head.try_get(2)?,
-            status: st,
-            lines,
-        }))
     }
 
     /// The account's latest audit entries, newest first.

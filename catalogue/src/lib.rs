@@ -12,6 +12,7 @@
 //! - [`directory`]: the admission of every channel, cached for announces
 //!   ([`directory::ChannelDirectory`]) and publishes ([`directory::CatalogueAuthorizer`]).
 //! - [`usage`] and [`hll`]: what metering writes, and unique-viewer sketches.
+//! - [`calendar`]: UTC calendar months and dates (invoices cover calendar months).
 //! - [`requests`]: the admin API's request bodies, parsed and checked.
 //!
 //! The SQL parts (`db`, the directory and publish check over it, `testing`) are the
@@ -19,6 +20,7 @@
 //! talks SQL itself), and so does the fuzz build.
 
 pub mod admission;
+pub mod calendar;
 #[cfg(feature = "sql")]
 pub mod db;
 #[cfg(feature = "sql")]

@@ -36,3 +36,12 @@ pub fn commercial() -> Plan {
         overage_cents_per_viewer_hour: 2,
     }
 }
+
+/// Runs `sql` as it is, as someone with the database's password could: for tests
+/// that show what the database itself refuses (issued invoices never change).
+///
+/// # Errors
+/// What the database answers.
+pub async fn raw_sql(db: &Db, sql: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sql).execute(&db.pool).await?.rows_affected())
+}

@@ -182,53 +182,6 @@ fn a_retried_flush_counts_once() {
     });
 }
 
-#[test]
-fn invoices_bill_licences_and_overage_per_account() {
-    rt().block_on(async {
-        for db in databases("invoice").await {
-            let a = db.create_account("a", 1).await.unwrap();
-            let b = db.create_account("b", 1).await.unwrap();
-            let plan = db.create_plan(&commercial()).await.unwrap();
-            let key = |n: u8| ChannelKeypair::from_secret_bytes(&[n; 32]).id();
-            let paid = db.create_channel(a, "paid", key(1), "k1", true, 1).await.unwrap();
-            let free = db.create_channel(a, "free", key(2), "k2", false, 1).await.unwrap();
-            let other = db.create_channel(b, "other", key(3), "k3", true, 1).await.unwrap();
-            const DAY: i64 = 86_400;
-            let (start, end) = (100 * DAY, 130 * DAY);
-            db.add_license(paid, plan, 90 * DAY, None, 1).await.unwrap();
-            db.add_license(other, plan, 90 * DAY, None, 1).await.unwrap();
-            let hour = start + 7_200;
-            let ev = |k: &str, ch: i64, vs: i64| UsageEvent {
-                idempotency_key: k.to_owned(),
-                channel_id: ch,
-                hour_start: hour,
-                viewer_seconds: vs,
-                ad_viewer_seconds: 0,
-                seed_bytes: 0,
-                peak_viewers: 1,
-            };
-            // 10,100 viewer-hours on the paid channel, usage on the free and the other.
-            let batch = [ev("1", paid, 10_100 * 3_600), ev("2", free, 999 * 3_600), ev("3", other, 50_000 * 3_600)];
-            db.record_usage(&batch, hour).await.unwrap();
-            db.roll_up_hour(hour).await.unwrap();
-
-            let inv = db.invoice(a, start, end, end).await.unwrap();
-            assert_eq!(inv.lines.len(), 2, "{inv:?}");
-            assert!(inv.lines.iter().all(|l| l.channel == "paid"), "ad-free channels are free, other accounts absent");
-            assert_eq!(inv.lines[0].amount_cents, 49_900, "a whole 30-day period of the monthly price");
-            assert_eq!((inv.lines[1].quantity, inv.lines[1].amount_cents), (100, 200), "100 viewer-hours over");
-            assert_eq!((inv.total_cents, inv.currency.as_str(), inv.status.as_str()), (50_100, "EUR", "draft"));
-            // Regenerating the draft gives the same invoice, not a second one.
-            assert_eq!(db.invoice(a, start, end, end + 1).await.unwrap(), inv);
-            let csv = inv.to_csv();
-            assert!(csv.starts_with("channel,description,quantity,unit_cents,amount_cents,currency\r\n"), "{csv}");
-            assert!(csv.ends_with(",total,,,50100,EUR\r\n"), "{csv}");
-            assert!(db.invoice(a, end, start, end).await.is_err(), "a period must not be empty");
-            db.drop_schema().await.unwrap();
-        }
-    });
-}
-
 /// Ingest asks the catalogue: stream keys (with a rotation's grace period), licences,
 /// and the node's signing key, which must be the catalogue's public key.
 #[test]

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use catalogue::calendar::Month;
 use catalogue::db::{Db, Plan};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -58,13 +59,10 @@ enum AdminCmd {
         #[arg(long)]
         summary: bool,
     },
-    /// The invoice for [FROM, TO) (Unix seconds), JSON or CSV.
-    Invoice {
-        #[command(flatten)]
-        period: Period,
-        #[arg(long)]
-        csv: bool,
-    },
+    /// Invoices: the account's (`list`, `preview`, `show`), and issuing them (`finalize`,
+    /// `void`: platform, need --database-url).
+    #[command(subcommand)]
+    Invoice(InvoiceCmd),
     /// The account's latest audit entries.
     Audit,
 }
@@ -156,6 +154,50 @@ enum LicenseCmd {
     End { id: i64 },
 }
 
+#[derive(Debug, Subcommand)]
+enum InvoiceCmd {
+    /// The account's issued invoices and credit notes.
+    List {
+        #[arg(long)]
+        csv: bool,
+    },
+    /// What finalizing a calendar month would issue (one invoice per currency); writes nothing.
+    Preview {
+        /// YYYY-MM (UTC).
+        #[arg(long)]
+        month: String,
+        #[arg(long)]
+        csv: bool,
+    },
+    /// One issued invoice or credit note.
+    Show {
+        number: String,
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Issue a month's invoices once it has ended (platform): numbered in the issuer's
+    /// gapless series, immutable. Already issued ones are shown, not issued twice.
+    Finalize {
+        /// YYYY-MM (UTC).
+        #[arg(long)]
+        month: String,
+        /// One account (default: every account).
+        #[arg(long)]
+        account: Option<String>,
+        /// Whose series the numbers come from (A-Z, 0-9; numbers are ISSUER-000001, …).
+        #[arg(long, env = "SHOAL_INVOICE_ISSUER", default_value = "SHOAL")]
+        issuer: String,
+    },
+    /// Void a finalized invoice and issue its credit note (platform); the month can
+    /// then be finalized again.
+    Void {
+        number: String,
+        /// Why (kept on the invoice and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
 #[derive(Debug, Args)]
 struct Period {
     #[arg(long)]
@@ -226,14 +268,55 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
             let path = if summary { "/v1/usage/summary" } else { "/v1/usage" };
             print(api.call("GET", &format!("{path}?from={}&to={}", p.from, p.to), None)?)
         }
-        AdminCmd::Invoice { period: p, csv } => {
-            let path = format!("/v1/invoices?from={}&to={}{}", p.from, p.to, if csv { "&format=csv" } else { "" });
-            let (status, body) = api.request("GET", &path, None)?;
-            api.check(status, &body)?;
+        AdminCmd::Invoice(cmd) => invoice(&api, &a.database_url, cmd),
+        AdminCmd::Audit => print(api.call("GET", "/v1/audit", None)?),
+    }
+}
+
+fn invoice(api: &Api, database_url: &Option<String>, cmd: InvoiceCmd) -> anyhow::Result<()> {
+    let show = |path: String, csv: bool| -> anyhow::Result<()> {
+        let path = if csv { format!("{path}{}format=csv", if path.contains('?') { '&' } else { '?' }) } else { path };
+        let (status, body) = api.request("GET", &path, None)?;
+        api.check(status, &body)?;
+        if csv {
             std::io::stdout().write_all(&body)?;
             Ok(())
+        } else {
+            print(serde_json::from_slice(&body)?)
         }
-        AdminCmd::Audit => print(api.call("GET", "/v1/audit", None)?),
+    };
+    match cmd {
+        InvoiceCmd::List { csv } => show("/v1/invoices".into(), csv),
+        InvoiceCmd::Preview { month, csv } => show(format!("/v1/invoices/preview?month={month}"), csv),
+        InvoiceCmd::Show { number, csv } => show(format!("/v1/invoices/{number}"), csv),
+        InvoiceCmd::Finalize { month, account, issuer } => with_db(database_url, |db, now| async move {
+            let month = Month::parse(&month).map_err(catalogue::db::DbError::Invalid)?;
+            let accounts = match account {
+                Some(name) => vec![(db.account_by_name(&name).await?, name)],
+                None => db.accounts().await?,
+            };
+            for (id, name) in accounts {
+                for inv in db.finalize_invoices(id, month, &issuer, now).await? {
+                    let number = inv.number.clone().unwrap_or_default();
+                    // A repeated run shows what it issued before; only new ones are audited.
+                    if inv.issued_at == Some(now) {
+                        let detail = format!("{month}, {} {} cents", inv.currency, inv.total_cents);
+                        db.audit(now, Some(id), "shoal admin (catalogue)", "invoice.finalize", &number, &detail)
+                            .await?;
+                    }
+                    println!("{name}\t{number}\t{month}\t{}\t{}", inv.currency, inv.total_cents);
+                }
+            }
+            Ok(())
+        }),
+        InvoiceCmd::Void { number, reason } => with_db(database_url, |db, now| async move {
+            let credit = db.void_invoice(&number, &reason, now).await?;
+            let credit_number = credit.number.clone().unwrap_or_default();
+            let detail = format!("credit note {credit_number}: {reason}");
+            db.audit(now, Some(credit.account_id), "shoal admin (catalogue)", "invoice.void", &number, &detail).await?;
+            println!("{number} voided; credit note {credit_number} ({} {} cents)", credit.currency, credit.total_cents);
+            Ok(())
+        }),
     }
 }
 

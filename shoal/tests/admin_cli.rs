@@ -3,7 +3,8 @@
 //! admin` creates a channel (its signing key written here) and rotates its stream key,
 //! and `shoal ingest --database-url` lets exactly the catalogue's stream keys publish —
 //! and ends a live session when its key is rotated out, its channel disabled or its
-//! licence ended, without a restart.
+//! licence ended, without a restart. And billing: the account previews a month's
+//! invoice, the platform finalizes and voids it.
 #![allow(clippy::unwrap_used)]
 
 use std::io::BufRead;
@@ -62,6 +63,23 @@ fn after(text: &str, label: &str) -> String {
     line.split(label).nth(1).unwrap().trim().to_owned()
 }
 
+/// The platform's first steps in a catalogue in `dir` — account `acme` and a commercial
+/// plan `broadcast` at €499 a month — and a tracker over it: (the tracker, its base URL,
+/// acme's token).
+fn account_plan_and_tracker(dir: &Path) -> (Running, String, String) {
+    let (ok, out) = admin(dir, "http://unused", "unused", &["account", "create", "acme"]);
+    assert!(ok, "{out}");
+    let token = after(&out, "API token (shown once):");
+    let plan = ["plan", "create", "broadcast", "--commercial", "--monthly-price-cents", "49900"];
+    assert!(admin(dir, "http://unused", "unused", &plan).0);
+    let data = dir.display().to_string();
+    let tracker_args =
+        ["tracker", "--database-url", &db_url(dir), "--listen", "127.0.0.1:0", "--data-dir", &data, "--threads", "1"];
+    let (tracker, line) = start(&tracker_args, "TRACKER");
+    let url = after(&line, "TRACKER").split_whitespace().next().unwrap().trim_end_matches("/announce").to_owned();
+    (tracker, url, token)
+}
+
 fn temp_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("shoal-admin-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -100,17 +118,8 @@ fn cut_off(rt: &tokio::runtime::Runtime, p: ingest::rtmp_client::RtmpPublisher, 
 #[test]
 fn an_operator_creates_a_channel_and_ingest_lets_only_its_key_publish() {
     let dir = temp_dir();
-    let (ok, out) = admin(&dir, "http://unused", "unused", &["account", "create", "acme"]);
-    assert!(ok, "{out}");
-    let token = after(&out, "API token (shown once):");
-    let plan = ["plan", "create", "broadcast", "--commercial", "--monthly-price-cents", "49900"];
-    assert!(admin(&dir, "http://unused", "unused", &plan).0);
-
+    let (_tracker, url, token) = account_plan_and_tracker(&dir);
     let data = dir.display().to_string();
-    let tracker_args =
-        ["tracker", "--database-url", &db_url(&dir), "--listen", "127.0.0.1:0", "--data-dir", &data, "--threads", "1"];
-    let (_tracker, line) = start(&tracker_args, "TRACKER");
-    let url = after(&line, "TRACKER").split_whitespace().next().unwrap().trim_end_matches("/announce").to_owned();
 
     let keys = dir.join("keys");
     let keys_arg = keys.display().to_string();
@@ -196,5 +205,60 @@ fn an_operator_creates_a_channel_and_ingest_lets_only_its_key_publish() {
 
     let (ok, out) = admin(&dir, &url, &token, &["audit"]);
     assert!(ok && out.contains("channel.rotate_stream_key") && out.contains("license.add"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Billing from the command line: the account previews last month's invoice over the
+/// API, the platform finalizes it (a number from the issuer's series) and voids it (a
+/// credit note), and both are in the account's list and audit log.
+#[test]
+fn the_platform_finalizes_and_voids_an_invoice_the_account_previewed() {
+    use catalogue::calendar::Month;
+    let dir = temp_dir().join("billing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_tracker, url, token) = account_plan_and_tracker(&dir);
+    let keys = dir.join("keys").display().to_string();
+    assert!(admin(&dir, &url, &token, &["channel", "create", "news", "--ads", "--key-dir", &keys]).0);
+
+    // Licensed for all of last month.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let last = Month::of(Month::of(now).start() - 1);
+    let (from, until) = (last.start().to_string(), last.end().to_string());
+    let (ok, out) = admin(
+        &dir,
+        &url,
+        &token,
+        &["license", "add", "news", "--plan", "broadcast", "--from", &from, "--until", &until],
+    );
+    assert!(ok, "{out}");
+    let month = last.to_string();
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "preview", "--month", &month]);
+    assert!(ok, "{out}");
+    let preview: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((preview[0]["total_cents"].as_i64(), preview[0]["status"].as_str()), (Some(49_900), Some("preview")));
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "list"]);
+    assert!(ok && out.trim() == "[]", "a preview issues nothing: {out}");
+
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "finalize", "--month", &Month::of(now).to_string()]);
+    assert!(!ok && out.contains("finalize it once it has ended"), "{out}");
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "finalize", "--month", &month]);
+    assert!(ok, "{out}");
+    let issued = format!("acme\tSHOAL-000001\t{month}\tEUR\t49900");
+    assert!(out.lines().any(|l| l == issued), "{out}");
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "show", "SHOAL-000001", "--csv"]);
+    assert!(ok && out.contains(&format!("SHOAL-000001,{month},total,,,,,,49900,EUR,")), "{out}");
+    let (ok, out) = admin(&dir, &url, "shoal_guess", &["invoice", "show", "SHOAL-000001"]);
+    assert!(!ok && out.contains("401"), "{out}");
+
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "void", "SHOAL-000001", "--reason", "wrong address"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("credit note SHOAL-000002 (EUR -49900 cents)"), "{out}");
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "list"]);
+    assert!(ok, "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary: Vec<_> = list.as_array().unwrap().iter().map(|i| (i["number"].clone(), i["status"].clone())).collect();
+    assert_eq!(summary, [("SHOAL-000001".into(), "void".into()), ("SHOAL-000002".into(), "finalized".into())]);
+    let (ok, out) = admin(&dir, &url, &token, &["audit"]);
+    assert!(ok && out.contains("invoice.finalize") && out.contains("invoice.void"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,7 +12,10 @@
 //!   `{plan, valid_from, valid_until}`; `POST /v1/licenses/{id}/end`.
 //! - `GET /v1/usage?from=UNIX&to=UNIX` — hourly usage per channel in `[from, to)`;
 //!   `GET /v1/usage/summary?…` — the period per channel, unique viewers over all of it.
-//! - `GET /v1/invoices?from=UNIX&to=UNIX[&format=csv]` — the invoice for the period.
+//! - `GET /v1/invoices` — the account's issued invoices and credit notes;
+//!   `GET /v1/invoices/preview?month=YYYY-MM` — what finalizing the month would issue
+//!   (one per currency; writes nothing); `GET /v1/invoices/{number}`; each also as CSV
+//!   with `format=csv`. Finalizing and voiding are the platform's (`shoal admin invoice`).
 //! - `GET /v1/audit` — the account's latest 200 audit entries.
 
 use serde::{Deserialize, Serialize};
@@ -141,6 +144,7 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
             | ["channels", _, "disable" | "enable" | "stream-key" | "licenses"]
             | ["licenses", _, "end"]
             | ["usage", "summary"]
+            | ["invoices", _]
     );
     if !known {
         return Some(error(404, "no such admin path; see /v1/openapi.json"));
@@ -184,19 +188,38 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
                 Err(e) => db_error(&e),
             },
         },
-        ("GET", ["invoices"]) => match period(req.query) {
-            Err(a) => a,
-            Ok((from, to)) => match db.invoice(who.account_id, from, to, req.now).await {
-                Ok(inv) if param(req.query, "format").as_deref() == Some("csv") => {
-                    (200, "text/csv; charset=utf-8", inv.to_csv().into_bytes())
-                }
-                Ok(inv) => json(200, &inv),
-                Err(e) => db_error(&e),
-            },
+        ("GET", ["invoices"]) => match db.invoices(who.account_id).await {
+            Ok(all) => invoices_answer(&all, req.query),
+            Err(e) => db_error(&e),
+        },
+        ("GET", ["invoices", "preview"]) => {
+            match param(req.query, "month").as_deref().map(catalogue::calendar::Month::parse) {
+                Some(Ok(month)) => match db.preview_invoices(who.account_id, month).await {
+                    Ok(previews) => invoices_answer(&previews, req.query),
+                    Err(e) => db_error(&e),
+                },
+                Some(Err(e)) => error(400, &e),
+                None => error(400, "month: YYYY-MM, the calendar month to preview"),
+            }
+        }
+        ("GET", ["invoices", number]) => match db.invoice_by_number(number).await {
+            // Another account's invoice is answered as no such one: numbers are guessable.
+            Ok(inv) if inv.account_id == who.account_id => invoices_answer(std::slice::from_ref(&inv), req.query),
+            Ok(_) | Err(DbError::NotFound(_)) => error(404, "no such invoice"),
+            Err(e) => db_error(&e),
         },
         _ => error(405, "method not allowed on this path; see /v1/openapi.json"),
     };
     Some(answer)
+}
+
+/// Invoices as JSON (an array), or as CSV with `format=csv` (one header, their lines).
+fn invoices_answer(invoices: &[catalogue::db::Invoice], query: &str) -> Answer {
+    if param(query, "format").as_deref() == Some("csv") {
+        (200, "text/csv; charset=utf-8", catalogue::db::invoices_csv(invoices).into_bytes())
+    } else {
+        json(200, &invoices)
+    }
 }
 
 /// Writes the audit entry of a change that has been made. A failure here is logged
@@ -367,6 +390,17 @@ pub const OPENAPI: &str = r##"{
         "public_key": {"type": "string", "description": "64 hex characters"}, "carries_ads": {"type": "boolean", "default": false}}},
       "License": {"type": "object", "properties": {"id": {"type": "integer"}, "channel": {"type": "string"}, "plan": {"type": "string"},
         "valid_from": {"type": "integer"}, "valid_until": {"type": ["integer", "null"]}, "status": {"enum": ["active", "revoked"]}}},
+      "InvoiceLine": {"type": "object", "properties": {"kind": {"enum": ["licence", "overage", "adjustment", "credit"]},
+        "channel": {"type": "string"}, "plan": {"type": "string"}, "description": {"type": "string"},
+        "quantity": {"type": "integer"}, "unit_cents": {"type": "integer"}, "amount_cents": {"type": "integer", "description": "quantity × unit_cents"},
+        "span_start": {"type": "integer"}, "span_end": {"type": "integer"}, "viewer_seconds": {"type": "integer"}, "included_seconds": {"type": "integer"},
+        "adjusts_invoice": {"type": ["string", "null"], "description": "an adjustment's or credit's: the invoice whose line it adds to or cancels"}}},
+      "Invoice": {"type": "object", "properties": {"number": {"type": ["string", "null"], "description": "gapless per issuer; null on a preview"},
+        "kind": {"enum": ["invoice", "credit_note"]}, "account_id": {"type": "integer"}, "month": {"type": "string"},
+        "period_start": {"type": "integer"}, "period_end": {"type": "integer"}, "currency": {"type": "string"}, "total_cents": {"type": "integer"},
+        "status": {"enum": ["preview", "finalized", "void"]}, "issued_at": {"type": ["integer", "null"]}, "voided_at": {"type": ["integer", "null"]},
+        "void_reason": {"type": ["string", "null"]}, "credits": {"type": ["string", "null"], "description": "a credit note's: the invoice it voids"},
+        "lines": {"type": "array", "items": {"$ref": "#/components/schemas/InvoiceLine"}}}},
       "Error": {"type": "object", "properties": {"error": {"type": "string"}}}
     }
   },
@@ -407,11 +441,18 @@ pub const OPENAPI: &str = r##"{
       "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
                      {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}],
       "responses": {"200": {"description": "JSON array"}, "400": {"description": "bad period"}}}},
-    "/v1/invoices": {"get": {"summary": "The invoice for [from, to), JSON or CSV", "security": [{"token": []}],
-      "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
-                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}},
+    "/v1/invoices": {"get": {"summary": "The account's issued invoices and credit notes, oldest first", "security": [{"token": []}],
+      "parameters": [{"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+      "responses": {"200": {"description": "array of Invoice, or CSV"}, "401": {"description": "token"}}}},
+    "/v1/invoices/preview": {"get": {"summary": "What finalizing the calendar month would issue: one invoice per currency, no number; writes nothing",
+      "security": [{"token": []}],
+      "parameters": [{"name": "month", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
-      "responses": {"200": {"description": "invoice"}, "400": {"description": "bad period"}, "401": {"description": "token"}}}},
+      "responses": {"200": {"description": "array of Invoice, or CSV"}, "400": {"description": "bad month"}, "401": {"description": "token"}}}},
+    "/v1/invoices/{number}": {"get": {"summary": "One issued invoice or credit note", "security": [{"token": []}],
+      "parameters": [{"name": "number", "in": "path", "required": true, "schema": {"type": "string"}},
+                     {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+      "responses": {"200": {"description": "array of one Invoice, or CSV"}, "401": {"description": "token"}, "404": {"description": "no such invoice of this account"}}}},
     "/v1/audit": {"get": {"summary": "The account's latest 200 audit entries, newest first", "security": [{"token": []}],
       "responses": {"200": {"description": "array of {at, actor, action, subject, detail}"}}}},
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},

@@ -262,9 +262,15 @@ fn the_admin_api_shows_an_account_only_its_own() {
     let (_, body) = get_with(addr, "/v1/usage?from=0&to=7200", &auth(&tb));
     assert_eq!(json(body).as_array().unwrap().len(), 0, "b sees none of a's usage");
 
-    let (status, body) = get_with(addr, "/v1/invoices?from=0&to=2592000&format=csv", &auth(&ta));
+    let (status, body) = get_with(addr, "/v1/invoices/preview?month=1970-01", &auth(&ta));
+    assert_eq!((status, json(body)), (200, serde_json::json!([])), "an ad-free channel is free");
+    let (status, body) = get_with(addr, "/v1/invoices/preview?month=1970-01&format=csv", &auth(&ta));
     assert_eq!(status, 200);
-    assert!(String::from_utf8(body).unwrap().ends_with(",total,,,0,EUR\r\n"), "an ad-free channel is free");
+    assert!(String::from_utf8(body).unwrap().starts_with("invoice,month,kind,channel,"));
+    assert_eq!(get_with(addr, "/v1/invoices/preview?month=1970-13", &auth(&ta)).0, 400);
+    assert_eq!(get_with(addr, "/v1/invoices/preview", &auth(&ta)).0, 400);
+    assert_eq!(get_with(addr, "/v1/invoices/SHOAL-000001", &auth(&ta)).0, 404);
+    assert_eq!(json(get_with(addr, "/v1/invoices", &auth(&ta)).1), serde_json::json!([]));
 
     assert_eq!(get(addr, "/v1/channels").0, 401, "no token");
     assert_eq!(get_with(addr, "/v1/channels", &auth("shoal_guess")).0, 401);
