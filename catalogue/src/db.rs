@@ -17,7 +17,9 @@ use sqlx::{AnyPool, Executor, Row};
 use swarm::piece::{ChannelId, encode_hex};
 
 mod billing;
+mod plans;
 pub use billing::{Invoice, InvoiceLine, LineKind, invoices_csv};
+pub use plans::{Plan, PlanVersion, Price};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -65,17 +67,6 @@ pub struct Db {
     backend: Backend,
     /// The PostgreSQL schema given to [`Db::open_in_schema`].
     schema: Option<String>,
-}
-
-/// A plan: what a licence sells.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Plan {
-    pub name: String,
-    pub commercial: bool,
-    pub currency: String,
-    pub monthly_price_cents: i64,
-    pub included_viewer_hours: i64,
-    pub overage_cents_per_viewer_hour: i64,
 }
 
 /// A channel as the tracker admits it.
@@ -171,6 +162,8 @@ pub struct LicenseRow {
     pub id: i64,
     pub channel: String,
     pub plan: String,
+    /// The plan's price version it was sold on (and is billed at until it ends).
+    pub plan_version: i64,
     pub valid_from: i64,
     pub valid_until: Option<i64>,
     pub status: String,
@@ -359,54 +352,6 @@ impl Db {
         row.map(|r| r.try_get::<i64, _>(0)).transpose()?.ok_or(DbError::NotFound("account"))
     }
 
-    pub async fn create_plan(&self, p: &Plan) -> Result<i64> {
-        if p.name.is_empty() || p.name.len() > 64 || p.currency.len() != 3 {
-            return Err(DbError::Invalid("plan: a name of 1-64 characters and a 3-letter currency".into()));
-        }
-        self.insert_id(
-            sqlx::query(
-                "INSERT INTO plans (name, commercial, currency, monthly_price_cents, included_viewer_hours, \
-                 overage_cents_per_viewer_hour) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(&p.name)
-            .bind(i64::from(p.commercial))
-            .bind(&p.currency)
-            .bind(p.monthly_price_cents)
-            .bind(p.included_viewer_hours)
-            .bind(p.overage_cents_per_viewer_hour),
-        )
-        .await
-        .map_err(|e| match e {
-            DbError::Sql(e) => conflict(e, || format!("plan {} exists", p.name)),
-            e => e,
-        })
-    }
-
-    /// Every plan with its id, by name.
-    pub async fn plans(&self) -> Result<Vec<(i64, Plan)>> {
-        let rows = sqlx::query(
-            "SELECT id, name, commercial, currency, monthly_price_cents, included_viewer_hours, \
-             overage_cents_per_viewer_hour FROM plans ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0)?,
-                    Plan {
-                        name: r.try_get(1)?,
-                        commercial: r.try_get::<i64, _>(2)? == 1,
-                        currency: r.try_get(3)?,
-                        monthly_price_cents: r.try_get(4)?,
-                        included_viewer_hours: r.try_get(5)?,
-                        overage_cents_per_viewer_hour: r.try_get(6)?,
-                    },
-                ))
-            })
-            .collect()
-    }
-
     /// A channel with its public key and the hash of its first stream key.
     pub async fn create_channel(
         &self,
@@ -511,25 +456,28 @@ impl Db {
                 crate::calendar::date(from)
             )));
         }
-        self.insert_id(
-            sqlx::query(
-                "INSERT INTO licenses (channel_id, plan_id, valid_from, valid_until, status, created_at) \
-                 VALUES ($1, $2, $3, $4, 'active', $5) RETURNING id",
-            )
-            .bind(channel_id)
-            .bind(plan_id)
-            .bind(valid_from)
-            .bind(valid_until)
-            .bind(now),
+        // On the plan's current price version, which it keeps until it ends.
+        let row = sqlx::query(
+            "INSERT INTO licenses (channel_id, plan_id, valid_from, valid_until, status, created_at, plan_version_id) \
+             SELECT $1, $2, $3, $4, 'active', $5, v.id FROM plan_versions v WHERE v.plan_id = $2 \
+             ORDER BY v.version DESC LIMIT 1 RETURNING id",
         )
-        .await
+        .bind(channel_id)
+        .bind(plan_id)
+        .bind(valid_from)
+        .bind(valid_until)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get::<i64, _>(0)).transpose()?.ok_or(DbError::NotFound("plan"))
     }
 
     /// The account's licences, by channel and start.
     pub async fn licenses(&self, account_id: i64) -> Result<Vec<LicenseRow>> {
         let rows = sqlx::query(
-            "SELECT l.id, c.name, p.name, l.valid_from, l.valid_until, l.status FROM licenses l \
+            "SELECT l.id, c.name, p.name, l.valid_from, l.valid_until, l.status, v.version FROM licenses l \
              JOIN channels c ON c.id = l.channel_id JOIN plans p ON p.id = l.plan_id \
+             JOIN plan_versions v ON v.id = l.plan_version_id \
              WHERE c.account_id = $1 ORDER BY c.name, l.valid_from, l.id",
         )
         .bind(account_id)
@@ -544,6 +492,7 @@ impl Db {
                     valid_from: r.try_get(3)?,
                     valid_until: r.try_get(4)?,
                     status: r.try_get(5)?,
+                    plan_version: r.try_get(6)?,
                 })
             })
             .collect()

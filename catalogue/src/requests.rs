@@ -35,6 +35,23 @@ pub struct AddLicense {
     pub valid_until: Option<i64>,
 }
 
+/// `POST /v1/channels/{name}/disable`: what becomes of the channel's licences.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disable {
+    /// Required when the channel has a licence running or to come.
+    pub licences: Option<OnDisable>,
+}
+
+/// A disabled channel's licences: ended now (a running one billed to now, one not
+/// started revoked), or kept (billed on; the channel may be enabled again within them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDisable {
+    End,
+    Keep,
+}
+
 /// A JSON body, or why not.
 pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("request body: {e}"))
@@ -65,12 +82,22 @@ impl Rotate {
     }
 }
 
+/// How far back an account may start a licence it buys, seconds: clocks differ and a
+/// show's start is typed in by hand. Earlier starts are the platform's to grant
+/// (`shoal admin license grant`): they bill time already past.
+pub const MAX_BACKDATE_S: i64 = 3_600;
+
 impl AddLicense {
-    /// `[from, until)`, `from` defaulting to `now`.
-    pub fn period(&self, now: i64) -> Result<(i64, Option<i64>), &'static str> {
+    /// `[from, until)`, `from` defaulting to `now` and at most [`MAX_BACKDATE_S`] before it.
+    pub fn period(&self, now: i64) -> Result<(i64, Option<i64>), String> {
         let from = self.valid_from.unwrap_or(now);
+        if from < now.saturating_sub(MAX_BACKDATE_S) {
+            return Err(format!(
+                "valid_from: at most {MAX_BACKDATE_S} s back; a licence from earlier is granted by the platform"
+            ));
+        }
         if self.valid_until.is_some_and(|u| u <= from) {
-            return Err("valid_until must be after valid_from");
+            return Err("valid_until must be after valid_from".into());
         }
         Ok((from, self.valid_until))
     }
@@ -90,5 +117,9 @@ mod tests {
         let l = parse::<AddLicense>(br#"{"plan":"p","valid_from":5,"valid_until":5}"#).unwrap();
         assert!(l.period(0).is_err());
         assert_eq!(parse::<AddLicense>(br#"{"plan":"p"}"#).unwrap().period(7), Ok((7, None)));
+        let back =
+            |from: i64| parse::<AddLicense>(format!(r#"{{"plan":"p","valid_from":{from}}}"#).as_bytes()).unwrap();
+        assert_eq!(back(10_000 - MAX_BACKDATE_S).period(10_000), Ok((10_000 - MAX_BACKDATE_S, None)));
+        assert!(back(10_000 - MAX_BACKDATE_S - 1).period(10_000).unwrap_err().contains("granted by the platform"));
     }
 }

@@ -1,7 +1,7 @@
 //! For the tests of this crate and of those built on it (tracker, shoal): the
 //! databases to run a test against, and an example plan. Not used by the services.
 
-use crate::db::{Db, Plan};
+use crate::db::{Db, Plan, Price};
 
 /// The databases to run `test` against, each fresh: SQLite (a file in a temporary
 /// directory) always, PostgreSQL in a schema of its own when `SHOAL_TEST_DATABASE_URL`
@@ -30,10 +30,13 @@ pub fn commercial() -> Plan {
     Plan {
         name: "broadcast".into(),
         commercial: true,
-        currency: "EUR".into(),
-        monthly_price_cents: 49_900,
-        included_viewer_hours: 10_000,
-        overage_cents_per_viewer_hour: 2,
+        offered: true,
+        price: Price {
+            currency: "EUR".into(),
+            monthly_price_cents: 49_900,
+            included_viewer_hours: 10_000,
+            overage_cents_per_viewer_hour: 2,
+        },
     }
 }
 

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use catalogue::calendar::{DAY, Month};
-use catalogue::db::{Db, DbError, Invoice, LineKind, Plan, UsageEvent};
+use catalogue::db::{Db, DbError, Invoice, LineKind, Plan, Price, UsageEvent};
 use catalogue::testing::{commercial, databases, raw_sql};
 use swarm::piece::ChannelKeypair;
 
@@ -47,16 +47,21 @@ fn invoices_are_previewed_finalized_voided_and_late_usage_is_adjusted() {
         for db in databases("billing").await {
             let a = db.create_account("a", 1).await.unwrap();
             let b = db.create_account("b", 1).await.unwrap();
-            let eur = db.create_plan(&commercial()).await.unwrap();
+            let eur = db.create_plan(&commercial(), 1).await.unwrap();
             let usd = db
-                .create_plan(&Plan {
-                    name: "broadcast-us".into(),
-                    currency: "USD".into(),
-                    monthly_price_cents: 59_900,
-                    included_viewer_hours: 0,
-                    overage_cents_per_viewer_hour: 3,
-                    ..commercial()
-                })
+                .create_plan(
+                    &Plan {
+                        name: "broadcast-us".into(),
+                        price: Price {
+                            currency: "USD".into(),
+                            monthly_price_cents: 59_900,
+                            included_viewer_hours: 0,
+                            overage_cents_per_viewer_hour: 3,
+                        },
+                        ..commercial()
+                    },
+                    1,
+                )
                 .await
                 .unwrap();
             let key = |n: u8| ChannelKeypair::from_secret_bytes(&[n; 32]).id();
@@ -137,11 +142,18 @@ fn invoices_are_previewed_finalized_voided_and_late_usage_is_adjusted() {
                 assert!(raw_sql(&db, sql).await.is_err(), "{:?} let through: {sql}", db.backend());
             }
             assert_eq!(db.invoices(a).await.unwrap(), issued, "unchanged");
-            // Prices changed after issue don't touch issued lines.
-            raw_sql(&db, "UPDATE plans SET monthly_price_cents = 1").await.unwrap();
+            // A price change is a new version (never an edit): issued invoices hold copies,
+            // the running licence keeps the version it was sold on, a new one takes the new.
+            assert!(raw_sql(&db, "UPDATE plan_versions SET monthly_price_cents = 1").await.is_err());
+            assert!(raw_sql(&db, "DELETE FROM plan_versions").await.is_err());
+            let dearer = Price { monthly_price_cents: 99_900, ..commercial().price };
+            let v2 = db.reprice_plan("broadcast", &dearer, dec.start()).await.unwrap();
+            assert_eq!((v2.version, v2.plan.price.monthly_price_cents), (2, 99_900));
             assert_eq!(db.invoices(a).await.unwrap(), issued);
-            raw_sql(&db, "UPDATE plans SET monthly_price_cents = 49900 WHERE name = 'broadcast'").await.unwrap();
-            raw_sql(&db, "UPDATE plans SET monthly_price_cents = 59900 WHERE name = 'broadcast-us'").await.unwrap();
+            let late = db.create_channel(a, "late", key(5), "k5", true, 1).await.unwrap();
+            db.add_license(late, eur, dec.start(), None, dec.start()).await.unwrap();
+            let versions: Vec<_> = db.licenses(a).await.unwrap().iter().map(|l| (l.channel.clone(), l.plan_version)).collect();
+            assert_eq!(versions, [("late".into(), 2), ("paid".into(), 1), ("us".into(), 1)]);
 
             // Usage for November recorded after its invoice: 2.5 hours more → 103 hours
             // over, 3 more than billed; on December's invoice as an adjustment.
@@ -153,7 +165,12 @@ fn invoices_are_previewed_finalized_voided_and_late_usage_is_adjusted() {
                 (adj.quantity, adj.unit_cents, adj.viewer_seconds, adj.adjusts_invoice.as_deref()),
                 (3, 2, 2 * HOUR + HOUR / 2, Some("SHOAL-000001"))
             );
-            assert_eq!(dec_preview[0].lines[0].amount_cents, 49_900, "all of December");
+            let licence = |ch: &str| {
+                let l = dec_preview[0].lines.iter().find(|l| l.channel == ch && l.kind == LineKind::Licence).unwrap();
+                (l.plan_version, l.amount_cents)
+            };
+            assert_eq!(licence("paid"), (1, 49_900), "all of December at the price its licence was sold at");
+            assert_eq!(licence("late"), (2, 99_900), "a new licence at the new price");
 
             // Void: a credit note cancelling every line, the next number; once only.
             let credit = db.void_invoice("SHOAL-000001", "billed the wrong entity", dec.start() + 30).await.unwrap();

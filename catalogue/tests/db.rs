@@ -19,7 +19,7 @@ fn licences_decide_admission() {
     rt().block_on(async {
         for db in databases("licences").await {
             let acct = db.create_account("tv5", 100).await.unwrap();
-            let plan = db.create_plan(&commercial()).await.unwrap();
+            let plan = db.create_plan(&commercial(), 1).await.unwrap();
             let key = |n: u8| ChannelKeypair::from_secret_bytes(&[n; 32]).id();
             let news = db.create_channel(acct, "news", key(1), "k1", false, 100).await.unwrap();
             let ads = db.create_channel(acct, "ads", key(2), "k2", true, 100).await.unwrap();
@@ -193,7 +193,7 @@ fn ingest_publishes_by_the_catalogue_and_keys_rotate() {
             let _ = std::fs::remove_dir_all(&dir);
             let keys = KeyDir::new(&dir);
             let a = db.create_account("a", 1).await.unwrap();
-            let plan = db.create_plan(&commercial()).await.unwrap();
+            let plan = db.create_plan(&commercial(), 1).await.unwrap();
             let news = keys.create("news").unwrap().id();
             let sport = keys.create("sport").unwrap().id();
             let news_id = db.create_channel(a, "news", news, "k-news", false, 1).await.unwrap();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use catalogue::calendar::Month;
-use catalogue::db::{Db, Plan};
+use catalogue::db::{Db, Plan, Price};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -86,10 +86,23 @@ enum TokenCmd {
 
 #[derive(Debug, Subcommand)]
 enum PlanCmd {
-    /// The plans.
+    /// The plans the account may buy, each at its current price version.
     List,
-    /// Create a plan.
+    /// Create a plan (platform).
     Create(NewPlan),
+    /// A new price for a plan: its next version (platform). Running licences keep the
+    /// version they were sold on; licences added from now on take this one.
+    Reprice {
+        name: String,
+        #[command(flatten)]
+        price: PriceArgs,
+    },
+    /// Let an account buy a plan that is not offered to all (platform).
+    Grant {
+        name: String,
+        #[arg(long)]
+        account: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +111,15 @@ struct NewPlan {
     /// Licences on it allow ads.
     #[arg(long)]
     commercial: bool,
+    /// Only accounts it is granted to may buy it (`plan grant`); by default every account may.
+    #[arg(long)]
+    private: bool,
+    #[command(flatten)]
+    price: PriceArgs,
+}
+
+#[derive(Debug, Args)]
+struct PriceArgs {
     #[arg(long, default_value = "EUR")]
     currency: String,
     #[arg(long)]
@@ -106,6 +128,17 @@ struct NewPlan {
     included_viewer_hours: i64,
     #[arg(long, default_value_t = 0)]
     overage_cents_per_viewer_hour: i64,
+}
+
+impl PriceArgs {
+    fn price(self) -> Price {
+        Price {
+            currency: self.currency,
+            monthly_price_cents: self.monthly_price_cents,
+            included_viewer_hours: self.included_viewer_hours,
+            overage_cents_per_viewer_hour: self.overage_cents_per_viewer_hour,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,8 +155,13 @@ enum ChannelCmd {
         #[arg(long, env = "SHOAL_INGEST_KEY_DIR", default_value = "shoal-data/keys")]
         key_dir: PathBuf,
     },
-    /// Stop publishing and watching.
-    Disable { name: String },
+    /// Stop publishing and watching. A channel with a licence running or to come needs
+    /// --licences: `end` ends it now, `keep` keeps it (and its bill) while the channel is off.
+    Disable {
+        name: String,
+        #[arg(long, value_parser = ["end", "keep"])]
+        licences: Option<String>,
+    },
     /// Allow publishing and watching again.
     Enable { name: String },
     /// A new stream key (printed once); the old one keeps working for --grace-seconds.
@@ -138,20 +176,31 @@ enum ChannelCmd {
 enum LicenseCmd {
     /// The account's licences.
     List,
-    /// License a channel on a plan (billed pro rata).
-    Add {
-        channel: String,
+    /// License a channel on a plan the account may buy (billed pro rata), starting now
+    /// or within the last hour.
+    Add(NewLicense),
+    /// License an account's channel on any plan from any time (platform).
+    Grant {
         #[arg(long)]
-        plan: String,
-        /// Unix seconds (default: now).
-        #[arg(long)]
-        from: Option<i64>,
-        /// Unix seconds (default: open-ended).
-        #[arg(long)]
-        until: Option<i64>,
+        account: String,
+        #[command(flatten)]
+        licence: NewLicense,
     },
     /// End a licence now.
     End { id: i64 },
+}
+
+#[derive(Debug, Args)]
+struct NewLicense {
+    channel: String,
+    #[arg(long)]
+    plan: String,
+    /// Unix seconds (default: now).
+    #[arg(long)]
+    from: Option<i64>,
+    /// Unix seconds (default: open-ended).
+    #[arg(long)]
+    until: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,24 +273,33 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
             println!("API token for {account} (shown once): {token}");
             Ok(())
         }),
-        AdminCmd::Plan(PlanCmd::Create(p)) => with_db(&a.database_url, |db, _| async move {
-            let plan = Plan {
-                name: p.name,
-                commercial: p.commercial,
-                currency: p.currency,
-                monthly_price_cents: p.monthly_price_cents,
-                included_viewer_hours: p.included_viewer_hours,
-                overage_cents_per_viewer_hour: p.overage_cents_per_viewer_hour,
-            };
-            let id = db.create_plan(&plan).await?;
+        AdminCmd::Plan(PlanCmd::Create(p)) => with_db(&a.database_url, |db, now| async move {
+            let plan = Plan { name: p.name, commercial: p.commercial, offered: !p.private, price: p.price.price() };
+            let id = db.create_plan(&plan, now).await?;
+            db.audit(now, None, "shoal admin (catalogue)", "plan.create", &plan.name, "version 1").await?;
             println!("plan {} created (id {id})", plan.name);
+            Ok(())
+        }),
+        AdminCmd::Plan(PlanCmd::Reprice { name, price }) => with_db(&a.database_url, |db, now| async move {
+            let p = db.reprice_plan(&name, &price.price(), now).await?;
+            let detail = format!("version {}: {:?}", p.version, p.plan.price);
+            db.audit(now, None, "shoal admin (catalogue)", "plan.reprice", &name, &detail).await?;
+            println!("plan {name} is at version {} from now on; running licences keep theirs", p.version);
+            Ok(())
+        }),
+        AdminCmd::Plan(PlanCmd::Grant { name, account }) => with_db(&a.database_url, |db, now| async move {
+            let id = db.account_by_name(&account).await?;
+            db.grant_plan(id, &name, now).await?;
+            db.audit(now, Some(id), "shoal admin (catalogue)", "plan.grant", &name, "").await?;
+            println!("{account} may buy plan {name}");
             Ok(())
         }),
         AdminCmd::Plan(PlanCmd::List) => print(api.call("GET", "/v1/plans", None)?),
         AdminCmd::Channel(ChannelCmd::List) => print(api.call("GET", "/v1/channels", None)?),
         AdminCmd::Channel(ChannelCmd::Create { name, ads, key_dir }) => create_channel(&api, &name, ads, key_dir),
-        AdminCmd::Channel(ChannelCmd::Disable { name }) => {
-            print(api.call("POST", &format!("/v1/channels/{name}/disable"), None)?)
+        AdminCmd::Channel(ChannelCmd::Disable { name, licences }) => {
+            let body = licences.map(|l| json!({ "licences": l }));
+            print(api.call("POST", &format!("/v1/channels/{name}/disable"), body.as_ref())?)
         }
         AdminCmd::Channel(ChannelCmd::Enable { name }) => {
             print(api.call("POST", &format!("/v1/channels/{name}/enable"), None)?)
@@ -257,9 +315,24 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCmd::License(LicenseCmd::List) => print(api.call("GET", "/v1/licenses", None)?),
-        AdminCmd::License(LicenseCmd::Add { channel, plan, from, until }) => {
+        AdminCmd::License(LicenseCmd::Add(NewLicense { channel, plan, from, until })) => {
             let body = json!({ "plan": plan, "valid_from": from, "valid_until": until });
             print(api.call("POST", &format!("/v1/channels/{channel}/licenses"), Some(&body))?)
+        }
+        AdminCmd::License(LicenseCmd::Grant { account, licence: l }) => {
+            with_db(&a.database_url, |db, now| async move {
+                let account_id = db.account_by_name(&account).await?;
+                let channel = db.channel_of(account_id, &l.channel).await?;
+                let plan = db.plan(&l.plan).await?;
+                let from = l.from.unwrap_or(now);
+                let id = db.add_license(channel, plan.id, from, l.until, now).await?;
+                let detail =
+                    format!("licence {id} on plan {} v{}, from {from} until {:?}", l.plan, plan.version, l.until);
+                db.audit(now, Some(account_id), "shoal admin (catalogue)", "license.grant", &l.channel, &detail)
+                    .await?;
+                println!("licence {id}: {} on {} (v{}) from {from}", l.channel, l.plan, plan.version);
+                Ok(())
+            })
         }
         AdminCmd::License(LicenseCmd::End { id }) => {
             print(api.call("POST", &format!("/v1/licenses/{id}/end"), None)?)

@@ -181,7 +181,9 @@ fn an_operator_creates_a_channel_and_ingest_lets_only_its_key_publish() {
     assert!(refused.contains("unknown stream key"), "{refused}");
     // Disabling the channel ends the owner's own session; enabling lets it back.
     let owner = rt.block_on(ingest::rtmp_client::RtmpPublisher::connect(rtmp, "live", &key2)).unwrap();
-    assert!(admin(&dir, &url, &token, &["channel", "disable", "news"]).0);
+    let (ok, out) = admin(&dir, &url, &token, &["channel", "disable", "news"]);
+    assert!(!ok && out.contains("\"licences\": \"keep\""), "a licence runs: say what of it: {out}");
+    assert!(admin(&dir, &url, &token, &["channel", "disable", "news", "--licences", "keep"]).0);
     cut_off(&rt, owner, "disable");
     assert!(publish(rtmp, &key2).unwrap_err().contains("disabled"));
     assert!(admin(&dir, &url, &token, &["channel", "enable", "news"]).0);
@@ -208,8 +210,9 @@ fn an_operator_creates_a_channel_and_ingest_lets_only_its_key_publish() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Billing from the command line: the account previews last month's invoice over the
-/// API, the platform finalizes it (a number from the issuer's series) and voids it (a
+/// Billing from the command line: the platform grants a licence for last month (an
+/// account can't back-date one), the account previews its invoice over the API, the
+/// platform finalizes it (a number from the issuer's series) and voids it (a
 /// credit note), and both are in the account's list and audit log.
 #[test]
 fn the_platform_finalizes_and_voids_an_invoice_the_account_previewed() {
@@ -224,13 +227,13 @@ fn the_platform_finalizes_and_voids_an_invoice_the_account_previewed() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let last = Month::of(Month::of(now).start() - 1);
     let (from, until) = (last.start().to_string(), last.end().to_string());
-    let (ok, out) = admin(
-        &dir,
-        &url,
-        &token,
-        &["license", "add", "news", "--plan", "broadcast", "--from", &from, "--until", &until],
-    );
-    assert!(ok, "{out}");
+    let add = ["license", "add", "news", "--plan", "broadcast", "--from", &from, "--until", &until];
+    let (ok, out) = admin(&dir, &url, &token, &add);
+    assert!(!ok && out.contains("400") && out.contains("back"), "an account can't back-date a licence: {out}");
+    let grant =
+        ["license", "grant", "--account", "acme", "news", "--plan", "broadcast", "--from", &from, "--until", &until];
+    let (ok, out) = admin(&dir, &url, &token, &grant);
+    assert!(ok, "the platform can: {out}");
     let month = last.to_string();
     let (ok, out) = admin(&dir, &url, &token, &["invoice", "preview", "--month", &month]);
     assert!(ok, "{out}");

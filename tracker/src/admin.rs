@@ -5,7 +5,8 @@
 //!
 //! - `GET /v1/channels`; `POST /v1/channels` `{name, public_key, carries_ads}` (the
 //!   answer holds the stream key, shown this once).
-//! - `POST /v1/channels/{name}/disable`, `…/enable`.
+//! - `POST /v1/channels/{name}/disable` `{licences: "end"|"keep"}` (required when a
+//!   licence runs or is to come: end it now, or keep paying for it), `…/enable`.
 //! - `POST /v1/channels/{name}/stream-key` `{grace_seconds}`: a new stream key; the old
 //!   one keeps working for the grace period.
 //! - `GET /v1/plans`; `GET /v1/licenses`; `POST /v1/channels/{name}/licenses`
@@ -21,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use catalogue::db::{Caller, Db, DbError};
-use catalogue::requests::{self, AddLicense, CreateChannel, Rotate};
+use catalogue::requests::{self, AddLicense, CreateChannel, Disable, OnDisable, Rotate};
 
 /// An answer: status, content type, body.
 pub type Answer = (u16, &'static str, Vec<u8>);
@@ -56,13 +57,6 @@ struct NewKey {
     stream_key: String,
     /// Until when the previous key is still accepted (Unix seconds), if at all.
     previous_key_valid_until: Option<i64>,
-}
-
-#[derive(Debug, Serialize)]
-struct PlanOut {
-    id: i64,
-    #[serde(flatten)]
-    plan: catalogue::db::Plan,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,13 +151,13 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
         ("GET", ["channels"]) => list_channels(db, &who, req.now).await,
         ("POST", ["channels"]) => create_channel(db, &who, req).await,
         ("POST", ["channels", name, action @ ("disable" | "enable")]) => {
-            set_status(db, &who, name, *action == "enable", req.now).await
+            set_status(db, &who, name, *action == "enable", req).await
         }
         ("POST", ["channels", name, "stream-key"]) => rotate(db, &who, name, req).await,
         ("POST", ["channels", name, "licenses"]) => add_license(db, &who, name, req).await,
         ("POST", ["licenses", id, "end"]) => end_license(db, &who, id, req.now).await,
-        ("GET", ["plans"]) => match db.plans().await {
-            Ok(p) => json(200, &p.into_iter().map(|(id, plan)| PlanOut { id, plan }).collect::<Vec<_>>()),
+        ("GET", ["plans"]) => match db.plans_for(who.account_id).await {
+            Ok(p) => json(200, &p),
             Err(e) => db_error(&e),
         },
         ("GET", ["licenses"]) => match db.licenses(who.account_id).await {
@@ -282,16 +276,49 @@ async fn create_channel(db: &Db, who: &Caller, req: Request<'_>) -> Answer {
     }
 }
 
-async fn set_status(db: &Db, who: &Caller, name: &str, enabled: bool, now: i64) -> Answer {
+async fn set_status(db: &Db, who: &Caller, name: &str, enabled: bool, req: Request<'_>) -> Answer {
+    let choice = match requests::parse_or_default::<Disable>(req.body) {
+        Ok(d) => d.licences,
+        Err(e) => return error(400, &e),
+    };
     let result = async {
         let id = db.channel_of(who.account_id, name).await?;
-        db.set_channel_status(id, enabled).await
+        let mut detail = String::new();
+        if !enabled {
+            // A licence running on or to come: the caller says what becomes of it.
+            let live: Vec<_> = db
+                .licenses(who.account_id)
+                .await?
+                .into_iter()
+                .filter(|l| l.channel == name && l.status == "active" && l.valid_until.is_none_or(|u| u > req.now))
+                .collect();
+            match (choice, live.is_empty()) {
+                (None, false) => {
+                    let ids: Vec<String> = live.iter().map(|l| l.id.to_string()).collect();
+                    return Err(DbError::Invalid(format!(
+                        "channel {name} has licence {} running or to come: send {{\"licences\": \"end\"}} to end it \
+                         now, or {{\"licences\": \"keep\"}} to keep it (and pay for it) while the channel is off",
+                        ids.join(", ")
+                    )));
+                }
+                (Some(OnDisable::End), _) => {
+                    for l in &live {
+                        db.end_license(who.account_id, l.id, req.now).await?;
+                    }
+                    detail = format!("licences ended: {:?}", live.iter().map(|l| l.id).collect::<Vec<_>>());
+                }
+                (Some(OnDisable::Keep), false) => detail = "licences kept".into(),
+                _ => {}
+            }
+        }
+        db.set_channel_status(id, enabled).await?;
+        Ok(detail)
     };
     match result.await {
-        Ok(()) => {
+        Ok(detail) => {
             let action = if enabled { "channel.enable" } else { "channel.disable" };
-            audited(db, who, now, action, name, "").await;
-            list_one(db, who, name, now).await
+            audited(db, who, req.now, action, name, &detail).await;
+            list_one(db, who, name, req.now).await
         }
         Err(e) => db_error(&e),
     }
@@ -338,15 +365,12 @@ async fn add_license(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> Ans
     };
     let (from, valid_until) = match l.period(req.now) {
         Ok(p) => p,
-        Err(e) => return error(400, e),
+        Err(e) => return error(400, &e),
     };
     let result = async {
         let channel = db.channel_of(who.account_id, name).await?;
-        let plans = db.plans().await?;
-        let Some((plan, _)) = plans.iter().find(|(_, p)| p.name == l.plan) else {
-            return Err(DbError::Invalid(format!("no plan {:?}; GET /v1/plans lists them", l.plan)));
-        };
-        let id = db.add_license(channel, *plan, from, valid_until, req.now).await?;
+        let plan = db.plan_for(who.account_id, &l.plan).await?;
+        let id = db.add_license(channel, plan.id, from, valid_until, req.now).await?;
         let all = db.licenses(who.account_id).await?;
         all.into_iter().find(|r| r.id == id).ok_or(DbError::NotFound("licence"))
     };
@@ -389,6 +413,7 @@ pub const OPENAPI: &str = r##"{
       "NewChannel": {"type": "object", "required": ["name", "public_key"], "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
         "public_key": {"type": "string", "description": "64 hex characters"}, "carries_ads": {"type": "boolean", "default": false}}},
       "License": {"type": "object", "properties": {"id": {"type": "integer"}, "channel": {"type": "string"}, "plan": {"type": "string"},
+        "plan_version": {"type": "integer"},
         "valid_from": {"type": "integer"}, "valid_until": {"type": ["integer", "null"]}, "status": {"enum": ["active", "revoked"]}}},
       "InvoiceLine": {"type": "object", "properties": {"kind": {"enum": ["licence", "overage", "adjustment", "credit"]},
         "channel": {"type": "string"}, "plan": {"type": "string"}, "description": {"type": "string"},
@@ -416,22 +441,24 @@ pub const OPENAPI: &str = r##"{
       "post": {"summary": "Create a channel; the answer holds its stream key, shown once", "security": [{"token": []}],
         "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewChannel"}}}},
         "responses": {"201": {"description": "name, channel_id, info_hash, stream_key"}, "400": {"description": "bad name or key"}, "409": {"description": "exists"}}}},
-    "/v1/channels/{name}/disable": {"post": {"summary": "Stop publishing and watching", "security": [{"token": []}],
-      "responses": {"200": {"description": "Channel"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
+    "/v1/channels/{name}/disable": {"post": {"summary": "Stop publishing and watching; with a licence running or to come, say whether it ends now or is kept (and billed)", "security": [{"token": []}],
+      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"licences": {"enum": ["end", "keep"]}}}}}},
+      "responses": {"200": {"description": "Channel"}, "400": {"description": "a licence runs and no choice was given"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
     "/v1/channels/{name}/enable": {"post": {"summary": "Allow publishing and watching again", "security": [{"token": []}],
       "responses": {"200": {"description": "Channel"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
     "/v1/channels/{name}/stream-key": {"post": {"summary": "A new stream key (shown once); the previous one works for grace_seconds (default 0, at most 86400)",
       "security": [{"token": []}],
       "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"grace_seconds": {"type": "integer"}}}}}},
       "responses": {"200": {"description": "name, stream_key, previous_key_valid_until"}, "403": {"description": "another account's"}}}},
-    "/v1/channels/{name}/licenses": {"post": {"summary": "License the channel on a plan (billed pro rata)", "security": [{"token": []}],
+    "/v1/channels/{name}/licenses": {"post": {"summary": "License the channel on a plan this account may buy (billed pro rata), from now or at most an hour back; overlapping licences are refused (409)", "security": [{"token": []}],
       "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["plan"],
         "properties": {"plan": {"type": "string"}, "valid_from": {"type": "integer"}, "valid_until": {"type": "integer"}}}}}},
-      "responses": {"201": {"description": "License"}, "400": {"description": "no such plan, bad period"}}}},
+      "responses": {"201": {"description": "License"}, "400": {"description": "a plan the account may not buy, a bad or back-dated period"}, "409": {"description": "another licence covers part of the period"}}}},
     "/v1/licenses": {"get": {"summary": "The account's licences", "security": [{"token": []}], "responses": {"200": {"description": "array of License"}}}},
     "/v1/licenses/{id}/end": {"post": {"summary": "End a licence now (one not started yet is revoked)", "security": [{"token": []}],
       "responses": {"200": {"description": "License"}, "403": {"description": "another account's"}, "404": {"description": "no such licence"}}}},
-    "/v1/plans": {"get": {"summary": "Plans a licence can be on", "security": [{"token": []}], "responses": {"200": {"description": "array"}}}},
+    "/v1/plans": {"get": {"summary": "The plans this account may buy, each at its current price version (running licences keep the version they were sold on)",
+      "security": [{"token": []}], "responses": {"200": {"description": "array of {id, version, name, commercial, offered, currency, monthly_price_cents, included_viewer_hours, overage_cents_per_viewer_hour}"}}}},
     "/v1/usage": {"get": {"summary": "Hourly usage per channel in [from, to)", "security": [{"token": []}],
       "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
                      {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}],

@@ -285,8 +285,9 @@ fn the_admin_api_shows_an_account_only_its_own() {
 /// nothing of another account's can be touched.
 #[test]
 fn the_admin_api_manages_channels_keys_and_licences() {
-    let (rt, db, _, (ta, tb), dir) = catalogue("write");
-    rt.block_on(db.create_plan(&catalogue::testing::commercial())).unwrap();
+    let (rt, db, (a, _), (ta, tb), dir) = catalogue("write");
+    rt.block_on(db.create_plan(&catalogue::testing::commercial(), 1)).unwrap();
+    let platform = db.clone();
     let addr = serve_admin(&rt, db);
     let key = ChannelKeypair::from_secret_bytes(&[5; 32]).id().to_hex();
 
@@ -305,10 +306,15 @@ fn the_admin_api_manages_channels_keys_and_licences() {
 
     let (_, chans) = request(addr, "GET", "/v1/channels", &ta, "");
     assert!(chans[0]["refused"].as_str().unwrap().contains("no commercial license"), "{chans}");
-    let (status, lic) =
+    let (status, e) =
         request(addr, "POST", "/v1/channels/sport/licenses", &ta, r#"{"plan": "broadcast", "valid_from": 1}"#);
+    assert_eq!(status, 400, "an account can't back-date a licence: {e}");
+    let (status, lic) = request(addr, "POST", "/v1/channels/sport/licenses", &ta, r#"{"plan": "broadcast"}"#);
     assert_eq!(status, 201, "{lic}");
+    assert_eq!(lic["plan_version"], 1);
     assert_eq!(request(addr, "POST", "/v1/channels/sport/licenses", &ta, r#"{"plan": "gold"}"#).0, 400);
+    let (status, e) = request(addr, "POST", "/v1/channels/sport/licenses", &ta, r#"{"plan": "broadcast"}"#);
+    assert!(status == 409 && e["error"].as_str().unwrap().contains("already covers"), "overlap: {e}");
     let (_, chans) = request(addr, "GET", "/v1/channels", &ta, "");
     assert!(chans[0]["refused"].is_null(), "{chans}");
 
@@ -325,23 +331,59 @@ fn the_admin_api_manages_channels_keys_and_licences() {
     assert!(rotated["previous_key_valid_until"].is_i64());
     assert_eq!(request(addr, "POST", "/v1/channels/sport/stream-key", &ta, r#"{"grace_seconds": 999999}"#).0, 400);
 
-    let (status, ch) = request(addr, "POST", "/v1/channels/sport/disable", &ta, "");
+    // Disabling a licensed channel: the owner says what becomes of the licence.
+    let (status, e) = request(addr, "POST", "/v1/channels/sport/disable", &ta, "");
+    assert!(status == 400 && e["error"].as_str().unwrap().contains(r#""licences": "end""#), "{e}");
+    let (status, ch) = request(addr, "POST", "/v1/channels/sport/disable", &ta, r#"{"licences": "keep"}"#);
     assert_eq!(status, 200);
     assert!(ch["refused"].as_str().unwrap().contains("disabled"), "{ch}");
-    let (status, ended) = request(addr, "POST", &format!("/v1/licenses/{}/end", lic["id"]), &ta, "");
+    let (_, l) = request(addr, "GET", "/v1/licenses", &ta, "");
+    assert!(l[0]["valid_until"].is_null(), "kept: {l}");
+    let (status, _) = request(addr, "POST", "/v1/channels/sport/disable", &ta, r#"{"licences": "end"}"#);
     assert_eq!(status, 200);
-    assert!(ended["valid_until"].as_i64().unwrap() > 1_000_000_000, "ended now: {ended}");
+    let (_, l) = request(addr, "GET", "/v1/licenses", &ta, "");
+    // Ended now: cut at now, or revoked if it began this very second.
+    assert!(l[0]["status"] == "revoked" || l[0]["valid_until"].as_i64() > Some(1_000_000_000), "ended: {l}");
+    let (status, ended) = request(addr, "POST", &format!("/v1/licenses/{}/end", lic["id"]), &ta, "");
+    assert_eq!((status, &ended), (200, &l[0]), "an ended one stays as it is");
 
     let (_, audit) = request(addr, "GET", "/v1/audit", &ta, "");
     let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
-        ["license.end", "channel.disable", "channel.rotate_stream_key", "license.add", "channel.create"],
+        [
+            "license.end",
+            "channel.disable",
+            "channel.disable",
+            "channel.rotate_stream_key",
+            "license.add",
+            "channel.create"
+        ],
         "newest first, refused attempts not logged"
     );
     assert!(audit[0]["actor"].as_str().unwrap().contains("ops"));
     assert_eq!(request(addr, "GET", "/v1/audit", &tb, "").1.as_array().unwrap().len(), 0);
     assert_eq!(request(addr, "GET", "/v1/plans", &tb, "").1[0]["name"], "broadcast");
+
+    // A plan not offered to all: only an account it was granted to sees and buys it.
+    let partner = catalogue::db::Plan { name: "partner".into(), offered: false, ..catalogue::testing::commercial() };
+    rt.block_on(platform.create_plan(&partner, 1)).unwrap();
+    let names = |t: &str| -> Vec<String> {
+        let plans = request(addr, "GET", "/v1/plans", t, "").1;
+        plans.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&ta), ["broadcast"]);
+    let body = format!(
+        r#"{{"name": "sport2", "public_key": "{}", "carries_ads": true}}"#,
+        ChannelKeypair::from_secret_bytes(&[6; 32]).id().to_hex()
+    );
+    assert_eq!(request(addr, "POST", "/v1/channels", &ta, &body).0, 201);
+    let (status, e) = request(addr, "POST", "/v1/channels/sport2/licenses", &ta, r#"{"plan": "partner"}"#);
+    assert!(status == 400 && e["error"].as_str().unwrap().contains("may buy"), "{e}");
+    rt.block_on(platform.grant_plan(a, "partner", 1)).unwrap();
+    assert_eq!(names(&ta), ["broadcast", "partner"]);
+    assert_eq!(names(&tb), ["broadcast"], "granted to a only");
+    assert_eq!(request(addr, "POST", "/v1/channels/sport2/licenses", &ta, r#"{"plan": "partner"}"#).0, 201);
 
     assert_eq!(request(addr, "DELETE", "/v1/channels", &ta, "").0, 405);
     assert_eq!(request(addr, "POST", "/v1/nothing", &ta, "").0, 404);

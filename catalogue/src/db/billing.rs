@@ -66,6 +66,8 @@ pub struct InvoiceLine {
     pub kind: LineKind,
     pub channel: String,
     pub plan: String,
+    /// The plan's price version the line was priced on.
+    pub plan_version: i64,
     pub description: String,
     pub quantity: i64,
     pub unit_cents: i64,
@@ -203,9 +205,10 @@ impl Db {
         let (start, end) = (month.start(), month.end());
         let mut by_currency: BTreeMap<String, Vec<InvoiceLine>> = BTreeMap::new();
         let licences = sqlx::query(
-            "SELECT c.id, c.name, p.name, p.currency, p.monthly_price_cents, p.included_viewer_hours, \
-               p.overage_cents_per_viewer_hour, l.valid_from, l.valid_until \
+            "SELECT c.id, c.name, p.name, v.currency, v.monthly_price_cents, v.included_viewer_hours, \
+               v.overage_cents_per_viewer_hour, l.valid_from, l.valid_until, v.version \
              FROM licenses l JOIN channels c ON c.id = l.channel_id JOIN plans p ON p.id = l.plan_id \
+               JOIN plan_versions v ON v.id = l.plan_version_id \
              WHERE c.account_id = $1 AND l.status = 'active' AND p.commercial = 1 \
                AND l.valid_from < $3 AND (l.valid_until IS NULL OR l.valid_until > $2) \
              ORDER BY c.name, l.valid_from, l.id",
@@ -221,6 +224,7 @@ impl Db {
             let (price, included_h, overage): (i64, i64, i64) = (r.try_get(4)?, r.try_get(5)?, r.try_get(6)?);
             let span_start = r.try_get::<i64, _>(7)?.max(start);
             let span_end = r.try_get::<Option<i64>, _>(8)?.unwrap_or(end).min(end);
+            let plan_version: i64 = r.try_get(9)?;
             let covered = span_end - span_start;
             let amount = prorate(price, covered, month.seconds());
             let viewer_seconds = self.viewer_seconds(channel_id, span_start, span_end).await?;
@@ -230,6 +234,7 @@ impl Db {
                 kind,
                 channel: channel.clone(),
                 plan: plan.clone(),
+                plan_version,
                 description,
                 quantity,
                 unit_cents,
@@ -299,7 +304,7 @@ impl Db {
     async fn late_usage(&self, account_id: i64, before: i64) -> Result<Vec<(String, InvoiceLine)>> {
         let rows = sqlx::query(
             "SELECT l.id, i.number, i.currency, l.channel_id, l.channel, l.plan, l.unit_cents, l.span_start, \
-               l.span_end, l.viewer_seconds, l.included_seconds, \
+               l.span_end, l.viewer_seconds, l.included_seconds, l.plan_version, \
                (SELECT CAST(COALESCE(SUM(a.viewer_seconds), 0) AS BIGINT) FROM invoice_lines a \
                   JOIN invoices ai ON ai.id = a.invoice_id \
                   WHERE a.adjusts = l.id AND a.kind = 'adjustment' AND ai.status = 'finalized') \
@@ -317,7 +322,7 @@ impl Db {
             let (line_id, number, currency): (i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
             let channel_id: i64 = r.try_get(3)?;
             let (span_start, span_end): (i64, i64) = (r.try_get(7)?, r.try_get(8)?);
-            let (billed, included, adjusted): (i64, i64, i64) = (r.try_get(9)?, r.try_get(10)?, r.try_get(11)?);
+            let (billed, included, adjusted): (i64, i64, i64) = (r.try_get(9)?, r.try_get(10)?, r.try_get(12)?);
             let known = billed + adjusted;
             let now = self.viewer_seconds(channel_id, span_start, span_end).await?;
             let hours_more = overage_hours(now, included) - overage_hours(known, included);
@@ -332,6 +337,7 @@ impl Db {
                     kind: LineKind::Adjustment,
                     channel: r.try_get(4)?,
                     plan: r.try_get(5)?,
+                    plan_version: r.try_get(11)?,
                     description: format!(
                         "late usage for invoice {number} ({} to {}): {} viewer-hours recorded after it was issued",
                         calendar::date(span_start),
@@ -492,7 +498,8 @@ impl Db {
         .ok_or(DbError::NotFound("invoice"))?;
         let rows = sqlx::query(
             "SELECT l.kind, l.channel, l.plan, l.description, l.quantity, l.unit_cents, l.amount_cents, \
-               l.span_start, l.span_end, l.viewer_seconds, l.included_seconds, ai.number, l.channel_id, l.adjusts \
+               l.span_start, l.span_end, l.viewer_seconds, l.included_seconds, ai.number, l.channel_id, l.adjusts, \
+               l.plan_version \
              FROM invoice_lines l LEFT JOIN invoice_lines a ON a.id = l.adjusts \
                LEFT JOIN invoices ai ON ai.id = a.invoice_id \
              WHERE l.invoice_id = $1 ORDER BY l.id",
@@ -507,6 +514,7 @@ impl Db {
                     kind: LineKind::parse(&r.try_get::<String, _>(0)?)?,
                     channel: r.try_get(1)?,
                     plan: r.try_get(2)?,
+                    plan_version: r.try_get(14)?,
                     description: r.try_get(3)?,
                     quantity: r.try_get(4)?,
                     unit_cents: r.try_get(5)?,
@@ -577,8 +585,8 @@ async fn issue(tx: &mut Tx<'_>, issuer: &str, doc: &Invoice, credits: Option<i64
     for l in &doc.lines {
         sqlx::query(
             "INSERT INTO invoice_lines (invoice_id, kind, channel_id, channel, plan, description, quantity, \
-               unit_cents, amount_cents, span_start, span_end, viewer_seconds, included_seconds, adjusts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+               unit_cents, amount_cents, span_start, span_end, viewer_seconds, included_seconds, adjusts, plan_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(id)
         .bind(l.kind.as_str())
@@ -594,6 +602,7 @@ async fn issue(tx: &mut Tx<'_>, issuer: &str, doc: &Invoice, credits: Option<i64
         .bind(l.viewer_seconds)
         .bind(l.included_seconds)
         .bind(l.adjusts)
+        .bind(l.plan_version)
         .execute(&mut **tx)
         .await?;
     }
