@@ -13,6 +13,7 @@
 //!   ([`directory::ChannelDirectory`]) and publishes ([`directory::CatalogueAuthorizer`]).
 //! - [`usage`] and [`hll`]: what metering writes, and unique-viewer sketches.
 //! - [`calendar`]: UTC calendar months and dates (invoices cover calendar months).
+//! - [`webhooks`]: webhook signatures (HMAC-SHA256, Stripe's scheme) and retry schedule.
 //! - [`requests`]: the admin API's request bodies, parsed and checked.
 //!
 //! The SQL parts (`db`, the directory and publish check over it, `testing`) are the
@@ -33,6 +34,7 @@ pub mod secrets;
 #[cfg(feature = "sql")]
 pub mod testing;
 pub mod usage;
+pub mod webhooks;
 
 /// Channel names: 1-64 of `a-z`, `0-9`, `-` and `_` (they appear in URLs and file names).
 pub fn valid_channel_name(name: &str) -> bool {

@@ -63,8 +63,12 @@ impl hyper::body::Body for Body {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{0}: only http://HOST:PORT is supported")]
+    #[error("{0}: not a URL this client takes (http://HOST[:PORT], or https:// where TLS is offered)")]
     BadUrl(String),
+    #[error("{0}: refused: {1}")]
+    Refused(String, &'static str),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, std::io::Error),
     #[error("connecting to {0}: {1}")]
     Connect(String, std::io::Error),
     #[error("{0} did not answer in time")]
