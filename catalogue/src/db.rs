@@ -18,8 +18,10 @@ use swarm::piece::{ChannelId, encode_hex};
 
 mod billing;
 mod plans;
+mod webhooks;
 pub use billing::{Invoice, InvoiceLine, LineKind, invoices_csv};
 pub use plans::{Plan, PlanVersion, Price};
+pub use webhooks::{Attempt, DeliveryRow, DueDelivery, MAX_ENDPOINTS, WebhookEndpoint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -157,7 +159,7 @@ impl Caller {
 }
 
 /// A licence as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct LicenseRow {
     pub id: i64,
     pub channel: String,
@@ -170,7 +172,7 @@ pub struct LicenseRow {
 }
 
 /// One entry of the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub at: i64,
     pub actor: String,
@@ -474,28 +476,16 @@ impl Db {
 
     /// The account's licences, by channel and start.
     pub async fn licenses(&self, account_id: i64) -> Result<Vec<LicenseRow>> {
-        let rows = sqlx::query(
-            "SELECT l.id, c.name, p.name, l.valid_from, l.valid_until, l.status, v.version FROM licenses l \
+        Ok(sqlx::query_as(
+            "SELECT l.id, c.name AS channel, p.name AS plan, v.version AS plan_version, l.valid_from, l.valid_until, \
+               l.status FROM licenses l \
              JOIN channels c ON c.id = l.channel_id JOIN plans p ON p.id = l.plan_id \
              JOIN plan_versions v ON v.id = l.plan_version_id \
              WHERE c.account_id = $1 ORDER BY c.name, l.valid_from, l.id",
         )
         .bind(account_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LicenseRow {
-                    id: r.try_get(0)?,
-                    channel: r.try_get(1)?,
-                    plan: r.try_get(2)?,
-                    valid_from: r.try_get(3)?,
-                    valid_until: r.try_get(4)?,
-                    status: r.try_get(5)?,
-                    plan_version: r.try_get(6)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Ends one of the account's licences at `now`: one not started before `now` is revoked
@@ -684,6 +674,25 @@ impl Db {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        }
+        for u in d.usage.iter().filter(|u| u.ids_over_cap > 0) {
+            let hash = encode_hex(&u.info_hash);
+            let Some(r) = sqlx::query("SELECT account_id, name FROM channels WHERE info_hash = $1")
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                continue;
+            };
+            let (account, channel): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
+            let data = serde_json::json!({
+                "channel": channel, "kind": "ids_over_cap", "hour_start": u.hour_start, "ids": u.ids_over_cap,
+                "node": node,
+                "detail": "more viewer ids from one address or network than the caps allow: answered, not listed, not billed",
+            });
+            // Once per channel and hour, whichever replica reports it first.
+            let key = format!("{}:{hash}:ids_over_cap:{}", crate::webhooks::USAGE_ANOMALY, u.hour_start);
+            webhooks::emit(&mut tx, account, crate::webhooks::USAGE_ANOMALY, &key, data, now).await?;
         }
         sqlx::query("DELETE FROM usage_marks WHERE hour_start < $1")
             .bind(now - now % 3600 - 3600)
@@ -874,24 +883,13 @@ impl Db {
 
     /// The account's latest audit entries, newest first.
     pub async fn audit_entries(&self, account_id: i64, limit: i64) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT at, actor, action, subject, detail FROM audit_log WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(account_id)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    at: r.try_get(0)?,
-                    actor: r.try_get(1)?,
-                    action: r.try_get(2)?,
-                    subject: r.try_get(3)?,
-                    detail: r.try_get(4)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Appends to the audit log.

@@ -52,6 +52,13 @@ pub enum OnDisable {
     Keep,
 }
 
+/// `POST /v1/webhooks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    pub url: String,
+}
+
 /// A JSON body, or why not.
 pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("request body: {e}"))

@@ -14,6 +14,9 @@ pub struct UsageDelta {
     /// Bytes seed nodes uploaded to the channel's viewers.
     pub seed_bytes: u64,
     pub peak_viewers: u32,
+    /// Announces of new viewer ids over the per-address or per-network cap (answered,
+    /// not listed or metered): reported as a `usage.anomaly`.
+    pub ids_over_cap: u32,
 }
 
 /// A viewer's credited `watched` and `ad_watched` counters for the hour, persisted with

@@ -158,6 +158,7 @@ fn a_retried_flush_counts_once() {
                     ad_viewer_seconds: 30,
                     seed_bytes: 5_000,
                     peak_viewers: 3,
+                    ids_over_cap: 0,
                 }],
                 marks: vec![Mark {
                     info_hash: key.info_hash(),

@@ -63,8 +63,23 @@ enum AdminCmd {
     /// `void`: platform, need --database-url).
     #[command(subcommand)]
     Invoice(InvoiceCmd),
+    /// The account's webhook endpoints and their deliveries.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
     /// The account's latest audit entries.
     Audit,
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCmd {
+    /// The account's endpoints.
+    List,
+    /// A new endpoint (its signing secret is printed once).
+    Create { url: String },
+    /// Stop sending to an endpoint.
+    Disable { id: i64 },
+    /// The latest deliveries and how each went.
+    Deliveries,
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +357,17 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
             print(api.call("GET", &format!("{path}?from={}&to={}", p.from, p.to), None)?)
         }
         AdminCmd::Invoice(cmd) => invoice(&api, &a.database_url, cmd),
+        AdminCmd::Webhook(WebhookCmd::List) => print(api.call("GET", "/v1/webhooks", None)?),
+        AdminCmd::Webhook(WebhookCmd::Create { url }) => {
+            let v = api.call("POST", "/v1/webhooks", Some(&json!({ "url": url })))?;
+            println!("endpoint {} for {}", v["id"], v["url"].as_str().unwrap_or("?"));
+            println!("signing secret (shown once): {}", v["secret"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        AdminCmd::Webhook(WebhookCmd::Disable { id }) => {
+            print(api.call("POST", &format!("/v1/webhooks/{id}/disable"), None)?)
+        }
+        AdminCmd::Webhook(WebhookCmd::Deliveries) => print(api.call("GET", "/v1/webhooks/deliveries", None)?),
         AdminCmd::Audit => print(api.call("GET", "/v1/audit", None)?),
     }
 }

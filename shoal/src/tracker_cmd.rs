@@ -53,6 +53,11 @@ pub(crate) struct TrackerArgs {
     /// unique per tracker process sharing a catalogue, stable across its restarts.
     #[arg(long, env = "SHOAL_TRACKER_NODE", default_value = "tracker-1")]
     node: String,
+    /// Webhooks may go to private and local addresses (endpoints inside the operator's
+    /// own network). Off: only public addresses, so an account can't aim deliveries at
+    /// the platform's internal services.
+    #[arg(long, env = "SHOAL_WEBHOOKS_ALLOW_PRIVATE")]
+    webhooks_allow_private: bool,
     /// Usage is written to the catalogue this often, seconds (multiple of 10).
     #[arg(long, default_value_t = 60)]
     flush_interval: u32,
@@ -130,6 +135,10 @@ pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
             tracker = tracker.with_admin(db);
         }
         let tracker = Arc::new(tracker);
+        if let Some(db) = &tracker.admin {
+            let outcomes = tracker.metrics.webhook_attempts.clone();
+            tokio::spawn(tracker::webhooks::Deliverer::new(db.clone(), a.webhooks_allow_private, outcomes).run());
+        }
         if let Some(m) = &meter {
             // What a killed predecessor had written: the next announces credit the rest.
             let n = m.recover(&tracker.swarms, tracker::http::unix_now()).await.context("reading usage marks")?;

@@ -263,5 +263,13 @@ fn the_platform_finalizes_and_voids_an_invoice_the_account_previewed() {
     assert_eq!(summary, [("SHOAL-000001".into(), "void".into()), ("SHOAL-000002".into(), "finalized".into())]);
     let (ok, out) = admin(&dir, &url, &token, &["audit"]);
     assert!(ok && out.contains("invoice.finalize") && out.contains("invoice.void"), "{out}");
+
+    // A webhook endpoint: its secret shown once; the events above were before it.
+    let (ok, out) = admin(&dir, &url, &token, &["webhook", "create", "https://billing.example/hooks"]);
+    assert!(ok && after(&out, "signing secret (shown once):").starts_with("whsec_"), "{out}");
+    let (ok, out) = admin(&dir, &url, &token, &["webhook", "list"]);
+    assert!(ok && out.contains("https://billing.example/hooks") && !out.contains("whsec_"), "{out}");
+    let (ok, out) = admin(&dir, &url, &token, &["webhook", "deliveries"]);
+    assert!(ok && out.trim() == "[]", "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,17 +12,23 @@
 //! - `GET /v1/plans`; `GET /v1/licenses`; `POST /v1/channels/{name}/licenses`
 //!   `{plan, valid_from, valid_until}`; `POST /v1/licenses/{id}/end`.
 //! - `GET /v1/usage?from=UNIX&to=UNIX` — hourly usage per channel in `[from, to)`;
-//!   `GET /v1/usage/summary?…` — the period per channel, unique viewers over all of it.
+//!   `GET /v1/usage/summary?…` — the period per channel, unique viewers over all of it;
+//!   `GET /v1/usage/anomalies` — the latest 200 usage anomalies.
 //! - `GET /v1/invoices` — the account's issued invoices and credit notes;
 //!   `GET /v1/invoices/preview?month=YYYY-MM` — what finalizing the month would issue
 //!   (one per currency; writes nothing); `GET /v1/invoices/{number}`; each also as CSV
 //!   with `format=csv`. Finalizing and voiding are the platform's (`shoal admin invoice`).
+//! - `GET /v1/webhooks`; `POST /v1/webhooks` `{url}` (the answer holds the signing
+//!   secret, shown this once); `POST /v1/webhooks/{id}/disable`; `GET
+//!   /v1/webhooks/deliveries` — the latest 200 deliveries and how each went. Events:
+//!   `invoice.finalized`, `invoice.voided`, `licence.expiring` (7 days ahead),
+//!   `licence.expired`, `usage.anomaly` (`catalogue::webhooks` for the signature).
 //! - `GET /v1/audit` — the account's latest 200 audit entries.
 
 use serde::{Deserialize, Serialize};
 
 use catalogue::db::{Caller, Db, DbError};
-use catalogue::requests::{self, AddLicense, CreateChannel, Disable, OnDisable, Rotate};
+use catalogue::requests::{self, AddLicense, CreateChannel, CreateWebhook, Disable, OnDisable, Rotate};
 
 /// An answer: status, content type, body.
 pub type Answer = (u16, &'static str, Vec<u8>);
@@ -139,6 +145,10 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
             | ["licenses", _, "end"]
             | ["usage", "summary"]
             | ["invoices", _]
+            | ["webhooks"]
+            | ["webhooks", "deliveries"]
+            | ["usage", "anomalies"]
+            | ["webhooks", _, "disable"]
     );
     if !known {
         return Some(error(404, "no such admin path; see /v1/openapi.json"));
@@ -202,6 +212,20 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
             Ok(_) | Err(DbError::NotFound(_)) => error(404, "no such invoice"),
             Err(e) => db_error(&e),
         },
+        ("GET", ["usage", "anomalies"]) => match db.anomalies(who.account_id, 200).await {
+            Ok(a) => json(200, &a),
+            Err(e) => db_error(&e),
+        },
+        ("GET", ["webhooks"]) => match db.webhooks(who.account_id).await {
+            Ok(w) => json(200, &w),
+            Err(e) => db_error(&e),
+        },
+        ("POST", ["webhooks"]) => create_webhook(db, &who, req).await,
+        ("POST", ["webhooks", id, "disable"]) => disable_webhook(db, &who, id, req.now).await,
+        ("GET", ["webhooks", "deliveries"]) => match db.deliveries(who.account_id, 200).await {
+            Ok(d) => json(200, &d),
+            Err(e) => db_error(&e),
+        },
         _ => error(405, "method not allowed on this path; see /v1/openapi.json"),
     };
     Some(answer)
@@ -213,6 +237,41 @@ fn invoices_answer(invoices: &[catalogue::db::Invoice], query: &str) -> Answer {
         (200, "text/csv; charset=utf-8", catalogue::db::invoices_csv(invoices).into_bytes())
     } else {
         json(200, &invoices)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CreatedWebhook {
+    #[serde(flatten)]
+    endpoint: catalogue::db::WebhookEndpoint,
+    /// Verifies the `Shoal-Signature` of every delivery; shown this once.
+    secret: String,
+}
+
+async fn create_webhook(db: &Db, who: &Caller, req: Request<'_>) -> Answer {
+    let w: CreateWebhook = match required(req.body) {
+        Ok(w) => w,
+        Err(a) => return a,
+    };
+    match db.create_webhook(who.account_id, &w.url, req.now).await {
+        Ok((endpoint, secret)) => {
+            audited(db, who, req.now, "webhook.create", &endpoint.url, &format!("endpoint {}", endpoint.id)).await;
+            json(201, &CreatedWebhook { endpoint, secret })
+        }
+        Err(e) => db_error(&e),
+    }
+}
+
+async fn disable_webhook(db: &Db, who: &Caller, id: &str, now: i64) -> Answer {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(400, "webhook id: a number");
+    };
+    match db.disable_webhook(who.account_id, id, now).await {
+        Ok(w) => {
+            audited(db, who, now, "webhook.disable", &w.url, &format!("endpoint {id}")).await;
+            json(200, &w)
+        }
+        Err(e) => db_error(&e),
     }
 }
 
@@ -480,6 +539,20 @@ pub const OPENAPI: &str = r##"{
       "parameters": [{"name": "number", "in": "path", "required": true, "schema": {"type": "string"}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
       "responses": {"200": {"description": "array of one Invoice, or CSV"}, "401": {"description": "token"}, "404": {"description": "no such invoice of this account"}}}},
+    "/v1/usage/anomalies": {"get": {"summary": "The account's latest 200 usage anomalies, newest first (the usage.anomaly events: e.g. ids_over_cap, once per channel and hour)",
+      "security": [{"token": []}], "responses": {"200": {"description": "array of {id, type, created, data}"}, "401": {"description": "token"}}}},
+    "/v1/webhooks": {
+      "get": {"summary": "The account's webhook endpoints", "security": [{"token": []}],
+        "responses": {"200": {"description": "array of {id, url, created_at, disabled_at}"}, "401": {"description": "token"}}},
+      "post": {"summary": "A new endpoint; the answer holds its signing secret, shown once. Deliveries are POSTs of {id, type, created, data} with Shoal-Event-Id, Shoal-Event-Type and Shoal-Signature: t=UNIX,v1=HMAC-SHA256(secret, t + '.' + body) in hex; retried with backoff for about three days; receivers deduplicate by the event id",
+        "security": [{"token": []}],
+        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string", "description": "https://… (http:// allowed)"}}}}}},
+        "responses": {"201": {"description": "{id, url, created_at, disabled_at, secret}"}, "400": {"description": "bad url"}, "409": {"description": "too many endpoints"}}}},
+    "/v1/webhooks/{id}/disable": {"post": {"summary": "Stop sending to an endpoint (its pending deliveries are given up)", "security": [{"token": []}],
+      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+      "responses": {"200": {"description": "the endpoint"}, "400": {"description": "id not a number"}, "404": {"description": "no such endpoint of this account"}}}},
+    "/v1/webhooks/deliveries": {"get": {"summary": "The latest 200 deliveries, newest first: event, endpoint, status (pending, delivered, failed), attempts, last answer or error",
+      "security": [{"token": []}], "responses": {"200": {"description": "array"}, "401": {"description": "token"}}}},
     "/v1/audit": {"get": {"summary": "The account's latest 200 audit entries, newest first", "security": [{"token": []}],
       "responses": {"200": {"description": "array of {at, actor, action, subject, detail}"}}}},
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},

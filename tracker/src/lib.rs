@@ -12,6 +12,7 @@ pub mod meter;
 pub mod metrics;
 pub mod shared;
 pub mod store;
+pub mod webhooks;
 pub mod ws;
 
 pub use http::Tracker;

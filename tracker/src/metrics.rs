@@ -34,6 +34,8 @@ pub struct TrackerMetrics {
     pub shared_expired: IntCounter,
     /// cap: address_cap, network_cap.
     pub over_cap: IntCounterVec,
+    /// outcome: delivered, retry, gave_up, refused.
+    pub webhook_attempts: IntCounterVec,
 }
 
 impl Default for TrackerMetrics {
@@ -121,6 +123,17 @@ impl TrackerMetrics {
                     &["cap"],
                 ),
             ),
+            webhook_attempts: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "shoal_tracker_webhook_attempts_total",
+                        "Webhook delivery attempts, by outcome (retry: failed, tried again later; gave_up: the \
+                         last attempt failed; refused: the endpoint's address is private or local)",
+                    ),
+                    &["outcome"],
+                ),
+            ),
             registry,
         };
         m.initialize_series();
@@ -146,6 +159,9 @@ impl TrackerMetrics {
         }
         for cap in ["address_cap", "network_cap"] {
             self.over_cap.with_label_values(&[cap]);
+        }
+        for o in ["delivered", "retry", "gave_up", "refused"] {
+            self.webhook_attempts.with_label_values(&[o]);
         }
     }
 

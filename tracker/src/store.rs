@@ -212,6 +212,8 @@ struct HourUsage {
     ad_viewer_seconds: u64,
     seed_bytes: u64,
     peak_viewers: u32,
+    /// Announces of new viewer ids refused a place for being over a cap.
+    ids_over_cap: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -458,6 +460,8 @@ impl Swarms {
             && a.role == Role::Viewer
             && let Some(cap) = self.over_cap(swarm, now_s, ip, &ip16)
         {
+            // Reported once per channel and hour as a usage anomaly (`Db::record_flush`).
+            swarm.usage_at(unix).ids_over_cap += 1;
             let want = a.numwant.min(self.cfg.max_numwant) as usize;
             let peers = self.choose(swarm, &key, a.role, want);
             return AnnounceReply {
@@ -664,6 +668,7 @@ impl Swarms {
                         ad_viewer_seconds: u.ad_viewer_seconds,
                         seed_bytes: u.seed_bytes,
                         peak_viewers: u.peak_viewers,
+                        ids_over_cap: u.ids_over_cap,
                     });
                 }
                 for p in swarm.peers.iter_mut().filter(|p| p.flags & DIRTY != 0) {

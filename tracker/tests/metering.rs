@@ -210,3 +210,38 @@ fn a_catalogue_outage_keeps_usage_until_it_is_back() {
     assert_eq!(u[0].viewer_seconds, 240, "60 before, 120 during, 60 after the outage");
     rt.block_on(db.drop_schema()).unwrap();
 }
+
+/// Ids over a cap become a `usage.anomaly` of the channel's account: once per channel
+/// and hour, whatever the flushes and replicas, with how many ids the first report saw.
+#[test]
+fn ids_over_the_cap_are_recorded_as_an_anomaly_once_per_hour() {
+    use tracker::meter::Meter;
+    use tracker::store::{StoreConfig, Swarms};
+
+    const H0: u64 = 1_800_000_000;
+    rt().block_on(async {
+        for db in databases("anomaly").await {
+            let (acct, key) = news_channel(&db, 7).await;
+            let cfg = StoreConfig { max_ids_per_address: 2, ..StoreConfig::default() };
+            let from = std::net::IpAddr::from([203, 0, 113, 7]);
+            for (node, ids) in [("node-a", 1..=5u8), ("node-b", 11..=14)] {
+                let swarms = Swarms::with_epoch(cfg, H0);
+                for id in ids {
+                    swarms.announce(10, &viewer(&key, id, 0), from);
+                }
+                Meter::new(db.clone(), node).flush(&swarms, 10, H0 + 10).await;
+            }
+            let found = db.anomalies(acct, 10).await.unwrap();
+            assert_eq!(found.len(), 1, "one per channel and hour: {found:#?}");
+            let data = &found[0]["data"];
+            assert_eq!((data["channel"].as_str(), data["kind"].as_str()), (Some("news"), Some("ids_over_cap")));
+            assert_eq!(
+                (data["ids"].as_u64(), data["hour_start"].as_u64()),
+                (Some(3), Some(H0)),
+                "node-a's: 5 ids, 2 allowed"
+            );
+            assert_eq!(found[0]["type"], "usage.anomaly");
+            db.drop_schema().await.unwrap();
+        }
+    });
+}

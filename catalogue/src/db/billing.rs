@@ -24,6 +24,7 @@ use sqlx::Row;
 
 use super::{Db, DbError, Result, conflict};
 use crate::calendar::{self, DAY, Month};
+use crate::webhooks as hooks;
 
 /// What an invoice line bills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -458,6 +459,12 @@ impl Db {
             return Err(DbError::Conflict(format!("{number} was voided meanwhile")));
         }
         let (id, credit_number) = issue(&mut tx, &issuer, &credit, Some(original), now).await?;
+        let data = serde_json::json!({
+            "number": number, "account_id": inv.account_id, "credit_note": credit_number, "reason": reason,
+            "currency": inv.currency, "total_cents": inv.total_cents,
+        });
+        let key = format!("{}:{number}", hooks::INVOICE_VOIDED);
+        super::webhooks::emit(&mut tx, inv.account_id, hooks::INVOICE_VOIDED, &key, data, now).await?;
         tx.commit().await?;
         tracing::info!(number, credit_number, reason, "invoice voided");
         self.invoice_by_id(id).await
@@ -607,6 +614,14 @@ async fn issue(tx: &mut Tx<'_>, issuer: &str, doc: &Invoice, credits: Option<i64
         .await?;
     }
     sqlx::query("UPDATE invoices SET status = 'finalized' WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    if doc.kind == "invoice" {
+        let data = serde_json::json!({
+            "number": number, "account_id": doc.account_id, "month": doc.month,
+            "currency": doc.currency, "total_cents": doc.total_cents,
+        });
+        let key = format!("{}:{number}", hooks::INVOICE_FINALIZED);
+        super::webhooks::emit(tx, doc.account_id, hooks::INVOICE_FINALIZED, &key, data, now).await?;
+    }
     Ok((id, number))
 }
 
