@@ -59,6 +59,10 @@ fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> DbError {
 
 pub type Result<T> = std::result::Result<T, DbError>;
 
+/// How long viewer marks are kept, seconds: the roll-up of an hour needs its marks and
+/// the previous hour's, and a tracker keeps usage it could not write for a day.
+pub const MARKS_KEPT_S: i64 = 2 * 86_400;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -618,9 +622,9 @@ impl Db {
     /// and hour, keyed `node:info_hash:hour:batch` — `batch` names this flush, unique to
     /// the process that drained it (a retry of the same batch writes nothing; a
     /// restarted process's batches never share a key with its predecessor's) — and the
-    /// viewers' and the seeds' marks. Usage of channels not in the
-    /// catalogue is dropped. Viewer marks older than the previous hour (any node's: a
-    /// dead node's are no use either) and seed marks untouched for two days are deleted.
+    /// viewers' marks (merged with any node's) and the seeds'. Usage of channels not in
+    /// the catalogue is dropped. Viewer marks of hours older than [`MARKS_KEPT_S`] and
+    /// seed marks untouched for two days are deleted.
     /// Returns events written.
     pub async fn record_flush(&self, node: &str, batch: &str, d: &Drained, now: i64) -> Result<u64> {
         let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -647,17 +651,32 @@ impl Db {
             written += r.rows_affected();
         }
         for m in &d.marks {
+            // Merged with what any node wrote of this viewer and hour (Mark::merge in SQL).
             sqlx::query(
-                "INSERT INTO usage_marks (node, info_hash, hour_start, peer_key, credited, ad_credited) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (node, info_hash, hour_start, peer_key) \
-                 DO UPDATE SET credited = excluded.credited, ad_credited = excluded.ad_credited",
+                "INSERT INTO viewer_marks (info_hash, hour_start, peer_key, first_seen, first_watched, first_ad, \
+                   last_seen, watched, ad) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (info_hash, hour_start, peer_key) DO UPDATE SET \
+                   first_watched = CASE WHEN excluded.first_seen < viewer_marks.first_seen \
+                     THEN excluded.first_watched ELSE viewer_marks.first_watched END, \
+                   first_ad = CASE WHEN excluded.first_seen < viewer_marks.first_seen \
+                     THEN excluded.first_ad ELSE viewer_marks.first_ad END, \
+                   first_seen = CASE WHEN excluded.first_seen < viewer_marks.first_seen \
+                     THEN excluded.first_seen ELSE viewer_marks.first_seen END, \
+                   last_seen = CASE WHEN excluded.last_seen > viewer_marks.last_seen \
+                     THEN excluded.last_seen ELSE viewer_marks.last_seen END, \
+                   watched = CASE WHEN excluded.watched > viewer_marks.watched \
+                     THEN excluded.watched ELSE viewer_marks.watched END, \
+                   ad = CASE WHEN excluded.ad > viewer_marks.ad THEN excluded.ad ELSE viewer_marks.ad END",
             )
-            .bind(node)
             .bind(encode_hex(&m.info_hash))
             .bind(big(m.hour_start))
             .bind(encode_hex(&m.peer_key))
-            .bind(i64::from(m.credited))
-            .bind(i64::from(m.ad_credited))
+            .bind(big(m.first_seen))
+            .bind(i64::from(m.first_watched))
+            .bind(i64::from(m.first_ad))
+            .bind(big(m.last_seen))
+            .bind(i64::from(m.watched))
+            .bind(i64::from(m.ad))
             .execute(&mut *tx)
             .await?;
         }
@@ -694,8 +713,8 @@ impl Db {
             let key = format!("{}:{hash}:ids_over_cap:{}", crate::webhooks::USAGE_ANOMALY, u.hour_start);
             webhooks::emit(&mut tx, account, crate::webhooks::USAGE_ANOMALY, &key, data, now).await?;
         }
-        sqlx::query("DELETE FROM usage_marks WHERE hour_start < $1")
-            .bind(now - now % 3600 - 3600)
+        sqlx::query("DELETE FROM viewer_marks WHERE hour_start < $1")
+            .bind(now - now % 3600 - MARKS_KEPT_S)
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM seed_marks WHERE updated_at < $1").bind(now - 2 * 86_400).execute(&mut *tx).await?;
@@ -703,30 +722,9 @@ impl Db {
         Ok(written)
     }
 
-    /// A node's marks after a restart: its viewers' for one hour, its seeds'.
-    pub async fn load_marks(&self, node: &str, hour_start: i64) -> Result<(Vec<Mark>, Vec<SeedMark>)> {
+    /// A node's seed marks after a restart.
+    pub async fn load_seed_marks(&self, node: &str) -> Result<Vec<SeedMark>> {
         use swarm::piece::decode_hex;
-        let rows = sqlx::query(
-            "SELECT info_hash, peer_key, credited, ad_credited FROM usage_marks WHERE node = $1 AND hour_start = $2",
-        )
-        .bind(node)
-        .bind(hour_start)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut marks = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (h, k): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            let (credited, ad): (i64, i64) = (r.try_get(2)?, r.try_get(3)?);
-            if let (Some(info_hash), Some(peer_key)) = (decode_hex::<20>(&h), decode_hex::<8>(&k)) {
-                marks.push(Mark {
-                    info_hash,
-                    hour_start: hour_start as u64,
-                    peer_key,
-                    credited: u16::try_from(credited).unwrap_or(u16::MAX),
-                    ad_credited: u16::try_from(ad).unwrap_or(u16::MAX),
-                });
-            }
-        }
         let rows = sqlx::query("SELECT info_hash, peer_key, uploaded FROM seed_marks WHERE node = $1")
             .bind(node)
             .fetch_all(&self.pool)
@@ -739,13 +737,15 @@ impl Db {
                 seeds.push(SeedMark { info_hash, peer_key, uploaded: uploaded.max(0) as u64 });
             }
         }
-        Ok((marks, seeds))
+        Ok(seeds)
     }
 
-    /// Recomputes one hour's roll-up from its events (so running it again, or after
-    /// late events, gives the right totals), and its unique viewers from the hour's
-    /// marks (exact, and as a HyperLogLog sketch for periods). The marks are kept until
-    /// the hour after, so roll up an hour during it or the next. Returns the channels
+    /// Recomputes one hour's roll-up (so running it again, or after late usage, gives
+    /// the right totals): seed bytes and peak viewers from its usage events; viewer-
+    /// seconds, ad seconds and unique viewers (exact, and as a HyperLogLog sketch for
+    /// periods) from its viewer marks, each viewer billed by [`Mark::billed`] — continuing
+    /// if it has a mark in the hour before. (A channel-hour without marks — written
+    /// before marks were kept — keeps its events' viewer-seconds.) Returns the channels
     /// rolled up.
     pub async fn roll_up_hour(&self, hour_start: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
@@ -763,38 +763,59 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         let marks = sqlx::query(
-            "SELECT info_hash, peer_key FROM usage_marks WHERE hour_start = $1 ORDER BY info_hash, peer_key",
+            "SELECT m.info_hash, m.peer_key, m.first_seen, m.first_watched, m.first_ad, m.last_seen, m.watched, m.ad, \
+               CASE WHEN EXISTS (SELECT 1 FROM viewer_marks p WHERE p.info_hash = m.info_hash \
+                 AND p.hour_start = $2 AND p.peer_key = m.peer_key) THEN 1 ELSE 0 END \
+             FROM viewer_marks m WHERE m.hour_start = $1 ORDER BY m.info_hash",
         )
         .bind(hour_start)
+        .bind(hour_start - 3600)
         .fetch_all(&mut *tx)
         .await?;
-        // Sorted: one channel after the other, a viewer's marks from several nodes together.
-        let mut channels: Vec<(String, u64, crate::hll::Hll)> = Vec::new();
-        let mut last_key = String::new();
+        // Sorted by channel: (info-hash, viewer-seconds, ad seconds, viewers, sketch).
+        let mut channels: Vec<(String, u64, u64, u64, crate::hll::Hll)> = Vec::new();
         for m in marks {
-            let (hash, key): (String, String) = (m.try_get(0)?, m.try_get(1)?);
+            let hash: String = m.try_get(0)?;
+            let Some(peer_key) = swarm::piece::decode_hex::<8>(&m.try_get::<String, _>(1)?) else { continue };
+            let num = |i: usize| -> Result<u64> { Ok(m.try_get::<i64, _>(i)?.max(0) as u64) };
+            let counter = |i: usize| -> Result<u16> { Ok(u16::try_from(num(i)?).unwrap_or(u16::MAX)) };
+            let mark = Mark {
+                info_hash: [0; 20],
+                hour_start: hour_start.max(0) as u64,
+                peer_key,
+                first_seen: num(2)?,
+                first_watched: counter(3)?,
+                first_ad: counter(4)?,
+                last_seen: num(5)?,
+                watched: counter(6)?,
+                ad: counter(7)?,
+            };
+            let (seconds, ad) = mark.billed(m.try_get::<i64, _>(8)? == 1);
             if channels.last().is_none_or(|c| c.0 != hash) {
-                channels.push((hash, 0, crate::hll::Hll::new()));
-                last_key.clear();
+                channels.push((hash, 0, 0, 0, crate::hll::Hll::new()));
             }
-            if key == last_key {
-                continue;
-            }
-            let Some(k) = swarm::piece::decode_hex::<8>(&key) else { continue };
             if let Some(c) = channels.last_mut() {
-                c.1 += 1;
-                c.2.insert_hash(u64::from_le_bytes(k));
+                c.1 += seconds;
+                c.2 += ad;
+                c.3 += 1;
+                c.4.insert_hash(u64::from_le_bytes(peer_key));
             }
-            last_key = key;
         }
-        for (hash, unique, sketch) in channels {
+        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (hash, seconds, ad, unique, sketch) in channels {
             sqlx::query(
-                "UPDATE usage_hourly SET unique_viewers = $1, unique_sketch = $2 \
-                 WHERE hour_start = $3 AND channel_id = (SELECT id FROM channels WHERE info_hash = $4)",
+                "INSERT INTO usage_hourly (channel_id, hour_start, viewer_seconds, ad_viewer_seconds, seed_bytes, \
+                   peak_viewers, unique_viewers, unique_sketch) \
+                 SELECT id, $1, $2, $3, 0, 0, $4, $5 FROM channels WHERE info_hash = $6 \
+                 ON CONFLICT (channel_id, hour_start) DO UPDATE SET viewer_seconds = excluded.viewer_seconds, \
+                   ad_viewer_seconds = excluded.ad_viewer_seconds, unique_viewers = excluded.unique_viewers, \
+                   unique_sketch = excluded.unique_sketch",
             )
-            .bind(i64::try_from(unique).unwrap_or(i64::MAX))
-            .bind(sketch.to_bytes())
             .bind(hour_start)
+            .bind(big(seconds))
+            .bind(big(ad))
+            .bind(big(unique))
+            .bind(sketch.to_bytes())
             .bind(hash)
             .execute(&mut *tx)
             .await?;

@@ -1,6 +1,7 @@
 //! What metering writes to the catalogue: per channel and hour, the usage the tracker
-//! drained from its swarms, with the marks (what each viewer and seed was credited) that
-//! let a restarted tracker credit only what is new.
+//! drained from its swarms; per viewer and hour, what the tracker saw of it (a
+//! [`Mark`]: the bill's viewer-seconds are computed from these); per seed, its
+//! counter already credited (so a restarted tracker credits only what is new).
 
 /// Usage drained from the store for one channel and hour: since the last drain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,16 +20,60 @@ pub struct UsageDelta {
     pub ids_over_cap: u32,
 }
 
-/// A viewer's credited `watched` and `ad_watched` counters for the hour, persisted with
-/// the usage so that a restarted tracker credits only what is new. The marks of an
-/// hour are also who watched in it: its unique viewers.
+/// Seconds a viewer may claim beyond the time the tracker saw it for (clock skew,
+/// request latency).
+pub const SLACK_S: u64 = 5;
+
+/// What the tracker saw of one viewer in one UTC hour: its first and its latest
+/// announce with the counters they carried (`watched`, `ad_watched`: seconds in the
+/// hour). Marks from any replica and any flush merge ([`Mark::merge`]: earliest first,
+/// latest last, highest counters) in the catalogue, so what they bill
+/// ([`Mark::billed`]) doesn't depend on which replica answered which announce, nor
+/// on a replica killed before writing its last ones (the viewer's next announce, to
+/// any replica, carries its counters on). The marks of an hour are also who watched
+/// in it: its unique viewers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
     pub info_hash: [u8; 20],
     pub hour_start: u64,
     pub peer_key: [u8; 8],
-    pub credited: u16,
-    pub ad_credited: u16,
+    /// Unix time of the first announce seen in the hour, and its counters.
+    pub first_seen: u64,
+    pub first_watched: u16,
+    pub first_ad: u16,
+    /// Unix time of the latest announce seen in the hour.
+    pub last_seen: u64,
+    /// The highest counters seen in the hour.
+    pub watched: u16,
+    pub ad: u16,
+}
+
+impl Mark {
+    /// Both marks of one viewer and hour as one.
+    pub fn merge(&mut self, other: &Mark) {
+        if other.first_seen < self.first_seen {
+            (self.first_seen, self.first_watched, self.first_ad) =
+                (other.first_seen, other.first_watched, other.first_ad);
+        }
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.watched = self.watched.max(other.watched);
+        self.ad = self.ad.max(other.ad);
+    }
+
+    /// (viewer-seconds, of those in ad breaks) the hour bills for this viewer:
+    /// what its counters grew by while the tracker saw it, never more than that time
+    /// (plus [`SLACK_S`]). A viewer `continuing` from the previous hour (it has a mark
+    /// there) is billed from the hour's start (its counters restarted at 0); otherwise
+    /// it joined this hour, and its first announce's counters are the baseline (what it
+    /// watched before the tracker saw it is not billed).
+    pub fn billed(&self, continuing: bool) -> (u64, u64) {
+        let (base, base_ad, from) =
+            if continuing { (0, 0, self.hour_start) } else { (self.first_watched, self.first_ad, self.first_seen) };
+        let seen_for = self.last_seen.saturating_sub(from) + SLACK_S;
+        let seconds = u64::from(self.watched.saturating_sub(base)).min(seen_for).min(3_600);
+        let ad = u64::from(self.ad.saturating_sub(base_ad)).min(seconds);
+        (seconds, ad)
+    }
 }
 
 /// A seed's credited `uploaded` counter, persisted likewise.
@@ -50,5 +95,79 @@ pub struct Drained {
 impl Drained {
     pub fn is_empty(&self) -> bool {
         self.usage.is_empty() && self.marks.is_empty() && self.seed_marks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(first: (u64, u16), last: (u64, u16)) -> Mark {
+        Mark {
+            info_hash: [1; 20],
+            hour_start: 3_600,
+            peer_key: [2; 8],
+            first_seen: first.0,
+            first_watched: first.1,
+            first_ad: 0,
+            last_seen: last.0,
+            watched: last.1,
+            ad: last.1 / 3,
+        }
+    }
+
+    #[test]
+    fn a_viewer_is_billed_what_its_counter_grew_while_seen_never_more() {
+        // Joined at 3,700 having watched 20 s; seen until 4,300 with 620: 600 billed.
+        let m = mark((3_700, 20), (4_300, 620));
+        assert_eq!(m.billed(false), (600, 206));
+        // Continuing from the previous hour: from the hour's start.
+        assert_eq!(m.billed(true), (620, 206));
+        // A counter claiming more than the time seen is cut to it (plus slack).
+        assert_eq!(mark((3_700, 0), (3_760, 3_000)).billed(false).0, 60 + SLACK_S);
+        assert_eq!(mark((3_700, 500), (3_700, 400)).billed(false), (0, 0), "a counter that went down bills nothing");
+    }
+
+    proptest::proptest! {
+        /// However a viewer's announces are split between replicas and flushes, the
+        /// merged marks bill the same as one tracker seeing them all.
+        #[test]
+        fn marks_merge_to_the_same_bill_in_any_split(
+            steps in proptest::collection::vec((1u64..120, 0u16..130), 1..40),
+            split in proptest::collection::vec(0usize..3, 40),
+        ) {
+            let mut t = 3_600 + 10;
+            let mut w = 5u16;
+            let mut seen = vec![(t, w)];
+            for (dt, dw) in steps {
+                t = (t + dt).min(7_199);
+                w = (w + dw).min(3_600);
+                seen.push((t, w));
+            }
+            let one = |obs: &[(u64, u16)]| {
+                let mut m = mark(obs[0], obs[0]);
+                for &(t, w) in obs {
+                    m.merge(&mark((t, w), (t, w)));
+                }
+                m
+            };
+            let all = one(&seen);
+            let mut parts: Vec<Vec<(u64, u16)>> = vec![Vec::new(); 3];
+            for (i, o) in seen.iter().enumerate() {
+                parts[split[i % split.len()]].push(*o);
+            }
+            let mut merged: Option<Mark> = None;
+            for p in parts.iter().filter(|p| !p.is_empty()).rev() {
+                let m = one(p);
+                match &mut merged {
+                    Some(x) => x.merge(&m),
+                    None => merged = Some(m),
+                }
+            }
+            let merged = merged.unwrap_or_else(|| all.clone());
+            proptest::prop_assert_eq!(merged.billed(false), all.billed(false));
+            proptest::prop_assert_eq!(merged.billed(true), all.billed(true));
+            proptest::prop_assert!(all.billed(false).0 <= all.last_seen - all.first_seen + SLACK_S);
+        }
     }
 }

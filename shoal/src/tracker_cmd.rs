@@ -141,8 +141,8 @@ pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
         }
         if let Some(m) = &meter {
             // What a killed predecessor had written: the next announces credit the rest.
-            let n = m.recover(&tracker.swarms, tracker::http::unix_now()).await.context("reading usage marks")?;
-            tracing::info!(marks = n, node = %a.node, "metering marks of this hour loaded");
+            let n = m.recover(&tracker.swarms).await.context("reading seed marks")?;
+            tracing::info!(marks = n, node = %a.node, "seeds' metering marks loaded");
         }
         tokio::spawn(tracker::http::serve(listener, tracker.clone()));
         tokio::spawn(tracker::http::maintain(tracker, reload, meter, (a.flush_interval / 10).max(1)));

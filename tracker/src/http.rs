@@ -348,16 +348,16 @@ pub async fn maintain(tracker: Arc<Tracker>, reload: Reload, meter: Option<Meter
             reload.failed(&tracker, &e);
         }
         if n.is_multiple_of(flush_every.max(1)) {
-            flush_usage(&tracker, meter.as_ref(), now_s).instrument(tracing::debug_span!("usage_flush")).await;
+            flush_usage(&tracker, meter.as_ref()).instrument(tracing::debug_span!("usage_flush")).await;
         }
     }
 }
 
-async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
+async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>) {
     let m = &tracker.metrics;
     match meter {
         Some(meter) => {
-            let o = meter.flush(&tracker.swarms, now_s, unix_now()).await;
+            let o = meter.flush(&tracker.swarms, unix_now()).await;
             m.viewer_seconds.inc_by(o.viewer_seconds);
             m.ad_viewer_seconds.inc_by(o.ad_viewer_seconds);
             m.seed_bytes.inc_by(o.seed_bytes);
@@ -379,7 +379,7 @@ async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>, now_s: u32) {
             }
         }
         None => {
-            let d = tracker.swarms.drain_usage(now_s);
+            let d = tracker.swarms.drain_usage();
             m.viewer_seconds.inc_by(d.usage.iter().map(|u| u.viewer_seconds).sum());
             m.ad_viewer_seconds.inc_by(d.usage.iter().map(|u| u.ad_viewer_seconds).sum());
             m.seed_bytes.inc_by(d.usage.iter().map(|u| u.seed_bytes).sum());

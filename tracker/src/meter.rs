@@ -1,9 +1,11 @@
 //! Metering's way to the catalogue: usage drained from the swarms every flush interval
 //! and written with the viewers' marks in one transaction ([`Db::record_flush`]). A
 //! failed write keeps the batch, in order, with its window number, and is retried —
-//! the same keys, so nothing is counted twice. After a restart, the marks of the
-//! current hour are loaded, so the next announces credit exactly what the killed
-//! process had not written (see `store::Swarms::credit`).
+//! the same keys, so nothing is counted twice. Viewers' marks merge in the catalogue
+//! (whichever replica writes them, however often), and the bill's viewer-seconds are
+//! computed from them at the roll-up; a killed tracker's unwritten marks are carried on
+//! by the viewers' next announces to any replica. After a restart, the seeds' marks
+//! are loaded, so their next announces credit what the killed process had not written.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -59,18 +61,17 @@ impl Meter {
         Meter { db, node: node.into(), epoch, queue: Mutex::new((0, VecDeque::new())), touched: Default::default() }
     }
 
-    /// Loads this node's marks for the hour `unix_now` falls in into the swarms.
-    pub async fn recover(&self, swarms: &Swarms, unix_now: u64) -> catalogue::db::Result<usize> {
-        let hour = (unix_now - unix_now % 3600) as i64;
-        let (marks, seed_marks) = self.db.load_marks(&self.node, hour).await?;
-        let n = marks.len() + seed_marks.len();
-        swarms.recover(marks, seed_marks);
+    /// Loads this node's seed marks into the swarms (after a restart).
+    pub async fn recover(&self, swarms: &Swarms) -> catalogue::db::Result<usize> {
+        let seed_marks = self.db.load_seed_marks(&self.node).await?;
+        let n = seed_marks.len();
+        swarms.recover(seed_marks);
         Ok(n)
     }
 
     /// Drains the swarms and writes everything queued, oldest first.
-    pub async fn flush(&self, swarms: &Swarms, now_s: u32, unix_now: u64) -> FlushOutcome {
-        let drained = swarms.drain_usage(now_s);
+    pub async fn flush(&self, swarms: &Swarms, unix_now: u64) -> FlushOutcome {
+        let drained = swarms.drain_usage();
         let mut out = FlushOutcome {
             viewer_seconds: drained.usage.iter().map(|u| u.viewer_seconds).sum(),
             ad_viewer_seconds: drained.usage.iter().map(|u| u.ad_viewer_seconds).sum(),
@@ -110,11 +111,14 @@ impl Meter {
     }
 
     /// Rolls up the current hour (so usage queries see it), the previous one (for
-    /// usage that arrived after it ended; its marks are still there), and any other
-    /// hour a batch written since the last roll-up had usage of (late usage).
+    /// usage that arrived after it ended), and any other hour a batch written since
+    /// the last roll-up had usage of (late usage) and the hour after each (whose
+    /// viewers continuing from it are billed from its marks).
     pub async fn roll_up(&self, unix_now: u64) -> catalogue::db::Result<()> {
         let hour = (unix_now - unix_now % 3600) as i64;
         let mut hours = std::mem::take(&mut *self.touched());
+        let next: Vec<i64> = hours.iter().map(|h| h + 3600).filter(|h| *h <= hour).collect();
+        hours.extend(next);
         hours.extend([hour - 3600, hour]);
         while let Some(h) = hours.pop_first() {
             if let Err(e) = self.db.roll_up_hour(h).await {

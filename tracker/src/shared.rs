@@ -13,10 +13,10 @@
 //! viewers (`HRANDFIELD`, a random window like the memory store's) and seeds, count
 //! both. Peer choice then ranks the sample exactly as the memory store does.
 //!
-//! Metering stays in each replica's memory store (which every announce also goes
-//! through): credit is decided where the announce is answered and written with that
-//! replica's marks, as without Redis. A viewer that moves to another replica starts a
-//! new baseline there (at most one interval is not credited: the bill errs low). If
+//! Metering needs no Redis: every announce also goes through the replica's memory
+//! store, which notes what it saw of each viewer (its marks); marks from every replica
+//! merge in the catalogue, and the bill is computed from them (`catalogue::usage::Mark`),
+//! so it doesn't matter which replica answered which announce. If
 //! Redis fails or is slow (a timeout), the replica answers from its own memory store,
 //! with the peers that announced to it, and counts the error.
 

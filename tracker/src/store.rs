@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use catalogue::usage::{Drained, Mark, SeedMark, UsageDelta};
+use catalogue::usage::{Drained, Mark, SLACK_S, SeedMark, UsageDelta};
 use hashbrown::HashTable;
 
 use crate::announce::{Announce, Event, Role};
@@ -93,8 +93,6 @@ impl Metered {
 
 pub(crate) const SEED: u8 = 1;
 pub(crate) const REACHABLE: u8 = 2;
-/// `credited` changed since the last usage drain.
-const DIRTY: u8 = 4;
 
 impl PeerRec {
     /// A record with only what a peer list needs (the shared store's view).
@@ -179,6 +177,8 @@ struct Swarm {
     seeds: u32,
     /// Usage not yet drained, by hour.
     usage: Vec<HourUsage>,
+    /// What was seen of each metered viewer per hour since the last drain (its marks).
+    sightings: HashMap<([u8; 8], u32), Sighting>,
     /// Seeds' `uploaded` counters already credited (seeds are few: a scan).
     seed_counters: Vec<SeedCounter>,
     /// Addresses and networks found at their cap lately: a new id from one is over it
@@ -202,6 +202,18 @@ struct Capped {
 const CAPPED_FOR_S: u32 = 10;
 /// Capped addresses and networks remembered per channel (past these, each new id scans).
 const MAX_CAPPED: usize = 32;
+
+/// A viewer in one hour, as this tracker saw it since the last drain: its first and
+/// latest announce (seconds into the hour) and their counters (drained as a `Mark`).
+#[derive(Debug, Clone, Copy)]
+struct Sighting {
+    first: u16,
+    first_watched: u16,
+    first_ad: u16,
+    last: u16,
+    watched: u16,
+    ad: u16,
+}
 
 /// One hour's usage of a swarm, not yet drained.
 #[derive(Debug, Clone, Copy, Default)]
@@ -306,6 +318,30 @@ impl Swarm {
             + self.usage.capacity() * size_of::<HourUsage>()
             + self.seed_counters.capacity() * size_of::<SeedCounter>()
             + self.capped.capacity() * size_of::<Capped>()
+            + self.sightings.capacity() * (size_of::<(([u8; 8], u32), Sighting)>() + 1)
+    }
+
+    /// Notes a metered viewer's announce at Unix time `unix` with its counters.
+    fn sight(&mut self, key: [u8; 8], unix: u64, watched: u64, ad: Option<u64>) {
+        let into = (unix % 3600) as u16;
+        // No one watched more of the hour than has passed (plus slack).
+        let w = watched.min(u64::from(into) + SLACK_S).min(3600) as u16;
+        let ad = ad.map(|a| a.min(u64::from(w)) as u16);
+        self.sightings
+            .entry((key, (unix / 3600) as u32))
+            .and_modify(|s| {
+                s.last = s.last.max(into);
+                s.watched = s.watched.max(w);
+                s.ad = s.ad.max(ad.unwrap_or(0));
+            })
+            .or_insert(Sighting {
+                first: into,
+                first_watched: w,
+                first_ad: ad.unwrap_or(0),
+                last: into,
+                watched: w,
+                ad: ad.unwrap_or(0),
+            });
     }
 
     /// The usage of the hour `unix` falls in.
@@ -323,7 +359,10 @@ impl Swarm {
     /// Nothing left in it: no peers, no usage waiting to be drained, no seed counter
     /// waiting to be persisted.
     fn is_idle(&self) -> bool {
-        self.peers.is_empty() && self.usage.is_empty() && self.seed_counters.iter().all(|c| !c.dirty)
+        self.peers.is_empty()
+            && self.usage.is_empty()
+            && self.sightings.is_empty()
+            && self.seed_counters.iter().all(|c| !c.dirty)
     }
 }
 
@@ -344,25 +383,19 @@ pub struct Swarms {
     rng: AtomicU64,
     /// Unix time when the store's clock (`now_s`) was 0.
     epoch_unix: u64,
-    /// After a restart: what was credited to each peer before it (loaded from the
-    /// catalogue), taken as each peer announces again.
+    /// After a restart: what was credited to each seed before it (loaded from the
+    /// catalogue), taken as each seed announces again.
     recovery: Mutex<Recovery>,
 }
 
 #[derive(Debug, Default)]
 struct Recovery {
-    /// Viewers: (watched, ad_watched) credited in the current hour.
-    viewers: HashMap<MarkKey, (u16, u16)>,
     /// Seeds: `uploaded` credited.
     seeds: HashMap<MarkKey, u64>,
 }
 
 /// (info-hash, peer key): whose mark.
 type MarkKey = ([u8; 20], [u8; 8]);
-
-/// Seconds a peer may claim beyond the time since its previous announce (clock skew,
-/// request latency).
-const SLACK_S: u64 = 5;
 
 /// The most a seed is credited per second since its previous announce (10 Gbit/s): a
 /// seed's counter gone wrong can't run up a bill.
@@ -387,12 +420,10 @@ impl Swarms {
         Swarms { epoch_unix, ..Swarms::new(cfg) }
     }
 
-    /// Marks persisted before a restart: viewers' for the current hour, seeds'.
-    pub fn recover(&self, marks: impl IntoIterator<Item = Mark>, seed_marks: impl IntoIterator<Item = SeedMark>) {
+    /// Seeds' marks persisted before a restart. (Viewers need none: their marks merge
+    /// in the catalogue, whoever writes them.)
+    pub fn recover(&self, seed_marks: impl IntoIterator<Item = SeedMark>) {
         let mut r = self.recovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for m in marks {
-            r.viewers.insert((m.info_hash, m.peer_key), (m.credited, m.ad_credited));
-        }
         for m in seed_marks {
             r.seeds.insert((m.info_hash, m.peer_key), m.uploaded);
         }
@@ -431,11 +462,11 @@ impl Swarms {
                         let bytes = self.credit_seed(swarm, &a.info_hash, Some(&p), a, now_s);
                         swarm.usage_at(unix).seed_bytes += bytes;
                     } else if let Some(w) = a.watched_s {
-                        let (credit, ad, _) =
-                            self.credit(&a.info_hash, Some(&p), now_s, unix, w, a.ad_watched_s, p.key);
+                        let (credit, ad, _) = self.credit(Some(&p), now_s, unix, w, a.ad_watched_s);
                         let u = swarm.usage_at(unix);
                         u.viewer_seconds += credit;
                         u.ad_viewer_seconds += ad;
+                        swarm.sight(p.key, unix, w, a.ad_watched_s);
                     }
                     swarm.remove(&self.hasher, i);
                 }
@@ -475,16 +506,15 @@ impl Swarms {
         // `uploaded` counters seed bytes.
         let known = found.map(|i| swarm.peers[i]);
         let (credit, ad, metered_now) = match a.watched_s {
-            Some(w) if a.role == Role::Viewer => {
-                self.credit(&a.info_hash, known.as_ref(), now_s, unix, w, a.ad_watched_s, key)
-            }
+            Some(w) if a.role == Role::Viewer => self.credit(known.as_ref(), now_s, unix, w, a.ad_watched_s),
             _ => (0, 0, known.map_or(Metered::default(), |p| p.metered)),
         };
         let metered = a.watched_s.is_some() && a.role == Role::Viewer;
-        if metered {
+        if let Some(w) = a.watched_s.filter(|_| metered) {
             let u = swarm.usage_at(unix);
             u.viewer_seconds += credit;
             u.ad_viewer_seconds += ad;
+            swarm.sight(key, unix, w, a.ad_watched_s);
         }
         if a.role == Role::Seed {
             let seed_known = known.filter(PeerRec::is_seed);
@@ -493,13 +523,12 @@ impl Swarms {
                 swarm.usage_at(unix).seed_bytes += bytes;
             }
         }
-        let dirty = if metered { DIRTY } else { 0 };
         match found {
             Some(i) if swarm.peers[i].is_seed() == (a.role == Role::Seed) => {
                 let p = &mut swarm.peers[i];
                 p.ip = ip16;
                 p.port = a.port;
-                p.flags = flags | dirty | (p.flags & DIRTY);
+                p.flags = flags;
                 p.free_slots = a.free_slots;
                 p.last_seen = now_s;
                 p.metered = metered_now;
@@ -514,7 +543,7 @@ impl Swarms {
                     key,
                     ip: ip16,
                     port: a.port,
-                    flags: flags | dirty,
+                    flags,
                     free_slots: a.free_slots,
                     last_seen: now_s,
                     joined,
@@ -569,24 +598,14 @@ impl Swarms {
         Some(LABEL[usize::from(network)])
     }
 
-    /// Seconds to credit for a viewer's `watched` counter `w` (seconds watched in the
-    /// current UTC hour) and, of those, during ad breaks (`ad`, its `ad_watched`
-    /// counter), and its new metering state. Never more than the time since its
-    /// previous announce (plus a little slack), so an inflated counter can't inflate a
-    /// bill; ad seconds never more than the seconds credited with them. A peer seen for
-    /// the first time is credited nothing (it just joined) unless a restart's recovery
-    /// marks say what was credited before.
-    #[allow(clippy::too_many_arguments)]
-    fn credit(
-        &self,
-        info_hash: &[u8; 20],
-        known: Option<&PeerRec>,
-        now_s: u32,
-        unix: u64,
-        w: u64,
-        ad: Option<u64>,
-        key: [u8; 8],
-    ) -> (u64, u64, Metered) {
+    /// Seconds this tracker credits for a viewer's `watched` counter `w` (seconds watched
+    /// in the current UTC hour) and, of those, during ad breaks (`ad`, its `ad_watched`
+    /// counter), and its new metering state: what the counters grew by since its
+    /// previous announce here, never more than the time since (plus a little slack); a
+    /// peer seen here for the first time is credited nothing (it just joined). This is
+    /// the tracker's own account (its `viewer_seconds` metrics and usage events); the
+    /// bill is computed from the viewers' marks, which replicas share (`Mark::billed`).
+    fn credit(&self, known: Option<&PeerRec>, now_s: u32, unix: u64, w: u64, ad: Option<u64>) -> (u64, u64, Metered) {
         let hour = unix / 3600;
         let into_hour = unix - hour * 3600;
         let w = w.min(into_hour + SLACK_S).min(3600) as u16;
@@ -597,15 +616,8 @@ impl Swarms {
                     if p.metered.hour8() == hour as u8 { (p.metered.watched(), p.metered.ad()) } else { (0, 0) };
                 (b, b_ad, elapsed)
             }
-            None => {
-                let mut r = self.recovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match r.viewers.remove(&(*info_hash, key)) {
-                    // Known before a restart: what it watched since its last durable mark.
-                    Some((mark, mark_ad)) => (mark, mark_ad, u64::MAX),
-                    // Just joined: its counters are the baseline.
-                    None => (w, ad.map_or(0, |a| a.min(u64::from(w)) as u16), 0),
-                }
-            }
+            // Just joined: its counters are the baseline.
+            None => (w, ad.map_or(0, |a| a.min(u64::from(w)) as u16), 0),
         };
         let credit = u64::from(w.saturating_sub(before)).min(elapsed).min(into_hour + SLACK_S);
         let ad_w = ad.map_or(before_ad, |a| a.min(u64::from(w)) as u16);
@@ -653,9 +665,9 @@ impl Swarms {
         credit
     }
 
-    /// Takes the usage accumulated since the last drain, and the marks of viewers and
-    /// seeds whose counters moved, to be written together.
-    pub fn drain_usage(&self, now_s: u32) -> Drained {
+    /// Takes the usage accumulated since the last drain, the viewers' marks (what was
+    /// seen of them since), and the seeds' whose counters moved, to be written together.
+    pub fn drain_usage(&self) -> Drained {
         let mut out = Drained::default();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -671,15 +683,18 @@ impl Swarms {
                         ids_over_cap: u.ids_over_cap,
                     });
                 }
-                for p in swarm.peers.iter_mut().filter(|p| p.flags & DIRTY != 0) {
-                    p.flags &= !DIRTY;
-                    let hour = self.hour_of(p.metered.hour8(), now_s);
+                for ((peer_key, hour), v) in swarm.sightings.drain() {
+                    let hour_start = u64::from(hour) * 3600;
                     out.marks.push(Mark {
                         info_hash: *info_hash,
-                        hour_start: hour * 3600,
-                        peer_key: p.key,
-                        credited: p.metered.watched(),
-                        ad_credited: p.metered.ad(),
+                        hour_start,
+                        peer_key,
+                        first_seen: hour_start + u64::from(v.first),
+                        first_watched: v.first_watched,
+                        first_ad: v.first_ad,
+                        last_seen: hour_start + u64::from(v.last),
+                        watched: v.watched,
+                        ad: v.ad,
                     });
                 }
                 for c in swarm.seed_counters.iter_mut().filter(|c| c.dirty) {
@@ -689,12 +704,6 @@ impl Swarms {
             }
         }
         out
-    }
-
-    /// The full hour number for a stored `hour mod 2^8` (the latest such hour up to now).
-    fn hour_of(&self, h8: u8, now_s: u32) -> u64 {
-        let now = (self.epoch_unix + u64::from(now_s)) / 3600;
-        now - u64::from((now as u8).wrapping_sub(h8))
     }
 
     /// Dialable peers only (an unreachable peer can't be connected to by anyone; it
@@ -1049,7 +1058,7 @@ mod tests {
         assert!(!answered.peers.is_empty());
         // Metered: the four kept ids' 30 s each, nothing for the six made up beyond them.
         assert_eq!(over(30, 30, 1..=10, at(203, 0, 113, 1)).iter().flatten().count(), 6);
-        let billed: u64 = s.drain_usage(30).usage.iter().map(|u| u.viewer_seconds).sum();
+        let billed: u64 = s.drain_usage().usage.iter().map(|u| u.viewer_seconds).sum();
         assert_eq!(billed, 4 * 30);
         // Its network (/24): two more ids from a neighbour address, then the cap.
         assert_eq!(over(30, 0, 11..=13, at(203, 0, 113, 2)), [None, None, Some("network_cap")]);
@@ -1076,7 +1085,7 @@ mod tests {
         s.announce(120, &watched(1, 1, 500), ip(1));
         // A peer seen for the first time is credited nothing: it just joined.
         s.announce(120, &watched(1, 2, 90), ip(2));
-        let Drained { usage, marks, .. } = s.drain_usage(120);
+        let Drained { usage, marks, .. } = s.drain_usage();
         assert_eq!(
             usage,
             vec![UsageDelta {
@@ -1087,41 +1096,63 @@ mod tests {
                 ..Default::default()
             }]
         );
-        assert_eq!(marks.len(), 2);
-        assert_eq!(marks.iter().find(|m| m.peer_key == peer_key(&watched(1, 1, 0).peer_id)).unwrap().credited, 125);
-        // Nothing new: nothing drained but the marks are clean.
-        assert_eq!(s.drain_usage(121), Drained::default());
+        // The marks: what was seen of each viewer (its claim capped at the time into the hour).
+        let mark = |id: u32| marks.iter().find(|m| m.peer_key == peer_key(&watched(1, id, 0).peer_id)).unwrap();
+        let one = mark(1);
+        assert_eq!((one.first_seen, one.first_watched, one.last_seen, one.watched), (H0, 0, H0 + 120, 125));
+        assert_eq!(one.billed(false), (125, 0), "the bill from the mark: as the per-announce credit");
+        assert_eq!(mark(2).billed(false), (0, 0), "a joiner's first announce is its baseline");
+        // Nothing new: nothing drained.
+        assert_eq!(s.drain_usage(), Drained::default());
         // Next hour: the counter restarts from 0.
         s.announce(3_610, &watched(1, 1, 10), ip(1));
-        let usage = s.drain_usage(3_610).usage;
+        let usage = s.drain_usage().usage;
         assert_eq!((usage[0].hour_start, usage[0].viewer_seconds), (H0 + 3_600, 10));
     }
 
     #[test]
-    fn a_restart_recovers_what_was_not_drained_from_the_next_announces() {
-        let a = Swarms::with_epoch(StoreConfig::default(), H0);
-        let mut billed = 0;
-        for t in (0..=600).step_by(60) {
-            a.announce(t, &watched(1, 1, u64::from(t)), ip(1));
-            a.announce(t, &watched(1, 2, u64::from(t)), ip(2));
+    fn marks_from_replicas_and_a_killed_tracker_merge_to_what_one_tracker_saw() {
+        use std::collections::HashMap;
+        // Two viewers announce every 30 s for 12 minutes; one tracker sees them all.
+        let one = Swarms::with_epoch(StoreConfig::default(), H0);
+        // Three replicas take the announces in turn; replica `c` is killed at 6 minutes
+        // (what it saw since its last drain is lost) and restarted.
+        let mut replicas = [0, 1, 2].map(|_| Swarms::with_epoch(StoreConfig::default(), H0));
+        let mut written: Vec<Mark> = Vec::new();
+        let mut turn = 0;
+        for t in (0..=720u32).step_by(30) {
+            for id in [1, 2] {
+                let w = u64::from(t) + 7;
+                one.announce(t, &watched(1, id, w), ip(id));
+                replicas[turn % 3].announce(t, &watched(1, id, w), ip(id));
+                turn += 1;
+            }
+            if t % 120 == 0 {
+                for r in &replicas[..2] {
+                    written.extend(r.drain_usage().marks);
+                }
+            }
+            if t == 360 {
+                replicas[2] = Swarms::with_epoch(StoreConfig::default(), H0);
+            } else if t % 120 == 0 {
+                written.extend(replicas[2].drain_usage().marks);
+            }
         }
-        // Drained (and, by the tracker, written with the marks) at 600 s...
-        let Drained { usage, marks, seed_marks } = a.drain_usage(600);
-        billed += usage.iter().map(|u| u.viewer_seconds).sum::<u64>();
-        // ...then two more minutes counted, and the tracker is killed before draining.
-        a.announce(660, &watched(1, 1, 660), ip(1));
-        a.announce(720, &watched(1, 2, 720), ip(2));
-        drop(a);
-        // The restarted tracker loads the marks; each peer's next announce says how much
-        // it watched this hour, and only what the marks don't cover is credited.
-        let b = Swarms::with_epoch(StoreConfig::default(), H0 + 750);
-        b.recover(marks, seed_marks);
-        b.announce(30, &watched(1, 1, 780), ip(1));
-        b.announce(30, &watched(1, 2, 780), ip(2));
-        billed += b.drain_usage(30).usage.iter().map(|u| u.viewer_seconds).sum::<u64>();
-        // Both peers were credited from their second announce (600 s each) on: the first
-        // announce only sets a joiner's baseline.
-        assert_eq!(billed, 2 * 780, "nothing lost, nothing counted twice");
+        for r in &replicas {
+            written.extend(r.drain_usage().marks);
+        }
+        let merged = |marks: Vec<Mark>| {
+            let mut by: HashMap<[u8; 8], Mark> = HashMap::new();
+            for m in marks {
+                by.entry(m.peer_key).and_modify(|x| x.merge(&m)).or_insert(m);
+            }
+            let mut bill: Vec<_> = by.values().map(|m| (m.peer_key, m.billed(false))).collect();
+            bill.sort();
+            bill
+        };
+        let truth = merged(one.drain_usage().marks);
+        assert_eq!(truth.iter().map(|(_, b)| b.0).sum::<u64>(), 2 * 720);
+        assert_eq!(merged(written), truth, "nothing lost, nothing counted twice");
     }
 
     #[test]
@@ -1134,11 +1165,11 @@ mod tests {
         s.announce(120, &ad(1, 100, 3_000), ip(1));
         // Without ad_watched, the ad counter stays where it was.
         s.announce(180, &watched(1, 1, 160), ip(1));
-        let u = &s.drain_usage(180).usage[0];
+        let u = &s.drain_usage().usage[0];
         assert_eq!((u.viewer_seconds, u.ad_viewer_seconds), (160, 30 + 40));
         // All of the next minute in ads: 60 s, though the counter claims 120 more.
         s.announce(240, &ad(1, 220, 220), ip(1));
-        let u = &s.drain_usage(240).usage[0];
+        let u = &s.drain_usage().usage[0];
         assert_eq!((u.viewer_seconds, u.ad_viewer_seconds), (60, 60));
     }
 
@@ -1153,7 +1184,7 @@ mod tests {
         };
         s.announce(0, &seed(1_000, Event::Started), ip(9));
         s.announce(60, &seed(51_000, Event::None), ip(9));
-        let d = s.drain_usage(60);
+        let d = s.drain_usage();
         assert_eq!(d.usage[0].seed_bytes, 51_000, "from its start: all of it");
         assert_eq!(
             d.seed_marks,
@@ -1163,21 +1194,21 @@ mod tests {
         s.announce(120, &seed(7_000, Event::None), ip(9));
         // An impossible jump (more than 10 Gbit/s since the last announce) is capped.
         s.announce(121, &seed(u64::MAX / 2, Event::None), ip(9));
-        let d = s.drain_usage(121);
+        let d = s.drain_usage();
         assert_eq!(d.usage[0].seed_bytes, 7_000 + 6 * MAX_SEED_BYTES_PER_S);
 
         // A restarted tracker: a seed it has no mark for, not just started, is credited
         // nothing; one with a mark, what it grew by since.
         let b = Swarms::with_epoch(StoreConfig::default(), H0 + 600);
-        b.recover([], d.seed_marks);
+        b.recover(d.seed_marks);
         b.announce(0, &seed(u64::MAX / 2 + 5_000, Event::None), ip(9));
         let mut other = seed(80_000, Event::None);
         other.peer_id[0] = b'y';
         b.announce(0, &other, ip(8));
-        assert_eq!(b.drain_usage(0).usage[0].seed_bytes, 5_000);
+        assert_eq!(b.drain_usage().usage[0].seed_bytes, 5_000);
         // Its stop credits its last counter.
         b.announce(30, &seed(u64::MAX / 2 + 9_000, Event::Stopped), ip(9));
-        assert_eq!(b.drain_usage(30).usage[0].seed_bytes, 4_000);
+        assert_eq!(b.drain_usage().usage[0].seed_bytes, 4_000);
     }
 
     #[test]
