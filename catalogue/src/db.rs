@@ -19,7 +19,7 @@ use swarm::piece::{ChannelId, encode_hex};
 mod billing;
 mod plans;
 mod webhooks;
-pub use billing::{Invoice, InvoiceLine, LineKind, invoices_csv};
+pub use billing::{Invoice, InvoiceLine, LineKind};
 pub use plans::{Plan, PlanVersion, Price};
 pub use webhooks::{Attempt, DeliveryRow, DueDelivery, MAX_ENDPOINTS, WebhookEndpoint};
 
@@ -856,10 +856,25 @@ impl Db {
 
     /// An account's usage in `[from, to)` per channel, as one summary each.
     pub async fn usage_summary(&self, account_id: i64, from: i64, to: i64) -> Result<Vec<UsageSummary>> {
+        self.usage_buckets(account_id, from, to, None).await
+    }
+
+    /// An account's usage in `[from, to)` per channel and per `bucket` seconds (aligned
+    /// to the Unix epoch: `86_400` is per UTC day), or over the whole period (`None`):
+    /// sums, the highest hourly peak, and unique viewers over each bucket (the union of
+    /// its hours' sketches: ±1.6 %, not a sum). By channel, then time.
+    pub async fn usage_buckets(
+        &self,
+        account_id: i64,
+        from: i64,
+        to: i64,
+        bucket: Option<i64>,
+    ) -> Result<Vec<UsageSummary>> {
         let rows = sqlx::query(
-            "SELECT c.name, u.viewer_seconds, u.ad_viewer_seconds, u.seed_bytes, u.peak_viewers, u.unique_sketch \
+            "SELECT c.name, u.hour_start, u.viewer_seconds, u.ad_viewer_seconds, u.seed_bytes, u.peak_viewers, \
+               u.unique_sketch \
              FROM usage_hourly u JOIN channels c ON c.id = u.channel_id \
-             WHERE c.account_id = $1 AND u.hour_start >= $2 AND u.hour_start < $3 ORDER BY c.name",
+             WHERE c.account_id = $1 AND u.hour_start >= $2 AND u.hour_start < $3 ORDER BY c.name, u.hour_start",
         )
         .bind(account_id)
         .bind(from)
@@ -868,12 +883,19 @@ impl Db {
         .await?;
         let mut out: Vec<(UsageSummary, crate::hll::Hll)> = Vec::new();
         for r in rows {
-            let name: String = r.try_get(0)?;
-            if out.last().is_none_or(|(s, _)| s.channel != name) {
+            let (name, hour): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+            let (start, end) = match bucket {
+                Some(b) if b > 0 => {
+                    let start = hour - hour.rem_euclid(b);
+                    (start.max(from), (start + b).min(to))
+                }
+                _ => (from, to),
+            };
+            if out.last().is_none_or(|(s, _)| s.channel != name || s.from != start) {
                 let s = UsageSummary {
                     channel: name,
-                    from,
-                    to,
+                    from: start,
+                    to: end,
                     viewer_seconds: 0,
                     ad_viewer_seconds: 0,
                     seed_bytes: 0,
@@ -882,12 +904,12 @@ impl Db {
                 };
                 out.push((s, crate::hll::Hll::new()));
             }
-            let sketch: Option<Vec<u8>> = r.try_get(5)?;
+            let sketch: Option<Vec<u8>> = r.try_get(6)?;
             if let Some((s, hll)) = out.last_mut() {
-                s.viewer_seconds += r.try_get::<i64, _>(1)?;
-                s.ad_viewer_seconds += r.try_get::<i64, _>(2)?;
-                s.seed_bytes += r.try_get::<i64, _>(3)?;
-                s.peak_viewers = s.peak_viewers.max(r.try_get::<i64, _>(4)?);
+                s.viewer_seconds += r.try_get::<i64, _>(2)?;
+                s.ad_viewer_seconds += r.try_get::<i64, _>(3)?;
+                s.seed_bytes += r.try_get::<i64, _>(4)?;
+                s.peak_viewers = s.peak_viewers.max(r.try_get::<i64, _>(5)?);
                 if let Some(h) = sketch.as_deref().and_then(crate::hll::Hll::from_bytes) {
                     hll.merge(&h);
                 }
@@ -900,6 +922,13 @@ impl Db {
                 s
             })
             .collect())
+    }
+
+    /// An account's name.
+    pub async fn account_name(&self, account_id: i64) -> Result<String> {
+        let row =
+            sqlx::query("SELECT name FROM accounts WHERE id = $1").bind(account_id).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get::<String, _>(0)).transpose()?.ok_or(DbError::NotFound("account"))
     }
 
     /// The account's latest audit entries, newest first.

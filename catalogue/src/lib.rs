@@ -12,6 +12,7 @@
 //! - [`directory`]: the admission of every channel, cached for announces
 //!   ([`directory::ChannelDirectory`]) and publishes ([`directory::CatalogueAuthorizer`]).
 //! - [`usage`] and [`hll`]: what metering writes, and unique-viewer sketches.
+//! - [`export`]: usage and invoices as CSV, an invoice as printable HTML.
 //! - [`calendar`]: UTC calendar months and dates (invoices cover calendar months).
 //! - [`webhooks`]: webhook signatures (HMAC-SHA256, Stripe's scheme) and retry schedule.
 //! - [`requests`]: the admin API's request bodies, parsed and checked.
@@ -27,6 +28,8 @@ pub mod db;
 #[cfg(feature = "sql")]
 mod db_directory;
 pub mod directory;
+#[cfg(feature = "sql")]
+pub mod export;
 pub mod file;
 pub mod hll;
 pub mod requests;

@@ -58,6 +58,11 @@ enum AdminCmd {
         period: Period,
         #[arg(long)]
         summary: bool,
+        /// Per UTC day (with unique viewers per day).
+        #[arg(long)]
+        daily: bool,
+        #[arg(long)]
+        csv: bool,
     },
     /// Invoices: the account's (`list`, `preview`, `show`), and issuing them (`finalize`,
     /// `void`: platform, need --database-url).
@@ -238,6 +243,9 @@ enum InvoiceCmd {
         number: String,
         #[arg(long)]
         csv: bool,
+        /// A printable HTML page (save it, open it in a browser, print to PDF).
+        #[arg(long, conflicts_with = "csv")]
+        html: bool,
     },
     /// Issue a month's invoices once it has ended (platform): numbered in the issuer's
     /// gapless series, immutable. Already issued ones are shown, not issued twice.
@@ -352,9 +360,13 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::License(LicenseCmd::End { id }) => {
             print(api.call("POST", &format!("/v1/licenses/{id}/end"), None)?)
         }
-        AdminCmd::Usage { period: p, summary } => {
-            let path = if summary { "/v1/usage/summary" } else { "/v1/usage" };
-            print(api.call("GET", &format!("{path}?from={}&to={}", p.from, p.to), None)?)
+        AdminCmd::Usage { period: p, summary, daily, csv } => {
+            let path = match (summary, daily) {
+                (_, true) => format!("/v1/usage/summary?from={}&to={}&by=day", p.from, p.to),
+                (true, false) => format!("/v1/usage/summary?from={}&to={}", p.from, p.to),
+                (false, false) => format!("/v1/usage?from={}&to={}", p.from, p.to),
+            };
+            api.show(path, csv)
         }
         AdminCmd::Invoice(cmd) => invoice(&api, &a.database_url, cmd),
         AdminCmd::Webhook(WebhookCmd::List) => print(api.call("GET", "/v1/webhooks", None)?),
@@ -373,21 +385,16 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
 }
 
 fn invoice(api: &Api, database_url: &Option<String>, cmd: InvoiceCmd) -> anyhow::Result<()> {
-    let show = |path: String, csv: bool| -> anyhow::Result<()> {
-        let path = if csv { format!("{path}{}format=csv", if path.contains('?') { '&' } else { '?' }) } else { path };
-        let (status, body) = api.request("GET", &path, None)?;
-        api.check(status, &body)?;
-        if csv {
-            std::io::stdout().write_all(&body)?;
-            Ok(())
-        } else {
-            print(serde_json::from_slice(&body)?)
-        }
-    };
     match cmd {
-        InvoiceCmd::List { csv } => show("/v1/invoices".into(), csv),
-        InvoiceCmd::Preview { month, csv } => show(format!("/v1/invoices/preview?month={month}"), csv),
-        InvoiceCmd::Show { number, csv } => show(format!("/v1/invoices/{number}"), csv),
+        InvoiceCmd::List { csv } => api.show("/v1/invoices".into(), csv),
+        InvoiceCmd::Preview { month, csv } => api.show(format!("/v1/invoices/preview?month={month}"), csv),
+        InvoiceCmd::Show { number, csv, html } => {
+            if html {
+                api.raw(&format!("/v1/invoices/{number}?format=html"))
+            } else {
+                api.show(format!("/v1/invoices/{number}"), csv)
+            }
+        }
         InvoiceCmd::Finalize { month, account, issuer } => with_db(database_url, |db, now| async move {
             let month = Month::parse(&month).map_err(catalogue::db::DbError::Invalid)?;
             let accounts = match account {
@@ -476,6 +483,23 @@ struct Api {
 
 impl Api {
     /// A call whose answer is JSON; an error status becomes the error it says.
+    /// `GET path`, printed: JSON pretty, or with `csv` the CSV as it comes.
+    fn show(&self, path: String, csv: bool) -> anyhow::Result<()> {
+        if csv {
+            self.raw(&format!("{path}{}format=csv", if path.contains('?') { '&' } else { '?' }))
+        } else {
+            print(self.call("GET", &path, None)?)
+        }
+    }
+
+    /// `GET path`, its body written to stdout as it is.
+    fn raw(&self, path: &str) -> anyhow::Result<()> {
+        let (status, body) = self.request("GET", path, None)?;
+        self.check(status, &body)?;
+        std::io::stdout().write_all(&body)?;
+        Ok(())
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let (status, bytes) = self.request(method, path, body)?;
         self.check(status, &bytes)?;

@@ -256,6 +256,12 @@ fn the_platform_finalizes_and_voids_an_invoice_the_account_previewed() {
     let (ok, out) = admin(&dir, &url, &token, &["invoice", "void", "SHOAL-000001", "--reason", "wrong address"]);
     assert!(ok, "{out}");
     assert!(out.contains("credit note SHOAL-000002 (EUR -49900 cents)"), "{out}");
+    let (ok, out) = admin(&dir, &url, &token, &["invoice", "show", "SHOAL-000001", "--html"]);
+    assert!(ok && out.contains("<title>Invoice SHOAL-000001</title>"), "{out}");
+    assert!(
+        out.contains("VOID — wrong address") && out.contains("to <b>acme</b>") && out.contains("499.00 EUR"),
+        "{out}"
+    );
     let (ok, out) = admin(&dir, &url, &token, &["invoice", "list"]);
     assert!(ok, "{out}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -12,12 +12,13 @@
 //! - `GET /v1/plans`; `GET /v1/licenses`; `POST /v1/channels/{name}/licenses`
 //!   `{plan, valid_from, valid_until}`; `POST /v1/licenses/{id}/end`.
 //! - `GET /v1/usage?from=UNIX&to=UNIX` — hourly usage per channel in `[from, to)`;
-//!   `GET /v1/usage/summary?…` — the period per channel, unique viewers over all of it;
+//!   `GET /v1/usage/summary?…[&by=day]` — the period (or each day of it) per channel,
+//!   unique viewers over each; both also as CSV (`format=csv`);
 //!   `GET /v1/usage/anomalies` — the latest 200 usage anomalies.
 //! - `GET /v1/invoices` — the account's issued invoices and credit notes;
 //!   `GET /v1/invoices/preview?month=YYYY-MM` — what finalizing the month would issue
 //!   (one per currency; writes nothing); `GET /v1/invoices/{number}`; each also as CSV
-//!   with `format=csv`. Finalizing and voiding are the platform's (`shoal admin invoice`).
+//!   with `format=csv`, and one as a printable page with `format=html`. Finalizing and voiding are the platform's (`shoal admin invoice`).
 //! - `GET /v1/webhooks`; `POST /v1/webhooks` `{url}` (the answer holds the signing
 //!   secret, shown this once); `POST /v1/webhooks/{id}/disable`; `GET
 //!   /v1/webhooks/deliveries` — the latest 200 deliveries and how each went. Events:
@@ -28,6 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 use catalogue::db::{Caller, Db, DbError};
+use catalogue::export;
 use catalogue::requests::{self, AddLicense, CreateChannel, CreateWebhook, Disable, OnDisable, Rotate};
 
 /// An answer: status, content type, body.
@@ -181,16 +183,28 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
         ("GET", ["usage"]) => match period(req.query) {
             Err(a) => a,
             Ok((from, to)) => match db.hourly_usage(who.account_id, from, to).await {
+                Ok(u) if param(req.query, "format").as_deref() == Some("csv") => csv(export::hourly_csv(&u)),
                 Ok(u) => json(200, &u),
                 Err(e) => db_error(&e),
             },
         },
         ("GET", ["usage", "summary"]) => match period(req.query) {
             Err(a) => a,
-            Ok((from, to)) => match db.usage_summary(who.account_id, from, to).await {
-                Ok(u) => json(200, &u),
-                Err(e) => db_error(&e),
-            },
+            Ok((from, to)) => {
+                let bucket = match param(req.query, "by").as_deref() {
+                    None | Some("period") => Ok(None),
+                    Some("day") => Ok(Some(catalogue::calendar::DAY)),
+                    Some(_) => Err(error(400, "by: day or period")),
+                };
+                match bucket {
+                    Err(a) => a,
+                    Ok(bucket) => match db.usage_buckets(who.account_id, from, to, bucket).await {
+                        Ok(u) if param(req.query, "format").as_deref() == Some("csv") => csv(export::summary_csv(&u)),
+                        Ok(u) => json(200, &u),
+                        Err(e) => db_error(&e),
+                    },
+                }
+            }
         },
         ("GET", ["invoices"]) => match db.invoices(who.account_id).await {
             Ok(all) => invoices_answer(&all, req.query),
@@ -208,7 +222,7 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
         }
         ("GET", ["invoices", number]) => match db.invoice_by_number(number).await {
             // Another account's invoice is answered as no such one: numbers are guessable.
-            Ok(inv) if inv.account_id == who.account_id => invoices_answer(std::slice::from_ref(&inv), req.query),
+            Ok(inv) if inv.account_id == who.account_id => one_invoice(db, inv, req.query).await,
             Ok(_) | Err(DbError::NotFound(_)) => error(404, "no such invoice"),
             Err(e) => db_error(&e),
         },
@@ -234,9 +248,25 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
 /// Invoices as JSON (an array), or as CSV with `format=csv` (one header, their lines).
 fn invoices_answer(invoices: &[catalogue::db::Invoice], query: &str) -> Answer {
     if param(query, "format").as_deref() == Some("csv") {
-        (200, "text/csv; charset=utf-8", catalogue::db::invoices_csv(invoices).into_bytes())
+        csv(export::invoices_csv(invoices))
     } else {
         json(200, &invoices)
+    }
+}
+
+fn csv(body: String) -> Answer {
+    (200, "text/csv; charset=utf-8", body.into_bytes())
+}
+
+/// One invoice: JSON, CSV, or (`format=html`) a printable page.
+async fn one_invoice(db: &Db, inv: catalogue::db::Invoice, query: &str) -> Answer {
+    if param(query, "format").as_deref() != Some("html") {
+        return invoices_answer(std::slice::from_ref(&inv), query);
+    }
+    let issuer = inv.number.as_deref().and_then(|n| n.rsplit_once('-')).map_or("", |(i, _)| i).to_owned();
+    match db.account_name(inv.account_id).await {
+        Ok(account) => (200, "text/html; charset=utf-8", export::invoice_html(&inv, &issuer, &account).into_bytes()),
+        Err(e) => db_error(&e),
     }
 }
 
@@ -518,15 +548,18 @@ pub const OPENAPI: &str = r##"{
       "responses": {"200": {"description": "License"}, "403": {"description": "another account's"}, "404": {"description": "no such licence"}}}},
     "/v1/plans": {"get": {"summary": "The plans this account may buy, each at its current price version (running licences keep the version they were sold on)",
       "security": [{"token": []}], "responses": {"200": {"description": "array of {id, version, name, commercial, offered, currency, monthly_price_cents, included_viewer_hours, overage_cents_per_viewer_hour}"}}}},
-    "/v1/usage": {"get": {"summary": "Hourly usage per channel in [from, to)", "security": [{"token": []}],
+    "/v1/usage": {"get": {"summary": "Hourly usage per channel in [from, to), JSON or CSV", "security": [{"token": []}],
       "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
-                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}],
-      "responses": {"200": {"description": "JSON array"}, "400": {"description": "bad period"}, "401": {"description": "token"}}}},
-    "/v1/usage/summary": {"get": {"summary": "Usage per channel over [from, to): sums, highest hourly peak, unique viewers over the whole period (HyperLogLog, about 1.6 % error)",
+                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}},
+                     {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+      "responses": {"200": {"description": "JSON array or CSV"}, "400": {"description": "bad period"}, "401": {"description": "token"}}}},
+    "/v1/usage/summary": {"get": {"summary": "Usage per channel over [from, to), or per UTC day of it (by=day): sums, highest hourly peak, unique viewers over each (HyperLogLog, about 1.6 % error)",
       "security": [{"token": []}],
       "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
-                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}],
-      "responses": {"200": {"description": "JSON array"}, "400": {"description": "bad period"}}}},
+                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}},
+                     {"name": "by", "in": "query", "schema": {"enum": ["period", "day"]}},
+                     {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+      "responses": {"200": {"description": "JSON array or CSV"}, "400": {"description": "bad period or by"}}}},
     "/v1/invoices": {"get": {"summary": "The account's issued invoices and credit notes, oldest first", "security": [{"token": []}],
       "parameters": [{"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
       "responses": {"200": {"description": "array of Invoice, or CSV"}, "401": {"description": "token"}}}},
@@ -535,9 +568,9 @@ pub const OPENAPI: &str = r##"{
       "parameters": [{"name": "month", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
       "responses": {"200": {"description": "array of Invoice, or CSV"}, "400": {"description": "bad month"}, "401": {"description": "token"}}}},
-    "/v1/invoices/{number}": {"get": {"summary": "One issued invoice or credit note", "security": [{"token": []}],
+    "/v1/invoices/{number}": {"get": {"summary": "One issued invoice or credit note: JSON, CSV, or a printable HTML page", "security": [{"token": []}],
       "parameters": [{"name": "number", "in": "path", "required": true, "schema": {"type": "string"}},
-                     {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+                     {"name": "format", "in": "query", "schema": {"enum": ["json", "csv", "html"]}}],
       "responses": {"200": {"description": "array of one Invoice, or CSV"}, "401": {"description": "token"}, "404": {"description": "no such invoice of this account"}}}},
     "/v1/usage/anomalies": {"get": {"summary": "The account's latest 200 usage anomalies, newest first (the usage.anomaly events: e.g. ids_over_cap, once per channel and hour)",
       "security": [{"token": []}], "responses": {"200": {"description": "array of {id, type, created, data}"}, "401": {"description": "token"}}}},

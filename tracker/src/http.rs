@@ -379,7 +379,7 @@ async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>) {
             }
         }
         None => {
-            let d = tracker.swarms.drain_usage();
+            let d = tracker.swarms.drain_usage(unix_now());
             m.viewer_seconds.inc_by(d.usage.iter().map(|u| u.viewer_seconds).sum());
             m.ad_viewer_seconds.inc_by(d.usage.iter().map(|u| u.ad_viewer_seconds).sum());
             m.seed_bytes.inc_by(d.usage.iter().map(|u| u.seed_bytes).sum());

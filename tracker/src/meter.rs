@@ -71,7 +71,7 @@ impl Meter {
 
     /// Drains the swarms and writes everything queued, oldest first.
     pub async fn flush(&self, swarms: &Swarms, unix_now: u64) -> FlushOutcome {
-        let drained = swarms.drain_usage();
+        let drained = swarms.drain_usage(unix_now);
         let mut out = FlushOutcome {
             viewer_seconds: drained.usage.iter().map(|u| u.viewer_seconds).sum(),
             ad_viewer_seconds: drained.usage.iter().map(|u| u.ad_viewer_seconds).sum(),

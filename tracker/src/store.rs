@@ -62,9 +62,33 @@ pub(crate) struct PeerRec {
     pub(crate) flags: u8,
     pub(crate) free_slots: u8,
     last_seen: u32,
-    joined: u32,
-    /// Metering: what of the viewer's counters is already credited.
+    /// Metering: the viewer's first announce seen in the hour since the last drain
+    /// (its mark's start: [`First`]; the ad counter's top bits are `flags`' high nibble).
+    first: First,
+    /// Metering: the viewer's highest counters in the hour (also what this tracker
+    /// credited) and the hour.
     metered: Metered,
+}
+
+/// A viewer's first announce in an hour as seen since the last drain: seconds into the
+/// hour (12 bits), its `watched` (12 bits) and the low 8 bits of its `ad_watched`; the
+/// ad counter's high 4 bits are kept in the record's `flags` ([`FIRST_AD_HI`]), so the
+/// record stays 40 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct First(u32);
+
+impl First {
+    /// (into the hour, watched, ad watched) → the packed field and the flags' high nibble.
+    fn new(into: u16, watched: u16, ad: u16) -> (First, u8) {
+        let (into, watched, ad) = (u32::from(into.min(0xfff)), u32::from(watched.min(0xfff)), ad.min(0xfff));
+        (First(into | (watched << 12) | (u32::from(ad & 0xff) << 24)), ((ad >> 8) as u8) << 4)
+    }
+
+    /// (into the hour, watched, ad watched), given the record's flags.
+    fn get(self, flags: u8) -> (u16, u16, u16) {
+        let ad = ((self.0 >> 24) as u16) | (u16::from(flags >> 4) << 8);
+        ((self.0 & 0xfff) as u16, ((self.0 >> 12) & 0xfff) as u16, ad)
+    }
 }
 
 /// A viewer's `watched` and `ad_watched` counters already credited (seconds in the
@@ -93,11 +117,15 @@ impl Metered {
 
 pub(crate) const SEED: u8 = 1;
 pub(crate) const REACHABLE: u8 = 2;
+/// A viewer seen since the last drain: its mark (`first`, `metered`) is to be drained.
+const SIGHTED: u8 = 4;
+/// The high 4 bits of the first announce's ad counter ([`First`]).
+const FIRST_AD_HI: u8 = 0xf0;
 
 impl PeerRec {
     /// A record with only what a peer list needs (the shared store's view).
     pub(crate) fn listed(key: [u8; 8], ip: [u8; 16], port: u16, flags: u8, free_slots: u8) -> Self {
-        PeerRec { key, ip, port, flags, free_slots, last_seen: 0, joined: 0, metered: Metered::default() }
+        PeerRec { key, ip, port, flags, free_slots, last_seen: 0, first: First::default(), metered: Metered::default() }
     }
 
     pub(crate) fn is_seed(&self) -> bool {
@@ -177,8 +205,9 @@ struct Swarm {
     seeds: u32,
     /// Usage not yet drained, by hour.
     usage: Vec<HourUsage>,
-    /// What was seen of each metered viewer per hour since the last drain (its marks).
-    sightings: HashMap<([u8; 8], u32), Sighting>,
+    /// Records of viewers removed (left, expired, changed role) or moved to a new hour
+    /// while [`SIGHTED`]: their marks, drained with the others.
+    left: Vec<PeerRec>,
     /// Seeds' `uploaded` counters already credited (seeds are few: a scan).
     seed_counters: Vec<SeedCounter>,
     /// Addresses and networks found at their cap lately: a new id from one is over it
@@ -202,18 +231,6 @@ struct Capped {
 const CAPPED_FOR_S: u32 = 10;
 /// Capped addresses and networks remembered per channel (past these, each new id scans).
 const MAX_CAPPED: usize = 32;
-
-/// A viewer in one hour, as this tracker saw it since the last drain: its first and
-/// latest announce (seconds into the hour) and their counters (drained as a `Mark`).
-#[derive(Debug, Clone, Copy)]
-struct Sighting {
-    first: u16,
-    first_watched: u16,
-    first_ad: u16,
-    last: u16,
-    watched: u16,
-    ad: u16,
-}
 
 /// One hour's usage of a swarm, not yet drained.
 #[derive(Debug, Clone, Copy, Default)]
@@ -279,8 +296,12 @@ impl Swarm {
         }
     }
 
+    /// Removes a peer; a viewer seen since the last drain leaves its record for it.
     fn remove(&mut self, h: &RandomState, i: usize) {
         let rec = self.peers[i];
+        if rec.flags & SIGHTED != 0 {
+            self.left.push(rec);
+        }
         if !self.index.is_empty()
             && let Ok(e) = self.index.find_entry(h.hash_one(rec.key), |&j| j as usize == i)
         {
@@ -318,30 +339,7 @@ impl Swarm {
             + self.usage.capacity() * size_of::<HourUsage>()
             + self.seed_counters.capacity() * size_of::<SeedCounter>()
             + self.capped.capacity() * size_of::<Capped>()
-            + self.sightings.capacity() * (size_of::<(([u8; 8], u32), Sighting)>() + 1)
-    }
-
-    /// Notes a metered viewer's announce at Unix time `unix` with its counters.
-    fn sight(&mut self, key: [u8; 8], unix: u64, watched: u64, ad: Option<u64>) {
-        let into = (unix % 3600) as u16;
-        // No one watched more of the hour than has passed (plus slack).
-        let w = watched.min(u64::from(into) + SLACK_S).min(3600) as u16;
-        let ad = ad.map(|a| a.min(u64::from(w)) as u16);
-        self.sightings
-            .entry((key, (unix / 3600) as u32))
-            .and_modify(|s| {
-                s.last = s.last.max(into);
-                s.watched = s.watched.max(w);
-                s.ad = s.ad.max(ad.unwrap_or(0));
-            })
-            .or_insert(Sighting {
-                first: into,
-                first_watched: w,
-                first_ad: ad.unwrap_or(0),
-                last: into,
-                watched: w,
-                ad: ad.unwrap_or(0),
-            });
+            + self.left.capacity() * size_of::<PeerRec>()
     }
 
     /// The usage of the hour `unix` falls in.
@@ -361,7 +359,7 @@ impl Swarm {
     fn is_idle(&self) -> bool {
         self.peers.is_empty()
             && self.usage.is_empty()
-            && self.sightings.is_empty()
+            && self.left.is_empty()
             && self.seed_counters.iter().all(|c| !c.dirty)
     }
 }
@@ -402,6 +400,12 @@ type MarkKey = ([u8; 20], [u8; 8]);
 const MAX_SEED_BYTES_PER_S: u64 = 1_250_000_000;
 
 const SHARDS: usize = 64;
+
+/// The full hour number for a stored `hour mod 2^8`: the latest such hour up to `unix_now`.
+fn hour_of(h8: u8, unix_now: u64) -> u64 {
+    let now = unix_now / 3600;
+    now - u64::from((now as u8).wrapping_sub(h8))
+}
 
 impl Swarms {
     pub fn new(cfg: StoreConfig) -> Self {
@@ -462,11 +466,14 @@ impl Swarms {
                         let bytes = self.credit_seed(swarm, &a.info_hash, Some(&p), a, now_s);
                         swarm.usage_at(unix).seed_bytes += bytes;
                     } else if let Some(w) = a.watched_s {
-                        let (credit, ad, _) = self.credit(Some(&p), now_s, unix, w, a.ad_watched_s);
+                        let (credit, ad, metered) = self.credit(Some(&p), now_s, unix, w, a.ad_watched_s);
                         let u = swarm.usage_at(unix);
                         u.viewer_seconds += credit;
                         u.ad_viewer_seconds += ad;
-                        swarm.sight(p.key, unix, w, a.ad_watched_s);
+                        let (first, hi) = Self::sighting(swarm, Some(&p), unix, metered);
+                        let q = &mut swarm.peers[i];
+                        (q.first, q.flags, q.metered, q.last_seen) =
+                            (first, (q.flags & !FIRST_AD_HI) | hi, metered, now_s);
                     }
                     swarm.remove(&self.hasher, i);
                 }
@@ -510,12 +517,14 @@ impl Swarms {
             _ => (0, 0, known.map_or(Metered::default(), |p| p.metered)),
         };
         let metered = a.watched_s.is_some() && a.role == Role::Viewer;
-        if let Some(w) = a.watched_s.filter(|_| metered) {
+        let (first, sighting) = if metered {
             let u = swarm.usage_at(unix);
             u.viewer_seconds += credit;
             u.ad_viewer_seconds += ad;
-            swarm.sight(key, unix, w, a.ad_watched_s);
-        }
+            Self::sighting(swarm, known.as_ref(), unix, metered_now)
+        } else {
+            known.map_or((First::default(), 0), |p| (p.first, p.flags & (SIGHTED | FIRST_AD_HI)))
+        };
         if a.role == Role::Seed {
             let seed_known = known.filter(PeerRec::is_seed);
             let bytes = self.credit_seed(swarm, &a.info_hash, seed_known.as_ref(), a, now_s);
@@ -528,25 +537,27 @@ impl Swarms {
                 let p = &mut swarm.peers[i];
                 p.ip = ip16;
                 p.port = a.port;
-                p.flags = flags;
+                p.flags = flags | sighting;
                 p.free_slots = a.free_slots;
                 p.last_seen = now_s;
+                p.first = first;
                 p.metered = metered_now;
             }
             found => {
-                // New, or changed role: (re)inserted so the seed count stays right.
-                let joined = found.map_or(now_s, |i| swarm.peers[i].joined);
+                // New, or changed role: (re)inserted so the seed count stays right (a
+                // viewer's sighting so far is left to be drained).
                 if let Some(i) = found {
                     swarm.remove(&self.hasher, i);
                 }
+                let (first, sighting) = if metered { (first, sighting) } else { (First::default(), 0) };
                 let rec = PeerRec {
                     key,
                     ip: ip16,
                     port: a.port,
-                    flags,
+                    flags: flags | sighting,
                     free_slots: a.free_slots,
                     last_seen: now_s,
-                    joined,
+                    first,
                     metered: metered_now,
                 };
                 swarm.insert(&self.hasher, rec);
@@ -596,6 +607,22 @@ impl Swarms {
             swarm.capped.push(Capped { key, network, until: now_s.saturating_add(CAPPED_FOR_S) });
         }
         Some(LABEL[usize::from(network)])
+    }
+
+    /// A metered viewer's mark start after an announce at `unix` whose counters are now
+    /// `metered`: kept if it was seen earlier in this hour since the last drain; else
+    /// this announce starts it (a sighting of an earlier hour not yet drained is left to
+    /// be). Returns the `first` field and the flags to set (SIGHTED and the ad bits).
+    fn sighting(swarm: &mut Swarm, known: Option<&PeerRec>, unix: u64, metered: Metered) -> (First, u8) {
+        let hour = unix / 3600;
+        if let Some(p) = known.filter(|p| p.flags & SIGHTED != 0) {
+            if p.metered.hour8() == hour as u8 {
+                return (p.first, p.flags & (SIGHTED | FIRST_AD_HI));
+            }
+            swarm.left.push(*p);
+        }
+        let (first, hi) = First::new((unix - hour * 3600) as u16, metered.watched(), metered.ad());
+        (first, SIGHTED | hi)
     }
 
     /// Seconds this tracker credits for a viewer's `watched` counter `w` (seconds watched
@@ -666,8 +693,9 @@ impl Swarms {
     }
 
     /// Takes the usage accumulated since the last drain, the viewers' marks (what was
-    /// seen of them since), and the seeds' whose counters moved, to be written together.
-    pub fn drain_usage(&self) -> Drained {
+    /// seen of them since), and the seeds' whose counters moved, to be written together;
+    /// `unix_now` places the marks' hours.
+    pub fn drain_usage(&self, unix_now: u64) -> Drained {
         let mut out = Drained::default();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -683,19 +711,26 @@ impl Swarms {
                         ids_over_cap: u.ids_over_cap,
                     });
                 }
-                for ((peer_key, hour), v) in swarm.sightings.drain() {
-                    let hour_start = u64::from(hour) * 3600;
-                    out.marks.push(Mark {
+                let epoch = self.epoch_unix;
+                let mark = |p: &PeerRec| {
+                    let hour_start = hour_of(p.metered.hour8(), unix_now) * 3600;
+                    let (into, first_watched, first_ad) = p.first.get(p.flags);
+                    Mark {
                         info_hash: *info_hash,
                         hour_start,
-                        peer_key,
-                        first_seen: hour_start + u64::from(v.first),
-                        first_watched: v.first_watched,
-                        first_ad: v.first_ad,
-                        last_seen: hour_start + u64::from(v.last),
-                        watched: v.watched,
-                        ad: v.ad,
-                    });
+                        peer_key: p.key,
+                        first_seen: hour_start + u64::from(into),
+                        first_watched,
+                        first_ad,
+                        last_seen: epoch + u64::from(p.last_seen),
+                        watched: p.metered.watched(),
+                        ad: p.metered.ad(),
+                    }
+                };
+                out.marks.extend(swarm.left.drain(..).map(|p| mark(&p)));
+                for p in swarm.peers.iter_mut().filter(|p| p.flags & SIGHTED != 0) {
+                    out.marks.push(mark(p));
+                    p.flags &= !(SIGHTED | FIRST_AD_HI);
                 }
                 for c in swarm.seed_counters.iter_mut().filter(|c| c.dirty) {
                     c.dirty = false;
@@ -1058,7 +1093,7 @@ mod tests {
         assert!(!answered.peers.is_empty());
         // Metered: the four kept ids' 30 s each, nothing for the six made up beyond them.
         assert_eq!(over(30, 30, 1..=10, at(203, 0, 113, 1)).iter().flatten().count(), 6);
-        let billed: u64 = s.drain_usage().usage.iter().map(|u| u.viewer_seconds).sum();
+        let billed: u64 = s.drain_usage(H0 + 7_200).usage.iter().map(|u| u.viewer_seconds).sum();
         assert_eq!(billed, 4 * 30);
         // Its network (/24): two more ids from a neighbour address, then the cap.
         assert_eq!(over(30, 0, 11..=13, at(203, 0, 113, 2)), [None, None, Some("network_cap")]);
@@ -1085,7 +1120,7 @@ mod tests {
         s.announce(120, &watched(1, 1, 500), ip(1));
         // A peer seen for the first time is credited nothing: it just joined.
         s.announce(120, &watched(1, 2, 90), ip(2));
-        let Drained { usage, marks, .. } = s.drain_usage();
+        let Drained { usage, marks, .. } = s.drain_usage(H0 + 7_200);
         assert_eq!(
             usage,
             vec![UsageDelta {
@@ -1103,11 +1138,38 @@ mod tests {
         assert_eq!(one.billed(false), (125, 0), "the bill from the mark: as the per-announce credit");
         assert_eq!(mark(2).billed(false), (0, 0), "a joiner's first announce is its baseline");
         // Nothing new: nothing drained.
-        assert_eq!(s.drain_usage(), Drained::default());
+        assert_eq!(s.drain_usage(H0 + 7_200), Drained::default());
         // Next hour: the counter restarts from 0.
         s.announce(3_610, &watched(1, 1, 10), ip(1));
-        let usage = s.drain_usage().usage;
+        let usage = s.drain_usage(H0 + 7_200).usage;
         assert_eq!((usage[0].hour_start, usage[0].viewer_seconds), (H0 + 3_600, 10));
+    }
+
+    #[test]
+    fn a_viewer_that_leaves_expires_or_crosses_the_hour_before_the_drain_keeps_its_marks() {
+        let s = Swarms::with_epoch(StoreConfig::default(), H0 + 3_500);
+        s.announce(0, &watched(1, 1, 3_500), ip(1));
+        s.announce(60, &watched(1, 1, 3_560), ip(1));
+        // Crosses into the next hour before a drain: both hours' marks.
+        s.announce(120, &watched(1, 1, 20), ip(1));
+        s.announce(0, &watched(1, 2, 3_500), ip(2));
+        s.announce(30, &Announce { event: Event::Stopped, ..watched(1, 2, 3_530) }, ip(2));
+        // Viewer 1 falls silent and expires before the drain.
+        assert_eq!(s.sweep(120 + 151).expired_peers, 1);
+        let marks = s.drain_usage(H0 + 7_200).marks;
+        let keys: std::collections::BTreeSet<[u8; 8]> = marks.iter().map(|m| m.peer_key).collect();
+        assert_eq!((marks.len(), keys.len()), (3, 2), "{marks:#?}");
+        let of = |id: u32, hour: u64| {
+            marks
+                .iter()
+                .find(|m| m.peer_key == peer_key(&watched(1, id, 0).peer_id) && m.hour_start == hour)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(of(1, H0).billed(false), (60, 0));
+        assert_eq!(of(1, H0 + 3_600).billed(true), (20, 0), "continuing: from the hour's start");
+        assert_eq!(of(2, H0).billed(false), (30, 0), "its stop's counters count");
+        assert_eq!(s.drain_usage(H0 + 7_200), Drained::default(), "drained once");
     }
 
     #[test]
@@ -1129,17 +1191,17 @@ mod tests {
             }
             if t % 120 == 0 {
                 for r in &replicas[..2] {
-                    written.extend(r.drain_usage().marks);
+                    written.extend(r.drain_usage(H0 + 7_200).marks);
                 }
             }
             if t == 360 {
                 replicas[2] = Swarms::with_epoch(StoreConfig::default(), H0);
             } else if t % 120 == 0 {
-                written.extend(replicas[2].drain_usage().marks);
+                written.extend(replicas[2].drain_usage(H0 + 7_200).marks);
             }
         }
         for r in &replicas {
-            written.extend(r.drain_usage().marks);
+            written.extend(r.drain_usage(H0 + 7_200).marks);
         }
         let merged = |marks: Vec<Mark>| {
             let mut by: HashMap<[u8; 8], Mark> = HashMap::new();
@@ -1150,7 +1212,7 @@ mod tests {
             bill.sort();
             bill
         };
-        let truth = merged(one.drain_usage().marks);
+        let truth = merged(one.drain_usage(H0 + 7_200).marks);
         assert_eq!(truth.iter().map(|(_, b)| b.0).sum::<u64>(), 2 * 720);
         assert_eq!(merged(written), truth, "nothing lost, nothing counted twice");
     }
@@ -1165,11 +1227,11 @@ mod tests {
         s.announce(120, &ad(1, 100, 3_000), ip(1));
         // Without ad_watched, the ad counter stays where it was.
         s.announce(180, &watched(1, 1, 160), ip(1));
-        let u = &s.drain_usage().usage[0];
+        let u = &s.drain_usage(H0 + 7_200).usage[0];
         assert_eq!((u.viewer_seconds, u.ad_viewer_seconds), (160, 30 + 40));
         // All of the next minute in ads: 60 s, though the counter claims 120 more.
         s.announce(240, &ad(1, 220, 220), ip(1));
-        let u = &s.drain_usage().usage[0];
+        let u = &s.drain_usage(H0 + 7_200).usage[0];
         assert_eq!((u.viewer_seconds, u.ad_viewer_seconds), (60, 60));
     }
 
@@ -1184,7 +1246,7 @@ mod tests {
         };
         s.announce(0, &seed(1_000, Event::Started), ip(9));
         s.announce(60, &seed(51_000, Event::None), ip(9));
-        let d = s.drain_usage();
+        let d = s.drain_usage(H0 + 7_200);
         assert_eq!(d.usage[0].seed_bytes, 51_000, "from its start: all of it");
         assert_eq!(
             d.seed_marks,
@@ -1194,7 +1256,7 @@ mod tests {
         s.announce(120, &seed(7_000, Event::None), ip(9));
         // An impossible jump (more than 10 Gbit/s since the last announce) is capped.
         s.announce(121, &seed(u64::MAX / 2, Event::None), ip(9));
-        let d = s.drain_usage();
+        let d = s.drain_usage(H0 + 7_200);
         assert_eq!(d.usage[0].seed_bytes, 7_000 + 6 * MAX_SEED_BYTES_PER_S);
 
         // A restarted tracker: a seed it has no mark for, not just started, is credited
@@ -1205,10 +1267,10 @@ mod tests {
         let mut other = seed(80_000, Event::None);
         other.peer_id[0] = b'y';
         b.announce(0, &other, ip(8));
-        assert_eq!(b.drain_usage().usage[0].seed_bytes, 5_000);
+        assert_eq!(b.drain_usage(H0 + 7_200).usage[0].seed_bytes, 5_000);
         // Its stop credits its last counter.
         b.announce(30, &seed(u64::MAX / 2 + 9_000, Event::Stopped), ip(9));
-        assert_eq!(b.drain_usage().usage[0].seed_bytes, 4_000);
+        assert_eq!(b.drain_usage(H0 + 7_200).usage[0].seed_bytes, 4_000);
     }
 
     #[test]

@@ -261,6 +261,15 @@ fn the_admin_api_shows_an_account_only_its_own() {
     assert_eq!(json(body)[0]["viewer_seconds"], 120);
     let (_, body) = get_with(addr, "/v1/usage?from=0&to=7200", &auth(&tb));
     assert_eq!(json(body).as_array().unwrap().len(), 0, "b sees none of a's usage");
+    let (status, body) = get_with(addr, "/v1/usage?from=0&to=7200&format=csv", &auth(&ta));
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200);
+    assert!(text.starts_with("channel,hour_start,hour_start_utc,viewer_seconds,"), "{text}");
+    assert!(text.contains(",3600,1970-01-01T01:00:00Z,120,"), "{text}");
+    let (status, body) = get_with(addr, "/v1/usage/summary?from=0&to=172800&by=day", &auth(&ta));
+    let days = json(body);
+    assert_eq!((status, days[0]["from"].as_i64(), days[0]["to"].as_i64()), (200, Some(0), Some(86_400)), "{days}");
+    assert_eq!(get_with(addr, "/v1/usage/summary?from=0&to=10&by=week", &auth(&ta)).0, 400);
 
     let (status, body) = get_with(addr, "/v1/invoices/preview?month=1970-01", &auth(&ta));
     assert_eq!((status, json(body)), (200, serde_json::json!([])), "an ad-free channel is free");

@@ -121,7 +121,7 @@ async fn a_pages_watched_seconds_are_metered_like_a_native_viewers() {
     a.send(announce(14, 1)).await.unwrap();
     next(&mut a).await;
     assert_eq!(tracker.swarms.scrape(&info_hash), (0, 1), "the page counts as a viewer");
-    let usage = tracker.swarms.drain_usage().usage;
+    let usage = tracker.swarms.drain_usage(tracker::http::unix_now()).usage;
     let sum = |f: fn(&catalogue::usage::UsageDelta) -> u64| usage.iter().map(f).sum::<u64>();
     // Credits are capped by the time into the hour (plus 5 s): only in an hour's first
     // seconds is that below 4.

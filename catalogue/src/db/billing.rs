@@ -41,7 +41,7 @@ pub enum LineKind {
 }
 
 impl LineKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             LineKind::Licence => "licence",
             LineKind::Overage => "overage",
@@ -114,40 +114,10 @@ pub struct Invoice {
 }
 
 impl Invoice {
-    /// RFC 4180 CSV: [`invoices_csv`] of this one.
+    /// RFC 4180 CSV: [`crate::export::invoices_csv`] of this one.
     pub fn to_csv(&self) -> String {
-        invoices_csv(std::slice::from_ref(self))
+        crate::export::invoices_csv(std::slice::from_ref(self))
     }
-}
-
-/// RFC 4180 CSV of invoices: one header, then per invoice its lines and a total row.
-pub fn invoices_csv(invoices: &[Invoice]) -> String {
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
-    };
-    let mut out = String::from(
-        "invoice,month,kind,channel,plan,description,quantity,unit_cents,amount_cents,currency,viewer_seconds\r\n",
-    );
-    for inv in invoices {
-        let number = field(inv.number.as_deref().unwrap_or("preview"));
-        let currency = field(&inv.currency);
-        for l in &inv.lines {
-            out.push_str(&format!(
-                "{number},{},{},{},{},{},{},{},{},{currency},{}\r\n",
-                inv.month,
-                l.kind.as_str(),
-                field(&l.channel),
-                field(&l.plan),
-                field(&l.description),
-                l.quantity,
-                l.unit_cents,
-                l.amount_cents,
-                l.viewer_seconds
-            ));
-        }
-        out.push_str(&format!("{number},{},total,,,,,,{},{currency},\r\n", inv.month, inv.total_cents));
-    }
-    out
 }
 
 /// `amount × part / whole`, rounded half up (all non-negative).
