@@ -205,19 +205,14 @@ struct Swarm {
     seeds: u32,
     /// Usage not yet drained, by hour.
     usage: Vec<HourUsage>,
-    /// Records of viewers removed (left, expired, changed role) or moved to a new hour
-    /// while [`SIGHTED`]: their marks, drained with the others.
-    left: Vec<PeerRec>,
     /// Seeds' `uploaded` counters already credited (seeds are few: a scan).
     seed_counters: Vec<SeedCounter>,
-    /// Addresses and networks found at their cap lately: a new id from one is over it
-    /// without another scan of the swarm (see [`Swarms::over_cap`]).
-    capped: Vec<Capped>,
 }
 
-/// An address (or a network) at its cap of viewer ids, as found at a scan.
+/// An address (or a network) at its cap of viewer ids on a channel, as found at a scan.
 #[derive(Debug, Clone, Copy)]
 struct Capped {
+    info_hash: [u8; 20],
     /// The address, or the network as `httpkit::guard::network` numbers it.
     key: u128,
     network: bool,
@@ -229,8 +224,9 @@ struct Capped {
 /// costs one scan of the swarm per this, per address, not one per announce; an id that
 /// left makes room within it.
 const CAPPED_FOR_S: u32 = 10;
-/// Capped addresses and networks remembered per channel (past these, each new id scans).
-const MAX_CAPPED: usize = 32;
+/// Capped addresses and networks remembered per shard, a 64th of the channels (past
+/// these, each new id scans).
+const MAX_CAPPED: usize = 256;
 
 /// One hour's usage of a swarm, not yet drained.
 #[derive(Debug, Clone, Copy, Default)]
@@ -296,12 +292,9 @@ impl Swarm {
         }
     }
 
-    /// Removes a peer; a viewer seen since the last drain leaves its record for it.
-    fn remove(&mut self, h: &RandomState, i: usize) {
+    /// Removes a peer and gives back its record.
+    fn remove(&mut self, h: &RandomState, i: usize) -> PeerRec {
         let rec = self.peers[i];
-        if rec.flags & SIGHTED != 0 {
-            self.left.push(rec);
-        }
         if !self.index.is_empty()
             && let Ok(e) = self.index.find_entry(h.hash_one(rec.key), |&j| j as usize == i)
         {
@@ -322,6 +315,7 @@ impl Swarm {
         if rec.is_seed() {
             self.seeds -= 1;
         }
+        rec
     }
 
     fn shrink(&mut self, h: &RandomState) {
@@ -338,8 +332,6 @@ impl Swarm {
             + self.index.capacity() * (size_of::<u32>() + 1)
             + self.usage.capacity() * size_of::<HourUsage>()
             + self.seed_counters.capacity() * size_of::<SeedCounter>()
-            + self.capped.capacity() * size_of::<Capped>()
-            + self.left.capacity() * size_of::<PeerRec>()
     }
 
     /// The usage of the hour `unix` falls in.
@@ -357,16 +349,27 @@ impl Swarm {
     /// Nothing left in it: no peers, no usage waiting to be drained, no seed counter
     /// waiting to be persisted.
     fn is_idle(&self) -> bool {
-        self.peers.is_empty()
-            && self.usage.is_empty()
-            && self.left.is_empty()
-            && self.seed_counters.iter().all(|c| !c.dirty)
+        self.peers.is_empty() && self.usage.is_empty() && self.seed_counters.iter().all(|c| !c.dirty)
     }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
     swarms: HashMap<[u8; 20], Swarm, BuildHasherDefault<InfoHashHasher>>,
+    /// Records of viewers removed (left, expired, changed role) or moved to a new hour
+    /// while [`SIGHTED`], with their channel: their marks, drained with the others.
+    /// Per shard, not per swarm: most swarms never have one, and a swarm is 10 peers.
+    left: Vec<([u8; 20], PeerRec)>,
+    /// Addresses and networks found at their cap on a channel lately: a new id from one
+    /// is over it without another scan of the swarm (see [`Swarms::over_cap`]).
+    capped: Vec<Capped>,
+}
+
+/// Keeps a removed viewer's record for the next drain if it was seen since the last.
+fn keep_sighting(left: &mut Vec<([u8; 20], PeerRec)>, info_hash: &[u8; 20], rec: PeerRec) {
+    if rec.flags & SIGHTED != 0 {
+        left.push((*info_hash, rec));
+    }
 }
 
 /// All swarms.
@@ -454,10 +457,11 @@ impl Swarms {
     /// Records the announce and chooses the peers to give back. The caller has checked
     /// the channel and, for a seed, its token.
     pub fn announce(&self, now_s: u32, a: &Announce, ip: IpAddr) -> AnnounceReply {
-        let mut shard = self.shard(&a.info_hash);
+        let mut guard = self.shard(&a.info_hash);
+        let Shard { swarms, left, capped } = &mut *guard;
         if a.event == Event::Stopped {
             let mut reply = AnnounceReply { seeds: 0, viewers: 0, peers: Vec::new(), over_cap: None };
-            if let Some(swarm) = shard.swarms.get_mut(&a.info_hash) {
+            if let Some(swarm) = swarms.get_mut(&a.info_hash) {
                 if let Some(i) = swarm.find(&self.hasher, &peer_key(&a.peer_id)) {
                     // Its last counters, if it says them, are credited before it goes.
                     let unix = self.epoch_unix + u64::from(now_s);
@@ -470,24 +474,24 @@ impl Swarms {
                         let u = swarm.usage_at(unix);
                         u.viewer_seconds += credit;
                         u.ad_viewer_seconds += ad;
-                        let (first, hi) = Self::sighting(swarm, Some(&p), unix, metered);
+                        let (first, hi) = Self::sighting(left, &a.info_hash, Some(&p), unix, metered);
                         let q = &mut swarm.peers[i];
                         (q.first, q.flags, q.metered, q.last_seen) =
                             (first, (q.flags & !FIRST_AD_HI) | hi, metered, now_s);
                     }
-                    swarm.remove(&self.hasher, i);
+                    keep_sighting(left, &a.info_hash, swarm.remove(&self.hasher, i));
                 }
                 reply.seeds = swarm.seeds;
                 reply.viewers = swarm.peers.len() as u32 - swarm.seeds;
                 if swarm.is_idle() {
-                    shard.swarms.remove(&a.info_hash);
+                    swarms.remove(&a.info_hash);
                 }
             }
             return reply;
         }
         let key = peer_key(&a.peer_id);
         let unix = self.epoch_unix + u64::from(now_s);
-        let swarm = shard.swarms.entry(a.info_hash).or_default();
+        let swarm = swarms.entry(a.info_hash).or_default();
         let ip16 = match ip {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
@@ -496,7 +500,7 @@ impl Swarms {
         let found = swarm.find(&self.hasher, &key);
         if found.is_none()
             && a.role == Role::Viewer
-            && let Some(cap) = self.over_cap(swarm, now_s, ip, &ip16)
+            && let Some(cap) = self.over_cap(swarm, capped, &a.info_hash, now_s, ip, &ip16)
         {
             // Reported once per channel and hour as a usage anomaly (`Db::record_flush`).
             swarm.usage_at(unix).ids_over_cap += 1;
@@ -521,7 +525,7 @@ impl Swarms {
             let u = swarm.usage_at(unix);
             u.viewer_seconds += credit;
             u.ad_viewer_seconds += ad;
-            Self::sighting(swarm, known.as_ref(), unix, metered_now)
+            Self::sighting(left, &a.info_hash, known.as_ref(), unix, metered_now)
         } else {
             known.map_or((First::default(), 0), |p| (p.first, p.flags & (SIGHTED | FIRST_AD_HI)))
         };
@@ -547,7 +551,7 @@ impl Swarms {
                 // New, or changed role: (re)inserted so the seed count stays right (a
                 // viewer's sighting so far is left to be drained).
                 if let Some(i) = found {
-                    swarm.remove(&self.hasher, i);
+                    keep_sighting(left, &a.info_hash, swarm.remove(&self.hasher, i));
                 }
                 let (first, sighting) = if metered { (first, sighting) } else { (First::default(), 0) };
                 let rec = PeerRec {
@@ -578,12 +582,21 @@ impl Swarms {
     /// the channel's cap (which one). Loopback is not capped (local tests and demos).
     /// A scan of the swarm, done only for ids not seen before and not for an address
     /// or network found at its cap in the last [`CAPPED_FOR_S`].
-    fn over_cap(&self, swarm: &mut Swarm, now_s: u32, ip: IpAddr, ip16: &[u8; 16]) -> Option<&'static str> {
+    fn over_cap(
+        &self,
+        swarm: &Swarm,
+        capped: &mut Vec<Capped>,
+        info_hash: &[u8; 20],
+        now_s: u32,
+        ip: IpAddr,
+        ip16: &[u8; 16],
+    ) -> Option<&'static str> {
         const LABEL: [&str; 2] = ["address_cap", "network_cap"];
         let net = httpkit::guard::network(ip)?;
         let address = u128::from_be_bytes(*ip16);
-        swarm.capped.retain(|c| c.until > now_s);
-        if let Some(c) = swarm.capped.iter().find(|c| c.key == if c.network { net } else { address }) {
+        capped.retain(|c| c.until > now_s);
+        let known = capped.iter().find(|c| c.info_hash == *info_hash && c.key == if c.network { net } else { address });
+        if let Some(c) = known {
             return Some(LABEL[usize::from(c.network)]);
         }
         let (mut same_address, mut same_network) = (0u32, 0u32);
@@ -602,9 +615,9 @@ impl Swarms {
         } else {
             return None;
         };
-        if swarm.capped.len() < MAX_CAPPED {
+        if capped.len() < MAX_CAPPED {
             let key = if network { net } else { address };
-            swarm.capped.push(Capped { key, network, until: now_s.saturating_add(CAPPED_FOR_S) });
+            capped.push(Capped { info_hash: *info_hash, key, network, until: now_s.saturating_add(CAPPED_FOR_S) });
         }
         Some(LABEL[usize::from(network)])
     }
@@ -613,13 +626,19 @@ impl Swarms {
     /// `metered`: kept if it was seen earlier in this hour since the last drain; else
     /// this announce starts it (a sighting of an earlier hour not yet drained is left to
     /// be). Returns the `first` field and the flags to set (SIGHTED and the ad bits).
-    fn sighting(swarm: &mut Swarm, known: Option<&PeerRec>, unix: u64, metered: Metered) -> (First, u8) {
+    fn sighting(
+        left: &mut Vec<([u8; 20], PeerRec)>,
+        info_hash: &[u8; 20],
+        known: Option<&PeerRec>,
+        unix: u64,
+        metered: Metered,
+    ) -> (First, u8) {
         let hour = unix / 3600;
         if let Some(p) = known.filter(|p| p.flags & SIGHTED != 0) {
             if p.metered.hour8() == hour as u8 {
                 return (p.first, p.flags & (SIGHTED | FIRST_AD_HI));
             }
-            swarm.left.push(*p);
+            left.push((*info_hash, *p));
         }
         let (first, hi) = First::new((unix - hour * 3600) as u16, metered.watched(), metered.ad());
         (first, SIGHTED | hi)
@@ -697,9 +716,30 @@ impl Swarms {
     /// `unix_now` places the marks' hours.
     pub fn drain_usage(&self, unix_now: u64) -> Drained {
         let mut out = Drained::default();
+        let epoch = self.epoch_unix;
+        let mark = |info_hash: &[u8; 20], p: &PeerRec| {
+            let hour_start = hour_of(p.metered.hour8(), unix_now) * 3600;
+            let (into, first_watched, first_ad) = p.first.get(p.flags);
+            Mark {
+                info_hash: *info_hash,
+                hour_start,
+                peer_key: p.key,
+                first_seen: hour_start + u64::from(into),
+                first_watched,
+                first_ad,
+                last_seen: epoch + u64::from(p.last_seen),
+                watched: p.metered.watched(),
+                ad: p.metered.ad(),
+            }
+        };
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (info_hash, swarm) in shard.swarms.iter_mut() {
+            let mut guard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Shard { swarms, left, .. } = &mut *guard;
+            out.marks.extend(left.drain(..).map(|(h, p)| mark(&h, &p)));
+            if left.capacity() > 1_024 {
+                left.shrink_to_fit();
+            }
+            for (info_hash, swarm) in swarms.iter_mut() {
                 for u in swarm.usage.drain(..) {
                     out.usage.push(UsageDelta {
                         info_hash: *info_hash,
@@ -711,25 +751,8 @@ impl Swarms {
                         ids_over_cap: u.ids_over_cap,
                     });
                 }
-                let epoch = self.epoch_unix;
-                let mark = |p: &PeerRec| {
-                    let hour_start = hour_of(p.metered.hour8(), unix_now) * 3600;
-                    let (into, first_watched, first_ad) = p.first.get(p.flags);
-                    Mark {
-                        info_hash: *info_hash,
-                        hour_start,
-                        peer_key: p.key,
-                        first_seen: hour_start + u64::from(into),
-                        first_watched,
-                        first_ad,
-                        last_seen: epoch + u64::from(p.last_seen),
-                        watched: p.metered.watched(),
-                        ad: p.metered.ad(),
-                    }
-                };
-                out.marks.extend(swarm.left.drain(..).map(|p| mark(&p)));
                 for p in swarm.peers.iter_mut().filter(|p| p.flags & SIGHTED != 0) {
-                    out.marks.push(mark(p));
+                    out.marks.push(mark(info_hash, p));
                     p.flags &= !(SIGHTED | FIRST_AD_HI);
                 }
                 for c in swarm.seed_counters.iter_mut().filter(|c| c.dirty) {
@@ -796,12 +819,13 @@ impl Swarms {
     pub fn sweep(&self, now_s: u32) -> SweepStats {
         let mut stats = SweepStats::default();
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            shard.swarms.retain(|_, swarm| {
+            let mut guard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Shard { swarms, left, .. } = &mut *guard;
+            swarms.retain(|info_hash, swarm| {
                 let mut i = 0;
                 while i < swarm.peers.len() {
                     if now_s.saturating_sub(swarm.peers[i].last_seen) > self.cfg.peer_timeout_s {
-                        swarm.remove(&self.hasher, i);
+                        keep_sighting(left, info_hash, swarm.remove(&self.hasher, i));
                         stats.expired_peers += 1;
                     } else {
                         i += 1;
@@ -812,8 +836,8 @@ impl Swarms {
                 stats.pruned_swarms += u64::from(!keep);
                 keep
             });
-            if shard.swarms.capacity() > 2 * shard.swarms.len() + 16 {
-                shard.swarms.shrink_to_fit();
+            if swarms.capacity() > 2 * swarms.len() + 16 {
+                swarms.shrink_to_fit();
             }
         }
         stats
@@ -840,6 +864,8 @@ impl Swarms {
                 let shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 shard.swarms.capacity() * (20 + size_of::<Swarm>() + 1)
                     + shard.swarms.values().map(Swarm::heap_bytes).sum::<usize>()
+                    + shard.left.capacity() * size_of::<([u8; 20], PeerRec)>()
+                    + shard.capped.capacity() * size_of::<Capped>()
             })
             .sum()
     }
