@@ -47,6 +47,8 @@ pub struct Report {
     /// Viewers: seconds watched in the current UTC hour, and of those during ad breaks.
     pub watched_s: Option<u64>,
     pub ad_watched_s: Option<u64>,
+    pub watched_prev_s: Option<u64>,
+    pub ad_watched_prev_s: Option<u64>,
     pub free_slots: u8,
 }
 
@@ -109,6 +111,12 @@ impl TrackerClient {
         }
         if let Some(w) = r.ad_watched_s {
             q.push_str(&format!("&ad_watched={w}"));
+        }
+        if let Some(w) = r.watched_prev_s {
+            q.push_str(&format!("&watched_prev={w}"));
+        }
+        if let Some(w) = r.ad_watched_prev_s {
+            q.push_str(&format!("&ad_watched_prev={w}"));
         }
         let resp = http_client::get(&self.base, &q, None, TIMEOUT).await?;
         let status = resp.status().as_u16();

@@ -39,6 +39,9 @@ pub trait Deliver: Send + Sync + 'static {
 pub struct Watched {
     pub seconds: u64,
     pub ad_seconds: u64,
+    /// Early in an hour: the previous hour's final (seconds, ad seconds), so the tracker
+    /// bills that hour to its end.
+    pub previous: Option<(u64, u64)>,
 }
 
 /// A running peer. Dropping it does not stop it: call [`Node::stop`].
@@ -185,6 +188,8 @@ async fn announce_loop(
             downloaded: snap.bytes_received,
             watched_s: watched.map(|w| w.seconds),
             ad_watched_s: watched.map(|w| w.ad_seconds),
+            watched_prev_s: watched.and_then(|w| w.previous).map(|p| p.0),
+            ad_watched_prev_s: watched.and_then(|w| w.previous).map(|p| p.1),
             free_slots: 0,
         };
         let wait = match tracker.announce(event, report).await {

@@ -51,6 +51,11 @@ pub struct Announce {
     pub watched_s: Option<u64>,
     /// Of `watched_s`, the seconds watched during ad breaks (the same hour).
     pub ad_watched_s: Option<u64>,
+    /// `watched_prev`, `ad_watched_prev`: the same counters' final values for the
+    /// previous UTC hour, sent early in an hour, so the tracker can bill the previous
+    /// hour's tail (from its last announce there to the hour's end).
+    pub watched_prev_s: Option<u64>,
+    pub ad_watched_prev_s: Option<u64>,
     pub token: Option<String>,
 }
 
@@ -98,6 +103,8 @@ impl Announce {
             free_slots: 0,
             watched_s: None,
             ad_watched_s: None,
+            watched_prev_s: None,
+            ad_watched_prev_s: None,
             token: None,
         }
     }
@@ -130,6 +137,8 @@ pub fn parse_announce(query: &str) -> Result<Announce, RequestError> {
             "slots" => a.free_slots = u8::try_from(number(v, "slots")?).unwrap_or(u8::MAX),
             "watched" => a.watched_s = Some(number(v, "watched")?),
             "ad_watched" => a.ad_watched_s = Some(number(v, "ad_watched")?),
+            "watched_prev" => a.watched_prev_s = Some(number(v, "watched_prev")?),
+            "ad_watched_prev" => a.ad_watched_prev_s = Some(number(v, "ad_watched_prev")?),
             "event" => {
                 a.event = match v {
                     "" | "empty" => Event::None,
@@ -257,6 +266,8 @@ mod tests {
 
     #[test]
     fn parses_shoal_parameters() {
+        let a = parse_announce(&query("&watched=5&watched_prev=3590&ad_watched_prev=60")).unwrap();
+        assert_eq!((a.watched_s, a.watched_prev_s, a.ad_watched_prev_s), (Some(5), Some(3_590), Some(60)));
         let a = parse_announce(&query("&role=seed&token=s3cr%2Bt&reachable=0&slots=7&watched=125")).unwrap();
         assert_eq!(a.role, Role::Seed);
         assert_eq!(a.token.as_deref(), Some("s3cr+t"));

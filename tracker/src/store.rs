@@ -404,6 +404,10 @@ const MAX_SEED_BYTES_PER_S: u64 = 1_250_000_000;
 
 const SHARDS: usize = 64;
 
+/// How long into an hour a viewer's `watched_prev` is taken (clients send it for the
+/// first ten minutes).
+const PREVIOUS_WITHIN_S: u64 = 900;
+
 /// The full hour number for a stored `hour mod 2^8`: the latest such hour up to `unix_now`.
 fn hour_of(h8: u8, unix_now: u64) -> u64 {
     let now = unix_now / 3600;
@@ -515,7 +519,10 @@ impl Swarms {
         }
         // Metering: viewers' `watched` counters become viewer-seconds, seeds'
         // `uploaded` counters seed bytes.
-        let known = found.map(|i| swarm.peers[i]);
+        let mut known = found.map(|i| swarm.peers[i]);
+        if a.role == Role::Viewer && a.watched_s.is_some() {
+            known = self.previous_hour(left, &a.info_hash, key, known, unix, a);
+        }
         let (credit, ad, metered_now) = match a.watched_s {
             Some(w) if a.role == Role::Viewer => self.credit(known.as_ref(), now_s, unix, w, a.ad_watched_s),
             _ => (0, 0, known.map_or(Metered::default(), |p| p.metered)),
@@ -620,6 +627,64 @@ impl Swarms {
             capped.push(Capped { info_hash: *info_hash, key, network, until: now_s.saturating_add(CAPPED_FOR_S) });
         }
         Some(LABEL[usize::from(network)])
+    }
+
+    /// A viewer's final counters for the previous hour (`watched_prev`, sent early in an
+    /// hour): its mark of that hour runs to the hour's end, so the hour's tail — from its
+    /// last announce there to the hour's end — is billed too. Noted once per replica (at
+    /// the viewer's first announce here in the hour: its record here still holds the
+    /// previous hour, or there is none). Returns the record as the rest of the announce
+    /// sees it (starting the new hour afresh).
+    fn previous_hour(
+        &self,
+        left: &mut Vec<([u8; 20], PeerRec)>,
+        info_hash: &[u8; 20],
+        key: [u8; 8],
+        known: Option<PeerRec>,
+        unix: u64,
+        a: &Announce,
+    ) -> Option<PeerRec> {
+        let Some(prev) = a.watched_prev_s else { return known };
+        let hour = unix / 3600;
+        let end = (hour * 3600).saturating_sub(1);
+        // Early in the hour only, and not for an hour before this store's clock began.
+        if unix % 3600 >= PREVIOUS_WITHIN_S
+            || end < self.epoch_unix
+            || known.is_some_and(|p| p.metered.hour8() == hour as u8)
+        {
+            return known;
+        }
+        let end_s = u32::try_from(end - self.epoch_unix).unwrap_or(u32::MAX);
+        let (w, ad) = (prev.min(3600) as u16, a.ad_watched_prev_s.map_or(0, |x| x.min(prev).min(3600)) as u16);
+        let prev_hour = hour - 1;
+        match known.filter(|p| p.metered.hour8() == prev_hour as u8) {
+            Some(mut p) => {
+                if p.flags & SIGHTED == 0 {
+                    let (first, hi) = First::new(3599, w, ad);
+                    (p.first, p.flags) = (first, (p.flags & !FIRST_AD_HI) | hi | SIGHTED);
+                }
+                p.metered = Metered::new(p.metered.watched().max(w), p.metered.ad().max(ad), prev_hour);
+                p.last_seen = end_s;
+                left.push((*info_hash, p));
+                p.flags &= !(SIGHTED | FIRST_AD_HI);
+                Some(p)
+            }
+            None => {
+                // No record of that hour here (it announced to another replica then): a
+                // mark of the hour's end alone, merged with theirs.
+                let (first, hi) = First::new(3599, w, ad);
+                let metered = Metered::new(w, ad, prev_hour);
+                let rec = PeerRec {
+                    flags: SIGHTED | hi,
+                    last_seen: end_s,
+                    first,
+                    metered,
+                    ..PeerRec::listed(key, [0; 16], 0, 0, 0)
+                };
+                left.push((*info_hash, rec));
+                known
+            }
+        }
     }
 
     /// A metered viewer's mark start after an announce at `unix` whose counters are now
@@ -1196,6 +1261,31 @@ mod tests {
         assert_eq!(of(1, H0 + 3_600).billed(true), (20, 0), "continuing: from the hour's start");
         assert_eq!(of(2, H0).billed(false), (30, 0), "its stop's counters count");
         assert_eq!(s.drain_usage(H0 + 7_200), Drained::default(), "drained once");
+    }
+
+    #[test]
+    fn the_previous_hours_final_counters_bill_its_tail() {
+        let s = Swarms::with_epoch(StoreConfig::default(), H0);
+        let hour_mark = |marks: &[Mark], hour: u64| marks.iter().find(|m| m.hour_start == hour).cloned().unwrap();
+        s.announce(3_500, &watched(1, 1, 3_500), ip(1));
+        s.announce(3_560, &watched(1, 1, 3_560), ip(1));
+        // 20 s into the next hour it says it watched 3,595 s of the last one.
+        let next = Announce { watched_prev_s: Some(3_595), ..watched(1, 1, 20) };
+        s.announce(3_620, &next, ip(1));
+        s.announce(3_650, &next, ip(1));
+        let marks = s.drain_usage(H0 + 7_200).marks;
+        assert_eq!(marks.len(), 2, "{marks:#?}");
+        assert_eq!(hour_mark(&marks, H0).billed(false), (95, 0), "to the hour's end, not 60");
+        assert_eq!(hour_mark(&marks, H0 + 3_600).billed(true), (20, 0));
+        // Another replica that saw nothing of the last hour notes its end alone (merged
+        // in the catalogue with the first replica's mark); late in the hour, or from a
+        // viewer already seen this hour here, the claim is not taken.
+        let other = Swarms::with_epoch(StoreConfig::default(), H0);
+        other.announce(3_620, &next, ip(1));
+        let alone = hour_mark(&other.drain_usage(H0 + 7_200).marks, H0);
+        assert_eq!((alone.first_seen, alone.last_seen, alone.watched), (H0 + 3_599, H0 + 3_599, 3_595));
+        other.announce(3_600 + 1_000, &Announce { watched_prev_s: Some(3_600), ..watched(1, 2, 5) }, ip(2));
+        assert!(other.drain_usage(H0 + 7_200).marks.iter().all(|m| m.hour_start == H0 + 3_600));
     }
 
     #[test]

@@ -334,6 +334,8 @@ impl Relay {
                 free_slots: 0,
                 watched_s: Some(w),
                 ad_watched_s: msg.get("ad_watched").and_then(Value::as_u64),
+                watched_prev_s: msg.get("watched_prev").and_then(Value::as_u64),
+                ad_watched_prev_s: msg.get("ad_watched_prev").and_then(Value::as_u64),
                 token: None,
             });
         }
@@ -661,9 +663,11 @@ mod tests {
         assert!(Relay::take_usage(&mut page.conn).is_none(), "no watched field: nothing to meter");
         ann["watched"] = json!(42);
         ann["ad_watched"] = json!(7);
+        ann["watched_prev"] = json!(3_000);
         w.say(&mut page, &ann).unwrap();
         let a = Relay::take_usage(&mut page.conn).unwrap();
         assert_eq!((a.watched_s, a.ad_watched_s, a.role, a.reachable), (Some(42), Some(7), Role::Viewer, false));
+        assert_eq!((a.watched_prev_s, a.ad_watched_prev_s), (Some(3_000), None));
         assert_eq!((a.peer_id, a.event), ([b'A'; 20], Event::None));
         ann["event"] = json!("stopped");
         w.say(&mut page, &ann).unwrap();

@@ -254,9 +254,10 @@ fn ids_over_the_cap_are_recorded_as_an_anomaly_once_per_hour() {
 /// SIGKILLed mid-run (what it had not flushed, up to a minute, is lost) and restarted
 /// under its name. Every arrangement bills exactly what one tracker seeing every
 /// announce would: the viewers' marks merge in the catalogue, whichever replica wrote
-/// them, and a lost sighting is carried on by the viewer's next announce. (Not if that
-/// next announce is in the next hour: the sightings a kill loses in an hour's last
-/// minute are that hour's tail, not billed — the known hour-tail gap.)
+/// them, and a lost sighting is carried on by the viewer's next announce. Viewers that
+/// send the previous hour's final counters early in an hour (`watched_prev`, as Shoal's
+/// players do) are billed each hour to its end, even with a tracker killed at the
+/// hour's turn; without it an hour's tail is not billed (the arrangements without).
 #[test]
 fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
     use tracker::meter::Meter;
@@ -268,14 +269,16 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
     rt().block_on(async {
         for db in databases("replicas").await {
             let acct = db.create_account("a", 1).await.unwrap();
-            // (trackers, random spreader, tracker killed at 170 s)
+            // (trackers, random spreader, tracker killed and when, viewers send watched_prev)
             let arrangements = [
-                (1, false, None),
-                (2, false, None),
-                (3, false, None),
-                (2, true, None),
-                (3, true, None),
-                (3, false, Some(1)),
+                (1, false, None, false),
+                (2, false, None, false),
+                (3, false, None, false),
+                (2, true, None, false),
+                (3, true, None, false),
+                (3, false, Some((1, 170)), false),
+                (1, false, None, true),
+                (3, true, Some((1, 300)), true),
             ];
             let mut channels = Vec::new();
             for (n, _) in arrangements.iter().enumerate() {
@@ -283,7 +286,8 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
                 db.create_channel(acct, &format!("ch{n}"), key, &format!("k{n}"), false, 1).await.unwrap();
                 channels.push(key);
             }
-            let mut truth = 0;
+            // What one tracker seeing every announce bills, without and with watched_prev.
+            let mut truth = [0, 0];
             let mut rng = 0x5eed_u64;
             let mut random = |m: u64| {
                 rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -294,7 +298,7 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
             };
             // Each viewer joins in the first minute and announces every 30 s after.
             let joins: Vec<u64> = (0..VIEWERS).map(|_| START + random(60)).collect();
-            for (key, &(n, spread_at_random, killed)) in channels.iter().zip(&arrangements) {
+            for (key, &(n, spread_at_random, killed, prev)) in channels.iter().zip(&arrangements) {
                 let mut trackers: Vec<(Swarms, Meter)> = (0..n)
                     .map(|i| {
                         (Swarms::with_epoch(StoreConfig::default(), START), Meter::new(db.clone(), format!("t{i}")))
@@ -312,7 +316,12 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
                         let i = if spread_at_random { random(n as u64) as usize } else { turn % n };
                         turn += 1;
                         let ip = std::net::IpAddr::from([10, 1, (v / 250) as u8, (v % 250) as u8 + 1]);
-                        trackers[i].0.announce((t - epochs[i]) as u32, &viewer(key, v as u8, watched), ip);
+                        let mut a = viewer(key, v as u8, watched);
+                        if prev && t % 3600 < 600 && joined < hour_start {
+                            // The last hour's final count: it watched to its end.
+                            a.watched_prev_s = Some(hour_start - joined.max(hour_start - 3600));
+                        }
+                        trackers[i].0.announce((t - epochs[i]) as u32, &a, ip);
                     }
                     // Each tracker flushes every minute, at its own second.
                     for (i, (swarms, meter)) in trackers.iter().enumerate() {
@@ -320,8 +329,8 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
                             assert!(!meter.flush(swarms, t).await.failed);
                         }
                     }
-                    if t == START + 170
-                        && let Some(k) = killed
+                    if let Some((k, at)) = killed
+                        && t == START + at
                     {
                         // SIGKILL: what it saw since its last flush is gone.
                         trackers[k] =
@@ -343,14 +352,19 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
                     let in_hour: Vec<u64> = announces.iter().copied().filter(|t| t - t % 3600 == hour_start).collect();
                     if let (Some(first), Some(last)) = (in_hour.first(), in_hour.last()) {
                         let base = if joined >= hour_start { first - joined } else { 0 };
-                        truth += (last - joined.max(hour_start)) - base;
+                        truth[0] += (last - joined.max(hour_start)) - base;
+                        // With watched_prev, an hour the viewer watched to its end is
+                        // billed to its end (the tail).
+                        let end = if hour_start + 3_600 < START + 600 { hour_start + 3_600 } else { *last };
+                        truth[1] += (end - joined.max(hour_start)) - base;
                     }
                 }
             }
             let usage = db.usage_summary(acct, H0 as i64, H0 as i64 + 7_200).await.unwrap();
             assert_eq!(usage.len(), arrangements.len());
+            assert!(truth[1] > truth[0], "the tails: {truth:?}");
             for (u, arrangement) in usage.iter().zip(&arrangements) {
-                let billed = u.viewer_seconds as u64;
+                let (billed, truth) = (u.viewer_seconds as u64, truth[usize::from(arrangement.3)]);
                 println!("{arrangement:?}: billed {billed} viewer-seconds, one tracker would bill {truth}");
                 assert_eq!(billed, truth, "{arrangement:?} on {:?}", db.backend());
                 // Over the period: the union of the hours' HyperLogLog sketches (±1.6 %).

@@ -74,16 +74,19 @@ struct Played {
     hour: u64,
     us: u64,
     ad_us: u64,
+    /// The hour before `hour` and its final counts (µs), if anything played in it.
+    previous: Option<(u64, u64, u64)>,
     last_ts_us: Option<u64>,
     in_ad: bool,
 }
 
+/// How long into an hour the previous hour's final counts are reported (the tracker
+/// bills that hour's tail with them): a few announce intervals.
+const PREVIOUS_FOR_US: u64 = 600_000_000;
+
 impl Played {
     fn play(&mut self, piece: &Piece, now_us: u64) {
-        let hour = now_us / 3_600_000_000;
-        if hour != self.hour {
-            (self.hour, self.us, self.ad_us) = (hour, 0, 0);
-        }
+        self.roll(now_us);
         let flags = piece.flags();
         if flags.contains(PieceFlags::AD_BREAK_START) {
             self.in_ad = true;
@@ -102,13 +105,25 @@ impl Played {
         self.last_ts_us = Some(piece.timestamp_us());
     }
 
-    /// Seconds this UTC hour (`None` before anything played).
-    fn watched(&self, now_us: u64) -> Option<Watched> {
-        self.last_ts_us?;
-        if now_us / 3_600_000_000 != self.hour {
-            return Some(Watched::default());
+    /// Starts the counts of a new UTC hour, keeping the last one's.
+    fn roll(&mut self, now_us: u64) {
+        let hour = now_us / 3_600_000_000;
+        if hour != self.hour {
+            self.previous = (self.last_ts_us.is_some() && self.us > 0).then_some((self.hour, self.us, self.ad_us));
+            (self.hour, self.us, self.ad_us) = (hour, 0, 0);
         }
-        Some(Watched { seconds: self.us / 1_000_000, ad_seconds: self.ad_us / 1_000_000 })
+    }
+
+    /// Seconds this UTC hour, and early in an hour the previous one's (`None` before
+    /// anything played).
+    fn watched(&mut self, now_us: u64) -> Option<Watched> {
+        self.last_ts_us?;
+        self.roll(now_us);
+        let previous = self
+            .previous
+            .filter(|&(h, ..)| h + 1 == self.hour && now_us % 3_600_000_000 < PREVIOUS_FOR_US)
+            .map(|(_, us, ad)| (us / 1_000_000, ad / 1_000_000));
+        Some(Watched { seconds: self.us / 1_000_000, ad_seconds: self.ad_us / 1_000_000, previous })
     }
 }
 
@@ -239,7 +254,7 @@ async fn route(viewer: &Viewer, path: &str, query: Option<&str>) -> Response<Bod
 mod tests {
     use swarm::piece::{ChannelKeypair, PieceFlags, filler_payload};
 
-    use super::{Played, Watched};
+    use super::{PREVIOUS_FOR_US, Played, Watched};
 
     const HOUR_US: u64 = 3_600_000_000;
 
@@ -263,15 +278,19 @@ mod tests {
             };
             p.play(&piece(seq, flags), now);
         }
-        assert_eq!(p.watched(now), Some(Watched { seconds: 10, ad_seconds: 2 }));
+        let w = |seconds, ad_seconds, previous| Some(Watched { seconds, ad_seconds, previous });
+        assert_eq!(p.watched(now), w(10, 2, None));
         // A stall: the feed moved on 30 s while nothing played; that is not watched
         // (a second at most per gap), though the wall clock ran.
         p.play(&piece(800, PieceFlags::NONE), now + 30_000_000);
-        assert_eq!(p.watched(now + 30_000_000), Some(Watched { seconds: 11, ad_seconds: 2 }));
-        // A new UTC hour starts from zero.
-        assert_eq!(p.watched(501 * HOUR_US), Some(Watched::default()));
+        assert_eq!(p.watched(now + 30_000_000), w(11, 2, None));
+        // A new UTC hour starts from zero, and tells the last one's final counts for
+        // its first ten minutes.
+        assert_eq!(p.watched(501 * HOUR_US), w(0, 0, Some((11, 2))));
         p.play(&piece(801, PieceFlags::NONE), 501 * HOUR_US);
         p.play(&piece(821, PieceFlags::NONE), 501 * HOUR_US);
-        assert_eq!(p.watched(501 * HOUR_US), Some(Watched { seconds: 1, ad_seconds: 0 }));
+        assert_eq!(p.watched(501 * HOUR_US + 1), w(1, 0, Some((11, 2))));
+        assert_eq!(p.watched(501 * HOUR_US + PREVIOUS_FOR_US), w(1, 0, None));
+        assert_eq!(p.watched(503 * HOUR_US), w(0, 0, None), "an hour with nothing played tells nothing");
     }
 }

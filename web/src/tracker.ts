@@ -94,9 +94,10 @@ export class TrackerClient {
   /**
    * Tells the tracker what this page watched in the current UTC hour, seconds (and of
    * those, during ad breaks): Shoal's `watched` and `ad_watched`, metered as a native
-   * viewer's announce is.
+   * viewer's announce is; early in an hour also the last hour's final counts
+   * (`watched_prev`, `ad_watched_prev`), so that hour is billed to its end.
    */
-  async report(watched: number, adWatched: number): Promise<void> {
+  async report(watched: number, adWatched: number, previous: [number, number] | null = null): Promise<void> {
     if (this.ws.readyState === WebSocket.CONNECTING) {
       await new Promise((ok) => this.ws.addEventListener("open", ok, { once: true }));
     }
@@ -109,6 +110,7 @@ export class TrackerClient {
       offers: [],
       watched: Math.floor(watched),
       ad_watched: Math.floor(adWatched),
+      ...(previous ? { watched_prev: Math.floor(previous[0]), ad_watched_prev: Math.floor(previous[1]) } : {}),
     });
   }
 

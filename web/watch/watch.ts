@@ -91,7 +91,10 @@ const hex = (s: string) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt
  * What this page watched in the current UTC hour (seconds, and of those during ad
  * breaks: the ad flags of the pieces last handed to the player), for metering.
  */
-const metering = { hour: 0, watched: 0, ad: 0, inAd: false, lastTime: -1 };
+const metering = { hour: 0, watched: 0, ad: 0, inAd: false, lastTime: -1, prev: null as null | [number, number] };
+
+/** How long into an hour the last hour's final counts are told too (the tracker bills its tail). */
+const PREVIOUS_FOR_MS = 600_000;
 
 /** How far behind the playlist's newest part the page plays, s. */
 const TARGET_LATENCY_S = 1.2;
@@ -153,7 +156,11 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
   setInterval(() => {
     const now = Date.now();
     const hour = Math.floor(now / 3_600_000);
-    if (hour !== metering.hour) Object.assign(metering, { hour, watched: 0, ad: 0 });
+    if (hour !== metering.hour) {
+      const prev: [number, number] | null =
+        hour === metering.hour + 1 && metering.watched > 0 ? [metering.watched, metering.ad] : null;
+      Object.assign(metering, { hour, watched: 0, ad: 0, prev });
+    }
     const playing = !video.paused && video.currentTime !== metering.lastTime;
     metering.lastTime = video.currentTime;
     if (playing) {
@@ -163,7 +170,8 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     state.watchedS = metering.watched;
     if (now - reportedAt >= 15_000) {
       reportedAt = now;
-      tracker.report(metering.watched, metering.ad).catch(() => {});
+      const prev = now % 3_600_000 < PREVIOUS_FOR_MS ? metering.prev : null;
+      tracker.report(metering.watched, metering.ad, prev).catch(() => {});
     }
   }, 1_000);
   setInterval(() => {
