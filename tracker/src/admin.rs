@@ -519,7 +519,7 @@ pub const OPENAPI: &str = r##"{
     }
   },
   "paths": {
-    "/announce": {"get": {"summary": "BitTorrent announce (BEP 3, 23, 7) plus role, token, reachable, slots, watched, ad_watched, uploaded (seeds)",
+    "/announce": {"get": {"summary": "BitTorrent announce (BEP 3, 23, 7) plus role, token, reachable, slots, watched, ad_watched, watched_prev, ad_watched_prev, uploaded (seeds)",
       "responses": {"200": {"description": "bencoded peers"}, "400": {"description": "bencoded failure reason"},
                     "401": {"description": "seed without token"}, "403": {"description": "licence or seed token"},
                     "404": {"description": "unknown channel"}}}},
