@@ -22,8 +22,18 @@ pub struct CreateChannel {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_u32")]
     pub grace_seconds: u32,
+}
+
+/// A JSON integer, written `35` or `35.0` (JSON Schema's `integer` is any number with
+/// no fractional part, and clients write either).
+fn whole_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX)).map(|f| f as u64))
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("{n}: a whole number of seconds, 0 or more")))
 }
 
 /// `POST /v1/channels/{name}/licenses`.
@@ -61,6 +71,10 @@ pub struct CreateWebhook {
 
 /// A JSON body, or why not.
 pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    // A JSON object: serde would also build a struct from an array of its fields.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err("request body: a JSON object".into());
+    }
     serde_json::from_slice(body).map_err(|e| format!("request body: {e}"))
 }
 
@@ -121,6 +135,10 @@ mod tests {
         assert_eq!(parse_or_default::<Rotate>(b" ").unwrap().previous_until(10), Ok(None));
         assert_eq!(parse::<Rotate>(br#"{"grace_seconds":60}"#).unwrap().previous_until(10), Ok(Some(70)));
         assert!(parse::<Rotate>(br#"{"grace_seconds":86401}"#).unwrap().previous_until(10).is_err());
+        assert_eq!(parse::<Rotate>(br#"{"grace_seconds":35.0}"#).unwrap().previous_until(10), Ok(Some(45)));
+        assert!(parse::<Rotate>(br#"{"grace_seconds":3.5}"#).is_err());
+        assert!(parse::<Rotate>(br#"{"grace_seconds":-1}"#).is_err());
+        assert!(parse::<Rotate>(b"[60]").is_err(), "an array of the fields is not an object");
         let l = parse::<AddLicense>(br#"{"plan":"p","valid_from":5,"valid_until":5}"#).unwrap();
         assert!(l.period(0).is_err());
         assert_eq!(parse::<AddLicense>(br#"{"plan":"p"}"#).unwrap().period(7), Ok((7, None)));

@@ -279,3 +279,37 @@ fn the_platform_finalizes_and_voids_an_invoice_the_account_previewed() {
     assert!(ok && out.trim() == "[]", "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The API contract (issue 22): schemathesis, with every check, against a live tracker
+/// with an account's token — every answer the API gives is in `/v1/openapi.json`, and
+/// the API takes what the document allows (the exceptions, with reasons, in
+/// `tools/contract/schemathesis.toml`). Needs schemathesis's `st` (`SHOAL_SCHEMATHESIS`;
+/// `.ci/run` installs it from PyPI); skipped without it unless
+/// `SHOAL_REQUIRE_SCHEMATHESIS` is set.
+#[test]
+fn the_admin_api_answers_as_its_openapi_document_says() {
+    let st = match std::env::var("SHOAL_SCHEMATHESIS") {
+        Ok(st) => st,
+        Err(_) if std::env::var_os("SHOAL_REQUIRE_SCHEMATHESIS").is_some() => {
+            panic!("SHOAL_REQUIRE_SCHEMATHESIS is set but SHOAL_SCHEMATHESIS (schemathesis's st) is not")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: SHOAL_SCHEMATHESIS (schemathesis's st) is not set; .ci/run installs it");
+            return;
+        }
+    };
+    let dir = temp_dir().join("contract");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_tracker, url, token) = account_plan_and_tracker(&dir);
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/contract/schemathesis.toml");
+    let out = Command::new(st)
+        .args(["--config-file", config, "run", &format!("{url}/v1/openapi.json")])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", "all", "--max-examples", "50", "--seed", "1", "--no-color"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "schemathesis found the API and its document apart:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

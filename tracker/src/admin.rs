@@ -110,11 +110,12 @@ fn param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')).map(str::to_owned))
 }
 
+/// `[from, to)` in Unix seconds (empty when `to` is not after `from`).
 fn period(query: &str) -> Result<(i64, i64), Answer> {
     let get = |n: &str| param(query, n).and_then(|v| v.parse::<i64>().ok());
     match (get("from"), get("to")) {
-        (Some(f), Some(t)) if t > f => Ok((f, t)),
-        _ => Err(error(400, "from and to: Unix seconds, to after from")),
+        (Some(f), Some(t)) => Ok((f, t.max(f))),
+        _ => Err(error(400, "from and to: Unix seconds (integers)")),
     }
 }
 
@@ -133,28 +134,55 @@ pub struct Request<'a> {
     pub now: i64,
 }
 
+/// The methods an admin path takes (`GET, POST` as an `Allow` header says it), `None`
+/// if there is no such path.
+pub fn allowed(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/v1/")?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    Some(match segs.as_slice() {
+        ["channels"] | ["webhooks"] => "GET, POST",
+        ["channels", _, "disable" | "enable" | "stream-key" | "licenses"]
+        | ["licenses", _, "end"]
+        | ["webhooks", _, "disable"] => "POST",
+        ["openapi.json" | "plans" | "licenses" | "usage" | "invoices" | "audit"]
+        | ["usage", "summary" | "anomalies"]
+        | ["invoices", _]
+        | ["webhooks", "deliveries"] => "GET",
+        _ => return None,
+    })
+}
+
+/// A `format` the path doesn't offer, answered 400 (not silently taken as JSON).
+fn bad_format(path: &str, query: &str) -> Option<Answer> {
+    let offered: &[&str] = match path {
+        "/v1/invoices" | "/v1/invoices/preview" | "/v1/usage" | "/v1/usage/summary" => &["json", "csv"],
+        p if p.starts_with("/v1/invoices/") => &["json", "csv", "html"],
+        _ => &[],
+    };
+    let f = param(query, "format")?;
+    (!offered.contains(&f.as_str())).then(|| {
+        let list = if offered.is_empty() { "none here".to_owned() } else { offered.join(", ") };
+        error(400, &format!("format {f:?}: {list}"))
+    })
+}
+
 /// Answers an admin request; `None` if the path isn't under `/v1/`.
 pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
     let rest = req.path.strip_prefix("/v1/")?;
+    let Some(allow) = allowed(req.path) else {
+        return Some(error(404, "no such admin path; see /v1/openapi.json"));
+    };
+    if !allow.split(", ").any(|m| m == req.method) {
+        // The caller adds the `Allow` header ([`allowed`]).
+        return Some(error(405, &format!("{} takes {allow}; see /v1/openapi.json", req.path)));
+    }
     if rest == "openapi.json" {
-        return Some((200, "application/json", OPENAPI.as_bytes().to_vec()));
+        return Some((200, "application/json", openapi().as_bytes().to_vec()));
+    }
+    if let Some(bad) = bad_format(req.path, req.query) {
+        return Some(bad);
     }
     let segs: Vec<&str> = rest.split('/').collect();
-    let known = matches!(
-        segs.as_slice(),
-        ["channels" | "plans" | "licenses" | "usage" | "invoices" | "audit"]
-            | ["channels", _, "disable" | "enable" | "stream-key" | "licenses"]
-            | ["licenses", _, "end"]
-            | ["usage", "summary"]
-            | ["invoices", _]
-            | ["webhooks"]
-            | ["webhooks", "deliveries"]
-            | ["usage", "anomalies"]
-            | ["webhooks", _, "disable"]
-    );
-    if !known {
-        return Some(error(404, "no such admin path; see /v1/openapi.json"));
-    }
     let who = match caller(db, req.authorization).await {
         Ok(c) => c,
         Err(answer) => return Some(answer),
@@ -488,7 +516,87 @@ async fn end_license(db: &Db, who: &Caller, id: &str, now: i64) -> Answer {
     }
 }
 
-/// OpenAPI 3.1 description of the tracker's HTTP API.
+/// The OpenAPI document as served: [`OPENAPI`] with what every operation shares filled
+/// in, so no answer the API gives goes undocumented — 401 and 503 on every operation
+/// with a token, 400 where it takes parameters or a body, 404 where its path names
+/// something; its path parameters declared; request bodies closed (unknown fields are
+/// refused, as the API does).
+pub fn openapi() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(OPENAPI) else {
+            return OPENAPI.to_owned();
+        };
+        let error = serde_json::json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+        let mut closed = Vec::new();
+        if let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
+            for (path, item) in paths.iter_mut() {
+                let names: Vec<String> = path
+                    .split('/')
+                    .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')).map(str::to_owned))
+                    .collect();
+                let Some(ops) = item.as_object_mut() else { continue };
+                for op in ops.values_mut() {
+                    let secured = op.get("security").is_some();
+                    let takes = op.get("parameters").is_some() || op.get("requestBody").is_some() || !names.is_empty();
+                    if let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") {
+                        closed.push(schema.get("$ref").and_then(|r| r.as_str()).map(str::to_owned));
+                    }
+                    if let Some(schema) = op.pointer_mut("/requestBody/content/application~1json/schema")
+                        && schema.get("$ref").is_none()
+                    {
+                        schema["additionalProperties"] = false.into();
+                    }
+                    let params =
+                        op.as_object_mut().map(|o| o.entry("parameters").or_insert_with(|| serde_json::json!([])));
+                    if let Some(list) = params.and_then(serde_json::Value::as_array_mut) {
+                        for name in &names {
+                            if !list.iter().any(|p| p["name"] == name.as_str() && p["in"] == "path") {
+                                let schema = if name == "id" {
+                                    serde_json::json!({"type": "integer", "minimum": 1, "maximum": i64::MAX})
+                                } else {
+                                    serde_json::json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
+                                };
+                                list.push(
+                                    serde_json::json!({"name": name, "in": "path", "required": true, "schema": schema}),
+                                );
+                            }
+                        }
+                    }
+                    let Some(responses) = op.get_mut("responses").and_then(serde_json::Value::as_object_mut) else {
+                        continue;
+                    };
+                    let mut add = |code: &str, description: &str| {
+                        let r =
+                            responses.entry(code).or_insert_with(|| serde_json::json!({"description": description}));
+                        if code != "200" && code != "201" {
+                            r["content"] = error.clone();
+                        }
+                    };
+                    if secured {
+                        add("401", "missing or unknown token");
+                        add("503", "the catalogue is unavailable; try again");
+                    }
+                    if takes && secured {
+                        add("400", "bad input: the error says which");
+                    }
+                    if !names.is_empty() && secured {
+                        add("404", "no such thing of this account");
+                    }
+                }
+            }
+        }
+        for name in closed.into_iter().flatten() {
+            let pointer = name.trim_start_matches('#').replace('~', "~0");
+            if let Some(schema) = doc.pointer_mut(&pointer) {
+                schema["additionalProperties"] = false.into();
+            }
+        }
+        serde_json::to_string(&doc).unwrap_or_else(|_| OPENAPI.to_owned())
+    })
+}
+
+/// OpenAPI 3.1 description of the tracker's HTTP API (as written; served as [`openapi`]).
 pub const OPENAPI: &str = r##"{
   "openapi": "3.1.0",
   "info": {"title": "Shoal tracker", "version": "0.2.0",
@@ -500,7 +608,7 @@ pub const OPENAPI: &str = r##"{
         "info_hash": {"type": "string", "description": "hex"}, "carries_ads": {"type": "boolean"},
         "refused": {"type": ["string", "null"], "description": "why it may not publish or be watched now"}}},
       "NewChannel": {"type": "object", "required": ["name", "public_key"], "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
-        "public_key": {"type": "string", "description": "64 hex characters"}, "carries_ads": {"type": "boolean", "default": false}}},
+        "public_key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "the channel's Ed25519 public key, 64 hex characters (a point on the curve)"}, "carries_ads": {"type": "boolean", "default": false}}},
       "License": {"type": "object", "properties": {"id": {"type": "integer"}, "channel": {"type": "string"}, "plan": {"type": "string"},
         "plan_version": {"type": "integer"},
         "valid_from": {"type": "integer"}, "valid_until": {"type": ["integer", "null"]}, "status": {"enum": ["active", "revoked"]}}},
@@ -523,24 +631,24 @@ pub const OPENAPI: &str = r##"{
       "responses": {"200": {"description": "bencoded peers"}, "400": {"description": "bencoded failure reason"},
                     "401": {"description": "seed without token"}, "403": {"description": "licence or seed token"},
                     "404": {"description": "unknown channel"}}}},
-    "/scrape": {"get": {"summary": "BitTorrent scrape", "responses": {"200": {"description": "bencoded files"}}}},
+    "/scrape": {"get": {"summary": "BitTorrent scrape", "responses": {"200": {"description": "bencoded files"}, "400": {"description": "bencoded failure reason"}}}},
     "/v1/channels": {
       "get": {"summary": "The account's channels and whether each may publish", "security": [{"token": []}],
         "responses": {"200": {"description": "array of Channel"}, "401": {"description": "token"}}},
       "post": {"summary": "Create a channel; the answer holds its stream key, shown once", "security": [{"token": []}],
-        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewChannel"}}}},
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewChannel"}}}},
         "responses": {"201": {"description": "name, channel_id, info_hash, stream_key"}, "400": {"description": "bad name or key"}, "409": {"description": "exists"}}}},
     "/v1/channels/{name}/disable": {"post": {"summary": "Stop publishing and watching; with a licence running or to come, say whether it ends now or is kept (and billed)", "security": [{"token": []}],
-      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"licences": {"enum": ["end", "keep"]}}}}}},
+      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"licences": {"enum": ["end", "keep", null], "description": "null: as if not given"}}}}}},
       "responses": {"200": {"description": "Channel"}, "400": {"description": "a licence runs and no choice was given"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
     "/v1/channels/{name}/enable": {"post": {"summary": "Allow publishing and watching again", "security": [{"token": []}],
       "responses": {"200": {"description": "Channel"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
     "/v1/channels/{name}/stream-key": {"post": {"summary": "A new stream key (shown once); the previous one works for grace_seconds (default 0, at most 86400)",
       "security": [{"token": []}],
-      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"grace_seconds": {"type": "integer"}}}}}},
+      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 86400}}}}}},
       "responses": {"200": {"description": "name, stream_key, previous_key_valid_until"}, "403": {"description": "another account's"}}}},
     "/v1/channels/{name}/licenses": {"post": {"summary": "License the channel on a plan this account may buy (billed pro rata), from now or at most an hour back; overlapping licences are refused (409)", "security": [{"token": []}],
-      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["plan"],
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["plan"],
         "properties": {"plan": {"type": "string"}, "valid_from": {"type": "integer"}, "valid_until": {"type": "integer"}}}}}},
       "responses": {"201": {"description": "License"}, "400": {"description": "a plan the account may not buy, a bad or back-dated period"}, "409": {"description": "another licence covers part of the period"}}}},
     "/v1/licenses": {"get": {"summary": "The account's licences", "security": [{"token": []}], "responses": {"200": {"description": "array of License"}}}},
@@ -549,14 +657,14 @@ pub const OPENAPI: &str = r##"{
     "/v1/plans": {"get": {"summary": "The plans this account may buy, each at its current price version (running licences keep the version they were sold on)",
       "security": [{"token": []}], "responses": {"200": {"description": "array of {id, version, name, commercial, offered, currency, monthly_price_cents, included_viewer_hours, overage_cents_per_viewer_hour}"}}}},
     "/v1/usage": {"get": {"summary": "Hourly usage per channel in [from, to), JSON or CSV", "security": [{"token": []}],
-      "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
-                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}},
+      "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807}},
+                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807, "description": "not after from: an empty period"}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
       "responses": {"200": {"description": "JSON array or CSV"}, "400": {"description": "bad period"}, "401": {"description": "token"}}}},
     "/v1/usage/summary": {"get": {"summary": "Usage per channel over [from, to), or per UTC day of it (by=day): sums, highest hourly peak, unique viewers over each (HyperLogLog, about 1.6 % error)",
       "security": [{"token": []}],
-      "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
-                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}},
+      "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807}},
+                     {"name": "to", "in": "query", "required": true, "schema": {"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807, "description": "not after from: an empty period"}},
                      {"name": "by", "in": "query", "schema": {"enum": ["period", "day"]}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
       "responses": {"200": {"description": "JSON array or CSV"}, "400": {"description": "bad period or by"}}}},
@@ -565,7 +673,7 @@ pub const OPENAPI: &str = r##"{
       "responses": {"200": {"description": "array of Invoice, or CSV"}, "401": {"description": "token"}}}},
     "/v1/invoices/preview": {"get": {"summary": "What finalizing the calendar month would issue: one invoice per currency, no number; writes nothing",
       "security": [{"token": []}],
-      "parameters": [{"name": "month", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}},
+      "parameters": [{"name": "month", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
       "responses": {"200": {"description": "array of Invoice, or CSV"}, "400": {"description": "bad month"}, "401": {"description": "token"}}}},
     "/v1/invoices/{number}": {"get": {"summary": "One issued invoice or credit note: JSON, CSV, or a printable HTML page", "security": [{"token": []}],
@@ -579,10 +687,10 @@ pub const OPENAPI: &str = r##"{
         "responses": {"200": {"description": "array of {id, url, created_at, disabled_at}"}, "401": {"description": "token"}}},
       "post": {"summary": "A new endpoint; the answer holds its signing secret, shown once. Deliveries are POSTs of {id, type, created, data} with Shoal-Event-Id, Shoal-Event-Type and Shoal-Signature: t=UNIX,v1=HMAC-SHA256(secret, t + '.' + body) in hex; retried with backoff for about three days; receivers deduplicate by the event id",
         "security": [{"token": []}],
-        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string", "description": "https://… (http:// allowed)"}}}}}},
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string", "maxLength": 2048, "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%?&=+-]*)?$", "description": "https://… (http:// allowed)"}}}}}},
         "responses": {"201": {"description": "{id, url, created_at, disabled_at, secret}"}, "400": {"description": "bad url"}, "409": {"description": "too many endpoints"}}}},
     "/v1/webhooks/{id}/disable": {"post": {"summary": "Stop sending to an endpoint (its pending deliveries are given up)", "security": [{"token": []}],
-      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+      "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": 9223372036854775807}}],
       "responses": {"200": {"description": "the endpoint"}, "400": {"description": "id not a number"}, "404": {"description": "no such endpoint of this account"}}}},
     "/v1/webhooks/deliveries": {"get": {"summary": "The latest 200 deliveries, newest first: event, endpoint, status (pending, delivered, failed), attempts, last answer or error",
       "security": [{"token": []}], "responses": {"200": {"description": "array"}, "401": {"description": "token"}}}},

@@ -393,7 +393,9 @@ async fn route(req: Request<Incoming>, ip: IpAddr, tracker: &Arc<Tracker>) -> Re
         return admin_route(req, tracker).await;
     }
     if req.method() != Method::GET {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET is served here\n".to_vec());
+        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET is served here\n".to_vec());
+        r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET"));
+        return r;
     }
     let query = req.uri().query().unwrap_or("");
     // IPv4 clients on a dual-stack socket arrive as IPv4-mapped IPv6.
@@ -517,7 +519,11 @@ async fn admin_route(req: Request<Incoming>, tracker: &Tracker) -> Response<Body
             if status == 503 {
                 tracker.metrics.db_errors.with_label_values(&["admin"]).inc();
             }
-            respond(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), ct, body)
+            let mut r = respond(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), ct, body);
+            if let Some(allow) = admin::allowed(parts.uri.path()).filter(|_| status == 405) {
+                r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+            }
+            r
         }
         None => respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
     }

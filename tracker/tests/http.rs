@@ -283,10 +283,17 @@ fn the_admin_api_shows_an_account_only_its_own() {
 
     assert_eq!(get(addr, "/v1/channels").0, 401, "no token");
     assert_eq!(get_with(addr, "/v1/channels", &auth("shoal_guess")).0, 401);
-    assert_eq!(get_with(addr, "/v1/usage?from=5&to=1", &auth(&ta)).0, 400);
+    let (status, body) = get_with(addr, "/v1/usage?from=5&to=1", &auth(&ta));
+    assert_eq!((status, json(body)), (200, serde_json::json!([])), "to before from: an empty period");
+    assert_eq!(get_with(addr, "/v1/usage?from=x&to=1", &auth(&ta)).0, 400);
+    assert_eq!(get_with(addr, "/v1/invoices?format=xml", &auth(&ta)).0, 400, "a format it doesn't offer");
     let (status, body) = get(addr, "/v1/openapi.json");
     assert_eq!(status, 200);
-    assert_eq!(json(body)["openapi"], "3.1.0");
+    let doc = json(body);
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Filled in as served: every operation with a token documents the 401 it can give.
+    let plans = &doc["paths"]["/v1/plans"]["get"]["responses"];
+    assert!(plans["401"].is_object() && plans["503"].is_object(), "{plans}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

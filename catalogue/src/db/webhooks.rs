@@ -67,12 +67,21 @@ pub enum Attempt {
     Failed(Option<u16>, String),
 }
 
+/// An endpoint URL: `http(s)://HOST[:PORT][/PATH]`, the host of letters, digits, dots and
+/// dashes, the path of URL-safe characters — the pattern the OpenAPI document gives.
 fn check_url(url: &str) -> Result<()> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    let ok = url.len() <= 2048
-        && rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains('@'))
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok { Ok(()) } else { Err(DbError::Invalid("url: https://… (or http://), at most 2048 characters".into())) }
+    let ok = || -> Option<()> {
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+        let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+        let (host, port) = authority.split_once(':').map_or((authority, None), |(h, p)| (h, Some(p)));
+        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        let port_ok = port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+        let path_ok = path.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~/%?&=+-".contains(&b));
+        (url.len() <= 2048 && host_ok && port_ok && path_ok).then_some(())
+    };
+    ok().ok_or_else(|| {
+        DbError::Invalid("url: http(s)://HOST[:PORT][/PATH], URL-safe characters, at most 2048 of them".into())
+    })
 }
 
 /// Writes an event (once per `key`) and a delivery to each of the account's endpoints,
