@@ -350,19 +350,20 @@ impl Db {
                 calendar::date(month.end())
             )));
         }
-        let issued = self.invoices(account_id).await?;
-        let live = |currency: &str| {
-            issued.iter().find(|i| {
-                i.kind == "invoice"
-                    && i.status == "finalized"
-                    && i.period_start == month.start()
-                    && i.currency == currency
-            })
-        };
         let mut out = Vec::new();
         for preview in self.preview_invoices(account_id, month).await? {
-            if let Some(done) = live(&preview.currency) {
-                out.push(done.clone());
+            // Issued before (a repeated run): returned as it was, not issued again.
+            let live = sqlx::query(
+                "SELECT id FROM invoices WHERE account_id = $1 AND period_start = $2 AND currency = $3 \
+                 AND kind = 'invoice' AND status = 'finalized'",
+            )
+            .bind(account_id)
+            .bind(month.start())
+            .bind(&preview.currency)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = live {
+                out.push(self.invoice_by_id(row.try_get(0)?).await?);
                 continue;
             }
             let mut tx = self.pool.begin().await?;
