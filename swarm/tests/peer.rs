@@ -39,12 +39,17 @@ struct Net {
     delivered: Vec<(u64, u64, &'static str)>,
     /// What peers sent to the raw neighbour `RAW` (the test answers for it).
     to_raw: Vec<(u64, Message)>,
+    /// A link direction whose messages are held back (a blip: TCP delivers them
+    /// late, in order), and what it holds.
+    hold: Option<(u64, u64)>,
+    held: Vec<Message>,
 }
 
 impl Net {
     fn new(peers: Vec<(u64, Peer)>) -> Self {
         let peers = peers.into_iter().collect();
-        Net { now: T0, peers, links: BTreeSet::new(), events: vec![], delivered: vec![], to_raw: vec![] }
+        let (hold, held) = (None, vec![]);
+        Net { now: T0, peers, links: BTreeSet::new(), events: vec![], delivered: vec![], to_raw: vec![], hold, held }
     }
 
     fn connect(&mut self, a: u64, b: u64) {
@@ -80,6 +85,8 @@ impl Net {
                     moved = true;
                     if to.0 == RAW {
                         self.to_raw.push((id, msg));
+                    } else if self.hold == Some((id, to.0)) {
+                        self.held.push(msg);
                     } else if self.links.contains(&(id.min(to.0), id.max(to.0))) {
                         self.delivered.push((id, to.0, msg.name()));
                         self.peers.get_mut(&to.0).unwrap().handle_message(now, NodeId(id), msg);
@@ -101,6 +108,16 @@ impl Net {
             }
             self.pump();
         }
+    }
+
+    /// Delivers what the held direction held back, in order, and holds no more.
+    fn release(&mut self) {
+        let Some((from, to)) = self.hold.take() else { return };
+        let now = self.now;
+        for msg in std::mem::take(&mut self.held) {
+            self.peers.get_mut(&to).unwrap().handle_message(now, NodeId(from), msg);
+        }
+        self.pump();
     }
 
     fn accepted(&self, id: u64) -> Vec<u64> {
@@ -903,6 +920,51 @@ fn a_parent_that_delivers_late_is_dropped_like_a_silent_one() {
     assert!(stats.parents_stalled >= 1, "the late parent was judged stalled: {stats:?}");
     assert_eq!(stats.skipped, 0, "nothing missed once playing: {stats:?}");
     assert!(played.len() >= 190, "playing within 2.5 s: {} of 240 ({stats:?})", played.len());
+}
+
+#[test]
+fn one_blip_of_a_parent_of_several_substreams_is_one_stall_not_a_longer_backoff() {
+    // Viewer 2's seed parent goes quiet for 1.5 s (a CPU hiccup, a congested link)
+    // while viewer 3 says the stream goes on. Each substream it fed stalls, 50 ms
+    // apart: before, each counted as a new stall and the backoff doubled per
+    // substream (40 s for three), leaving the viewer on repairs for the rest of a
+    // small swarm's session. One blip is one stall: the seed is taken back after 10 s.
+    let seed = Peer::new(cfg(Role::Seed, 1), T0).unwrap();
+    let v2 = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let v3 = Peer::new(cfg(Role::Viewer, 3), T0).unwrap();
+    let mut net = Net::new(vec![(1, seed), (2, v2), (3, v3)]);
+    net.connect(2, 1);
+    net.connect(3, 1);
+    net.connect(2, 3);
+    net.advance(T0 + 200 * MS);
+    let mut stalled_at = None;
+    let mut fed_again_at = None;
+    for seq in 0..600 {
+        let now = net.now;
+        if seq == 100 {
+            net.hold = Some((1, 2));
+        }
+        if seq == 130 {
+            net.release();
+        }
+        net.peers.get_mut(&1).unwrap().handle_origin_piece(now, piece(seq, now)).unwrap();
+        net.pump();
+        net.advance(now + 50 * MS);
+        let depths = net.peers[&2].depths().to_vec();
+        if seq < 100 {
+            assert_eq!(&depths[..3], &[1, 1, 1], "fed by the seed before the blip (piece {seq})");
+        } else if stalled_at.is_none() && depths[..3].iter().all(|&d| d == 255) {
+            stalled_at = Some(net.now);
+        } else if stalled_at.is_some() && fed_again_at.is_none() && depths[..3] == [1, 1, 1] {
+            fed_again_at = Some(net.now);
+        }
+    }
+    let stats = net.peers[&2].stats().clone();
+    let stalled_at = stalled_at.unwrap_or_else(|| panic!("the quiet seed was dropped: {stats:?}"));
+    let fed_again_at = fed_again_at.unwrap_or_else(|| panic!("the seed was taken back: {stats:?}"));
+    let after = (fed_again_at - stalled_at) / MS;
+    assert!((9_000..13_000).contains(&after), "taken back {after} ms after the stall: {stats:?}");
+    assert_eq!(stats.skipped, 0, "repairs carried the viewer meanwhile: {stats:?}");
 }
 
 #[test]

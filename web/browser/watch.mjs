@@ -42,6 +42,7 @@ await run(flags, async (browser) => {
     neighbours: window.watch.neighbours,
     forgedRefused: window.watch.forgedRefused,
     peer: window.watch.peer?.stats ?? null,
+    log: window.watch.log.filter((l) => !l.includes(" http ")),
   }));
   return { ok: true, startupMs, ...s, played: s.played - t0 };
 });

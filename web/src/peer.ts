@@ -136,6 +136,8 @@ export class PagePeer {
   private newest: bigint | null = null;
   private first: bigint | null = null;
   private reviewAt = 0;
+  /** The substream the next review of seed-fed substreams starts at. */
+  private leaveFrom = 0;
   private oldest: bigint | null = null;
   private segmentStart: bigint | null = null;
   private statusAt = 0;
@@ -347,6 +349,7 @@ export class PagePeer {
       accepted |= bit;
       free -= 1;
     }
+    if (accepted !== link.children) this.opts.log?.(`pushing ${accepted.toString(2)} to ${link.info.id}`);
     link.children = accepted;
     this.send(link, { kind: "subscribe_reply", accepted });
   }
@@ -521,31 +524,49 @@ export class PagePeer {
    * Moves substreams a seed pushes to a page that is fed them near a seed and has
    * room: the seed's upload is the broadcaster's cost, and its slots are for pages
    * that have no one else. If the page refuses, the seed is chosen again.
+   *
+   * A neighbour's own club is tried first (a native viewer forwards only its club,
+   * PROTOCOL.md §3.2; a page takes its club first too), then the other substreams in
+   * turn from where the last review left off, so that a refusal (held for
+   * `REFUSED_MS`, longer than a review) never keeps the same few substreams in play.
    */
   private leaveSeeds(): void {
-    for (let s = 0; s < this.opts.nSubstreams; s++) {
+    const n = this.opts.nSubstreams;
+    let move: { s: number; to: Link; club: boolean } | undefined;
+    for (let i = 0; i < n && !move?.club; i++) {
+      const s = (this.leaveFrom + i) % n;
       const bit = 1n << BigInt(s);
       const seed = this.parentOf(s);
       if (!seed || seed.hello?.role !== Role.Seed || !(seed.delivered & bit)) continue;
       let best: Link | undefined;
+      let bestClub = false;
       for (const l of this.links.values()) {
         const st = l.status;
         if (!l.hello || !st || l.hello.role === Role.Seed) continue;
         if (l.refusedUntil[s] > this.now || l.children & bit || st.freeSlots === 0) continue;
         if (st.depth[s] > 2 || st.root[s] === this.opts.peerId || st.parent[s] === this.opts.peerId) continue;
-        if (!best || st.depth[s] < (best.status?.depth[s] ?? 255)) best = l;
+        const club = Number(l.hello.peerId % BigInt(n)) === s;
+        const deeper = st.depth[s] >= (best?.status?.depth[s] ?? 255);
+        if (best && ((bestClub && !club) || (bestClub === club && deeper))) continue;
+        best = l;
+        bestClub = club;
       }
-      if (!best) continue;
-      this.opts.log?.(`substream ${s}: from the seed to page ${best.info.id}`);
-      seed.asked &= ~bit;
-      seed.pushes &= ~bit;
-      seed.delivered &= ~bit;
-      this.send(seed, { kind: "subscribe", substreams: seed.asked });
-      best.asked |= bit;
-      best.lastPush[s] = this.now;
-      this.send(best, { kind: "subscribe", substreams: best.asked });
-      return; // one move per review: the tree settles gradually
+      if (best && (!move || bestClub)) move = { s, to: best, club: bestClub };
     }
+    if (!move) return;
+    const { s, to } = move;
+    const bit = 1n << BigInt(s);
+    const seed = this.parentOf(s) as Link;
+    this.leaveFrom = (s + 1) % n;
+    this.opts.log?.(`substream ${s}: from the seed to page ${to.info.id}`);
+    seed.asked &= ~bit;
+    seed.pushes &= ~bit;
+    seed.delivered &= ~bit;
+    this.send(seed, { kind: "subscribe", substreams: seed.asked });
+    to.asked |= bit;
+    to.lastPush[s] = this.now;
+    this.send(to, { kind: "subscribe", substreams: to.asked });
+    // One move per review: the tree settles gradually.
   }
 
   private parentOf(s: number): Link | undefined {

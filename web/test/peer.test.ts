@@ -263,3 +263,30 @@ test("a piece asked of a page that stays silent is asked of a seed once one is d
   }
   assert.equal(b.peer.neighbours, 0);
 });
+
+test("a page moves off the seed to each neighbour's own club first, then the other substreams in turn", async () => {
+  const b = page(8n);
+  b.peer.attach({ id: "seed", expectedPeerId: 99n }, new Wire(), 0);
+  await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 1);
+  b.peer.tick(2);
+  await feed(b.peer, "seed", [{ kind: "subscribe_reply", accepted: 0b1111n }], 3);
+  for (let q = 0; q < 4; q++) await feed(b.peer, "seed", [{ kind: "piece", piece: sign(1000 + q) }], 10 + q);
+  assert.deepEqual(b.peer.parents(), ["seed", "seed", "seed", "seed"]);
+  // A page in club 1 (5 mod 4) and a native viewer in club 3 (7 mod 4), both fed by the seed.
+  const toV = new Wire();
+  b.peer.attach({ id: "a", expectedPeerId: null }, new Wire(), 20);
+  b.peer.attach({ id: "v", expectedPeerId: null }, toV, 20);
+  await feed(b.peer, "a", [aHello, { kind: "status", status: aStatus }], 21);
+  const vHello = { kind: "hello", hello: { ...seedHello.hello, peerId: 7n, role: Role.Viewer, reachable: true } } as Message;
+  await feed(b.peer, "v", [vHello, { kind: "status", status: aStatus }], 21);
+  b.peer.tick(2_000);
+  assert.deepEqual(b.peer.parents(), ["seed", "a", "seed", "seed"], "club 1 to the page in it");
+  b.peer.tick(4_000);
+  assert.deepEqual(b.peer.parents(), ["seed", "a", "seed", "v"], "club 3 to the viewer in it, not substream 0");
+  await feed(b.peer, "v", [{ kind: "subscribe_reply", accepted: 0b1000n }], 4_001);
+  // Then the other substreams in turn, from where the last move left off.
+  b.peer.tick(6_000);
+  assert.deepEqual(b.peer.parents(), ["a", "a", "seed", "v"]);
+  b.peer.tick(8_000);
+  assert.deepEqual(b.peer.parents(), ["a", "a", "a", "v"]);
+});

@@ -130,12 +130,16 @@ impl Peer {
                     if let Some(i) = self.neighbour_idx(p) {
                         // Not our parent again for a while, longer each time: one that
                         // takes subscriptions and withholds costs a stall, not one
-                        // every few seconds.
+                        // every few seconds. Its other substreams stalling in the same
+                        // blip (one hiccup of a parent of all four shows as four stalls,
+                        // 50 ms apart) are the same stall, not a longer backoff.
                         let n = &mut self.neighbours[i];
                         n.failures += 1;
-                        n.stalls += 1;
-                        let backoff = self.cfg.parent_stall.saturating_mul(10 << n.stalls.min(5).saturating_sub(1));
-                        n.no_parent_until = now.saturating_add(backoff);
+                        if now >= n.no_parent_until {
+                            n.stalls += 1;
+                            let backoff = self.cfg.parent_stall.saturating_mul(10 << n.stalls.min(5).saturating_sub(1));
+                            n.no_parent_until = now.saturating_add(backoff);
+                        }
                     }
                 }
                 self.branches[s].parent = None;
