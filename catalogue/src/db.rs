@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use crate::admission::{LicenceStanding, Refusal, Standing, admit};
 use crate::secrets::{generate_stream_key, hash_stream_key};
-use crate::usage::{Drained, Mark, SeedMark};
+use crate::usage::{Drained, MAX_SEED_BYTES_PER_S, Mark};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use swarm::piece::{ChannelId, encode_hex};
@@ -681,16 +681,19 @@ impl Db {
             .await?;
         }
         for m in &d.seed_marks {
+            // Merged with what any node wrote of this seed and hour.
             sqlx::query(
-                "INSERT INTO seed_marks (node, info_hash, peer_key, uploaded, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (node, info_hash, peer_key) DO UPDATE SET uploaded = excluded.uploaded, \
-                 updated_at = excluded.updated_at",
+                "INSERT INTO seed_hour_marks (info_hash, peer_key, hour_start, low, high) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (info_hash, peer_key, hour_start) DO UPDATE SET \
+                   low = CASE WHEN excluded.low < seed_hour_marks.low THEN excluded.low ELSE seed_hour_marks.low END, \
+                   high = CASE WHEN excluded.high > seed_hour_marks.high \
+                     THEN excluded.high ELSE seed_hour_marks.high END",
             )
-            .bind(node)
             .bind(encode_hex(&m.info_hash))
             .bind(encode_hex(&m.peer_key))
-            .bind(big(m.uploaded))
-            .bind(now)
+            .bind(big(m.hour_start))
+            .bind(big(m.low))
+            .bind(big(m.high.max(m.low)))
             .execute(&mut *tx)
             .await?;
         }
@@ -713,40 +716,23 @@ impl Db {
             let key = format!("{}:{hash}:ids_over_cap:{}", crate::webhooks::USAGE_ANOMALY, u.hour_start);
             webhooks::emit(&mut tx, account, crate::webhooks::USAGE_ANOMALY, &key, data, now).await?;
         }
-        sqlx::query("DELETE FROM viewer_marks WHERE hour_start < $1")
-            .bind(now - now % 3600 - MARKS_KEPT_S)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM seed_marks WHERE updated_at < $1").bind(now - 2 * 86_400).execute(&mut *tx).await?;
+        for table in ["viewer_marks", "seed_hour_marks"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE hour_start < $1"))
+                .bind(now - now % 3600 - MARKS_KEPT_S)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(written)
-    }
-
-    /// A node's seed marks after a restart.
-    pub async fn load_seed_marks(&self, node: &str) -> Result<Vec<SeedMark>> {
-        use swarm::piece::decode_hex;
-        let rows = sqlx::query("SELECT info_hash, peer_key, uploaded FROM seed_marks WHERE node = $1")
-            .bind(node)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut seeds = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (h, k): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            let uploaded: i64 = r.try_get(2)?;
-            if let (Some(info_hash), Some(peer_key)) = (decode_hex::<20>(&h), decode_hex::<8>(&k)) {
-                seeds.push(SeedMark { info_hash, peer_key, uploaded: uploaded.max(0) as u64 });
-            }
-        }
-        Ok(seeds)
     }
 
     /// Recomputes one hour's roll-up (so running it again, or after late usage, gives
     /// the right totals): seed bytes and peak viewers from its usage events; viewer-
     /// seconds, ad seconds and unique viewers (exact, and as a HyperLogLog sketch for
     /// periods) from its viewer marks, each viewer billed by [`Mark::billed`] — continuing
-    /// if it has a mark in the hour before. (A channel-hour without marks — written
-    /// before marks were kept — keeps its events' viewer-seconds.) Returns the channels
-    /// rolled up.
+    /// if it has a mark in the hour before; seed bytes from its seed marks (see
+    /// [`crate::usage::SeedMark`]). (A channel-hour without marks — written before marks were kept —
+    /// keeps its events' counts.) Returns the channels rolled up.
     pub async fn roll_up_hour(&self, hour_start: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
@@ -816,6 +802,40 @@ impl Db {
             .bind(big(ad))
             .bind(big(unique))
             .bind(sketch.to_bytes())
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Seed bytes: each seed's highest counter in the hour less its latest earlier
+        // high (its low in its first hour), at most an hour at the cap.
+        let seeds = sqlx::query(
+            "SELECT m.info_hash, m.low, m.high, (SELECT MAX(p.high) FROM seed_hour_marks p \
+               WHERE p.info_hash = m.info_hash AND p.peer_key = m.peer_key AND p.hour_start < $1) \
+             FROM seed_hour_marks m WHERE m.hour_start = $1 ORDER BY m.info_hash",
+        )
+        .bind(hour_start)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut seed_bytes: Vec<(String, u64)> = Vec::new();
+        for m in seeds {
+            let hash: String = m.try_get(0)?;
+            let (low, high): (i64, i64) = (m.try_get(1)?, m.try_get(2)?);
+            let base = m.try_get::<Option<i64>, _>(3)?.unwrap_or(low);
+            let bytes = (high.saturating_sub(base).max(0) as u64).min(3_600 * MAX_SEED_BYTES_PER_S);
+            match seed_bytes.last_mut() {
+                Some((h, sum)) if *h == hash => *sum += bytes,
+                _ => seed_bytes.push((hash, bytes)),
+            }
+        }
+        for (hash, bytes) in seed_bytes {
+            sqlx::query(
+                "INSERT INTO usage_hourly (channel_id, hour_start, viewer_seconds, ad_viewer_seconds, seed_bytes, \
+                   peak_viewers, unique_viewers) \
+                 SELECT id, $1, 0, 0, $2, 0, 0 FROM channels WHERE info_hash = $3 \
+                 ON CONFLICT (channel_id, hour_start) DO UPDATE SET seed_bytes = excluded.seed_bytes",
+            )
+            .bind(hour_start)
+            .bind(big(bytes))
             .bind(hash)
             .execute(&mut *tx)
             .await?;

@@ -1,7 +1,8 @@
 //! What metering writes to the catalogue: per channel and hour, the usage the tracker
 //! drained from its swarms; per viewer and hour, what the tracker saw of it (a
-//! [`Mark`]: the bill's viewer-seconds are computed from these); per seed, its
-//! counter already credited (so a restarted tracker credits only what is new).
+//! [`Mark`]: the bill's viewer-seconds are computed from these); per seed and hour,
+//! the lowest and highest `uploaded` counter seen (a [`SeedMark`]: the bill's seed bytes
+//! are computed from these).
 
 /// Usage drained from the store for one channel and hour: since the last drain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,13 +77,26 @@ impl Mark {
     }
 }
 
-/// A seed's credited `uploaded` counter, persisted likewise.
+/// What the tracker saw of one seed's `uploaded` counter (bytes sent since that seed
+/// started; a seed's peer id is new each run) in one UTC hour: the lowest (0 if it
+/// announced `started` in the hour) and the highest. Marks from any replica and flush
+/// merge in the catalogue (lowest low, highest high), and the hour's seed bytes are
+/// the high less the seed's high of its latest earlier hour — or less the low, in its
+/// first hour — at most [`MAX_SEED_BYTES_PER_S`] for the hour: whichever replica saw
+/// which announce, and across restarts, the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedMark {
     pub info_hash: [u8; 20],
     pub peer_key: [u8; 8],
-    pub uploaded: u64,
+    /// Unix time of the hour's start.
+    pub hour_start: u64,
+    pub low: u64,
+    pub high: u64,
 }
+
+/// The most a seed is credited per second (10 Gbit/s): a seed's counter gone wrong
+/// can't run up a bill.
+pub const MAX_SEED_BYTES_PER_S: u64 = 1_250_000_000;
 
 /// What the tracker's `Swarms::drain_usage` takes out: to be written together.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -150,6 +150,13 @@ fn a_retried_flush_counts_once() {
             let acct = db.create_account("a", 1).await.unwrap();
             let key = ChannelKeypair::from_secret_bytes(&[6; 32]).id();
             db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            let seed = |hour_start, low, high| SeedMark {
+                info_hash: key.info_hash(),
+                peer_key: [2; 8],
+                hour_start,
+                low,
+                high,
+            };
             let d = Drained {
                 usage: vec![UsageDelta {
                     info_hash: key.info_hash(),
@@ -171,7 +178,7 @@ fn a_retried_flush_counts_once() {
                     watched: 90,
                     ad: 30,
                 }],
-                seed_marks: vec![SeedMark { info_hash: key.info_hash(), peer_key: [2; 8], uploaded: 5_000 }],
+                seed_marks: vec![seed(3_600, 2_000, 5_000)],
             };
             assert_eq!(db.record_flush("n", "e1.61", &d, 3_700).await.unwrap(), 1);
             assert_eq!(db.record_flush("n", "e1.61", &d, 3_700).await.unwrap(), 0, "the same batch again: no-op");
@@ -179,9 +186,19 @@ fn a_retried_flush_counts_once() {
             let stray =
                 Drained { usage: vec![UsageDelta { info_hash: [9; 20], ..d.usage[0].clone() }], ..Drained::default() };
             assert_eq!(db.record_flush("n", "e1.62", &stray, 3_700).await.unwrap(), 0);
-            assert_eq!(db.load_seed_marks("n").await.unwrap(), d.seed_marks);
             db.roll_up_hour(3_600).await.unwrap();
-            assert_eq!(db.hourly_usage(acct, 0, 7_200).await.unwrap()[0].viewer_seconds, 90);
+            let u = &db.hourly_usage(acct, 0, 7_200).await.unwrap()[0];
+            assert_eq!((u.viewer_seconds, u.seed_bytes), (90, 3_000), "the seed's first hour: high less low");
+            // Another node saw the seed start in the hour before, and more of this hour:
+            // marks merge (lowest low, highest high), and the hour's bytes count from the
+            // seed's high of the hour before.
+            let m = Drained { seed_marks: vec![seed(0, 0, 1_000), seed(3_600, 1_500, 6_000)], ..Drained::default() };
+            db.record_flush("m", "e2.61", &m, 3_700).await.unwrap();
+            db.roll_up_hour(0).await.unwrap();
+            db.roll_up_hour(3_600).await.unwrap();
+            let u = db.hourly_usage(acct, 0, 7_200).await.unwrap();
+            assert_eq!(u.iter().map(|u| u.seed_bytes).collect::<Vec<_>>(), [1_000, 5_000], "{:?}", db.backend());
+            assert_eq!(u[1].viewer_seconds, 90);
             db.drop_schema().await.unwrap();
         }
     });

@@ -139,11 +139,6 @@ pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
             let outcomes = tracker.metrics.webhook_attempts.clone();
             tokio::spawn(tracker::webhooks::Deliverer::new(db.clone(), a.webhooks_allow_private, outcomes).run());
         }
-        if let Some(m) = &meter {
-            // What a killed predecessor had written: the next announces credit the rest.
-            let n = m.recover(&tracker.swarms).await.context("reading seed marks")?;
-            tracing::info!(marks = n, node = %a.node, "seeds' metering marks loaded");
-        }
         tokio::spawn(tracker::http::serve(listener, tracker.clone()));
         tokio::spawn(tracker::http::maintain(tracker, reload, meter, (a.flush_interval / 10).max(1)));
         Ok(addr)

@@ -61,14 +61,6 @@ impl Meter {
         Meter { db, node: node.into(), epoch, queue: Mutex::new((0, VecDeque::new())), touched: Default::default() }
     }
 
-    /// Loads this node's seed marks into the swarms (after a restart).
-    pub async fn recover(&self, swarms: &Swarms) -> catalogue::db::Result<usize> {
-        let seed_marks = self.db.load_seed_marks(&self.node).await?;
-        let n = seed_marks.len();
-        swarms.recover(seed_marks);
-        Ok(n)
-    }
-
     /// Drains the swarms and writes everything queued, oldest first.
     pub async fn flush(&self, swarms: &Swarms, unix_now: u64) -> FlushOutcome {
         let drained = swarms.drain_usage(unix_now);
@@ -94,7 +86,9 @@ impl Meter {
             let batch = format!("{:016x}.{}", self.epoch, b.window);
             match self.db.record_flush(&self.node, &batch, &b.drained, unix_now as i64).await {
                 Ok(_) => {
-                    self.touched().extend(b.drained.usage.iter().map(|u| u.hour_start as i64));
+                    let d = &b.drained;
+                    let hours = d.usage.iter().map(|u| u.hour_start).chain(d.seed_marks.iter().map(|m| m.hour_start));
+                    self.touched().extend(hours.map(|h| h as i64));
                     queue.pop_front();
                     out.written_batches += 1;
                 }

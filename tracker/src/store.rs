@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use catalogue::usage::{Drained, Mark, SLACK_S, SeedMark, UsageDelta};
+use catalogue::usage::{Drained, MAX_SEED_BYTES_PER_S, Mark, SLACK_S, SeedMark, UsageDelta};
 use hashbrown::HashTable;
 
 use crate::announce::{Announce, Event, Role};
@@ -205,8 +205,10 @@ struct Swarm {
     seeds: u32,
     /// Usage not yet drained, by hour.
     usage: Vec<HourUsage>,
-    /// Seeds' `uploaded` counters already credited (seeds are few: a scan).
+    /// Seeds' `uploaded` counters in their latest hour (seeds are few: a scan).
     seed_counters: Vec<SeedCounter>,
+    /// Seeds' counters of an hour that ended before they were drained.
+    seed_hours_ended: Vec<SeedCounter>,
 }
 
 /// An address (or a network) at its cap of viewer ids on a channel, as found at a scan.
@@ -241,10 +243,15 @@ struct HourUsage {
     ids_over_cap: u32,
 }
 
+/// What this tracker saw of a seed's `uploaded` counter in one hour (drained as a
+/// [`SeedMark`]).
 #[derive(Debug, Clone, Copy)]
 struct SeedCounter {
     key: [u8; 8],
-    uploaded: u64,
+    /// Hours since the Unix epoch.
+    hour: u32,
+    low: u64,
+    high: u64,
     /// Changed since the last drain.
     dirty: bool,
 }
@@ -331,7 +338,7 @@ impl Swarm {
         self.peers.capacity() * size_of::<PeerRec>()
             + self.index.capacity() * (size_of::<u32>() + 1)
             + self.usage.capacity() * size_of::<HourUsage>()
-            + self.seed_counters.capacity() * size_of::<SeedCounter>()
+            + (self.seed_counters.capacity() + self.seed_hours_ended.capacity()) * size_of::<SeedCounter>()
     }
 
     /// The usage of the hour `unix` falls in.
@@ -349,7 +356,10 @@ impl Swarm {
     /// Nothing left in it: no peers, no usage waiting to be drained, no seed counter
     /// waiting to be persisted.
     fn is_idle(&self) -> bool {
-        self.peers.is_empty() && self.usage.is_empty() && self.seed_counters.iter().all(|c| !c.dirty)
+        self.peers.is_empty()
+            && self.usage.is_empty()
+            && self.seed_hours_ended.is_empty()
+            && self.seed_counters.iter().all(|c| !c.dirty)
     }
 }
 
@@ -384,23 +394,7 @@ pub struct Swarms {
     rng: AtomicU64,
     /// Unix time when the store's clock (`now_s`) was 0.
     epoch_unix: u64,
-    /// After a restart: what was credited to each seed before it (loaded from the
-    /// catalogue), taken as each seed announces again.
-    recovery: Mutex<Recovery>,
 }
-
-#[derive(Debug, Default)]
-struct Recovery {
-    /// Seeds: `uploaded` credited.
-    seeds: HashMap<MarkKey, u64>,
-}
-
-/// (info-hash, peer key): whose mark.
-type MarkKey = ([u8; 20], [u8; 8]);
-
-/// The most a seed is credited per second since its previous announce (10 Gbit/s): a
-/// seed's counter gone wrong can't run up a bill.
-const MAX_SEED_BYTES_PER_S: u64 = 1_250_000_000;
 
 const SHARDS: usize = 64;
 
@@ -422,22 +416,12 @@ impl Swarms {
             hasher: RandomState::new(),
             rng: AtomicU64::new(0x5eed),
             epoch_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            recovery: Mutex::new(Recovery::default()),
         }
     }
 
     /// A store whose clock starts at `epoch_unix` (tests drive hours with it).
     pub fn with_epoch(cfg: StoreConfig, epoch_unix: u64) -> Self {
         Swarms { epoch_unix, ..Swarms::new(cfg) }
-    }
-
-    /// Seeds' marks persisted before a restart. (Viewers need none: their marks merge
-    /// in the catalogue, whoever writes them.)
-    pub fn recover(&self, seed_marks: impl IntoIterator<Item = SeedMark>) {
-        let mut r = self.recovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for m in seed_marks {
-            r.seeds.insert((m.info_hash, m.peer_key), m.uploaded);
-        }
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -471,7 +455,7 @@ impl Swarms {
                     let unix = self.epoch_unix + u64::from(now_s);
                     let p = swarm.peers[i];
                     if p.is_seed() {
-                        let bytes = self.credit_seed(swarm, &a.info_hash, Some(&p), a, now_s);
+                        let bytes = self.credit_seed(swarm, Some(&p), a, now_s, unix);
                         swarm.usage_at(unix).seed_bytes += bytes;
                     } else if let Some(w) = a.watched_s {
                         let (credit, ad, metered) = self.credit(Some(&p), now_s, unix, w, a.ad_watched_s);
@@ -538,7 +522,7 @@ impl Swarms {
         };
         if a.role == Role::Seed {
             let seed_known = known.filter(PeerRec::is_seed);
-            let bytes = self.credit_seed(swarm, &a.info_hash, seed_known.as_ref(), a, now_s);
+            let bytes = self.credit_seed(swarm, seed_known.as_ref(), a, now_s, unix);
             if bytes > 0 {
                 swarm.usage_at(unix).seed_bytes += bytes;
             }
@@ -736,43 +720,37 @@ impl Swarms {
         (credit, ad_credit, Metered::new(w.max(before), ad_w.max(before_ad), hour))
     }
 
-    /// Bytes to credit for a seed's `uploaded` counter: what it grew by since the
-    /// previous announce (a counter that went down is a restarted seed: all of it is
-    /// new), at most [`MAX_SEED_BYTES_PER_S`] since then. A seed seen for the first time
-    /// is credited its counter only with `event=started` (it just started); otherwise
-    /// from its recovery mark, or nothing.
-    fn credit_seed(
-        &self,
-        swarm: &mut Swarm,
-        info_hash: &[u8; 20],
-        known: Option<&PeerRec>,
-        a: &Announce,
-        now_s: u32,
-    ) -> u64 {
+    /// Bytes to credit for a seed's `uploaded` counter on this tracker (its own
+    /// running count, `shoal_tracker_seed_bytes_total`; the bill comes from the seed's
+    /// marks, whichever replica saw what): what it grew by since the previous announce
+    /// here (a counter that went down is a restarted seed: all of it is new), at most
+    /// [`MAX_SEED_BYTES_PER_S`] since then; a seed new here, its counter only with
+    /// `event=started`. Notes the counter in the seed's hour (the mark's low is 0 for
+    /// a seed that started in it).
+    fn credit_seed(&self, swarm: &mut Swarm, known: Option<&PeerRec>, a: &Announce, now_s: u32, unix: u64) -> u64 {
         let up = a.uploaded;
         let elapsed = known.map_or(SLACK_S, |p| u64::from(now_s.saturating_sub(p.last_seen)) + SLACK_S);
         let cap = elapsed.saturating_mul(MAX_SEED_BYTES_PER_S);
         let key = peer_key(&a.peer_id);
-        let grown = |before: u64| if up >= before { up - before } else { up };
-        if let Some(c) = swarm.seed_counters.iter_mut().find(|c| c.key == key) {
-            let credit = grown(c.uploaded).min(cap);
-            if c.uploaded != up {
-                c.uploaded = up;
-                c.dirty = true;
+        let hour = (unix / 3600) as u32;
+        let started = a.event == Event::Started;
+        let Some(c) = swarm.seed_counters.iter_mut().find(|c| c.key == key) else {
+            swarm.seed_counters.reserve_exact(1);
+            let low = if started { 0 } else { up };
+            swarm.seed_counters.push(SeedCounter { key, hour, low, high: up, dirty: true });
+            return if started { up.min(cap) } else { 0 };
+        };
+        let credit = if up >= c.high { up - c.high } else { up }.min(cap);
+        if c.hour != hour {
+            if c.dirty {
+                swarm.seed_hours_ended.push(*c);
             }
-            return credit;
+            *c = SeedCounter { key, hour, low: c.high.min(up), high: up, dirty: true };
+        } else {
+            c.dirty |= c.high != up || started;
+            c.low = if started { 0 } else { c.low.min(up) };
+            c.high = c.high.max(up);
         }
-        let mark = {
-            let mut r = self.recovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            r.seeds.remove(&(*info_hash, key))
-        };
-        let credit = match mark {
-            Some(before) => grown(before).min(cap),
-            None if a.event == Event::Started => up.min(cap),
-            None => 0,
-        };
-        swarm.seed_counters.reserve_exact(1);
-        swarm.seed_counters.push(SeedCounter { key, uploaded: up, dirty: true });
         credit
     }
 
@@ -820,9 +798,17 @@ impl Swarms {
                     out.marks.push(mark(info_hash, p));
                     p.flags &= !(SIGHTED | FIRST_AD_HI);
                 }
+                let seed_mark = |c: &SeedCounter| SeedMark {
+                    info_hash: *info_hash,
+                    peer_key: c.key,
+                    hour_start: u64::from(c.hour) * 3600,
+                    low: c.low,
+                    high: c.high,
+                };
+                out.seed_marks.extend(swarm.seed_hours_ended.drain(..).map(|c| seed_mark(&c)));
                 for c in swarm.seed_counters.iter_mut().filter(|c| c.dirty) {
                     c.dirty = false;
-                    out.seed_marks.push(SeedMark { info_hash: *info_hash, peer_key: c.key, uploaded: c.uploaded });
+                    out.seed_marks.push(seed_mark(c));
                 }
             }
         }
@@ -1352,7 +1338,7 @@ mod tests {
     }
 
     #[test]
-    fn seeds_uploaded_counters_become_seed_bytes() {
+    fn seeds_uploaded_counters_become_seed_bytes_and_hourly_marks() {
         let s = Swarms::with_epoch(StoreConfig::default(), H0);
         let seed = |up: u64, event| {
             let mut a = ann(1, 9, Role::Seed, true, 0);
@@ -1360,33 +1346,40 @@ mod tests {
             a.event = event;
             a
         };
+        let key = peer_key(&seed(0, Event::None).peer_id);
+        let mark = |hour_start, low, high| SeedMark { info_hash: [1; 20], peer_key: key, hour_start, low, high };
         s.announce(0, &seed(1_000, Event::Started), ip(9));
         s.announce(60, &seed(51_000, Event::None), ip(9));
         let d = s.drain_usage(H0 + 7_200);
         assert_eq!(d.usage[0].seed_bytes, 51_000, "from its start: all of it");
-        assert_eq!(
-            d.seed_marks,
-            vec![SeedMark { info_hash: [1; 20], peer_key: peer_key(&seed(0, Event::None).peer_id), uploaded: 51_000 }]
-        );
+        assert_eq!(d.seed_marks, vec![mark(H0, 0, 51_000)], "started in the hour: its low is 0");
         // A counter that went down is a restarted seed: all of it is new.
         s.announce(120, &seed(7_000, Event::None), ip(9));
         // An impossible jump (more than 10 Gbit/s since the last announce) is capped.
         s.announce(121, &seed(u64::MAX / 2, Event::None), ip(9));
         let d = s.drain_usage(H0 + 7_200);
         assert_eq!(d.usage[0].seed_bytes, 7_000 + 6 * MAX_SEED_BYTES_PER_S);
-
-        // A restarted tracker: a seed it has no mark for, not just started, is credited
-        // nothing; one with a mark, what it grew by since.
-        let b = Swarms::with_epoch(StoreConfig::default(), H0 + 600);
-        b.recover(d.seed_marks);
-        b.announce(0, &seed(u64::MAX / 2 + 5_000, Event::None), ip(9));
-        let mut other = seed(80_000, Event::None);
-        other.peer_id[0] = b'y';
-        b.announce(0, &other, ip(8));
-        assert_eq!(b.drain_usage(H0 + 7_200).usage[0].seed_bytes, 5_000);
+        // Across the hour: the hour that ended is drained too, the next starts from
+        // where the counter was.
+        s.announce(3_590, &seed(u64::MAX / 2 + 1_000, Event::None), ip(9));
+        s.announce(3_610, &seed(u64::MAX / 2 + 3_000, Event::None), ip(9));
+        let d = s.drain_usage(H0 + 7_200);
+        assert_eq!(
+            d.seed_marks,
+            vec![mark(H0, 0, u64::MAX / 2 + 1_000), mark(H0 + 3_600, u64::MAX / 2 + 1_000, u64::MAX / 2 + 3_000)]
+        );
+        // Another tracker (a replica, or this one restarted) credits a seed new to it
+        // nothing of its own, but marks what it saw: the catalogue bills from marks.
+        let b = Swarms::with_epoch(StoreConfig::default(), H0 + 3_600);
+        b.announce(60, &seed(u64::MAX / 2 + 5_000, Event::None), ip(9));
+        let d = b.drain_usage(H0 + 7_200);
+        assert_eq!(d.usage.iter().map(|u| u.seed_bytes).sum::<u64>(), 0);
+        assert_eq!(d.seed_marks, vec![mark(H0 + 3_600, u64::MAX / 2 + 5_000, u64::MAX / 2 + 5_000)]);
         // Its stop credits its last counter.
-        b.announce(30, &seed(u64::MAX / 2 + 9_000, Event::Stopped), ip(9));
-        assert_eq!(b.drain_usage(H0 + 7_200).usage[0].seed_bytes, 4_000);
+        b.announce(90, &seed(u64::MAX / 2 + 9_000, Event::Stopped), ip(9));
+        let d = b.drain_usage(H0 + 7_200);
+        assert_eq!(d.usage[0].seed_bytes, 4_000);
+        assert_eq!(d.seed_marks, vec![mark(H0 + 3_600, u64::MAX / 2 + 5_000, u64::MAX / 2 + 9_000)]);
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn a_killed_tracker_loses_no_usage() {
 
             let second = Swarms::with_epoch(StoreConfig::default(), H0 + 750);
             let meter = Meter::new(db.clone(), "node-a");
-            assert_eq!(meter.recover(&second).await.unwrap(), 1, "the seed's mark (viewers' merge in the catalogue)");
+            // (Nothing to load: viewers' and seeds' marks merge in the catalogue.)
             second.announce(30, &ann(1, 780), ip(1));
             second.announce(30, &ann(2, 780), ip(2));
             second.announce(30, &seed(780, Event::None), ip(9));
@@ -254,18 +254,21 @@ fn ids_over_the_cap_are_recorded_as_an_anomaly_once_per_hour() {
 /// SIGKILLed mid-run (what it had not flushed, up to a minute, is lost) and restarted
 /// under its name. Every arrangement bills exactly what one tracker seeing every
 /// announce would: the viewers' marks merge in the catalogue, whichever replica wrote
-/// them, and a lost sighting is carried on by the viewer's next announce. Viewers that
+/// them, and a lost sighting is carried on by the viewer's next announce; likewise two
+/// seeds' bytes, from their `uploaded` counters' hourly marks. Viewers that
 /// send the previous hour's final counters early in an hour (`watched_prev`, as Shoal's
 /// players do) are billed each hour to its end, even with a tracker killed at the
 /// hour's turn; without it an hour's tail is not billed (the arrangements without).
 #[test]
 fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
+    use tracker::announce::{Announce, Event, Role};
     use tracker::meter::Meter;
     use tracker::store::{StoreConfig, Swarms};
 
     const H0: u64 = 1_800_000_000;
     const START: u64 = H0 + 3_300; // the run crosses into the next hour at 300 s
     const VIEWERS: u64 = 200;
+    const SEEDS: [u64; 2] = [START, START + 7];
     rt().block_on(async {
         for db in databases("replicas").await {
             let acct = db.create_account("a", 1).await.unwrap();
@@ -323,6 +326,21 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
                         }
                         trackers[i].0.announce((t - epochs[i]) as u32, &a, ip);
                     }
+                    // Two seeds upload 100 kB/s each from START, announcing every 30 s.
+                    for (n_seed, &started) in SEEDS.iter().enumerate() {
+                        if t < started || (t - started) % 30 != 0 {
+                            continue;
+                        }
+                        let i = if spread_at_random { random(n as u64) as usize } else { turn % n };
+                        turn += 1;
+                        let a = Announce {
+                            uploaded: (t - started) * 100_000,
+                            role: Role::Seed,
+                            event: if t == started { Event::Started } else { Event::None },
+                            ..Announce::new(key.info_hash(), [250 + n_seed as u8; 20], 7000)
+                        };
+                        trackers[i].0.announce((t - epochs[i]) as u32, &a, std::net::IpAddr::from([10, 9, 0, 1]));
+                    }
                     // Each tracker flushes every minute, at its own second.
                     for (i, (swarms, meter)) in trackers.iter().enumerate() {
                         if (t - START) % 60 == 17 + 13 * i as u64 {
@@ -363,10 +381,17 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
             let usage = db.usage_summary(acct, H0 as i64, H0 as i64 + 7_200).await.unwrap();
             assert_eq!(usage.len(), arrangements.len());
             assert!(truth[1] > truth[0], "the tails: {truth:?}");
+            // Each seed's counter at its last announce.
+            let seed_truth: u64 = SEEDS.iter().map(|&s| (START + 599 - s) / 30 * 30 * 100_000).sum();
             for (u, arrangement) in usage.iter().zip(&arrangements) {
                 let (billed, truth) = (u.viewer_seconds as u64, truth[usize::from(arrangement.3)]);
-                println!("{arrangement:?}: billed {billed} viewer-seconds, one tracker would bill {truth}");
+                println!(
+                    "{arrangement:?}: billed {billed} viewer-seconds and {} seed bytes, one tracker would bill \
+                     {truth} and {seed_truth}",
+                    u.seed_bytes
+                );
                 assert_eq!(billed, truth, "{arrangement:?} on {:?}", db.backend());
+                assert_eq!(u.seed_bytes as u64, seed_truth, "{arrangement:?} on {:?}", db.backend());
                 // Over the period: the union of the hours' HyperLogLog sketches (±1.6 %).
                 assert!((u.unique_viewers - VIEWERS as i64).abs() <= 10, "{arrangement:?}: {}", u.unique_viewers);
             }
