@@ -49,6 +49,12 @@ export class TrackerClient {
   private ws: WebSocket;
   /** Our offers waiting for an answer, by offer id. */
   private readonly pending = new Map<string, { pc: RTCPeerConnection; channel: RTCDataChannel }>();
+  /**
+   * Remotes we hold an open data channel with, and how many: an offer or answer from
+   * one is not taken up (the tracker hands offers to random peers, often to one we
+   * are linked to already; the link would only be refused as a duplicate at Hello).
+   */
+  private readonly open = new Map<string, number>();
   private readonly hash: string;
   private readonly me: string;
 
@@ -129,9 +135,10 @@ export class TrackerClient {
     const offer = msg.offer as RTCSessionDescriptionInit | undefined;
     const answer = msg.answer as RTCSessionDescriptionInit | undefined;
     if (offer) {
+      if (this.open.has(from)) return;
       const pc = this.connection();
       pc.addEventListener("datachannel", (e) => {
-        e.channel.addEventListener("open", () => this.opts.onChannel(e.channel, from), { once: true });
+        e.channel.addEventListener("open", () => this.opened(e.channel, from), { once: true });
       });
       await pc.setRemoteDescription(offer);
       await pc.setLocalDescription(await pc.createAnswer());
@@ -148,10 +155,25 @@ export class TrackerClient {
       const mine = this.pending.get(offerId);
       if (!mine) return;
       this.pending.delete(offerId);
+      if (this.open.has(from)) return mine.pc.close();
       // It cannot open before the answer is applied: listening now misses nothing.
-      mine.channel.addEventListener("open", () => this.opts.onChannel(mine.channel, from), { once: true });
+      mine.channel.addEventListener("open", () => this.opened(mine.channel, from), { once: true });
       await mine.pc.setRemoteDescription(answer);
     }
+  }
+
+  private opened(channel: RTCDataChannel, from: string): void {
+    this.open.set(from, (this.open.get(from) ?? 0) + 1);
+    channel.addEventListener(
+      "close",
+      () => {
+        const n = (this.open.get(from) ?? 1) - 1;
+        if (n > 0) this.open.set(from, n);
+        else this.open.delete(from);
+      },
+      { once: true },
+    );
+    this.opts.onChannel(channel, from);
   }
 
   close(): void {

@@ -10,6 +10,7 @@
 import Hls from "hls.js/light";
 
 import { PieceMap, swarmLoaders } from "../src/loader.js";
+import { HourMeter } from "../src/metering.js";
 import { PagePeer, peerIdOf } from "../src/peer.js";
 import { Flags, infoHash } from "../src/piece.js";
 import { TrackerClient } from "../src/tracker.js";
@@ -87,14 +88,8 @@ video.addEventListener("playing", () => {
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt(h, 16));
 
-/**
- * What this page watched in the current UTC hour (seconds, and of those during ad
- * breaks: the ad flags of the pieces last handed to the player), for metering.
- */
-const metering = { hour: 0, watched: 0, ad: 0, inAd: false, lastTime: -1, prev: null as null | [number, number] };
-
-/** How long into an hour the last hour's final counts are told too (the tracker bills its tail). */
-const PREVIOUS_FOR_MS = 600_000;
+/** What this page watched in each UTC hour, for metering. */
+const metering = new HourMeter();
 
 /** How far behind the playlist's newest part the page plays, s. */
 const TARGET_LATENCY_S = 1.2;
@@ -155,23 +150,12 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
   let reportedAt = 0;
   setInterval(() => {
     const now = Date.now();
-    const hour = Math.floor(now / 3_600_000);
-    if (hour !== metering.hour) {
-      const prev: [number, number] | null =
-        hour === metering.hour + 1 && metering.watched > 0 ? [metering.watched, metering.ad] : null;
-      Object.assign(metering, { hour, watched: 0, ad: 0, prev });
-    }
-    const playing = !video.paused && video.currentTime !== metering.lastTime;
-    metering.lastTime = video.currentTime;
-    if (playing) {
-      metering.watched += 1;
-      if (metering.inAd) metering.ad += 1;
-    }
-    state.watchedS = metering.watched;
+    metering.tick(now, video.paused, video.currentTime);
+    const counts = metering.counts(now);
+    state.watchedS = counts.watched;
     if (now - reportedAt >= 15_000) {
       reportedAt = now;
-      const prev = now % 3_600_000 < PREVIOUS_FOR_MS ? metering.prev : null;
-      tracker.report(metering.watched, metering.ad, prev).catch(() => {});
+      tracker.report(counts.watched, counts.ad, counts.prev).catch(() => {});
     }
   }, 1_000);
   setInterval(() => {
