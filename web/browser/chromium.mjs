@@ -17,7 +17,9 @@ export async function run(args, body) {
   } finally {
     await browser.close();
   }
-  console.log(JSON.stringify(result));
+  // Written, then exit: `console.log` to a pipe is asynchronous, and exiting at once cut
+  // a long result at 64 KiB (a run with pages' logs in it could not be parsed).
+  await new Promise((resolve) => process.stdout.write(`${JSON.stringify(result)}\n`, resolve));
   process.exit(result.ok ? 0 : 1);
 }
 
