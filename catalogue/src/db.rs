@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use crate::admission::{LicenceStanding, Refusal, Standing, admit};
 use crate::secrets::{generate_stream_key, hash_stream_key};
-use crate::usage::{Drained, MAX_SEED_BYTES_PER_S, Mark};
+use crate::usage::{Drained, MAX_SEED_BYTES_PER_S, Mark, SeedMark, unbacked};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use swarm::piece::{ChannelId, encode_hex};
@@ -654,10 +654,13 @@ impl Db {
             // Merged with what any node wrote of this viewer and hour (Mark::merge in SQL).
             sqlx::query(
                 "INSERT INTO viewer_marks (info_hash, hour_start, peer_key, first_seen, first_watched, first_ad, \
-                   last_seen, watched, ad) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                   last_seen, watched, ad, first_down, down) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (info_hash, hour_start, peer_key) DO UPDATE SET \
                    first_watched = CASE WHEN excluded.first_seen < viewer_marks.first_seen \
                      THEN excluded.first_watched ELSE viewer_marks.first_watched END, \
+                   first_down = CASE WHEN excluded.first_seen < viewer_marks.first_seen \
+                     THEN excluded.first_down ELSE viewer_marks.first_down END, \
+                   down = CASE WHEN excluded.down > viewer_marks.down THEN excluded.down ELSE viewer_marks.down END, \
                    first_ad = CASE WHEN excluded.first_seen < viewer_marks.first_seen \
                      THEN excluded.first_ad ELSE viewer_marks.first_ad END, \
                    first_seen = CASE WHEN excluded.first_seen < viewer_marks.first_seen \
@@ -677,44 +680,48 @@ impl Db {
             .bind(big(m.last_seen))
             .bind(i64::from(m.watched))
             .bind(i64::from(m.ad))
+            .bind(big(m.first_down))
+            .bind(big(m.down))
             .execute(&mut *tx)
             .await?;
         }
         for m in &d.seed_marks {
             // Merged with what any node wrote of this seed and hour.
             sqlx::query(
-                "INSERT INTO seed_hour_marks (info_hash, peer_key, hour_start, low, high) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO seed_hour_marks (info_hash, peer_key, hour_start, low, high, first_seen, last_seen, \
+                   down_low, down_high) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (info_hash, peer_key, hour_start) DO UPDATE SET \
                    low = CASE WHEN excluded.low < seed_hour_marks.low THEN excluded.low ELSE seed_hour_marks.low END, \
                    high = CASE WHEN excluded.high > seed_hour_marks.high \
-                     THEN excluded.high ELSE seed_hour_marks.high END",
+                     THEN excluded.high ELSE seed_hour_marks.high END, \
+                   first_seen = CASE WHEN excluded.first_seen < seed_hour_marks.first_seen \
+                     THEN excluded.first_seen ELSE seed_hour_marks.first_seen END, \
+                   last_seen = CASE WHEN excluded.last_seen > seed_hour_marks.last_seen \
+                     THEN excluded.last_seen ELSE seed_hour_marks.last_seen END, \
+                   down_low = CASE WHEN excluded.down_low < seed_hour_marks.down_low \
+                     THEN excluded.down_low ELSE seed_hour_marks.down_low END, \
+                   down_high = CASE WHEN excluded.down_high > seed_hour_marks.down_high \
+                     THEN excluded.down_high ELSE seed_hour_marks.down_high END",
             )
             .bind(encode_hex(&m.info_hash))
             .bind(encode_hex(&m.peer_key))
             .bind(big(m.hour_start))
             .bind(big(m.low))
             .bind(big(m.high.max(m.low)))
+            .bind(big(m.first_seen))
+            .bind(big(m.last_seen))
+            .bind(big(m.down_low))
+            .bind(big(m.down_high))
             .execute(&mut *tx)
             .await?;
         }
         for u in d.usage.iter().filter(|u| u.ids_over_cap > 0) {
-            let hash = encode_hex(&u.info_hash);
-            let Some(r) = sqlx::query("SELECT account_id, name FROM channels WHERE info_hash = $1")
-                .bind(&hash)
-                .fetch_optional(&mut *tx)
-                .await?
-            else {
-                continue;
-            };
-            let (account, channel): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
-            let data = serde_json::json!({
-                "channel": channel, "kind": "ids_over_cap", "hour_start": u.hour_start, "ids": u.ids_over_cap,
-                "node": node,
+            let fields = serde_json::json!({
+                "ids": u.ids_over_cap, "node": node,
                 "detail": "more viewer ids from one address or network than the caps allow: answered, not listed, not billed",
             });
-            // Once per channel and hour, whichever replica reports it first.
-            let key = format!("{}:{hash}:ids_over_cap:{}", crate::webhooks::USAGE_ANOMALY, u.hour_start);
-            webhooks::emit(&mut tx, account, crate::webhooks::USAGE_ANOMALY, &key, data, now).await?;
+            webhooks::emit_anomaly(&mut tx, &encode_hex(&u.info_hash), "ids_over_cap", u.hour_start, fields, now)
+                .await?;
         }
         for table in ["viewer_marks", "seed_hour_marks"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE hour_start < $1"))
@@ -732,8 +739,10 @@ impl Db {
     /// periods) from its viewer marks, each viewer billed by [`Mark::billed`] — continuing
     /// if it has a mark in the hour before; seed bytes from its seed marks (see
     /// [`crate::usage::SeedMark`]). (A channel-hour without marks — written before marks were kept —
-    /// keeps its events' counts.) Returns the channels rolled up.
-    pub async fn roll_up_hour(&self, hour_start: i64) -> Result<u64> {
+    /// keeps its events' counts.) A channel-hour whose viewers' bytes don't back its
+    /// viewer-seconds ([`crate::usage::unbacked`]) is recorded as a `usage.anomaly`
+    /// (`now`: the event's time). Returns the channels rolled up.
+    pub async fn roll_up_hour(&self, hour_start: i64, now: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO usage_hourly (channel_id, hour_start, viewer_seconds, ad_viewer_seconds, seed_bytes, \
@@ -751,15 +760,25 @@ impl Db {
         let marks = sqlx::query(
             "SELECT m.info_hash, m.peer_key, m.first_seen, m.first_watched, m.first_ad, m.last_seen, m.watched, m.ad, \
                CASE WHEN EXISTS (SELECT 1 FROM viewer_marks p WHERE p.info_hash = m.info_hash \
-                 AND p.hour_start = $2 AND p.peer_key = m.peer_key) THEN 1 ELSE 0 END \
+                 AND p.hour_start = $2 AND p.peer_key = m.peer_key) THEN 1 ELSE 0 END, m.first_down, m.down \
              FROM viewer_marks m WHERE m.hour_start = $1 ORDER BY m.info_hash",
         )
         .bind(hour_start)
         .bind(hour_start - 3600)
         .fetch_all(&mut *tx)
         .await?;
-        // Sorted by channel: (info-hash, viewer-seconds, ad seconds, viewers, sketch).
-        let mut channels: Vec<(String, u64, u64, u64, crate::hll::Hll)> = Vec::new();
+        /// One channel's hour, from its marks.
+        struct Hour {
+            hash: String,
+            seconds: u64,
+            ad: u64,
+            unique: u64,
+            sketch: crate::hll::Hll,
+            /// Bytes its viewers took in.
+            bytes: u64,
+        }
+        // Sorted by channel.
+        let mut channels: Vec<Hour> = Vec::new();
         for m in marks {
             let hash: String = m.try_get(0)?;
             let Some(peer_key) = swarm::piece::decode_hex::<8>(&m.try_get::<String, _>(1)?) else { continue };
@@ -775,20 +794,24 @@ impl Db {
                 last_seen: num(5)?,
                 watched: counter(6)?,
                 ad: counter(7)?,
+                first_down: num(9)?,
+                down: num(10)?,
             };
             let (seconds, ad) = mark.billed(m.try_get::<i64, _>(8)? == 1);
-            if channels.last().is_none_or(|c| c.0 != hash) {
-                channels.push((hash, 0, 0, 0, crate::hll::Hll::new()));
+            if channels.last().is_none_or(|c| c.hash != hash) {
+                let sketch = crate::hll::Hll::new();
+                channels.push(Hour { hash, seconds: 0, ad: 0, unique: 0, sketch, bytes: 0 });
             }
             if let Some(c) = channels.last_mut() {
-                c.1 += seconds;
-                c.2 += ad;
-                c.3 += 1;
-                c.4.insert_hash(u64::from_le_bytes(peer_key));
+                c.seconds += seconds;
+                c.ad += ad;
+                c.unique += 1;
+                c.sketch.insert_hash(u64::from_le_bytes(peer_key));
+                c.bytes = c.bytes.saturating_add(mark.bytes());
             }
         }
         let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        for (hash, seconds, ad, unique, sketch) in channels {
+        for c in &channels {
             sqlx::query(
                 "INSERT INTO usage_hourly (channel_id, hour_start, viewer_seconds, ad_viewer_seconds, seed_bytes, \
                    peak_viewers, unique_viewers, unique_sketch) \
@@ -798,11 +821,11 @@ impl Db {
                    unique_sketch = excluded.unique_sketch",
             )
             .bind(hour_start)
-            .bind(big(seconds))
-            .bind(big(ad))
-            .bind(big(unique))
-            .bind(sketch.to_bytes())
-            .bind(hash)
+            .bind(big(c.seconds))
+            .bind(big(c.ad))
+            .bind(big(c.unique))
+            .bind(c.sketch.to_bytes())
+            .bind(&c.hash)
             .execute(&mut *tx)
             .await?;
         }
@@ -810,24 +833,41 @@ impl Db {
         // high (its low in its first hour), at most an hour at the cap.
         let seeds = sqlx::query(
             "SELECT m.info_hash, m.low, m.high, (SELECT MAX(p.high) FROM seed_hour_marks p \
-               WHERE p.info_hash = m.info_hash AND p.peer_key = m.peer_key AND p.hour_start < $1) \
+               WHERE p.info_hash = m.info_hash AND p.peer_key = m.peer_key AND p.hour_start < $1), \
+               m.first_seen, m.last_seen, m.down_low, m.down_high \
              FROM seed_hour_marks m WHERE m.hour_start = $1 ORDER BY m.info_hash",
         )
         .bind(hour_start)
         .fetch_all(&mut *tx)
         .await?;
-        let mut seed_bytes: Vec<(String, u64)> = Vec::new();
+        // By channel: seed bytes, and the seeds' view of the stream.
+        let mut seed_hours: Vec<(String, u64, Vec<SeedMark>)> = Vec::new();
         for m in seeds {
             let hash: String = m.try_get(0)?;
             let (low, high): (i64, i64) = (m.try_get(1)?, m.try_get(2)?);
             let base = m.try_get::<Option<i64>, _>(3)?.unwrap_or(low);
             let bytes = (high.saturating_sub(base).max(0) as u64).min(3_600 * MAX_SEED_BYTES_PER_S);
-            match seed_bytes.last_mut() {
-                Some((h, sum)) if *h == hash => *sum += bytes,
-                _ => seed_bytes.push((hash, bytes)),
+            let num = |i: usize| -> Result<u64> { Ok(m.try_get::<i64, _>(i)?.max(0) as u64) };
+            let view = SeedMark {
+                info_hash: [0; 20],
+                peer_key: [0; 8],
+                hour_start: hour_start.max(0) as u64,
+                low: 0,
+                high: 0,
+                first_seen: num(4)?,
+                last_seen: num(5)?,
+                down_low: num(6)?,
+                down_high: num(7)?,
+            };
+            match seed_hours.last_mut() {
+                Some((h, sum, views)) if *h == hash => {
+                    *sum += bytes;
+                    views.push(view);
+                }
+                _ => seed_hours.push((hash, bytes, vec![view])),
             }
         }
-        for (hash, bytes) in seed_bytes {
+        for (hash, bytes, _) in &seed_hours {
             sqlx::query(
                 "INSERT INTO usage_hourly (channel_id, hour_start, viewer_seconds, ad_viewer_seconds, seed_bytes, \
                    peak_viewers, unique_viewers) \
@@ -835,10 +875,24 @@ impl Db {
                  ON CONFLICT (channel_id, hour_start) DO UPDATE SET seed_bytes = excluded.seed_bytes",
             )
             .bind(hour_start)
-            .bind(big(bytes))
+            .bind(big(*bytes))
             .bind(hash)
             .execute(&mut *tx)
             .await?;
+        }
+        // Viewer-hours its viewers' bytes don't back: a `usage.anomaly` (once per
+        // channel and hour, at the first roll-up that finds it).
+        for c in &channels {
+            let views = seed_hours.iter().find(|s| s.0 == c.hash).map_or(&[][..], |s| &s.2[..]);
+            let Some(u) = unbacked(c.seconds, c.bytes, views) else { continue };
+            let fields = serde_json::json!({
+                "viewer_seconds": u.viewer_seconds, "backed_seconds": u.backed_seconds,
+                "viewer_bytes": u.viewer_bytes, "stream_bytes_per_s": u.stream_rate.round() as u64,
+                "detail": "the viewers' downloaded bytes could not have played half the billed viewer-seconds at \
+                           the stream's rate: viewer ids that report watching without taking the stream in",
+            });
+            let hour = hour_start.max(0) as u64;
+            webhooks::emit_anomaly(&mut tx, &c.hash, "unbacked_hours", hour, fields, now).await?;
         }
         tx.commit().await?;
         Ok(r.rows_affected())

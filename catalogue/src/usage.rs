@@ -47,18 +47,29 @@ pub struct Mark {
     /// The highest counters seen in the hour.
     pub watched: u16,
     pub ad: u16,
+    /// The viewer's `downloaded` counter (bytes it took in since it started) at its
+    /// first announce seen in the hour, and the highest seen: what it took in during the
+    /// hour, set against its viewer-seconds ([`unbacked`]).
+    pub first_down: u64,
+    pub down: u64,
 }
 
 impl Mark {
     /// Both marks of one viewer and hour as one.
     pub fn merge(&mut self, other: &Mark) {
         if other.first_seen < self.first_seen {
-            (self.first_seen, self.first_watched, self.first_ad) =
-                (other.first_seen, other.first_watched, other.first_ad);
+            (self.first_seen, self.first_watched, self.first_ad, self.first_down) =
+                (other.first_seen, other.first_watched, other.first_ad, other.first_down);
         }
         self.last_seen = self.last_seen.max(other.last_seen);
         self.watched = self.watched.max(other.watched);
         self.ad = self.ad.max(other.ad);
+        self.down = self.down.max(other.down);
+    }
+
+    /// Bytes the viewer took in during the hour, as its counter says.
+    pub fn bytes(&self) -> u64 {
+        self.down.saturating_sub(self.first_down)
     }
 
     /// (viewer-seconds, of those in ad breaks) the hour bills for this viewer:
@@ -92,6 +103,66 @@ pub struct SeedMark {
     pub hour_start: u64,
     pub low: u64,
     pub high: u64,
+    /// The stream as this seed took it in: its `downloaded` counter (bytes from ingest
+    /// and peers since it started) at its first and at its latest announce seen in the
+    /// hour, and their times (unix). Merged lowest / highest; the hour's stream rate is
+    /// [`SeedMark::stream_rate`].
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub down_low: u64,
+    pub down_high: u64,
+}
+
+impl SeedMark {
+    /// Bytes per second of the stream the seed took in over the hour, if it was seen
+    /// over at least [`RATE_SPAN_S`] and took something in.
+    pub fn stream_rate(&self) -> Option<f64> {
+        let span = self.last_seen.checked_sub(self.first_seen).filter(|s| *s >= RATE_SPAN_S)?;
+        let bytes = self.down_high.checked_sub(self.down_low).filter(|b| *b > 0)?;
+        Some(bytes as f64 / span as f64)
+    }
+}
+
+/// The shortest time a seed must be seen over in an hour for its rate to count.
+pub const RATE_SPAN_S: u64 = 120;
+
+/// A channel-hour's viewer-seconds not backed by bytes: fewer than this share of the
+/// billed seconds could have been watched with the bytes its viewers took in, at the
+/// stream's rate. Honest viewers take in at least the stream (with overhead and
+/// repairs, more), so half leaves room for counters caught between announces.
+pub const BACKED_SHARE: f64 = 0.5;
+
+/// Billed viewer-seconds below which an hour is not judged (too few to tell).
+pub const UNBACKED_MIN_S: u64 = 1_800;
+
+/// A channel-hour whose billed viewer-seconds its viewers' bytes don't back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Unbacked {
+    pub viewer_seconds: u64,
+    /// Seconds the viewers' bytes could have played at the stream's rate.
+    pub backed_seconds: u64,
+    pub viewer_bytes: u64,
+    /// Bytes per second of the stream, from the seeds.
+    pub stream_rate: f64,
+}
+
+/// Judges a channel-hour: its billed viewer-seconds, the bytes its viewers took in
+/// (Σ [`Mark::bytes`]) and its seeds' marks (the stream's rate: the fastest seed's,
+/// each seed taking in the whole stream). `None` when it is backed, too small to judge,
+/// or no seed told its rate (a seed that sends no `downloaded`).
+pub fn unbacked(viewer_seconds: u64, viewer_bytes: u64, seeds: &[SeedMark]) -> Option<Unbacked> {
+    let stream_rate = seeds
+        .iter()
+        .filter_map(SeedMark::stream_rate)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))?;
+    let backed_seconds = (viewer_bytes as f64 / stream_rate) as u64;
+    let judged = viewer_seconds >= UNBACKED_MIN_S;
+    (judged && (backed_seconds as f64) < BACKED_SHARE * viewer_seconds as f64).then_some(Unbacked {
+        viewer_seconds,
+        backed_seconds,
+        viewer_bytes,
+        stream_rate,
+    })
 }
 
 /// The most a seed is credited per second (10 Gbit/s): a seed's counter gone wrong
@@ -127,6 +198,8 @@ mod tests {
             last_seen: last.0,
             watched: last.1,
             ad: last.1 / 3,
+            first_down: u64::from(first.1) * 1_000,
+            down: u64::from(last.1) * 1_000,
         }
     }
 
@@ -140,6 +213,38 @@ mod tests {
         // A counter claiming more than the time seen is cut to it (plus slack).
         assert_eq!(mark((3_700, 0), (3_760, 3_000)).billed(false).0, 60 + SLACK_S);
         assert_eq!(mark((3_700, 500), (3_700, 400)).billed(false), (0, 0), "a counter that went down bills nothing");
+    }
+
+    fn seed(first_seen: u64, last_seen: u64, down_low: u64, down_high: u64) -> SeedMark {
+        SeedMark {
+            info_hash: [1; 20],
+            peer_key: [3; 8],
+            hour_start: 0,
+            low: 0,
+            high: 0,
+            first_seen,
+            last_seen,
+            down_low,
+            down_high,
+        }
+    }
+
+    #[test]
+    fn hours_whose_viewer_bytes_dont_cover_half_their_seconds_are_unbacked() {
+        // A 250 kB/s stream (one seed seen 1,000 s; a slower one is not the rate).
+        let seeds = [seed(100, 1_100, 5_000, 250_005_000), seed(0, 3_000, 0, 300_000_000)];
+        // 10,000 billed seconds with 2.5 GB: all backed.
+        assert_eq!(unbacked(10_000, 2_500_000_000, &seeds), None);
+        // Just over half backed: not flagged; just under: flagged, with the figures.
+        assert_eq!(unbacked(10_000, 1_250_250_000, &seeds), None);
+        let u = unbacked(10_000, 1_000_000_000, &seeds).unwrap();
+        assert_eq!((u.viewer_seconds, u.backed_seconds, u.viewer_bytes), (10_000, 4_000, 1_000_000_000));
+        assert!((u.stream_rate - 250_000.0).abs() < 1e-6);
+        // Too little to judge; no seed rate (seen too briefly, or nothing taken in).
+        assert_eq!(unbacked(UNBACKED_MIN_S - 1, 0, &seeds), None);
+        assert_eq!(unbacked(10_000, 0, &[seed(100, 100 + RATE_SPAN_S - 1, 0, 1 << 30)]), None);
+        assert_eq!(unbacked(10_000, 0, &[seed(0, 3_000, 7, 7)]), None);
+        assert_eq!(unbacked(10_000, 0, &[]), None);
     }
 
     proptest::proptest! {
@@ -181,6 +286,7 @@ mod tests {
             let merged = merged.unwrap_or_else(|| all.clone());
             proptest::prop_assert_eq!(merged.billed(false), all.billed(false));
             proptest::prop_assert_eq!(merged.billed(true), all.billed(true));
+            proptest::prop_assert_eq!(merged.bytes(), all.bytes());
             proptest::prop_assert!(all.billed(false).0 <= all.last_seen - all.first_seen + SLACK_S);
         }
     }

@@ -28,7 +28,7 @@ async fn watch(db: &Db, key: &str, channel_id: i64, hour: i64, viewer_seconds: i
         peak_viewers: 1,
     };
     db.record_usage(&[ev], hour).await.unwrap();
-    db.roll_up_hour(hour).await.unwrap();
+    db.roll_up_hour(hour, hour + 3_600).await.unwrap();
 }
 
 fn without_number(mut inv: Invoice) -> Invoice {

@@ -122,11 +122,11 @@ fn usage_is_idempotent_and_rolls_up_per_account() {
             assert_eq!(db.record_usage(&batch, 7_300).await.unwrap(), 3);
             // A retried flush (the node did not hear the commit) adds nothing.
             assert_eq!(db.record_usage(&batch, 7_301).await.unwrap(), 0);
-            assert_eq!(db.roll_up_hour(7_200).await.unwrap(), 2);
+            assert_eq!(db.roll_up_hour(7_200, 10_800).await.unwrap(), 2);
             // A late event, then the roll-up again: totals recomputed, not added twice.
             assert_eq!(db.record_usage(&[ev("n3:a-news:7200", ca, 100, 3)], 7_400).await.unwrap(), 1);
-            db.roll_up_hour(7_200).await.unwrap();
-            db.roll_up_hour(7_200).await.unwrap();
+            db.roll_up_hour(7_200, 10_800).await.unwrap();
+            db.roll_up_hour(7_200, 10_800).await.unwrap();
             let ua = db.hourly_usage(a, 0, 10_800).await.unwrap();
             assert_eq!(ua.len(), 1, "account a sees only its channel: {ua:?}");
             assert_eq!((ua[0].channel.as_str(), ua[0].viewer_seconds, ua[0].peak_viewers), ("a-news", 1_100, 12));
@@ -156,6 +156,10 @@ fn a_retried_flush_counts_once() {
                 hour_start,
                 low,
                 high,
+                first_seen: hour_start,
+                last_seen: hour_start,
+                down_low: 0,
+                down_high: 0,
             };
             let d = Drained {
                 usage: vec![UsageDelta {
@@ -177,6 +181,8 @@ fn a_retried_flush_counts_once() {
                     last_seen: 3_690,
                     watched: 90,
                     ad: 30,
+                    first_down: 0,
+                    down: 0,
                 }],
                 seed_marks: vec![seed(3_600, 2_000, 5_000)],
             };
@@ -186,7 +192,7 @@ fn a_retried_flush_counts_once() {
             let stray =
                 Drained { usage: vec![UsageDelta { info_hash: [9; 20], ..d.usage[0].clone() }], ..Drained::default() };
             assert_eq!(db.record_flush("n", "e1.62", &stray, 3_700).await.unwrap(), 0);
-            db.roll_up_hour(3_600).await.unwrap();
+            db.roll_up_hour(3_600, 7_200).await.unwrap();
             let u = &db.hourly_usage(acct, 0, 7_200).await.unwrap()[0];
             assert_eq!((u.viewer_seconds, u.seed_bytes), (90, 3_000), "the seed's first hour: high less low");
             // Another node saw the seed start in the hour before, and more of this hour:
@@ -194,11 +200,86 @@ fn a_retried_flush_counts_once() {
             // seed's high of the hour before.
             let m = Drained { seed_marks: vec![seed(0, 0, 1_000), seed(3_600, 1_500, 6_000)], ..Drained::default() };
             db.record_flush("m", "e2.61", &m, 3_700).await.unwrap();
-            db.roll_up_hour(0).await.unwrap();
-            db.roll_up_hour(3_600).await.unwrap();
+            db.roll_up_hour(0, 3_600).await.unwrap();
+            db.roll_up_hour(3_600, 7_200).await.unwrap();
             let u = db.hourly_usage(acct, 0, 7_200).await.unwrap();
             assert_eq!(u.iter().map(|u| u.seed_bytes).collect::<Vec<_>>(), [1_000, 5_000], "{:?}", db.backend());
             assert_eq!(u[1].viewer_seconds, 90);
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
+/// Viewer-seconds the viewers' bytes don't back — ids that report watching without
+/// taking the stream in — are a `usage.anomaly`, once per channel and hour; the marks'
+/// byte counters merge across nodes like the rest.
+#[test]
+fn viewer_hours_not_backed_by_bytes_are_an_anomaly_once() {
+    use catalogue::usage::{Drained, Mark, SeedMark};
+    rt().block_on(async {
+        for db in databases("unbacked").await {
+            let acct = db.create_account("a", 1).await.unwrap();
+            let key = ChannelKeypair::from_secret_bytes(&[7; 32]).id();
+            db.create_channel(acct, "news", key, "k", false, 1).await.unwrap();
+            const H: u64 = 3_600;
+            // One seed, seen by two nodes: 3,000 s over which it took in 750 MB, a
+            // 250 kB/s stream once its marks merge (each node alone saw too little).
+            let seed = |first_seen, last_seen, down_low, down_high| SeedMark {
+                info_hash: key.info_hash(),
+                peer_key: [2; 8],
+                hour_start: H,
+                low: 0,
+                high: 0,
+                first_seen,
+                last_seen,
+                down_low,
+                down_high,
+            };
+            // A viewer's sighting from `from` to `to` (s into the hour), watching all
+            // of it, with `bytes_per_s` taken in.
+            let viewer = |id: u16, from: u64, to: u64, bytes_per_s: u64| Mark {
+                info_hash: key.info_hash(),
+                hour_start: H,
+                peer_key: [id as u8, (id >> 8) as u8, 0, 0, 0, 0, 0, 9],
+                first_seen: H + from,
+                first_watched: from as u16,
+                first_ad: 0,
+                last_seen: H + to,
+                watched: to as u16,
+                ad: 0,
+                first_down: 1_000_000 + from * bytes_per_s,
+                down: 1_000_000 + to * bytes_per_s,
+            };
+            // Four honest viewers, 1,000 s each at the stream's rate, their first and
+            // second halves written by different nodes.
+            let honest = |half: u64| (0..4).map(|i| viewer(i, 100 + half * 500, 600 + half * 500, 250_000)).collect();
+            let a = Drained { marks: honest(0), seed_marks: vec![seed(H + 100, H + 100, 0, 0)], ..Drained::default() };
+            let b = Drained {
+                marks: honest(1),
+                seed_marks: vec![seed(H + 3_100, H + 3_100, 750_000_000, 750_000_000)],
+                ..Drained::default()
+            };
+            db.record_flush("n1", "e1.1", &a, 4_300).await.unwrap();
+            db.record_flush("n2", "e2.1", &b, 6_800).await.unwrap();
+            db.roll_up_hour(H as i64, (H + 3_200) as i64).await.unwrap();
+            let u = &db.hourly_usage(acct, 0, 7_200).await.unwrap()[0];
+            assert_eq!(u.viewer_seconds, 4_000);
+            assert!(db.anomalies(acct, 10).await.unwrap().is_empty(), "backed: no anomaly ({:?})", db.backend());
+            // Twenty made-up ids report 600 s each and take nothing in: 16,000 billed
+            // seconds, 4,000 of them backed.
+            let fakes = Drained { marks: (100..120).map(|i| viewer(i, 0, 600, 0)).collect(), ..Drained::default() };
+            db.record_flush("n1", "e1.2", &fakes, 6_900).await.unwrap();
+            for _ in 0..2 {
+                db.roll_up_hour(H as i64, (H + 3_300) as i64).await.unwrap();
+            }
+            let found = db.anomalies(acct, 10).await.unwrap();
+            assert_eq!(found.len(), 1, "once per channel and hour: {found:?}");
+            assert_eq!(found[0]["type"], "usage.anomaly");
+            let f = &found[0]["data"];
+            assert_eq!(f["kind"], "unbacked_hours");
+            assert_eq!(f["channel"], "news");
+            assert_eq!((f["viewer_seconds"].as_u64(), f["backed_seconds"].as_u64()), (Some(16_000), Some(4_000)));
+            assert_eq!(f["stream_bytes_per_s"].as_u64(), Some(250_000));
             db.drop_schema().await.unwrap();
         }
     });

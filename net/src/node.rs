@@ -258,7 +258,10 @@ impl NodeMetrics {
                 IntGauge::with_opts(opts("shoal_node_neighbours", "Connected swarm neighbours.")),
             ),
             sent: counter("shoal_node_sent_bytes_total", "Bytes sent to neighbours."),
-            received: counter("shoal_node_received_bytes_total", "Bytes received from neighbours."),
+            received: counter(
+                "shoal_node_received_bytes_total",
+                "Bytes received from neighbours, and (seeds) pieces from ingest.",
+            ),
             accepted: counter("shoal_node_pieces_accepted_total", "Pieces verified and taken in."),
             duplicates: counter("shoal_node_duplicate_pieces_total", "Pieces received again."),
             forged: counter("shoal_node_forged_pieces_total", "Pieces with a bad signature (sender banned)."),

@@ -164,6 +164,7 @@ pub struct Snapshot {
     pub neighbours: usize,
     pub newest: Option<u64>,
     pub bytes_sent: u64,
+    /// Bytes read from neighbours, and (seeds) pieces from ingest.
     pub bytes_received: u64,
     /// Neighbours dropped because they stopped reading (their queue filled).
     pub stalled_dropped: u64,
@@ -347,6 +348,9 @@ impl Shell {
                 input = inputs.recv() => match input {
                     Some(Input::Candidates(c)) => self.candidates(&c),
                     Some(Input::Origin(p)) => {
+                        // A seed's intake is the stream: its `downloaded`, the rate the
+                        // tracker sets viewers' bytes against.
+                        self.bytes_received.fetch_add(p.wire().len(), Ordering::Relaxed);
                         if let Err(e) = self.peer.handle_origin_piece(now_us(), p) {
                             tracing::error!(error = %e, "a piece from ingest failed verification");
                         }

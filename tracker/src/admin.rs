@@ -627,7 +627,7 @@ pub const OPENAPI: &str = r##"{
     }
   },
   "paths": {
-    "/announce": {"get": {"summary": "BitTorrent announce (BEP 3, 23, 7) plus role, token, reachable, slots, watched, ad_watched, watched_prev, ad_watched_prev, uploaded (seeds)",
+    "/announce": {"get": {"summary": "BitTorrent announce (BEP 3, 23, 7) plus role, token, reachable, slots, watched, ad_watched, watched_prev, ad_watched_prev; uploaded (seed bytes) and downloaded (viewers: set against their watching; seeds: the stream from ingest)",
       "responses": {"200": {"description": "bencoded peers"}, "400": {"description": "bencoded failure reason"},
                     "401": {"description": "seed without token"}, "403": {"description": "licence or seed token"},
                     "404": {"description": "unknown channel"}}}},
@@ -680,7 +680,7 @@ pub const OPENAPI: &str = r##"{
       "parameters": [{"name": "number", "in": "path", "required": true, "schema": {"type": "string"}},
                      {"name": "format", "in": "query", "schema": {"enum": ["json", "csv", "html"]}}],
       "responses": {"200": {"description": "array of one Invoice, or CSV"}, "401": {"description": "token"}, "404": {"description": "no such invoice of this account"}}}},
-    "/v1/usage/anomalies": {"get": {"summary": "The account's latest 200 usage anomalies, newest first (the usage.anomaly events: e.g. ids_over_cap, once per channel and hour)",
+    "/v1/usage/anomalies": {"get": {"summary": "The account's latest 200 usage anomalies, newest first (the usage.anomaly events, once per channel, kind and hour: ids_over_cap, unbacked_hours)",
       "security": [{"token": []}], "responses": {"200": {"description": "array of {id, type, created, data}"}, "401": {"description": "token"}}}},
     "/v1/webhooks": {
       "get": {"summary": "The account's webhook endpoints", "security": [{"token": []}],

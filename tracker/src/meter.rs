@@ -1,11 +1,11 @@
 //! Metering's way to the catalogue: usage drained from the swarms every flush interval
-//! and written with the viewers' marks in one transaction ([`Db::record_flush`]). A
-//! failed write keeps the batch, in order, with its window number, and is retried —
-//! the same keys, so nothing is counted twice. Viewers' marks merge in the catalogue
-//! (whichever replica writes them, however often), and the bill's viewer-seconds are
-//! computed from them at the roll-up; a killed tracker's unwritten marks are carried on
-//! by the viewers' next announces to any replica. After a restart, the seeds' marks
-//! are loaded, so their next announces credit what the killed process had not written.
+//! and written with the viewers' and seeds' marks in one transaction
+//! ([`Db::record_flush`]). A failed write keeps the batch, in order, with its window
+//! number, and is retried — the same keys, so nothing is counted twice. Marks merge in
+//! the catalogue (whichever replica writes them, however often), and the bill's
+//! viewer-seconds and seed bytes are computed from them at the roll-up; a killed
+//! tracker's unwritten marks are carried on by the peers' next announces to any
+//! replica, so a restarted tracker loads nothing.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -115,7 +115,7 @@ impl Meter {
         hours.extend(next);
         hours.extend([hour - 3600, hour]);
         while let Some(h) = hours.pop_first() {
-            if let Err(e) = self.db.roll_up_hour(h).await {
+            if let Err(e) = self.db.roll_up_hour(h, unix_now as i64).await {
                 // Tried again at the next roll-up.
                 self.touched().extend(hours.into_iter().chain([h]));
                 return Err(e);

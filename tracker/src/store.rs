@@ -49,7 +49,7 @@ impl Default for StoreConfig {
     }
 }
 
-/// One peer as the tracker keeps it (40 bytes).
+/// One peer as the tracker keeps it (48 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PeerRec {
     /// 64-bit BLAKE3 of the 20-byte peer id ([`peer_key`]): the same on every node and
@@ -68,12 +68,21 @@ pub(crate) struct PeerRec {
     /// Metering: the viewer's highest counters in the hour (also what this tracker
     /// credited) and the hour.
     metered: Metered,
+    /// Metering: the viewer's `downloaded` counter, KiB ([`kib`]), at its mark's start
+    /// and at its latest announce (what it took in: [`Mark::bytes`]).
+    down_first: u32,
+    down: u32,
+}
+
+/// A byte counter in KiB, as a record keeps it (4 TiB at most).
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes / 1024).unwrap_or(u32::MAX)
 }
 
 /// A viewer's first announce in an hour as seen since the last drain: seconds into the
 /// hour (12 bits), its `watched` (12 bits) and the low 8 bits of its `ad_watched`; the
 /// ad counter's high 4 bits are kept in the record's `flags` ([`FIRST_AD_HI`]), so the
-/// record stays 40 bytes.
+/// record stays 48 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct First(u32);
 
@@ -125,7 +134,8 @@ const FIRST_AD_HI: u8 = 0xf0;
 impl PeerRec {
     /// A record with only what a peer list needs (the shared store's view).
     pub(crate) fn listed(key: [u8; 8], ip: [u8; 16], port: u16, flags: u8, free_slots: u8) -> Self {
-        PeerRec { key, ip, port, flags, free_slots, last_seen: 0, first: First::default(), metered: Metered::default() }
+        let (first, metered) = (First::default(), Metered::default());
+        PeerRec { key, ip, port, flags, free_slots, last_seen: 0, first, metered, down_first: 0, down: 0 }
     }
 
     pub(crate) fn is_seed(&self) -> bool {
@@ -205,7 +215,7 @@ struct Swarm {
     seeds: u32,
     /// Usage not yet drained, by hour.
     usage: Vec<HourUsage>,
-    /// Seeds' `uploaded` counters in their latest hour (seeds are few: a scan).
+    /// Seeds' counters in their latest hour (seeds are few: a scan).
     seed_counters: Vec<SeedCounter>,
     /// Seeds' counters of an hour that ended before they were drained.
     seed_hours_ended: Vec<SeedCounter>,
@@ -243,8 +253,8 @@ struct HourUsage {
     ids_over_cap: u32,
 }
 
-/// What this tracker saw of a seed's `uploaded` counter in one hour (drained as a
-/// [`SeedMark`]).
+/// What this tracker saw of a seed's `uploaded` and `downloaded` counters in one hour
+/// (drained as a [`SeedMark`]).
 #[derive(Debug, Clone, Copy)]
 struct SeedCounter {
     key: [u8; 8],
@@ -252,6 +262,12 @@ struct SeedCounter {
     hour: u32,
     low: u64,
     high: u64,
+    /// Unix times of its first and latest announce in the hour, and its `downloaded`
+    /// counter at them.
+    first_seen: u64,
+    last_seen: u64,
+    down_low: u64,
+    down_high: u64,
     /// Changed since the last drain.
     dirty: bool,
 }
@@ -462,10 +478,12 @@ impl Swarms {
                         let u = swarm.usage_at(unix);
                         u.viewer_seconds += credit;
                         u.ad_viewer_seconds += ad;
-                        let (first, hi) = Self::sighting(left, &a.info_hash, Some(&p), unix, metered);
+                        let down = kib(a.downloaded);
+                        let (first, hi, down_first) = Self::sighting(left, &a.info_hash, Some(&p), unix, metered, down);
                         let q = &mut swarm.peers[i];
                         (q.first, q.flags, q.metered, q.last_seen) =
                             (first, (q.flags & !FIRST_AD_HI) | hi, metered, now_s);
+                        (q.down_first, q.down) = (down_first, down);
                     }
                     keep_sighting(left, &a.info_hash, swarm.remove(&self.hasher, i));
                 }
@@ -512,13 +530,18 @@ impl Swarms {
             _ => (0, 0, known.map_or(Metered::default(), |p| p.metered)),
         };
         let metered = a.watched_s.is_some() && a.role == Role::Viewer;
-        let (first, sighting) = if metered {
+        let (first, sighting, down_first, down) = if metered {
             let u = swarm.usage_at(unix);
             u.viewer_seconds += credit;
             u.ad_viewer_seconds += ad;
-            Self::sighting(left, &a.info_hash, known.as_ref(), unix, metered_now)
+            let down = kib(a.downloaded);
+            let (first, sighting, down_first) =
+                Self::sighting(left, &a.info_hash, known.as_ref(), unix, metered_now, down);
+            (first, sighting, down_first, down)
         } else {
-            known.map_or((First::default(), 0), |p| (p.first, p.flags & (SIGHTED | FIRST_AD_HI)))
+            known.map_or((First::default(), 0, 0, 0), |p| {
+                (p.first, p.flags & (SIGHTED | FIRST_AD_HI), p.down_first, p.down)
+            })
         };
         if a.role == Role::Seed {
             let seed_known = known.filter(PeerRec::is_seed);
@@ -537,6 +560,7 @@ impl Swarms {
                 p.last_seen = now_s;
                 p.first = first;
                 p.metered = metered_now;
+                (p.down_first, p.down) = (down_first, down);
             }
             found => {
                 // New, or changed role: (re)inserted so the seed count stays right (a
@@ -544,7 +568,8 @@ impl Swarms {
                 if let Some(i) = found {
                     keep_sighting(left, &a.info_hash, swarm.remove(&self.hasher, i));
                 }
-                let (first, sighting) = if metered { (first, sighting) } else { (First::default(), 0) };
+                let (first, sighting, down_first, down) =
+                    if metered { (first, sighting, down_first, down) } else { (First::default(), 0, 0, 0) };
                 let rec = PeerRec {
                     key,
                     ip: ip16,
@@ -554,6 +579,8 @@ impl Swarms {
                     last_seen: now_s,
                     first,
                     metered: metered_now,
+                    down_first,
+                    down,
                 };
                 swarm.insert(&self.hasher, rec);
             }
@@ -645,7 +672,7 @@ impl Swarms {
             Some(mut p) => {
                 if p.flags & SIGHTED == 0 {
                     let (first, hi) = First::new(3599, w, ad);
-                    (p.first, p.flags) = (first, (p.flags & !FIRST_AD_HI) | hi | SIGHTED);
+                    (p.first, p.flags, p.down_first) = (first, (p.flags & !FIRST_AD_HI) | hi | SIGHTED, p.down);
                 }
                 p.metered = Metered::new(p.metered.watched().max(w), p.metered.ad().max(ad), prev_hour);
                 p.last_seen = end_s;
@@ -672,25 +699,27 @@ impl Swarms {
     }
 
     /// A metered viewer's mark start after an announce at `unix` whose counters are now
-    /// `metered`: kept if it was seen earlier in this hour since the last drain; else
-    /// this announce starts it (a sighting of an earlier hour not yet drained is left to
-    /// be). Returns the `first` field and the flags to set (SIGHTED and the ad bits).
+    /// `metered` and `down` (KiB downloaded): kept if it was seen earlier in this hour
+    /// since the last drain; else this announce starts it (a sighting of an earlier hour
+    /// not yet drained is left to be). Returns the `first` field, the flags to set
+    /// (SIGHTED and the ad bits) and the `down_first` field.
     fn sighting(
         left: &mut Vec<([u8; 20], PeerRec)>,
         info_hash: &[u8; 20],
         known: Option<&PeerRec>,
         unix: u64,
         metered: Metered,
-    ) -> (First, u8) {
+        down: u32,
+    ) -> (First, u8, u32) {
         let hour = unix / 3600;
         if let Some(p) = known.filter(|p| p.flags & SIGHTED != 0) {
             if p.metered.hour8() == hour as u8 {
-                return (p.first, p.flags & (SIGHTED | FIRST_AD_HI));
+                return (p.first, p.flags & (SIGHTED | FIRST_AD_HI), p.down_first);
             }
             left.push((*info_hash, *p));
         }
         let (first, hi) = First::new((unix - hour * 3600) as u16, metered.watched(), metered.ad());
-        (first, SIGHTED | hi)
+        (first, SIGHTED | hi, down)
     }
 
     /// Seconds this tracker credits for a viewer's `watched` counter `w` (seconds watched
@@ -734,10 +763,21 @@ impl Swarms {
         let key = peer_key(&a.peer_id);
         let hour = (unix / 3600) as u32;
         let started = a.event == Event::Started;
+        let down = a.downloaded;
+        let fresh = |low, high| SeedCounter {
+            key,
+            hour,
+            low,
+            high,
+            first_seen: unix,
+            last_seen: unix,
+            down_low: down,
+            down_high: down,
+            dirty: true,
+        };
         let Some(c) = swarm.seed_counters.iter_mut().find(|c| c.key == key) else {
             swarm.seed_counters.reserve_exact(1);
-            let low = if started { 0 } else { up };
-            swarm.seed_counters.push(SeedCounter { key, hour, low, high: up, dirty: true });
+            swarm.seed_counters.push(fresh(if started { 0 } else { up }, up));
             return if started { up.min(cap) } else { 0 };
         };
         let credit = if up >= c.high { up - c.high } else { up }.min(cap);
@@ -745,11 +785,14 @@ impl Swarms {
             if c.dirty {
                 swarm.seed_hours_ended.push(*c);
             }
-            *c = SeedCounter { key, hour, low: c.high.min(up), high: up, dirty: true };
+            *c = fresh(c.high.min(up), up);
         } else {
-            c.dirty |= c.high != up || started;
+            c.dirty |= c.high != up || c.down_high != down || started;
             c.low = if started { 0 } else { c.low.min(up) };
             c.high = c.high.max(up);
+            c.last_seen = c.last_seen.max(unix);
+            c.down_low = c.down_low.min(down);
+            c.down_high = c.down_high.max(down);
         }
         credit
     }
@@ -773,6 +816,8 @@ impl Swarms {
                 last_seen: epoch + u64::from(p.last_seen),
                 watched: p.metered.watched(),
                 ad: p.metered.ad(),
+                first_down: u64::from(p.down_first) * 1024,
+                down: u64::from(p.down) * 1024,
             }
         };
         for shard in self.shards.iter() {
@@ -804,6 +849,10 @@ impl Swarms {
                     hour_start: u64::from(c.hour) * 3600,
                     low: c.low,
                     high: c.high,
+                    first_seen: c.first_seen,
+                    last_seen: c.last_seen,
+                    down_low: c.down_low,
+                    down_high: c.down_high,
                 };
                 out.seed_marks.extend(swarm.seed_hours_ended.drain(..).map(|c| seed_mark(&c)));
                 for c in swarm.seed_counters.iter_mut().filter(|c| c.dirty) {
@@ -972,8 +1021,8 @@ mod tests {
     }
 
     #[test]
-    fn record_is_40_bytes() {
-        assert_eq!(size_of::<PeerRec>(), 40);
+    fn record_is_48_bytes() {
+        assert_eq!(size_of::<PeerRec>(), 48);
     }
 
     #[test]
@@ -1223,6 +1272,28 @@ mod tests {
     }
 
     #[test]
+    fn viewers_and_seeds_downloaded_counters_are_marked_for_the_hour() {
+        let s = Swarms::with_epoch(StoreConfig::default(), H0);
+        let view = |w: u64, down: u64| Announce { downloaded: down, ..watched(1, 1, w) };
+        let seed = |down: u64| Announce { downloaded: down, uploaded: 5, ..ann(1, 9, Role::Seed, true, 0) };
+        s.announce(100, &view(0, 2_048_000), ip(1));
+        s.announce(160, &view(60, 17_408_000), ip(1));
+        s.announce(100, &seed(1_000_000), ip(9));
+        s.announce(400, &seed(76_000_000), ip(9));
+        let d = s.drain_usage(H0 + 3_000);
+        assert_eq!((d.marks[0].first_down, d.marks[0].down, d.marks[0].bytes()), (2_048_000, 17_408_000, 15_360_000));
+        let m = &d.seed_marks[0];
+        assert_eq!((m.first_seen, m.last_seen, m.down_low, m.down_high), (H0 + 100, H0 + 400, 1_000_000, 76_000_000));
+        assert_eq!(m.stream_rate(), Some(250_000.0));
+        // After a drain the viewer's next mark starts at its counter then (the catalogue
+        // keeps the earliest); a counter past 4 TiB is held at it, not wrapped.
+        s.announce(220, &view(120, 32_768_000), ip(1));
+        s.announce(280, &view(180, u64::MAX), ip(1));
+        let v = &s.drain_usage(H0 + 3_000).marks[0];
+        assert_eq!((v.first_down, v.down), (32_768_000, u64::from(u32::MAX) * 1024));
+    }
+
+    #[test]
     fn a_viewer_that_leaves_expires_or_crosses_the_hour_before_the_drain_keeps_its_marks() {
         let s = Swarms::with_epoch(StoreConfig::default(), H0 + 3_500);
         s.announce(0, &watched(1, 1, 3_500), ip(1));
@@ -1346,13 +1417,14 @@ mod tests {
             a.event = event;
             a
         };
-        let key = peer_key(&seed(0, Event::None).peer_id);
-        let mark = |hour_start, low, high| SeedMark { info_hash: [1; 20], peer_key: key, hour_start, low, high };
+        // (hour, low, high) of the drained seed marks.
+        let marks = |d: &Drained| d.seed_marks.iter().map(|m| (m.hour_start, m.low, m.high)).collect::<Vec<_>>();
+        let mark = |hour_start, low, high| (hour_start, low, high);
         s.announce(0, &seed(1_000, Event::Started), ip(9));
         s.announce(60, &seed(51_000, Event::None), ip(9));
         let d = s.drain_usage(H0 + 7_200);
         assert_eq!(d.usage[0].seed_bytes, 51_000, "from its start: all of it");
-        assert_eq!(d.seed_marks, vec![mark(H0, 0, 51_000)], "started in the hour: its low is 0");
+        assert_eq!(marks(&d), vec![mark(H0, 0, 51_000)], "started in the hour: its low is 0");
         // A counter that went down is a restarted seed: all of it is new.
         s.announce(120, &seed(7_000, Event::None), ip(9));
         // An impossible jump (more than 10 Gbit/s since the last announce) is capped.
@@ -1365,7 +1437,7 @@ mod tests {
         s.announce(3_610, &seed(u64::MAX / 2 + 3_000, Event::None), ip(9));
         let d = s.drain_usage(H0 + 7_200);
         assert_eq!(
-            d.seed_marks,
+            marks(&d),
             vec![mark(H0, 0, u64::MAX / 2 + 1_000), mark(H0 + 3_600, u64::MAX / 2 + 1_000, u64::MAX / 2 + 3_000)]
         );
         // Another tracker (a replica, or this one restarted) credits a seed new to it
@@ -1374,12 +1446,12 @@ mod tests {
         b.announce(60, &seed(u64::MAX / 2 + 5_000, Event::None), ip(9));
         let d = b.drain_usage(H0 + 7_200);
         assert_eq!(d.usage.iter().map(|u| u.seed_bytes).sum::<u64>(), 0);
-        assert_eq!(d.seed_marks, vec![mark(H0 + 3_600, u64::MAX / 2 + 5_000, u64::MAX / 2 + 5_000)]);
+        assert_eq!(marks(&d), vec![mark(H0 + 3_600, u64::MAX / 2 + 5_000, u64::MAX / 2 + 5_000)]);
         // Its stop credits its last counter.
         b.announce(90, &seed(u64::MAX / 2 + 9_000, Event::Stopped), ip(9));
         let d = b.drain_usage(H0 + 7_200);
         assert_eq!(d.usage[0].seed_bytes, 4_000);
-        assert_eq!(d.seed_marks, vec![mark(H0 + 3_600, u64::MAX / 2 + 5_000, u64::MAX / 2 + 9_000)]);
+        assert_eq!(marks(&d), vec![mark(H0 + 3_600, u64::MAX / 2 + 5_000, u64::MAX / 2 + 9_000)]);
     }
 
     #[test]

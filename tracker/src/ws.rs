@@ -322,8 +322,10 @@ impl Relay {
                 info_hash,
                 peer_id,
                 port: 0,
-                uploaded: 0,
-                downloaded: 0,
+                // Bytes sent and taken in since the page joined (pieces from peers
+                // and seeds, and over HTTP): set against its watching at the roll-up.
+                uploaded: msg.get("uploaded").and_then(Value::as_u64).unwrap_or(0),
+                downloaded: msg.get("downloaded").and_then(Value::as_u64).unwrap_or(0),
                 left: 0,
                 event: if stopped { Event::Stopped } else { Event::None },
                 compact: true,
@@ -669,6 +671,15 @@ mod tests {
         assert_eq!((a.watched_s, a.ad_watched_s, a.role, a.reachable), (Some(42), Some(7), Role::Viewer, false));
         assert_eq!((a.watched_prev_s, a.ad_watched_prev_s), (Some(3_000), None));
         assert_eq!((a.peer_id, a.event), ([b'A'; 20], Event::None));
+        assert_eq!((a.uploaded, a.downloaded), (0, 0), "no byte counts: none");
+        ann["downloaded"] = json!(5_000_000);
+        ann["uploaded"] = json!(1_000);
+        w.say(&mut page, &ann).unwrap();
+        let a = Relay::take_usage(&mut page.conn).unwrap();
+        assert_eq!((a.uploaded, a.downloaded), (1_000, 5_000_000), "the page's bytes, set against its watching");
+        ann["downloaded"] = json!(-1);
+        w.say(&mut page, &ann).unwrap();
+        assert_eq!(Relay::take_usage(&mut page.conn).unwrap().downloaded, 0, "not a byte count: none");
         ann["event"] = json!("stopped");
         w.say(&mut page, &ann).unwrap();
         assert_eq!(Relay::take_usage(&mut page.conn).unwrap().event, Event::Stopped, "its last counters");

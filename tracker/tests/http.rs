@@ -240,7 +240,7 @@ fn the_admin_api_shows_an_account_only_its_own() {
             peak_viewers: 2,
         };
         db.record_usage(&[ev], 3_700).await.unwrap();
-        db.roll_up_hour(3_600).await.unwrap();
+        db.roll_up_hour(3_600, 7_200).await.unwrap();
     });
     let addr = serve_admin(&rt, db);
     let auth = |t: &str| format!("Authorization: Bearer {t}\r\n");

@@ -213,6 +213,72 @@ fn a_catalogue_outage_keeps_usage_until_it_is_back() {
     rt.block_on(db.drop_schema()).unwrap();
 }
 
+/// Viewer ids that report watching but take nothing in — each from its own address,
+/// so no cap stops them — are flagged when the hour's viewer-seconds outgrow what the
+/// viewers' `downloaded` bytes could play at the stream's rate (the seed's
+/// `downloaded`: the stream from ingest). Honest viewers alone are not.
+#[test]
+fn ids_that_watch_without_taking_the_stream_in_are_an_anomaly() {
+    use tracker::announce::{Announce, Role};
+    use tracker::meter::Meter;
+    use tracker::store::{StoreConfig, Swarms};
+
+    const H0: u64 = 1_800_000_000;
+    const RATE: u64 = 250_000;
+    rt().block_on(async {
+        for db in databases("unbacked").await {
+            let (acct, key) = news_channel(&db, 8).await;
+            let swarms = Swarms::with_epoch(StoreConfig::default(), H0);
+            let meter = Meter::new(db.clone(), "node-a");
+            let seed = |t: u64| Announce {
+                uploaded: t * RATE / 50,
+                downloaded: t * RATE,
+                role: Role::Seed,
+                ..Announce::new(key.info_hash(), [9; 20], 7000)
+            };
+            // Honest viewers take in the stream and a little more (protocol, repairs).
+            let honest = |peer: u8, t: u64| Announce { downloaded: t * RATE * 26 / 25, ..viewer(&key, peer, t) };
+            let ip = |a: u8, b: u8| std::net::IpAddr::from([10, a, b, 1]);
+            let minute = |t: u32, fakes: bool| {
+                swarms.announce(t, &seed(u64::from(t)), ip(0, 9));
+                for v in 1..=4 {
+                    swarms.announce(t, &honest(v, u64::from(t)), ip(0, v));
+                }
+                if fakes {
+                    // Each a viewer by its counter from 20 minutes in, from its own network.
+                    for f in 100..120u8 {
+                        swarms.announce(t, &viewer(&key, f, u64::from(t - 1_200)), ip(f, 1));
+                    }
+                }
+            };
+            for t in (0..=1_200u32).step_by(60) {
+                minute(t, false);
+            }
+            meter.flush(&swarms, H0 + 1_200).await;
+            meter.roll_up(H0 + 1_200).await.unwrap();
+            assert!(db.anomalies(acct, 10).await.unwrap().is_empty(), "honest viewers are backed ({:?})", db.backend());
+            for t in (1_260..=1_800u32).step_by(60) {
+                minute(t, true);
+            }
+            meter.flush(&swarms, H0 + 1_800).await;
+            meter.roll_up(H0 + 1_800).await.unwrap();
+            let u = &db.hourly_usage(acct, H0 as i64, H0 as i64 + 3_600).await.unwrap()[0];
+            // 4 × 1,800 honest seconds, and 20 × 540 made up (each billed from its
+            // first announce, 1,260 s in).
+            assert_eq!(u.viewer_seconds, 7_200 + 10_800);
+            let found = db.anomalies(acct, 10).await.unwrap();
+            assert_eq!(found.len(), 1, "{found:#?}");
+            let data = &found[0]["data"];
+            assert_eq!(data["kind"], "unbacked_hours");
+            assert_eq!(data["stream_bytes_per_s"].as_u64(), Some(RATE));
+            // The honest viewers' bytes back their 7,200 s (and 4 % more), no more.
+            let backed = data["backed_seconds"].as_u64().unwrap();
+            assert!((7_200..=7_500).contains(&backed), "{data}");
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
 /// Ids over a cap become a `usage.anomaly` of the channel's account: once per channel
 /// and hour, whatever the flushes and replicas, with how many ids the first report saw.
 #[test]

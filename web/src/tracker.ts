@@ -101,9 +101,17 @@ export class TrackerClient {
    * Tells the tracker what this page watched in the current UTC hour, seconds (and of
    * those, during ad breaks): Shoal's `watched` and `ad_watched`, metered as a native
    * viewer's announce is; early in an hour also the last hour's final counts
-   * (`watched_prev`, `ad_watched_prev`), so that hour is billed to its end.
+   * (`watched_prev`, `ad_watched_prev`), so that hour is billed to its end. `bytes`:
+   * what the page sent and took in since it joined (`uploaded`, `downloaded`); the
+   * tracker sets the bytes against the watching (watching without taking the stream in
+   * is flagged as an anomaly on the bill).
    */
-  async report(watched: number, adWatched: number, previous: [number, number] | null = null): Promise<void> {
+  async report(
+    watched: number,
+    adWatched: number,
+    previous: [number, number] | null = null,
+    bytes: { uploaded: number; downloaded: number } | null = null,
+  ): Promise<void> {
     if (this.ws.readyState === WebSocket.CONNECTING) {
       await new Promise((ok) => this.ws.addEventListener("open", ok, { once: true }));
     }
@@ -117,6 +125,7 @@ export class TrackerClient {
       watched: Math.floor(watched),
       ad_watched: Math.floor(adWatched),
       ...(previous ? { watched_prev: Math.floor(previous[0]), ad_watched_prev: Math.floor(previous[1]) } : {}),
+      ...(bytes ? { uploaded: Math.floor(bytes.uploaded), downloaded: Math.floor(bytes.downloaded) } : {}),
     });
   }
 

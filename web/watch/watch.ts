@@ -155,7 +155,9 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     state.watchedS = counts.watched;
     if (now - reportedAt >= 15_000) {
       reportedAt = now;
-      tracker.report(counts.watched, counts.ad, counts.prev).catch(() => {});
+      const st = peer.stats;
+      const bytes = { uploaded: st.bytesSent, downloaded: st.bytesFromPeers + st.bytesFromSeeds + state.bytes.http };
+      tracker.report(counts.watched, counts.ad, counts.prev, bytes).catch(() => {});
     }
   }, 1_000);
   setInterval(() => {

@@ -84,6 +84,35 @@ fn check_url(url: &str) -> Result<()> {
     })
 }
 
+/// Records a `usage.anomaly` of the channel with hex info-hash `hash`, once per channel,
+/// `kind` and hour whichever replica or roll-up finds it first: `fields` plus the
+/// channel's name, the kind and the hour. A channel the catalogue doesn't know: nothing.
+pub(super) async fn emit_anomaly(
+    conn: &mut sqlx::AnyConnection,
+    hash: &str,
+    kind: &str,
+    hour_start: u64,
+    mut fields: serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    let Some(r) = sqlx::query("SELECT account_id, name FROM channels WHERE info_hash = $1")
+        .bind(hash)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let (account, channel): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
+    if let Some(f) = fields.as_object_mut() {
+        f.insert("channel".into(), channel.into());
+        f.insert("kind".into(), kind.into());
+        f.insert("hour_start".into(), hour_start.into());
+    }
+    let key = format!("{}:{hash}:{kind}:{hour_start}", hooks::USAGE_ANOMALY);
+    emit(conn, account, hooks::USAGE_ANOMALY, &key, fields, now).await?;
+    Ok(())
+}
+
 /// Writes an event (once per `key`) and a delivery to each of the account's endpoints,
 /// on `conn` — inside the caller's transaction where the event reports a change.
 pub(super) async fn emit(
