@@ -392,9 +392,9 @@ impl Db {
     }
 
     /// The id of the account's channel `name`: [`DbError::NotFound`] if no channel has
-    /// that name, [`DbError::Forbidden`] if another account's has.
+    /// that name (or it was deleted), [`DbError::Forbidden`] if another account's has.
     pub async fn channel_of(&self, account_id: i64, name: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT id, account_id FROM channels WHERE name = $1")
+        let row = sqlx::query("SELECT id, account_id FROM channels WHERE name = $1 AND deleted_at IS NULL")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -424,9 +424,22 @@ impl Db {
         Ok(key)
     }
 
+    /// Deletes a channel at `now`: off and gone from every list, admission and change
+    /// ([`Db::channel_of`], [`Db::channel_records`]); its usage, licences and invoices
+    /// stay. The caller ends its running licences first.
+    pub async fn delete_channel(&self, channel_id: i64, now: i64) -> Result<()> {
+        self.write_channel_status(channel_id, false, Some(now)).await
+    }
+
+    /// Enables or disables a channel (not a deleted one: [`DbError::NotFound`]).
     pub async fn set_channel_status(&self, channel_id: i64, enabled: bool) -> Result<()> {
-        let r = sqlx::query("UPDATE channels SET status = $1 WHERE id = $2")
+        self.write_channel_status(channel_id, enabled, None).await
+    }
+
+    async fn write_channel_status(&self, channel_id: i64, enabled: bool, deleted_at: Option<i64>) -> Result<()> {
+        let r = sqlx::query("UPDATE channels SET status = $1, deleted_at = $2 WHERE id = $3 AND deleted_at IS NULL")
             .bind(if enabled { "enabled" } else { "disabled" })
+            .bind(deleted_at)
             .bind(channel_id)
             .execute(&self.pool)
             .await?;
@@ -538,7 +551,7 @@ impl Db {
         let rows = sqlx::query(
             "SELECT c.id, c.account_id, c.name, c.public_key, c.carries_ads, c.status, \
                c.stream_key_sha256, c.prev_stream_key_sha256, c.prev_stream_key_until \
-             FROM channels c ORDER BY c.id",
+             FROM channels c WHERE c.deleted_at IS NULL ORDER BY c.id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -625,9 +638,15 @@ impl Db {
     /// viewers' marks (merged with any node's) and the seeds'. Usage of channels not in
     /// the catalogue is dropped. Viewer marks of hours older than [`MARKS_KEPT_S`] and
     /// seed marks untouched for two days are deleted.
-    /// Returns events written.
+    /// Rows shared between nodes (marks) are written in key order, so replicas flushing
+    /// at once wait for each other rather than deadlock (each takes its rows' locks in
+    /// the same order). Returns events written.
     pub async fn record_flush(&self, node: &str, batch: &str, d: &Drained, now: i64) -> Result<u64> {
         let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let mut marks: Vec<&Mark> = d.marks.iter().collect();
+        marks.sort_unstable_by_key(|m| (m.info_hash, m.hour_start, m.peer_key));
+        let mut seed_marks: Vec<&SeedMark> = d.seed_marks.iter().collect();
+        seed_marks.sort_unstable_by_key(|m| (m.info_hash, m.peer_key, m.hour_start));
         let mut tx = self.pool.begin().await?;
         let mut written = 0;
         for u in &d.usage {
@@ -650,7 +669,7 @@ impl Db {
             .await?;
             written += r.rows_affected();
         }
-        for m in &d.marks {
+        for m in marks {
             // Merged with what any node wrote of this viewer and hour (Mark::merge in SQL).
             sqlx::query(
                 "INSERT INTO viewer_marks (info_hash, hour_start, peer_key, first_seen, first_watched, first_ad, \
@@ -685,7 +704,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
-        for m in &d.seed_marks {
+        for m in seed_marks {
             // Merged with what any node wrote of this seed and hour.
             sqlx::query(
                 "INSERT INTO seed_hour_marks (info_hash, peer_key, hour_start, low, high, first_seen, last_seen, \

@@ -184,6 +184,14 @@ enum ChannelCmd {
     },
     /// Allow publishing and watching again.
     Enable { name: String },
+    /// Delete the channel: no longer listed, watched, published or changed (its usage,
+    /// licences and invoices stay; its name and key stay taken). A channel with a
+    /// licence running or to come needs --licences end.
+    Delete {
+        name: String,
+        #[arg(long, value_parser = ["end"])]
+        licences: Option<String>,
+    },
     /// A new stream key (printed once); the old one keeps working for --grace-seconds.
     RotateKey {
         name: String,
@@ -323,6 +331,10 @@ pub(crate) fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Channel(ChannelCmd::Disable { name, licences }) => {
             let body = licences.map(|l| json!({ "licences": l }));
             print(api.call("POST", &format!("/v1/channels/{name}/disable"), body.as_ref())?)
+        }
+        AdminCmd::Channel(ChannelCmd::Delete { name, licences }) => {
+            let body = licences.map(|l| json!({ "licences": l }));
+            print(api.call("DELETE", &format!("/v1/channels/{name}"), body.as_ref())?)
         }
         AdminCmd::Channel(ChannelCmd::Enable { name }) => {
             print(api.call("POST", &format!("/v1/channels/{name}/enable"), None)?)

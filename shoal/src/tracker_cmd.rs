@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use catalogue::db::Db;
@@ -58,12 +59,18 @@ pub(crate) struct TrackerArgs {
     /// the platform's internal services.
     #[arg(long, env = "SHOAL_WEBHOOKS_ALLOW_PRIVATE")]
     webhooks_allow_private: bool,
-    /// Usage is written to the catalogue this often, seconds (multiple of 10).
+    /// Usage is written to the catalogue this often, seconds (at least 10; at the first
+    /// 10-second tick of each such window of the clock).
     #[arg(long, default_value_t = 60)]
     flush_interval: u32,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Tests only: the tracker's time is the unix time written in this file, read at
+    /// each use (`tracker::http::drive_clock`), so tests drive whole processes through
+    /// hours. Never in production.
+    #[arg(long, hide = true)]
+    clock_file: Option<std::path::PathBuf>,
     /// Benchmarks only: treat every info-hash as an open channel (load testers make
     /// info-hashes up). Never in production: it opens the tracker to any swarm.
     #[arg(long, hide = true)]
@@ -77,18 +84,30 @@ pub(crate) fn run(a: TrackerArgs) -> anyhow::Result<()> {
     }
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
-        let addr = start(&a).await?;
-        println!("TRACKER  http://{addr}/announce  (scrape: /scrape, /metrics)");
+        let running = start(&a).await?;
+        println!("TRACKER  http://{}/announce  (scrape: /scrape, /metrics)", running.addr);
         crate::shutdown_signal().await?;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: writing the usage not yet flushed");
+        tracker::http::flush_usage(&running.tracker, running.meter.as_deref()).await;
         Ok(())
     })
 }
 
+/// A started tracker: where it listens, and what a shutdown flushes.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    tracker: Arc<Tracker>,
+    meter: Option<Arc<Meter>>,
+}
+
 /// Opens the directory (and catalogue), binds, and serves from spawned tasks.
-pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
+pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<Running> {
     if !(10..=3600).contains(&a.interval) {
         bail!("--interval must be 10..=3600 seconds, got {}", a.interval);
+    }
+    if let Some(path) = &a.clock_file {
+        tracing::warn!(path = %path.display(), "--clock-file: the time is read from a file (tests only)");
+        tracker::http::drive_clock(path.clone()).map_err(|e| anyhow::anyhow!("--clock-file {e}"))?;
     }
     let cfg = StoreConfig {
         interval_s: a.interval,
@@ -107,7 +126,7 @@ pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
             (Arc::new(AnyChannel), Reload::Nothing)
         } else if let Some(url) = &a.database_url {
             let db = Db::open(url).await.context("opening the catalogue")?;
-            meter = Some(Meter::new(db.clone(), a.node.clone()));
+            meter = Some(Arc::new(Meter::new(db.clone(), a.node.clone())));
             admin = Some(db.clone());
             (cache.clone(), Reload::Db(DbDirectory::new(db, cache)))
         } else {
@@ -140,7 +159,10 @@ pub(crate) async fn start(a: &TrackerArgs) -> anyhow::Result<SocketAddr> {
             tokio::spawn(tracker::webhooks::Deliverer::new(db.clone(), a.webhooks_allow_private, outcomes).run());
         }
         tokio::spawn(tracker::http::serve(listener, tracker.clone()));
-        tokio::spawn(tracker::http::maintain(tracker, reload, meter, (a.flush_interval / 10).max(1)));
-        Ok(addr)
+        // With a driven clock, often: the test's minutes pass in a fraction of a second.
+        let tick = Duration::from_millis(if a.clock_file.is_some() { 20 } else { 10_000 });
+        let flush = u64::from(a.flush_interval.max(10));
+        tokio::spawn(tracker::http::maintain(tracker.clone(), reload, meter.clone(), flush, tick));
+        Ok(Running { addr, tracker, meter })
     }
 }

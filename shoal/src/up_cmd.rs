@@ -84,7 +84,7 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             "--listen",
             &a.tracker_listen.to_string(),
         ])?;
-        let tracker_addr = crate::tracker_cmd::start(&t.a).await.context("starting the tracker")?;
+        let tracker_addr = crate::tracker_cmd::start(&t.a).await.context("starting the tracker")?.addr;
         let i = IngestOnly::try_parse_from([
             "ingest",
             "--data-dir",

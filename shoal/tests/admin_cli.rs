@@ -205,8 +205,22 @@ fn an_operator_creates_a_channel_and_ingest_lets_only_its_key_publish() {
     eventually("the new licence and key reach ingest", || publish(rtmp, &key3).is_ok());
     publish(rtmp, &key2).unwrap();
 
+    // Deleting the channel: its licence must end with it; its live session ends and
+    // its keys publish nothing after.
+    let (ok, out) = admin(&dir, &url, &token, &["channel", "delete", "news"]);
+    assert!(!ok && out.contains("\"licences\": \"end\""), "a licence runs: end it with the channel: {out}");
+    let owner = rt.block_on(ingest::rtmp_client::RtmpPublisher::connect(rtmp, "live", &key3)).unwrap();
+    let (ok, out) = admin(&dir, &url, &token, &["channel", "delete", "news", "--licences", "end"]);
+    assert!(ok, "{out}");
+    cut_off(&rt, owner, "delete");
+    let refused = publish(rtmp, &key3).unwrap_err();
+    assert!(refused.contains("unknown stream key"), "{refused}");
+    let (ok, out) = admin(&dir, &url, &token, &["channel", "list"]);
+    assert!(ok && !out.contains("news"), "{out}");
+
     let (ok, out) = admin(&dir, &url, &token, &["audit"]);
     assert!(ok && out.contains("channel.rotate_stream_key") && out.contains("license.add"), "{out}");
+    assert!(out.contains("channel.delete"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

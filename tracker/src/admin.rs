@@ -6,7 +6,9 @@
 //! - `GET /v1/channels`; `POST /v1/channels` `{name, public_key, carries_ads}` (the
 //!   answer holds the stream key, shown this once).
 //! - `POST /v1/channels/{name}/disable` `{licences: "end"|"keep"}` (required when a
-//!   licence runs or is to come: end it now, or keep paying for it), `…/enable`.
+//!   licence runs or is to come: end it now, or keep paying for it), `…/enable`;
+//!   `DELETE /v1/channels/{name}` `{licences: "end"}` (required when a licence runs or
+//!   is to come; a deleted channel keeps none): gone, its usage and invoices kept.
 //! - `POST /v1/channels/{name}/stream-key` `{grace_seconds}`: a new stream key; the old
 //!   one keeps working for the grace period.
 //! - `GET /v1/plans`; `GET /v1/licenses`; `POST /v1/channels/{name}/licenses`
@@ -141,6 +143,7 @@ pub fn allowed(path: &str) -> Option<&'static str> {
     let segs: Vec<&str> = rest.split('/').collect();
     Some(match segs.as_slice() {
         ["channels"] | ["webhooks"] => "GET, POST",
+        ["channels", _] => "DELETE",
         ["channels", _, "disable" | "enable" | "stream-key" | "licenses"]
         | ["licenses", _, "end"]
         | ["webhooks", _, "disable"] => "POST",
@@ -193,6 +196,7 @@ pub async fn route(db: &Db, req: Request<'_>) -> Option<Answer> {
         ("POST", ["channels", name, action @ ("disable" | "enable")]) => {
             set_status(db, &who, name, *action == "enable", req).await
         }
+        ("DELETE", ["channels", name]) => delete_channel(db, &who, name, req).await,
         ("POST", ["channels", name, "stream-key"]) => rotate(db, &who, name, req).await,
         ("POST", ["channels", name, "licenses"]) => add_license(db, &who, name, req).await,
         ("POST", ["licenses", id, "end"]) => end_license(db, &who, id, req.now).await,
@@ -400,34 +404,11 @@ async fn set_status(db: &Db, who: &Caller, name: &str, enabled: bool, req: Reque
     };
     let result = async {
         let id = db.channel_of(who.account_id, name).await?;
-        let mut detail = String::new();
-        if !enabled {
-            // A licence running on or to come: the caller says what becomes of it.
-            let live: Vec<_> = db
-                .licenses(who.account_id)
-                .await?
-                .into_iter()
-                .filter(|l| l.channel == name && l.status == "active" && l.valid_until.is_none_or(|u| u > req.now))
-                .collect();
-            match (choice, live.is_empty()) {
-                (None, false) => {
-                    let ids: Vec<String> = live.iter().map(|l| l.id.to_string()).collect();
-                    return Err(DbError::Invalid(format!(
-                        "channel {name} has licence {} running or to come: send {{\"licences\": \"end\"}} to end it \
-                         now, or {{\"licences\": \"keep\"}} to keep it (and pay for it) while the channel is off",
-                        ids.join(", ")
-                    )));
-                }
-                (Some(OnDisable::End), _) => {
-                    for l in &live {
-                        db.end_license(who.account_id, l.id, req.now).await?;
-                    }
-                    detail = format!("licences ended: {:?}", live.iter().map(|l| l.id).collect::<Vec<_>>());
-                }
-                (Some(OnDisable::Keep), false) => detail = "licences kept".into(),
-                _ => {}
-            }
-        }
+        let detail = if enabled {
+            String::new()
+        } else {
+            licences_on_leaving(db, who, name, choice, "disabled", req.now).await?
+        };
         db.set_channel_status(id, enabled).await?;
         Ok(detail)
     };
@@ -438,6 +419,76 @@ async fn set_status(db: &Db, who: &Caller, name: &str, enabled: bool, req: Reque
             list_one(db, who, name, req.now).await
         }
         Err(e) => db_error(&e),
+    }
+}
+
+/// `DELETE /v1/channels/{name}`: gone for good (its usage, licences and invoices stay;
+/// its name and key stay taken). A licence running or to come must be ended with it
+/// (`licences: end`); keeping one is refused.
+async fn delete_channel(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> Answer {
+    let choice = match requests::parse_or_default::<Disable>(req.body) {
+        Ok(d) => d.licences,
+        Err(e) => return error(400, &e),
+    };
+    let result = async {
+        let id = db.channel_of(who.account_id, name).await?;
+        let detail = licences_on_leaving(db, who, name, choice, "deleted", req.now).await?;
+        db.delete_channel(id, req.now).await?;
+        Ok(detail)
+    };
+    match result.await {
+        Ok(detail) => {
+            audited(db, who, req.now, "channel.delete", name, &detail).await;
+            json(200, &serde_json::json!({ "name": name, "deleted_at": req.now }))
+        }
+        Err(e) => db_error(&e),
+    }
+}
+
+/// What becomes of channel `name`'s licences running or to come as it is `becoming`
+/// disabled or deleted: the caller's `choice` — required when there are some — ends
+/// them now or (disabling only) keeps them. Returns the audit detail.
+async fn licences_on_leaving(
+    db: &Db,
+    who: &Caller,
+    name: &str,
+    choice: Option<OnDisable>,
+    becoming: &str,
+    now: i64,
+) -> Result<String, DbError> {
+    let live: Vec<_> = db
+        .licenses(who.account_id)
+        .await?
+        .into_iter()
+        .filter(|l| l.channel == name && l.status == "active" && l.valid_until.is_none_or(|u| u > now))
+        .collect();
+    let ids: Vec<String> = live.iter().map(|l| l.id.to_string()).collect();
+    let deleting = becoming == "deleted";
+    match (choice, live.is_empty()) {
+        (None, false) => {
+            let keep = if deleting {
+                String::new()
+            } else {
+                ", or {\"licences\": \"keep\"} to keep it (and pay for it) while the channel is off".to_owned()
+            };
+            Err(DbError::Invalid(format!(
+                "channel {name} has licence {} running or to come: send {{\"licences\": \"end\"}} to end it now{keep}",
+                ids.join(", ")
+            )))
+        }
+        (Some(OnDisable::Keep), false) if deleting => Err(DbError::Invalid(format!(
+            "channel {name} has licence {} running or to come: a deleted channel keeps none; send \
+             {{\"licences\": \"end\"}} to end it with the channel",
+            ids.join(", ")
+        ))),
+        (Some(OnDisable::End), false) => {
+            for l in &live {
+                db.end_license(who.account_id, l.id, now).await?;
+            }
+            Ok(format!("licences ended: {}", ids.join(", ")))
+        }
+        (Some(OnDisable::Keep), false) => Ok("licences kept".into()),
+        _ => Ok(String::new()),
     }
 }
 
@@ -638,6 +689,9 @@ pub const OPENAPI: &str = r##"{
       "post": {"summary": "Create a channel; the answer holds its stream key, shown once", "security": [{"token": []}],
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewChannel"}}}},
         "responses": {"201": {"description": "name, channel_id, info_hash, stream_key"}, "400": {"description": "bad name or key"}, "409": {"description": "exists"}}}},
+    "/v1/channels/{name}": {"delete": {"summary": "Delete the channel: no longer listed, watched, published or changed; its usage, licences and invoices stay, its name and key stay taken. A licence running or to come must be ended with it", "security": [{"token": []}],
+      "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"licences": {"enum": ["end", "keep", null], "description": "end: end its licences now; keep is refused (a deleted channel keeps none); null: as if not given"}}}}}},
+      "responses": {"200": {"description": "name, deleted_at"}, "400": {"description": "a licence runs and was not ended"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},
     "/v1/channels/{name}/disable": {"post": {"summary": "Stop publishing and watching; with a licence running or to come, say whether it ends now or is kept (and billed)", "security": [{"token": []}],
       "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"licences": {"enum": ["end", "keep", null], "description": "null: as if not given"}}}}}},
       "responses": {"200": {"description": "Channel"}, "400": {"description": "a licence runs and no choice was given"}, "403": {"description": "another account's"}, "404": {"description": "no such channel"}}}},

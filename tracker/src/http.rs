@@ -39,14 +39,17 @@ pub struct Tracker {
     /// Pages on the WebSocket tracker (`/announce` upgraded), by channel.
     pub relay: Arc<crate::ws::Relay>,
     started: Instant,
+    /// [`unix_now`] when the tracker started (its store's epoch).
+    started_unix: u64,
 }
 
 impl Tracker {
     pub fn new(cfg: StoreConfig, directory: Arc<dyn ChannelDirectory>, seeders: SeederTokens) -> Self {
         let metrics = TrackerMetrics::new();
         let relay = Arc::new(crate::ws::Relay::new(&metrics.registry));
+        let started_unix = unix_now();
         Tracker {
-            swarms: Swarms::new(cfg),
+            swarms: Swarms::with_epoch(cfg, started_unix),
             directory,
             seeders,
             metrics,
@@ -54,6 +57,7 @@ impl Tracker {
             shared: None,
             relay,
             started: Instant::now(),
+            started_unix,
         }
     }
 
@@ -69,9 +73,15 @@ impl Tracker {
         self
     }
 
-    /// Seconds since the tracker started: the swarm store's clock.
+    /// Seconds since the tracker started: the swarm store's clock (monotonic; with a
+    /// driven clock, [`drive_clock`], the driven time since the start).
     pub fn now_s(&self) -> u32 {
-        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+        let s = if CLOCK_FILE.get().is_some() {
+            unix_now().saturating_sub(self.started_unix)
+        } else {
+            self.started.elapsed().as_secs()
+        };
+        u32::try_from(s).unwrap_or(u32::MAX)
     }
 
     /// One announce, from the query string and the connection's address, answered
@@ -258,7 +268,36 @@ fn failure(status: StatusCode, reason: &str) -> (StatusCode, Vec<u8>) {
 }
 
 pub fn unix_now() -> u64 {
+    if let Some(path) = CLOCK_FILE.get() {
+        // Read at each use; a read that fails (the file mid-replace) keeps the last time.
+        return match std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok()) {
+            Some(t) => {
+                CLOCK_LAST.store(t, std::sync::atomic::Ordering::Relaxed);
+                t
+            }
+            None => CLOCK_LAST.load(std::sync::atomic::Ordering::Relaxed),
+        };
+    }
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+static CLOCK_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+static CLOCK_LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Tests only (`shoal tracker --clock-file`): the tracker's time — metering's hours,
+/// the store's clock, expiry — is the unix time written in `path`, read at each use,
+/// so a test drives whole tracker processes through hours in seconds. Set before the
+/// tracker is made; once per process.
+///
+/// # Errors
+/// The clock was already driven, or the file holds no time.
+pub fn drive_clock(path: std::path::PathBuf) -> Result<(), String> {
+    let t = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("{}: unix seconds expected", path.display()))?;
+    CLOCK_LAST.store(t, std::sync::atomic::Ordering::Relaxed);
+    CLOCK_FILE.set(path).map_err(|_| "the clock is already driven".to_owned())
 }
 
 /// Serves announces, scrapes and the admin API (and `/metrics`, `/healthz`, `/readyz`:
@@ -308,16 +347,23 @@ impl Reload {
     }
 }
 
-/// Sweeps and re-reads the channel directory every 10 s (licences begin and end with
-/// time) and, over the SQL catalogue, twice a second when a write moved its change
+/// Sweeps and re-reads the channel directory every `tick` (10 s; licences begin and end
+/// with time) and, over the SQL catalogue, twice a second when a write moved its change
 /// counter (a channel disabled stops taking announces within 0.5 s); a failed read
-/// keeps the last good directory and is counted. Every `flush_every` ticks, usage goes
-/// to the catalogue (or, without one, is only counted).
-pub async fn maintain(tracker: Arc<Tracker>, reload: Reload, meter: Option<Meter>, flush_every: u32) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+/// keeps the last good directory and is counted. At the first tick of each
+/// `flush_interval_s` window of the tracker's clock (every minute, by default), usage
+/// goes to the catalogue (or, without one, is only counted).
+pub async fn maintain(
+    tracker: Arc<Tracker>,
+    reload: Reload,
+    meter: Option<Arc<Meter>>,
+    flush_interval_s: u64,
+    tick: Duration,
+) {
+    let mut tick = tokio::time::interval(tick);
     let mut follow = tokio::time::interval(Duration::from_millis(500));
     follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u32 = 0;
+    let mut flushed_window = unix_now() / flush_interval_s.max(1);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -330,7 +376,6 @@ pub async fn maintain(tracker: Arc<Tracker>, reload: Reload, meter: Option<Meter
                 continue;
             }
         }
-        n = n.wrapping_add(1);
         let now_s = tracker.now_s();
         tracker.sweep(now_s);
         if let Some(shared) = &tracker.shared {
@@ -347,13 +392,18 @@ pub async fn maintain(tracker: Arc<Tracker>, reload: Reload, meter: Option<Meter
         if let Err(e) = reload.run(unix_now()).await {
             reload.failed(&tracker, &e);
         }
-        if n.is_multiple_of(flush_every.max(1)) {
-            flush_usage(&tracker, meter.as_ref()).instrument(tracing::debug_span!("usage_flush")).await;
+        let window = unix_now() / flush_interval_s.max(1);
+        if window != flushed_window {
+            flushed_window = window;
+            flush_usage(&tracker, meter.as_deref()).instrument(tracing::debug_span!("usage_flush")).await;
         }
     }
 }
 
-async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>) {
+/// Drains the swarms' usage to the catalogue (or, without one, only counts it), and
+/// rolls up the hours it touched; also at shutdown, so a stopped tracker leaves
+/// nothing unwritten.
+pub async fn flush_usage(tracker: &Tracker, meter: Option<&Meter>) {
     let m = &tracker.metrics;
     match meter {
         Some(meter) => {

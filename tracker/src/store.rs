@@ -431,7 +431,7 @@ impl Swarms {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             rng: AtomicU64::new(0x5eed),
-            epoch_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            epoch_unix: crate::http::unix_now(),
         }
     }
 

@@ -95,16 +95,38 @@ impl Deliverer {
     pub async fn run(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_scan = i64::MIN;
+        let mut last_scan: Option<i64> = None;
         loop {
             tick.tick().await;
             let now = crate::http::unix_now() as i64;
-            let scan = now - last_scan >= LICENCE_SCAN_S;
+            let scan = licence_scan_due(last_scan, now);
             match self.round(now, scan).await {
-                Ok(_) if scan => last_scan = now,
+                Ok(_) if scan => last_scan = Some(now),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "webhook round failed; next in 1 s"),
             }
         }
+    }
+}
+
+/// Whether the licence scan is due at `now`, the last one having run at `last`: at the
+/// first round, then every [`LICENCE_SCAN_S`]. (It was `now - i64::MIN >= 60`, which
+/// overflows: a panic in debug builds, and in release a negative difference — licences
+/// were never scanned by a running tracker, so `licence.expiring` and `licence.expired`
+/// were never sent.)
+fn licence_scan_due(last: Option<i64>, now: i64) -> bool {
+    last.is_none_or(|l| now.saturating_sub(l) >= LICENCE_SCAN_S)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_licence_scan_runs_at_the_first_round_then_every_minute() {
+        use super::{LICENCE_SCAN_S, licence_scan_due};
+        assert!(licence_scan_due(None, 1_800_000_000));
+        assert!(licence_scan_due(None, i64::MIN));
+        assert!(!licence_scan_due(Some(1_000), 1_000 + LICENCE_SCAN_S - 1));
+        assert!(licence_scan_due(Some(1_000), 1_000 + LICENCE_SCAN_S));
+        assert!(!licence_scan_due(Some(i64::MAX), i64::MIN), "a clock that went back: not yet");
     }
 }

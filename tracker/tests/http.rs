@@ -401,6 +401,33 @@ fn the_admin_api_manages_channels_keys_and_licences() {
     assert_eq!(names(&tb), ["broadcast"], "granted to a only");
     assert_eq!(request(addr, "POST", "/v1/channels/sport2/licenses", &ta, r#"{"plan": "partner"}"#).0, 201);
 
+    // Deleting: its running licence must be ended with it (keeping one is refused).
+    assert_eq!(request(addr, "DELETE", "/v1/channels/sport2", &tb, "").0, 403);
+    let (status, e) = request(addr, "DELETE", "/v1/channels/sport2", &ta, "");
+    assert!(status == 400 && e["error"].as_str().unwrap().contains(r#""licences": "end""#), "{e}");
+    let (status, e) = request(addr, "DELETE", "/v1/channels/sport2", &ta, r#"{"licences": "keep"}"#);
+    assert!(status == 400 && e["error"].as_str().unwrap().contains("keeps none"), "{e}");
+    let (status, gone) = request(addr, "DELETE", "/v1/channels/sport2", &ta, r#"{"licences": "end"}"#);
+    assert_eq!((status, &gone["name"]), (200, &serde_json::json!("sport2")), "{gone}");
+    let (_, chans) = request(addr, "GET", "/v1/channels", &ta, "");
+    let listed: Vec<&str> = chans.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["sport"], "not listed");
+    let (_, l) = request(addr, "GET", "/v1/licenses", &ta, "");
+    let partner_licence = l.as_array().unwrap().iter().find(|l| l["channel"] == "sport2").unwrap();
+    assert!(
+        partner_licence["status"] == "revoked" || partner_licence["valid_until"].as_i64() > Some(1_000_000_000),
+        "ended with it: {partner_licence}"
+    );
+    let now = tracker::http::unix_now() as i64;
+    let states = rt.block_on(platform.channel_states(now)).unwrap();
+    assert!(states.iter().all(|c| c.name != "sport2"), "not admitted: announces and publishes see no such channel");
+    assert_eq!(request(addr, "DELETE", "/v1/channels/sport2", &ta, "").0, 404, "gone");
+    assert_eq!(request(addr, "POST", "/v1/channels/sport2/enable", &ta, "").0, 404, "not changeable");
+    assert_eq!(request(addr, "POST", "/v1/channels", &ta, &body).0, 409, "its name and key stay taken");
+    // Without a licence running, no choice is needed.
+    assert_eq!(request(addr, "DELETE", "/v1/channels/sport", &ta, "").0, 200);
+    assert_eq!(request(addr, "GET", "/v1/audit", &ta, "").1[0]["action"], "channel.delete");
+
     assert_eq!(request(addr, "DELETE", "/v1/channels", &ta, "").0, 405);
     assert_eq!(request(addr, "POST", "/v1/nothing", &ta, "").0, 404);
     assert_eq!(request(addr, "POST", "/v1/channels", &ta, &"x".repeat(70_000)).0, 413);

@@ -279,6 +279,46 @@ fn ids_that_watch_without_taking_the_stream_in_are_an_anomaly() {
     });
 }
 
+/// The measured attack, again: 300 made-up viewer ids from one address
+/// announcing every 10 s for 70 s. Before the caps it billed 18,000 viewer-seconds and
+/// 301 unique viewers; now the default cap's 64 ids are billed, no more.
+#[test]
+fn three_hundred_ids_from_one_address_bill_at_most_the_cap() {
+    use tracker::announce::{Announce, Role};
+    use tracker::meter::Meter;
+    use tracker::store::{StoreConfig, Swarms};
+
+    const H0: u64 = 1_800_000_000;
+    rt().block_on(async {
+        for db in databases("three_hundred").await {
+            let (acct, key) = news_channel(&db, 9).await;
+            let cfg = StoreConfig::default();
+            let swarms = Swarms::with_epoch(cfg, H0);
+            let from = std::net::IpAddr::from([203, 0, 113, 7]);
+            for t in (0..=70u32).step_by(10) {
+                for id in 0..300u16 {
+                    let mut peer_id = [b'f'; 20];
+                    peer_id[..2].copy_from_slice(&id.to_be_bytes());
+                    let a = Announce {
+                        watched_s: Some(u64::from(t)),
+                        role: Role::Viewer,
+                        ..Announce::new(key.info_hash(), peer_id, 7000)
+                    };
+                    swarms.announce(t, &a, from);
+                }
+            }
+            let meter = Meter::new(db.clone(), "node-a");
+            meter.flush(&swarms, H0 + 70).await;
+            meter.roll_up(H0 + 70).await.unwrap();
+            let u = &db.hourly_usage(acct, H0 as i64, H0 as i64 + 3_600).await.unwrap()[0];
+            let cap = u64::from(cfg.max_ids_per_address);
+            assert_eq!(cap, 64);
+            assert_eq!((u.viewer_seconds as u64, u.unique_viewers as u64), (cap * 70, cap), "{:?}", db.backend());
+            db.drop_schema().await.unwrap();
+        }
+    });
+}
+
 /// Ids over a cap become a `usage.anomaly` of the channel's account: once per channel
 /// and hour, whatever the flushes and replicas, with how many ids the first report saw.
 #[test]
@@ -355,16 +395,7 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
                 db.create_channel(acct, &format!("ch{n}"), key, &format!("k{n}"), false, 1).await.unwrap();
                 channels.push(key);
             }
-            // What one tracker seeing every announce bills, without and with watched_prev.
-            let mut truth = [0, 0];
-            let mut rng = 0x5eed_u64;
-            let mut random = |m: u64| {
-                rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = rng;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                (z ^ (z >> 31)) % m
-            };
+            let mut random = catalogue::testing::choices(0x5eed);
             // Each viewer joins in the first minute and announces every 30 s after.
             let joins: Vec<u64> = (0..VIEWERS).map(|_| START + random(60)).collect();
             for (key, &(n, spread_at_random, killed, prev)) in channels.iter().zip(&arrangements) {
@@ -427,23 +458,8 @@ fn replicas_behind_any_spreader_bill_what_one_tracker_would() {
                     meter.roll_up(START + 600).await.unwrap();
                 }
             }
-            // What one tracker seeing every announce bills: per viewer and hour, what its
-            // counter grew by between its first and last announce in the hour (from the
-            // hour's start if it was watching before).
-            for &joined in &joins {
-                let announces: Vec<u64> = (joined..START + 600).step_by(30).collect();
-                for hour_start in [H0, H0 + 3_600] {
-                    let in_hour: Vec<u64> = announces.iter().copied().filter(|t| t - t % 3600 == hour_start).collect();
-                    if let (Some(first), Some(last)) = (in_hour.first(), in_hour.last()) {
-                        let base = if joined >= hour_start { first - joined } else { 0 };
-                        truth[0] += (last - joined.max(hour_start)) - base;
-                        // With watched_prev, an hour the viewer watched to its end is
-                        // billed to its end (the tail).
-                        let end = if hour_start + 3_600 < START + 600 { hour_start + 3_600 } else { *last };
-                        truth[1] += (end - joined.max(hour_start)) - base;
-                    }
-                }
-            }
+            // What one tracker seeing every announce bills (without and with watched_prev).
+            let truth = catalogue::testing::one_tracker_bill(&joins, START + 600);
             let usage = db.usage_summary(acct, H0 as i64, H0 as i64 + 7_200).await.unwrap();
             assert_eq!(usage.len(), arrangements.len());
             assert!(truth[1] > truth[0], "the tails: {truth:?}");

@@ -26,7 +26,7 @@ interface WatchState {
   forgedRefused: number;
   /** Times it skipped ahead to its target latency. */
   skips: number;
-  /** Seconds watched this UTC hour, as told to the tracker. */
+  /** Seconds watched this UTC hour (and, early in it, the last), as told to the tracker. */
   watchedS: number;
   peer: PagePeer | null;
   /**
@@ -152,7 +152,9 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     const now = Date.now();
     metering.tick(now, video.paused, video.currentTime);
     const counts = metering.counts(now);
-    state.watchedS = counts.watched;
+    // Seconds of this hour and, early in an hour, of the one before: a page watching
+    // across the hour's turn has watched both.
+    state.watchedS = counts.watched + (counts.prev?.[0] ?? 0);
     if (now - reportedAt >= 15_000) {
       reportedAt = now;
       const st = peer.stats;
