@@ -83,6 +83,9 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             &url,
             "--listen",
             &a.tracker_listen.to_string(),
+            // The all-in-one node shows usage within seconds (SQLite, one writer).
+            "--flush-interval",
+            "10",
         ])?;
         let tracker_addr = crate::tracker_cmd::start(&t.a).await.context("starting the tracker")?.addr;
         let i = IngestOnly::try_parse_from([

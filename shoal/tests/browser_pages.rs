@@ -201,15 +201,18 @@ fn many_pages_play_a_minute_mostly_from_each_other_a_forger_is_dropped_and_a_par
     let refused: u64 = honest.iter().map(|p| p["peer"]["forgedRefused"].as_u64().unwrap()).sum();
     assert!(refused >= 1, "a page refused a forged piece and dropped its sender");
     // Pages told the tracker what they watched: metered as viewers (there is no
-    // other viewer here), as the tracker's metrics say after its 10 s flush.
+    // other viewer here), as the tracker's metrics say once it has flushed (`shoal up`
+    // flushes every 10 s, at the first tick of each window of the clock).
     assert!(honest.iter().all(|p| p["watchedS"].as_u64().unwrap() >= 25), "each page counted its seconds");
     let tracker = word_after(&up.2, "--tracker http://");
-    let (_, metrics) = common::http_get(&format!("http://{tracker}/metrics"));
-    let metrics = String::from_utf8_lossy(&metrics);
-    let seconds: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("shoal_tracker_viewer_seconds_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(seconds >= 30.0, "viewer-seconds metered from pages: {seconds}");
+    let mut seconds = 0.0;
+    let metered = eventually(Duration::from_secs(25), || {
+        let (_, metrics) = common::http_get(&format!("http://{tracker}/metrics"));
+        seconds = String::from_utf8_lossy(&metrics)
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_tracker_viewer_seconds_total ").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0);
+        seconds >= 30.0
+    });
+    assert!(metered, "viewer-seconds metered from pages: {seconds}");
 }
