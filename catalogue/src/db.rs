@@ -901,8 +901,9 @@ impl Db {
         }
         // Viewer-hours its viewers' bytes don't back: a `usage.anomaly` (once per
         // channel and hour, at the first roll-up that finds it).
+        let views_of: HashMap<&str, &[SeedMark]> = seed_hours.iter().map(|s| (s.0.as_str(), &s.2[..])).collect();
         for c in &channels {
-            let views = seed_hours.iter().find(|s| s.0 == c.hash).map_or(&[][..], |s| &s.2[..]);
+            let views = views_of.get(c.hash.as_str()).copied().unwrap_or_default();
             let Some(u) = unbacked(c.seconds, c.bytes, views) else { continue };
             let fields = serde_json::json!({
                 "viewer_seconds": u.viewer_seconds, "backed_seconds": u.backed_seconds,

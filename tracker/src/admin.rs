@@ -404,11 +404,8 @@ async fn set_status(db: &Db, who: &Caller, name: &str, enabled: bool, req: Reque
     };
     let result = async {
         let id = db.channel_of(who.account_id, name).await?;
-        let detail = if enabled {
-            String::new()
-        } else {
-            licences_on_leaving(db, who, name, choice, "disabled", req.now).await?
-        };
+        let detail =
+            if enabled { String::new() } else { licences_on_leaving(db, who, name, choice, false, req.now).await? };
         db.set_channel_status(id, enabled).await?;
         Ok(detail)
     };
@@ -432,7 +429,7 @@ async fn delete_channel(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> 
     };
     let result = async {
         let id = db.channel_of(who.account_id, name).await?;
-        let detail = licences_on_leaving(db, who, name, choice, "deleted", req.now).await?;
+        let detail = licences_on_leaving(db, who, name, choice, true, req.now).await?;
         db.delete_channel(id, req.now).await?;
         Ok(detail)
     };
@@ -445,15 +442,15 @@ async fn delete_channel(db: &Db, who: &Caller, name: &str, req: Request<'_>) -> 
     }
 }
 
-/// What becomes of channel `name`'s licences running or to come as it is `becoming`
-/// disabled or deleted: the caller's `choice` — required when there are some — ends
+/// What becomes of channel `name`'s licences running or to come as it is disabled or
+/// (`deleting`) deleted: the caller's `choice` — required when there are some — ends
 /// them now or (disabling only) keeps them. Returns the audit detail.
 async fn licences_on_leaving(
     db: &Db,
     who: &Caller,
     name: &str,
     choice: Option<OnDisable>,
-    becoming: &str,
+    deleting: bool,
     now: i64,
 ) -> Result<String, DbError> {
     let live: Vec<_> = db
@@ -463,7 +460,6 @@ async fn licences_on_leaving(
         .filter(|l| l.channel == name && l.status == "active" && l.valid_until.is_none_or(|u| u > now))
         .collect();
     let ids: Vec<String> = live.iter().map(|l| l.id.to_string()).collect();
-    let deleting = becoming == "deleted";
     match (choice, live.is_empty()) {
         (None, false) => {
             let keep = if deleting {
