@@ -17,9 +17,11 @@ use sqlx::{AnyPool, Executor, Row};
 use swarm::piece::{ChannelId, encode_hex};
 
 mod billing;
+mod epochs;
 mod plans;
 mod webhooks;
 pub use billing::{Invoice, InvoiceLine, LineKind};
+pub use epochs::StreamEpoch;
 pub use plans::{Plan, PlanVersion, Price};
 pub use webhooks::{Attempt, DeliveryRow, DueDelivery, MAX_ENDPOINTS, WebhookEndpoint};
 

@@ -371,3 +371,44 @@ fn ingest_publishes_by_the_catalogue_and_keys_rotate() {
         }
     });
 }
+
+/// Stream epochs: the first proposal of a number is kept, on both databases; the newest
+/// is found per channel.
+#[test]
+fn stream_epochs_keep_the_first_proposal() {
+    use catalogue::db::StreamEpoch;
+    rt().block_on(async {
+        for db in databases("epochs").await {
+            let e = |number: i64, seq0: i64| StreamEpoch {
+                number,
+                clock: "rtmp".into(),
+                raw0: (1i64 << 33) - 900,
+                seq0,
+                wall0_us: 1_800_000_000_000_000,
+                piece_ms: 50,
+            };
+            assert_eq!(db.latest_stream_epoch("news").await.unwrap(), None);
+            assert_eq!(
+                db.propose_stream_epoch("news", &e(1, 180_000_000_001), 10).await.unwrap(),
+                e(1, 180_000_000_001)
+            );
+            // Another node proposing number 1 reads the first back.
+            assert_eq!(
+                db.propose_stream_epoch("news", &e(1, 180_000_000_002), 11).await.unwrap(),
+                e(1, 180_000_000_001)
+            );
+            db.propose_stream_epoch("news", &e(2, 180_000_009_000), 12).await.unwrap();
+            db.propose_stream_epoch("sport", &e(1, 5), 12).await.unwrap();
+            assert_eq!(
+                db.latest_stream_epoch("news").await.unwrap(),
+                Some(e(2, 180_000_009_000)),
+                "{:?}",
+                db.backend()
+            );
+            assert_eq!(db.latest_stream_epoch("sport").await.unwrap(), Some(e(1, 5)));
+            let bad = StreamEpoch { clock: "flv".into(), ..e(3, 1) };
+            assert!(db.propose_stream_epoch("news", &bad, 13).await.is_err(), "an unknown clock is refused");
+            db.drop_schema().await.unwrap();
+        }
+    });
+}

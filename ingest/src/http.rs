@@ -22,7 +22,7 @@ use catalogue::secrets::SeederTokens;
 use httpkit::{Body, ServerConfig, Site, json, text};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use swarm::piece::{ChannelVerifier, Piece};
+use swarm::piece::{ChannelVerifier, Piece, PieceFlags};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -92,10 +92,10 @@ pub fn route(req: &Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> 
                             format!("piece {seq} has left the live window; the oldest held is {oldest}"),
                         );
                     }
-                    seq
+                    Some(seq)
                 }
-                None if ts => ch.join_point().unwrap_or(*ch.subscribe().borrow()),
-                None => ch.resume_point(SEEDER_RESUME_LAG_US).unwrap_or(*ch.subscribe().borrow()),
+                None if ts => ch.join_point(),
+                None => ch.resume_point(SEEDER_RESUME_LAG_US),
             };
             let follow = q.get("follow").is_none_or(|v| *v != "false" && *v != "0");
             let (tx, rx) = mpsc::channel(64);
@@ -105,7 +105,9 @@ pub fn route(req: &Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> 
             let ctype = if ts { "video/mp2t" } else { "application/x-shoal-pieces" };
             r.headers_mut().insert("content-type", ctype.parse().expect("valid header"));
             r.headers_mut().insert("x-shoal-channel-id", ch.id.to_hex().parse().expect("hex is a valid header"));
-            r.headers_mut().insert("x-shoal-from-seq", start.to_string().parse().expect("digits"));
+            if let Some(start) = start {
+                r.headers_mut().insert("x-shoal-from-seq", start.to_string().parse().expect("digits"));
+            }
             r
         }
         _ => text(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -115,16 +117,26 @@ pub fn route(req: &Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> 
 /// How old a segment start a seeder without a position may start at.
 const SEEDER_RESUME_LAG_US: u64 = 1_000_000;
 
-/// Feeds one subscriber: the window from `next`, then each new piece.
-async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool, follow: bool, hub: Arc<Hub>) {
+/// Feeds one subscriber: the window from `next` (none yet: from the first segment
+/// start signed), then each new piece.
+async fn feed(ch: Arc<Channel>, next: Option<u64>, tx: mpsc::Sender<Bytes>, ts: bool, follow: bool, hub: Arc<Hub>) {
     let mut produced = ch.subscribe();
     let verifier = ChannelVerifier::new(ch.id).ok();
+    let mut out = swarm::ts_out::TsOut::default();
+    let mut next = next;
     loop {
         produced.borrow_and_update();
-        match ch.fetch(next, 64) {
+        let Some(from) = next.or_else(|| ch.join_point()) else {
+            if !follow || produced.changed().await.is_err() {
+                break;
+            }
+            continue;
+        };
+        next = Some(from);
+        match ch.fetch(from, 64) {
             Fetch::Gone { oldest } => {
                 // Too slow to keep up: the stream ends; the seeder resumes from what it has.
-                tracing::info!(channel = %ch.name, next, oldest, "subscriber fell out of the live window");
+                tracing::info!(channel = %ch.name, from, oldest, "subscriber fell out of the live window");
                 break;
             }
             Fetch::Pieces(pieces) if pieces.is_empty() => {
@@ -134,9 +146,15 @@ async fn feed(ch: Arc<Channel>, mut next: u64, tx: mpsc::Sender<Bytes>, ts: bool
             }
             Fetch::Pieces(pieces) => {
                 for p in pieces {
-                    next = p.seq() + 1;
-                    // The piece's own buffers, shared with the window and every other subscriber.
-                    let bytes = if ts { verified_payload(&p, verifier.as_ref()) } else { Some(p.wire().clone()) };
+                    next = Some(p.seq() + 1);
+                    // The piece's own buffers, shared with the window and every other subscriber
+                    // (the tap's stream: counters and times made to run on).
+                    let bytes = if ts {
+                        verified_payload(&p, verifier.as_ref())
+                            .map(|b| out.write(&b, p.flags().contains(PieceFlags::DISCONTINUITY)))
+                    } else {
+                        Some(p.wire().clone())
+                    };
                     if let Some(bytes) = bytes
                         && tx.send(bytes).await.is_err()
                     {

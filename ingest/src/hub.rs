@@ -1,8 +1,10 @@
 //! Channels, their publish sessions and their live windows.
 //!
-//! A channel outlives its sessions: its segmenter (so sequence numbers keep rising),
-//! its timeline (so time only moves forward) and its window of signed pieces stay when
-//! a publisher goes. One session publishes at a time. A new publisher of the same
+//! A channel outlives its sessions: its segmenter (bound to the channel's current
+//! epoch, [`crate::media::epoch`]) and its window of signed pieces stay when a publisher
+//! goes. Each session places its feed's timestamps on an epoch agreed with the other
+//! ingest nodes through the [`EpochStore`]: the one whose timeline the feed is on, or a
+//! new one. One session publishes at a time. A new publisher of the same
 //! channel takes over at once when it comes from the same address (an encoder
 //! reconnecting: no "already publishing") or when the current session has sent nothing
 //! for [`HEALTHY_WITHIN`]; from another address while the current one is healthy it
@@ -17,10 +19,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use swarm::piece::{ChannelId, Piece, PieceFlags};
 use tokio::sync::watch;
 
+use crate::epochs::{EpochStore, MemoryEpochs};
+use crate::media::cutter::Placement;
+use crate::media::epoch::{Epoch, FeedClock};
 use crate::media::remux::{FlvRemuxer, RemuxError, Remuxed};
 use crate::media::timeline::{JumpLimits, Timeline};
 use crate::media::ts_demux::{DemuxStats, Demuxed, TsDemuxer};
-use crate::media::{Frame, FrameInterval, Track};
+use crate::media::{Frame, Track};
 use crate::metrics::IngestMetrics;
 use crate::{Segmenter, SegmenterConfig};
 use catalogue::admission::{Authorizer, Grant, Refusal};
@@ -43,9 +48,11 @@ pub struct HubConfig {
     pub window_pieces: usize,
     pub takeover: Takeover,
     pub jump_limits: JumpLimits,
-    /// Numbering bound to the clock ([`SEQ_PER_SECOND`]). Off only in benchmarks that
-    /// replay media faster than real time through a hub that is never restarted.
+    /// Media held to the wall clock ([`Publisher::ahead_of_clock`]). Off only in
+    /// benchmarks that replay media faster than real time.
     pub clock_bound: bool,
+    /// Where this node agrees on epochs with the others.
+    pub epochs: Arc<dyn EpochStore>,
 }
 
 impl Default for HubConfig {
@@ -56,6 +63,7 @@ impl Default for HubConfig {
             takeover: Takeover::default(),
             jump_limits: JumpLimits::default(),
             clock_bound: true,
+            epochs: Arc::new(MemoryEpochs::default()),
         }
     }
 }
@@ -101,7 +109,7 @@ pub struct Channel {
     pub name: String,
     pub id: ChannelId,
     state: Mutex<ChannelState>,
-    /// The next sequence number to be produced: subscribers wait on changes.
+    /// The number after the newest piece (0 before any): subscribers wait on changes.
     produced: watch::Sender<u64>,
 }
 
@@ -109,7 +117,6 @@ pub struct Channel {
 struct ChannelState {
     window: VecDeque<Piece>,
     segmenter: Segmenter,
-    timeline: Timeline,
     session: Option<Session>,
 }
 
@@ -149,12 +156,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A channel's numbering is bound to wall time (the protocol's rule, in
-/// [`swarm::piece::SEQ_PER_SECOND`]): a publisher faster than real time — ffmpeg
-/// without `-re`, a keyframe storm — is held back ([`Publisher::ahead_of_clock`]), so
-/// after an ingest restart the new numbers are above every old one and seeders and
-/// viewers follow.
+/// A channel's media is bound to wall time: a publisher faster than real time — ffmpeg
+/// without `-re`, a keyframe storm — is held back ([`Publisher::ahead_of_clock`]) and
+/// ended past [`MAX_AHEAD_OF_CLOCK`] numbers' worth, so numbering (one per piece, slower
+/// than the clock's [`SEQ_PER_SECOND`]) never runs ahead of the protocol's bound.
 pub use swarm::piece::{MAX_AHEAD_OF_CLOCK, SEQ_PER_SECOND, clock_seq};
+
+/// [`MAX_AHEAD_OF_CLOCK`] as time, µs.
+const MAX_AHEAD_US: u64 = MAX_AHEAD_OF_CLOCK * (1_000_000 / SEQ_PER_SECOND);
 
 /// Wall clock, µs since the Unix epoch: the pieces' timestamps.
 pub fn now_us() -> u64 {
@@ -194,19 +203,15 @@ impl Hub {
             channels
                 .entry(grant.channel.clone())
                 .or_insert_with(|| {
-                    // Sequence numbers start from the clock and never run ahead of it
-                    // (see `clock_seq`), so they keep rising across ingest restarts.
-                    let first_seq = clock_seq(now_us()) + 1;
                     Arc::new(Channel {
                         name: grant.channel.clone(),
                         id: grant.key.id(),
                         state: Mutex::new(ChannelState {
                             window: VecDeque::new(),
-                            segmenter: Segmenter::new(self.cfg.segmenter.clone(), grant.key.clone(), first_seq),
-                            timeline: Timeline::rtmp(self.cfg.jump_limits),
+                            segmenter: Segmenter::new(self.cfg.segmenter.clone(), grant.key.clone()),
                             session: None,
                         }),
-                        produced: watch::channel(first_seq).0,
+                        produced: watch::channel(0).0,
                     })
                 })
                 .clone()
@@ -231,10 +236,12 @@ impl Hub {
         let key = StreamKey(Arc::from(stream_key));
         st.session = Some(Session { id, peer, last_data: Instant::now(), key, cancel });
         let clock = match protocol {
-            Protocol::Rtmp => Timeline::rtmp(self.cfg.jump_limits),
-            Protocol::Srt => Timeline::mpeg_ts(self.cfg.jump_limits),
+            Protocol::Rtmp => FeedClock::Rtmp,
+            Protocol::Srt => FeedClock::MpegTs,
         };
-        st.timeline.new_session_clocked_as(&clock);
+        // Whatever the last session left open is not published (it may be whole on
+        // another node); media waits for a keyframe.
+        st.segmenter.end_session();
         drop(st);
         self.metrics.publishers_active.inc();
         self.metrics.publishes.with_label_values(&[protocol.label()]).inc();
@@ -243,9 +250,11 @@ impl Hub {
             channel,
             session: id,
             remuxer: FlvRemuxer::default(),
+            timeline: Timeline::new(clock, self.cfg.jump_limits),
+            binding: None,
+            newest_wall_us: 0,
             demuxer: TsDemuxer::default(),
             ts_reported: DemuxStats::default(),
-            video_interval: FrameInterval::default(),
             cancelled,
             consecutive_errors: 0,
             bytes_in: self.metrics.bytes_in.with_label_values(&[protocol.label()]),
@@ -298,9 +307,7 @@ impl Hub {
         // Counted off before anyone is woken: a waiter that sees the session end sees
         // the gauge agree.
         self.metrics.publishers_active.dec();
-        let mut pieces = Vec::new();
-        st.segmenter.close(now_us(), &mut pieces);
-        self.publish(channel, &mut st, pieces, Instant::now());
+        st.segmenter.end_session();
         drop(st);
         if let Some(why) = why {
             session.cancel.send_replace(Some(why));
@@ -316,6 +323,15 @@ impl Hub {
         }
         let m = &self.metrics;
         for p in pieces {
+            // Numbers only rise in the window (a node that moved to a newer epoch late
+            // may have cut past its start): a piece at or below the newest is dropped.
+            if let Some(newest) = st.window.back().map(Piece::seq)
+                && p.seq() <= newest
+            {
+                m.epoch_events.with_label_values(&["piece_below_newest"]).inc();
+                tracing::warn!(channel = %channel.name, seq = p.seq(), newest, "piece numbered below the window's newest: dropped");
+                continue;
+            }
             m.pieces.inc();
             m.piece_bytes.inc_by(p.payload().len() as u64);
             st.window.push_back(p);
@@ -324,7 +340,9 @@ impl Hub {
             st.window.pop_front();
         }
         m.added_latency.observe(arrived.elapsed().as_secs_f64());
-        channel.produced.send_replace(st.segmenter.next_seq());
+        if let Some(newest) = st.window.back().map(Piece::seq) {
+            channel.produced.send_replace(newest + 1);
+        }
     }
 }
 
@@ -367,8 +385,10 @@ pub enum PublishError {
     Superseded,
     #[error("{0}")]
     Revoked(Refusal),
-    #[error("media arrives faster than real time: the channel's numbering is {0} ahead of the clock")]
+    #[error("media arrives faster than real time: {0} ms ahead of the clock")]
     AheadOfClock(u64),
+    #[error("another feed publishes this channel (epoch {0} is not on this feed's timeline)")]
+    OtherFeed(u64),
     #[error("{0} consecutive malformed tags; last: {1}")]
     TooManyErrors(u32, RemuxError),
 }
@@ -380,11 +400,16 @@ pub struct Publisher {
     channel: Arc<Channel>,
     session: u64,
     remuxer: FlvRemuxer,
+    /// The feed's timestamps, unwrapped.
+    timeline: Timeline,
+    /// Where the feed sits on its epoch.
+    binding: Option<Binding>,
+    /// Wall time (on the epoch's clock) of the newest frame's end, µs.
+    newest_wall_us: u64,
     /// SRT sessions: MPEG-TS in.
     demuxer: TsDemuxer,
     /// Demuxer counters already added to the metrics.
     ts_reported: DemuxStats,
-    video_interval: FrameInterval,
     cancelled: watch::Receiver<Option<Ended>>,
     consecutive_errors: u32,
     /// Label lookups done once per session, not per tag.
@@ -397,6 +422,18 @@ pub struct Publisher {
     /// An ad-free channel's dropped cue was logged this session (once is enough).
     ad_cue_logged: bool,
 }
+
+/// The session's feed placed on an epoch.
+#[derive(Debug, Clone)]
+struct Binding {
+    placement: Placement,
+    /// When the store was last asked whether a newer epoch exists.
+    checked: Instant,
+}
+
+/// How often a publishing session asks the epoch store whether another node started
+/// a newer epoch (another feed took the channel).
+const EPOCH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Malformed tags in a row after which the session is closed.
 const MAX_CONSECUTIVE_ERRORS: u32 = 50;
@@ -412,28 +449,27 @@ impl Publisher {
         self.cancelled.clone()
     }
 
-    /// How long to pause input before the next tag: `Some` while the channel's
-    /// numbering is ahead of the clock (a publisher faster than real time). Listeners
-    /// wait this out, which holds the publisher back through TCP's (or SRT's) flow
-    /// control; one that pushes on regardless is ended at [`MAX_AHEAD_OF_CLOCK`].
+    /// How long to pause input before the next tag: `Some` while the feed's media runs
+    /// ahead of the wall clock (a publisher faster than real time). Listeners wait this
+    /// out, which holds the publisher back through TCP's (or SRT's) flow control; one
+    /// that pushes on regardless is ended at [`MAX_AHEAD_OF_CLOCK`].
     pub fn ahead_of_clock(&self) -> Option<Duration> {
         if !self.hub.cfg.clock_bound {
             return None;
         }
-        let next = lock(&self.channel.state).segmenter.next_seq();
-        let clock = clock_seq(now_us());
-        (next > clock).then(|| {
+        let ahead = self.newest_wall_us.saturating_sub(now_us());
+        (ahead > 0).then(|| {
             self.hub.metrics.paced.inc();
-            Duration::from_micros((next - clock) * (1_000_000 / SEQ_PER_SECOND))
+            Duration::from_micros(ahead)
         })
     }
 
-    /// `Err` once the channel's numbering is more than [`MAX_AHEAD_OF_CLOCK`] past the clock.
-    fn check_clock(&self, st: &ChannelState) -> Result<(), PublishError> {
-        let ahead = st.segmenter.next_seq().saturating_sub(clock_seq(now_us()));
-        if self.hub.cfg.clock_bound && ahead > MAX_AHEAD_OF_CLOCK {
+    /// `Err` once the feed's media is more than [`MAX_AHEAD_OF_CLOCK`] past the clock.
+    fn check_clock(&self) -> Result<(), PublishError> {
+        let ahead = self.newest_wall_us.saturating_sub(now_us());
+        if self.hub.cfg.clock_bound && ahead > MAX_AHEAD_US {
             self.hub.metrics.bad_input.with_label_values(&["ahead_of_clock"]).inc();
-            return Err(PublishError::AheadOfClock(ahead));
+            return Err(PublishError::AheadOfClock(ahead / 1_000));
         }
         Ok(())
     }
@@ -446,27 +482,34 @@ impl Publisher {
         }
     }
 
-    pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
-        self.push_tag(Track::Video, timestamp, body)
+    /// The channel's state, while this session is still its publisher.
+    fn ours(&self, arrived: Instant) -> Result<MutexGuard<'_, ChannelState>, PublishError> {
+        let mut st = lock(&self.channel.state);
+        match &mut st.session {
+            Some(s) if s.id == self.session => {
+                s.last_data = arrived;
+                Ok(st)
+            }
+            _ => Err(self.ended()),
+        }
     }
 
-    pub fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
-        self.push_tag(Track::Audio, timestamp, body)
+    pub async fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+        self.push_tag(Track::Video, timestamp, body).await
     }
 
-    fn push_tag(&mut self, track: Track, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+    pub async fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+        self.push_tag(Track::Audio, timestamp, body).await
+    }
+
+    async fn push_tag(&mut self, track: Track, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
         let arrived = Instant::now();
         self.bytes_in.inc_by(body.len() as u64);
-        let mut st = lock(&self.channel.state);
-        let st = &mut *st;
-        match &mut st.session {
-            Some(s) if s.id == self.session => s.last_data = arrived,
-            _ => return Err(self.ended()),
-        }
-        self.check_clock(st)?;
+        drop(self.ours(arrived)?);
+        self.check_clock()?;
         let out = match track {
-            Track::Video => self.remuxer.push_video(&mut st.timeline, timestamp, body),
-            Track::Audio => self.remuxer.push_audio(&mut st.timeline, timestamp, body),
+            Track::Video => self.remuxer.push_video(timestamp, body),
+            Track::Audio => self.remuxer.push_audio(timestamp, body),
         };
         let out = match out {
             Ok(out) => {
@@ -484,42 +527,171 @@ impl Publisher {
                 return Ok(());
             }
         };
-        st.segmenter.set_program(self.remuxer.program());
-        let frame = match out {
-            Remuxed::Frame(f) => f,
-            Remuxed::DiscontinuityThen(f) => {
-                self.discontinuity(st, arrived);
-                f
-            }
-            Remuxed::Nothing => return Ok(()),
-        };
-        self.push_frame(st, &frame, arrived);
+        let program = self.remuxer.program();
+        match out {
+            Remuxed::Frame { raw, frame } => self.place_and_push(raw, frame, program, arrived).await,
+            Remuxed::Nothing => Ok(()),
+        }
+    }
+
+    /// Places a frame on the channel's timeline (binding the feed to an epoch first, at
+    /// its first frame and after a jump) and cuts it.
+    async fn place_and_push(
+        &mut self,
+        raw: u64,
+        mut frame: Frame,
+        program: crate::media::ts::Program,
+        arrived: Instant,
+    ) -> Result<(), PublishError> {
+        let at = self.timeline.map(raw);
+        let jumped = at.rebind && self.binding.is_some();
+        if at.rebind {
+            self.bind(raw, at.ticks, jumped).await?;
+        } else if frame.keyframe && self.binding.as_ref().is_some_and(|b| b.checked.elapsed() >= EPOCH_CHECK_EVERY) {
+            self.check_newer_epoch(raw, at.ticks).await?;
+        }
+        let Some(b) = &mut self.binding else { return Ok(()) };
+        let end_us = b.placement.place(at.ticks, at.rebind, &mut frame);
+        let number = b.placement.epoch.number;
+        self.newest_wall_us = self.newest_wall_us.max(end_us);
+        let mut st = self.ours(arrived)?;
+        if st.segmenter.epoch().is_none_or(|e| e.number != number) {
+            // Another session of this channel on this node moved it to another epoch.
+            return Err(PublishError::Superseded);
+        }
+        st.segmenter.set_program(program);
+        self.push_frame(&mut st, &frame, arrived);
         Ok(())
     }
 
-    /// The timeline was rebased (a new session, or a timestamp jump): the open piece is
-    /// closed, the next one is flagged, and media waits for a keyframe.
-    fn discontinuity(&self, st: &mut ChannelState, arrived: Instant) {
-        self.hub.metrics.discontinuities.inc();
+    /// Binds the feed, whose timestamp `raw` is unwrapped tick `ticks`, to the newest
+    /// epoch if its timeline is that one's, else to a new epoch proposed to the store
+    /// (the store's choice wins). `jumped`: the feed's timestamps jumped, so the epoch it
+    /// was on is not its timeline any more. A store that can't be reached leaves the
+    /// node on an epoch of its own (logged and counted): it keeps publishing.
+    async fn bind(&mut self, raw: u64, ticks: i64, jumped: bool) -> Result<(), PublishError> {
+        let clock = self.timeline.clock();
+        let store = self.hub.cfg.epochs.clone();
+        let name = self.channel.name.clone();
+        let piece_ms = self.hub.cfg.segmenter.piece_ms;
+        let current = self.binding.as_ref().map(|b| b.placement.epoch.number);
+        let (local, reach_ms, floor) = {
+            let st = lock(&self.channel.state);
+            let floor = st.window.back().map_or(0, |p| p.seq() + 1).max(st.segmenter.next_seq().unwrap_or(0));
+            (st.segmenter.epoch().cloned(), st.segmenter.reach_ms(), floor)
+        };
+        let m = &self.hub.metrics;
+        let mut newest = match store.latest(&name).await {
+            Ok(e) => e,
+            Err(e) => {
+                m.epoch_events.with_label_values(&["store_error"]).inc();
+                tracing::warn!(channel = %name, error = %e, "epoch store unreadable: going on with this node's epochs");
+                None
+            }
+        };
+        // The newer of what the store and this node know.
+        if local.as_ref().is_some_and(|l| newest.as_ref().is_none_or(|n| l.number > n.number)) {
+            newest = local.clone();
+        }
+        let now = now_us();
+        let mut how = "joined";
+        // Not on the epoch just left by a jump; and not back before what this node cut
+        // of it (an encoder restarted with its clock at 0 soon after the epoch began).
+        let backward_ms = self.hub.cfg.jump_limits.backward_ms;
+        let behind_us = |e: &Epoch, rel: i64| {
+            local.as_ref().is_some_and(|l| l.number == e.number)
+                && reach_ms.is_some_and(|r| rel / clock.ticks_per_ms() < r - backward_ms)
+        };
+        let mut placed = newest
+            .as_ref()
+            .filter(|e| !(jumped && current == Some(e.number)))
+            .and_then(|e| e.place(clock, raw, now).map(|rel| (e.clone(), rel)))
+            .filter(|(e, rel)| !behind_us(e, *rel));
+        for _ in 0..3 {
+            if placed.is_some() {
+                break;
+            }
+            let proposal = Epoch::successor(newest.as_ref(), clock, raw, now, piece_ms, floor);
+            let stored = match store.propose(&name, &proposal).await {
+                Ok(e) => {
+                    how = "created";
+                    e
+                }
+                Err(e) => {
+                    m.epoch_events.with_label_values(&["store_error"]).inc();
+                    tracing::warn!(channel = %name, error = %e, "epoch not stored: this node goes on alone with it");
+                    how = "local";
+                    proposal.clone()
+                }
+            };
+            placed = stored.place(clock, raw, now).map(|rel| (stored.clone(), rel));
+            if placed.is_none() {
+                tracing::warn!(channel = %name, epoch = stored.number, "another feed took the next epoch");
+            }
+            newest = Some(stored);
+        }
+        let Some((epoch, rel)) = placed else {
+            return Err(PublishError::OtherFeed(newest.map_or(0, |e| e.number)));
+        };
+        // Numbers never run ahead of the clock (so that a node restarted without the
+        // store's memory, numbering from the clock, still numbers above them): epochs
+        // begun in quick succession wait for the clock to catch up, the publisher held
+        // back meanwhile.
+        let ahead = epoch.seq0.saturating_sub(clock_seq(now_us()) + 1);
+        if ahead > 0 && self.hub.cfg.clock_bound {
+            tokio::time::sleep(Duration::from_micros(ahead * (1_000_000 / SEQ_PER_SECOND))).await;
+        }
+        m.epoch_events.with_label_values(&[how]).inc();
+        let from_start = rel == 0;
+        if from_start && epoch.number > 1 {
+            m.discontinuities.inc();
+        }
         tracing::info!(
-            channel = %self.channel.name,
+            channel = %name,
             session = self.session,
-            "timeline discontinuity (new session or timestamp jump): media resumes at the next keyframe"
+            epoch = epoch.number,
+            seq0 = epoch.seq0,
+            how,
+            rel_ms = rel / clock.ticks_per_ms(),
+            "feed bound to an epoch: media resumes at the next keyframe"
         );
-        let mut pieces = Vec::new();
-        st.segmenter.discontinuity(now_us(), &mut pieces);
-        self.publish(st, pieces, arrived);
+        let mut st = self.ours(Instant::now())?;
+        st.segmenter.bind(&epoch, from_start);
+        drop(st);
+        self.binding = Some(Binding { placement: Placement::new(epoch, ticks, rel), checked: Instant::now() });
+        Ok(())
+    }
+
+    /// Asks the store for a newer epoch than the one the feed is on. One whose timeline
+    /// the feed is on (another node moved first) is followed; one it is not on means
+    /// another feed publishes the channel now: this session ends.
+    async fn check_newer_epoch(&mut self, raw: u64, ticks: i64) -> Result<(), PublishError> {
+        let Some(b) = &mut self.binding else { return Ok(()) };
+        b.checked = Instant::now();
+        let number = b.placement.epoch.number;
+        let newest = match self.hub.cfg.epochs.latest(&self.channel.name).await {
+            Ok(Some(e)) if e.number > number => e,
+            _ => return Ok(()),
+        };
+        if newest.place(self.timeline.clock(), raw, now_us()).is_some() {
+            self.bind(raw, ticks, false).await
+        } else {
+            self.hub.metrics.epoch_events.with_label_values(&["other_feed"]).inc();
+            tracing::warn!(channel = %self.channel.name, epoch = newest.number, "a newer epoch is another feed's: this session ends");
+            Err(PublishError::OtherFeed(newest.number))
+        }
     }
 
     fn push_frame(&self, st: &mut ChannelState, frame: &Frame, arrived: Instant) {
         let before = st.segmenter.stats().clone();
         let mut pieces = Vec::new();
-        st.segmenter.push(frame, now_us(), &mut pieces);
+        st.segmenter.push(frame, &mut pieces);
         let after = st.segmenter.stats();
         let m = &self.hub.metrics;
         m.segments.inc_by(after.segments - before.segments);
         m.long_gops.inc_by(after.long_gops - before.long_gops);
         m.frames_before_keyframe.inc_by(after.frames_dropped_before_keyframe - before.frames_dropped_before_keyframe);
+        m.pieces_withheld.inc_by(after.pieces_withheld - before.pieces_withheld);
         if let Some(k) = after.keyframe_interval_ms {
             self.keyframe_interval.set(k as f64 / 1000.0);
         }
@@ -531,21 +703,21 @@ impl Publisher {
     }
 
     /// MPEG-TS bytes (an SRT session), in any split.
-    pub fn push_ts(&mut self, data: &[u8]) -> Result<(), PublishError> {
+    pub async fn push_ts(&mut self, data: &[u8]) -> Result<(), PublishError> {
         self.bytes_in.inc_by(data.len() as u64);
         let mut events = Vec::new();
         self.demuxer.push(data, &mut events);
-        self.ts_events(events)
+        self.ts_events(events).await
     }
 
     /// The feed ended: its last access units are complete.
-    pub fn flush_ts(&mut self) -> Result<(), PublishError> {
+    pub async fn flush_ts(&mut self) -> Result<(), PublishError> {
         let mut events = Vec::new();
         self.demuxer.flush(&mut events);
-        self.ts_events(events)
+        self.ts_events(events).await
     }
 
-    fn ts_events(&mut self, events: Vec<Demuxed>) -> Result<(), PublishError> {
+    async fn ts_events(&mut self, events: Vec<Demuxed>) -> Result<(), PublishError> {
         let arrived = Instant::now();
         let stats = self.demuxer.stats.clone();
         let bad = &self.hub.metrics.bad_input;
@@ -553,46 +725,37 @@ impl Publisher {
         bad.with_label_values(&["ts_pes"]).inc_by(stats.bad_pes - self.ts_reported.bad_pes);
         bad.with_label_values(&["ts_section"]).inc_by(stats.bad_sections - self.ts_reported.bad_sections);
         self.ts_reported = stats;
-        let events: Vec<Demuxed> =
-            events.into_iter().filter(|e| !matches!(e, Demuxed::Cue(_)) || self.cue_allowed()).collect();
-        let mut st = lock(&self.channel.state);
-        let st = &mut *st;
-        match &mut st.session {
-            Some(s) if s.id == self.session => s.last_data = arrived,
-            _ => return Err(self.ended()),
-        }
-        self.check_clock(st)?;
+        drop(self.ours(arrived)?);
+        self.check_clock()?;
         let mut program = self.demuxer.program();
         program.scte35 = false;
-        st.segmenter.set_program(program);
         for event in events {
             match event {
                 Demuxed::Cue(flags) => {
-                    let mut pieces = Vec::new();
-                    st.segmenter.mark(flags, now_us(), &mut pieces);
-                    self.publish(st, pieces, arrived);
+                    if self.cue_allowed() {
+                        let mut st = self.ours(arrived)?;
+                        let mut pieces = Vec::new();
+                        st.segmenter.mark(flags, &mut pieces);
+                        self.publish(&mut st, pieces, arrived);
+                    }
                 }
                 Demuxed::Frame(f) => {
-                    let mapped = st.timeline.map(f.dts);
                     let cts = f.pts.wrapping_sub(f.dts) & ((1 << 33) - 1);
                     let cts_ms = if cts < 1 << 32 { (cts / 90) as i32 } else { 0 };
                     let duration_ms = if f.video {
-                        self.video_interval.observe(mapped.ms, mapped.discontinuity)
+                        0 // set when placed
                     } else {
                         (u64::from(f.audio_frames) * 1_024_000 / u64::from(f.sample_rate.max(1))) as u32
                     };
-                    if mapped.discontinuity {
-                        self.discontinuity(st, arrived);
-                    }
                     let frame = Frame {
                         track: if f.video { Track::Video } else { Track::Audio },
-                        dts_ms: mapped.ms,
+                        dts_ms: 0,
                         cts_ms,
                         keyframe: f.keyframe,
                         duration_ms,
                         data: f.data,
                     };
-                    self.push_frame(st, &frame, arrived);
+                    self.place_and_push(f.dts, frame, program, arrived).await?;
                 }
             }
         }
@@ -620,12 +783,9 @@ impl Publisher {
         if !self.cue_allowed() {
             return;
         }
-        let mut st = lock(&self.channel.state);
-        if st.session.as_ref().is_none_or(|s| s.id != self.session) {
-            return;
-        }
+        let Ok(mut st) = self.ours(Instant::now()) else { return };
         let mut pieces = Vec::new();
-        st.segmenter.mark(flags, now_us(), &mut pieces);
+        st.segmenter.mark(flags, &mut pieces);
         self.publish(&mut st, pieces, Instant::now());
     }
 }
@@ -656,14 +816,15 @@ pub enum Fetch {
 }
 
 impl Channel {
-    /// Pieces with seq ≥ `from`, at most `max`.
+    /// Pieces with seq ≥ `from`, at most `max`. (Numbers rise in the window but may
+    /// skip: a new epoch starts past the old one's reach.)
     pub fn fetch(&self, from: u64, max: usize) -> Fetch {
         let st = lock(&self.state);
         let Some(first) = st.window.front().map(Piece::seq) else { return Fetch::Pieces(Vec::new()) };
         if from < first {
             return Fetch::Gone { oldest: first };
         }
-        let skip = (from - first) as usize;
+        let skip = st.window.partition_point(|p| p.seq() < from);
         Fetch::Pieces(st.window.iter().skip(skip).take(max).cloned().collect())
     }
 

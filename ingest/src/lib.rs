@@ -2,9 +2,16 @@
 //!
 //! The media path is sans-IO and shared by both protocols:
 //! `flv` parses RTMP/FLV tag bodies, `codec` turns length-prefixed NAL units and raw
-//! AAC into Annex B and ADTS, [`timeline`] unwraps and rebases timestamps, [`ts`]
+//! AAC into Annex B and ADTS, [`timeline`] unwraps timestamps, [`epoch`] places them on
+//! the channel's numbering (agreed with other ingest nodes through [`epochs`]), [`ts`]
 //! muxes MPEG-TS, and [`segmenter`] cuts it into keyframe-aligned pieces and signs them.
+//!
+//! [`timeline`]: media::timeline
+//! [`epoch`]: media::epoch
+//! [`ts`]: media::ts
+//! [`segmenter`]: media::segmenter
 
+pub mod epochs;
 pub mod http;
 pub mod hub;
 pub mod media;

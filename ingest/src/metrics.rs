@@ -24,6 +24,8 @@ pub struct IngestMetrics {
     pub long_gops: IntCounter,
     pub ad_cues_dropped: IntCounter,
     pub discontinuities: IntCounter,
+    pub epoch_events: IntCounterVec,
+    pub pieces_withheld: IntCounter,
     pub frames_before_keyframe: IntCounter,
     pub keyframe_interval: GaugeVec,
     pub added_latency: Histogram,
@@ -106,7 +108,7 @@ impl IngestMetrics {
             ),
             paced: counter(
                 "shoal_ingest_publisher_paced_total",
-                "Pauses of a publisher faster than real time until its channel's numbering met the clock",
+                "Pauses of a publisher faster than real time until its media met the wall clock",
             ),
             bad_input: counter_vec(
                 "shoal_ingest_bad_input_total",
@@ -120,7 +122,19 @@ impl IngestMetrics {
             ),
             discontinuities: counter(
                 "shoal_ingest_discontinuities_total",
-                "Timeline rebases: publish sessions after a channel's first, and timestamp jumps",
+                "New timelines cut from their start after a channel's first (encoder restarts, timestamp jumps)",
+            ),
+            epoch_events: counter_vec(
+                "shoal_ingest_epoch_events_total",
+                "Feeds bound to an epoch (joined: on the newest one's timeline; created: a new one; local: the store \
+                 unreachable), store errors, newer epochs of another feed (other_feed), pieces below the window's \
+                 newest dropped",
+                &["event"],
+            ),
+            pieces_withheld: counter(
+                "shoal_ingest_pieces_withheld_total",
+                "Pieces cut but not published: a node's first segment after joining a timeline mid-stream, a \
+                 session's unfinished last piece",
             ),
             frames_before_keyframe: counter(
                 "shoal_ingest_frames_before_keyframe_total",
@@ -157,6 +171,9 @@ impl IngestMetrics {
         }
         for r in ["unknown_key", "channel_disabled", "license_required", "license_expired"] {
             m.revoked.with_label_values(&[r]);
+        }
+        for e in ["joined", "created", "local", "store_error", "other_feed", "piece_below_newest"] {
+            m.epoch_events.with_label_values(&[e]);
         }
         for k in ["flv_tag", "codec", "rtmp_protocol", "ts_sync", "ts_pes", "ts_section", "ahead_of_clock"] {
             m.bad_input.with_label_values(&[k]);

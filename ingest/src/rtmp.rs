@@ -221,14 +221,14 @@ impl SessionHandler for Handler {
 
     async fn on_data(&mut self, _stream_id: u32, data: SessionData) -> Result<(), ServerSessionError> {
         let Some(p) = self.publisher.as_mut() else { return Ok(()) };
-        // Faster than real time: this connection is not read until the channel's
-        // numbering meets the clock (the encoder is held back by TCP).
+        // Faster than real time: this connection is not read until the media meets the
+        // wall clock (the encoder is held back by TCP).
         if let Some(wait) = p.ahead_of_clock() {
             tokio::time::sleep(wait).await;
         }
         let result = match data {
-            SessionData::Video { timestamp, data } => p.push_video(timestamp, &data),
-            SessionData::Audio { timestamp, data } => p.push_audio(timestamp, &data),
+            SessionData::Video { timestamp, data } => p.push_video(timestamp, &data).await,
+            SessionData::Audio { timestamp, data } => p.push_audio(timestamp, &data).await,
             SessionData::Amf0 { data, .. } => {
                 if let Some(flags) = crate::media::remux::script_cue(&data) {
                     tracing::info!(?flags, "ad-break cue from the encoder");

@@ -163,16 +163,10 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
     let mut cancelled = publisher.cancelled();
     let mut stats = socket.statistics().clone();
     loop {
-        let mut pause = None;
-        tokio::select! {
+        // Data is pushed after the select (the cancellation's guard is not held across it).
+        let data = tokio::select! {
             item = socket.next() => match item {
-                Some(Ok((_, data))) => {
-                    if let Err(e) = publisher.push_ts(&data) {
-                        tracing::info!(reason = %e, "SRT session closed");
-                        break;
-                    }
-                    pause = publisher.ahead_of_clock();
-                }
+                Some(Ok((_, data))) => Some(data),
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "SRT connection error");
                     break;
@@ -186,6 +180,7 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
                 m.srt_lost.with_label_values(&ch).set(s.rx_loss_data as i64);
                 m.srt_retransmitted.with_label_values(&ch).set(s.rx_retransmit_data as i64);
                 m.srt_dropped.with_label_values(&ch).set(s.rx_dropped_data as i64);
+                None
             },
             Ok(why) = cancelled.wait_for(Option::is_some) => {
                 if let Some(why) = &*why {
@@ -193,12 +188,17 @@ async fn handle(request: srt_tokio::ConnectionRequest, peer: SocketAddr, hub: Ar
                 }
                 break;
             }
+        };
+        let Some(data) = data else { continue };
+        if let Err(e) = publisher.push_ts(&data).await {
+            tracing::info!(reason = %e, "SRT session closed");
+            break;
         }
-        // Faster than real time: not read until the channel's numbering meets the clock.
-        if let Some(wait) = pause {
+        // Faster than real time: not read until the media meets the wall clock.
+        if let Some(wait) = publisher.ahead_of_clock() {
             tokio::time::sleep(wait).await;
         }
     }
     // The last access unit is complete when the feed ends.
-    let _ = publisher.flush_ts();
+    let _ = publisher.flush_ts().await;
 }

@@ -4,41 +4,45 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ingest::media::flv::{self, TAG_AUDIO, TAG_VIDEO};
-use ingest::media::remux::{FlvRemuxer, Remuxed};
-use ingest::media::timeline::{JumpLimits, Timeline};
+use ingest::SegmenterConfig;
+use ingest::media::cutter::FlvCutter;
+use ingest::media::epoch::{Epoch, FeedClock};
+use ingest::media::flv;
 use ingest::media::ts::{PID_AUDIO, PID_PAT, PID_PMT, PID_VIDEO, read_timestamp};
-use ingest::{Segmenter, SegmenterConfig};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, TS_PACKET_LEN};
+use swarm::ts_out::TsOut;
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/testsrc-h264-aac-4s.flv");
 
-fn remux(cfg: SegmenterConfig) -> (Vec<Piece>, ChannelKeypair, ingest::SegmenterStats) {
-    let key = ChannelKeypair::from_secret_bytes(&[7; 32]);
-    let mut seg = Segmenter::new(cfg, Arc::new(ChannelKeypair::from_secret_bytes(&[7; 32])), 1_000);
-    let mut remuxer = FlvRemuxer::default();
-    let mut timeline = Timeline::rtmp(JumpLimits::default());
+/// Wall time of the fixture's first tag.
+const T0: u64 = 1_800_000_000_000_000;
+
+/// The epoch the fixture is cut on: its first tag is time 0, sequence number 1,000.
+fn epoch(piece_ms: u32) -> Epoch {
+    let first = flv::read_file(FIXTURE).expect("fixture is a valid FLV")[0].timestamp;
+    Epoch { number: 1, clock: FeedClock::Rtmp, raw0: u64::from(first), seq0: 1_000, wall0_us: T0, piece_ms }
+}
+
+/// The fixture's tags from the `skip`-th on, cut by a node that starts reading there.
+fn cut_from(cfg: SegmenterConfig, skip: usize) -> (Vec<Piece>, ingest::SegmenterStats) {
+    let tags = flv::read_file(FIXTURE).expect("fixture is a valid FLV");
+    let e = epoch(cfg.piece_ms);
+    let now = T0 + u64::from(tags[skip].timestamp - tags[0].timestamp) * 1_000;
+    let mut cutter = FlvCutter::new(cfg, Arc::new(ChannelKeypair::from_secret_bytes(&[7; 32])), e, now);
     let mut pieces = Vec::new();
-    for (i, tag) in flv::read_file(FIXTURE).expect("fixture is a valid FLV").into_iter().enumerate() {
-        let out = match tag.kind {
-            TAG_VIDEO => remuxer.push_video(&mut timeline, tag.timestamp, tag.body),
-            TAG_AUDIO => remuxer.push_audio(&mut timeline, tag.timestamp, tag.body),
-            _ => continue,
-        };
-        seg.set_program(remuxer.program());
-        let now_us = i as u64 * 1_000;
-        match out.expect("fixture tags are valid") {
-            Remuxed::Frame(f) => seg.push(&f, now_us, &mut pieces),
-            Remuxed::DiscontinuityThen(f) => {
-                seg.discontinuity(now_us, &mut pieces);
-                seg.push(&f, now_us, &mut pieces);
-            }
-            Remuxed::Nothing => {}
-        }
+    // An encoder sends its sequence headers (AVC and AAC packet type 0) first on every
+    // connection; then the media from where this node came in.
+    let configs = tags[..skip].iter().filter(|t| t.body.get(1) == Some(&0));
+    for tag in configs.chain(&tags[skip..]) {
+        cutter.push(tag.kind, tag.timestamp, tag.body, &mut pieces).expect("fixture tags are valid");
     }
-    seg.close(u64::MAX / 2, &mut pieces);
-    let stats = seg.stats().clone();
-    (pieces, key, stats)
+    cutter.segmenter.flush(&mut pieces);
+    (pieces, cutter.segmenter.stats().clone())
+}
+
+fn remux(cfg: SegmenterConfig) -> (Vec<Piece>, ChannelKeypair, ingest::SegmenterStats) {
+    let (pieces, stats) = cut_from(cfg, 0);
+    (pieces, ChannelKeypair::from_secret_bytes(&[7; 32]), stats)
 }
 
 fn pid(p: &[u8]) -> u16 {
@@ -61,11 +65,15 @@ fn pes_pts(packets: &[&[u8]], want: u16) -> Vec<u64> {
 fn pieces_are_signed_keyframe_aligned_and_continuous() {
     let (pieces, key, stats) = remux(SegmenterConfig::default());
     assert!(!pieces.is_empty());
-    // Signed by the channel, consecutive sequence numbers from the one given.
+    // Signed by the channel; numbered by the epoch's 50 ms grid from its first number,
+    // one after another (every cell of an A/V feed holds a frame).
     for (i, p) in pieces.iter().enumerate() {
         p.verify(&key.id()).expect("every piece verifies");
         assert_eq!(p.seq(), 1_000 + i as u64);
     }
+    // Timestamps are the wall time the piece's media ends on the epoch's clock.
+    let last = pieces.last().expect("pieces");
+    assert!((T0 + 3_900_000..=T0 + 4_100_000).contains(&last.timestamp_us()), "{}", last.timestamp_us() - T0);
     // 4 s at one keyframe a second: 4 segments (the fixture's last GOP may be cut short).
     let starts: Vec<&Piece> = pieces.iter().filter(|p| p.flags().contains(PieceFlags::SEGMENT_START)).collect();
     assert_eq!(starts.len(), 4, "segment starts");
@@ -88,12 +96,15 @@ fn pieces_are_signed_keyframe_aligned_and_continuous() {
             assert_eq!(packets[2][1] & 0x40, 0x40, "payload unit start");
             assert_eq!(packets[2][5] & 0x40, 0x40, "random access indicator");
         }
-        // Continuity counters run on across pieces, per PID.
+        // Continuity counters start at 0 with each segment and run on within it, per PID.
+        if p.flags().contains(PieceFlags::SEGMENT_START) {
+            cc.clear();
+        }
         for pk in &packets {
             let counter = pk[3] & 0x0f;
-            if let Some(prev) = cc.insert(pid(pk), counter) {
-                assert_eq!(counter, (prev + 1) & 0x0f, "continuity counter on PID {:#x}", pid(pk));
-            }
+            let want = cc.get(&pid(pk)).map_or(0, |prev| (prev + 1) & 0x0f);
+            assert_eq!(counter, want, "continuity counter on PID {:#x}", pid(pk));
+            cc.insert(pid(pk), counter);
         }
         let pts = pes_pts(&packets, PID_VIDEO);
         // Each piece spans at most 250 ms of video (in practice ~50 ms: 1-2 frames).
@@ -145,9 +156,12 @@ fn ffmpeg_decodes_every_frame() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Frames of the video stream ffmpeg decodes from these pieces, failing on any error.
+/// Frames of the video stream ffmpeg decodes from these pieces played back to back (as
+/// `/live.ts` and the viewer write them: counters renumbered), failing on any error.
 fn decoded_frames(ts: &std::path::Path, pieces: &[Piece]) -> u32 {
-    let bytes: Vec<u8> = pieces.iter().flat_map(|p| p.payload().iter().copied()).collect();
+    let mut out = TsOut::default();
+    let bytes: Vec<u8> =
+        pieces.iter().flat_map(|p| out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY))).collect();
     std::fs::write(ts, bytes).expect("write ts");
     let out = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-xerror", "-v", "error", "-i"])
@@ -167,4 +181,32 @@ fn decoded_frames(ts: &std::path::Path, pieces: &[Piece]) -> u32 {
     let frames: u32 =
         text.lines().find_map(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("frame count in {text:?}"));
     frames
+}
+
+/// The heart of main/backup ingest: a node that starts reading the feed mid-stream cuts,
+/// from its second keyframe on, exactly the pieces of a node that read it from the
+/// start — same numbers, same bytes, same signatures.
+#[test]
+fn a_node_that_joins_mid_stream_cuts_the_same_pieces() {
+    let (reference, _) = cut_from(SegmenterConfig::default(), 0);
+    let tags = flv::read_file(FIXTURE).expect("fixture");
+    // Keyframes come every second for 4 s: joiners before 2 s publish from their second.
+    for skip in [7, tags.len() / 8, tags.len() / 4, tags.len() / 3] {
+        assert!(tags[skip].timestamp > tags[0].timestamp, "tag {skip} is past the epoch's start");
+        let (joined, stats) = cut_from(SegmenterConfig::default(), skip);
+        assert!(!joined.is_empty(), "joining at tag {skip}: nothing cut");
+        assert!(joined[0].flags().contains(PieceFlags::SEGMENT_START), "a joiner publishes from a segment start");
+        assert!(stats.pieces_withheld > 0, "its first segment is withheld");
+        let from = reference.iter().position(|p| p.seq() == joined[0].seq()).expect("same numbers");
+        assert_eq!(reference.len() - from, joined.len(), "joining at tag {skip}");
+        for (a, b) in reference[from..].iter().zip(&joined) {
+            assert_eq!(a.wire(), b.wire(), "piece {} differs (joined at tag {skip})", a.seq());
+        }
+    }
+    // A node whose first tag is the epoch's first cuts everything the same.
+    let (again, _) = cut_from(SegmenterConfig::default(), 0);
+    assert_eq!(
+        reference.iter().map(|p| p.wire().clone()).collect::<Vec<_>>(),
+        again.iter().map(|p| p.wire().clone()).collect::<Vec<_>>()
+    );
 }

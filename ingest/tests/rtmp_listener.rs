@@ -283,7 +283,10 @@ async fn a_reconnecting_encoder_takes_over_at_once() {
     wait_for_pieces(&s.hub, "news", 10).await;
     // Same address, same key, while the first is healthy: no "already publishing".
     let mut second = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("takeover");
-    publish_fixture(&mut second).await;
+    // A restarted encoder: its clock starts elsewhere (here, an hour on).
+    for tag in flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT) {
+        second.send_tag(tag.kind, tag.timestamp + 3_600_000, tag.body).await.expect("send");
+    }
     // The first connection's session is over: the server closes it on its next data.
     if let Some(tag) = tags.iter().find(|t| t.kind != TAG_SCRIPT) {
         let _ = first.send_tag(tag.kind, tag.timestamp, tag.body).await;
@@ -301,7 +304,38 @@ async fn a_reconnecting_encoder_takes_over_at_once() {
     let disc: Vec<_> = all.iter().filter(|p| p.flags().contains(PieceFlags::DISCONTINUITY)).collect();
     assert_eq!(disc.len(), 1, "one discontinuity");
     assert!(disc[0].flags().contains(PieceFlags::SEGMENT_START));
-    assert!(all.windows(2).all(|w| w[1].seq() == w[0].seq() + 1));
+    // Numbers rise: one after another within each epoch, past the first's reach at the new one.
+    assert!(all.windows(2).all(|w| w[1].seq() == w[0].seq() + 1 || w[1].flags().contains(PieceFlags::DISCONTINUITY)));
+    let at = all.iter().position(|p| p.flags().contains(PieceFlags::DISCONTINUITY)).expect("new epoch");
+    assert!(at > 0 && all[at].seq() > all[at - 1].seq());
+}
+
+/// An encoder restarted with its clock at 0 (ffmpeg run again) on the same node starts
+/// a new epoch even within the old one's first seconds: its media is not taken as
+/// going back on the old timeline.
+#[tokio::test]
+async fn an_encoder_restarted_at_zero_starts_a_new_timeline() {
+    use ingest::hub::Protocol;
+    let hub = Hub::new(HubConfig { clock_bound: false, ..HubConfig::default() });
+    let grant = news_grant();
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    for _ in 0..2 {
+        let mut p = hub.begin_publish(&grant, "k", ip, Protocol::Rtmp).expect("publish");
+        for t in &tags {
+            let r = if t.kind == flv::TAG_VIDEO {
+                p.push_video(t.timestamp, t.body).await
+            } else {
+                p.push_audio(t.timestamp, t.body).await
+            };
+            r.expect("taken");
+        }
+    }
+    let all = window(&hub.channel("news").expect("channel"));
+    let starts: Vec<_> = all.iter().filter(|p| p.flags().contains(PieceFlags::SEGMENT_START)).collect();
+    assert_eq!(starts.len(), 8, "both runs' four segments are published");
+    assert_eq!(all.iter().filter(|p| p.flags().contains(PieceFlags::DISCONTINUITY)).count(), 1);
+    assert!(hub.metrics.render().contains("shoal_ingest_epoch_events_total{event=\"piece_below_newest\"} 0\n"));
 }
 
 /// Reads an HTTP/1.1 response: status line and headers, then the chunked body as it
@@ -622,10 +656,9 @@ async fn live_sessions_are_checked_every_half_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_faster_than_real_time_is_held_to_the_clock() {
-    // Before: numbering followed the publisher. The fixture pushed unpaced twice (8 s of
-    // media in milliseconds) took numbers the clock reached only seconds later, so an
-    // ingest restarted meanwhile numbered from below them and the swarm dropped its
-    // new run as stale.
+    // Unpaced, the fixture pushed twice (8 s of media in milliseconds) would carry
+    // media times seconds past the wall clock, and numbers a restarted ingest would
+    // have to jump over.
     use ingest::hub::{clock_seq, now_us};
     let s = setup("fast").await;
     let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
@@ -633,28 +666,61 @@ async fn a_publisher_faster_than_real_time_is_held_to_the_clock() {
     publish_fixture(&mut p).await;
     p.close().await.expect("close");
     wait_for_session_end(&s.hub).await;
+    let ended = now_us();
     let all = window(&s.hub.channel("news").expect("channel"));
     assert!(all.len() >= 120, "{} pieces", all.len());
     for piece in &all {
+        // The media's wall time was reached before the session ended: it was held back.
+        assert!(
+            piece.timestamp_us() <= ended + 100_000,
+            "piece {} is {} µs ahead",
+            piece.seq(),
+            piece.timestamp_us() - ended
+        );
         let clock = clock_seq(piece.timestamp_us());
         assert!(piece.seq() <= clock + 4, "piece {} sealed when the clock was at {clock}", piece.seq());
     }
     let m = s.hub.metrics.render();
     assert!(!m.contains("shoal_ingest_publisher_paced_total 0\n"), "the publisher was held back: {m}");
-    // An ingest restarted now numbers above everything the old one made.
-    let restarted = Hub::new(HubConfig::default());
-    let grant = news_grant();
-    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
-    let _p = restarted.begin_publish(&grant, "k", ip, ingest::hub::Protocol::Rtmp).expect("publish");
-    let first = *restarted.channel("news").expect("channel").subscribe().borrow();
-    let last = all.last().expect("pieces").seq();
-    assert!(first > last, "restart numbers from {first}, the old run ended at {last}");
-    assert!(first <= clock_seq(now_us()) + 1);
 }
 
-#[test]
-fn a_publisher_that_does_not_wait_for_the_clock_is_ended() {
-    use ingest::hub::{MAX_AHEAD_OF_CLOCK, Protocol, PublishError};
+/// An ingest restarted (sharing the epoch store, as nodes on one catalogue do; or with a
+/// store of its own) numbers a new feed above everything the old run made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ingest_numbers_above_the_old_run() {
+    use ingest::epochs::{EpochStore, MemoryEpochs};
+    use ingest::hub::{Protocol, clock_seq, now_us};
+    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    let shared: Arc<dyn EpochStore> = Arc::new(MemoryEpochs::default());
+    let grant = news_grant();
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let mut last = 0;
+    let stores = [shared.clone(), shared.clone(), Arc::new(MemoryEpochs::default())];
+    for (run, store) in (0u32..).zip(stores) {
+        let hub = Hub::new(HubConfig { epochs: store, ..HubConfig::default() });
+        let mut p = hub.begin_publish(&grant, "k", ip, Protocol::Rtmp).expect("publish");
+        // Each run an encoder started afresh: its clock elsewhere. Held to the clock as
+        // the listeners hold it.
+        for t in tags.iter().take_while(|t| t.timestamp < 500) {
+            if let Some(wait) = p.ahead_of_clock() {
+                tokio::time::sleep(wait).await;
+            }
+            let ts = t.timestamp + run * 3_600_000;
+            let r =
+                if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body).await } else { p.push_audio(ts, t.body).await };
+            r.expect("taken");
+        }
+        let pieces = window(&hub.channel("news").expect("channel"));
+        let first = pieces.first().expect("pieces").seq();
+        assert!(first > last, "a restart numbers from {first}, the old run ended at {last}");
+        assert!(first <= clock_seq(now_us()) + 1, "{first} is ahead of the clock");
+        last = pieces.last().expect("pieces").seq();
+    }
+}
+
+#[tokio::test]
+async fn a_publisher_that_does_not_wait_for_the_clock_is_ended() {
+    use ingest::hub::{MAX_AHEAD_OF_CLOCK, Protocol, PublishError, SEQ_PER_SECOND};
     let hub = Hub::new(HubConfig::default());
     let grant = news_grant();
     let mut p = hub.begin_publish(&grant, "k", std::net::IpAddr::from([192, 0, 2, 1]), Protocol::Rtmp).expect("ok");
@@ -663,7 +729,8 @@ fn a_publisher_that_does_not_wait_for_the_clock_is_ended() {
     'replay: for pass in 0..20u32 {
         for t in &tags {
             let ts = t.timestamp + pass * 4_040;
-            let r = if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body) } else { p.push_audio(ts, t.body) };
+            let r =
+                if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body).await } else { p.push_audio(ts, t.body).await };
             if let Err(e) = r {
                 ended = Some(e);
                 break 'replay;
@@ -671,7 +738,7 @@ fn a_publisher_that_does_not_wait_for_the_clock_is_ended() {
         }
     }
     match ended {
-        Some(PublishError::AheadOfClock(n)) => assert!(n > MAX_AHEAD_OF_CLOCK, "{n}"),
+        Some(PublishError::AheadOfClock(ms)) => assert!(ms > MAX_AHEAD_OF_CLOCK * 1_000 / SEQ_PER_SECOND, "{ms}"),
         other => panic!("80 s of media in a moment was taken: {other:?}"),
     }
     assert!(hub.metrics.render().contains("shoal_ingest_bad_input_total{kind=\"ahead_of_clock\"} 1\n"));

@@ -9,36 +9,27 @@ use bytes::Bytes;
 use catalogue::admission::Authorizer;
 use catalogue::file::ChannelFile;
 use futures_util::SinkExt;
+use ingest::SegmenterConfig;
 use ingest::hub::{Fetch, Hub, HubConfig};
-use ingest::media::flv::{self, TAG_AUDIO, TAG_VIDEO};
-use ingest::media::remux::{FlvRemuxer, Remuxed};
-use ingest::media::timeline::{JumpLimits, Timeline};
-use ingest::{Segmenter, SegmenterConfig};
+use ingest::media::cutter::FlvCutter;
+use ingest::media::epoch::{Epoch, FeedClock};
 use srt_tokio::SrtSocket;
 use swarm::piece::{ChannelKeypair, PieceFlags};
+use swarm::ts_out::TsOut;
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/testsrc-h264-aac-4s.flv");
 const PASSPHRASE: &str = "correct horse battery";
 
-/// The fixture as an encoder's MPEG-TS (our own muxer's output).
+/// The fixture as an encoder's MPEG-TS (our own muxer's output, counters run on).
 fn fixture_ts() -> Vec<u8> {
-    let mut seg = Segmenter::new(SegmenterConfig::default(), Arc::new(ChannelKeypair::from_secret_bytes(&[1; 32])), 0);
-    let mut remuxer = FlvRemuxer::default();
-    let mut timeline = Timeline::rtmp(JumpLimits::default());
+    let epoch = Epoch { number: 1, clock: FeedClock::Rtmp, raw0: 0, seq0: 0, wall0_us: 0, piece_ms: 50 };
+    let key = Arc::new(ChannelKeypair::from_secret_bytes(&[1; 32]));
+    let mut cutter = FlvCutter::new(SegmenterConfig::default(), key, epoch, 0);
     let mut pieces = Vec::new();
-    for tag in flv::read_file(FIXTURE).expect("fixture") {
-        let out = match tag.kind {
-            TAG_VIDEO => remuxer.push_video(&mut timeline, tag.timestamp, tag.body),
-            TAG_AUDIO => remuxer.push_audio(&mut timeline, tag.timestamp, tag.body),
-            _ => continue,
-        };
-        seg.set_program(remuxer.program());
-        if let Ok(Remuxed::Frame(f)) = out {
-            seg.push(&f, 0, &mut pieces);
-        }
-    }
-    seg.close(0, &mut pieces);
-    pieces.iter().flat_map(|p| p.payload().iter().copied()).collect()
+    cutter.push_file(FIXTURE, &mut pieces).expect("fixture");
+    cutter.segmenter.flush(&mut pieces);
+    let mut out = TsOut::default();
+    pieces.iter().flat_map(|p| out.write(p.payload(), false)).collect()
 }
 
 struct Setup {

@@ -2,8 +2,11 @@
 //! into the viewers' swarm with the seed profile, and serves what its peer verified as
 //! Low-Latency HLS for browsers and phones without the viewer ([`serve`]). Any seeder
 //! may die without viewers noticing: they hold several, and each resumes ingest's
-//! stream where it left off.
+//! stream where it left off. A seeder may read several ingest nodes fed the same
+//! encoder ([`merge`]): each piece comes from whichever delivers it first, so any one
+//! ingest may die too.
 
+pub mod merge;
 pub mod source;
 pub mod watch_page;
 
@@ -41,8 +44,8 @@ pub async fn inject(join: Join, origin: mpsc::Receiver<Piece>, hls: Arc<Hls>) ->
 pub struct SeederConfig {
     /// `http://HOST:PORT` of the tracker.
     pub tracker: String,
-    /// `http://HOST:PORT` of ingest.
-    pub ingest: String,
+    /// `http://HOST:PORT` of each ingest node to read (at least one).
+    pub ingests: Vec<String>,
     pub channel: String,
     /// The channel id, if known; else it comes with ingest's piece stream.
     pub id: Option<ChannelId>,
@@ -81,19 +84,14 @@ impl Seeder {
     pub async fn start(cfg: SeederConfig, http: TcpListener) -> Result<Seeder, StartError> {
         let hls = Arc::new(Hls::new(&cfg.channel));
         let metrics = NodeMetrics::new(Role::Seed);
+        let merged = merge::MergeMetrics::new(&metrics.registry);
         // The node exists once ingest has said the channel's id; until then its metrics stay at zero.
         let node_handle: Arc<std::sync::OnceLock<net::shell::NodeHandle>> = Arc::default();
         let page_swarm: Arc<std::sync::OnceLock<watch_page::PageSwarm>> = Arc::default();
         tokio::spawn(serve(http, hls.clone(), metrics, node_handle.clone(), page_swarm.clone()));
-        let (pieces_tx, pieces_rx) = mpsc::channel(256);
         let (id_tx, mut id_rx) = watch::channel(cfg.id);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let src = Source { base: cfg.ingest.clone(), channel: cfg.channel.clone(), token: cfg.token.clone() };
-        tokio::spawn(async move {
-            source::run(src, pieces_tx, id_tx, stop_rx).await;
-            drop(stop_tx);
-        });
-        tracing::info!(channel = %cfg.channel, ingest = %cfg.ingest, "waiting for the channel on ingest");
+        let pieces_rx = read_ingests(&cfg.ingests, &cfg.channel, &cfg.token, id_tx, merged);
+        tracing::info!(channel = %cfg.channel, ingests = ?cfg.ingests, "waiting for the channel on ingest");
         let id = loop {
             if let Some(id) = *id_rx.borrow_and_update() {
                 break id;
@@ -127,6 +125,33 @@ impl Seeder {
         };
         Ok(Seeder { node, hls, pages })
     }
+}
+
+/// Reads `channel` from every ingest node in `ingests` and merges their streams
+/// ([`merge`]): the pieces to inject. `id` learns the channel's id from ingest. The
+/// sources stop once the returned stream's reader is gone.
+pub fn read_ingests(
+    ingests: &[String],
+    channel: &str,
+    token: &str,
+    id: watch::Sender<Option<ChannelId>>,
+    metrics: merge::MergeMetrics,
+) -> mpsc::Receiver<Piece> {
+    let (pieces_tx, pieces_rx) = mpsc::channel(256);
+    let (from_tx, from_rx) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let labels: Vec<String> = ingests.iter().map(|u| u.trim_start_matches("http://").to_owned()).collect();
+    for (i, base) in ingests.iter().enumerate() {
+        let src = Source { base: base.clone(), channel: channel.to_owned(), token: token.to_owned() };
+        let connected = metrics.connected.with_label_values(&[&labels[i]]);
+        tokio::spawn(source::run(src, i, from_tx.clone(), id.clone(), stop_rx.clone(), connected));
+    }
+    let id_rx = id.subscribe();
+    tokio::spawn(async move {
+        merge::run(from_rx, pieces_tx, id_rx, labels, metrics).await;
+        drop(stop_tx);
+    });
+    pieces_rx
 }
 
 /// Serves the HLS fallback, and the kit's `/metrics` (the node's, once it runs),

@@ -21,17 +21,23 @@ pub struct Source {
     pub token: String,
 }
 
-/// Reads the channel until `stop` turns true, reconnecting with backoff; publishes the
-/// channel id once ingest has said it (`x-shoal-channel-id`).
+/// Reads the channel until `stop` turns true, reconnecting with backoff; pieces go out
+/// tagged with `index` (which ingest they came from); publishes the channel id once
+/// ingest has said it (`x-shoal-channel-id`); `connected` is 1 while the stream is open.
 pub async fn run(
     src: Source,
-    pieces: mpsc::Sender<Piece>,
+    index: usize,
+    pieces: mpsc::Sender<(usize, Piece)>,
     channel_id: watch::Sender<Option<ChannelId>>,
     mut stop: watch::Receiver<bool>,
+    connected: prometheus::IntGauge,
 ) {
     let mut next: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
     let mut waiting_said = false;
+    // An ingest that stays down (a main/backup pair's dead one) is logged once, and
+    // again once it is back.
+    let mut down_said = false;
     while !*stop.borrow() {
         let path = match next {
             Some(seq) => format!("/v1/channels/{}/pieces?from={seq}", src.channel),
@@ -54,12 +60,19 @@ pub async fn run(
                     });
                 }
                 backoff = Duration::from_millis(100);
+                connected.set(1);
+                if std::mem::take(&mut down_said) {
+                    tracing::info!(channel = %src.channel, ingest = %src.base, "ingest reachable again");
+                }
                 let mut body = resp.into_body();
                 let mut split = PieceDecoder::default();
                 loop {
                     let chunk = tokio::select! {
                         c = http_client::next_chunk(&mut body) => c,
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => {
+                            connected.set(0);
+                            return;
+                        }
                     };
                     let Some(Ok(chunk)) = chunk else { break };
                     split.extend(&chunk);
@@ -67,7 +80,8 @@ pub async fn run(
                         match split.next_piece() {
                             Ok(Some(p)) => {
                                 next = Some(p.seq() + 1);
-                                if pieces.send(p).await.is_err() {
+                                if pieces.send((index, p)).await.is_err() {
+                                    connected.set(0);
                                     return;
                                 }
                             }
@@ -80,7 +94,8 @@ pub async fn run(
                         }
                     }
                 }
-                tracing::info!(channel = %src.channel, ?next, "ingest's piece stream ended: reconnecting");
+                connected.set(0);
+                tracing::info!(channel = %src.channel, ingest = %src.base, ?next, "ingest's piece stream ended: reconnecting");
             }
             Ok(resp) if resp.status() == 404 => {
                 // Not published yet: normal before the encoder starts; said once.
@@ -97,7 +112,11 @@ pub async fn run(
                 let why = http_client::read_all(resp.into_body(), 4096).await.unwrap_or_default();
                 tracing::warn!(%status, reason = %String::from_utf8_lossy(&why).trim(), channel = %src.channel, "ingest refused the piece stream");
             }
-            Err(e) => tracing::warn!(error = %e, channel = %src.channel, "ingest unreachable"),
+            Err(e) if !down_said => {
+                down_said = true;
+                tracing::warn!(error = %e, channel = %src.channel, ingest = %src.base, "ingest unreachable (retrying every second; said once)");
+            }
+            Err(_) => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

@@ -18,7 +18,6 @@ use catalogue::directory::StaticDirectory;
 use catalogue::secrets::SeederTokens;
 use net::shell::now_us;
 use net::{Join, Node};
-use seeder::source::{self, Source};
 use serde::Serialize;
 use swarm::piece::{ChannelId, ChannelKeypair, Piece, PieceFlags, filler_payload};
 use tokio::sync::mpsc;
@@ -172,10 +171,7 @@ pub(crate) fn run(a: SwarmBenchArgs) -> anyhow::Result<()> {
 /// Ingest in process taking the fixture over RTMP, looped; seeders read its piece
 /// stream. Returns the channel, the feed's bitrate (kbit/s), and per seeder the
 /// receiver of its pieces.
-async fn fixture_feed(
-    a: &SwarmBenchArgs,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<(ChannelId, u32, Vec<mpsc::Receiver<Piece>>)> {
+async fn fixture_feed(a: &SwarmBenchArgs) -> anyhow::Result<(ChannelId, u32, Vec<mpsc::Receiver<Piece>>)> {
     use catalogue::admission::Authorizer;
     use catalogue::file::ChannelFile;
     use catalogue::secrets::KeyDir;
@@ -206,11 +202,9 @@ async fn fixture_feed(
     let kbps = u32::try_from(bytes as u64 * 8 / u64::from(span_ms.max(1))).unwrap_or(u32::MAX);
     let mut feeds = Vec::new();
     for _ in 0..a.seeders.max(1) {
-        let (tx, rx) = mpsc::channel(256);
         let (id_tx, _) = tokio::sync::watch::channel(None);
-        let src = Source { base: format!("http://{http_addr}"), channel: "bench".into(), token: "seed".into() };
-        tokio::spawn(source::run(src, tx, id_tx, stop.clone()));
-        feeds.push(rx);
+        let merged = seeder::merge::MergeMetrics::default();
+        feeds.push(seeder::read_ingests(&[format!("http://{http_addr}")], "bench", "seed", id_tx, merged));
     }
     Ok((channel, kbps, feeds))
 }
@@ -237,9 +231,8 @@ fn synthetic_feed(a: &SwarmBenchArgs) -> (ChannelId, Vec<mpsc::Receiver<Piece>>)
 }
 
 async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
-    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let (channel, kbps, feeds) = match a.source {
-        Feed::Fixture => fixture_feed(a, &stop).await?,
+        Feed::Fixture => fixture_feed(a).await?,
         Feed::Synthetic => {
             let (channel, feeds) = synthetic_feed(a);
             (channel, a.kbps, feeds)

@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use catalogue::admission::Authorizer;
+use catalogue::db::StreamEpoch;
 use catalogue::file::{ChannelFile, License};
 use catalogue::secrets::{SeederTokens, generate_stream_key, write_secret};
 use clap::{Args, Subcommand, ValueEnum};
+use ingest::epochs::{BoxFuture, EpochStore, FileEpochs};
 use ingest::hub::{Hub, HubConfig, Takeover};
+use ingest::media::epoch::{Epoch, FeedClock};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Args)]
@@ -195,10 +198,13 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
         bail!("--piece-ms must be 10..=250, got {}", run.piece_ms);
     }
     let token = seeder_token(run.seeder_token.as_deref(), &run.common.data_dir)?;
-    let (auth, catalogue): (Arc<dyn Authorizer>, _) = match &run.database_url {
+    // Epochs (how ingest nodes agree on numbering): in the catalogue when there is one
+    // (nodes sharing it cut the same pieces), else in a file beside the channel file.
+    let (auth, catalogue, epochs): (Arc<dyn Authorizer>, _, Arc<dyn EpochStore>) = match &run.database_url {
         Some(url) => {
-            let c = catalogue_authorizer(url, &run.common).await?;
-            (c.clone(), Some(c))
+            let db = catalogue::db::Db::open(url).await.context("opening the catalogue")?;
+            let c = catalogue_authorizer(db.clone(), &run.common).await?;
+            (c.clone(), Some(c), Arc::new(CatalogueEpochs(db)))
         }
         None => {
             let file = run.common.channel_file();
@@ -209,10 +215,11 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
                     "no channel file yet: every publish is refused until `shoal ingest add-channel`"
                 ),
             }
-            (Arc::new(file), None)
+            let epochs = FileEpochs::open(run.common.data_dir.join("epochs.json"));
+            (Arc::new(file), None, Arc::new(epochs))
         }
     };
-    let mut cfg = HubConfig::default();
+    let mut cfg = HubConfig { epochs, ..HubConfig::default() };
     cfg.segmenter.piece_ms = run.piece_ms;
     cfg.segmenter.max_gop_ms = run.max_gop_ms;
     cfg.window_pieces = run.window_pieces.map_or_else(|| HubConfig::window_for(run.piece_ms), |n| n.max(16));
@@ -244,11 +251,56 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
 }
 
 /// Publishing decided by the catalogue; [`start`] re-reads it when it changes.
+/// Epochs in the catalogue's `stream_epochs` table.
+#[derive(Debug)]
+struct CatalogueEpochs(catalogue::db::Db);
+
+fn to_row(e: &Epoch) -> StreamEpoch {
+    StreamEpoch {
+        number: e.number as i64,
+        clock: e.clock.label().to_owned(),
+        raw0: e.raw0 as i64,
+        seq0: e.seq0 as i64,
+        wall0_us: e.wall0_us as i64,
+        piece_ms: i64::from(e.piece_ms),
+    }
+}
+
+fn from_row(r: StreamEpoch) -> Result<Epoch, String> {
+    let clock = FeedClock::from_label(&r.clock)
+        .ok_or_else(|| format!("epoch {} has an unknown clock {:?}", r.number, r.clock))?;
+    let n = |v: i64, what: &str| u64::try_from(v).map_err(|_| format!("epoch {} has a negative {what}", r.number));
+    Ok(Epoch {
+        number: n(r.number, "number")?,
+        clock,
+        raw0: n(r.raw0, "raw0")?,
+        seq0: n(r.seq0, "seq0")?,
+        wall0_us: n(r.wall0_us, "wall0_us")?,
+        piece_ms: u32::try_from(r.piece_ms).map_err(|_| format!("epoch {} has a bad piece_ms", r.number))?,
+    })
+}
+
+impl EpochStore for CatalogueEpochs {
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Option<Epoch>, String>> {
+        Box::pin(async move {
+            let row = self.0.latest_stream_epoch(channel).await.map_err(|e| e.to_string())?;
+            row.map(from_row).transpose()
+        })
+    }
+
+    fn propose<'a>(&'a self, channel: &'a str, epoch: &'a Epoch) -> BoxFuture<'a, Result<Epoch, String>> {
+        Box::pin(async move {
+            let now = (ingest::hub::now_us() / 1_000_000) as i64;
+            let row = self.0.propose_stream_epoch(channel, &to_row(epoch), now).await.map_err(|e| e.to_string())?;
+            from_row(row)
+        })
+    }
+}
+
 async fn catalogue_authorizer(
-    url: &str,
+    db: catalogue::db::Db,
     common: &Common,
 ) -> anyhow::Result<Arc<catalogue::directory::CatalogueAuthorizer>> {
-    let db = catalogue::db::Db::open(url).await.context("opening the catalogue")?;
     let auth =
         Arc::new(catalogue::directory::CatalogueAuthorizer::new(db, catalogue::secrets::KeyDir::new(common.key_dir())));
     let n = auth.reload().await.map_err(anyhow::Error::msg).context("reading the catalogue")?;

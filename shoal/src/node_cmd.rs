@@ -18,9 +18,10 @@ pub(crate) struct SeederArgs {
     /// The tracker, `http://HOST:PORT`.
     #[arg(long, env = "SHOAL_TRACKER_URL", default_value = "http://127.0.0.1:8700")]
     tracker: String,
-    /// Ingest's HTTP API, `http://HOST:PORT`.
-    #[arg(long, env = "SHOAL_INGEST_URL", default_value = "http://127.0.0.1:8710")]
-    ingest: String,
+    /// Ingest's HTTP API, `http://HOST:PORT`; repeat it for main/backup ingest nodes fed
+    /// the same encoder (each piece is taken from whichever has it first).
+    #[arg(long = "ingest", env = "SHOAL_INGEST_URL", value_delimiter = ',', default_value = "http://127.0.0.1:8710")]
+    ingests: Vec<String>,
     /// The channel to seed (its name on ingest).
     #[arg(long)]
     channel: String,
@@ -101,7 +102,7 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let cfg = SeederConfig {
             tracker: a.tracker.clone(),
-            ingest: a.ingest.clone(),
+            ingests: a.ingests.clone(),
             channel: a.channel.clone(),
             id: None,
             token,
@@ -113,7 +114,7 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
         println!(
             "SEEDER  channel {} from {}, peers connect to {}, browsers: http://{hls}/watch/{} (WebRTC {})",
             a.channel,
-            a.ingest,
+            a.ingests.join(" + "),
             seeder.node.handle.listen,
             a.channel,
             seeder.pages.as_ref().map_or("off".to_owned(), |p| format!("{:?}", p.candidates)),

@@ -108,7 +108,7 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
         let id = ChannelId::from_hex(&demo.channel_id).context("demo.json: bad channel id")?;
         let seeder_cfg = seeder::SeederConfig {
             tracker: local(tracker_addr),
-            ingest: local(ingest.http),
+            ingests: vec![local(ingest.http)],
             channel: demo.channel.clone(),
             id: Some(id),
             token: token.clone(),

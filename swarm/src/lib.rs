@@ -19,4 +19,5 @@ pub mod bencode;
 pub mod peer;
 pub mod piece;
 pub mod rng;
+pub mod ts_out;
 pub mod wire;

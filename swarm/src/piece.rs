@@ -209,7 +209,9 @@ pub struct PieceHeader {
     pub channel: ChannelId,
     /// Rises by one per piece for the life of the channel, across encoder restarts.
     pub seq: u64,
-    /// When ingest had the piece's last media byte, µs since the Unix epoch.
+    /// When ingest had the piece's newest frame, µs since the Unix epoch: that frame's
+    /// time on the wall clock its feed's epoch was bound to (the same on every ingest
+    /// node).
     pub timestamp_us: u64,
     pub flags: PieceFlags,
     pub payload_len: u32,

@@ -116,8 +116,10 @@ impl Playout {
         };
         tokio::spawn(async move {
             let mut synced = !gop.is_empty();
+            // One stream: counters and times run on across segments and epochs.
+            let mut out = swarm::ts_out::TsOut::default();
             for p in gop {
-                if tx.send(p.payload().clone()).await.is_err() {
+                if tx.send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY))).await.is_err() {
                     return;
                 }
             }
@@ -131,7 +133,8 @@ impl Playout {
                             }
                             synced = true;
                         }
-                        if tx.send(p.payload().clone()).await.is_err() {
+                        if tx.send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY))).await.is_err()
+                        {
                             return;
                         }
                     }

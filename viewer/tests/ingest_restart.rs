@@ -18,9 +18,8 @@ use catalogue::secrets::{KeyDir, SeederTokens};
 use common::{TOKEN, eventually, join, tracker_for};
 use ingest::hub::{Fetch, Hub, HubConfig};
 use ingest::rtmp_client::RtmpPublisher;
-use seeder::source::{self, Source};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use viewer::Viewer;
 
 const FIXTURE: &[u8] = include_bytes!("../../ingest/tests/fixtures/testsrc-h264-aac-4s.flv");
@@ -83,14 +82,13 @@ fn the_swarm_plays_on_after_ingest_restarts() {
     let first = Ingest::start(any, any, auth.clone());
     let (rtmp, http) = (first.rtmp, first.http);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (seeder, viewers, before, old_newest) = rt.block_on(async {
         let (tracker_url, _tracker) = tracker_for(channel).await;
 
-        let (pieces_tx, pieces_rx) = mpsc::channel(256);
+        // A seeder's way in (one ingest here).
+        let merged = seeder::merge::MergeMetrics::default();
         let (id_tx, _id_rx) = watch::channel(None);
-        let src = Source { base: format!("http://{http}"), channel: "news".into(), token: TOKEN.into() };
-        tokio::spawn(source::run(src, pieces_tx, id_tx, stop_rx));
+        let pieces_rx = seeder::read_ingests(&[format!("http://{http}")], "news", TOKEN, id_tx, merged);
         let seeder = common::seeder(join(&tracker_url, channel, true), pieces_rx).await.unwrap();
         let mut viewers = Vec::new();
         for _ in 0..4 {
@@ -141,7 +139,6 @@ fn the_swarm_plays_on_after_ingest_restarts() {
             assert_eq!(a.skipped, b.skipped, "{after:?}");
         }
         assert_eq!(seeder.handle.snapshot().stats.jumps, 1);
-        let _ = stop_tx.send(true);
         for v in &viewers {
             v.stop().await;
         }

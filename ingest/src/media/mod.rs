@@ -2,6 +2,8 @@
 
 pub mod amf0;
 pub mod codec;
+pub mod cutter;
+pub mod epoch;
 pub mod flv;
 pub mod pool;
 pub mod remux;
@@ -26,12 +28,12 @@ pub enum VideoCodec {
     Hevc,
 }
 
-/// One access unit ready for the muxer: Annex B video or ADTS audio, on the
-/// output timeline (ms, rebased so that it only moves forward).
+/// One access unit ready for the muxer: Annex B video or ADTS audio, placed on its
+/// epoch's timeline ([`epoch`]).
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub track: Track,
-    /// Decode time, ms on the output timeline.
+    /// Decode time, ms relative to the epoch's time 0.
     pub dts_ms: i64,
     /// Presentation minus decode time, ms (B-frames).
     pub cts_ms: i32,
@@ -42,30 +44,27 @@ pub struct Frame {
     pub data: Bytes,
 }
 
-/// A video track's frame interval, smoothed: how long the newest frame lasts, for the
-/// piece cutter's "this frame ends at".
+/// A video track's frame interval: how long the newest frame lasts, for the piece
+/// cutter's "this frame ends at". The interval from the previous frame (not an average
+/// over more): a function of the last two frames only, so every node that saw them
+/// agrees ([`epoch`]).
 #[derive(Debug, Clone, Default)]
 pub struct FrameInterval {
     last_ms: Option<i64>,
-    /// 0: no interval seen yet.
-    interval_ms: u32,
 }
 
 impl FrameInterval {
-    /// Before any interval is seen: one frame at 25 fps.
-    const DEFAULT_MS: u32 = 40;
+    /// Without a previous frame (or after a jump): one frame at 25 fps.
+    pub const DEFAULT_MS: u32 = 40;
 
     /// A frame at `dts_ms`; returns the duration to give it.
-    pub fn observe(&mut self, dts_ms: i64, discontinuity: bool) -> u32 {
-        if let Some(last) = self.last_ms
-            && !discontinuity
-            && (1..=1_000).contains(&(dts_ms - last))
-        {
-            let d = (dts_ms - last) as u32;
-            self.interval_ms = if self.interval_ms == 0 { d } else { (3 * self.interval_ms + d).div_ceil(4) };
-        }
+    pub fn observe(&mut self, dts_ms: i64, rebound: bool) -> u32 {
+        let d = self.last_ms.filter(|_| !rebound).map(|last| dts_ms - last);
         self.last_ms = Some(dts_ms);
-        if self.interval_ms == 0 { Self::DEFAULT_MS } else { self.interval_ms }
+        match d {
+            Some(d @ 1..=1_000) => d as u32,
+            _ => Self::DEFAULT_MS,
+        }
     }
 }
 

@@ -1,13 +1,12 @@
-//! RTMP/FLV tags to frames on the output timeline.
+//! RTMP/FLV tags to frames (the hub places them on the channel's timeline).
 
 use bytes::Bytes;
 
 use super::codec::{AacConfig, CodecError, VideoConfig};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::pool::BufferPool;
-use super::timeline::Timeline;
 use super::ts::Program;
-use super::{Frame, FrameInterval, Track, VideoCodec};
+use super::{Frame, Track, VideoCodec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -21,20 +20,18 @@ pub enum RemuxError {
 /// What one tag produced.
 #[derive(Debug, Clone)]
 pub enum Remuxed {
-    Frame(Frame),
-    /// The timeline was rebased before this frame: flag a discontinuity first.
-    DiscontinuityThen(Frame),
+    /// A frame and the tag's raw timestamp: its `dts_ms` (and a video frame's
+    /// `duration_ms`) are set when the hub places it on the channel's timeline.
+    Frame { raw: u64, frame: Frame },
     /// A configuration or a tag without media.
     Nothing,
 }
 
-/// Per-session state: codec configurations. The timeline belongs to the channel
-/// (it outlives sessions) and is passed in.
+/// Per-session state: codec configurations.
 #[derive(Debug, Default)]
 pub struct FlvRemuxer {
     video: Option<VideoConfig>,
     audio: Option<AacConfig>,
-    video_interval: FrameInterval,
     scratch: Vec<u8>,
     /// Video frames' buffers, back once the segmenter has packetized them: a frame is
     /// tens of KiB, which glibc's `malloc` is slow to find (9 % of ingest's CPU).
@@ -51,7 +48,7 @@ impl FlvRemuxer {
         self.video.as_ref().map(|v| v.codec)
     }
 
-    pub fn push_video(&mut self, timeline: &mut Timeline, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+    pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
         match flv::parse_video(body)? {
             VideoTag::Config { codec, record } => {
                 self.video = Some(match codec {
@@ -67,23 +64,21 @@ impl FlvRemuxer {
                 // unit delimiter and, on keyframes, the parameter sets.
                 let mut annex_b = self.frames.take(nalus.len() + 1024);
                 cfg.to_annex_b(nalus, keyframe, &mut annex_b)?;
-                let mapped = timeline.map(u64::from(timestamp));
-                let duration_ms = self.video_interval.observe(mapped.ms, mapped.discontinuity);
                 let frame = Frame {
                     track: Track::Video,
-                    dts_ms: mapped.ms,
+                    dts_ms: 0,
                     cts_ms: cts_ms.max(0),
                     keyframe,
-                    duration_ms,
+                    duration_ms: 0,
                     data: self.frames.share(annex_b),
                 };
-                Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })
+                Ok(Remuxed::Frame { raw: u64::from(timestamp), frame })
             }
             VideoTag::EndOfSequence | VideoTag::Ignored => Ok(Remuxed::Nothing),
         }
     }
 
-    pub fn push_audio(&mut self, timeline: &mut Timeline, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+    pub fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
         match flv::parse_audio(body)? {
             AudioTag::AacConfig(asc) => {
                 self.audio = Some(AacConfig::from_audio_specific_config(asc)?);
@@ -93,16 +88,15 @@ impl FlvRemuxer {
                 let cfg = self.audio.ok_or(CodecError::NoConfig)?;
                 self.scratch.clear();
                 cfg.to_adts(raw, &mut self.scratch)?;
-                let mapped = timeline.map(u64::from(timestamp));
                 let frame = Frame {
                     track: Track::Audio,
-                    dts_ms: mapped.ms,
+                    dts_ms: 0,
                     cts_ms: 0,
                     keyframe: true,
                     duration_ms: (cfg.frame_us() / 1_000) as u32,
                     data: Bytes::copy_from_slice(&self.scratch),
                 };
-                Ok(if mapped.discontinuity { Remuxed::DiscontinuityThen(frame) } else { Remuxed::Frame(frame) })
+                Ok(Remuxed::Frame { raw: u64::from(timestamp), frame })
             }
         }
     }

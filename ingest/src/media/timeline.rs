@@ -1,13 +1,13 @@
-//! One publish session's clock mapped onto the channel's output timeline.
+//! One publish session's clock, unwrapped.
 //!
 //! Inputs are RTMP's 32-bit millisecond timestamps (wrapping after ~49.7 days, and
 //! after ~4 h 39 m on encoders that treat them as signed) or MPEG-TS's 33-bit 90 kHz
-//! PTS/DTS (wrapping after ~26.5 h). Each is unwrapped against the previous value,
-//! then offset onto an output timeline in ms that never goes backwards: a jump (an
-//! encoder restart, a timestamp reset, a clock step) is rebased to continue just
-//! after the last output and reported as a discontinuity, as is every new session.
-//! The muxer writes output times modulo 2^33 ticks, so the TS wrap is the players'
-//! ordinary one.
+//! PTS/DTS (wrapping after ~26.5 h). Each is unwrapped against the previous value into
+//! a count of ticks that runs on across the wrap. A jump (an encoder restart, a
+//! timestamp reset, a clock step) is reported: the frames after it are on another
+//! timeline, which the hub binds to a new epoch ([`super::epoch`]).
+
+use super::epoch::FeedClock;
 
 /// Jumps bigger than these are discontinuities, not jitter or A/V interleaving.
 #[derive(Debug, Clone, Copy)]
@@ -22,110 +22,51 @@ impl Default for JumpLimits {
     }
 }
 
-/// Maps input timestamps (`bits` wide, `ticks_per_ms` per millisecond) to output ms.
+/// Unwraps one session's raw timestamps.
 #[derive(Debug, Clone)]
 pub struct Timeline {
-    bits: u32,
-    ticks_per_ms: i64,
+    clock: FeedClock,
     limits: JumpLimits,
     /// Last raw input and its unwrapped value, in ticks.
     last: Option<(u64, i64)>,
-    /// Output ms = unwrapped ticks / ticks_per_ms + offset.
-    offset_ms: i64,
-    /// Highest output so far.
-    high_ms: i64,
-    /// Where the next session (or a rebase) continues.
-    resume_ms: Option<i64>,
-    /// Discontinuities seen (session starts after the first, and jumps).
-    pub discontinuities: u64,
 }
 
-/// Output time of one input timestamp.
+/// One raw timestamp, unwrapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mapped {
-    pub ms: i64,
-    /// The timeline was rebased here: the piece carrying it gets the discontinuity flag.
-    pub discontinuity: bool,
+pub struct Unwrapped {
+    /// Ticks since the session's first timestamp, continuing across wraps and jumps.
+    pub ticks: i64,
+    /// The first timestamp of the session, or one that jumped from the last: the
+    /// timeline must be (re)bound to an epoch here.
+    pub rebind: bool,
 }
-
-/// Gap left at a rebase, ms (one frame at 25 fps).
-const REBASE_GAP_MS: i64 = 40;
 
 impl Timeline {
-    /// RTMP: 32-bit milliseconds.
-    pub fn rtmp(limits: JumpLimits) -> Self {
-        Self::new(32, 1, limits)
+    pub fn new(clock: FeedClock, limits: JumpLimits) -> Self {
+        Timeline { clock, limits, last: None }
     }
 
-    /// MPEG-TS: 33-bit, 90 kHz.
-    pub fn mpeg_ts(limits: JumpLimits) -> Self {
-        Self::new(33, 90, limits)
+    pub fn clock(&self) -> FeedClock {
+        self.clock
     }
 
-    fn new(bits: u32, ticks_per_ms: i64, limits: JumpLimits) -> Self {
-        Timeline {
-            bits,
-            ticks_per_ms,
-            limits,
-            last: None,
-            offset_ms: 0,
-            high_ms: 0,
-            resume_ms: None,
-            discontinuities: 0,
-        }
-    }
-
-    /// A new publish session whose input clock is `like`'s (RTMP or MPEG-TS); see
-    /// [`Timeline::new_session`].
-    pub fn new_session_clocked_as(&mut self, like: &Timeline) {
-        self.bits = like.bits;
-        self.ticks_per_ms = like.ticks_per_ms;
-        self.new_session();
-    }
-
-    /// A new publish session on the same channel: its first timestamp continues the
-    /// output just after the last one, flagged as a discontinuity.
-    pub fn new_session(&mut self) {
-        if self.last.is_some() {
-            self.resume_ms = Some(self.high_ms + REBASE_GAP_MS);
-        }
-        self.last = None;
-    }
-
-    /// Maps one raw timestamp.
-    pub fn map(&mut self, raw: u64) -> Mapped {
-        let modulus = 1u64 << self.bits;
+    /// Unwraps one raw timestamp.
+    pub fn map(&mut self, raw: u64) -> Unwrapped {
+        let modulus = 1u64 << self.clock.bits();
         let raw = raw % modulus;
         let Some((last_raw, last_unwrapped)) = self.last else {
-            let unwrapped = raw as i64;
-            self.last = Some((raw, unwrapped));
-            let discontinuity = self.resume_ms.is_some();
-            let start = self.resume_ms.take().unwrap_or(0);
-            if discontinuity {
-                self.discontinuities += 1;
-            }
-            self.offset_ms = start - unwrapped / self.ticks_per_ms;
-            return self.emit(unwrapped, discontinuity);
+            self.last = Some((raw, 0));
+            return Unwrapped { ticks: 0, rebind: true };
         };
         // The shortest signed distance on the circle of `bits`-bit values.
         let half = modulus / 2;
         let diff = raw.wrapping_sub(last_raw) % modulus;
         let delta = if diff >= half { diff as i64 - modulus as i64 } else { diff as i64 };
-        let unwrapped = last_unwrapped + delta;
-        self.last = Some((raw, unwrapped));
-        let delta_ms = delta / self.ticks_per_ms;
-        if delta_ms > self.limits.forward_ms || delta_ms < -self.limits.backward_ms {
-            self.discontinuities += 1;
-            self.offset_ms = self.high_ms + REBASE_GAP_MS - unwrapped / self.ticks_per_ms;
-            return self.emit(unwrapped, true);
-        }
-        self.emit(unwrapped, false)
-    }
-
-    fn emit(&mut self, unwrapped: i64, discontinuity: bool) -> Mapped {
-        let ms = unwrapped / self.ticks_per_ms + self.offset_ms;
-        self.high_ms = self.high_ms.max(ms);
-        Mapped { ms, discontinuity }
+        let ticks = last_unwrapped + delta;
+        self.last = Some((raw, ticks));
+        let delta_ms = delta / self.clock.ticks_per_ms();
+        let rebind = delta_ms > self.limits.forward_ms || delta_ms < -self.limits.backward_ms;
+        Unwrapped { ticks, rebind }
     }
 }
 
@@ -135,44 +76,33 @@ mod tests {
 
     #[test]
     fn rtmp_wrap_is_seamless() {
-        let mut t = Timeline::rtmp(JumpLimits::default());
+        let mut t = Timeline::new(FeedClock::Rtmp, JumpLimits::default());
         let start = u64::from(u32::MAX) - 100;
-        assert_eq!(t.map(start), Mapped { ms: 0, discontinuity: false });
-        assert_eq!(t.map(start + 40), Mapped { ms: 40, discontinuity: false });
+        assert_eq!(t.map(start), Unwrapped { ticks: 0, rebind: true });
+        assert_eq!(t.map(start + 40), Unwrapped { ticks: 40, rebind: false });
         // Past 2^32: the raw value wrapped to a small number.
-        assert_eq!(t.map((start + 140) % (1 << 32)), Mapped { ms: 140, discontinuity: false });
+        assert_eq!(t.map((start + 140) % (1 << 32)), Unwrapped { ticks: 140, rebind: false });
         // Audio slightly behind video is not a jump.
-        assert_eq!(t.map((start + 120) % (1 << 32)).ms, 120);
-        assert_eq!(t.discontinuities, 0);
+        assert_eq!(t.map((start + 120) % (1 << 32)), Unwrapped { ticks: 120, rebind: false });
     }
 
     #[test]
     fn pts_33_bit_wrap_is_seamless() {
-        let mut t = Timeline::mpeg_ts(JumpLimits::default());
+        let mut t = Timeline::new(FeedClock::MpegTs, JumpLimits::default());
         let top = (1u64 << 33) - 900; // 10 ms before the wrap
-        assert_eq!(t.map(top).ms, 0);
-        assert_eq!(t.map(top + 3_600).ms, 40); // wrapped: 2,700 ticks past zero
-        assert_eq!(t.discontinuities, 0);
+        assert_eq!(t.map(top).ticks, 0);
+        assert_eq!(t.map(top + 3_600), Unwrapped { ticks: 3_600, rebind: false }); // wrapped: 2,700 ticks past zero
     }
 
     #[test]
-    fn jumps_and_new_sessions_continue_forward_with_a_flag() {
-        let mut t = Timeline::rtmp(JumpLimits::default());
+    fn jumps_ask_for_a_new_binding() {
+        let mut t = Timeline::new(FeedClock::Rtmp, JumpLimits::default());
         t.map(1_000);
-        t.map(2_000);
+        assert!(!t.map(2_000).rebind);
         // Encoder reset its clock to zero.
-        let m = t.map(0);
-        assert!(m.discontinuity);
-        assert_eq!(m.ms, 1_000 + REBASE_GAP_MS);
-        assert_eq!(t.map(40).ms, 1_080);
+        assert!(t.map(0).rebind);
+        assert!(!t.map(40).rebind);
         // A forward leap of an hour.
-        let m = t.map(3_600_000);
-        assert!(m.discontinuity && m.ms == 1_080 + REBASE_GAP_MS);
-        // A new session starts after everything so far.
-        t.new_session();
-        let m = t.map(77);
-        assert!(m.discontinuity);
-        assert_eq!(m.ms, 1_120 + REBASE_GAP_MS);
-        assert_eq!(t.discontinuities, 3);
+        assert!(t.map(3_600_000).rebind);
     }
 }

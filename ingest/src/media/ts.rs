@@ -2,6 +2,8 @@
 //! continuity counters, random-access indicators on keyframes.
 
 use swarm::piece::{TS_PACKET_LEN, TS_SYNC_BYTE};
+use swarm::ts_out::encode_timestamp;
+pub use swarm::ts_out::read_timestamp;
 
 use super::{Frame, Track, VideoCodec};
 
@@ -35,8 +37,23 @@ pub struct Program {
 #[derive(Debug, Clone)]
 pub struct TsMuxer {
     program: Program,
-    pmt_version: u8,
     cc: [u8; 5],
+    /// Output ms of input time 0 (the epoch's wall time): what PTS, DTS and PCR count from.
+    base_ms: i64,
+}
+
+impl Program {
+    /// The PMT's version: a function of what it announces (distinct for every layout),
+    /// so that every node writes the same PMT for the same tracks and a player sees the
+    /// version move whenever the tracks change.
+    pub fn pmt_version(&self) -> u8 {
+        let video = match self.video {
+            None => 0,
+            Some(VideoCodec::H264) => 1,
+            Some(VideoCodec::Hevc) => 2,
+        };
+        video * 4 + u8::from(self.audio) * 2 + u8::from(self.scte35)
+    }
 }
 
 fn cc_index(pid: u16) -> usize {
@@ -51,7 +68,7 @@ fn cc_index(pid: u16) -> usize {
 
 impl TsMuxer {
     pub fn new(program: Program) -> Self {
-        TsMuxer { program, pmt_version: 0, cc: [0; 5] }
+        TsMuxer { program, cc: [0; 5], base_ms: 0 }
     }
 
     pub fn program(&self) -> Program {
@@ -59,12 +76,20 @@ impl TsMuxer {
     }
 
     /// Changes what the PMT announces (a new session with other tracks); the PMT
-    /// version moves so that players notice.
+    /// version moves with it ([`Program::pmt_version`]) so that players notice.
     pub fn set_program(&mut self, program: Program) {
-        if program != self.program {
-            self.program = program;
-            self.pmt_version = (self.pmt_version + 1) & 0x1f;
-        }
+        self.program = program;
+    }
+
+    /// Continuity counters start again at 0 (at a segment start: a segment's bytes
+    /// then depend on its own frames only).
+    pub fn reset_counters(&mut self) {
+        self.cc = [0; 5];
+    }
+
+    /// Frames' times are written as `base_ms` plus theirs.
+    pub fn set_time_base(&mut self, base_ms: i64) {
+        self.base_ms = base_ms;
     }
 
     fn pcr_pid(&self) -> u16 {
@@ -77,7 +102,7 @@ impl TsMuxer {
         let mut pat = vec![0x00, 0xb0, 0, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01];
         pat.extend_from_slice(&[0xe0 | (PID_PMT >> 8) as u8, PID_PMT as u8]);
         self.write_section(PID_PAT, pat, out);
-        let mut pmt = vec![0x02, 0xb0, 0, 0x00, 0x01, 0xc1 | (self.pmt_version << 1), 0x00, 0x00];
+        let mut pmt = vec![0x02, 0xb0, 0, 0x00, 0x01, 0xc1 | (self.program.pmt_version() << 1), 0x00, 0x00];
         let pcr = self.pcr_pid();
         pmt.extend_from_slice(&[0xe0 | (pcr >> 8) as u8, pcr as u8, 0xf0, 0x00]);
         let mut es = |stream_type: u8, pid: u16| {
@@ -114,8 +139,9 @@ impl TsMuxer {
 
     /// One frame as a PES packet.
     pub fn write_frame(&mut self, frame: &Frame, out: &mut Vec<u8>) {
-        let dts = ticks(frame.dts_ms);
-        let pts = ticks(frame.dts_ms + i64::from(frame.cts_ms));
+        let dts_ms = self.base_ms + frame.dts_ms;
+        let dts = ticks(dts_ms);
+        let pts = ticks(dts_ms + i64::from(frame.cts_ms));
         let (pid, stream_id) = match frame.track {
             Track::Video => (PID_VIDEO, 0xe0),
             Track::Audio => (PID_AUDIO, 0xc0),
@@ -138,7 +164,7 @@ impl TsMuxer {
             let len = u16::try_from(len).unwrap_or(0);
             head[4..6].copy_from_slice(&len.to_be_bytes());
         }
-        let pcr = (pid == self.pcr_pid()).then(|| ((frame.dts_ms + TIME_BASE_MS - PCR_LEAD_MS).max(0) as u64) * 27_000);
+        let pcr = (pid == self.pcr_pid()).then(|| ((dts_ms + TIME_BASE_MS - PCR_LEAD_MS).max(0) as u64) * 27_000);
         let payload = [head.as_slice(), &frame.data[..]];
         self.packetize(pid, &payload, pcr, frame.keyframe && frame.track == Track::Video, out);
     }
@@ -222,22 +248,7 @@ fn ticks(ms: i64) -> u64 {
 }
 
 fn write_timestamp(out: &mut Vec<u8>, prefix: u8, ts: u64) {
-    out.extend_from_slice(&[
-        (prefix << 4) | (((ts >> 30) as u8 & 0x07) << 1) | 1,
-        (ts >> 22) as u8,
-        (((ts >> 15) as u8) << 1) | 1,
-        (ts >> 7) as u8,
-        ((ts as u8) << 1) | 1,
-    ]);
-}
-
-/// Reads a 5-byte PES timestamp.
-pub fn read_timestamp(b: &[u8; 5]) -> u64 {
-    (u64::from(b[0] >> 1) & 0x07) << 30
-        | u64::from(b[1]) << 22
-        | u64::from(b[2] >> 1) << 15
-        | u64::from(b[3]) << 7
-        | u64::from(b[4] >> 1)
+    out.extend_from_slice(&encode_timestamp(prefix, ts));
 }
 
 /// CRC-32/MPEG-2 of PSI sections.

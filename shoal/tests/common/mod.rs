@@ -146,7 +146,37 @@ pub fn http_get(url: &str) -> (u16, Vec<u8>) {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    (String::from_utf8_lossy(&raw[9..12]).parse().unwrap(), raw[end..].to_vec())
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") { dechunk(&raw[end..]) } else { raw[end..].to_vec() };
+    (String::from_utf8_lossy(&raw[9..12]).parse().unwrap(), body)
+}
+
+/// The sum of a metric's samples in the Prometheus text page at `url` whose line
+/// contains every one of `with` (label matches, e.g. `result="first"`).
+pub fn metric(url: &str, name: &str, with: &[&str]) -> f64 {
+    let (status, body) = http_get(url);
+    assert_eq!(status, 200, "{url}");
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(name) && with.iter().all(|w| l.contains(w)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A chunked body's bytes.
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
 }
 
 /// ffmpeg pushing a `size` test pattern (25 fps, a keyframe a second, 150 s) to `rtmp`,

@@ -1,0 +1,198 @@
+//! Where ingest nodes agree on a channel's epochs ([`crate::media::epoch`]): the
+//! catalogue when ingest runs on one (`shoal ingest --database-url`, `shoal up`), a
+//! file beside the channel file otherwise, memory in tests.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use crate::hub::lock;
+use crate::media::epoch::{Epoch, FeedClock};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A shared store of epochs: one per channel and number, the first proposed.
+pub trait EpochStore: Send + Sync + std::fmt::Debug {
+    /// The channel's newest epoch.
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Option<Epoch>, String>>;
+    /// Stores `epoch` unless its number is taken for the channel; returns the epoch
+    /// stored under that number (`epoch`, or the one another node proposed first).
+    fn propose<'a>(&'a self, channel: &'a str, epoch: &'a Epoch) -> BoxFuture<'a, Result<Epoch, String>>;
+}
+
+/// Epochs in memory: one process, nothing kept across restarts.
+#[derive(Debug, Default)]
+pub struct MemoryEpochs {
+    epochs: Mutex<HashMap<String, Vec<Epoch>>>,
+}
+
+impl MemoryEpochs {
+    fn propose_now(&self, channel: &str, epoch: &Epoch) -> Epoch {
+        let mut all = lock(&self.epochs);
+        let list = all.entry(channel.to_owned()).or_default();
+        if let Some(e) = list.iter().find(|e| e.number == epoch.number) {
+            return e.clone();
+        }
+        list.push(epoch.clone());
+        list.sort_by_key(|e| e.number);
+        epoch.clone()
+    }
+
+    fn latest_now(&self, channel: &str) -> Option<Epoch> {
+        lock(&self.epochs).get(channel).and_then(|l| l.last().cloned())
+    }
+}
+
+impl EpochStore for MemoryEpochs {
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Option<Epoch>, String>> {
+        Box::pin(async move { Ok(self.latest_now(channel)) })
+    }
+
+    fn propose<'a>(&'a self, channel: &'a str, epoch: &'a Epoch) -> BoxFuture<'a, Result<Epoch, String>> {
+        Box::pin(async move { Ok(self.propose_now(channel, epoch)) })
+    }
+}
+
+/// Each channel's newest epoch in a JSON file beside the channel file: after a restart
+/// the numbering goes on from where it was (and a feed whose timestamps went on too, an
+/// encoder that reconnected, keeps its epoch); ingest processes sharing the data
+/// directory agree through it (a proposal is read-check-written under an exclusive
+/// lock of `epochs.json.lock`; the file is replaced atomically, so readers need none).
+#[derive(Debug)]
+pub struct FileEpochs {
+    path: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EpochRecord {
+    number: u64,
+    clock: String,
+    raw0: u64,
+    seq0: u64,
+    wall0_us: u64,
+    piece_ms: u32,
+}
+
+impl EpochRecord {
+    fn of(e: &Epoch) -> Self {
+        EpochRecord {
+            number: e.number,
+            clock: e.clock.label().to_owned(),
+            raw0: e.raw0,
+            seq0: e.seq0,
+            wall0_us: e.wall0_us,
+            piece_ms: e.piece_ms,
+        }
+    }
+
+    fn epoch(&self) -> Option<Epoch> {
+        Some(Epoch {
+            number: self.number,
+            clock: FeedClock::from_label(&self.clock)?,
+            raw0: self.raw0,
+            seq0: self.seq0,
+            wall0_us: self.wall0_us,
+            piece_ms: self.piece_ms,
+        })
+    }
+}
+
+impl FileEpochs {
+    pub fn open(path: PathBuf) -> Self {
+        FileEpochs { path }
+    }
+
+    /// The file's epochs; a missing file holds none, an unreadable one is an error
+    /// (numbering from scratch could go back).
+    fn read(&self) -> Result<HashMap<String, EpochRecord>, String> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", self.path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(format!("reading {}: {e}", self.path.display())),
+        }
+    }
+
+    fn propose_now(&self, channel: &str, epoch: &Epoch) -> Result<Epoch, String> {
+        let lock_path = self.path.with_extension("json.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+        lock.lock().map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+        let mut map = self.read()?;
+        if let Some(stored) = map.get(channel).filter(|r| r.number >= epoch.number)
+            && let Some(e) = stored.epoch()
+        {
+            // Taken (or passed): what is stored under the number, as far as a file of
+            // newest epochs can tell.
+            if e.number == epoch.number {
+                return Ok(e);
+            }
+            return Err(format!("epoch {} of {channel} is past; the newest is {}", epoch.number, e.number));
+        }
+        map.insert(channel.to_owned(), EpochRecord::of(epoch));
+        let json = serde_json::to_vec_pretty(&map).map_err(|e| e.to_string())?;
+        let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        Ok(epoch.clone())
+    }
+}
+
+impl EpochStore for FileEpochs {
+    fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Option<Epoch>, String>> {
+        Box::pin(async move { Ok(self.read()?.get(channel).and_then(EpochRecord::epoch)) })
+    }
+
+    fn propose<'a>(&'a self, channel: &'a str, epoch: &'a Epoch) -> BoxFuture<'a, Result<Epoch, String>> {
+        // A few file operations under a lock held by another process for as long.
+        Box::pin(async move { self.propose_now(channel, epoch) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(number: u64, seq0: u64) -> Epoch {
+        Epoch { number, clock: FeedClock::Rtmp, raw0: 0, seq0, wall0_us: 1, piece_ms: 50 }
+    }
+
+    #[tokio::test]
+    async fn the_first_proposal_of_a_number_is_the_one_kept() {
+        let store = MemoryEpochs::default();
+        assert_eq!(store.latest("news").await, Ok(None));
+        assert_eq!(store.propose("news", &epoch(1, 10)).await, Ok(epoch(1, 10)));
+        // A second node proposing number 1 gets the first one back.
+        assert_eq!(store.propose("news", &epoch(1, 11)).await, Ok(epoch(1, 10)));
+        store.propose("news", &epoch(2, 99)).await.expect("stored");
+        assert_eq!(store.latest("news").await, Ok(Some(epoch(2, 99))));
+        assert_eq!(store.latest("sport").await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_file_store_is_shared_and_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("shoal-epochs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("epochs.json");
+        let _ = std::fs::remove_file(&path);
+        let (a, b) = (FileEpochs::open(path.clone()), FileEpochs::open(path.clone()));
+        assert_eq!(a.propose("news", &epoch(3, 500)).await, Ok(epoch(3, 500)));
+        // Another node on the same directory: the first proposal of a number is kept.
+        assert_eq!(b.propose("news", &epoch(3, 501)).await, Ok(epoch(3, 500)));
+        assert!(b.propose("news", &epoch(2, 1)).await.is_err(), "an older number than the newest");
+        b.propose("sport", &epoch(1, 7)).await.expect("stored");
+        let again = FileEpochs::open(path.clone());
+        assert_eq!(again.latest("news").await, Ok(Some(epoch(3, 500))));
+        assert_eq!(again.latest("sport").await, Ok(Some(epoch(1, 7))));
+        // A damaged file is an error (numbering afresh could go back), not an empty store.
+        std::fs::write(&path, b"{ not json").expect("write");
+        assert!(FileEpochs::open(path).latest("news").await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
