@@ -386,6 +386,7 @@ fn stream_epochs_keep_the_first_proposal() {
                 seq0,
                 wall0_us: 1_800_000_000_000_000,
                 piece_ms: 50,
+                cut_at_us: 0,
             };
             assert_eq!(db.latest_stream_epoch("news").await.unwrap(), None);
             assert_eq!(
@@ -406,6 +407,11 @@ fn stream_epochs_keep_the_first_proposal() {
                 db.backend()
             );
             assert_eq!(db.latest_stream_epoch("sport").await.unwrap(), Some(e(1, 5)));
+            // Who cuts it: the time only moves forward.
+            db.touch_stream_epoch("news", 2, 1_800_000_000_500_000).await.unwrap();
+            db.touch_stream_epoch("news", 2, 1_800_000_000_400_000).await.unwrap();
+            let newest = db.latest_stream_epoch("news").await.unwrap().unwrap();
+            assert_eq!(newest.cut_at_us, 1_800_000_000_500_000);
             let bad = StreamEpoch { clock: "flv".into(), ..e(3, 1) };
             assert!(db.propose_stream_epoch("news", &bad, 13).await.is_err(), "an unknown clock is refused");
             db.drop_schema().await.unwrap();

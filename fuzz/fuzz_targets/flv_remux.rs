@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     // Records: kind (1), timestamp (4), body length (2), body. The epoch starts at the
     // first record's timestamp; later ones may jump anywhere.
     let first = data.get(1..5).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let epoch = Epoch { number: 1, clock: FeedClock::Rtmp, raw0: u64::from(first), seq0: 0, wall0_us: 0, piece_ms: 50 };
+    let epoch = Epoch { number: 1, clock: FeedClock::Rtmp, raw0: u64::from(first), seq0: 0, wall0_us: 0, piece_ms: 50, cut_at_us: 0 };
     let mut cutter = FlvCutter::new(cfg, key, epoch, 0);
     let mut pieces = Vec::new();
     let mut rest = data;

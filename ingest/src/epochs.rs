@@ -20,6 +20,9 @@ pub trait EpochStore: Send + Sync + std::fmt::Debug {
     /// Stores `epoch` unless its number is taken for the channel; returns the epoch
     /// stored under that number (`epoch`, or the one another node proposed first).
     fn propose<'a>(&'a self, channel: &'a str, epoch: &'a Epoch) -> BoxFuture<'a, Result<Epoch, String>>;
+    /// A node is cutting the channel's epoch `number` at `at_us` (its `cut_at_us`, which
+    /// only moves forward): a node that joins then knows it is not alone.
+    fn touch<'a>(&'a self, channel: &'a str, number: u64, at_us: u64) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// Epochs in memory: one process, nothing kept across restarts.
@@ -43,6 +46,12 @@ impl MemoryEpochs {
     fn latest_now(&self, channel: &str) -> Option<Epoch> {
         lock(&self.epochs).get(channel).and_then(|l| l.last().cloned())
     }
+
+    fn touch_now(&self, channel: &str, number: u64, at_us: u64) {
+        if let Some(e) = lock(&self.epochs).get_mut(channel).and_then(|l| l.iter_mut().find(|e| e.number == number)) {
+            e.cut_at_us = e.cut_at_us.max(at_us);
+        }
+    }
 }
 
 impl EpochStore for MemoryEpochs {
@@ -52,6 +61,13 @@ impl EpochStore for MemoryEpochs {
 
     fn propose<'a>(&'a self, channel: &'a str, epoch: &'a Epoch) -> BoxFuture<'a, Result<Epoch, String>> {
         Box::pin(async move { Ok(self.propose_now(channel, epoch)) })
+    }
+
+    fn touch<'a>(&'a self, channel: &'a str, number: u64, at_us: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.touch_now(channel, number, at_us);
+            Ok(())
+        })
     }
 }
 
@@ -73,6 +89,8 @@ struct EpochRecord {
     seq0: u64,
     wall0_us: u64,
     piece_ms: u32,
+    #[serde(default)]
+    cut_at_us: u64,
 }
 
 impl EpochRecord {
@@ -84,6 +102,7 @@ impl EpochRecord {
             seq0: e.seq0,
             wall0_us: e.wall0_us,
             piece_ms: e.piece_ms,
+            cut_at_us: e.cut_at_us,
         }
     }
 
@@ -95,6 +114,7 @@ impl EpochRecord {
             seq0: self.seq0,
             wall0_us: self.wall0_us,
             piece_ms: self.piece_ms,
+            cut_at_us: self.cut_at_us,
         })
     }
 }
@@ -114,7 +134,11 @@ impl FileEpochs {
         }
     }
 
-    fn propose_now(&self, channel: &str, epoch: &Epoch) -> Result<Epoch, String> {
+    /// Runs `change` on the file's epochs under the lock, writing them back if it says so.
+    fn change<T>(
+        &self,
+        change: impl FnOnce(&mut HashMap<String, EpochRecord>) -> Result<(T, bool), String>,
+    ) -> Result<T, String> {
         let lock_path = self.path.with_extension("json.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -124,23 +148,38 @@ impl FileEpochs {
             .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
         lock.lock().map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
         let mut map = self.read()?;
+        let (out, write) = change(&mut map)?;
+        if write {
+            let json = serde_json::to_vec_pretty(&map).map_err(|e| e.to_string())?;
+            let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, json)
+                .and_then(|()| std::fs::rename(&tmp, &self.path))
+                .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        }
+        Ok(out)
+    }
+
+    fn propose_now(&self, channel: &str, epoch: &Epoch) -> Result<Epoch, String> {
+        self.change(|map| Self::propose_in(map, channel, epoch))
+    }
+
+    fn propose_in(
+        map: &mut HashMap<String, EpochRecord>,
+        channel: &str,
+        epoch: &Epoch,
+    ) -> Result<(Epoch, bool), String> {
         if let Some(stored) = map.get(channel).filter(|r| r.number >= epoch.number)
             && let Some(e) = stored.epoch()
         {
             // Taken (or passed): what is stored under the number, as far as a file of
             // newest epochs can tell.
             if e.number == epoch.number {
-                return Ok(e);
+                return Ok((e, false));
             }
             return Err(format!("epoch {} of {channel} is past; the newest is {}", epoch.number, e.number));
         }
         map.insert(channel.to_owned(), EpochRecord::of(epoch));
-        let json = serde_json::to_vec_pretty(&map).map_err(|e| e.to_string())?;
-        let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
-        Ok(epoch.clone())
+        Ok((epoch.clone(), true))
     }
 }
 
@@ -153,6 +192,19 @@ impl EpochStore for FileEpochs {
         // A few file operations under a lock held by another process for as long.
         Box::pin(async move { self.propose_now(channel, epoch) })
     }
+
+    fn touch<'a>(&'a self, channel: &'a str, number: u64, at_us: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.change(|map| {
+                let r = map.get_mut(channel).filter(|r| r.number == number && r.cut_at_us < at_us);
+                let write = r.is_some();
+                if let Some(r) = r {
+                    r.cut_at_us = at_us;
+                }
+                Ok(((), write))
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +212,7 @@ mod tests {
     use super::*;
 
     fn epoch(number: u64, seq0: u64) -> Epoch {
-        Epoch { number, clock: FeedClock::Rtmp, raw0: 0, seq0, wall0_us: 1, piece_ms: 50 }
+        Epoch { number, clock: FeedClock::Rtmp, raw0: 0, seq0, wall0_us: 1, piece_ms: 50, cut_at_us: 0 }
     }
 
     #[tokio::test]
@@ -187,8 +239,12 @@ mod tests {
         assert_eq!(b.propose("news", &epoch(3, 501)).await, Ok(epoch(3, 500)));
         assert!(b.propose("news", &epoch(2, 1)).await.is_err(), "an older number than the newest");
         b.propose("sport", &epoch(1, 7)).await.expect("stored");
+        // Who is cutting it: only forward.
+        a.touch("news", 3, 900).await.expect("touched");
+        b.touch("news", 3, 800).await.expect("touched");
+        b.touch("news", 2, 5_000).await.expect("an old number: nothing to do");
         let again = FileEpochs::open(path.clone());
-        assert_eq!(again.latest("news").await, Ok(Some(epoch(3, 500))));
+        assert_eq!(again.latest("news").await, Ok(Some(Epoch { cut_at_us: 900, ..epoch(3, 500) })));
         assert_eq!(again.latest("sport").await, Ok(Some(epoch(1, 7))));
         // A damaged file is an error (numbering afresh could go back), not an empty store.
         std::fs::write(&path, b"{ not json").expect("write");

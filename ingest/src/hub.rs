@@ -429,7 +429,15 @@ struct Binding {
     placement: Placement,
     /// When the store was last asked whether a newer epoch exists.
     checked: Instant,
+    /// When the store was last told this node cuts the epoch.
+    touched: Option<Instant>,
 }
+
+/// How often a publishing node tells the store it is cutting its epoch.
+const TOUCH_EVERY: Duration = Duration::from_millis(500);
+/// A node that binds to an epoch nobody said they cut for this long publishes at once
+/// (there is no one to differ from): the feed moved here from a dead ingest.
+const ALONE_AFTER_US: u64 = 1_500_000;
 
 /// How often a publishing session asks the epoch store whether another node started
 /// a newer epoch (another feed took the channel).
@@ -553,6 +561,18 @@ impl Publisher {
         let Some(b) = &mut self.binding else { return Ok(()) };
         let end_us = b.placement.place(at.ticks, at.rebind, &mut frame);
         let number = b.placement.epoch.number;
+        if b.touched.is_none_or(|t| t.elapsed() >= TOUCH_EVERY) {
+            b.touched = Some(Instant::now());
+            let (store, name) = (self.hub.cfg.epochs.clone(), self.channel.name.clone());
+            let failed = self.hub.metrics.epoch_events.with_label_values(&["store_error"]);
+            // Off the media path: a slow store delays nothing.
+            tokio::spawn(async move {
+                if let Err(e) = store.touch(&name, number, now_us()).await {
+                    failed.inc();
+                    tracing::debug!(channel = %name, error = %e, "epoch store not told this node cuts");
+                }
+            });
+        }
         self.newest_wall_us = self.newest_wall_us.max(end_us);
         let mut st = self.ours(arrived)?;
         if st.segmenter.epoch().is_none_or(|e| e.number != number) {
@@ -643,6 +663,7 @@ impl Publisher {
         }
         m.epoch_events.with_label_values(&[how]).inc();
         let from_start = rel == 0;
+        let alone = how != "joined" || epoch.unattended(now_us(), ALONE_AFTER_US);
         if from_start && epoch.number > 1 {
             m.discontinuities.inc();
         }
@@ -652,13 +673,15 @@ impl Publisher {
             epoch = epoch.number,
             seq0 = epoch.seq0,
             how,
+            alone,
             rel_ms = rel / clock.ticks_per_ms(),
             "feed bound to an epoch: media resumes at the next keyframe"
         );
         let mut st = self.ours(Instant::now())?;
-        st.segmenter.bind(&epoch, from_start);
+        st.segmenter.bind(&epoch, from_start, alone);
         drop(st);
-        self.binding = Some(Binding { placement: Placement::new(epoch, ticks, rel), checked: Instant::now() });
+        let placement = Placement::new(epoch, ticks, rel);
+        self.binding = Some(Binding { placement, checked: Instant::now(), touched: None });
         Ok(())
     }
 

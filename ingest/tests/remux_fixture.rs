@@ -20,7 +20,15 @@ const T0: u64 = 1_800_000_000_000_000;
 /// The epoch the fixture is cut on: its first tag is time 0, sequence number 1,000.
 fn epoch(piece_ms: u32) -> Epoch {
     let first = flv::read_file(FIXTURE).expect("fixture is a valid FLV")[0].timestamp;
-    Epoch { number: 1, clock: FeedClock::Rtmp, raw0: u64::from(first), seq0: 1_000, wall0_us: T0, piece_ms }
+    Epoch {
+        number: 1,
+        clock: FeedClock::Rtmp,
+        raw0: u64::from(first),
+        seq0: 1_000,
+        wall0_us: T0,
+        piece_ms,
+        cut_at_us: 0,
+    }
 }
 
 /// The fixture's tags from the `skip`-th on, cut by a node that starts reading there.

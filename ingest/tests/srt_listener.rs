@@ -22,7 +22,7 @@ const PASSPHRASE: &str = "correct horse battery";
 
 /// The fixture as an encoder's MPEG-TS (our own muxer's output, counters run on).
 fn fixture_ts() -> Vec<u8> {
-    let epoch = Epoch { number: 1, clock: FeedClock::Rtmp, raw0: 0, seq0: 0, wall0_us: 0, piece_ms: 50 };
+    let epoch = Epoch { number: 1, clock: FeedClock::Rtmp, raw0: 0, seq0: 0, wall0_us: 0, piece_ms: 50, cut_at_us: 0 };
     let key = Arc::new(ChannelKeypair::from_secret_bytes(&[1; 32]));
     let mut cutter = FlvCutter::new(SegmenterConfig::default(), key, epoch, 0);
     let mut pieces = Vec::new();

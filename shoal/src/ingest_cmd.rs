@@ -263,6 +263,7 @@ fn to_row(e: &Epoch) -> StreamEpoch {
         seq0: e.seq0 as i64,
         wall0_us: e.wall0_us as i64,
         piece_ms: i64::from(e.piece_ms),
+        cut_at_us: e.cut_at_us as i64,
     }
 }
 
@@ -277,6 +278,7 @@ fn from_row(r: StreamEpoch) -> Result<Epoch, String> {
         seq0: n(r.seq0, "seq0")?,
         wall0_us: n(r.wall0_us, "wall0_us")?,
         piece_ms: u32::try_from(r.piece_ms).map_err(|_| format!("epoch {} has a bad piece_ms", r.number))?,
+        cut_at_us: n(r.cut_at_us, "cut_at_us")?,
     })
 }
 
@@ -293,6 +295,12 @@ impl EpochStore for CatalogueEpochs {
             let now = (ingest::hub::now_us() / 1_000_000) as i64;
             let row = self.0.propose_stream_epoch(channel, &to_row(epoch), now).await.map_err(|e| e.to_string())?;
             from_row(row)
+        })
+    }
+
+    fn touch<'a>(&'a self, channel: &'a str, number: u64, at_us: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.0.touch_stream_epoch(channel, number as i64, at_us as i64).await.map_err(|e| e.to_string())
         })
     }
 }

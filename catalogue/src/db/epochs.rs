@@ -16,9 +16,11 @@ pub struct StreamEpoch {
     pub seq0: i64,
     pub wall0_us: i64,
     pub piece_ms: i64,
+    /// When a node last said it was cutting it, µs (0: never).
+    pub cut_at_us: i64,
 }
 
-const COLUMNS: &str = "number, clock, raw0, seq0, wall0_us, piece_ms";
+const COLUMNS: &str = "number, clock, raw0, seq0, wall0_us, piece_ms, cut_at_us";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<StreamEpoch> {
     Ok(StreamEpoch {
@@ -28,6 +30,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<StreamEpoch> {
         seq0: r.try_get(3)?,
         wall0_us: r.try_get(4)?,
         piece_ms: r.try_get(5)?,
+        cut_at_us: r.try_get(6)?,
     })
 }
 
@@ -58,5 +61,16 @@ impl Db {
         .await?;
         let sql = format!("SELECT {COLUMNS} FROM stream_epochs WHERE channel = $1 AND number = $2");
         row(&sqlx::query(&sql).bind(channel).bind(epoch.number).fetch_one(&self.pool).await?)
+    }
+
+    /// A node cuts the channel's epoch `number` at `at_us` (the time only moves forward).
+    pub async fn touch_stream_epoch(&self, channel: &str, number: i64, at_us: i64) -> Result<()> {
+        sqlx::query("UPDATE stream_epochs SET cut_at_us = $3 WHERE channel = $1 AND number = $2 AND cut_at_us < $3")
+            .bind(channel)
+            .bind(number)
+            .bind(at_us)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

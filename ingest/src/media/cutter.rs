@@ -87,7 +87,7 @@ impl FlvCutter {
             let Some(rel) = self.epoch.place(FeedClock::Rtmp, raw, self.now_us) else {
                 return Ok(()); // not on the epoch's timeline: nothing to cut
             };
-            self.segmenter.bind(&self.epoch, rel == 0);
+            self.segmenter.bind(&self.epoch, rel == 0, false);
             self.placement = Some(Placement::new(self.epoch.clone(), at.ticks, rel));
         }
         if let Some(p) = &mut self.placement {

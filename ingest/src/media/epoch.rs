@@ -93,6 +93,9 @@ pub struct Epoch {
     pub wall0_us: u64,
     /// Grid cell (piece) length, ms.
     pub piece_ms: u32,
+    /// When a node last said it was cutting pieces of this epoch, µs since the Unix
+    /// epoch (0: never). Not part of what the epoch is ([`Epoch::same`]).
+    pub cut_at_us: u64,
 }
 
 impl Epoch {
@@ -120,7 +123,19 @@ impl Epoch {
             seq0,
             wall0_us: now_us,
             piece_ms: piece_ms.max(1),
+            cut_at_us: 0,
         }
+    }
+
+    /// The same epoch (what binds the timeline; not when it was last cut).
+    pub fn same(&self, other: &Epoch) -> bool {
+        (self.number, self.clock, self.raw0, self.seq0, self.wall0_us, self.piece_ms)
+            == (other.number, other.clock, other.raw0, other.seq0, other.wall0_us, other.piece_ms)
+    }
+
+    /// Nobody said they were cutting it in the last `within_us` before `now_us`.
+    pub fn unattended(&self, now_us: u64, within_us: u64) -> bool {
+        now_us.saturating_sub(self.cut_at_us) > within_us
     }
 
     /// Where the feed timestamp `raw`, seen at `now_us`, lies on this epoch's timeline:
@@ -169,7 +184,7 @@ mod tests {
     const T0: u64 = 1_800_000_000_000_000;
 
     fn rtmp_epoch(raw0: u64) -> Epoch {
-        Epoch { number: 1, clock: FeedClock::Rtmp, raw0, seq0: 1_000, wall0_us: T0, piece_ms: 50 }
+        Epoch { number: 1, clock: FeedClock::Rtmp, raw0, seq0: 1_000, wall0_us: T0, piece_ms: 50, cut_at_us: 0 }
     }
 
     #[test]
@@ -192,7 +207,8 @@ mod tests {
     fn placing_unwraps_the_clock() {
         // 33-bit PTS: the epoch began 10 ms before the wrap.
         let top = (1u64 << 33) - 900;
-        let e = Epoch { number: 3, clock: FeedClock::MpegTs, raw0: top, seq0: 7, wall0_us: T0, piece_ms: 50 };
+        let e =
+            Epoch { number: 3, clock: FeedClock::MpegTs, raw0: top, seq0: 7, wall0_us: T0, piece_ms: 50, cut_at_us: 0 };
         // 40 ms later the raw value has wrapped to 2,700.
         assert_eq!(e.place(FeedClock::MpegTs, 2_700, T0 + 40_000), Some(3_600));
         // 27 hours later (one wrap is 26.5 h) a node that joins still places it.

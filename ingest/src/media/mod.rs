@@ -54,8 +54,9 @@ pub struct FrameInterval {
 }
 
 impl FrameInterval {
-    /// Without a previous frame (or after a jump): one frame at 25 fps.
-    pub const DEFAULT_MS: u32 = 40;
+    /// Without a previous frame (or after a jump): unknown, so 0 — a guess could close
+    /// a piece early that another node, knowing the interval, keeps open.
+    pub const DEFAULT_MS: u32 = 0;
 
     /// A frame at `dts_ms`; returns the duration to give it.
     pub fn observe(&mut self, dts_ms: i64, rebound: bool) -> u32 {

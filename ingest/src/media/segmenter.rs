@@ -168,14 +168,16 @@ impl Segmenter {
     /// `from_start`: this node's frames begin at the epoch's own beginning (it made the
     /// epoch, or its first frame is the epoch's time 0), so its pieces are every other
     /// node's from the first segment — flagged `DISCONTINUITY` after an earlier epoch.
-    /// Otherwise it joined mid-stream and publishes from its second segment on.
+    /// Otherwise it joined mid-stream and publishes from its second segment on — unless
+    /// `alone` (no other node is cutting the epoch: a feed moved here from a dead
+    /// ingest), when there is no one to differ from and it publishes at once.
     /// Binding again to the epoch already held (a publisher back on the same timeline)
     /// keeps the numbering and just waits for the next keyframe.
-    pub fn bind(&mut self, epoch: &Epoch, from_start: bool) {
+    pub fn bind(&mut self, epoch: &Epoch, from_start: bool, alone: bool) {
         self.withhold_open();
         self.started = false;
         self.last_audio_block = None;
-        if self.epoch.as_ref() == Some(epoch) {
+        if self.epoch.as_ref().is_some_and(|e| e.same(epoch)) {
             return;
         }
         self.epoch = Some(epoch.clone());
@@ -183,7 +185,7 @@ impl Segmenter {
         self.last_seq = None;
         self.reach_ms = None;
         self.last_segment_ms = None;
-        self.publishing = if from_start { Publishing::Yes } else { Publishing::FromSecondSegment };
+        self.publishing = if from_start || alone { Publishing::Yes } else { Publishing::FromSecondSegment };
         self.pending = if from_start && epoch.number > 1 { PieceFlags::DISCONTINUITY } else { PieceFlags::NONE };
     }
 
