@@ -170,6 +170,25 @@ impl Setup {
         dead.0.kill().unwrap();
         dead.0.wait().unwrap();
     }
+
+    /// Starts ingest `i` again on its old addresses.
+    fn restart(&mut self, i: usize) {
+        let (rtmp, http) = (self.ingests[i].1.clone(), self.ingests[i].2.clone());
+        let args = [
+            "ingest",
+            "--data-dir",
+            &self.data,
+            "--rtmp-listen",
+            &rtmp,
+            "--srt-listen",
+            ANY,
+            "--http-listen",
+            &http,
+            "--seeder-token",
+            TOKEN,
+        ];
+        self.ingests[i].0 = Some(start(&args, "HTTP").0);
+    }
 }
 
 /// ffmpeg's test pattern and tone, H.264 + AAC, in real time, for `seconds`.
@@ -284,19 +303,20 @@ fn flv_tags(mut from: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<(
     rx
 }
 
-/// An encoder with a main and a backup URL: pushes the tags to `targets[0]`; when that
-/// connection fails, waits `retry` (the frames meanwhile are lost, as live frames are)
-/// and goes on to the next target with the same clock, sequence headers first. Returns
-/// when the tags end; says on `switched` when it moved.
-async fn relay(
-    tags: std::sync::mpsc::Receiver<(u8, u32, Vec<u8>)>,
-    targets: Vec<std::net::SocketAddr>,
-    key: String,
-    retry: Duration,
-    switched: std::sync::mpsc::Sender<Instant>,
-) {
-    use ingest::rtmp_client::RtmpPublisher;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+type Tag = (u8, u32, Vec<u8>);
+
+/// Keeps the first sequence header (AVC/AAC packet type 0) of each track: an encoder
+/// sends them first on every connection.
+fn keep_config(configs: &mut Vec<Tag>, tag: &Tag) {
+    let (kind, _, body) = tag;
+    if (*kind == 8 || *kind == 9) && body.get(1) == Some(&0) && configs.iter().all(|c| c.0 != *kind) {
+        configs.push(tag.clone());
+    }
+}
+
+/// The tags onto a tokio channel.
+fn to_async(tags: std::sync::mpsc::Receiver<Tag>) -> tokio::sync::mpsc::Receiver<Tag> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
     std::thread::spawn(move || {
         for t in tags {
             if tx.blocking_send(t).is_err() {
@@ -304,13 +324,28 @@ async fn relay(
             }
         }
     });
-    let mut configs: Vec<(u8, u32, Vec<u8>)> = Vec::new();
+    rx
+}
+
+/// An encoder with a main and a backup URL: pushes the tags to `targets[0]`; when that
+/// connection fails, waits `retry` (the frames meanwhile are lost, as live frames are)
+/// and goes on to the next target with the same clock, sequence headers first. Returns
+/// when the tags end; says on `switched` when it moved.
+async fn relay(
+    tags: std::sync::mpsc::Receiver<Tag>,
+    targets: Vec<std::net::SocketAddr>,
+    key: String,
+    retry: Duration,
+    switched: std::sync::mpsc::Sender<Instant>,
+) {
+    use ingest::rtmp_client::RtmpPublisher;
+    let mut rx = to_async(tags);
+    let mut configs: Vec<Tag> = Vec::new();
     let mut target = 0;
     let mut p = RtmpPublisher::connect(targets[0], "live", &key).await.unwrap();
-    while let Some((kind, ts, body)) = rx.recv().await {
-        if (kind == 8 || kind == 9) && body.get(1) == Some(&0) && configs.iter().all(|c| c.0 != kind) {
-            configs.push((kind, ts, body.clone()));
-        }
+    while let Some(tag) = rx.recv().await {
+        keep_config(&mut configs, &tag);
+        let (kind, ts, body) = tag;
         if kind == 18 {
             continue;
         }
@@ -329,6 +364,105 @@ async fn relay(
         }
         let _ = switched.send(Instant::now());
     }
+}
+
+/// An encoder pushing the same tags to every target at once (a hardware encoder's main
+/// and backup outputs): each output reconnects on its own every `retry`, sequence
+/// headers first, the clock unchanged. Says on `connected` each time an output
+/// (re)connects.
+async fn fan_out(
+    tags: std::sync::mpsc::Receiver<Tag>,
+    targets: Vec<std::net::SocketAddr>,
+    key: String,
+    retry: Duration,
+    connected: std::sync::mpsc::Sender<usize>,
+) {
+    use ingest::rtmp_client::RtmpPublisher;
+    let mut rx = to_async(tags);
+    let (tx, _) = tokio::sync::broadcast::channel::<Tag>(4096);
+    let configs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Tag>::new()));
+    for (i, target) in targets.into_iter().enumerate() {
+        let (mut feed, configs, key, connected) = (tx.subscribe(), configs.clone(), key.clone(), connected.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut p) = RtmpPublisher::connect(target, "live", &key).await else {
+                    tokio::time::sleep(retry).await;
+                    continue;
+                };
+                let headers = configs.lock().unwrap().clone();
+                let mut ok = true;
+                for (kind, ts, body) in &headers {
+                    ok &= p.send_tag(*kind, *ts, body).await.is_ok();
+                }
+                let _ = connected.send(i);
+                feed = feed.resubscribe(); // from now on: what was encoded meanwhile is lost
+                while ok {
+                    match feed.recv().await {
+                        Ok((18, _, _)) => {}
+                        Ok((kind, ts, body)) => ok = p.send_tag(kind, ts, &body).await.is_ok(),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+                tokio::time::sleep(retry).await;
+            }
+        });
+    }
+    while let Some(tag) = rx.recv().await {
+        keep_config(&mut configs.lock().unwrap(), &tag);
+        let _ = tx.send(tag);
+    }
+}
+
+/// (a), the other half: the killed ingest restarted on its addresses is fed again by the
+/// encoder's output that reconnects, joins the epoch the other ingest is cutting, and
+/// cuts the same pieces (from its second keyframe on: its first segment is withheld).
+#[test]
+fn a_killed_ingest_restarted_rejoins_with_the_same_pieces() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let mut s = setup("rejoin");
+    let mut ffmpeg = Killed(encoder(90).args(["-f", "flv", "-"]).stdout(Stdio::piped()).spawn().unwrap());
+    let tags = flv_tags(ffmpeg.0.stdout.take().unwrap());
+    let targets: Vec<std::net::SocketAddr> = s.ingests.iter().map(|i| i.1.parse().unwrap()).collect();
+    let (connected_tx, connected) = std::sync::mpsc::channel();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    rt.spawn(fan_out(tags, targets, s.key.clone(), Duration::from_millis(300), connected_tx));
+    let seeders = s.seeders(2);
+    let viewers = s.viewers(4);
+    assert!(
+        eventually(Duration::from_secs(40), || viewers.iter().all(|(_, play)| stat(play, "played") >= 100)),
+        "every viewer plays 5 s"
+    );
+    let skipped_before: u64 = viewers.iter().map(|(_, p)| stat(p, "skipped")).sum();
+    while connected.try_recv().is_ok() {}
+    s.kill(0);
+    std::thread::sleep(Duration::from_secs(2));
+    s.restart(0);
+    assert_eq!(connected.recv_timeout(Duration::from_secs(10)), Ok(0), "the encoder's output reconnected to A");
+    // A's own pieces: its second keyframe on (1 s GOPs), then 3 s of them.
+    let a_http = s.ingests[0].2.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let (status, _) = http_get(&format!("http://{a_http}/v1/channels/news/pieces?from=0&token={TOKEN}"));
+            status == 410 && window(&a_http).len() >= 60
+        }),
+        "the restarted ingest cuts pieces"
+    );
+    let (a, b) = (window(&s.ingests[0].2), window(&s.ingests[1].2));
+    let common: Vec<u64> = a.keys().filter(|n| b.contains_key(n)).copied().collect();
+    assert!(common.len() >= 50, "{} numbers held by both", common.len());
+    for n in &common {
+        assert_eq!(a[n].wire(), b[n].wire(), "piece {n} differs between the rejoined ingest and the other");
+    }
+    let a_metrics = format!("http://{a_http}/metrics");
+    assert!(metric(&a_metrics, "shoal_ingest_pieces_withheld_total", &[]) >= 1.0, "its first segment was withheld");
+    assert_eq!(metric(&a_metrics, "shoal_ingest_epoch_events_total", &["event=\"joined\""]), 1.0);
+    let skipped: u64 = viewers.iter().map(|(_, p)| stat(p, "skipped")).sum::<u64>() - skipped_before;
+    eprintln!("rejoined: {} numbers in common, identical; {skipped} pieces skipped over 4 viewers", common.len());
+    assert_eq!(skipped, 0, "viewers lost nothing while an ingest died and came back");
+    drop((viewers, seeders, ffmpeg));
 }
 
 #[test]
