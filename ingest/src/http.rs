@@ -94,13 +94,18 @@ pub fn route(req: &Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> 
                     }
                     Some(seq)
                 }
+                // While the channel is idle, a player starts at the next session's first
+                // segment start, not on the last session's unfinished tail.
+                None if ts && !ch.live() => None,
                 None if ts => ch.join_point(),
                 None => ch.resume_point(SEEDER_RESUME_LAG_US),
             };
+            // Without a start yet: the first segment start after what is held now.
+            let after = if start.is_none() { ch.newest() } else { None };
             let follow = q.get("follow").is_none_or(|v| *v != "false" && *v != "0");
             let (tx, rx) = mpsc::channel(64);
             hub.metrics.subscribers.inc();
-            tokio::spawn(feed(ch.clone(), start, tx, ts, follow, hub.clone()));
+            tokio::spawn(feed(ch.clone(), start, after, tx, ts, follow, hub.clone()));
             let mut r = Response::new(Body::Stream(rx));
             let ctype = if ts { "video/mp2t" } else { "application/x-shoal-pieces" };
             r.headers_mut().insert("content-type", ctype.parse().expect("valid header"));
@@ -118,15 +123,23 @@ pub fn route(req: &Request<Incoming>, hub: &Arc<Hub>, tokens: &SeederTokens) -> 
 const SEEDER_RESUME_LAG_US: u64 = 1_000_000;
 
 /// Feeds one subscriber: the window from `next` (none yet: from the first segment
-/// start signed), then each new piece.
-async fn feed(ch: Arc<Channel>, next: Option<u64>, tx: mpsc::Sender<Bytes>, ts: bool, follow: bool, hub: Arc<Hub>) {
+/// start signed past `after`), then each new piece.
+async fn feed(
+    ch: Arc<Channel>,
+    next: Option<u64>,
+    after: Option<u64>,
+    tx: mpsc::Sender<Bytes>,
+    ts: bool,
+    follow: bool,
+    hub: Arc<Hub>,
+) {
     let mut produced = ch.subscribe();
     let verifier = ChannelVerifier::new(ch.id).ok();
     let mut out = swarm::ts_out::TsOut::default();
     let mut next = next;
     loop {
         produced.borrow_and_update();
-        let Some(from) = next.or_else(|| ch.join_point()) else {
+        let Some(from) = next.or_else(|| ch.join_point().filter(|s| after.is_none_or(|a| *s > a))) else {
             if !follow || produced.changed().await.is_err() {
                 break;
             }

@@ -868,6 +868,11 @@ impl Channel {
         segment_starts().find(|p| p.timestamp_us() >= since).or_else(|| segment_starts().next_back()).map(Piece::seq)
     }
 
+    /// The newest piece's number.
+    pub fn newest(&self) -> Option<u64> {
+        lock(&self.state).window.back().map(Piece::seq)
+    }
+
     /// Waits on this to learn of new pieces.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.produced.subscribe()

@@ -433,13 +433,25 @@ async fn seeders_stream_pieces_over_http_and_resume_from_a_seq() {
         a.verify(&ch.id).expect("verifies");
     }
 
-    // The debug tap: TS from the newest segment start.
-    let join = ch.join_point().expect("a segment start");
-    let want: usize = all.iter().filter(|p| p.seq() >= join).map(|p| p.payload().len()).sum();
-    let (head, ts) = http_get(http, &format!("/v1/channels/news/live.ts?token={TOKEN}"), None, want).await;
+    // The debug tap, while the channel is idle: nothing of the last session's tail; the
+    // next session's first segment start is its first byte.
+    let tap = tokio::spawn(async move {
+        let path = format!("/v1/channels/news/live.ts?token={TOKEN}");
+        http_get(http, &path, None, 3 * 188).await
+    });
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish");
+    publish_fixture(&mut p).await;
+    p.close().await.expect("close");
+    let (head, ts) = tap.await.expect("tap");
     assert!(head.contains("video/mp2t"), "{head}");
-    assert_eq!(ts.len(), want);
-    assert_eq!(ts[0], 0x47);
+    let again = window(&ch);
+    let first = again.iter().find(|p| p.seq() > all.last().expect("pieces").seq()).expect("the new session's");
+    assert!(first.flags().contains(PieceFlags::SEGMENT_START) && first.flags().contains(PieceFlags::DISCONTINUITY));
+    assert_eq!(
+        &ts[..3 * 188],
+        &first.payload()[..3 * 188],
+        "PAT, PMT and the keyframe's first packet of the new session"
+    );
     let (head, metrics) = http_get(http, "/metrics", None, 0).await;
     assert!(head.starts_with("HTTP/1.1 200"));
     assert!(String::from_utf8_lossy(&metrics).contains("shoal_ingest_pieces_total"));

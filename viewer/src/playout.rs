@@ -33,7 +33,14 @@ struct Inner {
     samples: VecDeque<u32>,
     /// When the first piece was played, µs since the epoch.
     first_play_us: Option<u64>,
+    /// When the latest piece was played.
+    last_play_us: Option<u64>,
 }
+
+/// A player that connects after nothing was played for this long (the channel is idle:
+/// its publisher went) starts at the next segment start, not on the last session's
+/// unfinished tail.
+pub const IDLE_AFTER_US: u64 = 2_000_000;
 
 /// Latency samples kept per playout.
 pub const SAMPLES: usize = 100_000;
@@ -64,8 +71,12 @@ impl Playout {
 
     /// A piece the peer plays now.
     pub fn play(&self, piece: &Piece) {
+        self.play_at(piece, now_us());
+    }
+
+    /// A piece played at `now` (µs since the epoch).
+    pub fn play_at(&self, piece: &Piece, now: u64) {
         let mut inner = self.lock();
-        let now = now_us();
         inner.played += 1;
         inner.latency_us = now.saturating_sub(piece.timestamp_us());
         inner.max_latency_us = inner.max_latency_us.max(inner.latency_us);
@@ -75,6 +86,7 @@ impl Playout {
         }
         inner.samples.push_back(ms);
         inner.first_play_us.get_or_insert(now);
+        inner.last_play_us = Some(now);
         let starts = starts_segment(piece);
         if starts {
             inner.gop.clear();
@@ -107,12 +119,19 @@ impl Playout {
     }
 
     /// The stream for one player: the current GOP, then everything played after it. A
-    /// player too slow to keep up skips to the next segment start.
+    /// player too slow to keep up skips to the next segment start; one that connects
+    /// while the channel is idle ([`IDLE_AFTER_US`]) starts at the next segment start.
     pub fn subscribe(self: &Arc<Self>) -> mpsc::Receiver<Bytes> {
+        self.subscribe_at(now_us())
+    }
+
+    /// [`Playout::subscribe`] at `now` (µs since the epoch).
+    pub fn subscribe_at(self: &Arc<Self>, now: u64) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(256);
         let (gop, mut live) = {
             let inner = self.lock();
-            (inner.gop.clone(), self.live.subscribe())
+            let idle = inner.last_play_us.is_none_or(|t| now.saturating_sub(t) > IDLE_AFTER_US);
+            (if idle { Vec::new() } else { inner.gop.clone() }, self.live.subscribe())
         };
         tokio::spawn(async move {
             let mut synced = !gop.is_empty();
@@ -151,4 +170,33 @@ impl Playout {
 /// begin a segment (PAT/PMT, then a keyframe).
 fn starts_segment(piece: &Piece) -> bool {
     piece.flags().contains(PieceFlags::SEGMENT_START)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm::piece::{ChannelKeypair, filler_payload};
+
+    fn piece(seq: u64, flags: PieceFlags) -> Piece {
+        ChannelKeypair::from_secret_bytes(&[9; 32]).sign_piece(seq, seq * 1_000, flags, filler_payload(1, seq)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_player_that_connects_while_the_channel_is_idle_starts_at_the_next_segment() {
+        let p = Arc::new(Playout::new());
+        let t = 1_800_000_000_000_000;
+        p.play_at(&piece(1, PieceFlags::SEGMENT_START), t);
+        p.play_at(&piece(2, PieceFlags::NONE), t + 50_000);
+        // Playing: a new player gets the GOP so far at once.
+        let mut live = p.subscribe_at(t + 100_000);
+        assert!(live.recv().await.is_some());
+        // The publisher went: after 2 s without a piece, a player gets nothing of the old
+        // session's tail; the next session's first segment start is its first byte.
+        let mut idle = p.subscribe_at(t + 50_000 + IDLE_AFTER_US + 1);
+        p.play_at(&piece(3, PieceFlags::NONE), t + 5_000_000);
+        let next = piece(40, PieceFlags::SEGMENT_START.union(PieceFlags::DISCONTINUITY));
+        p.play_at(&next, t + 5_050_000);
+        let first = idle.recv().await.unwrap();
+        assert_eq!(&first[..], &next.payload()[..], "the new session's segment start, untouched");
+    }
 }
