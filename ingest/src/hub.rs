@@ -261,6 +261,8 @@ impl Hub {
             keyframe_interval: self.metrics.keyframe_interval.with_label_values(&[&grant.channel]),
             carries_ads: grant.carries_ads,
             ad_cue_logged: false,
+            bad_logged: None,
+            bad_unlogged: 0,
         })
     }
 }
@@ -421,7 +423,13 @@ pub struct Publisher {
     carries_ads: bool,
     /// An ad-free channel's dropped cue was logged this session (once is enough).
     ad_cue_logged: bool,
+    /// When a malformed tag was last logged, and how many were skipped unlogged since.
+    bad_logged: Option<Instant>,
+    bad_unlogged: u64,
 }
+
+/// Malformed tags are logged at most this often per session (each is counted).
+const BAD_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The session's feed placed on an epoch.
 #[derive(Debug, Clone)]
@@ -528,7 +536,15 @@ impl Publisher {
                 // One bad tag costs that tag only; a stream of them ends the session.
                 self.consecutive_errors += 1;
                 self.hub.metrics.bad_input.with_label_values(&[bad_input_kind(&e)]).inc();
-                tracing::warn!(channel = %self.channel.name, error = %e, "malformed tag skipped");
+                // Logged at most every 10 s (a feed whose video never gets its sequence
+                // header sends 25 bad tags a second, between good audio); all are counted.
+                if self.bad_logged.is_none_or(|t| t.elapsed() >= BAD_LOG_EVERY) {
+                    let also = std::mem::take(&mut self.bad_unlogged);
+                    self.bad_logged = Some(Instant::now());
+                    tracing::warn!(channel = %self.channel.name, error = %e, also, "malformed tag skipped (and `also` since the last said)");
+                } else {
+                    self.bad_unlogged += 1;
+                }
                 if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
                     return Err(PublishError::TooManyErrors(self.consecutive_errors, e));
                 }
