@@ -90,6 +90,8 @@ struct Segment {
     whole: Option<Bytes>,
     /// Once out of the playlist: served until ingest's clock passes this (Unix µs).
     expires_us: Option<u64>,
+    /// Listed after `#EXT-X-DISCONTINUITY` ([`Open::discontinuity`]).
+    discontinuity: bool,
 }
 
 /// The segment being filled.
@@ -104,6 +106,11 @@ struct Open {
     /// The newest piece: a part once the next piece gives its duration.
     pending: (u64, Bytes),
     spool: Option<Spool>,
+    /// It begins a new timeline (its first piece is flagged `DISCONTINUITY`: a new
+    /// epoch) or a new layout (its PMT's version differs from the segment before's:
+    /// another codec, a track added or dropped), after an earlier segment: players must
+    /// reset their decoders and time (RFC 8216 §4.3.2.3).
+    discontinuity: bool,
 }
 
 /// Segments of one channel, fed with verified pieces in sequence order.
@@ -138,6 +145,10 @@ struct Inner {
     rendered_plain: Option<Bytes>,
     /// A spool could not be made (logged once; parts are then served by copying).
     spool_failed: bool,
+    /// The newest segment's PMT version (its layout), once one had tables.
+    layout: Option<u8>,
+    /// Discontinuities that have left the playlist: `#EXT-X-DISCONTINUITY-SEQUENCE`.
+    discontinuity_seq: u64,
 }
 
 impl Inner {
@@ -288,6 +299,7 @@ impl Hls {
                         _spool: o.spool,
                         whole,
                         expires_us: None,
+                        discontinuity: o.discontinuity,
                     });
                     // The one that left the playlist stays for its duration plus the
                     // playlist's as it was listed (RFC 8216 §6.2.2), on ingest's clock.
@@ -295,6 +307,8 @@ impl Hls {
                     let delisted = i.done.len().checked_sub(WINDOW + 1);
                     if let Some(s) = delisted.and_then(|d| i.done.get_mut(d)).filter(|s| s.expires_us.is_none()) {
                         s.expires_us = Some(ts.saturating_add(s.duration_us + listed_us));
+                        let left = s.discontinuity;
+                        i.discontinuity_seq += u64::from(left);
                     }
                     while i.done.front().is_some_and(|s| s.expires_us.is_some_and(|e| e <= ts)) {
                         i.done.pop_front();
@@ -305,6 +319,11 @@ impl Hls {
                     }
                 }
                 let spool = self.new_spool(&mut i);
+                let layout = swarm::ts_out::pmt_version(piece.payload());
+                let earlier = i.next_n > 0 || i.layout.is_some();
+                let new_layout = layout.is_some() && i.layout.is_some() && layout != i.layout;
+                let discontinuity = earlier && (piece.flags().contains(PieceFlags::DISCONTINUITY) || new_layout);
+                i.layout = layout.or(i.layout);
                 i.open = Some(Open {
                     start_us: ts,
                     first_seq: piece.seq(),
@@ -312,6 +331,7 @@ impl Hls {
                     part_bufs: Vec::new(),
                     pending: (ts, piece.payload().clone()),
                     spool,
+                    discontinuity,
                 });
             } else if !follows {
                 i.open = None;
@@ -383,6 +403,9 @@ fn render(i: &Inner, plain: bool) -> Option<String> {
             first.n
         )
     };
+    if i.discontinuity_seq > 0 {
+        out.push_str(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", i.discontinuity_seq));
+    }
     // A part is `per` pieces; `pieces` of an open segment list only whole parts.
     let part_lines = |out: &mut String, n: u64, pieces: &[Part]| {
         for (k, p) in pieces.chunks(per).enumerate() {
@@ -396,6 +419,9 @@ fn render(i: &Inner, plain: bool) -> Option<String> {
     };
     let mut expected_start = None;
     for s in i.listed() {
+        if s.discontinuity {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
         // Wall-clock time of the segment (ingest signed its first piece then): on
         // the first, and after any gap in time (a new publish session).
         if expected_start.is_none_or(|e: u64| s.start_us.abs_diff(e) > 500_000) {
@@ -411,6 +437,9 @@ fn render(i: &Inner, plain: bool) -> Option<String> {
         out.push_str(&format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_us as f64 / 1e6, s.n));
     }
     if let Some(o) = i.open.as_ref().filter(|_| !plain) {
+        if o.discontinuity {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
         out.push_str(&format!("{PIECES_TAG}:FIRST={},PART={per}\n", o.first_seq));
         let whole = o.parts.len() / per;
         part_lines(&mut out, i.next_n, &o.parts[..whole * per]);
@@ -600,6 +629,72 @@ mod tests {
         let key = ChannelKeypair::from_secret_bytes(&[3; 32]);
         let flags = if start { PieceFlags::SEGMENT_START } else { PieceFlags::NONE };
         key.sign_piece(seq, 1_000_000 + seq * 50_000, flags, filler_payload(2, seq)).unwrap()
+    }
+
+    /// A segment start's payload: a PAT (program 1 at PID 0x1000) and a PMT of `version`.
+    fn tables(version: u8) -> Bytes {
+        let mut out = Vec::new();
+        for (pid, section) in [
+            (0x0000u16, vec![0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00]),
+            (0x1000, vec![0x02, 0xb0, 0x12, 0x00, 0x01, 0xc1 | (version << 1), 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00]),
+        ] {
+            let mut p = vec![0xff; 188];
+            p[..5].copy_from_slice(&[0x47, 0x40 | (pid >> 8) as u8, pid as u8, 0x10, 0x00]);
+            p[5..5 + section.len()].copy_from_slice(&section);
+            out.extend_from_slice(&p);
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn a_new_timeline_or_layout_is_a_discontinuity_counted_once_it_leaves() {
+        let key = ChannelKeypair::from_secret_bytes(&[3; 32]);
+        let h = Hls::new("demo");
+        // (first number, flagged DISCONTINUITY, PMT version) of 1 s segments.
+        let key = &key;
+        let segments = |from: u64, flagged: bool, version: u8| {
+            (from..from + 20).map(move |seq| {
+                let (flags, payload) = if seq == from {
+                    let start = PieceFlags::SEGMENT_START;
+                    (if flagged { start.union(PieceFlags::DISCONTINUITY) } else { start }, tables(version))
+                } else {
+                    (PieceFlags::NONE, filler_payload(2, seq))
+                };
+                key.sign_piece(seq, 1_000_000 + seq * 50_000, flags, payload).unwrap()
+            })
+        };
+        // The first segment this node sees is flagged (it joined after a restart): no tag.
+        let plan = [(0, true, 5), (20, false, 5), (40, true, 5), (60, false, 4), (80, false, 4), (100, false, 4)];
+        for (from, flagged, version) in plan {
+            segments(from, flagged, version).for_each(|p| h.push(&p));
+        }
+        let p = text(h.playlist());
+        assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count(), 2, "{p}");
+        for n in [2, 3] {
+            let before = p.split(&format!("\n{n}.ts\n")).next().unwrap();
+            let since_last = before.rsplit(".ts\n").next().unwrap();
+            assert!(since_last.contains("#EXT-X-DISCONTINUITY\n"), "segment {n} follows a tag: {p}");
+        }
+        assert!(!p.contains("DISCONTINUITY-SEQUENCE"), "{p}");
+        let plain = text(h.plain_playlist());
+        assert_eq!(plain.matches("#EXT-X-DISCONTINUITY\n").count(), 2, "{plain}");
+        // Segments 2 and 3 leave the playlist one by one: the count follows them.
+        let mut from = 120;
+        let mut seen = Vec::new();
+        while seen.last() != Some(&2) {
+            segments(from, false, 4).for_each(|p| h.push(&p));
+            from += 20;
+            let p = text(h.playlist());
+            let left: u64 = p
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+                .map_or(0, |n| n.parse().unwrap());
+            assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count() as u64, 2 - left, "{p}");
+            if seen.last() != Some(&left) {
+                seen.push(left);
+            }
+        }
+        assert_eq!(seen, [0, 1, 2]);
     }
 
     #[test]

@@ -46,6 +46,36 @@ pub fn encode_timestamp(prefix: u8, ts: u64) -> [u8; 5] {
     ]
 }
 
+/// The version of the first program's PMT in `payload` (whole TS packets), if the
+/// PAT and that PMT both begin in it: ingest writes both at every segment start, and
+/// derives the version from the tracks, so a new version is a new layout (another
+/// codec, a track added or dropped).
+pub fn pmt_version(payload: &[u8]) -> Option<u8> {
+    // (PID, the section's bytes after the pointer field) of packets that begin one.
+    let sections =
+        payload.chunks_exact(TS_PACKET_LEN).filter(|p| p[0] == TS_SYNC_BYTE && p[1] & 0x40 != 0).filter_map(|p| {
+            let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+            let at = payload_start(p)?;
+            let pointer = usize::from(p[at]);
+            Some((pid, p.get(at + 1 + pointer..)?))
+        });
+    let mut pmt_pid = None;
+    for (pid, s) in sections {
+        match pmt_pid {
+            // PAT: table 0, then the first program's (number, PID) after 8 bytes; a
+            // program number 0 is the network PID, not a program.
+            None if pid == 0 && s.first() == Some(&0) => {
+                let mut programs = s.get(8..)?.chunks_exact(4);
+                let p = programs.find(|p| p[0] != 0 || p[1] != 0)?;
+                pmt_pid = Some((u16::from(p[2] & 0x1f) << 8) | u16::from(p[3]));
+            }
+            Some(pmt) if pid == pmt && s.first() == Some(&2) => return s.get(5).map(|v| (v >> 1) & 0x1f),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// One output stream's state.
 #[derive(Debug, Clone, Default)]
 pub struct TsOut {

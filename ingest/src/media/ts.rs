@@ -314,4 +314,27 @@ mod tests {
         // The second frame is no random access point.
         assert_eq!(video[3][5] & 0x40, 0);
     }
+
+    #[test]
+    fn the_tables_say_the_layouts_version_as_players_read_it() {
+        let mut seen = std::collections::HashSet::new();
+        for video in [None, Some(VideoCodec::H264), Some(VideoCodec::Hevc)] {
+            for audio in [false, true] {
+                for scte35 in [false, true] {
+                    let program = Program { video, audio, scte35 };
+                    let mut out = Vec::new();
+                    TsMuxer::new(program).write_tables(&mut out);
+                    let read = swarm::ts_out::pmt_version(&out);
+                    assert_eq!(read, Some(program.pmt_version()), "{program:?}");
+                    assert!(seen.insert(read), "{program:?}: a version another layout has");
+                }
+            }
+        }
+        // Bytes without tables, or cut inside them, have none.
+        assert_eq!(swarm::ts_out::pmt_version(&[]), None);
+        let mut out = Vec::new();
+        TsMuxer::new(Program { video: None, audio: true, scte35: false }).write_tables(&mut out);
+        assert_eq!(swarm::ts_out::pmt_version(&out[..TS_PACKET_LEN]), None);
+        assert_eq!(swarm::ts_out::pmt_version(&out[TS_PACKET_LEN..]), None);
+    }
 }
