@@ -137,7 +137,7 @@ async fn feed(
     let verifier = ChannelVerifier::new(ch.id).ok();
     let mut out = swarm::ts_out::TsOut::default();
     let mut next = next;
-    loop {
+    'stream: loop {
         produced.borrow_and_update();
         let Some(from) = next.or_else(|| ch.join_point().filter(|s| after.is_none_or(|a| *s > a))) else {
             if !follow || produced.changed().await.is_err() {
@@ -160,6 +160,11 @@ async fn feed(
             Fetch::Pieces(pieces) => {
                 for p in pieces {
                     next = Some(p.seq() + 1);
+                    // The tap's stream ends before another codec or track set (as the
+                    // viewer's `/live.ts` does): its player starts afresh on it.
+                    if ts && out.layout_changes(p.payload()) {
+                        break 'stream;
+                    }
                     // The piece's own buffers, shared with the window and every other subscriber
                     // (the tap's stream: counters and times made to run on).
                     let bytes = if ts {

@@ -85,6 +85,8 @@ pub struct TsOut {
     shift: u64,
     /// The newest DTS (or PTS) written, after the shift.
     last_dts: Option<u64>,
+    /// The PMT version of the segments written ([`pmt_version`]).
+    layout: Option<u8>,
 }
 
 /// Where a packet's payload begins (after the header and any adaptation field).
@@ -108,6 +110,22 @@ fn pes_times(p: &[u8]) -> (Option<usize>, Option<usize>) {
 }
 
 impl TsOut {
+    /// Whether `payload` (the next piece's) begins another layout than the segments
+    /// written so far: another PMT version, so another codec or track set on the same
+    /// PIDs. The stream should end before it (its player reconnects): ffmpeg's
+    /// demuxer keeps the decoder it opened for a PID (H.264 fed HEVC fails), and a
+    /// player reading one stream maps its tracks once.
+    pub fn layout_changes(&mut self, payload: &[u8]) -> bool {
+        match (pmt_version(payload), self.layout) {
+            (Some(new), Some(old)) if new != old => true,
+            (Some(new), _) => {
+                self.layout = Some(new);
+                false
+            }
+            (None, _) => false,
+        }
+    }
+
     /// `payload` (whole TS packets) for the stream; `discontinuity`: the piece begins a
     /// new timeline (its flag). Bytes that are not TS packets pass as they are.
     pub fn write(&mut self, payload: &[u8], discontinuity: bool) -> Bytes {
@@ -220,6 +238,35 @@ mod tests {
 
     fn counters(bytes: &[u8]) -> Vec<(u16, u8)> {
         bytes.chunks(TS_PACKET_LEN).map(|p| ((u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]), p[3] & 0x0f)).collect()
+    }
+
+    /// PAT (program 1 at PID 0x1000) and a PMT of `version`.
+    fn tables(version: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (pid, section) in [
+            (0x0000u16, vec![0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00]),
+            (0x1000, vec![0x02, 0xb0, 0x12, 0x00, 0x01, 0xc1 | (version << 1), 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00]),
+        ] {
+            let mut p = packet(pid, 0, true);
+            p[1] |= 0x40;
+            p[4] = 0;
+            p[5..5 + section.len()].copy_from_slice(&section);
+            out.extend_from_slice(&p);
+        }
+        out
+    }
+
+    #[test]
+    fn a_stream_notices_another_layout_but_not_the_same_one_again() {
+        let mut c = TsOut::default();
+        assert_eq!(pmt_version(&tables(6)), Some(6));
+        assert!(!c.layout_changes(&packet(0x100, 0, true)), "no tables: nothing to go by");
+        assert!(!c.layout_changes(&tables(6)));
+        assert!(!c.layout_changes(&packet(0x100, 1, true)));
+        assert!(!c.layout_changes(&tables(6)), "the same layout again (a new session like the last)");
+        assert!(c.layout_changes(&tables(5)));
+        assert!(c.layout_changes(&tables(5)), "the stream is to end: it stays changed");
+        assert!(!TsOut::default().layout_changes(&tables(5)), "a new stream starts on any");
     }
 
     #[test]

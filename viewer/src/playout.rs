@@ -138,7 +138,9 @@ impl Playout {
             // One stream: counters and times run on across segments and epochs.
             let mut out = swarm::ts_out::TsOut::default();
             for p in gop {
-                if tx.send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY))).await.is_err() {
+                if out.layout_changes(p.payload())
+                    || tx.send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY))).await.is_err()
+                {
                     return;
                 }
             }
@@ -152,7 +154,13 @@ impl Playout {
                             }
                             synced = true;
                         }
-                        if tx.send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY))).await.is_err()
+                        // Another codec or track set: the stream ends, the player
+                        // reconnects and starts afresh on it.
+                        if out.layout_changes(p.payload())
+                            || tx
+                                .send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY)))
+                                .await
+                                .is_err()
                         {
                             return;
                         }
