@@ -18,6 +18,7 @@ mod config;
 mod ingest_cmd;
 mod machine;
 mod node_cmd;
+mod relay_cmd;
 mod sim_cmd;
 mod telemetry;
 mod tracker_cmd;
@@ -55,6 +56,8 @@ enum Command {
     Seeder(node_cmd::SeederArgs),
     /// Join a channel's swarm, re-share it, and play it out on /live.ts.
     Viewer(node_cmd::ViewerArgs),
+    /// Push an FLV feed from stdin to ingests over RTMP, main then backup (or all at once).
+    Relay(relay_cmd::RelayArgs),
 }
 
 impl Command {
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Admin(args) => admin_cmd::run(args),
         Command::Seeder(args) => node_cmd::run_seeder(args),
         Command::Viewer(args) => node_cmd::run_viewer(args),
+        Command::Relay(args) => relay_cmd::run(args),
     };
     drop(telemetry); // flushes traces before exiting
     match result {

@@ -6,16 +6,16 @@
 //! numbers, bytes, signatures. The ingest most seeders take from is SIGKILLed: no viewer
 //! misses a piece, and a player reading a viewer's `/live.ts` across the kill (ffmpeg
 //! `-xerror`) decodes clean.
-//! (b) One feed, to ingest A; A is SIGKILLed and the encoder (ffmpeg's FLV, relayed by
-//! this test as an encoder with a backup URL relays: same clock, reconnecting after
-//! 1.5 s) goes on to ingest B. Numbering goes on where the timeline says, on the same
+//! (b) One feed, to ingest A; A is SIGKILLed and the encoder (ffmpeg's FLV through
+//! `shoal relay --mode backup`: an encoder with a backup URL, the same clock,
+//! reconnecting after 1.5 s) goes on to ingest B. Numbering goes on where the timeline says, on the same
 //! epoch; no viewer skips more than the numbers the outage left unused.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -277,141 +277,33 @@ fn two_ingests_fed_by_one_encoder_cut_the_same_pieces_and_either_may_die() {
     drop((viewers, seeders));
 }
 
-/// FLV tags from a byte stream (ffmpeg's `-f flv -`), as they come: (kind, timestamp,
-/// body); ends with the stream.
-fn flv_tags(mut from: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<(u8, u32, Vec<u8>)> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+/// ffmpeg's FLV through `shoal relay --mode {mode}` to both ingests (A first): the
+/// processes, and each connection the relay makes as (when, which ingest).
+fn relayed(s: &Setup, mode: &str, retry_ms: u64) -> (Killed, Killed, std::sync::mpsc::Receiver<(Instant, usize)>) {
+    let mut ffmpeg = Killed(encoder(90).args(["-f", "flv", "-"]).stdout(Stdio::piped()).spawn().unwrap());
+    let mut args = vec!["relay".to_owned(), "--mode".to_owned(), mode.to_owned(), "--retry-ms".to_owned()];
+    args.push(retry_ms.to_string());
+    for i in &s.ingests {
+        args.extend(["--to".to_owned(), format!("rtmp://{}/live/{}", i.1, s.key)]);
+    }
+    let mut relay = Killed(
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(&args)
+            .stdin(ffmpeg.0.stdout.take().unwrap())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = relay.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut header = [0u8; 13]; // FLV header, then the first PreviousTagSize
-        if from.read_exact(&mut header).is_err() {
-            return;
-        }
-        let mut head = [0u8; 11];
-        while from.read_exact(&mut head).is_ok() {
-            let size = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
-            let ts = u32::from_be_bytes([head[7], head[4], head[5], head[6]]);
-            let mut body = vec![0u8; size + 4]; // and the PreviousTagSize after it
-            if from.read_exact(&mut body).is_err() {
-                return;
-            }
-            body.truncate(size);
-            if tx.send((head[0], ts, body)).is_err() {
-                return;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(i) = line.strip_prefix("RELAY connected ").and_then(|r| r.split(' ').next()?.parse().ok()) {
+                let _ = tx.send((Instant::now(), i));
             }
         }
     });
-    rx
-}
-
-type Tag = (u8, u32, Vec<u8>);
-
-/// Keeps the first sequence header (AVC/AAC packet type 0) of each track: an encoder
-/// sends them first on every connection.
-fn keep_config(configs: &mut Vec<Tag>, tag: &Tag) {
-    let (kind, _, body) = tag;
-    if (*kind == 8 || *kind == 9) && body.get(1) == Some(&0) && configs.iter().all(|c| c.0 != *kind) {
-        configs.push(tag.clone());
-    }
-}
-
-/// The tags onto a tokio channel.
-fn to_async(tags: std::sync::mpsc::Receiver<Tag>) -> tokio::sync::mpsc::Receiver<Tag> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    std::thread::spawn(move || {
-        for t in tags {
-            if tx.blocking_send(t).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// An encoder with a main and a backup URL: pushes the tags to `targets[0]`; when that
-/// connection fails, waits `retry` (the frames meanwhile are lost, as live frames are)
-/// and goes on to the next target with the same clock, sequence headers first. Returns
-/// when the tags end; says on `switched` when it moved.
-async fn relay(
-    tags: std::sync::mpsc::Receiver<Tag>,
-    targets: Vec<std::net::SocketAddr>,
-    key: String,
-    retry: Duration,
-    switched: std::sync::mpsc::Sender<Instant>,
-) {
-    use ingest::rtmp_client::RtmpPublisher;
-    let mut rx = to_async(tags);
-    let mut configs: Vec<Tag> = Vec::new();
-    let mut target = 0;
-    let mut p = RtmpPublisher::connect(targets[0], "live", &key).await.unwrap();
-    while let Some(tag) = rx.recv().await {
-        keep_config(&mut configs, &tag);
-        let (kind, ts, body) = tag;
-        if kind == 18 {
-            continue;
-        }
-        if p.send_tag(kind, ts, &body).await.is_ok() {
-            continue;
-        }
-        // The main ingest is gone: the backup, after the encoder's retry delay.
-        let failed = Instant::now();
-        target += 1;
-        let Some(&next) = targets.get(target) else { return };
-        tokio::time::sleep(retry.saturating_sub(failed.elapsed())).await;
-        while rx.try_recv().is_ok() {} // what was encoded meanwhile is not sent late
-        p = RtmpPublisher::connect(next, "live", &key).await.unwrap();
-        for (kind, ts, body) in &configs {
-            p.send_tag(*kind, *ts, body).await.unwrap();
-        }
-        let _ = switched.send(Instant::now());
-    }
-}
-
-/// An encoder pushing the same tags to every target at once (a hardware encoder's main
-/// and backup outputs): each output reconnects on its own every `retry`, sequence
-/// headers first, the clock unchanged. Says on `connected` each time an output
-/// (re)connects.
-async fn fan_out(
-    tags: std::sync::mpsc::Receiver<Tag>,
-    targets: Vec<std::net::SocketAddr>,
-    key: String,
-    retry: Duration,
-    connected: std::sync::mpsc::Sender<usize>,
-) {
-    use ingest::rtmp_client::RtmpPublisher;
-    let mut rx = to_async(tags);
-    let (tx, _) = tokio::sync::broadcast::channel::<Tag>(4096);
-    let configs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Tag>::new()));
-    for (i, target) in targets.into_iter().enumerate() {
-        let (mut feed, configs, key, connected) = (tx.subscribe(), configs.clone(), key.clone(), connected.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok(mut p) = RtmpPublisher::connect(target, "live", &key).await else {
-                    tokio::time::sleep(retry).await;
-                    continue;
-                };
-                let headers = configs.lock().unwrap().clone();
-                let mut ok = true;
-                for (kind, ts, body) in &headers {
-                    ok &= p.send_tag(*kind, *ts, body).await.is_ok();
-                }
-                let _ = connected.send(i);
-                feed = feed.resubscribe(); // from now on: what was encoded meanwhile is lost
-                while ok {
-                    match feed.recv().await {
-                        Ok((18, _, _)) => {}
-                        Ok((kind, ts, body)) => ok = p.send_tag(kind, ts, &body).await.is_ok(),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-                tokio::time::sleep(retry).await;
-            }
-        });
-    }
-    while let Some(tag) = rx.recv().await {
-        keep_config(&mut configs.lock().unwrap(), &tag);
-        let _ = tx.send(tag);
-    }
+    (ffmpeg, relay, rx)
 }
 
 /// (a), the other half: the killed ingest restarted on its addresses is fed again by the
@@ -423,12 +315,7 @@ fn a_killed_ingest_restarted_rejoins_with_the_same_pieces() {
         return;
     }
     let mut s = setup("rejoin");
-    let mut ffmpeg = Killed(encoder(90).args(["-f", "flv", "-"]).stdout(Stdio::piped()).spawn().unwrap());
-    let tags = flv_tags(ffmpeg.0.stdout.take().unwrap());
-    let targets: Vec<std::net::SocketAddr> = s.ingests.iter().map(|i| i.1.parse().unwrap()).collect();
-    let (connected_tx, connected) = std::sync::mpsc::channel();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    rt.spawn(fan_out(tags, targets, s.key.clone(), Duration::from_millis(300), connected_tx));
+    let (ffmpeg, relay, connected) = relayed(&s, "all", 300);
     let seeders = s.seeders(2);
     let viewers = s.viewers(4);
     assert!(
@@ -440,7 +327,7 @@ fn a_killed_ingest_restarted_rejoins_with_the_same_pieces() {
     s.kill(0);
     std::thread::sleep(Duration::from_secs(2));
     s.restart(0);
-    assert_eq!(connected.recv_timeout(Duration::from_secs(10)), Ok(0), "the encoder's output reconnected to A");
+    assert_eq!(connected.recv_timeout(Duration::from_secs(10)).map(|c| c.1), Ok(0), "the output to A reconnected");
     // A's own pieces: its second keyframe on (1 s GOPs), then 3 s of them.
     let a_http = s.ingests[0].2.clone();
     assert!(
@@ -462,7 +349,7 @@ fn a_killed_ingest_restarted_rejoins_with_the_same_pieces() {
     let skipped: u64 = viewers.iter().map(|(_, p)| stat(p, "skipped")).sum::<u64>() - skipped_before;
     eprintln!("rejoined: {} numbers in common, identical; {skipped} pieces skipped over 4 viewers", common.len());
     assert_eq!(skipped, 0, "viewers lost nothing while an ingest died and came back");
-    drop((viewers, seeders, ffmpeg));
+    drop((viewers, seeders, relay, ffmpeg));
 }
 
 #[test]
@@ -471,13 +358,8 @@ fn a_feed_moved_to_the_backup_ingest_goes_on_where_its_timeline_says() {
         return;
     }
     let mut s = setup("move");
-    let mut ffmpeg = Killed(encoder(90).args(["-f", "flv", "-"]).stdout(Stdio::piped()).spawn().unwrap());
-    let tags = flv_tags(ffmpeg.0.stdout.take().unwrap());
-    let targets: Vec<std::net::SocketAddr> = s.ingests.iter().map(|i| i.1.parse().unwrap()).collect();
-    let (switched_tx, switched) = std::sync::mpsc::channel();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let key = s.key.clone();
-    rt.spawn(relay(tags, targets, key, Duration::from_millis(1_500), switched_tx));
+    let (ffmpeg, relay, connected) = relayed(&s, "backup", 1_500);
+    assert_eq!(connected.recv_timeout(Duration::from_secs(20)).map(|c| c.1), Ok(0), "the relay pushes to A");
     let seeders = s.seeders(2);
     let viewers = s.viewers(4);
     assert!(
@@ -489,7 +371,8 @@ fn a_feed_moved_to_the_backup_ingest_goes_on_where_its_timeline_says() {
     let a_newest = *window(&s.ingests[0].2).keys().next_back().unwrap();
     let killed = Instant::now();
     s.kill(0);
-    let moved = switched.recv_timeout(Duration::from_secs(10)).expect("the encoder went on to the backup");
+    let (moved, to) = connected.recv_timeout(Duration::from_secs(10)).expect("the encoder went on to the backup");
+    assert_eq!(to, 1, "the backup is B");
     let outage = moved - killed;
     assert!(
         eventually(Duration::from_secs(30), || viewers
@@ -519,5 +402,5 @@ fn a_feed_moved_to_the_backup_ingest_goes_on_where_its_timeline_says() {
     }
     let failovers: f64 = seeders.iter().map(|(_, m)| metric(m, "shoal_seeder_ingest_failovers_total", &[])).sum();
     assert_eq!(failovers, 2.0, "both seeders went on with B");
-    drop((viewers, seeders, ffmpeg));
+    drop((viewers, seeders, relay, ffmpeg));
 }
