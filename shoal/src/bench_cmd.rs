@@ -56,6 +56,10 @@ enum BenchWhat {
     /// Watch pages in headless Chromium against `shoal up`: P2P share, latency,
     /// startup, rebuffering, forgeries, CPU.
     Browsers(crate::bench_browsers::BrowsersBenchArgs),
+    /// Main/backup ingest as processes, N times: (a) one encoder to two ingests, the
+    /// leading one SIGKILLed; (b) one feed moved from a killed ingest to the backup.
+    /// Pieces lost, longest stall, seeder switch time.
+    Failover(crate::bench_failover::FailoverBenchArgs),
 }
 
 impl BenchArgs {
@@ -87,6 +91,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Swarm(a) => crate::bench_swarm::run(a),
         BenchWhat::Seeder(a) => crate::bench_seeder::run(a),
         BenchWhat::Browsers(a) => crate::bench_browsers::run(a),
+        BenchWhat::Failover(a) => crate::bench_failover::run(a),
         BenchWhat::Sim { scenario, rng_seed, attackers, attack, out } => {
             let Some(mut sc) = Scenario::by_name(&scenario) else {
                 bail!("unknown scenario {scenario:?}; known: {}", Scenario::NAMES.join(", "));

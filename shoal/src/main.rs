@@ -9,6 +9,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 mod admin_cmd;
 mod bench_browsers;
 mod bench_cmd;
+mod bench_failover;
 mod bench_ingest;
 mod bench_nginx;
 mod bench_seeder;
