@@ -61,8 +61,8 @@ struct Setup {
     channel_id: String,
     tracker: String,
     _tracker: Killed,
-    /// (process, RTMP address, HTTP address)
-    ingests: Vec<(Option<Killed>, String, String)>,
+    /// (process, RTMP address, HTTP address, SRT address)
+    ingests: Vec<(Option<Killed>, String, String, String)>,
 }
 
 impl Drop for Setup {
@@ -104,7 +104,8 @@ fn setup(name: &str) -> Setup {
         let (child, lines) = start(&ingest_args, "HTTP");
         let rtmp = word_after(&lines, "RTMP  rtmp://").split('/').next().unwrap().to_owned();
         let http = word_after(&lines, "HTTP  http://");
-        ingests.push((Some(child), rtmp, http));
+        let srt = word_after(&lines, "SRT   srt://").split('?').next().unwrap().to_owned();
+        ingests.push((Some(child), rtmp, http, srt));
     }
     Setup { dir, data, key, channel_id, tracker, _tracker: tracker_child, ingests }
 }
@@ -208,16 +209,31 @@ fn two_ingests_fed_by_one_encoder_cut_the_same_pieces_and_either_may_die() {
     if !ffmpeg_available() {
         return;
     }
-    let mut s = setup("tee");
-    let (key, ingests) = (&s.key, &s.ingests);
-    // One encoder, two outputs (a hardware encoder's main and backup).
-    let tee = format!(
-        "[f=flv:onfail=ignore]rtmp://{}/live/{key}|[f=flv:onfail=ignore]rtmp://{}/live/{key}",
-        ingests[0].1, ingests[1].1
-    );
+    let s = setup("tee");
+    let url = |i: usize| format!("[f=flv:onfail=ignore]rtmp://{}/live/{}", s.ingests[i].1, s.key);
     // The tee muxer can't tell the encoders FLV wants global headers (ffmpeg's
     // documentation): without this, no AVC sequence header and no video.
-    let _ffmpeg = Killed(encoder(90).args(["-flags", "+global_header", "-f", "tee", &tee]).spawn().unwrap());
+    let ffmpeg = encoder(90).args(["-flags", "+global_header", "-f", "tee", &format!("{}|{}", url(0), url(1))]).spawn();
+    tee_and_kill(s, Killed(ffmpeg.unwrap()));
+}
+
+/// (a) over SRT: an encoder's two SRT outputs (MPEG-TS, 33-bit clock) to two ingests.
+#[test]
+fn two_ingests_fed_over_srt_cut_the_same_pieces_and_either_may_die() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let s = setup("tee-srt");
+    let url = |i: usize| {
+        format!("[f=mpegts:onfail=ignore]srt://{}?streamid=#!::r=live/{}\\,m=publish", s.ingests[i].3, s.key)
+    };
+    let ffmpeg = encoder(90).args(["-f", "tee", &format!("{}|{}", url(0), url(1))]).spawn();
+    tee_and_kill(s, Killed(ffmpeg.unwrap()));
+}
+
+/// Both ingests fed by `ffmpeg`: they cut the same pieces; the ingest most seeders take
+/// from is SIGKILLed and no viewer misses a piece.
+fn tee_and_kill(mut s: Setup, ffmpeg: Killed) {
     let seeders = s.seeders(2);
     let viewers = s.viewers(10);
     assert!(
@@ -274,7 +290,7 @@ fn two_ingests_fed_by_one_encoder_cut_the_same_pieces_and_either_may_die() {
     assert!(played.status.success(), "the player failed: {}", String::from_utf8_lossy(&played.stderr));
     let frames = String::from_utf8_lossy(&played.stdout).lines().filter(|l| l.starts_with("0,")).count();
     assert!(frames >= 350, "{frames} frames decoded across the kill (16 s at 25 fps)");
-    drop((viewers, seeders));
+    drop((viewers, seeders, ffmpeg));
 }
 
 /// ffmpeg's FLV through `shoal relay --mode {mode}` to both ingests (A first): the
