@@ -75,14 +75,7 @@ fn setup(name: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("shoal-failover-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data").display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["ingest", "add-channel", "news", "--data-dir", &data])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let said: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
-    let key = word_after(&said, "stream key (shown once): ");
-    let channel_id = word_after(&said, "channel id (public key): ");
+    let (key, channel_id) = common::add_channel(&data, "news");
     let (tracker_child, lines) =
         start(&["tracker", "--data-dir", &data, "--listen", ANY, "--seeder-token", TOKEN], "TRACKER");
     let tracker = word_after(&lines, "TRACKER  ").trim_end_matches("/announce").to_owned();

@@ -204,3 +204,14 @@ pub fn eventually(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bo
     }
     f()
 }
+
+/// `shoal ingest add-channel NAME` on the data directory `data`: (stream key, channel id).
+pub fn add_channel(data: &str, name: &str) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["ingest", "add-channel", name, "--data-dir", data])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    (word_after(&said, "stream key (shown once): "), word_after(&said, "channel id (public key): "))
+}
