@@ -439,6 +439,9 @@ struct Binding {
     checked: Instant,
     /// When the store was last told this node cuts the epoch.
     touched: Option<Instant>,
+    /// A newer epoch than this one, once the store named one (asked off the media path
+    /// every [`EPOCH_CHECK_EVERY`]; looked at on the next keyframe).
+    newer: Arc<Mutex<Option<Epoch>>>,
 }
 
 /// How often a publishing node tells the store it is cutting its epoch.
@@ -571,12 +574,27 @@ impl Publisher {
         let jumped = at.rebind && self.binding.is_some();
         if at.rebind {
             self.bind(raw, at.ticks, jumped).await?;
-        } else if frame.keyframe && self.binding.as_ref().is_some_and(|b| b.checked.elapsed() >= EPOCH_CHECK_EVERY) {
-            self.check_newer_epoch(raw, at.ticks).await?;
+        } else if frame.keyframe
+            && let Some(newer) = self.binding.as_ref().and_then(|b| b.newer.lock().ok()?.take())
+        {
+            self.follow_newer_epoch(newer, raw, at.ticks).await?;
         }
         let Some(b) = &mut self.binding else { return Ok(()) };
         let end_us = b.placement.place(at.ticks, at.rebind, &mut frame);
         let number = b.placement.epoch.number;
+        if b.checked.elapsed() >= EPOCH_CHECK_EVERY {
+            b.checked = Instant::now();
+            let (store, name, newer) = (self.hub.cfg.epochs.clone(), self.channel.name.clone(), b.newer.clone());
+            // Off the media path too: the answer waits for the next keyframe.
+            tokio::spawn(async move {
+                if let Ok(Some(e)) = store.latest(&name).await
+                    && e.number > number
+                    && let Ok(mut slot) = newer.lock()
+                {
+                    *slot = Some(e);
+                }
+            });
+        }
         if b.touched.is_none_or(|t| t.elapsed() >= TOUCH_EVERY) {
             b.touched = Some(Instant::now());
             let (store, name) = (self.hub.cfg.epochs.clone(), self.channel.name.clone());
@@ -697,21 +715,17 @@ impl Publisher {
         st.segmenter.bind(&epoch, from_start, alone);
         drop(st);
         let placement = Placement::new(epoch, ticks, rel);
-        self.binding = Some(Binding { placement, checked: Instant::now(), touched: None });
+        self.binding = Some(Binding { placement, checked: Instant::now(), touched: None, newer: Arc::default() });
         Ok(())
     }
 
-    /// Asks the store for a newer epoch than the one the feed is on. One whose timeline
+    /// A newer epoch than the one the feed is on, named by the store: one whose timeline
     /// the feed is on (another node moved first) is followed; one it is not on means
     /// another feed publishes the channel now: this session ends.
-    async fn check_newer_epoch(&mut self, raw: u64, ticks: i64) -> Result<(), PublishError> {
-        let Some(b) = &mut self.binding else { return Ok(()) };
-        b.checked = Instant::now();
-        let number = b.placement.epoch.number;
-        let newest = match self.hub.cfg.epochs.latest(&self.channel.name).await {
-            Ok(Some(e)) if e.number > number => e,
-            _ => return Ok(()),
-        };
+    async fn follow_newer_epoch(&mut self, newest: Epoch, raw: u64, ticks: i64) -> Result<(), PublishError> {
+        if self.binding.as_ref().is_none_or(|b| b.placement.epoch.number >= newest.number) {
+            return Ok(()); // this session moved past it meanwhile
+        }
         if newest.place(self.timeline.clock(), raw, now_us()).is_some() {
             self.bind(raw, ticks, false).await
         } else {

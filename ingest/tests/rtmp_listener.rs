@@ -137,7 +137,7 @@ async fn fixture_published_over_rtmp_becomes_signed_pieces() {
 
 /// The fixture with an `onCueOut` script tag from the encoder halfway through.
 async fn publish_fixture_with_cue(p: &mut RtmpPublisher) {
-    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    let tags = media_tags();
     let mut cue = Vec::new();
     ingest::media::amf0::Amf0::String("onCueOut".into()).encode(&mut cue);
     for (i, tag) in tags.iter().enumerate() {
@@ -319,15 +319,11 @@ async fn an_encoder_restarted_at_zero_starts_a_new_timeline() {
     let hub = Hub::new(HubConfig { clock_bound: false, ..HubConfig::default() });
     let grant = news_grant();
     let ip = std::net::IpAddr::from([192, 0, 2, 1]);
-    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    let tags = media_tags();
     for _ in 0..2 {
         let mut p = hub.begin_publish(&grant, "k", ip, Protocol::Rtmp).expect("publish");
         for t in &tags {
-            let r = if t.kind == flv::TAG_VIDEO {
-                p.push_video(t.timestamp, t.body).await
-            } else {
-                p.push_audio(t.timestamp, t.body).await
-            };
+            let r = push(&mut p, t, t.timestamp).await;
             r.expect("taken");
         }
     }
@@ -702,7 +698,7 @@ async fn a_publisher_faster_than_real_time_is_held_to_the_clock() {
 async fn a_restarted_ingest_numbers_above_the_old_run() {
     use ingest::epochs::{EpochStore, MemoryEpochs};
     use ingest::hub::{Protocol, clock_seq, now_us};
-    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    let tags = media_tags();
     let shared: Arc<dyn EpochStore> = Arc::new(MemoryEpochs::default());
     let grant = news_grant();
     let ip = std::net::IpAddr::from([192, 0, 2, 1]);
@@ -718,8 +714,7 @@ async fn a_restarted_ingest_numbers_above_the_old_run() {
                 tokio::time::sleep(wait).await;
             }
             let ts = t.timestamp + run * 3_600_000;
-            let r =
-                if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body).await } else { p.push_audio(ts, t.body).await };
+            let r = push(&mut p, t, ts).await;
             r.expect("taken");
         }
         let pieces = window(&hub.channel("news").expect("channel"));
@@ -736,13 +731,12 @@ async fn a_publisher_that_does_not_wait_for_the_clock_is_ended() {
     let hub = Hub::new(HubConfig::default());
     let grant = news_grant();
     let mut p = hub.begin_publish(&grant, "k", std::net::IpAddr::from([192, 0, 2, 1]), Protocol::Rtmp).expect("ok");
-    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    let tags = media_tags();
     let mut ended = None;
     'replay: for pass in 0..20u32 {
         for t in &tags {
             let ts = t.timestamp + pass * 4_040;
-            let r =
-                if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body).await } else { p.push_audio(ts, t.body).await };
+            let r = push(&mut p, t, ts).await;
             if let Err(e) = r {
                 ended = Some(e);
                 break 'replay;
@@ -754,4 +748,60 @@ async fn a_publisher_that_does_not_wait_for_the_clock_is_ended() {
         other => panic!("80 s of media in a moment was taken: {other:?}"),
     }
     assert!(hub.metrics.render().contains("shoal_ingest_bad_input_total{kind=\"ahead_of_clock\"} 1\n"));
+}
+
+/// Two nodes on one epoch store, two different feeds: the second binds a new epoch (its
+/// timeline is not the first's), and the first, which learns of it off its media path,
+/// ends its session at a keyframe: another feed publishes the channel now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_channel_another_feed_took_ends_its_session() {
+    use ingest::epochs::{EpochStore, MemoryEpochs};
+    use ingest::hub::{Protocol, PublishError};
+    let tags = media_tags();
+    let store: Arc<dyn EpochStore> = Arc::new(MemoryEpochs::default());
+    let grant = news_grant();
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let first = Hub::new(HubConfig { epochs: store.clone(), ..HubConfig::default() });
+    let second = Hub::new(HubConfig { epochs: store.clone(), ..HubConfig::default() });
+    let mut a = first.begin_publish(&grant, "k", ip, Protocol::Rtmp).expect("publish");
+    let mut b = second.begin_publish(&grant, "k", ip, Protocol::Rtmp).expect("publish");
+    let mut ended = None;
+    for t in &tags {
+        if let Some(wait) = a.ahead_of_clock() {
+            tokio::time::sleep(wait).await;
+        }
+        let r = push(&mut a, t, t.timestamp).await;
+        if let Err(e) = r {
+            ended = Some((t.timestamp, e));
+            break;
+        }
+        // 1.5 s in, another encoder (its clock an hour away) publishes on the second node.
+        if (1_500..1_540).contains(&t.timestamp) {
+            for t in tags.iter().take(8) {
+                let ts = t.timestamp + 3_600_000;
+                let r = push(&mut b, t, ts).await;
+                r.expect("the second feed is taken");
+            }
+        }
+    }
+    let newest = store.latest("news").await.expect("store").expect("an epoch");
+    match ended {
+        Some((at, PublishError::OtherFeed(n))) => {
+            assert_eq!(n, newest.number, "the second feed's epoch");
+            assert!(at < 3_600, "ended at {at} ms of media: by the keyframe after the next check");
+        }
+        other => panic!("the first feed went on: {other:?}"),
+    }
+    assert!(first.metrics.render().contains("shoal_ingest_epoch_events_total{event=\"other_feed\"} 1\n"));
+    assert!(second.metrics.render().contains("shoal_ingest_epoch_events_total{event=\"created\"} 1\n"));
+}
+
+/// The fixture's media tags (its script data left out).
+fn media_tags() -> Vec<flv::FileTag<'static>> {
+    flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect()
+}
+
+/// One of the fixture's tags into a publish session, at timestamp `ts`.
+async fn push(p: &mut ingest::hub::Publisher, t: &flv::FileTag<'_>, ts: u32) -> Result<(), ingest::hub::PublishError> {
+    if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body).await } else { p.push_audio(ts, t.body).await }
 }
