@@ -253,71 +253,38 @@ impl Hls {
             i.rendered = None;
             i.rendered_plain = None;
             let ts = piece.timestamp_us();
-            // The previous piece is a complete part now that this one gives its end.
-            let part_pieces = i.part_pieces;
-            if follows && let Some(o) = i.open.as_mut() {
+            let per = i.part_pieces.max(1);
+            if let Some(mut o) = i.open.take() {
+                // The previous piece is a complete part now that this one gives its end;
+                // after a gap (pieces that never came, or the session ended) it is given
+                // the usual piece's length.
                 let (at, data) = std::mem::take(&mut o.pending);
-                let duration_us = ts.saturating_sub(at).max(1);
+                let duration_us = if follows { ts.saturating_sub(at).max(1) } else { i.piece_us.max(1) };
                 o.parts.push(Part { duration_us, data });
-                let per = part_pieces.max(1);
                 if o.parts.len() % per == 0
                     && let Some(spool) = o.spool.as_mut()
                 {
                     o.part_bufs.push(spool_whole(spool, &o.parts[o.parts.len() - per..]));
                 }
-                // The usual piece: a running mean that one late piece (an encoder that
-                // stalled) moves little, so that the playlist's part target and hold-back
-                // (which players take as their latency) stay put.
-                let d = duration_us.min(i.piece_us.saturating_mul(4).max(1));
-                i.piece_us = if i.piece_us == 0 { duration_us } else { (i.piece_us * 15 + d) / 16 };
+                if follows {
+                    // The usual piece: a running mean that one late piece (an encoder
+                    // that stalled) moves little, so that the playlist's part target and
+                    // hold-back (which players take as their latency) stay put.
+                    let d = duration_us.min(i.piece_us.saturating_mul(4).max(1));
+                    i.piece_us = if i.piece_us == 0 { duration_us } else { (i.piece_us * 15 + d) / 16 };
+                }
+                if follows && !piece.flags().contains(PieceFlags::SEGMENT_START) {
+                    o.pending = (ts, piece.payload().clone());
+                    i.open = Some(o);
+                } else {
+                    // A segment start, or a gap: the segment ends with what it has. (Its
+                    // number keeps the parts players may have fetched: a segment's number
+                    // never comes back with other media.)
+                    let end_us = at + duration_us;
+                    finish(&mut i, o, end_us);
+                }
             }
             if piece.flags().contains(PieceFlags::SEGMENT_START) {
-                if let Some(mut o) = i.open.take()
-                    && follows
-                {
-                    let n = i.next_n;
-                    i.next_n += 1;
-                    let duration_us = ts.saturating_sub(o.start_us).max(1);
-                    let start_us = o.start_us;
-                    // The segment's last part, if short, and the whole segment: each in
-                    // one spooled buffer too.
-                    let rest = o.parts.len() % part_pieces.max(1);
-                    if rest > 0
-                        && let Some(spool) = o.spool.as_mut()
-                    {
-                        o.part_bufs.push(spool_whole(spool, &o.parts[o.parts.len() - rest..]));
-                    }
-                    let whole = o.spool.as_mut().and_then(|spool| spool_whole(spool, &o.parts));
-                    i.done.push_back(Segment {
-                        n,
-                        first_seq: o.first_seq,
-                        start_us,
-                        duration_us,
-                        parts: o.parts,
-                        parts_listed: true,
-                        part_bufs: o.part_bufs,
-                        _spool: o.spool,
-                        whole,
-                        expires_us: None,
-                        discontinuity: o.discontinuity,
-                    });
-                    // The one that left the playlist stays for its duration plus the
-                    // playlist's as it was listed (RFC 8216 §6.2.2), on ingest's clock.
-                    let listed_us: u64 = i.listed().map(|s| s.duration_us).sum();
-                    let delisted = i.done.len().checked_sub(WINDOW + 1);
-                    if let Some(s) = delisted.and_then(|d| i.done.get_mut(d)).filter(|s| s.expires_us.is_none()) {
-                        s.expires_us = Some(ts.saturating_add(s.duration_us + listed_us));
-                        let left = s.discontinuity;
-                        i.discontinuity_seq += u64::from(left);
-                    }
-                    while i.done.front().is_some_and(|s| s.expires_us.is_some_and(|e| e <= ts)) {
-                        i.done.pop_front();
-                    }
-                    let keep_from = i.done.len().saturating_sub(PART_SEGMENTS);
-                    for s in i.done.iter_mut().take(keep_from) {
-                        s.parts_listed = false;
-                    }
-                }
                 let spool = self.new_spool(&mut i);
                 let layout = swarm::ts_out::pmt_version(piece.payload());
                 let earlier = i.next_n > 0 || i.layout.is_some();
@@ -333,10 +300,6 @@ impl Hls {
                     spool,
                     discontinuity,
                 });
-            } else if !follows {
-                i.open = None;
-            } else if let Some(o) = i.open.as_mut() {
-                o.pending = (ts, piece.payload().clone());
             }
         }
         self.changed.send_modify(|v| *v += 1);
@@ -368,6 +331,54 @@ impl Hls {
 /// `parts`' bytes in one buffer, written to `spool` from a page of its own (a part
 /// or segment request is then one `sendfile` from whole pages, as from a file of its
 /// own); `None` if the spool could not take it (it is then sent by copying).
+/// Lists the open segment `o`, ended at `end_us` (ingest's clock), as complete; the one
+/// that leaves the playlist stays served for a while, and older ones go.
+fn finish(i: &mut Inner, mut o: Open, end_us: u64) {
+    let n = i.next_n;
+    i.next_n += 1;
+    let duration_us = end_us.saturating_sub(o.start_us).max(1);
+    // The segment's last part, if short, and the whole segment: each in one spooled
+    // buffer too.
+    let per = i.part_pieces.max(1);
+    let rest = o.parts.len() % per;
+    if rest > 0
+        && let Some(spool) = o.spool.as_mut()
+    {
+        o.part_bufs.push(spool_whole(spool, &o.parts[o.parts.len() - rest..]));
+    }
+    let whole = o.spool.as_mut().and_then(|spool| spool_whole(spool, &o.parts));
+    i.done.push_back(Segment {
+        n,
+        first_seq: o.first_seq,
+        start_us: o.start_us,
+        duration_us,
+        parts: o.parts,
+        parts_listed: true,
+        part_bufs: o.part_bufs,
+        _spool: o.spool,
+        whole,
+        expires_us: None,
+        discontinuity: o.discontinuity,
+    });
+    // The one that left the playlist stays for its duration plus the playlist's as it
+    // was listed (RFC 8216 §6.2.2), on ingest's clock.
+    let listed_us: u64 = i.listed().map(|s| s.duration_us).sum();
+    let delisted = i.done.len().checked_sub(WINDOW + 1);
+    let mut left_discontinuity = false;
+    if let Some(s) = delisted.and_then(|d| i.done.get_mut(d)).filter(|s| s.expires_us.is_none()) {
+        s.expires_us = Some(end_us.saturating_add(s.duration_us + listed_us));
+        left_discontinuity = s.discontinuity;
+    }
+    i.discontinuity_seq += u64::from(left_discontinuity);
+    while i.done.front().is_some_and(|s| s.expires_us.is_some_and(|e| e <= end_us)) {
+        i.done.pop_front();
+    }
+    let keep_from = i.done.len().saturating_sub(PART_SEGMENTS);
+    for s in i.done.iter_mut().take(keep_from) {
+        s.parts_listed = false;
+    }
+}
+
 fn spool_whole(spool: &mut Spool, parts: &[Part]) -> Option<Bytes> {
     let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
     for p in parts {
@@ -709,23 +720,32 @@ mod tests {
         assert!(p.contains("#EXT-X-TARGETDURATION:1\n"), "{p}");
         assert!(p.contains("#EXTINF:1.000,\n0.ts\n") && p.contains("3.ts\n") && !p.contains("\n4.ts"), "{p}");
         assert_eq!(len(&h.segment(0).unwrap()), 20 * 2 * 188);
-        // A hole: the open segment is dropped, the next start begins again.
+        // A hole: the open segment (80..99, whose parts players may have fetched) ends
+        // with what it has; pieces up to the next start are not listed; that start
+        // begins the next segment.
+        let (parts_before, listed_before) = (h.part(4, 0).unwrap(), text(h.playlist()));
+        assert!(listed_before.contains("URI=\"4.0.ts\""), "{listed_before}");
         h.push(&piece(102, false));
+        let p = text(h.playlist());
+        assert!(p.contains("#EXTINF:1.000,\n4.ts\n"), "80..99 ended at the hole: {p}");
+        assert_eq!(h.part(4, 0).unwrap(), parts_before, "segment 4 keeps its media");
+        assert_eq!(len(&h.segment(4).unwrap()), 20 * 2 * 188);
         for seq in 103..141 {
             h.push(&piece(seq, seq % 20 == 0));
         }
         let p = text(h.playlist());
-        assert!(p.contains("4.ts\n"), "the segment 120..140: {p}");
-        assert_eq!(len(&h.segment(4).unwrap()), 20 * 2 * 188);
+        assert!(p.contains("\n5.ts\n") && !p.contains("\n6.ts\n"), "the segment 120..140: {p}");
+        assert!(h.segment(5).unwrap()[0].starts_with(piece(120, true).payload()), "segment 5 is 120..140");
+        assert_eq!(len(&h.segment(5).unwrap()), 20 * 2 * 188);
         h.push(&piece(5, true));
-        assert_eq!(h.segment(5), None, "an old piece changes nothing");
+        assert_eq!(h.segment(6), None, "an old piece changes nothing");
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let route = |h: &Hls, path: &str| rt.block_on(h.answer_or_404(path, None));
         assert_eq!(route(&h, "/hls/demo/../x").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/other/live.m3u8").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/demo/99.ts").status(), StatusCode::NOT_FOUND);
         assert_eq!(route(&h, "/hls/demo/live.m3u8").status(), StatusCode::OK);
-        let seg = route(&h, "/hls/demo/4.ts");
+        let seg = route(&h, "/hls/demo/5.ts");
         assert_eq!(seg.status(), StatusCode::OK);
         assert_eq!(hyper::body::Body::size_hint(seg.body()).exact(), Some(20 * 2 * 188), "sent as its parts");
     }

@@ -16,5 +16,12 @@ const { chromium } = require('playwright-core');
   const settled = samples.slice(Math.floor(samples.length / 3)); // after start-up
   const b = settled.map(s => s.behind_ms).sort((a, b) => a - b);
   const pct = p => b[Math.min(b.length - 1, Math.floor(p * (b.length - 1)))];
-  console.log(JSON.stringify({ samples: samples.length, behind_ms: { p50: pct(0.5), p95: pct(0.95), max: b[b.length - 1] }, last: settled[settled.length - 1], frames: q, errors }));
+  // The picture sizes played, in order, with how many samples each (a stream whose
+  // encoders change: each new session's size once it plays).
+  const sizes = [];
+  for (const s of samples) {
+    if (sizes.length && sizes[sizes.length - 1][0] === s.size) sizes[sizes.length - 1][1] += 1;
+    else sizes.push([s.size, 1]);
+  }
+  console.log(JSON.stringify({ samples: samples.length, behind_ms: { p50: pct(0.5), p95: pct(0.95), max: b[b.length - 1] }, last: settled[settled.length - 1], frames: q, sizes, errors }));
 })();
