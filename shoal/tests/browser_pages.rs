@@ -3,7 +3,8 @@
 //! (PROTOCOL.md §6.1), one's WebRTC offer reaches the other, the answer comes back, a
 //! data channel opens between them and each decodes the `Hello` the other sent with the
 //! browser peer's codec (`web/`); the npm `bittorrent-tracker` client does the same
-//! on Shoal's tracker; many pages play a minute from each other. Needs Node.js, `npm ci` in web/, Debian's chromium
+//! on Shoal's tracker; many pages play a minute from each other; the watch page plays
+//! encoders one after another. Needs Node.js, `npm ci` in web/, Debian's chromium
 //! (and ffmpeg for the watch page): CI installs them and sets `SHOAL_REQUIRE_CHROMIUM`
 //! (elsewhere the tests say they skipped).
 #![allow(clippy::unwrap_used)]
@@ -215,4 +216,65 @@ fn many_pages_play_a_minute_mostly_from_each_other_a_forger_is_dropped_and_a_par
         seconds >= 30.0
     });
     assert!(metered, "viewer-seconds metered from pages: {seconds}");
+}
+
+/// One channel published by three encoders one after another (issue 21): H.264 + AAC
+/// each time, but another picture size, protocol and timeline (RTMP from 0; SRT with its
+/// 33-bit clock wrapping; RTMP from 1 h), idle between them. The watch page, opened on
+/// the first, plays every one of them in order (`web/browser/sessions.mjs`).
+#[test]
+fn the_watch_page_plays_encoders_one_after_another() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    if !chromium_available(&web) || !ffmpeg_available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("shoal-browser-sessions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data").display().to_string();
+    let (_up, up, _log) = start_logged(&up_args(&data), "Ctrl-C stops it");
+    let (rtmp, srt, watch) = (word_after(&up, "push:    "), word_after(&up, "or:   "), word_after(&up, "browser: "));
+    let ingest_metrics = common::metrics_urls(&up)[1].clone();
+    let push = |size: &str, url: &str, format: &str, offset: &str| {
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size={size}:rate=25"))
+            .args(["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10"])
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .args(["-output_ts_offset", offset, "-f", format, url])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let idle = || {
+        eventually(Duration::from_secs(30), || {
+            common::metric(&ingest_metrics, "shoal_ingest_publishers_active", &[]) == 0.0
+        })
+    };
+    let mut first = common::Killed(push("320x180", &rtmp, "flv", "0"));
+    let playlist = watch.replace("/watch/", "/hls/") + "/live.m3u8";
+    assert!(
+        eventually(Duration::from_secs(20), || common::http_get(&playlist).0 == 200),
+        "the first session is served"
+    );
+    let page = Command::new("node")
+        .args(["browser/sessions.mjs", &watch, "90", "320x180,480x270,640x360"])
+        .current_dir(&web)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(first.0.wait().unwrap().success());
+    assert!(idle(), "the first session ended");
+    assert!(common::Killed(push("480x270", &srt, "mpegts", "95440")).0.wait().unwrap().success());
+    assert!(idle(), "the second session ended");
+    assert!(common::Killed(push("640x360", &rtmp, "flv", "3600")).0.wait().unwrap().success());
+    let out = page.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text}");
+    assert!(out.status.success(), "the page did not play every session in order: {text}");
+    let r: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let fatal: Vec<&str> =
+        r["errors"].as_array().unwrap().iter().filter_map(|e| e.as_str()).filter(|e| e.contains(":fatal")).collect();
+    assert!(fatal.is_empty(), "fatal player errors: {fatal:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
