@@ -162,7 +162,7 @@ async fn feed(
                     next = Some(p.seq() + 1);
                     // The tap's stream ends before another codec or track set (as the
                     // viewer's `/live.ts` does): its player starts afresh on it.
-                    if ts && out.layout_changes(p.payload()) {
+                    if ts && p.flags().contains(PieceFlags::SEGMENT_START) && out.layout_changes(p.payload()) {
                         break 'stream;
                     }
                     // The piece's own buffers, shared with the window and every other subscriber

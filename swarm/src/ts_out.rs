@@ -110,8 +110,8 @@ fn pes_times(p: &[u8]) -> (Option<usize>, Option<usize>) {
 }
 
 impl TsOut {
-    /// Whether `payload` (the next piece's) begins another layout than the segments
-    /// written so far: another PMT version, so another codec or track set on the same
+    /// Whether `payload` (the next segment start's: only those carry the tables) begins
+    /// another layout than the segments written so far: another PMT version, so another codec or track set on the same
     /// PIDs. The stream should end before it (its player reconnects): ffmpeg's
     /// demuxer keeps the decoder it opened for a PID (H.264 fed HEVC fails), and a
     /// player reading one stream maps its tracks once.

@@ -138,7 +138,7 @@ impl Playout {
             // One stream: counters and times run on across segments and epochs.
             let mut out = swarm::ts_out::TsOut::default();
             for p in gop {
-                if out.layout_changes(p.payload())
+                if (starts_segment(&p) && out.layout_changes(p.payload()))
                     || tx.send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY))).await.is_err()
                 {
                     return;
@@ -156,7 +156,7 @@ impl Playout {
                         }
                         // Another codec or track set: the stream ends, the player
                         // reconnects and starts afresh on it.
-                        if out.layout_changes(p.payload())
+                        if (starts_segment(&p) && out.layout_changes(p.payload()))
                             || tx
                                 .send(out.write(p.payload(), p.flags().contains(PieceFlags::DISCONTINUITY)))
                                 .await
