@@ -165,6 +165,14 @@ pub use swarm::piece::{MAX_AHEAD_OF_CLOCK, SEQ_PER_SECOND, clock_seq};
 /// [`MAX_AHEAD_OF_CLOCK`] as time, µs.
 const MAX_AHEAD_US: u64 = MAX_AHEAD_OF_CLOCK * (1_000_000 / SEQ_PER_SECOND);
 
+/// How far a feed's media may run ahead of the wall clock before its input is paused
+/// (then until it is back on the clock): a burst — an encoder flushing its buffer,
+/// ffmpeg's `-readrate` writing a few hundred ms at once — costs one pause per this
+/// much media, not a timer per tag. Four pieces at 50 ms, a fifth of the protocol's
+/// [`MAX_AHEAD_OF_CLOCK`]. With a timer per tag, the pauses were most of `shoal
+/// ingest`'s wake-ups in `shoal bench ingest-vs-nginx` (2026-12-04, docs/measurements.md).
+pub const PACE_SLACK_US: u64 = 200_000;
+
 /// Wall clock, µs since the Unix epoch: the pieces' timestamps.
 pub fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -468,16 +476,17 @@ impl Publisher {
         self.cancelled.clone()
     }
 
-    /// How long to pause input before the next tag: `Some` while the feed's media runs
-    /// ahead of the wall clock (a publisher faster than real time). Listeners wait this
-    /// out, which holds the publisher back through TCP's (or SRT's) flow control; one
-    /// that pushes on regardless is ended at [`MAX_AHEAD_OF_CLOCK`].
+    /// How long to pause input before the next tag: `Some` once the feed's media runs
+    /// more than [`PACE_SLACK_US`] ahead of the wall clock (a publisher faster than real
+    /// time), for all of it. Listeners wait this out, which holds the publisher back
+    /// through TCP's (or SRT's) flow control; one that pushes on regardless is ended at
+    /// [`MAX_AHEAD_OF_CLOCK`].
     pub fn ahead_of_clock(&self) -> Option<Duration> {
         if !self.hub.cfg.clock_bound {
             return None;
         }
         let ahead = self.newest_wall_us.saturating_sub(now_us());
-        (ahead > 0).then(|| {
+        (ahead > PACE_SLACK_US).then(|| {
             self.hub.metrics.paced.inc();
             Duration::from_micros(ahead)
         })
