@@ -23,6 +23,34 @@ pub trait EpochStore: Send + Sync + std::fmt::Debug {
     /// A node is cutting the channel's epoch `number` at `at_us` (its `cut_at_us`, which
     /// only moves forward): a node that joins then knows it is not alone.
     fn touch<'a>(&'a self, channel: &'a str, number: u64, at_us: u64) -> BoxFuture<'a, Result<(), String>>;
+
+    /// [`EpochStore::touch`] for each `(channel, number)` (a store may do it in one
+    /// operation); every one is tried, the first error returned.
+    fn touch_all<'a>(&'a self, cutting: &'a [(String, u64)], at_us: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut first = Ok(());
+            for (channel, number) in cutting {
+                let r = self.touch(channel, *number, at_us).await;
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            first
+        })
+    }
+
+    /// [`EpochStore::latest`] of each channel (those with none are left out).
+    fn latest_all<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Epoch>, String>> {
+        Box::pin(async move {
+            let mut out = HashMap::new();
+            for channel in channels {
+                if let Some(e) = self.latest(channel).await? {
+                    out.insert(channel.clone(), e);
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// Epochs in memory: one process, nothing kept across restarts.
@@ -159,6 +187,19 @@ impl FileEpochs {
         Ok(out)
     }
 
+    fn touch_now(&self, cutting: &[(String, u64)], at_us: u64) -> Result<(), String> {
+        self.change(|map| {
+            let mut write = false;
+            for (channel, number) in cutting {
+                if let Some(r) = map.get_mut(channel).filter(|r| r.number == *number && r.cut_at_us < at_us) {
+                    r.cut_at_us = at_us;
+                    write = true;
+                }
+            }
+            Ok(((), write))
+        })
+    }
+
     fn propose_now(&self, channel: &str, epoch: &Epoch) -> Result<Epoch, String> {
         self.change(|map| Self::propose_in(map, channel, epoch))
     }
@@ -194,15 +235,19 @@ impl EpochStore for FileEpochs {
     }
 
     fn touch<'a>(&'a self, channel: &'a str, number: u64, at_us: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.touch_now(&[(channel.to_owned(), number)], at_us) })
+    }
+
+    /// One read and at most one write of the file for every channel.
+    fn touch_all<'a>(&'a self, cutting: &'a [(String, u64)], at_us: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.touch_now(cutting, at_us) })
+    }
+
+    /// One read of the file for every channel.
+    fn latest_all<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Epoch>, String>> {
         Box::pin(async move {
-            self.change(|map| {
-                let r = map.get_mut(channel).filter(|r| r.number == number && r.cut_at_us < at_us);
-                let write = r.is_some();
-                if let Some(r) = r {
-                    r.cut_at_us = at_us;
-                }
-                Ok(((), write))
-            })
+            let all = self.read()?;
+            Ok(channels.iter().filter_map(|c| Some((c.clone(), all.get(c)?.epoch()?))).collect())
         })
     }
 }
@@ -246,6 +291,21 @@ mod tests {
         let again = FileEpochs::open(path.clone());
         assert_eq!(again.latest("news").await, Ok(Some(Epoch { cut_at_us: 900, ..epoch(3, 500) })));
         assert_eq!(again.latest("sport").await, Ok(Some(epoch(1, 7))));
+        // Every channel a node cuts, in one write; one read for every channel's newest.
+        let cutting = [("news".to_owned(), 3), ("sport".to_owned(), 1), ("weather".to_owned(), 1)];
+        a.touch_all(&cutting, 1_200).await.expect("touched");
+        let asked = ["news".to_owned(), "sport".to_owned(), "weather".to_owned()];
+        let latest = again.latest_all(&asked).await.expect("read");
+        assert_eq!(latest.len(), 2, "no epoch of `weather`: left out");
+        assert_eq!(latest["news"], Epoch { cut_at_us: 1_200, ..epoch(3, 500) });
+        assert_eq!(latest["sport"], Epoch { cut_at_us: 1_200, ..epoch(1, 7) });
+        // The defaults (one call per channel) agree with the file's own.
+        let memory = MemoryEpochs::default();
+        memory.propose("news", &epoch(3, 500)).await.expect("stored");
+        memory.touch_all(&cutting, 1_200).await.expect("touched");
+        let from_memory = memory.latest_all(&asked).await.expect("read");
+        assert_eq!(from_memory.len(), 1);
+        assert_eq!(from_memory["news"], latest["news"]);
         // A damaged file is an error (numbering afresh could go back), not an empty store.
         std::fs::write(&path, b"{ not json").expect("write");
         assert!(FileEpochs::open(path).latest("news").await.is_err());

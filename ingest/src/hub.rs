@@ -13,7 +13,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use swarm::piece::{ChannelId, Piece, PieceFlags};
@@ -100,8 +101,32 @@ pub struct Hub {
     cfg: HubConfig,
     channels: Mutex<HashMap<String, Arc<Channel>>>,
     next_session: Mutex<u64>,
+    /// Sessions cutting an epoch, kept in the store by one task ([`keep_epochs`]).
+    cutting: Mutex<Cutting>,
     pub metrics: IngestMetrics,
 }
+
+/// What [`keep_epochs`] tells the store and asks it about.
+#[derive(Debug, Default)]
+struct Cutting {
+    sessions: HashMap<u64, Cut>,
+    /// A keeper task runs (it ends when no session is left).
+    keeper: bool,
+}
+
+/// A session cutting epoch `number` of `channel`.
+#[derive(Debug)]
+struct Cut {
+    channel: String,
+    number: u64,
+    /// Media arrived since the keeper last looked: only then is the store told.
+    fresh: Arc<AtomicBool>,
+    /// Where the keeper puts a newer epoch the store names.
+    newer: NewerSlot,
+}
+
+/// Where a session finds a newer epoch than its own, once the store named one.
+type NewerSlot = Arc<Mutex<Option<Epoch>>>;
 
 /// One channel's state shared by its publisher and its subscribers.
 #[derive(Debug)]
@@ -184,6 +209,7 @@ impl Hub {
             cfg,
             channels: Mutex::new(HashMap::new()),
             next_session: Mutex::new(0),
+            cutting: Mutex::default(),
             metrics: IngestMetrics::new(),
         })
     }
@@ -443,16 +469,14 @@ const BAD_LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 struct Binding {
     placement: Placement,
-    /// When the store was last asked whether a newer epoch exists.
-    checked: Instant,
-    /// When the store was last told this node cuts the epoch.
-    touched: Option<Instant>,
+    /// Set on every frame; the keeper tells the store this node cuts while it is.
+    fresh: Arc<AtomicBool>,
     /// A newer epoch than this one, once the store named one (asked off the media path
-    /// every [`EPOCH_CHECK_EVERY`]; looked at on the next keyframe).
-    newer: Arc<Mutex<Option<Epoch>>>,
+    /// every [`EPOCH_CHECK_EVERY`] by [`keep_epochs`]; looked at on the next keyframe).
+    newer: NewerSlot,
 }
 
-/// How often a publishing node tells the store it is cutting its epoch.
+/// How often a publishing node tells the store it is cutting its epochs.
 const TOUCH_EVERY: Duration = Duration::from_millis(500);
 /// A node that binds to an epoch nobody said they cut for this long publishes at once
 /// (there is no one to differ from): the feed moved here from a dead ingest.
@@ -461,6 +485,71 @@ const ALONE_AFTER_US: u64 = 1_500_000;
 /// How often a publishing session asks the epoch store whether another node started
 /// a newer epoch (another feed took the channel).
 const EPOCH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// One task per hub, while any session cuts: every [`TOUCH_EVERY`] it tells the store
+/// which epochs this node cut media on since the last time (one call for every
+/// channel: the file store is written once, not once per channel), and every
+/// [`EPOCH_CHECK_EVERY`] asks it for each channel's newest epoch, leaving a newer one
+/// where its session looks on the next keyframe. Off the media path: a slow store
+/// delays no tag. Replaces two tasks spawned per channel and second, each a wake-up of
+/// the runtime's other worker and a file rewrite (2026-12-04, docs/measurements.md).
+async fn keep_epochs(hub: Weak<Hub>) {
+    let mut tick = tokio::time::interval(TOUCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let checks_every = (EPOCH_CHECK_EVERY.as_millis() / TOUCH_EVERY.as_millis()).max(1) as u64;
+    for round in 0u64.. {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        let check = round % checks_every == 0;
+        let (touch, asks) = {
+            let mut cutting = lock(&hub.cutting);
+            if cutting.sessions.is_empty() {
+                cutting.keeper = false;
+                return;
+            }
+            let touch: Vec<(String, u64)> = cutting
+                .sessions
+                .values()
+                .filter(|c| c.fresh.swap(false, Ordering::Relaxed))
+                .map(|c| (c.channel.clone(), c.number))
+                .collect();
+            let asks: Vec<(String, u64, NewerSlot)> = if check {
+                cutting.sessions.values().map(|c| (c.channel.clone(), c.number, c.newer.clone())).collect()
+            } else {
+                Vec::new()
+            };
+            (touch, asks)
+        };
+        let store = hub.cfg.epochs.clone();
+        let failed = hub.metrics.epoch_events.with_label_values(&["store_error"]);
+        drop(hub); // not held across the store's awaits or the next tick
+        if !touch.is_empty()
+            && let Err(e) = store.touch_all(&touch, now_us()).await
+        {
+            failed.inc();
+            tracing::debug!(error = %e, "epoch store not told which epochs this node cuts");
+        }
+        if asks.is_empty() {
+            continue;
+        }
+        let mut channels: Vec<String> = asks.iter().map(|(c, ..)| c.clone()).collect();
+        channels.sort();
+        channels.dedup();
+        match store.latest_all(&channels).await {
+            Ok(latest) => {
+                for (channel, number, newer) in asks {
+                    if let Some(e) = latest.get(&channel).filter(|e| e.number > number) {
+                        *lock(&newer) = Some(e.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                failed.inc();
+                tracing::debug!(error = %e, "epoch store not asked for newer epochs");
+            }
+        }
+    }
+}
 
 /// Malformed tags in a row after which the session is closed.
 const MAX_CONSECUTIVE_ERRORS: u32 = 50;
@@ -591,31 +680,8 @@ impl Publisher {
         let Some(b) = &mut self.binding else { return Ok(()) };
         let end_us = b.placement.place(at.ticks, at.rebind, &mut frame);
         let number = b.placement.epoch.number;
-        if b.checked.elapsed() >= EPOCH_CHECK_EVERY {
-            b.checked = Instant::now();
-            let (store, name, newer) = (self.hub.cfg.epochs.clone(), self.channel.name.clone(), b.newer.clone());
-            // Off the media path too: the answer waits for the next keyframe.
-            tokio::spawn(async move {
-                if let Ok(Some(e)) = store.latest(&name).await
-                    && e.number > number
-                    && let Ok(mut slot) = newer.lock()
-                {
-                    *slot = Some(e);
-                }
-            });
-        }
-        if b.touched.is_none_or(|t| t.elapsed() >= TOUCH_EVERY) {
-            b.touched = Some(Instant::now());
-            let (store, name) = (self.hub.cfg.epochs.clone(), self.channel.name.clone());
-            let failed = self.hub.metrics.epoch_events.with_label_values(&["store_error"]);
-            // Off the media path: a slow store delays nothing.
-            tokio::spawn(async move {
-                if let Err(e) = store.touch(&name, number, now_us()).await {
-                    failed.inc();
-                    tracing::debug!(channel = %name, error = %e, "epoch store not told this node cuts");
-                }
-            });
-        }
+        // The store hears of it from the hub's keeper, off the media path.
+        b.fresh.store(true, Ordering::Relaxed);
         self.newest_wall_us = self.newest_wall_us.max(end_us);
         let mut st = self.ours(arrived)?;
         if st.segmenter.epoch().is_none_or(|e| e.number != number) {
@@ -723,8 +789,17 @@ impl Publisher {
         let mut st = self.ours(Instant::now())?;
         st.segmenter.bind(&epoch, from_start, alone);
         drop(st);
-        let placement = Placement::new(epoch, ticks, rel);
-        self.binding = Some(Binding { placement, checked: Instant::now(), touched: None, newer: Arc::default() });
+        let (fresh, newer) = (Arc::new(AtomicBool::new(true)), Arc::default());
+        let cut = Cut { channel: name, number: epoch.number, fresh: fresh.clone(), newer: Arc::clone(&newer) };
+        self.binding = Some(Binding { placement: Placement::new(epoch, ticks, rel), fresh, newer });
+        let start_keeper = {
+            let mut cutting = lock(&self.hub.cutting);
+            cutting.sessions.insert(self.session, cut);
+            !std::mem::replace(&mut cutting.keeper, true)
+        };
+        if start_keeper {
+            tokio::spawn(keep_epochs(Arc::downgrade(&self.hub)));
+        }
         Ok(())
     }
 
@@ -861,6 +936,7 @@ fn bad_input_kind(e: &RemuxError) -> &'static str {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        lock(&self.hub.cutting).sessions.remove(&self.session);
         let st = lock(&self.channel.state);
         if st.session.as_ref().is_some_and(|s| s.id == self.session) {
             self.hub.end_session(&self.channel, st, None);

@@ -15,6 +15,7 @@ pub mod epochs;
 pub mod http;
 pub mod hub;
 pub mod media;
+pub mod merged;
 pub mod metrics;
 pub mod rtmp;
 pub mod rtmp_client;

@@ -1,7 +1,8 @@
 //! The RTMP listener: `rtmp://HOST/live/<stream-key>`, on `scuffle-rtmp` sessions.
 //!
 //! `scuffle-rtmp` does the handshake, chunking and commands over any
-//! `AsyncRead + AsyncWrite`; we give it `&mut TcpStream` so that, when we refuse a
+//! `AsyncRead + AsyncWrite`; we give it `&mut MergedStream` (a `TcpStream` read on a tick once
+//! publishing: [`crate::merged`]) so that, when we refuse a
 //! publish, we still hold the socket and can answer with an `onStatus` error whose
 //! description says why (its handler API can only end the session) — encoders show
 //! that text instead of a bare "connection failed".
@@ -25,6 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::hub::{Ended, Hub, Protocol, Publisher, lock};
+use crate::merged::{MergedStream, READ_TICK, Ticker};
 use catalogue::admission::{Authorizer, Refusal};
 
 /// The RTMP application publishers must use.
@@ -41,6 +43,7 @@ pub const PER_ADDRESS: GuardConfig = GuardConfig { per_ip: 32, per_net: 128, ban
 /// Accepts RTMP connections until the listener fails.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let ticker = Ticker::new(READ_TICK);
     let guard = Arc::new(Mutex::new(AddrGuard::new(PER_ADDRESS)));
     let mut last_warned: Option<std::time::Instant> = None;
     loop {
@@ -54,11 +57,11 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorize
             }
             continue; // the stream is dropped: closed at once
         }
-        let (hub, auth, guard) = (hub.clone(), auth.clone(), guard.clone());
+        let (hub, auth, guard, ticker) = (hub.clone(), auth.clone(), guard.clone(), ticker.clone());
         let span = tracing::info_span!("rtmp_session", %peer, channel = tracing::field::Empty);
         tokio::spawn(
             async move {
-                handle(stream, peer, hub, auth).await;
+                handle(stream, peer, hub, auth, ticker).await;
                 lock(&guard).release(peer.ip());
                 drop(permit);
             }
@@ -67,10 +70,12 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorize
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
+async fn handle(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth: Arc<dyn Authorizer>, ticker: Arc<Ticker>) {
     let _ = stream.set_nodelay(true);
     let refusal = Arc::new(Mutex::new(None));
     let published = Arc::new(AtomicBool::new(false));
+    // Read on the reactor until the publish is accepted, then on the tick (merged reads).
+    let mut stream = MergedStream::new(stream, ticker, published.clone());
     let (ended_tx, mut ended) = watch::channel(None);
     let handler = Handler {
         hub: hub.clone(),

@@ -2,9 +2,10 @@
 //! `shoal ingest` and to nginx with `libnginx-mod-rtmp` (HLS on) side by side, and the
 //! CPU-seconds each server spent on it. ffmpeg's `tee` muxer sends identical bytes to
 //! both; the feed is copied (`-c copy`), never re-encoded, so the figure is the
-//! servers' cost per media second and not ffmpeg's. It is read at a few times real
-//! time (`--readrate`): faster than an encoder, but below what ingest lets a channel
-//! run ahead of its clock — an unpaced feed would measure ingest pausing it.
+//! servers' cost per media second and not ffmpeg's. Ingest holds a feed to its clock
+//! (a feed more than 200 ms ahead is paused, and with it the tee), so both servers
+//! take the media at real time and a run lasts as long as the media: ffmpeg reading
+//! faster (`--readrate`) only makes the feed arrive in bursts.
 //!
 //! Writes `bench-ingest-vs-nginx.json`, prints a table, asserts nothing. Needs ffmpeg
 //! and nginx with the RTMP module (`apt-get install -y ffmpeg nginx-light
@@ -39,9 +40,10 @@ pub(crate) struct VsNginxArgs {
     #[arg(long, default_value_t = 50)]
     piece_ms: u32,
     /// ffmpeg reads the feed at this many times real time (`-readrate`; 0: as fast as
-    /// it can). Ingest holds a channel to its clock: at 50 ms pieces a feed may run at
-    /// most 5x real time before it is paused, so the default stays below that.
-    #[arg(long, default_value_t = 4.0)]
+    /// it can). Ingest pauses a feed that runs ahead of its clock (and the tee with
+    /// it): above 1, the feed arrives in bursts at real time on average; 1 is an
+    /// encoder's steady pace.
+    #[arg(long, default_value_t = 1.0)]
     readrate: f64,
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
