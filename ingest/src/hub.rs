@@ -119,14 +119,18 @@ struct Cutting {
 struct Cut {
     channel: String,
     number: u64,
-    /// Media arrived since the keeper last looked: only then is the store told.
-    fresh: Arc<AtomicBool>,
-    /// Where the keeper puts a newer epoch the store names.
-    newer: NewerSlot,
+    state: Arc<CutState>,
 }
 
-/// Where a session finds a newer epoch than its own, once the store named one.
-type NewerSlot = Arc<Mutex<Option<Epoch>>>;
+/// What a session cutting an epoch and the keeper share.
+#[derive(Debug)]
+struct CutState {
+    /// Media arrived since the keeper last looked: only then is the store told.
+    fresh: AtomicBool,
+    /// A newer epoch than the session's, once the store named one (asked off the media
+    /// path every [`EPOCH_CHECK_EVERY`] by [`keep_epochs`]; looked at on the next keyframe).
+    newer: Mutex<Option<Epoch>>,
+}
 
 /// One channel's state shared by its publisher and its subscribers.
 #[derive(Debug)]
@@ -469,11 +473,8 @@ const BAD_LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 struct Binding {
     placement: Placement,
-    /// Set on every frame; the keeper tells the store this node cuts while it is.
-    fresh: Arc<AtomicBool>,
-    /// A newer epoch than this one, once the store named one (asked off the media path
-    /// every [`EPOCH_CHECK_EVERY`] by [`keep_epochs`]; looked at on the next keyframe).
-    newer: NewerSlot,
+    /// Shared with the keeper: `fresh` set on every frame, `newer` looked at on keyframes.
+    cut: Arc<CutState>,
 }
 
 /// How often a publishing node tells the store it is cutting its epochs.
@@ -510,11 +511,11 @@ async fn keep_epochs(hub: Weak<Hub>) {
             let touch: Vec<(String, u64)> = cutting
                 .sessions
                 .values()
-                .filter(|c| c.fresh.swap(false, Ordering::Relaxed))
+                .filter(|c| c.state.fresh.swap(false, Ordering::Relaxed))
                 .map(|c| (c.channel.clone(), c.number))
                 .collect();
-            let asks: Vec<(String, u64, NewerSlot)> = if check {
-                cutting.sessions.values().map(|c| (c.channel.clone(), c.number, c.newer.clone())).collect()
+            let asks: Vec<(String, u64, Arc<CutState>)> = if check {
+                cutting.sessions.values().map(|c| (c.channel.clone(), c.number, c.state.clone())).collect()
             } else {
                 Vec::new()
             };
@@ -537,9 +538,9 @@ async fn keep_epochs(hub: Weak<Hub>) {
         channels.dedup();
         match store.latest_all(&channels).await {
             Ok(latest) => {
-                for (channel, number, newer) in asks {
+                for (channel, number, state) in asks {
                     if let Some(e) = latest.get(&channel).filter(|e| e.number > number) {
-                        *lock(&newer) = Some(e.clone());
+                        *lock(&state.newer) = Some(e.clone());
                     }
                 }
             }
@@ -673,7 +674,7 @@ impl Publisher {
         if at.rebind {
             self.bind(raw, at.ticks, jumped).await?;
         } else if frame.keyframe
-            && let Some(newer) = self.binding.as_ref().and_then(|b| b.newer.lock().ok()?.take())
+            && let Some(newer) = self.binding.as_ref().and_then(|b| lock(&b.cut.newer).take())
         {
             self.follow_newer_epoch(newer, raw, at.ticks).await?;
         }
@@ -681,7 +682,7 @@ impl Publisher {
         let end_us = b.placement.place(at.ticks, at.rebind, &mut frame);
         let number = b.placement.epoch.number;
         // The store hears of it from the hub's keeper, off the media path.
-        b.fresh.store(true, Ordering::Relaxed);
+        b.cut.fresh.store(true, Ordering::Relaxed);
         self.newest_wall_us = self.newest_wall_us.max(end_us);
         let mut st = self.ours(arrived)?;
         if st.segmenter.epoch().is_none_or(|e| e.number != number) {
@@ -789,9 +790,9 @@ impl Publisher {
         let mut st = self.ours(Instant::now())?;
         st.segmenter.bind(&epoch, from_start, alone);
         drop(st);
-        let (fresh, newer) = (Arc::new(AtomicBool::new(true)), Arc::default());
-        let cut = Cut { channel: name, number: epoch.number, fresh: fresh.clone(), newer: Arc::clone(&newer) };
-        self.binding = Some(Binding { placement: Placement::new(epoch, ticks, rel), fresh, newer });
+        let state = Arc::new(CutState { fresh: AtomicBool::new(true), newer: Mutex::default() });
+        let cut = Cut { channel: name, number: epoch.number, state: state.clone() };
+        self.binding = Some(Binding { placement: Placement::new(epoch, ticks, rel), cut: state });
         let start_keeper = {
             let mut cutting = lock(&self.hub.cutting);
             cutting.sessions.insert(self.session, cut);
