@@ -126,7 +126,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The targets of the scaling issue (ARCHITECTURE.md lists them with the figures).
+/// The targets of the scaling issue (docs/measurements.md has them with the figures).
 fn checks(r: &Report) -> Vec<Check> {
     let mut c = vec![
         check("latency p50 ms", r.latency_ms.p50 as f64, "<= 800", r.latency_ms.p50 <= 800),

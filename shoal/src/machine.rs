@@ -1,5 +1,5 @@
 //! What machine a benchmark ran on. Wall times, and even CPU ratios against a peer, move
-//! between machines (ARCHITECTURE.md: the same `hundred-k` simulation in 455 s on one
+//! between machines (docs/measurements.md: the same `hundred-k` simulation in 455 s on one
 //! 2-vCPU machine and 918 s on another; ingest at 0.38× and 0.83× nginx-rtmp's CPU), so
 //! every bench's JSON says where it was measured.
 

@@ -9,7 +9,7 @@
 //! at [`Peer::poll_timeout`]. The peer never reads a clock, never blocks, never panics on
 //! input.
 //!
-//! Forwarding (ARCHITECTURE.md has the design and the measurements behind it):
+//! Forwarding (docs/design.md has the design and the figures behind it):
 //! - **Clubs and push trees.** The stream is split into `n_substreams` substreams
 //!   (`seq % n`). Each viewer belongs to one club ([`club_of`] its peer id) and forwards
 //!   only that substream, with all its push upload: one tree per substream, inner nodes
