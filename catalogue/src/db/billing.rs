@@ -443,15 +443,7 @@ impl Db {
 
     /// The account's invoices and credit notes, oldest first.
     pub async fn invoices(&self, account_id: i64) -> Result<Vec<Invoice>> {
-        let ids = sqlx::query("SELECT id FROM invoices WHERE account_id = $1 AND status <> 'issuing' ORDER BY id")
-            .bind(account_id)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for r in ids {
-            out.push(self.invoice_by_id(r.try_get(0)?).await?);
-        }
-        Ok(out)
+        self.load_invoices("i.account_id = $1 AND i.status <> 'issuing'", account_id).await
     }
 
     /// An issued invoice or credit note by its number.
@@ -465,65 +457,75 @@ impl Db {
     }
 
     async fn invoice_by_id(&self, id: i64) -> Result<Invoice> {
-        let h = sqlx::query(
-            "SELECT i.number, i.kind, i.account_id, i.period_start, i.period_end, i.currency, i.total_cents, \
+        self.load_invoices("i.id = $1", id).await?.pop().ok_or(DbError::NotFound("invoice"))
+    }
+
+    /// The invoices `filter` (a condition on `invoices i` with one parameter, `$1`)
+    /// selects, in id order, with their lines: two queries whatever their number.
+    async fn load_invoices(&self, filter: &'static str, param: i64) -> Result<Vec<Invoice>> {
+        let headers = sqlx::query(&format!(
+            "SELECT i.id, i.number, i.kind, i.account_id, i.period_start, i.period_end, i.currency, i.total_cents, \
                i.status, i.issued_at, i.voided_at, i.void_reason, o.number \
-             FROM invoices i LEFT JOIN invoices o ON o.id = i.credits WHERE i.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("invoice"))?;
-        let rows = sqlx::query(
-            "SELECT l.kind, l.channel, l.plan, l.description, l.quantity, l.unit_cents, l.amount_cents, \
-               l.span_start, l.span_end, l.viewer_seconds, l.included_seconds, ai.number, l.channel_id, l.adjusts, \
-               l.plan_version \
-             FROM invoice_lines l LEFT JOIN invoice_lines a ON a.id = l.adjusts \
-               LEFT JOIN invoices ai ON ai.id = a.invoice_id \
-             WHERE l.invoice_id = $1 ORDER BY l.id",
-        )
-        .bind(id)
+             FROM invoices i LEFT JOIN invoices o ON o.id = i.credits WHERE {filter} ORDER BY i.id"
+        ))
+        .bind(param)
         .fetch_all(&self.pool)
         .await?;
-        let lines = rows
+        let rows = sqlx::query(&format!(
+            "SELECT l.invoice_id, l.kind, l.channel, l.plan, l.description, l.quantity, l.unit_cents, l.amount_cents, \
+               l.span_start, l.span_end, l.viewer_seconds, l.included_seconds, ai.number, l.channel_id, l.adjusts, \
+               l.plan_version \
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+               LEFT JOIN invoice_lines a ON a.id = l.adjusts \
+               LEFT JOIN invoices ai ON ai.id = a.invoice_id \
+             WHERE {filter} ORDER BY l.invoice_id, l.id"
+        ))
+        .bind(param)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut lines: std::collections::HashMap<i64, Vec<InvoiceLine>> = std::collections::HashMap::new();
+        for r in &rows {
+            lines.entry(r.try_get(0)?).or_default().push(InvoiceLine {
+                kind: LineKind::parse(&r.try_get::<String, _>(1)?)?,
+                channel: r.try_get(2)?,
+                plan: r.try_get(3)?,
+                plan_version: r.try_get(15)?,
+                description: r.try_get(4)?,
+                quantity: r.try_get(5)?,
+                unit_cents: r.try_get(6)?,
+                amount_cents: r.try_get(7)?,
+                span_start: r.try_get(8)?,
+                span_end: r.try_get(9)?,
+                viewer_seconds: r.try_get(10)?,
+                included_seconds: r.try_get(11)?,
+                adjusts_invoice: r.try_get(12)?,
+                channel_id: r.try_get(13)?,
+                adjusts: r.try_get(14)?,
+            });
+        }
+        headers
             .iter()
-            .map(|r| {
-                Ok(InvoiceLine {
-                    kind: LineKind::parse(&r.try_get::<String, _>(0)?)?,
-                    channel: r.try_get(1)?,
-                    plan: r.try_get(2)?,
-                    plan_version: r.try_get(14)?,
-                    description: r.try_get(3)?,
-                    quantity: r.try_get(4)?,
-                    unit_cents: r.try_get(5)?,
-                    amount_cents: r.try_get(6)?,
-                    span_start: r.try_get(7)?,
-                    span_end: r.try_get(8)?,
-                    viewer_seconds: r.try_get(9)?,
-                    included_seconds: r.try_get(10)?,
-                    adjusts_invoice: r.try_get(11)?,
-                    channel_id: r.try_get(12)?,
-                    adjusts: r.try_get(13)?,
+            .map(|h| {
+                let id: i64 = h.try_get(0)?;
+                let period_start: i64 = h.try_get(4)?;
+                Ok(Invoice {
+                    number: Some(h.try_get(1)?),
+                    kind: h.try_get(2)?,
+                    account_id: h.try_get(3)?,
+                    month: Month::of(period_start).to_string(),
+                    period_start,
+                    period_end: h.try_get(5)?,
+                    currency: h.try_get(6)?,
+                    total_cents: h.try_get(7)?,
+                    status: h.try_get(8)?,
+                    issued_at: h.try_get(9)?,
+                    voided_at: h.try_get(10)?,
+                    void_reason: h.try_get(11)?,
+                    credits: h.try_get(12)?,
+                    lines: lines.remove(&id).unwrap_or_default(),
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        let period_start: i64 = h.try_get(3)?;
-        Ok(Invoice {
-            number: Some(h.try_get(0)?),
-            kind: h.try_get(1)?,
-            account_id: h.try_get(2)?,
-            month: Month::of(period_start).to_string(),
-            period_start,
-            period_end: h.try_get(4)?,
-            currency: h.try_get(5)?,
-            total_cents: h.try_get(6)?,
-            status: h.try_get(7)?,
-            issued_at: h.try_get(8)?,
-            voided_at: h.try_get(9)?,
-            void_reason: h.try_get(10)?,
-            credits: h.try_get(11)?,
-            lines,
-        })
+            .collect()
     }
 }
 
