@@ -1285,6 +1285,7 @@ impl<'a> Engine<'a> {
                     cfg.max_neighbours = sc.seed_max_neighbours as usize;
                 } else {
                     cfg.target_neighbours = sc.viewer_neighbours as usize;
+                    cfg.push_share = sc.viewer_push_share;
                 }
                 let peer = Peer::with_verifier(cfg, now, self.known.clone())
                     .expect("scenario was validated, so the peer config is valid");

@@ -50,6 +50,8 @@ pub struct Scenario {
     pub seed_max_neighbours: u32,
     /// Neighbours each viewer tries to keep.
     pub viewer_neighbours: u32,
+    /// Share of each viewer's upload given to push subscriptions (`PeerConfig::push_share`).
+    pub viewer_push_share: f64,
     /// Extra simulated time after the window so its last pieces can arrive.
     pub drain_ms: u32,
     /// The last seed dies (without a word, as a killed process) this far into the
@@ -214,6 +216,7 @@ impl Scenario {
             seed_child_slots: swarm::peer::SEED_CHILD_SLOTS,
             seed_max_neighbours: swarm::peer::SEED_MAX_NEIGHBOURS as u32,
             viewer_neighbours: 12,
+            viewer_push_share: swarm::peer::PUSH_SHARE,
             drain_ms: 3_000,
             seed_dies_at_ms: 0,
         }
@@ -236,6 +239,9 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&self.churn_per_min) {
             return fail("churn_per_min is a share of viewers per minute (0..=1)");
+        }
+        if !(0.0..=1.0).contains(&self.viewer_push_share) {
+            return fail("viewer_push_share is a share of upload (0..=1)");
         }
         let total: f64 = self.upload_mix.iter().map(|(s, _)| s).sum();
         if self.upload_mix.is_empty()

@@ -122,6 +122,8 @@ pub struct PeerConfig {
 pub const SEED_CHILD_SLOTS: u32 = 16;
 /// Neighbours a seed accepts: many, for pull repair near the deadline.
 pub const SEED_MAX_NEIGHBOURS: usize = 400;
+/// Share of a peer's upload given to push subscriptions by default.
+pub const PUSH_SHARE: f64 = 0.8;
 
 impl PeerConfig {
     pub fn new(role: Role, peer_id: PeerId, channel: ChannelId) -> Self {
@@ -133,7 +135,7 @@ impl PeerConfig {
             upload_kbps: 6_000,
             stream_kbps: 3_000,
             n_substreams: 4,
-            push_share: 0.8,
+            push_share: PUSH_SHARE,
             max_child_slots: None,
             window_pieces: 256,
             max_ahead_pieces: 200,

@@ -32,7 +32,7 @@ mod tree;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-pub use config::{ConfigError, PeerConfig, SEED_CHILD_SLOTS, SEED_MAX_NEIGHBOURS, club_of};
+pub use config::{ConfigError, PUSH_SHARE, PeerConfig, SEED_CHILD_SLOTS, SEED_MAX_NEIGHBOURS, club_of};
 use neighbour::Neighbour;
 use seqmap::SeqMap;
 
