@@ -914,7 +914,7 @@ impl Shard {
                     }
                 }
                 Event::WantPeers => self.give_candidates(sh, node),
-                Event::Accepted { piece, .. } => self.record_accept(sh, node, &piece),
+                Event::Accepted { piece, from } => self.record_accept(sh, node, &piece, from),
                 Event::PlaybackStarted { .. } => {
                     self.node(sh, node).started_at.get_or_insert(now);
                 }
@@ -935,19 +935,75 @@ impl Shard {
         }
     }
 
-    fn record_accept(&mut self, sh: &Shared, node: u32, piece: &Piece) {
+    fn record_accept(&mut self, sh: &Shared, node: u32, piece: &Piece, from: Option<NodeId>) {
         let seq = piece.seq() as usize;
         let genuine = sh.pieces.get(seq).is_some_and(|g| g.same_bytes(piece));
         if !genuine {
             self.forged_accepted += 1;
         }
         let now = self.now;
+        if self.debug && self.in_window {
+            self.count_arrival(sh, node, piece, from);
+        }
         let n = self.node(sh, node);
         if n.accepted_at.len() <= seq {
             n.accepted_at.resize(seq + 1, NOT_YET);
         }
         if n.accepted_at[seq] == NOT_YET {
             n.accepted_at[seq] = u32::try_from(now.div_ceil(MS)).unwrap_or(NOT_YET - 1);
+        }
+    }
+}
+
+impl Shard {
+    /// `SIM_DEBUG`: how a viewer's piece arrived (from its substream's push parent, by
+    /// request while it had one, by request as an orphan), and which of those came past
+    /// the playout deadline, by the viewer's depth in that substream's tree.
+    fn count_arrival(&mut self, sh: &Shared, node: u32, piece: &Piece, from: Option<NodeId>) {
+        const DEPTHS: [&str; 9] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8+"];
+        let now = self.now;
+        let late = now > piece.timestamp_us() + u64::from(sh.sc.playout_delay_ms) * MS;
+        let n = self.node(sh, node);
+        let Agent::Peer(p) = &n.agent else { return };
+        // Those present since the window opened: the population of continuity.
+        if n.kind != Kind::Viewer || n.joined_at > u64::from(sh.sc.warmup_s) * 1_000 * MS {
+            return;
+        }
+        let s = (piece.seq() % u64::from(sh.sc.n_substreams)) as usize;
+        let parent = p.debug_parent(s);
+        let depth = p.depths().get(s).copied().unwrap_or(u8::MAX);
+        let how = match (parent, from) {
+            (Some(p), Some(f)) if p == f => "push",
+            (Some(_), _) => "repair",
+            (None, _) => "orphan",
+        };
+        let key: &'static str = match (how, late) {
+            ("push", false) => "arrived.push",
+            ("push", true) => "late.push",
+            ("repair", false) => "arrived.repair",
+            ("repair", true) => "late.repair",
+            (_, false) => "arrived.orphan",
+            (_, true) => "late.orphan",
+        };
+        *self.msg_counts.entry(key).or_insert(0) += 1;
+        if how == "orphan" {
+            const BUCKETS: [&str; 8] = ["o<300", "o<600", "o<900", "o<1200", "o<1500", "o<1800", "o<2400", "o>=2400"];
+            let ms = now.saturating_sub(piece.timestamp_us()) / MS;
+            let b = match ms {
+                0..300 => 0,
+                300..600 => 1,
+                600..900 => 2,
+                900..1200 => 3,
+                1200..1500 => 4,
+                1500..1800 => 5,
+                1800..2400 => 6,
+                _ => 7,
+            };
+            *self.msg_counts.entry(BUCKETS[b]).or_insert(0) += 1;
+        }
+        if late && how == "push" {
+            let d = DEPTHS[usize::from(depth.min(8))];
+            *self.msg_counts.entry(d).or_insert(0) += 1;
         }
     }
 }
@@ -1414,12 +1470,22 @@ fn print_debug(nodes: &[Node], msg_counts: &std::collections::BTreeMap<&'static 
     let mut hist = std::collections::BTreeMap::new();
     for n in nodes {
         if let (Agent::Peer(p), true, Kind::Viewer) = (&n.agent, n.alive, n.kind) {
-            for (has, fw, free) in p.debug_branches() {
-                *hist.entry((has, fw.min(5), free.min(3), n.reachable)).or_insert(0) += 1;
+            for (has, fw, free, forwarder) in p.debug_branches() {
+                *hist.entry((has, forwarder, fw.min(5), free.min(3), n.reachable)).or_insert(0) += 1;
             }
         }
     }
-    eprintln!("(has_parent, forwarders, with_free, reachable) -> count: {hist:?}");
+    let mut reasons = std::collections::BTreeMap::new();
+    let end = sc.end_ms() * MS;
+    for n in nodes {
+        if let (Agent::Peer(p), true, Kind::Viewer) = (&n.agent, n.alive, n.kind) {
+            for r in p.debug_orphan_reasons(end) {
+                *reasons.entry(r).or_insert(0) += 1;
+            }
+        }
+    }
+    eprintln!("orphans' free fed forwarders, why not a parent: {reasons:?}");
+    eprintln!("(has_parent, we_forward, forwarders, with_free_and_fed, reachable) -> count: {hist:?}");
     eprintln!("messages sent by kind: {msg_counts:?}");
     let mut slow: Vec<(u64, u64, bool, usize, usize)> = nodes
         .iter()

@@ -67,8 +67,9 @@ pub struct PeerConfig {
     pub max_requests_per_neighbour: u32,
     /// Most requests of one neighbour this peer queues for answering.
     pub max_queued_responses: u32,
-    /// A request is refused (`DontHave`) when the uplink's queued piece data would
-    /// take longer than this to send: the requester does better asking elsewhere.
+    /// A request is refused (`Busy`) when the uplink's queued piece data would take
+    /// longer than this to send at the rate our pushes leave free (they go first): the
+    /// requester does better asking elsewhere.
     pub max_response_backlog: Micros,
     /// What a neighbour that gives us nothing (no piece, no push; everyone, at a seed)
     /// may take from us by request, as a share of the stream's rate, sustained...

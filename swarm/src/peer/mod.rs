@@ -293,6 +293,9 @@ pub struct Peer {
     last_parent_review: Micros,
     /// (seq, timestamp) of the newest piece and the mean spacing of timestamps, µs.
     ts_anchor: Option<(u64, Micros, Micros)>,
+    /// When the next piece of an orphaned substream is due at a neighbour (see
+    /// `expect_orphaned`).
+    next_expected: Option<Micros>,
     /// When we last asked for a piece a neighbour claimed far past our newest.
     last_jump_probe: Option<Micros>,
     stats: PeerStats,
@@ -350,6 +353,7 @@ impl Peer {
             last_forgive: now,
             last_parent_review: now,
             ts_anchor: None,
+            next_expected: None,
             last_jump_probe: None,
             stats: PeerStats::default(),
             left: false,
@@ -612,6 +616,7 @@ impl Peer {
             return;
         }
         self.expire_requests(now);
+        self.expect_orphaned(now);
         self.send_requests(now);
         self.advance_playout(now);
         if now >= self.next_tick {
@@ -687,7 +692,7 @@ impl Peer {
         // Playout advances on every tick and every accepted piece, so `Play` events come
         // at most one tick after their deadline: players buffer more than that.
         let mut at = self.next_tick;
-        if let Some(t) = self.next_want_time() {
+        for t in [self.next_want_time(), self.next_expected].into_iter().flatten() {
             at = at.min(t);
         }
         Some(at)
@@ -820,8 +825,8 @@ impl Peer {
         let budgeted = !gives || self.cfg.role == Role::Seed;
         let (share, burst) = (self.cfg.free_repair_share, self.cfg.free_repair_burst);
         for &seq in seqs {
-            let busy =
-                self.backlog() > allowance || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
+            let busy = self.response_wait() > allowance
+                || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
             let piece = self.window.get(seq);
             let over_budget = budgeted
                 && piece.is_some_and(|p| {
@@ -1097,6 +1102,16 @@ impl Peer {
         self.data_bytes * 8 * 1000 / u64::from(self.cfg.upload_kbps.max(1))
     }
 
+    /// Time for the uplink to send what is queued when pushes to our children go first
+    /// (they do): queued data at the rate their pushes leave free.
+    fn response_wait(&self) -> Micros {
+        let n_sub = self.branches.len().max(1) as u64;
+        let upload = u64::from(self.cfg.upload_kbps.max(1));
+        let pushed = u64::from(self.children_total()) * u64::from(self.cfg.stream_kbps) / n_sub;
+        let spare = upload.saturating_sub(pushed).max(upload / 20);
+        self.data_bytes * 8 * 1000 / spare
+    }
+
     /// Time for a neighbour to send us one piece with its declared upload.
     fn hop_time(&self, n: &Neighbour) -> Micros {
         self.typical_piece_bytes * 8 * 1000 / u64::from(n.upload_kbps().max(1))
@@ -1365,13 +1380,61 @@ impl Peer {
 }
 
 impl Peer {
-    /// Debug view: per substream, (parent?, neighbours forwarding it, of which with free slots).
-    pub fn debug_branches(&self) -> Vec<(bool, usize, usize)> {
+    /// Debug view: the push parent of substream `s`, if any.
+    pub fn debug_parent(&self, s: usize) -> Option<NodeId> {
+        self.branches.get(s).and_then(|b| b.parent)
+    }
+
+    /// Debug view: for each orphaned substream, why each fed neighbour forwarding it
+    /// with free slots is not taken as a parent (the first filter it fails).
+    pub fn debug_orphan_reasons(&self, now: Micros) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let n_sub = self.branches.len();
+        for s in 0..n_sub {
+            let bit = 1u64 << s;
+            if self.branches[s].parent.is_some() {
+                continue;
+            }
+            if self.neighbours.iter().any(|n| n.asked & bit != 0) {
+                out.push("asked-pending");
+            }
+            for n in &self.neighbours {
+                let Some(st) = &n.status else { continue };
+                if !n.forwards(s) || n.depth(s) >= MAX_DEPTH || st.free_slots == 0 {
+                    continue;
+                }
+                out.push(if n.children & bit != 0 {
+                    "we-feed-it"
+                } else if n.parents & bit != 0 {
+                    "already-parent"
+                } else if !self.loop_free(now, n, s) {
+                    "loop"
+                } else if n.failures >= 3 {
+                    "failures"
+                } else if now < n.no_parent_until {
+                    "backoff"
+                } else if n.is_seed() {
+                    "eligible-seed"
+                } else {
+                    "eligible"
+                });
+            }
+        }
+        out
+    }
+
+    /// Debug view: per substream, (parent?, neighbours forwarding it, of which with
+    /// free slots and a feed, we forward it).
+    pub fn debug_branches(&self) -> Vec<(bool, usize, usize, bool)> {
         (0..self.branches.len())
             .map(|s| {
                 let fw: Vec<&Neighbour> = self.neighbours.iter().filter(|n| n.forwards(s)).collect();
-                let free = fw.iter().filter(|n| n.status.as_ref().is_some_and(|st| st.free_slots > 0)).count();
-                (self.branches[s].parent.is_some(), fw.len(), free)
+                let free = fw
+                    .iter()
+                    .filter(|n| n.depth(s) < MAX_DEPTH && n.status.as_ref().is_some_and(|st| st.free_slots > 0))
+                    .count();
+                let forwarder = s == self.club && self.cfg.child_slots() > 0;
+                (self.branches[s].parent.is_some(), fw.len(), free, forwarder)
             })
             .collect()
     }

@@ -116,6 +116,58 @@ impl Peer {
         earliest.max(expected.min(latest))
     }
 
+    /// Wants the pieces of substreams that no parent feeds as soon as the neighbour
+    /// that gets them soonest should hold them, by the clock. Without this, such a
+    /// piece is first known to exist when a later piece of another substream arrives:
+    /// a whole push latency after a neighbour holds it, and pulled only then — the
+    /// late pieces of an audience whose upload can't push every substream to everyone
+    /// (docs/measurements.md, `browsers`). Only while the stream flows (a paused feed
+    /// makes no pieces), and at most one round of substreams past the newest piece.
+    pub(super) fn expect_orphaned(&mut self, now: Micros) {
+        self.next_expected = None;
+        if self.cfg.role != Role::Viewer || self.playout.cursor.is_none() {
+            return;
+        }
+        let (Some((anchor_seq, anchor_ts, interval)), Some(newest)) = (self.ts_anchor, self.newest) else { return };
+        let n_sub = self.branches.len() as u64;
+        // Flowing: a piece reached us within one round of the substreams (when every
+        // substream is orphaned, as when the seed feeding them all goes, the gaps
+        // between pieces that do arrive tell what exists).
+        if interval == 0 || now.saturating_sub(self.last_accept) > n_sub * interval {
+            return;
+        }
+        let cap = newest.saturating_add(n_sub);
+        let mut next: Option<Micros> = None;
+        for s in 0..self.branches.len() {
+            if self.branches[s].parent.is_some() {
+                continue;
+            }
+            // Seeds hold every piece at once but are asked last: the viewers' latency.
+            // A latency is a claim: one whose requests went unanswered (a liar claiming
+            // 1 ms) no longer sets the pace.
+            let Some(soonest) =
+                self.neighbours.iter().filter(|n| !n.is_seed() && n.failures == 0).filter_map(|n| n.latency(s)).min()
+            else {
+                continue;
+            };
+            // The first piece of `s` past the newest, then every n_sub-th.
+            let first = newest + 1 + (s as u64 + n_sub - (newest + 1) % n_sub) % n_sub;
+            let mut seq = first;
+            while seq <= cap {
+                let due = anchor_ts
+                    .saturating_add(seq.saturating_sub(anchor_seq).saturating_mul(interval))
+                    .saturating_add(soonest);
+                if due > now {
+                    next = Some(next.map_or(due, |t: Micros| t.min(due)));
+                    break;
+                }
+                self.add_want(now, seq);
+                seq += n_sub;
+            }
+        }
+        self.next_expected = next;
+    }
+
     /// Ingest timestamp of `seq`, from the pieces held (pieces are evenly spaced on
     /// average; a deadline to aim for needs no more).
     pub(super) fn estimate_ts(&self, seq: u64) -> Option<Micros> {
@@ -217,6 +269,16 @@ impl Peer {
         }
     }
 
+    /// How long `n` takes to send us a piece it answers with: pushes to its children go
+    /// first, so a response waits out the share of its upload they take.
+    fn response_time(&self, n: &Neighbour) -> Micros {
+        let children = n.status.as_ref().map_or(0, |st| u64::from(st.children));
+        let upload = u64::from(n.upload_kbps().max(1));
+        let pushed = children * u64::from(self.cfg.stream_kbps) / self.branches.len().max(1) as u64;
+        let idle_permille = 1_000u64.saturating_sub(pushed * 1_000 / upload).max(50);
+        self.typical_piece_bytes * 8 * 1000 / upload * 1_000 / idle_permille
+    }
+
     /// The neighbour to pull `seq` from: one that holds it (it said so) or very
     /// likely does (it forwards that substream and its usual latency has passed), has
     /// request budget, and costs least.
@@ -247,6 +309,7 @@ impl Peer {
                 // its claims are all we know of it.
                 let unproven = if n.pieces_from == 0 && !n.is_seed() { 300 * MS } else { 0 };
                 let cost = n.rtt.unwrap_or(200 * MS)
+                    + self.response_time(n)
                     + n.busy()
                     + seed
                     + unsure

@@ -212,7 +212,7 @@ impl Peer {
     /// orphaned at once, as a seed's when it dies, can still take each other's nodes;
     /// such a loop lasts until its depths reach the limit, carried meanwhile by
     /// repair: docs/measurements.md, 2026-12-03.)
-    fn loop_free(&self, now: Micros, n: &Neighbour, s: usize) -> bool {
+    pub(super) fn loop_free(&self, now: Micros, n: &Neighbour, s: usize) -> bool {
         let me = self.cfg.peer_id;
         if n.root(s) == me || n.parent(s) == me {
             return false;
