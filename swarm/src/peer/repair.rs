@@ -276,7 +276,7 @@ impl Peer {
         let upload = u64::from(n.upload_kbps().max(1));
         let pushed = children * u64::from(self.cfg.stream_kbps) / self.branches.len().max(1) as u64;
         let idle_permille = 1_000u64.saturating_sub(pushed * 1_000 / upload).max(50);
-        self.typical_piece_bytes * 8 * 1000 / upload * 1_000 / idle_permille
+        self.hop_time(n) * 1_000 / idle_permille
     }
 
     /// The neighbour to pull `seq` from: one that holds it (it said so) or very
