@@ -57,6 +57,10 @@ pub struct Report {
 pub struct Answer {
     pub interval_s: u32,
     pub peers: Vec<Listed>,
+    /// The channel's audience as the tracker counts it (`incomplete`, `complete`; 0
+    /// when a tracker leaves them out).
+    pub viewers: u32,
+    pub seeds: u32,
 }
 
 /// A fresh random BitTorrent peer id: `-SH0100-` and 12 random bytes.
@@ -155,7 +159,8 @@ fn parse_answer(v: &Value) -> Option<Answer> {
             Listed { addr, peer_id: PeerId(u64::from_le_bytes(key)), seed: k[8] == 1 }
         })
         .collect();
-    Some(Answer { interval_s, peers })
+    let count = |k: &str| v.get(k).and_then(Value::as_int).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    Some(Answer { interval_s, peers, viewers: count("incomplete"), seeds: count("complete") })
 }
 
 #[cfg(test)]
@@ -174,6 +179,8 @@ mod tests {
         v6[15] = 1;
         v6[17] = 80;
         let body = DictWriter::new()
+            .int("complete", 2)
+            .int("incomplete", 9_000)
             .int("interval", 60)
             .bytes("peer keys", &keys)
             .bytes("peers", &[10, 0, 0, 1, 0x1f, 0x90])
@@ -184,6 +191,10 @@ mod tests {
         assert_eq!(a.peers.len(), 2);
         assert_eq!(a.peers[0], Listed { addr: "10.0.0.1:8080".parse().unwrap(), peer_id: PeerId(7), seed: true });
         assert_eq!(a.peers[1].addr, "[::1]:80".parse().unwrap());
+        assert_eq!((a.viewers, a.seeds), (9_000, 2));
+        // Counts left out or out of range read as unknown (0), not as a refusal.
+        let odd = DictWriter::new().int("incomplete", -5).int("interval", 60).finish();
+        assert_eq!(parse_answer(&decode(&odd).unwrap()).map(|a| (a.viewers, a.seeds)), Some((0, 0)));
         let bad = DictWriter::new().int("interval", 60).bytes("peers", &[1, 2, 3]).finish();
         assert_eq!(parse_answer(&decode(&bad).unwrap()), None);
         assert_eq!(parse_answer(&decode(b"de").unwrap()), None);

@@ -196,7 +196,8 @@ async fn announce_loop(
             Ok(a) => {
                 event = None;
                 backoff = Duration::from_millis(500);
-                if !handle.send(Input::Candidates(a.peers)).await {
+                let audience = Input::Audience { viewers: a.viewers, seeds: a.seeds };
+                if !handle.send(Input::Candidates(a.peers)).await || !handle.send(audience).await {
                     return;
                 }
                 Duration::from_secs(u64::from(a.interval_s))

@@ -136,6 +136,12 @@ pub struct Listed {
 #[derive(Debug)]
 pub enum Input {
     Candidates(Vec<Listed>),
+    /// The channel's audience as the tracker counts it (seeds size their push slots
+    /// by it).
+    Audience {
+        viewers: u32,
+        seeds: u32,
+    },
     /// A piece from ingest (seeds).
     Origin(Piece),
     /// A page's data channel ([`crate::rtc`]): an inbound neighbour like a TCP one.
@@ -347,6 +353,7 @@ impl Shell {
             tokio::select! {
                 input = inputs.recv() => match input {
                     Some(Input::Candidates(c)) => self.candidates(&c),
+                    Some(Input::Audience { viewers, seeds }) => self.peer.handle_audience(now_us(), viewers, seeds),
                     Some(Input::Origin(p)) => {
                         // A seed's intake is the stream: its `downloaded`, the rate the
                         // tracker sets viewers' bytes against.

@@ -33,10 +33,11 @@ impl Deliver for Packager {
     }
 }
 
-/// Joins the swarm as a seed fed by `origin` (pieces it injects after verifying them
-/// like any other); what it verified goes to `hls`.
-pub async fn inject(join: Join, origin: mpsc::Receiver<Piece>, hls: Arc<Hls>) -> std::io::Result<Node> {
-    Node::start(NodeConfig::seed(join), Some(origin), Arc::new(Packager(hls))).await
+/// Joins the swarm as a seed (`node`: [`NodeConfig::seed`]'s, maybe adjusted) fed by
+/// `origin` (pieces it injects after verifying them like any other); what it verified
+/// goes to `hls`.
+pub async fn inject(node: NodeConfig, origin: mpsc::Receiver<Piece>, hls: Arc<Hls>) -> std::io::Result<Node> {
+    Node::start(node, Some(origin), Arc::new(Packager(hls))).await
 }
 
 /// A seeder to start.
@@ -54,6 +55,9 @@ pub struct SeederConfig {
     /// Where viewers connect.
     pub listen: SocketAddr,
     pub upload_kbps: u32,
+    /// Share of the audience's bytes the seeds' pushes may carry
+    /// (`PeerConfig::seed_share_budget`).
+    pub seed_share_budget: f64,
     /// Pages connect over WebRTC here (None: pages get only the HLS fallback).
     pub pages: Option<net::rtc::RtcSettings>,
 }
@@ -108,7 +112,9 @@ impl Seeder {
             upload_kbps: cfg.upload_kbps,
             shell: net::shell::ShellOptions::default(),
         };
-        let node = inject(join, pieces_rx, hls.clone()).await?;
+        let mut node_cfg = NodeConfig::seed(join);
+        node_cfg.peer.seed_share_budget = cfg.seed_share_budget;
+        let node = inject(node_cfg, pieces_rx, hls.clone()).await?;
         let _ = node_handle.set(node.handle.clone());
         let pages = match &cfg.pages {
             Some(settings) => {

@@ -256,7 +256,11 @@ async fn bench(a: &SwarmBenchArgs) -> anyhow::Result<Report> {
     let mut seeders = Vec::new();
     for rx in feeds {
         let hls = Arc::new(net::hls::Hls::new("bench"));
-        seeders.push(seeder::inject(join(true, 1_000_000), rx, hls).await.context("starting a seeder")?);
+        seeders.push(
+            seeder::inject(net::node::NodeConfig::seed(join(true, 1_000_000)), rx, hls)
+                .await
+                .context("starting a seeder")?,
+        );
     }
     // Viewers join 20 per second.
     let mut viewers: Vec<(Viewer, u64)> = Vec::new();

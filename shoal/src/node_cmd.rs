@@ -37,6 +37,11 @@ pub(crate) struct SeederArgs {
     /// Upload capacity offered to the swarm, kbit/s.
     #[arg(long, default_value_t = 200_000)]
     upload_kbps: u32,
+    /// Share of the audience's bytes this channel's seeds may push (they take more
+    /// push children as the tracker counts more viewers, never fewer than 16); repairs
+    /// come on top. The seeds' bytes are metered and billed.
+    #[arg(long, default_value_t = swarm::peer::SEED_SHARE_BUDGET, value_parser = share)]
+    seed_share_budget: f64,
     /// The HLS fallback for browsers: /hls/CHANNEL/live.m3u8.
     #[arg(long, env = "SHOAL_SEEDER_HTTP", default_value = "0.0.0.0:8730")]
     http: SocketAddr,
@@ -108,6 +113,7 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
             token,
             listen: a.listen,
             upload_kbps: a.upload_kbps,
+            seed_share_budget: a.seed_share_budget,
             pages: a.webrtc.settings(),
         };
         let (seeder, hls) = start_seeder(cfg, a.http).await?;
@@ -189,4 +195,12 @@ pub(crate) fn run_viewer(a: ViewerArgs) -> anyhow::Result<()> {
         node.stop().await;
         Ok(())
     })
+}
+
+/// A share, 0..=1 (`--seed-share-budget`).
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a share between 0 and 1 (0.005 is 0.5 %), got {s:?}")),
+    }
 }

@@ -114,6 +114,7 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
             token: token.clone(),
             listen: a.seeder_listen,
             upload_kbps: 200_000,
+            seed_share_budget: swarm::peer::SEED_SHARE_BUDGET,
             pages: (!a.no_webrtc).then(|| {
                 // Port 0: the socket's, once bound.
                 let public = a.host.parse().map(|ip| vec![SocketAddr::new(ip, 0)]).unwrap_or_default();

@@ -43,6 +43,8 @@ use crate::verify::KnownPieces;
 
 const MS: Micros = 1_000;
 const CONNECT_FAIL_AFTER: Micros = 1_000 * MS;
+/// How often seeds announce: the tracker's default seed interval.
+const SEED_ANNOUNCE_EVERY: Micros = 15_000 * MS;
 /// `SIM_TRACE=tree`: every node's `Subscribe` and `SubscribeReply`.
 const TRACE_TREE: u32 = u32::MAX;
 /// `Node::accepted_at` of a piece not (yet) accepted.
@@ -174,6 +176,12 @@ enum Ev {
         peer: u32,
         epoch: u32,
     },
+    /// A seed hears the audience from the tracker.
+    Audience {
+        seed: u32,
+        viewers: u32,
+        seeds: u32,
+    },
     /// The measurement window starts (`true`) or ends, for every node of a shard.
     Window {
         start: bool,
@@ -184,7 +192,7 @@ impl Ev {
     /// The node it happens at (`None`: the whole shard it was queued on).
     fn node(&self) -> Option<u32> {
         Some(match *self {
-            Ev::Origin { seed, .. } => seed,
+            Ev::Origin { seed, .. } | Ev::Audience { seed, .. } => seed,
             Ev::NewPiece { node, .. }
             | Ev::UplinkFree { node }
             | Ev::Timer { node }
@@ -205,6 +213,8 @@ enum Global {
     Churn,
     /// A seed dies.
     SeedDies(u32),
+    /// The seeds announce (and hear the audience).
+    SeedAnnounce,
     WindowStart,
     WindowEnd,
 }
@@ -588,6 +598,12 @@ impl Shard {
                     p.handle_timeout(now);
                 }
                 self.drive(sh, node);
+            }
+            Ev::Audience { seed, viewers, seeds } => {
+                if let Agent::Peer(p) = &mut self.node(sh, seed).agent {
+                    p.handle_audience(now, viewers, seeds);
+                }
+                self.drive(sh, seed);
             }
             Ev::Join { node } => self.join(sh, node),
             Ev::Leave { node } => self.leave(sh, node),
@@ -1138,6 +1154,7 @@ impl<'a> Engine<'a> {
         if sc.churn_per_min > 0.0 && sc.viewers > 0 {
             self.at(u64::from(sc.join_spread_ms) * MS, Global::Churn);
         }
+        self.at(SEED_ANNOUNCE_EVERY, Global::SeedAnnounce);
         let warmup = u64::from(sc.warmup_s) * 1_000 * MS;
         self.at(warmup, Global::WindowStart);
         self.at(warmup + u64::from(sc.window_s) * 1_000 * MS, Global::WindowEnd);
@@ -1280,6 +1297,17 @@ impl<'a> Engine<'a> {
                 self.unlist(seed);
                 self.queue_at(at, Ev::Leave { node: seed });
             }
+            Global::SeedAnnounce => {
+                // What the tracker counts: the viewers and attackers announced (both
+                // announce as viewers), and the seeds.
+                let viewers = self.alive_viewers.total() + self.attackers.len() as u64;
+                let viewers = u32::try_from(viewers).unwrap_or(u32::MAX);
+                let alive: Vec<u32> = self.shared.seeds.iter().copied().filter(|&s| self.shared.alive(s, at)).collect();
+                for &seed in &alive {
+                    self.queue_at(at, Ev::Audience { seed, viewers, seeds: alive.len() as u32 });
+                }
+                self.at(at + SEED_ANNOUNCE_EVERY, Global::SeedAnnounce);
+            }
             Global::WindowStart => self.queue_at(at, Ev::Window { start: true }),
             Global::WindowEnd => self.queue_at(at, Ev::Window { start: false }),
         }
@@ -1338,6 +1366,7 @@ impl<'a> Engine<'a> {
                 cfg.playout_delay = u64::from(sc.playout_delay_ms) * MS;
                 if kind == Kind::Seed {
                     cfg.max_child_slots = Some(sc.seed_child_slots);
+                    cfg.seed_share_budget = sc.seed_share_budget;
                     cfg.max_neighbours = sc.seed_max_neighbours as usize;
                 } else {
                     cfg.target_neighbours = sc.viewer_neighbours as usize;

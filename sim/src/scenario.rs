@@ -44,8 +44,12 @@ pub struct Scenario {
     /// Initial viewers join uniformly over this span from the start.
     pub join_spread_ms: u32,
     pub n_substreams: u8,
-    /// Push subscriptions each seed accepts.
+    /// Push subscriptions each seed accepts at least.
     pub seed_child_slots: u32,
+    /// Share of the audience's bytes the seeds' pushes may carry: each seed takes
+    /// more children than `seed_child_slots` when the audience calls for it
+    /// (`PeerConfig::seed_share_budget`).
+    pub seed_share_budget: f64,
     /// Neighbours each seed accepts.
     pub seed_max_neighbours: u32,
     /// Neighbours each viewer tries to keep.
@@ -214,6 +218,7 @@ impl Scenario {
             join_spread_ms: 5_000,
             n_substreams: 4,
             seed_child_slots: swarm::peer::SEED_CHILD_SLOTS,
+            seed_share_budget: swarm::peer::SEED_SHARE_BUDGET,
             seed_max_neighbours: swarm::peer::SEED_MAX_NEIGHBOURS as u32,
             viewer_neighbours: 12,
             viewer_push_share: swarm::peer::PUSH_SHARE,
@@ -239,6 +244,9 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&self.churn_per_min) {
             return fail("churn_per_min is a share of viewers per minute (0..=1)");
+        }
+        if !(0.0..=1.0).contains(&self.seed_share_budget) {
+            return fail("seed_share_budget is a share of the audience's bytes (0..=1)");
         }
         if !(0.0..=1.0).contains(&self.viewer_push_share) {
             return fail("viewer_push_share is a share of upload (0..=1)");

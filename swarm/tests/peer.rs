@@ -1479,3 +1479,55 @@ fn a_forwarder_answers_busy_by_the_upload_its_pushes_leave_free() {
     }
     assert_eq!(answers(&mut net, vec![5, 6]), (1, 1));
 }
+
+#[test]
+fn a_seed_takes_children_by_the_audience_and_sheds_them_when_it_shrinks() {
+    let mut net = small_seed();
+    // Node 40 + k has peer id 100 + 4k (club 0) and less upload the higher k is.
+    let upload = |k: u64| 10_000 - 500 * k as u32;
+    let tx = subscribe_raw_to(&mut net, 1, 40, 100, upload(0), 0b0001);
+    assert_eq!(accepted_for(&tx, 40), Some(1));
+    let tx = subscribe_raw_to(&mut net, 1, 41, 104, upload(1), 0b0001);
+    assert_eq!(accepted_for(&tx, 41), Some(0), "one slot per substream before the audience is known");
+
+    // 1,600 viewers and one seed: 0.5 % of their bytes is 32 children, 8 per substream.
+    let now = net.now;
+    net.peers.get_mut(&1).unwrap().handle_audience(now, 1_600, 1);
+    assert_eq!(accepted_for(&resubscribe(&mut net, 41, 0b0001), 41), Some(1));
+    for k in 2..8 {
+        let tx = subscribe_raw_to(&mut net, 1, 40 + k, 100 + 4 * k, upload(k), 0b0001);
+        assert_eq!(accepted_for(&tx, 40 + k), Some(1), "child {k} of 8");
+    }
+    let tx = subscribe_raw_to(&mut net, 1, 48, 132, upload(8), 0b0001);
+    assert_eq!(accepted_for(&tx, 48), Some(0), "8 per substream");
+
+    // A swing of less than an eighth changes nothing.
+    let seed = net.peers.get_mut(&1).unwrap();
+    seed.handle_audience(now, 1_450, 1);
+    assert!(seed.poll_transmit(now).is_none());
+
+    // 400 viewers: 8 children, 2 per substream; the six with least upload lose theirs.
+    seed.handle_audience(now, 400, 1);
+    let mut dropped = BTreeSet::new();
+    while let Some(t) = seed.poll_transmit(now) {
+        if let Message::SubscribeReply { accepted } = t.msg {
+            assert_eq!(accepted, 0);
+            dropped.insert(t.to.0);
+        }
+    }
+    assert_eq!(dropped, (42..48).collect::<BTreeSet<u64>>());
+}
+
+#[test]
+fn a_viewer_takes_no_children_for_the_audience() {
+    let mut net = fed_viewer_of_club_0();
+    let now = net.now;
+    net.peers.get_mut(&4).unwrap().handle_audience(now, 1_000_000, 1);
+    // Its slots stay what its upload carries: 6 Mbit/s at 80 % for 750 kbit/s each.
+    let mut accepted = 0;
+    for k in 0..8 {
+        let tx = subscribe_raw(&mut net, 20 + k, 100 + 4 * k, 6_000, 0b0001);
+        accepted += accepted_for(&tx, 20 + k).unwrap().count_ones();
+    }
+    assert_eq!(accepted, 6);
+}

@@ -171,11 +171,12 @@ impl Tracker {
     /// The bencoded answer to an accepted announce.
     fn answer(&self, a: &Announce, reply: &AnnounceReply) -> (StatusCode, Vec<u8>) {
         let cfg = self.swarms.config();
+        let interval = if a.role == Role::Seed { cfg.seed_interval_s.min(cfg.interval_s) } else { cfg.interval_s };
         let mut d = DictWriter::new()
             .int("complete", i64::from(reply.seeds))
             .int("incomplete", i64::from(reply.viewers))
-            .int("interval", i64::from(cfg.interval_s))
-            .int("min interval", i64::from(cfg.interval_s / 2));
+            .int("interval", i64::from(interval))
+            .int("min interval", i64::from(interval / 2));
         if a.want_keys {
             // In the order the answer lists them (compact: IPv4 peers, then IPv6).
             let ordered: Vec<&crate::store::PeerOut> = if a.compact {

@@ -22,6 +22,10 @@ use crate::announce::{Announce, Event, Role};
 pub struct StoreConfig {
     /// Re-announce interval given to peers, seconds.
     pub interval_s: u32,
+    /// The same for seeds, if shorter: a handful per channel, and each sizes its push
+    /// slots by the audience the answer counts, so they should hear it change soon
+    /// (a programme's start brings thousands in seconds).
+    pub seed_interval_s: u32,
     /// A peer not heard from for this long is dropped, seconds.
     pub peer_timeout_s: u32,
     /// Upper bound on `numwant`.
@@ -40,6 +44,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             interval_s: 60,
+            seed_interval_s: 15,
             peer_timeout_s: 150,
             max_numwant: 200,
             seeds_per_list: 2,

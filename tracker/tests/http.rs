@@ -127,8 +127,9 @@ fn viewers_find_the_seed_and_each_other_in(backend: &Backend) {
     let (addr, hash) = (t.addr, t.hash);
     let (status, v) = announce(addr, &hash, 1, 9001, "&role=seed&token=seed-secret&event=started");
     assert_eq!(status, 200, "{}", reason(&v));
-    assert_eq!(v.get("interval").and_then(Value::as_int), Some(60));
+    assert_eq!(v.get("interval").and_then(Value::as_int), Some(15), "seeds hear the audience every 15 s");
     let (_, v) = announce(addr, &hash, 2, 9002, "&event=started&slots=4");
+    assert_eq!(v.get("interval").and_then(Value::as_int), Some(60));
     assert_eq!(v.get("complete").and_then(Value::as_int), Some(1));
     assert_eq!(v.get("incomplete").and_then(Value::as_int), Some(1));
     assert_eq!(v.get("peers").and_then(Value::as_bytes), Some(&[127, 0, 0, 1, 0x23, 0x29][..]), "the seed, port 9001");

@@ -26,6 +26,11 @@ pub struct PeerConfig {
     /// `upload_kbps` (a seed uses it to cap its share of the traffic). A seed spreads
     /// them evenly over the substreams.
     pub max_child_slots: Option<u32>,
+    /// (Seeds) share of the audience's bytes the seeds' pushes may carry together. A
+    /// seed told the audience ([`super::Peer::handle_audience`]) takes that many
+    /// children, never fewer than `max_child_slots`: more children at the top of the
+    /// push trees make them shallower, and the share stays within this budget.
+    pub seed_share_budget: f64,
     /// Pieces kept behind the newest one.
     pub window_pieces: u64,
     /// How far past the newest verified piece a claim or piece may be.
@@ -121,6 +126,9 @@ pub struct PeerConfig {
 /// Push subscriptions a seed accepts: a few children at the top of each push tree
 /// (what the simulator's measurements chose; its scenarios start from it).
 pub const SEED_CHILD_SLOTS: u32 = 16;
+/// Share of the audience's bytes the seeds' pushes may carry together: half of the
+/// 1 % target, the rest left for repairs (see `seed_share_budget`).
+pub const SEED_SHARE_BUDGET: f64 = 0.005;
 /// Neighbours a seed accepts: many, for pull repair near the deadline.
 pub const SEED_MAX_NEIGHBOURS: usize = 400;
 /// Share of a peer's upload given to push subscriptions by default.
@@ -138,6 +146,7 @@ impl PeerConfig {
             n_substreams: 4,
             push_share: PUSH_SHARE,
             max_child_slots: None,
+            seed_share_budget: SEED_SHARE_BUDGET,
             window_pieces: 256,
             max_ahead_pieces: 200,
             max_useless_pieces: 128,
@@ -210,6 +219,9 @@ impl PeerConfig {
         if !(8..=(MAX_HAVE_WORDS as u64 * 64)).contains(&self.window_pieces) {
             return Err(ConfigError::Window { got: self.window_pieces });
         }
+        if !(0.0..=1.0).contains(&self.seed_share_budget) {
+            return Err(ConfigError::SeedShareBudget);
+        }
         Ok(())
     }
 }
@@ -228,6 +240,8 @@ pub enum ConfigError {
     Substreams(u8),
     #[error("window_pieces must be 8..={max}, got {got}", max = MAX_HAVE_WORDS * 64)]
     Window { got: u64 },
+    #[error("seed_share_budget must be a share of the audience's bytes, 0..=1")]
+    SeedShareBudget,
     #[error("channel id is not a valid Ed25519 key, or the verifier is for another channel")]
     Channel,
 }

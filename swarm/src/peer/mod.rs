@@ -32,7 +32,9 @@ mod tree;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-pub use config::{ConfigError, PUSH_SHARE, PeerConfig, SEED_CHILD_SLOTS, SEED_MAX_NEIGHBOURS, club_of};
+pub use config::{
+    ConfigError, PUSH_SHARE, PeerConfig, SEED_CHILD_SLOTS, SEED_MAX_NEIGHBOURS, SEED_SHARE_BUDGET, club_of,
+};
 use neighbour::Neighbour;
 use seqmap::SeqMap;
 
@@ -298,6 +300,8 @@ pub struct Peer {
     next_expected: Option<Micros>,
     /// When we last asked for a piece a neighbour claimed far past our newest.
     last_jump_probe: Option<Micros>,
+    /// (Seeds) push children the audience calls for (see `handle_audience`).
+    audience_slots: u32,
     stats: PeerStats,
     left: bool,
     /// Time of the latest input, for state kept by handlers without a time of their own.
@@ -355,6 +359,7 @@ impl Peer {
             ts_anchor: None,
             next_expected: None,
             last_jump_probe: None,
+            audience_slots: 0,
             stats: PeerStats::default(),
             left: false,
             clock: now,
@@ -447,6 +452,31 @@ impl Peer {
         self.connecting.remove(&node);
         if let Some(idx) = self.neighbour_idx(node) {
             self.remove_neighbour(idx);
+        }
+    }
+
+    /// (Seeds) the audience the tracker reports: `viewers` in the channel, served by
+    /// `seeds` (this one among them). A seed takes as many push children as keep the
+    /// seeds' pushes within `seed_share_budget` of the audience's bytes, never fewer
+    /// than `max_child_slots` nor more than its neighbours. When the audience shrinks
+    /// by more than an eighth, the children past the new count lose their slots, the
+    /// least upload first (small swings don't make children change parents).
+    pub fn handle_audience(&mut self, now: Micros, viewers: u32, seeds: u32) {
+        self.clock = self.clock.max(now);
+        if self.cfg.role != Role::Seed || self.left {
+            return;
+        }
+        let wanted = self.cfg.seed_share_budget * f64::from(viewers) * f64::from(self.cfg.n_substreams)
+            / f64::from(seeds.max(1));
+        let wanted = (wanted.min(self.cfg.max_neighbours as f64)) as u32;
+        let old = self.audience_slots;
+        if wanted >= old || u64::from(wanted) * 8 < u64::from(old) * 7 {
+            let full_before = self.status_free(now) == 0;
+            self.audience_slots = wanted;
+            self.shed_children();
+            if full_before != (self.status_free(now) == 0) {
+                self.slots_dirty = true;
+            }
         }
     }
 
@@ -1356,7 +1386,7 @@ impl Peer {
     }
 
     fn remove_neighbour(&mut self, idx: usize) {
-        let full_before = self.children_total() >= self.cfg.child_slots();
+        let full_before = self.children_total() >= self.child_slots();
         self.neighbour_nodes.swap_remove(idx);
         let n = self.neighbours.swap_remove(idx);
         if n.children != 0 && full_before {
@@ -1433,7 +1463,7 @@ impl Peer {
                     .iter()
                     .filter(|n| n.depth(s) < MAX_DEPTH && n.status.as_ref().is_some_and(|st| st.free_slots > 0))
                     .count();
-                let forwarder = s == self.club && self.cfg.child_slots() > 0;
+                let forwarder = s == self.club && self.child_slots() > 0;
                 (self.branches[s].parent.is_some(), fw.len(), free, forwarder)
             })
             .collect()

@@ -253,8 +253,50 @@ impl Peer {
         let fed = self.branches[s].depth < MAX_DEPTH;
         match self.cfg.role {
             Role::Seed => true,
-            Role::Viewer => s == self.club && fed && self.cfg.child_slots() > 0,
+            Role::Viewer => s == self.club && fed && self.child_slots() > 0,
         }
+    }
+
+    /// Push subscriptions accepted in all: the configured figure, or (seeds) what the
+    /// audience calls for if that is more.
+    pub(super) fn child_slots(&self) -> u32 {
+        self.cfg.child_slots().max(self.audience_slots)
+    }
+
+    /// (Seeds) drops the children of each substream past its share of the slots,
+    /// those worth least as inner nodes first.
+    pub(super) fn shed_children(&mut self) {
+        let per = self.child_slots().div_ceil(u32::from(self.cfg.n_substreams));
+        for s in 0..usize::from(self.cfg.n_substreams) {
+            let bit = 1u64 << s;
+            let mut used = self.neighbours.iter().filter(|n| n.children & bit != 0).count() as u32;
+            while used > per {
+                let Some((i, _)) = self.weakest_child(s, |_| true) else { break };
+                self.drop_child(i, bit);
+                used -= 1;
+            }
+        }
+    }
+
+    /// The child of substream `s` worth least as an inner node among those `eligible`.
+    fn weakest_child(&self, s: usize, eligible: impl Fn(&Neighbour) -> bool) -> Option<(usize, u32)> {
+        let bit = 1u64 << s;
+        self.neighbours
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.children & bit != 0 && eligible(n))
+            .map(|(i, n)| (i, self.credit(n, s), n.node))
+            .min_by_key(|&(_, credit, node)| (credit, node))
+            .map(|(i, credit, _)| (i, credit))
+    }
+
+    /// Stops pushing substream `bit` to neighbour `i`, and tells it.
+    fn drop_child(&mut self, i: usize, bit: u64) {
+        let n = &mut self.neighbours[i];
+        n.children &= !bit;
+        let (victim, accepted) = (n.node, n.children);
+        self.stats.children_displaced += 1;
+        self.send(victim, Message::SubscribeReply { accepted });
     }
 
     /// Another child of substream `s` comes from `node`'s network (when known).
@@ -267,7 +309,7 @@ impl Peer {
     /// Room for one more child of substream `s`. A seed spreads its slots evenly over
     /// the substreams; a viewer's all go to its club.
     fn has_room(&self, s: usize) -> bool {
-        let slots = self.cfg.child_slots();
+        let slots = self.child_slots();
         match self.cfg.role {
             Role::Seed => {
                 let per = slots.div_ceil(u32::from(self.cfg.n_substreams));
@@ -289,7 +331,7 @@ impl Peer {
 
     /// The same for ourselves, as a subscriber to substream `s`.
     fn own_credit(&self, s: usize) -> u32 {
-        if s == self.club && self.cfg.child_slots() > 0 { self.cfg.upload_kbps } else { 0 }
+        if s == self.club && self.child_slots() > 0 { self.cfg.upload_kbps } else { 0 }
     }
 
     /// Makes room on a full substream `s` for `node` by displacing the child worth
@@ -306,30 +348,15 @@ impl Peer {
         // one below it loses anything) or a child past its probation that nobody
         // vouches for.
         let proven = seed && self.proven(&self.neighbours[i], now);
-        let weakest = self
-            .neighbours
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| {
-                n.children & bit != 0
-                    && n.node != node
-                    && (!seed
-                        || proven
-                        || self.credit(n, s) == 0
-                        || self.unvouched_for(n, now) > self.cfg.child_probation)
-            })
-            .map(|(i, n)| (i, self.credit(n, s), n.node))
-            .min_by_key(|&(_, credit, node)| (credit, node))
-            .map(|(i, credit, _)| (i, credit));
+        let weakest = self.weakest_child(s, |n| {
+            n.node != node
+                && (!seed || proven || self.credit(n, s) == 0 || self.unvouched_for(n, now) > self.cfg.child_probation)
+        });
         let Some((i, kbps)) = weakest else { return false };
         if newcomer == 0 || u64::from(newcomer) < 2 * u64::from(kbps) {
             return false;
         }
-        let n = &mut self.neighbours[i];
-        n.children &= !bit;
-        let (victim, accepted) = (n.node, n.children);
-        self.stats.children_displaced += 1;
-        self.send(victim, Message::SubscribeReply { accepted });
+        self.drop_child(i, bit);
         true
     }
 
@@ -486,7 +513,7 @@ impl Peer {
     /// Free push slots, as advertised: a seed also counts those of children any
     /// subscriber may take (unvouched past the probation and the patience).
     pub(super) fn status_free(&self, now: Micros) -> u32 {
-        let free = self.cfg.child_slots().saturating_sub(self.children_total());
+        let free = self.child_slots().saturating_sub(self.children_total());
         if self.cfg.role != Role::Seed {
             return free;
         }

@@ -41,7 +41,7 @@ pub async fn seeder(
     join: Join,
     origin: tokio::sync::mpsc::Receiver<swarm::piece::Piece>,
 ) -> std::io::Result<net::Node> {
-    seeder::inject(join, origin, Arc::new(net::hls::Hls::new("news"))).await
+    seeder::inject(net::node::NodeConfig::seed(join), origin, Arc::new(net::hls::Hls::new("news"))).await
 }
 
 /// Join settings on a free port: a seeder (with the token, a wide uplink) or a viewer.
