@@ -223,6 +223,8 @@ async fn announce_loop(
 pub struct NodeMetrics {
     pub registry: Registry,
     neighbours: IntGauge,
+    push_slots: IntGauge,
+    push_children: IntGauge,
     sent: IntCounter,
     received: IntCounter,
     accepted: IntCounter,
@@ -257,6 +259,17 @@ impl NodeMetrics {
             neighbours: registered(
                 &registry,
                 IntGauge::with_opts(opts("shoal_node_neighbours", "Connected swarm neighbours.")),
+            ),
+            push_slots: registered(
+                &registry,
+                IntGauge::with_opts(opts(
+                    "shoal_node_push_slots",
+                    "Push subscriptions accepted in all (seeds: grows with the audience the tracker counts).",
+                )),
+            ),
+            push_children: registered(
+                &registry,
+                IntGauge::with_opts(opts("shoal_node_push_children", "Push subscriptions held by neighbours now.")),
             ),
             sent: counter("shoal_node_sent_bytes_total", "Bytes sent to neighbours."),
             received: counter(
@@ -342,6 +355,8 @@ impl NodeMetrics {
     pub fn update(&self, snap: &Snapshot) {
         let st = &snap.stats;
         self.neighbours.set(i64::try_from(snap.neighbours).unwrap_or(i64::MAX));
+        self.push_slots.set(i64::from(snap.push_slots));
+        self.push_children.set(i64::from(snap.push_children));
         for (c, v) in [
             (&self.sent, snap.bytes_sent),
             (&self.received, snap.bytes_received),

@@ -168,6 +168,9 @@ pub enum Output {
 pub struct Snapshot {
     pub stats: PeerStats,
     pub neighbours: usize,
+    /// Push subscriptions accepted in all, and held now.
+    pub push_slots: u32,
+    pub push_children: u32,
     pub newest: Option<u64>,
     pub bytes_sent: u64,
     /// Bytes read from neighbours, and (seeds) pieces from ingest.
@@ -676,6 +679,8 @@ impl Shell {
         let snap = Snapshot {
             stats: self.peer.stats().clone(),
             neighbours: self.peer.n_neighbours(),
+            push_slots: self.peer.push_slots().0,
+            push_children: self.peer.push_slots().1,
             newest: self.peer.newest(),
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received.load(Ordering::Relaxed) as u64,

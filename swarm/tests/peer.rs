@@ -1493,6 +1493,7 @@ fn a_seed_takes_children_by_the_audience_and_sheds_them_when_it_shrinks() {
     // 1,600 viewers and one seed: 0.5 % of their bytes is 32 children, 8 per substream.
     let now = net.now;
     net.peers.get_mut(&1).unwrap().handle_audience(now, 1_600, 1);
+    assert_eq!(net.peers[&1].push_slots(), (32, 1));
     assert_eq!(accepted_for(&resubscribe(&mut net, 41, 0b0001), 41), Some(1));
     for k in 2..8 {
         let tx = subscribe_raw_to(&mut net, 1, 40 + k, 100 + 4 * k, upload(k), 0b0001);
@@ -1516,6 +1517,7 @@ fn a_seed_takes_children_by_the_audience_and_sheds_them_when_it_shrinks() {
         }
     }
     assert_eq!(dropped, (42..48).collect::<BTreeSet<u64>>());
+    assert_eq!(seed.push_slots(), (8, 2));
 }
 
 #[test]

@@ -376,6 +376,11 @@ impl Peer {
         &self.stats
     }
 
+    /// Push subscriptions accepted in all, and held by neighbours now.
+    pub fn push_slots(&self) -> (u32, u32) {
+        (self.child_slots(), self.children_total())
+    }
+
     pub fn n_neighbours(&self) -> usize {
         self.neighbours.len()
     }
