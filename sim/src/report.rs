@@ -68,6 +68,9 @@ pub struct Report {
     pub viewer_pieces_served: u64,
     pub viewer_requests_sent: u64,
     pub viewer_requests_timed_out: u64,
+    /// Requests given up near the deadline for another source.
+    #[serde(default)]
+    pub viewer_requests_hedged: u64,
     /// Neighbours honest peers dropped for flooding (a run of pieces they already
     /// held): zero unless attackers flood, else the rule misfires.
     #[serde(default)]
@@ -201,6 +204,7 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         viewer_pieces_served: sum(out, Kind::Viewer, |s| s.responses_sent),
         viewer_requests_sent: sum(out, Kind::Viewer, |s| s.requests_sent),
         viewer_requests_timed_out: sum(out, Kind::Viewer, |s| s.requests_timed_out),
+        viewer_requests_hedged: sum(out, Kind::Viewer, |s| s.requests_hedged),
         flood_drops: sum(out, Kind::Viewer, |s| s.floods) + sum(out, Kind::Seed, |s| s.floods),
         seed_children_unvouched: sum(out, Kind::Seed, |s| s.children_unvouched),
         parents_stalled: sum(out, Kind::Viewer, |s| s.parents_stalled),

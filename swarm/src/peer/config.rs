@@ -68,6 +68,9 @@ pub struct PeerConfig {
     pub seed_repair_margin: Micros,
     /// When an unanswered request is given up and sent elsewhere.
     pub request_timeout: Micros,
+    /// A request still unanswered this long before the piece's playout deadline is
+    /// given up for another source (0: never; a request then waits for its timeout).
+    pub hedge_margin: Micros,
     /// Most requests outstanding at one neighbour.
     pub max_requests_per_neighbour: u32,
     /// Most requests of one neighbour this peer queues for answering.
@@ -162,6 +165,7 @@ impl PeerConfig {
             repair_margin: 500 * MS,
             seed_repair_margin: 350 * MS,
             request_timeout: 800 * MS,
+            hedge_margin: 400 * MS,
             max_requests_per_neighbour: 8,
             max_queued_responses: 16,
             max_response_backlog: 300 * MS,

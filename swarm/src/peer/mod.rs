@@ -140,6 +140,8 @@ pub struct PeerStats {
     pub responses_sent: u64,
     pub requests_sent: u64,
     pub requests_timed_out: u64,
+    /// Requests given up near the deadline for another source (`hedge_margin`).
+    pub requests_hedged: u64,
     pub dont_have_sent: u64,
     pub busy_sent: u64,
     pub played: u64,
@@ -166,6 +168,11 @@ struct Want {
     heard_at: Micros,
     /// Neighbour asked and when the request expires.
     asked: Option<(NodeId, Micros)>,
+    /// When it was asked.
+    asked_at: Micros,
+    /// A neighbour whose request was given up as too slow for the deadline (see
+    /// `hedge_requests`): not asked for it again.
+    gave_up_on: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -651,6 +658,7 @@ impl Peer {
             return;
         }
         self.expire_requests(now);
+        self.hedge_requests(now);
         self.expect_orphaned(now);
         self.send_requests(now);
         self.advance_playout(now);

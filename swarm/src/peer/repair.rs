@@ -34,7 +34,7 @@ impl Peer {
     pub(super) fn add_want(&mut self, now: Micros, seq: u64) {
         let wanted = self.want_floor().is_some_and(|f| seq >= f && seq < f.saturating_add(self.cfg.window_pieces));
         if self.cfg.role == Role::Viewer && wanted && !self.window.contains(seq) {
-            self.wants.get_or_insert_with(seq, || Want { heard_at: now, asked: None });
+            self.wants.get_or_insert_with(seq, || Want { heard_at: now, asked: None, asked_at: 0, gave_up_on: None });
         }
     }
 
@@ -91,7 +91,7 @@ impl Peer {
         self.wants
             .iter()
             .map(|(seq, w)| match w.asked {
-                Some((_, expires)) => expires,
+                Some((_, expires)) => expires.min(self.hedge_at(seq, w).unwrap_or(Micros::MAX)),
                 None => self.ready_at(seq, w).max(retry),
             })
             .min()
@@ -201,6 +201,51 @@ impl Peer {
         self.estimate_ts(seq).is_none_or(|ts| now + self.cfg.seed_repair_margin >= ts + self.playout.offset)
     }
 
+    /// When an unanswered request for `seq` is given up for another source: once the
+    /// deadline is `hedge_margin` away, if the one asked has had a round trip and a
+    /// piece's sending to answer (once per piece).
+    fn hedge_at(&self, seq: u64, w: &Want) -> Option<Micros> {
+        if w.gave_up_on.is_some() || self.playout.cursor.is_none() {
+            return None;
+        }
+        let (node, _) = w.asked?;
+        let n = &self.neighbours[self.neighbour_idx(node)?];
+        let deadline = self.estimate_ts(seq)? + self.playout.offset;
+        let answer = n.rtt.unwrap_or(200 * MS) + self.hop_time(n);
+        Some(deadline.saturating_sub(self.cfg.hedge_margin).max(w.asked_at + answer))
+    }
+
+    /// Requests still unanswered near the deadline go to another source too: a slow
+    /// answer (a responder whose uplink is queued) would otherwise be waited for until
+    /// the request expires, past the deadline. The one given up on is not failed (a
+    /// late answer in its record); an answer it sends still counts if it comes first.
+    pub(super) fn hedge_requests(&mut self, now: Micros) {
+        if self.cfg.role != Role::Viewer || self.cfg.hedge_margin == 0 {
+            return;
+        }
+        let due: Vec<(u64, NodeId)> = self
+            .wants
+            .iter()
+            .filter(|&(seq, w)| self.hedge_at(seq, w).is_some_and(|t| t <= now))
+            .filter_map(|(seq, w)| Some((seq, w.asked?.0)))
+            .collect();
+        for (seq, node) in due {
+            if let Some(w) = self.wants.get_mut(seq) {
+                w.asked = None;
+                w.gave_up_on = Some(node);
+            }
+            if let Some(i) = self.neighbour_idx(node) {
+                // Too slow for this deadline is in its reply record (it is asked later
+                // next time); it is not a failure, and its claim to hold the piece
+                // stands.
+                let n = &mut self.neighbours[i];
+                n.requests_out = n.requests_out.saturating_sub(1);
+                n.replied(false);
+            }
+            self.stats.requests_hedged += 1;
+        }
+    }
+
     pub(super) fn expire_requests(&mut self, now: Micros) {
         let mut expired = Vec::new();
         for (seq, w) in self.wants.iter_mut() {
@@ -258,6 +303,7 @@ impl Peer {
             let expires = now + timeout;
             if let Some(w) = self.wants.get_mut(seq) {
                 w.asked = Some((n.node, expires));
+                w.asked_at = now;
             }
             batches.entry(n.node).or_default().push(seq);
         }
@@ -286,11 +332,13 @@ impl Peer {
         let seed_ok = self.seed_allowed(now, seq);
         let s = self.substream(seq);
         let age = self.estimate_ts(seq).map(|ts| now.saturating_sub(ts));
+        let gave_up_on = self.wants.get(seq).and_then(|w| w.gave_up_on);
         self.neighbours
             .iter()
             .enumerate()
             .filter(|(_, n)| {
                 n.hello.is_some()
+                    && Some(n.node) != gave_up_on
                     && n.busy_until <= now
                     && n.requests_out < self.cfg.max_requests_per_neighbour
                     && !n.lacks.contains(seq)
