@@ -676,11 +676,12 @@ impl Shell {
     }
 
     fn publish_snapshot(&self) {
+        let (push_slots, push_children) = self.peer.push_slots();
         let snap = Snapshot {
             stats: self.peer.stats().clone(),
             neighbours: self.peer.n_neighbours(),
-            push_slots: self.peer.push_slots().0,
-            push_children: self.peer.push_slots().1,
+            push_slots,
+            push_children,
             newest: self.peer.newest(),
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received.load(Ordering::Relaxed) as u64,

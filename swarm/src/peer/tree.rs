@@ -263,10 +263,15 @@ impl Peer {
         self.cfg.child_slots().max(self.audience_slots)
     }
 
+    /// (Seeds) a seed spreads its slots evenly over the substreams.
+    fn seed_slots_per_substream(&self) -> u32 {
+        self.child_slots().div_ceil(u32::from(self.cfg.n_substreams))
+    }
+
     /// (Seeds) drops the children of each substream past its share of the slots,
     /// those worth least as inner nodes first.
     pub(super) fn shed_children(&mut self) {
-        let per = self.child_slots().div_ceil(u32::from(self.cfg.n_substreams));
+        let per = self.seed_slots_per_substream();
         for s in 0..usize::from(self.cfg.n_substreams) {
             let bit = 1u64 << s;
             let mut used = self.neighbours.iter().filter(|n| n.children & bit != 0).count() as u32;
@@ -309,14 +314,13 @@ impl Peer {
     /// Room for one more child of substream `s`. A seed spreads its slots evenly over
     /// the substreams; a viewer's all go to its club.
     fn has_room(&self, s: usize) -> bool {
-        let slots = self.child_slots();
         match self.cfg.role {
             Role::Seed => {
-                let per = slots.div_ceil(u32::from(self.cfg.n_substreams));
+                let per = self.seed_slots_per_substream();
                 let used = self.neighbours.iter().filter(|n| n.children & (1 << s) != 0).count() as u32;
                 used < per
             }
-            Role::Viewer => self.children_total() < slots,
+            Role::Viewer => self.children_total() < self.child_slots(),
         }
     }
 
