@@ -84,8 +84,8 @@ pub(crate) struct Node {
     pub(crate) kind: Kind,
     agent: Agent,
     pub(crate) alive: bool,
-    reachable: bool,
-    upload_bps: u64,
+    pub(crate) reachable: bool,
+    pub(crate) upload_bps: u64,
     /// An `UplinkFree` wake-up is scheduled.
     uplink_pending: bool,
     /// The uplink sends until then.

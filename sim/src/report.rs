@@ -144,6 +144,9 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         }
     }
     latencies.sort_unstable();
+    if std::env::var_os("SIM_DEBUG").is_some() {
+        debug_late_pairs(out, &window, w_start, end, deadline);
+    }
 
     let mut startups = Vec::new();
     let mut never_started = 0;
@@ -268,6 +271,42 @@ fn pct(sorted: &[u64], q: f64) -> u64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// `SIM_DEBUG`: how the late (or missing) pairs of the continuity figure spread over
+/// the measured viewers, and over their reachability and upload.
+fn debug_late_pairs(out: &Outcome, window: &[(usize, u64)], w_start: u64, end: u64, deadline: u64) {
+    let ms = 1_000u64;
+    let mut per: Vec<(u64, bool, u64)> = Vec::new();
+    for n in out.nodes.iter().filter(|n| n.kind == Kind::Viewer) {
+        let present = n.joined_at <= w_start && n.left_at.is_none_or(|l| l >= end) && n.alive;
+        if !present {
+            continue;
+        }
+        let on_time = |&&(seq, ts): &&(usize, u64)| {
+            n.accepted_at.get(seq).is_some_and(|&t| t != NOT_YET && (u64::from(t) * ms).saturating_sub(ts) <= deadline)
+        };
+        let late = window.iter().filter(|p| !on_time(p)).count() as u64;
+        per.push((late, n.reachable, n.upload_bps / 1000));
+    }
+    per.sort_unstable_by_key(|p| std::cmp::Reverse(p.0));
+    let total: u64 = per.iter().map(|p| p.0).sum();
+    let with = per.iter().filter(|p| p.0 > 0).count();
+    let top = |k: usize| per.iter().take(k).map(|p| p.0).sum::<u64>();
+    eprintln!(
+        "late pairs {total}: viewers with any {with} of {}; the worst 10 hold {}, 60 {}, 600 {}",
+        per.len(),
+        top(10),
+        top(60),
+        top(600)
+    );
+    let mut by: std::collections::BTreeMap<(bool, u64), (u64, u64)> = Default::default();
+    for &(late, reachable, kbps) in &per {
+        let e = by.entry((reachable, kbps)).or_default();
+        e.0 += 1;
+        e.1 += late;
+    }
+    eprintln!("(reachable, upload kbps) -> (viewers, late pairs): {by:?}");
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, Reject, Transmit};
+use swarm::peer::{Candidate, Event, Micros, NodeId, Peer, PeerConfig, Reject, SEED_MAX_NEIGHBOURS, Transmit};
 use swarm::piece::{ChannelKeypair, Piece, PieceFlags, filler_payload};
 use swarm::wire::{GoodbyeReason, Hello, Message, PROTOCOL_VERSION, PeerId, Role, Status};
 
@@ -651,24 +651,8 @@ fn a_neighbour_that_gives_nothing_gets_busy_past_its_free_share_of_repairs() {
         v.handle_message(T0, NodeId(RAW), Message::Piece(p(seq)));
     }
     drain(&mut v);
-    // Asks one at a time (the uplink is never the limit), 1 ms apart.
-    let ask = |v: &mut Peer, from: u64, seqs: std::ops::Range<u64>, start: Micros| -> (u64, u64) {
-        let (mut served, mut busy) = (0, 0);
-        for (i, seq) in seqs.enumerate() {
-            let now = start + i as u64 * MS;
-            v.handle_message(now, NodeId(from), Message::Request { seqs: vec![seq] });
-            while let Some(t) = v.poll_transmit(now) {
-                match t.msg {
-                    Message::Piece(_) if t.to == NodeId(from) => served += 1,
-                    Message::Busy { .. } if t.to == NodeId(from) => busy += 1,
-                    _ => {}
-                }
-            }
-        }
-        (served, busy)
-    };
     let burst = 3_000_000 / stream_us(0);
-    let (served, busy) = ask(&mut v, LEECH, 0..100, T0);
+    let (served, busy) = ask_one_by_one(&mut v, LEECH, 0..100, T0);
     assert!((burst..=burst + 1).contains(&served), "burst: {served} served, {burst} expected");
     assert_eq!(served + busy, 100);
     assert_eq!(v.stats().repairs_refused, busy);
@@ -677,12 +661,80 @@ fn a_neighbour_that_gives_nothing_gets_busy_past_its_free_share_of_repairs() {
         v.handle_message(later, NodeId(RAW), Message::Piece(p(seq)));
     }
     drain(&mut v);
-    let (served, _) = ask(&mut v, LEECH, 150..200, later);
+    let (served, _) = ask_one_by_one(&mut v, LEECH, 150..200, later);
     let refill = 1_000_000 / stream_us(0);
     assert!((refill..=refill + 2).contains(&served), "refill: {served} served, {refill} expected");
     // The neighbour that gave us every piece is served all it asks.
-    let (served, busy) = ask(&mut v, RAW, 150..200, later + 100 * MS);
+    let (served, busy) = ask_one_by_one(&mut v, RAW, 150..200, later + 100 * MS);
     assert_eq!((served, busy), (50, 0));
+}
+
+/// Asks `v` for `seqs` as neighbour `from`, one at a time (the uplink is never the
+/// limit), 1 ms apart from `start`: (pieces served, `Busy` answers).
+fn ask_one_by_one(v: &mut Peer, from: u64, seqs: std::ops::Range<u64>, start: Micros) -> (u64, u64) {
+    let (mut served, mut busy) = (0, 0);
+    for (i, seq) in seqs.enumerate() {
+        let now = start + i as u64 * MS;
+        v.handle_message(now, NodeId(from), Message::Request { seqs: vec![seq] });
+        while let Some(t) = v.poll_transmit(now) {
+            match t.msg {
+                Message::Piece(_) if t.to == NodeId(from) => served += 1,
+                Message::Busy { .. } if t.to == NodeId(from) => busy += 1,
+                _ => {}
+            }
+        }
+    }
+    (served, busy)
+}
+
+/// A seed that accepts 2,500 neighbours would, at a tenth of the stream each, let 1,000
+/// leeches (the `flood` attackers, who ask every seed for every piece) take the seeds'
+/// share of the bytes from 0.008 to 0.018 at `ten-k`. Told the audience, a seed gives
+/// each requester its part of `seed_share_budget` × viewers / seeds instead: 40,000
+/// viewers and 4 seeds make 50 streams, a fiftieth of one each for 2,500 neighbours.
+/// With few neighbours (a small audience), each keeps its tenth.
+#[test]
+fn a_seed_told_the_audience_gives_each_requester_its_part_of_the_repair_budget() {
+    const LEECH: u64 = 8;
+    let later = T0 + 10_000 * MS;
+    let p = |seq: u64| {
+        let ts = if seq < 150 { T0 } else { later };
+        key().sign_piece(seq, ts, PieceFlags::NONE, filler_payload(100, seq)).unwrap()
+    };
+    let stream_us = p(0).encoded_len() as u64 * 8 * 1_000 / 3_000;
+    let mut refilled = vec![];
+    for (told, others) in [(false, 2_499), (true, 2_499), (true, 0)] {
+        let mut c = cfg(Role::Seed, 1);
+        c.max_neighbours = SEED_MAX_NEIGHBOURS;
+        let mut seed = Peer::new(c, T0).unwrap();
+        // Others connected besides: the budget is shared by the neighbours.
+        for node in 100..100 + others {
+            seed.handle_connected(T0, NodeId(node), false);
+        }
+        seed.handle_connected(T0, NodeId(LEECH), false);
+        seed.handle_message(T0, NodeId(LEECH), hello(&key(), 6));
+        for seq in 0..150 {
+            seed.handle_origin_piece(T0, p(seq)).unwrap();
+        }
+        if told {
+            seed.handle_audience(T0, 40_000, 4);
+        }
+        drain(&mut seed);
+        // The 3 s burst either way (a joiner's start).
+        let (served, _) = ask_one_by_one(&mut seed, LEECH, 0..100, T0);
+        assert!((3_000_000 / stream_us..=3_000_000 / stream_us + 1).contains(&served), "told {told}: {served}");
+        for seq in 150..200 {
+            seed.handle_origin_piece(later, p(seq)).unwrap();
+        }
+        drain(&mut seed);
+        refilled.push(ask_one_by_one(&mut seed, LEECH, 150..200, later).0);
+    }
+    // 10 s on: a tenth of it (1 s of stream) untold, a fiftieth (200 ms) told, a
+    // tenth again told but alone.
+    let (tenth, fiftieth) = (1_000_000 / stream_us, 200_000 / stream_us);
+    assert!((tenth..=tenth + 2).contains(&refilled[0]), "{refilled:?}: {tenth} expected untold");
+    assert!((fiftieth..=fiftieth + 2).contains(&refilled[1]), "{refilled:?}: {fiftieth} expected told");
+    assert!((tenth..=tenth + 2).contains(&refilled[2]), "{refilled:?}: {tenth} expected alone");
 }
 
 /// Seed 1 feeds viewer 4 (club 0); returns the net once 4 is fed.

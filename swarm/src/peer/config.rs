@@ -80,7 +80,9 @@ pub struct PeerConfig {
     /// requester does better asking elsewhere.
     pub max_response_backlog: Micros,
     /// What a neighbour that gives us nothing (no piece, no push; everyone, at a seed)
-    /// may take from us by request, as a share of the stream's rate, sustained...
+    /// may take from us by request, as a share of the stream's rate, sustained (a seed
+    /// told the audience gives each less when `seed_share_budget` × viewers / seeds
+    /// spread over `max_neighbours` is less)...
     pub free_repair_share: f64,
     /// ...and at once, as this much of the stream: a joiner's start segment, an
     /// orphan's gap after its seed died. Past it such a neighbour gets `Busy`.
@@ -133,7 +135,7 @@ pub const SEED_CHILD_SLOTS: u32 = 16;
 /// 1 % target, the rest left for repairs (see `seed_share_budget`).
 pub const SEED_SHARE_BUDGET: f64 = 0.005;
 /// Neighbours a seed accepts: many, for pull repair near the deadline.
-pub const SEED_MAX_NEIGHBOURS: usize = 400;
+pub const SEED_MAX_NEIGHBOURS: usize = 2_500;
 /// Share of a peer's upload given to push subscriptions by default.
 pub const PUSH_SHARE: f64 = 0.8;
 

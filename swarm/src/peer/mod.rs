@@ -309,6 +309,9 @@ pub struct Peer {
     last_jump_probe: Option<Micros>,
     /// (Seeds) push children the audience calls for (see `handle_audience`).
     audience_slots: u32,
+    /// (Seeds) what all neighbours together may take by request, in streams, once the
+    /// audience is known (see `handle_audience` and `free_repair_share`).
+    audience_repair_streams: Option<f64>,
     stats: PeerStats,
     left: bool,
     /// Time of the latest input, for state kept by handlers without a time of their own.
@@ -367,6 +370,7 @@ impl Peer {
             next_expected: None,
             last_jump_probe: None,
             audience_slots: 0,
+            audience_repair_streams: None,
             stats: PeerStats::default(),
             left: false,
             clock: now,
@@ -478,6 +482,12 @@ impl Peer {
         if self.cfg.role != Role::Seed || self.left {
             return;
         }
+        // Requests come on top of pushes, within as much again (and never less than
+        // the streams its configured slots push: a small audience needs the seeds for
+        // most of its repairs).
+        let repair_streams = self.cfg.seed_share_budget * f64::from(viewers) / f64::from(seeds.max(1));
+        let floor = f64::from(self.cfg.child_slots()) / f64::from(self.cfg.n_substreams);
+        self.audience_repair_streams = Some(repair_streams.max(floor));
         let wanted = self.cfg.seed_share_budget * f64::from(viewers) * f64::from(self.cfg.n_substreams)
             / f64::from(seeds.max(1));
         let wanted = (wanted.min(self.cfg.max_neighbours as f64)) as u32;
@@ -866,7 +876,7 @@ impl Peer {
         // a tenth of the stream, after a burst: a leech asking everyone for every piece
         // gets `Busy`, and the seeds' upload stays the broadcaster's small cost.
         let budgeted = !gives || self.cfg.role == Role::Seed;
-        let (share, burst) = (self.cfg.free_repair_share, self.cfg.free_repair_burst);
+        let (share, burst) = (self.free_repair_share(), self.cfg.free_repair_burst);
         for &seq in seqs {
             let busy = self.response_wait() > allowance
                 || self.neighbours[idx].responses_queued >= self.cfg.max_queued_responses;
@@ -1327,6 +1337,18 @@ impl Peer {
             self.last_replace = now;
             self.stats.neighbours_dropped += 1;
             self.close(idx, Some(GoodbyeReason::Replaced));
+        }
+    }
+
+    /// What one neighbour that gives us nothing may take by request, as a share of the
+    /// stream: `free_repair_share`, or at a seed told the audience, the seeds' repair
+    /// budget shared by the neighbours it has if that is less. With 2,500 neighbours,
+    /// 1,000 leeches asking every seed for every piece would otherwise take a tenth of
+    /// the stream each (`ten-k` flood: seed share 0.018).
+    fn free_repair_share(&self) -> f64 {
+        match self.audience_repair_streams {
+            Some(streams) => (streams / self.neighbours.len().max(1) as f64).min(self.cfg.free_repair_share),
+            None => self.cfg.free_repair_share,
         }
     }
 
