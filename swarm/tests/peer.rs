@@ -627,6 +627,16 @@ fn a_busy_peer_serves_contributors_before_strangers() {
     assert_eq!(pieces_to, vec![(RAW, 0), (RAW, 1), (RAW, 3)]);
 }
 
+/// When the leech tests' second batch of pieces is made.
+const LEECH_LATER: Micros = T0 + 10_000 * MS;
+
+/// The leech tests' pieces, 100 TS packets (50 ms of the 3 Mbit/s stream): 0..150 made
+/// at T0, 150..200 ten seconds later (a piece past every deadline is not sent at all).
+fn leech_piece(seq: u64) -> Piece {
+    let ts = if seq < 150 { T0 } else { LEECH_LATER };
+    key().sign_piece(seq, ts, PieceFlags::NONE, filler_payload(100, seq)).unwrap()
+}
+
 /// A neighbour that gives nothing and asks for every piece (a leech) gets a tenth of
 /// the stream after a 3 s burst, then `Busy`; one that gives is not held to it.
 /// Before: a leech was answered as long as the uplink had room (at ten-k, 1,000 of
@@ -634,14 +644,7 @@ fn a_busy_peer_serves_contributors_before_strangers() {
 #[test]
 fn a_neighbour_that_gives_nothing_gets_busy_past_its_free_share_of_repairs() {
     const LEECH: u64 = 8;
-    // 100 TS packets: 50 ms of the 3 Mbit/s stream.
-    let later = T0 + 10_000 * MS;
-    // Pieces 0..150 made at T0, 150..200 ten seconds later (a piece past every
-    // deadline is not sent at all).
-    let p = |seq: u64| {
-        let ts = if seq < 150 { T0 } else { later };
-        key().sign_piece(seq, ts, PieceFlags::NONE, filler_payload(100, seq)).unwrap()
-    };
+    let (later, p) = (LEECH_LATER, leech_piece);
     let stream_us = |seq: u64| p(seq).encoded_len() as u64 * 8 * 1_000 / 3_000;
     let mut v = viewer_with_raw_neighbour();
     v.handle_message(T0, NodeId(RAW), hello(&key(), 5));
@@ -676,15 +679,23 @@ fn ask_one_by_one(v: &mut Peer, from: u64, seqs: std::ops::Range<u64>, start: Mi
     for (i, seq) in seqs.enumerate() {
         let now = start + i as u64 * MS;
         v.handle_message(now, NodeId(from), Message::Request { seqs: vec![seq] });
-        while let Some(t) = v.poll_transmit(now) {
-            match t.msg {
-                Message::Piece(_) if t.to == NodeId(from) => served += 1,
-                Message::Busy { .. } if t.to == NodeId(from) => busy += 1,
-                _ => {}
-            }
-        }
+        let (s, b) = answers_to(v, now, from);
+        (served, busy) = (served + s, busy + b);
     }
     (served, busy)
+}
+
+/// What `v` sends `to` now: (pieces, `Busy` answers).
+fn answers_to(v: &mut Peer, now: Micros, to: u64) -> (u64, u64) {
+    let (mut pieces, mut busy) = (0, 0);
+    while let Some(t) = v.poll_transmit(now) {
+        match t.msg {
+            Message::Piece(_) if t.to == NodeId(to) => pieces += 1,
+            Message::Busy { .. } if t.to == NodeId(to) => busy += 1,
+            _ => {}
+        }
+    }
+    (pieces, busy)
 }
 
 /// A seed that accepts 2,500 neighbours would, at a tenth of the stream each, let 1,000
@@ -696,11 +707,7 @@ fn ask_one_by_one(v: &mut Peer, from: u64, seqs: std::ops::Range<u64>, start: Mi
 #[test]
 fn a_seed_told_the_audience_gives_each_requester_its_part_of_the_repair_budget() {
     const LEECH: u64 = 8;
-    let later = T0 + 10_000 * MS;
-    let p = |seq: u64| {
-        let ts = if seq < 150 { T0 } else { later };
-        key().sign_piece(seq, ts, PieceFlags::NONE, filler_payload(100, seq)).unwrap()
-    };
+    let (later, p) = (LEECH_LATER, leech_piece);
     let stream_us = p(0).encoded_len() as u64 * 8 * 1_000 / 3_000;
     let mut refilled = vec![];
     for (told, others) in [(false, 2_499), (true, 2_499), (true, 0)] {
@@ -1511,18 +1518,10 @@ fn a_forwarder_answers_busy_by_the_upload_its_pushes_leave_free() {
     for seq in [1, 2, 5, 6] {
         v.handle_message(now, NodeId(GIVER), Message::Piece(big(seq)));
     }
-    let answers = |net: &mut Net, seqs: Vec<u64>| -> (usize, usize) {
+    let answers = |net: &mut Net, seqs: Vec<u64>| -> (u64, u64) {
         let v = net.peers.get_mut(&4).unwrap();
         v.handle_message(now, NodeId(GIVER), Message::Request { seqs });
-        let (mut pieces, mut busy) = (0, 0);
-        while let Some(t) = v.poll_transmit(now) {
-            match t.msg {
-                Message::Piece(_) if t.to == NodeId(GIVER) => pieces += 1,
-                Message::Busy { .. } if t.to == NodeId(GIVER) => busy += 1,
-                _ => {}
-            }
-        }
-        (pieces, busy)
+        answers_to(v, now, GIVER)
     };
     // No children: two 75 KB responses, 200 ms of its 6 Mbit/s, are taken.
     assert_eq!(answers(&mut net, vec![1, 2]), (2, 0));
