@@ -118,6 +118,8 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
     let mut latencies = Vec::new();
     let (mut on_time, mut pairs, mut missing, mut without, mut measured) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut dup, mut useful) = (0u64, 0u64);
+    // (late or missing pairs, reachable, upload kbps) per measured viewer.
+    let mut late_per_viewer: Vec<(u64, bool, u64)> = Vec::new();
     for n in out.nodes.iter().filter(|n| n.kind == Kind::Viewer) {
         let present = n.joined_at <= w_start && n.left_at.is_none_or(|l| l >= end) && n.alive;
         if !present {
@@ -129,6 +131,7 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
         if n.accepted_at.iter().all(|&t| t == NOT_YET) {
             without += 1;
         }
+        let on_time_before = on_time;
         for &(seq, ts) in &window {
             pairs += 1;
             match n.accepted_at.get(seq).copied().filter(|&t| t != NOT_YET) {
@@ -142,10 +145,11 @@ pub(crate) fn build(sc: &Scenario, out: &Outcome, wall_s: f64) -> Report {
                 None => missing += 1,
             }
         }
+        late_per_viewer.push((window.len() as u64 - (on_time - on_time_before), n.reachable, n.upload_bps / 1000));
     }
     latencies.sort_unstable();
     if std::env::var_os("SIM_DEBUG").is_some() {
-        debug_late_pairs(out, &window, w_start, end, deadline);
+        debug_late_pairs(late_per_viewer);
     }
 
     let mut startups = Vec::new();
@@ -275,20 +279,7 @@ fn pct(sorted: &[u64], q: f64) -> u64 {
 
 /// `SIM_DEBUG`: how the late (or missing) pairs of the continuity figure spread over
 /// the measured viewers, and over their reachability and upload.
-fn debug_late_pairs(out: &Outcome, window: &[(usize, u64)], w_start: u64, end: u64, deadline: u64) {
-    let ms = 1_000u64;
-    let mut per: Vec<(u64, bool, u64)> = Vec::new();
-    for n in out.nodes.iter().filter(|n| n.kind == Kind::Viewer) {
-        let present = n.joined_at <= w_start && n.left_at.is_none_or(|l| l >= end) && n.alive;
-        if !present {
-            continue;
-        }
-        let on_time = |&&(seq, ts): &&(usize, u64)| {
-            n.accepted_at.get(seq).is_some_and(|&t| t != NOT_YET && (u64::from(t) * ms).saturating_sub(ts) <= deadline)
-        };
-        let late = window.iter().filter(|p| !on_time(p)).count() as u64;
-        per.push((late, n.reachable, n.upload_bps / 1000));
-    }
+fn debug_late_pairs(mut per: Vec<(u64, bool, u64)>) {
     per.sort_unstable_by_key(|p| std::cmp::Reverse(p.0));
     let total: u64 = per.iter().map(|p| p.0).sum();
     let with = per.iter().filter(|p| p.0 > 0).count();

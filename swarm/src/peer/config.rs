@@ -82,7 +82,7 @@ pub struct PeerConfig {
     /// What a neighbour that gives us nothing (no piece, no push; everyone, at a seed)
     /// may take from us by request, as a share of the stream's rate, sustained (a seed
     /// told the audience gives each less when `seed_share_budget` × viewers / seeds
-    /// spread over `max_neighbours` is less)...
+    /// streams shared by the neighbours it has is less)...
     pub free_repair_share: f64,
     /// ...and at once, as this much of the stream: a joiner's start segment, an
     /// orphan's gap after its seed died. Past it such a neighbour gets `Busy`.

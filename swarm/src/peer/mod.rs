@@ -482,14 +482,13 @@ impl Peer {
         if self.cfg.role != Role::Seed || self.left {
             return;
         }
+        let n_sub = f64::from(self.cfg.n_substreams);
+        let wanted = self.cfg.seed_share_budget * f64::from(viewers) * n_sub / f64::from(seeds.max(1));
         // Requests come on top of pushes, within as much again (and never less than
         // the streams its configured slots push: a small audience needs the seeds for
         // most of its repairs).
-        let repair_streams = self.cfg.seed_share_budget * f64::from(viewers) / f64::from(seeds.max(1));
-        let floor = f64::from(self.cfg.child_slots()) / f64::from(self.cfg.n_substreams);
-        self.audience_repair_streams = Some(repair_streams.max(floor));
-        let wanted = self.cfg.seed_share_budget * f64::from(viewers) * f64::from(self.cfg.n_substreams)
-            / f64::from(seeds.max(1));
+        let floor = f64::from(self.cfg.child_slots());
+        self.audience_repair_streams = Some(wanted.max(floor) / n_sub);
         let wanted = (wanted.min(self.cfg.max_neighbours as f64)) as u32;
         let old = self.audience_slots;
         if wanted >= old || u64::from(wanted) * 8 < u64::from(old) * 7 {
