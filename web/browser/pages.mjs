@@ -172,6 +172,7 @@ await run(flags, async (browser) => {
       errors: window.watch.errors,
       log: window.watch.log,
       peer: window.watch.peer?.stats ?? null,
+      tree: window.watch.peer?.tree() ?? null,
       now: performance.now(),
       timeOrigin: performance.timeOrigin,
     }));
@@ -179,9 +180,10 @@ await run(flags, async (browser) => {
     const startupMs = r.startedAt === null ? null : Math.round(r.timeOrigin + r.startedAt - (performance.timeOrigin + o.t0));
     const playedWallMs = r.startedAt === null ? 0 : Math.round(r.now - r.startedAt);
     if (shots) await o.page.screenshot({ path: `${shots}/page-${i}.png` });
-    // The swarm's events explain a stall; a page that played on keeps its output short.
+    // The swarm's events explain a stall; a page that played on keeps its output short
+    // (SHOAL_PAGES_LOG=1 keeps every page's, to dig into a share or a tree).
     // (`leftAt`: when a leaver closed, on this page's clock, as the log's times are.)
-    const log = r.longestStallMs > 1000 ? r.log : undefined;
+    const log = r.longestStallMs > 1000 || process.env.SHOAL_PAGES_LOG ? r.log : undefined;
     const leftAt = log && leaveWall !== null ? Math.round(leaveWall - r.timeOrigin) : undefined;
     return { i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, log, leftAt, startedAt: undefined, now: undefined, timeOrigin: undefined };
   };

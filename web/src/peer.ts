@@ -22,6 +22,14 @@ const WINDOW = 256n;
 /** Depth at and beyond which no one takes a substream from us (PROTOCOL.md §3.2). */
 const MAX_DEPTH = 32;
 const STATUS_EVERY_MS = 3_000;
+/** Least time between two Status sent because our room or a tree's news changed. */
+const STATUS_MIN_GAP_MS = 500;
+/**
+ * How long after our feed of a substream got worse we take only a parent that cannot
+ * be below where we were: what we fed advertises the old distances until it hears
+ * (PROTOCOL.md §3.2; the status interval, time for the news to reach all we fed).
+ */
+const GUARD_MS = STATUS_EVERY_MS;
 const PING_EVERY_MS = 10_000;
 const IDLE_MS = 15_000;
 /** A parent that pushed nothing for this long while its substream flows is dropped. */
@@ -33,16 +41,27 @@ const REPAIR_WAIT_MS = 250;
 const REQUEST_TIMEOUT_MS = 500;
 /** A piece missing this long is asked of a seed (the part is due soon after). */
 const SEED_REPAIR_AFTER_MS = 600;
+/** A page this near a seed (in hops) is taken before the seed itself. */
+const NEAR_SEED = 2;
+/** The deepest page a substream a seed pushes moves to, when none is nearer. */
+const LEAVE_DEPTH = 4;
 /** How often a page looks for a page to take a substream from instead of a seed. */
-const REVIEW_EVERY_MS = 2_000;
+const REVIEW_EVERY_MS = 1_000;
 const MAX_REQUEST_SEQS = 32;
 /** Messages a link may send: a burst, then a rate (the reference shell's limits). */
 const MESSAGE_BURST = 4_000;
 const MESSAGES_PER_S = 2_000;
 /** Pieces in a row a non-parent may send that we cannot use before it is flooding. */
 const MAX_USELESS = 128;
-/** Substreams pushed to children in all (each child's each substream is one). */
+/**
+ * Substreams pushed to children in all (each child's each substream is one): what the
+ * upload a page claims carries at the stream's bitrate, as the reference peer reckons
+ * it (`PUSH_SHARE` of the upload for pushes), up to `MAX_CHILD_SLOTS`; this many until
+ * the pieces held tell the bitrate.
+ */
 const DEFAULT_CHILD_SLOTS = 8;
+const MAX_CHILD_SLOTS = 16;
+const PUSH_SHARE = 0.8;
 /** Bytes queued on a link past which we push no more to it (it pulls what it misses). */
 const MAX_QUEUED = 1 << 20;
 
@@ -78,6 +97,8 @@ export interface PeerOptions {
 export interface PeerStats {
   piecesFromPeers: number;
   piecesFromSeeds: number;
+  /** Of those from seeds, the ones we asked for (repairs), not pushed. */
+  piecesPulledFromSeeds: number;
   bytesFromPeers: number;
   bytesFromSeeds: number;
   bytesSent: number;
@@ -122,7 +143,7 @@ interface Link {
  * before the seed itself, whose upload is the broadcaster's cost.
  */
 function parentCost(l: Link, s: number): number {
-  return l.hello?.role === Role.Seed ? 2.5 : (l.status?.depth[s] ?? 255);
+  return l.hello?.role === Role.Seed ? NEAR_SEED + 0.5 : (l.status?.depth[s] ?? 255);
 }
 
 export class PagePeer {
@@ -141,12 +162,21 @@ export class PagePeer {
   private oldest: bigint | null = null;
   private segmentStart: bigint | null = null;
   private statusAt = 0;
+  /** Push slots our upload gives at the stream's bitrate (`updateSlots`, each tick). */
+  private uploadSlots = DEFAULT_CHILD_SLOTS;
+  /** What our last Status to everyone said of our room and our place in each tree. */
+  private told: { full: boolean; depth: number[]; root: bigint[] } | null = null;
+  /** Each substream's depth and root as last seen, to tell when our feed got worse. */
+  private readonly feeds: { depth: number; root: bigint }[];
+  /** Each substream's depth and root before our feed got worse, and until when they guard. */
+  private readonly guards: { depth: number; root: bigint; until: number }[];
   private lastPieceAt = 0;
   private now = 0;
   readonly club: number;
   readonly stats: PeerStats = {
     piecesFromPeers: 0,
     piecesFromSeeds: 0,
+    piecesPulledFromSeeds: 0,
     bytesFromPeers: 0,
     bytesFromSeeds: 0,
     bytesSent: 0,
@@ -160,6 +190,8 @@ export class PagePeer {
 
   constructor(private readonly opts: PeerOptions) {
     this.club = Number(opts.peerId % BigInt(opts.nSubstreams));
+    this.feeds = Array.from({ length: opts.nSubstreams }, () => ({ depth: 255, root: NONE }));
+    this.guards = Array.from({ length: opts.nSubstreams }, () => ({ depth: 255, root: NONE, until: 0 }));
   }
 
   /** Neighbours that said Hello. */
@@ -269,12 +301,17 @@ export class PagePeer {
     switch (m.kind) {
       case "hello":
         return this.onHello(link, m.hello);
-      case "status":
+      case "status": {
         if (m.status.depth.length !== this.opts.nSubstreams) {
           return this.goodbye(link, Goodbye.Malformed, "status for another number of substreams");
         }
+        const met = link.status === null;
         link.status = m.status;
+        // A joiner starts on whoever answered first, most often the seed: a page just
+        // met that is fed near a seed takes a substream off it now, not at a review.
+        if (met && link.hello?.role !== Role.Seed) this.leaveSeeds();
         return this.chooseParents();
+      }
       case "subscribe":
         return this.onSubscribe(link, m.substreams);
       case "subscribe_reply": {
@@ -355,7 +392,28 @@ export class PagePeer {
   }
 
   private slots(): number {
-    return this.opts.childSlots ?? DEFAULT_CHILD_SLOTS;
+    return this.opts.childSlots ?? this.uploadSlots;
+  }
+
+  /** Our push slots from our upload and the stream's bitrate over the pieces held. */
+  private updateSlots(): void {
+    const n = this.opts.nSubstreams;
+    if (this.window.size < 2 * n) return;
+    let bytes = 0;
+    let lo: bigint | null = null;
+    let hi: bigint | null = null;
+    for (const p of this.window.values()) {
+      bytes += p.payload.length;
+      if (lo === null || p.timestampUs < lo) lo = p.timestampUs;
+      if (hi === null || p.timestampUs > hi) hi = p.timestampUs;
+    }
+    const spanMs = Number((hi as bigint) - (lo as bigint)) / 1_000;
+    if (spanMs <= 0) return;
+    const kbps = (bytes * 8) / spanMs;
+    // A page that can't upload one whole stream would add a long store-and-forward hop
+    // to every piece it relays: it stays a leaf and only serves repairs.
+    this.uploadSlots =
+      this.opts.uploadKbps < kbps ? 0 : Math.min(MAX_CHILD_SLOTS, Math.floor((this.opts.uploadKbps * PUSH_SHARE) / (kbps / n)));
   }
 
   /** Substreams we push, to all children but `except`. */
@@ -416,6 +474,7 @@ export class PagePeer {
     const fromSeed = link.hello?.role === Role.Seed;
     if (fromSeed) {
       this.stats.piecesFromSeeds += 1;
+      if (!fromParent) this.stats.piecesPulledFromSeeds += 1;
       this.stats.bytesFromSeeds += piece.wire.length;
     } else {
       this.stats.piecesFromPeers += 1;
@@ -495,9 +554,19 @@ export class PagePeer {
     }
     this.chooseParents();
     this.repair();
-    if (nowMs - this.statusAt >= STATUS_EVERY_MS) {
+    this.updateSlots();
+    // To everyone every few seconds, and soon when our room or our place in a tree
+    // changed: a neighbour choosing a parent must not take one fed through itself.
+    const status = this.status();
+    const told = this.told;
+    const changed =
+      told === null ||
+      told.full !== (status.freeSlots === 0) ||
+      status.depth.some((d, s) => d !== told.depth[s] || status.root[s] !== told.root[s]);
+    const since = nowMs - this.statusAt;
+    if (since >= STATUS_EVERY_MS || (changed && since >= STATUS_MIN_GAP_MS)) {
       this.statusAt = nowMs;
-      const status = this.status();
+      this.told = { full: status.freeSlots === 0, depth: status.depth, root: status.root };
       for (const link of this.links.values()) if (link.hello) this.send(link, { kind: "status", status });
     }
   }
@@ -521,37 +590,38 @@ export class PagePeer {
   }
 
   /**
-   * Moves substreams a seed pushes to a page that is fed them near a seed and has
-   * room: the seed's upload is the broadcaster's cost, and its slots are for pages
-   * that have no one else. If the page refuses, the seed is chosen again.
+   * Moves substreams a seed pushes to a page that is fed them and has room: the seed's
+   * upload is the broadcaster's cost, and its slots are for pages that have no one
+   * else. If the page refuses, the seed is chosen again.
    *
-   * A neighbour's own club is tried first (a native viewer forwards only its club,
-   * PROTOCOL.md §3.2; a page takes its club first too), then the other substreams in
-   * turn from where the last review left off, so that a refusal (held for
-   * `REFUSED_MS`, longer than a review) never keeps the same few substreams in play.
+   * A page near a seed (depth ≤ `NEAR_SEED`) is taken first, and among those a
+   * neighbour's own club (a native viewer forwards only its club, PROTOCOL.md §3.2; a
+   * page takes its club first too); else the nearest page up to `LEAVE_DEPTH`: a page
+   * that knows no one near the seed would otherwise stay a second root of the
+   * substream for good, costing the seed one more copy of it. Ties go to the
+   * substreams in turn from where the last review left off, so that a refusal (held
+   * for `REFUSED_MS`, longer than a review) never keeps the same few in play.
    */
   private leaveSeeds(): void {
     const n = this.opts.nSubstreams;
-    let move: { s: number; to: Link; club: boolean } | undefined;
-    for (let i = 0; i < n && !move?.club; i++) {
+    const cost = (l: Link, s: number): number => {
+      const depth = (l.status as Status).depth[s];
+      const club = Number((l.hello as Hello).peerId % BigInt(n)) === s;
+      return (depth > NEAR_SEED ? 2 * MAX_DEPTH : 0) + (club ? 0 : MAX_DEPTH) + depth;
+    };
+    let move: { s: number; to: Link; cost: number } | undefined;
+    for (let i = 0; i < n; i++) {
       const s = (this.leaveFrom + i) % n;
-      const bit = 1n << BigInt(s);
       const seed = this.parentOf(s);
-      if (!seed || seed.hello?.role !== Role.Seed || !(seed.delivered & bit)) continue;
-      let best: Link | undefined;
-      let bestClub = false;
+      if (!seed || seed.hello?.role !== Role.Seed) continue;
       for (const l of this.links.values()) {
         const st = l.status;
         if (!l.hello || !st || l.hello.role === Role.Seed) continue;
-        if (l.refusedUntil[s] > this.now || l.children & bit || st.freeSlots === 0) continue;
-        if (st.depth[s] > 2 || st.root[s] === this.opts.peerId || st.parent[s] === this.opts.peerId) continue;
-        const club = Number(l.hello.peerId % BigInt(n)) === s;
-        const deeper = st.depth[s] >= (best?.status?.depth[s] ?? 255);
-        if (best && ((bestClub && !club) || (bestClub === club && deeper))) continue;
-        best = l;
-        bestClub = club;
+        if (l.refusedUntil[s] > this.now || st.freeSlots === 0 || st.depth[s] > LEAVE_DEPTH) continue;
+        if (!this.outsideOurBranch(l, st, s)) continue;
+        const c = cost(l, s);
+        if (!move || c < move.cost) move = { s, to: l, cost: c };
       }
-      if (best && (!move || bestClub)) move = { s, to: best, club: bestClub };
     }
     if (!move) return;
     const { s, to } = move;
@@ -569,6 +639,16 @@ export class PagePeer {
     // One move per review: the tree settles gradually.
   }
 
+  /** Per substream: who feeds us (a seed or not), our depth, and the links we push it to. */
+  tree(): { parent: string | null; seed: boolean; depth: number; children: string[] }[] {
+    return Array.from({ length: this.opts.nSubstreams }, (_, s) => {
+      const p = this.parentOf(s);
+      const bit = 1n << BigInt(s);
+      const children = [...this.links.values()].filter((l) => l.children & bit).map((l) => l.info.id);
+      return { parent: p?.info.id ?? null, seed: p?.hello?.role === Role.Seed, depth: this.depth(s), children };
+    });
+  }
+
   private parentOf(s: number): Link | undefined {
     const bit = 1n << BigInt(s);
     for (const l of this.links.values()) if (l.asked & bit) return l;
@@ -582,8 +662,49 @@ export class PagePeer {
     return Math.min(255, p.status.depth[s] + 1);
   }
 
+  /** The seed's child our branch of `s` hangs from (`NONE`: not fed). */
+  private rootOf(s: number): bigint {
+    const p = this.parentOf(s);
+    if (!p?.hello || !(p.delivered & (1n << BigInt(s)))) return NONE;
+    return p.hello.role === Role.Seed ? this.opts.peerId : (p.status?.root[s] ?? NONE);
+  }
+
+  /** Notes each substream whose feed got worse since last seen: its guard starts. */
+  private noteFeeds(): void {
+    for (let s = 0; s < this.opts.nSubstreams; s++) {
+      const depth = this.depth(s);
+      const was = this.feeds[s];
+      if (depth > was.depth) {
+        const g = this.guards[s];
+        // Worse again while guarded: the best depth we had still bounds what fed us.
+        const guarded = this.now < g.until;
+        this.guards[s] = {
+          depth: guarded ? Math.min(g.depth, was.depth) : was.depth,
+          root: guarded ? g.root : was.root,
+          until: this.now + GUARD_MS,
+        };
+      }
+      this.feeds[s] = { depth, root: this.rootOf(s) };
+    }
+  }
+
+  /**
+   * Whether `l` (its last Status `st`) can feed us `s` without being fed through us:
+   * not our child there, not naming us as its root or parent, and, for a while after
+   * our feed got worse, above where we were or in another branch (PROTOCOL.md §3.2).
+   */
+  private outsideOurBranch(l: Link, st: Status, s: number): boolean {
+    if (l.children & (1n << BigInt(s)) || st.root[s] === this.opts.peerId || st.parent[s] === this.opts.peerId) {
+      return false;
+    }
+    const g = this.guards[s];
+    if (this.now >= g.until || l.hello?.role === Role.Seed) return true;
+    return st.depth[s] < g.depth || (st.root[s] !== NONE && st.root[s] !== g.root);
+  }
+
   /** For each substream with no parent, the neighbour nearest a seed that may take us. */
   private chooseParents(): void {
+    this.noteFeeds();
     const changed = new Set<Link>();
     for (let s = 0; s < this.opts.nSubstreams; s++) {
       if (this.parentOf(s)) continue;
@@ -591,8 +712,8 @@ export class PagePeer {
       let best: Link | undefined;
       for (const l of this.links.values()) {
         const st = l.status;
-        if (!l.hello || !st || l.refusedUntil[s] > this.now || l.children & bit) continue;
-        if (st.depth[s] >= MAX_DEPTH || st.root[s] === this.opts.peerId || st.parent[s] === this.opts.peerId) continue;
+        if (!l.hello || !st || l.refusedUntil[s] > this.now) continue;
+        if (st.depth[s] >= MAX_DEPTH || !this.outsideOurBranch(l, st, s)) continue;
         if (st.freeSlots === 0 && !(l.asked & bit)) continue;
         if (!best || parentCost(l, s) < parentCost(best, s)) best = l;
       }
@@ -652,15 +773,10 @@ export class PagePeer {
     const parent: bigint[] = [];
     for (let s = 0; s < n; s++) {
       const p = this.parentOf(s);
-      const fed = p && p.delivered & (1n << BigInt(s));
+      const fed = p?.hello && p.delivered & (1n << BigInt(s));
       depth.push(fed ? this.depth(s) : 255);
-      if (fed && p.hello) {
-        parent.push(p.hello.peerId);
-        root.push(p.hello.role === Role.Seed ? this.opts.peerId : (p.status?.root[s] ?? NONE));
-      } else {
-        parent.push(NONE);
-        root.push(NONE);
-      }
+      parent.push(fed ? (p.hello as Hello).peerId : NONE);
+      root.push(this.rootOf(s));
     }
     const children = [...this.links.values()].filter((l) => l.children !== 0n).length;
     return {

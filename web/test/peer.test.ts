@@ -69,14 +69,14 @@ const seedStatus: Status = {
   parent: [NONE, NONE, NONE, NONE],
 };
 
-function page(peerId: bigint, log: string[] = []) {
+function page(peerId: bigint, log: string[] = [], uploadKbps = 2_000) {
   const got: Piece[] = [];
   const closed: string[] = [];
   const peer = new PagePeer({
     channel,
     peerId,
     nSubstreams: N,
-    uploadKbps: 2_000,
+    uploadKbps,
     onPiece: (p) => got.push(p),
     onClose: (link, why) => closed.push(`${link}: ${why}`),
     log: (l) => log.push(l),
@@ -264,7 +264,7 @@ test("a piece asked of a page that stays silent is asked of a seed once one is d
   assert.equal(b.peer.neighbours, 0);
 });
 
-test("a page moves off the seed to each neighbour's own club first, then the other substreams in turn", async () => {
+test("a page moves off the seed to each neighbour's own club as soon as it meets it, then the other substreams in turn", async () => {
   const b = page(8n);
   b.peer.attach({ id: "seed", expectedPeerId: 99n }, new Wire(), 0);
   await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 1);
@@ -277,16 +277,107 @@ test("a page moves off the seed to each neighbour's own club first, then the oth
   b.peer.attach({ id: "a", expectedPeerId: null }, new Wire(), 20);
   b.peer.attach({ id: "v", expectedPeerId: null }, toV, 20);
   await feed(b.peer, "a", [aHello, { kind: "status", status: aStatus }], 21);
+  assert.deepEqual(b.peer.parents(), ["seed", "a", "seed", "seed"], "club 1 to the page in it when met, not substream 0");
   const vHello = { kind: "hello", hello: { ...seedHello.hello, peerId: 7n, role: Role.Viewer, reachable: true } } as Message;
-  await feed(b.peer, "v", [vHello, { kind: "status", status: aStatus }], 21);
-  b.peer.tick(2_000);
-  assert.deepEqual(b.peer.parents(), ["seed", "a", "seed", "seed"], "club 1 to the page in it");
-  b.peer.tick(4_000);
-  assert.deepEqual(b.peer.parents(), ["seed", "a", "seed", "v"], "club 3 to the viewer in it, not substream 0");
-  await feed(b.peer, "v", [{ kind: "subscribe_reply", accepted: 0b1000n }], 4_001);
+  await feed(b.peer, "v", [vHello, { kind: "status", status: aStatus }], 22);
+  assert.deepEqual(b.peer.parents(), ["seed", "a", "seed", "v"], "club 3 to the viewer in it when met, not substream 2");
+  await feed(b.peer, "v", [{ kind: "subscribe_reply", accepted: 0b1000n }], 23);
+  // A status that is not a neighbour's first moves nothing: the reviews do, one at a time.
+  await feed(b.peer, "a", [{ kind: "status", status: aStatus }], 1_000);
+  assert.deepEqual(b.peer.parents(), ["seed", "a", "seed", "v"]);
   // Then the other substreams in turn, from where the last move left off.
-  b.peer.tick(6_000);
+  b.peer.tick(2_000);
   assert.deepEqual(b.peer.parents(), ["a", "a", "seed", "v"]);
-  b.peer.tick(8_000);
+  b.peer.tick(4_000);
   assert.deepEqual(b.peer.parents(), ["a", "a", "a", "v"]);
+});
+
+test("a page tells its neighbours soon when its place in a tree changes, not only every 3 s", async () => {
+  const b = page(8n);
+  const toA = new Wire();
+  b.peer.attach({ id: "a", expectedPeerId: null }, toA, 0);
+  await feed(b.peer, "a", [aHello, { kind: "status", status: aStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
+  b.peer.tick(600);
+  const statuses = () => toA.take().flatMap((m) => (m.kind === "status" ? [m.status] : []));
+  assert.deepEqual(statuses().at(-1)?.depth, [255, 255, 255, 255], "not fed yet");
+  for (let q = 0; q < 4; q++) await feed(b.peer, "a", [{ kind: "piece", piece: sign(1000 + q) }], 700 + q);
+  b.peer.tick(800);
+  assert.deepEqual(statuses(), [], "at most one such Status each 500 ms");
+  b.peer.tick(1_100);
+  const now = statuses();
+  assert.equal(now.length, 1);
+  assert.deepEqual(now[0].depth, [2, 2, 2, 2], "fed through A, 1 hop from a seed");
+  b.peer.tick(1_650);
+  assert.deepEqual(statuses(), [], "nothing changed: nothing until the round at 3 s");
+});
+
+test("a page whose feed went takes, for 3 s, no parent that may hang below where it was", async () => {
+  const b = page(8n);
+  // B is fed every substream by X (depth 2, branch 50). C advertises depth 3 in branch 50:
+  // it may be B's own child's child, not heard of B's loss yet. D is deeper, in branch 60.
+  const xHello = { kind: "hello", hello: { ...seedHello.hello, peerId: 11n, role: Role.Viewer, reachable: false } } as Message;
+  const cHello = { kind: "hello", hello: { ...seedHello.hello, peerId: 12n, role: Role.Viewer, reachable: false } } as Message;
+  const dHello = { kind: "hello", hello: { ...seedHello.hello, peerId: 13n, role: Role.Viewer, reachable: false } } as Message;
+  const branch = (depth: number, root: bigint): Status => ({
+    ...aStatus,
+    depth: [depth, depth, depth, depth],
+    root: [root, root, root, root],
+    parent: [77n, 77n, 77n, 77n],
+  });
+  for (const [id, hello, st] of [
+    ["x", xHello, branch(1, 50n)],
+    ["c", cHello, branch(3, 50n)],
+    ["d", dHello, branch(4, 60n)],
+  ] as const) {
+    b.peer.attach({ id, expectedPeerId: null }, new Wire(), 0);
+    await feed(b.peer, id, [hello, { kind: "status", status: st }], 1);
+  }
+  assert.deepEqual(b.peer.parents(), ["x", "x", "x", "x"]);
+  await feed(b.peer, "x", [{ kind: "subscribe_reply", accepted: 0b1111n }], 2);
+  for (let q = 0; q < 4; q++) await feed(b.peer, "x", [{ kind: "piece", piece: sign(1000 + q) }], 10 + q);
+  b.peer.tick(100);
+  await feed(b.peer, "x", [{ kind: "goodbye", reason: Goodbye.Leaving }], 200);
+  assert.deepEqual(b.peer.parents(), ["d", "d", "d", "d"], "not C, though nearer a seed by its word");
+  // Once the news had time to reach all B fed, C's word counts again.
+  await feed(b.peer, "d", [{ kind: "goodbye", reason: Goodbye.Leaving }], 3_300);
+  b.peer.tick(3_300);
+  assert.deepEqual(b.peer.parents(), ["c", "c", "c", "c"]);
+});
+
+test("a page that knows no one near a seed still moves off it, to the nearest page up to depth 4", async () => {
+  const b = page(8n);
+  b.peer.attach({ id: "seed", expectedPeerId: 99n }, new Wire(), 0);
+  await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 1);
+  b.peer.tick(2);
+  await feed(b.peer, "seed", [{ kind: "subscribe_reply", accepted: 0b1111n }], 3);
+  for (let q = 0; q < 4; q++) await feed(b.peer, "seed", [{ kind: "piece", piece: sign(1000 + q) }], 10 + q);
+  // A page fed at depth 5 in substreams 0 and 1, depth 4 in 2 and 3 (branch 50).
+  const deep: Status = { ...aStatus, depth: [5, 5, 4, 4], root: [50n, 50n, 50n, 50n], parent: [77n, 77n, 77n, 77n] };
+  b.peer.attach({ id: "a", expectedPeerId: null }, new Wire(), 20);
+  await feed(b.peer, "a", [aHello, { kind: "status", status: deep }], 21);
+  assert.deepEqual(b.peer.parents(), ["seed", "seed", "a", "seed"], "at once when met, the nearest first");
+  b.peer.tick(2_000);
+  assert.deepEqual(b.peer.parents(), ["seed", "seed", "a", "a"]);
+  b.peer.tick(4_000);
+  assert.deepEqual(b.peer.parents(), ["seed", "seed", "a", "a"], "not to depth 5: the seed stays");
+});
+
+test("a page offers the push slots its upload carries at the stream's bitrate", async () => {
+  // Nine pieces of 376 bytes 50 ms apart: 9 × 3,008 bits in 400 ms, 67.7 kbit/s, so
+  // 16.9 kbit/s a substream. With 200 kbit/s of upload, 80 % for pushes: 9 slots.
+  const freeSlots = async (uploadKbps: number) => {
+    const b = page(8n, [], uploadKbps);
+    const toSeed = new Wire();
+    b.peer.attach({ id: "seed", expectedPeerId: 99n }, toSeed, 0);
+    await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
+    const before = toSeed.take().find((m) => m.kind === "status");
+    for (let q = 0; q < 9; q++) await feed(b.peer, "seed", [{ kind: "piece", piece: sign(1000 + q) }], 10 + q * 50);
+    b.peer.tick(3_100);
+    const after = toSeed.take().find((m) => m.kind === "status");
+    assert.ok(before?.kind === "status" && after?.kind === "status");
+    return [before.status.freeSlots, after.status.freeSlots];
+  };
+  assert.deepEqual(await freeSlots(200), [8, 9], "8 until the bitrate is known");
+  assert.deepEqual(await freeSlots(2_000), [8, 16], "at most 16");
+  assert.deepEqual(await freeSlots(60), [8, 0], "less than a stream: a leaf");
 });
