@@ -264,13 +264,19 @@ test("a piece asked of a page that stays silent is asked of a seed once one is d
   assert.equal(b.peer.neighbours, 0);
 });
 
-test("a page moves off the seed to each neighbour's own club as soon as it meets it, then the other substreams in turn", async () => {
+/** Page 8, fed every substream by the seed (a piece of each by 13 ms). */
+async function seedFed() {
   const b = page(8n);
   b.peer.attach({ id: "seed", expectedPeerId: 99n }, new Wire(), 0);
   await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 1);
   b.peer.tick(2);
   await feed(b.peer, "seed", [{ kind: "subscribe_reply", accepted: 0b1111n }], 3);
   for (let q = 0; q < 4; q++) await feed(b.peer, "seed", [{ kind: "piece", piece: sign(1000 + q) }], 10 + q);
+  return b;
+}
+
+test("a page moves off the seed to each neighbour's own club as soon as it meets it, then the other substreams in turn", async () => {
+  const b = await seedFed();
   assert.deepEqual(b.peer.parents(), ["seed", "seed", "seed", "seed"]);
   // A page in club 1 (5 mod 4) and a native viewer in club 3 (7 mod 4), both fed by the seed.
   const toV = new Wire();
@@ -345,12 +351,7 @@ test("a page whose feed went takes, for 3 s, no parent that may hang below where
 });
 
 test("a page that knows no one near a seed still moves off it, to the nearest page up to depth 4", async () => {
-  const b = page(8n);
-  b.peer.attach({ id: "seed", expectedPeerId: 99n }, new Wire(), 0);
-  await feed(b.peer, "seed", [seedHello, { kind: "status", status: seedStatus }], 1);
-  b.peer.tick(2);
-  await feed(b.peer, "seed", [{ kind: "subscribe_reply", accepted: 0b1111n }], 3);
-  for (let q = 0; q < 4; q++) await feed(b.peer, "seed", [{ kind: "piece", piece: sign(1000 + q) }], 10 + q);
+  const b = await seedFed();
   // A page fed at depth 5 in substreams 0 and 1, depth 4 in 2 and 3 (branch 50).
   const deep: Status = { ...aStatus, depth: [5, 5, 4, 4], root: [50n, 50n, 50n, 50n], parent: [77n, 77n, 77n, 77n] };
   b.peer.attach({ id: "a", expectedPeerId: null }, new Wire(), 20);
