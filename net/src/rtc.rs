@@ -39,10 +39,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Largest data-channel message, either way (PROTOCOL.md §2).
 pub const CHUNK: usize = 16 * 1024;
-/// Sessions at once (each holds DTLS and SCTP state, a few hundred KiB at most).
-pub const MAX_SESSIONS: usize = 2_000;
+/// Sessions at once (each holds DTLS and SCTP state, a few hundred KiB at most): as
+/// many as a seed takes neighbours, so that every page of a large audience can hold a
+/// seed (its last resort for a late piece, and its quick start).
+pub const MAX_SESSIONS: usize = swarm::peer::SEED_MAX_NEIGHBOURS;
 /// Sessions from one IP address (a school's or an office's NAT holds many pages, each
-/// wanting one seeder session at most; one attacker should not hold the seeder's 2,000).
+/// wanting one seeder session at most; one attacker should not hold all the seeder's).
 pub const MAX_SESSIONS_PER_ADDRESS: usize = 128;
 /// Time from an offer to an open data channel before the session is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
