@@ -54,6 +54,9 @@ pub struct HubConfig {
     pub clock_bound: bool,
     /// Where this node agrees on epochs with the others.
     pub epochs: Arc<dyn EpochStore>,
+    /// How often publishing RTMP connections are read ([`crate::merged`]): each read
+    /// may wait this long; fewer wake-ups the longer it is.
+    pub read_tick: Duration,
 }
 
 impl Default for HubConfig {
@@ -65,6 +68,7 @@ impl Default for HubConfig {
             jump_limits: JumpLimits::default(),
             clock_bound: true,
             epochs: Arc::new(MemoryEpochs::default()),
+            read_tick: crate::merged::READ_TICK,
         }
     }
 }
@@ -216,6 +220,10 @@ impl Hub {
             cutting: Mutex::default(),
             metrics: IngestMetrics::new(),
         })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.cfg
     }
 
     pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {

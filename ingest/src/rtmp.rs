@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::hub::{Ended, Hub, Protocol, Publisher, lock};
-use crate::merged::{MergedStream, READ_TICK, Ticker};
+use crate::merged::{MergedStream, Ticker};
 use catalogue::admission::{Authorizer, Refusal};
 
 /// The RTMP application publishers must use.
@@ -43,7 +43,7 @@ pub const PER_ADDRESS: GuardConfig = GuardConfig { per_ip: 32, per_net: 128, ban
 /// Accepts RTMP connections until the listener fails.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, auth: Arc<dyn Authorizer>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let ticker = Ticker::new(READ_TICK);
+    let ticker = Ticker::new(hub.config().read_tick);
     let guard = Arc::new(Mutex::new(AddrGuard::new(PER_ADDRESS)));
     let mut last_warned: Option<std::time::Instant> = None;
     loop {

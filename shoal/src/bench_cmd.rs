@@ -36,9 +36,14 @@ enum BenchWhat {
     Ingest {
         #[arg(long, default_value_t = 8)]
         channels: usize,
-        /// Times the 4 s fixture is replayed per channel.
+        /// Times the feed is replayed per channel.
         #[arg(long, default_value_t = 30)]
         loops: u32,
+        /// An FLV feed (H.264 + AAC) instead of the recorded 4 s fixture: e.g. the one
+        /// `shoal bench ingest-vs-nginx` encodes, to split its cost into media path and
+        /// the rest.
+        #[arg(long)]
+        feed: Option<PathBuf>,
         /// Where to write `bench-ingest.json`.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
@@ -85,7 +90,9 @@ struct BenchSim<'a> {
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
-        BenchWhat::Ingest { channels, loops, out } => crate::bench_ingest::run(channels.max(1), loops.max(1), out),
+        BenchWhat::Ingest { channels, loops, feed, out } => {
+            crate::bench_ingest::run(channels.max(1), loops.max(1), feed, out)
+        }
         BenchWhat::IngestVsNginx(a) => crate::bench_nginx::run(a),
         BenchWhat::Tracker(a) => crate::bench_tracker::run(a),
         BenchWhat::Swarm(a) => crate::bench_swarm::run(a),

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use catalogue::admission::Grant;
 use ingest::hub::{Hub, HubConfig, Protocol};
 use ingest::media::flv::{self, TAG_AUDIO, TAG_VIDEO};
@@ -19,6 +20,8 @@ use swarm::piece::ChannelKeypair;
 
 #[derive(Debug, Serialize)]
 struct BenchIngest {
+    /// The FLV replayed (`fixture`: the recorded 4 s one).
+    feed: String,
     channels: usize,
     media_seconds_per_channel: f64,
     wall_s: f64,
@@ -39,8 +42,12 @@ fn cpu_time() -> Duration {
     crate::bench_nginx::proc_cpu("self").map_or(Duration::ZERO, |(t, _)| t)
 }
 
-pub(crate) fn run(channels: usize, loops: u32, out: PathBuf) -> anyhow::Result<()> {
-    let tags = flv::read_file(ingest::FIXTURE_FLV).map_err(|e| anyhow::anyhow!("fixture: {e}"))?;
+pub(crate) fn run(channels: usize, loops: u32, feed: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
+    let bytes = match &feed {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => ingest::FIXTURE_FLV.to_vec(),
+    };
+    let tags = flv::read_file(&bytes).map_err(|e| anyhow::anyhow!("feed: {e}"))?;
     let span_ms = tags.iter().map(|t| t.timestamp).max().unwrap_or(0) + 40;
     // The fixture is replayed as fast as the media path goes: numbering is not bound
     // to the clock here (this hub is never restarted).
@@ -97,6 +104,7 @@ pub(crate) fn run(channels: usize, loops: u32, out: PathBuf) -> anyhow::Result<(
     let pct = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
     let media_s = f64::from(loops) * f64::from(span_ms) / 1000.0;
     let r = BenchIngest {
+        feed: feed.as_ref().map_or_else(|| "fixture".to_owned(), |p| p.display().to_string()),
         channels,
         media_seconds_per_channel: media_s,
         wall_s: wall.as_secs_f64(),

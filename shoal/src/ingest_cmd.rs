@@ -86,6 +86,10 @@ pub(crate) struct RunArgs {
     /// Media per piece, ms.
     #[arg(long, default_value_t = 50)]
     piece_ms: u32,
+    /// Publishing RTMP connections are read on this tick, ms (1-250): each read waits
+    /// up to this long, and a longer tick costs fewer wake-ups per second.
+    #[arg(long, env = "SHOAL_INGEST_READ_TICK_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=250))]
+    read_tick_ms: u64,
     /// GOPs longer than this are logged and counted, ms.
     #[arg(long, default_value_t = 10_000)]
     max_gop_ms: u32,
@@ -223,6 +227,7 @@ pub(crate) async fn start(run: &RunArgs) -> anyhow::Result<IngestAddrs> {
     cfg.segmenter.piece_ms = run.piece_ms;
     cfg.segmenter.max_gop_ms = run.max_gop_ms;
     cfg.window_pieces = run.window_pieces.map_or_else(|| HubConfig::window_for(run.piece_ms), |n| n.max(16));
+    cfg.read_tick = std::time::Duration::from_millis(run.read_tick_ms);
     cfg.takeover = match run.takeover {
         TakeoverArg::IfIdleOrSameAddress => Takeover::IfIdleOrSameAddress,
         TakeoverArg::Always => Takeover::Always,

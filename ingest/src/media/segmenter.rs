@@ -99,11 +99,12 @@ pub struct Segmenter {
     mux: TsMuxer,
     /// What the next segment's PMT should announce.
     program: Program,
+    /// The open piece, header room first: written here, in a buffer that lives as long
+    /// as the segmenter (its pages stay in memory), and copied once, when it closes,
+    /// into a piece buffer of its exact size class from the pool.
     buf: Vec<u8>,
     /// Where piece buffers come from and go back to.
     pool: BufferPool,
-    /// Running average of piece sizes: the capacity each new piece buffer starts with.
-    typical_len: usize,
     open: Option<Open>,
     /// Flags for the next piece that starts (discontinuity, ad-break edges).
     pending: PieceFlags,
@@ -130,7 +131,6 @@ impl Segmenter {
             reach_ms: None,
             buf: vec![0; HEADER_LEN],
             pool: BufferPool::default(),
-            typical_len: 0,
             open: None,
             pending: PieceFlags::NONE,
             started: false,
@@ -314,14 +314,6 @@ impl Segmenter {
         self.buf.len() - HEADER_LEN
     }
 
-    /// A piece buffer (a recycled one once the window is full) with room for the
-    /// header, `payload` bytes and the signature, so it rarely grows (and copies).
-    fn fresh_buf(&self, payload: usize) -> Vec<u8> {
-        let mut buf = self.pool.take(HEADER_LEN + payload + SIGNATURE_LEN);
-        buf.resize(HEADER_LEN, 0);
-        buf
-    }
-
     /// The open piece is dropped unpublished.
     fn withhold_open(&mut self) {
         if self.open.take().is_some() && self.payload_len() > 0 {
@@ -330,8 +322,8 @@ impl Segmenter {
         self.buf.truncate(HEADER_LEN);
     }
 
-    /// Signs and emits the open piece, if any. The piece is signed in its own buffer
-    /// ([`ChannelKeypair::seal`]): its payload is never copied. Its timestamp is the
+    /// Signs and emits the open piece, if any: copied into a buffer of its size (a
+    /// recycled one once the window is full) and signed there ([`ChannelKeypair::seal`]). Its timestamp is the
     /// wall time of its newest frame on the epoch's clock — the same on every node, and
     /// never ahead of when ingest had that frame (a publisher is held to the clock).
     fn close(&mut self, out: &mut Vec<Piece>) {
@@ -344,9 +336,9 @@ impl Segmenter {
         let Some(epoch) = &self.epoch else { return };
         let timestamp_us = epoch.wall_us(open.last_ms);
         let len = self.payload_len();
-        self.typical_len = (self.typical_len * 7 + len) / 8;
-        let next = self.fresh_buf(self.typical_len + self.typical_len / 4 + 2 * TS_PACKET_LEN);
-        let mut buf = std::mem::replace(&mut self.buf, next);
+        let mut buf = self.pool.take(self.buf.len() + SIGNATURE_LEN);
+        buf.extend_from_slice(&self.buf);
+        self.buf.truncate(HEADER_LEN);
         let sealed = self.key.seal(open.seq, timestamp_us, open.flags, &mut buf);
         match sealed.and_then(|()| Piece::decode(self.pool.share(buf))) {
             Ok(piece) => {
