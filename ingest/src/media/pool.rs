@@ -55,6 +55,8 @@ impl BufferPool {
         class_of(size).and_then(|c| lock(&self.0)[c].pop()).unwrap_or_else(|| Vec::with_capacity(size))
     }
 
+    /// `buf` as shared bytes (no copy) whose buffer comes back to this pool when the
+    /// last holder drops them.
     pub fn share(&self, buf: Vec<u8>) -> Bytes {
         Bytes::from_owner(Returned { buf, shelf: Arc::downgrade(&self.0) })
     }

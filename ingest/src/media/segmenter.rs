@@ -322,10 +322,11 @@ impl Segmenter {
         self.buf.truncate(HEADER_LEN);
     }
 
-    /// Signs and emits the open piece, if any: copied into a buffer of its size (a
-    /// recycled one once the window is full) and signed there ([`ChannelKeypair::seal`]). Its timestamp is the
-    /// wall time of its newest frame on the epoch's clock — the same on every node, and
-    /// never ahead of when ingest had that frame (a publisher is held to the clock).
+    /// Signs and emits the open piece, if any: copied into a buffer of its size class (a
+    /// recycled one once the window is full) and signed there ([`ChannelKeypair::seal`]).
+    /// Its timestamp is the wall time of its newest frame on the epoch's clock — the
+    /// same on every node, and never ahead of when ingest had that frame (a publisher is
+    /// held to the clock).
     fn close(&mut self, out: &mut Vec<Piece>) {
         let Some(open) = self.open else { return };
         if self.payload_len() == 0 || self.publishing != Publishing::Yes {
