@@ -3,10 +3,12 @@
 //! file beside the channel file otherwise, memory in tests.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
 use std::future::Future;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::hub::lock;
 use crate::media::epoch::{Epoch, FeedClock};
@@ -104,9 +106,20 @@ impl EpochStore for MemoryEpochs {
 /// encoder that reconnected, keeps its epoch); ingest processes sharing the data
 /// directory agree through it (a proposal is read-check-written under an exclusive
 /// lock of `epochs.json.lock`; the file is replaced atomically, so readers need none).
+///
+/// Who is cutting an epoch (its `cut_at_us`, touched twice a second by every node
+/// that cuts it) is kept apart, in a 16-byte file per channel and number under
+/// `epochs.cut/`, rewritten in place under the same lock: a touch is a read and a write
+/// on files kept open, where rewriting the JSON file took an open, a parse, a
+/// serialisation and a rename each time — 5.5 % of `shoal ingest`'s CPU in `shoal
+/// bench ingest-vs-nginx` (Intel Xeon, 2026-12-05, docs/measurements.md).
 #[derive(Debug)]
 pub struct FileEpochs {
     path: PathBuf,
+    /// `epochs.json.lock`, opened once.
+    lock_file: Mutex<Option<File>>,
+    /// The attendance file of the epoch this process last touched, by channel.
+    cut: Mutex<HashMap<String, (u64, File)>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -117,6 +130,7 @@ struct EpochRecord {
     seq0: u64,
     wall0_us: u64,
     piece_ms: u32,
+    /// Written by versions that kept attendance in this file; read still.
     #[serde(default)]
     cut_at_us: u64,
 }
@@ -147,9 +161,65 @@ impl EpochRecord {
     }
 }
 
+/// An attendance file's bytes: the time, then its complement, so that a read that
+/// raced a write (the file is rewritten in place) is seen as such.
+fn attendance_bytes(at_us: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&at_us.to_le_bytes());
+    b[8..].copy_from_slice(&(!at_us).to_le_bytes());
+    b
+}
+
+/// The time in an attendance file's bytes; `None` for a new (empty) or torn one.
+fn attendance_of(b: &[u8]) -> Option<u64> {
+    let at = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let check = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+    (check == !at).then_some(at)
+}
+
+/// Holds `epochs.json.lock` until dropped.
+struct Locked<'a>(MutexGuard<'a, Option<File>>);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.as_ref() {
+            let _ = f.unlock();
+        }
+    }
+}
+
 impl FileEpochs {
     pub fn open(path: PathBuf) -> Self {
-        FileEpochs { path }
+        FileEpochs { path, lock_file: Mutex::new(None), cut: Mutex::default() }
+    }
+
+    /// Where a channel's attendance files are.
+    fn cut_dir(&self) -> PathBuf {
+        self.path.with_extension("cut")
+    }
+
+    /// The attendance file of `channel`'s epoch `number` (channel names hold no '.').
+    fn cut_path(&self, channel: &str, number: u64) -> PathBuf {
+        self.cut_dir().join(format!("{channel}.{number}"))
+    }
+
+    /// The lock every process sharing the file takes to change it.
+    fn lock(&self) -> Result<Locked<'_>, String> {
+        let mut file = lock(&self.lock_file);
+        if file.is_none() {
+            let lock_path = self.path.with_extension("json.lock");
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+            *file = Some(f);
+        }
+        if let Some(f) = file.as_ref() {
+            f.lock().map_err(|e| format!("locking {}: {e}", self.path.with_extension("json.lock").display()))?;
+        }
+        Ok(Locked(file))
     }
 
     /// The file's epochs; a missing file holds none, an unreadable one is an error
@@ -162,19 +232,22 @@ impl FileEpochs {
         }
     }
 
+    /// The record's epoch with the newest attendance any node left for it.
+    fn epoch_of(&self, channel: &str, record: &EpochRecord) -> Option<Epoch> {
+        let mut e = record.epoch()?;
+        // A read that raced a write is read again; one that keeps failing counts as none.
+        let path = self.cut_path(channel, e.number);
+        let at = (0..3).find_map(|_| attendance_of(&std::fs::read(&path).ok()?)).unwrap_or(0);
+        e.cut_at_us = e.cut_at_us.max(at);
+        Some(e)
+    }
+
     /// Runs `change` on the file's epochs under the lock, writing them back if it says so.
     fn change<T>(
         &self,
         change: impl FnOnce(&mut HashMap<String, EpochRecord>) -> Result<(T, bool), String>,
     ) -> Result<T, String> {
-        let lock_path = self.path.with_extension("json.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
-        lock.lock().map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+        let _locked = self.lock()?;
         let mut map = self.read()?;
         let (out, write) = change(&mut map)?;
         if write {
@@ -187,21 +260,60 @@ impl FileEpochs {
         Ok(out)
     }
 
+    /// Moves each epoch's attendance forward to `at_us`, under the lock, on attendance
+    /// files kept open (one per channel: the epoch this node cuts now).
     fn touch_now(&self, cutting: &[(String, u64)], at_us: u64) -> Result<(), String> {
-        self.change(|map| {
-            let mut write = false;
-            for (channel, number) in cutting {
-                if let Some(r) = map.get_mut(channel).filter(|r| r.number == *number && r.cut_at_us < at_us) {
-                    r.cut_at_us = at_us;
-                    write = true;
-                }
+        let _locked = self.lock()?;
+        let mut open = lock(&self.cut);
+        let mut first = Ok(());
+        for (channel, number) in cutting {
+            let r = self.touch_one(&mut open, channel, *number, at_us);
+            if first.is_ok() {
+                first = r;
             }
-            Ok(((), write))
-        })
+        }
+        first
+    }
+
+    fn touch_one(
+        &self,
+        open: &mut HashMap<String, (u64, File)>,
+        channel: &str,
+        number: u64,
+        at_us: u64,
+    ) -> Result<(), String> {
+        let path = self.cut_path(channel, number);
+        let err = |e: std::io::Error| format!("touching {}: {e}", path.display());
+        if open.get(channel).is_none_or(|(n, _)| *n != number) {
+            // Only for an epoch the file holds: one proposed since is not touched back to life.
+            if self.read()?.get(channel).is_none_or(|r| r.number != number) {
+                open.remove(channel);
+                return Ok(());
+            }
+            std::fs::create_dir_all(self.cut_dir()).map_err(err)?;
+            let f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+            open.insert(channel.to_owned(), (number, f));
+        }
+        let Some((_, f)) = open.get(channel) else { return Ok(()) };
+        let mut now = [0u8; 16];
+        let n = f.read_at(&mut now, 0).map_err(err)?;
+        if attendance_of(&now[..n]).is_none_or(|was| was < at_us) {
+            f.write_all_at(&attendance_bytes(at_us), 0).map_err(err)?;
+        }
+        Ok(())
     }
 
     fn propose_now(&self, channel: &str, epoch: &Epoch) -> Result<Epoch, String> {
-        self.change(|map| Self::propose_in(map, channel, epoch))
+        let (stored, replaced) = self.change(|map| {
+            let before = map.get(channel).map(|r| r.number);
+            let (stored, write) = Self::propose_in(map, channel, epoch)?;
+            Ok(((stored, before.filter(|_| write)), write))
+        })?;
+        // The attendance of the epoch it replaced is of no more use.
+        if let Some(old) = replaced {
+            let _ = std::fs::remove_file(self.cut_path(channel, old));
+        }
+        Ok(stored)
     }
 
     fn propose_in(
@@ -226,7 +338,7 @@ impl FileEpochs {
 
 impl EpochStore for FileEpochs {
     fn latest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Option<Epoch>, String>> {
-        Box::pin(async move { Ok(self.read()?.get(channel).and_then(EpochRecord::epoch)) })
+        Box::pin(async move { Ok(self.read()?.get(channel).and_then(|r| self.epoch_of(channel, r))) })
     }
 
     fn propose<'a>(&'a self, channel: &'a str, epoch: &'a Epoch) -> BoxFuture<'a, Result<Epoch, String>> {
@@ -238,7 +350,7 @@ impl EpochStore for FileEpochs {
         Box::pin(async move { self.touch_now(&[(channel.to_owned(), number)], at_us) })
     }
 
-    /// One read and at most one write of the file for every channel.
+    /// One lock for every channel.
     fn touch_all<'a>(&'a self, cutting: &'a [(String, u64)], at_us: u64) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.touch_now(cutting, at_us) })
     }
@@ -247,7 +359,7 @@ impl EpochStore for FileEpochs {
     fn latest_all<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, Epoch>, String>> {
         Box::pin(async move {
             let all = self.read()?;
-            Ok(channels.iter().filter_map(|c| Some((c.clone(), all.get(c)?.epoch()?))).collect())
+            Ok(channels.iter().filter_map(|c| Some((c.clone(), self.epoch_of(c, all.get(c)?)?))).collect())
         })
     }
 }
@@ -291,7 +403,7 @@ mod tests {
         let again = FileEpochs::open(path.clone());
         assert_eq!(again.latest("news").await, Ok(Some(Epoch { cut_at_us: 900, ..epoch(3, 500) })));
         assert_eq!(again.latest("sport").await, Ok(Some(epoch(1, 7))));
-        // Every channel a node cuts, in one write; one read for every channel's newest.
+        // Every channel a node cuts, under one lock; one read for every channel's newest.
         let cutting = [("news".to_owned(), 3), ("sport".to_owned(), 1), ("weather".to_owned(), 1)];
         a.touch_all(&cutting, 1_200).await.expect("touched");
         let asked = ["news".to_owned(), "sport".to_owned(), "weather".to_owned()];
@@ -306,6 +418,23 @@ mod tests {
         let from_memory = memory.latest_all(&asked).await.expect("read");
         assert_eq!(from_memory.len(), 1);
         assert_eq!(from_memory["news"], latest["news"]);
+        // Attendance lives beside the file, one 16-byte file per channel and number, and
+        // goes with its epoch: a newer epoch starts unattended.
+        let cut = dir.join("epochs.cut");
+        assert!(cut.join("news.3").is_file() && !cut.join("news.2").exists());
+        b.propose("news", &epoch(4, 900)).await.expect("stored");
+        assert!(!cut.join("news.3").exists(), "the replaced epoch's attendance is removed");
+        a.touch("news", 3, 1_300).await.expect("an epoch no longer the newest: nothing to do");
+        assert!(!cut.join("news.3").exists());
+        assert_eq!(again.latest("news").await, Ok(Some(epoch(4, 900))));
+        a.touch("news", 4, 1_400).await.expect("touched");
+        assert_eq!(again.latest("news").await, Ok(Some(Epoch { cut_at_us: 1_400, ..epoch(4, 900) })));
+        // Bytes that are not a time and its complement (a read that raced a write, or
+        // damage) count as no attendance, and the next touch writes a good one.
+        std::fs::write(cut.join("news.4"), b"0123456789abcdef").expect("write");
+        assert_eq!(again.latest("news").await, Ok(Some(epoch(4, 900))));
+        a.touch("news", 4, 1_500).await.expect("touched");
+        assert_eq!(again.latest("news").await, Ok(Some(Epoch { cut_at_us: 1_500, ..epoch(4, 900) })));
         // A damaged file is an error (numbering afresh could go back), not an empty store.
         std::fs::write(&path, b"{ not json").expect("write");
         assert!(FileEpochs::open(path).latest("news").await.is_err());
