@@ -838,7 +838,6 @@ impl Publisher {
         m.long_gops.inc_by(after.long_gops - before.long_gops);
         m.frames_before_keyframe.inc_by(after.frames_dropped_before_keyframe - before.frames_dropped_before_keyframe);
         m.pieces_withheld.inc_by(after.pieces_withheld - before.pieces_withheld);
-        m.piece_regrows.inc_by(after.piece_regrows - before.piece_regrows);
         if let Some(k) = after.keyframe_interval_ms {
             self.keyframe_interval.set(k as f64 / 1000.0);
         }

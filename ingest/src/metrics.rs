@@ -26,7 +26,6 @@ pub struct IngestMetrics {
     pub discontinuities: IntCounter,
     pub epoch_events: IntCounterVec,
     pub pieces_withheld: IntCounter,
-    pub piece_regrows: IntCounter,
     pub frames_before_keyframe: IntCounter,
     pub keyframe_interval: GaugeVec,
     pub added_latency: Histogram,
@@ -136,11 +135,6 @@ impl IngestMetrics {
                 "shoal_ingest_pieces_withheld_total",
                 "Pieces cut but not published: a node's first segment after joining a timeline mid-stream, a \
                  session's unfinished last piece",
-            ),
-            piece_regrows: counter(
-                "shoal_ingest_piece_regrows_total",
-                "Pieces that outgrew the buffer they were begun in and were copied into a bigger one (each piece's \
-                 buffer is sized from the last of its kind)",
             ),
             frames_before_keyframe: counter(
                 "shoal_ingest_frames_before_keyframe_total",

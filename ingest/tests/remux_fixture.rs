@@ -90,9 +90,6 @@ fn pieces_are_signed_keyframe_aligned_and_continuous() {
     assert_eq!(stats.keyframe_interval_ms, Some(1_000));
     assert_eq!(stats.frames_dropped_before_keyframe, 0);
     assert_eq!(stats.long_gops, 0);
-    // Each piece is cut in a buffer sized from the last of its kind: few outgrow it.
-    eprintln!("{} of {} pieces outgrew their first buffer", stats.piece_regrows, pieces.len());
-    assert!(stats.piece_regrows * 10 <= pieces.len() as u64, "{} regrows", stats.piece_regrows);
 
     let mut cc: HashMap<u16, u8> = HashMap::new();
     let mut video_pts = Vec::new();

@@ -1371,6 +1371,10 @@ impl<'a> Engine<'a> {
                 } else {
                     cfg.target_neighbours = sc.viewer_neighbours as usize;
                     cfg.push_share = sc.viewer_push_share;
+                    let ms = |v: Option<u32>, default: u64| v.map_or(default, |v| u64::from(v) * MS);
+                    cfg.repair_margin = ms(sc.viewer_repair_margin_ms, cfg.repair_margin);
+                    cfg.hedge_margin = ms(sc.viewer_hedge_margin_ms, cfg.hedge_margin);
+                    cfg.seed_repair_margin = ms(sc.viewer_seed_repair_margin_ms, cfg.seed_repair_margin);
                 }
                 let peer = Peer::with_verifier(cfg, now, self.known.clone())
                     .expect("scenario was validated, so the peer config is valid");

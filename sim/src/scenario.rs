@@ -56,6 +56,13 @@ pub struct Scenario {
     pub viewer_neighbours: u32,
     /// Share of each viewer's upload given to push subscriptions (`PeerConfig::push_share`).
     pub viewer_push_share: f64,
+    /// Viewers' `PeerConfig::repair_margin`, ms (unset: the peer's default).
+    pub viewer_repair_margin_ms: Option<u32>,
+    /// Viewers' `PeerConfig::hedge_margin`, ms (unset: the peer's default; 0: never).
+    pub viewer_hedge_margin_ms: Option<u32>,
+    /// Viewers' `PeerConfig::seed_repair_margin` (how close to the deadline they ask a
+    /// seed), ms (unset: the peer's default).
+    pub viewer_seed_repair_margin_ms: Option<u32>,
     /// Extra simulated time after the window so its last pieces can arrive.
     pub drain_ms: u32,
     /// The last seed dies (without a word, as a killed process) this far into the
@@ -222,6 +229,9 @@ impl Scenario {
             seed_max_neighbours: swarm::peer::SEED_MAX_NEIGHBOURS as u32,
             viewer_neighbours: 12,
             viewer_push_share: swarm::peer::PUSH_SHARE,
+            viewer_repair_margin_ms: None,
+            viewer_hedge_margin_ms: None,
+            viewer_seed_repair_margin_ms: None,
             drain_ms: 3_000,
             seed_dies_at_ms: 0,
         }
@@ -247,6 +257,10 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&self.seed_share_budget) {
             return fail("seed_share_budget is a share of the audience's bytes (0..=1)");
+        }
+        let margins = [self.viewer_repair_margin_ms, self.viewer_hedge_margin_ms, self.viewer_seed_repair_margin_ms];
+        if margins.into_iter().flatten().any(|m| m >= self.playout_delay_ms) {
+            return fail("a viewer's repair, hedge or seed repair margin must be shorter than playout_delay_ms");
         }
         if !(0.0..=1.0).contains(&self.viewer_push_share) {
             return fail("viewer_push_share is a share of upload (0..=1)");

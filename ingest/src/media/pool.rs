@@ -61,11 +61,6 @@ impl BufferPool {
         Bytes::from_owner(Returned { buf, shelf: Arc::downgrade(&self.0) })
     }
 
-    /// Puts `buf` back for reuse now (it is cleared; one of no size class is freed).
-    pub fn give(&self, buf: Vec<u8>) {
-        shelve(&self.0, buf);
-    }
-
     /// Buffers waiting for reuse.
     pub fn spare(&self) -> usize {
         lock(&self.0).iter().map(Vec::len).sum()
@@ -87,19 +82,14 @@ impl AsRef<[u8]> for Returned {
 
 impl Drop for Returned {
     fn drop(&mut self) {
-        if let Some(shelf) = self.shelf.upgrade() {
-            shelve(&shelf, std::mem::take(&mut self.buf));
+        let Some(class) = class_of(self.buf.capacity()) else { return };
+        let Some(shelf) = self.shelf.upgrade() else { return };
+        let mut spare = lock(&shelf);
+        if spare[class].len() < KEEP {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            spare[class].push(buf);
         }
-    }
-}
-
-/// `buf` onto its class's shelf, cleared, unless that is full or it is of no class.
-fn shelve(shelf: &Shelf, mut buf: Vec<u8>) {
-    let Some(class) = class_of(buf.capacity()) else { return };
-    let mut spare = lock(shelf);
-    if spare[class].len() < KEEP {
-        buf.clear();
-        spare[class].push(buf);
     }
 }
 

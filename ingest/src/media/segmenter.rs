@@ -65,18 +65,6 @@ pub struct SegmenterStats {
     pub pieces_withheld: u64,
     /// Last keyframe interval seen, ms.
     pub keyframe_interval_ms: Option<i64>,
-    /// Pieces that outgrew the buffer they were begun in (each a copy of what was
-    /// written so far into one of the next size class).
-    pub piece_regrows: u64,
-}
-
-/// Bytes the PAT and PMT take at a segment's start (two packets; four of room).
-const TABLES_ROOM: usize = 4 * TS_PACKET_LEN;
-
-/// Bytes a frame of `len` bytes may take as TS packets: its PES header and data at
-/// 184 bytes a packet at most, a partly filled last packet and one with a PCR.
-fn frame_room(len: usize) -> usize {
-    ((len + 64) / (TS_PACKET_LEN - 4) + 3) * TS_PACKET_LEN
 }
 
 /// Whether the pieces being cut are published.
@@ -111,13 +99,10 @@ pub struct Segmenter {
     mux: TsMuxer,
     /// What the next segment's PMT should announce.
     program: Program,
-    /// The open piece, header room first, written where it will be signed and sent: a
-    /// pool buffer of the size class the last piece of its kind (segment start or not)
-    /// needed, moved to the next class up — one copy — only if the piece outgrows it.
-    /// Empty while no piece is open.
+    /// The open piece, header room first: written here, in a buffer that lives as long
+    /// as the segmenter (its pages stay in memory), and copied once, when it closes,
+    /// into a piece buffer of its exact size class from the pool.
     buf: Vec<u8>,
-    /// Bytes the last piece that started a segment \[0\] and the last that did not \[1\] took.
-    last_len: [usize; 2],
     /// Where piece buffers come from and go back to.
     pool: BufferPool,
     open: Option<Open>,
@@ -144,8 +129,7 @@ impl Segmenter {
             publishing: Publishing::Yes,
             last_seq: None,
             reach_ms: None,
-            buf: Vec::new(),
-            last_len: [0; 2],
+            buf: vec![0; HEADER_LEN],
             pool: BufferPool::default(),
             open: None,
             pending: PieceFlags::NONE,
@@ -268,7 +252,6 @@ impl Segmenter {
             self.mux.set_program(self.program);
             self.mux.reset_counters();
             self.open(self.free_seq(cell_seq), frame.dts_ms, PieceFlags::SEGMENT_START);
-            self.make_room(TABLES_ROOM);
             self.mux.write_tables(&mut self.buf);
         } else {
             if let Some(last) = self.last_segment_ms
@@ -299,7 +282,6 @@ impl Segmenter {
                 }
             }
         }
-        self.make_room(frame_room(frame.data.len()));
         self.mux.write_frame(frame, &mut self.buf);
         let end_ms = frame.dts_ms + i64::from(frame.duration_ms);
         self.reach_ms = Some(self.reach_ms.map_or(end_ms, |r| r.max(end_ms)));
@@ -309,7 +291,6 @@ impl Segmenter {
             let seq = self.open.map_or(cell_seq, |o| o.seq);
             self.close(out);
             self.open(seq + 1, frame.dts_ms, PieceFlags::NONE);
-            self.make_room(rest.len());
             self.buf.extend_from_slice(&rest);
         }
         if let Some(o) = &mut self.open {
@@ -323,34 +304,14 @@ impl Segmenter {
     }
 
     fn open(&mut self, seq: u64, first_ms: i64, flags: PieceFlags) {
-        let flags = flags.union(self.pending);
-        // Room for a piece of its kind a quarter bigger than the last (a power of two:
-        // up to twice that), so that a piece seldom outgrows its buffer.
-        let last = self.last_len[usize::from(!flags.contains(PieceFlags::SEGMENT_START))];
-        let mut buf = self.pool.take(last + last / 4 + SIGNATURE_LEN);
-        buf.resize(HEADER_LEN, 0);
-        self.pool.give(std::mem::replace(&mut self.buf, buf));
-        self.open = Some(Open { seq, flags, end_ms: first_ms, last_ms: first_ms });
+        self.open = Some(Open { seq, flags: flags.union(self.pending), end_ms: first_ms, last_ms: first_ms });
         self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
         self.pending = PieceFlags::NONE;
     }
 
     /// Payload bytes in the open piece's buffer (after the header's room).
     fn payload_len(&self) -> usize {
-        self.buf.len().saturating_sub(HEADER_LEN)
-    }
-
-    /// Room in the open piece's buffer for `more` bytes and the signature: a buffer of a
-    /// bigger class if needed, what is written so far copied over, the smaller one back
-    /// to the pool.
-    fn make_room(&mut self, more: usize) {
-        let need = self.buf.len() + more + SIGNATURE_LEN;
-        if need > self.buf.capacity() {
-            self.stats.piece_regrows += 1;
-            let mut bigger = self.pool.take(need);
-            bigger.extend_from_slice(&self.buf);
-            self.pool.give(std::mem::replace(&mut self.buf, bigger));
-        }
+        self.buf.len() - HEADER_LEN
     }
 
     /// The open piece is dropped unpublished.
@@ -361,7 +322,8 @@ impl Segmenter {
         self.buf.truncate(HEADER_LEN);
     }
 
-    /// Signs and emits the open piece, if any, in its own buffer ([`ChannelKeypair::seal`]).
+    /// Signs and emits the open piece, if any: copied into a buffer of its size class (a
+    /// recycled one once the window is full) and signed there ([`ChannelKeypair::seal`]).
     /// Its timestamp is the wall time of its newest frame on the epoch's clock — the
     /// same on every node, and never ahead of when ingest had that frame (a publisher is
     /// held to the clock).
@@ -375,8 +337,9 @@ impl Segmenter {
         let Some(epoch) = &self.epoch else { return };
         let timestamp_us = epoch.wall_us(open.last_ms);
         let len = self.payload_len();
-        self.last_len[usize::from(!open.flags.contains(PieceFlags::SEGMENT_START))] = self.buf.len();
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = self.pool.take(self.buf.len() + SIGNATURE_LEN);
+        buf.extend_from_slice(&self.buf);
+        self.buf.truncate(HEADER_LEN);
         let sealed = self.key.seal(open.seq, timestamp_us, open.flags, &mut buf);
         match sealed.and_then(|()| Piece::decode(self.pool.share(buf))) {
             Ok(piece) => {
