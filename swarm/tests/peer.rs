@@ -701,8 +701,8 @@ fn answers_to(v: &mut Peer, now: Micros, to: u64) -> (u64, u64) {
 /// A seed that accepts 2,500 neighbours would, at a tenth of the stream each, let 1,000
 /// leeches (the `flood` attackers, who ask every seed for every piece) take the seeds'
 /// share of the bytes from 0.008 to 0.018 at `ten-k`. Told the audience, a seed gives
-/// each requester its part of `seed_share_budget` × viewers / seeds instead: 40,000
-/// viewers and 4 seeds make 50 streams, a fiftieth of one each for 2,500 neighbours.
+/// each requester its part of `seed_share_budget` × viewers / seeds instead: at 0.5 %,
+/// 40,000 viewers and 4 seeds make 50 streams, a fiftieth of one each for 2,500 neighbours.
 /// With few neighbours (a small audience), each keeps its tenth.
 #[test]
 fn a_seed_told_the_audience_gives_each_requester_its_part_of_the_repair_budget() {
@@ -713,6 +713,7 @@ fn a_seed_told_the_audience_gives_each_requester_its_part_of_the_repair_budget()
     for (told, others) in [(false, 2_499), (true, 2_499), (true, 0)] {
         let mut c = cfg(Role::Seed, 1);
         c.max_neighbours = SEED_MAX_NEIGHBOURS;
+        c.seed_share_budget = 0.005; // the budget the figures below are worked out for
         let mut seed = Peer::new(c, T0).unwrap();
         // Others connected besides: the budget is shared by the neighbours.
         for node in 100..100 + others {
@@ -1079,6 +1080,7 @@ fn a_withholding_parent_is_never_named_a_root() {
 fn small_seed() -> Net {
     let mut c = cfg(Role::Seed, 1);
     c.max_child_slots = Some(4);
+    c.seed_share_budget = 0.005; // the budget the tests' figures are worked out for
     Net::new(vec![(1, Peer::new(c, T0).unwrap())])
 }
 
