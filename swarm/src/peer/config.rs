@@ -132,10 +132,11 @@ pub struct PeerConfig {
 /// (what the simulator's measurements chose; its scenarios start from it).
 pub const SEED_CHILD_SLOTS: u32 = 16;
 /// Share of the audience's bytes the seeds' pushes may carry together; repairs come on
-/// top (see `seed_share_budget`), and together they stayed under the 1 % target in
-/// every scenario measured. At 0.5 % the `browsers` scenario (10,000 pages, 30 % of
-/// them uploading 0.75× the stream) had a continuity of 0.99867; at 0.75 %, 0.99911
-/// with the seeds at 0.96 % of the bytes (`shoal sim`, 2026-12-05, docs/measurements.md).
+/// top (see `seed_share_budget`), and together they stayed under the 1 % target in the
+/// scenarios measured with it (`browsers`, `ten-k` and its flood). At 0.5 % the
+/// `browsers` scenario (10,000 pages, 30 % of them uploading 0.75× the stream) had a
+/// continuity of 0.99867; at 0.75 %, 0.99911 with the seeds at 0.96 % of the bytes
+/// (`shoal sim`, 2026-12-05, docs/measurements.md).
 pub const SEED_SHARE_BUDGET: f64 = 0.0075;
 /// Neighbours a seed accepts: many, for pull repair near the deadline.
 pub const SEED_MAX_NEIGHBOURS: usize = 2_500;
