@@ -136,22 +136,3 @@ impl Display for PacketStreamClosedError {
 }
 
 impl error::Error for PacketStreamClosedError {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use assert_matches::assert_matches;
-
-    #[tokio::test]
-    async fn resolve_dns() {
-        let socket_address = SocketAddress {
-            host: SocketHost::Domain("localhost".to_string()),
-            port: 3000,
-        };
-        let remote_host = lookup_remote_host(&socket_address).await.unwrap();
-        assert_matches!(
-            remote_host.to_string().as_str(),
-            "127.0.0.1:3000" | "[::1]:3000"
-        );
-    }
-}

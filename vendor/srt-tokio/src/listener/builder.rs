@@ -101,33 +101,3 @@ impl SrtListenerBuilder {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn bind() {
-        // just a test to exercise all the builder methods to ensure they don't explode
-        let socket = UdpSocket::bind("0.0.0.0:9999").await.unwrap();
-        let _ = SrtListener::builder()
-            .with(Encryption {
-                key_size: KeySize::AES256,
-                km_refresh: KeyMaterialRefresh {
-                    period: PacketCount(1000),
-                    pre_announcement_period: PacketCount(400),
-                },
-                ..Default::default()
-            })
-            .set(|options| options.receiver.buffer_size = ByteCount(1_000_000))
-            .receive_latency(Duration::from_secs(2))
-            .send_latency(Duration::from_secs(4))
-            .latency(Duration::from_secs(1))
-            .encryption(0, "super secret passcode")
-            .bandwidth(LiveBandwidthMode::Max(DataRate(1_000_000)))
-            .socket(socket)
-            .bind(9999)
-            .await
-            .unwrap();
-    }
-}
