@@ -572,8 +572,10 @@ fn answer(status: StatusCode, ctype: &'static str, body: Body) -> Response<Body>
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
-    h.insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));
-    h.insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
+    // Typed names: a name given as a string is parsed again for every answer
+    // (`HdrName::from_static`: 0.6 % of the origin's samples under `shoal bench seeder`).
+    h.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, hyper::header::HeaderValue::from_static("*"));
+    h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-cache"));
     r
 }
 
