@@ -201,6 +201,12 @@ fn many_pages_play_a_minute_mostly_from_each_other_a_forger_is_dropped_and_a_par
     assert_eq!(pages.iter().map(|p| p["forgedPlayed"].as_u64().unwrap()).sum::<u64>(), 0);
     let refused: u64 = honest.iter().map(|p| p["peer"]["forgedRefused"].as_u64().unwrap()).sum();
     assert!(refused >= 1, "a page refused a forged piece and dropped its sender");
+    // The tracker keeps handing out the forger's offers: a page that banned it turns
+    // them away before any connection (before, it came back as a new WebRTC link to
+    // be refused at Hello every ~5 s). One link already being set up when the ban
+    // fell may still reach Hello.
+    let at_hello: u64 = honest.iter().map(|p| p["peer"]["bannedAtHello"].as_u64().unwrap()).sum();
+    assert!(at_hello <= 2 * refused, "a banned page kept reconnecting: {at_hello} links refused at Hello");
     // Pages told the tracker what they watched: metered as viewers (there is no
     // other viewer here), as the tracker's metrics say once it has flushed (`shoal up`
     // flushes every 10 s, at the first tick of each window of the clock).

@@ -105,6 +105,10 @@ export interface PeerStats {
   piecesPushed: number;
   piecesServed: number;
   forgedRefused: number;
+  /** Links refused at Hello because their peer id is banned (they came back). */
+  bannedAtHello: number;
+  /** Offers and answers from a banned peer turned away before any connection. */
+  bannedTurnedAway: number;
   malformed: number;
   flooding: number;
   requestsSent: number;
@@ -183,6 +187,8 @@ export class PagePeer {
     piecesPushed: 0,
     piecesServed: 0,
     forgedRefused: 0,
+    bannedAtHello: 0,
+    bannedTurnedAway: 0,
     malformed: 0,
     flooding: 0,
     requestsSent: 0,
@@ -192,6 +198,18 @@ export class PagePeer {
     this.club = Number(opts.peerId % BigInt(opts.nSubstreams));
     this.feeds = Array.from({ length: opts.nSubstreams }, () => ({ depth: 255, root: NONE }));
     this.guards = Array.from({ length: opts.nSubstreams }, () => ({ depth: 255, root: NONE, until: 0 }));
+  }
+
+  /**
+   * Whether to take up an offer or answer from the page whose Shoal peer id is
+   * `peerId`: not if it sent us a forgery. The tracker keeps handing out a banned page's
+   * offers; refused at Hello, each came back as a WebRTC connection (a DTLS handshake
+   * on both sides) every few seconds for as long as it stayed.
+   */
+  admits(peerId: bigint): boolean {
+    if (!this.banned.has(peerId)) return true;
+    this.stats.bannedTurnedAway += 1;
+    return false;
   }
 
   /** Neighbours that said Hello. */
@@ -356,7 +374,10 @@ export class PagePeer {
     if (!h.channel.every((b, i) => b === this.opts.channel[i])) {
       return this.goodbye(link, Goodbye.WrongChannel, "another channel");
     }
-    if (this.banned.has(h.peerId)) return this.goodbye(link, Goodbye.Forged, "banned peer id");
+    if (this.banned.has(h.peerId)) {
+      this.stats.bannedAtHello += 1;
+      return this.goodbye(link, Goodbye.Forged, "banned peer id");
+    }
     if (link.info.expectedPeerId !== null && h.peerId !== link.info.expectedPeerId) {
       return this.goodbye(link, Goodbye.Malformed, "hello names another peer id than its tracker identity");
     }

@@ -16,6 +16,8 @@ export interface TrackerOptions {
   peerId: Uint8Array;
   /** ICE servers (none on a LAN or loopback; the seeders answer STUN). */
   iceServers?: RTCIceServer[];
+  /** Whether to take up an offer or answer from this page (false: a banned one). */
+  admits?: (remotePeerId: string) => boolean;
   /** A data channel to another page is open. */
   onChannel: (channel: RTCDataChannel, remotePeerId: string) => void;
   /** The tracker answered an announce: pages in the channel. */
@@ -143,6 +145,12 @@ export class TrackerClient {
     if (from === undefined || offerId === undefined || from === this.me) return;
     const offer = msg.offer as RTCSessionDescriptionInit | undefined;
     const answer = msg.answer as RTCSessionDescriptionInit | undefined;
+    if (this.opts.admits?.(from) === false) {
+      // Nothing more of it: our own offer it answers is dropped too.
+      this.pending.get(offerId)?.pc.close();
+      this.pending.delete(offerId);
+      return;
+    }
     if (offer) {
       if (this.open.has(from)) return;
       const pc = this.connection();

@@ -145,6 +145,11 @@ test("a forged piece is never kept, and its sender is told why, dropped and bann
   await feed(peer, "again", [hello], 4);
   const refused = again.take().find((m) => m.kind === "goodbye");
   assert.ok(refused && refused.kind === "goodbye" && refused.reason === Goodbye.Forged);
+  assert.equal(peer.stats.bannedAtHello, 1);
+  // And its next offers through the tracker are not taken up at all; others' are.
+  assert.equal(peer.admits(66n), false);
+  assert.equal(peer.admits(67n), true);
+  assert.equal(peer.stats.bannedTurnedAway, 1);
 });
 
 test("a hello that names another id than the tracker's, or comes after other messages, is refused", async () => {

@@ -129,6 +129,7 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     infoHash: infoHash(channel),
     peerId: trackerId,
     onError: (why) => state.errors.push(`tracker: ${why}`),
+    admits: (remote) => peer.admits(peerIdOf(Uint8Array.from(remote, (c) => c.charCodeAt(0)))),
     onChannel: (dc, remote) => {
       const id = `${links++}`;
       channels.set(id, dc);
