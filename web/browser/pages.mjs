@@ -85,7 +85,8 @@ function chromiumCpuSeconds() {
 /** Runs in each page: a probe of playback, and the forger's or the honest page's hooks. */
 function instrument(forge) {
   const v = document.getElementById("v");
-  const probe = { stalledMs: 0, longestStallMs: 0, behind: [], startedAt: null, last: -1, since: 0, forgedSent: 0, forgedPlayed: 0 };
+  // `stalls`: [start, ms] of each stall of 300 ms or more, on the page's clock (its log's).
+  const probe = { stalledMs: 0, longestStallMs: 0, stalls: [], behind: [], startedAt: null, last: -1, since: 0, forgedSent: 0, forgedPlayed: 0 };
   window.probe = probe;
   setInterval(() => {
     const now = performance.now();
@@ -95,6 +96,7 @@ function instrument(forge) {
       probe.since = now;
     }
     if (v.currentTime !== probe.last || v.paused) {
+      if (now - probe.since >= 400 && probe.stalls.length < 100) probe.stalls.push([Math.round(probe.since), Math.round(now - probe.since - 100)]);
       probe.last = v.currentTime;
       probe.since = now;
     } else {
@@ -161,6 +163,7 @@ await run(flags, async (browser) => {
       marks: window.watch.marks,
       stalledMs: window.probe.stalledMs,
       longestStallMs: Math.round(window.probe.longestStallMs),
+      stalls: window.probe.stalls,
       behind: window.probe.behind,
       bytes: window.watch.bytes,
       neighbours: window.watch.neighbours,
