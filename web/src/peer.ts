@@ -783,6 +783,8 @@ export class PagePeer {
       seqs.sort((a, b) => (a < b ? -1 : 1));
       for (const q of seqs) src.requests.set(q, this.now);
       this.stats.requestsSent += seqs.length;
+      const who = src.hello?.role === Role.Seed ? "seed" : "page";
+      this.opts.log?.(`repair ${seqs.join(",")} asked of ${who} ${src.info.id}`);
       this.send(src, { kind: "request", seqs });
     }
   }

@@ -68,7 +68,7 @@ const state: WatchState = {
 };
 window.watch = state;
 /** Events kept in {@link WatchState.log}. */
-const LOG_KEPT = 1000;
+const LOG_KEPT = 5000;
 const log = (what: string) => {
   state.log.push(`${Math.round(performance.now())} ${what}`);
   if (state.log.length > LOG_KEPT) state.log.splice(0, state.log.length - LOG_KEPT);
