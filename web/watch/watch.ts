@@ -124,18 +124,19 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
   // A closing tab tells its neighbours (a vanished one is found out only by silence).
   addEventListener("pagehide", () => peer.leave());
   let links = 0;
+  /** The Shoal peer id a page's tracker identity (a WebTorrent binary string) stands for. */
+  const shoalIdOf = (remote: string) => peerIdOf(Uint8Array.from(remote, (c) => c.charCodeAt(0)));
   const tracker = new TrackerClient({
     url: trackerUrl,
     infoHash: infoHash(channel),
     peerId: trackerId,
     onError: (why) => state.errors.push(`tracker: ${why}`),
-    admits: (remote) => peer.admits(peerIdOf(Uint8Array.from(remote, (c) => c.charCodeAt(0)))),
+    admits: (remote) => peer.admits(shoalIdOf(remote)),
     onChannel: (dc, remote) => {
       const id = `${links++}`;
       channels.set(id, dc);
       dc.binaryType = "arraybuffer";
-      const remoteId = peerIdOf(Uint8Array.from(remote, (c) => c.charCodeAt(0)));
-      peer.attach({ id, expectedPeerId: remoteId }, dc, Date.now());
+      peer.attach({ id, expectedPeerId: shoalIdOf(remote) }, dc, Date.now());
       dc.addEventListener("message", (e) => peer.receive(id, new Uint8Array(e.data as ArrayBuffer), Date.now()));
       dc.addEventListener("close", () => {
         log(`link ${id} closed`);
