@@ -44,6 +44,13 @@ pub(crate) struct BrowsersBenchArgs {
     /// peer (no forgers: it checks nothing), printed side by side.
     #[arg(long, conflicts_with = "http_only")]
     vs_p2pml: bool,
+    /// The niceness Node and Chromium run at (`nice -n`), below the broadcaster's side
+    /// (`shoal up` and ffmpeg): a deployment's encoder and seeders never share a CPU with
+    /// their audience, and on one 2-core machine the renderers Chromium starts for new
+    /// pages otherwise keep both off the CPU for up to a second at a time, stalling every
+    /// page at once (measured with /proc/PID/task/*/schedstat). 0: all share alike.
+    #[arg(long, default_value_t = 10)]
+    browsers_nice: u8,
     /// The web/ directory (with `npm ci` done).
     #[arg(long, default_value = "web")]
     web: PathBuf,
@@ -94,6 +101,8 @@ struct Report {
     pages: u32,
     seconds: u32,
     feed: String,
+    /// Niceness of the pages' Node and Chromium (`--browsers-nice`).
+    browsers_nice: u8,
     /// Bytes played that came from other pages / all bytes played (honest pages).
     p2p_share: f64,
     /// From seeders, over WebRTC or HTTP.
@@ -204,8 +213,8 @@ fn play(a: &BrowsersBenchArgs, watch: &str, server: u32, player: Player) -> anyh
     }
     let cpu0 = tree_cpu(server);
     eprintln!("{} {} pages for {} s on {watch} ...", a.pages, player.name(), a.seconds);
-    let out = Command::new("node")
-        .arg("browser/pages.mjs")
+    let out = Command::new("nice")
+        .args(["-n", &a.browsers_nice.to_string(), "node", "browser/pages.mjs"])
         .args([watch, &a.pages.to_string(), &a.seconds.to_string()])
         .args(["--late", &a.late.to_string(), "--forgers", &forgers.to_string()])
         .args(player.flag())
@@ -248,6 +257,7 @@ fn summarize(a: &BrowsersBenchArgs, r: &Value, server_cpu_s: f64, player: Player
         pages: a.pages,
         seconds: a.seconds,
         feed: format!("ffmpeg testsrc {} 25 fps x264 ultrafast, RTMP into shoal up", a.size),
+        browsers_nice: a.browsers_nice,
         // Without the swarm every byte is the seeder's, over HTTP.
         p2p_share: if http_only { 0.0 } else { peers / all },
         seed_share: if http_only { 1.0 } else { (seeds + http) / all },
@@ -275,6 +285,7 @@ fn print_table(r: &Report) {
     };
     row("figure", &|r| r.player.name().to_owned(), "target");
     row("pages / seconds", &|r| format!("{} / {}", r.pages, r.seconds), "12 / 60");
+    row("browsers nice", &|r| r.browsers_nice.to_string(), "");
     row("p2p share", &|r| format!("{:.3}", r.p2p_share), "≥ 0.85");
     row("seed share (HTTP)", &|r| format!("{:.3} ({:.3})", r.seed_share, r.http_share), "");
     row("latency p50/p99 ms", &|r| format!("{}/{}", r.latency_ms.p50, r.latency_ms.p99), "≤ 1500/2500");

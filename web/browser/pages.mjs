@@ -185,10 +185,12 @@ await run(flags, async (browser) => {
     if (shots) await o.page.screenshot({ path: `${shots}/page-${i}.png` });
     // The swarm's events explain a stall; a page that played on keeps its output short
     // (SHOAL_PAGES_LOG=1 keeps every page's, to dig into a share or a tree).
-    // (`leftAt`: when a leaver closed, on this page's clock, as the log's times are.)
+    // (`leftAt`: when a leaver closed, on this page's clock, as the log's times are;
+    // `timeOrigin`: that clock's zero in ms since the epoch, to put pages' logs and
+    // stalls on one timeline.)
     const log = r.longestStallMs > 1000 || process.env.SHOAL_PAGES_LOG ? r.log : undefined;
     const leftAt = log && leaveWall !== null ? Math.round(leaveWall - r.timeOrigin) : undefined;
-    return { i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, log, leftAt, startedAt: undefined, now: undefined, timeOrigin: undefined };
+    return { i, late: o.late, forger: o.forger, startupMs, playedWallMs, ...r, log, leftAt, startedAt: undefined, now: undefined };
   };
   /** Substreams page `i` pushes to other pages now (children, summed over its links). */
   const children = (i) =>

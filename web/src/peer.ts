@@ -47,6 +47,10 @@ const NEAR_SEED = 2;
 const LEAVE_DEPTH = 4;
 /** How often a page looks for a page to take a substream from instead of a seed. */
 const REVIEW_EVERY_MS = 1_000;
+/** Logged: a gap between ingest's cuts of successive newest pieces beyond this (µs). */
+const CUT_GAP_LOGGED_US = 400_000n;
+/** Logged: the newest piece reaching us this long after its cut (ms), and when that ends. */
+const NEWEST_LATE_MS = 1_000;
 const MAX_REQUEST_SEQS = 32;
 /** Messages a link may send: a burst, then a rate (the reference shell's limits). */
 const MESSAGE_BURST = 4_000;
@@ -159,6 +163,9 @@ export class PagePeer {
   /** Pieces being verified, by sequence number. */
   private readonly verifying = new Map<bigint, Promise<unknown>>();
   private newest: bigint | null = null;
+  /** The newest piece's cut time (µs, ingest's clock), and whether it came late. */
+  private newestCut: bigint | null = null;
+  private newestLate = false;
   private first: bigint | null = null;
   private reviewAt = 0;
   /** The substream the next review of seed-fed substreams starts at. */
@@ -519,6 +526,7 @@ export class PagePeer {
     if ((piece.flags & Flags.SEGMENT_START) !== 0 && (this.segmentStart === null || piece.seq > this.segmentStart)) {
       this.segmentStart = piece.seq;
     }
+    if (this.newest === null || piece.seq > this.newest) this.noteNewest(piece);
     this.learnExists(piece.seq);
     if (this.oldest === null || piece.seq < this.oldest) this.oldest = piece.seq;
     const floor = (this.newest ?? piece.seq) - WINDOW;
@@ -527,6 +535,24 @@ export class PagePeer {
       for (const seq of this.missingSince.keys()) if (seq < floor) this.missingSince.delete(seq);
       this.oldest = floor;
     }
+  }
+
+  /**
+   * Logs where a stall began upstream of us: a gap in ingest's cuts (the encoder or
+   * ingest paused), or the newest pieces reaching us late (a relay or a seed did).
+   */
+  private noteNewest(piece: Piece): void {
+    const cut = piece.timestampUs;
+    if (this.newestCut !== null && cut - this.newestCut > CUT_GAP_LOGGED_US) {
+      this.opts.log?.(`ingest cut ${piece.seq} ${(cut - this.newestCut) / 1_000n} ms after the newest before it`);
+    }
+    this.newestCut = cut;
+    const lag = this.now - Number(cut / 1_000n);
+    const late = lag > NEWEST_LATE_MS;
+    if (late !== this.newestLate) {
+      this.opts.log?.(late ? `newest piece ${piece.seq} came ${lag} ms after its cut` : `newest pieces on time again (${lag} ms)`);
+    }
+    this.newestLate = late;
   }
 
   /** A piece up to `seq` exists: what we lack before it is missing from now on. */

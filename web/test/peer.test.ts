@@ -125,6 +125,30 @@ test("a page subscribes to a seed and keeps what verifies", async () => {
   assert.equal(status.status.segmentStart, 1000n);
 });
 
+test("the log says where a stall began: a gap in ingest's cuts, or newest pieces arriving late", async () => {
+  const log: string[] = [];
+  const { peer } = page(5n, log);
+  const seed = new Wire();
+  peer.attach({ id: "seed", expectedPeerId: 99n }, seed, 0);
+  await feed(peer, "seed", [seedHello, { kind: "status", status: seedStatus }, { kind: "subscribe_reply", accepted: 0b1111n }], 1);
+  /** Piece `seq` as it reaches us `lagMs` after ingest cut it. */
+  const at = (seq: number, lagMs: number) =>
+    feed(peer, "seed", [{ kind: "piece", piece: sign(seq) }], 1_795_000_000_000 + seq * 50 + lagMs);
+  for (let seq = 1000; seq < 1004; seq++) await at(seq, 100);
+  await at(1020, 100); // ingest cut nothing for 850 ms
+  await at(1021, 1_500); // a relay upstream held it
+  await at(1022, 120);
+  await at(1010, 2_000); // a repair of an older piece says nothing of the stream's flow
+  assert.deepEqual(
+    log.filter((l) => /cut|on time/.test(l)),
+    [
+      "ingest cut 1020 850 ms after the newest before it",
+      "newest piece 1021 came 1500 ms after its cut",
+      "newest pieces on time again (120 ms)",
+    ],
+  );
+});
+
 test("a forged piece is never kept, and its sender is told why, dropped and banned", async () => {
   const { peer, got, closed } = page(5n);
   const liar = new Wire();

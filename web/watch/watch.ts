@@ -121,6 +121,7 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     },
   });
   state.peer = peer;
+  log(`peer ${peerIdOf(trackerId)}`);
   // A closing tab tells its neighbours (a vanished one is found out only by silence).
   addEventListener("pagehide", () => peer.leave());
   let links = 0;
@@ -134,6 +135,7 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     admits: (remote) => peer.admits(shoalIdOf(remote)),
     onChannel: (dc, remote) => {
       const id = `${links++}`;
+      log(`link ${id} is peer ${shoalIdOf(remote)}`);
       channels.set(id, dc);
       dc.binaryType = "arraybuffer";
       peer.attach({ id, expectedPeerId: shoalIdOf(remote) }, dc, Date.now());
