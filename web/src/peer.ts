@@ -49,8 +49,8 @@ const LEAVE_DEPTH = 4;
 const REVIEW_EVERY_MS = 1_000;
 /** Logged: a gap between ingest's cuts of successive newest pieces beyond this (µs). */
 const CUT_GAP_LOGGED_US = 400_000n;
-/** Logged: the newest piece reaching us this long after its cut (ms), and when that ends. */
-const NEWEST_LATE_MS = 1_000;
+/** Logged: the newest piece reaching us this much later than usual (ms), and when that ends. */
+const NEWEST_LATE_MS = 300;
 const MAX_REQUEST_SEQS = 32;
 /** Messages a link may send: a burst, then a rate (the reference shell's limits). */
 const MESSAGE_BURST = 4_000;
@@ -166,6 +166,11 @@ export class PagePeer {
   /** The newest piece's cut time (µs, ingest's clock), and whether it came late. */
   private newestCut: bigint | null = null;
   private newestLate = false;
+  /**
+   * How long after its cut a newest piece usually reaches us (ms): the least seen,
+   * rising 1 ms a piece so that a slow drift of the clocks is followed.
+   */
+  private usualLag: number | null = null;
   private first: bigint | null = null;
   private reviewAt = 0;
   /** The substream the next review of seed-fed substreams starts at. */
@@ -548,9 +553,14 @@ export class PagePeer {
     }
     this.newestCut = cut;
     const lag = this.now - Number(cut / 1_000n);
-    const late = lag > NEWEST_LATE_MS;
+    const usual = (this.usualLag = Math.min(lag, (this.usualLag ?? lag) + 1));
+    const late = lag - usual > NEWEST_LATE_MS;
     if (late !== this.newestLate) {
-      this.opts.log?.(late ? `newest piece ${piece.seq} came ${lag} ms after its cut` : `newest pieces on time again (${lag} ms)`);
+      this.opts.log?.(
+        late
+          ? `newest piece ${piece.seq} came ${lag - usual} ms later than usual (${lag} ms after its cut)`
+          : `newest pieces on time again (${lag} ms after the cut)`,
+      );
     }
     this.newestLate = late;
   }
