@@ -68,12 +68,74 @@ pub struct RtcSettings {
     pub public: Vec<SocketAddr>,
     /// Sessions from one IP address ([`MAX_SESSIONS_PER_ADDRESS`] unless set).
     pub per_address: usize,
+    /// STUN and TURN servers pages use to reach this host and each other (none: the
+    /// host candidates and the seeders' own STUN answers, enough on a LAN or with
+    /// public addresses).
+    pub ice_servers: Vec<IceServer>,
 }
 
 impl RtcSettings {
     /// `listen`, answering with `public` (see the fields), the default limits.
     pub fn new(listen: SocketAddr, public: Vec<SocketAddr>) -> Self {
-        RtcSettings { listen, public, per_address: MAX_SESSIONS_PER_ADDRESS }
+        RtcSettings { listen, public, per_address: MAX_SESSIONS_PER_ADDRESS, ice_servers: Vec::new() }
+    }
+}
+
+/// A STUN or TURN server for pages, as a browser's `RTCIceServer` names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URL (RFC 7064, RFC 7065).
+    pub url: String,
+    /// A TURN server's credentials.
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// Why an ICE server setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IceServerError {
+    #[error("{0:?} is not a STUN or TURN URL (stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp], stuns:, turns:)")]
+    NotIceUrl(String),
+    #[error("{0:?} is a TURN server: it needs a username and a credential")]
+    TurnWithoutCredentials(String),
+}
+
+impl IceServer {
+    /// `url` checked; TURN servers take `username` and `credential`, STUN servers none.
+    pub fn new(url: &str, username: Option<&str>, credential: Option<&str>) -> Result<IceServer, IceServerError> {
+        let bad = || IceServerError::NotIceUrl(url.to_owned());
+        let (scheme, rest) = url.split_once(':').ok_or_else(bad)?;
+        let turn = matches!(scheme, "turn" | "turns");
+        let host = rest.split(['?', ':']).next().unwrap_or_default();
+        let clean = url.len() <= 256 && url.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:[]?=&%~".contains(c));
+        if !(turn || matches!(scheme, "stun" | "stuns")) || host.is_empty() || rest.starts_with('/') || !clean {
+            return Err(bad());
+        }
+        if !turn {
+            return Ok(IceServer { url: url.to_owned(), username: None, credential: None });
+        }
+        match (username, credential) {
+            (Some(u), Some(c)) => {
+                Ok(IceServer { url: url.to_owned(), username: Some(u.to_owned()), credential: Some(c.to_owned()) })
+            }
+            _ => Err(IceServerError::TurnWithoutCredentials(url.to_owned())),
+        }
+    }
+
+    /// `servers` as the JSON array `RTCPeerConnection`'s `iceServers` takes.
+    pub fn to_json(servers: &[IceServer]) -> String {
+        let list: Vec<serde_json::Value> = servers
+            .iter()
+            .map(|s| {
+                let mut o = serde_json::json!({ "urls": s.url });
+                if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+                    o["username"] = u.as_str().into();
+                    o["credential"] = c.as_str().into();
+                }
+                o
+            })
+            .collect();
+        serde_json::Value::Array(list).to_string()
     }
 }
 
@@ -630,6 +692,22 @@ mod tests {
         r.extend_from_slice(b"0123456789ab");
         r.extend_from_slice(attrs);
         r
+    }
+
+    #[test]
+    fn ice_servers_are_checked_and_given_to_pages_as_rtc_ice_servers() {
+        let stun = IceServer::new("stun:stun.example.org:3478", None, None).unwrap();
+        let turn = IceServer::new("turn:turn.example.org:3478?transport=udp", Some("shoal"), Some("s\"cret")).unwrap();
+        assert_eq!(
+            IceServer::to_json(&[stun, turn]),
+            r#"[{"urls":"stun:stun.example.org:3478"},{"credential":"s\"cret","urls":"turn:turn.example.org:3478?transport=udp","username":"shoal"}]"#
+        );
+        assert_eq!(IceServer::to_json(&[]), "[]");
+        for bad in ["stun.example.org", "http://stun.example.org", "stun:", "stun://x", "stun:a b", "stun:\"x"] {
+            assert_eq!(IceServer::new(bad, None, None), Err(IceServerError::NotIceUrl(bad.to_owned())), "{bad}");
+        }
+        let e = IceServer::new("turns:turn.example.org", Some("u"), None).unwrap_err();
+        assert_eq!(e.to_string(), "\"turns:turn.example.org\" is a TURN server: it needs a username and a credential");
     }
 
     #[test]

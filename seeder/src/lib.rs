@@ -124,6 +124,7 @@ impl Seeder {
                     tracker: cfg.tracker.clone(),
                     substreams: swarm::peer::PeerConfig::seed(swarm::wire::PeerId(0), id).n_substreams,
                     host: Some(host.clone()),
+                    ice_servers: settings.ice_servers.clone(),
                 });
                 Some(host)
             }

@@ -20,6 +20,8 @@ pub struct PageSwarm {
     pub substreams: u8,
     /// The seeder's WebRTC host (its counters go to `/metrics`).
     pub host: Option<net::rtc::RtcHost>,
+    /// STUN and TURN servers the page's connections use.
+    pub ice_servers: Vec<net::rtc::IceServer>,
 }
 
 impl PageSwarm {
@@ -59,16 +61,22 @@ pub fn answer(path: &str, channel: &str, host: Option<&str>, swarm: Option<&Page
     // The channel name is the operator's (checked to be a path segment at creation);
     // escaped anyway, as is the host a client sent.
     let origin = host.map(|h| format!("http://{}", escape(h))).unwrap_or_default();
-    let (id, tracker, substreams) = match swarm {
-        Some(s) => (s.channel_id.clone(), s.tracker_ws(host), s.substreams.to_string()),
-        None => Default::default(),
+    let (id, tracker, substreams, ice) = match swarm {
+        Some(s) => (
+            s.channel_id.clone(),
+            s.tracker_ws(host),
+            s.substreams.to_string(),
+            net::rtc::IceServer::to_json(&s.ice_servers),
+        ),
+        None => (String::new(), String::new(), String::new(), "[]".to_owned()),
     };
     let page = PAGE
         .replace("{{CHANNEL}}", &escape(channel))
         .replace("{{ORIGIN}}", &origin)
         .replace("{{CHANNEL_ID}}", &escape(&id))
         .replace("{{TRACKER}}", &escape(&tracker))
-        .replace("{{SUBSTREAMS}}", &substreams);
+        .replace("{{SUBSTREAMS}}", &substreams)
+        .replace("{{ICE_SERVERS}}", &escape(&ice));
 
     Some(reply(StatusCode::OK, "text/html; charset=utf-8", Body::full(page)))
 }
@@ -130,8 +138,13 @@ mod tests {
             tracker: "http://127.0.0.1:8700".into(),
             substreams: 4,
             host: None,
+            ice_servers: vec![net::rtc::IceServer::new("stun:stun.example.org", None, None).unwrap()],
         };
         let page = text(answer("/watch/demo", "demo", Some("10.0.0.5:8730"), Some(&swarm)).unwrap());
+        assert!(
+            page.contains(r#"data-ice-servers="[{&quot;urls&quot;:&quot;stun:stun.example.org&quot;}]""#),
+            "{page}"
+        );
         assert!(page.contains(&format!(r#"data-channel-id="{}""#, "ab".repeat(32))), "{page}");
         assert!(page.contains(r#"data-tracker="ws://10.0.0.5:8700/announce""#), "{page}");
         assert!(page.contains(r#"data-substreams="4""#), "{page}");

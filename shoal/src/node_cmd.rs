@@ -63,11 +63,34 @@ pub(crate) struct WebrtcArgs {
     /// No WebRTC: pages play the HLS fallback only.
     #[arg(long)]
     pub(crate) no_webrtc: bool,
+    /// STUN or TURN servers pages use to reach seeders and each other behind NATs
+    /// (`stun:HOST[:PORT]`, `turn:HOST[:PORT][?transport=udp|tcp]`, `stuns:`, `turns:`),
+    /// comma-separated. None: host candidates and the seeders' own STUN answers.
+    #[arg(long, env = "SHOAL_ICE_SERVERS", value_delimiter = ',')]
+    pub(crate) ice_server: Vec<String>,
+    /// The TURN servers' username (with `--turn-credential`).
+    #[arg(long, env = "SHOAL_TURN_USERNAME")]
+    pub(crate) turn_username: Option<String>,
+    /// The TURN servers' credential.
+    #[arg(long, env = "SHOAL_TURN_CREDENTIAL", hide_env_values = true)]
+    pub(crate) turn_credential: Option<String>,
 }
 
 impl WebrtcArgs {
-    pub(crate) fn settings(&self) -> Option<net::rtc::RtcSettings> {
-        (!self.no_webrtc).then(|| net::rtc::RtcSettings::new(self.webrtc_listen, self.webrtc_public.clone()))
+    pub(crate) fn settings(&self) -> anyhow::Result<Option<net::rtc::RtcSettings>> {
+        if self.no_webrtc {
+            return Ok(None);
+        }
+        let mut settings = net::rtc::RtcSettings::new(self.webrtc_listen, self.webrtc_public.clone());
+        settings.ice_servers = self
+            .ice_server
+            .iter()
+            .map(|url| {
+                net::rtc::IceServer::new(url, self.turn_username.as_deref(), self.turn_credential.as_deref())
+                    .map_err(|e| anyhow::anyhow!("--ice-server: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(settings))
     }
 }
 
@@ -114,7 +137,7 @@ pub(crate) fn run_seeder(a: SeederArgs) -> anyhow::Result<()> {
             listen: a.listen,
             upload_kbps: a.upload_kbps,
             seed_share_budget: a.seed_share_budget,
-            pages: a.webrtc.settings(),
+            pages: a.webrtc.settings()?,
         };
         let (seeder, hls) = start_seeder(cfg, a.http).await?;
         println!(

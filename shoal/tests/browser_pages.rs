@@ -3,15 +3,16 @@
 //! (PROTOCOL.md §6.1), one's WebRTC offer reaches the other, the answer comes back, a
 //! data channel opens between them and each decodes the `Hello` the other sent with the
 //! browser peer's codec (`web/`); the npm `bittorrent-tracker` client does the same
-//! on Shoal's tracker; many pages play a minute from each other; the watch page plays
-//! encoders one after another. Needs Node.js, `npm ci` in web/, Debian's chromium
+//! on Shoal's tracker; many pages play a minute from each other; a page that gets no
+//! data channel plays the seeder's LL-HLS; the watch page plays encoders one after
+//! another. Needs Node.js, `npm ci` in web/, Debian's chromium
 //! (and ffmpeg for the watch page): CI installs them and sets `SHOAL_REQUIRE_CHROMIUM`
 //! (elsewhere the tests say they skipped).
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -33,10 +34,21 @@ fn chromium_available(web: &Path) -> bool {
 
 /// `shoal up` fed an ffmpeg test pattern of `size`: (its process, log and printout,
 /// ffmpeg, the watch page's URL).
-fn up_with_feed(name: &str, size: &str) -> ((common::Killed, common::LogTape, Vec<String>), common::Killed, String) {
+/// web/, if the browser tests and ffmpeg can run here (else they say they skipped).
+fn web_with_chromium_and_ffmpeg() -> Option<PathBuf> {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    (chromium_available(&web) && ffmpeg_available()).then_some(web)
+}
+
+/// An empty data directory for the test `name` (in this process's temporary one).
+fn fresh_data_dir(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("shoal-browser-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data").display().to_string();
+    dir.join("data").display().to_string()
+}
+
+fn up_with_feed(name: &str, size: &str) -> ((common::Killed, common::LogTape, Vec<String>), common::Killed, String) {
+    let data = fresh_data_dir(name);
     let (up_proc, up, log) = start_logged(&up_args(&data), "Ctrl-C stops it");
     let ffmpeg = testsrc_to(&word_after(&up, "push:    "), size);
     let watch = word_after(&up, "browser: ");
@@ -100,10 +112,7 @@ fn the_npm_bittorrent_tracker_client_announces_and_exchanges_offers_on_shoals_tr
 /// page's neighbours and passes it pieces — native viewers and pages in one swarm.
 #[test]
 fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
-    if !chromium_available(&web) || !ffmpeg_available() {
-        return;
-    }
+    let Some(web) = web_with_chromium_and_ffmpeg() else { return };
     let ((_up, _log, up), _ffmpeg, watch) = up_with_feed("watch", "640x360");
     let tracker = format!("http://{}", word_after(&up, "--tracker http://"));
     let channel = word_after(&up, "--channel-id ");
@@ -159,10 +168,7 @@ fn the_watch_page_plays_the_live_feed_from_the_seeder_and_a_native_viewer() {
 
 #[test]
 fn many_pages_play_a_minute_mostly_from_each_other_a_forger_is_dropped_and_a_parent_leaves() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
-    if !chromium_available(&web) || !ffmpeg_available() {
-        return;
-    }
+    let Some(web) = web_with_chromium_and_ffmpeg() else { return };
     let (up, _ffmpeg, watch) = up_with_feed("many", "320x180");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("many-pages");
     std::fs::create_dir_all(&shots).unwrap();
@@ -224,19 +230,53 @@ fn many_pages_play_a_minute_mostly_from_each_other_a_forger_is_dropped_and_a_par
     assert!(metered, "viewer-seconds metered from pages: {seconds}");
 }
 
+/// A page that cannot reach the seeder's WebRTC socket (UDP blocked, or a NAT no
+/// candidate gets through: here the seeder's only candidate is an address nothing
+/// answers at, `shoal up --host 192.0.2.1`) gets no data channel: it plays the seeder's
+/// LL-HLS parts instead, without a stall over a second.
+#[test]
+fn a_page_that_gets_no_data_channel_plays_from_the_seeders_ll_hls() {
+    let Some(web) = web_with_chromium_and_ffmpeg() else { return };
+    let data = fresh_data_dir("no-channel");
+    // (192.0.2.0/24 is TEST-NET-1: never routed. The printed URLs carry it too; the
+    // test reaches the same sockets on loopback.)
+    let (_up, up, _log) = start_logged(&[&up_args(&data)[..], &["--host", "192.0.2.1"]].concat(), "Ctrl-C stops it");
+    let local = |url: String| url.replace("192.0.2.1", "127.0.0.1");
+    let _ffmpeg = testsrc_to(&local(word_after(&up, "push:    ")), "320x180");
+    let watch = local(word_after(&up, "browser: "));
+    let out = Command::new("node").args(["browser/watch.mjs", &watch, "10"]).current_dir(&web).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text}");
+    assert!(out.status.success(), "the watch page did not play: {text}");
+    let r: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(r["played"].as_f64().unwrap() >= 10.0, "{r}");
+    assert!(r["longestStallMs"].as_u64().unwrap() <= 1_000, "a stall over 1 s: {r}");
+    let bytes = |k: &str| r["bytes"][k].as_f64().unwrap();
+    assert_eq!((bytes("seeds"), bytes("peers")), (0.0, 0.0), "no data channel, so no swarm bytes: {r}");
+    assert!(bytes("http") > 0.0, "{r}");
+    // The seeder answered the page's offer, and no channel opened.
+    let (_, metrics) = common::http_get(&local(common::metrics_urls(&up)[2].clone()));
+    let metrics = String::from_utf8_lossy(&metrics);
+    let count = |event: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("shoal_webrtc_events_total{") && l.contains(&format!(r#"event="{event}""#)))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("offer_answered") >= 1, "the page's offer reached the seeder: {metrics}");
+    assert_eq!(count("channel_opened"), 0, "no data channel opened: {metrics}");
+    let _ = std::fs::remove_dir_all(Path::new(&data).parent().unwrap());
+}
+
 /// One channel published by three encoders one after another (issue 21): H.264 + AAC
 /// each time, but another picture size, protocol and timeline (RTMP from 0; SRT with its
 /// 33-bit clock wrapping; RTMP from 1 h), idle between them. The watch page, opened on
 /// the first, plays every one of them in order (`web/browser/sessions.mjs`).
 #[test]
 fn the_watch_page_plays_encoders_one_after_another() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
-    if !chromium_available(&web) || !ffmpeg_available() {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("shoal-browser-sessions-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data").display().to_string();
+    let Some(web) = web_with_chromium_and_ffmpeg() else { return };
+    let data = fresh_data_dir("sessions");
     let (_up, up, _log) = start_logged(&up_args(&data), "Ctrl-C stops it");
     let (rtmp, srt, watch) = (word_after(&up, "push:    "), word_after(&up, "or:   "), word_after(&up, "browser: "));
     let ingest_metrics = common::metrics_urls(&up)[1].clone();
@@ -282,5 +322,5 @@ fn the_watch_page_plays_encoders_one_after_another() {
     let fatal: Vec<&str> =
         r["errors"].as_array().unwrap().iter().filter_map(|e| e.as_str()).filter(|e| e.contains(":fatal")).collect();
     assert!(fatal.is_empty(), "fatal player errors: {fatal:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(Path::new(&data).parent().unwrap());
 }

@@ -97,8 +97,19 @@ const TARGET_LATENCY_S = 1.2;
 /** Neighbours a page keeps looking for. */
 const WANTED_NEIGHBOURS = 8;
 
+/** The STUN and TURN servers the seeder names (`--ice-server`), as JSON; none if unreadable. */
+function iceServersOf(json: string | undefined): RTCIceServer[] {
+  try {
+    const list: unknown = JSON.parse(json ?? "[]");
+    return Array.isArray(list) ? (list as RTCIceServer[]) : [];
+  } catch {
+    state.errors.push("the page's ICE servers are not JSON: none used");
+    return [];
+  }
+}
+
 /** Joins the swarm; returns the loaders hls.js should use. */
-function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
+function joinSwarm(channelHex: string, trackerUrl: string, substreams: number, iceServers: RTCIceServer[]) {
   const channel = hex(channelHex);
   const trackerId = crypto.getRandomValues(new Uint8Array(20));
   const fromSeed = new Map<bigint, boolean>();
@@ -131,6 +142,7 @@ function joinSwarm(channelHex: string, trackerUrl: string, substreams: number) {
     url: trackerUrl,
     infoHash: infoHash(channel),
     peerId: trackerId,
+    iceServers,
     onError: (why) => state.errors.push(`tracker: ${why}`),
     admits: (remote) => peer.admits(shoalIdOf(remote)),
     onChannel: (dc, remote) => {
@@ -215,7 +227,7 @@ if (Hls.isSupported()) {
   const allowed = new URLSearchParams(location.search).get("p2p") !== "0";
   const p2p =
     allowed && data.channelId && data.tracker && typeof RTCPeerConnection === "function" && substreams > 0
-      ? joinSwarm(data.channelId, data.tracker, substreams)
+      ? joinSwarm(data.channelId, data.tracker, substreams, iceServersOf(data.iceServers))
       : null;
   // Playing 1.2 s behind the playlist's edge leaves room for a late part (from a peer
   // that left, or HTTP after the swarm) without a stall; a stall adds 0.1 s to it
