@@ -95,6 +95,20 @@ fn mistakes_in_the_file_are_refused_with_the_reason() {
     let (ok, out) = shoal(&["tracker", "--config", "/nonexistent/shoal.toml"], &[]);
     assert!(!ok);
     assert!(out.contains("reading the config file /nonexistent/shoal.toml"), "{out}");
+
+    // The STUN and TURN servers pages are told of: checked before the seeder starts; a
+    // TURN credential is never printed.
+    let (ok, out) =
+        shoal(&["seeder", "--channel", "news", "--seeder-token", "t", "--ice-server", "stun.example.org"], &[]);
+    assert!(!ok);
+    assert!(out.contains(r#"--ice-server: "stun.example.org" is not a STUN or TURN URL"#), "{out}");
+    let (ok, out) =
+        shoal(&["seeder", "--channel", "news", "--seeder-token", "t", "--ice-server", "turn:turn.example.org"], &[]);
+    assert!(!ok);
+    assert!(out.contains("is a TURN server: it needs a username and a credential"), "{out}");
+    let (ok, out) = shoal(&["seeder", "--channel", "news", "--turn-credential", "hunter2", "--print-config"], &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("turn-credential") && !out.contains("hunter2"), "{out}");
 }
 
 /// What an orchestrator relies on: health and readiness endpoints on every service of
