@@ -123,7 +123,7 @@ impl IceServer {
     }
 
     /// `servers` as the JSON array `RTCPeerConnection`'s `iceServers` takes.
-    pub fn to_json(servers: &[IceServer]) -> String {
+    pub fn to_json(servers: &[IceServer]) -> serde_json::Value {
         let list: Vec<serde_json::Value> = servers
             .iter()
             .map(|s| {
@@ -135,7 +135,7 @@ impl IceServer {
                 o
             })
             .collect();
-        serde_json::Value::Array(list).to_string()
+        serde_json::Value::Array(list)
     }
 }
 
@@ -699,10 +699,10 @@ mod tests {
         let stun = IceServer::new("stun:stun.example.org:3478", None, None).unwrap();
         let turn = IceServer::new("turn:turn.example.org:3478?transport=udp", Some("shoal"), Some("s\"cret")).unwrap();
         assert_eq!(
-            IceServer::to_json(&[stun, turn]),
+            IceServer::to_json(&[stun, turn]).to_string(),
             r#"[{"urls":"stun:stun.example.org:3478"},{"credential":"s\"cret","urls":"turn:turn.example.org:3478?transport=udp","username":"shoal"}]"#
         );
-        assert_eq!(IceServer::to_json(&[]), "[]");
+        assert_eq!(IceServer::to_json(&[]).to_string(), "[]");
         for bad in ["stun.example.org", "http://stun.example.org", "stun:", "stun://x", "stun:a b", "stun:\"x"] {
             assert_eq!(IceServer::new(bad, None, None), Err(IceServerError::NotIceUrl(bad.to_owned())), "{bad}");
         }

@@ -1,7 +1,9 @@
 //! The watch page browsers open: `GET /watch/{channel}` (the page, with an embed
-//! snippet) and `GET /watch/watch.js` (its player: hls.js and a stats overlay, built
-//! from `web/watch/` by `web/build.mjs` and committed, so a `cargo build` needs no
-//! Node; a test rebuilds it and compares). Nothing is fetched from elsewhere: the page
+//! snippet) and `GET /watch/watch.js` (its player: hls.js and a stats overlay); for
+//! sites with their own hls.js, `GET /watch/shoal-hls.js` (the swarm for their player)
+//! and `GET /watch/{channel}.json` (what it joins with). The scripts are built from
+//! `web/watch/` by `web/build.mjs` and committed, so a `cargo build` needs no Node; a
+//! test rebuilds them and compares. Nothing is fetched from elsewhere: the page
 //! works with no internet.
 
 use httpkit::Body;
@@ -9,6 +11,8 @@ use hyper::{Response, StatusCode};
 
 const PAGE: &str = include_str!("../assets/watch.html");
 const PLAYER: &str = include_str!("../assets/watch.js");
+/// The script for sites with their own hls.js (`web/watch/embed.ts`).
+const EMBED: &str = include_str!("../assets/shoal-hls.js");
 
 /// What a page needs to join the swarm (absent: it plays the HLS fallback only).
 #[derive(Debug, Clone)]
@@ -47,9 +51,17 @@ impl PageSwarm {
 /// `swarm` what the page needs to join the swarm.
 pub fn answer(path: &str, channel: &str, host: Option<&str>, swarm: Option<&PageSwarm>) -> Option<Response<Body>> {
     let rest = path.strip_prefix("/watch/")?;
-    if rest == "watch.js" {
-        let player = bytes::Bytes::from_static(PLAYER.as_bytes());
-        return Some(reply(StatusCode::OK, "text/javascript; charset=utf-8", Body::full(player)));
+    if rest == "watch.js" || rest == "shoal-hls.js" {
+        let script = if rest == "watch.js" { PLAYER } else { EMBED };
+        let script = bytes::Bytes::from_static(script.as_bytes());
+        return Some(reply(StatusCode::OK, "text/javascript; charset=utf-8", Body::full(script)));
+    }
+    if rest.strip_suffix(".json") == Some(channel) {
+        // For shoal-hls.js on a broadcaster's own site: any origin may read it, as the HLS.
+        let mut r = reply(StatusCode::OK, "application/json", Body::full(channel_json(channel, host, swarm)));
+        r.headers_mut()
+            .insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, hyper::header::HeaderValue::from_static("*"));
+        return Some(r);
     }
     if rest != channel {
         return Some(reply(
@@ -66,7 +78,7 @@ pub fn answer(path: &str, channel: &str, host: Option<&str>, swarm: Option<&Page
             s.channel_id.clone(),
             s.tracker_ws(host),
             s.substreams.to_string(),
-            net::rtc::IceServer::to_json(&s.ice_servers),
+            net::rtc::IceServer::to_json(&s.ice_servers).to_string(),
         ),
         None => (String::new(), String::new(), String::new(), "[]".to_owned()),
     };
@@ -79,6 +91,19 @@ pub fn answer(path: &str, channel: &str, host: Option<&str>, swarm: Option<&Page
         .replace("{{ICE_SERVERS}}", &escape(&ice));
 
     Some(reply(StatusCode::OK, "text/html; charset=utf-8", Body::full(page)))
+}
+
+/// What `shoal-hls.js` needs to play `channel`: its playlist and, when the seeder takes
+/// pages over WebRTC, what a page joins the swarm with (else nulls: plain LL-HLS).
+fn channel_json(channel: &str, host: Option<&str>, swarm: Option<&PageSwarm>) -> String {
+    serde_json::json!({
+        "src": format!("/hls/{channel}/live.m3u8"),
+        "channel_id": swarm.map(|s| s.channel_id.clone()),
+        "tracker": swarm.map(|s| s.tracker_ws(host)),
+        "substreams": swarm.map_or(0, |s| s.substreams),
+        "ice_servers": net::rtc::IceServer::to_json(swarm.map_or(&[], |s| &s.ice_servers)),
+    })
+    .to_string()
 }
 
 fn reply(status: StatusCode, ctype: &'static str, body: Body) -> Response<Body> {
@@ -131,15 +156,20 @@ mod tests {
         assert!(!evil.contains("\"><script>"), "the Host header is escaped");
     }
 
-    #[test]
-    fn the_page_is_told_the_channel_and_the_trackers_websocket_as_it_can_reach_it() {
-        let swarm = PageSwarm {
+    /// A seeder's swarm as pages see it: channel ab…ab, a loopback tracker, one STUN server.
+    fn swarm() -> PageSwarm {
+        PageSwarm {
             channel_id: "ab".repeat(32),
             tracker: "http://127.0.0.1:8700".into(),
             substreams: 4,
             host: None,
             ice_servers: vec![net::rtc::IceServer::new("stun:stun.example.org", None, None).unwrap()],
-        };
+        }
+    }
+
+    #[test]
+    fn the_page_is_told_the_channel_and_the_trackers_websocket_as_it_can_reach_it() {
+        let swarm = swarm();
         let page = text(answer("/watch/demo", "demo", Some("10.0.0.5:8730"), Some(&swarm)).unwrap());
         assert!(
             page.contains(r#"data-ice-servers="[{&quot;urls&quot;:&quot;stun:stun.example.org&quot;}]""#),
@@ -152,5 +182,32 @@ mod tests {
         assert_eq!(swarm.tracker_ws(None), "ws://127.0.0.1:8700/announce");
         let public = PageSwarm { tracker: "http://tracker.example:8700/".into(), ..swarm };
         assert_eq!(public.tracker_ws(Some("10.0.0.5:8730")), "ws://tracker.example:8700/announce");
+    }
+
+    #[test]
+    fn a_site_with_its_own_player_gets_the_script_and_the_channel_from_any_origin() {
+        let script = answer("/watch/shoal-hls.js", "demo", None, None).unwrap();
+        assert_eq!(script.headers()[hyper::header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert!(text(script).contains("Shoal"));
+        let swarm = swarm();
+        let r = answer("/watch/demo.json", "demo", Some("10.0.0.5:8730"), Some(&swarm)).unwrap();
+        assert_eq!(r.headers()[hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let v: serde_json::Value = serde_json::from_str(&text(r)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "src": "/hls/demo/live.m3u8",
+                "channel_id": "ab".repeat(32),
+                "tracker": "ws://10.0.0.5:8700/announce",
+                "substreams": 4,
+                "ice_servers": [{"urls": "stun:stun.example.org"}],
+            })
+        );
+        // A seeder that takes no pages over WebRTC: the playlist only.
+        let v: serde_json::Value =
+            serde_json::from_str(&text(answer("/watch/demo.json", "demo", None, None).unwrap())).unwrap();
+        assert_eq!(v["channel_id"], serde_json::Value::Null);
+        assert_eq!(v["src"], "/hls/demo/live.m3u8");
+        assert_eq!(answer("/watch/other.json", "demo", None, None).unwrap().status(), StatusCode::NOT_FOUND);
     }
 }

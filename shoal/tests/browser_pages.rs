@@ -40,6 +40,19 @@ fn web_with_chromium_and_ffmpeg() -> Option<PathBuf> {
     (chromium_available(&web) && ffmpeg_available()).then_some(web)
 }
 
+/// Runs `node SCRIPT WATCH_URL 10` in web/ (watch.mjs, embed.mjs): its one JSON line,
+/// once it played 10 s of media with no stall over a second.
+fn plays_10_s_without_a_stall(web: &Path, script: &str, watch: &str) -> serde_json::Value {
+    let out = Command::new("node").args([script, watch, "10"]).current_dir(web).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text}");
+    assert!(out.status.success(), "{script}: it did not play: {text}");
+    let r: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(r["played"].as_f64().unwrap() >= 10.0, "{r}");
+    assert!(r["longestStallMs"].as_u64().unwrap() <= 1_000, "a stall over 1 s: {r}");
+    r
+}
+
 /// An empty data directory for the test `name` (in this process's temporary one).
 fn fresh_data_dir(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("shoal-browser-{name}-{}", std::process::id()));
@@ -244,13 +257,7 @@ fn a_page_that_gets_no_data_channel_plays_from_the_seeders_ll_hls() {
     let local = |url: String| url.replace("192.0.2.1", "127.0.0.1");
     let _ffmpeg = testsrc_to(&local(word_after(&up, "push:    ")), "320x180");
     let watch = local(word_after(&up, "browser: "));
-    let out = Command::new("node").args(["browser/watch.mjs", &watch, "10"]).current_dir(&web).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("{text}");
-    assert!(out.status.success(), "the watch page did not play: {text}");
-    let r: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert!(r["played"].as_f64().unwrap() >= 10.0, "{r}");
-    assert!(r["longestStallMs"].as_u64().unwrap() <= 1_000, "a stall over 1 s: {r}");
+    let r = plays_10_s_without_a_stall(&web, "browser/watch.mjs", &watch);
     let bytes = |k: &str| r["bytes"][k].as_f64().unwrap();
     assert_eq!((bytes("seeds"), bytes("peers")), (0.0, 0.0), "no data channel, so no swarm bytes: {r}");
     assert!(bytes("http") > 0.0, "{r}");
@@ -267,6 +274,24 @@ fn a_page_that_gets_no_data_channel_plays_from_the_seeders_ll_hls() {
     assert!(count("offer_answered") >= 1, "the page's offer reached the seeder: {metrics}");
     assert_eq!(count("channel_opened"), 0, "no data channel opened: {metrics}");
     let _ = std::fs::remove_dir_all(Path::new(&data).parent().unwrap());
+}
+
+/// A broadcaster's own site with its own hls.js (another origin than the seeder's)
+/// includes the seeder's `shoal-hls.js` as the watch page's embed snippet says: its
+/// player plays the channel with the swarm, pieces pushed over WebRTC and verified.
+#[test]
+fn a_site_with_its_own_hls_js_plays_from_the_swarm_through_the_seeders_script() {
+    let Some(web) = web_with_chromium_and_ffmpeg() else { return };
+    let ((_up, _log, _), _ffmpeg, watch) = up_with_feed("embed", "320x180");
+    let r = plays_10_s_without_a_stall(&web, "browser/embed.mjs", &watch);
+    // The playlist, from the seeder's origin (the site is on another).
+    let origin = watch.split("/watch/").next().unwrap();
+    assert_eq!(r["src"].as_str().unwrap(), watch.replace("/watch/", "/hls/") + "/live.m3u8", "{r}");
+    assert!(r["src"].as_str().unwrap().starts_with(origin), "{r}");
+    let bytes = |k: &str| r["bytes"][k].as_f64().unwrap();
+    let swarm = bytes("seeds") + bytes("peers");
+    assert!(swarm >= 0.5 * (swarm + bytes("http")), "most bytes over WebRTC: {r}");
+    assert_eq!(r["peer"]["forgedRefused"], 0, "{r}");
 }
 
 /// One channel published by three encoders one after another (issue 21): H.264 + AAC
