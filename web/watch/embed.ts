@@ -45,7 +45,7 @@ async function hls(Hls: { DefaultConfig: { loader: unknown } }, video: HTMLVideo
           channelHex: text("channel_id"),
           trackerUrl: text("tracker"),
           substreams,
-          iceServers: iceServersOf(JSON.stringify(c.ice_servers ?? []), state),
+          iceServers: iceServersOf(c.ice_servers),
           video,
           state,
           httpLoader: Hls.DefaultConfig.loader,

@@ -52,6 +52,16 @@ video.addEventListener("playing", () => {
 });
 
 
+/** The page's `data-ice-servers` (none, with an error noted, if it is not JSON). */
+function pageIceServers(): RTCIceServer[] {
+  try {
+    return iceServersOf(JSON.parse(data.iceServers ?? "null"));
+  } catch {
+    state.errors.push("the page's ICE servers are not JSON: none used");
+    return [];
+  }
+}
+
 let playingDate: () => Date | null = () => null;
 if (Hls.isSupported()) {
   const substreams = Number(data.substreams);
@@ -63,7 +73,7 @@ if (Hls.isSupported()) {
           channelHex: data.channelId,
           trackerUrl: data.tracker,
           substreams,
-          iceServers: iceServersOf(data.iceServers, state),
+          iceServers: pageIceServers(),
           video,
           state,
           httpLoader: Hls.DefaultConfig.loader,
