@@ -26,7 +26,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use crate::announce::{Announce, Event, Role};
-use crate::store::{AnnounceReply, PeerRec, REACHABLE, SEED, StoreConfig, SweepStats, peer_key, peer_list};
+use crate::store::{AnnounceReply, Candidate, PeerOut, REACHABLE, SEED, StoreConfig, SweepStats, peer_key, peer_list};
 
 /// Longest a Redis round trip may take before the replica answers from memory.
 pub const TIMEOUT: Duration = Duration::from_millis(250);
@@ -124,13 +124,16 @@ impl SharedSwarms {
         p.cmd("HLEN").arg(&seeds_key).cmd("HLEN").arg(&viewers_key);
         let (viewer_sample, seed_sample, seeds, viewers): (Vec<Vec<u8>>, Vec<Vec<u8>>, u32, u32) =
             self.query(&p).await?;
-        let listable = |recs: &[PeerRec]| -> Vec<PeerRec> {
-            recs.iter().filter(|p| p.key != key && p.reachable()).copied().collect()
+        let listable = |flat: &[Vec<u8>]| -> Vec<Candidate> {
+            decode_pairs(flat)
+                .into_iter()
+                .filter(|(flags, c)| c.out.key != key && flags & REACHABLE != 0)
+                .map(|(_, c)| c)
+                .collect()
         };
-        let seed_recs = listable(&decode_pairs(&seed_sample));
-        let viewer_recs = listable(&decode_pairs(&viewer_sample));
-        let chosen_seeds: Vec<&PeerRec> = seed_recs.iter().take(seeds_wanted.saturating_sub(1).min(want)).collect();
-        let peers = peer_list(chosen_seeds, viewer_recs.iter().collect(), want);
+        let chosen_seeds =
+            listable(&seed_sample).into_iter().take(seeds_wanted.saturating_sub(1).min(want)).map(|c| c.out);
+        let peers = peer_list(chosen_seeds.collect(), listable(&viewer_sample), want);
         Ok(AnnounceReply { seeds, viewers, peers, over_cap: None })
     }
 
@@ -203,16 +206,18 @@ impl SharedSwarms {
     }
 }
 
-/// Records from `HRANDFIELD … WITHVALUES` (field, value, field, value, …); malformed
-/// entries (someone else's keys, a truncated value) are skipped.
-fn decode_pairs(flat: &[Vec<u8>]) -> Vec<PeerRec> {
+/// Records from `HRANDFIELD … WITHVALUES` (field, value, field, value, …), with their
+/// flags; malformed entries (someone else's keys, a truncated value) are skipped.
+fn decode_pairs(flat: &[Vec<u8>]) -> Vec<(u8, Candidate)> {
     flat.chunks_exact(2)
         .filter_map(|kv| {
             let key: [u8; 8] = kv[0].as_slice().try_into().ok()?;
             let rec: &[u8; RECORD] = kv[1].as_slice().try_into().ok()?;
-            let mut ip = [0u8; 16];
-            ip.copy_from_slice(&rec[..16]);
-            Some(PeerRec::listed(key, ip, u16::from_be_bytes([rec[16], rec[17]]), rec[18], rec[19]))
+            let ip16: [u8; 16] = rec[..16].try_into().ok()?;
+            let ip = IpAddr::V6(ip16.into()).to_canonical();
+            let (port, flags) = (u16::from_be_bytes([rec[16], rec[17]]), rec[18]);
+            let out = PeerOut { ip, port, seed: flags & SEED != 0, key };
+            Some((flags, Candidate { out, free_slots: rec[19] }))
         })
         .collect()
 }
@@ -231,6 +236,8 @@ mod tests {
         let flat = vec![vec![1; 8], rec.clone(), vec![2; 7], rec.clone(), vec![3; 8], vec![0; 3], vec![4; 8]];
         let got = decode_pairs(&flat);
         assert_eq!(got.len(), 1, "a short key, a short record and an odd trailing field are skipped");
-        assert_eq!((got[0].key, got[0].port, got[0].is_seed(), got[0].free_slots), ([1; 8], 7001, true, 4));
+        let (flags, c) = got[0];
+        assert_eq!((c.out.key, c.out.port, c.out.seed, c.free_slots, flags), ([1; 8], 7001, true, 4, SEED | REACHABLE));
+        assert_eq!(c.out.ip, IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), "::1 stays IPv6");
     }
 }

@@ -61,8 +61,9 @@ pub(crate) struct PeerRec {
     /// across restarts, so metering marks survive them. (Tables hash it again with a
     /// per-process key, so crafted ids can't collide in them.)
     pub(crate) key: [u8; 8],
-    /// IPv4 addresses as IPv4-mapped IPv6.
-    pub(crate) ip: [u8; 16],
+    /// The IPv4 address; for an IPv6 peer ([`V6`]) its slot in its swarm's table of
+    /// IPv6 addresses (most peers are IPv4: 12 bytes a peer kept off the record).
+    ip: u32,
     pub(crate) port: u16,
     pub(crate) flags: u8,
     pub(crate) free_slots: u8,
@@ -133,28 +134,37 @@ pub(crate) const SEED: u8 = 1;
 pub(crate) const REACHABLE: u8 = 2;
 /// A viewer seen since the last drain: its mark (`first`, `metered`) is to be drained.
 const SIGHTED: u8 = 4;
+/// The record's `ip` is a slot in its swarm's IPv6 table.
+const V6: u8 = 8;
 /// The high 4 bits of the first announce's ad counter ([`First`]).
 const FIRST_AD_HI: u8 = 0xf0;
 
 impl PeerRec {
-    /// A record with only what a peer list needs (the shared store's view).
-    pub(crate) fn listed(key: [u8; 8], ip: [u8; 16], port: u16, flags: u8, free_slots: u8) -> Self {
-        let (first, metered) = (First::default(), Metered::default());
-        PeerRec { key, ip, port, flags, free_slots, last_seen: 0, first, metered, down_first: 0, down: 0 }
+    /// A record of metering alone (no address: a mark of a viewer not in the swarm).
+    fn mark_only(key: [u8; 8], flags: u8, last_seen: u32, first: First, metered: Metered) -> Self {
+        PeerRec { key, ip: 0, port: 0, flags, free_slots: 0, last_seen, first, metered, down_first: 0, down: 0 }
     }
 
-    pub(crate) fn is_seed(&self) -> bool {
+    fn is_seed(&self) -> bool {
         self.flags & SEED != 0
     }
 
-    pub(crate) fn reachable(&self) -> bool {
+    fn reachable(&self) -> bool {
         self.flags & REACHABLE != 0
     }
 
-    fn addr(&self) -> IpAddr {
-        let v6 = Ipv6Addr::from(self.ip);
-        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+    /// The record without its address (a mark kept for draining: an IPv6 slot is its
+    /// swarm's, reused once the peer is gone).
+    fn unplaced(self) -> Self {
+        PeerRec { ip: 0, port: 0, flags: self.flags & !V6, ..self }
     }
+}
+
+/// A peer that may go into a peer list, as a store found it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub(crate) out: PeerOut,
+    pub(crate) free_slots: u8,
 }
 
 /// A peer in an answer. (Peer ids are not kept, so answers carry addresses only, as
@@ -215,15 +225,34 @@ pub const INDEX_ABOVE: usize = 32;
 #[derive(Debug, Default)]
 struct Swarm {
     peers: Vec<PeerRec>,
-    /// Positions in `peers`, hashed by key; empty while the swarm is small.
-    index: HashTable<u32>,
+    /// Positions in `peers`, hashed by key; none while the swarm is small (most are:
+    /// a swarm is ~10 peers, and its fixed size counts as much as its records).
+    index: Option<Box<HashTable<u32>>>,
+    /// IPv6 peers' addresses; none while the swarm has no IPv6 peer.
+    v6: Option<Box<V6Table>>,
     seeds: u32,
     /// Usage not yet drained, by hour.
     usage: Vec<HourUsage>,
-    /// Seeds' counters in their latest hour (seeds are few: a scan).
+    /// Seeds' counters in their latest hour, and of hours that ended before they were
+    /// drained ([`SeedCounter::ended`]; seeds are few: a scan).
     seed_counters: Vec<SeedCounter>,
-    /// Seeds' counters of an hour that ended before they were drained.
-    seed_hours_ended: Vec<SeedCounter>,
+}
+
+/// IPv6 peers' addresses, by the slot their record holds; free slots are reused.
+#[derive(Debug, Default)]
+struct V6Table {
+    slots: Vec<[u8; 16]>,
+    free: Vec<u32>,
+}
+
+/// Gives back an IPv6 slot; the table goes once no slot is taken.
+fn release_v6(v6: &mut Option<Box<V6Table>>, slot: u32) {
+    if let Some(t) = v6 {
+        t.free.push(slot);
+        if t.free.len() == t.slots.len() {
+            *v6 = None;
+        }
+    }
 }
 
 /// An address (or a network) at its cap of viewer ids on a channel, as found at a scan.
@@ -275,6 +304,8 @@ struct SeedCounter {
     down_high: u64,
     /// Changed since the last drain.
     dirty: bool,
+    /// Of an hour that ended before it was drained (the seed's current counter is another).
+    ended: bool,
 }
 
 /// The metering key of a peer id: the first 8 bytes of its BLAKE3.
@@ -284,13 +315,53 @@ pub fn peer_key(peer_id: &[u8; 20]) -> [u8; 8] {
 
 impl Swarm {
     fn find(&self, h: &RandomState, key: &[u8; 8]) -> Option<usize> {
-        if self.index.is_empty() {
+        let Some(index) = &self.index else {
             return self.peers.iter().position(|p| p.key == *key);
-        }
+        };
         let peers = &self.peers;
-        self.index.find(h.hash_one(key), |&i| peers[i as usize].key == *key).map(|&i| i as usize)
+        index.find(h.hash_one(key), |&i| peers[i as usize].key == *key).map(|&i| i as usize)
     }
 
+    /// A peer's address.
+    fn addr(&self, p: &PeerRec) -> IpAddr {
+        if p.flags & V6 == 0 {
+            return IpAddr::V4(Ipv4Addr::from(p.ip));
+        }
+        // A slot is always in the table (`place` takes it, `remove` gives it back).
+        let slot = self.v6.as_ref().and_then(|t| t.slots.get(p.ip as usize));
+        IpAddr::V6(slot.map_or(Ipv6Addr::UNSPECIFIED, |a| Ipv6Addr::from(*a)))
+    }
+
+    /// Puts `ip` in record `i`: an IPv4 address in the record itself, an IPv6 one in the
+    /// slot the record holds or a new one (a slot given back when it turns IPv4).
+    fn place(&mut self, i: usize, ip: IpAddr) {
+        let Swarm { peers, v6, .. } = self;
+        let p = &mut peers[i];
+        match ip.to_canonical() {
+            IpAddr::V4(a) => {
+                if p.flags & V6 != 0 {
+                    p.flags &= !V6;
+                    release_v6(v6, p.ip);
+                }
+                p.ip = u32::from(a);
+            }
+            IpAddr::V6(a) => {
+                let t = v6.get_or_insert_with(Box::default);
+                if p.flags & V6 == 0 {
+                    p.ip = t.free.pop().unwrap_or_else(|| {
+                        t.slots.push([0; 16]);
+                        (t.slots.len() - 1) as u32
+                    });
+                    p.flags |= V6;
+                }
+                if let Some(slot) = t.slots.get_mut(p.ip as usize) {
+                    *slot = a.octets();
+                }
+            }
+        }
+    }
+
+    /// Adds a record (whose address is placed after).
     fn insert(&mut self, h: &RandomState, rec: PeerRec) {
         if self.peers.len() == self.peers.capacity() {
             // A quarter more at a time: at most ~25 % slack, still amortised O(1).
@@ -301,55 +372,66 @@ impl Swarm {
         }
         let i = self.peers.len() as u32;
         self.peers.push(rec);
-        if self.index.is_empty() && self.peers.len() <= INDEX_ABOVE {
-            return;
-        }
-        if self.index.is_empty() {
-            self.rebuild_index(h);
-        } else {
-            let peers = &self.peers;
-            self.index.insert_unique(h.hash_one(rec.key), i, |&j| h.hash_one(peers[j as usize].key));
+        match &mut self.index {
+            None if self.peers.len() <= INDEX_ABOVE => {}
+            None => self.rebuild_index(h),
+            Some(index) => {
+                let peers = &self.peers;
+                index.insert_unique(h.hash_one(rec.key), i, |&j| h.hash_one(peers[j as usize].key));
+            }
         }
     }
 
     fn rebuild_index(&mut self, h: &RandomState) {
         let peers = &self.peers;
-        self.index = HashTable::with_capacity(peers.len() + peers.len() / 4);
+        let mut index = HashTable::with_capacity(peers.len() + peers.len() / 4);
         for (i, p) in peers.iter().enumerate() {
-            self.index.insert_unique(h.hash_one(p.key), i as u32, |&j| h.hash_one(peers[j as usize].key));
+            index.insert_unique(h.hash_one(p.key), i as u32, |&j| h.hash_one(peers[j as usize].key));
         }
+        self.index = Some(Box::new(index));
     }
 
     /// Removes a peer and gives back its record.
     fn remove(&mut self, h: &RandomState, i: usize) -> PeerRec {
         let rec = self.peers[i];
-        if !self.index.is_empty()
-            && let Ok(e) = self.index.find_entry(h.hash_one(rec.key), |&j| j as usize == i)
+        if let Some(index) = &mut self.index
+            && let Ok(e) = index.find_entry(h.hash_one(rec.key), |&j| j as usize == i)
         {
             e.remove();
         }
         self.peers.swap_remove(i);
-        if !self.index.is_empty() && i < self.peers.len() {
+        if let Some(index) = &mut self.index
+            && i < self.peers.len()
+        {
             // The last record moved into `i`: point its index entry there.
             let moved = self.peers[i].key;
             let last = self.peers.len() as u32;
-            if let Some(slot) = self.index.find_mut(h.hash_one(moved), |&j| j == last) {
+            if let Some(slot) = index.find_mut(h.hash_one(moved), |&j| j == last) {
                 *slot = i as u32;
             }
         }
-        if self.peers.len() < INDEX_ABOVE / 2 && !self.index.is_empty() {
-            self.index = HashTable::new();
+        if self.peers.len() < INDEX_ABOVE / 2 {
+            self.index = None;
         }
         if rec.is_seed() {
             self.seeds -= 1;
         }
-        rec
+        if rec.flags & V6 != 0 {
+            release_v6(&mut self.v6, rec.ip);
+        }
+        rec.unplaced()
     }
 
     fn shrink(&mut self, h: &RandomState) {
+        if let Some(t) = &mut self.v6
+            && t.slots.capacity() > 2 * t.slots.len() + 4
+        {
+            t.slots.shrink_to_fit();
+            t.free.shrink_to_fit();
+        }
         if self.peers.capacity() > self.peers.len() + self.peers.len() / 2 + 4 {
             self.peers.shrink_to_fit();
-            if !self.index.is_empty() {
+            if self.index.is_some() {
                 self.rebuild_index(h);
             }
         }
@@ -357,9 +439,10 @@ impl Swarm {
 
     fn heap_bytes(&self) -> usize {
         self.peers.capacity() * size_of::<PeerRec>()
-            + self.index.capacity() * (size_of::<u32>() + 1)
+            + self.index.as_ref().map_or(0, |ix| size_of::<HashTable<u32>>() + ix.capacity() * (size_of::<u32>() + 1))
+            + self.v6.as_ref().map_or(0, |t| size_of::<V6Table>() + t.slots.capacity() * 16 + t.free.capacity() * 4)
             + self.usage.capacity() * size_of::<HourUsage>()
-            + (self.seed_counters.capacity() + self.seed_hours_ended.capacity()) * size_of::<SeedCounter>()
+            + self.seed_counters.capacity() * size_of::<SeedCounter>()
     }
 
     /// The usage of the hour `unix` falls in.
@@ -377,10 +460,7 @@ impl Swarm {
     /// Nothing left in it: no peers, no usage waiting to be drained, no seed counter
     /// waiting to be persisted.
     fn is_idle(&self) -> bool {
-        self.peers.is_empty()
-            && self.usage.is_empty()
-            && self.seed_hours_ended.is_empty()
-            && self.seed_counters.iter().all(|c| !c.dirty)
+        self.peers.is_empty() && self.usage.is_empty() && self.seed_counters.iter().all(|c| !c.dirty)
     }
 }
 
@@ -399,7 +479,7 @@ struct Shard {
 /// Keeps a removed viewer's record for the next drain if it was seen since the last.
 fn keep_sighting(left: &mut Vec<([u8; 20], PeerRec)>, info_hash: &[u8; 20], rec: PeerRec) {
     if rec.flags & SIGHTED != 0 {
-        left.push((*info_hash, rec));
+        left.push((*info_hash, rec.unplaced()));
     }
 }
 
@@ -503,15 +583,11 @@ impl Swarms {
         let key = peer_key(&a.peer_id);
         let unix = self.epoch_unix + u64::from(now_s);
         let swarm = swarms.entry(a.info_hash).or_default();
-        let ip16 = match ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            IpAddr::V6(v6) => v6.octets(),
-        };
         let flags = if a.role == Role::Seed { SEED } else { 0 } | if a.reachable { REACHABLE } else { 0 };
         let found = swarm.find(&self.hasher, &key);
         if found.is_none()
             && a.role == Role::Viewer
-            && let Some(cap) = self.over_cap(swarm, capped, &a.info_hash, now_s, ip, &ip16)
+            && let Some(cap) = self.over_cap(swarm, capped, &a.info_hash, now_s, ip)
         {
             // Reported once per channel and hour as a usage anomaly (`Db::record_flush`).
             swarm.usage_at(unix).ids_over_cap += 1;
@@ -558,14 +634,14 @@ impl Swarms {
         match found {
             Some(i) if swarm.peers[i].is_seed() == (a.role == Role::Seed) => {
                 let p = &mut swarm.peers[i];
-                p.ip = ip16;
                 p.port = a.port;
-                p.flags = flags | sighting;
+                p.flags = flags | sighting | (p.flags & V6);
                 p.free_slots = a.free_slots;
                 p.last_seen = now_s;
                 p.first = first;
                 p.metered = metered_now;
                 (p.down_first, p.down) = (down_first, down);
+                swarm.place(i, ip);
             }
             found => {
                 // New, or changed role: (re)inserted so the seed count stays right (a
@@ -577,7 +653,7 @@ impl Swarms {
                     if metered { (first, sighting, down_first, down) } else { (First::default(), 0, 0, 0) };
                 let rec = PeerRec {
                     key,
-                    ip: ip16,
+                    ip: 0,
                     port: a.port,
                     flags: flags | sighting,
                     free_slots: a.free_slots,
@@ -588,6 +664,7 @@ impl Swarms {
                     down,
                 };
                 swarm.insert(&self.hasher, rec);
+                swarm.place(swarm.peers.len() - 1, ip);
             }
         }
         let viewers = swarm.peers.len() as u32 - swarm.seeds;
@@ -612,11 +689,14 @@ impl Swarms {
         info_hash: &[u8; 20],
         now_s: u32,
         ip: IpAddr,
-        ip16: &[u8; 16],
     ) -> Option<&'static str> {
         const LABEL: [&str; 2] = ["address_cap", "network_cap"];
         let net = httpkit::guard::network(ip)?;
-        let address = u128::from_be_bytes(*ip16);
+        let ip = ip.to_canonical();
+        let address = match ip {
+            IpAddr::V4(v4) => u128::from_be_bytes(v4.to_ipv6_mapped().octets()),
+            IpAddr::V6(v6) => u128::from_be_bytes(v6.octets()),
+        };
         capped.retain(|c| c.until > now_s);
         let known = capped.iter().find(|c| c.info_hash == *info_hash && c.key == if c.network { net } else { address });
         if let Some(c) = known {
@@ -624,10 +704,11 @@ impl Swarms {
         }
         let (mut same_address, mut same_network) = (0u32, 0u32);
         for p in swarm.peers.iter().filter(|p| !p.is_seed()) {
-            if p.ip == *ip16 {
+            let at = swarm.addr(p);
+            if at == ip {
                 same_address += 1;
             }
-            if httpkit::guard::network(IpAddr::from(p.ip)) == Some(net) {
+            if httpkit::guard::network(at) == Some(net) {
                 same_network += 1;
             }
         }
@@ -681,7 +762,7 @@ impl Swarms {
                 }
                 p.metered = Metered::new(p.metered.watched().max(w), p.metered.ad().max(ad), prev_hour);
                 p.last_seen = end_s;
-                left.push((*info_hash, p));
+                left.push((*info_hash, p.unplaced()));
                 p.flags &= !(SIGHTED | FIRST_AD_HI);
                 Some(p)
             }
@@ -690,14 +771,7 @@ impl Swarms {
                 // mark of the hour's end alone, merged with theirs.
                 let (first, hi) = First::new(3599, w, ad);
                 let metered = Metered::new(w, ad, prev_hour);
-                let rec = PeerRec {
-                    flags: SIGHTED | hi,
-                    last_seen: end_s,
-                    first,
-                    metered,
-                    ..PeerRec::listed(key, [0; 16], 0, 0, 0)
-                };
-                left.push((*info_hash, rec));
+                left.push((*info_hash, PeerRec::mark_only(key, SIGHTED | hi, end_s, first, metered)));
                 known
             }
         }
@@ -721,7 +795,7 @@ impl Swarms {
             if p.metered.hour8() == hour as u8 {
                 return (p.first, p.flags & (SIGHTED | FIRST_AD_HI), p.down_first);
             }
-            left.push((*info_hash, *p));
+            left.push((*info_hash, p.unplaced()));
         }
         let (first, hi) = First::new((unix - hour * 3600) as u16, metered.watched(), metered.ad());
         (first, SIGHTED | hi, down)
@@ -779,18 +853,20 @@ impl Swarms {
             down_low: down,
             down_high: down,
             dirty: true,
+            ended: false,
         };
-        let Some(c) = swarm.seed_counters.iter_mut().find(|c| c.key == key) else {
+        let Some(c) = swarm.seed_counters.iter_mut().find(|c| c.key == key && !c.ended) else {
             swarm.seed_counters.reserve_exact(1);
             swarm.seed_counters.push(fresh(if started { 0 } else { up }, up));
             return if started { up.min(cap) } else { 0 };
         };
         let credit = if up >= c.high { up - c.high } else { up }.min(cap);
         if c.hour != hour {
-            if c.dirty {
-                swarm.seed_hours_ended.push(*c);
-            }
+            let ended = SeedCounter { ended: true, ..*c };
             *c = fresh(c.high.min(up), up);
+            if ended.dirty {
+                swarm.seed_counters.push(ended);
+            }
         } else {
             c.dirty |= c.high != up || c.down_high != down || started;
             c.low = if started { 0 } else { c.low.min(up) };
@@ -859,7 +935,12 @@ impl Swarms {
                     down_low: c.down_low,
                     down_high: c.down_high,
                 };
-                out.seed_marks.extend(swarm.seed_hours_ended.drain(..).map(|c| seed_mark(&c)));
+                swarm.seed_counters.retain(|c| {
+                    if c.ended {
+                        out.seed_marks.push(seed_mark(c));
+                    }
+                    !c.ended
+                });
                 for c in swarm.seed_counters.iter_mut().filter(|c| c.dirty) {
                     c.dirty = false;
                     out.seed_marks.push(seed_mark(c));
@@ -881,7 +962,11 @@ impl Swarms {
         }
         let mut seeds_left = if role == Role::Viewer { self.cfg.seeds_per_list as usize } else { 0 };
         let mut out = Vec::with_capacity(want.min(n));
-        let mut viewers: Vec<&PeerRec> = Vec::with_capacity((want * 2).min(n));
+        let mut viewers = Vec::with_capacity((want * 2).min(n));
+        let candidate = |p: &PeerRec| Candidate {
+            out: PeerOut { ip: swarm.addr(p), port: p.port, seed: p.is_seed(), key: p.key },
+            free_slots: p.free_slots,
+        };
         let budget = (want * 4).max(64).min(n);
         let start = (self.random() % n as u64) as usize;
         for k in 0..budget {
@@ -892,10 +977,10 @@ impl Swarms {
             if p.is_seed() {
                 if seeds_left > 0 && out.len() < want {
                     seeds_left -= 1;
-                    out.push(p);
+                    out.push(candidate(p).out);
                 }
             } else {
-                viewers.push(p);
+                viewers.push(candidate(p));
             }
         }
         // Seeds are few; if the window missed them, a viewer still gets one.
@@ -904,9 +989,9 @@ impl Swarms {
                 if seeds_left == 0 || out.len() >= want {
                     break;
                 }
-                if !out.iter().any(|q| q.key == p.key) {
+                if !out.iter().any(|q: &PeerOut| q.key == p.key) {
                     seeds_left -= 1;
-                    out.push(p);
+                    out.push(candidate(p).out);
                 }
             }
         }
@@ -981,11 +1066,11 @@ impl Swarms {
 /// slot, then the rest, `want` in all. How many slots a viewer claims is not ranked:
 /// the claim is unchecked, and ranking by it let one announcer claiming 255 top every
 /// list it was sampled into.
-pub(crate) fn peer_list<'a>(mut out: Vec<&'a PeerRec>, mut viewers: Vec<&'a PeerRec>, want: usize) -> Vec<PeerOut> {
-    viewers.sort_by_key(|p| p.free_slots == 0);
+pub(crate) fn peer_list(mut out: Vec<PeerOut>, mut viewers: Vec<Candidate>, want: usize) -> Vec<PeerOut> {
+    viewers.sort_by_key(|c| c.free_slots == 0);
     let room = want.saturating_sub(out.len());
-    out.extend(viewers.into_iter().take(room));
-    out.into_iter().map(|p| PeerOut { ip: p.addr(), port: p.port, seed: p.is_seed(), key: p.key }).collect()
+    out.extend(viewers.into_iter().take(room).map(|c| c.out));
+    out
 }
 
 /// The compact peer strings (BEP 23 for IPv4, BEP 7 for IPv6).
@@ -1026,8 +1111,10 @@ mod tests {
     }
 
     #[test]
-    fn record_is_48_bytes() {
-        assert_eq!(size_of::<PeerRec>(), 48);
+    fn a_record_is_36_bytes_and_a_swarm_96() {
+        // What keeps the store near 50 bytes a peer with ~10 peers a swarm (`shoal bench tracker`).
+        assert_eq!(size_of::<PeerRec>(), 36);
+        assert_eq!(size_of::<Swarm>(), 96);
     }
 
     #[test]
@@ -1167,7 +1254,11 @@ mod tests {
         fn agrees_with_a_model(ops in proptest::collection::vec((0u32..80, 0u8..10), 1..400)) {
             use std::collections::BTreeMap;
             let s = Swarms::new(StoreConfig { peer_timeout_s: 5, ..StoreConfig::default() });
-            let mut model: BTreeMap<u32, (bool, u32)> = BTreeMap::new(); // id -> (seed, last_seen)
+            // id -> (seed, last_seen, address); a third of announces come from IPv6.
+            let mut model: BTreeMap<u32, (bool, u32, IpAddr)> = BTreeMap::new();
+            let at = |id: u32, now: u32| {
+                if (id + now).is_multiple_of(3) { IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, now as u16, id as u16)) } else { ip(id) }
+            };
             for (t, (id, op)) in ops.into_iter().enumerate() {
                 let now = t as u32;
                 match op {
@@ -1179,19 +1270,32 @@ mod tests {
                     }
                     1 => {
                         s.sweep(now);
-                        model.retain(|_, (_, seen)| now - *seen <= 5);
+                        model.retain(|_, (_, seen, _)| now - *seen <= 5);
                     }
                     2 => {
-                        s.announce(now, &ann(9, id, Role::Seed, true, 0), ip(id));
-                        model.insert(id, (true, now));
+                        s.announce(now, &ann(9, id, Role::Seed, true, 0), at(id, now));
+                        model.insert(id, (true, now, at(id, now)));
                     }
                     _ => {
-                        s.announce(now, &ann(9, id, Role::Viewer, true, op), ip(id));
-                        model.insert(id, (false, now));
+                        s.announce(now, &ann(9, id, Role::Viewer, true, op), at(id, now));
+                        model.insert(id, (false, now, at(id, now)));
                     }
                 }
-                let seeds = model.values().filter(|(seed, _)| *seed).count() as u32;
+                let seeds = model.values().filter(|(seed, ..)| *seed).count() as u32;
                 proptest::prop_assert_eq!(s.scrape(&[9; 20]), (seeds, model.len() as u32 - seeds));
+                // Every peer's address is its latest announce's; the IPv6 table holds a
+                // slot per IPv6 peer and no more than it needs.
+                let shard = s.shard(&[9; 20]);
+                if let Some(swarm) = shard.swarms.get(&[9; 20]) {
+                    let want: BTreeMap<[u8; 8], IpAddr> =
+                        model.iter().map(|(&id, &(.., a))| (peer_key(&ann(9, id, Role::Viewer, true, 0).peer_id), a)).collect();
+                    let got: BTreeMap<[u8; 8], IpAddr> = swarm.peers.iter().map(|p| (p.key, swarm.addr(p))).collect();
+                    proptest::prop_assert_eq!(got, want);
+                    let v6_peers = swarm.peers.iter().filter(|p| p.flags & V6 != 0).count();
+                    let taken = swarm.v6.as_ref().map_or(0, |t| t.slots.len() - t.free.len());
+                    proptest::prop_assert_eq!(taken, v6_peers);
+                    proptest::prop_assert!(v6_peers > 0 || swarm.v6.is_none());
+                }
             }
         }
     }
