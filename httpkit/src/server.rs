@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntGauge, Opts, Registry};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::spool::{SpoolIndex, send_file, send_more};
 use crate::{Body, PROMETHEUS_TEXT, registered, text, whole};
@@ -43,6 +43,11 @@ pub struct ServerConfig {
     pub max_buf_size: usize,
     /// Bytes listed here are sent from their spool file (`sendfile`), not copied.
     pub spool: Option<SpoolIndex>,
+    /// Connections are served on this many threads of their own, each a
+    /// single-threaded runtime that keeps a connection to the end (nginx's worker
+    /// model: its reads, writes, timers and wake-ups stay on one thread; accepting stays
+    /// on the caller's runtime). 0: on the caller's runtime, as its other tasks.
+    pub threads: usize,
 }
 
 impl ServerConfig {
@@ -53,6 +58,7 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_buf_size: 64 * 1024,
             spool: None,
+            threads: 0,
         }
     }
 }
@@ -175,14 +181,16 @@ where
 {
     let metrics = ConnMetrics::new(&site.registry, cfg.name);
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
-    let site = Arc::new(site);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(cfg.header_read_timeout).max_buf_size(cfg.max_buf_size);
+    let served = Arc::new(Served { site: Arc::new(site), handler, metrics, builder, spool: cfg.spool.clone() });
+    let workers = Workers::start(cfg.name, cfg.threads, &served);
     let mut last_warned: Option<Instant> = None;
+    let mut next = 0usize;
     loop {
-        let (stream, peer) = accept(&listener, cfg.name, Some(&metrics.accept_errors)).await;
+        let (stream, peer) = accept(&listener, cfg.name, Some(&served.metrics.accept_errors)).await;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.refused.inc();
+            served.metrics.refused.inc();
             if last_warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                 last_warned = Some(Instant::now());
                 tracing::warn!(
@@ -195,31 +203,117 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (site, handler, metrics, builder) = (site.clone(), handler.clone(), metrics.clone(), builder.clone());
-        let spool = cfg.spool.clone();
-        tokio::spawn(async move {
-            metrics.open.inc();
-            let service = service_fn(move |req: Request<Incoming>| {
-                let answer = site.answer(&req).ok_or(req);
-                let handler = handler.clone();
-                async move {
-                    Ok::<_, Infallible>(match answer {
-                        Ok(standard) => standard,
-                        Err(req) => handler(req, peer).await,
-                    })
-                }
-            });
-            let conn = Conn { io: TokioIo::new(stream), spool, sent_from_files: metrics.sent_from_files.clone() };
-            // With upgrades: the tracker's WebSocket takes its connection over.
-            if let Err(e) = builder.serve_connection(conn, service).with_upgrades().await {
-                if e.is_timeout() {
-                    metrics.timeouts.inc();
-                }
-                tracing::debug!(error = %e, %peer, "HTTP connection ended");
+        match &workers {
+            Some(w) => {
+                next = next.wrapping_add(1);
+                w.hand(next, stream, peer, permit);
             }
-            metrics.open.dec();
-            drop(permit);
+            None => {
+                tokio::spawn(served.clone().connection(stream, peer, permit));
+            }
+        }
+    }
+}
+
+/// What every connection of a server shares.
+struct Served<H> {
+    site: Arc<Site>,
+    handler: H,
+    metrics: ConnMetrics,
+    builder: hyper::server::conn::http1::Builder,
+    spool: Option<SpoolIndex>,
+}
+
+impl<H, F> Served<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// One connection, served to its end.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let metrics = &self.metrics;
+        metrics.open.inc();
+        let (site, handler) = (self.site.clone(), self.handler.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            let answer = site.answer(&req).ok_or(req);
+            let handler = handler.clone();
+            async move {
+                Ok::<_, Infallible>(match answer {
+                    Ok(standard) => standard,
+                    Err(req) => handler(req, peer).await,
+                })
+            }
         });
+        let conn = Conn {
+            io: TokioIo::new(stream),
+            spool: self.spool.clone(),
+            sent_from_files: metrics.sent_from_files.clone(),
+        };
+        // With upgrades: the tracker's WebSocket takes its connection over.
+        if let Err(e) = self.builder.serve_connection(conn, service).with_upgrades().await {
+            if e.is_timeout() {
+                metrics.timeouts.inc();
+            }
+            tracing::debug!(error = %e, %peer, "HTTP connection ended");
+        }
+        metrics.open.dec();
+        drop(permit);
+    }
+}
+
+/// An accepted connection on its way to a worker thread.
+type Handed = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
+
+/// The threads a server's connections are served on ([`ServerConfig::threads`]); they
+/// end when the server does (their queues close, and each drops its connections).
+struct Workers(Vec<tokio::sync::mpsc::UnboundedSender<Handed>>);
+
+impl Workers {
+    fn start<H, F>(name: &'static str, threads: usize, served: &Arc<Served<H>>) -> Option<Self>
+    where
+        H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let mut queues = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+            let served = served.clone();
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(server = name, error = %e, "no runtime for an HTTP thread: serving on the caller's");
+                    return None;
+                }
+            };
+            let spawned = std::thread::Builder::new().name(format!("{name}-http-{i}")).spawn(move || {
+                runtime.block_on(async move {
+                    while let Some((stream, peer, permit)) = rx.recv().await {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => drop(tokio::spawn(served.clone().connection(stream, peer, permit))),
+                            Err(e) => {
+                                tracing::debug!(error = %e, %peer, "connection lost on its way to an HTTP thread")
+                            }
+                        }
+                    }
+                });
+            });
+            if let Err(e) = spawned {
+                tracing::error!(server = name, error = %e, "no HTTP thread: serving on the caller's runtime");
+                return None;
+            }
+            queues.push(tx);
+        }
+        (!queues.is_empty()).then_some(Workers(queues))
+    }
+
+    /// Gives the connection to the `n`th thread (round robin).
+    fn hand(&self, n: usize, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => return tracing::debug!(error = %e, %peer, "connection lost leaving the accept loop"),
+        };
+        // A thread whose runtime is gone drops the connection (closed; the client retries).
+        let _ = self.0[n % self.0.len()].send((stream, peer, permit));
     }
 }
 

@@ -109,6 +109,49 @@ async fn an_idle_or_dripping_client_is_closed_at_the_header_deadline() {
     assert_eq!(metric(&registry, "shoal_http_header_timeouts_total"), 3.0);
 }
 
+/// With threads of their own, connections are served there (kept alive, request after
+/// request, in turn on each thread), counted in the same metrics, and closed once the
+/// server stops.
+#[tokio::test]
+async fn connections_on_threads_of_their_own_are_served_and_end_with_the_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let registry = Registry::new();
+    let cfg = ServerConfig { threads: 2, ..ServerConfig::new("test") };
+    // Answers with the name of the thread that served it.
+    let thread_name = |_req, _peer| async { text(StatusCode::OK, std::thread::current().name().unwrap_or("?")) };
+    let server = tokio::spawn(httpkit::serve(listener, cfg, Site::new(registry.clone()), thread_name));
+
+    let mut kept = Vec::new();
+    let mut served_on = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..2 {
+            s.write_all(b"GET /which HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"\n") || !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut buf = [0u8; 512];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed mid-answer: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            let got = String::from_utf8(got).unwrap();
+            assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+            served_on.push(got.rsplit("\r\n\r\n").next().unwrap().trim().to_owned());
+        }
+        kept.push(s);
+    }
+    assert_eq!(served_on, ["test-http-1", "test-http-1", "test-http-0", "test-http-0", "test-http-1", "test-http-1"]);
+    assert_eq!(metric(&registry, "shoal_http_connections"), 3.0, "the three kept-alive connections");
+
+    server.abort();
+    let _ = server.await;
+    for mut s in kept {
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).await.unwrap_or(0), 0, "a connection ends with its server");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn connections_over_the_limit_are_closed_and_counted() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

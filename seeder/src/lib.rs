@@ -60,6 +60,9 @@ pub struct SeederConfig {
     pub seed_share_budget: f64,
     /// Pages connect over WebRTC here (None: pages get only the HLS fallback).
     pub pages: Option<net::rtc::RtcSettings>,
+    /// Threads of its own the HTTP origin serves connections on
+    /// (`httpkit::ServerConfig::threads`; 0: the process's runtime).
+    pub http_threads: usize,
 }
 
 /// Why a seeder did not start.
@@ -92,7 +95,7 @@ impl Seeder {
         // The node exists once ingest has said the channel's id; until then its metrics stay at zero.
         let node_handle: Arc<std::sync::OnceLock<net::shell::NodeHandle>> = Arc::default();
         let page_swarm: Arc<std::sync::OnceLock<watch_page::PageSwarm>> = Arc::default();
-        tokio::spawn(serve(http, hls.clone(), metrics, node_handle.clone(), page_swarm.clone()));
+        tokio::spawn(serve(http, cfg.http_threads, hls.clone(), metrics, node_handle.clone(), page_swarm.clone()));
         let (id_tx, mut id_rx) = watch::channel(cfg.id);
         let pieces_rx = read_ingests(&cfg.ingests, &cfg.channel, &cfg.token, id_tx, merged);
         tracing::info!(channel = %cfg.channel, ingests = ?cfg.ingests, "waiting for the channel on ingest");
@@ -165,6 +168,7 @@ pub fn read_ingests(
 /// `/healthz` and `/readyz` (ready once it has a segment to offer browsers).
 pub async fn serve(
     listener: TcpListener,
+    threads: usize,
     hls: Arc<Hls>,
     metrics: NodeMetrics,
     node: Arc<std::sync::OnceLock<net::shell::NodeHandle>>,
@@ -183,6 +187,7 @@ pub async fn serve(
         });
     let mut cfg = ServerConfig::new("seeder");
     cfg.spool = hls.spool_index();
+    cfg.threads = threads;
     httpkit::serve(listener, cfg, site, move |req, _peer| {
         let (hls, page_swarm) = (hls.clone(), page_swarm.clone());
         async move {

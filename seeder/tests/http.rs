@@ -29,6 +29,7 @@ async fn ready_once_it_has_a_segment_with_the_nodes_metrics() {
     let hls = Arc::new(Hls::new("demo"));
     tokio::spawn(seeder::serve(
         listener,
+        0,
         hls.clone(),
         NodeMetrics::new(Role::Seed),
         Arc::new(OnceLock::new()),

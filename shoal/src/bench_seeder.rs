@@ -61,6 +61,11 @@ pub(crate) struct SeederBenchArgs {
     /// core, as `shoal seeder` runs), 1 a single-threaded runtime (as nginx's one worker).
     #[arg(long, default_value_t = 0)]
     server_threads: usize,
+    /// Threads of their own the seeder's HTTP serves connections on, each a
+    /// single-threaded runtime (`shoal seeder --http-threads`, whose default this is); 0: on
+    /// the runtime above.
+    #[arg(long, default_value_t = 1)]
+    http_threads: usize,
     /// Skip the HLS comparison (no nginx here).
     #[arg(long)]
     no_hls: bool,
@@ -133,7 +138,7 @@ const PACKETS: usize = 100;
 
 pub(crate) fn run(a: SeederBenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.serve_hls {
-        return serve_hls(dir, a.server_threads, !a.no_spool);
+        return serve_hls(dir, a.server_threads, a.http_threads, !a.no_spool);
     }
     if a.sink {
         return sink();
@@ -183,7 +188,7 @@ fn window() -> Vec<Piece> {
 }
 
 /// The child: a seeder's HLS over the window, and the same files for nginx.
-fn serve_hls(dir: &Path, threads: usize, spool: bool) -> anyhow::Result<()> {
+fn serve_hls(dir: &Path, threads: usize, http_threads: usize, spool: bool) -> anyhow::Result<()> {
     let hls = Hls::new("bench");
     let hls = Arc::new(if spool { hls } else { hls.without_spool() });
     for p in window() {
@@ -210,7 +215,7 @@ fn serve_hls(dir: &Path, threads: usize, spool: bool) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("SERVING {}", listener.local_addr()?.port());
         let metrics = net::NodeMetrics::new(swarm::wire::Role::Seed);
-        seeder::serve(listener, hls, metrics, Arc::default(), Arc::default()).await;
+        seeder::serve(listener, http_threads, hls, metrics, Arc::default(), Arc::default()).await;
         Ok(())
     })
 }
@@ -231,9 +236,9 @@ fn hls_bench(a: &SeederBenchArgs) -> anyhow::Result<Vec<HlsRun>> {
     let dir = std::env::temp_dir().join(format!("shoal-bench-seeder-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let threads = a.server_threads.to_string();
+    let (threads, http_threads) = (a.server_threads.to_string(), a.http_threads.to_string());
     let dir_arg = dir.display().to_string();
-    let mut args = vec!["--serve-hls", &dir_arg, "--server-threads", &threads];
+    let mut args = vec!["--serve-hls", &dir_arg, "--server-threads", &threads, "--http-threads", &http_threads];
     if a.no_spool {
         args.push("--no-spool");
     }

@@ -120,6 +120,7 @@ pub(crate) fn run(a: UpArgs) -> anyhow::Result<()> {
                 let public = a.host.parse().map(|ip| vec![SocketAddr::new(ip, 0)]).unwrap_or_default();
                 net::rtc::RtcSettings::new(a.webrtc_listen, public)
             }),
+            http_threads: 1,
         };
         let (seeder, hls) = crate::node_cmd::start_seeder(seeder_cfg, a.hls_listen).await?;
 
