@@ -35,6 +35,10 @@ impl Drop for TempDir {
 }
 
 async fn setup(name: &str) -> Setup {
+    setup_with(name, HubConfig::default()).await
+}
+
+async fn setup_with(name: &str, config: HubConfig) -> Setup {
     let dir = std::env::temp_dir().join(format!("shoal-rtmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -44,7 +48,7 @@ async fn setup(name: &str) -> Setup {
     let licence = catalogue::file::License { commercial: true, valid_until_unix: None };
     let ads_key = file.create_channel("ads", true, Some(licence)).expect("channel");
     let auth: Arc<dyn Authorizer> = Arc::new(file);
-    let hub = Hub::new(HubConfig::default());
+    let hub = Hub::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(ingest::rtmp::serve(listener, hub.clone(), auth.clone()));
@@ -234,6 +238,37 @@ async fn a_connection_that_never_publishes_is_closed_at_the_deadline() {
     );
     let m = s.hub.metrics.render();
     assert!(m.contains("shoal_ingest_publish_refusals_total{reason=\"publish_timeout\"} 1\n"), "{m}");
+}
+
+/// A publisher's reads wait at most 2.5 s each (upstream's limit, now on one timer per
+/// session: scuffle-rtmp patch 6). On tokio's paused clock, so without waiting: a
+/// publisher whose bytes come every 2 s is kept however long that lasts, and one that
+/// goes quiet is ended 2.5 s (and at most a read tick) after its last bytes. (Media
+/// is not held to the wall clock here, which the paused clock does not move.)
+#[tokio::test(start_paused = true)]
+async fn a_publisher_that_goes_quiet_is_ended_at_the_read_timeout() {
+    use std::time::Duration;
+    let s = setup_with("quiet", HubConfig { clock_bound: false, ..HubConfig::default() }).await;
+    let mut p = RtmpPublisher::connect(s.addr, "live", &s.key).await.expect("publish accepted");
+    let tags: Vec<_> = flv::read_file(FIXTURE).expect("fixture").into_iter().filter(|t| t.kind != TAG_SCRIPT).collect();
+    for tag in tags.iter().take(40) {
+        p.send_tag(tag.kind, tag.timestamp, tag.body).await.expect("send");
+    }
+    wait_for_pieces(&s.hub, "news", 1).await;
+    let ch = s.hub.channel("news").expect("channel");
+    let audio = tags.iter().find(|t| t.kind == flv::TAG_AUDIO && t.timestamp > 0).expect("an audio frame");
+    let mut ts = tags[39].timestamp;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ts += 2_000;
+        p.send_tag(audio.kind, ts, audio.body).await.expect("send");
+        assert!(ch.live(), "a read completed every 2 s: the session stays");
+    }
+    let quiet = tokio::time::Instant::now();
+    wait_for_session_end(&s.hub).await;
+    let held = quiet.elapsed();
+    let limit = Duration::from_millis(2_500);
+    assert!(held >= limit && held <= limit + ingest::merged::READ_TICK * 2, "ended {held:?} after the last bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ impl RtmpError {
                     | std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::UnexpectedEof
             ),
-            Self::Session(ServerSessionError::Timeout(_)) => true,
+            Self::Session(ServerSessionError::Timeout(_) | ServerSessionError::ReadTimeout(_)) => true,
             _ => false,
         }
     }

@@ -6,6 +6,10 @@ pub enum ServerSessionError {
     /// Timeout.
     #[error("timeout: {0}")]
     Timeout(#[from] tokio::time::error::Elapsed),
+    /// Shoal patch: a read of the main stage found no data for this long (upstream
+    /// reported it as `Timeout`).
+    #[error("no data for {0:?}")]
+    ReadTimeout(std::time::Duration),
     /// Received publish command before connect command.
     #[error("received publish command before connect command")]
     PublishBeforeConnect,

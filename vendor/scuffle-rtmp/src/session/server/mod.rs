@@ -1,5 +1,8 @@
 //! RTMP server session.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -81,6 +84,43 @@ pub struct ServerSession<S, H> {
     chunk_writer: ChunkWriter,
     /// Is Publishing
     publishing_stream_ids: Vec<u32>,
+    /// Shoal patch: the media reads' timeout, one timer kept for the session (made at
+    /// the first read) and moved only when it fires.
+    read_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long one read of the main stage may wait for data (upstream's value).
+const READ_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Shoal patch: `read` with [`READ_TIMEOUT`], the same limit as upstream's
+/// `read.with_timeout(READ_TIMEOUT)` (counted from when this read starts), kept on one
+/// timer that lives as long as the session. Upstream registered a timer with the
+/// runtime and cancelled it around every read — for a feed read once per ingest tick,
+/// 50 timer insertions and removals a second per publisher (the runtime's timer wheel
+/// was 4 % of ingest's CPU). Here the timer is moved only when it fires: at most once
+/// per [`READ_TIMEOUT`] while the feed flows.
+async fn read_with_timeout<R>(read: R, timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) -> Result<usize, crate::error::RtmpError>
+where
+    R: Future<Output = std::io::Result<usize>>,
+{
+    let due = tokio::time::Instant::now() + READ_TIMEOUT;
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+    let mut read = std::pin::pin!(read);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = read.as_mut().poll(cx) {
+            return Poll::Ready(r.map_err(Into::into));
+        }
+        // The timer may be due for an earlier read: if so it is moved to this read's
+        // deadline and polled again (which registers it).
+        while timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= due {
+                return Poll::Ready(Err(ServerSessionError::ReadTimeout(READ_TIMEOUT).into()));
+            }
+            timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 impl<S, H> ServerSession<S, H> {
@@ -101,6 +141,7 @@ impl<S, H> ServerSession<S, H> {
             read_buf: BytesMut::new(),
             write_buf: Vec::new(),
             publishing_stream_ids: Vec::new(),
+            read_timer: None,
         }
     }
 
@@ -245,12 +286,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, H: SessionHandler>
             // backed-up socket is drained in fewer reads.
             self.read_buf.reserve(16 * CHUNK_SIZE);
 
-            let n = self
-                .io
-                .read_buf(&mut self.read_buf)
-                .with_timeout(Duration::from_millis(2500))
-                .await
-                .map_err(ServerSessionError::Timeout)?? as u32;
+            // Shoal patch: one timer for the session's reads (upstream:
+            // `.with_timeout(2500 ms)`, a new timer per read).
+            let n = read_with_timeout(self.io.read_buf(&mut self.read_buf), &mut self.read_timer).await? as u32;
 
             if n == 0 {
                 return Ok(false);
