@@ -52,6 +52,12 @@ pub(crate) struct VsNginxArgs {
     /// Where to write `bench-ingest-vs-nginx.json` (and the generated feed).
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Another `shoal` build (say, the commit before a change) whose ingest is fed the
+    /// same bytes in the same run, a third output of the tee: its CPU is shown beside
+    /// this build's, so a change is measured under the very load the other build saw
+    /// (runs apart on a shared machine differ by ±15 %).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +81,12 @@ struct VsNginx {
     runs: Vec<Run>,
     /// Median over the runs of shoal CPU-seconds / nginx-rtmp CPU-seconds (target ≤ 0.5).
     cpu_ratio_median: f64,
+    /// `--baseline`: the binary, and the median over the runs of this build's CPU over
+    /// the baseline's in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_vs_baseline_median: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +95,11 @@ struct Run {
     shoal: Server,
     nginx_rtmp_hls: Server,
     cpu_ratio: f64,
+    /// `--baseline`'s ingest in the same run, and its CPU over nginx-rtmp's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<Server>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_cpu_ratio: Option<f64>,
 }
 
 /// Kills and reaps a child when dropped, so an error path leaves no server behind.
@@ -120,23 +137,29 @@ pub(crate) fn run(a: VsNginxArgs) -> anyhow::Result<()> {
         if a.readrate > 0.0 { format!("{}x real time", a.readrate) } else { "full speed".into() },
         a.piece_ms
     );
-    println!(
+    print!(
         "{:<5} {:>14} {:>14} {:>9} {:>13} {:>13}",
         "run", "shoal CPU s", "nginx CPU s", "ratio", "shoal pieces", "nginx frags"
     );
+    if a.baseline.is_some() {
+        print!(" {:>14} {:>9} {:>12}", "baseline CPU s", "its ratio", "vs baseline");
+    }
+    println!();
     let mut runs = Vec::new();
     for i in 0..a.runs.max(1) {
         let work = scratch_dir()?;
         let result = measure(&a, &feed, &work);
         let _ = std::fs::remove_dir_all(&work);
-        let (wall, shoal, nginx) = result?;
+        let (wall, shoal, nginx, baseline) = result?;
         let run = Run {
             wall_s: wall.as_secs_f64(),
             cpu_ratio: shoal.cpu_s / nginx.cpu_s.max(0.01),
+            baseline_cpu_ratio: baseline.as_ref().map(|b| b.cpu_s / nginx.cpu_s.max(0.01)),
             shoal,
             nginx_rtmp_hls: nginx,
+            baseline,
         };
-        println!(
+        print!(
             "{:<5} {:>14.2} {:>14.2} {:>9.3} {:>13} {:>13}",
             i + 1,
             run.shoal.cpu_s,
@@ -145,10 +168,19 @@ pub(crate) fn run(a: VsNginxArgs) -> anyhow::Result<()> {
             run.shoal.outputs,
             run.nginx_rtmp_hls.outputs
         );
+        if let (Some(b), Some(r)) = (&run.baseline, run.baseline_cpu_ratio) {
+            print!(" {:>14.2} {:>9.3} {:>12.3}", b.cpu_s, r, run.shoal.cpu_s / b.cpu_s.max(0.01));
+        }
+        println!();
         runs.push(run);
     }
-    let mut ratios: Vec<f64> = runs.iter().map(|r| r.cpu_ratio).collect();
-    ratios.sort_by(f64::total_cmp);
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratios: Vec<f64> = runs.iter().map(|r| r.cpu_ratio).collect();
+    let vs_baseline: Vec<f64> =
+        runs.iter().filter_map(|r| r.baseline.as_ref().map(|b| r.shoal.cpu_s / b.cpu_s.max(0.01))).collect();
     let r = VsNginx {
         channels: a.channels,
         piece_ms: a.piece_ms,
@@ -157,41 +189,44 @@ pub(crate) fn run(a: VsNginxArgs) -> anyhow::Result<()> {
         feed_mbit_s: feed_len as f64 * 8.0 / feed_s / 1e6,
         media_seconds_per_channel: feed_s * loops,
         bytes_fed_per_server_mbytes: feed_len as f64 * loops * a.channels as f64 / 1e6,
-        cpu_ratio_median: ratios[ratios.len() / 2],
+        cpu_ratio_median: median(ratios),
+        baseline: a.baseline.as_ref().map(|b| b.display().to_string()),
+        cpu_vs_baseline_median: (!vs_baseline.is_empty()).then(|| median(vs_baseline)),
         runs,
     };
     println!("median CPU ratio shoal/nginx-rtmp: {:.3}   (target ≤ 0.5)", r.cpu_ratio_median);
+    if let Some(v) = r.cpu_vs_baseline_median {
+        println!("median CPU of this build over the baseline's, same runs: {v:.3}");
+    }
     let path = a.out.join("bench-ingest-vs-nginx.json");
     crate::machine::write_bench_json(&path, &r)?;
     Ok(())
 }
 
-/// Starts both servers, pushes the feed through ffmpeg's tee to each channel on both,
-/// and returns (wall, shoal, nginx) once both have gone idle.
-fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duration, Server, Server)> {
+/// Starts the servers, pushes the feed through ffmpeg's tee to each channel on all of
+/// them, and returns (wall, shoal, nginx, baseline) once all have gone idle.
+fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duration, Server, Server, Option<Server>)> {
     let data = work.join("shoal");
     let channels = ChannelFile::new(data.join("channels.json"), data.join("keys"));
     let mut keys = Vec::new();
     for i in 0..a.channels {
         keys.push(channels.create_channel(&format!("bench-{i}"), false, None).map_err(anyhow::Error::msg)?);
     }
-    let mut shoal = Reaped(
-        Command::new(std::env::current_exe()?)
-            .args(["ingest", "--rtmp-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0"])
-            .args(["--http-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .arg("--piece-ms")
-            .arg(a.piece_ms.to_string())
-            .env("SHOAL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting shoal ingest")?,
-    );
-    wait_until_serving(&mut shoal.0)?;
-    let ports: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("ports.json"))?)?;
-    let addr =
-        |k: &str| -> anyhow::Result<SocketAddr> { Ok(ports[k].as_str().context("ports.json")?.parse::<SocketAddr>()?) };
-    let (shoal_rtmp, shoal_http) = (addr("rtmp")?, addr("http")?);
+    let shoal = Ingest::start(&std::env::current_exe()?, &data, a.piece_ms)?;
+    let baseline = match &a.baseline {
+        Some(exe) => {
+            // The same channels, keys and stream keys: a copy of the data directory.
+            let base = work.join("baseline");
+            std::fs::create_dir_all(base.join("keys"))?;
+            std::fs::copy(data.join("channels.json"), base.join("channels.json"))?;
+            for e in std::fs::read_dir(data.join("keys"))? {
+                let e = e?;
+                std::fs::copy(e.path(), base.join("keys").join(e.file_name()))?;
+            }
+            Some(Ingest::start(exe, &base, a.piece_ms).with_context(|| format!("baseline {}", exe.display()))?)
+        }
+        None => None,
+    };
 
     let nginx_port = free_port()?;
     let hls = work.join("hls");
@@ -213,15 +248,19 @@ fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duratio
     wait_for_port(nginx_port, &mut nginx.0)?;
 
     let nginx_pid = nginx.0.id();
-    let shoal_pid = shoal.0.id();
-    let shoal0 = tree_cpu(shoal_pid);
+    let cpu = |i: &Option<Ingest>| i.as_ref().map_or(Duration::ZERO, |i| tree_cpu(i.child.0.id()));
+    let (shoal0, baseline0) = (tree_cpu(shoal.child.0.id()), cpu(&baseline));
     let nginx0 = tree_cpu(nginx_pid);
     let start = Instant::now();
     let mut pushers = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        let tee = format!(
-            "[f=flv:onfail=abort]rtmp://{shoal_rtmp}/live/{key}|[f=flv:onfail=abort]rtmp://127.0.0.1:{nginx_port}/live/bench-{i}"
+        let mut tee = format!(
+            "[f=flv:onfail=abort]rtmp://{}/live/{key}|[f=flv:onfail=abort]rtmp://127.0.0.1:{nginx_port}/live/bench-{i}",
+            shoal.rtmp
         );
+        if let Some(b) = &baseline {
+            tee.push_str(&format!("|[f=flv:onfail=abort]rtmp://{}/live/{key}", b.rtmp));
+        }
         pushers.push(Reaped(
             Command::new("ffmpeg")
                 .args(["-hide_banner", "-loglevel", "error", "-stream_loop"])
@@ -248,21 +287,26 @@ fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duratio
     }
     // The servers may still be working through what ffmpeg wrote before it exited:
     // read CPU until neither moves (10 ms ticks) over a 300 ms interval.
-    let (mut s, mut n) = (tree_cpu(shoal_pid), tree_cpu(nginx_pid));
+    let now = || (tree_cpu(shoal.child.0.id()), tree_cpu(nginx_pid), cpu(&baseline));
+    let mut last = now();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(300));
-        let (s2, n2) = (tree_cpu(shoal_pid), tree_cpu(nginx_pid));
-        if s2 == s && n2 == n {
+        let next = now();
+        if next == last {
             break;
         }
-        (s, n) = (s2, n2);
+        last = next;
     }
+    let (s, n, b) = last;
     let wall = start.elapsed();
-    let metrics = http_get(shoal_http, "/metrics")?;
-    let metric = |name: &str| -> u64 {
-        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
-            as u64
+    let (metrics, baseline) = match baseline {
+        Some(base) => {
+            let m = Metrics::fetch(base.http)?;
+            (Metrics::fetch(shoal.http)?, Some(m.server((b - baseline0).as_secs_f64())))
+        }
+        None => (Metrics::fetch(shoal.http)?, None),
     };
+    let metric = |name: &str| metrics.get(name);
     let (discontinuities, waited) =
         (metric("shoal_ingest_discontinuities_total "), metric("shoal_ingest_frames_before_keyframe_total "));
     if discontinuities > 0 {
@@ -277,13 +321,63 @@ fn measure(a: &VsNginxArgs, feed: &Path, work: &Path) -> anyhow::Result<(Duratio
     }
     Ok((
         wall,
-        Server {
-            cpu_s: (s - shoal0).as_secs_f64(),
-            outputs: metric("shoal_ingest_pieces_total "),
-            output_mbytes: metric("shoal_ingest_piece_bytes_total ") as f64 / 1e6,
-        },
+        metrics.server((s - shoal0).as_secs_f64()),
         Server { cpu_s: (n - nginx0).as_secs_f64(), outputs: segments, output_mbytes: hls_bytes as f64 / 1e6 },
+        baseline,
     ))
+}
+
+/// A `shoal ingest` started for the bench: the process and where it listens.
+struct Ingest {
+    child: Reaped,
+    rtmp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Ingest {
+    fn start(exe: &Path, data: &Path, piece_ms: u32) -> anyhow::Result<Ingest> {
+        let mut child = Reaped(
+            Command::new(exe)
+                .args(["ingest", "--rtmp-listen", "127.0.0.1:0", "--srt-listen", "127.0.0.1:0"])
+                .args(["--http-listen", "127.0.0.1:0", "--data-dir"])
+                .arg(data)
+                .arg("--piece-ms")
+                .arg(piece_ms.to_string())
+                .env("SHOAL_LOG", "warn")
+                .stdout(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting {} ingest", exe.display()))?,
+        );
+        wait_until_serving(&mut child.0)?;
+        let ports: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("ports.json"))?)?;
+        let addr = |k: &str| -> anyhow::Result<SocketAddr> {
+            Ok(ports[k].as_str().context("ports.json")?.parse::<SocketAddr>()?)
+        };
+        Ok(Ingest { rtmp: addr("rtmp")?, http: addr("http")?, child })
+    }
+}
+
+/// An ingest's `/metrics` page once the feed is over.
+struct Metrics(String);
+
+impl Metrics {
+    fn fetch(http: SocketAddr) -> anyhow::Result<Metrics> {
+        Ok(Metrics(http_get(http, "/metrics")?))
+    }
+
+    /// The value of an unlabelled sample (`name` ends with a space), 0 if absent.
+    fn get(&self, name: &str) -> u64 {
+        self.0.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+            as u64
+    }
+
+    fn server(&self, cpu_s: f64) -> Server {
+        Server {
+            cpu_s,
+            outputs: self.get("shoal_ingest_pieces_total "),
+            output_mbytes: self.get("shoal_ingest_piece_bytes_total ") as f64 / 1e6,
+        }
+    }
 }
 
 /// A common nginx-rtmp deployment: live application with HLS, 2 s fragments. Old
