@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use swarm::piece::{ChannelId, Piece, PieceFlags};
 use tokio::sync::watch;
 
@@ -620,22 +622,25 @@ impl Publisher {
         }
     }
 
-    pub async fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+    /// A video tag's body (an RTMP message); its frame's bytes stay in it, uncopied,
+    /// until they are written into a piece.
+    pub async fn push_video(&mut self, timestamp: u32, body: Bytes) -> Result<(), PublishError> {
         self.push_tag(Track::Video, timestamp, body).await
     }
 
-    pub async fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+    /// An audio tag's body (an RTMP message).
+    pub async fn push_audio(&mut self, timestamp: u32, body: Bytes) -> Result<(), PublishError> {
         self.push_tag(Track::Audio, timestamp, body).await
     }
 
-    async fn push_tag(&mut self, track: Track, timestamp: u32, body: &[u8]) -> Result<(), PublishError> {
+    async fn push_tag(&mut self, track: Track, timestamp: u32, body: Bytes) -> Result<(), PublishError> {
         let arrived = Instant::now();
         self.bytes_in.inc_by(body.len() as u64);
         drop(self.ours(arrived)?);
         self.check_clock()?;
         let out = match track {
-            Track::Video => self.remuxer.push_video(timestamp, body),
-            Track::Audio => self.remuxer.push_audio(timestamp, body),
+            Track::Video => self.remuxer.push_video(timestamp, &body),
+            Track::Audio => self.remuxer.push_audio(timestamp, &body),
         };
         let out = match out {
             Ok(out) => {
@@ -899,7 +904,7 @@ impl Publisher {
                         cts_ms,
                         keyframe: f.keyframe,
                         duration_ms,
-                        data: f.data,
+                        data: f.data.into(),
                     };
                     self.place_and_push(f.dts, frame, program, arrived).await?;
                 }

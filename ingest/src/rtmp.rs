@@ -232,8 +232,8 @@ impl SessionHandler for Handler {
             tokio::time::sleep(wait).await;
         }
         let result = match data {
-            SessionData::Video { timestamp, data } => p.push_video(timestamp, &data).await,
-            SessionData::Audio { timestamp, data } => p.push_audio(timestamp, &data).await,
+            SessionData::Video { timestamp, data } => p.push_video(timestamp, data).await,
+            SessionData::Audio { timestamp, data } => p.push_audio(timestamp, data).await,
             SessionData::Amf0 { data, .. } => {
                 if let Some(flags) = crate::media::remux::script_cue(&data) {
                     tracing::info!(?flags, "ad-break cue from the encoder");

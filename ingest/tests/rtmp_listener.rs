@@ -839,5 +839,6 @@ fn media_tags() -> Vec<flv::FileTag<'static>> {
 
 /// One of the fixture's tags into a publish session, at timestamp `ts`.
 async fn push(p: &mut ingest::hub::Publisher, t: &flv::FileTag<'_>, ts: u32) -> Result<(), ingest::hub::PublishError> {
-    if t.kind == flv::TAG_VIDEO { p.push_video(ts, t.body).await } else { p.push_audio(ts, t.body).await }
+    let body = bytes::Bytes::copy_from_slice(t.body);
+    if t.kind == flv::TAG_VIDEO { p.push_video(ts, body).await } else { p.push_audio(ts, body).await }
 }

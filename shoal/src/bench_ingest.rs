@@ -47,6 +47,8 @@ pub(crate) fn run(channels: usize, loops: u32, feed: Option<PathBuf>, out: PathB
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => ingest::FIXTURE_FLV.to_vec(),
     };
+    // Shared bytes, as an RTMP message arrives: a frame keeps a slice of its tag.
+    let bytes = bytes::Bytes::from(bytes);
     let tags = flv::read_file(&bytes).map_err(|e| anyhow::anyhow!("feed: {e}"))?;
     let span_ms = tags.iter().map(|t| t.timestamp).max().unwrap_or(0) + 40;
     // The fixture is replayed as fast as the media path goes: numbering is not bound
@@ -83,10 +85,11 @@ pub(crate) fn run(channels: usize, loops: u32, feed: Option<PathBuf>, out: PathB
                 let t = Instant::now();
                 // The hub's futures finish at once here (an in-memory epoch store, no
                 // pacing): run in place, they cost what the work costs.
+                let body = bytes.slice_ref(tag.body);
                 let r = if tag.kind == TAG_VIDEO {
-                    rt.block_on(p.push_video(tag.timestamp + offset, tag.body))
+                    rt.block_on(p.push_video(tag.timestamp + offset, body))
                 } else {
-                    rt.block_on(p.push_audio(tag.timestamp + offset, tag.body))
+                    rt.block_on(p.push_audio(tag.timestamp + offset, body))
                 };
                 let took = t.elapsed();
                 r.map_err(|e| anyhow::anyhow!("{e}"))?;

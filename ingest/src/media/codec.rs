@@ -1,6 +1,10 @@
 //! Codec plumbing: decoder configuration records to parameter sets, length-prefixed
 //! NAL units to Annex B (what MPEG-TS carries), raw AAC to ADTS.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
 use super::{ByteReader, Truncated, VideoCodec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +37,9 @@ pub struct VideoConfig {
 }
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
+/// Bytes of an ADTS header without CRC.
+pub const ADTS_HEADER_LEN: usize = 7;
 
 impl VideoConfig {
     /// From an AVCDecoderConfigurationRecord (ISO 14496-15 §5.3.3.1).
@@ -87,50 +94,101 @@ impl VideoConfig {
         Ok(VideoConfig { codec, length_size, parameter_sets })
     }
 
-    /// Appends the frame as one Annex B access unit: an access unit delimiter, the
-    /// parameter sets before a keyframe (so a viewer can start decoding there), then
-    /// each NAL unit. Delimiters and parameter sets inside the frame are dropped to
-    /// avoid duplicates.
-    pub fn to_annex_b(&self, nalus: &[u8], keyframe: bool, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    /// Checks one frame's length-prefixed NAL units (every length within the frame)
+    /// and keeps them, with what writing them as one Annex B access unit takes
+    /// ([`Nalus`]): nothing is copied here.
+    pub fn nalus(self: &Arc<Self>, units: Bytes, keyframe: bool) -> Result<Nalus, CodecError> {
+        let mut len = self.aud().len();
+        if keyframe {
+            len += self.parameter_sets.iter().map(|ps| START_CODE.len() + ps.len()).sum::<usize>();
+        }
+        let mut r = ByteReader::new(&units, "NAL unit");
+        while r.remaining() > 0 {
+            let nal = self.next_nal(&mut r)?;
+            if self.kept(nal, keyframe) {
+                len += START_CODE.len() + nal.len();
+            }
+        }
+        Ok(Nalus { units, config: Arc::clone(self), keyframe, len })
+    }
+
+    /// The access unit delimiter each frame starts with.
+    fn aud(&self) -> &'static [u8] {
         match self.codec {
             // AUD, primary_pic_type 7 (any).
-            VideoCodec::H264 => out.extend_from_slice(&[0, 0, 0, 1, 0x09, 0xf0]),
+            VideoCodec::H264 => &[0, 0, 0, 1, 0x09, 0xf0],
             // AUD (type 35), layer 0, tid 1; pic_type 2 (any).
-            VideoCodec::Hevc => out.extend_from_slice(&[0, 0, 0, 1, 0x46, 0x01, 0x50]),
+            VideoCodec::Hevc => &[0, 0, 0, 1, 0x46, 0x01, 0x50],
         }
-        if keyframe {
-            for ps in &self.parameter_sets {
-                out.extend_from_slice(&START_CODE);
-                out.extend_from_slice(ps);
+    }
+
+    /// The next NAL unit after its length prefix.
+    fn next_nal<'a>(&self, r: &mut ByteReader<'a>) -> Result<&'a [u8], CodecError> {
+        let len = match self.length_size {
+            1 => usize::from(r.u8()?),
+            2 => usize::from(r.u16()?),
+            _ => r.u32()? as usize,
+        };
+        Ok(r.take(len)?)
+    }
+
+    /// Whether a NAL unit of the frame is written: delimiters and parameter sets inside
+    /// a keyframe are dropped (ours come first), as are empty units.
+    fn kept(&self, nal: &[u8], keyframe: bool) -> bool {
+        let Some(&first) = nal.first() else { return false };
+        let skip = match self.codec {
+            // AUD 9; SPS 7 and PPS 8 only where we inserted ours.
+            VideoCodec::H264 => {
+                let t = first & 0x1f;
+                t == 9 || (keyframe && (t == 7 || t == 8))
+            }
+            // AUD 35; VPS 32, SPS 33, PPS 34.
+            VideoCodec::Hevc => {
+                let t = (first >> 1) & 0x3f;
+                t == 35 || (keyframe && (32..=34).contains(&t))
+            }
+        };
+        !skip
+    }
+}
+
+/// One video frame's length-prefixed NAL units as they arrived (checked), written as
+/// one Annex B access unit on the way into TS packets: an access unit delimiter, the
+/// parameter sets before a keyframe (so a viewer can start decoding there), then each
+/// NAL unit after a start code. The frame's bytes are copied once, into the piece.
+#[derive(Debug, Clone)]
+pub struct Nalus {
+    units: Bytes,
+    config: Arc<VideoConfig>,
+    keyframe: bool,
+    /// Bytes as Annex B.
+    len: usize,
+}
+
+impl Nalus {
+    /// Bytes as Annex B.
+    pub fn annex_b_len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends the slices whose concatenation is the Annex B access unit.
+    pub fn parts<'a>(&'a self, out: &mut Vec<&'a [u8]>) {
+        let cfg = &self.config;
+        out.push(cfg.aud());
+        if self.keyframe {
+            for ps in &cfg.parameter_sets {
+                out.extend([&START_CODE[..], ps]);
             }
         }
-        let mut r = ByteReader::new(nalus, "NAL unit");
-        while r.remaining() > 0 {
-            let len = match self.length_size {
-                1 => usize::from(r.u8()?),
-                2 => usize::from(r.u16()?),
-                _ => r.u32()? as usize,
-            };
-            let nal = r.take(len)?;
-            let Some(&first) = nal.first() else { continue };
-            let skip = match self.codec {
-                // AUD 9; SPS 7 and PPS 8 only where we inserted ours.
-                VideoCodec::H264 => {
-                    let t = first & 0x1f;
-                    t == 9 || (keyframe && (t == 7 || t == 8))
-                }
-                // AUD 35; VPS 32, SPS 33, PPS 34.
-                VideoCodec::Hevc => {
-                    let t = (first >> 1) & 0x3f;
-                    t == 35 || (keyframe && (32..=34).contains(&t))
-                }
-            };
-            if !skip {
-                out.extend_from_slice(&START_CODE);
-                out.extend_from_slice(nal);
+        let mut r = ByteReader::new(&self.units, "NAL unit");
+        // Checked when made ([`VideoConfig::nalus`]): no unit runs past the frame.
+        while r.remaining() > 0
+            && let Ok(nal) = cfg.next_nal(&mut r)
+        {
+            if cfg.kept(nal, self.keyframe) {
+                out.extend([&START_CODE[..], nal]);
             }
         }
-        Ok(())
     }
 }
 
@@ -175,14 +233,14 @@ impl AacConfig {
         1_024 * 1_000_000 / u64::from(self.sample_rate())
     }
 
-    /// Appends an ADTS header and the raw frame.
-    pub fn to_adts(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        let len = frame.len() + 7;
+    /// The ADTS header of a raw AAC frame of `raw_len` bytes.
+    pub fn adts_header(&self, raw_len: usize) -> Result<[u8; ADTS_HEADER_LEN], CodecError> {
+        let len = raw_len + ADTS_HEADER_LEN;
         if len >= 1 << 13 {
-            return Err(CodecError::AacFrameTooLong(frame.len()));
+            return Err(CodecError::AacFrameTooLong(raw_len));
         }
         let profile = self.object_type - 1;
-        out.extend_from_slice(&[
+        Ok([
             0xff,
             0xf1, // MPEG-4, layer 0, no CRC
             (profile << 6) | (self.frequency_index << 2) | ((self.channel_config >> 2) & 0x01),
@@ -190,9 +248,7 @@ impl AacConfig {
             (len >> 3) as u8,
             ((len as u8 & 0x07) << 5) | 0x1f,
             0xfc, // buffer fullness 0x7ff (VBR), one raw data block
-        ]);
-        out.extend_from_slice(frame);
-        Ok(())
+        ])
     }
 }
 
@@ -206,12 +262,25 @@ mod tests {
         let cfg = VideoConfig::from_avc_record(&record).expect("valid record");
         assert_eq!(cfg.length_size, 4);
         assert_eq!(cfg.parameter_sets, vec![vec![0x67, 0xAA], vec![0x68]]);
-        let mut out = Vec::new();
-        cfg.to_annex_b(&[0, 0, 0, 2, 0x65, 0x11, 0, 0, 0, 2, 0x09, 0xf0], true, &mut out).expect("valid frame");
-        assert_eq!(out, [0, 0, 0, 1, 9, 0xf0, 0, 0, 0, 1, 0x67, 0xAA, 0, 0, 0, 1, 0x68, 0, 0, 0, 1, 0x65, 0x11]);
-        let mut out = Vec::new();
-        let truncated = cfg.to_annex_b(&[0, 0, 0, 9, 0x41], false, &mut out);
+        let cfg = Arc::new(cfg);
+        let annex_b = |units: &'static [u8], keyframe: bool| -> Result<Vec<u8>, CodecError> {
+            let nalus = cfg.nalus(Bytes::from_static(units), keyframe)?;
+            let mut parts = Vec::new();
+            nalus.parts(&mut parts);
+            let out = parts.concat();
+            assert_eq!(out.len(), nalus.annex_b_len());
+            Ok(out)
+        };
+        // A keyframe: our delimiter and parameter sets, its own delimiter dropped.
+        let key = annex_b(&[0, 0, 0, 2, 0x65, 0x11, 0, 0, 0, 2, 0x09, 0xf0], true).expect("valid frame");
+        assert_eq!(key, [0, 0, 0, 1, 9, 0xf0, 0, 0, 0, 1, 0x67, 0xAA, 0, 0, 0, 1, 0x68, 0, 0, 0, 1, 0x65, 0x11]);
+        // Not a keyframe: no parameter sets added, its own kept; empty units dropped.
+        let other = annex_b(&[0, 0, 0, 1, 0x68, 0, 0, 0, 0, 0, 0, 0, 1, 0x41], false).expect("valid frame");
+        assert_eq!(other, [0, 0, 0, 1, 9, 0xf0, 0, 0, 0, 1, 0x68, 0, 0, 0, 1, 0x41]);
+        let truncated = annex_b(&[0, 0, 0, 9, 0x41], false);
         assert!(matches!(truncated, Err(CodecError::Truncated(_))));
+        let torn_prefix = annex_b(&[0, 0, 0, 1, 0x41, 0, 0], false);
+        assert!(matches!(torn_prefix, Err(CodecError::Truncated(_))));
     }
 
     #[test]
@@ -220,10 +289,8 @@ mod tests {
         let cfg = AacConfig::from_audio_specific_config(&[0x11, 0x90]).expect("valid config");
         assert_eq!((cfg.object_type, cfg.frequency_index, cfg.channel_config), (2, 3, 2));
         assert_eq!(cfg.frame_us(), 21_333);
-        let mut out = Vec::new();
-        cfg.to_adts(&[0u8; 100], &mut out).expect("fits");
-        assert_eq!(&out[..7], &[0xff, 0xf1, 0x4c, 0x80, 0x0d, 0x7f, 0xfc]);
-        assert_eq!(out.len(), 107);
+        assert_eq!(cfg.adts_header(100).expect("fits"), [0xff, 0xf1, 0x4c, 0x80, 0x0d, 0x7f, 0xfc]);
+        assert!(matches!(cfg.adts_header(8_185), Err(CodecError::AacFrameTooLong(8_185))));
         assert!(AacConfig::from_audio_specific_config(&[0x11]).is_err());
     }
 }

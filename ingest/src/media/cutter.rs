@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use swarm::piece::{ChannelKeypair, Piece};
 
 use super::epoch::{Epoch, FeedClock};
@@ -74,7 +76,7 @@ impl FlvCutter {
     }
 
     /// One tag (`kind` is FLV's tag type; script data is ignored).
-    pub fn push(&mut self, kind: u8, timestamp: u32, body: &[u8], out: &mut Vec<Piece>) -> Result<(), RemuxError> {
+    pub fn push(&mut self, kind: u8, timestamp: u32, body: &Bytes, out: &mut Vec<Piece>) -> Result<(), RemuxError> {
         let remuxed = match kind {
             TAG_VIDEO => self.remuxer.push_video(timestamp, body)?,
             TAG_AUDIO => self.remuxer.push_audio(timestamp, body)?,
@@ -100,8 +102,9 @@ impl FlvCutter {
     /// Every tag of an FLV file (tags that fail to remux are skipped and counted).
     pub fn push_file(&mut self, flv: &[u8], out: &mut Vec<Piece>) -> Result<u64, super::flv::FlvError> {
         let mut bad = 0;
-        for tag in super::flv::read_file(flv)? {
-            if self.push(tag.kind, tag.timestamp, tag.body, out).is_err() {
+        let file = Bytes::copy_from_slice(flv);
+        for tag in super::flv::read_file(&file)? {
+            if self.push(tag.kind, tag.timestamp, &file.slice_ref(tag.body), out).is_err() {
                 bad += 1;
             }
         }

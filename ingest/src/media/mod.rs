@@ -28,8 +28,7 @@ pub enum VideoCodec {
     Hevc,
 }
 
-/// One access unit ready for the muxer: Annex B video or ADTS audio, placed on its
-/// epoch's timeline ([`epoch`]).
+/// One access unit ready for the muxer, placed on its epoch's timeline ([`epoch`]).
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub track: Track,
@@ -41,7 +40,51 @@ pub struct Frame {
     pub keyframe: bool,
     /// How long it lasts (video: the frame interval seen so far), ms.
     pub duration_ms: u32,
-    pub data: Bytes,
+    pub data: Payload,
+}
+
+/// A frame's bytes as MPEG-TS carries them — Annex B video, ADTS audio — kept as they
+/// arrived where that differs: the muxer writes the start codes, parameter sets and
+/// ADTS headers on the way into TS packets, so a frame's bytes are copied once, from
+/// the network's buffer into its piece.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// As they are (frames demuxed from MPEG-TS).
+    Plain(Bytes),
+    /// An ADTS header, then the raw AAC frame (RTMP audio).
+    Adts { header: [u8; codec::ADTS_HEADER_LEN], raw: Bytes },
+    /// Length-prefixed NAL units (RTMP video), written as one Annex B access unit.
+    Nalus(codec::Nalus),
+}
+
+impl Payload {
+    /// Bytes in the TS stream.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Plain(b) => b.len(),
+            Payload::Adts { header, raw } => header.len() + raw.len(),
+            Payload::Nalus(n) => n.annex_b_len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the slices whose concatenation is the bytes in the TS stream.
+    pub fn parts<'a>(&'a self, out: &mut Vec<&'a [u8]>) {
+        match self {
+            Payload::Plain(b) => out.push(b),
+            Payload::Adts { header, raw } => out.extend([&header[..], raw]),
+            Payload::Nalus(n) => n.parts(out),
+        }
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Self {
+        Payload::Plain(b)
+    }
 }
 
 /// A video track's frame interval: how long the newest frame lasts, for the piece

@@ -36,6 +36,12 @@ fn lock(shelf: &Shelf) -> MutexGuard<'_, [Vec<Vec<u8>>; CLASSES]> {
     shelf.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The capacity of what [`BufferPool::take`] hands out for `n` bytes: the smallest
+/// class that holds them (above [`MAX_CLASS`], a power of two of no class).
+pub fn class_capacity(n: usize) -> usize {
+    n.max(MIN_CLASS).next_power_of_two()
+}
+
 /// The class of a buffer of exactly `capacity` (a power of two within the classes).
 fn class_of(capacity: usize) -> Option<usize> {
     (capacity.is_power_of_two() && (MIN_CLASS..=MAX_CLASS).contains(&capacity))
@@ -51,7 +57,7 @@ impl BufferPool {
     /// pieces, 240 page faults a second in `shoal bench ingest-vs-nginx` (Intel Xeon,
     /// 2026-12-05, docs/measurements.md).
     pub fn take(&self, capacity: usize) -> Vec<u8> {
-        let size = capacity.max(MIN_CLASS).next_power_of_two();
+        let size = class_capacity(capacity);
         class_of(size).and_then(|c| lock(&self.0)[c].pop()).unwrap_or_else(|| Vec::with_capacity(size))
     }
 
@@ -59,6 +65,12 @@ impl BufferPool {
     /// last holder drops them.
     pub fn share(&self, buf: Vec<u8>) -> Bytes {
         Bytes::from_owner(Returned { buf, shelf: Arc::downgrade(&self.0) })
+    }
+
+    /// Puts a buffer that was taken and never shared back on its shelf (a piece's
+    /// buffer that turned out too small for it).
+    pub fn give_back(&self, buf: Vec<u8>) {
+        shelve(&self.0, buf);
     }
 
     /// Buffers waiting for reuse.
@@ -82,14 +94,19 @@ impl AsRef<[u8]> for Returned {
 
 impl Drop for Returned {
     fn drop(&mut self) {
-        let Some(class) = class_of(self.buf.capacity()) else { return };
-        let Some(shelf) = self.shelf.upgrade() else { return };
-        let mut spare = lock(&shelf);
-        if spare[class].len() < KEEP {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.clear();
-            spare[class].push(buf);
+        if let Some(shelf) = self.shelf.upgrade() {
+            shelve(&shelf, std::mem::take(&mut self.buf));
         }
+    }
+}
+
+/// Keeps `buf` for its class, unless that shelf is full or it is of no class.
+fn shelve(shelf: &Shelf, mut buf: Vec<u8>) {
+    let Some(class) = class_of(buf.capacity()) else { return };
+    let mut spare = lock(shelf);
+    if spare[class].len() < KEEP {
+        buf.clear();
+        spare[class].push(buf);
     }
 }
 

@@ -1,12 +1,13 @@
 //! RTMP/FLV tags to frames (the hub places them on the channel's timeline).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::codec::{AacConfig, CodecError, VideoConfig};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
-use super::pool::BufferPool;
 use super::ts::Program;
-use super::{Frame, Track, VideoCodec};
+use super::{Frame, Payload, Track, VideoCodec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -30,12 +31,8 @@ pub enum Remuxed {
 /// Per-session state: codec configurations.
 #[derive(Debug, Default)]
 pub struct FlvRemuxer {
-    video: Option<VideoConfig>,
+    video: Option<Arc<VideoConfig>>,
     audio: Option<AacConfig>,
-    scratch: Vec<u8>,
-    /// Video frames' buffers, back once the segmenter has packetized them: a frame is
-    /// tens of KiB, which glibc's `malloc` is slow to find (9 % of ingest's CPU).
-    frames: BufferPool,
 }
 
 impl FlvRemuxer {
@@ -48,29 +45,26 @@ impl FlvRemuxer {
         self.video.as_ref().map(|v| v.codec)
     }
 
-    pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+    /// A video tag's body (an RTMP message): a frame keeps its NAL units as a slice of
+    /// it, no copy.
+    pub fn push_video(&mut self, timestamp: u32, body: &Bytes) -> Result<Remuxed, RemuxError> {
         match flv::parse_video(body)? {
             VideoTag::Config { codec, record } => {
-                self.video = Some(match codec {
+                self.video = Some(Arc::new(match codec {
                     VideoCodec::H264 => VideoConfig::from_avc_record(record)?,
                     VideoCodec::Hevc => VideoConfig::from_hevc_record(record)?,
-                });
+                }));
                 Ok(Remuxed::Nothing)
             }
             VideoTag::Frame { keyframe, cts_ms, nalus, .. } => {
                 let cfg = self.video.as_ref().ok_or(CodecError::NoConfig)?;
-                // Written straight into the frame's own buffer (no copy out of a scratch):
-                // Annex B is the same size as the length-prefixed NAL units plus an access
-                // unit delimiter and, on keyframes, the parameter sets.
-                let mut annex_b = self.frames.take(nalus.len() + 1024);
-                cfg.to_annex_b(nalus, keyframe, &mut annex_b)?;
                 let frame = Frame {
                     track: Track::Video,
                     dts_ms: 0,
                     cts_ms: cts_ms.max(0),
                     keyframe,
                     duration_ms: 0,
-                    data: self.frames.share(annex_b),
+                    data: Payload::Nalus(cfg.nalus(body.slice_ref(nalus), keyframe)?),
                 };
                 Ok(Remuxed::Frame { raw: u64::from(timestamp), frame })
             }
@@ -78,7 +72,8 @@ impl FlvRemuxer {
         }
     }
 
-    pub fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<Remuxed, RemuxError> {
+    /// An audio tag's body: a frame keeps the raw AAC as a slice of it.
+    pub fn push_audio(&mut self, timestamp: u32, body: &Bytes) -> Result<Remuxed, RemuxError> {
         match flv::parse_audio(body)? {
             AudioTag::AacConfig(asc) => {
                 self.audio = Some(AacConfig::from_audio_specific_config(asc)?);
@@ -86,15 +81,13 @@ impl FlvRemuxer {
             }
             AudioTag::AacFrame(raw) => {
                 let cfg = self.audio.ok_or(CodecError::NoConfig)?;
-                self.scratch.clear();
-                cfg.to_adts(raw, &mut self.scratch)?;
                 let frame = Frame {
                     track: Track::Audio,
                     dts_ms: 0,
                     cts_ms: 0,
                     keyframe: true,
                     duration_ms: (cfg.frame_us() / 1_000) as u32,
-                    data: Bytes::copy_from_slice(&self.scratch),
+                    data: Payload::Adts { header: cfg.adts_header(raw.len())?, raw: body.slice_ref(raw) },
                 };
                 Ok(Remuxed::Frame { raw: u64::from(timestamp), frame })
             }

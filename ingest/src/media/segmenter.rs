@@ -30,8 +30,8 @@ use swarm::piece::{ChannelKeypair, HEADER_LEN, MAX_TS_PACKETS, Piece, PieceFlags
 use super::Frame;
 use super::Track;
 use super::epoch::Epoch;
-use super::pool::BufferPool;
-use super::ts::{Program, TsMuxer};
+use super::pool::{self, BufferPool};
+use super::ts::{Program, TABLES_LEN, TsMuxer};
 
 #[derive(Debug, Clone)]
 pub struct SegmenterConfig {
@@ -99,9 +99,11 @@ pub struct Segmenter {
     mux: TsMuxer,
     /// What the next segment's PMT should announce.
     program: Program,
-    /// The open piece, header room first: written here, in a buffer that lives as long
-    /// as the segmenter (its pages stay in memory), and copied once, when it closes,
-    /// into a piece buffer of its exact size class from the pool.
+    /// The open piece, header room first, in a buffer from the pool that becomes the
+    /// piece's own when it closes (no copy). What each write adds is known before it
+    /// is written (a frame's TS bytes exactly), so the buffer is moved to a bigger size
+    /// class only before a write that would not fit, and always holds its piece in the
+    /// smallest class that fits: the window's memory is what its pieces need.
     buf: Vec<u8>,
     /// Where piece buffers come from and go back to.
     pool: BufferPool,
@@ -120,6 +122,7 @@ impl Segmenter {
     /// Cuts nothing until [`Segmenter::bind`] gives it an epoch.
     pub fn new(cfg: SegmenterConfig, key: Arc<ChannelKeypair>) -> Self {
         let program = Program { video: None, audio: false, scte35: false };
+        let pool = BufferPool::default();
         Segmenter {
             mux: TsMuxer::new(program),
             program,
@@ -129,8 +132,8 @@ impl Segmenter {
             publishing: Publishing::Yes,
             last_seq: None,
             reach_ms: None,
-            buf: vec![0; HEADER_LEN],
-            pool: BufferPool::default(),
+            buf: header_room(&pool),
+            pool,
             open: None,
             pending: PieceFlags::NONE,
             started: false,
@@ -252,6 +255,7 @@ impl Segmenter {
             self.mux.set_program(self.program);
             self.mux.reset_counters();
             self.open(self.free_seq(cell_seq), frame.dts_ms, PieceFlags::SEGMENT_START);
+            self.make_room(TABLES_LEN);
             self.mux.write_tables(&mut self.buf);
         } else {
             if let Some(last) = self.last_segment_ms
@@ -282,6 +286,7 @@ impl Segmenter {
                 }
             }
         }
+        self.make_room(self.mux.frame_len(frame));
         self.mux.write_frame(frame, &mut self.buf);
         let end_ms = frame.dts_ms + i64::from(frame.duration_ms);
         self.reach_ms = Some(self.reach_ms.map_or(end_ms, |r| r.max(end_ms)));
@@ -291,6 +296,7 @@ impl Segmenter {
             let seq = self.open.map_or(cell_seq, |o| o.seq);
             self.close(out);
             self.open(seq + 1, frame.dts_ms, PieceFlags::NONE);
+            self.make_room(rest.len());
             self.buf.extend_from_slice(&rest);
         }
         if let Some(o) = &mut self.open {
@@ -309,6 +315,18 @@ impl Segmenter {
         self.pending = PieceFlags::NONE;
     }
 
+    /// Room in the open piece's buffer for `more` bytes and the signature: if they do
+    /// not fit, what is written so far moves to a buffer of the class that holds it all
+    /// (a few hundred bytes of audio, as a rule, before a piece's video frame).
+    fn make_room(&mut self, more: usize) {
+        let need = self.buf.len() + more + SIGNATURE_LEN;
+        if need > self.buf.capacity() {
+            let mut bigger = self.pool.take(need);
+            bigger.extend_from_slice(&self.buf);
+            self.pool.give_back(std::mem::replace(&mut self.buf, bigger));
+        }
+    }
+
     /// Payload bytes in the open piece's buffer (after the header's room).
     fn payload_len(&self) -> usize {
         self.buf.len() - HEADER_LEN
@@ -319,11 +337,16 @@ impl Segmenter {
         if self.open.take().is_some() && self.payload_len() > 0 {
             self.stats.pieces_withheld += 1;
         }
-        self.buf.truncate(HEADER_LEN);
+        if self.buf.capacity() == pool::class_capacity(HEADER_LEN) {
+            self.buf.truncate(HEADER_LEN);
+        } else {
+            self.pool.give_back(std::mem::replace(&mut self.buf, header_room(&self.pool)));
+        }
     }
 
-    /// Signs and emits the open piece, if any: copied into a buffer of its size class (a
-    /// recycled one once the window is full) and signed there ([`ChannelKeypair::seal`]).
+    /// Signs and emits the open piece, if any, in its own buffer ([`ChannelKeypair::seal`]
+    /// appends the signature in the room kept for it); the next piece starts in a
+    /// buffer of the smallest class.
     /// Its timestamp is the wall time of its newest frame on the epoch's clock — the
     /// same on every node, and never ahead of when ingest had that frame (a publisher is
     /// held to the clock).
@@ -337,9 +360,15 @@ impl Segmenter {
         let Some(epoch) = &self.epoch else { return };
         let timestamp_us = epoch.wall_us(open.last_ms);
         let len = self.payload_len();
-        let mut buf = self.pool.take(self.buf.len() + SIGNATURE_LEN);
-        buf.extend_from_slice(&self.buf);
-        self.buf.truncate(HEADER_LEN);
+        let need = self.buf.len() + SIGNATURE_LEN;
+        let mut buf = std::mem::replace(&mut self.buf, header_room(&self.pool));
+        if buf.capacity() != pool::class_capacity(need) {
+            // A bigger class than the piece needs (the rest of a frame that spilled
+            // over pieces): copied into its own class.
+            let mut fitting = self.pool.take(need);
+            fitting.extend_from_slice(&buf);
+            self.pool.give_back(std::mem::replace(&mut buf, fitting));
+        }
         let sealed = self.key.seal(open.seq, timestamp_us, open.flags, &mut buf);
         match sealed.and_then(|()| Piece::decode(self.pool.share(buf))) {
             Ok(piece) => {
@@ -352,4 +381,11 @@ impl Segmenter {
             Err(e) => tracing::error!(error = %e, "muxed payload refused by the piece format"),
         }
     }
+}
+
+/// A buffer of the smallest class from `pool`, holding the room for a piece's header.
+fn header_room(pool: &BufferPool) -> Vec<u8> {
+    let mut buf = pool.take(HEADER_LEN);
+    buf.resize(HEADER_LEN, 0);
+    buf
 }

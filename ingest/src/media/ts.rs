@@ -25,6 +25,9 @@ const TIME_BASE_MS: i64 = 1_400;
 const PCR_LEAD_MS: i64 = 100;
 const PTS_MODULUS: u64 = 1 << 33;
 
+/// What [`TsMuxer::write_tables`] writes: a PAT and a PMT, one packet each.
+pub const TABLES_LEN: usize = 2 * TS_PACKET_LEN;
+
 /// What the program carries (decides the PMT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Program {
@@ -96,8 +99,10 @@ impl TsMuxer {
         if self.program.video.is_some() { PID_VIDEO } else { PID_AUDIO }
     }
 
-    /// PAT and PMT: what a viewer needs to start decoding here.
+    /// PAT and PMT: what a viewer needs to start decoding here ([`TABLES_LEN`] bytes:
+    /// each section fits one packet).
     pub fn write_tables(&mut self, out: &mut Vec<u8>) {
+        let start = out.len();
         // PAT: program 1 -> PMT PID.
         let mut pat = vec![0x00, 0xb0, 0, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01];
         pat.extend_from_slice(&[0xe0 | (PID_PMT >> 8) as u8, PID_PMT as u8]);
@@ -120,6 +125,7 @@ impl TsMuxer {
             es(STREAM_TYPE_SCTE35, PID_SCTE35);
         }
         self.write_section(PID_PMT, pmt, out);
+        debug_assert_eq!(out.len() - start, TABLES_LEN);
     }
 
     /// `section` from table id to the last byte before the CRC; fills in the length.
@@ -137,8 +143,28 @@ impl TsMuxer {
         self.packetize(PID_SCTE35, &[&[0], section], None, false, out); // pointer field, section
     }
 
-    /// One frame as a PES packet.
+    /// One frame as a PES packet: [`TsMuxer::frame_len`] bytes.
     pub fn write_frame(&mut self, frame: &Frame, out: &mut Vec<u8>) {
+        let pes = self.pes(frame);
+        // The PES header is built apart and packetized together with the frame's bytes
+        // (as they arrived: [`super::Payload`]), so the frame is copied once, straight
+        // into TS packets.
+        let mut parts = Vec::with_capacity(16);
+        parts.push(pes.head());
+        frame.data.parts(&mut parts);
+        self.packetize(pes.pid, &parts, pes.pcr, pes.random_access, out);
+    }
+
+    /// The TS bytes [`TsMuxer::write_frame`] writes for `frame`, exactly: a piece's
+    /// buffer is sized before the frame is written into it.
+    pub fn frame_len(&self, frame: &Frame) -> usize {
+        let pes = self.pes(frame);
+        packets(pes.head_len + frame.data.len(), first_af_len(pes.pcr.is_some(), pes.random_access)) * TS_PACKET_LEN
+    }
+
+    /// What goes ahead of a frame's bytes: its PES header, on which PID, with which
+    /// PCR, and whether it is a random access point.
+    fn pes(&self, frame: &Frame) -> Pes {
         let dts_ms = self.base_ms + frame.dts_ms;
         let dts = ticks(dts_ms);
         let pts = ticks(dts_ms + i64::from(frame.cts_ms));
@@ -146,33 +172,35 @@ impl TsMuxer {
             Track::Video => (PID_VIDEO, 0xe0),
             Track::Audio => (PID_AUDIO, 0xc0),
         };
-        // The PES header is built apart and packetized together with the frame's bytes,
-        // so the frame is copied once, straight into TS packets.
-        let mut head = Vec::with_capacity(19);
-        head.extend_from_slice(&[0, 0, 1, stream_id, 0, 0]);
         let with_dts = pts != dts;
-        head.push(if frame.track == Track::Video { 0x84 } else { 0x80 }); // marker, data alignment
-        head.push(if with_dts { 0xc0 } else { 0x80 });
-        head.push(if with_dts { 10 } else { 5 });
-        write_timestamp(&mut head, if with_dts { 0x3 } else { 0x2 }, pts);
-        if with_dts {
-            write_timestamp(&mut head, 0x1, dts);
-        }
+        let mut head = [0u8; PES_HEAD_MAX];
+        head[..6].copy_from_slice(&[0, 0, 1, stream_id, 0, 0]);
+        head[6] = if frame.track == Track::Video { 0x84 } else { 0x80 }; // marker, data alignment
+        head[7] = if with_dts { 0xc0 } else { 0x80 };
+        head[8] = if with_dts { 10 } else { 5 };
+        head[9..14].copy_from_slice(&encode_timestamp(if with_dts { 0x3 } else { 0x2 }, pts));
+        let head_len = if with_dts {
+            head[14..19].copy_from_slice(&encode_timestamp(0x1, dts));
+            19
+        } else {
+            14
+        };
         // PES_packet_length: 0 (unbounded) is allowed for video only.
-        let len = head.len() - 6 + frame.data.len();
+        let len = head_len - 6 + frame.data.len();
         if frame.track == Track::Audio || len <= 0xffff {
             let len = u16::try_from(len).unwrap_or(0);
             head[4..6].copy_from_slice(&len.to_be_bytes());
         }
         let pcr = (pid == self.pcr_pid()).then(|| ((dts_ms + TIME_BASE_MS - PCR_LEAD_MS).max(0) as u64) * 27_000);
-        let payload = [head.as_slice(), &frame.data[..]];
-        self.packetize(pid, &payload, pcr, frame.keyframe && frame.track == Track::Video, out);
+        Pes { head, head_len, pid, pcr, random_access: frame.keyframe && frame.track == Track::Video }
     }
 
     /// Cuts `parts` (read as one byte string) into TS packets of `pid`.
     fn packetize(&mut self, pid: u16, parts: &[&[u8]], pcr: Option<u64>, random_access: bool, out: &mut Vec<u8>) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        out.reserve((total / (TS_PACKET_LEN - 4) + 2) * TS_PACKET_LEN);
+        let start = out.len();
+        let n_packets = packets(total, first_af_len(pcr.is_some(), random_access));
+        out.reserve(n_packets * TS_PACKET_LEN);
         let (mut part, mut at) = (0, 0);
         let mut pos = 0;
         let mut first = true;
@@ -239,16 +267,51 @@ impl TsMuxer {
             pos += take;
             first = false;
         }
+        debug_assert_eq!(out.len() - start, n_packets * TS_PACKET_LEN, "packets() counts what packetize writes");
     }
+}
+
+/// The longest PES header written: with PTS and DTS.
+const PES_HEAD_MAX: usize = 19;
+
+/// A frame's PES header and how it is packetized.
+struct Pes {
+    head: [u8; PES_HEAD_MAX],
+    head_len: usize,
+    pid: u16,
+    pcr: Option<u64>,
+    random_access: bool,
+}
+
+impl Pes {
+    fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+}
+
+/// Bytes the first packet's adaptation field takes (its length byte included) before
+/// any stuffing: flags and a PCR, or flags alone for a random access point.
+fn first_af_len(pcr: bool, random_access: bool) -> usize {
+    if pcr {
+        8
+    } else if random_access {
+        2
+    } else {
+        0
+    }
+}
+
+/// TS packets that carry `total` bytes when the first packet's adaptation field takes
+/// `first_af` of its room (the last packet is stuffed; at least one packet).
+fn packets(total: usize, first_af: usize) -> usize {
+    let room = TS_PACKET_LEN - 4;
+    let first_room = room - first_af;
+    1 + total.saturating_sub(first_room).div_ceil(room)
 }
 
 /// Output ms to 90 kHz ticks, modulo 2^33.
 fn ticks(ms: i64) -> u64 {
     ((ms + TIME_BASE_MS).max(0) as u64 * 90) % PTS_MODULUS
-}
-
-fn write_timestamp(out: &mut Vec<u8>, prefix: u8, ts: u64) {
-    out.extend_from_slice(&encode_timestamp(prefix, ts));
 }
 
 /// CRC-32/MPEG-2 of PSI sections.
@@ -276,6 +339,40 @@ mod tests {
         assert_eq!(crc32_mpeg2(&pat), 0x2ab1_04b2);
     }
 
+    /// `frame_len` is what `write_frame` writes, exactly, for every kind of frame and
+    /// every size around the packet edges: a piece's buffer is sized by it beforehand.
+    #[test]
+    fn frame_len_is_what_write_frame_writes() {
+        for video in [Some(VideoCodec::H264), None] {
+            let mut mux = TsMuxer::new(Program { video, audio: true, scte35: false });
+            mux.set_time_base(5_000);
+            let mut out = Vec::new();
+            mux.write_tables(&mut out);
+            assert_eq!(out.len(), TABLES_LEN);
+            for len in (0..600).chain([16_000, 65_535, 65_536, 200_000]) {
+                for (track, keyframe, cts_ms) in
+                    [(Track::Video, true, 80), (Track::Video, false, 0), (Track::Audio, true, 0)]
+                {
+                    let frame = Frame {
+                        track,
+                        dts_ms: 40,
+                        cts_ms,
+                        keyframe,
+                        duration_ms: 40,
+                        data: Bytes::from(vec![1u8; len]).into(),
+                    };
+                    let before = out.len();
+                    mux.write_frame(&frame, &mut out);
+                    assert_eq!(
+                        out.len() - before,
+                        mux.frame_len(&frame),
+                        "{track:?} keyframe {keyframe} cts {cts_ms} len {len}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn frames_become_whole_packets_with_counters_and_timestamps() {
         let mut mux = TsMuxer::new(Program { video: Some(VideoCodec::H264), audio: true, scte35: false });
@@ -287,7 +384,7 @@ mod tests {
             cts_ms: 80,
             keyframe: true,
             duration_ms: 40,
-            data: Bytes::from(vec![7u8; 500]),
+            data: Bytes::from(vec![7u8; 500]).into(),
         };
         mux.write_frame(&frame, &mut out);
         mux.write_frame(&Frame { keyframe: false, ..frame.clone() }, &mut out);

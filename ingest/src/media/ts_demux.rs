@@ -319,7 +319,7 @@ fn splice_flags(section: &[u8]) -> Option<PieceFlags> {
 mod tests {
     use super::*;
     use crate::media::ts::TsMuxer;
-    use crate::media::{Frame, Track};
+    use crate::media::{Frame, Payload, Track};
 
     #[test]
     fn our_own_mux_demuxes_to_the_same_frames() {
@@ -329,14 +329,25 @@ mod tests {
         mux.write_tables(&mut ts);
         let idr = Bytes::from_static(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
         let frames = [
-            Frame { track: Track::Video, dts_ms: 0, cts_ms: 40, keyframe: true, duration_ms: 40, data: idr.clone() },
+            Frame {
+                track: Track::Video,
+                dts_ms: 0,
+                cts_ms: 40,
+                keyframe: true,
+                duration_ms: 40,
+                data: idr.clone().into(),
+            },
             Frame {
                 track: Track::Audio,
                 dts_ms: 10,
                 cts_ms: 0,
                 keyframe: true,
                 duration_ms: 21,
-                data: Bytes::from(vec![0xff, 0xf1, 0x4c, 0x80, 0x01, 0x1f, 0xfc, 9]),
+                // As an RTMP audio frame is kept: its ADTS header apart from the raw AAC.
+                data: Payload::Adts {
+                    header: [0xff, 0xf1, 0x4c, 0x80, 0x01, 0x1f, 0xfc],
+                    raw: Bytes::from_static(&[9]),
+                },
             },
             Frame {
                 track: Track::Video,
@@ -344,7 +355,7 @@ mod tests {
                 cts_ms: 0,
                 keyframe: false,
                 duration_ms: 40,
-                data: Bytes::from(vec![0u8; 1000]),
+                data: Bytes::from(vec![0u8; 1000]).into(),
             },
         ];
         for f in &frames {
@@ -370,6 +381,7 @@ mod tests {
         assert!(got[0].video && got[0].keyframe && got[0].pts == got[0].dts + 40 * 90);
         assert_eq!(got[0].data, idr);
         assert!(!got[1].video && got[1].audio_frames == 1 && got[1].sample_rate == 48_000);
+        assert_eq!(&got[1].data[..], &[0xff, 0xf1, 0x4c, 0x80, 0x01, 0x1f, 0xfc, 9]);
         assert!(got[2].video && !got[2].keyframe && got[2].data.len() == 1000);
         assert_eq!(d.stats.resyncs, 1);
         assert_eq!(d.stats.continuity_errors, 0);
