@@ -25,9 +25,10 @@ fuzz_target!(|data: &[u8]| {
         let kind = if rest[0] & 1 == 0 { 9 } else { 8 };
         let ts = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
         let len = usize::from(u16::from_be_bytes([rest[5], rest[6]])).min(rest.len() - 7);
-        let body = &rest[7..7 + len];
+        // As an RTMP message arrives: a buffer of its own, which frames keep slices of.
+        let body = bytes::Bytes::copy_from_slice(&rest[7..7 + len]);
         rest = &rest[7 + len..];
-        let _ = cutter.push(kind, ts, body, &mut pieces);
+        let _ = cutter.push(kind, ts, &body, &mut pieces);
     }
     cutter.segmenter.flush(&mut pieces);
     for p in &pieces {
