@@ -337,11 +337,8 @@ impl Segmenter {
         if self.open.take().is_some() && self.payload_len() > 0 {
             self.stats.pieces_withheld += 1;
         }
-        if self.buf.capacity() == pool::class_capacity(HEADER_LEN) {
-            self.buf.truncate(HEADER_LEN);
-        } else {
-            self.pool.give_back(std::mem::replace(&mut self.buf, header_room(&self.pool)));
-        }
+        // The next piece starts in the smallest class, as after a close.
+        self.pool.give_back(std::mem::replace(&mut self.buf, header_room(&self.pool)));
     }
 
     /// Signs and emits the open piece, if any, in its own buffer ([`ChannelKeypair::seal`]
