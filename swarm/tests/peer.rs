@@ -1618,3 +1618,78 @@ fn a_request_unanswered_near_the_deadline_goes_to_another_holder() {
     assert!(v.stats().requests_hedged >= 1);
     assert_eq!(v.stats().requests_timed_out, 0);
 }
+
+/// Viewer 2 beside a listed seed (node `RAW`) that turns down every subscription (it
+/// is full) and a viewer (node `RAW + 1`) that gave it pieces 0 and 2 but lacks 1.
+/// The seed answers pings after `rtt`. Returns when the viewer asked the seed for
+/// piece 1, if it did, over the 2 s that follow (piece 1's deadline is 1.55 s in).
+fn asks_a_full_seed_for_the_gap_at(rtt: Micros) -> Option<Micros> {
+    const SEED: NodeId = NodeId(RAW);
+    const OTHER: NodeId = NodeId(RAW + 1);
+    let mut v = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    v.handle_connected(T0, OTHER, true);
+    v.handle_message(T0, OTHER, hello(&key(), 6));
+    v.handle_message(T0, OTHER, Message::Piece(piece(0, T0)));
+    v.handle_message(T0, OTHER, Message::Piece(piece(2, T0 + 100 * MS)));
+    v.handle_timeout(T0);
+    let (_, ev) = drain(&mut v);
+    assert!(ev.iter().any(|e| matches!(e, Event::PlaybackStarted { seq: 0 })), "{ev:?}");
+    // The seed comes after playback started (as after the one it had died).
+    v.handle_listed_seed(SEED);
+    v.handle_connected(T0, SEED, true);
+    let Message::Hello(mut h) = hello(&key(), 1) else { unreachable!() };
+    h.role = Role::Seed;
+    v.handle_message(T0, SEED, Message::Hello(h));
+    let mut st = status(None, vec![0; 4]);
+    st.free_slots = 16;
+    v.handle_message(T0, SEED, Message::Status(st));
+    let mut pongs: Vec<(Micros, u64)> = Vec::new();
+    let mut refused = 0;
+    let mut now = T0;
+    while now < T0 + 2_000 * MS {
+        while let Some(t) = v.poll_transmit(now) {
+            match t.msg {
+                Message::Ping { nonce } if t.to == SEED => pongs.push((now + rtt, nonce)),
+                Message::Subscribe { substreams } if t.to == SEED && substreams != 0 => {
+                    refused += substreams.count_ones();
+                    v.handle_message(now, SEED, Message::SubscribeReply { accepted: 0 });
+                }
+                Message::Request { seqs } if t.to == SEED && seqs.contains(&1) => {
+                    assert!(refused >= 3, "the seed turned down {refused} substreams before it was asked");
+                    return Some(now - T0);
+                }
+                Message::Request { seqs } if t.to == OTHER => {
+                    for seq in seqs.into_iter().filter(|&s| s != 0 && s != 2) {
+                        v.handle_message(now, OTHER, Message::DontHave { seq });
+                    }
+                }
+                _ => {}
+            }
+        }
+        while v.poll_event().is_some() {}
+        for (_, nonce) in pongs.extract_if(.., |(at, _)| *at <= now) {
+            v.handle_message(now, SEED, Message::Pong { nonce });
+        }
+        now += 10 * MS;
+        v.handle_timeout(now);
+    }
+    None
+}
+
+#[test]
+fn a_seed_that_turned_our_subscriptions_down_is_still_asked_for_a_piece_no_one_else_has() {
+    // Before: three refusals counted as three failures, and a neighbour that failed
+    // three times and never gave a piece is a withholder, never asked: after a seed
+    // died, its orphans skipped the gap's pieces the seed left held alone
+    // (`trackers_seeders_failover`, sim `a_seed_that_turned_down_a_subscription_…`).
+    let at = asks_a_full_seed_for_the_gap_at(20 * MS).expect("the seed is asked");
+    let margin = PeerConfig::new(Role::Viewer, PeerId(2), key().id()).seed_repair_margin;
+    // Only near the deadline (1.55 s in): the seed's upload is the broadcaster's cost.
+    assert!((1_550 * MS - margin..1_550 * MS).contains(&at), "asked {at} µs in");
+}
+
+#[test]
+fn a_seed_is_not_asked_for_a_piece_its_answer_would_bring_past_the_deadline() {
+    // A round trip longer than the margin left: the answer could not be played.
+    assert_eq!(asks_a_full_seed_for_the_gap_at(500 * MS), None);
+}

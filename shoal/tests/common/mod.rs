@@ -48,7 +48,9 @@ fn spawn(args: &[&str], env: &[(&str, &str)], until: &str, tape: Option<LogTape>
     use std::io::Read;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
     let stderr = if tape.is_some() { Stdio::piped() } else { Stdio::inherit() };
-    cmd.args(args).env("SHOAL_LOG", "warn").stdout(Stdio::piped()).stderr(stderr);
+    // SHOAL_TEST_LOG: another level for every process a test starts (when debugging one).
+    let level = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    cmd.args(args).env("SHOAL_LOG", level).stdout(Stdio::piped()).stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }

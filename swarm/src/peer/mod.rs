@@ -974,6 +974,7 @@ impl Peer {
         }
         let n = &mut self.neighbours[idx];
         n.failures = 0;
+        n.refusals = 0;
         n.useless_streak = 0;
         n.last_useful = now;
         n.pieces_from += 1;
@@ -1179,7 +1180,7 @@ impl Peer {
             .filter(|&s| {
                 self.branches[s].parent.is_none()
                     && !self.neighbours.iter().any(|n| {
-                        n.forwards(s) && n.status.as_ref().is_some_and(|st| st.free_slots > 0) && n.failures < 3
+                        n.forwards(s) && n.status.as_ref().is_some_and(|st| st.free_slots > 0) && !n.failed_as_parent()
                     })
             })
             .collect()
@@ -1206,7 +1207,13 @@ impl Peer {
             self.last_forgive = now;
             for n in self.neighbours.iter_mut() {
                 if n.pieces_from > 0 {
-                    n.failures = n.failures.saturating_sub(1);
+                    // One at a time, refusals first: a parent is forgiven at the pace
+                    // it was when both were one count.
+                    if n.refusals > 0 {
+                        n.refusals -= 1;
+                    } else {
+                        n.failures = n.failures.saturating_sub(1);
+                    }
                 }
                 // A record of expired requests fades too, so one that had a bad
                 // patch gets asked again (and sinks again if it still does not answer).
@@ -1473,7 +1480,7 @@ impl Peer {
                     "already-parent"
                 } else if !self.loop_free(now, n, s) {
                     "loop"
-                } else if n.failures >= 3 {
+                } else if n.failed_as_parent() {
                     "failures"
                 } else if now < n.no_parent_until {
                     "backoff"

@@ -32,7 +32,14 @@ pub(super) struct Neighbour {
     /// `free_repair_at`.
     pub(super) free_repair: Micros,
     pub(super) free_repair_at: Micros,
+    /// Requests it let expire and stalls as our parent: what it claimed or took on and
+    /// did not deliver. Three, and it is neither asked for a piece nor as a parent
+    /// until it has given us one.
     pub(super) failures: u32,
+    /// Subscriptions it turned down or dropped (it was full): they count against it as
+    /// a parent, as `failures` do, but say nothing of what it answers by request — a
+    /// full seed is still the source of last resort.
+    pub(super) refusals: u32,
     /// New verified pieces it gave us (its contribution, for tit for tat).
     pub(super) pieces_from: u64,
     /// Pieces in a row it sent that we already held.
@@ -94,6 +101,7 @@ impl Neighbour {
             free_repair: Micros::MAX,
             free_repair_at: now,
             failures: 0,
+            refusals: 0,
             pieces_from: 0,
             useless_streak: 0,
             busy_until: 0,
@@ -146,6 +154,11 @@ impl Neighbour {
     }
 
     /// A seed the tracker listed that says it is one.
+    /// Whether it has failed us too often to be asked to be a parent.
+    pub(super) fn failed_as_parent(&self) -> bool {
+        self.failures + self.refusals >= 3
+    }
+
     pub(super) fn is_seed(&self) -> bool {
         self.listed_seed && self.hello.as_ref().is_some_and(|h| h.role == Role::Seed)
     }

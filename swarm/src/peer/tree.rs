@@ -86,7 +86,7 @@ impl Peer {
             } else {
                 let n = &mut self.neighbours[idx];
                 n.parents &= !bit;
-                n.failures += 1;
+                n.refusals += 1;
                 if self.branches[s].parent == Some(node) {
                     self.branches[s].parent = None;
                 }
@@ -195,7 +195,7 @@ impl Peer {
                     && n.parents & bit == 0
                     && n.depth(s) < MAX_DEPTH
                     && self.loop_free(now, n, s)
-                    && n.failures < 3
+                    && !n.failed_as_parent()
                     && now >= n.no_parent_until
                     && room
             })
