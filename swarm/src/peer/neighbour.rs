@@ -153,12 +153,12 @@ impl Neighbour {
         }
     }
 
-    /// A seed the tracker listed that says it is one.
     /// Whether it has failed us too often to be asked to be a parent.
     pub(super) fn failed_as_parent(&self) -> bool {
         self.failures + self.refusals >= 3
     }
 
+    /// A seed the tracker listed that says it is one.
     pub(super) fn is_seed(&self) -> bool {
         self.listed_seed && self.hello.as_ref().is_some_and(|h| h.role == Role::Seed)
     }
