@@ -209,9 +209,12 @@ async fn announce_loop(
                 w
             }
         };
+        // A want is answered as soon as 5 s have passed since this announce (at once
+        // when they have: a viewer whose seed died needs peers now, not 5 s from now).
+        let announced = tokio::time::Instant::now();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = want_peers.notified() => tokio::time::sleep(Duration::from_secs(5).min(wait)).await,
+            _ = want_peers.notified() => tokio::time::sleep_until(announced + Duration::from_secs(5).min(wait)).await,
             _ = stop.changed() => return,
         }
     }

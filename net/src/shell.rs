@@ -303,6 +303,8 @@ pub async fn spawn_with(
         send_buffer: opts.send_buffer,
         stalled_dropped: 0,
         refusals_logged: LogLimit::default(),
+        skips_logged: LogLimit::default(),
+        last_skipped: None,
         guard: AddrGuard::new(opts.guard),
         inbound_ip: HashMap::new(),
         seed_ips: HashSet::new(),
@@ -330,6 +332,9 @@ struct Shell {
     send_buffer: u32,
     stalled_dropped: u64,
     refusals_logged: LogLimit,
+    /// Skipped pieces explained in the log (the first of each run of them).
+    skips_logged: LogLimit,
+    last_skipped: Option<u64>,
     guard: AddrGuard,
     /// Inbound connections' addresses, counted in `guard` while open.
     inbound_ip: HashMap<NodeId, IpAddr>,
@@ -414,6 +419,13 @@ impl Shell {
             }
             Event::Play(piece) => return self.outputs.send(Output::Play(piece)).await.is_ok(),
             Event::Skipped { seq } => {
+                // A gap the player will show: why, for the operator, once per run of
+                // skipped pieces (the neighbours' state explains the whole run).
+                let now = now_us();
+                if self.last_skipped.is_none_or(|last| seq != last + 1) && self.skips_logged.admit(now).0 {
+                    tracing::warn!(why = %self.peer.explain_missing(now, seq), "piece skipped: missed its deadline");
+                }
+                self.last_skipped = Some(seq);
                 let _ = self.outputs.try_send(Output::Skipped(seq));
             }
             Event::Rejected { from, reason } => {

@@ -93,6 +93,10 @@ pub(crate) struct Node {
     last_delivery: Micros,
     timer_at: Micros,
     pub(crate) joined_at: Micros,
+    /// The tracker's last answer to it, and whether a held-back one is scheduled
+    /// (`announce_gap_ms`).
+    answered_at: Option<Micros>,
+    announce_pending: bool,
     pub(crate) left_at: Option<Micros>,
     /// First verified arrival of each seq, in ms rounded up ([`NOT_YET`] before).
     pub(crate) accepted_at: Vec<u32>,
@@ -158,6 +162,10 @@ enum Ev {
     Leave {
         node: u32,
     },
+    /// The tracker answers a viewer's want of peers held back by `announce_gap_ms`.
+    Announce {
+        node: u32,
+    },
     ConnectArrive {
         from: u32,
         to: u32,
@@ -198,6 +206,7 @@ impl Ev {
             | Ev::Timer { node }
             | Ev::Join { node }
             | Ev::Leave { node }
+            | Ev::Announce { node }
             | Ev::Closed { node, .. } => node,
             Ev::Deliver { to, .. } | Ev::ConnectArrive { to, .. } => to,
             Ev::ConnectDone { from, .. } | Ev::ConnectFailed { from, .. } => from,
@@ -607,6 +616,15 @@ impl Shard {
             }
             Ev::Join { node } => self.join(sh, node),
             Ev::Leave { node } => self.leave(sh, node),
+            Ev::Announce { node } => {
+                let n = self.node(sh, node);
+                n.announce_pending = false;
+                if n.alive {
+                    n.answered_at = Some(now);
+                    self.give_candidates(sh, node);
+                    self.drive(sh, node);
+                }
+            }
             Ev::ConnectArrive { from, to } => {
                 let target = self.node(sh, to);
                 if !target.alive || !target.reachable || !sh.alive(from, now) {
@@ -929,7 +947,24 @@ impl Shard {
                         self.schedule(sh, at, Ev::Closed { node: peer, peer: node, epoch: link.epoch });
                     }
                 }
-                Event::WantPeers => self.give_candidates(sh, node),
+                Event::WantPeers => {
+                    // As the viewer's announce loop: answered at once unless the last
+                    // answer is less than `announce_gap_ms` old.
+                    let gap = u64::from(sh.sc.announce_gap_ms) * MS;
+                    let n = self.node(sh, node);
+                    match n.answered_at {
+                        Some(at) if now < at + gap => {
+                            if !n.announce_pending {
+                                n.announce_pending = true;
+                                self.schedule(sh, at + gap, Ev::Announce { node });
+                            }
+                        }
+                        _ => {
+                            n.answered_at = Some(now);
+                            self.give_candidates(sh, node);
+                        }
+                    }
+                }
                 Event::Accepted { piece, from } => self.record_accept(sh, node, &piece, from),
                 Event::PlaybackStarted { .. } => {
                     self.node(sh, node).started_at.get_or_insert(now);
@@ -1405,6 +1440,8 @@ impl<'a> Engine<'a> {
             last_delivery: 0,
             timer_at: Micros::MAX,
             joined_at: 0,
+            answered_at: None,
+            announce_pending: false,
             left_at: None,
             accepted_at: Vec::new(),
             links: Vec::new(),

@@ -68,6 +68,10 @@ pub struct Scenario {
     /// The last seed dies (without a word, as a killed process) this far into the
     /// run; 0: no seed dies.
     pub seed_dies_at_ms: u32,
+    /// Least time between two tracker answers to one viewer, ms: a viewer that wants
+    /// peers sooner hears at the end of it, as `shoal viewer` announces for more peers
+    /// at most every 5 s (5,000 is that cadence); 0: every want answered at once.
+    pub announce_gap_ms: u32,
 }
 
 /// What hostile peers do. All claim the most attractive parent profile there is (one
@@ -234,6 +238,7 @@ impl Scenario {
             viewer_seed_repair_margin_ms: None,
             drain_ms: 3_000,
             seed_dies_at_ms: 0,
+            announce_gap_ms: 0,
         }
     }
 

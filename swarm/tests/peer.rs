@@ -1693,3 +1693,62 @@ fn a_seed_is_not_asked_for_a_piece_its_answer_would_bring_past_the_deadline() {
     // A round trip longer than the margin left: the answer could not be played.
     assert_eq!(asks_a_full_seed_for_the_gap_at(500 * MS), None);
 }
+
+/// A viewer connected to seed A (of seeds A and B the tracker listed); A's connection
+/// goes. Returns the nodes it dials over the `span` that follows, and when; with
+/// `dead`, every dial fails at once (B is dead too).
+fn seeds_dialled_after_losing_one(span: Micros, dead: bool) -> Vec<(NodeId, Micros)> {
+    const A: NodeId = NodeId(21);
+    const B: NodeId = NodeId(22);
+    let mut v = Peer::new(cfg(Role::Viewer, 2), T0).unwrap();
+    let listed = [A, B].map(|node| Candidate { node, peer_id: PeerId(node.0), seed: true });
+    v.handle_candidates(T0, &listed);
+    let (_, ev) = drain(&mut v);
+    let first: Vec<NodeId> =
+        ev.iter().filter_map(|e| if let Event::Connect(n) = e { Some(*n) } else { None }).collect();
+    assert_eq!(first.len(), 1, "one seed at a time: {ev:?}");
+    let (kept, other) = if first[0] == A { (A, B) } else { (B, A) };
+    v.handle_connected(T0, kept, true);
+    let Message::Hello(mut h) = hello(&key(), kept.0) else { unreachable!() };
+    h.role = Role::Seed;
+    v.handle_message(T0, kept, Message::Hello(h));
+    let mut now = T0 + 3_000 * MS;
+    v.handle_timeout(now);
+    drain(&mut v);
+    v.handle_disconnected(now, kept);
+    let mut dialled = Vec::new();
+    let end = now + span;
+    while now < end {
+        v.handle_timeout(now);
+        let (_, ev) = drain(&mut v);
+        for e in ev {
+            if let Event::Connect(n) = e {
+                dialled.push((n, now));
+                if dead {
+                    v.handle_connect_failed(now, n);
+                }
+            }
+        }
+        now += 10 * MS;
+    }
+    assert!(dialled.first().is_none_or(|d| d.0 == other), "the seed never dialled goes first: {dialled:?}");
+    dialled
+}
+
+#[test]
+fn a_viewer_that_loses_its_seed_dials_another_listed_one_at_once() {
+    // Before: a viewer dialled a seed only from a tracker answer, and `shoal viewer`
+    // announced for more peers 5 s after asking at the soonest — after one of two
+    // seeders was killed, a viewer without a seed skipped the gap's pieces only the
+    // other held (`trackers_seeders_failover`).
+    let dialled = seeds_dialled_after_losing_one(3_000 * MS, false);
+    assert_eq!(dialled.len(), 1, "the other listed seed, once: {dialled:?}");
+    assert!(dialled[0].1 <= T0 + 3_100 * MS, "within a tick of the loss: {dialled:?}");
+    // Both dead: each is tried again, no more than once a second.
+    let dialled = seeds_dialled_after_losing_one(3_050 * MS, true);
+    assert!(dialled.len() >= 4, "still trying: {dialled:?}");
+    for (i, (node, at)) in dialled.iter().enumerate() {
+        let again = dialled[i + 1..].iter().find(|d| d.0 == *node);
+        assert!(again.is_none_or(|d| d.1 - at >= 1_000 * MS), "{node:?} redialled within 1 s: {dialled:?}");
+    }
+}

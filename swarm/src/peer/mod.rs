@@ -270,6 +270,10 @@ pub struct Peer {
     /// Nodes the tracker listed as seeds (at most [`MAX_LISTED_SEEDS`]): the only ones
     /// whose claim to be a seed counts.
     listed_seeds: BTreeSet<NodeId>,
+    /// (Viewers) seeds the tracker listed that we can dial (at most
+    /// [`MAX_LISTED_SEEDS`]): their peer id and when we last dialled them (0: never).
+    /// A viewer that loses its seed dials another of these at once.
+    seed_dials: BTreeMap<NodeId, (PeerId, Micros)>,
     /// Last time a neighbour claimed a piece past our newest: the stream flows even
     /// when nothing reaches us (every parent may be withholding).
     last_claim_ahead: Micros,
@@ -345,6 +349,7 @@ impl Peer {
             neighbour_nodes: Vec::new(),
             connecting: BTreeMap::new(),
             listed_seeds: BTreeSet::new(),
+            seed_dials: BTreeMap::new(),
             last_claim_ahead: 0,
             banned_nodes: BTreeSet::new(),
             banned_peers: BTreeSet::new(),
@@ -512,6 +517,9 @@ impl Peer {
             if self.listed_seeds.len() < MAX_LISTED_SEEDS {
                 self.listed_seeds.insert(c.node);
             }
+            if self.seed_dials.len() < MAX_LISTED_SEEDS || self.seed_dials.contains_key(&c.node) {
+                self.seed_dials.entry(c.node).or_insert((c.peer_id, 0)).0 = c.peer_id;
+            }
         }
         let mut fresh: Vec<Candidate> = candidates
             .iter()
@@ -543,6 +551,9 @@ impl Peer {
                     continue;
                 }
                 want_seed = false;
+                if let Some(d) = self.seed_dials.get_mut(&c.node) {
+                    d.1 = now;
+                }
                 self.connecting.insert(c.node, (now, club_of(c.peer_id, n)));
                 self.events.push_back(Event::Connect(c.node));
                 continue;
@@ -1170,6 +1181,41 @@ impl Peer {
         self.typical_piece_bytes * 8 * 1000 / u64::from(n.upload_kbps().max(1))
     }
 
+    /// (Viewers) one that has no seed among its neighbours, nor one being dialled, dials
+    /// a seed the tracker listed: the one dialled least recently (never, first), at
+    /// random among equals so that a dead seed's audience spreads over the others.
+    /// The source of last resort for a piece about to miss its deadline is not left
+    /// to the next announce — seconds away, and the tracker may be down as well. A
+    /// seed dialled in the last second is not dialled again (one that is full, or
+    /// dead, is not dialled every tick).
+    fn keep_a_seed(&mut self, now: Micros) {
+        if self.cfg.role != Role::Viewer || self.seed_dials.is_empty() {
+            return;
+        }
+        let has_seed = self.neighbours.iter().any(|n| n.is_seed() || (n.hello.is_none() && n.listed_seed))
+            || self.connecting.keys().any(|node| self.listed_seeds.contains(node));
+        if has_seed {
+            return;
+        }
+        let dialable: Vec<(NodeId, PeerId, Micros)> = self
+            .seed_dials
+            .iter()
+            .filter(|(node, (id, at))| {
+                (*at == 0 || now.saturating_sub(*at) >= SECOND)
+                    && !self.banned_nodes.contains(node)
+                    && !self.banned_peers.contains(id)
+                    && self.neighbour_idx(**node).is_none()
+            })
+            .map(|(node, (id, at))| (*node, *id, *at))
+            .collect();
+        let Some(oldest) = dialable.iter().map(|d| d.2).min() else { return };
+        let equals: Vec<&(NodeId, PeerId, Micros)> = dialable.iter().filter(|d| d.2 == oldest).collect();
+        let (node, peer_id, _) = *equals[self.rng.below(equals.len() as u64) as usize];
+        self.seed_dials.insert(node, (peer_id, now));
+        self.connecting.insert(node, (now, club_of(peer_id, self.cfg.n_substreams)));
+        self.events.push_back(Event::Connect(node));
+    }
+
     /// Clubs whose substream has no parent and no neighbour that could become one:
     /// we need to meet more of their members.
     fn needy_clubs(&self) -> Vec<usize> {
@@ -1241,6 +1287,7 @@ impl Peer {
         }
         self.replace_useless(now);
         self.connecting.retain(|_, (at, _)| now.saturating_sub(*at) < self.cfg.connect_timeout);
+        self.keep_a_seed(now);
         let total = self.neighbours.len() + self.connecting.len();
         let club_short = self.cfg.role == Role::Viewer
             && total < self.cfg.max_neighbours

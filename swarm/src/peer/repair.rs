@@ -380,6 +380,57 @@ impl Peer {
             })
             .map(|(i, _)| i)
     }
+
+    /// Why `seq` is missing, for a log line when it is skipped: the request made for
+    /// it (if still known), its substream's parent and each neighbour as repair sees
+    /// it — whether it holds or lacks the piece, and what keeps it from being asked.
+    pub fn explain_missing(&self, now: Micros, seq: u64) -> String {
+        use std::fmt::Write as _;
+        let s = self.substream(seq);
+        let ms = |t: Micros| t as f64 / 1_000.0;
+        let mut out = format!("seq {seq} (substream {s})");
+        if let (Some(ts), true) = (self.estimate_ts(seq), self.playout.cursor.is_some()) {
+            let _ = write!(out, ", deadline {:+.0} ms", ms(ts + self.playout.offset) - ms(now));
+        }
+        match self.wants.get(seq) {
+            Some(w) => {
+                let asked = w.asked.map_or("never asked".to_owned(), |(node, _)| {
+                    format!("asked {} {:.0} ms ago", node.0, ms(now.saturating_sub(w.asked_at)))
+                });
+                let _ = write!(out, "; heard of {:.0} ms ago, {asked}", ms(now.saturating_sub(w.heard_at)));
+                if let Some(g) = w.gave_up_on {
+                    let _ = write!(out, ", gave up on {}", g.0);
+                }
+            }
+            None => out.push_str("; no request on record"),
+        }
+        let parent = self.branches.get(s).and_then(|b| b.parent);
+        let _ = write!(out, "; parent {}", parent.map_or("none".to_owned(), |p| p.0.to_string()));
+        for n in &self.neighbours {
+            let holds = if n.have.contains(seq) {
+                "has"
+            } else if n.lacks.contains(seq) {
+                "lacks"
+            } else {
+                "?"
+            };
+            let _ = write!(
+                out,
+                "; {}{} {holds} rtt {:.1} busy {:.0} out {} fail {} refused {} stalls {} gave {} until {:+.0}",
+                n.node.0,
+                if n.is_seed() { " (seed)" } else { "" },
+                ms(n.rtt.unwrap_or(0)),
+                ms(n.busy()),
+                n.requests_out,
+                n.failures,
+                n.refusals,
+                n.stalls,
+                n.pieces_from,
+                ms(n.busy_until) - ms(now),
+            );
+        }
+        out
+    }
 }
 
 /// A neighbour fed with substream `s` whose usual latency is below the piece's age.
