@@ -332,6 +332,62 @@ mod tests {
 
     use super::*;
 
+    /// Every payload length across the packet boundaries, with a PCR, a random access
+    /// flag, both or neither: whole packets, counters in turn, an adaptation field
+    /// where the payload does not fill the packet (flags, PCR, then only 0xff), and
+    /// the payload back in order.
+    #[test]
+    fn packets_carry_any_length_with_well_formed_adaptation_fields() {
+        let data: Vec<u8> = (0..600u32).map(|i| (i * 7 + 3) as u8).collect();
+        for (pcr, random_access) in
+            [(None, false), (Some(27_000_000 * 5 + 123), false), (None, true), (Some(300), true)]
+        {
+            for len in 0..data.len() {
+                let mut mux = TsMuxer::new(Program { video: Some(VideoCodec::H264), audio: true, scte35: false });
+                let (head, tail) = data[..len].split_at(len / 3);
+                let mut out = Vec::new();
+                mux.packetize(PID_VIDEO, &[head, tail], pcr, random_access, &mut out);
+                let first_af = first_af_len(pcr.is_some(), random_access);
+                assert_eq!(out.len(), packets(len, first_af) * TS_PACKET_LEN, "len {len}");
+                let mut payload = Vec::new();
+                for (i, p) in out.chunks(TS_PACKET_LEN).enumerate() {
+                    assert_eq!(p[0], TS_SYNC_BYTE);
+                    assert_eq!(p[1] & 0x40 != 0, i == 0, "unit start on the first packet only");
+                    assert_eq!(u16::from(p[1] & 0x1f) << 8 | u16::from(p[2]), PID_VIDEO);
+                    assert_eq!(p[3] & 0x0f, (i % 16) as u8, "continuity counter");
+                    let mut at = 4;
+                    if p[3] & 0x20 != 0 {
+                        let af_len = usize::from(p[4]);
+                        at = 5 + af_len;
+                        if af_len > 0 {
+                            let flags = p[5];
+                            let want = if i == 0 { first_af > 0 } else { false };
+                            assert_eq!(flags & 0x40 != 0, want && random_access, "len {len}: RA flag");
+                            assert_eq!(flags & 0x10 != 0, want && pcr.is_some(), "len {len}: PCR flag");
+                            let fixed = if flags & 0x10 != 0 { 7 } else { 1 };
+                            if let (Some(pcr), true) = (pcr, flags & 0x10 != 0) {
+                                let b = &p[6..12];
+                                let base = (u64::from(b[0]) << 25)
+                                    | (u64::from(b[1]) << 17)
+                                    | (u64::from(b[2]) << 9)
+                                    | (u64::from(b[3]) << 1)
+                                    | u64::from(b[4] >> 7);
+                                let ext = (u64::from(b[4] & 1) << 8) | u64::from(b[5]);
+                                assert_eq!(base * 300 + ext, pcr, "len {len}: PCR");
+                            }
+                            assert!(p[5 + fixed..at].iter().all(|&b| b == 0xff), "len {len}: stuffing");
+                        }
+                    } else {
+                        assert!(i > 0 || first_af == 0, "len {len}: the first packet's flags need a field");
+                    }
+                    assert_eq!(p[3] & 0x10, 0x10, "payload present");
+                    payload.extend_from_slice(&p[at..]);
+                }
+                assert_eq!(payload, &data[..len], "len {len}, pcr {pcr:?}, random access {random_access}");
+            }
+        }
+    }
+
     #[test]
     fn crc_of_a_known_pat() {
         // The PAT ffmpeg writes for program 1 -> PMT 0x1000.
