@@ -268,12 +268,10 @@ pub struct Peer {
     neighbour_nodes: Vec<NodeId>,
     connecting: BTreeMap<NodeId, (Micros, usize)>,
     /// Nodes the tracker listed as seeds (at most [`MAX_LISTED_SEEDS`]): the only ones
-    /// whose claim to be a seed counts.
-    listed_seeds: BTreeSet<NodeId>,
-    /// (Viewers) seeds the tracker listed that we can dial (at most
-    /// [`MAX_LISTED_SEEDS`]): their peer id and when we last dialled them (0: never).
-    /// A viewer that loses its seed dials another of these at once.
-    seed_dials: BTreeMap<NodeId, (PeerId, Micros)>,
+    /// whose claim to be a seed counts. Those we can dial (from the tracker's list, not
+    /// an inbound connection from a seed's address) carry their peer id and when we
+    /// last dialled them (0: never): a viewer that loses its seed dials another.
+    listed_seeds: BTreeMap<NodeId, Option<(PeerId, Micros)>>,
     /// Last time a neighbour claimed a piece past our newest: the stream flows even
     /// when nothing reaches us (every parent may be withholding).
     last_claim_ahead: Micros,
@@ -348,8 +346,7 @@ impl Peer {
             neighbours: Vec::new(),
             neighbour_nodes: Vec::new(),
             connecting: BTreeMap::new(),
-            listed_seeds: BTreeSet::new(),
-            seed_dials: BTreeMap::new(),
+            listed_seeds: BTreeMap::new(),
             last_claim_ahead: 0,
             banned_nodes: BTreeSet::new(),
             banned_peers: BTreeSet::new(),
@@ -432,7 +429,7 @@ impl Peer {
             return;
         }
         let mut n = Neighbour::new(node, now);
-        n.listed_seed = self.listed_seeds.contains(&node);
+        n.listed_seed = self.listed_seeds.contains_key(&node);
         let nonce = self.rng.next_u64();
         n.ping = Some((nonce, now));
         self.neighbour_nodes.push(n.node);
@@ -454,7 +451,7 @@ impl Peer {
     /// the tracker listed: its claim to be a seed counts, as for one we dialled.
     pub fn handle_listed_seed(&mut self, node: NodeId) {
         if self.listed_seeds.len() < MAX_LISTED_SEEDS {
-            self.listed_seeds.insert(node);
+            self.listed_seeds.entry(node).or_insert(None);
         }
         if let Some(i) = self.neighbour_idx(node) {
             self.neighbours[i].listed_seed = true;
@@ -514,11 +511,9 @@ impl Peer {
             return;
         }
         for c in candidates.iter().filter(|c| c.seed) {
-            if self.listed_seeds.len() < MAX_LISTED_SEEDS {
-                self.listed_seeds.insert(c.node);
-            }
-            if self.seed_dials.len() < MAX_LISTED_SEEDS || self.seed_dials.contains_key(&c.node) {
-                self.seed_dials.entry(c.node).or_insert((c.peer_id, 0)).0 = c.peer_id;
+            if self.listed_seeds.len() < MAX_LISTED_SEEDS || self.listed_seeds.contains_key(&c.node) {
+                let dialled = self.listed_seeds.get(&c.node).copied().flatten().map_or(0, |(_, at)| at);
+                self.listed_seeds.insert(c.node, Some((c.peer_id, dialled)));
             }
         }
         let mut fresh: Vec<Candidate> = candidates
@@ -551,7 +546,7 @@ impl Peer {
                     continue;
                 }
                 want_seed = false;
-                if let Some(d) = self.seed_dials.get_mut(&c.node) {
+                if let Some(Some(d)) = self.listed_seeds.get_mut(&c.node) {
                     d.1 = now;
                 }
                 self.connecting.insert(c.node, (now, club_of(c.peer_id, n)));
@@ -1189,29 +1184,29 @@ impl Peer {
     /// seed dialled in the last second is not dialled again (one that is full, or
     /// dead, is not dialled every tick).
     fn keep_a_seed(&mut self, now: Micros) {
-        if self.cfg.role != Role::Viewer || self.seed_dials.is_empty() {
+        if self.cfg.role != Role::Viewer || self.listed_seeds.is_empty() {
             return;
         }
         let has_seed = self.neighbours.iter().any(|n| n.is_seed() || (n.hello.is_none() && n.listed_seed))
-            || self.connecting.keys().any(|node| self.listed_seeds.contains(node));
+            || self.connecting.keys().any(|node| self.listed_seeds.contains_key(node));
         if has_seed {
             return;
         }
-        let dialable: Vec<(NodeId, PeerId, Micros)> = self
-            .seed_dials
+        let mut dialable: Vec<(NodeId, PeerId, Micros)> = self
+            .listed_seeds
             .iter()
-            .filter(|(node, (id, at))| {
+            .filter_map(|(node, d)| d.map(|(id, at)| (*node, id, at)))
+            .filter(|(node, id, at)| {
                 (*at == 0 || now.saturating_sub(*at) >= SECOND)
                     && !self.banned_nodes.contains(node)
                     && !self.banned_peers.contains(id)
-                    && self.neighbour_idx(**node).is_none()
+                    && self.neighbour_idx(*node).is_none()
             })
-            .map(|(node, (id, at))| (*node, *id, *at))
             .collect();
         let Some(oldest) = dialable.iter().map(|d| d.2).min() else { return };
-        let equals: Vec<&(NodeId, PeerId, Micros)> = dialable.iter().filter(|d| d.2 == oldest).collect();
-        let (node, peer_id, _) = *equals[self.rng.below(equals.len() as u64) as usize];
-        self.seed_dials.insert(node, (peer_id, now));
+        dialable.retain(|d| d.2 == oldest);
+        let (node, peer_id, _) = dialable[self.rng.below(dialable.len() as u64) as usize];
+        self.listed_seeds.insert(node, Some((peer_id, now)));
         self.connecting.insert(node, (now, club_of(peer_id, self.cfg.n_substreams)));
         self.events.push_back(Event::Connect(node));
     }
