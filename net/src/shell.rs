@@ -422,8 +422,13 @@ impl Shell {
                 // A gap the player will show: why, for the operator, once per run of
                 // skipped pieces (the neighbours' state explains the whole run).
                 let now = now_us();
-                if self.last_skipped.is_none_or(|last| seq != last + 1) && self.skips_logged.admit(now).0 {
-                    tracing::warn!(why = %self.peer.explain_missing(now, seq), "piece skipped: missed its deadline");
+                if self.last_skipped.is_none_or(|last| seq != last + 1) {
+                    // `held_back`: runs of skips left unexplained in the seconds before
+                    // (over the limit a second), so the log still tells how many there were.
+                    let (log, held_back) = self.skips_logged.admit(now);
+                    if log {
+                        tracing::warn!(held_back, why = %self.peer.explain_missing(now, seq), "piece skipped: missed its deadline");
+                    }
                 }
                 self.last_skipped = Some(seq);
                 let _ = self.outputs.try_send(Output::Skipped(seq));
