@@ -23,8 +23,8 @@ use crate::signal::SignalConfig;
 pub trait Deliver: Send + Sync + 'static {
     /// A verified piece to play now, in sequence order (viewers).
     fn play(&self, _piece: &Piece) {}
-    /// A piece that missed its deadline.
-    fn skipped(&self) {}
+    /// A piece (by number) that missed its deadline.
+    fn skipped(&self, _seq: u64) {}
     /// A piece verified and taken into the window (a seeder's HLS).
     fn accepted(&self, _piece: &Piece) {}
     /// Seconds played in the current UTC hour, and of those in ad breaks, announced
@@ -96,7 +96,7 @@ impl Node {
             while let Some(o) = out_rx.recv().await {
                 match o {
                     Output::Play(piece) => d.play(&piece),
-                    Output::Skipped(_) => d.skipped(),
+                    Output::Skipped(seq) => d.skipped(seq),
                     Output::Accepted(piece) => d.accepted(&piece),
                     Output::WantPeers => w.notify_one(),
                 }

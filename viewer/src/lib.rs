@@ -52,8 +52,8 @@ impl Deliver for Player {
         self.played.lock().unwrap_or_else(std::sync::PoisonError::into_inner).play(piece, now_us());
     }
 
-    fn skipped(&self) {
-        self.playout.skipped();
+    fn skipped(&self, seq: u64) {
+        self.playout.skipped(seq);
     }
 
     fn watched(&self) -> Option<Watched> {
@@ -156,6 +156,7 @@ impl Viewer {
         serde_json::json!({
             "played": s.played,
             "skipped": s.skipped,
+            "skipped_runs": self.playout.skipped_runs(),
             "latency_ms": s.latency_us / 1000,
             "max_latency_ms": s.max_latency_us / 1000,
             "peers": snap.neighbours,

@@ -26,6 +26,9 @@ struct Inner {
     gop: Vec<Piece>,
     played: u64,
     skipped: u64,
+    /// The newest runs of consecutive numbers skipped, `[first, last]`, oldest first (at
+    /// most [`SKIPPED_RUNS`]): which pieces a viewer missed, not only how many.
+    skipped_runs: VecDeque<[u64; 2]>,
     /// Live-to-playout latency of the last piece played, µs.
     latency_us: u64,
     max_latency_us: u64,
@@ -41,6 +44,9 @@ struct Inner {
 /// its publisher went) starts at the next segment start, not on the last session's
 /// unfinished tail.
 pub const IDLE_AFTER_US: u64 = 2_000_000;
+
+/// Runs of skipped numbers kept per playout.
+pub const SKIPPED_RUNS: usize = 32;
 
 /// Latency samples kept per playout.
 pub const SAMPLES: usize = 100_000;
@@ -109,8 +115,24 @@ impl Playout {
         self.lock().samples.len()
     }
 
-    pub fn skipped(&self) {
-        self.lock().skipped += 1;
+    /// Piece `seq` missed its deadline.
+    pub fn skipped(&self, seq: u64) {
+        let mut i = self.lock();
+        i.skipped += 1;
+        match i.skipped_runs.back_mut() {
+            Some(run) if run[1].checked_add(1) == Some(seq) => run[1] = seq,
+            _ => {
+                if i.skipped_runs.len() == SKIPPED_RUNS {
+                    i.skipped_runs.pop_front();
+                }
+                i.skipped_runs.push_back([seq, seq]);
+            }
+        }
+    }
+
+    /// The newest runs of skipped numbers, `[first, last]`, oldest first.
+    pub fn skipped_runs(&self) -> Vec<[u64; 2]> {
+        self.lock().skipped_runs.iter().copied().collect()
     }
 
     pub fn stats(&self) -> PlayStats {
@@ -206,5 +228,26 @@ mod tests {
         p.play_at(&next, t + 5_050_000);
         let first = idle.recv().await.unwrap();
         assert_eq!(&first[..], &next.payload()[..], "the new session's segment start, untouched");
+    }
+
+    #[test]
+    fn skipped_numbers_are_kept_as_runs_the_newest_few() {
+        let p = Playout::new();
+        for seq in [10, 11, 12, 20, 22, 23] {
+            p.skipped(seq);
+        }
+        assert_eq!(p.stats().skipped, 6);
+        assert_eq!(p.skipped_runs(), vec![[10, 12], [20, 20], [22, 23]]);
+        // Only the newest runs stay; the count keeps everything.
+        for k in 0..SKIPPED_RUNS as u64 {
+            p.skipped(100 + 2 * k);
+        }
+        let runs = p.skipped_runs();
+        assert_eq!(runs.len(), SKIPPED_RUNS);
+        assert_eq!(runs[0], [100, 100]);
+        assert_eq!(p.stats().skipped, 6 + SKIPPED_RUNS as u64);
+        p.skipped(u64::MAX);
+        p.skipped(0);
+        assert_eq!(p.skipped_runs()[SKIPPED_RUNS - 2..], [[u64::MAX, u64::MAX], [0, 0]]);
     }
 }
