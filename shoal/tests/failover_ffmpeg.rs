@@ -426,7 +426,7 @@ fn a_feed_moved_to_the_backup_ingest_goes_on_where_its_timeline_says() {
         for (first, last) in &runs {
             assert!(
                 *first >= a_newest && *last < b_first,
-                "a viewer skipped {first}..={last}, outside what the outage left unused ({a_newest} < n < {b_first})"
+                "a viewer skipped {first}..={last}, outside what the outage left unused and A's newest ({a_newest} ≤ n < {b_first})"
             );
         }
     }
